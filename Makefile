@@ -1,0 +1,66 @@
+# Chuyi: `make run` brings up a local node, `make test` runs the whole suite.
+# Both install what they need first (`make deps`), only when it is missing.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# One target dir outside the clone, so a fresh checkout (CI's) reuses the
+# build of the one before; RocksDB alone costs ~10 minutes to compile.
+export CARGO_TARGET_DIR ?= /var/cache/chuyi/target
+DATA_DIR ?= ./chuyi-data
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+# System packages the build and the tests use: libclang/clang for RocksDB's
+# bindings, fio and nbd tools as peers and clients, e2fsprogs for test file
+# systems, linux-perf for profiles.
+APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
+	e2fsprogs util-linux procps
+
+.PHONY: deps build test run bench chaos fmt lint clean-data
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+	@mkdir -p $(CARGO_TARGET_DIR)
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+# The whole suite: unit tests, the chunk-store conformance suite on both I/O
+# engines, RPC tests over real sockets, and the storage node crash test that
+# SIGKILLs a real `chuyi node` process.
+test: build
+	@if command -v cargo-nextest >/dev/null; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+# A local storage node with three disks under $(DATA_DIR); Ctrl-C stops it.
+run: build
+	@scripts/run-node.sh "$(DATA_DIR)" "$(CARGO_TARGET_DIR)/debug/chuyi"
+
+# Criterion benches, then the node load bench against fio on the same disk.
+bench: deps
+	$(CARGO) bench -p chuyi-common --bench crc32c
+	$(CARGO) bench -p chuyi-storage-node --bench chunk_store
+	bench/node-vs-fio.sh
+
+# The long crash run: 200 SIGKILL cycles of a storage node.
+chaos: build
+	CHUYI_CRASH_CYCLES=200 $(CARGO) test -p chuyi --test crash -- --nocapture
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,1 @@
+//! chuyi-bench (being written).

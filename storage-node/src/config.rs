@@ -1,0 +1,204 @@
+//! The storage node's config file (TOML), validated at start.
+//!
+//! ```toml
+//! node_id = 1
+//! listen = "127.0.0.1:7100"              # or "unix:/run/chuyi/node1.sock"
+//! cluster_secret_file = "/etc/chuyi/secret"  # else $CHUYI_CLUSTER_SECRET
+//! io_engine = "uring"                    # or "pread"
+//!
+//! [[disk]]
+//! id = 0
+//! path = "/var/lib/chuyi/ssd0"           # directory, file or block device
+//! class = "ssd"
+//! capacity = "100GiB"                    # size of the file a new directory disk gets
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
+use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
+use chuyi_common::size::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::io::{EngineKind, EngineTuning};
+use crate::store::DiskSpec;
+
+/// Everything a storage node is told at start.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: NodeId,
+    /// Where the chunk service listens: "host:port" or "unix:/path".
+    pub listen: String,
+    /// A second listener, typically a Unix socket for a co-located frontend.
+    #[serde(default)]
+    pub listen_extra: Option<String>,
+    /// File holding the cluster secret; when absent, $CHUYI_CLUSTER_SECRET.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The I/O engine of every disk.
+    #[serde(default = "default_engine")]
+    pub io_engine: EngineKind,
+    /// io_uring submission entries per disk: the most I/Os in flight.
+    #[serde(default = "default_uring_entries")]
+    pub uring_entries: u32,
+    /// Worker threads per disk of the pread engine.
+    #[serde(default = "default_pread_threads")]
+    pub pread_threads: usize,
+    /// The node's disks; at least one.
+    #[serde(rename = "disk")]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One disk of a node.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Unique within the node; recorded in the disk's superblock.
+    pub id: DiskId,
+    /// A directory (created if missing), a regular file or a block device.
+    pub path: PathBuf,
+    pub class: DeviceClass,
+    /// Size of the disk file a new directory disk gets ("100GiB"). Files
+    /// and devices use their own size, capped by this when given.
+    #[serde(default)]
+    pub capacity: Option<ByteSize>,
+    /// Chunk size, a multiple of 4 KiB up to 4 MiB; fixed at format time.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: ByteSize,
+}
+
+/// A config that cannot run, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn default_engine() -> EngineKind {
+    EngineKind::Uring
+}
+fn default_uring_entries() -> u32 {
+    EngineTuning::default().uring_entries
+}
+fn default_pread_threads() -> usize {
+    EngineTuning::default().pread_threads
+}
+fn default_chunk_size() -> ByteSize {
+    ByteSize(CHUNK_SIZE_MAX_BYTES as u64)
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, problem: String| Err(ConfigError::Invalid { field: field.into(), problem });
+        if self.disks.is_empty() {
+            return invalid("disk", "a node needs at least one [[disk]]".into());
+        }
+        if !(4..=4096).contains(&self.uring_entries) {
+            return invalid("uring_entries", format!("{} is outside 4..=4096", self.uring_entries));
+        }
+        if !(1..=256).contains(&self.pread_threads) {
+            return invalid("pread_threads", format!("{} is outside 1..=256", self.pread_threads));
+        }
+        let (mut ids, mut paths) = (HashSet::new(), HashSet::new());
+        for (i, disk) in self.disks.iter().enumerate() {
+            if !ids.insert(disk.id) {
+                return invalid(&format!("disk[{i}].id"), format!("disk id {} appears twice", disk.id));
+            }
+            if !paths.insert(&disk.path) {
+                return invalid(&format!("disk[{i}].path"), format!("{} appears twice", disk.path.display()));
+            }
+            let cs = disk.chunk_size.0;
+            if cs == 0 || cs % BLOCK_SIZE_BYTES as u64 != 0 || cs > CHUNK_SIZE_MAX_BYTES as u64 {
+                return invalid(
+                    &format!("disk[{i}].chunk_size"),
+                    format!("{} is not a multiple of 4KiB up to 4MiB", disk.chunk_size),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The disk specs the chunk store opens.
+    pub fn disk_specs(&self) -> Vec<DiskSpec> {
+        let tuning = EngineTuning { uring_entries: self.uring_entries, pread_threads: self.pread_threads };
+        self.disks
+            .iter()
+            .map(|d| DiskSpec {
+                id: d.id,
+                class: d.class,
+                path: d.path.clone(),
+                capacity_bytes: d.capacity.map(|c| c.0),
+                chunk_size: d.chunk_size.0,
+                engine: self.io_engine,
+                tuning,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let c: NodeConfig = toml::from_str(text).map_err(|source| ConfigError::Parse { path: "t".into(), source })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn parses_full_example() {
+        let c = parse(
+            r#"
+            node_id = 1
+            listen = "127.0.0.1:7100"
+            io_engine = "pread"
+            [[disk]]
+            id = 0
+            path = "/tmp/d0"
+            class = "ssd"
+            capacity = "1GiB"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.io_engine, EngineKind::Pread);
+        assert_eq!(c.disks[0].capacity, Some(ByteSize(1 << 30)));
+        assert_eq!(c.disks[0].chunk_size, ByteSize(4 << 20));
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let err = parse(
+            r#"
+            node_id = 1
+            listen = "127.0.0.1:7100"
+            [[disk]]
+            id = 0
+            path = "/tmp/d0"
+            class = "ssd"
+            chunk_size = "5000"
+            "#,
+        )
+        .expect_err("bad chunk size");
+        assert!(err.to_string().contains("disk[0].chunk_size"), "{err}");
+        let err = parse("node_id = 1\nlisten = \"x:1\"\ndisk = []\n").expect_err("no disks");
+        assert!(err.to_string().contains("`disk`"), "{err}");
+        assert!(parse("node_id = 1\nlisten = \"x:1\"\nbogus = 2\ndisk = []\n").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! The on-disk format, as pure encode/decode functions with no I/O.
+//!
+//! `storage-node/FORMAT.md` draws every byte. A disk (a file in a
+//! directory, a file, or a block device) is laid out as:
+//!
+//! ```text
+//! [superblock 4 KiB][slot table][checksum tables: 4 KiB per slot][pad to 1 MiB][slot data: chunk_size per slot]
+//! ```
+
+pub mod layout;
+pub mod slot_table;
+pub mod superblock;
+
+/// Why bytes read from a disk are not a valid structure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("not a chuyi disk (bad magic)")]
+    BadMagic,
+    #[error("disk format version {0} is not supported (this build reads version {current})", current = superblock::FORMAT_VERSION)]
+    Version(u32),
+    #[error("superblock checksum mismatch")]
+    Checksum,
+    #[error("superblock field {field} is invalid: {value}")]
+    Field { field: &'static str, value: u64 },
+    #[error("disk of {capacity_bytes} bytes is too small for one chunk of {chunk_size} bytes")]
+    TooSmall { capacity_bytes: u64, chunk_size: u64 },
+}

@@ -1,0 +1,141 @@
+//! The superblock: the first 4 KiB of a disk, naming what the disk is and
+//! how it is laid out. Written once at format time.
+
+use chuyi_common::checksum::crc32c;
+use chuyi_common::ids::{DeviceClass, DiskId};
+use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
+
+use super::layout::Layout;
+use super::FormatError;
+
+pub const MAGIC: [u8; 8] = *b"CHUYIDSK";
+pub const FORMAT_VERSION: u32 = 1;
+pub const SUPERBLOCK_BYTES: usize = BLOCK_SIZE_BYTES;
+/// The superblock's crc32c covers bytes `0..CRC_AT` and is stored at `CRC_AT`.
+const CRC_AT: usize = SUPERBLOCK_BYTES - 4;
+
+/// What a disk's superblock says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    pub disk_uuid: [u8; 16],
+    pub disk_id: DiskId,
+    pub class: DeviceClass,
+    /// Bytes of the file or device given to chuyi at format time.
+    pub capacity_bytes: u64,
+    pub layout: Layout,
+}
+
+impl Superblock {
+    pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
+        let mut b = [0u8; SUPERBLOCK_BYTES];
+        let l = &self.layout;
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // 12..16: flags, zero in version 1.
+        b[16..32].copy_from_slice(&self.disk_uuid);
+        b[32..36].copy_from_slice(&self.disk_id.to_le_bytes());
+        b[36] = self.class.to_byte();
+        b[40..48].copy_from_slice(&self.capacity_bytes.to_le_bytes());
+        b[48..52].copy_from_slice(&(BLOCK_SIZE_BYTES as u32).to_le_bytes());
+        b[52..56].copy_from_slice(&(l.chunk_size as u32).to_le_bytes());
+        b[56..64].copy_from_slice(&l.slot_count.to_le_bytes());
+        b[64..72].copy_from_slice(&l.slot_table_offset.to_le_bytes());
+        b[72..80].copy_from_slice(&l.crc_table_offset.to_le_bytes());
+        b[80..88].copy_from_slice(&l.data_offset.to_le_bytes());
+        let crc = crc32c(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a superblock; the layout must be the one this
+    /// build would derive from the slot count, so a damaged field is caught
+    /// even if the checksum were to match.
+    pub fn decode(b: &[u8; SUPERBLOCK_BYTES]) -> Result<Self, FormatError> {
+        if b[0..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        if u32_at(b, CRC_AT) != crc32c(&b[..CRC_AT]) {
+            return Err(FormatError::Checksum);
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::Version(version));
+        }
+        let class = DeviceClass::from_byte(b[36]).ok_or(FormatError::Field { field: "class", value: b[36].into() })?;
+        let block = u32_at(b, 48);
+        if block as usize != BLOCK_SIZE_BYTES {
+            return Err(FormatError::Field { field: "block_size", value: block.into() });
+        }
+        let chunk_size = u64::from(u32_at(b, 52));
+        if chunk_size == 0 || chunk_size % block as u64 != 0 || chunk_size > CHUNK_SIZE_MAX_BYTES as u64 {
+            return Err(FormatError::Field { field: "chunk_size", value: chunk_size });
+        }
+        let layout = Layout::with_slots(u64_at(b, 56), chunk_size);
+        let stored = [(64, layout.slot_table_offset), (72, layout.crc_table_offset), (80, layout.data_offset)];
+        for (at, want) in stored {
+            if u64_at(b, at) != want {
+                return Err(FormatError::Field { field: "region offset", value: u64_at(b, at) });
+            }
+        }
+        let mut disk_uuid = [0u8; 16];
+        disk_uuid.copy_from_slice(&b[16..32]);
+        Ok(Self { disk_uuid, disk_id: u32_at(b, 32), class, capacity_bytes: u64_at(b, 40), layout })
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Superblock {
+        Superblock {
+            disk_uuid: [7; 16],
+            disk_id: 3,
+            class: DeviceClass::Hdd,
+            capacity_bytes: 1 << 30,
+            layout: Layout::for_capacity(1 << 30, 4 << 20).expect("fits"),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let sb = sample();
+        assert_eq!(Superblock::decode(&sb.encode()), Ok(sb));
+    }
+
+    #[test]
+    fn detects_damage() {
+        let mut b = sample().encode();
+        b[60] ^= 1;
+        assert_eq!(Superblock::decode(&b), Err(FormatError::Checksum));
+        let mut b = sample().encode();
+        b[0] = b'X';
+        assert_eq!(Superblock::decode(&b), Err(FormatError::BadMagic));
+        assert_eq!(Superblock::decode(&[0u8; SUPERBLOCK_BYTES]), Err(FormatError::BadMagic));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), SUPERBLOCK_BYTES)) {
+            let mut b = [0u8; SUPERBLOCK_BYTES];
+            b.copy_from_slice(&bytes);
+            b[0..8].copy_from_slice(&MAGIC);
+            let crc = crc32c(&b[..CRC_AT]);
+            b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            let _ = Superblock::decode(&b);
+        }
+    }
+}

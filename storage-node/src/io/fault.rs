@@ -1,0 +1,72 @@
+//! A fault-injecting wrapper around another engine, for tests.
+//!
+//! It fails chosen operations with a chosen errno (EIO, ENOSPC) so the
+//! chunk store's handling of a dying or full disk is tested without a real
+//! broken device.
+
+use std::io;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use super::{IoDone, IoEngine, IoOp, IoRequest};
+
+/// Which operations a [`FaultEngine`] fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FaultOn {
+    Nothing = 0,
+    Reads = 1,
+    Writes = 2,
+    Everything = 3,
+}
+
+/// Passes operations to `inner` until told to fail them.
+pub struct FaultEngine {
+    inner: Arc<dyn IoEngine>,
+    on: AtomicU8,
+    errno: AtomicI32,
+}
+
+impl std::fmt::Debug for FaultEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultEngine").field("inner", &self.inner.name()).finish()
+    }
+}
+
+impl FaultEngine {
+    pub fn new(inner: Arc<dyn IoEngine>) -> Self {
+        Self { inner, on: AtomicU8::new(FaultOn::Nothing as u8), errno: AtomicI32::new(libc::EIO) }
+    }
+
+    /// From now on, fail operations of `on` with `errno`.
+    pub fn inject(&self, on: FaultOn, errno: i32) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.on.store(on as u8, Ordering::SeqCst);
+    }
+
+    fn fails(&self, op: &IoOp) -> bool {
+        let on = self.on.load(Ordering::SeqCst);
+        let is_read = matches!(op, IoOp::Read { .. });
+        on == FaultOn::Everything as u8
+            || (on == FaultOn::Reads as u8 && is_read)
+            || (on == FaultOn::Writes as u8 && !is_read)
+    }
+}
+
+impl IoEngine for FaultEngine {
+    fn submit(&self, request: IoRequest) {
+        if !self.fails(&request.op) {
+            return self.inner.submit(request);
+        }
+        let buf = match request.op {
+            IoOp::Read { buf, .. } => Some(buf),
+            _ => None,
+        };
+        let result = Err(io::Error::from_raw_os_error(self.errno.load(Ordering::SeqCst)));
+        let _ = request.done.send(IoDone { buf, result });
+    }
+
+    fn name(&self) -> &'static str {
+        "fault"
+    }
+}

@@ -1,0 +1,88 @@
+//! Running a storage node: open the disks, then serve the chunk service on
+//! every configured listener until shut down.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
+use chuyi_common::secret::ClusterSecret;
+
+use crate::config::NodeConfig;
+use crate::service::ChunkService;
+use crate::store::{ChunkStore, OpenError};
+
+/// Why a node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("listen address {0:?} is not valid")]
+    Listen(String),
+    #[error("RPC: {0}")]
+    Rpc(#[from] RpcError),
+}
+
+/// A node with its disks open and its listeners bound, ready to serve.
+#[derive(Debug)]
+pub struct Node {
+    service: Arc<ChunkService>,
+    servers: Vec<RpcServer>,
+}
+
+impl Node {
+    /// Opens the disks and binds the listeners of `config`.
+    pub async fn start(config: &NodeConfig) -> Result<Self, NodeError> {
+        let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
+        let mut servers = Vec::new();
+        for listen in std::iter::once(&config.listen).chain(&config.listen_extra) {
+            let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
+            servers.push(RpcServer::bind(&endpoint).await?);
+        }
+        Ok(Self { service: Arc::new(ChunkService::new(config.node_id, store)), servers })
+    }
+
+    /// Where the node listens (with real ports for ":0").
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.servers.iter().map(|s| s.local_endpoint().clone()).collect()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        secret: ClusterSecret,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), NodeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for server in self.servers {
+            let (service, secret, mut stop) = (self.service.clone(), secret.clone(), stop_rx.clone());
+            tasks.spawn(async move {
+                server
+                    .serve(secret, service, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            });
+        }
+        tokio::select! {
+            () = shutdown => {}
+            Some(first) = tasks.join_next() => {
+                // A listener died on its own: stop the rest and report it.
+                let _ = stop_tx.send(true);
+                return flatten(first);
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(done) = tasks.join_next().await {
+            flatten(done)?;
+        }
+        Ok(())
+    }
+}
+
+fn flatten(joined: Result<Result<(), RpcError>, tokio::task::JoinError>) -> Result<(), NodeError> {
+    match joined {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(NodeError::Rpc(RpcError::Io(std::io::Error::other(e)))),
+    }
+}

@@ -1,0 +1,82 @@
+//! The chunk service: RPC requests in, chunk store calls out.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chuyi_common::ids::NodeId;
+use chuyi_common::limits::LIST_CHUNKS_PAGE_MAX;
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse};
+use chuyi_common::rpc::Service;
+
+use crate::store::{ChunkStore, StoreError};
+
+/// Serves one node's [`ChunkStore`] over the RPC layer.
+#[derive(Debug)]
+pub struct ChunkService {
+    node_id: NodeId,
+    store: Arc<ChunkStore>,
+}
+
+impl ChunkService {
+    pub fn new(node_id: NodeId, store: Arc<ChunkStore>) -> Self {
+        Self { node_id, store }
+    }
+
+    async fn handle(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
+        let store = &self.store;
+        let done = Ok((ChunkResponse::Done, Bytes::new()));
+        match request {
+            ChunkRequest::Ping => Ok((ChunkResponse::Pong { node: self.node_id }, Bytes::new())),
+            ChunkRequest::Write { disk, chunk, offset, fua } => {
+                store.disk(disk)?.write(chunk, offset.into(), payload, fua).await?;
+                done
+            }
+            ChunkRequest::Read { disk, chunk, offset, len } => {
+                let (data, allocated) = store.disk(disk)?.read(chunk, offset.into(), len.into()).await?;
+                Ok((ChunkResponse::ReadDone { allocated }, data))
+            }
+            ChunkRequest::Trim { disk, chunk, offset, len } => {
+                store.disk(disk)?.zero(chunk, offset.into(), len.into(), false).await?;
+                done
+            }
+            ChunkRequest::WriteZeroes { disk, chunk, offset, len, fua } => {
+                store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
+                done
+            }
+            ChunkRequest::Flush { disk: Some(disk) } => {
+                store.disk(disk)?.sync().await?;
+                done
+            }
+            ChunkRequest::Flush { disk: None } => {
+                for disk in store.disks() {
+                    disk.sync().await?;
+                }
+                done
+            }
+            ChunkRequest::DeleteChunk { disk, chunk } => {
+                store.disk(disk)?.delete(chunk).await?;
+                done
+            }
+            ChunkRequest::ListChunks { disk, start_after, max } => {
+                let (chunks, more) = store.disk(disk)?.list(start_after, max.min(LIST_CHUNKS_PAGE_MAX) as usize);
+                Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
+            }
+            ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
+        }
+    }
+}
+
+impl Service for ChunkService {
+    type Request = ChunkRequest;
+    type Response = ChunkResponse;
+
+    async fn call(&self, request: ChunkRequest, payload: Bytes) -> (ChunkResponse, Bytes) {
+        match self.handle(request, payload).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(error = %e, "chunk request failed");
+                (ChunkResponse::Error(e.into()), Bytes::new())
+            }
+        }
+    }
+}

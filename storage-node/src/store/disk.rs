@@ -1,0 +1,515 @@
+//! One disk's chunks: allocation of slots, and reads and writes checked
+//! against each block's crc32c.
+//!
+//! Write order, which is what makes a crash harmless: data blocks first, then
+//! the slot's checksum block. A crash between the two leaves blocks whose
+//! data and checksum disagree; they are reported bad, never returned. Such a
+//! write was not acknowledged, so nothing acknowledged is lost. Allocation
+//! writes the slot-table entry last, after the slot's data has been punched
+//! to zeros and its checksum table reset, so a slot is never handed out
+//! with old data in it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chuyi_common::buf::{is_aligned, AlignedBuf};
+use chuyi_common::checksum::{block_crcs, crc32c, zero_block_crc};
+use chuyi_common::ids::{ChunkId, DeviceClass, DiskId};
+use chuyi_common::limits::BLOCK_SIZE_BYTES;
+use chuyi_common::proto::chunk::{DiskStat, DiskState};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+use super::error::StoreError;
+use super::slot::{decode_crc_block, encode_crc_block, Slot, SlotRef};
+use crate::format::layout::Layout;
+use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
+use crate::io::{Engine, FallocMode};
+
+const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
+
+/// How many times an operation looks a chunk up again after finding its
+/// slot deleted under it before giving up.
+const SLOT_RETRIES: usize = 8;
+
+/// What the node knows of a disk's slots, under one short-held lock.
+#[derive(Debug)]
+pub(crate) struct Index {
+    pub chunks: BTreeMap<ChunkId, SlotRef>,
+    /// Free slot numbers; the lowest is at the end, so slots fill in order.
+    pub free: Vec<u64>,
+    /// The slot table as on disk, to rebuild a table block from.
+    pub entries: Vec<SlotEntry>,
+}
+
+impl Index {
+    pub fn from_entries(entries: Vec<SlotEntry>) -> Self {
+        let mut chunks = BTreeMap::new();
+        let mut free = Vec::new();
+        for (slot, entry) in entries.iter().enumerate().rev() {
+            match entry {
+                SlotEntry::Free => free.push(slot as u64),
+                SlotEntry::Used(chunk) => {
+                    chunks.insert(*chunk, Arc::new(RwLock::new(Slot::existing(slot as u64))));
+                }
+                SlotEntry::Damaged => tracing::error!(slot, "slot table entry is damaged; slot left unused"),
+            }
+        }
+        Self { chunks, free, entries }
+    }
+}
+
+/// One open disk.
+#[derive(Debug)]
+pub struct DiskStore {
+    id: DiskId,
+    class: DeviceClass,
+    path: PathBuf,
+    engine: Engine,
+    layout: Layout,
+    direct_io: bool,
+    index: Mutex<Index>,
+    /// Serialises rewrites of slot-table blocks, which 128 slots share.
+    table_lock: tokio::sync::Mutex<()>,
+    failed: AtomicBool,
+    checksum_errors: AtomicU64,
+}
+
+impl DiskStore {
+    pub(crate) fn new(
+        id: DiskId,
+        class: DeviceClass,
+        path: PathBuf,
+        engine: Engine,
+        layout: Layout,
+        direct_io: bool,
+        index: Index,
+    ) -> Self {
+        Self {
+            id,
+            class,
+            path,
+            engine,
+            layout,
+            direct_io,
+            index: Mutex::new(index),
+            table_lock: tokio::sync::Mutex::new(()),
+            failed: AtomicBool::new(false),
+            checksum_errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> DiskId {
+        self.id
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.layout.chunk_size
+    }
+
+    /// Writes `data` at `offset` of `chunk`, allocating the chunk on first
+    /// write. With `fua` the data is on stable storage before returning.
+    pub async fn write(&self, chunk: ChunkId, offset: u64, data: Bytes, fua: bool) -> Result<(), StoreError> {
+        self.check_op(offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.slot_for_write(chunk).await?;
+        self.write_locked(&mut slot, chunk, offset, data).await?;
+        drop(slot);
+        if fua {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset`. Returns the data and whether the chunk
+    /// exists; a chunk never written reads as zeros.
+    pub async fn read(&self, chunk: ChunkId, offset: u64, len: u64) -> Result<(Bytes, bool), StoreError> {
+        self.check_op(offset, len)?;
+        let Some(slot_ref) = self.lookup(chunk) else {
+            return Ok((zeros(len), false));
+        };
+        let slot = self.read_slot(slot_ref).await?;
+        let Some(crcs) = slot.crcs.as_deref().filter(|_| slot.live) else {
+            return Ok((zeros(len), false));
+        };
+        let (start, end) = aligned(offset, len);
+        let buf = self.read_verified(chunk, slot.index, crcs, start, end).await?;
+        let at = (offset - start) as usize;
+        Ok((buf.freeze().slice(at..at + len as usize), true))
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros, freeing whole blocks'
+    /// space. Trim and write-zeroes share this: both leave zeros behind.
+    pub async fn zero(&self, chunk: ChunkId, offset: u64, len: u64, fua: bool) -> Result<(), StoreError> {
+        self.check_op(offset, len)?;
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
+        let mut slot = slot_ref.write_owned().await;
+        if !slot.live || len == 0 {
+            return Ok(());
+        }
+        self.ensure_loaded(&mut slot).await?;
+        let (inner_start, inner_end) = (offset.div_ceil(BLOCK) * BLOCK, (offset + len) / BLOCK * BLOCK);
+        if inner_start >= inner_end {
+            self.write_locked(&mut slot, chunk, offset, zeros(len)).await?;
+        } else {
+            if offset < inner_start {
+                self.write_locked(&mut slot, chunk, offset, zeros(inner_start - offset)).await?;
+            }
+            if inner_end < offset + len {
+                self.write_locked(&mut slot, chunk, inner_end, zeros(offset + len - inner_end)).await?;
+            }
+            self.punch_blocks(&mut slot, inner_start, inner_end).await?;
+        }
+        drop(slot);
+        if fua {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `chunk`, zeroing its data in the file and freeing its slot.
+    pub async fn delete(&self, chunk: ChunkId) -> Result<(), StoreError> {
+        self.check_up()?;
+        let Some(slot_ref) = self.lock_index().chunks.remove(&chunk) else { return Ok(()) };
+        let mut slot = slot_ref.clone().write_owned().await;
+        let result = self.free_slot(&slot).await;
+        match result {
+            Ok(()) => {
+                slot.live = false;
+                slot.crcs = None;
+                self.lock_index().free.push(slot.index);
+            }
+            // Nothing changed that a reader could see: put the chunk back.
+            Err(_) => {
+                self.lock_index().chunks.insert(chunk, slot_ref);
+            }
+        }
+        result
+    }
+
+    /// Makes every completed write stable.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.check_up()?;
+        self.engine.sync().await.map_err(|e| self.io_failed(e))
+    }
+
+    /// Chunk ids after `start_after`, ascending, at most `max`; and whether
+    /// more follow.
+    pub fn list(&self, start_after: Option<ChunkId>, max: usize) -> (Vec<ChunkId>, bool) {
+        let index = self.lock_index();
+        let mut ids: Vec<ChunkId> = match start_after {
+            Some(after) => index
+                .chunks
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                .map(|(id, _)| *id)
+                .take(max + 1)
+                .collect(),
+            None => index.chunks.keys().copied().take(max + 1).collect(),
+        };
+        let more = ids.len() > max;
+        ids.truncate(max);
+        (ids, more)
+    }
+
+    pub fn stat(&self) -> DiskStat {
+        let chunks = self.lock_index().chunks.len() as u64;
+        DiskStat {
+            id: self.id,
+            class: self.class,
+            path: self.path.display().to_string(),
+            capacity_bytes: self.layout.slot_count * self.layout.chunk_size,
+            used_bytes: chunks * self.layout.chunk_size,
+            chunks,
+            state: if self.failed.load(Ordering::Relaxed) { DiskState::Failed } else { DiskState::Up },
+            checksum_errors: self.checksum_errors.load(Ordering::Relaxed),
+            direct_io: self.direct_io,
+        }
+    }
+
+    fn check_op(&self, offset: u64, len: u64) -> Result<(), StoreError> {
+        self.check_up()?;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.layout.chunk_size => Ok(()),
+            _ => Err(StoreError::OutOfRange { offset, len, chunk_size: self.layout.chunk_size }),
+        }
+    }
+
+    fn check_up(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::DiskFailed { disk: self.id });
+        }
+        Ok(())
+    }
+
+    /// Classifies an I/O error. EIO takes the disk out of service: after a
+    /// failed write or fsync the kernel may have dropped the dirty pages, so
+    /// retrying would report success for lost data.
+    fn io_failed(&self, e: io::Error) -> StoreError {
+        match e.raw_os_error() {
+            Some(libc::EIO) => {
+                if !self.failed.swap(true, Ordering::SeqCst) {
+                    tracing::error!(disk = self.id, path = %self.path.display(), "I/O error: disk taken out of service");
+                }
+                StoreError::DiskFailed { disk: self.id }
+            }
+            _ => StoreError::Io { disk: self.id, source: e },
+        }
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        // A poisoned lock means a panic mid-update of plain maps; the maps
+        // themselves are still consistent, so carry on.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, chunk: ChunkId) -> Option<SlotRef> {
+        self.lock_index().chunks.get(&chunk).cloned()
+    }
+
+    /// The chunk's slot, loaded and locked for writing; allocated if new.
+    async fn slot_for_write(&self, chunk: ChunkId) -> Result<OwnedRwLockWriteGuard<Slot>, StoreError> {
+        for _ in 0..SLOT_RETRIES {
+            let mut slot = match self.lookup(chunk) {
+                Some(slot_ref) => slot_ref.write_owned().await,
+                None => match self.allocate(chunk).await? {
+                    Some(slot) => slot,
+                    None => continue,
+                },
+            };
+            if slot.live {
+                self.ensure_loaded(&mut slot).await?;
+                return Ok(slot);
+            }
+        }
+        Err(StoreError::Io { disk: self.id, source: io::Error::other("chunk deleted and recreated too often") })
+    }
+
+    /// Allocates a slot for `chunk`. `None` when another writer got there
+    /// first (the caller looks up again).
+    async fn allocate(&self, chunk: ChunkId) -> Result<Option<OwnedRwLockWriteGuard<Slot>>, StoreError> {
+        let (slot_ref, mut slot) = {
+            let mut index = self.lock_index();
+            if index.chunks.contains_key(&chunk) {
+                return Ok(None);
+            }
+            let Some(n) = index.free.pop() else {
+                return Err(StoreError::NoSpace { disk: self.id, chunk });
+            };
+            let slot_ref: SlotRef = Arc::new(RwLock::new(Slot::allocating(n)));
+            let Ok(guard) = slot_ref.clone().try_write_owned() else {
+                unreachable!("a lock created on the line above is free")
+            };
+            index.chunks.insert(chunk, slot_ref.clone());
+            (slot_ref, guard)
+        };
+        match self.init_slot(&mut slot, chunk).await {
+            Ok(()) => Ok(Some(slot)),
+            Err(e) => {
+                let mut index = self.lock_index();
+                if index.chunks.get(&chunk).is_some_and(|s| Arc::ptr_eq(s, &slot_ref)) {
+                    index.chunks.remove(&chunk);
+                }
+                index.free.push(slot.index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Prepares a fresh slot: zeros in, space reserved, checksums reset, and
+    /// only then the slot-table entry that makes it the chunk's.
+    async fn init_slot(&self, slot: &mut Slot, chunk: ChunkId) -> Result<(), StoreError> {
+        let (at, len) = (self.layout.data_at(slot.index), self.layout.chunk_size);
+        self.zero_file_range(at, len).await?;
+        self.reserve(chunk, at, len).await?;
+        let crcs = Slot::zero_table(self.layout.chunk_blocks());
+        self.write_crc_block(slot.index, &crcs).await?;
+        self.write_entry(slot.index, SlotEntry::Used(chunk)).await?;
+        slot.crcs = Some(crcs);
+        slot.live = true;
+        slot.holes = false;
+        Ok(())
+    }
+
+    async fn free_slot(&self, slot: &Slot) -> Result<(), StoreError> {
+        self.zero_file_range(self.layout.data_at(slot.index), self.layout.chunk_size).await?;
+        self.write_entry(slot.index, SlotEntry::Free).await
+    }
+
+    /// Reserves file space so that writes into `[at, at + len)` cannot fail
+    /// half-done for lack of space. Devices without thin provisioning
+    /// (block devices) have nothing to reserve.
+    async fn reserve(&self, chunk: ChunkId, at: u64, len: u64) -> Result<(), StoreError> {
+        match self.engine.fallocate(FallocMode::Allocate, at, len).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(StoreError::NoSpace { disk: self.id, chunk }),
+            Err(e) => Err(self.io_failed(e)),
+        }
+    }
+
+    /// Makes a file range read as zeros, freeing it where the file system
+    /// can, writing zeros where it cannot.
+    async fn zero_file_range(&self, at: u64, len: u64) -> Result<(), StoreError> {
+        match self.engine.fallocate(FallocMode::PunchHole, at, len).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.engine.write(at, AlignedBuf::zeroed(len as usize).freeze()).await.map_err(|e| self.io_failed(e))
+            }
+            Err(e) => Err(self.io_failed(e)),
+        }
+    }
+
+    /// Writes `data` at `offset` into a slot already locked and loaded.
+    async fn write_locked(&self, slot: &mut Slot, chunk: ChunkId, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        let len = data.len() as u64;
+        let (start, end) = aligned(offset, len);
+        let whole = offset == start && len == end - start && is_aligned(&data);
+        let buf = if whole { data } else { self.merge(slot, chunk, start, end, offset, &data).await? };
+        let (first, count) = ((start / BLOCK) as usize, ((end - start) / BLOCK) as usize);
+        let at = self.layout.data_at(slot.index) + start;
+        if slot.holes && self.crcs(slot)?[first..first + count].contains(&zero_block_crc()) {
+            self.reserve(chunk, at, end - start).await?;
+        }
+        let mut new_crcs = Vec::with_capacity(count);
+        block_crcs(&buf, &mut new_crcs);
+        self.engine.write(at, buf).await.map_err(|e| self.io_failed(e))?;
+        self.commit_crcs(slot, first, &new_crcs).await
+    }
+
+    /// Builds whole blocks around an unaligned write: the edge blocks are
+    /// read (and checked: a bad block must not be blessed with a new
+    /// checksum) and `data` copied over them.
+    async fn merge(
+        &self,
+        slot: &Slot,
+        chunk: ChunkId,
+        start: u64,
+        end: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Bytes, StoreError> {
+        let mut buf = AlignedBuf::zeroed((end - start) as usize);
+        let crcs = self.crcs(slot)?;
+        if offset % BLOCK != 0 {
+            let head = self.read_verified(chunk, slot.index, crcs, start, start + BLOCK).await?;
+            buf[..BLOCK_SIZE_BYTES].copy_from_slice(&head);
+        }
+        if (offset + data.len() as u64) % BLOCK != 0 && (end - BLOCK > start || offset % BLOCK == 0) {
+            let tail = self.read_verified(chunk, slot.index, crcs, end - BLOCK, end).await?;
+            buf[(end - start - BLOCK) as usize..].copy_from_slice(&tail);
+        }
+        let at = (offset - start) as usize;
+        buf[at..at + data.len()].copy_from_slice(data);
+        Ok(buf.freeze())
+    }
+
+    /// Punches whole blocks `[start, end)` of a locked slot to zeros.
+    async fn punch_blocks(&self, slot: &mut Slot, start: u64, end: u64) -> Result<(), StoreError> {
+        self.zero_file_range(self.layout.data_at(slot.index) + start, end - start).await?;
+        slot.holes = true;
+        let count = ((end - start) / BLOCK) as usize;
+        self.commit_crcs(slot, (start / BLOCK) as usize, &vec![zero_block_crc(); count]).await
+    }
+
+    /// Writes the slot's checksum block with `new` at `first`, then takes it
+    /// into memory.
+    async fn commit_crcs(&self, slot: &mut Slot, first: usize, new: &[u32]) -> Result<(), StoreError> {
+        let mut table = self.crcs(slot)?.to_vec();
+        table[first..first + new.len()].copy_from_slice(new);
+        self.write_crc_block(slot.index, &table).await?;
+        slot.crcs = Some(table.into_boxed_slice());
+        Ok(())
+    }
+
+    async fn write_crc_block(&self, slot: u64, crcs: &[u32]) -> Result<(), StoreError> {
+        let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
+        encode_crc_block(crcs, &mut block);
+        let at = self.layout.crc_table_at(slot);
+        self.engine.write(at, block.freeze()).await.map_err(|e| self.io_failed(e))
+    }
+
+    /// Rewrites the slot-table block holding `slot`'s entry.
+    async fn write_entry(&self, slot: u64, entry: SlotEntry) -> Result<(), StoreError> {
+        let _table = self.table_lock.lock().await;
+        let table_block = self.layout.table_block_of(slot);
+        let per_block = BLOCK_SIZE_BYTES / ENTRY_BYTES;
+        let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
+        {
+            let mut index = self.lock_index();
+            index.entries[slot as usize] = entry;
+            let first = table_block as usize * per_block;
+            for (i, e) in index.entries.iter().skip(first).take(per_block).enumerate() {
+                e.encode(&mut block[i * ENTRY_BYTES..]);
+            }
+        }
+        let at = self.layout.slot_table_offset + table_block * BLOCK;
+        self.engine.write(at, block.freeze()).await.map_err(|e| self.io_failed(e))
+    }
+
+    fn crcs<'a>(&self, slot: &'a Slot) -> Result<&'a [u32], StoreError> {
+        slot.crcs.as_deref().ok_or_else(|| StoreError::Io {
+            disk: self.id,
+            source: io::Error::other("checksum table used before it was loaded"),
+        })
+    }
+
+    /// The slot locked for reading, with its checksum table loaded.
+    async fn read_slot(&self, slot_ref: SlotRef) -> Result<OwnedRwLockReadGuard<Slot>, StoreError> {
+        let slot = slot_ref.clone().read_owned().await;
+        if slot.crcs.is_some() || !slot.live {
+            return Ok(slot);
+        }
+        drop(slot);
+        let mut slot = slot_ref.write_owned().await;
+        self.ensure_loaded(&mut slot).await?;
+        Ok(OwnedRwLockWriteGuard::downgrade(slot))
+    }
+
+    async fn ensure_loaded(&self, slot: &mut Slot) -> Result<(), StoreError> {
+        if slot.crcs.is_some() || !slot.live {
+            return Ok(());
+        }
+        let at = self.layout.crc_table_at(slot.index);
+        let block = self.engine.read(at, BLOCK_SIZE_BYTES).await.map_err(|e| self.io_failed(e))?;
+        slot.crcs = Some(decode_crc_block(&block, self.layout.chunk_blocks()));
+        Ok(())
+    }
+
+    /// Reads blocks `[start, end)` of a slot and checks each against its
+    /// checksum; a mismatch is counted and returned as an error.
+    async fn read_verified(
+        &self,
+        chunk: ChunkId,
+        slot: u64,
+        crcs: &[u32],
+        start: u64,
+        end: u64,
+    ) -> Result<AlignedBuf, StoreError> {
+        let at = self.layout.data_at(slot) + start;
+        let buf = self.engine.read(at, (end - start) as usize).await.map_err(|e| self.io_failed(e))?;
+        let first = (start / BLOCK) as usize;
+        for (i, block) in buf.chunks_exact(BLOCK_SIZE_BYTES).enumerate() {
+            if crc32c(block) != crcs[first + i] {
+                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                let block = (first + i) as u64;
+                tracing::warn!(disk = self.id, %chunk, block, "checksum mismatch");
+                return Err(StoreError::Checksum { disk: self.id, chunk, block });
+            }
+        }
+        Ok(buf)
+    }
+}
+
+/// The whole-block range covering `[offset, offset + len)`.
+fn aligned(offset: u64, len: u64) -> (u64, u64) {
+    (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK)
+}
+
+fn zeros(len: u64) -> Bytes {
+    Bytes::from(vec![0u8; len as usize])
+}

@@ -1,0 +1,311 @@
+//! The chunk store's conformance suite. Every test runs on both I/O engines
+//! (io_uring and pread threads) over a real file in a temporary directory,
+//! so both engines are held to the same behaviour.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chuyi_common::ids::{ChunkId, DeviceClass};
+use chuyi_common::proto::chunk::DiskState;
+use chuyi_storage_node::io::fault::{FaultEngine, FaultOn};
+use chuyi_storage_node::io::{EngineKind, EngineTuning};
+use chuyi_storage_node::store::open::DISK_FILE_NAME;
+use chuyi_storage_node::store::{open_disk, open_disk_wrapped, DiskSpec, DiskStore, StoreError};
+
+const MIB: u64 = 1 << 20;
+const CHUNK: u64 = 4 * MIB;
+const ENGINES: [EngineKind; 2] = [EngineKind::Uring, EngineKind::Pread];
+
+fn spec(dir: &Path, engine: EngineKind, capacity: u64) -> DiskSpec {
+    DiskSpec {
+        id: 7,
+        class: DeviceClass::Ssd,
+        path: dir.to_path_buf(),
+        capacity_bytes: Some(capacity),
+        chunk_size: CHUNK,
+        engine,
+        tuning: EngineTuning::default(),
+    }
+}
+
+async fn open(dir: &Path, engine: EngineKind) -> DiskStore {
+    open_disk(&spec(dir, engine, 64 * MIB)).await.expect("open disk")
+}
+
+/// Bytes that say where they belong, so a misplaced block is caught.
+fn pattern(tag: u64, len: usize) -> Bytes {
+    (0..len).map(|i| (tag as usize * 31 + i * 7 + i / 4096) as u8).collect::<Vec<u8>>().into()
+}
+
+fn id(index: u64) -> ChunkId {
+    ChunkId::new(0xC0FFEE, index)
+}
+
+async fn read(disk: &DiskStore, chunk: ChunkId, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+    disk.read(chunk, offset, len).await.map(|(data, _)| data)
+}
+
+#[tokio::test]
+async fn writes_read_back_aligned_and_unaligned() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let a = pattern(1, 64 * 1024);
+        disk.write(id(0), 8192, a.clone(), false).await.expect("aligned write");
+        assert_eq!(read(&disk, id(0), 8192, a.len() as u64).await.expect("read"), a, "{engine:?}");
+        // An unaligned write inside the aligned one keeps the bytes around it.
+        let b = pattern(2, 5000);
+        disk.write(id(0), 8192 + 100, b.clone(), false).await.expect("unaligned write");
+        let back = read(&disk, id(0), 8192, a.len() as u64).await.expect("read");
+        assert_eq!(&back[..100], &a[..100]);
+        assert_eq!(&back[100..5100], &b[..]);
+        assert_eq!(&back[5100..], &a[5100..]);
+        // Odd offsets and lengths read exactly what is there.
+        assert_eq!(read(&disk, id(0), 8192 + 101, 3).await.expect("read"), b.slice(1..4));
+    }
+}
+
+#[tokio::test]
+async fn unwritten_ranges_read_as_zeros() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let (data, allocated) = disk.read(id(5), 0, 4096).await.expect("read");
+        assert!(!allocated && data.iter().all(|&b| b == 0));
+        disk.write(id(5), CHUNK - 4096, pattern(3, 4096), false).await.expect("write");
+        let (data, allocated) = disk.read(id(5), 0, CHUNK - 4096).await.expect("read");
+        assert!(allocated && data.iter().all(|&b| b == 0), "{engine:?}: rest of a new chunk is zeros");
+    }
+}
+
+#[tokio::test]
+async fn out_of_range_is_refused_and_changes_nothing() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let err = disk.write(id(1), CHUNK - 10, pattern(1, 11), false).await.expect_err("past end");
+        assert!(matches!(err, StoreError::OutOfRange { .. }), "{err}");
+        assert!(matches!(disk.read(id(1), u64::MAX, 2).await, Err(StoreError::OutOfRange { .. })));
+        assert_eq!(disk.stat().chunks, 0, "a refused write allocates nothing");
+    }
+}
+
+#[tokio::test]
+async fn trim_and_write_zeroes_leave_zeros() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let data = pattern(4, 64 * 1024);
+        disk.write(id(2), 0, data.clone(), false).await.expect("write");
+        disk.zero(id(2), 1000, 20_000, false).await.expect("trim");
+        let back = read(&disk, id(2), 0, data.len() as u64).await.expect("read");
+        assert_eq!(&back[..1000], &data[..1000]);
+        assert!(back[1000..21_000].iter().all(|&b| b == 0), "{engine:?}");
+        assert_eq!(&back[21_000..], &data[21_000..]);
+        // A write into the trimmed hole works and reads back.
+        disk.write(id(2), 8192, pattern(5, 4096), true).await.expect("rewrite hole");
+        assert_eq!(read(&disk, id(2), 8192, 4096).await.expect("read"), pattern(5, 4096));
+    }
+}
+
+#[tokio::test]
+async fn deleted_chunks_read_zeros_and_leave_nothing_in_the_file() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let secret: Bytes = b"PATIENT-RECORD-0042|".repeat(4096 / 20 * 8).into();
+        disk.write(id(3), 0, secret.clone(), true).await.expect("write");
+        let file = dir.path().join(DISK_FILE_NAME);
+        assert!(contains(&std::fs::read(&file).expect("raw"), b"PATIENT-RECORD-0042"), "the search works");
+        disk.delete(id(3)).await.expect("delete");
+        disk.sync().await.expect("sync");
+        assert!(!contains(&std::fs::read(&file).expect("raw"), b"PATIENT-RECORD-0042"), "{engine:?}");
+        let (data, allocated) = disk.read(id(3), 0, 4096).await.expect("read");
+        assert!(!allocated && data.iter().all(|&b| b == 0));
+        // The freed slot is reused by another chunk, which starts as zeros.
+        disk.write(id(4), 0, pattern(6, 4096), false).await.expect("write");
+        assert!(read(&disk, id(4), 4096, 65536).await.expect("read").iter().all(|&b| b == 0));
+        assert_eq!(disk.list(None, 10), (vec![id(4)], false));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let disk = open(dir.path(), engine).await;
+            for i in 0..5 {
+                disk.write(id(i), i * 4096, pattern(i, 12_345), false).await.expect("write");
+            }
+            disk.zero(id(2), 0, CHUNK, false).await.expect("trim");
+            disk.delete(id(4)).await.expect("delete");
+        }
+        let disk = open(dir.path(), engine).await;
+        assert_eq!(disk.list(None, 100).0, vec![id(0), id(1), id(2), id(3)]);
+        for i in [0, 1, 3] {
+            assert_eq!(read(&disk, id(i), i * 4096, 12_345).await.expect("read"), pattern(i, 12_345));
+        }
+        assert!(read(&disk, id(2), 0, CHUNK).await.expect("read").iter().all(|&b| b == 0));
+        // A disk formatted as another id or class is refused, not reused.
+        let mut other = spec(dir.path(), engine, 64 * MIB);
+        other.id = 8;
+        assert!(open_disk(&other).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn corrupted_block_is_reported_not_returned() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let data = pattern(7, 3 * 4096);
+        disk.write(id(9), 0, data.clone(), true).await.expect("write");
+        drop(disk);
+        flip_byte_of(&dir.path().join(DISK_FILE_NAME), &data[4096..8192]);
+        let disk = open(dir.path(), engine).await;
+        let err = read(&disk, id(9), 0, 3 * 4096).await.expect_err("bad block");
+        assert!(matches!(err, StoreError::Checksum { block: 1, .. }), "{engine:?}: {err}");
+        assert_eq!(disk.stat().checksum_errors, 1);
+        // Good blocks still read; a partial write cannot bless the bad one.
+        assert_eq!(read(&disk, id(9), 0, 4096).await.expect("read"), data.slice(..4096));
+        assert!(matches!(disk.write(id(9), 4096 + 10, pattern(8, 10), false).await, Err(StoreError::Checksum { .. })));
+        // A whole-block overwrite replaces it.
+        disk.write(id(9), 4096, pattern(8, 4096), false).await.expect("overwrite");
+        assert_eq!(read(&disk, id(9), 4096, 4096).await.expect("read"), pattern(8, 4096));
+    }
+}
+
+/// Flips one bit of the first place in `file` holding `block`.
+fn flip_byte_of(file: &Path, block: &[u8]) {
+    let mut raw = std::fs::read(file).expect("raw");
+    let at = raw.windows(block.len()).position(|w| w == block).expect("block on disk");
+    raw[at + 123] ^= 0x04;
+    std::fs::write(file, raw).expect("write raw");
+}
+
+#[tokio::test]
+async fn full_disk_refuses_new_chunks_and_keeps_serving_reads() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 4 slots fit in 20 MiB with the metadata regions.
+        let disk = open_disk(&spec(dir.path(), engine, 20 * MIB)).await.expect("open");
+        let slots = disk.stat().capacity_bytes / CHUNK;
+        for i in 0..slots {
+            disk.write(id(i), 0, pattern(i, 4096), false).await.expect("fill");
+        }
+        let err = disk.write(id(99), 0, pattern(1, 4096), false).await.expect_err("full");
+        assert!(matches!(err, StoreError::NoSpace { .. }), "{engine:?}: {err}");
+        for i in 0..slots {
+            assert_eq!(read(&disk, id(i), 0, 4096).await.expect("read"), pattern(i, 4096));
+        }
+        disk.delete(id(0)).await.expect("delete");
+        disk.write(id(99), 0, pattern(1, 4096), false).await.expect("room again");
+    }
+}
+
+#[tokio::test]
+async fn eio_takes_the_disk_out_of_service() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fault = None;
+        let disk = open_disk_wrapped(&spec(dir.path(), engine, 64 * MIB), |inner| {
+            let f = Arc::new(FaultEngine::new(inner));
+            fault = Some(f.clone());
+            f
+        })
+        .await
+        .expect("open");
+        let fault = fault.expect("wrapped");
+        disk.write(id(0), 0, pattern(0, 4096), false).await.expect("healthy write");
+        fault.inject(FaultOn::Writes, libc::EIO);
+        let err = disk.write(id(0), 0, pattern(1, 4096), false).await.expect_err("EIO");
+        assert!(matches!(err, StoreError::DiskFailed { .. }), "{err}");
+        assert_eq!(disk.stat().state, DiskState::Failed);
+        // Not retried: even reads now fail fast, with the disk named.
+        fault.inject(FaultOn::Nothing, 0);
+        assert!(matches!(read(&disk, id(0), 0, 4096).await, Err(StoreError::DiskFailed { .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_many_chunks() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Arc::new(open_disk(&spec(dir.path(), engine, 128 * MIB)).await.expect("open"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..32u64 {
+            let disk = disk.clone();
+            tasks.spawn(async move {
+                // Writers share chunks (w % 8) but never blocks.
+                for round in 0..16u64 {
+                    let offset = (w * 16 + round) * 4096 % CHUNK;
+                    let data = pattern(w * 100 + round, 4096);
+                    disk.write(id(w % 8), offset, data.clone(), round % 4 == 0).await.expect("write");
+                    assert_eq!(read(&disk, id(w % 8), offset, 4096).await.expect("read"), data);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("writer task");
+        }
+        for w in 0..32u64 {
+            for round in 0..16u64 {
+                let offset = (w * 16 + round) * 4096 % CHUNK;
+                assert_eq!(read(&disk, id(w % 8), offset, 4096).await.expect("read"), pattern(w * 100 + round, 4096));
+            }
+        }
+    }
+}
+
+/// A real file system that fills up: a 10 MiB tmpfs under a disk that
+/// believes it has 64 MiB. New chunks get NoSpace, not an I/O error, and
+/// everything written before still reads back. Needs root (as CI runs).
+#[tokio::test]
+async fn file_system_full_gives_no_space() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _mount = TmpfsMount::new(dir.path(), "10m");
+        let disk = open(dir.path(), engine).await;
+        let mut written = Vec::new();
+        let err = loop {
+            let i = written.len() as u64;
+            match disk.write(id(i), 0, pattern(i, 64 * 1024), false).await {
+                Ok(()) => written.push(i),
+                Err(e) => break e,
+            }
+            assert!(written.len() < 16, "a 10 MiB file system took {} chunks", written.len());
+        };
+        assert!(matches!(err, StoreError::NoSpace { .. }), "{engine:?}: {err}");
+        assert!(!written.is_empty());
+        for &i in &written {
+            assert_eq!(read(&disk, id(i), 0, 64 * 1024).await.expect("read"), pattern(i, 64 * 1024));
+        }
+        assert_eq!(disk.stat().state, DiskState::Up);
+    }
+}
+
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &Path, size: &str) -> Self {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
