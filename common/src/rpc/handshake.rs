@@ -66,7 +66,7 @@ where
 
 /// Client side: answers the challenge, then checks the server's verdict and
 /// proof, so a stranger cannot pose as a cluster server either.
-pub(crate) async fn initiate<R, W>(r: &mut R, w: &mut W, secret: &ClusterSecret) -> Result<(), RpcError>
+pub async fn initiate<R, W>(r: &mut R, w: &mut W, secret: &ClusterSecret) -> Result<(), RpcError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

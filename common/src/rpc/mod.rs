@@ -24,4 +24,5 @@ pub use config::RpcConfig;
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::RpcError;
 pub use frame::{FrameError, FrameHeader, FrameKind, FRAME_VERSION, HEADER_LEN};
+pub use handshake::initiate as client_handshake;
 pub use server::{RpcServer, Service};
