@@ -30,6 +30,8 @@ mod tests {
         // RFC 3720 B.4: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        // The value storage-node/FORMAT.md gives for an unwritten block.
+        assert_eq!(zero_block_crc(), 0x98F9_4189);
     }
 
     #[test]

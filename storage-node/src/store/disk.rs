@@ -176,20 +176,16 @@ impl DiskStore {
     pub async fn delete(&self, chunk: ChunkId) -> Result<(), StoreError> {
         self.check_up()?;
         let Some(slot_ref) = self.lock_index().chunks.remove(&chunk) else { return Ok(()) };
-        let mut slot = slot_ref.clone().write_owned().await;
-        let result = self.free_slot(&slot).await;
-        match result {
-            Ok(()) => {
-                slot.live = false;
-                slot.crcs = None;
-                self.lock_index().free.push(slot.index);
-            }
-            // Nothing changed that a reader could see: put the chunk back.
-            Err(_) => {
-                self.lock_index().chunks.insert(chunk, slot_ref);
-            }
-        }
-        result
+        // Until the slot is free on disk, failing (or being cancelled) puts
+        // the chunk back: nothing a reader could see has changed.
+        let undo = UndoDelete { disk: self, chunk, slot_ref: Some(slot_ref.clone()) };
+        let mut slot = slot_ref.write_owned().await;
+        self.free_slot(&slot).await?;
+        undo.disarm();
+        slot.live = false;
+        slot.crcs = None;
+        self.lock_index().free.push(slot.index);
+        Ok(())
     }
 
     /// Makes every completed write stable.
@@ -292,7 +288,7 @@ impl DiskStore {
     /// Allocates a slot for `chunk`. `None` when another writer got there
     /// first (the caller looks up again).
     async fn allocate(&self, chunk: ChunkId) -> Result<Option<OwnedRwLockWriteGuard<Slot>>, StoreError> {
-        let (slot_ref, mut slot) = {
+        let (undo, mut slot) = {
             let mut index = self.lock_index();
             if index.chunks.contains_key(&chunk) {
                 return Ok(None);
@@ -305,19 +301,11 @@ impl DiskStore {
                 unreachable!("a lock created on the line above is free")
             };
             index.chunks.insert(chunk, slot_ref.clone());
-            (slot_ref, guard)
+            (UndoAllocation { disk: self, chunk, slot_ref, slot: n, armed: true }, guard)
         };
-        match self.init_slot(&mut slot, chunk).await {
-            Ok(()) => Ok(Some(slot)),
-            Err(e) => {
-                let mut index = self.lock_index();
-                if index.chunks.get(&chunk).is_some_and(|s| Arc::ptr_eq(s, &slot_ref)) {
-                    index.chunks.remove(&chunk);
-                }
-                index.free.push(slot.index);
-                Err(e)
-            }
-        }
+        self.init_slot(&mut slot, chunk).await?;
+        undo.disarm();
+        Ok(Some(slot))
     }
 
     /// Prepares a fresh slot: zeros in, space reserved, checksums reset, and
@@ -502,6 +490,57 @@ impl DiskStore {
             }
         }
         Ok(buf)
+    }
+}
+
+/// Rolls back a slot allocation that did not finish (an error, or the
+/// request's task being cancelled): the chunk leaves the index and the slot
+/// returns to the free list.
+struct UndoAllocation<'a> {
+    disk: &'a DiskStore,
+    chunk: ChunkId,
+    slot_ref: SlotRef,
+    slot: u64,
+    armed: bool,
+}
+
+impl UndoAllocation<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for UndoAllocation<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut index = self.disk.lock_index();
+        if index.chunks.get(&self.chunk).is_some_and(|s| Arc::ptr_eq(s, &self.slot_ref)) {
+            index.chunks.remove(&self.chunk);
+        }
+        index.free.push(self.slot);
+    }
+}
+
+/// Puts a chunk back into the index when its delete did not finish.
+struct UndoDelete<'a> {
+    disk: &'a DiskStore,
+    chunk: ChunkId,
+    slot_ref: Option<SlotRef>,
+}
+
+impl UndoDelete<'_> {
+    fn disarm(mut self) {
+        self.slot_ref = None;
+    }
+}
+
+impl Drop for UndoDelete<'_> {
+    fn drop(&mut self) {
+        if let Some(slot_ref) = self.slot_ref.take() {
+            self.disk.lock_index().chunks.entry(self.chunk).or_insert(slot_ref);
+        }
     }
 }
 
