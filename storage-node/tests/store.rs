@@ -309,3 +309,49 @@ impl Drop for TmpfsMount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A regular file and a block device (a loop device over a file) work as
+/// disks too, at their own size, and keep their data across a reopen.
+#[tokio::test]
+async fn file_and_block_device_disks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("disk.img");
+    std::fs::File::create(&image).and_then(|f| f.set_len(48 * MIB)).expect("image");
+    let loop_dev = LoopDevice::attach(&image);
+    for engine in ENGINES {
+        let mut s = spec(&loop_dev.0, engine, 0);
+        s.capacity_bytes = None;
+        let disk = open_disk(&s).await.expect("open device");
+        assert!(disk.stat().capacity_bytes >= 8 * CHUNK, "uses the device's own size");
+        disk.write(id(1), 4096, pattern(1, 8192), true).await.expect("write");
+        drop(disk);
+        let disk = open_disk(&s).await.expect("reopen device");
+        assert_eq!(read(&disk, id(1), 4096, 8192).await.expect("read"), pattern(1, 8192));
+        assert!(disk.stat().direct_io, "a block device takes O_DIRECT");
+    }
+    let file = dir.path().join("plain.img");
+    std::fs::File::create(&file).and_then(|f| f.set_len(40 * MIB)).expect("file");
+    let mut s = spec(&file, EngineKind::Uring, 0);
+    s.capacity_bytes = None;
+    let disk = open_disk(&s).await.expect("open file");
+    assert_eq!(disk.stat().capacity_bytes, 9 * CHUNK, "40 MiB holds 9 slots after the metadata");
+    disk.write(id(2), 0, pattern(2, 4096), false).await.expect("write");
+    assert_eq!(read(&disk, id(2), 0, 4096).await.expect("read"), pattern(2, 4096));
+}
+
+struct LoopDevice(std::path::PathBuf);
+
+impl LoopDevice {
+    fn attach(file: &Path) -> Self {
+        let out =
+            std::process::Command::new("losetup").args(["--find", "--show"]).arg(file).output().expect("run losetup");
+        assert!(out.status.success(), "losetup needs root (as CI runs): {}", String::from_utf8_lossy(&out.stderr));
+        Self(String::from_utf8_lossy(&out.stdout).trim().into())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
