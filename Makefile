@@ -11,9 +11,9 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # System packages the build and the tests use: libclang/clang for RocksDB's
 # bindings, fio and nbd tools as peers and clients, e2fsprogs for test file
-# systems, linux-perf for profiles.
+# systems, jq and linux-perf for the benchmark script and its profiles.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
-	e2fsprogs util-linux procps
+	e2fsprogs util-linux procps jq linux-perf
 
 .PHONY: deps build test run bench chaos fmt lint clean-data
 
@@ -45,7 +45,8 @@ test: build
 run: build
 	@scripts/run-node.sh "$(DATA_DIR)" "$(CARGO_TARGET_DIR)/debug/chuyi"
 
-# Criterion benches, then the node load bench against fio on the same disk.
+# Criterion benches, then the node load bench against fio on the same disk
+# (bench/node-vs-fio.sh; PROFILE=1 adds perf profiles). Results: bench/RESULTS.md.
 bench: deps
 	$(CARGO) bench -p chuyi-common --bench crc32c
 	$(CARGO) bench -p chuyi-storage-node --bench chunk_store

@@ -1,1 +1,24 @@
-//! chuyi-bench (being written).
+//! chuyi-bench: load generators that drive Chuyi through its real
+//! interfaces, and side-by-side benchmarks against peers (fio on the same
+//! disk), so a number printed here is one a client could see.
+//!
+//! It owns workload shapes (region, operation, block size, queue depth),
+//! latency statistics and the reports; it talks to a running storage node
+//! only over the RPC layer and the chunk service (`chuyi_common::proto`),
+//! never by linking the storage node, so nothing here can take a shortcut a
+//! real client could not. It refuses to report a number it did not measure:
+//! a read of a chunk that was never written (which the node answers with
+//! zeros and no disk I/O) is an error, not a fast read.
+//!
+//! The micro-benchmarks of single components (crc32c, the chunk store
+//! without the network) are criterion benches in their own crates.
+
+pub mod error;
+pub mod latency;
+pub mod load;
+pub mod prefill;
+pub mod region;
+pub mod report;
+pub mod target;
+
+pub use error::LoadError;

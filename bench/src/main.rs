@@ -1,0 +1,140 @@
+//! `chuyi-bench`: load generators against running Chuyi services.
+//!
+//! `chuyi-bench node-load` drives one storage node's disk through the real
+//! RPC; `bench/node-vs-fio.sh` puts it side by side with fio.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chuyi_bench::load::{self, LoadSpec, Op};
+use chuyi_bench::prefill::prefill;
+use chuyi_bench::region::Region;
+use chuyi_bench::report::Report;
+use chuyi_bench::target::NodeTarget;
+use chuyi_common::ids::DiskId;
+use chuyi_common::rpc::Endpoint;
+use chuyi_common::secret::ClusterSecret;
+use chuyi_common::size::ByteSize;
+use clap::{Args, Parser, Subcommand};
+
+/// In-flight requests per connection when --connections is not given.
+const INFLIGHT_PER_CONNECTION: usize = 8;
+
+#[derive(Debug, Parser)]
+#[command(name = "chuyi-bench", version, about = "Load generators for Chuyi")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Random reads or writes on one disk of a running storage node, with a
+    /// fixed number of requests in flight.
+    NodeLoad(NodeLoad),
+}
+
+#[derive(Debug, Args)]
+struct NodeLoad {
+    /// The node's address: "host:port" or "unix:/path".
+    #[arg(long, value_name = "ADDR")]
+    node: Endpoint,
+    /// File with the cluster secret; else $CHUYI_CLUSTER_SECRET.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    disk: DiskId,
+    /// Bytes of the region, from chunk 0 of --owner on ("1GiB").
+    #[arg(long, default_value = "1GiB")]
+    size: ByteSize,
+    /// randread or randwrite.
+    #[arg(long)]
+    op: Op,
+    /// Bytes per request, a multiple of 4096.
+    #[arg(long, default_value_t = 4096)]
+    bs: u64,
+    /// Requests in flight at all times.
+    #[arg(long, default_value_t = 1)]
+    qd: usize,
+    /// Length of the measured window. 0 with --prefill: prefill only.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Load before the window that is not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_seconds: f64,
+    /// Write the whole region (1 MiB writes) before the load.
+    #[arg(long)]
+    prefill: bool,
+    /// Client connections; default one per 8 requests in flight.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Worker threads of the client's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// The node's chunk size (4MiB unless its config says otherwise).
+    #[arg(long, default_value = "4MiB")]
+    chunk_size: ByteSize,
+    /// Owner id of the region's chunks.
+    #[arg(long, default_value_t = 0xBE7C_0000)]
+    owner: u64,
+    /// Seed of the offsets; random when not given.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the result as one JSON object instead of the plain line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::NodeLoad(args) = Cli::parse().command;
+    anyhow::ensure!(args.client_threads > 0, "--client-threads must be above zero");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
+    runtime.block_on(node_load(args))
+}
+
+async fn node_load(args: NodeLoad) -> anyhow::Result<()> {
+    let region = Region::new(args.owner, args.size.0, args.chunk_size.0, args.bs)?;
+    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let connections = args.connections.unwrap_or(args.qd.div_ceil(INFLIGHT_PER_CONNECTION)).max(1);
+    let target = NodeTarget::connect(&args.node, &secret, args.disk, connections)
+        .await
+        .with_context(|| format!("connecting to {}", args.node))?;
+    let stat = target.disk_stat().await?;
+    anyhow::ensure!(
+        stat.capacity_bytes >= region.size_bytes,
+        "--size {} is larger than disk {} ({})",
+        args.size,
+        args.disk,
+        ByteSize(stat.capacity_bytes)
+    );
+    if args.prefill {
+        let done = prefill(&target, &region).await.context("prefill")?;
+        let mb_per_s = done.bytes as f64 / done.elapsed.as_secs_f64() / 1e6;
+        eprintln!("prefilled {} in {:.1}s ({mb_per_s:.0} MB/s)", ByteSize(done.bytes), done.elapsed.as_secs_f64());
+        if args.seconds == 0.0 {
+            return Ok(());
+        }
+    }
+    let spec = LoadSpec {
+        op: args.op,
+        region,
+        queue_depth: args.qd,
+        warmup: seconds("--warmup-seconds", args.warmup_seconds)?,
+        measure: seconds("--seconds", args.seconds)?,
+        seed: args.seed.unwrap_or_else(rand::random),
+    };
+    let result = load::run(&target, &spec).await?;
+    let report = Report::new(&spec, &result, target.connections(), args.client_threads, stat.direct_io);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is not a number of seconds"))
+}
