@@ -22,47 +22,70 @@ impl ChunkService {
         Self { node_id, store }
     }
 
-    async fn handle(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
-        let store = &self.store;
-        let done = Ok((ChunkResponse::Done, Bytes::new()));
-        match request {
-            ChunkRequest::Ping => Ok((ChunkResponse::Pong { node: self.node_id }, Bytes::new())),
-            ChunkRequest::Write { disk, chunk, offset, fua } => {
-                store.disk(disk)?.write(chunk, offset.into(), payload, fua).await?;
-                done
-            }
-            ChunkRequest::Read { disk, chunk, offset, len } => {
-                let (data, allocated) = store.disk(disk)?.read(chunk, offset.into(), len.into()).await?;
-                Ok((ChunkResponse::ReadDone { allocated }, data))
-            }
-            ChunkRequest::Trim { disk, chunk, offset, len } => {
-                store.disk(disk)?.zero(chunk, offset.into(), len.into(), false).await?;
-                done
-            }
-            ChunkRequest::WriteZeroes { disk, chunk, offset, len, fua } => {
-                store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
-                done
-            }
-            ChunkRequest::Flush { disk: Some(disk) } => {
-                store.disk(disk)?.sync().await?;
-                done
-            }
-            ChunkRequest::Flush { disk: None } => {
-                for disk in store.disks() {
-                    disk.sync().await?;
-                }
-                done
-            }
-            ChunkRequest::DeleteChunk { disk, chunk } => {
-                store.disk(disk)?.delete(chunk).await?;
-                done
-            }
-            ChunkRequest::ListChunks { disk, start_after, max } => {
-                let (chunks, more) = store.disk(disk)?.list(start_after, max.min(LIST_CHUNKS_PAGE_MAX) as usize);
-                Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
-            }
-            ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
+    /// Runs a request to completion even if the caller stops waiting (the
+    /// RPC layer aborts requests at shutdown). Reads are safe to abandon;
+    /// a write abandoned between its I/O and its checksum update would leave
+    /// the in-memory checksums behind the disk, so mutations get a task of
+    /// their own.
+    async fn run(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
+        let read_only = matches!(
+            request,
+            ChunkRequest::Ping | ChunkRequest::Read { .. } | ChunkRequest::ListChunks { .. } | ChunkRequest::DiskStats
+        );
+        if read_only {
+            return handle(&self.store, self.node_id, request, payload).await;
         }
+        let (store, node_id) = (self.store.clone(), self.node_id);
+        tokio::spawn(async move { handle(&store, node_id, request, payload).await })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Internal(e.to_string())))
+    }
+}
+
+async fn handle(
+    store: &ChunkStore,
+    node_id: NodeId,
+    request: ChunkRequest,
+    payload: Bytes,
+) -> Result<(ChunkResponse, Bytes), StoreError> {
+    let done = Ok((ChunkResponse::Done, Bytes::new()));
+    match request {
+        ChunkRequest::Ping => Ok((ChunkResponse::Pong { node: node_id }, Bytes::new())),
+        ChunkRequest::Write { disk, chunk, offset, fua } => {
+            store.disk(disk)?.write(chunk, offset.into(), payload, fua).await?;
+            done
+        }
+        ChunkRequest::Read { disk, chunk, offset, len } => {
+            let (data, allocated) = store.disk(disk)?.read(chunk, offset.into(), len.into()).await?;
+            Ok((ChunkResponse::ReadDone { allocated }, data))
+        }
+        ChunkRequest::Trim { disk, chunk, offset, len } => {
+            store.disk(disk)?.zero(chunk, offset.into(), len.into(), false).await?;
+            done
+        }
+        ChunkRequest::WriteZeroes { disk, chunk, offset, len, fua } => {
+            store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
+            done
+        }
+        ChunkRequest::Flush { disk: Some(disk) } => {
+            store.disk(disk)?.sync().await?;
+            done
+        }
+        ChunkRequest::Flush { disk: None } => {
+            for disk in store.disks() {
+                disk.sync().await?;
+            }
+            done
+        }
+        ChunkRequest::DeleteChunk { disk, chunk } => {
+            store.disk(disk)?.delete(chunk).await?;
+            done
+        }
+        ChunkRequest::ListChunks { disk, start_after, max } => {
+            let (chunks, more) = store.disk(disk)?.list(start_after, max.min(LIST_CHUNKS_PAGE_MAX) as usize);
+            Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
+        }
+        ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
     }
 }
 
@@ -71,7 +94,7 @@ impl Service for ChunkService {
     type Response = ChunkResponse;
 
     async fn call(&self, request: ChunkRequest, payload: Bytes) -> (ChunkResponse, Bytes) {
-        match self.handle(request, payload).await {
+        match self.run(request, payload).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(error = %e, "chunk request failed");

@@ -1,14 +1,17 @@
 //! The data-path engine: one io_uring and one thread per disk.
 //!
-//! Callers hand requests over a channel and poke an eventfd; the ring thread
-//! keeps a read on that eventfd in the ring itself, so a single
-//! `submit_and_wait` sleeps until either an I/O completes or new work
-//! arrives. Buffers live in the thread's slot table while the kernel uses
+//! Callers hand requests over a channel and, only when the ring thread has
+//! said it is about to sleep, poke an eventfd; the ring thread keeps a read
+//! on that eventfd in the ring itself, so a single `submit_and_wait` sleeps
+//! until either an I/O completes or new work arrives. Under load the thread
+//! rarely sleeps, and submitters make no syscall at all. Buffers live in the thread's slot table while the kernel uses
 //! them and go back to the caller with the result.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -24,6 +27,8 @@ const WAKE_TOKEN: u64 = u64::MAX;
 pub struct UringEngine {
     tx: Option<Sender<IoRequest>>,
     wake: OwnedFd,
+    /// Set by the ring thread just before it may block in the kernel.
+    parked: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -43,10 +48,12 @@ impl UringEngine {
         let (tx, rx) = crossbeam_channel::unbounded();
         let wake_fd = wake.as_raw_fd();
         let capacity = entries as usize - 1;
+        let parked = Arc::new(AtomicBool::new(false));
+        let thread_parked = parked.clone();
         let thread = std::thread::Builder::new()
             .name("chuyi-uring".into())
-            .spawn(move || RingThread::new(ring, file, rx, wake_fd, capacity).run())?;
-        Ok(Self { tx: Some(tx), wake, thread: Some(thread) })
+            .spawn(move || RingThread::new(ring, file, rx, wake_fd, thread_parked, capacity).run())?;
+        Ok(Self { tx: Some(tx), wake, parked, thread: Some(thread) })
     }
 
     fn poke(&self) {
@@ -61,7 +68,12 @@ impl IoEngine for UringEngine {
     fn submit(&self, request: IoRequest) {
         if let Some(tx) = &self.tx {
             if tx.send(request).is_ok() {
-                self.poke();
+                // Pairs with the fence in `RingThread::wait`: either the ring
+                // thread sees this request before sleeping, or we see it parked.
+                fence(Ordering::SeqCst);
+                if self.parked.swap(false, Ordering::SeqCst) {
+                    self.poke();
+                }
             }
         }
     }
@@ -94,6 +106,7 @@ struct RingThread {
     wake_buf: Box<u64>,
     wake_fd: RawFd,
     wake_armed: bool,
+    parked: Arc<AtomicBool>,
     file: File,
     rx: Receiver<IoRequest>,
     slots: Vec<Option<InFlight>>,
@@ -103,12 +116,20 @@ struct RingThread {
 }
 
 impl RingThread {
-    fn new(ring: IoUring, file: File, rx: Receiver<IoRequest>, wake_fd: RawFd, capacity: usize) -> Self {
+    fn new(
+        ring: IoUring,
+        file: File,
+        rx: Receiver<IoRequest>,
+        wake_fd: RawFd,
+        parked: Arc<AtomicBool>,
+        capacity: usize,
+    ) -> Self {
         Self {
             ring,
             wake_buf: Box::new(0),
             wake_fd,
             wake_armed: false,
+            parked,
             file,
             rx,
             slots: (0..capacity).map(|_| None).collect(),
@@ -131,13 +152,26 @@ impl RingThread {
             if !self.wake_armed && !self.closed {
                 self.arm_wake();
             }
-            if let Err(e) = self.ring.submit_and_wait(1) {
-                if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) {
-                    tracing::error!(error = %e, "io_uring submit failed; failing all I/O on this disk");
-                    return self.fail_all(e);
-                }
+            if let Err(e) = self.wait() {
+                tracing::error!(error = %e, "io_uring submit failed; failing all I/O on this disk");
+                return self.fail_all(e);
             }
             self.reap();
+        }
+    }
+
+    /// Submits what is queued and sleeps until a completion, unless new
+    /// requests are already waiting. Announces the sleep first, so a
+    /// submitter that comes after the announcement pokes the eventfd.
+    fn wait(&mut self) -> io::Result<()> {
+        self.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let want = if self.rx.is_empty() || self.free.is_empty() { 1 } else { 0 };
+        let result = self.ring.submit_and_wait(want);
+        self.parked.store(false, Ordering::SeqCst);
+        match result {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Err(e),
+            _ => Ok(()),
         }
     }
 

@@ -1,10 +1,11 @@
 //! One disk's chunks: allocation of slots, and reads and writes checked
 //! against each block's crc32c.
 //!
-//! Write order, which is what makes a crash harmless: data blocks first, then
-//! the slot's checksum block. A crash between the two leaves blocks whose
-//! data and checksum disagree; they are reported bad, never returned. Such a
-//! write was not acknowledged, so nothing acknowledged is lost. Allocation
+//! Why a crash is harmless: a write sends its data blocks and the slot's
+//! checksum block together and is acknowledged only when both have landed.
+//! A crash with one landed and not the other leaves blocks whose data and
+//! checksum disagree; they are reported bad, never returned. Such a write
+//! was not acknowledged, so nothing acknowledged is lost. Allocation
 //! writes the slot-table entry last, after the slot's data has been punched
 //! to zeros and its checksum table reset, so a slot is never handed out
 //! with old data in it.
@@ -365,8 +366,24 @@ impl DiskStore {
         }
         let mut new_crcs = Vec::with_capacity(count);
         block_crcs(&buf, &mut new_crcs);
-        self.engine.write(at, buf).await.map_err(|e| self.io_failed(e))?;
-        self.commit_crcs(slot, first, &new_crcs).await
+        let old = self.crcs(slot)?;
+        let mut table = old.to_vec();
+        table[first..first + count].copy_from_slice(&new_crcs);
+        // Data and checksums go out together: until both have landed the
+        // write is not acknowledged, and either one alone makes the blocks
+        // read as bad, never as wrong data.
+        let (data, crcs) = tokio::join!(self.engine.write(at, buf), self.write_crc_block(slot.index, &table));
+        if let Err(e) = data {
+            if crcs.is_ok() {
+                // Best effort to keep "an error changes nothing": the old
+                // data is still there, so put its checksums back.
+                let _ = self.write_crc_block(slot.index, old).await;
+            }
+            return Err(self.io_failed(e));
+        }
+        crcs?;
+        slot.crcs = Some(table.into_boxed_slice());
+        Ok(())
     }
 
     /// Builds whole blocks around an unaligned write: the edge blocks are

@@ -23,6 +23,9 @@ pub enum StoreError {
     DiskFailed { disk: DiskId },
     #[error("disk {disk}: {source}")]
     Io { disk: DiskId, source: io::Error },
+    /// The node failed to run the request (its task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl StoreError {
@@ -33,7 +36,7 @@ impl StoreError {
             StoreError::NoSpace { .. } => ChunkErrorKind::NoSpace,
             StoreError::Checksum { .. } => ChunkErrorKind::Checksum,
             StoreError::DiskFailed { .. } => ChunkErrorKind::DiskFailed,
-            StoreError::Io { .. } => ChunkErrorKind::Io,
+            StoreError::Io { .. } | StoreError::Internal(_) => ChunkErrorKind::Io,
         }
     }
 }
