@@ -17,6 +17,8 @@ use chuyi_storage_node::store::open::DISK_FILE_NAME;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod support;
+
 type Client = RpcClient<ChunkRequest, ChunkResponse>;
 
 const SECRET: &[u8] = b"node-test-cluster-secret";
@@ -39,8 +41,12 @@ fn secret() -> ClusterSecret {
 }
 
 async fn start_node(dir: &Path) -> Running {
+    start_node_sized(dir, "256MiB").await
+}
+
+async fn start_node_sized(dir: &Path, capacity: &str) -> Running {
     let toml = format!(
-        "node_id = 3\nlisten = \"127.0.0.1:0\"\n\n[[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"256MiB\"\n\n\
+        "node_id = 3\nlisten = \"127.0.0.1:0\"\n\n[[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{capacity}\"\n\n\
          [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"256MiB\"\n",
         dir.join("ssd").display(),
         dir.join("hdd").display()
@@ -174,6 +180,39 @@ async fn bad_requests_get_precise_errors() {
     let (reply, _) =
         c.call(&ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 }, Bytes::new()).await.expect("rpc");
     assert_eq!(reply, ChunkResponse::Chunks { chunks: vec![], more: false }, "refused writes allocated nothing");
+    node.stop().await;
+}
+
+/// A node whose disk sits on a file system that fills up (a 12 MiB tmpfs
+/// under a disk that believes it has 256 MiB): new chunks get NoSpace over
+/// the RPC, everything written before still reads back, and deleting a
+/// chunk makes room again.
+#[tokio::test]
+async fn full_file_system_through_the_rpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ssd = dir.path().join("ssd");
+    std::fs::create_dir_all(&ssd).expect("mount point");
+    let _mount = support::TmpfsMount::new(&ssd, "12m");
+    let node = start_node_sized(dir.path(), "256MiB").await;
+    let c = client(&node.endpoint).await;
+    let mut written = Vec::new();
+    let failure = loop {
+        let chunk = ChunkId::new(9, written.len() as u64);
+        match write(&c, 0, chunk, 0, data(written.len() as u64, 64 * 1024)).await {
+            ChunkResponse::Done => written.push(chunk),
+            other => break other,
+        }
+        assert!(written.len() < 16, "a 12 MiB file system took {} chunks", written.len());
+    };
+    assert_eq!(error_kind(&failure), Some(ChunkErrorKind::NoSpace), "{failure:?}");
+    assert!(!written.is_empty());
+    for (i, chunk) in written.iter().enumerate() {
+        let (reply, back) = read(&c, 0, *chunk, 0, 64 * 1024).await;
+        assert_eq!((reply, back), (ChunkResponse::ReadDone { allocated: true }, data(i as u64, 64 * 1024)));
+    }
+    let delete = ChunkRequest::DeleteChunk { disk: 0, chunk: written[0] };
+    assert_eq!(c.call(&delete, Bytes::new()).await.expect("delete").0, ChunkResponse::Done);
+    assert_eq!(write(&c, 0, ChunkId::new(9, 100), 0, data(100, 4096)).await, ChunkResponse::Done);
     node.stop().await;
 }
 

@@ -13,6 +13,8 @@ use chuyi_storage_node::io::{EngineKind, EngineTuning};
 use chuyi_storage_node::store::open::DISK_FILE_NAME;
 use chuyi_storage_node::store::{open_disk, open_disk_wrapped, DiskSpec, DiskStore, StoreError};
 
+mod support;
+
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 4 * MIB;
 const ENGINES: [EngineKind; 2] = [EngineKind::Uring, EngineKind::Pread];
@@ -270,7 +272,7 @@ async fn concurrent_writers_on_many_chunks() {
 async fn file_system_full_gives_no_space() {
     for engine in ENGINES {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _mount = TmpfsMount::new(dir.path(), "10m");
+        let _mount = support::TmpfsMount::new(dir.path(), "10m");
         let disk = open(dir.path(), engine).await;
         let mut written = Vec::new();
         let err = loop {
@@ -287,26 +289,6 @@ async fn file_system_full_gives_no_space() {
             assert_eq!(read(&disk, id(i), 0, 64 * 1024).await.expect("read"), pattern(i, 64 * 1024));
         }
         assert_eq!(disk.stat().state, DiskState::Up);
-    }
-}
-
-struct TmpfsMount(std::path::PathBuf);
-
-impl TmpfsMount {
-    fn new(at: &Path, size: &str) -> Self {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
-        Self(at.to_path_buf())
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
 
