@@ -13,6 +13,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SUPERBLOCK_BYTES: usize = BLOCK_SIZE_BYTES;
 /// The superblock's crc32c covers bytes `0..CRC_AT` and is stored at `CRC_AT`.
 const CRC_AT: usize = SUPERBLOCK_BYTES - 4;
+/// The largest disk a superblock may describe (1 EiB), far past any device.
+const CAPACITY_MAX_BYTES: u64 = 1 << 60;
 
 /// What a disk's superblock says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +72,14 @@ impl Superblock {
         if chunk_size == 0 || chunk_size % block as u64 != 0 || chunk_size > CHUNK_SIZE_MAX_BYTES as u64 {
             return Err(FormatError::Field { field: "chunk_size", value: chunk_size });
         }
-        let layout = Layout::with_slots(u64_at(b, 56), chunk_size);
+        let capacity_bytes = u64_at(b, 40);
+        let slot_count = u64_at(b, 56);
+        // Bound the slot count by the capacity before any arithmetic on it,
+        // so a damaged superblock cannot overflow the layout.
+        if capacity_bytes > CAPACITY_MAX_BYTES || slot_count > capacity_bytes / chunk_size {
+            return Err(FormatError::Field { field: "slot_count", value: slot_count });
+        }
+        let layout = Layout::with_slots(slot_count, chunk_size);
         let stored = [(64, layout.slot_table_offset), (72, layout.crc_table_offset), (80, layout.data_offset)];
         for (at, want) in stored {
             if u64_at(b, at) != want {
@@ -79,7 +88,7 @@ impl Superblock {
         }
         let mut disk_uuid = [0u8; 16];
         disk_uuid.copy_from_slice(&b[16..32]);
-        Ok(Self { disk_uuid, disk_id: u32_at(b, 32), class, capacity_bytes: u64_at(b, 40), layout })
+        Ok(Self { disk_uuid, disk_id: u32_at(b, 32), class, capacity_bytes, layout })
     }
 }
 
@@ -133,6 +142,17 @@ mod tests {
             let mut b = [0u8; SUPERBLOCK_BYTES];
             b.copy_from_slice(&bytes);
             b[0..8].copy_from_slice(&MAGIC);
+            let crc = crc32c(&b[..CRC_AT]);
+            b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            let _ = Superblock::decode(&b);
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_counts(capacity in any::<u64>(), slots in any::<u64>(), chunk in 1u32..1025) {
+            let mut b = sample().encode();
+            b[40..48].copy_from_slice(&capacity.to_le_bytes());
+            b[52..56].copy_from_slice(&(chunk * 4096).to_le_bytes());
+            b[56..64].copy_from_slice(&slots.to_le_bytes());
             let crc = crc32c(&b[..CRC_AT]);
             b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
             let _ = Superblock::decode(&b);
