@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_common::ids::ChunkId;
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskStat};
 use chuyi_common::rpc::{
     client_handshake, Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig, RpcError, HEADER_LEN,
 };
@@ -82,6 +82,13 @@ async fn read(c: &Client, disk: u32, chunk: ChunkId, offset: u32, len: u32) -> (
     c.call(&ChunkRequest::Read { disk, chunk, offset, len }, Bytes::new()).await.expect("rpc")
 }
 
+async fn disk_stats(c: &Client) -> Vec<DiskStat> {
+    match c.call(&ChunkRequest::DiskStats, Bytes::new()).await.expect("stats") {
+        (ChunkResponse::Disks { disks }, _) => disks,
+        (other, _) => panic!("disk stats answered {other:?}"),
+    }
+}
+
 fn error_kind(reply: &ChunkResponse) -> Option<ChunkErrorKind> {
     match reply {
         ChunkResponse::Error(e) => Some(e.kind),
@@ -121,10 +128,7 @@ async fn concurrent_writers_on_many_chunks() {
         panic!("list chunks answered something else")
     };
     assert_eq!((chunks.len(), more), (48, false));
-    let (ChunkResponse::Disks { disks }, _) = c.call(&ChunkRequest::DiskStats, Bytes::new()).await.expect("stats")
-    else {
-        panic!("disk stats answered something else")
-    };
+    let disks = disk_stats(&c).await;
     assert_eq!(disks.iter().map(|d| d.chunks).sum::<u64>(), 96);
     node.stop().await;
 }
@@ -155,10 +159,7 @@ async fn corrupted_block_reads_as_checksum_error() {
     assert!(data_back.is_empty(), "no bytes of a bad read are returned");
     let (reply, good) = read(&c, 0, chunk, 0, 8192).await;
     assert_eq!((reply, good), (ChunkResponse::ReadDone { allocated: true }, payload.slice(..8192)));
-    let (ChunkResponse::Disks { disks }, _) = c.call(&ChunkRequest::DiskStats, Bytes::new()).await.expect("stats")
-    else {
-        panic!("disk stats answered something else")
-    };
+    let disks = disk_stats(&c).await;
     assert_eq!(disks[0].checksum_errors, 1);
     node.stop().await;
 }
