@@ -3,8 +3,8 @@
 //! It owns the identifiers ([`ids`]), the limits every layer obeys
 //! ([`limits`]), block checksums ([`checksum`]), aligned I/O buffers
 //! ([`buf`]), human-readable sizes for config files ([`size`]), the cluster
-//! secret ([`secret`]), the internal RPC layer ([`rpc`]) and the messages
-//! spoken over it ([`proto`]).
+//! secret ([`secret`]), secrets sealed at rest under it ([`seal`]), the
+//! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]).
 //!
 //! It knows no role: nothing here opens a disk, holds a map or serves a
 //! protocol to users. The wire format is documented in `common/PROTOCOL.md`.
@@ -15,5 +15,6 @@ pub mod ids;
 pub mod limits;
 pub mod proto;
 pub mod rpc;
+pub mod seal;
 pub mod secret;
 pub mod size;

@@ -1,7 +1,10 @@
 //! The RocksDB store against openraft's own storage conformance suite, plus
 //! what the suite does not check: state surviving a close and reopen.
 
-use chuyi_metadata::store::{self, Command, LogStore, MetaRequest, StateMachine, TypeConfig};
+use chuyi_common::ids::DeviceClass;
+use chuyi_metadata::state::model::{DiskRecord, DiskState};
+use chuyi_metadata::state::{Command, MetaError, MetaRequest};
+use chuyi_metadata::store::{self, LogStore, StateMachine, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
@@ -30,15 +33,16 @@ fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
     Suite::test_all(RocksBuilder)
 }
 
-fn normal(term: u64, index: u64, ops: Vec<Command>) -> Entry<TypeConfig> {
+fn normal(term: u64, index: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(MetaRequest { ops }),
+        payload: EntryPayload::Normal(MetaRequest { now_ms: 1000, commands }),
     }
 }
 
-fn put(key: &[u8], value: &[u8]) -> Command {
-    Command::Put { key: key.to_vec(), value: value.to_vec() }
+fn register(id: u32) -> Command {
+    let disks = vec![DiskRecord { id: 0, class: DeviceClass::Ssd, capacity_bytes: 1 << 40, used_bytes: 0, state: DiskState::Up }];
+    Command::RegisterNode { id, addrs: vec![format!("127.0.0.1:{id}")], failure_domain: String::new(), disks }
 }
 
 /// Vote, log entries and applied state written before a close are all read
@@ -47,23 +51,25 @@ fn put(key: &[u8], value: &[u8]) -> Command {
 async fn state_survives_reopen() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let entries = vec![
-        normal(1, 1, vec![put(b"a", b"1"), put(b"b", b"2")]),
-        normal(1, 2, vec![Command::Delete { key: b"a".to_vec() }, put(b"c", b"3")]),
+        normal(1, 1, vec![register(1), register(2)]),
+        // The second heartbeat names a node never registered: refused alone.
+        normal(1, 2, vec![Command::Heartbeat { id: 1, disks: vec![] }, Command::Heartbeat { id: 9, disks: vec![] }]),
     ];
     {
         let (mut log, mut sm) = store::open(dir.path())?;
         log.save_vote(&Vote::new(3, 1)).await?;
         log.blocking_append(entries.clone()).await?;
         let responses = sm.apply(entries.clone()).await?;
-        assert_eq!(responses.iter().map(|r| r.ops_applied).collect::<Vec<_>>(), vec![2, 2]);
+        assert_eq!(responses[1].results[1], Err(MetaError::UnknownNode(9)));
     }
     let (mut log, mut sm) = store::open(dir.path())?;
     assert_eq!(log.read_vote().await?, Some(Vote::new(3, 1)));
     let read = log.try_get_log_entries(1..=2).await?;
     assert_eq!(format!("{read:?}"), format!("{entries:?}"));
     assert_eq!(sm.applied_state().await?.0, Some(entries[1].log_id));
-    assert_eq!(sm.get(b"a")?, None);
-    assert_eq!(sm.get(b"b")?, Some(b"2".to_vec()));
-    assert_eq!(sm.get(b"c")?, Some(b"3".to_vec()));
+    let map = sm.reader().map()?;
+    assert_eq!(map.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(map.nodes[0].disks.is_empty(), "node 1's heartbeat applied");
+    assert_eq!(map.epoch, 3, "two registrations and one disk change");
     Ok(())
 }

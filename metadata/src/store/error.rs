@@ -25,6 +25,10 @@ pub enum StoreError {
     LogIndexMismatch { key: u64, entry: u64 },
     #[error("log key is {len} bytes, expected 8")]
     BadLogKey { len: usize },
+    /// The stored state contradicts itself (a PG of a missing pool, a
+    /// malformed index key): a bug or corruption, never bad input.
+    #[error("state invariant broken: {0}")]
+    Invariant(String),
 }
 
 pub(crate) type StoreResult<T> = Result<T, StoreError>;

@@ -144,6 +144,26 @@ impl View<'_> {
         Ok(self.snap.get_cf(self.rocks.handle(cf), key)?)
     }
 
+    /// Up to `limit` pairs with `from <= key < to`, in key order.
+    pub(crate) fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, RocksError> {
+        let mut pairs = Vec::new();
+        if from >= to || limit == 0 {
+            return Ok(pairs);
+        }
+        let mode = IteratorMode::From(from, Direction::Forward);
+        for item in self.snap.iterator_cf(self.rocks.handle(cf), mode) {
+            let (k, v) = item?;
+            if *k >= *to {
+                break;
+            }
+            pairs.push((k.into_vec(), v.into_vec()));
+            if pairs.len() >= limit {
+                break;
+            }
+        }
+        Ok(pairs)
+    }
+
     /// Every pair of `cf` in key order.
     pub(crate) fn scan_all(&self, cf: Cf) -> Result<Vec<Pair>, RocksError> {
         let iter = self.snap.iterator_cf(self.rocks.handle(cf), IteratorMode::Start);

@@ -1,6 +1,7 @@
-//! The replicated state machine: a key-value map in `sm_data` plus the
-//! applied log id and membership in `sm_meta`, always written together in one
-//! WriteBatch so a crash never separates data from the log id it reflects.
+//! The replicated state machine: the typed tables of `crate::state` in
+//! `sm_data` plus the applied log id and membership in `sm_meta`, always
+//! written together in one WriteBatch so a crash never separates data from
+//! the log id it reflects.
 //!
 //! Applies are buffered (no fsync): the log is synced, and entries applied
 //! but lost in a crash are applied again from it on restart.
@@ -14,26 +15,41 @@ use openraft::{
 
 use super::codec::{decode_opt, encode};
 use super::error::{RaftResult, StoreResult};
+use super::overlay::Overlay;
+use super::reader::StateReader;
 use super::rocks::{Batch, Cf, Durability, Rocks};
 use super::snapshot::{
     decode_pairs, read_applied, Membership, SnapshotBuilder, StoredSnapshot, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT,
 };
-use super::{Command, MetaRequest, MetaResponse, StoreError, TypeConfig};
+use super::{StoreError, TypeConfig};
+use crate::state::apply::{apply, Ctx};
+use crate::state::{view, MetaError, MetaRequest, MetaResponse, COMMANDS_PER_ENTRY_MAX};
 
 /// The state machine half of the store.
 #[derive(Debug)]
 pub struct StateMachine {
     rocks: Rocks,
+    /// The map epoch after the last apply, for watchers.
+    epoch: tokio::sync::watch::Sender<u64>,
 }
 
-fn stage_request(batch: &mut Batch<'_>, request: &MetaRequest) -> MetaResponse {
-    for op in &request.ops {
-        match op {
-            Command::Put { key, value } => batch.put(Cf::State, key, value),
-            Command::Delete { key } => batch.delete(Cf::State, key),
+/// Applies one entry's commands; a refused command is rolled back alone.
+fn stage_request(overlay: &mut Overlay<'_>, index: u64, request: &MetaRequest) -> StoreResult<MetaResponse> {
+    let mut results = Vec::with_capacity(request.commands.len());
+    for (position, command) in request.commands.iter().enumerate() {
+        if position >= COMMANDS_PER_ENTRY_MAX {
+            results.push(Err(MetaError::Malformed(format!("more than {COMMANDS_PER_ENTRY_MAX} commands in one entry"))));
+            continue;
         }
+        let ctx = Ctx { now_ms: request.now_ms, seq: (index << 16) | position as u64 };
+        let checkpoint = overlay.checkpoint();
+        let result = apply(overlay, ctx, command)?;
+        if result.is_err() {
+            overlay.rollback(checkpoint);
+        }
+        results.push(result);
     }
-    MetaResponse { ops_applied: request.ops.len() as u64 }
+    Ok(MetaResponse { results })
 }
 
 fn stage_applied(batch: &mut Batch<'_>, applied: &LogId<u64>, membership: &Membership) -> StoreResult<()> {
@@ -43,19 +59,33 @@ fn stage_applied(batch: &mut Batch<'_>, applied: &LogId<u64>, membership: &Membe
 }
 
 impl StateMachine {
-    pub(crate) fn new(rocks: Rocks) -> Self {
-        Self { rocks }
+    pub(crate) fn new(rocks: Rocks) -> Result<Self, StoreError> {
+        let epoch = view::epoch(&rocks.view())?;
+        Ok(Self { rocks, epoch: tokio::sync::watch::Sender::new(epoch) })
+    }
+
+    /// A read handle on the applied state; it lives beyond the state machine
+    /// (which openraft owns once the group starts).
+    pub fn reader(&self) -> StateReader {
+        StateReader::new(self.rocks.clone(), self.epoch.subscribe())
+    }
+
+    fn publish_epoch(&self) -> StoreResult<()> {
+        let epoch = view::epoch(&self.rocks.view())?;
+        self.epoch.send_if_modified(|e| std::mem::replace(e, epoch) != epoch);
+        Ok(())
     }
 
     /// Applies `entries` in one batch; one response per entry.
     fn apply_all(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> StoreResult<Vec<MetaResponse>> {
-        let (mut last, mut membership) = read_applied(&self.rocks.view())?;
-        let mut batch = self.rocks.batch();
+        let view = self.rocks.view();
+        let (mut last, mut membership) = read_applied(&view)?;
+        let mut overlay = Overlay::new(view);
         let mut responses = Vec::new();
         for entry in entries {
             let response = match &entry.payload {
                 EntryPayload::Blank => MetaResponse::default(),
-                EntryPayload::Normal(request) => stage_request(&mut batch, request),
+                EntryPayload::Normal(request) => stage_request(&mut overlay, entry.log_id.index, request)?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     MetaResponse::default()
@@ -64,10 +94,13 @@ impl StateMachine {
             last = Some(entry.log_id);
             responses.push(response);
         }
+        let mut batch = self.rocks.batch();
+        overlay.stage_into(&mut batch);
         if let Some(last) = &last {
             stage_applied(&mut batch, last, &membership)?;
         }
         batch.commit(Durability::Buffered)?;
+        self.publish_epoch()?;
         Ok(responses)
     }
 
@@ -85,12 +118,8 @@ impl StateMachine {
         }
         let stored = StoredSnapshot { meta: meta.clone(), data };
         batch.put(Cf::StateMeta, SNAPSHOT, &encode("snapshot", &stored)?);
-        Ok(batch.commit(Durability::Sync)?)
-    }
-
-    /// The value of `key` in the applied state (a local, possibly stale read).
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.rocks.get(Cf::State, key)?)
+        batch.commit(Durability::Sync)?;
+        self.publish_epoch()
     }
 
     fn current_snapshot(&self) -> StoreResult<Option<StoredSnapshot>> {

@@ -1,0 +1,588 @@
+//! Applying one command to the tables: validate everything, then write.
+//!
+//! Pure apart from the [`TablesMut`] it is given: no clock (the entry's
+//! `now_ms`), no randomness (ids come from a counter, sequences from the log
+//! index), so every member computes the same state. A refusal returns
+//! `Ok(Err(MetaError))`; the caller rolls back whatever the command staged,
+//! so a refused command changes nothing. `Err(StoreError)` is the store
+//! failing, which stops the state machine.
+
+use chuyi_common::ids::NodeId;
+use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
+
+use super::command::{Command, PoolChange, Reply};
+use super::error::{Kind, MetaError};
+use super::keys;
+use super::model::{
+    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, User,
+    Versioning, Volume, VolumeState, NULL_VERSION,
+};
+use super::names;
+use super::tables::TablesMut;
+use super::view;
+use crate::placement::{self, DiskRef, PgChange};
+use crate::store::StoreError;
+
+/// What one command may depend on besides the tables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub(crate) now_ms: Millis,
+    /// Unique and increasing across the log: `index << 16 | position`.
+    pub(crate) seq: u64,
+}
+
+pub(crate) type Applied = Result<Result<Reply, MetaError>, StoreError>;
+
+/// Longest a lease may be granted for at once.
+pub const LEASE_TTL_MAX_MS: u64 = 10 * 60 * 1000;
+
+/// Versions of one key examined to find its null version.
+const NULL_VERSION_SCAN_MAX: usize = 100_000;
+
+macro_rules! refuse {
+    ($e:expr) => {
+        return Ok(Err($e))
+    };
+}
+
+pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Applied {
+    match command {
+        Command::RegisterNode { id, addrs, failure_domain, disks } => {
+            register_node(t, ctx, *id, addrs, failure_domain, disks)
+        }
+        Command::Heartbeat { id, disks } => heartbeat(t, ctx, *id, disks),
+        Command::MarkNodeDown { id, timeout_ms } => mark_down(t, ctx, *id, *timeout_ms),
+        Command::Rebalance { max_moves } => rebalance(t, *max_moves),
+        Command::PgRecovered { pool, pg, disk } => pg_recovered(t, *pool, *pg, *disk),
+        Command::CreatePool { name, class, redundancy, pg_count, separate_failure_domains } => {
+            let pool = Pool {
+                id: 0,
+                name: name.clone(),
+                class: *class,
+                redundancy: *redundancy,
+                pg_count: *pg_count,
+                separate_failure_domains: *separate_failure_domains,
+            };
+            create_pool(t, pool)
+        }
+        Command::DeletePool { name } => delete_pool(t, name),
+        Command::CreateVolume { name, pool, size_bytes, chunk_size_bytes, wrapped_key } => {
+            create_volume(t, ctx, name, pool, *size_bytes, *chunk_size_bytes, wrapped_key)
+        }
+        Command::ResizeVolume { name, size_bytes } => resize_volume(t, name, *size_bytes),
+        Command::DeleteVolume { name } => delete_volume(t, ctx, name),
+        Command::AcquireLease { volume, holder, ttl_ms } => acquire_lease(t, ctx, volume, holder, *ttl_ms),
+        Command::RenewLease { volume, holder, lease_id, ttl_ms } => {
+            renew_lease(t, ctx, volume, holder, *lease_id, Some(*ttl_ms))
+        }
+        Command::ReleaseLease { volume, holder, lease_id } => renew_lease(t, ctx, volume, holder, *lease_id, None),
+        Command::CreateUser { name, access_key, secret, admin } => {
+            let user =
+                User { name: name.clone(), access_key: access_key.clone(), secret: secret.clone(), admin: *admin, created_ms: ctx.now_ms };
+            create_user(t, user)
+        }
+        Command::DeleteUser { name } => delete_user(t, name),
+        Command::CreateBucket { name, owner, pool } => create_bucket(t, ctx, name, owner, pool),
+        Command::DeleteBucket { name } => delete_bucket(t, name),
+        Command::SetVersioning { bucket, versioning } => set_versioning(t, bucket, *versioning),
+        Command::SetBucketSettings { bucket, settings } => {
+            let Some(mut b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+            b.settings = settings.clone();
+            t.put_rec("bucket", &keys::bucket(bucket), &b)?;
+            Ok(Ok(Reply::Bucket(b)))
+        }
+        Command::PutObject { bucket, key, object } => put_object(t, ctx, bucket, key, object),
+        Command::DeleteObject { bucket, key, version_id } => delete_object(t, ctx, bucket, key, version_id.as_deref()),
+    }
+}
+
+fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
+    let id = t.get_rec::<u64>("next id", keys::NEXT_ID)?.unwrap_or(1);
+    t.put_rec("next id", keys::NEXT_ID, &(id + 1))?;
+    Ok(id)
+}
+
+fn bump_epoch(t: &mut impl TablesMut) -> Result<u64, StoreError> {
+    let epoch = view::epoch(t)? + 1;
+    t.put_rec("epoch", keys::EPOCH, &epoch)?;
+    Ok(epoch)
+}
+
+// ---- nodes and placement ----
+
+fn register_node(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    id: NodeId,
+    addrs: &[String],
+    failure_domain: &str,
+    disks: &[super::model::DiskRecord],
+) -> Applied {
+    if addrs.is_empty() {
+        refuse!(MetaError::invalid("node addresses", "a node needs at least one address"));
+    }
+    if let Err(e) = names::check_disks(disks) {
+        refuse!(e);
+    }
+    let record = NodeRecord {
+        id,
+        addrs: addrs.to_vec(),
+        failure_domain: failure_domain.to_string(),
+        disks: disks.to_vec(),
+        state: NodeState::Up,
+        last_heartbeat_ms: ctx.now_ms,
+    };
+    let before = view::node(t, id)?;
+    t.put_rec("node", &keys::node(id), &record)?;
+    let map_changed = before.as_ref().is_none_or(|b| b.addrs != record.addrs || changed_for_placement(b, &record));
+    reconcile(t, map_changed)
+}
+
+fn heartbeat(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, disks: &[super::model::DiskRecord]) -> Applied {
+    let Some(before) = view::node(t, id)? else { refuse!(MetaError::UnknownNode(id)) };
+    if let Err(e) = names::check_disks(disks) {
+        refuse!(e);
+    }
+    let mut record = before.clone();
+    record.disks = disks.to_vec();
+    record.state = NodeState::Up;
+    record.last_heartbeat_ms = ctx.now_ms;
+    t.put_rec("node", &keys::node(id), &record)?;
+    if changed_for_placement(&before, &record) {
+        reconcile(t, true)
+    } else {
+        Ok(Ok(Reply::Done))
+    }
+}
+
+/// Whether placement could decide differently: up/down, or a disk's
+/// presence, class, capacity or state changed (not its used bytes).
+fn changed_for_placement(a: &NodeRecord, b: &NodeRecord) -> bool {
+    let shape = |n: &NodeRecord| {
+        n.disks.iter().map(|d| (d.id, d.class, d.capacity_bytes, d.state)).collect::<Vec<_>>()
+    };
+    a.state != b.state || a.failure_domain != b.failure_domain || shape(a) != shape(b)
+}
+
+fn mark_down(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, timeout_ms: u64) -> Applied {
+    let Some(mut record) = view::node(t, id)? else { refuse!(MetaError::UnknownNode(id)) };
+    let silent_for = ctx.now_ms.saturating_sub(record.last_heartbeat_ms);
+    if record.state == NodeState::Down || silent_for < timeout_ms {
+        return Ok(Ok(Reply::Done));
+    }
+    record.state = NodeState::Down;
+    t.put_rec("node", &keys::node(id), &record)?;
+    reconcile(t, true)
+}
+
+/// Repairs every pool against the current nodes; bumps the epoch once if
+/// anything moved or `map_changed`.
+fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
+    let nodes = view::node_views(t)?;
+    let mut changes = Vec::new();
+    for pool in view::pools(t)? {
+        let current = view::pgs(t, pool.id)?;
+        let sets: Vec<_> = current.iter().map(|pg| pg.replicas.clone()).collect();
+        match placement::repair(&view::rule(&pool), &nodes, &sets) {
+            Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
+            // The pool's map and rule are the state machine's own: a
+            // mismatch is a broken invariant, reported, never half-applied.
+            Err(e) => return Err(StoreError::Invariant(format!("repairing pool {}: {e}", pool.name))),
+        }
+    }
+    changes.retain(|c| c.change.from != c.change.to);
+    apply_moves(t, changes, map_changed)
+}
+
+fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
+    let nodes = view::node_views(t)?;
+    let mut changes = Vec::new();
+    for pool in view::pools(t)? {
+        let sets: Vec<_> = view::pgs(t, pool.id)?.into_iter().map(|pg| pg.replicas).collect();
+        match placement::rebalance(&view::rule(&pool), &nodes, &sets, max_moves) {
+            Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
+            Err(e) => return Err(StoreError::Invariant(format!("rebalancing pool {}: {e}", pool.name))),
+        }
+    }
+    apply_moves(t, changes, false)
+}
+
+fn apply_moves(t: &mut impl TablesMut, changes: Vec<PoolChange>, map_changed: bool) -> Applied {
+    if changes.is_empty() && !map_changed {
+        return Ok(Ok(Reply::Done));
+    }
+    let epoch = bump_epoch(t)?;
+    for c in &changes {
+        let Some(pool) = view::pool(t, &c.pool)? else {
+            return Err(StoreError::Invariant(format!("pool {} vanished while moving its PGs", c.pool)));
+        };
+        let key = keys::pg(pool.id, c.change.pg);
+        let Some(mut pg) = t.get_rec::<PgRecord>("pg", &key)? else {
+            return Err(StoreError::Invariant(format!("pool {} has no PG {}", c.pool, c.change.pg)));
+        };
+        pg.recovering = joined(&c.change, &pg.recovering);
+        pg.replicas = c.change.to.clone();
+        pg.epoch = epoch;
+        t.put_rec("pg", &key, &pg)?;
+    }
+    Ok(Ok(Reply::Moves { epoch, changes }))
+}
+
+/// Replicas of `change.to` without the data yet: new ones, and those still
+/// recovering before.
+fn joined(change: &PgChange, recovering: &[DiskRef]) -> Vec<DiskRef> {
+    change.to.iter().filter(|d| !change.from.contains(d) || recovering.contains(d)).copied().collect()
+}
+
+fn pg_recovered(t: &mut impl TablesMut, pool: u32, pg: u32, disk: DiskRef) -> Applied {
+    let key = keys::pg(pool, pg);
+    let Some(mut record) = t.get_rec::<PgRecord>("pg", &key)? else {
+        refuse!(MetaError::not_found(Kind::Pool, format!("pool id {pool} PG {pg}")))
+    };
+    if !record.recovering.contains(&disk) {
+        return Ok(Ok(Reply::Done));
+    }
+    record.recovering.retain(|d| *d != disk);
+    record.epoch = bump_epoch(t)?;
+    t.put_rec("pg", &key, &record)?;
+    Ok(Ok(Reply::Done))
+}
+
+// ---- pools and volumes ----
+
+fn create_pool(t: &mut impl TablesMut, mut pool: Pool) -> Applied {
+    if let Err(e) = names::check_name("pool name", &pool.name) {
+        refuse!(e);
+    }
+    if let Err(e) = names::check_pool_shape(pool.redundancy, pool.pg_count) {
+        refuse!(e);
+    }
+    if view::pool(t, &pool.name)?.is_some() {
+        refuse!(MetaError::exists(Kind::Pool, &pool.name));
+    }
+    let sets = match placement::place_pool(&view::rule(&pool), &view::node_views(t)?) {
+        Ok(sets) => sets,
+        Err(e) => refuse!(MetaError::Placement(e.to_string())),
+    };
+    pool.id = u32::try_from(next_id(t)?).map_err(|_| StoreError::Invariant("pool ids exhausted".into()))?;
+    let epoch = bump_epoch(t)?;
+    for (pg, replicas) in (0u32..).zip(sets) {
+        let record = PgRecord { pool: pool.id, pg, replicas, recovering: Vec::new(), epoch };
+        t.put_rec("pg", &keys::pg(pool.id, pg), &record)?;
+    }
+    t.put_rec("pool", &keys::pool(&pool.name), &pool)?;
+    Ok(Ok(Reply::Pool(pool)))
+}
+
+fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
+    let Some(pool) = view::pool(t, name)? else { refuse!(MetaError::not_found(Kind::Pool, name)) };
+    if let Some(v) = view::volumes(t)?.into_iter().find(|v| v.pool == name) {
+        refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::Volume, user: v.name });
+    }
+    if let Some(b) = view::buckets(t)?.into_iter().find(|b| b.pool == name) {
+        refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::Bucket, user: b.name });
+    }
+    for pg in 0..pool.pg_count {
+        t.delete(&keys::pg(pool.id, pg));
+    }
+    t.delete(&keys::pool(name));
+    bump_epoch(t)?;
+    Ok(Ok(Reply::Done))
+}
+
+fn check_fits(t: &impl TablesMut, pool: &Pool, size_bytes: u64) -> Result<Option<MetaError>, StoreError> {
+    let available = view::pool_capacity(t, pool)?;
+    Ok((size_bytes > available).then(|| MetaError::VolumeTooLarge {
+        pool: pool.name.clone(),
+        requested: size_bytes,
+        available,
+    }))
+}
+
+fn create_volume(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    name: &str,
+    pool_name: &str,
+    size_bytes: u64,
+    chunk_size_bytes: u32,
+    wrapped_key: &[u8],
+) -> Applied {
+    if let Err(e) = names::check_name("volume name", name) {
+        refuse!(e);
+    }
+    if let Err(e) = check_volume_size(size_bytes) {
+        refuse!(e);
+    }
+    let chunk = chunk_size_bytes as usize;
+    if !chunk.is_power_of_two() || !(BLOCK_SIZE_BYTES * 16..=CHUNK_SIZE_MAX_BYTES).contains(&chunk) {
+        refuse!(MetaError::invalid(
+            "chunk size",
+            format!("{chunk} is not a power of two from {} to {CHUNK_SIZE_MAX_BYTES}", BLOCK_SIZE_BYTES * 16)
+        ));
+    }
+    if view::volume(t, name)?.is_some() {
+        refuse!(MetaError::exists(Kind::Volume, name));
+    }
+    let Some(pool) = view::pool(t, pool_name)? else { refuse!(MetaError::not_found(Kind::Pool, pool_name)) };
+    if let Some(e) = check_fits(t, &pool, size_bytes)? {
+        refuse!(e);
+    }
+    let volume = Volume {
+        id: next_id(t)?,
+        name: name.to_string(),
+        pool: pool_name.to_string(),
+        size_bytes,
+        chunk_size_bytes,
+        wrapped_key: wrapped_key.to_vec(),
+        state: VolumeState::Ready,
+        lease: None,
+        created_ms: ctx.now_ms,
+    };
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(Reply::Volume(volume)))
+}
+
+fn check_volume_size(size_bytes: u64) -> Result<(), MetaError> {
+    if size_bytes == 0 || size_bytes % BLOCK_SIZE_BYTES as u64 != 0 {
+        return Err(MetaError::invalid("volume size", format!("{size_bytes} is not a positive multiple of 4096")));
+    }
+    Ok(())
+}
+
+fn resize_volume(t: &mut impl TablesMut, name: &str, size_bytes: u64) -> Applied {
+    let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    if let Err(e) = check_volume_size(size_bytes) {
+        refuse!(e);
+    }
+    if size_bytes < volume.size_bytes {
+        refuse!(MetaError::VolumeShrink { volume: name.into(), current: volume.size_bytes, requested: size_bytes });
+    }
+    let Some(pool) = view::pool(t, &volume.pool)? else {
+        return Err(StoreError::Invariant(format!("volume {name} names missing pool {}", volume.pool)));
+    };
+    if let Some(e) = check_fits(t, &pool, size_bytes)? {
+        refuse!(e);
+    }
+    volume.size_bytes = size_bytes;
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(Reply::Volume(volume)))
+}
+
+fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> Applied {
+    let Some(volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    if let Some(lease) = volume.lease.filter(|l| l.is_live(ctx.now_ms)) {
+        refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
+    }
+    t.delete(&keys::volume(name));
+    Ok(Ok(Reply::Done))
+}
+
+fn check_ttl(ttl_ms: u64) -> Result<(), MetaError> {
+    if ttl_ms == 0 || ttl_ms > LEASE_TTL_MAX_MS {
+        return Err(MetaError::invalid("lease ttl", format!("{ttl_ms} ms is not within 1..={LEASE_TTL_MAX_MS}")));
+    }
+    Ok(())
+}
+
+fn acquire_lease(t: &mut impl TablesMut, ctx: Ctx, name: &str, holder: &str, ttl_ms: u64) -> Applied {
+    if let Err(e) = check_ttl(ttl_ms).and(names::check_name("lease holder", holder)) {
+        refuse!(e);
+    }
+    let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    if let Some(lease) = volume.lease.as_ref().filter(|l| l.is_live(ctx.now_ms) && l.holder != holder) {
+        refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder.clone(), expires_ms: lease.expires_ms });
+    }
+    let lease = Lease { holder: holder.to_string(), id: next_id(t)?, expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
+    volume.lease = Some(lease.clone());
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(Reply::Lease(lease)))
+}
+
+/// Renews (`ttl_ms` given) or releases the live lease `lease_id` of `holder`.
+fn renew_lease(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    name: &str,
+    holder: &str,
+    lease_id: u64,
+    ttl_ms: Option<u64>,
+) -> Applied {
+    if let Some(Err(e)) = ttl_ms.map(check_ttl) {
+        refuse!(e);
+    }
+    let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    let current = volume.lease.as_ref().filter(|l| l.holder == holder && l.id == lease_id);
+    // A release may come after expiry (nothing else took the lease); a
+    // renewal may not: the holder must already have stopped writing.
+    let usable = current.is_some_and(|l| ttl_ms.is_none() || l.is_live(ctx.now_ms));
+    if !usable {
+        refuse!(MetaError::StaleLease { volume: name.into(), holder: holder.into(), lease_id });
+    }
+    let reply = match ttl_ms {
+        Some(ttl) => {
+            let lease = Lease { holder: holder.into(), id: lease_id, expires_ms: ctx.now_ms.saturating_add(ttl) };
+            volume.lease = Some(lease.clone());
+            Reply::Lease(lease)
+        }
+        None => {
+            volume.lease = None;
+            Reply::Done
+        }
+    };
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(reply))
+}
+
+// ---- users and buckets ----
+
+fn create_user(t: &mut impl TablesMut, user: User) -> Applied {
+    if let Err(e) = names::check_name("user name", &user.name).and(names::check_access_key(&user.access_key)) {
+        refuse!(e);
+    }
+    if t.get(&keys::user_name(&user.name))?.is_some() {
+        refuse!(MetaError::exists(Kind::User, &user.name));
+    }
+    if t.get(&keys::user(&user.access_key))?.is_some() {
+        refuse!(MetaError::exists(Kind::AccessKey, &user.access_key));
+    }
+    t.put_rec("user name", &keys::user_name(&user.name), &user.access_key)?;
+    t.put_rec("user", &keys::user(&user.access_key), &user)?;
+    Ok(Ok(Reply::User(user)))
+}
+
+fn delete_user(t: &mut impl TablesMut, name: &str) -> Applied {
+    let Some(user) = view::user_by_name(t, name)? else { refuse!(MetaError::not_found(Kind::User, name)) };
+    if let Some(b) = view::buckets(t)?.into_iter().find(|b| b.owner == name) {
+        refuse!(MetaError::InUse { kind: Kind::User, name: name.into(), user_kind: Kind::Bucket, user: b.name });
+    }
+    t.delete(&keys::user_name(name));
+    t.delete(&keys::user(&user.access_key));
+    Ok(Ok(Reply::Done))
+}
+
+fn create_bucket(t: &mut impl TablesMut, ctx: Ctx, name: &str, owner: &str, pool: &str) -> Applied {
+    if let Err(e) = names::check_bucket_name(name) {
+        refuse!(e);
+    }
+    if view::bucket(t, name)?.is_some() {
+        refuse!(MetaError::exists(Kind::Bucket, name));
+    }
+    if view::user_by_name(t, owner)?.is_none() {
+        refuse!(MetaError::not_found(Kind::User, owner));
+    }
+    if view::pool(t, pool)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Pool, pool));
+    }
+    let bucket = Bucket {
+        name: name.into(),
+        owner: owner.into(),
+        pool: pool.into(),
+        created_ms: ctx.now_ms,
+        versioning: Versioning::Unset,
+        settings: Default::default(),
+    };
+    t.put_rec("bucket", &keys::bucket(name), &bucket)?;
+    Ok(Ok(Reply::Bucket(bucket)))
+}
+
+fn delete_bucket(t: &mut impl TablesMut, name: &str) -> Applied {
+    if view::bucket(t, name)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Bucket, name));
+    }
+    let objects = keys::bucket_objects(name);
+    let end = keys::prefix_end(&objects).unwrap_or_default();
+    if !t.scan(&objects, &end, 1)?.is_empty() {
+        refuse!(MetaError::BucketNotEmpty(name.into()));
+    }
+    t.delete(&keys::bucket(name));
+    Ok(Ok(Reply::Done))
+}
+
+fn set_versioning(t: &mut impl TablesMut, name: &str, versioning: Versioning) -> Applied {
+    let Some(mut bucket) = view::bucket(t, name)? else { refuse!(MetaError::not_found(Kind::Bucket, name)) };
+    if versioning == Versioning::Unset {
+        refuse!(MetaError::invalid("versioning", "a bucket's versioning can be Enabled or Suspended, not unset"));
+    }
+    bucket.versioning = versioning;
+    t.put_rec("bucket", &keys::bucket(name), &bucket)?;
+    Ok(Ok(Reply::Bucket(bucket)))
+}
+
+// ---- the object index ----
+
+fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, object: &ObjectPut) -> Applied {
+    if let Err(e) = names::check_object_key(key) {
+        refuse!(e);
+    }
+    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    let version_id = match b.versioning {
+        Versioning::Enabled => super::model::version_id_of(ctx.seq),
+        Versioning::Unset | Versioning::Suspended => {
+            remove_null_version(t, bucket, key)?;
+            NULL_VERSION.to_string()
+        }
+    };
+    let record = ObjectRecord {
+        seq: ctx.seq,
+        version_id: version_id.clone(),
+        delete_marker: false,
+        size: object.size,
+        etag: object.etag.clone(),
+        content_type: object.content_type.clone(),
+        user_meta: object.user_meta.clone(),
+        chunks: object.chunks.clone(),
+        flags: object.flags,
+        modified_ms: ctx.now_ms,
+    };
+    t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &record)?;
+    Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
+}
+
+/// Removes `key`'s null version if it has one; returns it.
+fn remove_null_version(t: &mut impl TablesMut, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+    let found = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)?;
+    if let Some(record) = &found {
+        t.delete(&keys::object_version(bucket, key, record.seq));
+    }
+    Ok(found)
+}
+
+fn delete_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, version_id: Option<&str>) -> Applied {
+    if let Err(e) = names::check_object_key(key) {
+        refuse!(e);
+    }
+    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    if let Some(version_id) = version_id {
+        let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
+            refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
+        };
+        t.delete(&keys::object_version(bucket, key, record.seq));
+        return Ok(Ok(Reply::ObjectDeleted { version_id: Some(record.version_id), delete_marker: record.delete_marker }));
+    }
+    let marker_id = match b.versioning {
+        Versioning::Unset => {
+            remove_null_version(t, bucket, key)?;
+            return Ok(Ok(Reply::ObjectDeleted { version_id: None, delete_marker: false }));
+        }
+        Versioning::Enabled => super::model::version_id_of(ctx.seq),
+        Versioning::Suspended => {
+            remove_null_version(t, bucket, key)?;
+            NULL_VERSION.to_string()
+        }
+    };
+    let marker = ObjectRecord {
+        seq: ctx.seq,
+        version_id: marker_id.clone(),
+        delete_marker: true,
+        size: 0,
+        etag: String::new(),
+        content_type: String::new(),
+        user_meta: Vec::new(),
+        chunks: Vec::new(),
+        flags: 0,
+        modified_ms: ctx.now_ms,
+    };
+    t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &marker)?;
+    Ok(Ok(Reply::ObjectDeleted { version_id: Some(marker_id), delete_marker: true }))
+}

@@ -1,0 +1,89 @@
+//! The commands of the replicated log and what applying one returns.
+//!
+//! A client's request becomes one [`Command`]; the proposer packs many into
+//! one [`MetaRequest`] (one Raft entry, one fsync) stamped with the leader's
+//! clock. Applying is deterministic: the same entries give the same state
+//! on every member.
+
+use chuyi_common::ids::{DeviceClass, NodeId};
+use chuyi_common::seal::Sealed;
+use serde::{Deserialize, Serialize};
+
+use super::error::MetaError;
+use super::model::{
+    Bucket, BucketSettings, DiskRecord, Lease, Millis, ObjectPut, Pool, Redundancy, User, Versioning, Volume,
+};
+use crate::placement::{DiskRef, PgChange};
+
+/// Commands in one entry at most; also bounds the sequence numbers an entry
+/// hands out (`index << 16 | position`).
+pub const COMMANDS_PER_ENTRY_MAX: usize = 1 << 16;
+
+/// One Raft entry's application data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRequest {
+    /// The proposing leader's wall clock: every time the state machine
+    /// records or compares (heartbeats, leases) is this one.
+    pub now_ms: Millis,
+    pub commands: Vec<Command>,
+}
+
+/// One per command of the entry, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaResponse {
+    pub results: Vec<Result<Reply, MetaError>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Adds a node or updates its addresses and disks; marks it up.
+    RegisterNode { id: NodeId, addrs: Vec<String>, failure_domain: String, disks: Vec<DiskRecord> },
+    /// A node is alive; its disks as it sees them now.
+    Heartbeat { id: NodeId, disks: Vec<DiskRecord> },
+    /// Marks the node down and moves its PGs, if it has still not been heard
+    /// from for `timeout_ms` (a heartbeat committed meanwhile wins).
+    MarkNodeDown { id: NodeId, timeout_ms: u64 },
+    /// Up to `max_moves` moves per pool towards capacity balance.
+    Rebalance { max_moves: usize },
+    /// A backfilled replica now holds the PG's data.
+    PgRecovered { pool: u32, pg: u32, disk: DiskRef },
+    CreatePool { name: String, class: DeviceClass, redundancy: Redundancy, pg_count: u32, separate_failure_domains: bool },
+    DeletePool { name: String },
+    CreateVolume { name: String, pool: String, size_bytes: u64, chunk_size_bytes: u32, wrapped_key: Vec<u8> },
+    ResizeVolume { name: String, size_bytes: u64 },
+    DeleteVolume { name: String },
+    AcquireLease { volume: String, holder: String, ttl_ms: u64 },
+    RenewLease { volume: String, holder: String, lease_id: u64, ttl_ms: u64 },
+    ReleaseLease { volume: String, holder: String, lease_id: u64 },
+    CreateUser { name: String, access_key: String, secret: Sealed, admin: bool },
+    DeleteUser { name: String },
+    CreateBucket { name: String, owner: String, pool: String },
+    DeleteBucket { name: String },
+    SetVersioning { bucket: String, versioning: Versioning },
+    SetBucketSettings { bucket: String, settings: BucketSettings },
+    PutObject { bucket: String, key: String, object: ObjectPut },
+    /// Without a version: removes the null version, or adds a delete marker
+    /// when the bucket is versioned. With one: removes that version.
+    DeleteObject { bucket: String, key: String, version_id: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    /// The PG moves a cluster change caused, and the epoch after it.
+    Moves { epoch: u64, changes: Vec<PoolChange> },
+    Pool(Pool),
+    Volume(Volume),
+    Lease(Lease),
+    User(User),
+    Bucket(Bucket),
+    ObjectPut { version_id: String, seq: u64 },
+    ObjectDeleted { version_id: Option<String>, delete_marker: bool },
+}
+
+/// A placement change of one pool's PG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolChange {
+    pub pool: String,
+    pub change: PgChange,
+}

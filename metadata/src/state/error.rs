@@ -1,0 +1,90 @@
+//! What a metadata request can be refused for. It travels to clients, so it
+//! is serializable and carries the names a CLI or S3 error needs.
+
+use chuyi_common::ids::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A refused request. Every variant leaves the state unchanged: the state
+/// machine validates a command completely before staging any write.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MetaError {
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: Kind, name: String },
+    #[error("no such {kind} {name:?}")]
+    NotFound { kind: Kind, name: String },
+    #[error("invalid {what}: {why}")]
+    Invalid { what: String, why: String },
+    #[error("volume of {requested} bytes exceeds what pool {pool:?} can hold ({available} bytes)")]
+    VolumeTooLarge { pool: String, requested: u64, available: u64 },
+    #[error("volume {volume:?} can only grow: it is {current} bytes, asked {requested}")]
+    VolumeShrink { volume: String, current: u64, requested: u64 },
+    #[error("volume {volume:?} is attached by {holder:?} until {expires_ms}")]
+    LeaseHeld { volume: String, holder: String, expires_ms: u64 },
+    #[error("lease {lease_id} of {holder:?} on volume {volume:?} is not the live lease")]
+    StaleLease { volume: String, holder: String, lease_id: u64 },
+    #[error("{kind} {name:?} is in use by {user_kind} {user:?}")]
+    InUse { kind: Kind, name: String, user_kind: Kind, user: String },
+    #[error("bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    #[error("placement: {0}")]
+    Placement(String),
+    #[error("node {0} is not registered")]
+    UnknownNode(NodeId),
+    #[error("this member is not the leader; the leader is {leader:?}")]
+    NotLeader { leader: Option<String> },
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("metadata service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal metadata error: {0}")]
+    Internal(String),
+}
+
+/// The kinds of named things in error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Node,
+    Pool,
+    Volume,
+    User,
+    AccessKey,
+    Bucket,
+    Object,
+    Version,
+    Member,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Node => "node",
+            Kind::Pool => "pool",
+            Kind::Volume => "volume",
+            Kind::User => "user",
+            Kind::AccessKey => "access key",
+            Kind::Bucket => "bucket",
+            Kind::Object => "object",
+            Kind::Version => "version",
+            Kind::Member => "member",
+        })
+    }
+}
+
+impl MetaError {
+    pub(crate) fn exists(kind: Kind, name: impl Into<String>) -> Self {
+        MetaError::AlreadyExists { kind, name: name.into() }
+    }
+
+    pub(crate) fn not_found(kind: Kind, name: impl Into<String>) -> Self {
+        MetaError::NotFound { kind, name: name.into() }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        MetaError::Invalid { what: what.into(), why: why.into() }
+    }
+
+    /// Whether a client may retry the same request elsewhere or later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, MetaError::NotLeader { .. } | MetaError::Unavailable(_))
+    }
+}

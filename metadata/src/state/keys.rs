@@ -1,0 +1,230 @@
+//! Keys of the typed tables in `sm_data`: one prefix byte per table, then
+//! the record's key encoded so that bytewise order is the table's order
+//! (layout in KEYSPACE.md).
+//!
+//! Strings are encoded with 0x00 escaped as 0x00 0xFF and ended by
+//! 0x00 0x01: order-preserving, self-delimiting (so a bucket name can be
+//! followed by an object key), and a string's encoding without its end is a
+//! prefix of the encoding of every string it prefixes, which is what a
+//! prefix listing scans.
+
+use chuyi_common::ids::NodeId;
+
+/// Singletons: the map epoch and id counters.
+pub(crate) const T_META: u8 = 0x00;
+pub(crate) const T_NODE: u8 = 0x01;
+pub(crate) const T_POOL: u8 = 0x02;
+pub(crate) const T_PG: u8 = 0x03;
+pub(crate) const T_VOLUME: u8 = 0x04;
+pub(crate) const T_USER: u8 = 0x05;
+pub(crate) const T_BUCKET: u8 = 0x06;
+/// User name → access key, so names are unique and users are found by name.
+pub(crate) const T_USER_NAME: u8 = 0x07;
+/// The object index: every version of every object.
+pub(crate) const T_OBJECT: u8 = 0x10;
+
+pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
+/// Next pool id, volume id (chunk owner), lease id.
+pub(crate) const NEXT_ID: &[u8] = &[T_META, b'i'];
+
+const ESCAPE: u8 = 0x00;
+const ESCAPED_ZERO: u8 = 0xFF;
+const END: u8 = 0x01;
+
+/// Appends the escaped bytes of `s` without the end mark.
+fn push_open(out: &mut Vec<u8>, s: &[u8]) {
+    for &b in s {
+        out.push(b);
+        if b == ESCAPE {
+            out.push(ESCAPED_ZERO);
+        }
+    }
+}
+
+/// Appends `s` escaped and ended.
+fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+    push_open(out, s);
+    out.extend_from_slice(&[ESCAPE, END]);
+}
+
+/// Splits one ended string off the front of `bytes`.
+pub(crate) fn take_str(bytes: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != ESCAPE {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(&ESCAPED_ZERO) => out.push(ESCAPE),
+            Some(&END) => return Some((out, &bytes[i + 2..])),
+            _ => return None,
+        }
+        i += 2;
+    }
+    None
+}
+
+fn table(t: u8) -> Vec<u8> {
+    vec![t]
+}
+
+/// The first key after every key that starts with `prefix`, or `None` when no
+/// key can follow (all bytes 0xFF).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// `[start, end)` of a whole table.
+pub(crate) fn table_range(t: u8) -> (Vec<u8>, Vec<u8>) {
+    (table(t), vec![t + 1])
+}
+
+pub(crate) fn node(id: NodeId) -> Vec<u8> {
+    let mut k = table(T_NODE);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn pool(name: &str) -> Vec<u8> {
+    let mut k = table(T_POOL);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+pub(crate) fn pg(pool: u32, pg: u32) -> Vec<u8> {
+    let mut k = pg_pool_prefix(pool);
+    k.extend_from_slice(&pg.to_be_bytes());
+    k
+}
+
+pub(crate) fn pg_pool_prefix(pool: u32) -> Vec<u8> {
+    let mut k = table(T_PG);
+    k.extend_from_slice(&pool.to_be_bytes());
+    k
+}
+
+pub(crate) fn volume(name: &str) -> Vec<u8> {
+    let mut k = table(T_VOLUME);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+pub(crate) fn user(access_key: &str) -> Vec<u8> {
+    let mut k = table(T_USER);
+    push_str(&mut k, access_key.as_bytes());
+    k
+}
+
+pub(crate) fn user_name(name: &str) -> Vec<u8> {
+    let mut k = table(T_USER_NAME);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+pub(crate) fn bucket(name: &str) -> Vec<u8> {
+    let mut k = table(T_BUCKET);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+/// Every key of a bucket's objects starts with this.
+pub(crate) fn bucket_objects(bucket: &str) -> Vec<u8> {
+    let mut k = table(T_OBJECT);
+    push_str(&mut k, bucket.as_bytes());
+    k
+}
+
+/// Every version key of objects whose key starts with `key_prefix`.
+pub(crate) fn object_prefix(bucket: &str, key_prefix: &str) -> Vec<u8> {
+    let mut k = bucket_objects(bucket);
+    push_open(&mut k, key_prefix.as_bytes());
+    k
+}
+
+/// Every version key of exactly `key`.
+pub(crate) fn object_versions(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = bucket_objects(bucket);
+    push_str(&mut k, key.as_bytes());
+    k
+}
+
+/// One version of `key`: newest first, so the sequence is stored inverted.
+pub(crate) fn object_version(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = object_versions(bucket, key);
+    k.extend_from_slice(&(!seq).to_be_bytes());
+    k
+}
+
+/// The object key and sequence of an object index key of `bucket`.
+pub(crate) fn parse_object(bucket_prefix: &[u8], raw: &[u8]) -> Option<(String, u64)> {
+    let rest = raw.strip_prefix(bucket_prefix)?;
+    let (key, rest) = take_str(rest)?;
+    let inverted: [u8; 8] = rest.try_into().ok()?;
+    Some((String::from_utf8(key).ok()?, !u64::from_be_bytes(inverted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn object_keys_parse_back() {
+        let prefix = bucket_objects("b");
+        let raw = object_version("b", "a\0b/c", 7);
+        assert_eq!(parse_object(&prefix, &raw), Some(("a\0b/c".to_string(), 7)));
+        assert_eq!(parse_object(&prefix, &raw[..raw.len() - 1]), None);
+        assert_eq!(parse_object(&bucket_objects("c"), &raw), None);
+    }
+
+    #[test]
+    fn newer_versions_sort_first() {
+        assert!(object_version("b", "k", 9) < object_version("b", "k", 8));
+    }
+
+    #[test]
+    fn prefix_end_skips_every_extension() {
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+    }
+
+    proptest! {
+        /// Key order is (bucket, key, newest first) in string order, so a
+        /// scan lists a bucket in S3 order.
+        #[test]
+        fn encoding_preserves_order(a in "[a-c\\x00/]{0,6}", b in "[a-c\\x00/]{0,6}", sa in any::<u64>(), sb in any::<u64>()) {
+            let ka = object_version("bk", &a, sa);
+            let kb = object_version("bk", &b, sb);
+            let expected = a.cmp(&b).then(sb.cmp(&sa));
+            prop_assert_eq!(ka.cmp(&kb), expected);
+        }
+
+        /// Every key starting with `p` falls inside the prefix range of `p`.
+        #[test]
+        fn prefixes_contain_their_extensions(p in "[a-c\\x00]{0,4}", rest in "[a-c\\x00]{0,4}", seq in any::<u64>()) {
+            let key = object_version("bk", &format!("{p}{rest}"), seq);
+            let start = object_prefix("bk", &p);
+            prop_assert!(key >= start);
+            if let Some(end) = prefix_end(&start) {
+                prop_assert!(key < end);
+            }
+        }
+
+        #[test]
+        fn take_str_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let _ = take_str(&bytes);
+        }
+    }
+}

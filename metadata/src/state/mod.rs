@@ -1,0 +1,24 @@
+//! The typed state of the metadata service, layered on the store's byte
+//! map: the records (nodes, pools, PGs, volumes, users, buckets, the object
+//! index), their keys, the commands of the log and how each is applied.
+//!
+//! Everything here is deterministic and does no I/O of its own: it reads and
+//! writes through [`tables::Tables`], which the store implements on RocksDB
+//! and unit tests on a `BTreeMap`.
+
+pub(crate) mod apply;
+pub mod command;
+pub mod error;
+pub(crate) mod keys;
+pub mod listing;
+pub mod model;
+pub mod names;
+pub(crate) mod tables;
+pub(crate) mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMANDS_PER_ENTRY_MAX};
+pub use error::{Kind, MetaError};
+pub use listing::{ListCursor, ListEntry, ListRequest, Listing, LIST_MAX_KEYS};

@@ -1,0 +1,287 @@
+//! The records the state machine keeps, one type per table of KEYSPACE.md.
+//!
+//! Every record is stored as the format version byte plus postcard, like
+//! the store's own values, so a later release can add fields by bumping the
+//! version and reading both.
+
+use std::fmt;
+
+use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
+use chuyi_common::seal::Sealed;
+use serde::{Deserialize, Serialize};
+
+use crate::placement::{DiskRef, ReplicaSet};
+
+/// Milliseconds since the Unix epoch, as stamped by the leader on each
+/// proposal: the state machine never reads a clock of its own.
+pub type Millis = u64;
+
+/// A storage node as registered and last heard from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    /// Endpoints of its chunk service, first preferred (`host:port`, `unix:/path`).
+    pub addrs: Vec<String>,
+    pub failure_domain: String,
+    pub disks: Vec<DiskRecord>,
+    pub state: NodeState,
+    pub last_heartbeat_ms: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    Up,
+    /// Missed heartbeats for the configured time; its PGs moved away.
+    Down,
+}
+
+/// One disk of a node, as the node last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    pub id: DiskId,
+    pub class: DeviceClass,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub state: DiskState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskState {
+    Up,
+    /// The node took it out of service (EIO) or stopped reporting it.
+    Failed,
+}
+
+/// How a pool keeps copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Redundancy {
+    Replicated(u8),
+}
+
+impl Redundancy {
+    pub fn replicas(self) -> usize {
+        match self {
+            Redundancy::Replicated(n) => usize::from(n),
+        }
+    }
+}
+
+impl fmt::Display for Redundancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Redundancy::Replicated(n) => write!(f, "replicated({n})"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub id: u32,
+    pub name: String,
+    pub class: DeviceClass,
+    pub redundancy: Redundancy,
+    pub pg_count: u32,
+    pub separate_failure_domains: bool,
+}
+
+/// One placement group of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgRecord {
+    pub pool: u32,
+    pub pg: u32,
+    /// Primary first.
+    pub replicas: ReplicaSet,
+    /// Replicas that joined and are not yet backfilled: they hold no data
+    /// until the primary reports them recovered.
+    pub recovering: Vec<DiskRef>,
+    /// The map epoch at which this PG last changed.
+    pub epoch: u64,
+}
+
+/// A PG's health, as `chuyi status` counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PgHealth {
+    /// Every replica the pool asks for, all backfilled.
+    Clean,
+    /// A replica is being backfilled.
+    Recovering,
+    /// Fewer replicas than the pool asks for.
+    Degraded,
+}
+
+impl PgRecord {
+    pub fn health(&self, pool: &Pool) -> PgHealth {
+        if self.replicas.len() < pool.redundancy.replicas() {
+            PgHealth::Degraded
+        } else if !self.recovering.is_empty() {
+            PgHealth::Recovering
+        } else {
+            PgHealth::Clean
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// The owner of its chunks' ids; never reused.
+    pub id: u64,
+    pub name: String,
+    pub pool: String,
+    pub size_bytes: u64,
+    pub chunk_size_bytes: u32,
+    /// The volume's data key wrapped by the KEK; opaque here.
+    pub wrapped_key: Vec<u8>,
+    pub state: VolumeState,
+    pub lease: Option<Lease>,
+    pub created_ms: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    Ready,
+}
+
+/// The right of one frontend to write a volume, until `expires_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    /// Changes at every acquisition, so a holder that lost its lease and
+    /// got a new one cannot renew with the old one's id.
+    pub id: u64,
+    pub expires_ms: Millis,
+}
+
+impl Lease {
+    pub fn is_live(&self, now: Millis) -> bool {
+        now < self.expires_ms
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub access_key: String,
+    /// The S3 secret key, sealed with a key derived from the cluster secret.
+    pub secret: Sealed,
+    pub admin: bool,
+    pub created_ms: Millis,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("access_key", &self.access_key)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bucket's versioning state, as S3 names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    #[default]
+    Unset,
+    Enabled,
+    Suspended,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub name: String,
+    pub owner: String,
+    pub pool: String,
+    pub created_ms: Millis,
+    pub versioning: Versioning,
+    pub settings: BucketSettings,
+}
+
+/// Per-bucket policies the gateway applies; the metadata service only keeps
+/// them. Empty means the gateway's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketSettings {
+    /// `capacity` (zstd) or `performance` (lz4), or none.
+    pub compression: Option<String>,
+    /// The bucket's data key wrapped by the KEK, when encrypted.
+    pub wrapped_key: Option<Vec<u8>>,
+    /// Per-user limits; opaque to the metadata service.
+    pub qos: Vec<u8>,
+}
+
+/// The version id S3 gives objects written while versioning is not enabled.
+pub const NULL_VERSION: &str = "null";
+
+/// One version of an object (or a delete marker) in the object index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Orders versions of a key, newest highest; assigned at apply.
+    pub seq: u64,
+    /// `"null"` or a version id derived from `seq`.
+    pub version_id: String,
+    pub delete_marker: bool,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: String,
+    pub user_meta: Vec<(String, String)>,
+    pub chunks: Vec<ChunkRef>,
+    /// Compression, encryption and multipart flags, for the gateway.
+    pub flags: u32,
+    pub modified_ms: Millis,
+}
+
+/// One chunk of an object's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub owner: u64,
+    pub index: u64,
+    pub len: u32,
+}
+
+/// What a client gives for an object put; the state machine adds the
+/// sequence, version id and time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectPut {
+    pub size: u64,
+    pub etag: String,
+    pub content_type: String,
+    pub user_meta: Vec<(String, String)>,
+    pub chunks: Vec<ChunkRef>,
+    pub flags: u32,
+}
+
+/// A version id derived from a sequence number: fixed width so text order
+/// matches sequence order.
+pub fn version_id_of(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// Inverse of [`version_id_of`]; `None` for anything it did not produce.
+pub fn seq_of_version_id(id: &str) -> Option<u64> {
+    if id.len() != 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// The whole cluster map a client caches, at one epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    pub epoch: u64,
+    pub nodes: Vec<NodeRecord>,
+    pub pools: Vec<Pool>,
+    pub pgs: Vec<PgRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_round_trip_and_sort_by_seq() {
+        assert_eq!(seq_of_version_id(&version_id_of(42)), Some(42));
+        assert!(version_id_of(9) < version_id_of(10));
+        assert_eq!(seq_of_version_id("null"), None);
+        assert_eq!(seq_of_version_id("0000000000000000004x"), None);
+        assert_eq!(seq_of_version_id("99999999999999999999"), None, "beyond u64");
+    }
+}

@@ -1,0 +1,85 @@
+//! The seam between the typed state and the store: reads and writes of raw
+//! keys in `sm_data`, plus typed helpers that encode records the store's
+//! way (version byte + postcard).
+//!
+//! The store implements [`Tables`] on a RocksDB view (for queries) and
+//! [`TablesMut`] on a write overlay (for apply); tests use a `BTreeMap`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::store::codec::{decode, encode};
+use crate::store::StoreError;
+
+/// A key and its value as stored.
+pub(crate) type Pair = (Vec<u8>, Vec<u8>);
+
+pub(crate) trait Tables {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` pairs with `from <= key < to`, in key order.
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
+
+    fn get_rec<T: DeserializeOwned>(&self, what: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(key)?.map(|bytes| decode(what, &bytes)).transpose()
+    }
+
+    /// Every record of `[from, to)`, decoded; for the small tables only.
+    fn scan_recs<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let pairs = self.scan(from, to, usize::MAX)?;
+        pairs.into_iter().map(|(k, v)| Ok((k, decode(what, &v)?))).collect()
+    }
+}
+
+pub(crate) trait TablesMut: Tables {
+    fn put(&mut self, key: &[u8], value: Vec<u8>);
+
+    fn delete(&mut self, key: &[u8]);
+
+    fn put_rec<T: Serialize>(&mut self, what: &'static str, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let bytes = encode(what, value)?;
+        self.put(key, bytes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod memory {
+    //! An in-memory [`TablesMut`] for apply's unit tests.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub(crate) struct MemTables(pub(crate) BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl Tables for MemTables {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.get(key).cloned())
+        }
+
+        fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+            if from >= to {
+                return Ok(Vec::new());
+            }
+            let range = self.0.range(from.to_vec()..to.to_vec());
+            Ok(range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+    }
+
+    impl TablesMut for MemTables {
+        fn put(&mut self, key: &[u8], value: Vec<u8>) {
+            self.0.insert(key.to_vec(), value);
+        }
+
+        fn delete(&mut self, key: &[u8]) {
+            self.0.remove(key);
+        }
+    }
+}

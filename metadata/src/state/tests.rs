@@ -1,0 +1,200 @@
+//! Apply driven through the in-memory tables: every refusal changes nothing,
+//! every success does what its command says.
+
+use chuyi_common::ids::DeviceClass;
+use chuyi_common::seal::Sealed;
+
+use super::apply::{apply, Ctx};
+use super::command::{Command, Reply};
+use super::error::{Kind, MetaError};
+use super::listing::{list, ListCursor, ListRequest};
+use super::model::{ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, Redundancy, Versioning};
+use super::tables::memory::MemTables;
+use super::view;
+
+const GIB: u64 = 1 << 30;
+
+struct World {
+    t: MemTables,
+    now_ms: u64,
+    seq: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { t: MemTables::default(), now_ms: 1_000_000, seq: 1 << 16 }
+    }
+
+    /// Applies like the state machine: a refusal is rolled back.
+    fn run(&mut self, command: Command) -> Result<Reply, MetaError> {
+        self.seq += 1;
+        let before = self.t.clone();
+        let result = apply(&mut self.t, Ctx { now_ms: self.now_ms, seq: self.seq }, &command).expect("store works");
+        if result.is_err() {
+            assert_eq!(self.t, before, "a refused {command:?} staged writes");
+            self.t = before;
+        }
+        result
+    }
+
+    fn ok(&mut self, command: Command) -> Reply {
+        self.run(command.clone()).unwrap_or_else(|e| panic!("{command:?}: {e}"))
+    }
+
+    fn register(&mut self, id: u32, disks: u32) {
+        let disks = (0..disks)
+            .map(|d| DiskRecord { id: d, class: DeviceClass::Ssd, capacity_bytes: 100 * GIB, used_bytes: 0, state: DiskState::Up })
+            .collect();
+        self.ok(Command::RegisterNode { id, addrs: vec![format!("10.0.0.{id}:7101")], failure_domain: format!("rack{id}"), disks });
+    }
+
+    fn cluster(nodes: u32) -> Self {
+        let mut w = Self::new();
+        for id in 1..=nodes {
+            w.register(id, 2);
+        }
+        w.ok(Command::CreatePool {
+            name: "ssd".into(),
+            class: DeviceClass::Ssd,
+            redundancy: Redundancy::Replicated(2),
+            pg_count: 64,
+            separate_failure_domains: false,
+        });
+        w.ok(Command::CreateUser { name: "alice".into(), access_key: "AKIAALICE0000001".into(), secret: Sealed(vec![1; 40]), admin: false });
+        w.ok(Command::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() });
+        w
+    }
+
+    fn put(&mut self, key: &str, size: u64) -> String {
+        let object = ObjectPut {
+            size,
+            etag: format!("etag-{size}"),
+            content_type: "application/dicom".into(),
+            user_meta: vec![],
+            chunks: vec![ChunkRef { owner: 9, index: 0, len: size as u32 }],
+            flags: 0,
+        };
+        match self.ok(Command::PutObject { bucket: "scans".into(), key: key.into(), object }) {
+            Reply::ObjectPut { version_id, .. } => version_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn list(&self, prefix: &str, delimiter: Option<&str>, after: Option<ListCursor>, max_keys: u32, versions: bool) -> super::Listing {
+        let req = ListRequest { bucket: "scans".into(), prefix: prefix.into(), delimiter: delimiter.map(Into::into), after, max_keys, versions };
+        list(&self.t, &req).expect("list")
+    }
+}
+
+#[test]
+fn duplicates_and_unknowns_are_refused_without_change() {
+    let mut w = World::cluster(3);
+    let dup_pool = Command::CreatePool { name: "ssd".into(), class: DeviceClass::Ssd, redundancy: Redundancy::Replicated(2), pg_count: 8, separate_failure_domains: false };
+    assert_eq!(w.run(dup_pool), Err(MetaError::exists(Kind::Pool, "ssd")));
+    let unknown_pool = Command::CreateVolume { name: "vm1".into(), pool: "nope".into(), size_bytes: GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![] };
+    assert_eq!(w.run(unknown_pool), Err(MetaError::not_found(Kind::Pool, "nope")));
+    let too_big = Command::CreateVolume { name: "vm1".into(), pool: "ssd".into(), size_bytes: 400 * GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![] };
+    assert!(matches!(w.run(too_big), Err(MetaError::VolumeTooLarge { available, .. }) if available == 300 * GIB));
+    let dup_key = Command::CreateUser { name: "bob".into(), access_key: "AKIAALICE0000001".into(), secret: Sealed(vec![]), admin: false };
+    assert_eq!(w.run(dup_key), Err(MetaError::exists(Kind::AccessKey, "AKIAALICE0000001")));
+    let bad_bucket = Command::CreateBucket { name: "Bad_Name".into(), owner: "alice".into(), pool: "ssd".into() };
+    assert!(matches!(w.run(bad_bucket), Err(MetaError::Invalid { .. })));
+    assert!(matches!(w.run(Command::DeleteUser { name: "alice".into() }), Err(MetaError::InUse { .. })));
+}
+
+#[test]
+fn leases_exclude_other_holders_until_expiry_and_refuse_stale_renewals() {
+    let mut w = World::cluster(2);
+    w.ok(Command::CreateVolume { name: "vm1".into(), pool: "ssd".into(), size_bytes: 10 * GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![7] });
+    let Reply::Lease(lease) = w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe-a".into(), ttl_ms: 5000 }) else { panic!() };
+    let other = Command::AcquireLease { volume: "vm1".into(), holder: "fe-b".into(), ttl_ms: 5000 };
+    assert!(matches!(w.run(other.clone()), Err(MetaError::LeaseHeld { .. })));
+    assert!(matches!(w.run(Command::DeleteVolume { name: "vm1".into() }), Err(MetaError::LeaseHeld { .. })));
+    w.now_ms += 4000;
+    w.ok(Command::RenewLease { volume: "vm1".into(), holder: "fe-a".into(), lease_id: lease.id, ttl_ms: 5000 });
+    w.now_ms += 5001;
+    // Expired: the old holder may not renew, another may take it.
+    let renew = Command::RenewLease { volume: "vm1".into(), holder: "fe-a".into(), lease_id: lease.id, ttl_ms: 5000 };
+    assert!(matches!(w.run(renew), Err(MetaError::StaleLease { .. })));
+    let Reply::Lease(taken) = w.ok(other) else { panic!() };
+    assert_ne!(taken.id, lease.id);
+    let release_old = Command::ReleaseLease { volume: "vm1".into(), holder: "fe-a".into(), lease_id: lease.id };
+    assert!(matches!(w.run(release_old), Err(MetaError::StaleLease { .. })));
+    w.ok(Command::ReleaseLease { volume: "vm1".into(), holder: "fe-b".into(), lease_id: taken.id });
+    w.ok(Command::DeleteVolume { name: "vm1".into() });
+}
+
+#[test]
+fn a_silent_node_goes_down_and_its_pgs_move_with_an_epoch_bump() {
+    let mut w = World::cluster(3);
+    let epoch = view::epoch(&w.t).expect("epoch");
+    // Not silent long enough: nothing happens.
+    w.now_ms += 4000;
+    assert_eq!(w.ok(Command::MarkNodeDown { id: 3, timeout_ms: 5000 }), Reply::Done);
+    w.now_ms += 1000;
+    for id in [1, 2] {
+        let disks = view::node(&w.t, id).expect("read").expect("node").disks;
+        w.ok(Command::Heartbeat { id, disks });
+    }
+    let Reply::Moves { epoch: after, changes } = w.ok(Command::MarkNodeDown { id: 3, timeout_ms: 5000 }) else { panic!() };
+    assert_eq!(after, epoch + 1);
+    assert!(!changes.is_empty());
+    assert_eq!(view::node(&w.t, 3).expect("read").expect("node").state, NodeState::Down);
+    let pool = view::pool(&w.t, "ssd").expect("read").expect("pool");
+    for pg in view::pgs(&w.t, pool.id).expect("pgs") {
+        assert!(pg.replicas.iter().all(|d| d.node != 3), "PG {} still on node 3", pg.pg);
+        assert_eq!(pg.replicas.len(), 2);
+        let moved = changes.iter().any(|c| c.change.pg == pg.pg);
+        assert_eq!(pg.health(&pool) == PgHealth::Recovering, moved, "PG {}", pg.pg);
+    }
+}
+
+#[test]
+fn versioning_keeps_versions_and_delete_markers() {
+    let mut w = World::cluster(2);
+    assert_eq!(w.put("a", 1), "null");
+    assert_eq!(w.put("a", 2), "null", "an unversioned put replaces the null version");
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
+    let v3 = w.put("a", 3);
+    assert_ne!(v3, "null");
+    let Reply::ObjectDeleted { version_id: Some(marker), delete_marker: true } =
+        w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None })
+    else {
+        panic!()
+    };
+    assert!(w.list("", None, None, 100, false).entries.is_empty(), "a delete marker hides the key");
+    let versions = w.list("", None, None, 100, true);
+    let ids: Vec<_> = versions.entries.iter().map(|e| (e.record.version_id.clone(), e.is_latest)).collect();
+    assert_eq!(ids, vec![(marker.clone(), true), (v3.clone(), false), ("null".into(), false)]);
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: Some(marker) });
+    assert_eq!(w.list("", None, None, 100, false).entries[0].record.version_id, v3);
+    assert!(matches!(w.run(Command::DeleteBucket { name: "scans".into() }), Err(MetaError::BucketNotEmpty(_))));
+}
+
+#[test]
+fn listing_pages_through_prefixes_and_delimiters() {
+    let mut w = World::cluster(2);
+    for key in ["a/1", "a/2", "b", "c/x/1", "c/y", "d"] {
+        w.put(key, 1);
+    }
+    let top = w.list("", Some("/"), None, 1000, false);
+    assert_eq!(top.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+    assert_eq!(top.common_prefixes, ["a/", "c/"]);
+    assert!(top.next.is_none());
+
+    // Two items per page: a/ , b | c/ , d
+    let p1 = w.list("", Some("/"), None, 2, false);
+    assert_eq!((p1.common_prefixes.clone(), p1.entries.len()), (vec!["a/".to_string()], 1));
+    let p2 = w.list("", Some("/"), p1.next.clone(), 2, false);
+    assert_eq!(p2.common_prefixes, ["c/"]);
+    assert_eq!(p2.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["d"]);
+    assert!(p2.next.is_none());
+
+    let under_c = w.list("c/", Some("/"), None, 1000, false);
+    assert_eq!(under_c.common_prefixes, ["c/x/"]);
+    assert_eq!(under_c.entries[0].key, "c/y");
+
+    let after = w.list("", None, Some(ListCursor::after_key("b")), 1000, false);
+    assert_eq!(after.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["c/x/1", "c/y", "d"]);
+    assert!(w.list("", None, None, 0, false).entries.is_empty());
+}

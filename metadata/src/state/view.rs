@@ -1,0 +1,161 @@
+//! Typed reads of the tables, shared by apply (validation) and queries.
+
+use chuyi_common::ids::NodeId;
+
+use super::keys;
+use super::model::{
+    seq_of_version_id, Bucket, ClusterMap, DiskState, NodeRecord, NodeState, ObjectRecord, PgRecord, Pool, User,
+    Volume, NULL_VERSION,
+};
+use super::tables::Tables;
+use crate::placement::{DiskView, NodeView, PoolRule};
+use crate::store::StoreError;
+
+pub(crate) fn epoch(t: &impl Tables) -> Result<u64, StoreError> {
+    Ok(t.get_rec("epoch", keys::EPOCH)?.unwrap_or(0))
+}
+
+fn all<T: serde::de::DeserializeOwned>(t: &impl Tables, what: &'static str, table: u8) -> Result<Vec<T>, StoreError> {
+    let (from, to) = keys::table_range(table);
+    Ok(t.scan_recs(what, &from, &to)?.into_iter().map(|(_, v)| v).collect())
+}
+
+pub(crate) fn node(t: &impl Tables, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+    t.get_rec("node", &keys::node(id))
+}
+
+pub(crate) fn nodes(t: &impl Tables) -> Result<Vec<NodeRecord>, StoreError> {
+    all(t, "node", keys::T_NODE)
+}
+
+/// The nodes as placement sees them.
+pub(crate) fn node_views(t: &impl Tables) -> Result<Vec<NodeView>, StoreError> {
+    Ok(nodes(t)?.iter().map(node_view).collect())
+}
+
+fn node_view(n: &NodeRecord) -> NodeView {
+    NodeView {
+        id: n.id,
+        failure_domain: n.failure_domain.clone(),
+        up: n.state == NodeState::Up,
+        disks: n
+            .disks
+            .iter()
+            .map(|d| DiskView { id: d.id, class: d.class, capacity_bytes: d.capacity_bytes, up: d.state == DiskState::Up })
+            .collect(),
+    }
+}
+
+pub(crate) fn pool(t: &impl Tables, name: &str) -> Result<Option<Pool>, StoreError> {
+    t.get_rec("pool", &keys::pool(name))
+}
+
+pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, StoreError> {
+    all(t, "pool", keys::T_POOL)
+}
+
+pub(crate) fn rule(pool: &Pool) -> PoolRule {
+    PoolRule {
+        class: pool.class,
+        replicas: pool.redundancy.replicas(),
+        pg_count: pool.pg_count,
+        separate_failure_domains: pool.separate_failure_domains,
+    }
+}
+
+pub(crate) fn pgs(t: &impl Tables, pool: u32) -> Result<Vec<PgRecord>, StoreError> {
+    let from = keys::pg_pool_prefix(pool);
+    let to = keys::pg_pool_prefix(pool + 1);
+    Ok(t.scan_recs("pg", &from, &to)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Bytes of data the pool can hold: the capacity of its class's up disks on
+/// up nodes, divided by its replica count. Thin volumes are not summed: the
+/// check refuses a single volume that could never fit.
+pub(crate) fn pool_capacity(t: &impl Tables, pool: &Pool) -> Result<u64, StoreError> {
+    let raw: u64 = nodes(t)?
+        .iter()
+        .filter(|n| n.state == NodeState::Up)
+        .flat_map(|n| n.disks.iter())
+        .filter(|d| d.class == pool.class && d.state == DiskState::Up)
+        .map(|d| d.capacity_bytes)
+        .sum();
+    Ok(raw / pool.redundancy.replicas().max(1) as u64)
+}
+
+pub(crate) fn volume(t: &impl Tables, name: &str) -> Result<Option<Volume>, StoreError> {
+    t.get_rec("volume", &keys::volume(name))
+}
+
+pub(crate) fn volumes(t: &impl Tables) -> Result<Vec<Volume>, StoreError> {
+    all(t, "volume", keys::T_VOLUME)
+}
+
+pub(crate) fn user(t: &impl Tables, access_key: &str) -> Result<Option<User>, StoreError> {
+    t.get_rec("user", &keys::user(access_key))
+}
+
+pub(crate) fn user_by_name(t: &impl Tables, name: &str) -> Result<Option<User>, StoreError> {
+    match t.get_rec::<String>("user name", &keys::user_name(name))? {
+        Some(access_key) => user(t, &access_key),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn users(t: &impl Tables) -> Result<Vec<User>, StoreError> {
+    all(t, "user", keys::T_USER)
+}
+
+pub(crate) fn bucket(t: &impl Tables, name: &str) -> Result<Option<Bucket>, StoreError> {
+    t.get_rec("bucket", &keys::bucket(name))
+}
+
+pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, StoreError> {
+    all(t, "bucket", keys::T_BUCKET)
+}
+
+/// Up to `max` versions of `key`, newest first.
+fn versions(t: &impl Tables, bucket: &str, key: &str, max: usize) -> Result<Vec<ObjectRecord>, StoreError> {
+    let from = keys::object_versions(bucket, key);
+    let to = keys::prefix_end(&from).unwrap_or_default();
+    t.scan(&from, &to, max)?.into_iter().map(|(_, v)| crate::store::codec::decode("object", &v)).collect()
+}
+
+/// The newest version of `key`, which may be a delete marker.
+pub(crate) fn latest_object(t: &impl Tables, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+    Ok(versions(t, bucket, key, 1)?.into_iter().next())
+}
+
+pub(crate) fn find_null_version(
+    t: &impl Tables,
+    bucket: &str,
+    key: &str,
+    max: usize,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    Ok(versions(t, bucket, key, max)?.into_iter().find(|r| r.version_id == NULL_VERSION))
+}
+
+/// The version `version_id` of `key` ("null" included), if it exists.
+pub(crate) fn object_version(
+    t: &impl Tables,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    null_scan_max: usize,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    if version_id == NULL_VERSION {
+        return find_null_version(t, bucket, key, null_scan_max);
+    }
+    let Some(seq) = seq_of_version_id(version_id) else { return Ok(None) };
+    let record: Option<ObjectRecord> = t.get_rec("object", &keys::object_version(bucket, key, seq))?;
+    Ok(record.filter(|r| r.version_id == version_id))
+}
+
+pub(crate) fn map(t: &impl Tables) -> Result<ClusterMap, StoreError> {
+    let pools = pools(t)?;
+    let mut pgs = Vec::new();
+    for pool in &pools {
+        pgs.extend(self::pgs(t, pool.id)?);
+    }
+    Ok(ClusterMap { epoch: epoch(t)?, nodes: nodes(t)?, pools, pgs })
+}

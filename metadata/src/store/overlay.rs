@@ -1,0 +1,104 @@
+//! The write side of apply: staged writes over a consistent RocksDB view, so
+//! a command sees the writes of the commands before it in the same batch,
+//! and a refused command's writes are undone before the batch is written.
+
+use std::collections::BTreeMap;
+
+use super::rocks::{Batch, Cf, View};
+use super::StoreError;
+use crate::state::tables::{Pair, Tables, TablesMut};
+
+/// Staged state writes: `None` is a delete.
+pub(crate) struct Overlay<'a> {
+    view: View<'a>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// (key, staged value before the write), to roll back to a checkpoint.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+}
+
+/// A point to roll back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkpoint(usize);
+
+impl<'a> Overlay<'a> {
+    pub(crate) fn new(view: View<'a>) -> Self {
+        Self { view, writes: BTreeMap::new(), undo: Vec::new() }
+    }
+
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.undo.len())
+    }
+
+    /// Forgets every write staged since `cp`.
+    pub(crate) fn rollback(&mut self, cp: Checkpoint) {
+        while self.undo.len() > cp.0 {
+            let Some((key, before)) = self.undo.pop() else { break };
+            match before {
+                Some(staged) => self.writes.insert(key, staged),
+                None => self.writes.remove(&key),
+            };
+        }
+    }
+
+    /// Writes every staged change into `batch`.
+    pub(crate) fn stage_into(self, batch: &mut Batch<'_>) {
+        for (key, value) in self.writes {
+            match value {
+                Some(v) => batch.put(Cf::State, &key, &v),
+                None => batch.delete(Cf::State, &key),
+            }
+        }
+    }
+
+    fn stage(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let before = self.writes.insert(key.to_vec(), value);
+        self.undo.push((key.to_vec(), before));
+    }
+}
+
+impl Tables for Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => Ok(self.view.get(Cf::State, key)?),
+        }
+    }
+
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let staged: Vec<_> = self.writes.range(from.to_vec()..to.to_vec()).collect();
+        // Each staged key can hide or replace at most one stored pair, so
+        // this many stored pairs always suffice for `limit` merged ones.
+        let stored = self.view.scan(Cf::State, from, to, limit.saturating_add(staged.len()))?;
+        let mut merged = BTreeMap::new();
+        for (k, v) in stored {
+            merged.insert(k, Some(v));
+        }
+        for (k, v) in staged {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
+    }
+}
+
+impl TablesMut for Overlay<'_> {
+    fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.stage(key, Some(value));
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.stage(key, None);
+    }
+}
+
+impl Tables for View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(View::get(self, Cf::State, key)?)
+    }
+
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+        Ok(View::scan(self, Cf::State, from, to, limit)?)
+    }
+}
