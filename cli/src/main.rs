@@ -1,7 +1,11 @@
 //! `chuyi`: the one binary of the cluster. Each role is a subcommand
 //! (`chuyi node`), and so is each admin command.
 
+mod admin;
+mod cluster;
+mod meta;
 mod node;
+mod table;
 
 use std::path::PathBuf;
 
@@ -10,17 +14,29 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "chuyi", version, about = "Chuyi distributed block and object storage")]
 struct Cli {
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a storage node from its config file.
-    Node {
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-    },
+    /// Run a storage node from its config file (--config).
+    Node,
+    /// Run a metadata service member from its config file (--config).
+    Meta,
+    /// Members, leader, term, nodes, pools and PG health.
+    Status,
+    /// Create, list or delete pools.
+    #[command(subcommand)]
+    Pool(admin::PoolCmd),
+    /// Create, list or delete S3 users.
+    #[command(subcommand)]
+    User(admin::UserCmd),
+    /// Add or remove metadata members.
+    #[command(subcommand)]
+    Member(admin::MemberCmd),
     /// Show a storage node's disks.
     Disks {
         /// The node's address: "host:port" or "unix:/path".
@@ -40,15 +56,25 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Node { config } => node::run(&config).await,
+            Command::Node => node::run(&role_config(&cli.cluster)?).await,
             Command::Disks { node, secret_file, raw } => node::disks(&node, secret_file.as_deref(), raw).await,
+            Command::Meta => meta::run(&role_config(&cli.cluster)?).await,
+            Command::Status => admin::status(&cli.cluster).await,
+            Command::Pool(cmd) => admin::pool(&cli.cluster, cmd).await,
+            Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
+            Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
         }
     })
+}
+
+/// The config file a role (node, meta) runs from: `--config` is required.
+fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
+    args.config.clone().ok_or_else(|| anyhow::anyhow!("give the role's config file with --config FILE"))
 }

@@ -11,6 +11,10 @@
 //!   applied (deterministic, no I/O of its own).
 //! - [`store`]: openraft's log store and state machine on RocksDB (the only
 //!   module naming `rocksdb` is `store/rocks.rs`). Layout: `KEYSPACE.md`.
+pub mod client;
+pub mod config;
 pub mod placement;
+pub mod proto;
+pub mod raft;
 pub mod state;
 pub mod store;

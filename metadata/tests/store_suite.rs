@@ -41,7 +41,13 @@ fn normal(term: u64, index: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
 }
 
 fn register(id: u32) -> Command {
-    let disks = vec![DiskRecord { id: 0, class: DeviceClass::Ssd, capacity_bytes: 1 << 40, used_bytes: 0, state: DiskState::Up }];
+    let disks = vec![DiskRecord {
+        id: 0,
+        class: DeviceClass::Ssd,
+        capacity_bytes: 1 << 40,
+        used_bytes: 0,
+        state: DiskState::Up,
+    }];
     Command::RegisterNode { id, addrs: vec![format!("127.0.0.1:{id}")], failure_domain: String::new(), disks }
 }
 

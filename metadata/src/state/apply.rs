@@ -14,8 +14,8 @@ use super::command::{Command, PoolChange, Reply};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, User,
-    Versioning, Volume, VolumeState, NULL_VERSION,
+    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, User, Versioning, Volume,
+    VolumeState, NULL_VERSION,
 };
 use super::names;
 use super::tables::TablesMut;
@@ -77,8 +77,13 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         }
         Command::ReleaseLease { volume, holder, lease_id } => renew_lease(t, ctx, volume, holder, *lease_id, None),
         Command::CreateUser { name, access_key, secret, admin } => {
-            let user =
-                User { name: name.clone(), access_key: access_key.clone(), secret: secret.clone(), admin: *admin, created_ms: ctx.now_ms };
+            let user = User {
+                name: name.clone(),
+                access_key: access_key.clone(),
+                secret: secret.clone(),
+                admin: *admin,
+                created_ms: ctx.now_ms,
+            };
             create_user(t, user)
         }
         Command::DeleteUser { name } => delete_user(t, name),
@@ -158,9 +163,7 @@ fn heartbeat(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, disks: &[super::model
 /// Whether placement could decide differently: up/down, or a disk's
 /// presence, class, capacity or state changed (not its used bytes).
 fn changed_for_placement(a: &NodeRecord, b: &NodeRecord) -> bool {
-    let shape = |n: &NodeRecord| {
-        n.disks.iter().map(|d| (d.id, d.class, d.capacity_bytes, d.state)).collect::<Vec<_>>()
-    };
+    let shape = |n: &NodeRecord| n.disks.iter().map(|d| (d.id, d.class, d.capacity_bytes, d.state)).collect::<Vec<_>>();
     a.state != b.state || a.failure_domain != b.failure_domain || shape(a) != shape(b)
 }
 
@@ -391,7 +394,11 @@ fn acquire_lease(t: &mut impl TablesMut, ctx: Ctx, name: &str, holder: &str, ttl
     }
     let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
     if let Some(lease) = volume.lease.as_ref().filter(|l| l.is_live(ctx.now_ms) && l.holder != holder) {
-        refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder.clone(), expires_ms: lease.expires_ms });
+        refuse!(MetaError::LeaseHeld {
+            volume: name.into(),
+            holder: lease.holder.clone(),
+            expires_ms: lease.expires_ms
+        });
     }
     let lease = Lease { holder: holder.to_string(), id: next_id(t)?, expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
     volume.lease = Some(lease.clone());
@@ -558,7 +565,10 @@ fn delete_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, vers
             refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
         };
         t.delete(&keys::object_version(bucket, key, record.seq));
-        return Ok(Ok(Reply::ObjectDeleted { version_id: Some(record.version_id), delete_marker: record.delete_marker }));
+        return Ok(Ok(Reply::ObjectDeleted {
+            version_id: Some(record.version_id),
+            delete_marker: record.delete_marker,
+        }));
     }
     let marker_id = match b.versioning {
         Versioning::Unset => {

@@ -37,48 +37,133 @@ pub struct MetaResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Adds a node or updates its addresses and disks; marks it up.
-    RegisterNode { id: NodeId, addrs: Vec<String>, failure_domain: String, disks: Vec<DiskRecord> },
+    RegisterNode {
+        id: NodeId,
+        addrs: Vec<String>,
+        failure_domain: String,
+        disks: Vec<DiskRecord>,
+    },
     /// A node is alive; its disks as it sees them now.
-    Heartbeat { id: NodeId, disks: Vec<DiskRecord> },
+    Heartbeat {
+        id: NodeId,
+        disks: Vec<DiskRecord>,
+    },
     /// Marks the node down and moves its PGs, if it has still not been heard
     /// from for `timeout_ms` (a heartbeat committed meanwhile wins).
-    MarkNodeDown { id: NodeId, timeout_ms: u64 },
+    MarkNodeDown {
+        id: NodeId,
+        timeout_ms: u64,
+    },
     /// Up to `max_moves` moves per pool towards capacity balance.
-    Rebalance { max_moves: usize },
+    Rebalance {
+        max_moves: usize,
+    },
     /// A backfilled replica now holds the PG's data.
-    PgRecovered { pool: u32, pg: u32, disk: DiskRef },
-    CreatePool { name: String, class: DeviceClass, redundancy: Redundancy, pg_count: u32, separate_failure_domains: bool },
-    DeletePool { name: String },
-    CreateVolume { name: String, pool: String, size_bytes: u64, chunk_size_bytes: u32, wrapped_key: Vec<u8> },
-    ResizeVolume { name: String, size_bytes: u64 },
-    DeleteVolume { name: String },
-    AcquireLease { volume: String, holder: String, ttl_ms: u64 },
-    RenewLease { volume: String, holder: String, lease_id: u64, ttl_ms: u64 },
-    ReleaseLease { volume: String, holder: String, lease_id: u64 },
-    CreateUser { name: String, access_key: String, secret: Sealed, admin: bool },
-    DeleteUser { name: String },
-    CreateBucket { name: String, owner: String, pool: String },
-    DeleteBucket { name: String },
-    SetVersioning { bucket: String, versioning: Versioning },
-    SetBucketSettings { bucket: String, settings: BucketSettings },
-    PutObject { bucket: String, key: String, object: ObjectPut },
+    PgRecovered {
+        pool: u32,
+        pg: u32,
+        disk: DiskRef,
+    },
+    CreatePool {
+        name: String,
+        class: DeviceClass,
+        redundancy: Redundancy,
+        pg_count: u32,
+        separate_failure_domains: bool,
+    },
+    DeletePool {
+        name: String,
+    },
+    CreateVolume {
+        name: String,
+        pool: String,
+        size_bytes: u64,
+        chunk_size_bytes: u32,
+        wrapped_key: Vec<u8>,
+    },
+    ResizeVolume {
+        name: String,
+        size_bytes: u64,
+    },
+    DeleteVolume {
+        name: String,
+    },
+    AcquireLease {
+        volume: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    RenewLease {
+        volume: String,
+        holder: String,
+        lease_id: u64,
+        ttl_ms: u64,
+    },
+    ReleaseLease {
+        volume: String,
+        holder: String,
+        lease_id: u64,
+    },
+    CreateUser {
+        name: String,
+        access_key: String,
+        secret: Sealed,
+        admin: bool,
+    },
+    DeleteUser {
+        name: String,
+    },
+    CreateBucket {
+        name: String,
+        owner: String,
+        pool: String,
+    },
+    DeleteBucket {
+        name: String,
+    },
+    SetVersioning {
+        bucket: String,
+        versioning: Versioning,
+    },
+    SetBucketSettings {
+        bucket: String,
+        settings: BucketSettings,
+    },
+    PutObject {
+        bucket: String,
+        key: String,
+        object: ObjectPut,
+    },
     /// Without a version: removes the null version, or adds a delete marker
     /// when the bucket is versioned. With one: removes that version.
-    DeleteObject { bucket: String, key: String, version_id: Option<String> },
+    DeleteObject {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Done,
     /// The PG moves a cluster change caused, and the epoch after it.
-    Moves { epoch: u64, changes: Vec<PoolChange> },
+    Moves {
+        epoch: u64,
+        changes: Vec<PoolChange>,
+    },
     Pool(Pool),
     Volume(Volume),
     Lease(Lease),
     User(User),
     Bucket(Bucket),
-    ObjectPut { version_id: String, seq: u64 },
-    ObjectDeleted { version_id: Option<String>, delete_marker: bool },
+    ObjectPut {
+        version_id: String,
+        seq: u64,
+    },
+    ObjectDeleted {
+        version_id: Option<String>,
+        delete_marker: bool,
+    },
 }
 
 /// A placement change of one pool's PG.

@@ -74,7 +74,9 @@ enum Item {
 impl Item {
     fn cursor(&self) -> ListCursor {
         match self {
-            Item::Entry(e) => ListCursor { key: e.key.clone(), past_prefix: false, version_id: Some(e.record.version_id.clone()) },
+            Item::Entry(e) => {
+                ListCursor { key: e.key.clone(), past_prefix: false, version_id: Some(e.record.version_id.clone()) }
+            }
             Item::Prefix(p) => ListCursor { key: p.clone(), past_prefix: true, version_id: None },
         }
     }

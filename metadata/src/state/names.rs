@@ -22,7 +22,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), MetaError> {
         return Err(MetaError::invalid(what, format!("must be 1 to {NAME_MAX_BYTES} bytes, got {}", name.len())));
     }
     if !name.chars().all(ok_char) || name.starts_with('.') {
-        return Err(MetaError::invalid(what, format!("{name:?} may only hold letters, digits and . _ : - (not first .)")));
+        return Err(MetaError::invalid(
+            what,
+            format!("{name:?} may only hold letters, digits and . _ : - (not first .)"),
+        ));
     }
     Ok(())
 }

@@ -43,9 +43,20 @@ impl World {
 
     fn register(&mut self, id: u32, disks: u32) {
         let disks = (0..disks)
-            .map(|d| DiskRecord { id: d, class: DeviceClass::Ssd, capacity_bytes: 100 * GIB, used_bytes: 0, state: DiskState::Up })
+            .map(|d| DiskRecord {
+                id: d,
+                class: DeviceClass::Ssd,
+                capacity_bytes: 100 * GIB,
+                used_bytes: 0,
+                state: DiskState::Up,
+            })
             .collect();
-        self.ok(Command::RegisterNode { id, addrs: vec![format!("10.0.0.{id}:7101")], failure_domain: format!("rack{id}"), disks });
+        self.ok(Command::RegisterNode {
+            id,
+            addrs: vec![format!("10.0.0.{id}:7101")],
+            failure_domain: format!("rack{id}"),
+            disks,
+        });
     }
 
     fn cluster(nodes: u32) -> Self {
@@ -60,7 +71,12 @@ impl World {
             pg_count: 64,
             separate_failure_domains: false,
         });
-        w.ok(Command::CreateUser { name: "alice".into(), access_key: "AKIAALICE0000001".into(), secret: Sealed(vec![1; 40]), admin: false });
+        w.ok(Command::CreateUser {
+            name: "alice".into(),
+            access_key: "AKIAALICE0000001".into(),
+            secret: Sealed(vec![1; 40]),
+            admin: false,
+        });
         w.ok(Command::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() });
         w
     }
@@ -80,8 +96,22 @@ impl World {
         }
     }
 
-    fn list(&self, prefix: &str, delimiter: Option<&str>, after: Option<ListCursor>, max_keys: u32, versions: bool) -> super::Listing {
-        let req = ListRequest { bucket: "scans".into(), prefix: prefix.into(), delimiter: delimiter.map(Into::into), after, max_keys, versions };
+    fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<ListCursor>,
+        max_keys: u32,
+        versions: bool,
+    ) -> super::Listing {
+        let req = ListRequest {
+            bucket: "scans".into(),
+            prefix: prefix.into(),
+            delimiter: delimiter.map(Into::into),
+            after,
+            max_keys,
+            versions,
+        };
         list(&self.t, &req).expect("list")
     }
 }
@@ -89,13 +119,36 @@ impl World {
 #[test]
 fn duplicates_and_unknowns_are_refused_without_change() {
     let mut w = World::cluster(3);
-    let dup_pool = Command::CreatePool { name: "ssd".into(), class: DeviceClass::Ssd, redundancy: Redundancy::Replicated(2), pg_count: 8, separate_failure_domains: false };
+    let dup_pool = Command::CreatePool {
+        name: "ssd".into(),
+        class: DeviceClass::Ssd,
+        redundancy: Redundancy::Replicated(2),
+        pg_count: 8,
+        separate_failure_domains: false,
+    };
     assert_eq!(w.run(dup_pool), Err(MetaError::exists(Kind::Pool, "ssd")));
-    let unknown_pool = Command::CreateVolume { name: "vm1".into(), pool: "nope".into(), size_bytes: GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![] };
+    let unknown_pool = Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "nope".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
     assert_eq!(w.run(unknown_pool), Err(MetaError::not_found(Kind::Pool, "nope")));
-    let too_big = Command::CreateVolume { name: "vm1".into(), pool: "ssd".into(), size_bytes: 400 * GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![] };
+    let too_big = Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "ssd".into(),
+        size_bytes: 400 * GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
     assert!(matches!(w.run(too_big), Err(MetaError::VolumeTooLarge { available, .. }) if available == 300 * GIB));
-    let dup_key = Command::CreateUser { name: "bob".into(), access_key: "AKIAALICE0000001".into(), secret: Sealed(vec![]), admin: false };
+    let dup_key = Command::CreateUser {
+        name: "bob".into(),
+        access_key: "AKIAALICE0000001".into(),
+        secret: Sealed(vec![]),
+        admin: false,
+    };
     assert_eq!(w.run(dup_key), Err(MetaError::exists(Kind::AccessKey, "AKIAALICE0000001")));
     let bad_bucket = Command::CreateBucket { name: "Bad_Name".into(), owner: "alice".into(), pool: "ssd".into() };
     assert!(matches!(w.run(bad_bucket), Err(MetaError::Invalid { .. })));
@@ -105,8 +158,17 @@ fn duplicates_and_unknowns_are_refused_without_change() {
 #[test]
 fn leases_exclude_other_holders_until_expiry_and_refuse_stale_renewals() {
     let mut w = World::cluster(2);
-    w.ok(Command::CreateVolume { name: "vm1".into(), pool: "ssd".into(), size_bytes: 10 * GIB, chunk_size_bytes: 4 << 20, wrapped_key: vec![7] });
-    let Reply::Lease(lease) = w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe-a".into(), ttl_ms: 5000 }) else { panic!() };
+    w.ok(Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "ssd".into(),
+        size_bytes: 10 * GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![7],
+    });
+    let Reply::Lease(lease) = w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe-a".into(), ttl_ms: 5000 })
+    else {
+        panic!()
+    };
     let other = Command::AcquireLease { volume: "vm1".into(), holder: "fe-b".into(), ttl_ms: 5000 };
     assert!(matches!(w.run(other.clone()), Err(MetaError::LeaseHeld { .. })));
     assert!(matches!(w.run(Command::DeleteVolume { name: "vm1".into() }), Err(MetaError::LeaseHeld { .. })));
@@ -136,7 +198,9 @@ fn a_silent_node_goes_down_and_its_pgs_move_with_an_epoch_bump() {
         let disks = view::node(&w.t, id).expect("read").expect("node").disks;
         w.ok(Command::Heartbeat { id, disks });
     }
-    let Reply::Moves { epoch: after, changes } = w.ok(Command::MarkNodeDown { id: 3, timeout_ms: 5000 }) else { panic!() };
+    let Reply::Moves { epoch: after, changes } = w.ok(Command::MarkNodeDown { id: 3, timeout_ms: 5000 }) else {
+        panic!()
+    };
     assert_eq!(after, epoch + 1);
     assert!(!changes.is_empty());
     assert_eq!(view::node(&w.t, 3).expect("read").expect("node").state, NodeState::Down);

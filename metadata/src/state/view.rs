@@ -30,7 +30,11 @@ pub(crate) fn nodes(t: &impl Tables) -> Result<Vec<NodeRecord>, StoreError> {
 
 /// The nodes as placement sees them.
 pub(crate) fn node_views(t: &impl Tables) -> Result<Vec<NodeView>, StoreError> {
-    Ok(nodes(t)?.iter().map(node_view).collect())
+    Ok(node_views_of(&nodes(t)?))
+}
+
+pub(crate) fn node_views_of(nodes: &[NodeRecord]) -> Vec<NodeView> {
+    nodes.iter().map(node_view).collect()
 }
 
 fn node_view(n: &NodeRecord) -> NodeView {
@@ -41,7 +45,12 @@ fn node_view(n: &NodeRecord) -> NodeView {
         disks: n
             .disks
             .iter()
-            .map(|d| DiskView { id: d.id, class: d.class, capacity_bytes: d.capacity_bytes, up: d.state == DiskState::Up })
+            .map(|d| DiskView {
+                id: d.id,
+                class: d.class,
+                capacity_bytes: d.capacity_bytes,
+                up: d.state == DiskState::Up,
+            })
             .collect(),
     }
 }

@@ -80,7 +80,12 @@ impl StateReader {
 
     /// The newest version of `key` (which may be a delete marker), or the
     /// named version.
-    pub fn object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<ObjectRecord>, StoreError> {
+    pub fn object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
         let v = self.rocks.view();
         match version_id {
             Some(id) => view::object_version(&v, bucket, key, id, NULL_VERSION_READ_SCAN_MAX),

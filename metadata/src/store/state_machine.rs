@@ -38,7 +38,8 @@ fn stage_request(overlay: &mut Overlay<'_>, index: u64, request: &MetaRequest) -
     let mut results = Vec::with_capacity(request.commands.len());
     for (position, command) in request.commands.iter().enumerate() {
         if position >= COMMANDS_PER_ENTRY_MAX {
-            results.push(Err(MetaError::Malformed(format!("more than {COMMANDS_PER_ENTRY_MAX} commands in one entry"))));
+            results
+                .push(Err(MetaError::Malformed(format!("more than {COMMANDS_PER_ENTRY_MAX} commands in one entry"))));
             continue;
         }
         let ctx = Ctx { now_ms: request.now_ms, seq: (index << 16) | position as u64 };

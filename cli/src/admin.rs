@@ -1,0 +1,258 @@
+//! The admin commands that talk to the metadata service: status, pools,
+//! users, members. Each prints a table, or JSON with `--json`.
+
+use anyhow::bail;
+use chuyi_common::ids::DeviceClass;
+use chuyi_common::size::ByteSize;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
+use chuyi_metadata::state::model::{NodeState, Redundancy};
+use chuyi_metadata::state::{Command, Reply};
+use serde::Serialize;
+
+use crate::cluster::ClusterArgs;
+use crate::table::Table;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PoolCmd {
+    /// Create a pool and place its PGs.
+    Create {
+        name: String,
+        /// Device class of its disks: nvme, ssd or hdd.
+        #[arg(long)]
+        class: String,
+        #[arg(long, default_value_t = 256)]
+        pg_count: u32,
+        #[arg(long, default_value_t = 2)]
+        replicas: u8,
+        /// Keep each PG's replicas in distinct failure domains.
+        #[arg(long)]
+        separate_failure_domains: bool,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCmd {
+    /// Create an S3 user; prints its secret key once.
+    Create {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberCmd {
+    /// Add a started, empty member as a voter.
+    Add {
+        id: u64,
+        addr: String,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
+    let report = args.client()?.status().await?;
+    if args.json {
+        return print_json(&report);
+    }
+    print_status(&report);
+    Ok(())
+}
+
+fn print_status(r: &StatusReport) {
+    let leader = r.leader.map_or("none".to_string(), |l| l.to_string());
+    println!("metadata: leader {leader}, term {}, map epoch {} (answered by member {})", r.term, r.map.epoch, r.member);
+    let mut members = Table::new(&["MEMBER", "ADDRESS", "ROLE"]);
+    for m in &r.members {
+        let role = match (Some(m.id) == r.leader, m.voter) {
+            (true, _) => "leader",
+            (false, true) => "follower",
+            (false, false) => "learner",
+        };
+        members.row(vec![m.id.to_string(), m.addr.clone(), role.into()]);
+    }
+    members.print();
+    println!();
+    let mut nodes = Table::new(&["NODE", "STATE", "ADDRESS", "DOMAIN", "DISKS", "CAPACITY", "USED"]);
+    for n in &r.map.nodes {
+        let capacity: u64 = n.disks.iter().map(|d| d.capacity_bytes).sum();
+        let used: u64 = n.disks.iter().map(|d| d.used_bytes).sum();
+        let state = if n.state == NodeState::Up { "up" } else { "down" };
+        nodes.row(vec![
+            n.id.to_string(),
+            state.into(),
+            n.addrs.first().cloned().unwrap_or_default(),
+            n.failure_domain.clone(),
+            n.disks.len().to_string(),
+            ByteSize(capacity).to_string(),
+            ByteSize(used).to_string(),
+        ]);
+    }
+    nodes.print();
+    println!();
+    let mut pools = Table::new(&["POOL", "CLASS", "REDUNDANCY", "PGS", "CLEAN", "RECOVERING", "DEGRADED"]);
+    for p in &r.pools {
+        pools.row(vec![
+            p.pool.name.clone(),
+            p.pool.class.to_string(),
+            p.pool.redundancy.to_string(),
+            p.pool.pg_count.to_string(),
+            p.clean.to_string(),
+            p.recovering.to_string(),
+            p.degraded.to_string(),
+        ]);
+    }
+    pools.print();
+}
+
+fn parse_class(class: &str) -> anyhow::Result<DeviceClass> {
+    Ok(match class {
+        "nvme" => DeviceClass::Nvme,
+        "ssd" => DeviceClass::Ssd,
+        "hdd" => DeviceClass::Hdd,
+        other => bail!("unknown device class {other:?}: use nvme, ssd or hdd"),
+    })
+}
+
+pub async fn pool(args: &ClusterArgs, cmd: PoolCmd) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match cmd {
+        PoolCmd::Create { name, class, pg_count, replicas, separate_failure_domains } => {
+            let class = parse_class(&class)?;
+            let command = Command::CreatePool {
+                name,
+                class,
+                redundancy: Redundancy::Replicated(replicas),
+                pg_count,
+                separate_failure_domains,
+            };
+            let reply = client.write(command).await?;
+            match (&reply, args.json) {
+                (_, true) => print_json(&reply)?,
+                (Reply::Pool(p), false) => {
+                    println!("pool {} created: {} PGs on {} disks, {}", p.name, p.pg_count, p.class, p.redundancy)
+                }
+                (other, false) => println!("{other:?}"),
+            }
+        }
+        PoolCmd::List => {
+            let ApiReply::Pools(pools) = client.read(Query::Pools).await? else { bail!("unexpected reply") };
+            if args.json {
+                return print_json(&pools);
+            }
+            let mut t = Table::new(&["POOL", "ID", "CLASS", "REDUNDANCY", "PGS", "DOMAINS"]);
+            for p in pools {
+                let domains = if p.separate_failure_domains { "separate" } else { "any" };
+                t.row(vec![
+                    p.name,
+                    p.id.to_string(),
+                    p.class.to_string(),
+                    p.redundancy.to_string(),
+                    p.pg_count.to_string(),
+                    domains.into(),
+                ]);
+            }
+            t.print();
+        }
+        PoolCmd::Delete { name } => {
+            client.write(Command::DeletePool { name: name.clone() }).await?;
+            println!("pool {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(args: &ClusterArgs, cmd: UserCmd) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match cmd {
+        UserCmd::Create { name, admin } => {
+            let ApiReply::UserCreated { user, secret_key } = client.call(&MetaCall::CreateUser { name, admin }).await?
+            else {
+                bail!("unexpected reply")
+            };
+            if args.json {
+                #[derive(Serialize)]
+                struct Created<'a> {
+                    name: &'a str,
+                    access_key: &'a str,
+                    secret_key: &'a str,
+                    admin: bool,
+                }
+                let created = Created {
+                    name: &user.name,
+                    access_key: &user.access_key,
+                    secret_key: &secret_key,
+                    admin: user.admin,
+                };
+                return print_json(&created);
+            }
+            println!("user {} created{}", user.name, if user.admin { " (admin)" } else { "" });
+            println!("access key: {}", user.access_key);
+            println!("secret key: {secret_key}");
+            println!("(the secret key is shown only now)");
+        }
+        UserCmd::List => {
+            let ApiReply::Users(users) = client.read(Query::Users).await? else { bail!("unexpected reply") };
+            if args.json {
+                #[derive(Serialize)]
+                struct Listed<'a> {
+                    name: &'a str,
+                    access_key: &'a str,
+                    admin: bool,
+                    created_ms: u64,
+                }
+                let listed: Vec<_> = users
+                    .iter()
+                    .map(|u| Listed {
+                        name: &u.name,
+                        access_key: &u.access_key,
+                        admin: u.admin,
+                        created_ms: u.created_ms,
+                    })
+                    .collect();
+                return print_json(&listed);
+            }
+            let mut t = Table::new(&["USER", "ACCESS KEY", "ADMIN"]);
+            for u in users {
+                t.row(vec![u.name.clone(), u.access_key.clone(), u.admin.to_string()]);
+            }
+            t.print();
+        }
+        UserCmd::Delete { name } => {
+            client.write(Command::DeleteUser { name: name.clone() }).await?;
+            println!("user {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn member(args: &ClusterArgs, cmd: MemberCmd) -> anyhow::Result<()> {
+    let client: MetaClient = args.client()?;
+    match cmd {
+        MemberCmd::Add { id, addr } => {
+            client.call(&MetaCall::AddMember { id, addr: addr.clone() }).await?;
+            println!("member {id} at {addr} added");
+        }
+        MemberCmd::Remove { id } => {
+            client.call(&MetaCall::RemoveMember { id }).await?;
+            println!("member {id} removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! How a CLI command finds the cluster: `--meta ADDR[,ADDR...]`, else
+//! `$CHUYI_META_ADDR`, else the config file (`--config`, `$CHUYI_CONFIG`,
+//! `/etc/chuyi/chuyi.toml`); and the cluster secret: `--secret-file`, else
+//! `$CHUYI_CLUSTER_SECRET`, else the config's `cluster_secret_file`.
+//!
+//! The config file may be a client file (`meta = ["host:port", ...]`) or a
+//! metadata member's own file (its `[[member]]` addresses).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chuyi_common::secret::{ClusterSecret, SECRET_ENV};
+use chuyi_metadata::client::MetaClient;
+
+pub const DEFAULT_CONFIG: &str = "/etc/chuyi/chuyi.toml";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Metadata members, comma-separated ("host:port" or "unix:/path").
+    #[arg(long, value_name = "ADDRS", env = "CHUYI_META_ADDR", global = true)]
+    pub meta: Option<String>,
+    /// Config file naming the members and the secret file.
+    #[arg(long, value_name = "FILE", env = "CHUYI_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// File with the cluster secret; else $CHUYI_CLUSTER_SECRET, else the config's.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub secret_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct FileView {
+    meta: Option<Vec<String>>,
+    member: Option<Vec<MemberAddr>>,
+    cluster_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MemberAddr {
+    addr: String,
+}
+
+impl ClusterArgs {
+    fn file(&self) -> anyhow::Result<FileView> {
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        if self.config.is_none() && !path.exists() {
+            return Ok(FileView::default());
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        // Only the keys above matter; a member or node file has others.
+        let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        value.try_into().with_context(|| format!("reading the cluster from {}", path.display()))
+    }
+
+    pub fn secret(&self) -> anyhow::Result<ClusterSecret> {
+        if self.secret_file.is_some() || std::env::var_os(SECRET_ENV).is_some() {
+            return Ok(ClusterSecret::load(self.secret_file.as_deref())?);
+        }
+        match self.file()?.cluster_secret_file {
+            Some(path) => Ok(ClusterSecret::from_file(&path)?),
+            None => Ok(ClusterSecret::load(None)?),
+        }
+    }
+
+    pub fn members(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(list) = &self.meta {
+            return Ok(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+        }
+        let file = self.file()?;
+        if let Some(meta) = file.meta {
+            return Ok(meta);
+        }
+        if let Some(members) = file.member {
+            return Ok(members.into_iter().map(|m| m.addr).collect());
+        }
+        bail!("no metadata service given: use --meta ADDR, $CHUYI_META_ADDR or a config file ({DEFAULT_CONFIG})")
+    }
+
+    pub fn client(&self) -> anyhow::Result<MetaClient> {
+        Ok(MetaClient::new(self.members()?, self.secret()?)?)
+    }
+}

@@ -1,0 +1,477 @@
+//! The metadata service as real processes: 3 (or 1) `chuyi meta` members
+//! on localhost, killed with SIGKILL, frozen with SIGSTOP, restarted from
+//! their data directories, grown and shrunk while serving.
+//!
+//! The property throughout: a write the service acknowledged is never lost,
+//! and a member that is no longer the leader never answers a read with
+//! stale data.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chuyi_common::ids::DeviceClass;
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
+use chuyi_metadata::state::model::{DiskRecord, DiskState, ObjectPut, Redundancy};
+use chuyi_metadata::state::{Command, ListCursor, ListRequest, MetaError};
+
+const SECRET: &str = "meta-cluster-test-secret-0123456789";
+
+struct MemberProc {
+    id: u64,
+    addr: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    members: Vec<MemberProc>,
+    secret_file: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Cluster {
+    /// `founders` members found the group; `extra` more start empty and
+    /// wait to be added.
+    fn start(founders: usize, extra: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).expect("secret");
+        let addrs: Vec<String> = (0..founders + extra).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let founder_list: String =
+            (0..founders).map(|i| format!("[[member]]\nid = {}\naddr = \"{}\"\n", i + 1, addrs[i])).collect();
+        let mut members = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let config = dir.path().join(format!("meta{id}.toml"));
+            let founders_here = if i < founders { founder_list.as_str() } else { "" };
+            let toml = format!(
+                "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
+                 snapshot_logs = 200\nheartbeat_timeout_ms = 3000\n\n{founders_here}",
+                dir.path().join(format!("data{id}")).display(),
+                secret_file.display(),
+            );
+            std::fs::write(&config, toml).expect("config");
+            let log = dir.path().join(format!("meta{id}.log"));
+            members.push(MemberProc { id, addr: addr.clone(), config, log, child: None });
+        }
+        let mut cluster = Self { _dir: dir, members, secret_file };
+        for id in 1..=(founders + extra) as u64 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn member(&mut self, id: u64) -> &mut MemberProc {
+        self.members.iter_mut().find(|m| m.id == id).expect("member id")
+    }
+
+    fn addr(&self, id: u64) -> String {
+        self.members.iter().find(|m| m.id == id).map(|m| m.addr.clone()).expect("member id")
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let m = self.member(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log");
+        let child = Process::new(env!("CARGO_BIN_EXE_chuyi"))
+            .args(["meta", "--config"])
+            .arg(&m.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chuyi meta");
+        m.child = Some(child);
+    }
+
+    fn signal(&mut self, id: u64, signal: i32) {
+        let m = self.member(id);
+        let pid = m.child.as_ref().expect("running").id() as i32;
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    fn kill(&mut self, id: u64) {
+        self.signal(id, libc::SIGKILL);
+        let m = self.member(id);
+        if let Some(mut child) = m.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    fn client(&self) -> MetaClient {
+        let members = self.members.iter().map(|m| m.addr.clone()).collect();
+        MetaClient::new(members, secret()).expect("client")
+    }
+
+    /// Runs the `chuyi` binary against this cluster; returns (ok, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let meta = self.members.iter().map(|m| m.addr.clone()).collect::<Vec<_>>().join(",");
+        let out = Process::new(env!("CARGO_BIN_EXE_chuyi"))
+            .args(["--meta", &meta, "--secret-file"])
+            .arg(&self.secret_file)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run chuyi");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<_> = text.lines().rev().take(15).collect();
+            all.push_str(&format!("--- member {} ---\n", m.id));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn secret() -> ClusterSecret {
+    ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("secret")
+}
+
+/// Polls `check` until it returns Some, or fails after `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status as member `addr` sees it, if it answers.
+async fn status_at(client: &MetaClient, addr: &str) -> Option<StatusReport> {
+    match client.call_at(addr, &MetaCall::Status).await {
+        Ok(ApiReply::Status(s)) => Some(*s),
+        _ => None,
+    }
+}
+
+/// The leader that every member in `ids` agrees on (and that is among them).
+async fn agreed_leader(cluster: &Cluster, ids: &[u64]) -> u64 {
+    let client = cluster.client();
+    eventually(Duration::from_secs(20), "an agreed leader", || async {
+        let mut leaders = BTreeSet::new();
+        for id in ids {
+            leaders.insert(status_at(&client, &cluster.addr(*id)).await?.leader?);
+        }
+        let leader = *leaders.iter().next()?;
+        (leaders.len() == 1 && ids.contains(&leader)).then_some(leader)
+    })
+    .await
+}
+
+/// Nodes, a pool, a user and a bucket, so objects can be indexed.
+async fn seed(client: &MetaClient) {
+    for id in 1..=2 {
+        let disks = vec![DiskRecord {
+            id: 0,
+            class: DeviceClass::Ssd,
+            capacity_bytes: 1 << 40,
+            used_bytes: 0,
+            state: DiskState::Up,
+        }];
+        client
+            .write(Command::RegisterNode {
+                id,
+                addrs: vec![format!("127.0.0.1:{}", 9000 + id)],
+                failure_domain: String::new(),
+                disks,
+            })
+            .await
+            .expect("register node");
+    }
+    let pool = Command::CreatePool {
+        name: "ssd".into(),
+        class: DeviceClass::Ssd,
+        redundancy: Redundancy::Replicated(2),
+        pg_count: 16,
+        separate_failure_domains: false,
+    };
+    client.write(pool).await.expect("pool");
+    client.call(&MetaCall::CreateUser { name: "alice".into(), admin: false }).await.expect("user");
+    client
+        .write(Command::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() })
+        .await
+        .expect("bucket");
+}
+
+fn object(etag: &str) -> ObjectPut {
+    ObjectPut {
+        size: 1,
+        etag: etag.into(),
+        content_type: "application/dicom".into(),
+        user_meta: vec![],
+        chunks: vec![],
+        flags: 0,
+    }
+}
+
+fn put(key: &str, etag: &str) -> Command {
+    Command::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag) }
+}
+
+/// Every key in the bucket, by paging a linearizable listing.
+async fn all_keys(client: &MetaClient) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut after: Option<ListCursor> = None;
+    loop {
+        let req = ListRequest {
+            bucket: "scans".into(),
+            prefix: String::new(),
+            delimiter: None,
+            after: after.clone(),
+            max_keys: 1000,
+            versions: false,
+        };
+        let Ok(ApiReply::Listing(page)) = client.read(Query::List(req)).await else { panic!("listing failed") };
+        keys.extend(page.entries.into_iter().map(|e| e.key));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+/// Writers put distinct keys until stopped; returns the acknowledged ones.
+fn start_writers(
+    client: Arc<MetaClient>,
+    writers: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..writers)
+        .map(|w| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}/{n:06}");
+                    n += 1;
+                    if client.write(put(&key, "x")).await.is_ok() {
+                        acked.push(key);
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+async fn cli_leader(cluster: &Cluster) -> Option<u64> {
+    let (ok, out, _) = cluster.cli(&["status", "--json"]);
+    if !ok {
+        return None;
+    }
+    let report: serde_json::Value = serde_json::from_str(&out).ok()?;
+    report["leader"].as_u64()
+}
+
+/// Kill -9 the leader under a stream of writes: a new leader serves within
+/// seconds (and `chuyi status` shows it), every acknowledged write is still
+/// there, the killed member rejoins and catches up, and after all three stop
+/// and restart from disk, every acknowledged write is there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill_rejoin_and_full_restart_lose_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, 0);
+    let client = Arc::new(cluster.client());
+    seed(&client).await;
+    let leader = agreed_leader(&cluster, &[1, 2, 3]).await;
+    assert_eq!(cli_leader(&cluster).await, Some(leader), "chuyi status names the leader");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(client.clone(), 16, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let new_leader = agreed_leader(&cluster, &survivors).await;
+    let elected_in = killed_at.elapsed();
+    assert!(elected_in < Duration::from_secs(10), "new leader after {elected_in:?}\n{}", cluster.logs());
+    // A write through the new leader succeeds.
+    client.write(put("after-kill", "y")).await.expect("write after the kill");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    acked.insert("after-kill".into());
+    assert!(acked.len() > 100, "only {} writes acknowledged\n{}", acked.len(), cluster.logs());
+    assert_eq!(cli_leader(&cluster).await, Some(new_leader), "chuyi status shows the leader moved");
+
+    let stored = all_keys(&client).await;
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost after the leader kill: {lost:?}");
+
+    // The killed member rejoins and catches up with the leader's log.
+    cluster.spawn(leader);
+    let target =
+        status_at(&client, &cluster.addr(new_leader)).await.and_then(|s| s.last_applied).expect("leader status");
+    eventually(Duration::from_secs(30), "the killed member to catch up", || async {
+        let s = status_at(&client, &cluster.addr(leader)).await?;
+        (s.last_applied? >= target).then_some(())
+    })
+    .await;
+
+    // Stop all three, restart from disk: everything acknowledged is there.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    let client = cluster.client();
+    let stored = all_keys(&client).await;
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost after a full restart: {lost:?}");
+    client.write(put("after-restart", "z")).await.expect("write after restart");
+}
+
+/// Freeze the leader with SIGSTOP: the others elect a new leader and accept
+/// a newer value; the frozen one, resumed, answers a read with the new value
+/// or with NotLeader, never with the value it last knew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_leader_resumed_does_not_serve_a_stale_read() {
+    let mut cluster = Cluster::start(3, 0);
+    let client = cluster.client();
+    seed(&client).await;
+    client.write(put("k", "old")).await.expect("first write");
+    let frozen = agreed_leader(&cluster, &[1, 2, 3]).await;
+    cluster.signal(frozen, libc::SIGSTOP);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != frozen).collect();
+    let new_leader = agreed_leader(&cluster, &others).await;
+    let fresh = MetaClient::new(vec![cluster.addr(new_leader)], secret()).expect("client");
+    fresh.write(put("k", "new")).await.expect("write through the new leader");
+    cluster.signal(frozen, libc::SIGCONT);
+
+    let read = MetaCall::Read(Query::Object { bucket: "scans".into(), key: "k".into(), version_id: None });
+    let answer = fresh.call_at(&cluster.addr(frozen), &read).await;
+    match answer {
+        Ok(ApiReply::Object(o)) => assert_eq!(o.etag, "new", "the resumed old leader served a stale read"),
+        Err(MetaError::NotLeader { .. } | MetaError::Unavailable(_)) => {}
+        other => panic!("unexpected answer from the resumed leader: {other:?}"),
+    }
+    // And through the normal client, the read is the new value.
+    let Ok(ApiReply::Object(o)) =
+        client.read(Query::Object { bucket: "scans".into(), key: "k".into(), version_id: None }).await
+    else {
+        panic!("read failed")
+    };
+    assert_eq!(o.etag, "new");
+}
+
+/// A one-member group grows to three while serving, then a member is
+/// removed; writes keep succeeding throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_are_added_and_removed_while_serving() {
+    let cluster = Cluster::start(1, 2);
+    let client = cluster.client();
+    seed(&client).await;
+    for id in [2u64, 3] {
+        let (ok, out, err) = cluster.cli(&["member", "add", &id.to_string(), &cluster.addr(id)]);
+        assert!(ok, "member add {id}: {out} {err}");
+        client.write(put(&format!("after-add-{id}"), "x")).await.expect("write after add");
+    }
+    let status = client.status().await.expect("status");
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3, "{status:?}");
+    let leader = status.leader.expect("leader");
+    let follower = [1u64, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    let (ok, out, err) = cluster.cli(&["member", "remove", &follower.to_string()]);
+    assert!(ok, "member remove: {out} {err}");
+    client.write(put("after-remove", "x")).await.expect("write after remove");
+    let status = client.status().await.expect("status");
+    assert!(status.members.iter().all(|m| m.id != follower), "{status:?}");
+    let keys = all_keys(&client).await;
+    for key in ["after-add-2", "after-add-3", "after-remove"] {
+        assert!(keys.contains(key), "{key} missing");
+    }
+}
+
+/// Bad input through the real interfaces: precise errors, nothing changed,
+/// nothing crashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_precise_errors_and_change_nothing() {
+    let cluster = Cluster::start(1, 0);
+    let client = cluster.client();
+    seed(&client).await;
+    let (ok, _, err) = cluster.cli(&["pool", "create", "ssd", "--class", "ssd", "--pg-count", "8"]);
+    assert!(!ok && err.contains("pool \"ssd\" already exists"), "{err}");
+    let (ok, _, err) = cluster.cli(&["pool", "create", "p2", "--class", "floppy"]);
+    assert!(!ok && err.contains("unknown device class"), "{err}");
+    let (ok, _, err) = cluster.cli(&["pool", "create", "p3", "--class", "hdd"]);
+    assert!(!ok && err.contains("no up hdd disk"), "{err}");
+    let huge = Command::CreateVolume {
+        name: "vm".into(),
+        pool: "ssd".into(),
+        size_bytes: 1 << 50,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
+    assert!(matches!(client.write(huge).await, Err(MetaError::VolumeTooLarge { .. })));
+    let (ok, out, _) = cluster.cli(&["pool", "list", "--json"]);
+    assert!(ok);
+    let pools: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(pools.as_array().map(Vec::len), Some(1), "a refused create added a pool: {out}");
+
+    // A user's secret is printed once and never listed.
+    let (ok, out, err) = cluster.cli(&["user", "create", "bob", "--json"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let secret_key = created["secret_key"].as_str().expect("secret").to_string();
+    let (ok, listed, _) = cluster.cli(&["user", "list", "--json"]);
+    assert!(ok && listed.contains("bob") && !listed.contains(&secret_key));
+    let (ok, _, err) = cluster.cli(&["user", "create", "bob"]);
+    assert!(!ok && err.contains("user \"bob\" already exists"), "{err}");
+    let (ok, _, _) = cluster.cli(&["user", "delete", "bob"]);
+    assert!(ok);
+
+    // Garbage on the wire: a precise error, and the member still serves.
+    use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
+    use chuyi_metadata::proto::{Envelope, MetaReply, META_PROTOCOL_VERSION};
+    let endpoint: Endpoint = cluster.addr(1).parse().expect("endpoint");
+    let raw: RpcClient<Envelope, Envelope> =
+        RpcClient::connect(&endpoint, &secret(), RpcConfig::default()).await.expect("connect");
+    for (version, payload) in [(META_PROTOCOL_VERSION, vec![0xFFu8; 64]), (99, vec![5])] {
+        let (env, reply) = raw.call(&Envelope { version }, payload.into()).await.expect("reply");
+        let reply: MetaReply = chuyi_metadata::proto::decode(env, &reply).expect("decodable reply");
+        assert!(matches!(reply, MetaReply::Api(Err(MetaError::Malformed(_)))), "{reply:?}");
+    }
+    client.write(put("still-serving", "x")).await.expect("member still serves");
+}

@@ -1,0 +1,167 @@
+//! The metadata service's wire messages, carried by the common RPC layer
+//! (layout in `common/PROTOCOL.md`, "Metadata service").
+//!
+//! The frame body is only an [`Envelope`] with the protocol version; the
+//! message itself is postcard in the frame's payload, because Raft entries,
+//! snapshots and listings outgrow the 64 KiB body limit while the payload
+//! may carry up to 4 MiB.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::state::listing::{ListRequest, Listing};
+use crate::state::model::{Bucket, ClusterMap, ObjectRecord, Pool, User, Volume};
+use crate::state::{Command, MetaError, Reply};
+use crate::store::TypeConfig;
+
+/// The version of the messages below.
+pub const META_PROTOCOL_VERSION: u8 = 1;
+
+/// Longest a map watch may wait before answering.
+pub const WATCH_WAIT_MAX_MS: u32 = 30_000;
+
+/// The frame body of every metadata request and reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u8,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MetaCall {
+    /// Raft traffic between members.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A change, committed by a majority before the reply. Leader only.
+    Write(Command),
+    /// A linearizable read. Leader only.
+    Read(Query),
+    /// Answers as soon as this member has applied an epoch above
+    /// `known_epoch`, or after `wait_ms`, with the map it has. Any member.
+    WatchMap {
+        known_epoch: u64,
+        wait_ms: u32,
+    },
+    /// This member's view of the group and the cluster. Any member.
+    Status,
+    /// Creates a user with a fresh access key and secret key. Leader only.
+    CreateUser {
+        name: String,
+        admin: bool,
+    },
+    /// Adds `id` at `addr` as a voter (a learner first, until caught up).
+    AddMember {
+        id: u64,
+        addr: String,
+    },
+    RemoveMember {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    Map,
+    Pools,
+    Volume(String),
+    Volumes,
+    /// By access key: what the S3 gateway authenticates with.
+    User(String),
+    Users,
+    Bucket(String),
+    Buckets,
+    Object {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+    },
+    List(ListRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MetaReply {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Api(Result<ApiReply, MetaError>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiReply {
+    Written(Reply),
+    Map(ClusterMap),
+    Pools(Vec<Pool>),
+    Volume(Volume),
+    Volumes(Vec<Volume>),
+    User(User),
+    Users(Vec<User>),
+    Bucket(Bucket),
+    Buckets(Vec<Bucket>),
+    Object(ObjectRecord),
+    Listing(Listing),
+    Status(Box<StatusReport>),
+    /// The only time the secret key is shown.
+    UserCreated {
+        user: User,
+        secret_key: String,
+    },
+    Done,
+}
+
+/// A Raft member as `chuyi status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// PG counts of one pool by health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolHealth {
+    pub pool: Pool,
+    pub clean: u32,
+    pub recovering: u32,
+    pub degraded: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The member that answered.
+    pub member: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub members: Vec<MemberInfo>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub map: ClusterMap,
+    pub pools: Vec<PoolHealth>,
+}
+
+/// Why a message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("metadata protocol version {0}, expected {META_PROTOCOL_VERSION}")]
+    Version(u8),
+    #[error("malformed metadata message: {0}")]
+    Postcard(#[from] postcard::Error),
+}
+
+pub const ENVELOPE: Envelope = Envelope { version: META_PROTOCOL_VERSION };
+
+/// The payload bytes of `message`.
+pub fn encode<T: Serialize>(message: &T) -> Result<bytes::Bytes, CodecError> {
+    Ok(postcard::to_allocvec(message)?.into())
+}
+
+/// A message from a frame, checking the envelope's version first.
+pub fn decode<T: serde::de::DeserializeOwned>(envelope: Envelope, payload: &[u8]) -> Result<T, CodecError> {
+    if envelope.version != META_PROTOCOL_VERSION {
+        return Err(CodecError::Version(envelope.version));
+    }
+    Ok(postcard::from_bytes(payload)?)
+}

@@ -1,0 +1,144 @@
+//! One member process: open the store, start openraft, bind the listener,
+//! found the group on first start, and serve until shut down.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
+use chuyi_common::seal::SealKey;
+use chuyi_common::secret::ClusterSecret;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::network::Network;
+use super::proposer::Proposer;
+use super::service::{MetaService, USER_SECRET_PURPOSE};
+use crate::config::MetaConfig;
+use crate::store::{self, StateReader, StoreError, TypeConfig};
+
+/// Entries per AppendEntries at most: with proposals of at most
+/// `BATCH_BYTES_MAX` (512 KiB) this keeps a message under the RPC payload
+/// limit (4 MiB).
+const APPEND_ENTRIES_MAX: u64 = 6;
+/// Snapshot bytes per InstallSnapshot message.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("creating {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("listen address {0:?} is not valid")]
+    Listen(String),
+    #[error("RPC: {0}")]
+    Rpc(#[from] RpcError),
+}
+
+fn raft_error(e: impl std::fmt::Display) -> MemberError {
+    MemberError::Raft(e.to_string())
+}
+
+/// A started member, bound and ready to serve.
+pub struct Member {
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    service: Arc<MetaService>,
+    server: RpcServer,
+    monitor: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("endpoint", self.server.local_endpoint()).finish_non_exhaustive()
+    }
+}
+
+fn raft_config(config: &MetaConfig) -> Result<openraft::Config, MemberError> {
+    let election = config.election_timeout_ms;
+    let raft = openraft::Config {
+        cluster_name: "chuyi-meta".into(),
+        heartbeat_interval: (election / 4).max(50),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..openraft::Config::default()
+    };
+    raft.validate().map_err(raft_error)
+}
+
+impl Member {
+    pub async fn start(config: &MetaConfig, secret: ClusterSecret) -> Result<Self, MemberError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| MemberError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let (log, state_machine) = store::open(&config.data_dir)?;
+        let reader = state_machine.reader();
+        let network = Network::new(secret.clone());
+        let raft = Raft::new(config.id, Arc::new(raft_config(config)?), network, log, state_machine)
+            .await
+            .map_err(raft_error)?;
+        let endpoint: Endpoint = config.listen.parse().map_err(|_| MemberError::Listen(config.listen.clone()))?;
+        let server = RpcServer::bind(&endpoint).await?;
+        found(&raft, config).await?;
+
+        let proposer = Proposer::start(raft.clone());
+        let seal = SealKey::derive(&secret, USER_SECRET_PURPOSE);
+        let service = Arc::new(MetaService::new(config.id, raft.clone(), reader.clone(), proposer.clone(), seal));
+        let monitor =
+            tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, config.heartbeat_timeout()));
+        Ok(Self { raft, reader, service, server, monitor })
+    }
+
+    /// Where the member listens (the real port for ":0").
+    pub fn endpoint(&self) -> &Endpoint {
+        self.server.local_endpoint()
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    /// Serves until `shutdown` resolves, then stops Raft.
+    pub async fn serve(
+        self,
+        secret: ClusterSecret,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), MemberError> {
+        let served = self.server.serve(secret, self.service, shutdown).await;
+        self.monitor.abort();
+        self.raft.shutdown().await.map_err(raft_error)?;
+        Ok(served?)
+    }
+}
+
+/// On a founder's first start, initializes the group with the founders.
+/// Every founder does it with the same list, which openraft allows: the
+/// first election settles it, and a member already initialized says so.
+async fn found(raft: &Raft<TypeConfig>, config: &MetaConfig) -> Result<(), MemberError> {
+    let founder = config.members.iter().any(|m| m.id == config.id);
+    if !founder || raft.is_initialized().await.map_err(raft_error)? {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> =
+        config.members.iter().map(|m| (m.id, BasicNode::new(m.addr.clone()))).collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            info!(member = config.id, founders = config.members.len(), "metadata group founded");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(raft_error(e)),
+    }
+}

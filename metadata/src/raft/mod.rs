@@ -1,0 +1,25 @@
+//! The Raft group: a member process wires the store, openraft, the network
+//! over the RPC layer, group commit, the leader's monitor and the service.
+
+mod member;
+mod monitor;
+mod network;
+mod proposer;
+mod service;
+
+pub use member::{Member, MemberError};
+pub use monitor::REBALANCE_MOVES_PER_TICK;
+pub use network::Network;
+pub use proposer::{Proposer, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, COMMAND_BYTES_MAX};
+pub use service::{MetaService, USER_SECRET_PURPOSE};
+
+use openraft::Raft;
+
+use crate::store::TypeConfig;
+
+/// The current leader's address as this member knows it.
+pub(crate) fn leader_addr(raft: &Raft<TypeConfig>) -> Option<String> {
+    let metrics = raft.metrics().borrow().clone();
+    let leader = metrics.current_leader?;
+    metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+}

@@ -1,0 +1,93 @@
+//! The leader's housekeeping, once a second: mark nodes down that stopped
+//! heartbeating, and rebalance gradually after nodes join.
+//!
+//! Decisions are proposed as commands and re-checked at apply (a heartbeat
+//! committed meanwhile wins), so a stale leader proposing them is harmless.
+
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, ServerState};
+use tracing::{info, warn};
+
+use super::proposer::{now_ms, Proposer};
+use crate::placement;
+use crate::state::model::NodeState;
+use crate::state::{Command, Reply};
+use crate::store::{StateReader, TypeConfig};
+
+/// How often the leader looks.
+const TICK: Duration = Duration::from_secs(1);
+/// PG moves per pool per tick, so a new node fills gradually.
+pub const REBALANCE_MOVES_PER_TICK: usize = 4;
+
+pub(crate) async fn run(raft: Raft<TypeConfig>, reader: StateReader, proposer: Proposer, heartbeat_timeout: Duration) {
+    let mut leader_since: Option<Instant> = None;
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        ticker.tick().await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        if metrics.state != ServerState::Leader {
+            leader_since = None;
+            continue;
+        }
+        // A new leader has not seen heartbeats for a while: the nodes sent
+        // them to the old one. Give them one timeout to find us.
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < heartbeat_timeout {
+            continue;
+        }
+        if let Err(e) = tick(&reader, &proposer, heartbeat_timeout).await {
+            warn!(error = %e, "metadata monitor tick failed");
+        }
+    }
+}
+
+async fn tick(
+    reader: &StateReader,
+    proposer: &Proposer,
+    timeout: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let map = reader.map()?;
+    let now = now_ms();
+    let timeout_ms = timeout.as_millis() as u64;
+    for node in map.nodes.iter().filter(|n| n.state == NodeState::Up) {
+        if now.saturating_sub(node.last_heartbeat_ms) >= timeout_ms {
+            let reply = proposer.propose(Command::MarkNodeDown { id: node.id, timeout_ms }).await?;
+            if let Reply::Moves { epoch, changes } = &reply {
+                info!(node = node.id, epoch, moves = changes.len(), "storage node marked down");
+                report(&reply);
+            }
+        }
+    }
+    let views = crate::state::view::node_views_of(&map.nodes);
+    let wants_moves = map.pools.iter().any(|pool| {
+        let sets: Vec<_> = map.pgs.iter().filter(|pg| pg.pool == pool.id).map(|pg| pg.replicas.clone()).collect();
+        let rule = crate::state::view::rule(pool);
+        placement::rebalance(&rule, &views, &sets, 1).is_ok_and(|moves| !moves.is_empty())
+    });
+    if wants_moves {
+        let reply = proposer.propose(Command::Rebalance { max_moves: REBALANCE_MOVES_PER_TICK }).await?;
+        report(&reply);
+    }
+    Ok(())
+}
+
+/// One log line per PG move, as the issue of placement asks.
+fn report(reply: &Reply) {
+    if let Reply::Moves { epoch, changes } = reply {
+        for c in changes {
+            info!(
+                epoch,
+                pool = %c.pool,
+                pg = c.change.pg,
+                from = ?c.change.from,
+                to = ?c.change.to,
+                reason = ?c.change.reason,
+                "PG moved"
+            );
+        }
+    }
+}

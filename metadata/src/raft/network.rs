@@ -1,0 +1,132 @@
+//! openraft's network over the common RPC layer: one lazily opened,
+//! authenticated connection per peer, re-opened after it breaks.
+
+use std::time::Duration;
+
+use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
+use chuyi_common::secret::ClusterSecret;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+
+use crate::proto::{self, Envelope, MetaCall, MetaReply, ENVELOPE};
+use crate::store::TypeConfig;
+
+pub(crate) type MetaRpc = RpcClient<Envelope, Envelope>;
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+/// Makes a [`Peer`] per target member.
+#[derive(Debug, Clone)]
+pub struct Network {
+    secret: ClusterSecret,
+}
+
+impl Network {
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self { secret }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer { target, addr: node.addr.clone(), secret: self.secret.clone(), conn: None }
+    }
+}
+
+/// The connection to one member.
+#[derive(Debug)]
+pub struct Peer {
+    target: u64,
+    addr: String,
+    secret: ClusterSecret,
+    conn: Option<MetaRpc>,
+}
+
+/// What went wrong on the way, before openraft's error types.
+enum Failure {
+    Unreachable(RpcError),
+    Network(String),
+}
+
+impl Failure {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+        match self {
+            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Failure::Network(why) => RPCError::Network(NetworkError::new(&std::io::Error::other(why))),
+        }
+    }
+}
+
+impl Peer {
+    async fn connection(&mut self, timeout: Duration) -> Result<MetaRpc, Failure> {
+        if let Some(conn) = self.conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let endpoint: Endpoint = self.addr.parse().map_err(|e| Failure::Network(format!("member address: {e}")))?;
+        let config = RpcConfig { call_timeout: timeout, connect_timeout: timeout, ..RpcConfig::default() };
+        let conn = MetaRpc::connect(&endpoint, &self.secret, config).await.map_err(Failure::Unreachable)?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn send(&mut self, call: &MetaCall, option: &RPCOption) -> Result<MetaReply, Failure> {
+        let payload = proto::encode(call).map_err(|e| Failure::Network(e.to_string()))?;
+        let conn = self.connection(option.hard_ttl()).await?;
+        match conn.call(&ENVELOPE, payload).await {
+            Ok((envelope, payload)) => proto::decode(envelope, &payload).map_err(|e| Failure::Network(e.to_string())),
+            Err(e) => {
+                self.conn = None;
+                Err(match e {
+                    RpcError::Remote(why) => Failure::Network(why),
+                    other => Failure::Unreachable(other),
+                })
+            }
+        }
+    }
+
+    fn remote<T, E: std::error::Error>(&self, result: Result<T, RaftError<u64, E>>) -> RpcResult<T, E> {
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn unexpected<E: std::error::Error>(reply: &MetaReply) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+    Failure::Network(format!("unexpected reply {reply:?}")).into_rpc()
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        match self.send(&MetaCall::AppendEntries(rpc), &option).await.map_err(Failure::into_rpc)? {
+            MetaReply::AppendEntries(result) => self.remote(result),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        match self.send(&MetaCall::InstallSnapshot(rpc), &option).await.map_err(Failure::into_rpc)? {
+            MetaReply::InstallSnapshot(result) => self.remote(result),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>> {
+        match self.send(&MetaCall::Vote(rpc), &option).await.map_err(Failure::into_rpc)? {
+            MetaReply::Vote(result) => self.remote(result),
+            other => Err(unexpected(&other)),
+        }
+    }
+}

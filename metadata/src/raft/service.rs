@@ -1,0 +1,238 @@
+//! The RPC service of a member: Raft traffic in, client requests answered.
+//!
+//! Writes go through the [`Proposer`]; reads first confirm leadership with a
+//! quorum (openraft's `ensure_linearizable`) and wait for this member to
+//! apply up to the commit point, so a deposed leader (frozen, partitioned)
+//! answers `NotLeader` instead of a stale value. Followers answer writes and
+//! reads with `NotLeader` naming the leader; clients follow it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chuyi_common::rpc::Service;
+use chuyi_common::seal::SealKey;
+use chuyi_common::secret::fill_random;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{BasicNode, Raft};
+
+use super::leader_addr;
+use super::proposer::Proposer;
+use crate::proto::{
+    self, ApiReply, Envelope, MemberInfo, MetaCall, MetaReply, PoolHealth, Query, StatusReport, ENVELOPE,
+    WATCH_WAIT_MAX_MS,
+};
+use crate::state::model::PgHealth;
+use crate::state::{names, Command, Kind, MetaError, Reply};
+use crate::store::{StateReader, StoreError, TypeConfig};
+
+/// What seals user secret keys; the gateway opens them with the same label.
+pub const USER_SECRET_PURPOSE: &[u8] = b"chuyi user secret v1";
+
+pub struct MetaService {
+    id: u64,
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    proposer: Proposer,
+    seal: SealKey,
+}
+
+impl std::fmt::Debug for MetaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaService").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+type ApiResult = Result<ApiReply, MetaError>;
+
+fn store_error(e: StoreError) -> MetaError {
+    MetaError::Internal(e.to_string())
+}
+
+impl MetaService {
+    pub(crate) fn new(id: u64, raft: Raft<TypeConfig>, reader: StateReader, proposer: Proposer, seal: SealKey) -> Self {
+        Self { id, raft, reader, proposer, seal }
+    }
+
+    async fn handle(&self, call: MetaCall) -> MetaReply {
+        match call {
+            MetaCall::AppendEntries(rpc) => MetaReply::AppendEntries(self.raft.append_entries(rpc).await),
+            MetaCall::Vote(rpc) => MetaReply::Vote(self.raft.vote(rpc).await),
+            MetaCall::InstallSnapshot(rpc) => MetaReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            MetaCall::Write(command) => MetaReply::Api(self.proposer.propose(command).await.map(ApiReply::Written)),
+            MetaCall::Read(query) => MetaReply::Api(self.read(query).await),
+            MetaCall::WatchMap { known_epoch, wait_ms } => MetaReply::Api(self.watch(known_epoch, wait_ms).await),
+            MetaCall::Status => MetaReply::Api(self.status().map(|s| ApiReply::Status(Box::new(s)))),
+            MetaCall::CreateUser { name, admin } => MetaReply::Api(self.create_user(name, admin).await),
+            MetaCall::AddMember { id, addr } => MetaReply::Api(self.add_member(id, addr).await),
+            MetaCall::RemoveMember { id } => MetaReply::Api(self.remove_member(id).await),
+        }
+    }
+
+    /// Confirms with a quorum that this member still leads, then waits
+    /// until it has applied everything committed before the read.
+    async fn linearize(&self) -> Result<(), MetaError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(&self.raft)) })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                Err(MetaError::Unavailable(format!("no quorum confirms this leader: {q}")))
+            }
+            Err(RaftError::Fatal(f)) => Err(MetaError::Unavailable(f.to_string())),
+        }
+    }
+
+    async fn read(&self, query: Query) -> ApiResult {
+        self.linearize().await?;
+        let r = &self.reader;
+        let missing = |kind, name: &str| MetaError::not_found(kind, name);
+        Ok(match query {
+            Query::Map => ApiReply::Map(r.map().map_err(store_error)?),
+            Query::Pools => ApiReply::Pools(r.pools().map_err(store_error)?),
+            Query::Volume(name) => {
+                ApiReply::Volume(r.volume(&name).map_err(store_error)?.ok_or_else(|| missing(Kind::Volume, &name))?)
+            }
+            Query::Volumes => ApiReply::Volumes(r.volumes().map_err(store_error)?),
+            Query::User(key) => {
+                ApiReply::User(r.user(&key).map_err(store_error)?.ok_or_else(|| missing(Kind::AccessKey, &key))?)
+            }
+            Query::Users => ApiReply::Users(r.users().map_err(store_error)?),
+            Query::Bucket(name) => {
+                ApiReply::Bucket(r.bucket(&name).map_err(store_error)?.ok_or_else(|| missing(Kind::Bucket, &name))?)
+            }
+            Query::Buckets => ApiReply::Buckets(r.buckets().map_err(store_error)?),
+            Query::Object { bucket, key, version_id } => {
+                if r.bucket(&bucket).map_err(store_error)?.is_none() {
+                    return Err(missing(Kind::Bucket, &bucket));
+                }
+                let found = r.object(&bucket, &key, version_id.as_deref()).map_err(store_error)?;
+                match (found, version_id) {
+                    (Some(o), _) => ApiReply::Object(o),
+                    (None, Some(v)) => return Err(missing(Kind::Version, &format!("{bucket}/{key}?versionId={v}"))),
+                    (None, None) => return Err(missing(Kind::Object, &format!("{bucket}/{key}"))),
+                }
+            }
+            Query::List(request) => {
+                if r.bucket(&request.bucket).map_err(store_error)?.is_none() {
+                    return Err(missing(Kind::Bucket, &request.bucket));
+                }
+                ApiReply::Listing(r.list(&request).map_err(store_error)?)
+            }
+        })
+    }
+
+    async fn watch(&self, known_epoch: u64, wait_ms: u32) -> ApiResult {
+        let wait = Duration::from_millis(u64::from(wait_ms.min(WATCH_WAIT_MAX_MS)));
+        self.reader.wait_epoch_above(known_epoch, wait).await;
+        Ok(ApiReply::Map(self.reader.map().map_err(store_error)?))
+    }
+
+    fn status(&self) -> Result<StatusReport, MetaError> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberInfo { id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        let map = self.reader.map().map_err(store_error)?;
+        let pools = map
+            .pools
+            .iter()
+            .map(|pool| {
+                let mut health = PoolHealth { pool: pool.clone(), clean: 0, recovering: 0, degraded: 0 };
+                for pg in map.pgs.iter().filter(|pg| pg.pool == pool.id) {
+                    match pg.health(pool) {
+                        PgHealth::Clean => health.clean += 1,
+                        PgHealth::Recovering => health.recovering += 1,
+                        PgHealth::Degraded => health.degraded += 1,
+                    }
+                }
+                health
+            })
+            .collect();
+        Ok(StatusReport {
+            member: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            members,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            map,
+            pools,
+        })
+    }
+
+    async fn create_user(&self, name: String, admin: bool) -> ApiResult {
+        names::check_name("user name", &name)?;
+        let access_key = random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 20);
+        let secret_key = random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40);
+        let secret = self.seal.seal(secret_key.as_bytes());
+        match self.proposer.propose(Command::CreateUser { name, access_key, secret, admin }).await? {
+            Reply::User(user) => Ok(ApiReply::UserCreated { user, secret_key }),
+            other => Err(MetaError::Internal(format!("create user applied as {other:?}"))),
+        }
+    }
+
+    async fn add_member(&self, id: u64, addr: String) -> ApiResult {
+        addr.parse::<chuyi_common::rpc::Endpoint>().map_err(|e| MetaError::invalid("member address", e.0))?;
+        let to_api = |e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>| match e {
+            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
+                MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(&self.raft)) }
+            }
+            other => MetaError::invalid("membership change", other.to_string()),
+        };
+        self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(to_api)?;
+        let mut voters: BTreeSet<u64> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        voters.insert(id);
+        self.raft.change_membership(voters, false).await.map_err(to_api)?;
+        Ok(ApiReply::Done)
+    }
+
+    async fn remove_member(&self, id: u64) -> ApiResult {
+        let mut voters: BTreeSet<u64> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if !voters.remove(&id) {
+            return Err(MetaError::not_found(Kind::Member, id.to_string()));
+        }
+        if voters.is_empty() {
+            return Err(MetaError::invalid("membership change", "the last member cannot be removed"));
+        }
+        self.raft.change_membership(voters, false).await.map_err(|e| match e {
+            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
+                MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(&self.raft)) }
+            }
+            other => MetaError::invalid("membership change", other.to_string()),
+        })?;
+        Ok(ApiReply::Done)
+    }
+}
+
+/// `len` characters drawn uniformly from `alphabet` (whose length divides
+/// 256, so no modulo bias).
+fn random_text(alphabet: &[u8], len: usize) -> String {
+    debug_assert!(256 % alphabet.len() == 0);
+    let mut bytes = vec![0u8; len];
+    fill_random(&mut bytes);
+    bytes.iter().map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()])).collect()
+}
+
+impl Service for MetaService {
+    type Request = Envelope;
+    type Response = Envelope;
+
+    async fn call(&self, envelope: Envelope, payload: Bytes) -> (Envelope, Bytes) {
+        let reply = match proto::decode::<MetaCall>(envelope, &payload) {
+            Ok(call) => self.handle(call).await,
+            Err(e) => MetaReply::Api(Err(MetaError::Malformed(e.to_string()))),
+        };
+        let bytes = proto::encode(&reply).unwrap_or_else(|e| {
+            let fallback = MetaReply::Api(Err(MetaError::Internal(format!("encoding the reply: {e}"))));
+            proto::encode(&fallback).unwrap_or_default()
+        });
+        (ENVELOPE, bytes)
+    }
+}
