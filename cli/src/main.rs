@@ -3,6 +3,7 @@
 
 mod admin;
 mod cluster;
+mod heartbeat;
 mod meta;
 mod node;
 mod table;

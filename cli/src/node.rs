@@ -20,7 +20,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         // The line tests and scripts wait for: the node is serving.
         tracing::info!(node_id = config.node_id, %endpoint, "storage node listening");
     }
+    let heartbeat = (!config.meta.is_empty()).then(|| {
+        let advertise = node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect();
+        tokio::spawn(crate::heartbeat::run(config.clone(), advertise, node.store(), secret.clone()))
+    });
     node.serve(secret, shutdown_signal()).await?;
+    if let Some(task) = heartbeat {
+        task.abort();
+    }
     tracing::info!(node_id = config.node_id, "storage node stopped");
     Ok(())
 }

@@ -475,3 +475,101 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     }
     client.write(put("still-serving", "x")).await.expect("member still serves");
 }
+
+/// A real `chuyi node` heartbeating to the cluster under test.
+fn spawn_node(cluster: &Cluster, id: u32) -> Child {
+    let dir = cluster._dir.path();
+    let config = dir.join(format!("node{id}.toml"));
+    let toml = format!(
+        "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ncluster_secret_file = \"{}\"\nio_engine = \"pread\"\n\
+         meta = [\"{}\"]\nfailure_domain = \"rack{id}\"\n\n[[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"64MiB\"\n",
+        free_port(),
+        cluster.secret_file.display(),
+        cluster.addr(1),
+        dir.join(format!("node{id}-disk")).display(),
+    );
+    std::fs::write(&config, toml).expect("node config");
+    let log = std::fs::File::create(dir.join(format!("node{id}.log"))).expect("log");
+    Process::new(env!("CARGO_BIN_EXE_chuyi"))
+        .args(["node", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn chuyi node")
+}
+
+/// Three real storage nodes heartbeat; one is killed. Within the heartbeat
+/// timeout (3 s here) it is marked down, its PGs move to the survivors with
+/// an epoch bump, and a watcher blocked on the old epoch hears of it at
+/// once, not at its 20 s timeout. Restarted, the node comes back up and the
+/// leader moves PGs back onto it a few at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_node_is_marked_down_its_pgs_move_and_watchers_learn_at_once() {
+    let cluster = Cluster::start(1, 0);
+    let client = cluster.client();
+    let mut nodes: Vec<Child> = (1..=3).map(|id| spawn_node(&cluster, id)).collect();
+    eventually(Duration::from_secs(20), "three registered nodes", || async {
+        let map = client.read(Query::Map).await.ok()?;
+        let ApiReply::Map(map) = map else { return None };
+        (map.nodes.len() == 3).then_some(())
+    })
+    .await;
+    let (ok, out, err) = cluster.cli(&["pool", "create", "ssd", "--class", "ssd", "--pg-count", "32"]);
+    assert!(ok, "{out}{err}");
+    let ApiReply::Map(before) = client.read(Query::Map).await.expect("map") else { panic!() };
+    assert!(before.pgs.iter().any(|pg| pg.replicas.iter().any(|d| d.node == 3)), "node 3 holds replicas");
+
+    let watcher = {
+        let client = cluster.client();
+        let epoch = before.epoch;
+        tokio::spawn(async move {
+            let mut known = epoch;
+            loop {
+                let map = client.watch_map(known, Duration::from_secs(20)).await.expect("watch");
+                if map.nodes.iter().any(|n| n.id == 3 && n.state == chuyi_metadata::state::model::NodeState::Down) {
+                    return (map, Instant::now());
+                }
+                known = map.epoch;
+            }
+        })
+    };
+    let mut victim = nodes.remove(2);
+    victim.kill().expect("kill node 3");
+    let killed_at = Instant::now();
+    let _ = victim.wait();
+    let (after, seen_at) = tokio::time::timeout(Duration::from_secs(15), watcher).await.expect("watch in time").expect("watcher");
+    let took = seen_at - killed_at;
+    assert!(took < Duration::from_secs(7), "node down seen after {took:?} (timeout 3 s)");
+    assert!(after.epoch > before.epoch);
+    for pg in &after.pgs {
+        assert!(pg.replicas.iter().all(|d| d.node != 3), "PG {} still on the down node", pg.pg);
+        assert_eq!(pg.replicas.len(), 2, "PG {} was not given a new secondary", pg.pg);
+        let was = &before.pgs.iter().find(|b| b.pg == pg.pg).expect("same PG").replicas;
+        if !was.iter().any(|d| d.node == 3) {
+            assert_eq!(&pg.replicas, was, "PG {} moved though node 3 did not hold it", pg.pg);
+        } else if was[0].node != 3 {
+            assert_eq!(pg.replicas[0], was[0], "PG {}: the surviving primary stays primary", pg.pg);
+        }
+    }
+    let (ok, out, _) = cluster.cli(&["status", "--json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    let pool = &status["pools"][0];
+    assert_eq!(pool["clean"].as_u64().unwrap_or(0) + pool["recovering"].as_u64().unwrap_or(0), 32, "{out}");
+    assert!(pool["recovering"].as_u64().unwrap_or(0) > 0, "moved PGs recover: {out}");
+
+    // Back up: the node rejoins and rebalancing gives it PGs again.
+    nodes.push(spawn_node(&cluster, 3));
+    eventually(Duration::from_secs(30), "PGs back on node 3", || async {
+        let ApiReply::Map(map) = client.read(Query::Map).await.ok()? else { return None };
+        let on_3 = map.pgs.iter().filter(|pg| pg.replicas.iter().any(|d| d.node == 3)).count();
+        (on_3 >= 8).then_some(())
+    })
+    .await;
+    for mut n in nodes {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+}

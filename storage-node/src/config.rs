@@ -5,6 +5,8 @@
 //! listen = "127.0.0.1:7100"              # or "unix:/run/chuyi/node1.sock"
 //! cluster_secret_file = "/etc/chuyi/secret"  # else $CHUYI_CLUSTER_SECRET
 //! io_engine = "uring"                    # or "pread"
+//! meta = ["127.0.0.1:7201"]              # metadata members to register and heartbeat with
+//! failure_domain = "rack1"
 //!
 //! [[disk]]
 //! id = 0
@@ -47,6 +49,13 @@ pub struct NodeConfig {
     /// Worker threads per disk of the pread engine.
     #[serde(default = "default_pread_threads")]
     pub pread_threads: usize,
+    /// Metadata members the node registers with and heartbeats to; none
+    /// for a standalone node.
+    #[serde(default)]
+    pub meta: Vec<String>,
+    /// The failure domain (rack, power feed) placement keeps replicas apart by.
+    #[serde(default)]
+    pub failure_domain: String,
     /// The node's disks; at least one.
     #[serde(rename = "disk")]
     pub disks: Vec<DiskConfig>,

@@ -25,6 +25,7 @@ pub enum NodeError {
 /// A node with its disks open and its listeners bound, ready to serve.
 #[derive(Debug)]
 pub struct Node {
+    store: Arc<ChunkStore>,
     service: Arc<ChunkService>,
     servers: Vec<RpcServer>,
 }
@@ -38,12 +39,17 @@ impl Node {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
             servers.push(RpcServer::bind(&endpoint).await?);
         }
-        Ok(Self { service: Arc::new(ChunkService::new(config.node_id, store)), servers })
+        Ok(Self { service: Arc::new(ChunkService::new(config.node_id, store.clone())), store, servers })
     }
 
     /// Where the node listens (with real ports for ":0").
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.servers.iter().map(|s| s.local_endpoint().clone()).collect()
+    }
+
+    /// The disks, for reporting their stats (heartbeats) while serving.
+    pub fn store(&self) -> Arc<ChunkStore> {
+        self.store.clone()
     }
 
     /// Serves until `shutdown` resolves.

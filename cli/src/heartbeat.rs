@@ -1,0 +1,70 @@
+//! A storage node's link to the metadata service: register once, then
+//! heartbeat with the disks' stats every second. Lives in the CLI because
+//! it joins two crates that do not know each other (storage-node and
+//! metadata sit side by side in the crate graph).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chuyi_common::proto::chunk::{DiskState as ChunkDiskState, DiskStat};
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::state::model::{DiskRecord, DiskState};
+use chuyi_metadata::state::Command;
+use chuyi_storage_node::config::NodeConfig;
+use chuyi_storage_node::store::ChunkStore;
+use tracing::{info, warn};
+
+/// Heartbeat period; the service marks a node down after missing several.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn records(stats: Vec<DiskStat>) -> Vec<DiskRecord> {
+    stats
+        .into_iter()
+        .map(|d| DiskRecord {
+            id: d.id,
+            class: d.class,
+            capacity_bytes: d.capacity_bytes,
+            used_bytes: d.used_bytes,
+            state: match d.state {
+                ChunkDiskState::Up => DiskState::Up,
+                ChunkDiskState::Failed => DiskState::Failed,
+            },
+        })
+        .collect()
+}
+
+/// Runs until the task is aborted; failures are logged and retried.
+pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkStore>, secret: ClusterSecret) {
+    let client = match MetaClient::new(config.meta.clone(), secret) {
+        Ok(c) => c.with_deadline(HEARTBEAT_INTERVAL * 3),
+        Err(e) => {
+            warn!(error = %e, "bad metadata addresses; not registering");
+            return;
+        }
+    };
+    let mut registered = false;
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let disks = records(store.stats());
+        let command = if registered {
+            Command::Heartbeat { id: config.node_id, disks }
+        } else {
+            Command::RegisterNode {
+                id: config.node_id,
+                addrs: advertise.clone(),
+                failure_domain: config.failure_domain.clone(),
+                disks,
+            }
+        };
+        match client.write(command).await {
+            Ok(_) if !registered => {
+                info!(node_id = config.node_id, "registered with the metadata service");
+                registered = true;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(node_id = config.node_id, error = %e, "heartbeat failed"),
+        }
+    }
+}
