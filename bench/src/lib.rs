@@ -10,12 +10,16 @@
 //! a read of a chunk that was never written (which the node answers with
 //! zeros and no disk I/O) is an error, not a fast read.
 //!
+//! The metadata service is driven through `chuyi_metadata::client`, the
+//! same client the CLI and frontends use.
+//!
 //! The micro-benchmarks of single components (crc32c, the chunk store
 //! without the network) are criterion benches in their own crates.
 
 pub mod error;
 pub mod latency;
 pub mod load;
+pub mod meta;
 pub mod prefill;
 pub mod region;
 pub mod report;

@@ -33,6 +33,29 @@ enum Command {
     /// Random reads or writes on one disk of a running storage node, with a
     /// fixed number of requests in flight.
     NodeLoad(NodeLoad),
+    /// Object-index puts from concurrent writers, then linearizable reads,
+    /// against a running metadata service.
+    MetaLoad(MetaLoad),
+}
+
+#[derive(Debug, Args)]
+struct MetaLoad {
+    /// Metadata members, comma-separated.
+    #[arg(long, value_name = "ADDRS")]
+    meta: String,
+    /// File with the cluster secret; else $CHUYI_CLUSTER_SECRET.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Concurrent writers, each with one put outstanding.
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Linearizable reads after the writes, one at a time.
+    #[arg(long, default_value_t = 2000)]
+    reads: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +110,13 @@ struct NodeLoad {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::NodeLoad(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::NodeLoad(args) => args,
+        Command::MetaLoad(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return runtime.block_on(meta_load(args));
+        }
+    };
     anyhow::ensure!(args.client_threads > 0, "--client-threads must be above zero");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
@@ -137,4 +166,26 @@ async fn node_load(args: NodeLoad) -> anyhow::Result<()> {
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is not a number of seconds"))
+}
+
+async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
+    anyhow::ensure!(args.writers > 0, "--writers must be above zero");
+    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let members = args.meta.split(',').map(str::trim).map(String::from).collect();
+    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(members, secret)?);
+    let spec = chuyi_bench::meta::MetaSpec {
+        writers: args.writers,
+        measure: seconds("--seconds", args.seconds)?,
+        reads: args.reads,
+    };
+    let r = chuyi_bench::meta::run(client, spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "writers {:>3}  puts/s {:>8.0}  put p50 {:>7.0} us p99 {:>7.0} us  read p50 {:>6.0} us p99 {:>6.0} us",
+            r.writers, r.puts_per_s, r.put_latency.p50_us, r.put_latency.p99_us, r.read_latency.p50_us, r.read_latency.p99_us
+        );
+    }
+    Ok(())
 }
