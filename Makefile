@@ -41,16 +41,19 @@ test: build
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-# A local storage node with three disks under $(DATA_DIR); Ctrl-C stops it.
+# The local cluster: a metadata member and a storage node under $(DATA_DIR);
+# Ctrl-C stops them.
 run: build
-	@scripts/run-node.sh "$(DATA_DIR)" "$(CARGO_TARGET_DIR)/debug/chuyi"
+	@scripts/run-local.sh "$(DATA_DIR)" "$(CARGO_TARGET_DIR)/debug/chuyi"
 
 # Criterion benches, then the node load bench against fio on the same disk
-# (bench/node-vs-fio.sh; PROFILE=1 adds perf profiles). Results: bench/RESULTS.md.
+# (bench/node-vs-fio.sh; PROFILE=1 adds perf profiles), then the metadata
+# service's puts/s and read latency (bench/meta.sh). Results: bench/RESULTS.md.
 bench: deps
 	$(CARGO) bench -p chuyi-common --bench crc32c
 	$(CARGO) bench -p chuyi-storage-node --bench chunk_store
 	bench/node-vs-fio.sh
+	bench/meta.sh
 
 # The long crash run: 200 SIGKILL cycles of a storage node.
 chaos: build
