@@ -184,7 +184,12 @@ async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
     } else {
         println!(
             "writers {:>3}  puts/s {:>8.0}  put p50 {:>7.0} us p99 {:>7.0} us  read p50 {:>6.0} us p99 {:>6.0} us",
-            r.writers, r.puts_per_s, r.put_latency.p50_us, r.put_latency.p99_us, r.read_latency.p50_us, r.read_latency.p99_us
+            r.writers,
+            r.puts_per_s,
+            r.put_latency.p50_us,
+            r.put_latency.p99_us,
+            r.read_latency.p50_us,
+            r.read_latency.p99_us
         );
     }
     Ok(())

@@ -45,7 +45,13 @@ fn ignore_exists(result: Result<impl Sized, MetaError>) -> Result<(), MetaError>
 /// Two nodes, a pool, a user and the bucket; what exists already is kept.
 pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     for id in 1..=2 {
-        let disks = vec![DiskRecord { id: 0, class: DeviceClass::Ssd, capacity_bytes: 1 << 40, used_bytes: 0, state: DiskState::Up }];
+        let disks = vec![DiskRecord {
+            id: 0,
+            class: DeviceClass::Ssd,
+            capacity_bytes: 1 << 40,
+            used_bytes: 0,
+            state: DiskState::Up,
+        }];
         let addrs = vec![format!("127.0.0.1:{}", 9000 + id)];
         client.write(Command::RegisterNode { id, addrs, failure_domain: String::new(), disks }).await?;
     }
@@ -58,7 +64,9 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     };
     ignore_exists(client.write(pool).await)?;
     ignore_exists(client.call(&MetaCall::CreateUser { name: "bench".into(), admin: false }).await)?;
-    ignore_exists(client.write(Command::CreateBucket { name: BUCKET.into(), owner: "bench".into(), pool: "bench".into() }).await)
+    ignore_exists(
+        client.write(Command::CreateBucket { name: BUCKET.into(), owner: "bench".into(), pool: "bench".into() }).await,
+    )
 }
 
 fn put(key: String) -> Command {

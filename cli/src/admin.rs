@@ -77,7 +77,15 @@ pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
 
 fn print_status(r: &StatusReport) {
     let leader = r.leader.map_or("none".to_string(), |l| l.to_string());
+    let index = |i: Option<u64>| i.map_or("-".to_string(), |i| i.to_string());
     println!("metadata: leader {leader}, term {}, map epoch {} (answered by member {})", r.term, r.map.epoch, r.member);
+    println!(
+        "log: last {}, applied {}, snapshot {}, purged {}",
+        index(r.last_log_index),
+        index(r.last_applied),
+        index(r.snapshot),
+        index(r.purged)
+    );
     let mut members = Table::new(&["MEMBER", "ADDRESS", "ROLE"]);
     for m in &r.members {
         let role = match (Some(m.id) == r.leader, m.voter) {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chuyi_common::proto::chunk::{DiskState as ChunkDiskState, DiskStat};
+use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{DiskRecord, DiskState};

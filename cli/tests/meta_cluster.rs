@@ -58,7 +58,7 @@ impl Cluster {
             let founders_here = if i < founders { founder_list.as_str() } else { "" };
             let toml = format!(
                 "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
-                 snapshot_logs = 200\nheartbeat_timeout_ms = 3000\n\n{founders_here}",
+                 snapshot_logs = 20\nheartbeat_timeout_ms = 3000\n\n{founders_here}",
                 dir.path().join(format!("data{id}")).display(),
                 secret_file.display(),
             );
@@ -318,6 +318,8 @@ async fn leader_kill_rejoin_and_full_restart_lose_no_acknowledged_write() {
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(client.clone(), 16, stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill =
+        status_at(&client, &cluster.addr(leader)).await.and_then(|s| s.last_log_index).expect("leader status");
     cluster.kill(leader);
     let killed_at = Instant::now();
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
@@ -340,10 +342,14 @@ async fn leader_kill_rejoin_and_full_restart_lose_no_acknowledged_write() {
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged writes lost after the leader kill: {lost:?}");
 
+    // The new leader compacted its log past everything the killed member
+    // had, so the killed member can only catch up from a snapshot.
+    let now = status_at(&client, &cluster.addr(new_leader)).await.expect("leader status");
+    assert!(now.purged.is_some_and(|p| p > before_kill), "log not compacted past {before_kill}: {now:?}");
+
     // The killed member rejoins and catches up with the leader's log.
     cluster.spawn(leader);
-    let target =
-        status_at(&client, &cluster.addr(new_leader)).await.and_then(|s| s.last_applied).expect("leader status");
+    let target = now.last_applied.expect("applied");
     eventually(Duration::from_secs(30), "the killed member to catch up", || async {
         let s = status_at(&client, &cluster.addr(leader)).await?;
         (s.last_applied? >= target).then_some(())
@@ -445,6 +451,36 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
         wrapped_key: vec![],
     };
     assert!(matches!(client.write(huge).await, Err(MetaError::VolumeTooLarge { .. })));
+    // Leases: a second holder is refused, a stale lease id cannot renew.
+    let vol = Command::CreateVolume {
+        name: "vm".into(),
+        pool: "ssd".into(),
+        size_bytes: 1 << 30,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
+    client.write(vol).await.expect("volume");
+    let lease = match client
+        .write(Command::AcquireLease { volume: "vm".into(), holder: "fe-a".into(), ttl_ms: 60_000 })
+        .await
+    {
+        Ok(chuyi_metadata::state::Reply::Lease(l)) => l,
+        other => panic!("{other:?}"),
+    };
+    let other = Command::AcquireLease { volume: "vm".into(), holder: "fe-b".into(), ttl_ms: 60_000 };
+    assert!(matches!(client.write(other).await, Err(MetaError::LeaseHeld { .. })));
+    let stale =
+        Command::RenewLease { volume: "vm".into(), holder: "fe-a".into(), lease_id: lease.id + 1, ttl_ms: 60_000 };
+    assert!(matches!(client.write(stale).await, Err(MetaError::StaleLease { .. })));
+    let dup = Command::CreateVolume {
+        name: "vm".into(),
+        pool: "ssd".into(),
+        size_bytes: 1 << 30,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
+    assert!(matches!(client.write(dup).await, Err(MetaError::AlreadyExists { .. })));
+
     let (ok, out, _) = cluster.cli(&["pool", "list", "--json"]);
     assert!(ok);
     let pools: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -539,7 +575,8 @@ async fn a_silent_node_is_marked_down_its_pgs_move_and_watchers_learn_at_once() 
     victim.kill().expect("kill node 3");
     let killed_at = Instant::now();
     let _ = victim.wait();
-    let (after, seen_at) = tokio::time::timeout(Duration::from_secs(15), watcher).await.expect("watch in time").expect("watcher");
+    let (after, seen_at) =
+        tokio::time::timeout(Duration::from_secs(15), watcher).await.expect("watch in time").expect("watcher");
     let took = seen_at - killed_at;
     assert!(took < Duration::from_secs(7), "node down seen after {took:?} (timeout 3 s)");
     assert!(after.epoch > before.epoch);

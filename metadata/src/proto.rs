@@ -138,6 +138,10 @@ pub struct StatusReport {
     pub members: Vec<MemberInfo>,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// The last log index in this member's snapshot.
+    pub snapshot: Option<u64>,
+    /// Log entries up to here are purged (compacted into the snapshot).
+    pub purged: Option<u64>,
     pub map: ClusterMap,
     pub pools: Vec<PoolHealth>,
 }

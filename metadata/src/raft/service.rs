@@ -160,6 +160,8 @@ impl MetaService {
             members,
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
             map,
             pools,
         })

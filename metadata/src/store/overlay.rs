@@ -102,3 +102,84 @@ impl Tables for View<'_> {
         Ok(View::scan(self, Cf::State, from, to, limit)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::rocks::{Durability, Rocks};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u8),
+        Delete(u8),
+        Checkpoint,
+        Rollback,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..16, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            2 => (0u8..16).prop_map(Op::Delete),
+            1 => Just(Op::Checkpoint),
+            1 => Just(Op::Rollback),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Staged writes over stored pairs read like a plain map with the
+        /// same writes applied, scans with any limit included, and a
+        /// rollback forgets exactly what came after its checkpoint.
+        #[test]
+        fn overlay_reads_like_a_map(
+            stored in proptest::collection::btree_map(0u8..16, any::<u8>(), 0..12),
+            ops in proptest::collection::vec(op(), 0..40),
+            from in 0u8..16, to in 0u8..18, limit in 0usize..20,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let rocks = Rocks::open(dir.path()).expect("open");
+            let mut batch = rocks.batch();
+            for (k, v) in &stored {
+                batch.put(Cf::State, &[*k], &[*v]);
+            }
+            batch.commit(Durability::Buffered).expect("commit");
+
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = stored.iter().map(|(k, v)| (vec![*k], vec![*v])).collect();
+            let mut saved = vec![(Checkpoint(0), model.clone())];
+            let mut overlay = Overlay::new(rocks.view());
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        overlay.put(&[k], vec![v]);
+                        model.insert(vec![k], vec![v]);
+                    }
+                    Op::Delete(k) => {
+                        overlay.delete(&[k]);
+                        model.remove(&vec![k]);
+                    }
+                    Op::Checkpoint => saved.push((overlay.checkpoint(), model.clone())),
+                    Op::Rollback => {
+                        let (cp, before) = saved.last().cloned().expect("base checkpoint");
+                        overlay.rollback(cp);
+                        model = before;
+                    }
+                }
+            }
+            for k in 0u8..16 {
+                prop_assert_eq!(overlay.get(&[k]).expect("get"), model.get(&vec![k]).cloned());
+            }
+            let scanned = overlay.scan(&[from], &[to], limit).expect("scan");
+            let expected: Vec<_> = if from < to {
+                model.range(vec![from]..vec![to]).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
+            } else {
+                Vec::new()
+            };
+            prop_assert_eq!(scanned, expected);
+        }
+    }
+}
