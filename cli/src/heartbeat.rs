@@ -64,6 +64,8 @@ pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkSto
                 registered = true;
             }
             Ok(_) => {}
+            // The service forgot us (a group rebuilt from scratch): register again.
+            Err(chuyi_metadata::state::MetaError::UnknownNode(_)) => registered = false,
             Err(e) => warn!(node_id = config.node_id, error = %e, "heartbeat failed"),
         }
     }

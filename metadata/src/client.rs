@@ -4,9 +4,10 @@
 //! deadline.
 //!
 //! A write retried after a lost reply may have been applied already: its
-//! retry then fails as a duplicate (`AlreadyExists`) or applies twice for
-//! idempotent commands (heartbeats, object puts of the same data). Callers
-//! that cannot accept that read back before retrying.
+//! retry then fails as a duplicate (`AlreadyExists`), or applies twice:
+//! harmless for heartbeats and for an object put in an unversioned bucket,
+//! but an extra version or delete marker in a versioned one. Callers that
+//! cannot accept that read back before retrying.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,7 +17,7 @@ use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use chuyi_common::secret::ClusterSecret;
 use tracing::debug;
 
-use crate::proto::{self, ApiReply, Envelope, MetaCall, MetaReply, Query, StatusReport, ENVELOPE};
+use crate::proto::{self, ApiReply, Envelope, MetaCall, MetaReply, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
 use crate::state::model::ClusterMap;
 use crate::state::{Command, MetaError, Reply};
 
@@ -80,7 +81,10 @@ impl MetaClient {
             return Ok(c.clone());
         }
         let endpoint: Endpoint = addr.parse().map_err(|e: chuyi_common::rpc::EndpointError| RpcError::Config(e.0))?;
-        let config = RpcConfig { connect_timeout: Duration::from_secs(2), ..RpcConfig::default() };
+        // Per-attempt deadlines are `call_at`'s; the RPC layer's must only
+        // outlast the longest, a map watch.
+        let call_timeout = ATTEMPT_TIMEOUT * 2 + Duration::from_millis(u64::from(WATCH_WAIT_MAX_MS));
+        let config = RpcConfig { connect_timeout: Duration::from_secs(2), call_timeout, ..RpcConfig::default() };
         let conn = Conn::connect(&endpoint, &self.secret, config).await?;
         self.lock().conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
@@ -91,7 +95,9 @@ impl MetaClient {
         let payload = proto::encode(call).map_err(|e| MetaError::Malformed(e.to_string()))?;
         let unavailable = |e: RpcError| MetaError::Unavailable(format!("{addr}: {e}"));
         let limit = match call {
-            MetaCall::WatchMap { wait_ms, .. } => ATTEMPT_TIMEOUT + Duration::from_millis(u64::from(*wait_ms)),
+            MetaCall::WatchMap { wait_ms, .. } => {
+                ATTEMPT_TIMEOUT + Duration::from_millis(u64::from((*wait_ms).min(WATCH_WAIT_MAX_MS)))
+            }
             _ => ATTEMPT_TIMEOUT,
         };
         let attempt = async {
@@ -101,7 +107,15 @@ impl MetaClient {
         let result = tokio::time::timeout(limit, attempt).await.unwrap_or(Err(RpcError::Timeout));
         let (envelope, payload) = result.map_err(|e| {
             self.lock().conns.remove(addr);
-            unavailable(e)
+            match e {
+                // The member answered, or the request cannot be sent: the
+                // same request elsewhere would fail the same way.
+                RpcError::Remote(why) => MetaError::Internal(format!("{addr}: {why}")),
+                e @ (RpcError::Frame(_) | RpcError::Encode(_) | RpcError::Config(_)) => {
+                    MetaError::Malformed(format!("{addr}: {e}"))
+                }
+                other => unavailable(other),
+            }
         })?;
         match proto::decode(envelope, &payload).map_err(|e| MetaError::Malformed(e.to_string()))? {
             MetaReply::Api(result) => result,

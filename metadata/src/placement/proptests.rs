@@ -144,7 +144,7 @@ proptest! {
         let repaired = repair(&rule, &nodes, &map).expect("repair");
         apply(&mut map, &repaired);
         for _ in 0..500 {
-            let changes = rebalance(&rule, &nodes, &map, max_moves).expect("rebalance");
+            let changes = rebalance(&rule, &nodes, &map, &BTreeSet::new(), max_moves).expect("rebalance");
             if changes.is_empty() {
                 return Ok(());
             }

@@ -17,8 +17,10 @@ pub const REBALANCE_TOLERANCE: f64 = 0.05;
 /// (relative to capacity) to the emptiest eligible ones; an empty list once
 /// the pool is balanced within [`REBALANCE_TOLERANCE`].
 ///
-/// Only healthy PGs move (all replicas alive, as many as the rule asks);
-/// the others are [`repair`](super::repair)'s. A PG moves at most once per
+/// Only healthy PGs move (all replicas alive, as many as the rule asks,
+/// not in `frozen`); the others are [`repair`](super::repair)'s. The caller
+/// freezes PGs with a replica still being backfilled: moving one of them
+/// could leave the PG with no complete copy. A PG moves at most once per
 /// call, so each change's `from` is the current map's entry. The moved
 /// replica always joins last: it is empty until backfilled, so it cannot be
 /// primary. A PG whose secondary sits on the full disk is preferred, because
@@ -32,11 +34,12 @@ pub fn rebalance(
     rule: &PoolRule,
     nodes: &[NodeView],
     current: &[ReplicaSet],
+    frozen: &BTreeSet<u32>,
     max_moves: usize,
 ) -> Result<Vec<PgChange>, PlacementError> {
     rule.validate()?;
     let view = ClusterView::new(nodes, rule.class)?;
-    let mut state = Rebalancer::new(rule, &view, current);
+    let mut state = Rebalancer::new(rule, &view, current, frozen);
     let mut changes = Vec::new();
     while changes.len() < max_moves {
         let Some(change) = state.next_move() else { break };
@@ -57,11 +60,14 @@ struct Rebalancer<'a> {
 }
 
 impl<'a> Rebalancer<'a> {
-    fn new(rule: &'a PoolRule, view: &'a ClusterView<'a>, current: &[ReplicaSet]) -> Self {
+    fn new(rule: &'a PoolRule, view: &'a ClusterView<'a>, current: &[ReplicaSet], frozen: &BTreeSet<u32>) -> Self {
         let load = LoadTable::counting(view, current);
         let mut movable: BTreeMap<DiskRef, BTreeSet<u32>> = BTreeMap::new();
         for (set, pg) in current.iter().zip(0u32..) {
-            if set.len() == rule.replicas && set.iter().all(|&d| view.is_alive(d) && view.is_eligible(d)) {
+            if !frozen.contains(&pg)
+                && set.len() == rule.replicas
+                && set.iter().all(|&d| view.is_alive(d) && view.is_eligible(d))
+            {
                 for &d in set {
                     movable.entry(d).or_default().insert(pg);
                 }
@@ -161,7 +167,7 @@ mod tests {
         max_moves: usize,
     ) -> (Vec<ReplicaSet>, usize) {
         for call in 1..=200 {
-            let changes = rebalance(rule, nodes, &map, max_moves).expect("rebalance");
+            let changes = rebalance(rule, nodes, &map, &BTreeSet::new(), max_moves).expect("rebalance");
             if changes.is_empty() {
                 return (map, call);
             }
@@ -217,7 +223,7 @@ mod tests {
         nodes.push(node(3, "a", &[(0, Ssd, 100)]));
         nodes[0].up = true;
         nodes[0].disks[0].up = false;
-        assert_eq!(rebalance(&rule, &nodes, &map, 8), Ok(vec![]));
+        assert_eq!(rebalance(&rule, &nodes, &map, &BTreeSet::new(), 8), Ok(vec![]));
     }
 
     /// A balanced pool gets no moves.
@@ -226,6 +232,6 @@ mod tests {
         let nodes: Vec<_> = (1..=3).map(|n| node(n, "a", &[(0, Ssd, 100)])).collect();
         let rule = rule(Ssd, 256, false);
         let map = place_pool(&rule, &nodes).expect("place");
-        assert_eq!(rebalance(&rule, &nodes, &map, 8), Ok(vec![]));
+        assert_eq!(rebalance(&rule, &nodes, &map, &BTreeSet::new(), 8), Ok(vec![]));
     }
 }

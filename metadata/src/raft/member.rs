@@ -23,6 +23,11 @@ use crate::store::{self, StateReader, StoreError, TypeConfig};
 /// `BATCH_BYTES_MAX` (512 KiB) this keeps a message under the RPC payload
 /// limit (4 MiB).
 const APPEND_ENTRIES_MAX: u64 = 6;
+const _: () = assert!(
+    APPEND_ENTRIES_MAX as usize * super::proposer::BATCH_BYTES_MAX < chuyi_common::limits::RPC_PAYLOAD_MAX_BYTES
+);
+/// How long one InstallSnapshot message may take.
+const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 10_000;
 /// Snapshot bytes per InstallSnapshot message.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
@@ -70,6 +75,9 @@ fn raft_config(config: &MetaConfig) -> Result<openraft::Config, MemberError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
         max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        // The last chunk decodes and installs the whole snapshot before it
+        // answers: openraft's 200 ms default would time it out and resend.
+        install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
         ..openraft::Config::default()
     };
     raft.validate().map_err(raft_error)

@@ -64,9 +64,11 @@ async fn tick(
     }
     let views = crate::state::view::node_views_of(&map.nodes);
     let wants_moves = map.pools.iter().any(|pool| {
-        let sets: Vec<_> = map.pgs.iter().filter(|pg| pg.pool == pool.id).map(|pg| pg.replicas.clone()).collect();
+        let pgs: Vec<_> = map.pgs.iter().filter(|pg| pg.pool == pool.id).cloned().collect();
+        let frozen = crate::state::view::recovering_pgs(&pgs);
+        let sets: Vec<_> = pgs.into_iter().map(|pg| pg.replicas).collect();
         let rule = crate::state::view::rule(pool);
-        placement::rebalance(&rule, &views, &sets, 1).is_ok_and(|moves| !moves.is_empty())
+        placement::rebalance(&rule, &views, &sets, &frozen, 1).is_ok_and(|moves| !moves.is_empty())
     });
     if wants_moves {
         let reply = proposer.propose(Command::Rebalance { max_moves: REBALANCE_MOVES_PER_TICK }).await?;

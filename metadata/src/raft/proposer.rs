@@ -20,7 +20,9 @@ use crate::store::TypeConfig;
 
 /// Commands in one proposal at most.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
-/// Encoded bytes of commands in one proposal at most (one log entry).
+/// Encoded bytes of commands in one proposal at most (one log entry); with
+/// `APPEND_ENTRIES_MAX` entries per message this bounds AppendEntries under
+/// the RPC payload limit.
 pub const BATCH_BYTES_MAX: usize = 512 * 1024;
 /// A single command larger than this is refused.
 pub const COMMAND_BYTES_MAX: usize = 256 * 1024;
@@ -70,21 +72,29 @@ impl Proposer {
 
 async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>) {
     let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    // A command that did not fit the last batch opens the next one.
+    let mut carried: Option<Queued> = None;
     loop {
         // Take a slot first: while all are busy, commands pile up in the
         // queue and go out together in the next proposal.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
-            match rx.try_recv() {
-                Ok(next) => {
-                    bytes += next.bytes;
-                    batch.push(next);
-                }
-                Err(_) => break,
+        while batch.len() < BATCH_COMMANDS_MAX {
+            let Ok(next) = rx.try_recv() else { break };
+            if bytes + next.bytes > BATCH_BYTES_MAX {
+                carried = Some(next);
+                break;
             }
+            bytes += next.bytes;
+            batch.push(next);
         }
         let raft = raft.clone();
         tokio::spawn(async move {

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chuyi_common::limits::RPC_PAYLOAD_MAX_BYTES;
 use chuyi_common::rpc::Service;
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::fill_random;
@@ -231,10 +232,19 @@ impl Service for MetaService {
             Ok(call) => self.handle(call).await,
             Err(e) => MetaReply::Api(Err(MetaError::Malformed(e.to_string()))),
         };
-        let bytes = proto::encode(&reply).unwrap_or_else(|e| {
-            let fallback = MetaReply::Api(Err(MetaError::Internal(format!("encoding the reply: {e}"))));
-            proto::encode(&fallback).unwrap_or_default()
-        });
+        let fallback = |why: String| {
+            let reply = MetaReply::Api(Err(MetaError::Internal(why)));
+            proto::encode(&reply).unwrap_or_default()
+        };
+        let bytes = match proto::encode(&reply) {
+            // Refused here, precisely, rather than as a frame error the
+            // client would take for a network failure and retry.
+            Ok(b) if b.len() > RPC_PAYLOAD_MAX_BYTES => {
+                fallback(format!("reply of {} bytes exceeds the {RPC_PAYLOAD_MAX_BYTES}-byte limit", b.len()))
+            }
+            Ok(b) => b,
+            Err(e) => fallback(format!("encoding the reply: {e}")),
+        };
         (ENVELOPE, bytes)
     }
 }

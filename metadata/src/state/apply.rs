@@ -53,7 +53,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::Heartbeat { id, disks } => heartbeat(t, ctx, *id, disks),
         Command::MarkNodeDown { id, timeout_ms } => mark_down(t, ctx, *id, *timeout_ms),
         Command::Rebalance { max_moves } => rebalance(t, *max_moves),
-        Command::PgRecovered { pool, pg, disk } => pg_recovered(t, *pool, *pg, *disk),
+        Command::PgRecovered { pool, pg, disk, epoch } => pg_recovered(t, *pool, *pg, *disk, *epoch),
         Command::CreatePool { name, class, redundancy, pg_count, separate_failure_domains } => {
             let pool = Pool {
                 id: 0,
@@ -101,10 +101,47 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
     }
 }
 
+/// The time an entry applies at: its leader's clock, but never earlier than
+/// an entry before it. A new leader whose clock lags cannot move time
+/// backwards (un-expiring leases); one whose clock runs ahead still expires
+/// leases early, so holders keep a margin on their own clock (DESIGN:
+/// leases), and members' clocks are assumed within seconds (NTP).
+pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Millis, StoreError> {
+    let last = t.get_rec::<u64>("last time", keys::LAST_NOW)?.unwrap_or(0);
+    let now = now_ms.max(last);
+    if now != last {
+        t.put_rec("last time", keys::LAST_NOW, &now)?;
+    }
+    Ok(now)
+}
+
 fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
     let id = t.get_rec::<u64>("next id", keys::NEXT_ID)?.unwrap_or(1);
     t.put_rec("next id", keys::NEXT_ID, &(id + 1))?;
     Ok(id)
+}
+
+/// Pool ids have their own counter: they are u32 (PG keys) and must never
+/// run out because leases consumed the shared one.
+fn next_pool_id(t: &mut impl TablesMut) -> Result<Option<u32>, StoreError> {
+    let id = t.get_rec::<u32>("next pool id", keys::NEXT_POOL_ID)?.unwrap_or(1);
+    if id == u32::MAX {
+        return Ok(None);
+    }
+    t.put_rec("next pool id", keys::NEXT_POOL_ID, &(id + 1))?;
+    Ok(Some(id))
+}
+
+/// The whole map travels in one reply: its PGs are bounded.
+fn check_total_pgs(t: &impl TablesMut, adding: u32) -> Result<Result<(), MetaError>, StoreError> {
+    let total: u64 = view::pools(t)?.iter().map(|p| u64::from(p.pg_count)).sum::<u64>() + u64::from(adding);
+    if total > u64::from(names::CLUSTER_PGS_MAX) {
+        return Ok(Err(MetaError::invalid(
+            "pg count",
+            format!("the cluster would have {total} PGs; at most {}", names::CLUSTER_PGS_MAX),
+        )));
+    }
+    Ok(Ok(()))
 }
 
 fn bump_epoch(t: &mut impl TablesMut) -> Result<u64, StoreError> {
@@ -187,7 +224,12 @@ fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
         let current = view::pgs(t, pool.id)?;
         let sets: Vec<_> = current.iter().map(|pg| pg.replicas.clone()).collect();
         match placement::repair(&view::rule(&pool), &nodes, &sets) {
-            Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
+            Ok(moves) => changes.extend(
+                moves
+                    .into_iter()
+                    .filter_map(|change| keep_a_complete_primary(change, &current))
+                    .map(|change| PoolChange { pool: pool.name.clone(), change }),
+            ),
             // The pool's map and rule are the state machine's own: a
             // mismatch is a broken invariant, reported, never half-applied.
             Err(e) => return Err(StoreError::Invariant(format!("repairing pool {}: {e}", pool.name))),
@@ -201,8 +243,10 @@ fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
     let nodes = view::node_views(t)?;
     let mut changes = Vec::new();
     for pool in view::pools(t)? {
-        let sets: Vec<_> = view::pgs(t, pool.id)?.into_iter().map(|pg| pg.replicas).collect();
-        match placement::rebalance(&view::rule(&pool), &nodes, &sets, max_moves) {
+        let pgs = view::pgs(t, pool.id)?;
+        let frozen = view::recovering_pgs(&pgs);
+        let sets: Vec<_> = pgs.into_iter().map(|pg| pg.replicas).collect();
+        match placement::rebalance(&view::rule(&pool), &nodes, &sets, &frozen, max_moves) {
             Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
             Err(e) => return Err(StoreError::Invariant(format!("rebalancing pool {}: {e}", pool.name))),
         }
@@ -231,17 +275,45 @@ fn apply_moves(t: &mut impl TablesMut, changes: Vec<PoolChange>, map_changed: bo
     Ok(Ok(Reply::Moves { epoch, changes }))
 }
 
+/// Placement knows replicas, not which of them hold the data: a replica
+/// still being backfilled does not. A repair whose surviving replicas are
+/// all such is not applied (the PG keeps naming its complete replicas, whose
+/// return is the way back to the data, as for a lost PG); otherwise a
+/// complete survivor becomes primary.
+fn keep_a_complete_primary(mut change: PgChange, current: &[PgRecord]) -> Option<PgChange> {
+    let Some(pg) = current.iter().find(|pg| pg.pg == change.pg) else { return Some(change) };
+    let complete = |d: &DiskRef| change.from.contains(d) && !pg.recovering.contains(d);
+    let had_complete = change.from.iter().any(|d| !pg.recovering.contains(d));
+    match change.to.iter().position(complete) {
+        Some(at) => {
+            let primary = change.to.remove(at);
+            change.to.insert(0, primary);
+            Some(change)
+        }
+        None if had_complete && change.to.iter().any(|d| change.from.contains(d)) => None,
+        None => Some(change),
+    }
+}
+
 /// Replicas of `change.to` without the data yet: new ones, and those still
 /// recovering before.
 fn joined(change: &PgChange, recovering: &[DiskRef]) -> Vec<DiskRef> {
     change.to.iter().filter(|d| !change.from.contains(d) || recovering.contains(d)).copied().collect()
 }
 
-fn pg_recovered(t: &mut impl TablesMut, pool: u32, pg: u32, disk: DiskRef) -> Applied {
+/// `epoch` is the PG's epoch the backfill started at: a report from before
+/// a later change (the disk left and rejoined) must not clear the new one.
+fn pg_recovered(t: &mut impl TablesMut, pool: u32, pg: u32, disk: DiskRef, epoch: u64) -> Applied {
     let key = keys::pg(pool, pg);
     let Some(mut record) = t.get_rec::<PgRecord>("pg", &key)? else {
         refuse!(MetaError::not_found(Kind::Pool, format!("pool id {pool} PG {pg}")))
     };
+    if record.epoch != epoch {
+        refuse!(MetaError::invalid(
+            "recovery report",
+            format!("PG {pool}.{pg} is at epoch {}, not {epoch}", record.epoch)
+        ));
+    }
     if !record.recovering.contains(&disk) {
         return Ok(Ok(Reply::Done));
     }
@@ -267,7 +339,11 @@ fn create_pool(t: &mut impl TablesMut, mut pool: Pool) -> Applied {
         Ok(sets) => sets,
         Err(e) => refuse!(MetaError::Placement(e.to_string())),
     };
-    pool.id = u32::try_from(next_id(t)?).map_err(|_| StoreError::Invariant("pool ids exhausted".into()))?;
+    let Some(id) = next_pool_id(t)? else { refuse!(MetaError::invalid("pool", "pool ids are exhausted")) };
+    pool.id = id;
+    if let Err(e) = check_total_pgs(t, pool.pg_count)? {
+        refuse!(e);
+    }
     let epoch = bump_epoch(t)?;
     for (pg, replicas) in (0u32..).zip(sets) {
         let record = PgRecord { pool: pool.id, pg, replicas, recovering: Vec::new(), epoch };

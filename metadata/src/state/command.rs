@@ -58,11 +58,13 @@ pub enum Command {
     Rebalance {
         max_moves: usize,
     },
-    /// A backfilled replica now holds the PG's data.
+    /// A backfilled replica now holds the PG's data; `epoch` is the PG's
+    /// epoch when the backfill began.
     PgRecovered {
         pool: u32,
         pg: u32,
         disk: DiskRef,
+        epoch: u64,
     },
     CreatePool {
         name: String,

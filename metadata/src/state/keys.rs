@@ -24,8 +24,12 @@ pub(crate) const T_USER_NAME: u8 = 0x07;
 pub(crate) const T_OBJECT: u8 = 0x10;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
-/// Next pool id, volume id (chunk owner), lease id.
+/// Next volume id (chunk owner) and lease id.
 pub(crate) const NEXT_ID: &[u8] = &[T_META, b'i'];
+/// Next pool id.
+pub(crate) const NEXT_POOL_ID: &[u8] = &[T_META, b'p'];
+/// The latest leader clock applied: time never goes back in the state.
+pub(crate) const LAST_NOW: &[u8] = &[T_META, b'n'];
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;

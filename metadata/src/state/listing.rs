@@ -19,23 +19,33 @@ use crate::store::StoreError;
 /// Most entries one page returns, as S3.
 pub const LIST_MAX_KEYS: u32 = 1000;
 
+/// Index pairs one page may examine; past it the page ends early with a
+/// cursor (S3 allows a short truncated page), so a prefix full of delete
+/// markers cannot make one request scan without bound.
+pub const LIST_SCAN_BUDGET_PAIRS: usize = 100_000;
+
 /// Pairs read per scan of a listing.
 const SCAN_BATCH: usize = 256;
 
-/// Where a page resumes: after `key` (all its versions), or after every key
-/// under `key` when it was a common prefix.
+/// Where a page resumes: after every version of `key`; after every key
+/// under `key` when `past_prefix` (it was a common prefix); or, with `seq`,
+/// right after that version of `key`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListCursor {
     pub key: String,
     pub past_prefix: bool,
-    /// ListObjectVersions only: resume after this version of `key` instead
-    /// of after all of them.
-    pub version_id: Option<String>,
+    pub seq: Option<u64>,
 }
 
 impl ListCursor {
+    /// S3's start-after / key-marker.
     pub fn after_key(key: impl Into<String>) -> Self {
-        Self { key: key.into(), past_prefix: false, version_id: None }
+        Self { key: key.into(), past_prefix: false, seq: None }
+    }
+
+    /// S3's key-marker with version-id-marker (the version's sequence).
+    pub fn after_version(key: impl Into<String>, seq: u64) -> Self {
+        Self { key: key.into(), past_prefix: false, seq: Some(seq) }
     }
 }
 
@@ -50,10 +60,35 @@ pub struct ListRequest {
     pub versions: bool,
 }
 
+/// What a listing shows of a version: not its chunk list or metadata, so a
+/// page of 1000 stays far below the RPC payload limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSummary {
+    pub seq: u64,
+    pub version_id: String,
+    pub delete_marker: bool,
+    pub size: u64,
+    pub etag: String,
+    pub modified_ms: u64,
+}
+
+impl From<ObjectRecord> for ObjectSummary {
+    fn from(r: ObjectRecord) -> Self {
+        Self {
+            seq: r.seq,
+            version_id: r.version_id,
+            delete_marker: r.delete_marker,
+            size: r.size,
+            etag: r.etag,
+            modified_ms: r.modified_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListEntry {
     pub key: String,
-    pub record: ObjectRecord,
+    pub object: ObjectSummary,
     /// The newest version of its key (always true in a plain listing).
     pub is_latest: bool,
 }
@@ -72,30 +107,32 @@ enum Item {
 }
 
 impl Item {
-    fn cursor(&self) -> ListCursor {
+    fn cursor(&self, versions: bool) -> ListCursor {
         match self {
             Item::Entry(e) => {
-                ListCursor { key: e.key.clone(), past_prefix: false, version_id: Some(e.record.version_id.clone()) }
+                ListCursor { key: e.key.clone(), past_prefix: false, seq: versions.then_some(e.object.seq) }
             }
-            Item::Prefix(p) => ListCursor { key: p.clone(), past_prefix: true, version_id: None },
+            Item::Prefix(p) => ListCursor { key: p.clone(), past_prefix: true, seq: None },
         }
     }
 }
 
-/// First scan key after `cursor`.
-fn resume_key(t: &impl Tables, bucket: &str, cursor: &ListCursor, versions: bool) -> Result<Vec<u8>, StoreError> {
+/// First index key after `cursor`.
+fn resume_key(bucket: &str, cursor: &ListCursor) -> Vec<u8> {
     let all_after = |k: Vec<u8>| keys::prefix_end(&k).unwrap_or(k);
-    if cursor.past_prefix {
-        return Ok(all_after(keys::object_prefix(bucket, &cursor.key)));
-    }
-    if let (true, Some(version_id)) = (versions, &cursor.version_id) {
-        if let Some(r) = super::view::object_version(t, bucket, &cursor.key, version_id, usize::MAX)? {
-            let mut k = keys::object_version(bucket, &cursor.key, r.seq);
+    match (cursor.past_prefix, cursor.seq) {
+        (true, _) => all_after(keys::object_prefix(bucket, &cursor.key)),
+        (false, Some(seq)) => {
+            let mut k = keys::object_version(bucket, &cursor.key, seq);
             k.push(0);
-            return Ok(k);
+            k
         }
+        (false, None) => all_after(keys::object_versions(bucket, &cursor.key)),
     }
-    Ok(all_after(keys::object_versions(bucket, &cursor.key)))
+}
+
+fn malformed(raw: &[u8]) -> StoreError {
+    StoreError::Invariant(format!("malformed object index key {raw:02x?}"))
 }
 
 pub(crate) fn list(t: &impl Tables, req: &ListRequest) -> Result<Listing, StoreError> {
@@ -107,14 +144,21 @@ pub(crate) fn list(t: &impl Tables, req: &ListRequest) -> Result<Listing, StoreE
     let range_start = keys::object_prefix(&req.bucket, &req.prefix);
     let end = keys::prefix_end(&range_start).unwrap_or_else(|| vec![0xFF; range_start.len() + 1]);
     let mut start = range_start;
+    // Resuming inside a key's versions: is the next one still its latest?
+    let mut last_key: Option<String> = None;
     if let Some(cursor) = &req.after {
-        start = start.max(resume_key(t, &req.bucket, cursor, req.versions)?);
+        start = start.max(resume_key(&req.bucket, cursor));
+        if let (false, Some(seq)) = (cursor.past_prefix, cursor.seq) {
+            let latest = super::view::latest_object(t, &req.bucket, &cursor.key)?;
+            if latest.is_some_and(|l| l.seq >= seq) {
+                last_key = Some(cursor.key.clone());
+            }
+        }
     }
-    // Resuming inside a key's versions: the first one seen is not its latest.
-    let mut last_key: Option<String> =
-        req.after.as_ref().filter(|c| req.versions && !c.past_prefix && c.version_id.is_some()).map(|c| c.key.clone());
 
     let mut items: Vec<Item> = Vec::new();
+    let mut examined = 0usize;
+    let mut out_of_budget: Option<ListCursor> = None;
     'scan: while items.len() <= max_keys {
         let batch = t.scan(&start, &end, SCAN_BATCH)?;
         let Some((last_raw, _)) = batch.last() else { break };
@@ -124,44 +168,56 @@ pub(crate) fn list(t: &impl Tables, req: &ListRequest) -> Result<Listing, StoreE
             if *raw < start {
                 continue;
             }
-            let (key, _seq) = keys::parse_object(&bucket_prefix, raw)
-                .ok_or_else(|| StoreError::Invariant(format!("malformed object index key {raw:02x?}")))?;
-            if let Some(prefix) = rolled_up(&req.prefix, req.delimiter.as_deref(), &key) {
-                items.push(Item::Prefix(prefix.to_string()));
-                start = keys::prefix_end(&keys::object_prefix(&req.bucket, prefix)).unwrap_or_else(|| end.clone());
-                continue 'scan;
+            let (key, seq) = keys::parse_object(&bucket_prefix, raw).ok_or_else(|| malformed(raw))?;
+            examined += 1;
+            if examined > LIST_SCAN_BUDGET_PAIRS {
+                // Resume exactly here: just after the (possibly absent)
+                // next-newer version of this key.
+                out_of_budget = Some(ListCursor { key, past_prefix: false, seq: seq.checked_add(1) });
+                break 'scan;
             }
-            let is_latest = last_key.as_deref() != Some(key.as_str());
-            last_key = Some(key.clone());
-            let record: ObjectRecord = decode("object", value)?;
             if req.versions {
-                items.push(Item::Entry(ListEntry { key, record, is_latest }));
+                // Delete markers are versions here: every key rolls up.
+                if let Some(prefix) = rolled_up(&req.prefix, req.delimiter.as_deref(), &key) {
+                    items.push(Item::Prefix(prefix.to_string()));
+                    start = keys::prefix_end(&keys::object_prefix(&req.bucket, prefix)).unwrap_or_else(|| end.clone());
+                    continue 'scan;
+                }
+                let record: ObjectRecord = decode("object", value)?;
+                let is_latest = last_key.as_deref() != Some(key.as_str());
+                last_key = Some(key.clone());
+                items.push(Item::Entry(ListEntry { key, object: record.into(), is_latest }));
+                start = raw.clone();
+                start.push(0);
             } else {
-                // Only the newest version counts; skip the older ones.
-                let skip = keys::prefix_end(&keys::object_versions(&req.bucket, &key)).unwrap_or_else(|| end.clone());
-                if !record.delete_marker {
-                    items.push(Item::Entry(ListEntry { key, record, is_latest: true }));
+                // The first version seen is the newest; skip the older ones.
+                start = keys::prefix_end(&keys::object_versions(&req.bucket, &key)).unwrap_or_else(|| end.clone());
+                let record: ObjectRecord = decode("object", value)?;
+                if record.delete_marker {
+                    continue; // a deleted key shows neither itself nor its prefix
                 }
-                start = skip;
-                if items.len() > max_keys {
-                    break 'scan;
+                if let Some(prefix) = rolled_up(&req.prefix, req.delimiter.as_deref(), &key) {
+                    items.push(Item::Prefix(prefix.to_string()));
+                    start = keys::prefix_end(&keys::object_prefix(&req.bucket, prefix)).unwrap_or_else(|| end.clone());
+                    if items.len() > max_keys {
+                        break 'scan;
+                    }
+                    continue 'scan;
                 }
-                continue;
+                items.push(Item::Entry(ListEntry { key, object: record.into(), is_latest: true }));
             }
             if items.len() > max_keys {
                 break 'scan;
             }
-            start = raw.clone();
-            start.push(0);
         }
         start = start.max(next_start);
     }
 
     let next = if items.len() > max_keys {
         items.truncate(max_keys);
-        items.last().map(Item::cursor)
+        items.last().map(|i| i.cursor(req.versions))
     } else {
-        None
+        out_of_budget
     };
     let mut listing = Listing { next, ..Listing::default() };
     for item in items {

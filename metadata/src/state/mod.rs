@@ -21,4 +21,4 @@ mod tests;
 
 pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMANDS_PER_ENTRY_MAX};
 pub use error::{Kind, MetaError};
-pub use listing::{ListCursor, ListEntry, ListRequest, Listing, LIST_MAX_KEYS};
+pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS, LIST_SCAN_BUDGET_PAIRS};

@@ -10,7 +10,14 @@ pub const NAME_MAX_BYTES: usize = 128;
 /// Longest S3 object key, as S3 allows.
 pub const OBJECT_KEY_MAX_BYTES: usize = 1024;
 /// Most PGs one pool may have.
-pub const PG_COUNT_MAX: u32 = 65_536;
+pub const PG_COUNT_MAX: u32 = 8192;
+/// Most PGs in the cluster: the map (every PG) is one reply, bounded well
+/// under the 4 MiB RPC payload.
+pub const CLUSTER_PGS_MAX: u32 = 32_768;
+/// Most disks one node may report.
+pub const DISKS_PER_NODE_MAX: usize = 256;
+/// Largest capacity a disk may report (1 EiB): sums cannot overflow.
+pub const DISK_CAPACITY_MAX_BYTES: u64 = 1 << 60;
 /// Most replicas a replicated pool may ask for.
 pub const REPLICAS_MAX: u8 = 3;
 
@@ -84,10 +91,16 @@ pub fn check_pool_shape(redundancy: Redundancy, pg_count: u32) -> Result<(), Met
 
 /// A node's disk list: unique ids.
 pub fn check_disks(disks: &[DiskRecord]) -> Result<(), MetaError> {
+    if disks.len() > DISKS_PER_NODE_MAX {
+        return Err(MetaError::invalid("disk list", format!("{} disks; at most {DISKS_PER_NODE_MAX}", disks.len())));
+    }
     let mut seen = BTreeSet::new();
     for d in disks {
         if !seen.insert(d.id) {
             return Err(MetaError::invalid("disk list", format!("disk id {} appears twice", d.id)));
+        }
+        if d.capacity_bytes > DISK_CAPACITY_MAX_BYTES || d.used_bytes > d.capacity_bytes {
+            return Err(MetaError::invalid("disk list", format!("disk {}: capacity or used bytes out of range", d.id)));
         }
     }
     Ok(())

@@ -228,10 +228,23 @@ fn versioning_keeps_versions_and_delete_markers() {
     };
     assert!(w.list("", None, None, 100, false).entries.is_empty(), "a delete marker hides the key");
     let versions = w.list("", None, None, 100, true);
-    let ids: Vec<_> = versions.entries.iter().map(|e| (e.record.version_id.clone(), e.is_latest)).collect();
+    let ids: Vec<_> = versions.entries.iter().map(|e| (e.object.version_id.clone(), e.is_latest)).collect();
     assert_eq!(ids, vec![(marker.clone(), true), (v3.clone(), false), ("null".into(), false)]);
     w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: Some(marker) });
-    assert_eq!(w.list("", None, None, 100, false).entries[0].record.version_id, v3);
+    assert_eq!(w.list("", None, None, 100, false).entries[0].object.version_id, v3);
+
+    // Paging versions one at a time resumes inside a key, is_latest intact.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = w.list("", None, after.clone(), 1, true);
+        seen.extend(page.entries.iter().map(|e| (e.object.version_id.clone(), e.is_latest)));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![(v3.clone(), true), ("null".into(), false)]);
     assert!(matches!(w.run(Command::DeleteBucket { name: "scans".into() }), Err(MetaError::BucketNotEmpty(_))));
 }
 
@@ -258,7 +271,61 @@ fn listing_pages_through_prefixes_and_delimiters() {
     assert_eq!(under_c.common_prefixes, ["c/x/"]);
     assert_eq!(under_c.entries[0].key, "c/y");
 
+    // A "folder" whose only key is deleted shows no common prefix.
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
+    w.put("e/1", 1);
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "e/1".into(), version_id: None });
+    assert_eq!(w.list("", Some("/"), None, 1000, false).common_prefixes, ["a/", "c/"]);
+    assert_eq!(w.list("", Some("/"), None, 1000, true).common_prefixes, ["a/", "c/", "e/"]);
+
     let after = w.list("", None, Some(ListCursor::after_key("b")), 1000, false);
     assert_eq!(after.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["c/x/1", "c/y", "d"]);
     assert!(w.list("", None, None, 0, false).entries.is_empty());
+}
+
+/// A PG whose only complete replica dies is not handed to its half-filled
+/// replica: it keeps naming the complete one (whose return is the way back
+/// to the data). Everywhere else a complete survivor is the primary, and a
+/// recovery report from an older epoch is refused.
+#[test]
+fn a_recovering_replica_never_becomes_the_only_copy_or_primary() {
+    let mut w = World::cluster(3);
+    w.now_ms += 6000;
+    for id in [1, 2] {
+        let disks = view::node(&w.t, id).expect("read").expect("node").disks;
+        w.ok(Command::Heartbeat { id, disks });
+    }
+    w.ok(Command::MarkNodeDown { id: 3, timeout_ms: 5000 });
+    let pool = view::pool(&w.t, "ssd").expect("read").expect("pool");
+    let pgs = view::pgs(&w.t, pool.id).expect("pgs");
+    let victim =
+        pgs.iter().find(|pg| pg.recovering.len() == 1 && pg.replicas.len() == 2).expect("a recovering PG").clone();
+    let complete = *victim.replicas.iter().find(|d| !victim.recovering.contains(d)).expect("a complete replica");
+    let stale =
+        Command::PgRecovered { pool: pool.id, pg: victim.pg, disk: victim.recovering[0], epoch: victim.epoch - 1 };
+    assert!(matches!(w.run(stale), Err(MetaError::Invalid { .. })));
+
+    // The complete replica's node dies too.
+    w.now_ms += 6000;
+    let survivor = victim.recovering[0].node;
+    let disks = view::node(&w.t, survivor).expect("read").expect("node").disks;
+    w.ok(Command::Heartbeat { id: survivor, disks });
+    w.ok(Command::MarkNodeDown { id: complete.node, timeout_ms: 5000 });
+    let after = view::pgs(&w.t, pool.id).expect("pgs");
+    let kept = after.iter().find(|pg| pg.pg == victim.pg).expect("pg");
+    assert_eq!(kept.replicas, victim.replicas, "the PG was handed to a replica without its data");
+    // Every other PG that kept a complete replica has one as primary.
+    for pg in after.iter().filter(|pg| pg.pg != victim.pg) {
+        let before = pgs.iter().find(|b| b.pg == pg.pg).expect("same PG");
+        let complete_survivors: Vec<_> =
+            pg.replicas.iter().filter(|d| before.replicas.contains(d) && !before.recovering.contains(d)).collect();
+        if !complete_survivors.is_empty() {
+            assert!(
+                complete_survivors.contains(&&pg.replicas[0]),
+                "PG {}: primary {:?} lacks the data",
+                pg.pg,
+                pg.replicas[0]
+            );
+        }
+    }
 }

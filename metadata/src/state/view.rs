@@ -63,6 +63,11 @@ pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, StoreError> {
     all(t, "pool", keys::T_POOL)
 }
 
+/// PGs with a replica still being backfilled: frozen for rebalancing.
+pub(crate) fn recovering_pgs(pgs: &[PgRecord]) -> std::collections::BTreeSet<u32> {
+    pgs.iter().filter(|pg| !pg.recovering.is_empty()).map(|pg| pg.pg).collect()
+}
+
 pub(crate) fn rule(pool: &Pool) -> PoolRule {
     PoolRule {
         class: pool.class,
@@ -74,7 +79,7 @@ pub(crate) fn rule(pool: &Pool) -> PoolRule {
 
 pub(crate) fn pgs(t: &impl Tables, pool: u32) -> Result<Vec<PgRecord>, StoreError> {
     let from = keys::pg_pool_prefix(pool);
-    let to = keys::pg_pool_prefix(pool + 1);
+    let to = keys::prefix_end(&from).unwrap_or_else(|| vec![keys::T_PG + 1]);
     Ok(t.scan_recs("pg", &from, &to)?.into_iter().map(|(_, v)| v).collect())
 }
 
@@ -87,8 +92,7 @@ pub(crate) fn pool_capacity(t: &impl Tables, pool: &Pool) -> Result<u64, StoreEr
         .filter(|n| n.state == NodeState::Up)
         .flat_map(|n| n.disks.iter())
         .filter(|d| d.class == pool.class && d.state == DiskState::Up)
-        .map(|d| d.capacity_bytes)
-        .sum();
+        .fold(0u64, |sum, d| sum.saturating_add(d.capacity_bytes));
     Ok(raw / pool.redundancy.replicas().max(1) as u64)
 }
 

@@ -22,7 +22,7 @@ use super::snapshot::{
     decode_pairs, read_applied, Membership, SnapshotBuilder, StoredSnapshot, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT,
 };
 use super::{StoreError, TypeConfig};
-use crate::state::apply::{apply, Ctx};
+use crate::state::apply::{apply, entry_time, Ctx};
 use crate::state::{view, MetaError, MetaRequest, MetaResponse, COMMANDS_PER_ENTRY_MAX};
 
 /// The state machine half of the store.
@@ -36,13 +36,14 @@ pub struct StateMachine {
 /// Applies one entry's commands; a refused command is rolled back alone.
 fn stage_request(overlay: &mut Overlay<'_>, index: u64, request: &MetaRequest) -> StoreResult<MetaResponse> {
     let mut results = Vec::with_capacity(request.commands.len());
+    let now_ms = entry_time(overlay, request.now_ms)?;
     for (position, command) in request.commands.iter().enumerate() {
         if position >= COMMANDS_PER_ENTRY_MAX {
             results
                 .push(Err(MetaError::Malformed(format!("more than {COMMANDS_PER_ENTRY_MAX} commands in one entry"))));
             continue;
         }
-        let ctx = Ctx { now_ms: request.now_ms, seq: (index << 16) | position as u64 };
+        let ctx = Ctx { now_ms, seq: (index << 16) | position as u64 };
         let checkpoint = overlay.checkpoint();
         let result = apply(overlay, ctx, command)?;
         if result.is_err() {
