@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{MetaCall, Query};
-use chuyi_metadata::state::model::{DiskRecord, DiskState, ObjectPut, Redundancy};
+use chuyi_metadata::state::model::{DiskRecord, ObjectPut, Redundancy};
 use chuyi_metadata::state::{Command, MetaError};
 use serde::Serialize;
 
@@ -45,13 +45,7 @@ fn ignore_exists(result: Result<impl Sized, MetaError>) -> Result<(), MetaError>
 /// Two nodes, a pool, a user and the bucket; what exists already is kept.
 pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     for id in 1..=2 {
-        let disks = vec![DiskRecord {
-            id: 0,
-            class: DeviceClass::Ssd,
-            capacity_bytes: 1 << 40,
-            used_bytes: 0,
-            state: DiskState::Up,
-        }];
+        let disks = vec![DiskRecord::empty(0, DeviceClass::Ssd, 1 << 40)];
         let addrs = vec![format!("127.0.0.1:{}", 9000 + id)];
         client.write(Command::RegisterNode { id, addrs, failure_domain: String::new(), disks }).await?;
     }

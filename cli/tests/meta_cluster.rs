@@ -17,7 +17,7 @@ use chuyi_common::ids::DeviceClass;
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
-use chuyi_metadata::state::model::{DiskRecord, DiskState, ObjectPut, Redundancy};
+use chuyi_metadata::state::model::{DiskRecord, ObjectPut, Redundancy};
 use chuyi_metadata::state::{Command, ListCursor, ListRequest, MetaError};
 
 const SECRET: &str = "meta-cluster-test-secret-0123456789";
@@ -200,13 +200,7 @@ async fn agreed_leader(cluster: &Cluster, ids: &[u64]) -> u64 {
 /// Nodes, a pool, a user and a bucket, so objects can be indexed.
 async fn seed(client: &MetaClient) {
     for id in 1..=2 {
-        let disks = vec![DiskRecord {
-            id: 0,
-            class: DeviceClass::Ssd,
-            capacity_bytes: 1 << 40,
-            used_bytes: 0,
-            state: DiskState::Up,
-        }];
+        let disks = vec![DiskRecord::empty(0, DeviceClass::Ssd, 1 << 40)];
         client
             .write(Command::RegisterNode {
                 id,

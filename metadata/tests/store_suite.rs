@@ -2,7 +2,7 @@
 //! what the suite does not check: state surviving a close and reopen.
 
 use chuyi_common::ids::DeviceClass;
-use chuyi_metadata::state::model::{DiskRecord, DiskState};
+use chuyi_metadata::state::model::DiskRecord;
 use chuyi_metadata::state::{Command, MetaError, MetaRequest};
 use chuyi_metadata::store::{self, LogStore, StateMachine, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
@@ -41,13 +41,7 @@ fn normal(term: u64, index: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
 }
 
 fn register(id: u32) -> Command {
-    let disks = vec![DiskRecord {
-        id: 0,
-        class: DeviceClass::Ssd,
-        capacity_bytes: 1 << 40,
-        used_bytes: 0,
-        state: DiskState::Up,
-    }];
+    let disks = vec![DiskRecord::empty(0, DeviceClass::Ssd, 1 << 40)];
     Command::RegisterNode { id, addrs: vec![format!("127.0.0.1:{id}")], failure_domain: String::new(), disks }
 }
 

@@ -45,6 +45,13 @@ pub struct DiskRecord {
     pub state: DiskState,
 }
 
+impl DiskRecord {
+    /// An empty, working disk.
+    pub fn empty(id: DiskId, class: DeviceClass, capacity_bytes: u64) -> Self {
+        Self { id, class, capacity_bytes, used_bytes: 0, state: DiskState::Up }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiskState {
     Up,
