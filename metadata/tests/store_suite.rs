@@ -29,6 +29,7 @@ fn setup_error(e: &(impl std::error::Error + 'static)) -> StorageError<u64> {
 
 /// Every test of openraft's suite, each on a fresh database.
 #[test]
+#[allow(clippy::result_large_err)] // openraft's StorageError, as its suite returns it
 fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
     Suite::test_all(RocksBuilder)
 }

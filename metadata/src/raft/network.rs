@@ -91,6 +91,8 @@ impl Peer {
         }
     }
 
+    // openraft's RPCError is what the trait returns; boxing it is not ours to do.
+    #[allow(clippy::result_large_err)]
     fn remote<T, E: std::error::Error>(&self, result: Result<T, RaftError<u64, E>>) -> RpcResult<T, E> {
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

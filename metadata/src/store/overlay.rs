@@ -12,9 +12,12 @@ use crate::state::tables::{Pair, Tables, TablesMut};
 pub(crate) struct Overlay<'a> {
     view: View<'a>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// (key, staged value before the write), to roll back to a checkpoint.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    /// Writes in order, to roll back to a checkpoint.
+    undo: Vec<Undo>,
 }
+
+/// A key and what was staged for it before a write (`None`: nothing).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point to roll back to.
 #[derive(Debug, Clone, Copy)]
