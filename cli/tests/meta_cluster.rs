@@ -389,7 +389,7 @@ async fn a_frozen_leader_resumed_does_not_serve_a_stale_read() {
     let read = MetaCall::Read(Query::Object { bucket: "scans".into(), key: "k".into(), version_id: None });
     let answer = fresh.call_at(&cluster.addr(frozen), &read).await;
     match answer {
-        Ok(ApiReply::Object(o)) => assert_eq!(o.etag, "new", "the resumed old leader served a stale read"),
+        Ok(ApiReply::Object(o)) => assert_eq!(o.data.etag, "new", "the resumed old leader served a stale read"),
         Err(MetaError::NotLeader { .. } | MetaError::Unavailable(_)) => {}
         other => panic!("unexpected answer from the resumed leader: {other:?}"),
     }
@@ -399,7 +399,7 @@ async fn a_frozen_leader_resumed_does_not_serve_a_stale_read() {
     else {
         panic!("read failed")
     };
-    assert_eq!(o.etag, "new");
+    assert_eq!(o.data.etag, "new");
 }
 
 /// A one-member group grows to three while serving, then a member is

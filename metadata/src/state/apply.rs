@@ -610,13 +610,8 @@ fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, object:
         seq: ctx.seq,
         version_id: version_id.clone(),
         delete_marker: false,
-        size: object.size,
-        etag: object.etag.clone(),
-        content_type: object.content_type.clone(),
-        user_meta: object.user_meta.clone(),
-        chunks: object.chunks.clone(),
-        flags: object.flags,
         modified_ms: ctx.now_ms,
+        data: object.clone(),
     };
     t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &record)?;
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
@@ -661,13 +656,8 @@ fn delete_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, vers
         seq: ctx.seq,
         version_id: marker_id.clone(),
         delete_marker: true,
-        size: 0,
-        etag: String::new(),
-        content_type: String::new(),
-        user_meta: Vec::new(),
-        chunks: Vec::new(),
-        flags: 0,
         modified_ms: ctx.now_ms,
+        data: ObjectPut::default(),
     };
     t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &marker)?;
     Ok(Ok(Reply::ObjectDeleted { version_id: Some(marker_id), delete_marker: true }))

@@ -78,8 +78,8 @@ impl From<ObjectRecord> for ObjectSummary {
             seq: r.seq,
             version_id: r.version_id,
             delete_marker: r.delete_marker,
-            size: r.size,
-            etag: r.etag,
+            size: r.data.size,
+            etag: r.data.etag,
             modified_ms: r.modified_ms,
         }
     }

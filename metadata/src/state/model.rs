@@ -226,14 +226,9 @@ pub struct ObjectRecord {
     /// `"null"` or a version id derived from `seq`.
     pub version_id: String,
     pub delete_marker: bool,
-    pub size: u64,
-    pub etag: String,
-    pub content_type: String,
-    pub user_meta: Vec<(String, String)>,
-    pub chunks: Vec<ChunkRef>,
-    /// Compression, encryption and multipart flags, for the gateway.
-    pub flags: u32,
     pub modified_ms: Millis,
+    /// What the client put (empty for a delete marker).
+    pub data: ObjectPut,
 }
 
 /// One chunk of an object's data.
@@ -246,13 +241,14 @@ pub struct ChunkRef {
 
 /// What a client gives for an object put; the state machine adds the
 /// sequence, version id and time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectPut {
     pub size: u64,
     pub etag: String,
     pub content_type: String,
     pub user_meta: Vec<(String, String)>,
     pub chunks: Vec<ChunkRef>,
+    /// Compression, encryption and multipart flags, for the gateway.
     pub flags: u32,
 }
 
