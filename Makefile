@@ -55,9 +55,12 @@ bench: deps
 	bench/node-vs-fio.sh
 	bench/meta.sh
 
-# The long crash run: 200 SIGKILL cycles of a storage node.
+# The long fault runs: the single-node crash test, then every chaos
+# scenario in its long form against a real multi-process cluster, one line
+# each and a last line "N passed, N failed" (make test runs the short forms).
 chaos: build
 	CHUYI_CRASH_CYCLES=200 $(CARGO) test -p chuyi --test crash -- --nocapture
+	$(CARGO_TARGET_DIR)/debug/chuyi-chaos
 
 fmt:
 	$(CARGO) fmt --all

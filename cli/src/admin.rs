@@ -1,7 +1,12 @@
 //! The admin commands that talk to the metadata service: status, pools,
 //! users, members. Each prints a table, or JSON with `--json`.
 
+use std::time::Duration;
+
 use anyhow::bail;
+use bytes::Bytes;
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
+use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::size::ByteSize;
 use chuyi_metadata::client::MetaClient;
@@ -68,11 +73,81 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
     let report = args.client()?.status().await?;
+    let nodes = node_reports(args, &report).await;
     if args.json {
-        return print_json(&report);
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("storage_nodes".into(), serde_json::to_value(&nodes)?);
+        }
+        return print_json(&value);
     }
     print_status(&report);
+    print_background(&nodes);
     Ok(())
+}
+
+/// What each up storage node says of its recovery and scrub work; a node
+/// that does not answer within a moment is left out.
+async fn node_reports(args: &ClusterArgs, report: &StatusReport) -> Vec<NodeReport> {
+    let Ok(secret) = args.secret() else { return Vec::new() };
+    let asks = report.map.nodes.iter().filter(|n| n.state == NodeState::Up).map(|n| {
+        let secret = secret.clone();
+        let addr = n.addrs.first().cloned().unwrap_or_default();
+        async move {
+            let endpoint: Endpoint = addr.parse().ok()?;
+            let config = RpcConfig { call_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2), ..RpcConfig::default() };
+            let rpc: RpcClient<ChunkRequest, ChunkResponse> = RpcClient::connect(&endpoint, &secret, config).await.ok()?;
+            match rpc.call(&ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
+                (ChunkResponse::Status(r), _) => Some(r),
+                _ => None,
+            }
+        }
+    });
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// Backfills in flight with percent, rate and ETA, and scrub counters.
+fn print_background(nodes: &[NodeReport]) {
+    let recoveries: Vec<_> = nodes.iter().flat_map(|n| n.recoveries.iter().map(move |r| (n.node, r))).collect();
+    if recoveries.is_empty() {
+        println!("\nrecovery: none in progress");
+    } else {
+        let done: u64 = recoveries.iter().map(|(_, r)| r.chunks_done).sum();
+        let total: u64 = recoveries.iter().map(|(_, r)| r.chunks_total).sum();
+        let rate: f64 = recoveries.iter().map(|(_, r)| r.rate()).sum();
+        let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        println!(
+            "\nrecovery: {} backfills, {percent:.1}% of their chunks compared, {}/s",
+            recoveries.len(),
+            ByteSize(rate as u64)
+        );
+        let mut table = Table::new(&["PG", "FROM", "TO", "DONE", "CHUNKS", "SENT", "RATE", "ETA"]);
+        for (node, r) in recoveries {
+            table.row(vec![
+                r.pg.to_string(),
+                node.to_string(),
+                format!("{}/{}", r.target.node, r.target.disk),
+                format!("{:.1}%", r.percent()),
+                format!("{}/{}", r.chunks_done, r.chunks_total),
+                ByteSize(r.bytes_copied).to_string(),
+                format!("{}/s", ByteSize(r.rate() as u64)),
+                r.eta_s().map_or("-".into(), |s| format!("{s:.0} s")),
+            ]);
+        }
+        table.print();
+    }
+    let mut scrub = Table::new(&["NODE", "SCRUBBED", "PASSES", "BAD BLOCKS", "REPAIRS"]);
+    for n in nodes {
+        scrub.row(vec![
+            n.node.to_string(),
+            ByteSize(n.scrub.scrubbed_bytes).to_string(),
+            n.scrub.passes.to_string(),
+            n.scrub.errors.to_string(),
+            n.scrub.repairs.to_string(),
+        ]);
+    }
+    println!();
+    scrub.print();
 }
 
 fn print_status(r: &StatusReport) {

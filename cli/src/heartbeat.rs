@@ -1,5 +1,6 @@
 //! A storage node's link to the metadata service: register once, then
-//! heartbeat with the disks' stats every second. Lives in the CLI because
+//! heartbeat with the disks' stats every second; follow the map and hand
+//! each new one to the node; report finished backfills. Lives in the CLI because
 //! it joins two crates that do not know each other (storage-node and
 //! metadata sit side by side in the crate graph).
 
@@ -12,7 +13,11 @@ use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{DiskRecord, DiskState};
 use chuyi_metadata::state::Command;
 use chuyi_storage_node::config::NodeConfig;
+use chuyi_metadata::placement::DiskRef;
+use chuyi_storage_node::recovery::Recovered;
+use chuyi_storage_node::replication::Replicator;
 use chuyi_storage_node::store::ChunkStore;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Heartbeat period; the service marks a node down after missing several.
@@ -67,6 +72,71 @@ pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkSto
             // The service forgot us (a group rebuilt from scratch): register again.
             Err(chuyi_metadata::state::MetaError::UnknownNode(_)) => registered = false,
             Err(e) => warn!(node_id = config.node_id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// How long one map watch waits for a newer epoch before asking again.
+const MAP_WATCH: Duration = Duration::from_secs(5);
+
+/// Hands every new map to the node, until the task is aborted.
+pub async fn follow_map(members: Vec<String>, secret: ClusterSecret, repl: Arc<Replicator>) {
+    let client = match MetaClient::new(members, secret) {
+        Ok(c) => c.with_deadline(MAP_WATCH * 2),
+        Err(e) => {
+            warn!(error = %e, "bad metadata addresses; not following the map");
+            return;
+        }
+    };
+    loop {
+        let known = repl.view().current().epoch;
+        match client.watch_map(known, MAP_WATCH).await {
+            Ok(map) => {
+                if repl.view().update(map.data_map()) {
+                    info!(epoch = map.epoch, "new map");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "map watch failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Tells the metadata service about each finished backfill, so it clears
+/// the replica's recovering mark.
+pub async fn report_recovered(members: Vec<String>, secret: ClusterSecret, mut done: mpsc::UnboundedReceiver<Recovered>) {
+    let client = match MetaClient::new(members, secret) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "bad metadata addresses; not reporting recoveries");
+            return;
+        }
+    };
+    while let Some(r) = done.recv().await {
+        let command = Command::PgRecovered {
+            pool: r.pg.pool,
+            pg: r.pg.pg,
+            disk: DiskRef::new(r.replica.node, r.replica.disk),
+            epoch: r.epoch,
+        };
+        loop {
+            match client.write(command.clone()).await {
+                Ok(_) => {
+                    info!(pg = %r.pg, replica = ?r.replica, epoch = r.epoch, "replica recovered");
+                    break;
+                }
+                // Refused: the PG moved on; the next backfill reports anew.
+                Err(e) if e.is_refusal() => {
+                    info!(pg = %r.pg, error = %e, "recovery report refused");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "recovery report failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }

@@ -15,17 +15,24 @@ use chuyi_storage_node::node::Node;
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path)?;
     let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
-    let node = Node::start(&config).await?;
+    let mut node = Node::start(&config, secret.clone()).await?;
     for endpoint in node.endpoints() {
         // The line tests and scripts wait for: the node is serving.
         tracing::info!(node_id = config.node_id, %endpoint, "storage node listening");
     }
-    let heartbeat = (!config.meta.is_empty()).then(|| {
+    let mut links = Vec::new();
+    if !config.meta.is_empty() {
+        use crate::heartbeat::{follow_map, report_recovered, run};
         let advertise = node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect();
-        tokio::spawn(crate::heartbeat::run(config.clone(), advertise, node.store(), secret.clone()))
-    });
+        let meta = config.meta.clone();
+        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), secret.clone())));
+        links.push(tokio::spawn(follow_map(meta.clone(), secret.clone(), node.map_sink())));
+        if let Some(done) = node.take_recovered() {
+            links.push(tokio::spawn(report_recovered(meta, secret.clone(), done)));
+        }
+    }
     node.serve(secret, shutdown_signal()).await?;
-    if let Some(task) = heartbeat {
+    for task in links {
         task.abort();
     }
     tracing::info!(node_id = config.node_id, "storage node stopped");

@@ -1,10 +1,21 @@
-//! chuyi-client: the only way frontends and the CLI reach the cluster.
+//! chuyi-client: the only way frontends and the CLI reach the cluster's data.
 //!
-//! It will own the map cache by epoch, chunk → placement group → replica set
-//! resolution, connection pools to storage nodes, retries on an epoch change
-//! or a node failure within a deadline, and the volume and object-data APIs
-//! the NBD and S3 frontends are written against. It knows volumes and chunk
-//! lists, not NBD or HTTP.
+//! It owns the map cache by epoch, kept fresh by a long poll on the
+//! metadata service ([`cluster`]); chunk → placement group → replica set
+//! resolution (`chuyi_common::map`); connections to storage nodes; retries
+//! on an epoch change or a node failure within a deadline; and the APIs the
+//! frontends are written against: byte-range volume I/O ([`volume`]) and
+//! whole-chunk object data I/O ([`Cluster::write_chunk`] and friends). It
+//! knows volumes and chunks, not NBD or HTTP.
 //!
-//! Not built yet: see the issue "Two replicas: the client library, failover,
-//! recovery, scrub, and the chaos harness".
+//! Writes go to the PG's primary, which forwards them to the other replica;
+//! reads go to the primary, and to the other complete replica when the
+//! primary cannot serve them.
+
+pub mod cluster;
+pub mod error;
+pub mod volume;
+
+pub use cluster::{ClientConfig, Cluster};
+pub use error::ClientError;
+pub use volume::VolumeIo;

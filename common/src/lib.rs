@@ -4,6 +4,7 @@
 //! ([`limits`]), block checksums ([`checksum`]), aligned I/O buffers
 //! ([`buf`]), human-readable sizes for config files ([`size`]), the cluster
 //! secret ([`secret`]), secrets sealed at rest under it ([`seal`]), the
+//! data map that places chunks on replicas ([`map`]), the
 //! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]).
 //!
 //! It knows no role: nothing here opens a disk, holds a map or serves a
@@ -13,6 +14,7 @@ pub mod buf;
 pub mod checksum;
 pub mod ids;
 pub mod limits;
+pub mod map;
 pub mod proto;
 pub mod rpc;
 pub mod seal;

@@ -42,3 +42,7 @@ pub const RPC_SERVER_CONNECTIONS_MAX: usize = 4096;
 
 /// Chunk ids returned by one ListChunks page at most.
 pub const LIST_CHUNKS_PAGE_MAX: u32 = 10_000;
+
+/// Chunks in one PgSums page at most: 256 × 4 KiB of checksums (for 4 MiB
+/// chunks) is 1 MiB of payload.
+pub const PG_SUMS_PAGE_MAX: u32 = 256;

@@ -7,6 +7,8 @@
 //! io_engine = "uring"                    # or "pread"
 //! meta = ["127.0.0.1:7201"]              # metadata members to register and heartbeat with
 //! failure_domain = "rack1"
+//! recovery_mb_per_s = 200                # backfill and resync throttle
+//! scrub_mb_per_s = 20                    # background scrub rate; 0 turns scrub off
 //!
 //! [[disk]]
 //! id = 0
@@ -56,6 +58,14 @@ pub struct NodeConfig {
     /// The failure domain (rack, power feed) placement keeps replicas apart by.
     #[serde(default)]
     pub failure_domain: String,
+    /// Backfill and resync send at most this many MB/s (10^6 bytes), and
+    /// pause while client I/O is waiting.
+    #[serde(default = "default_recovery_rate")]
+    pub recovery_mb_per_s: u32,
+    /// Background scrub reads at most this many MB/s of the node's chunks;
+    /// 0 turns it off.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_mb_per_s: u32,
     /// The node's disks; at least one.
     #[serde(rename = "disk")]
     pub disks: Vec<DiskConfig>,
@@ -99,6 +109,12 @@ fn default_uring_entries() -> u32 {
 fn default_pread_threads() -> usize {
     EngineTuning::default().pread_threads
 }
+fn default_recovery_rate() -> u32 {
+    200
+}
+fn default_scrub_rate() -> u32 {
+    20
+}
 fn default_chunk_size() -> ByteSize {
     ByteSize(CHUNK_SIZE_MAX_BYTES as u64)
 }
@@ -120,6 +136,9 @@ impl NodeConfig {
         }
         if !(4..=4096).contains(&self.uring_entries) {
             return invalid("uring_entries", format!("{} is outside 4..=4096", self.uring_entries));
+        }
+        if self.recovery_mb_per_s == 0 {
+            return invalid("recovery_mb_per_s", "0 would never bring a replica back; give a rate".into());
         }
         if !(1..=256).contains(&self.pread_threads) {
             return invalid("pread_threads", format!("{} is outside 1..=256", self.pread_threads));

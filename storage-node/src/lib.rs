@@ -8,13 +8,20 @@
 //! pread threads) behind the [`io::IoEngine`] seam. The node serves the
 //! chunk service of `chuyi_common::proto::chunk` over the RPC layer.
 //!
-//! It knows chunks, not volumes, objects or placement: which disk holds a
-//! chunk, and which node is its other replica, is decided by the metadata
-//! service. The on-disk format is drawn in `storage-node/FORMAT.md`.
+//! It replicates: a PG's primary forwards every write to the other replica
+//! and acknowledges when both have it, fenced by the PG's epoch
+//! ([`replication`]); it backfills and resyncs replicas ([`recovery`]) and
+//! scrubs its chunks ([`scrub`]). It knows chunks, not volumes or objects;
+//! which disks hold a chunk is the data map's answer, which the metadata
+//! service decides and the node is handed. The on-disk format is drawn in
+//! `storage-node/FORMAT.md`.
 
 pub mod config;
 pub mod format;
 pub mod io;
 pub mod node;
+pub mod recovery;
+pub mod replication;
+pub mod scrub;
 pub mod service;
 pub mod store;

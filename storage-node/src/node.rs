@@ -1,5 +1,6 @@
 //! Running a storage node: open the disks, then serve the chunk service on
-//! every configured listener until shut down.
+//! every configured listener, with recovery and scrub in the background,
+//! until shut down.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,7 +8,12 @@ use std::sync::Arc;
 use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
 use chuyi_common::secret::ClusterSecret;
 
+use tokio::sync::mpsc;
+
 use crate::config::NodeConfig;
+use crate::recovery::{Recovered, Recovery};
+use crate::replication::peers::Peers;
+use crate::replication::Replicator;
 use crate::service::ChunkService;
 use crate::store::{ChunkStore, OpenError};
 
@@ -26,20 +32,47 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     store: Arc<ChunkStore>,
+    repl: Arc<Replicator>,
+    recovery: Arc<Recovery>,
+    recovered: Option<mpsc::UnboundedReceiver<Recovered>>,
+    scrub_mb_per_s: u32,
     service: Arc<ChunkService>,
     servers: Vec<RpcServer>,
 }
 
 impl Node {
-    /// Opens the disks and binds the listeners of `config`.
-    pub async fn start(config: &NodeConfig) -> Result<Self, NodeError> {
+    /// Opens the disks and binds the listeners of `config`. `secret` also
+    /// authenticates the node to its peers when it forwards writes.
+    pub async fn start(config: &NodeConfig, secret: ClusterSecret) -> Result<Self, NodeError> {
         let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
         let mut servers = Vec::new();
         for listen in std::iter::once(&config.listen).chain(&config.listen_extra) {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
             servers.push(RpcServer::bind(&endpoint).await?);
         }
-        Ok(Self { service: Arc::new(ChunkService::new(config.node_id, store.clone())), store, servers })
+        let repl = Arc::new(Replicator::new(config.node_id, store.clone(), Peers::new(secret)));
+        let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
+        Ok(Self {
+            service: Arc::new(ChunkService::new(repl.clone(), recovery.clone())),
+            store,
+            repl,
+            recovery,
+            recovered: Some(recovered),
+            scrub_mb_per_s: config.scrub_mb_per_s,
+            servers,
+        })
+    }
+
+    /// Where the node learns the data map: whoever follows the metadata
+    /// service pushes each new map here.
+    pub fn map_sink(&self) -> Arc<Replicator> {
+        self.repl.clone()
+    }
+
+    /// Backfills this node finished, to report to the metadata service.
+    /// Given out once.
+    pub fn take_recovered(&mut self) -> Option<mpsc::UnboundedReceiver<Recovered>> {
+        self.recovered.take()
     }
 
     /// Where the node listens (with real ports for ":0").
@@ -59,6 +92,11 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), NodeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let background = [
+            tokio::spawn(self.recovery.clone().run()),
+            tokio::spawn(crate::scrub::run(self.repl.clone(), self.scrub_mb_per_s)),
+        ];
+        let _stop_background = AbortOnDrop(background);
         let mut tasks = tokio::task::JoinSet::new();
         for server in self.servers {
             let (service, secret, mut stop) = (self.service.clone(), secret.clone(), stop_rx.clone());
@@ -83,6 +121,16 @@ impl Node {
             flatten(done)?;
         }
         Ok(())
+    }
+}
+
+struct AbortOnDrop<const N: usize>([tokio::task::JoinHandle<()>; N]);
+
+impl<const N: usize> Drop for AbortOnDrop<N> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

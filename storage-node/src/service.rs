@@ -5,21 +5,53 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chuyi_common::ids::NodeId;
 use chuyi_common::limits::LIST_CHUNKS_PAGE_MAX;
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
+use crate::recovery::Recovery;
+use crate::replication::{ReplicationError, Replicator};
 use crate::store::{ChunkStore, StoreError};
 
-/// Serves one node's [`ChunkStore`] over the RPC layer.
+/// Serves one node's [`ChunkStore`] over the RPC layer: the replicated PG
+/// operations through the [`Replicator`], the raw per-disk ones directly.
 #[derive(Debug)]
 pub struct ChunkService {
     node_id: NodeId,
     store: Arc<ChunkStore>,
+    repl: Arc<Replicator>,
+    recovery: Arc<Recovery>,
 }
 
 impl ChunkService {
-    pub fn new(node_id: NodeId, store: Arc<ChunkStore>) -> Self {
-        Self { node_id, store }
+    pub fn new(repl: Arc<Replicator>, recovery: Arc<Recovery>) -> Self {
+        Self { node_id: repl.node_id(), store: repl.store().clone(), repl, recovery }
+    }
+
+    async fn replicated(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), ReplicationError> {
+        match request {
+            ChunkRequest::Pg { chunk, epoch, op, forwarded } => {
+                let read = matches!(op, PgOp::Read { .. });
+                if read {
+                    return self.repl.pg_op(chunk, epoch, op, forwarded, payload).await;
+                }
+                // A mutation runs to the end even if the caller goes away,
+                // like the raw ones below.
+                let repl = self.repl.clone();
+                tokio::spawn(async move { repl.pg_op(chunk, epoch, op, forwarded, payload).await })
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into()))
+            }
+            ChunkRequest::PgSums { pg, epoch, start_after, max } => self.repl.pg_sums(pg, epoch, start_after, max).await,
+            ChunkRequest::NodeStatus => {
+                let report = NodeReport {
+                    node: self.node_id,
+                    recoveries: self.recovery.progress(),
+                    scrub: self.repl.counters().snapshot(),
+                };
+                Ok((ChunkResponse::Status(report), Bytes::new()))
+            }
+            other => Ok(self.run(other, payload).await?),
+        }
     }
 
     /// Runs a request to completion even if the caller stops waiting (the
@@ -86,6 +118,9 @@ async fn handle(
             Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
         }
         ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
+        ChunkRequest::Pg { .. } | ChunkRequest::PgSums { .. } | ChunkRequest::NodeStatus => {
+            Err(StoreError::Internal("a replicated request reached the raw path".into()))
+        }
     }
 }
 
@@ -94,7 +129,7 @@ impl Service for ChunkService {
     type Response = ChunkResponse;
 
     async fn call(&self, request: ChunkRequest, payload: Bytes) -> (ChunkResponse, Bytes) {
-        match self.run(request, payload).await {
+        match self.replicated(request, payload).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(error = %e, "chunk request failed");

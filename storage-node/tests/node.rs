@@ -46,14 +46,14 @@ async fn start_node(dir: &Path) -> Running {
 
 async fn start_node_sized(dir: &Path, capacity: &str) -> Running {
     let toml = format!(
-        "node_id = 3\nlisten = \"127.0.0.1:0\"\n\n[[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{capacity}\"\n\n\
+        "node_id = 3\nlisten = \"127.0.0.1:0\"\nscrub_mb_per_s = 0\n\n[[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{capacity}\"\n\n\
          [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"256MiB\"\n",
         dir.join("ssd").display(),
         dir.join("hdd").display()
     );
     let config: NodeConfig = toml::from_str(&toml).expect("config");
     config.validate().expect("valid config");
-    let node = Node::start(&config).await.expect("node start");
+    let node = Node::start(&config, secret()).await.expect("node start");
     let endpoint = node.endpoints()[0].clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChunkId, DeviceClass, DiskId, NodeId};
+use crate::map::{PgId, Replica};
 
 /// A request to a storage node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,29 @@ pub enum ChunkRequest {
     ListChunks { disk: DiskId, start_after: Option<ChunkId>, max: u32 },
     /// Statistics of every disk of the node.
     DiskStats,
+    /// An operation on a chunk's replicated data, fenced by `epoch`: the
+    /// chunk's PG epoch in the sender's map. A client sends writes to the
+    /// primary and reads to any complete replica; the primary passes writes
+    /// on to the other replicas with `forwarded` set.
+    Pg { chunk: ChunkId, epoch: u64, op: PgOp, forwarded: bool },
+    /// The checksum tables of this node's chunks of a PG, ascending after
+    /// `start_after`, at most `max` (capped by the node): what backfill
+    /// compares to copy only the blocks that differ.
+    PgSums { pg: PgId, epoch: u64, start_after: Option<ChunkId>, max: u32 },
+    /// Recovery and scrub progress of the node.
+    NodeStatus,
+}
+
+/// What a [`ChunkRequest::Pg`] does. Offsets are bytes within the chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PgOp {
+    /// Write the payload; with `fua`, stable on every replica before the reply.
+    Write { offset: u32, fua: bool },
+    Read { offset: u32, len: u32 },
+    /// Make a range read as zeros (trim and write-zeroes alike).
+    Zero { offset: u32, len: u32, fua: bool },
+    /// Remove the chunk from every replica.
+    Delete,
 }
 
 /// A storage node's answer.
@@ -56,6 +80,101 @@ pub enum ChunkResponse {
         disks: Vec<DiskStat>,
     },
     Error(ChunkError),
+    /// One page of a PG's chunks. The payload holds each chunk's block
+    /// checksums in the same order: `blocks` crc32c values per chunk, u32
+    /// little-endian (see [`ChunkSums`]).
+    /// `next` is where the following page starts; `None` when this was the
+    /// last.
+    Sums {
+        chunks: Vec<ChunkId>,
+        blocks: u32,
+        next: Option<ChunkId>,
+    },
+    Status(NodeReport),
+}
+
+/// A chunk and the crc32c of each of its blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkSums {
+    pub chunk: ChunkId,
+    pub crcs: Vec<u32>,
+}
+
+impl ChunkSums {
+    /// The payload of a `Sums` reply.
+    pub fn encode(sums: &[ChunkSums]) -> Vec<u8> {
+        sums.iter().flat_map(|s| s.crcs.iter().flat_map(|c| c.to_le_bytes())).collect()
+    }
+
+    /// Splits a `Sums` payload back into chunks; `None` when its length does
+    /// not match `chunks.len() × blocks`.
+    pub fn decode(chunks: &[ChunkId], blocks: u32, payload: &[u8]) -> Option<Vec<ChunkSums>> {
+        let per = blocks as usize * 4;
+        if payload.len() != chunks.len().checked_mul(per)? {
+            return None;
+        }
+        let crcs = |b: &[u8]| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if per == 0 {
+            return Some(chunks.iter().map(|&chunk| ChunkSums { chunk, crcs: Vec::new() }).collect());
+        }
+        Some(chunks.iter().zip(payload.chunks_exact(per)).map(|(&chunk, b)| ChunkSums { chunk, crcs: crcs(b) }).collect())
+    }
+}
+
+/// A node's background work, for `chuyi status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: NodeId,
+    pub recoveries: Vec<RecoveryProgress>,
+    pub scrub: ScrubCounters,
+}
+
+/// One backfill: this node (the PG's primary) bringing `target` up to date.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryProgress {
+    pub pg: PgId,
+    pub target: Replica,
+    pub epoch: u64,
+    /// Chunks compared so far, and the PG's chunks on this node at the start.
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    /// Bytes sent to the target.
+    pub bytes_copied: u64,
+    pub elapsed_ms: u64,
+}
+
+impl RecoveryProgress {
+    pub fn percent(&self) -> f64 {
+        if self.chunks_total == 0 {
+            return 100.0;
+        }
+        (self.chunks_done as f64 * 100.0 / self.chunks_total as f64).min(100.0)
+    }
+
+    /// Bytes per second sent so far.
+    pub fn rate(&self) -> f64 {
+        self.bytes_copied as f64 * 1000.0 / self.elapsed_ms.max(1) as f64
+    }
+
+    /// Seconds left at the pace so far, when there is a pace.
+    pub fn eta_s(&self) -> Option<f64> {
+        (self.chunks_done > 0 && self.chunks_done < self.chunks_total).then(|| {
+            let per_chunk_ms = self.elapsed_ms as f64 / self.chunks_done as f64;
+            per_chunk_ms * (self.chunks_total - self.chunks_done) as f64 / 1000.0
+        })
+    }
+}
+
+/// What scrub and read repair have done since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubCounters {
+    pub scrubbed_bytes: u64,
+    /// Whole passes over every chunk.
+    pub passes: u64,
+    /// Bad blocks found, by scrub or by a read.
+    pub errors: u64,
+    /// Ranges rewritten from the other replica.
+    pub repairs: u64,
 }
 
 /// An error a storage node reports; the request changed nothing unless the
@@ -84,6 +203,17 @@ pub enum ChunkErrorKind {
     DiskFailed,
     /// Any other I/O failure.
     Io,
+    /// The sender's map is older than the node's for this PG: fetch the map
+    /// and retry at the new primary.
+    StaleEpoch,
+    /// The node's map is older than the sender's: retry shortly.
+    EpochAhead,
+    /// The node does not hold this PG in the role asked of it (not the
+    /// primary for a write, not a complete replica for a read).
+    WrongNode,
+    /// A replica did not take a forwarded write: nothing was acknowledged;
+    /// retry once the map has moved the PG.
+    ReplicaFailed,
 }
 
 /// One disk as the node sees it.

@@ -125,7 +125,8 @@ fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
 /// run out because leases consumed the shared one.
 fn next_pool_id(t: &mut impl TablesMut) -> Result<Option<u32>, StoreError> {
     let id = t.get_rec::<u32>("next pool id", keys::NEXT_POOL_ID)?.unwrap_or(1);
-    if id == u32::MAX {
+    // Pool ids ride in the top bits of chunk owner ids.
+    if id > chuyi_common::map::POOL_ID_MAX {
         return Ok(None);
     }
     t.put_rec("next pool id", keys::NEXT_POOL_ID, &(id + 1))?;
@@ -408,7 +409,7 @@ fn create_volume(
         refuse!(e);
     }
     let volume = Volume {
-        id: next_id(t)?,
+        id: chuyi_common::map::owner_id(pool.id, next_id(t)?),
         name: name.to_string(),
         pool: pool_name.to_string(),
         size_bytes,

@@ -71,6 +71,12 @@ impl std::fmt::Display for Kind {
 }
 
 impl MetaError {
+    /// Whether the service decided against the request (as opposed to not
+    /// being reached): retrying the same request gets the same answer.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, MetaError::NotLeader { .. } | MetaError::Unavailable(_) | MetaError::Internal(_))
+    }
+
     pub(crate) fn exists(kind: Kind, name: impl Into<String>) -> Self {
         MetaError::AlreadyExists { kind, name: name.into() }
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
+use chuyi_common::map::{DataMap, NodeAddr, PgMap, PoolMap, Replica};
 use chuyi_common::seal::Sealed;
 use serde::{Deserialize, Serialize};
 
@@ -273,6 +274,41 @@ pub struct ClusterMap {
     pub nodes: Vec<NodeRecord>,
     pub pools: Vec<Pool>,
     pub pgs: Vec<PgRecord>,
+}
+
+impl ClusterMap {
+    /// The projection the data path works from (see `chuyi_common::map`).
+    pub fn data_map(&self) -> DataMap {
+        let replica = |d: &DiskRef| Replica { node: d.node, disk: d.disk };
+        let pools = self
+            .pools
+            .iter()
+            .map(|pool| {
+                let mut pgs: Vec<&PgRecord> = self.pgs.iter().filter(|pg| pg.pool == pool.id).collect();
+                pgs.sort_by_key(|pg| pg.pg);
+                PoolMap {
+                    id: pool.id,
+                    name: pool.name.clone(),
+                    class: pool.class,
+                    size: pool.redundancy.replicas() as u32,
+                    pgs: pgs
+                        .into_iter()
+                        .map(|pg| PgMap {
+                            epoch: pg.epoch,
+                            replicas: pg.replicas.iter().map(replica).collect(),
+                            recovering: pg.recovering.iter().map(replica).collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| NodeAddr { id: n.id, addrs: n.addrs.clone(), up: n.state == NodeState::Up })
+            .collect();
+        DataMap { epoch: self.epoch, nodes, pools }
+    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,47 @@ impl DiskStore {
         (ids, more)
     }
 
+    /// Like [`Self::list`], keeping only the chunks `keep` accepts; looks at
+    /// no more than `scan_max` chunks, so a sparse filter cannot hold the
+    /// index lock for long. The returned cursor is where the next page
+    /// starts (`None`: the listing is complete).
+    pub fn list_where(
+        &self,
+        start_after: Option<ChunkId>,
+        max: usize,
+        scan_max: usize,
+        keep: impl Fn(ChunkId) -> bool,
+    ) -> (Vec<ChunkId>, Option<ChunkId>) {
+        let index = self.lock_index();
+        let lower = match start_after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut found = Vec::new();
+        let mut last = None;
+        for (scanned, (&id, _)) in index.chunks.range((lower, std::ops::Bound::Unbounded)).enumerate() {
+            if found.len() == max || scanned == scan_max {
+                return (found, last);
+            }
+            last = Some(id);
+            if keep(id) {
+                found.push(id);
+            }
+        }
+        (found, None)
+    }
+
+    /// The crc32c of each block of `chunk`; `None` when it does not exist.
+    pub async fn block_crcs(&self, chunk: ChunkId) -> Result<Option<Vec<u32>>, StoreError> {
+        self.check_up()?;
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(None) };
+        let slot = self.read_slot(slot_ref).await?;
+        if !slot.live {
+            return Ok(None);
+        }
+        Ok(Some(self.crcs(&slot)?.to_vec()))
+    }
+
     pub fn stat(&self) -> DiskStat {
         let chunks = self.lock_index().chunks.len() as u64;
         DiskStat {

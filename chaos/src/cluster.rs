@@ -1,0 +1,418 @@
+//! A real cluster on localhost: `chuyi meta` and `chuyi node` processes
+//! with their own configs and data directories under one temporary
+//! directory, which this harness can kill, freeze and restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::ids::{ChunkId, DeviceClass, NodeId};
+use chuyi_common::map::{DataMap, Replica};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
+use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, MetaCall, Query};
+use chuyi_metadata::state::model::Redundancy;
+use chuyi_metadata::state::Command;
+
+const SECRET: &str = "chaos-harness-cluster-secret-0123456789";
+pub const POOL: &str = "ssd";
+pub const CHUNK_SIZE: u32 = 4 << 20;
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub metas: usize,
+    pub nodes: usize,
+    /// Size of each node's one ssd disk.
+    pub disk_mib: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub scrub_mb_per_s: u32,
+    pub recovery_mb_per_s: u32,
+    pub pg_count: u32,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            metas: 1,
+            nodes: 3,
+            disk_mib: 512,
+            heartbeat_timeout_ms: 2000,
+            scrub_mb_per_s: 0,
+            recovery_mb_per_s: 200,
+            pg_count: 16,
+        }
+    }
+}
+
+/// One process: its config, its log, and the child while it runs.
+#[derive(Debug)]
+pub struct Proc {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+#[derive(Debug)]
+pub struct TestCluster {
+    pub spec: Spec,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    secret_file: PathBuf,
+    pub metas: Vec<Proc>,
+    pub nodes: Vec<Proc>,
+}
+
+/// The `chuyi` binary: `$CHUYI_BIN`, else next to (or above) this
+/// executable, where cargo puts every binary of the workspace.
+pub fn chuyi_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("CHUYI_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("chuyi");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the chuyi binary near {}; set CHUYI_BIN", exe.display())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub fn secret() -> ClusterSecret {
+    ClusterSecret::new(SECRET.as_bytes().to_vec()).unwrap_or_else(|e| panic!("test secret: {e}"))
+}
+
+impl TestCluster {
+    /// Starts the processes and waits until every node is registered.
+    pub async fn start(spec: Spec) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET)?;
+        let mut cluster =
+            Self { bin: chuyi_bin()?, spec: spec.clone(), dir, secret_file, metas: Vec::new(), nodes: Vec::new() };
+        cluster.write_configs()?;
+        for i in 0..cluster.metas.len() {
+            cluster.spawn_meta(i)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn_node(i)?;
+        }
+        cluster.wait_registered().await?;
+        Ok(cluster)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_configs(&mut self) -> anyhow::Result<()> {
+        let root = self.dir.path().to_path_buf();
+        let meta_addrs: Vec<String> =
+            (0..self.spec.metas).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
+        let founders: String =
+            meta_addrs.iter().enumerate().map(|(i, a)| format!("[[member]]\nid = {}\naddr = \"{a}\"\n", i + 1)).collect();
+        for (i, addr) in meta_addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = root.join(format!("meta{id}"));
+            let config = root.join(format!("meta{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
+                     heartbeat_timeout_ms = {}\n\n{founders}",
+                    dir.display(),
+                    self.secret_file.display(),
+                    self.spec.heartbeat_timeout_ms
+                ),
+            )?;
+            let log = root.join(format!("meta{id}.log"));
+            self.metas.push(Proc { id, addr: addr.clone(), config, log, dir, child: None, frozen: false });
+        }
+        let meta_list = meta_addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        for i in 0..self.spec.nodes {
+            let id = i as u64 + 1;
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let dir = root.join(format!("node{id}"));
+            let config = root.join(format!("node{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "node_id = {id}\nlisten = \"{addr}\"\ncluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
+                     scrub_mb_per_s = {}\nrecovery_mb_per_s = {}\n\n\
+                     [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{}MiB\"\n",
+                    self.secret_file.display(),
+                    self.spec.scrub_mb_per_s,
+                    self.spec.recovery_mb_per_s,
+                    dir.join("ssd").display(),
+                    self.spec.disk_mib
+                ),
+            )?;
+            let log = root.join(format!("node{id}.log"));
+            self.nodes.push(Proc { id, addr, config, log, dir, child: None, frozen: false });
+        }
+        Ok(())
+    }
+
+    fn spawn(bin: &Path, role: &str, p: &mut Proc) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log)?;
+        let child = Process::new(bin)
+            .args([role, "--config"])
+            .arg(&p.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {} {role}", bin.display()))?;
+        p.child = Some(child);
+        p.frozen = false;
+        Ok(())
+    }
+
+    fn spawn_meta(&mut self, i: usize) -> anyhow::Result<()> {
+        Self::spawn(&self.bin, "meta", &mut self.metas[i])
+    }
+
+    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
+        Self::spawn(&self.bin, "node", &mut self.nodes[i])
+    }
+
+    fn node_index(&self, id: NodeId) -> anyhow::Result<usize> {
+        self.nodes.iter().position(|n| n.id == u64::from(id)).ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    pub fn meta_addrs(&self) -> Vec<String> {
+        self.metas.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn meta(&self) -> anyhow::Result<MetaClient> {
+        Ok(MetaClient::new(self.meta_addrs(), secret())?)
+    }
+
+    /// A data-path client, with `deadline` for each operation.
+    pub async fn client(&self, deadline: Duration) -> anyhow::Result<Arc<Cluster>> {
+        let config = ClientConfig { deadline, ..ClientConfig::default() };
+        Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
+    }
+
+    async fn wait_registered(&self) -> anyhow::Result<()> {
+        let want = self.spec.nodes;
+        self.wait_map(Duration::from_secs(30), "every node registered", |m| {
+            m.nodes.iter().filter(|n| n.up).count() == want
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The current data map from the metadata service.
+    pub async fn map(&self) -> anyhow::Result<DataMap> {
+        match self.meta()?.read(Query::Map).await? {
+            ApiReply::Map(map) => Ok(map.data_map()),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Polls the map until `ready` holds.
+    pub async fn wait_map(
+        &self,
+        limit: Duration,
+        what: &str,
+        ready: impl Fn(&DataMap) -> bool,
+    ) -> anyhow::Result<DataMap> {
+        let start = Instant::now();
+        loop {
+            if let Ok(map) = self.map().await {
+                if ready(&map) {
+                    return Ok(map);
+                }
+            }
+            if start.elapsed() > limit {
+                bail!("timed out after {limit:?} waiting for {what}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every PG has all its replicas and none recovering.
+    pub async fn wait_clean(&self, limit: Duration) -> anyhow::Result<DataMap> {
+        self.wait_map(limit, "every PG clean", is_clean).await
+    }
+
+    /// Creates the 2-replica pool and a volume of `size_mib`.
+    pub async fn create_volume(&self, name: &str, size_mib: u64) -> anyhow::Result<()> {
+        let meta = self.meta()?;
+        let pool = Command::CreatePool {
+            name: POOL.into(),
+            class: DeviceClass::Ssd,
+            redundancy: Redundancy::Replicated(2),
+            pg_count: self.spec.pg_count,
+            separate_failure_domains: false,
+        };
+        match meta.write(pool).await {
+            Ok(_) | Err(chuyi_metadata::state::MetaError::AlreadyExists { .. }) => {}
+            Err(e) => bail!("creating the pool: {e}"),
+        }
+        let volume = Command::CreateVolume {
+            name: name.into(),
+            pool: POOL.into(),
+            size_bytes: size_mib << 20,
+            chunk_size_bytes: CHUNK_SIZE,
+            wrapped_key: Vec::new(),
+        };
+        meta.write(volume).await.with_context(|| format!("creating volume {name}"))?;
+        Ok(())
+    }
+
+    fn signal(p: &Proc, signal: i32) -> anyhow::Result<()> {
+        let pid = p.child.as_ref().ok_or_else(|| anyhow!("process {} is not running", p.id))?.id() as i32;
+        // SAFETY: kill(2) on the pid of a child this harness spawned and has
+        // not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        if rc != 0 {
+            bail!("kill({pid}, {signal}) failed");
+        }
+        Ok(())
+    }
+
+    fn reap(p: &mut Proc) {
+        if let Some(mut child) = p.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        Self::signal(&self.nodes[i], libc::SIGKILL)?;
+        Self::reap(&mut self.nodes[i]);
+        Ok(())
+    }
+
+    pub fn restart_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        self.spawn_node(i)
+    }
+
+    pub fn freeze_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        Self::signal(&self.nodes[i], libc::SIGSTOP)?;
+        self.nodes[i].frozen = true;
+        Ok(())
+    }
+
+    pub fn thaw_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        Self::signal(&self.nodes[i], libc::SIGCONT)?;
+        self.nodes[i].frozen = false;
+        Ok(())
+    }
+
+    /// The member that is leader now, by its own status.
+    pub async fn meta_leader(&self) -> anyhow::Result<u64> {
+        let meta = self.meta()?;
+        for m in &self.metas {
+            if m.child.is_none() {
+                continue;
+            }
+            if let Ok(ApiReply::Status(s)) = meta.call_at(&m.addr, &MetaCall::Status).await {
+                if let Some(leader) = s.leader {
+                    return Ok(leader);
+                }
+            }
+        }
+        bail!("no metadata member names a leader")
+    }
+
+    pub fn kill_meta(&mut self, id: u64) -> anyhow::Result<()> {
+        let i = self.metas.iter().position(|m| m.id == id).ok_or_else(|| anyhow!("no member {id}"))?;
+        Self::signal(&self.metas[i], libc::SIGKILL)?;
+        Self::reap(&mut self.metas[i]);
+        Ok(())
+    }
+
+    pub fn restart_meta(&mut self, id: u64) -> anyhow::Result<()> {
+        let i = self.metas.iter().position(|m| m.id == id).ok_or_else(|| anyhow!("no member {id}"))?;
+        self.spawn_meta(i)
+    }
+
+    /// A raw connection to one node, for checks behind the client's back.
+    pub async fn node_rpc(&self, id: NodeId) -> anyhow::Result<RpcClient<ChunkRequest, ChunkResponse>> {
+        let i = self.node_index(id)?;
+        let endpoint: Endpoint = self.nodes[i].addr.parse()?;
+        Ok(RpcClient::connect(&endpoint, &secret(), RpcConfig::default()).await?)
+    }
+
+    pub async fn node_report(&self, id: NodeId) -> anyhow::Result<NodeReport> {
+        match self.node_rpc(id).await?.call(&ChunkRequest::NodeStatus, Bytes::new()).await? {
+            (ChunkResponse::Status(report), _) => Ok(report),
+            (other, _) => bail!("node {id} answered {other:?}"),
+        }
+    }
+
+    /// Reads a whole chunk straight from one replica's disk.
+    pub async fn read_replica(&self, replica: Replica, chunk: ChunkId) -> anyhow::Result<Bytes> {
+        let request = ChunkRequest::Read { disk: replica.disk, chunk, offset: 0, len: CHUNK_SIZE };
+        match self.node_rpc(replica.node).await?.call(&request, Bytes::new()).await? {
+            (ChunkResponse::ReadDone { .. }, data) => Ok(data),
+            (other, _) => bail!("node {} answered {other:?}", replica.node),
+        }
+    }
+
+    /// The file holding a node's disk.
+    pub fn disk_file(&self, id: NodeId) -> anyhow::Result<PathBuf> {
+        let i = self.node_index(id)?;
+        Ok(self.nodes[i].dir.join("ssd").join("chuyi-disk.img"))
+    }
+
+    /// The last lines of every log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for p in self.metas.iter().chain(&self.nodes) {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<_> = text.lines().rev().take(12).collect();
+            all.push_str(&format!("--- {} ---\n", p.log.display()));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::env::var_os("CHAOS_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}")));
+            eprintln!("chaos: kept {}", kept.keep().display());
+        }
+        for p in self.metas.iter_mut().chain(self.nodes.iter_mut()) {
+            if p.frozen {
+                let _ = Self::signal(p, libc::SIGCONT);
+            }
+            Self::reap(p);
+        }
+    }
+}
+
+/// Every PG has as many replicas as its pool asks for, none recovering.
+pub fn is_clean(map: &DataMap) -> bool {
+    map.pools.iter().all(|pool| {
+        pool.pgs.iter().all(|pg| pg.replicas.len() == pool.size as usize && pg.recovering.is_empty())
+    })
+}

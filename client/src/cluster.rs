@@ -1,0 +1,254 @@
+//! A connection to a cluster: the metadata service, the cached data map and
+//! the storage nodes, with the retry loop every chunk operation goes
+//! through.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chuyi_common::ids::{ChunkId, NodeId};
+use chuyi_common::map::{DataMap, Replica};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
+use chuyi_common::rpc::{ConnPool, RpcConfig};
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::error::ClientError;
+use crate::volume::VolumeIo;
+
+/// How long one map watch waits for a newer epoch before asking again.
+const MAP_WATCH: Duration = Duration::from_secs(5);
+/// The longest pause between two tries of one operation.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long an operation keeps retrying (through a failover, which
+    /// takes the metadata service's heartbeat timeout plus a moment).
+    pub deadline: Duration,
+    /// How long one call to a storage node may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { deadline: Duration::from_secs(30), call_timeout: Duration::from_secs(10) }
+    }
+}
+
+type Nodes = ConnPool<NodeId, ChunkRequest, ChunkResponse>;
+
+/// A cluster connection. Cheap to share (`Arc`); every operation may run
+/// concurrently with any other.
+#[derive(Debug)]
+pub struct Cluster {
+    meta: MetaClient,
+    map: watch::Sender<Arc<DataMap>>,
+    nodes: Nodes,
+    config: ClientConfig,
+    watcher: AbortHandle,
+}
+
+/// Why one try failed and another is worth making.
+enum Retry {
+    /// Try the next replica at once (a read that can go elsewhere).
+    NextReplica(String),
+    /// Wait for a newer map, or a while.
+    Later(String),
+}
+
+impl Cluster {
+    /// Connects to the metadata service at `members`, fetches the map and
+    /// starts following it.
+    pub async fn connect(
+        members: Vec<String>,
+        secret: ClusterSecret,
+        config: ClientConfig,
+    ) -> Result<Arc<Self>, ClientError> {
+        let meta = MetaClient::new(members.clone(), secret.clone())?;
+        let first = match meta.read(Query::Map).await? {
+            ApiReply::Map(map) => map.data_map(),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let (map, _) = watch::channel(Arc::new(first));
+        let watcher = MetaClient::new(members, secret.clone())?.with_deadline(MAP_WATCH * 2);
+        let follow = tokio::spawn(follow(watcher, map.clone()));
+        let rpc = RpcConfig { call_timeout: config.call_timeout, ..RpcConfig::default() };
+        Ok(Arc::new(Self { meta, map, nodes: ConnPool::new(secret, rpc), config, watcher: follow.abort_handle() }))
+    }
+
+    pub fn meta(&self) -> &MetaClient {
+        &self.meta
+    }
+
+    /// The newest map this client has.
+    pub fn map(&self) -> Arc<DataMap> {
+        self.map.borrow().clone()
+    }
+
+    /// Opens a volume for I/O. Attach leases are the frontend's business:
+    /// this only reads the volume's shape.
+    pub async fn open_volume(self: &Arc<Self>, name: &str) -> Result<VolumeIo, ClientError> {
+        match self.meta.read(Query::Volume(name.to_string())).await? {
+            ApiReply::Volume(volume) => Ok(VolumeIo::new(self.clone(), volume)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Writes `data` at `offset` of a chunk (object data, or a volume's
+    /// piece), on every replica.
+    pub async fn write_chunk(&self, chunk: ChunkId, offset: u32, data: Bytes, fua: bool) -> Result<(), ClientError> {
+        self.chunk_call(chunk, PgOp::Write { offset, fua }, data).await.map(drop)
+    }
+
+    /// Reads `len` bytes at `offset` of a chunk; never-written bytes are zeros.
+    pub async fn read_chunk(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<Bytes, ClientError> {
+        let (_, data) = self.chunk_call(chunk, PgOp::Read { offset, len }, Bytes::new()).await?;
+        Ok(data)
+    }
+
+    pub async fn zero_chunk(&self, chunk: ChunkId, offset: u32, len: u32, fua: bool) -> Result<(), ClientError> {
+        self.chunk_call(chunk, PgOp::Zero { offset, len, fua }, Bytes::new()).await.map(drop)
+    }
+
+    /// Removes a chunk from every replica, freeing its space.
+    pub async fn delete_chunk(&self, chunk: ChunkId) -> Result<(), ClientError> {
+        self.chunk_call(chunk, PgOp::Delete, Bytes::new()).await.map(drop)
+    }
+
+    /// Makes every acknowledged write stable on every replica: each node
+    /// the map has up flushes all its disks.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let map = self.map();
+            let flushes = map.nodes.iter().filter(|n| n.up).map(|node| async {
+                let request = ChunkRequest::Flush { disk: None };
+                match self.nodes.call(node.id, &node.addrs, &request, Bytes::new()).await {
+                    Ok((ChunkResponse::Done, _)) => Ok(()),
+                    Ok((other, _)) => Err(format!("node {} answered {other:?}", node.id)),
+                    Err(e) => Err(format!("node {}: {e}", node.id)),
+                }
+            });
+            let failed: Vec<String> = futures::future::join_all(flushes).await.into_iter().filter_map(Result::err).collect();
+            let Some(last) = failed.into_iter().next() else { return Ok(()) };
+            if Instant::now() >= deadline {
+                return Err(ClientError::FlushTimeout { deadline: self.config.deadline, last });
+            }
+            self.newer_map(map.epoch, backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Sends one PG operation on `chunk` to the replica that should serve
+    /// it, retrying through epoch changes and failovers until the deadline.
+    pub async fn chunk_call(&self, chunk: ChunkId, op: PgOp, payload: Bytes) -> Result<(ChunkResponse, Bytes), ClientError> {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut backoff = Duration::from_millis(10);
+        let mut replica_turn = 0usize;
+        let mut switched = false;
+        loop {
+            let map = self.map();
+            let retry = match self.try_once(&map, chunk, &op, &payload, replica_turn).await {
+                Ok(reply) => return Ok(reply),
+                Err(Err(fatal)) => return Err(fatal),
+                Err(Ok(retry)) => retry,
+            };
+            // A read may switch to another replica at once, but only once
+            // in a row: then it waits like everything else.
+            let (last, wait) = match retry {
+                Retry::NextReplica(last) => {
+                    replica_turn += 1;
+                    switched = !switched;
+                    (last, !switched)
+                }
+                Retry::Later(last) => (last, true),
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout { chunk, deadline: self.config.deadline, last });
+            }
+            tracing::debug!(%chunk, epoch = map.epoch, %last, "retrying");
+            if wait {
+                self.newer_map(map.epoch, backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// One try: `Ok` is the answer, `Err(Ok)` a reason to retry, `Err(Err)`
+    /// an error retrying cannot fix.
+    async fn try_once(
+        &self,
+        map: &DataMap,
+        chunk: ChunkId,
+        op: &PgOp,
+        payload: &Bytes,
+        replica_turn: usize,
+    ) -> Result<(ChunkResponse, Bytes), Result<Retry, ClientError>> {
+        let read = matches!(op, PgOp::Read { .. });
+        let Some((pg, pg_map)) = map.locate(chunk) else {
+            return Err(Ok(Retry::Later(format!("the map (epoch {}) has no pool for chunk {chunk}", map.epoch))));
+        };
+        let targets: Vec<Replica> = if read { pg_map.complete().collect() } else { pg_map.primary().into_iter().collect() };
+        let Some(&target) = targets.get(replica_turn % targets.len().max(1)) else {
+            return Err(Ok(Retry::Later(format!("PG {pg} has no replica to serve it"))));
+        };
+        let addrs = map.node(target.node).map(|n| n.addrs.as_slice()).unwrap_or_default();
+        let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false };
+        let elsewhere = read && targets.len() > 1;
+        let retry = |why: String| Err(Ok(if elsewhere { Retry::NextReplica(why) } else { Retry::Later(why) }));
+        match self.nodes.call(target.node, addrs, &request, payload.clone()).await {
+            Ok((ChunkResponse::Error(e), _)) => match e.kind {
+                ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => {
+                    Err(Ok(Retry::Later(format!("node {}: {e}", target.node))))
+                }
+                ChunkErrorKind::ReplicaFailed | ChunkErrorKind::DiskFailed | ChunkErrorKind::Io => {
+                    retry(format!("node {}: {e}", target.node))
+                }
+                ChunkErrorKind::Checksum if elsewhere && replica_turn + 1 < targets.len() => {
+                    Err(Ok(Retry::NextReplica(format!("node {}: {e}", target.node))))
+                }
+                _ => Err(Err(ClientError::Chunk { chunk, error: e })),
+            },
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                self.nodes.forget(target.node);
+                retry(format!("node {}: {e}", target.node))
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a map newer than `epoch`.
+    async fn newer_map(&self, epoch: u64, wait: Duration) {
+        let mut rx = self.map.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.epoch > epoch)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Long-polls the metadata service for each newer map.
+async fn follow(meta: MetaClient, map: watch::Sender<Arc<DataMap>>) {
+    loop {
+        let known = map.borrow().epoch;
+        match meta.watch_map(known, MAP_WATCH).await {
+            Ok(new) if new.epoch > known => {
+                tracing::debug!(epoch = new.epoch, "client took a new map");
+                map.send_replace(Arc::new(new.data_map()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "map watch failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

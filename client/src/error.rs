@@ -1,0 +1,26 @@
+//! What a client call can fail with.
+
+use std::time::Duration;
+
+use chuyi_common::ids::ChunkId;
+use chuyi_common::proto::chunk::ChunkError;
+use chuyi_metadata::state::MetaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("metadata service: {0}")]
+    Meta(#[from] MetaError),
+    /// A storage node refused for a reason retrying cannot change (no
+    /// space, a bad range, every replica's copy bad).
+    #[error("chunk {chunk}: {error}")]
+    Chunk { chunk: ChunkId, error: ChunkError },
+    /// No replica could serve the request before the deadline.
+    #[error("chunk {chunk}: not served within {deadline:?}; last problem: {last}")]
+    Timeout { chunk: ChunkId, deadline: Duration, last: String },
+    #[error("flush not completed within {deadline:?}; last problem: {last}")]
+    FlushTimeout { deadline: Duration, last: String },
+    #[error("bytes {offset}..{end} are outside volume {volume:?} of {size} bytes")]
+    OutOfRange { volume: String, offset: u64, end: u64, size: u64 },
+    #[error("the metadata service answered {0}")]
+    Unexpected(String),
+}

@@ -1,0 +1,129 @@
+//! Byte-range I/O on a volume: each request is cut at chunk boundaries and
+//! the pieces run concurrently, each through the cluster's retry loop.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use chuyi_common::ids::ChunkId;
+use chuyi_metadata::state::model::Volume;
+
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+
+/// An open volume. Clone it freely; operations may overlap in time (the
+/// frontend decides what overlapping writes mean).
+#[derive(Clone, Debug)]
+pub struct VolumeIo {
+    cluster: Arc<Cluster>,
+    volume: Arc<Volume>,
+}
+
+/// One chunk's share of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    chunk: ChunkId,
+    /// Offset within the chunk.
+    offset: u32,
+    len: u32,
+    /// Offset within the request.
+    at: usize,
+}
+
+impl VolumeIo {
+    pub(crate) fn new(cluster: Arc<Cluster>, volume: Volume) -> Self {
+        Self { cluster, volume: Arc::new(volume) }
+    }
+
+    pub fn volume(&self) -> &Volume {
+        &self.volume
+    }
+
+    pub fn size(&self) -> u64 {
+        self.volume.size_bytes
+    }
+
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, ClientError> {
+        let pieces = self.pieces(offset, len)?;
+        let reads = pieces.iter().map(|p| self.cluster.read_chunk(p.chunk, p.offset, p.len));
+        let parts = futures::future::try_join_all(reads).await?;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity(len as usize);
+        for part in parts {
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Writes `data` at `offset`; with `fua`, stable on every replica before
+    /// returning.
+    pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), ClientError> {
+        let pieces = self.pieces(offset, data.len() as u64)?;
+        let writes = pieces.iter().map(|p| {
+            let part = data.slice(p.at..p.at + p.len as usize);
+            self.cluster.write_chunk(p.chunk, p.offset, part, fua)
+        });
+        futures::future::try_join_all(writes).await.map(drop)
+    }
+
+    /// Makes a range read as zeros, freeing whole blocks (NBD TRIM and
+    /// WRITE_ZEROES alike: freed space reads as zeros, never old data).
+    pub async fn zero(&self, offset: u64, len: u64, fua: bool) -> Result<(), ClientError> {
+        let pieces = self.pieces(offset, len)?;
+        let zeros = pieces.iter().map(|p| self.cluster.zero_chunk(p.chunk, p.offset, p.len, fua));
+        futures::future::try_join_all(zeros).await.map(drop)
+    }
+
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        self.cluster.flush().await
+    }
+
+    fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>, ClientError> {
+        let size = self.volume.size_bytes;
+        let end = offset.checked_add(len).filter(|&e| e <= size);
+        let Some(end) = end else {
+            let end = offset.saturating_add(len);
+            return Err(ClientError::OutOfRange { volume: self.volume.name.clone(), offset, end, size });
+        };
+        Ok(split(self.volume.id, u64::from(self.volume.chunk_size_bytes), offset, end))
+    }
+}
+
+fn split(owner: u64, chunk_size: u64, offset: u64, end: u64) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let index = at / chunk_size;
+        let within = at % chunk_size;
+        let len = (chunk_size - within).min(end - at);
+        pieces.push(Piece {
+            chunk: ChunkId::new(owner, index),
+            offset: within as u32,
+            len: len as u32,
+            at: (at - offset) as usize,
+        });
+        at += len;
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_cuts_at_chunk_boundaries() {
+        let mib = 1 << 20;
+        let pieces = split(9, 4 * mib, 4 * mib - 4096, 4 * mib + 8192);
+        assert_eq!(
+            pieces,
+            vec![
+                Piece { chunk: ChunkId::new(9, 0), offset: (4 * mib - 4096) as u32, len: 4096, at: 0 },
+                Piece { chunk: ChunkId::new(9, 1), offset: 0, len: 8192, at: 4096 },
+            ]
+        );
+        assert!(split(9, 4 * mib, 100, 100).is_empty());
+        assert_eq!(split(9, 4 * mib, 0, 12 * mib).len(), 3);
+    }
+}

@@ -1,0 +1,79 @@
+//! Connections to many servers, one per server id, made on first use and
+//! replaced once closed. Storage nodes use it to reach their peers, clients
+//! to reach storage nodes.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Endpoint, RpcClient, RpcConfig, RpcError};
+use crate::secret::ClusterSecret;
+
+pub struct ConnPool<K, Req, Resp> {
+    secret: ClusterSecret,
+    config: RpcConfig,
+    conns: Mutex<HashMap<K, RpcClient<Req, Resp>>>,
+}
+
+impl<K, Req, Resp> std::fmt::Debug for ConnPool<K, Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<K, Req, Resp> ConnPool<K, Req, Resp>
+where
+    K: Copy + Eq + Hash + std::fmt::Display,
+    Req: Serialize + Send + Sync + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    pub fn new(secret: ClusterSecret, config: RpcConfig) -> Self {
+        Self { secret, config, conns: Mutex::new(HashMap::new()) }
+    }
+
+    /// Calls server `id`, connecting to the first of `addrs` that answers
+    /// when there is no open connection.
+    pub async fn call(&self, id: K, addrs: &[String], request: &Req, payload: Bytes) -> Result<(Resp, Bytes), RpcError> {
+        let conn = self.conn(id, addrs).await?;
+        let result = conn.call(request, payload).await;
+        if conn.is_closed() {
+            self.lock().remove(&id);
+        }
+        result
+    }
+
+    /// Drops the connection to `id`, so the next call connects anew.
+    pub fn forget(&self, id: K) {
+        self.lock().remove(&id);
+    }
+
+    async fn conn(&self, id: K, addrs: &[String]) -> Result<RpcClient<Req, Resp>, RpcError> {
+        if let Some(conn) = self.lock().get(&id).filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let mut last = RpcError::Config(format!("server {id} has no address"));
+        for addr in addrs {
+            let Ok(endpoint) = addr.parse::<Endpoint>() else {
+                last = RpcError::Config(format!("server {id} address {addr:?} is not valid"));
+                continue;
+            };
+            match RpcClient::connect(&endpoint, &self.secret, self.config.clone()).await {
+                Ok(conn) => {
+                    // Two callers may race to connect; keep one, drop the other.
+                    let kept = self.lock().entry(id).or_insert(conn).clone();
+                    return Ok(kept);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, RpcClient<Req, Resp>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,422 @@
+//! Backfill and resync: a PG's primary brings each recovering replica up to
+//! date, then reports it recovered.
+//!
+//! Both are one procedure. The primary walks its chunks of the PG and the
+//! replica's side by side, in chunk-id order, comparing each block's crc32c
+//! (which both keep in memory), and sends only the blocks that differ, and
+//! deletes the chunks the replica has and the primary does not. A brand-new
+//! replica has nothing, so everything is sent (backfill); a replica that
+//! was away for a while differs only in the blocks written meanwhile, so only
+//! those are sent (resync). Nothing has to be recorded while degraded, and a
+//! restart of either side resumes cheaply: what was already copied compares
+//! equal and is skipped.
+//!
+//! Client writes keep going to the recovering replica throughout (the
+//! primary forwards to every replica), and each chunk is copied under the
+//! primary's range lock, so a copy never overwrites a newer client write.
+//! Copying is throttled to `recovery_mb_per_s` and pauses while client
+//! operations are waiting on this node.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chuyi_common::checksum::zero_block_crc;
+use chuyi_common::ids::ChunkId;
+use chuyi_common::limits::BLOCK_SIZE_BYTES;
+use chuyi_common::map::{DataMap, PgId, Replica};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::replication::{chunk_sums, in_pg, ReplicationError, Replicator};
+use crate::store::DiskStore;
+
+/// PGs backfilled at once by one node. The PGs of a lost node have their
+/// primaries spread over every survivor, so the cluster as a whole rebuilds
+/// on all nodes in parallel.
+const CONCURRENT_BACKFILLS: usize = 4;
+/// Chunks compared per page.
+const PAGE: u32 = 64;
+/// Blocks sent in one write at most (1 MiB).
+const RUN_BLOCKS: usize = 256;
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A replica now holds its PG's data as of `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Recovered {
+    pub pg: PgId,
+    pub replica: Replica,
+    pub epoch: u64,
+}
+
+type Key = (PgId, Replica, u64);
+
+#[derive(Debug)]
+pub struct Recovery {
+    repl: Arc<Replicator>,
+    bytes_per_s: u64,
+    progress: Mutex<HashMap<Key, RecoveryProgress>>,
+    reported: mpsc::UnboundedSender<Recovered>,
+}
+
+impl Recovery {
+    pub fn new(repl: Arc<Replicator>, mb_per_s: u32) -> (Arc<Self>, mpsc::UnboundedReceiver<Recovered>) {
+        let (reported, rx) = mpsc::unbounded_channel();
+        let this = Self { repl, bytes_per_s: u64::from(mb_per_s) * 1_000_000, progress: Mutex::default(), reported };
+        (Arc::new(this), rx)
+    }
+
+    /// Backfills in flight, for `NodeStatus`.
+    pub fn progress(&self) -> Vec<RecoveryProgress> {
+        let mut all: Vec<_> = lock(&self.progress).values().cloned().collect();
+        all.sort_by_key(|p| (p.pg, p.target));
+        all
+    }
+
+    /// Follows the map: starts a backfill for every recovering replica of a
+    /// PG this node is primary of, and drops those the map no longer wants.
+    pub async fn run(self: Arc<Self>) {
+        let mut maps = self.repl.view().subscribe();
+        let permits = Arc::new(Semaphore::new(CONCURRENT_BACKFILLS));
+        let mut running: HashMap<Key, JoinHandle<()>> = HashMap::new();
+        let mut done: HashSet<Key> = HashSet::new();
+        loop {
+            let map = self.repl.view().current();
+            let wanted = self.wanted(&map);
+            running.retain(|key, task| {
+                let keep = wanted.contains(key) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                    lock(&self.progress).remove(key);
+                }
+                keep
+            });
+            done.retain(|key| wanted.contains(key));
+            for key in wanted {
+                if running.contains_key(&key) || done.contains(&key) {
+                    continue;
+                }
+                let (this, permits) = (self.clone(), permits.clone());
+                running.insert(
+                    key,
+                    tokio::spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        this.backfill_until_done(key).await;
+                    }),
+                );
+            }
+            // A finished task's key stays done until the map moves on, so a
+            // report the metadata service has not applied yet is not redone.
+            for (key, task) in &running {
+                if task.is_finished() {
+                    done.insert(*key);
+                }
+            }
+            tokio::select! {
+                changed = maps.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RETRY_AFTER) => {}
+            }
+        }
+    }
+
+    fn wanted(&self, map: &DataMap) -> HashSet<Key> {
+        let me = self.repl.node_id();
+        let mut keys = HashSet::new();
+        for (pg, pg_map) in map.pgs() {
+            if pg_map.primary().is_some_and(|p| p.node == me) {
+                keys.extend(pg_map.recovering.iter().map(|&r| (pg, r, pg_map.epoch)));
+            }
+        }
+        keys
+    }
+
+    async fn backfill_until_done(&self, key: Key) {
+        let (pg, target, epoch) = key;
+        loop {
+            match self.backfill(key).await {
+                Ok(()) => {
+                    lock(&self.progress).remove(&key);
+                    let _ = self.reported.send(Recovered { pg, replica: target, epoch });
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%pg, ?target, epoch, error = %e, "backfill failed; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        }
+    }
+
+    async fn backfill(&self, key: Key) -> Result<(), ReplicationError> {
+        let (pg, target, epoch) = key;
+        let map = self.repl.view().current();
+        let Some(mine) = map.pg(pg).filter(|p| p.epoch == epoch).and_then(|p| p.primary()) else {
+            return Err(ReplicationError::StaleEpoch { pg, ours: map.pg(pg).map_or(0, |p| p.epoch), theirs: epoch });
+        };
+        let disk = self.repl.store().disk(mine.disk)?;
+        let started = Instant::now();
+        let total = count_chunks(disk, &map, pg);
+        self.set_progress(key, |p| p.chunks_total = total);
+        tracing::info!(%pg, ?target, epoch, chunks = total, "backfill started");
+        let mut walk = Walk::default();
+        let mut sent = 0u64;
+        loop {
+            if walk.local.is_empty() && !walk.local_done {
+                let (page, next) = chunk_sums(disk, &map, pg, walk.local_next, PAGE).await?;
+                walk.local.extend(page);
+                (walk.local_next, walk.local_done) = (next, next.is_none());
+            }
+            if walk.remote.is_empty() && !walk.remote_done {
+                let (page, next) = self.remote_sums(&map, pg, target, epoch, walk.remote_next).await?;
+                walk.remote.extend(page);
+                (walk.remote_next, walk.remote_done) = (next, next.is_none());
+            }
+            let Some(batch) = walk.take_ready() else { break };
+            for (chunk, remote) in batch {
+                let bytes = self.copy_chunk(&map, epoch, mine, target, chunk, remote).await?;
+                sent += bytes;
+                self.set_progress(key, |p| {
+                    p.chunks_done += 1;
+                    p.bytes_copied += bytes;
+                    p.elapsed_ms = started.elapsed().as_millis() as u64;
+                });
+                self.throttle(sent, started).await;
+            }
+        }
+        let flush = ChunkRequest::Flush { disk: Some(target.disk) };
+        expect_done(self.repl.peers().call(&map, target.node, &flush, Bytes::new()).await, target)?;
+        tracing::info!(%pg, ?target, epoch, bytes = sent, secs = started.elapsed().as_secs_f64(), "backfill done");
+        Ok(())
+    }
+
+    /// Brings `target`'s copy of `chunk` to the primary's, under the
+    /// primary's lock on the whole chunk. Returns the bytes sent.
+    async fn copy_chunk(
+        &self,
+        map: &DataMap,
+        epoch: u64,
+        mine: Replica,
+        target: Replica,
+        chunk: ChunkId,
+        remote: Option<Vec<u32>>,
+    ) -> Result<u64, ReplicationError> {
+        let disk = self.repl.store().disk(mine.disk)?;
+        let _whole = self.repl.locks().lock(chunk, 0, u64::MAX).await;
+        let send = |op: PgOp, payload: Bytes| {
+            let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true };
+            async move { expect_done(self.repl.peers().call(map, target.node, &request, payload).await, target) }
+        };
+        let Some(local) = disk.block_crcs(chunk).await? else {
+            if remote.is_some() {
+                send(PgOp::Delete, Bytes::new()).await?;
+            }
+            return Ok(0);
+        };
+        let zero = zero_block_crc();
+        let differs = |i: usize| local[i] != remote.as_ref().map_or(zero, |r| r.get(i).copied().unwrap_or(zero));
+        let mut sent = 0;
+        for (first, count) in runs(local.len(), differs) {
+            let (offset, len) = ((first * BLOCK_SIZE_BYTES) as u32, (count * BLOCK_SIZE_BYTES) as u32);
+            if local[first..first + count].iter().all(|&c| c == zero) {
+                send(PgOp::Zero { offset, len, fua: false }, Bytes::new()).await?;
+            } else {
+                let (data, _) = disk.read(chunk, offset.into(), len.into()).await?;
+                send(PgOp::Write { offset, fua: false }, data).await?;
+                sent += u64::from(len);
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn remote_sums(
+        &self,
+        map: &DataMap,
+        pg: PgId,
+        target: Replica,
+        epoch: u64,
+        start_after: Option<ChunkId>,
+    ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
+        let request = ChunkRequest::PgSums { pg, epoch, start_after, max: PAGE };
+        let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
+        match self.repl.peers().call(map, target.node, &request, Bytes::new()).await {
+            Ok((ChunkResponse::Sums { chunks, blocks, next }, payload)) => {
+                let sums = ChunkSums::decode(&chunks, blocks, &payload).ok_or_else(|| failed("malformed sums".into()))?;
+                Ok((sums, next))
+            }
+            Ok((other, _)) => Err(failed(format!("answered {other:?}"))),
+            Err(e) => Err(failed(e.to_string())),
+        }
+    }
+
+    /// Keeps the copy under its rate, and behind client I/O.
+    async fn throttle(&self, sent: u64, started: Instant) {
+        let due = Duration::from_secs_f64(sent as f64 / self.bytes_per_s as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        for _ in 0..20 {
+            if self.repl.client_ops() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn set_progress(&self, key: Key, f: impl FnOnce(&mut RecoveryProgress)) {
+        let mut all = lock(&self.progress);
+        let entry = all.entry(key).or_insert_with(|| RecoveryProgress {
+            pg: key.0,
+            target: key.1,
+            epoch: key.2,
+            chunks_done: 0,
+            chunks_total: 0,
+            bytes_copied: 0,
+            elapsed_ms: 0,
+        });
+        f(entry);
+    }
+}
+
+/// The two sides of a backfill, read page by page and merged in id order.
+#[derive(Default)]
+struct Walk {
+    local: VecDeque<ChunkSums>,
+    local_next: Option<ChunkId>,
+    local_done: bool,
+    remote: VecDeque<ChunkSums>,
+    remote_next: Option<ChunkId>,
+    remote_done: bool,
+}
+
+impl Walk {
+    /// The chunks both sides have listed up to a common bound, each with the
+    /// remote side's sums (or `None`: the remote lacks it; chunks only the
+    /// remote has come with `Some`). `None` when both sides are exhausted.
+    #[allow(clippy::type_complexity)]
+    fn take_ready(&mut self) -> Option<Vec<(ChunkId, Option<Vec<u32>>)>> {
+        if self.local_done && self.remote_done && self.local.is_empty() && self.remote.is_empty() {
+            return None;
+        }
+        // Everything up to a side's cursor has been fetched from it.
+        let bound = |done: bool, next: Option<ChunkId>| if done { None } else { next };
+        let bound = match (bound(self.local_done, self.local_next), bound(self.remote_done, self.remote_next)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ready = |c: ChunkId| bound.is_none_or(|b| c <= b);
+        let mut remote: HashMap<ChunkId, Vec<u32>> = HashMap::new();
+        while self.remote.front().is_some_and(|s| ready(s.chunk)) {
+            if let Some(s) = self.remote.pop_front() {
+                remote.insert(s.chunk, s.crcs);
+            }
+        }
+        let mut batch = Vec::new();
+        while self.local.front().is_some_and(|s| ready(s.chunk)) {
+            if let Some(s) = self.local.pop_front() {
+                batch.push((s.chunk, remote.remove(&s.chunk)));
+            }
+        }
+        // Only on the remote: it goes (the copy finds no local chunk).
+        batch.extend(remote.into_iter().map(|(chunk, crcs)| (chunk, Some(crcs))));
+        batch.sort_by_key(|(c, _)| *c);
+        Some(batch)
+    }
+}
+
+fn count_chunks(disk: &DiskStore, map: &DataMap, pg: PgId) -> u64 {
+    let (mut count, mut cursor) = (0u64, None);
+    loop {
+        let (ids, next) = disk.list_where(cursor, usize::MAX, 65_536, |c| in_pg(map, c, pg));
+        count += ids.len() as u64;
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return count,
+        }
+    }
+}
+
+/// Runs of consecutive blocks for which `differs` holds, each at most
+/// [`RUN_BLOCKS`] long: (first block, count).
+fn runs(blocks: usize, differs: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < blocks {
+        if !differs(i) {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i < blocks && differs(i) && i - first < RUN_BLOCKS {
+            i += 1;
+        }
+        out.push((first, i - first));
+    }
+    out
+}
+
+fn expect_done(
+    reply: Result<(ChunkResponse, Bytes), chuyi_common::rpc::RpcError>,
+    target: Replica,
+) -> Result<(), ReplicationError> {
+    match reply {
+        Ok((ChunkResponse::Done, _)) => Ok(()),
+        Ok((other, _)) => Err(ReplicationError::ReplicaFailed { replica: target, message: format!("answered {other:?}") }),
+        Err(e) => Err(ReplicationError::ReplicaFailed { replica: target, message: e.to_string() }),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_at_equal_blocks_and_at_the_cap() {
+        let differ = [false, true, true, false, true];
+        assert_eq!(runs(5, |i| differ[i]), vec![(1, 2), (4, 1)]);
+        assert_eq!(runs(600, |_| true), vec![(0, 256), (256, 256), (512, 88)]);
+        assert!(runs(10, |_| false).is_empty());
+    }
+
+    fn sums(ids: &[u64]) -> VecDeque<ChunkSums> {
+        ids.iter().map(|&i| ChunkSums { chunk: ChunkId::new(1, i), crcs: vec![i as u32] }).collect()
+    }
+
+    #[test]
+    fn walk_merges_pages_up_to_the_lower_cursor() {
+        let mut walk = Walk {
+            local: sums(&[1, 3, 5]),
+            local_next: Some(ChunkId::new(1, 5)),
+            local_done: false,
+            remote: sums(&[2, 3]),
+            remote_next: None,
+            remote_done: true,
+        };
+        let batch = walk.take_ready().expect("not exhausted");
+        let ids: Vec<_> = batch.iter().map(|(c, r)| (c.index, r.is_some())).collect();
+        assert_eq!(ids, vec![(1, false), (2, true), (3, true), (5, false)]);
+        walk.local_done = true;
+        walk.local_next = None;
+        assert_eq!(walk.take_ready().map(|b| b.len()), None);
+    }
+
+    #[test]
+    fn walk_keeps_what_lies_beyond_the_other_sides_cursor() {
+        let mut walk = Walk {
+            local: sums(&[1, 9]),
+            local_next: Some(ChunkId::new(1, 9)),
+            local_done: false,
+            remote: sums(&[4]),
+            remote_next: Some(ChunkId::new(1, 4)),
+            remote_done: false,
+        };
+        let batch = walk.take_ready().expect("not exhausted");
+        assert_eq!(batch.iter().map(|(c, _)| c.index).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(walk.local.len(), 1, "chunk 9 waits for the remote's next page");
+    }
+}

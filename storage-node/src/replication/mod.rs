@@ -1,0 +1,422 @@
+//! Primary-backup replication of a PG's chunks, fenced by epoch.
+//!
+//! A client sends a write to the PG's primary. The primary holds the
+//! written range ([`locks`]), writes locally and forwards to every other
+//! replica at once (recovering ones included, so backfill never chases a
+//! moving target), and acknowledges only when all have it; with FUA, when
+//! all have it on stable storage. Every request carries the PG epoch of the
+//! sender's map. A node refuses an older epoch (`StaleEpoch`), so a primary
+//! that was frozen or cut off cannot get a write acknowledged once the
+//! metadata service has moved the PG: its forward is refused by a replica
+//! that knows the new map. A node whose own map is older waits briefly for
+//! the newer one, then answers `EpochAhead`.
+//!
+//! A read that finds a bad block is served from another complete replica,
+//! and the block is rewritten from it (read repair).
+
+pub mod locks;
+pub mod peers;
+pub mod view;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chuyi_common::ids::{ChunkId, NodeId};
+use chuyi_common::limits::{BLOCK_SIZE_BYTES, PG_SUMS_PAGE_MAX};
+use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
+use chuyi_common::proto::chunk::{
+    ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, ChunkSums, PgOp, ScrubCounters,
+};
+
+use self::locks::RangeLocks;
+use self::peers::Peers;
+use self::view::MapView;
+use crate::store::{ChunkStore, DiskStore, StoreError};
+
+/// How long a request from a sender with a newer map waits for this node's
+/// map to catch up.
+const MAP_CATCH_UP: Duration = Duration::from_secs(2);
+
+const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
+
+/// Why a replicated operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("PG {pg} is at epoch {ours} here; the request used {theirs}")]
+    StaleEpoch { pg: PgId, ours: u64, theirs: u64 },
+    #[error("this node's map is behind: PG {pg} at epoch {ours}, the request used {theirs}")]
+    EpochAhead { pg: PgId, ours: u64, theirs: u64 },
+    #[error("chunk {chunk} is in pool {pool}, which this node's map does not have")]
+    UnknownPool { chunk: ChunkId, pool: u32 },
+    #[error("node {node} is not {role} of PG {pg} at epoch {epoch}")]
+    WrongNode { node: NodeId, role: &'static str, pg: PgId, epoch: u64 },
+    #[error("replica {replica:?} did not take the write: {message}")]
+    ReplicaFailed { replica: Replica, message: String },
+    /// A replica refused for a reason the client must see as is (no space,
+    /// out of range).
+    #[error("replica {replica:?}: {error}")]
+    Replica { replica: Replica, error: ChunkError },
+}
+
+impl From<ReplicationError> for ChunkError {
+    fn from(e: ReplicationError) -> Self {
+        let kind = match e {
+            ReplicationError::Store(s) => return s.into(),
+            ReplicationError::Invalid(_) => ChunkErrorKind::InvalidArgument,
+            ReplicationError::StaleEpoch { .. } => ChunkErrorKind::StaleEpoch,
+            ReplicationError::EpochAhead { .. } | ReplicationError::UnknownPool { .. } => ChunkErrorKind::EpochAhead,
+            ReplicationError::WrongNode { .. } => ChunkErrorKind::WrongNode,
+            ReplicationError::ReplicaFailed { .. } => ChunkErrorKind::ReplicaFailed,
+            ReplicationError::Replica { ref error, .. } => error.kind,
+        };
+        ChunkError { kind, message: e.to_string() }
+    }
+}
+
+/// The role a request asks of this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Takes a client's write and forwards it.
+    Primary,
+    /// Takes a forwarded write (recovering replicas included).
+    Member,
+    /// Serves reads: holds the data.
+    Complete,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "the primary",
+            Role::Member => "a replica",
+            Role::Complete => "a complete replica",
+        }
+    }
+}
+
+/// Counters shared by read repair and scrub.
+#[derive(Debug, Default)]
+pub struct RepairCounters {
+    pub scrubbed_bytes: AtomicU64,
+    pub passes: AtomicU64,
+    pub errors: AtomicU64,
+    pub repairs: AtomicU64,
+}
+
+impl RepairCounters {
+    pub fn snapshot(&self) -> ScrubCounters {
+        ScrubCounters {
+            scrubbed_bytes: self.scrubbed_bytes.load(Ordering::Relaxed),
+            passes: self.passes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            repairs: self.repairs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A PG placement checked against the request: the map it was checked in,
+/// the PG and this node's replica in it.
+#[derive(Debug)]
+pub struct Placed {
+    pub map: Arc<DataMap>,
+    pub pg: PgId,
+    pub pg_map: PgMap,
+    pub mine: Replica,
+}
+
+/// The replicated data path of one node.
+#[derive(Debug)]
+pub struct Replicator {
+    node_id: NodeId,
+    store: Arc<ChunkStore>,
+    view: MapView,
+    peers: Peers,
+    locks: RangeLocks,
+    counters: RepairCounters,
+    /// Client operations being served now; recovery yields while any are.
+    client_ops: AtomicU64,
+}
+
+type Reply = (ChunkResponse, Bytes);
+
+impl Replicator {
+    pub fn new(node_id: NodeId, store: Arc<ChunkStore>, peers: Peers) -> Self {
+        Self {
+            node_id,
+            store,
+            view: MapView::default(),
+            peers,
+            locks: RangeLocks::default(),
+            counters: RepairCounters::default(),
+            client_ops: AtomicU64::new(0),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn view(&self) -> &MapView {
+        &self.view
+    }
+
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    pub fn locks(&self) -> &RangeLocks {
+        &self.locks
+    }
+
+    pub fn counters(&self) -> &RepairCounters {
+        &self.counters
+    }
+
+    pub fn client_ops(&self) -> u64 {
+        self.client_ops.load(Ordering::Relaxed)
+    }
+
+    /// Serves a [`ChunkRequest::Pg`].
+    pub async fn pg_op(
+        &self,
+        chunk: ChunkId,
+        epoch: u64,
+        op: PgOp,
+        forwarded: bool,
+        payload: Bytes,
+    ) -> Result<Reply, ReplicationError> {
+        let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
+        let role = match (&op, forwarded) {
+            (PgOp::Read { .. }, _) => Role::Complete,
+            (_, false) => Role::Primary,
+            (_, true) => Role::Member,
+        };
+        let placed = self.place(chunk, epoch, role).await?;
+        match op {
+            PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into()).await,
+            op => self.mutate(&placed, chunk, op, forwarded, payload).await,
+        }
+    }
+
+    /// Finds `chunk`'s PG in this node's map and checks the epoch and this
+    /// node's role in it, waiting briefly if the sender's map is newer.
+    pub async fn place(&self, chunk: ChunkId, epoch: u64, role: Role) -> Result<Placed, ReplicationError> {
+        let mut map = self.view.current();
+        if !pg_at_least(&map, chunk, epoch) {
+            map = self.view.wait_for(MAP_CATCH_UP, |m| pg_at_least(m, chunk, epoch)).await;
+        }
+        let Some((pg, pg_map)) = map.locate(chunk) else {
+            return Err(ReplicationError::UnknownPool { chunk, pool: chuyi_common::map::pool_of(chunk.owner) });
+        };
+        if pg_map.epoch > epoch {
+            return Err(ReplicationError::StaleEpoch { pg, ours: pg_map.epoch, theirs: epoch });
+        }
+        if pg_map.epoch < epoch {
+            return Err(ReplicationError::EpochAhead { pg, ours: pg_map.epoch, theirs: epoch });
+        }
+        let mine = match role {
+            Role::Primary => pg_map.primary().filter(|r| r.node == self.node_id),
+            Role::Member => pg_map.on_node(self.node_id),
+            Role::Complete => pg_map.complete().find(|r| r.node == self.node_id),
+        };
+        let Some(mine) = mine else {
+            return Err(ReplicationError::WrongNode { node: self.node_id, role: role.name(), pg, epoch });
+        };
+        let pg_map = pg_map.clone();
+        Ok(Placed { map, pg, pg_map, mine })
+    }
+
+    async fn mutate(
+        &self,
+        placed: &Placed,
+        chunk: ChunkId,
+        op: PgOp,
+        forwarded: bool,
+        payload: Bytes,
+    ) -> Result<Reply, ReplicationError> {
+        let disk = self.store.disk(placed.mine.disk)?;
+        let (start, end) = match op {
+            PgOp::Write { offset, .. } => (u64::from(offset), u64::from(offset) + payload.len() as u64),
+            PgOp::Zero { offset, len, .. } => (u64::from(offset), u64::from(offset) + u64::from(len)),
+            PgOp::Delete | PgOp::Read { .. } => (0, u64::MAX),
+        };
+        if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
+            return Err(ReplicationError::Invalid("only a write carries a payload".into()));
+        }
+        let _range = self.locks.lock(chunk, start, end).await;
+        let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true };
+        let local = async {
+            match op {
+                PgOp::Write { offset, fua } => disk.write(chunk, offset.into(), payload.clone(), fua).await,
+                PgOp::Zero { offset, len, fua } => disk.zero(chunk, offset.into(), len.into(), fua).await,
+                PgOp::Delete => disk.delete(chunk).await,
+                PgOp::Read { .. } => Ok(()),
+            }
+        };
+        if forwarded {
+            local.await?;
+            return Ok((ChunkResponse::Done, Bytes::new()));
+        }
+        let others = placed.pg_map.replicas.iter().filter(|r| **r != placed.mine);
+        let forwards = others.map(|&replica| self.forward(&placed.map, replica, &request, payload.clone()));
+        let (local, forwards) = tokio::join!(local, futures::future::join_all(forwards));
+        local?;
+        forwards.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok((ChunkResponse::Done, Bytes::new()))
+    }
+
+    async fn forward(
+        &self,
+        map: &DataMap,
+        replica: Replica,
+        request: &ChunkRequest,
+        payload: Bytes,
+    ) -> Result<(), ReplicationError> {
+        match self.peers.call(map, replica.node, request, payload).await {
+            Ok((ChunkResponse::Done, _)) => Ok(()),
+            Ok((ChunkResponse::Error(error), _)) => match error.kind {
+                // The replica knows a newer map: so must the client.
+                ChunkErrorKind::StaleEpoch
+                | ChunkErrorKind::NoSpace | ChunkErrorKind::OutOfRange | ChunkErrorKind::InvalidArgument => {
+                    Err(ReplicationError::Replica { replica, error })
+                }
+                _ => Err(ReplicationError::ReplicaFailed { replica, message: error.to_string() }),
+            },
+            Ok((other, _)) => Err(ReplicationError::ReplicaFailed { replica, message: format!("answered {other:?}") }),
+            Err(e) => Err(ReplicationError::ReplicaFailed { replica, message: e.to_string() }),
+        }
+    }
+
+    async fn read(&self, placed: &Placed, chunk: ChunkId, offset: u64, len: u64) -> Result<Reply, ReplicationError> {
+        let disk = self.store.disk(placed.mine.disk)?;
+        match disk.read(chunk, offset, len).await {
+            Ok((data, allocated)) => Ok((ChunkResponse::ReadDone { allocated }, data)),
+            Err(StoreError::Checksum { .. }) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                let (start, end) = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
+                self.repair(placed, chunk, start, end).await?;
+                let (data, allocated) = disk.read(chunk, offset, len).await?;
+                Ok((ChunkResponse::ReadDone { allocated }, data))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rewrites blocks `[start, end)` of this node's copy of `chunk` from
+    /// another complete replica.
+    pub async fn repair(&self, placed: &Placed, chunk: ChunkId, start: u64, end: u64) -> Result<(), ReplicationError> {
+        let _range = self.locks.lock(chunk, start, end).await;
+        let request = ChunkRequest::Pg {
+            chunk,
+            epoch: placed.pg_map.epoch,
+            op: PgOp::Read { offset: start as u32, len: (end - start) as u32 },
+            forwarded: true,
+        };
+        let mut last = None;
+        for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
+            match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
+                Ok((ChunkResponse::ReadDone { .. }, data)) if data.len() as u64 == end - start => {
+                    self.store.disk(placed.mine.disk)?.write(chunk, start, data, true).await?;
+                    self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%chunk, start, end, from = source.node, "repaired a bad range from the other replica");
+                    return Ok(());
+                }
+                Ok((other, _)) => last = Some(format!("{other:?}")),
+                Err(e) => last = Some(e.to_string()),
+            }
+        }
+        let message = last.unwrap_or_else(|| "no other complete replica".into());
+        tracing::warn!(%chunk, start, end, %message, "could not repair a bad range");
+        Err(ReplicationError::ReplicaFailed { replica: placed.mine, message })
+    }
+
+    /// Serves a [`ChunkRequest::PgSums`]: this node's chunks of `pg`.
+    pub async fn pg_sums(
+        &self,
+        pg: PgId,
+        epoch: u64,
+        start_after: Option<ChunkId>,
+        max: u32,
+    ) -> Result<Reply, ReplicationError> {
+        let mut map = self.view.current();
+        if map.pg(pg).is_none_or(|p| p.epoch < epoch) {
+            map = self.view.wait_for(MAP_CATCH_UP, |m| m.pg(pg).is_some_and(|p| p.epoch >= epoch)).await;
+        }
+        let Some(pg_map) = map.pg(pg) else {
+            return Err(ReplicationError::UnknownPool { chunk: ChunkId::new(0, 0), pool: pg.pool });
+        };
+        if pg_map.epoch != epoch {
+            let (ours, theirs) = (pg_map.epoch, epoch);
+            return Err(if ours > theirs {
+                ReplicationError::StaleEpoch { pg, ours, theirs }
+            } else {
+                ReplicationError::EpochAhead { pg, ours, theirs }
+            });
+        }
+        let Some(mine) = pg_map.on_node(self.node_id) else {
+            return Err(ReplicationError::WrongNode { node: self.node_id, role: Role::Member.name(), pg, epoch });
+        };
+        let disk = self.store.disk(mine.disk)?;
+        let (sums, next) = chunk_sums(disk, &map, pg, start_after, max.clamp(1, PG_SUMS_PAGE_MAX)).await?;
+        let blocks = (disk.chunk_size() / BLOCK) as u32;
+        let chunks = sums.iter().map(|s| s.chunk).collect();
+        Ok((ChunkResponse::Sums { chunks, blocks, next }, Bytes::from(ChunkSums::encode(&sums))))
+    }
+}
+
+/// This node's chunks of `pg` on `disk` after `start_after`, at most `max`,
+/// with their block checksums; and where the next page starts.
+pub async fn chunk_sums(
+    disk: &DiskStore,
+    map: &DataMap,
+    pg: PgId,
+    start_after: Option<ChunkId>,
+    max: u32,
+) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
+    // A sparse PG may need a long scan for one page; cap it so the disk's
+    // index lock is not held for long, and let the cursor carry on.
+    let (ids, next) = disk.list_where(start_after, max as usize, max as usize * 256, |c| in_pg(map, c, pg));
+    let mut sums = Vec::with_capacity(ids.len());
+    for chunk in ids {
+        // Deleted since listed: leave it out.
+        if let Some(crcs) = disk.block_crcs(chunk).await? {
+            sums.push(ChunkSums { chunk, crcs });
+        }
+    }
+    Ok((sums, next))
+}
+
+/// Whether `chunk` belongs to `pg` in `map`.
+pub fn in_pg(map: &DataMap, chunk: ChunkId, pg: PgId) -> bool {
+    map.locate(chunk).is_some_and(|(id, _)| id == pg)
+}
+
+fn pg_at_least(map: &DataMap, chunk: ChunkId, epoch: u64) -> bool {
+    map.locate(chunk).is_some_and(|(_, pg)| pg.epoch >= epoch)
+}
+
+/// Counts a client operation while it runs.
+struct ClientOp<'a>(&'a AtomicU64);
+
+impl<'a> ClientOp<'a> {
+    fn start(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for ClientOp<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
