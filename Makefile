@@ -48,12 +48,15 @@ run: build
 
 # Criterion benches, then the node load bench against fio on the same disk
 # (bench/node-vs-fio.sh; PROFILE=1 adds perf profiles), then the metadata
-# service's puts/s and read latency (bench/meta.sh). Results: bench/RESULTS.md.
+# service's puts/s and read latency (bench/meta.sh), then failure and recovery
+# figures on real clusters of 2, 3 and 4 nodes. Results: bench/RESULTS.md.
 bench: deps
 	$(CARGO) bench -p chuyi-common --bench crc32c
 	$(CARGO) bench -p chuyi-storage-node --bench chunk_store
 	bench/node-vs-fio.sh
 	bench/meta.sh
+	$(CARGO) build --workspace --all-targets
+	for n in 2 3 4; do $(CARGO_TARGET_DIR)/debug/chuyi-bench recovery --nodes $$n --volume-mib 1024; done
 
 # The long fault runs: the single-node crash test, then every chaos
 # scenario in its long form against a real multi-process cluster, one line

@@ -13,6 +13,9 @@
 //! The metadata service is driven through `chuyi_metadata::client`, the
 //! same client the CLI and frontends use.
 //!
+//! Failure and recovery figures (`recovery`) run a whole cluster of real
+//! processes through chuyi-chaos's harness and chuyi-client.
+//!
 //! The micro-benchmarks of single components (crc32c, the chunk store
 //! without the network) are criterion benches in their own crates.
 
@@ -21,6 +24,7 @@ pub mod latency;
 pub mod load;
 pub mod meta;
 pub mod prefill;
+pub mod recovery;
 pub mod region;
 pub mod report;
 pub mod target;

@@ -36,6 +36,25 @@ enum Command {
     /// Object-index puts from concurrent writers, then linearizable reads,
     /// against a running metadata service.
     MetaLoad(MetaLoad),
+    /// Starts a cluster of real processes, fills a volume, kills a node
+    /// under load: the I/O stall, backfill rate, time to full redundancy
+    /// and (with 2 nodes) the resync of the returning node.
+    Recovery(RecoveryArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecoveryArgs {
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    #[arg(long, default_value_t = 512)]
+    volume_mib: u64,
+    /// Rewritten while the node is away.
+    #[arg(long, default_value_t = 32)]
+    degraded_write_mib: u64,
+    #[arg(long, default_value_t = 5000)]
+    heartbeat_timeout_ms: u64,
+    #[arg(long, default_value_t = 200)]
+    recovery_mb_per_s: u32,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +134,19 @@ fn main() -> anyhow::Result<()> {
         Command::MetaLoad(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(meta_load(args));
+        }
+        Command::Recovery(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let spec = chuyi_bench::recovery::RecoverySpec {
+                nodes: args.nodes,
+                volume_mib: args.volume_mib,
+                degraded_write_mib: args.degraded_write_mib,
+                heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+                recovery_mb_per_s: args.recovery_mb_per_s,
+            };
+            let report = runtime.block_on(chuyi_bench::recovery::run(spec))?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
         }
     };
     anyhow::ensure!(args.client_threads > 0, "--client-threads must be above zero");

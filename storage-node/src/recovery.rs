@@ -18,6 +18,7 @@
 //! operations are waiting on this node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,12 +60,25 @@ pub struct Recovery {
     bytes_per_s: u64,
     progress: Mutex<HashMap<Key, RecoveryProgress>>,
     reported: mpsc::UnboundedSender<Recovered>,
+    done: AtomicU64,
+    sent: AtomicU64,
+    /// When the node's recovery bandwidth is next free: every backfill
+    /// books its bytes here, so the rate holds for the node as a whole.
+    next_free: Mutex<Instant>,
 }
 
 impl Recovery {
     pub fn new(repl: Arc<Replicator>, mb_per_s: u32) -> (Arc<Self>, mpsc::UnboundedReceiver<Recovered>) {
         let (reported, rx) = mpsc::unbounded_channel();
-        let this = Self { repl, bytes_per_s: u64::from(mb_per_s) * 1_000_000, progress: Mutex::default(), reported };
+        let this = Self {
+            repl,
+            bytes_per_s: u64::from(mb_per_s) * 1_000_000,
+            progress: Mutex::default(),
+            reported,
+            done: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            next_free: Mutex::new(Instant::now()),
+        };
         (Arc::new(this), rx)
     }
 
@@ -73,6 +87,11 @@ impl Recovery {
         let mut all: Vec<_> = lock(&self.progress).values().cloned().collect();
         all.sort_by_key(|p| (p.pg, p.target));
         all
+    }
+
+    /// Backfills finished, and bytes sent by all, since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.done.load(Ordering::Relaxed), self.sent.load(Ordering::Relaxed))
     }
 
     /// Follows the map: starts a backfill for every recovering replica of a
@@ -137,6 +156,7 @@ impl Recovery {
         loop {
             match self.backfill(key).await {
                 Ok(()) => {
+                    self.done.fetch_add(1, Ordering::Relaxed);
                     lock(&self.progress).remove(&key);
                     let _ = self.reported.send(Recovered { pg, replica: target, epoch });
                     return;
@@ -177,12 +197,13 @@ impl Recovery {
             for (chunk, remote) in batch {
                 let bytes = self.copy_chunk(&map, epoch, mine, target, chunk, remote).await?;
                 sent += bytes;
+                self.sent.fetch_add(bytes, Ordering::Relaxed);
                 self.set_progress(key, |p| {
                     p.chunks_done += 1;
                     p.bytes_copied += bytes;
                     p.elapsed_ms = started.elapsed().as_millis() as u64;
                 });
-                self.throttle(sent, started).await;
+                self.throttle(bytes).await;
             }
         }
         let flush = ChunkRequest::Flush { disk: Some(target.disk) };
@@ -250,12 +271,19 @@ impl Recovery {
         }
     }
 
-    /// Keeps the copy under its rate, and behind client I/O.
-    async fn throttle(&self, sent: u64, started: Instant) {
-        let due = Duration::from_secs_f64(sent as f64 / self.bytes_per_s as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
+    /// Keeps the node's copying under its rate (`bytes` just sent), and
+    /// behind client I/O.
+    async fn throttle(&self, bytes: u64) {
+        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64);
+        let until = {
+            let mut next = lock(&self.next_free);
+            // Idle time is not saved up: at most one second of burst.
+            let now = Instant::now();
+            let start = (*next).max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+            *next = start + cost;
+            *next
+        };
+        tokio::time::sleep_until(until.into()).await;
         for _ in 0..20 {
             if self.repl.client_ops() == 0 {
                 break;

@@ -43,10 +43,13 @@ impl ChunkService {
             }
             ChunkRequest::PgSums { pg, epoch, start_after, max } => self.repl.pg_sums(pg, epoch, start_after, max).await,
             ChunkRequest::NodeStatus => {
+                let (backfills_done, backfill_bytes) = self.recovery.totals();
                 let report = NodeReport {
                     node: self.node_id,
                     recoveries: self.recovery.progress(),
                     scrub: self.repl.counters().snapshot(),
+                    backfills_done,
+                    backfill_bytes,
                 };
                 Ok((ChunkResponse::Status(report), Bytes::new()))
             }

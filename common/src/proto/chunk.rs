@@ -127,6 +127,10 @@ pub struct NodeReport {
     pub node: NodeId,
     pub recoveries: Vec<RecoveryProgress>,
     pub scrub: ScrubCounters,
+    /// Backfills finished since the node started, and the bytes all
+    /// backfills (finished or not) have sent.
+    pub backfills_done: u64,
+    pub backfill_bytes: u64,
 }
 
 /// One backfill: this node (the PG's primary) bringing `target` up to date.
