@@ -373,6 +373,35 @@ impl TestCluster {
         }
     }
 
+    /// Chunks some node holds for a PG it is not a replica of, per the
+    /// metadata service's map: space a move should have given back.
+    pub async fn stray_chunks(&self) -> anyhow::Result<Vec<(NodeId, ChunkId)>> {
+        let map = self.map().await?;
+        let mut strays = Vec::new();
+        for p in self.nodes.iter().filter(|p| p.child.is_some() && !p.frozen) {
+            let node = p.id as NodeId;
+            let rpc = self.node_rpc(node).await?;
+            let mut start_after = None;
+            loop {
+                let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
+                let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
+                    bail!("node {node} did not list its chunks");
+                };
+                for &chunk in &chunks {
+                    let Some((_, pg)) = map.locate(chunk) else { continue };
+                    if !pg.replicas.iter().any(|r| r.node == node) {
+                        strays.push((node, chunk));
+                    }
+                }
+                start_after = chunks.last().copied();
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(strays)
+    }
+
     /// The file holding a node's disk.
     pub fn disk_file(&self, id: NodeId) -> anyhow::Result<PathBuf> {
         let i = self.node_index(id)?;

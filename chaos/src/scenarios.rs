@@ -89,6 +89,16 @@ impl Run {
         let map = self.cluster.wait_clean(Duration::from_secs(90)).await?;
         let chunks = self.vol.size() / u64::from(CHUNK_SIZE);
         compare_replicas(&self.cluster, &map, self.vol.volume().id, chunks).await?;
+        // Copies left behind by PG moves are deleted once the PG is clean.
+        let start = Instant::now();
+        loop {
+            let strays = self.cluster.stray_chunks().await?;
+            if strays.is_empty() {
+                break;
+            }
+            ensure!(start.elapsed() < Duration::from_secs(30), "copies never reclaimed: {strays:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tracing::info!(checked, "verified");
         Ok((self.cluster, stats))
     }

@@ -101,6 +101,7 @@ impl Recovery {
         let permits = Arc::new(Semaphore::new(CONCURRENT_BACKFILLS));
         let mut running: HashMap<Key, JoinHandle<()>> = HashMap::new();
         let mut done: HashSet<Key> = HashSet::new();
+        let mut swept_at = None;
         loop {
             let map = self.repl.view().current();
             let wanted = self.wanted(&map);
@@ -133,9 +134,51 @@ impl Recovery {
                     done.insert(*key);
                 }
             }
+            if swept_at != Some(map.epoch) {
+                self.sweep_strays(&map).await;
+                swept_at = Some(map.epoch);
+            }
             tokio::select! {
                 changed = maps.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(RETRY_AFTER) => {}
+            }
+        }
+    }
+
+    /// Deletes this node's copies of chunks whose PG has moved elsewhere
+    /// and is clean there: the space comes back, and nothing is lost, since
+    /// the PG's replicas are complete without this copy. A copy is never
+    /// needed again once its PG is clean without it: if the PG comes back
+    /// to this disk, it comes as a recovering replica and is backfilled.
+    async fn sweep_strays(&self, map: &DataMap) {
+        let me = self.repl.node_id();
+        for disk in self.repl.store().disks() {
+            let stray = |c: ChunkId| {
+                map.locate(c).is_some_and(|(pg, pg_map)| {
+                    let clean = map.pool(pg.pool).is_some_and(|p| pg_map.replicas.len() == p.size as usize)
+                        && pg_map.recovering.is_empty();
+                    clean && !pg_map.replicas.iter().any(|r| r.node == me && r.disk == disk.id())
+                })
+            };
+            let mut cursor = None;
+            loop {
+                let (ids, next) = disk.list_where(cursor, 256, 4096, stray);
+                for chunk in ids {
+                    let _whole = self.repl.locks().lock(chunk, 0, u64::MAX).await;
+                    // Re-checked under the lock against the newest map.
+                    let now = self.repl.view().current();
+                    if now.epoch != map.epoch {
+                        return;
+                    }
+                    match disk.delete(chunk).await {
+                        Ok(()) => tracing::debug!(%chunk, disk = disk.id(), "deleted a copy whose PG moved away"),
+                        Err(e) => tracing::warn!(%chunk, error = %e, "could not delete a stray copy"),
+                    }
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
             }
         }
     }
