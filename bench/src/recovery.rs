@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use bytes::Bytes;
 use chuyi_chaos::cluster::{is_clean, secret, Spec, TestCluster};
-use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_chaos::workload::{self, Model};
 use chuyi_client::VolumeIo;
 use chuyi_common::ids::NodeId;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
 use serde::Serialize;
 
 #[derive(Clone, Debug)]

@@ -20,6 +20,8 @@ use chuyi_metadata::proto::{ApiReply, MetaCall, Query};
 use chuyi_metadata::state::model::Redundancy;
 use chuyi_metadata::state::Command;
 
+use crate::proxy::Proxy;
+
 const SECRET: &str = "chaos-harness-cluster-secret-0123456789";
 pub const POOL: &str = "ssd";
 pub const CHUNK_SIZE: u32 = 4 << 20;
@@ -35,6 +37,9 @@ pub struct Spec {
     pub scrub_mb_per_s: u32,
     pub recovery_mb_per_s: u32,
     pub pg_count: u32,
+    /// Put each node behind a [`Proxy`] that peers reach it through (the
+    /// test's client still dials nodes directly), so `net-cut` can cut it.
+    pub proxied: bool,
 }
 
 impl Default for Spec {
@@ -47,6 +52,7 @@ impl Default for Spec {
             scrub_mb_per_s: 0,
             recovery_mb_per_s: 200,
             pg_count: 16,
+            proxied: false,
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct TestCluster {
     secret_file: PathBuf,
     pub metas: Vec<Proc>,
     pub nodes: Vec<Proc>,
+    /// With `Spec::proxied`: node i's proxy at i.
+    pub proxies: Vec<Proxy>,
 }
 
 /// The `chuyi` binary: `$CHUYI_BIN`, else next to (or above) this
@@ -104,9 +112,23 @@ impl TestCluster {
         let dir = tempfile::tempdir()?;
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, SECRET)?;
-        let mut cluster =
-            Self { bin: chuyi_bin()?, spec: spec.clone(), dir, secret_file, metas: Vec::new(), nodes: Vec::new() };
-        cluster.write_configs()?;
+        let mut cluster = Self {
+            bin: chuyi_bin()?,
+            spec: spec.clone(),
+            dir,
+            secret_file,
+            metas: Vec::new(),
+            nodes: Vec::new(),
+            proxies: Vec::new(),
+        };
+        let node_addrs: Vec<String> =
+            (0..spec.nodes).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
+        if spec.proxied {
+            for addr in &node_addrs {
+                cluster.proxies.push(Proxy::start(addr.clone()).await?);
+            }
+        }
+        cluster.write_configs(&node_addrs)?;
         for i in 0..cluster.metas.len() {
             cluster.spawn_meta(i)?;
         }
@@ -121,12 +143,15 @@ impl TestCluster {
         self.dir.path()
     }
 
-    fn write_configs(&mut self) -> anyhow::Result<()> {
+    fn write_configs(&mut self, node_addrs: &[String]) -> anyhow::Result<()> {
         let root = self.dir.path().to_path_buf();
         let meta_addrs: Vec<String> =
             (0..self.spec.metas).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
-        let founders: String =
-            meta_addrs.iter().enumerate().map(|(i, a)| format!("[[member]]\nid = {}\naddr = \"{a}\"\n", i + 1)).collect();
+        let founders: String = meta_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[member]]\nid = {}\naddr = \"{a}\"\n", i + 1))
+            .collect();
         for (i, addr) in meta_addrs.iter().enumerate() {
             let id = i as u64 + 1;
             let dir = root.join(format!("meta{id}"));
@@ -145,15 +170,15 @@ impl TestCluster {
             self.metas.push(Proc { id, addr: addr.clone(), config, log, dir, child: None, frozen: false });
         }
         let meta_list = meta_addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-        for i in 0..self.spec.nodes {
+        for (i, addr) in node_addrs.iter().enumerate() {
             let id = i as u64 + 1;
-            let addr = format!("127.0.0.1:{}", free_port()?);
             let dir = root.join(format!("node{id}"));
             let config = root.join(format!("node{id}.toml"));
+            let advertise = self.proxies.get(i).map_or(String::new(), |p| format!("advertise = [\"{}\"]\n", p.addr));
             std::fs::write(
                 &config,
                 format!(
-                    "node_id = {id}\nlisten = \"{addr}\"\ncluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
+                    "node_id = {id}\nlisten = \"{addr}\"\n{advertise}cluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
                      scrub_mb_per_s = {}\nrecovery_mb_per_s = {}\n\n\
                      [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{}MiB\"\n",
                     self.secret_file.display(),
@@ -164,7 +189,7 @@ impl TestCluster {
                 ),
             )?;
             let log = root.join(format!("node{id}.log"));
-            self.nodes.push(Proc { id, addr, config, log, dir, child: None, frozen: false });
+            self.nodes.push(Proc { id, addr: addr.clone(), config, log, dir, child: None, frozen: false });
         }
         Ok(())
     }
@@ -206,7 +231,10 @@ impl TestCluster {
 
     /// A data-path client, with `deadline` for each operation.
     pub async fn client(&self, deadline: Duration) -> anyhow::Result<Arc<Cluster>> {
-        let config = ClientConfig { deadline, ..ClientConfig::default() };
+        // Behind proxies, the map has the proxies' addresses; the client
+        // dials the nodes themselves, so a cut is between nodes only.
+        let node_addrs = self.nodes.iter().map(|n| (n.id as NodeId, vec![n.addr.clone()])).collect();
+        let config = ClientConfig { deadline, node_addrs, ..ClientConfig::default() };
         Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
     }
 
@@ -350,6 +378,19 @@ impl TestCluster {
         self.spawn_meta(i)
     }
 
+    /// Cuts node `id` off from its peers (its proxy drops everything).
+    pub fn cut_node(&self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        self.proxies.get(i).context("the cluster was started without proxies")?.cut();
+        Ok(())
+    }
+
+    pub fn heal_node(&self, id: NodeId) -> anyhow::Result<()> {
+        let i = self.node_index(id)?;
+        self.proxies.get(i).context("the cluster was started without proxies")?.heal();
+        Ok(())
+    }
+
     /// A raw connection to one node, for checks behind the client's back.
     pub async fn node_rpc(&self, id: NodeId) -> anyhow::Result<RpcClient<ChunkRequest, ChunkResponse>> {
         let i = self.node_index(id)?;
@@ -441,7 +482,7 @@ impl Drop for TestCluster {
 
 /// Every PG has as many replicas as its pool asks for, none recovering.
 pub fn is_clean(map: &DataMap) -> bool {
-    map.pools.iter().all(|pool| {
-        pool.pgs.iter().all(|pg| pg.replicas.len() == pool.size as usize && pg.recovering.is_empty())
-    })
+    map.pools
+        .iter()
+        .all(|pool| pool.pgs.iter().all(|pg| pg.replicas.len() == pool.size as usize && pg.recovering.is_empty()))
 }

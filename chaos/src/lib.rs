@@ -1,7 +1,8 @@
 //! chuyi-chaos: real clusters under faults.
 //!
 //! [`cluster`] starts `chuyi meta` and `chuyi node` processes on localhost
-//! and kills, freezes and restarts them; [`workload`] writes
+//! and kills, freezes and restarts them, optionally behind fault-injecting
+//! TCP proxies ([`proxy`]); [`workload`] writes
 //! self-describing blocks through chuyi-client and checks every read
 //! against a model of the acknowledged writes; [`scenarios`] puts the two
 //! together, one fault each. `chuyi-chaos` (what `make chaos` runs) prints a
@@ -9,5 +10,6 @@
 //! tests run each scenario in its short form inside `make test`.
 
 pub mod cluster;
+pub mod proxy;
 pub mod scenarios;
 pub mod workload;

@@ -36,4 +36,3 @@ async fn main() -> ExitCode {
         ExitCode::FAILURE
     }
 }
-

@@ -36,7 +36,8 @@ impl Intensity {
     }
 }
 
-pub type Scenario = fn(Intensity) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send>>;
+pub type Scenario =
+    fn(Intensity) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send>>;
 
 /// Every scenario by name, in the order `make chaos` runs them.
 pub fn all() -> Vec<(&'static str, Scenario)> {
@@ -46,6 +47,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("node-freeze", |i| Box::pin(node_freeze(i))),
         ("bitflip", |i| Box::pin(bitflip(i))),
         ("disk-full", |i| Box::pin(disk_full(i))),
+        ("net-cut", |i| Box::pin(net_cut(i))),
     ]
 }
 
@@ -83,9 +85,9 @@ impl Run {
             bail!("{} reads broke the contract; first: {v}", stats.violations.len());
         }
         ensure!(stats.acked_writes > 0, "the workload acknowledged no write");
-        let checked = workload::verify_all(&self.vol, &self.model).await.map_err(|v| {
-            anyhow::anyhow!("{} blocks lost or wrong after the run; first: {}", v.len(), v[0])
-        })?;
+        let checked = workload::verify_all(&self.vol, &self.model)
+            .await
+            .map_err(|v| anyhow::anyhow!("{} blocks lost or wrong after the run; first: {}", v.len(), v[0]))?;
         let map = self.cluster.wait_clean(Duration::from_secs(90)).await?;
         let chunks = self.vol.size() / u64::from(CHUNK_SIZE);
         compare_replicas(&self.cluster, &map, self.vol.volume().id, chunks).await?;
@@ -149,10 +151,9 @@ pub async fn node_kill(intensity: Intensity) -> anyhow::Result<String> {
     let victim = a_primary(&run.cluster.map().await?, run.vol.volume().id)?;
     run.cluster.kill_node(victim)?;
     let killed = Instant::now();
-    run.cluster.wait_map(Duration::from_secs(30), "the victim marked down", |m| {
-        m.node(victim).is_some_and(|n| !n.up)
-    })
-    .await?;
+    run.cluster
+        .wait_map(Duration::from_secs(30), "the victim marked down", |m| m.node(victim).is_some_and(|n| !n.up))
+        .await?;
     let down_after = killed.elapsed();
     tokio::time::sleep(intensity.settle).await;
     run.cluster.restart_node(victim)?;
@@ -203,20 +204,25 @@ pub async fn node_freeze(intensity: Intensity) -> anyhow::Result<String> {
     run.cluster.freeze_node(victim)?;
     run.cluster
         .wait_map(Duration::from_secs(30), "the frozen node's PGs moved", |m| {
-            m.locate(chunk).is_some_and(|(_, pg)| pg.epoch > old_epoch && pg.primary().is_some_and(|p| p.node != victim))
+            m.locate(chunk)
+                .is_some_and(|(_, pg)| pg.epoch > old_epoch && pg.primary().is_some_and(|p| p.node != victim))
         })
         .await?;
     // Let the new primary take some writes, then wake the old one and at
     // once send it a write under the epoch it last knew.
     tokio::time::sleep(intensity.settle).await;
     run.cluster.thaw_node(victim)?;
-    let fenced = ChunkRequest::Pg { chunk, epoch: old_epoch, op: PgOp::Write { offset: 0, fua: true }, forwarded: false };
+    let fenced =
+        ChunkRequest::Pg { chunk, epoch: old_epoch, op: PgOp::Write { offset: 0, fua: true }, forwarded: false };
     let rpc = run.cluster.node_rpc(victim).await?;
     let stale = Bytes::from(vec![0xEEu8; BLOCK as usize]);
     match rpc.call(&fenced, stale).await? {
         (ChunkResponse::Error(e), _) => {
             ensure!(
-                matches!(e.kind, ChunkErrorKind::StaleEpoch | ChunkErrorKind::WrongNode | ChunkErrorKind::ReplicaFailed),
+                matches!(
+                    e.kind,
+                    ChunkErrorKind::StaleEpoch | ChunkErrorKind::WrongNode | ChunkErrorKind::ReplicaFailed
+                ),
                 "the old primary refused, but with {e}"
             );
         }
@@ -272,7 +278,10 @@ pub async fn bitflip(intensity: Intensity) -> anyhow::Result<String> {
     flip_bit(&file, at + 7)?;
     ensure!(vol.read(BLOCK * 5, BLOCK).await? == second, "a read returned the primary's flipped block");
     let fixed = run.cluster.read_replica(primary, chunk).await?;
-    ensure!(fixed.slice(5 * BLOCK as usize..6 * BLOCK as usize) == second, "the read did not repair the primary's copy");
+    ensure!(
+        fixed.slice(5 * BLOCK as usize..6 * BLOCK as usize) == second,
+        "the read did not repair the primary's copy"
+    );
     let primary_report = run.cluster.node_report(primary.node).await?;
     ensure!(primary_report.scrub.repairs >= 1, "the read repair was not counted: {:?}", primary_report.scrub);
     let report = run.cluster.node_report(target.node).await?;
@@ -321,6 +330,42 @@ pub async fn disk_full(intensity: Intensity) -> anyhow::Result<String> {
     client.delete_chunk(ChunkId::new(filler, 0)).await?;
     let (_, stats) = run.finish().await?;
     Ok(summary(&stats, &format!(", disks full after {} filler chunks: {}", written.len(), full.message)))
+}
+
+/// Cut a storage node off from its peers (not from the metadata service,
+/// where it keeps heartbeating, nor from the client): the primaries that
+/// cannot forward to it report it, it is marked down and its PGs move;
+/// healed, it comes back after its penalty and is resynced.
+pub async fn net_cut(intensity: Intensity) -> anyhow::Result<String> {
+    let spec = Spec { proxied: true, ..Spec::default() };
+    let run = Run::start(spec, intensity).await?;
+    tokio::time::sleep(intensity.settle).await;
+    let map = run.cluster.map().await?;
+    let (_, pg) = map.locate(ChunkId::new(run.vol.volume().id, 0)).context("chunk 0 PG")?;
+    let victim = pg.replicas.get(1).context("chunk 0 has no secondary")?.node;
+    run.cluster.cut_node(victim)?;
+    let cut = Instant::now();
+    run.cluster
+        .wait_map(Duration::from_secs(60), "the cut-off node marked down", |m| m.node(victim).is_some_and(|n| !n.up))
+        .await?;
+    let down_after = cut.elapsed();
+    tokio::time::sleep(intensity.settle).await;
+    run.cluster.heal_node(victim)?;
+    let healed = Instant::now();
+    run.cluster
+        .wait_map(Duration::from_secs(60), "the healed node back up", |m| m.node(victim).is_some_and(|n| n.up))
+        .await?;
+    let up_after = healed.elapsed();
+    tokio::time::sleep(intensity.settle).await;
+    let (_, stats) = run.finish().await?;
+    Ok(summary(
+        &stats,
+        &format!(
+            ", node {victim} cut off: reported down after {} ms, back {} ms after the heal",
+            down_after.as_millis(),
+            up_after.as_millis()
+        ),
+    ))
 }
 
 /// The 4 KiB-aligned offset of `block` in `file`.

@@ -137,7 +137,14 @@ pub async fn run(vol: VolumeIo, model: Arc<Model>, writers: usize, stop: Arc<Ato
     total
 }
 
-async fn writer(vol: VolumeIo, model: Arc<Model>, me: u64, writers: u64, seq: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Stats {
+async fn writer(
+    vol: VolumeIo,
+    model: Arc<Model>,
+    me: u64,
+    writers: u64,
+    seq: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Stats {
     let mut stats = Stats::default();
     let owned = model.blocks().saturating_sub(me).div_ceil(writers);
     if owned == 0 {

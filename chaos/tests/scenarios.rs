@@ -35,3 +35,8 @@ async fn bitflip() {
 async fn disk_full() {
     run("disk-full").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn net_cut() {
+    run("net-cut").await;
+}

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use bytes::Bytes;
+use chuyi_common::ids::DeviceClass;
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
-use chuyi_common::ids::DeviceClass;
 use chuyi_common::size::ByteSize;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
@@ -95,8 +95,13 @@ async fn node_reports(args: &ClusterArgs, report: &StatusReport) -> Vec<NodeRepo
         let addr = n.addrs.first().cloned().unwrap_or_default();
         async move {
             let endpoint: Endpoint = addr.parse().ok()?;
-            let config = RpcConfig { call_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2), ..RpcConfig::default() };
-            let rpc: RpcClient<ChunkRequest, ChunkResponse> = RpcClient::connect(&endpoint, &secret, config).await.ok()?;
+            let config = RpcConfig {
+                call_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(2),
+                ..RpcConfig::default()
+            };
+            let rpc: RpcClient<ChunkRequest, ChunkResponse> =
+                RpcClient::connect(&endpoint, &secret, config).await.ok()?;
             match rpc.call(&ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
                 (ChunkResponse::Status(r), _) => Some(r),
                 _ => None,

@@ -4,16 +4,17 @@
 //! it joins two crates that do not know each other (storage-node and
 //! metadata sit side by side in the crate graph).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::placement::DiskRef;
 use chuyi_metadata::state::model::{DiskRecord, DiskState};
 use chuyi_metadata::state::Command;
 use chuyi_storage_node::config::NodeConfig;
-use chuyi_metadata::placement::DiskRef;
 use chuyi_storage_node::recovery::Recovered;
 use chuyi_storage_node::replication::Replicator;
 use chuyi_storage_node::store::ChunkStore;
@@ -39,8 +40,20 @@ fn records(stats: Vec<DiskStat>) -> Vec<DiskRecord> {
         .collect()
 }
 
+/// A peer failing every data-path call this long is reported to the
+/// metadata service, which marks it down even though it heartbeats.
+const REPORT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// One report per peer per this long.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs until the task is aborted; failures are logged and retried.
-pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkStore>, secret: ClusterSecret) {
+pub async fn run(
+    config: NodeConfig,
+    advertise: Vec<String>,
+    store: Arc<ChunkStore>,
+    repl: Arc<Replicator>,
+    secret: ClusterSecret,
+) {
     let client = match MetaClient::new(config.meta.clone(), secret) {
         Ok(c) => c.with_deadline(HEARTBEAT_INTERVAL * 3),
         Err(e) => {
@@ -49,9 +62,13 @@ pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkSto
         }
     };
     let mut registered = false;
+    let mut reported: HashMap<u32, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         ticker.tick().await;
+        if registered {
+            report_unreachable(&client, config.node_id, &repl, &mut reported).await;
+        }
         let disks = records(store.stats());
         let command = if registered {
             Command::Heartbeat { id: config.node_id, disks }
@@ -72,6 +89,23 @@ pub async fn run(config: NodeConfig, advertise: Vec<String>, store: Arc<ChunkSto
             // The service forgot us (a group rebuilt from scratch): register again.
             Err(chuyi_metadata::state::MetaError::UnknownNode(_)) => registered = false,
             Err(e) => warn!(node_id = config.node_id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Reports peers this node has not reached for a while, unless the map
+/// already has them down.
+async fn report_unreachable(client: &MetaClient, me: u32, repl: &Replicator, reported: &mut HashMap<u32, Instant>) {
+    let map = repl.view().current();
+    for node in repl.peers().unreachable(REPORT_UNREACHABLE_AFTER) {
+        let up = map.node(node).is_some_and(|n| n.up);
+        if !up || reported.get(&node).is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+            continue;
+        }
+        reported.insert(node, Instant::now());
+        warn!(node, "cannot reach this peer on the data path; reporting it");
+        if let Err(e) = client.write(Command::ReportUnreachable { reporter: me, node }).await {
+            warn!(node, error = %e, "unreachable report failed");
         }
     }
 }
@@ -106,7 +140,11 @@ pub async fn follow_map(members: Vec<String>, secret: ClusterSecret, repl: Arc<R
 
 /// Tells the metadata service about each finished backfill, so it clears
 /// the replica's recovering mark.
-pub async fn report_recovered(members: Vec<String>, secret: ClusterSecret, mut done: mpsc::UnboundedReceiver<Recovered>) {
+pub async fn report_recovered(
+    members: Vec<String>,
+    secret: ClusterSecret,
+    mut done: mpsc::UnboundedReceiver<Recovered>,
+) {
     let client = match MetaClient::new(members, secret) {
         Ok(c) => c,
         Err(e) => {

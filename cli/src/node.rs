@@ -23,9 +23,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut links = Vec::new();
     if !config.meta.is_empty() {
         use crate::heartbeat::{follow_map, report_recovered, run};
-        let advertise = node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect();
+        let advertise = if config.advertise.is_empty() {
+            node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect()
+        } else {
+            config.advertise.clone()
+        };
         let meta = config.meta.clone();
-        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), secret.clone())));
+        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), node.map_sink(), secret.clone())));
         links.push(tokio::spawn(follow_map(meta.clone(), secret.clone(), node.map_sink())));
         if let Some(done) = node.take_recovered() {
             links.push(tokio::spawn(report_recovered(meta, secret.clone(), done)));

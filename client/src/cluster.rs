@@ -2,6 +2,7 @@
 //! the storage nodes, with the retry loop every chunk operation goes
 //! through.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,11 +32,14 @@ pub struct ClientConfig {
     pub deadline: Duration,
     /// How long one call to a storage node may take.
     pub call_timeout: Duration,
+    /// Addresses to reach nodes at instead of the map's (a client on
+    /// another network than the nodes' advertised addresses).
+    pub node_addrs: HashMap<NodeId, Vec<String>>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(30), call_timeout: Duration::from_secs(10) }
+        Self { deadline: Duration::from_secs(30), call_timeout: Duration::from_secs(10), node_addrs: HashMap::new() }
     }
 }
 
@@ -128,13 +132,14 @@ impl Cluster {
             let map = self.map();
             let flushes = map.nodes.iter().filter(|n| n.up).map(|node| async {
                 let request = ChunkRequest::Flush { disk: None };
-                match self.nodes.call(node.id, &node.addrs, &request, Bytes::new()).await {
+                match self.nodes.call(node.id, self.addrs(&map, node.id), &request, Bytes::new()).await {
                     Ok((ChunkResponse::Done, _)) => Ok(()),
                     Ok((other, _)) => Err(format!("node {} answered {other:?}", node.id)),
                     Err(e) => Err(format!("node {}: {e}", node.id)),
                 }
             });
-            let failed: Vec<String> = futures::future::join_all(flushes).await.into_iter().filter_map(Result::err).collect();
+            let failed: Vec<String> =
+                futures::future::join_all(flushes).await.into_iter().filter_map(Result::err).collect();
             let Some(last) = failed.into_iter().next() else { return Ok(()) };
             if Instant::now() >= deadline {
                 return Err(ClientError::FlushTimeout { deadline: self.config.deadline, last });
@@ -146,7 +151,12 @@ impl Cluster {
 
     /// Sends one PG operation on `chunk` to the replica that should serve
     /// it, retrying through epoch changes and failovers until the deadline.
-    pub async fn chunk_call(&self, chunk: ChunkId, op: PgOp, payload: Bytes) -> Result<(ChunkResponse, Bytes), ClientError> {
+    pub async fn chunk_call(
+        &self,
+        chunk: ChunkId,
+        op: PgOp,
+        payload: Bytes,
+    ) -> Result<(ChunkResponse, Bytes), ClientError> {
         let deadline = Instant::now() + self.config.deadline;
         let mut backoff = Duration::from_millis(10);
         let mut replica_turn = 0usize;
@@ -193,11 +203,12 @@ impl Cluster {
         let Some((pg, pg_map)) = map.locate(chunk) else {
             return Err(Ok(Retry::Later(format!("the map (epoch {}) has no pool for chunk {chunk}", map.epoch))));
         };
-        let targets: Vec<Replica> = if read { pg_map.complete().collect() } else { pg_map.primary().into_iter().collect() };
+        let targets: Vec<Replica> =
+            if read { pg_map.complete().collect() } else { pg_map.primary().into_iter().collect() };
         let Some(&target) = targets.get(replica_turn % targets.len().max(1)) else {
             return Err(Ok(Retry::Later(format!("PG {pg} has no replica to serve it"))));
         };
-        let addrs = map.node(target.node).map(|n| n.addrs.as_slice()).unwrap_or_default();
+        let addrs = self.addrs(map, target.node);
         let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false };
         let elsewhere = read && targets.len() > 1;
         let retry = |why: String| Err(Ok(if elsewhere { Retry::NextReplica(why) } else { Retry::Later(why) }));
@@ -219,6 +230,13 @@ impl Cluster {
                 self.nodes.forget(target.node);
                 retry(format!("node {}: {e}", target.node))
             }
+        }
+    }
+
+    fn addrs<'a>(&'a self, map: &'a DataMap, node: NodeId) -> &'a [String] {
+        match self.config.node_addrs.get(&node) {
+            Some(addrs) => addrs,
+            None => map.node(node).map(|n| n.addrs.as_slice()).unwrap_or_default(),
         }
     }
 

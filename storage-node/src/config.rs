@@ -3,6 +3,7 @@
 //! ```toml
 //! node_id = 1
 //! listen = "127.0.0.1:7100"              # or "unix:/run/chuyi/node1.sock"
+//! advertise = ["10.0.0.5:7100"]          # what peers and clients dial, if not `listen`
 //! cluster_secret_file = "/etc/chuyi/secret"  # else $CHUYI_CLUSTER_SECRET
 //! io_engine = "uring"                    # or "pread"
 //! meta = ["127.0.0.1:7201"]              # metadata members to register and heartbeat with
@@ -39,6 +40,10 @@ pub struct NodeConfig {
     /// A second listener, typically a Unix socket for a co-located frontend.
     #[serde(default)]
     pub listen_extra: Option<String>,
+    /// The addresses other nodes and clients reach this node at, when not
+    /// the TCP listener's own (behind NAT, a load balancer or a proxy).
+    #[serde(default)]
+    pub advertise: Vec<String>,
     /// File holding the cluster secret; when absent, $CHUYI_CLUSTER_SECRET.
     #[serde(default)]
     pub cluster_secret_file: Option<PathBuf>,

@@ -306,7 +306,8 @@ impl Recovery {
         let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
         match self.repl.peers().call(map, target.node, &request, Bytes::new()).await {
             Ok((ChunkResponse::Sums { chunks, blocks, next }, payload)) => {
-                let sums = ChunkSums::decode(&chunks, blocks, &payload).ok_or_else(|| failed("malformed sums".into()))?;
+                let sums =
+                    ChunkSums::decode(&chunks, blocks, &payload).ok_or_else(|| failed("malformed sums".into()))?;
                 Ok((sums, next))
             }
             Ok((other, _)) => Err(failed(format!("answered {other:?}"))),
@@ -433,7 +434,9 @@ fn expect_done(
 ) -> Result<(), ReplicationError> {
     match reply {
         Ok((ChunkResponse::Done, _)) => Ok(()),
-        Ok((other, _)) => Err(ReplicationError::ReplicaFailed { replica: target, message: format!("answered {other:?}") }),
+        Ok((other, _)) => {
+            Err(ReplicationError::ReplicaFailed { replica: target, message: format!("answered {other:?}") })
+        }
         Err(e) => Err(ReplicationError::ReplicaFailed { replica: target, message: e.to_string() }),
     }
 }

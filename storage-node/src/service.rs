@@ -27,7 +27,11 @@ impl ChunkService {
         Self { node_id: repl.node_id(), store: repl.store().clone(), repl, recovery }
     }
 
-    async fn replicated(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), ReplicationError> {
+    async fn replicated(
+        &self,
+        request: ChunkRequest,
+        payload: Bytes,
+    ) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded } => {
                 let read = matches!(op, PgOp::Read { .. });
@@ -41,7 +45,9 @@ impl ChunkService {
                     .await
                     .unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into()))
             }
-            ChunkRequest::PgSums { pg, epoch, start_after, max } => self.repl.pg_sums(pg, epoch, start_after, max).await,
+            ChunkRequest::PgSums { pg, epoch, start_after, max } => {
+                self.repl.pg_sums(pg, epoch, start_after, max).await
+            }
             ChunkRequest::NodeStatus => {
                 let (backfills_done, backfill_bytes) = self.recovery.totals();
                 let report = NodeReport {

@@ -50,10 +50,20 @@ pub enum ChunkRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PgOp {
     /// Write the payload; with `fua`, stable on every replica before the reply.
-    Write { offset: u32, fua: bool },
-    Read { offset: u32, len: u32 },
+    Write {
+        offset: u32,
+        fua: bool,
+    },
+    Read {
+        offset: u32,
+        len: u32,
+    },
     /// Make a range read as zeros (trim and write-zeroes alike).
-    Zero { offset: u32, len: u32, fua: bool },
+    Zero {
+        offset: u32,
+        len: u32,
+        fua: bool,
+    },
     /// Remove the chunk from every replica.
     Delete,
 }
@@ -117,7 +127,13 @@ impl ChunkSums {
         if per == 0 {
             return Some(chunks.iter().map(|&chunk| ChunkSums { chunk, crcs: Vec::new() }).collect());
         }
-        Some(chunks.iter().zip(payload.chunks_exact(per)).map(|(&chunk, b)| ChunkSums { chunk, crcs: crcs(b) }).collect())
+        Some(
+            chunks
+                .iter()
+                .zip(payload.chunks_exact(per))
+                .map(|(&chunk, b)| ChunkSums { chunk, crcs: crcs(b) })
+                .collect(),
+        )
     }
 }
 

@@ -37,7 +37,13 @@ where
 
     /// Calls server `id`, connecting to the first of `addrs` that answers
     /// when there is no open connection.
-    pub async fn call(&self, id: K, addrs: &[String], request: &Req, payload: Bytes) -> Result<(Resp, Bytes), RpcError> {
+    pub async fn call(
+        &self,
+        id: K,
+        addrs: &[String],
+        request: &Req,
+        payload: Bytes,
+    ) -> Result<(Resp, Bytes), RpcError> {
         let conn = self.conn(id, addrs).await?;
         let result = conn.call(request, payload).await;
         if conn.is_closed() {

@@ -14,8 +14,8 @@ use super::command::{Command, PoolChange, Reply};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, User, Versioning, Volume,
-    VolumeState, NULL_VERSION,
+    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, Quarantine, User,
+    Versioning, Volume, VolumeState, NULL_VERSION,
 };
 use super::names;
 use super::tables::TablesMut;
@@ -98,6 +98,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         }
         Command::PutObject { bucket, key, object } => put_object(t, ctx, bucket, key, object),
         Command::DeleteObject { bucket, key, version_id } => delete_object(t, ctx, bucket, key, version_id.as_deref()),
+        Command::ReportUnreachable { reporter, node } => report_unreachable(t, ctx, *reporter, *node),
     }
 }
 
@@ -172,7 +173,7 @@ fn register_node(
         addrs: addrs.to_vec(),
         failure_domain: failure_domain.to_string(),
         disks: disks.to_vec(),
-        state: NodeState::Up,
+        state: if quarantined(t, ctx, id)? { NodeState::Down } else { NodeState::Up },
         last_heartbeat_ms: ctx.now_ms,
     };
     let before = view::node(t, id)?;
@@ -188,7 +189,7 @@ fn heartbeat(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, disks: &[super::model
     }
     let mut record = before.clone();
     record.disks = disks.to_vec();
-    record.state = NodeState::Up;
+    record.state = if quarantined(t, ctx, id)? { NodeState::Down } else { NodeState::Up };
     record.last_heartbeat_ms = ctx.now_ms;
     t.put_rec("node", &keys::node(id), &record)?;
     if changed_for_placement(&before, &record) {
@@ -211,6 +212,41 @@ fn mark_down(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, timeout_ms: u64) -> A
     if record.state == NodeState::Down || silent_for < timeout_ms {
         return Ok(Ok(Reply::Done));
     }
+    record.state = NodeState::Down;
+    t.put_rec("node", &keys::node(id), &record)?;
+    reconcile(t, true)
+}
+
+/// The first penalty of a node reported unreachable, doubled per report in
+/// a row up to the cap. A report arriving after a quiet spell of the cap
+/// starts again from the first.
+const QUARANTINE_FIRST_MS: u64 = 10_000;
+const QUARANTINE_MAX_MS: u64 = 600_000;
+
+fn quarantined(t: &mut impl TablesMut, ctx: Ctx, id: NodeId) -> Result<bool, StoreError> {
+    let q = t.get_rec::<Quarantine>("quarantine", &keys::quarantine(id))?;
+    Ok(q.is_some_and(|q| ctx.now_ms < q.until_ms))
+}
+
+fn report_unreachable(t: &mut impl TablesMut, ctx: Ctx, reporter: NodeId, id: NodeId) -> Applied {
+    if reporter == id {
+        refuse!(MetaError::invalid("unreachable report", format!("node {id} reported itself")));
+    }
+    let Some(from) = view::node(t, reporter)? else { refuse!(MetaError::UnknownNode(reporter)) };
+    let Some(mut record) = view::node(t, id)? else { refuse!(MetaError::UnknownNode(id)) };
+    // A node that is down itself cannot judge; one already down is done.
+    if from.state == NodeState::Down || record.state == NodeState::Down {
+        return Ok(Ok(Reply::Done));
+    }
+    let key = keys::quarantine(id);
+    let before = t.get_rec::<Quarantine>("quarantine", &key)?;
+    let strikes = match before {
+        Some(q) if ctx.now_ms < q.until_ms.saturating_add(QUARANTINE_MAX_MS) => q.strikes.saturating_add(1),
+        _ => 1,
+    };
+    let penalty = QUARANTINE_FIRST_MS.saturating_mul(1 << (strikes - 1).min(16)).min(QUARANTINE_MAX_MS);
+    let q = Quarantine { until_ms: ctx.now_ms.saturating_add(penalty), strikes, last_reporter: reporter };
+    t.put_rec("quarantine", &key, &q)?;
     record.state = NodeState::Down;
     t.put_rec("node", &keys::node(id), &record)?;
     reconcile(t, true)

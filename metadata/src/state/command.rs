@@ -143,6 +143,14 @@ pub enum Command {
         key: String,
         version_id: Option<String>,
     },
+    /// Storage node `reporter` cannot reach `node` on the data path although
+    /// `node` may still be heartbeating (a network cut between nodes). The
+    /// node is marked down and kept down for a penalty that doubles with
+    /// each report in a row, so a persisting cut does not make it flap.
+    ReportUnreachable {
+        reporter: NodeId,
+        node: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ pub(crate) const T_USER: u8 = 0x05;
 pub(crate) const T_BUCKET: u8 = 0x06;
 /// User name → access key, so names are unique and users are found by name.
 pub(crate) const T_USER_NAME: u8 = 0x07;
+/// Nodes marked down on a peer's report, and until when they stay down.
+pub(crate) const T_QUARANTINE: u8 = 0x08;
 /// The object index: every version of every object.
 pub(crate) const T_OBJECT: u8 = 0x10;
 
@@ -96,6 +98,12 @@ pub(crate) fn table_range(t: u8) -> (Vec<u8>, Vec<u8>) {
 
 pub(crate) fn node(id: NodeId) -> Vec<u8> {
     let mut k = table(T_NODE);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn quarantine(id: NodeId) -> Vec<u8> {
+    let mut k = table(T_QUARANTINE);
     k.extend_from_slice(&id.to_be_bytes());
     k
 }

@@ -267,6 +267,16 @@ pub fn seq_of_version_id(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
+/// A node held down after a peer reported it unreachable: its heartbeats
+/// do not bring it up before `until_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub until_ms: Millis,
+    /// Reports in a row; the penalty doubles with each.
+    pub strikes: u32,
+    pub last_reporter: NodeId,
+}
+
 /// The whole cluster map a client caches, at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {

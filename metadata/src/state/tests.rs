@@ -329,3 +329,40 @@ fn a_recovering_replica_never_becomes_the_only_copy_or_primary() {
         }
     }
 }
+
+#[test]
+fn a_node_reported_unreachable_stays_down_for_a_doubling_penalty() {
+    let mut w = World::cluster(3);
+    let state = |w: &World| view::node(&w.t, 3).expect("read").expect("node").state;
+    let heartbeat = |w: &mut World| {
+        let disks = view::node(&w.t, 3).expect("read").expect("node").disks;
+        w.ok(Command::Heartbeat { id: 3, disks });
+    };
+    assert!(matches!(w.run(Command::ReportUnreachable { reporter: 3, node: 3 }), Err(MetaError::Invalid { .. })));
+    assert!(matches!(w.run(Command::ReportUnreachable { reporter: 9, node: 3 }), Err(MetaError::UnknownNode(9))));
+    let Reply::Moves { .. } = w.ok(Command::ReportUnreachable { reporter: 1, node: 3 }) else { panic!("PGs move") };
+    assert_eq!(state(&w), NodeState::Down);
+    let pool = view::pool(&w.t, "ssd").expect("read").expect("pool");
+    assert!(view::pgs(&w.t, pool.id).expect("pgs").iter().all(|pg| pg.replicas.iter().all(|d| d.node != 3)));
+    // Its heartbeats do not bring it back during the first 10 s...
+    w.now_ms += 9_000;
+    heartbeat(&mut w);
+    assert_eq!(state(&w), NodeState::Down);
+    // ...and do after.
+    w.now_ms += 2_000;
+    heartbeat(&mut w);
+    assert_eq!(state(&w), NodeState::Up);
+    // Reported again soon after: 20 s this time.
+    w.ok(Command::ReportUnreachable { reporter: 2, node: 3 });
+    w.now_ms += 15_000;
+    heartbeat(&mut w);
+    assert_eq!(state(&w), NodeState::Down, "the second penalty is twice the first");
+    w.now_ms += 6_000;
+    heartbeat(&mut w);
+    assert_eq!(state(&w), NodeState::Up);
+    // A down reporter's word does not count.
+    w.now_ms += 10_000;
+    w.ok(Command::MarkNodeDown { id: 1, timeout_ms: 1 });
+    assert_eq!(w.ok(Command::ReportUnreachable { reporter: 1, node: 3 }), Reply::Done);
+    assert_eq!(state(&w), NodeState::Up);
+}

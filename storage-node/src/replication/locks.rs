@@ -103,7 +103,9 @@ mod tests {
         assert!(other.is_ok());
         drop(other);
         // Another chunk: immediate.
-        assert!(tokio::time::timeout(Duration::from_millis(100), locks.lock(ChunkId::new(1, 3), 0, 8192)).await.is_ok());
+        assert!(tokio::time::timeout(Duration::from_millis(100), locks.lock(ChunkId::new(1, 3), 0, 8192))
+            .await
+            .is_ok());
         // Overlapping: waits until the first is released.
         let waiter = {
             let locks = locks.clone();

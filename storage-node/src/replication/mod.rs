@@ -287,9 +287,9 @@ impl Replicator {
             Ok((ChunkResponse::Error(error), _)) => match error.kind {
                 // The replica knows a newer map: so must the client.
                 ChunkErrorKind::StaleEpoch
-                | ChunkErrorKind::NoSpace | ChunkErrorKind::OutOfRange | ChunkErrorKind::InvalidArgument => {
-                    Err(ReplicationError::Replica { replica, error })
-                }
+                | ChunkErrorKind::NoSpace
+                | ChunkErrorKind::OutOfRange
+                | ChunkErrorKind::InvalidArgument => Err(ReplicationError::Replica { replica, error }),
                 _ => Err(ReplicationError::ReplicaFailed { replica, message: error.to_string() }),
             },
             Ok((other, _)) => Err(ReplicationError::ReplicaFailed { replica, message: format!("answered {other:?}") }),
