@@ -158,7 +158,15 @@ pub async fn node_kill(intensity: Intensity) -> anyhow::Result<String> {
     tokio::time::sleep(intensity.settle).await;
     run.cluster.restart_node(victim)?;
     let restarted = Instant::now();
-    run.cluster.wait_clean(Duration::from_secs(90)).await?;
+    // Back, given PGs again (as recovering replicas, then backfilled or
+    // resynced), and every PG clean.
+    run.cluster
+        .wait_map(Duration::from_secs(90), "the victim back with PGs, all clean", |m| {
+            m.node(victim).is_some_and(|n| n.up)
+                && crate::cluster::is_clean(m)
+                && m.pgs().any(|(_, pg)| pg.replicas.iter().any(|r| r.node == victim))
+        })
+        .await?;
     let clean_after = restarted.elapsed();
     tokio::time::sleep(intensity.settle).await;
     let (_, stats) = run.finish().await?;

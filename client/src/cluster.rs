@@ -212,7 +212,17 @@ impl Cluster {
         let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false };
         let elsewhere = read && targets.len() > 1;
         let retry = |why: String| Err(Ok(if elsewhere { Retry::NextReplica(why) } else { Retry::Later(why) }));
-        match self.nodes.call(target.node, addrs, &request, payload.clone()).await {
+        // A call to a node that froze or died is dropped as soon as the map
+        // moves the PG: no need to wait for the call's timeout.
+        let moved = async {
+            let mut maps = self.map.subscribe();
+            let _ = maps.wait_for(|m| m.locate(chunk).is_some_and(|(_, p)| p.epoch != pg_map.epoch)).await;
+        };
+        let reply = tokio::select! {
+            reply = self.nodes.call(target.node, addrs, &request, payload.clone()) => reply,
+            () = moved => return Err(Ok(Retry::Later(format!("PG {pg} moved while node {} had the call", target.node)))),
+        };
+        match reply {
             Ok((ChunkResponse::Error(e), _)) => match e.kind {
                 ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => {
                     Err(Ok(Retry::Later(format!("node {}: {e}", target.node))))

@@ -105,8 +105,14 @@ impl Recovery {
         loop {
             let map = self.repl.view().current();
             let wanted = self.wanted(&map);
+            // A finished backfill stays done until the map moves on, so a
+            // report the metadata service has not applied yet is not redone.
             running.retain(|key, task| {
-                let keep = wanted.contains(key) && !task.is_finished();
+                let finished = task.is_finished();
+                if finished && wanted.contains(key) {
+                    done.insert(*key);
+                }
+                let keep = wanted.contains(key) && !finished;
                 if !keep {
                     task.abort();
                     lock(&self.progress).remove(key);
@@ -126,13 +132,6 @@ impl Recovery {
                         this.backfill_until_done(key).await;
                     }),
                 );
-            }
-            // A finished task's key stays done until the map moves on, so a
-            // report the metadata service has not applied yet is not redone.
-            for (key, task) in &running {
-                if task.is_finished() {
-                    done.insert(*key);
-                }
             }
             if swept_at != Some(map.epoch) {
                 self.sweep_strays(&map).await;

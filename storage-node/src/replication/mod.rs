@@ -301,10 +301,14 @@ impl Replicator {
         let disk = self.store.disk(placed.mine.disk)?;
         match disk.read(chunk, offset, len).await {
             Ok((data, allocated)) => Ok((ChunkResponse::ReadDone { allocated }, data)),
-            Err(StoreError::Checksum { .. }) => {
+            Err(bad @ StoreError::Checksum { .. }) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 let (start, end) = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
-                self.repair(placed, chunk, start, end).await?;
+                // Unrepaired, the reader learns the block is bad (and may
+                // try another replica), not that some peer was unreachable.
+                if self.repair(placed, chunk, start, end).await.is_err() {
+                    return Err(bad.into());
+                }
                 let (data, allocated) = disk.read(chunk, offset, len).await?;
                 Ok((ChunkResponse::ReadDone { allocated }, data))
             }
