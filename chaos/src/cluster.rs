@@ -276,6 +276,15 @@ impl TestCluster {
         }
     }
 
+    /// Waits until the map has node `id` up (or down); returns how long
+    /// that took.
+    pub async fn wait_node(&self, id: NodeId, up: bool, limit: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let what = format!("node {id} {}", if up { "up" } else { "down" });
+        self.wait_map(limit, &what, |m| m.node(id).is_some_and(|n| n.up == up)).await?;
+        Ok(start.elapsed())
+    }
+
     /// Waits until every PG has all its replicas and none recovering.
     pub async fn wait_clean(&self, limit: Duration) -> anyhow::Result<DataMap> {
         self.wait_map(limit, "every PG clean", is_clean).await
@@ -485,4 +494,20 @@ pub fn is_clean(map: &DataMap) -> bool {
     map.pools
         .iter()
         .all(|pool| pool.pgs.iter().all(|pg| pg.replicas.len() == pool.size as usize && pg.recovering.is_empty()))
+}
+
+/// Polls `check` until it returns `Some`; panics after `limit` (for tests).
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

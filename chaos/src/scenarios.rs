@@ -150,11 +150,7 @@ pub async fn node_kill(intensity: Intensity) -> anyhow::Result<String> {
     tokio::time::sleep(intensity.settle).await;
     let victim = a_primary(&run.cluster.map().await?, run.vol.volume().id)?;
     run.cluster.kill_node(victim)?;
-    let killed = Instant::now();
-    run.cluster
-        .wait_map(Duration::from_secs(30), "the victim marked down", |m| m.node(victim).is_some_and(|n| !n.up))
-        .await?;
-    let down_after = killed.elapsed();
+    let down_after = run.cluster.wait_node(victim, false, Duration::from_secs(30)).await?;
     tokio::time::sleep(intensity.settle).await;
     run.cluster.restart_node(victim)?;
     let restarted = Instant::now();
@@ -352,18 +348,10 @@ pub async fn net_cut(intensity: Intensity) -> anyhow::Result<String> {
     let (_, pg) = map.locate(ChunkId::new(run.vol.volume().id, 0)).context("chunk 0 PG")?;
     let victim = pg.replicas.get(1).context("chunk 0 has no secondary")?.node;
     run.cluster.cut_node(victim)?;
-    let cut = Instant::now();
-    run.cluster
-        .wait_map(Duration::from_secs(60), "the cut-off node marked down", |m| m.node(victim).is_some_and(|n| !n.up))
-        .await?;
-    let down_after = cut.elapsed();
+    let down_after = run.cluster.wait_node(victim, false, Duration::from_secs(60)).await?;
     tokio::time::sleep(intensity.settle).await;
     run.cluster.heal_node(victim)?;
-    let healed = Instant::now();
-    run.cluster
-        .wait_map(Duration::from_secs(60), "the healed node back up", |m| m.node(victim).is_some_and(|n| n.up))
-        .await?;
-    let up_after = healed.elapsed();
+    let up_after = run.cluster.wait_node(victim, true, Duration::from_secs(60)).await?;
     tokio::time::sleep(intensity.settle).await;
     let (_, stats) = run.finish().await?;
     Ok(summary(

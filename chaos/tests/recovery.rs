@@ -4,28 +4,13 @@
 //! again.
 
 use std::process::Command as Process;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use chuyi_chaos::cluster::{chuyi_bin, Spec, TestCluster};
+use chuyi_chaos::cluster::{chuyi_bin, eventually, Spec, TestCluster};
 use chuyi_common::ids::{ChunkId, NodeId};
 
 const MIB: u64 = 1 << 20;
-
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfill_shows_progress_and_resumes_after_a_restart() {

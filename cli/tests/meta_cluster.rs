@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chuyi_chaos::cluster::eventually;
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
@@ -157,22 +158,6 @@ impl Drop for Cluster {
 
 fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("secret")
-}
-
-/// Polls `check` until it returns Some, or fails after `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The status as member `addr` sees it, if it answers.
