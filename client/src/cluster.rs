@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
 use chuyi_common::rpc::{ConnPool, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
@@ -62,6 +62,8 @@ enum Retry {
     NextReplica(String),
     /// Wait for a newer map, or a while.
     Later(String),
+    /// This replica's copy is bad and could not be mended: try the others.
+    BadCopy(NodeId, ChunkError),
 }
 
 impl Cluster {
@@ -161,6 +163,7 @@ impl Cluster {
         let mut backoff = Duration::from_millis(10);
         let mut replica_turn = 0usize;
         let mut switched = false;
+        let mut bad_copies: Vec<NodeId> = Vec::new();
         loop {
             let map = self.map();
             let retry = match self.try_once(&map, chunk, &op, &payload, replica_turn).await {
@@ -177,6 +180,15 @@ impl Cluster {
                     (last, !switched)
                 }
                 Retry::Later(last) => (last, true),
+                Retry::BadCopy(node, error) => {
+                    bad_copies.push(node);
+                    let complete = map.locate(chunk).map(|(_, pg)| pg.complete().map(|r| r.node).collect::<Vec<_>>());
+                    if complete.unwrap_or_default().iter().all(|n| bad_copies.contains(n)) {
+                        return Err(ClientError::Chunk { chunk, error });
+                    }
+                    replica_turn += 1;
+                    (format!("node {node}: {error}"), false)
+                }
             };
             if Instant::now() >= deadline {
                 return Err(ClientError::Timeout { chunk, deadline: self.config.deadline, last });
@@ -230,9 +242,7 @@ impl Cluster {
                 ChunkErrorKind::ReplicaFailed | ChunkErrorKind::DiskFailed | ChunkErrorKind::Io => {
                     retry(format!("node {}: {e}", target.node))
                 }
-                ChunkErrorKind::Checksum if elsewhere && replica_turn + 1 < targets.len() => {
-                    Err(Ok(Retry::NextReplica(format!("node {}: {e}", target.node))))
-                }
+                ChunkErrorKind::Checksum if read => Err(Ok(Retry::BadCopy(target.node, e))),
                 _ => Err(Err(ClientError::Chunk { chunk, error: e })),
             },
             Ok(reply) => Ok(reply),

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::replication::{chunk_sums, in_pg, ReplicationError, Replicator};
-use crate::store::DiskStore;
+use crate::store::{DiskStore, StoreError};
 
 /// PGs backfilled at once by one node. The PGs of a lost node have their
 /// primaries spread over every survivor, so the cluster as a whole rebuilds
@@ -133,6 +133,7 @@ impl Recovery {
                     }),
                 );
             }
+            self.copy_dirty(&map).await;
             if swept_at != Some(map.epoch) {
                 self.sweep_strays(&map).await;
                 swept_at = Some(map.epoch);
@@ -285,12 +286,80 @@ impl Recovery {
             if local[first..first + count].iter().all(|&c| c == zero) {
                 send(PgOp::Zero { offset, len, fua: false }, Bytes::new()).await?;
             } else {
-                let (data, _) = disk.read(chunk, offset.into(), len.into()).await?;
-                send(PgOp::Write { offset, fua: false }, data).await?;
-                sent += u64::from(len);
+                match disk.read(chunk, offset.into(), len.into()).await {
+                    Ok((data, _)) => {
+                        send(PgOp::Write { offset, fua: false }, data).await?;
+                        sent += u64::from(len);
+                    }
+                    // A bad block here, and no complete copy elsewhere to
+                    // mend it from (else read repair would have): send the
+                    // run's good blocks, and let one bad block not stop the
+                    // rest of the PG from getting its second copy.
+                    Err(StoreError::Checksum { .. }) => {
+                        for block in first..first + count {
+                            let at = (block * BLOCK_SIZE_BYTES) as u32;
+                            match disk.read(chunk, at.into(), BLOCK_SIZE_BYTES as u64).await {
+                                Ok((data, _)) => {
+                                    send(PgOp::Write { offset: at, fua: false }, data).await?;
+                                    sent += BLOCK_SIZE_BYTES as u64;
+                                }
+                                Err(StoreError::Checksum { .. }) => {
+                                    tracing::error!(%chunk, block, ?target, "block unreadable on the only complete copy; not copied");
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(sent)
+    }
+
+    /// Copies the chunks marked after failed writes to the replicas they
+    /// may differ on, while this node is still the PG's primary and the
+    /// replica a complete member (a recovering one is backfilled anyway).
+    async fn copy_dirty(&self, map: &DataMap) {
+        let me = self.repl.node_id();
+        let mut left = Vec::new();
+        for (pg, target, chunk) in self.repl.take_dirty() {
+            let Some(pg_map) = map.pg(pg) else { continue };
+            let Some(mine) = pg_map.primary().filter(|p| p.node == me) else { continue };
+            if !pg_map.complete().any(|r| r == target) {
+                continue;
+            }
+            let copied = async {
+                let remote = self.remote_chunk_sums(map, pg, target, pg_map.epoch, chunk).await?;
+                self.copy_chunk(map, pg_map.epoch, mine, target, chunk, remote).await
+            };
+            match copied.await {
+                Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),
+                Err(e) => {
+                    tracing::debug!(%chunk, ?target, error = %e, "copy after a failed write; will retry");
+                    left.push((pg, target, chunk));
+                }
+            }
+        }
+        self.repl.return_dirty(left);
+    }
+
+    /// One chunk's block checksums on `target` (`None`: it has none).
+    async fn remote_chunk_sums(
+        &self,
+        map: &DataMap,
+        pg: PgId,
+        target: Replica,
+        epoch: u64,
+        chunk: ChunkId,
+    ) -> Result<Option<Vec<u32>>, ReplicationError> {
+        let before = if chunk.index > 0 {
+            Some(ChunkId::new(chunk.owner, chunk.index - 1))
+        } else {
+            chunk.owner.checked_sub(1).map(|owner| ChunkId::new(owner, u64::MAX))
+        };
+        let (sums, _) = self.remote_sums_page(map, pg, target, epoch, before, 1).await?;
+        Ok(sums.into_iter().find(|s| s.chunk == chunk).map(|s| s.crcs))
     }
 
     async fn remote_sums(
@@ -301,7 +370,19 @@ impl Recovery {
         epoch: u64,
         start_after: Option<ChunkId>,
     ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
-        let request = ChunkRequest::PgSums { pg, epoch, start_after, max: PAGE };
+        self.remote_sums_page(map, pg, target, epoch, start_after, PAGE).await
+    }
+
+    async fn remote_sums_page(
+        &self,
+        map: &DataMap,
+        pg: PgId,
+        target: Replica,
+        epoch: u64,
+        start_after: Option<ChunkId>,
+        max: u32,
+    ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
+        let request = ChunkRequest::PgSums { pg, epoch, start_after, max };
         let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
         match self.repl.peers().call(map, target.node, &request, Bytes::new()).await {
             Ok((ChunkResponse::Sums { chunks, blocks, next }, payload)) => {

@@ -18,9 +18,10 @@ pub mod locks;
 pub mod peers;
 pub mod view;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chuyi_common::ids::{ChunkId, NodeId};
@@ -38,6 +39,9 @@ use crate::store::{ChunkStore, DiskStore, StoreError};
 /// How long a request from a sender with a newer map waits for this node's
 /// map to catch up.
 const MAP_CATCH_UP: Duration = Duration::from_secs(2);
+/// A forwarded write still waiting for its range after this long is
+/// dropped: its primary gives up at 5 s (`peers.rs`).
+const FORWARD_WAIT_MAX: Duration = Duration::from_secs(4);
 
 const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 
@@ -141,6 +145,9 @@ pub struct Replicator {
     counters: RepairCounters,
     /// Client operations being served now; recovery yields while any are.
     client_ops: AtomicU64,
+    /// Chunks whose copies may differ after a failed write, per PG and
+    /// replica: recovery copies them from this primary.
+    dirty: Mutex<BTreeSet<(PgId, Replica, ChunkId)>>,
 }
 
 type Reply = (ChunkResponse, Bytes);
@@ -155,7 +162,25 @@ impl Replicator {
             locks: RangeLocks::default(),
             counters: RepairCounters::default(),
             client_ops: AtomicU64::new(0),
+            dirty: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    fn mark_dirty(&self, placed: &Placed, chunk: ChunkId) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        for &replica in placed.pg_map.replicas.iter().filter(|r| **r != placed.mine) {
+            dirty.insert((placed.pg, replica, chunk));
+        }
+    }
+
+    /// Takes the chunks marked for copying after failed writes.
+    pub fn take_dirty(&self) -> BTreeSet<(PgId, Replica, ChunkId)> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts back what could not be copied yet.
+    pub fn return_dirty(&self, left: impl IntoIterator<Item = (PgId, Replica, ChunkId)>) {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).extend(left);
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -203,7 +228,7 @@ impl Replicator {
         };
         let placed = self.place(chunk, epoch, role).await?;
         match op {
-            PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into()).await,
+            PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
             op => self.mutate(&placed, chunk, op, forwarded, payload).await,
         }
     }
@@ -253,7 +278,24 @@ impl Replicator {
         if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
             return Err(ReplicationError::Invalid("only a write carries a payload".into()));
         }
+        let arrived = Instant::now();
         let _range = self.locks.lock(chunk, start, end).await;
+        // The map may have moved while this waited for the range: a write
+        // placed under the old epoch must not land (a backfill may already
+        // have copied this chunk to a replica the old epoch does not name).
+        let now = self.view.current().pg(placed.pg).map_or(0, |p| p.epoch);
+        if now != placed.pg_map.epoch {
+            return Err(ReplicationError::StaleEpoch { pg: placed.pg, ours: now, theirs: placed.pg_map.epoch });
+        }
+        // A forward that waited this long has been given up by its primary,
+        // which may have gone on to newer writes of this range: landing now
+        // would put old data over them.
+        if forwarded && arrived.elapsed() > FORWARD_WAIT_MAX {
+            return Err(ReplicationError::ReplicaFailed {
+                replica: placed.mine,
+                message: format!("forwarded write waited {:?} for its range; dropped", arrived.elapsed()),
+            });
+        }
         let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true };
         let local = async {
             match op {
@@ -270,6 +312,12 @@ impl Replicator {
         let others = placed.pg_map.replicas.iter().filter(|r| **r != placed.mine);
         let forwards = others.map(|&replica| self.forward(&placed.map, replica, &request, payload.clone()));
         let (local, forwards) = tokio::join!(local, futures::future::join_all(forwards));
+        if local.is_err() || forwards.iter().any(Result::is_err) {
+            // Some copies may have the write and others not. It was not
+            // acknowledged, but the copies must not stay different: the
+            // chunk is copied from here to the others later (recovery).
+            self.mark_dirty(placed, chunk);
+        }
         local?;
         forwards.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok((ChunkResponse::Done, Bytes::new()))
@@ -297,11 +345,21 @@ impl Replicator {
         }
     }
 
-    async fn read(&self, placed: &Placed, chunk: ChunkId, offset: u64, len: u64) -> Result<Reply, ReplicationError> {
+    /// A read; one that finds a bad block repairs it from another replica,
+    /// unless it is itself a peer's repair read (`forwarded`), which must
+    /// not start a repair back: two bad copies would wait on each other.
+    async fn read(
+        &self,
+        placed: &Placed,
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+        forwarded: bool,
+    ) -> Result<Reply, ReplicationError> {
         let disk = self.store.disk(placed.mine.disk)?;
         match disk.read(chunk, offset, len).await {
             Ok((data, allocated)) => Ok((ChunkResponse::ReadDone { allocated }, data)),
-            Err(bad @ StoreError::Checksum { .. }) => {
+            Err(bad @ StoreError::Checksum { .. }) if !forwarded => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 let (start, end) = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
                 // Unrepaired, the reader learns the block is bad (and may
@@ -316,9 +374,32 @@ impl Replicator {
         }
     }
 
-    /// Rewrites blocks `[start, end)` of this node's copy of `chunk` from
-    /// another complete replica.
+    /// Rewrites the bad blocks of `[start, end)` of this node's copy of
+    /// `chunk` from another complete replica: the whole range at once, or,
+    /// when the other copy has a bad block of its own in it, block by block.
     pub async fn repair(&self, placed: &Placed, chunk: ChunkId, start: u64, end: u64) -> Result<(), ReplicationError> {
+        if self.repair_range(placed, chunk, start, end).await.is_ok() {
+            return Ok(());
+        }
+        let disk = self.store.disk(placed.mine.disk)?;
+        let mut result = Ok(());
+        for at in (start..end).step_by(BLOCK as usize) {
+            if matches!(disk.read(chunk, at, BLOCK).await, Err(StoreError::Checksum { .. })) {
+                if let Err(e) = self.repair_range(placed, chunk, at, at + BLOCK).await {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    async fn repair_range(
+        &self,
+        placed: &Placed,
+        chunk: ChunkId,
+        start: u64,
+        end: u64,
+    ) -> Result<(), ReplicationError> {
         let _range = self.locks.lock(chunk, start, end).await;
         let request = ChunkRequest::Pg {
             chunk,
