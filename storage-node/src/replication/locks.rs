@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 
 const SHARDS: usize = 64;
 
-/// A held range: start, end, and the holder's ticket.
+/// A range held or waited for: start, end, and its ticket. Each chunk's
+/// entries are in arrival order.
 type Held = (u64, u64, u64);
 
 #[derive(Debug, Default)]
@@ -44,20 +45,26 @@ pub struct RangeGuard<'a> {
 }
 
 impl RangeLocks {
-    /// Waits until no held range of `chunk` overlaps `[start, end)`, then
-    /// holds it.
+    /// Waits until no range of `chunk` that asked earlier overlaps
+    /// `[start, end)`, then holds it. Waiters are served in arrival order,
+    /// so a whole-chunk request (backfill, delete) is not starved by a
+    /// stream of small overlapping writes.
     pub async fn lock(&self, chunk: ChunkId, start: u64, end: u64) -> RangeGuard<'_> {
         let shard = &self.shards[(chunk.owner ^ chunk.index.rotate_left(17)) as usize % SHARDS];
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&shard.held).entry(chunk).or_default().push((start, end, id));
+        // From here the guard owns the queue entry: if this future is
+        // dropped while waiting, the entry goes with it.
+        let guard = RangeGuard { shard, chunk, id };
         loop {
             let released = shard.released.notified();
             tokio::pin!(released);
             {
-                let mut held = lock(&shard.held);
-                let ranges = held.entry(chunk).or_default();
-                if !ranges.iter().any(|&(s, e, _)| s < end && start < e) {
-                    ranges.push((start, end, id));
-                    return RangeGuard { shard, chunk, id };
+                let held = lock(&shard.held);
+                let queue = held.get(&chunk).map(Vec::as_slice).unwrap_or_default();
+                let earlier = queue.iter().take_while(|&&(_, _, other)| other != id);
+                if !earlier.clone().any(|&(s, e, _)| s < end && start < e) {
+                    return guard;
                 }
                 // Registered before the lock is dropped, so a release
                 // between here and the await is not missed.
@@ -92,6 +99,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_waiting_whole_chunk_lock_is_not_overtaken() {
+        let locks = Arc::new(RangeLocks::default());
+        let chunk = ChunkId::new(1, 2);
+        let first = locks.lock(chunk, 0, 4096).await;
+        let whole = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _g = locks.lock(chunk, 0, u64::MAX).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A later small write overlapping the waiting whole-chunk request
+        // queues behind it, though it does not overlap what is held.
+        let later = tokio::time::timeout(Duration::from_millis(50), locks.lock(chunk, 8192, 12288)).await;
+        assert!(later.is_err(), "a later request overtook a waiting one");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), whole).await.expect("served").expect("task");
+        // A dropped waiter leaves nothing behind.
+        assert!(tokio::time::timeout(Duration::from_millis(100), locks.lock(chunk, 0, u64::MAX)).await.is_ok());
+    }
 
     #[tokio::test]
     async fn overlapping_ranges_wait_and_disjoint_ones_do_not() {
