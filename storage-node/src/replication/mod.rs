@@ -330,7 +330,25 @@ impl Replicator {
         request: &ChunkRequest,
         payload: Bytes,
     ) -> Result<(), ReplicationError> {
-        match self.peers.call(map, replica.node, request, payload).await {
+        // A replica that froze is dropped as soon as the map moves the PG,
+        // rather than after the call's timeout: the client's retry goes to
+        // the new primary at once.
+        let (pg, epoch) = match request {
+            ChunkRequest::Pg { chunk, epoch, .. } => (map.locate(*chunk).map(|(pg, _)| pg), *epoch),
+            _ => (None, 0),
+        };
+        let moved = async {
+            let Some(pg) = pg else { return std::future::pending().await };
+            let mut maps = self.view.subscribe();
+            let _ = maps.wait_for(|m| m.pg(pg).is_some_and(|p| p.epoch != epoch)).await;
+        };
+        let reply = tokio::select! {
+            reply = self.peers.call(map, replica.node, request, payload) => reply,
+            () = moved => {
+                return Err(ReplicationError::ReplicaFailed { replica, message: "the PG moved while the replica had the write".into() });
+            }
+        };
+        match reply {
             Ok((ChunkResponse::Done, _)) => Ok(()),
             Ok((ChunkResponse::Error(error), _)) => match error.kind {
                 // The replica knows a newer map: so must the client.
