@@ -42,7 +42,9 @@ pub struct RecoveryReport {
     /// Bytes the survivors backfilled to new replicas, and their rate.
     pub backfill_bytes: u64,
     pub backfill_mb_per_s: f64,
-    /// Restart of the victim to clean, and the bytes sent meanwhile.
+    /// Restart of the victim to "up" in the map (after its penalty, if a
+    /// peer reported it), then up to clean, and the bytes sent meanwhile.
+    pub rejoin_ms: u128,
     pub resync_ms: u128,
     pub resync_bytes: u64,
     pub degraded_written_bytes: u64,
@@ -166,10 +168,12 @@ pub async fn run(spec: RecoverySpec) -> anyhow::Result<RecoveryReport> {
         // and the resync sends only what changed.
         let before_resync = backfilled(&cluster, &survivors).await;
         cluster.restart_node(victim)?;
-        let restarted = Instant::now();
-        cluster.wait_map(Duration::from_secs(60), "victim up", |m| m.node(victim).is_some_and(|n| n.up)).await?;
+        // Up once registered, or once its penalty ends if a peer reported
+        // it unreachable; then the resync proper.
+        report.rejoin_ms = cluster.wait_node(victim, true, Duration::from_secs(120)).await?.as_millis();
+        let rejoined = Instant::now();
         cluster.wait_clean(Duration::from_secs(600)).await?;
-        report.resync_ms = restarted.elapsed().as_millis();
+        report.resync_ms = rejoined.elapsed().as_millis();
         report.resync_bytes = backfilled(&cluster, &survivors).await - before_resync;
         report.full_redundancy_ms = killed.elapsed().as_millis();
     }
