@@ -329,6 +329,21 @@ pub async fn disk_full(intensity: Intensity) -> anyhow::Result<String> {
     for chunk in &written {
         client.delete_chunk(*chunk).await?;
     }
+    // The write that failed may have landed on one copy only; once there
+    // is room, the primary copies it over and the two agree again.
+    let failed = ChunkId::new(filler, written.len() as u64);
+    let start = Instant::now();
+    loop {
+        let map = run.cluster.map().await?;
+        let (_, pg) = map.locate(failed).context("failed chunk PG")?;
+        let a = run.cluster.read_replica(pg.replicas[0], failed).await?;
+        let b = run.cluster.read_replica(pg.replicas[1], failed).await?;
+        if a == b {
+            break;
+        }
+        ensure!(start.elapsed() < Duration::from_secs(30), "the copies of the failed write never agreed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Space is back.
     client.write_chunk(ChunkId::new(filler, 0), 0, workload::content(0, 2), false).await?;
     client.delete_chunk(ChunkId::new(filler, 0)).await?;

@@ -232,7 +232,7 @@ impl Recovery {
                 (walk.local_next, walk.local_done) = (next, next.is_none());
             }
             if walk.remote.is_empty() && !walk.remote_done {
-                let (page, next) = self.remote_sums(&map, pg, target, epoch, walk.remote_next).await?;
+                let (page, next) = self.remote_sums(&map, pg, target, epoch, walk.remote_next, PAGE).await?;
                 walk.remote.extend(page);
                 (walk.remote_next, walk.remote_done) = (next, next.is_none());
             }
@@ -358,22 +358,11 @@ impl Recovery {
         } else {
             chunk.owner.checked_sub(1).map(|owner| ChunkId::new(owner, u64::MAX))
         };
-        let (sums, _) = self.remote_sums_page(map, pg, target, epoch, before, 1).await?;
+        let (sums, _) = self.remote_sums(map, pg, target, epoch, before, 1).await?;
         Ok(sums.into_iter().find(|s| s.chunk == chunk).map(|s| s.crcs))
     }
 
     async fn remote_sums(
-        &self,
-        map: &DataMap,
-        pg: PgId,
-        target: Replica,
-        epoch: u64,
-        start_after: Option<ChunkId>,
-    ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
-        self.remote_sums_page(map, pg, target, epoch, start_after, PAGE).await
-    }
-
-    async fn remote_sums_page(
         &self,
         map: &DataMap,
         pg: PgId,

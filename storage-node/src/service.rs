@@ -38,12 +38,8 @@ impl ChunkService {
                 if read {
                     return self.repl.pg_op(chunk, epoch, op, forwarded, payload).await;
                 }
-                // A mutation runs to the end even if the caller goes away,
-                // like the raw ones below.
                 let repl = self.repl.clone();
-                tokio::spawn(async move { repl.pg_op(chunk, epoch, op, forwarded, payload).await })
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into()))
+                to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, payload).await }).await
             }
             ChunkRequest::PgSums { pg, epoch, start_after, max } => {
                 self.repl.pg_sums(pg, epoch, start_after, max).await
@@ -77,10 +73,18 @@ impl ChunkService {
             return handle(&self.store, self.node_id, request, payload).await;
         }
         let (store, node_id) = (self.store.clone(), self.node_id);
-        tokio::spawn(async move { handle(&store, node_id, request, payload).await })
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Internal(e.to_string())))
+        to_completion(async move { handle(&store, node_id, request, payload).await }).await
     }
+}
+
+/// Runs a mutation in a task of its own, so that it finishes even if the
+/// caller stops waiting (see [`ChunkService::run`]).
+async fn to_completion<T, E>(work: impl std::future::Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into()))
 }
 
 async fn handle(
