@@ -220,6 +220,7 @@ impl Replicator {
         forwarded: bool,
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
+        let arrived = Instant::now();
         let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. }, _) => Role::Complete,
@@ -229,7 +230,7 @@ impl Replicator {
         let placed = self.place(chunk, epoch, role).await?;
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
-            op => self.mutate(&placed, chunk, op, forwarded, payload).await,
+            op => self.mutate(&placed, chunk, op, forwarded, payload, arrived).await,
         }
     }
 
@@ -268,6 +269,7 @@ impl Replicator {
         op: PgOp,
         forwarded: bool,
         payload: Bytes,
+        arrived: Instant,
     ) -> Result<Reply, ReplicationError> {
         let disk = self.store.disk(placed.mine.disk)?;
         let (start, end) = match op {
@@ -278,7 +280,6 @@ impl Replicator {
         if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
             return Err(ReplicationError::Invalid("only a write carries a payload".into()));
         }
-        let arrived = Instant::now();
         let _range = self.locks.lock(chunk, start, end).await;
         // The map may have moved while this waited for the range: a write
         // placed under the old epoch must not land (a backfill may already
@@ -287,9 +288,9 @@ impl Replicator {
         if now != placed.pg_map.epoch {
             return Err(ReplicationError::StaleEpoch { pg: placed.pg, ours: now, theirs: placed.pg_map.epoch });
         }
-        // A forward that waited this long has been given up by its primary,
-        // which may have gone on to newer writes of this range: landing now
-        // would put old data over them.
+        // A forward that waited this long (for the map, then the range) has
+        // been given up by its primary, which may have gone on to newer
+        // writes of this range: landing now would put old data over them.
         if forwarded && arrived.elapsed() > FORWARD_WAIT_MAX {
             return Err(ReplicationError::ReplicaFailed {
                 replica: placed.mine,
