@@ -290,9 +290,41 @@ impl TestCluster {
         self.wait_map(limit, "every PG clean", is_clean).await
     }
 
-    /// Creates the 2-replica pool and a volume of `size_mib`.
-    pub async fn create_volume(&self, name: &str, size_mib: u64) -> anyhow::Result<()> {
-        let meta = self.meta()?;
+    /// Runs the `chuyi` binary against this cluster: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = Process::new(&self.bin)
+            .args(["--meta", &self.meta_addrs().join(","), "--secret-file"])
+            .arg(&self.secret_file)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+    }
+
+    /// Chunks of `owner` on any running node's disk 0.
+    pub async fn chunks_of(&self, owner: u64) -> anyhow::Result<usize> {
+        let mut count = 0;
+        for p in self.nodes.iter().filter(|p| p.child.is_some() && !p.frozen) {
+            let rpc = self.node_rpc(p.id as NodeId).await?;
+            let mut start_after = None;
+            loop {
+                let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
+                let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
+                    bail!("node {} did not list its chunks", p.id);
+                };
+                count += chunks.iter().filter(|c| c.owner == owner).count();
+                start_after = chunks.last().copied();
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Creates the 2-replica pool `ssd` (once).
+    pub async fn create_pool(&self) -> anyhow::Result<()> {
         let pool = Command::CreatePool {
             name: POOL.into(),
             class: DeviceClass::Ssd,
@@ -300,10 +332,16 @@ impl TestCluster {
             pg_count: self.spec.pg_count,
             separate_failure_domains: false,
         };
-        match meta.write(pool).await {
-            Ok(_) | Err(chuyi_metadata::state::MetaError::AlreadyExists { .. }) => {}
+        match self.meta()?.write(pool).await {
+            Ok(_) | Err(chuyi_metadata::state::MetaError::AlreadyExists { .. }) => Ok(()),
             Err(e) => bail!("creating the pool: {e}"),
         }
+    }
+
+    /// Creates the 2-replica pool (once) and a volume of `size_mib`.
+    pub async fn create_volume(&self, name: &str, size_mib: u64) -> anyhow::Result<()> {
+        self.create_pool().await?;
+        let meta = self.meta()?;
         let volume = Command::CreateVolume {
             name: name.into(),
             pool: POOL.into(),

@@ -7,6 +7,7 @@ mod heartbeat;
 mod meta;
 mod node;
 mod table;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Add or remove metadata members.
     #[command(subcommand)]
     Member(admin::MemberCmd),
+    /// Create, list, inspect, grow or delete volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Show a storage node's disks.
     Disks {
         /// The node's address: "host:port" or "unix:/path".
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pool(cmd) => admin::pool(&cli.cluster, cmd).await,
             Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
+            Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
         }
     })
 }

@@ -1,0 +1,165 @@
+//! `chuyi volume create|list|info|resize|delete`: volumes in the metadata
+//! service, and, for delete, their chunks on the storage nodes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::ids::ChunkId;
+use chuyi_common::size::ByteSize;
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::model::Volume;
+use chuyi_metadata::state::{Command, Reply};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cluster::ClusterArgs;
+use crate::table::Table;
+
+/// The lease a delete holds while it frees chunks, so no frontend can
+/// attach the volume meanwhile.
+const DELETE_HOLDER: &str = "chuyi-volume-delete";
+const DELETE_LEASE_MS: u64 = 60_000;
+/// Chunk deletes in flight at once.
+const DELETES_IN_FLIGHT: usize = 32;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VolumeCmd {
+    /// Create a thin volume.
+    Create {
+        name: String,
+        /// Size: "20GiB", "20G" (a multiple of 4 KiB).
+        #[arg(long)]
+        size: ByteSize,
+        #[arg(long, default_value = "ssd")]
+        pool: String,
+    },
+    List,
+    Info {
+        name: String,
+    },
+    /// Grow a volume (online; shrinking is refused).
+    Resize {
+        name: String,
+        #[arg(long)]
+        size: ByteSize,
+    },
+    /// Delete a volume that no frontend has attached, freeing its chunks on
+    /// every replica so that no later reader sees its data.
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
+    let meta = args.client()?;
+    match cmd {
+        VolumeCmd::Create { name, size, pool } => {
+            let command = Command::CreateVolume {
+                name,
+                pool,
+                size_bytes: size.0,
+                chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
+                wrapped_key: Vec::new(),
+            };
+            let Reply::Volume(v) = meta.write(command).await? else { bail!("unexpected reply") };
+            print_volume(args, &v)
+        }
+        VolumeCmd::List => {
+            let ApiReply::Volumes(volumes) = meta.read(Query::Volumes).await? else { bail!("unexpected reply") };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&volumes)?);
+                return Ok(());
+            }
+            let mut t = Table::new(&["VOLUME", "POOL", "SIZE", "ATTACHED BY"]);
+            for v in volumes {
+                t.row(vec![v.name, v.pool, ByteSize(v.size_bytes).to_string(), holder(v.lease.as_ref())]);
+            }
+            t.print();
+            Ok(())
+        }
+        VolumeCmd::Info { name } => {
+            let ApiReply::Volume(v) = meta.read(Query::Volume(name)).await? else { bail!("unexpected reply") };
+            print_volume(args, &v)
+        }
+        VolumeCmd::Resize { name, size } => {
+            let Reply::Volume(v) = meta.write(Command::ResizeVolume { name, size_bytes: size.0 }).await? else {
+                bail!("unexpected reply")
+            };
+            print_volume(args, &v)
+        }
+        VolumeCmd::Delete { name } => delete(args, &name).await,
+    }
+}
+
+fn holder(lease: Option<&chuyi_metadata::state::model::Lease>) -> String {
+    lease.map_or("-".into(), |l| l.holder.clone())
+}
+
+fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    println!("volume {}", v.name);
+    println!("  id          {:#x}", v.id);
+    println!("  pool        {}", v.pool);
+    println!("  size        {} ({} bytes)", ByteSize(v.size_bytes), v.size_bytes);
+    println!("  chunk size  {}", ByteSize(u64::from(v.chunk_size_bytes)));
+    println!("  attached by {}", holder(v.lease.as_ref()));
+    Ok(())
+}
+
+/// Takes the volume's lease (refused if a frontend holds it), deletes
+/// every chunk on every replica with a progress bar, then the record.
+async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
+    let meta = args.client()?;
+    let acquire = Command::AcquireLease { volume: name.into(), holder: DELETE_HOLDER.into(), ttl_ms: DELETE_LEASE_MS };
+    let Reply::Lease(mut lease) = meta.write(acquire).await? else { bail!("unexpected reply") };
+    let ApiReply::Volume(volume) = meta.read(Query::Volume(name.into())).await? else { bail!("unexpected reply") };
+    let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
+    let chunks = volume.size_bytes.div_ceil(u64::from(volume.chunk_size_bytes));
+    let bar = ProgressBar::new(chunks);
+    bar.set_style(
+        ProgressStyle::with_template("freeing chunks {bar:40} {pos}/{len} {percent}% eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut renewed = Instant::now();
+    let mut deletes = futures::stream::iter(0..chunks)
+        .map(|index| {
+            let cluster = &cluster;
+            async move { cluster.delete_chunk(ChunkId::new(volume.id, index)).await.map(|()| index) }
+        })
+        .buffer_unordered(DELETES_IN_FLIGHT);
+    while let Some(done) = deletes.next().await {
+        done.with_context(|| format!("freeing the chunks of {name} (run the delete again to resume)"))?;
+        bar.inc(1);
+        if renewed.elapsed() > Duration::from_millis(DELETE_LEASE_MS / 3) {
+            let renew = Command::RenewLease {
+                volume: name.into(),
+                holder: DELETE_HOLDER.into(),
+                lease_id: lease.id,
+                ttl_ms: DELETE_LEASE_MS,
+            };
+            if let Reply::Lease(l) = meta.write(renew).await? {
+                lease = l;
+            }
+            renewed = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+    let release = Command::ReleaseLease { volume: name.into(), holder: DELETE_HOLDER.into(), lease_id: lease.id };
+    meta.write(release).await?;
+    meta.write(Command::DeleteVolume { name: name.into() })
+        .await
+        .with_context(|| format!("its chunks are freed, but removing volume {name} failed"))?;
+    if args.json {
+        println!("{}", serde_json::json!({ "deleted": name, "chunks_freed": chunks }));
+    } else {
+        println!("volume {name} deleted; {chunks} chunks freed on every replica");
+    }
+    Ok(())
+}
