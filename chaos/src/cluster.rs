@@ -306,21 +306,26 @@ impl TestCluster {
     pub async fn chunks_of(&self, owner: u64) -> anyhow::Result<usize> {
         let mut count = 0;
         for p in self.nodes.iter().filter(|p| p.child.is_some() && !p.frozen) {
-            let rpc = self.node_rpc(p.id as NodeId).await?;
-            let mut start_after = None;
-            loop {
-                let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
-                let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
-                    bail!("node {} did not list its chunks", p.id);
-                };
-                count += chunks.iter().filter(|c| c.owner == owner).count();
-                start_after = chunks.last().copied();
-                if !more {
-                    break;
-                }
-            }
+            count += self.list_chunks(p.id as NodeId).await?.iter().filter(|c| c.owner == owner).count();
         }
         Ok(count)
+    }
+
+    /// Every chunk on a node's disk 0, straight from the node.
+    pub async fn list_chunks(&self, node: NodeId) -> anyhow::Result<Vec<ChunkId>> {
+        let rpc = self.node_rpc(node).await?;
+        let (mut all, mut start_after) = (Vec::new(), None);
+        loop {
+            let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
+            let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
+                bail!("node {node} did not list its chunks");
+            };
+            start_after = chunks.last().copied();
+            all.extend(chunks);
+            if !more {
+                return Ok(all);
+            }
+        }
     }
 
     /// Creates the 2-replica pool `ssd` (once).
@@ -468,22 +473,10 @@ impl TestCluster {
         let mut strays = Vec::new();
         for p in self.nodes.iter().filter(|p| p.child.is_some() && !p.frozen) {
             let node = p.id as NodeId;
-            let rpc = self.node_rpc(node).await?;
-            let mut start_after = None;
-            loop {
-                let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
-                let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
-                    bail!("node {node} did not list its chunks");
-                };
-                for &chunk in &chunks {
-                    let Some((_, pg)) = map.locate(chunk) else { continue };
-                    if !pg.replicas.iter().any(|r| r.node == node) {
-                        strays.push((node, chunk));
-                    }
-                }
-                start_after = chunks.last().copied();
-                if !more {
-                    break;
+            for chunk in self.list_chunks(node).await? {
+                let Some((_, pg)) = map.locate(chunk) else { continue };
+                if !pg.replicas.iter().any(|r| r.node == node) {
+                    strays.push((node, chunk));
                 }
             }
         }
