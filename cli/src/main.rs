@@ -42,6 +42,11 @@ enum Command {
     /// Create, list, inspect, grow or delete volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// Serve volumes over NBD (export name = volume name).
+    Nbd {
+        #[arg(long, default_value = "127.0.0.1:10809")]
+        listen: String,
+    },
     /// Show a storage node's disks.
     Disks {
         /// The node's address: "host:port" or "unix:/path".
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
+            Command::Nbd { listen } => volume::serve_nbd(&cli.cluster, &listen).await,
         }
     })
 }

@@ -163,3 +163,21 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `chuyi nbd`: serves every volume over NBD until SIGINT or SIGTERM.
+pub async fn serve_nbd(args: &ClusterArgs, listen: &str) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let holder = format!("nbd-{}-{}", hostname(), std::process::id());
+    tracing::info!(addr = %listener.local_addr()?, %holder, "nbd frontend listening");
+    let server = chuyi_nbd::server::NbdServer::new(cluster, holder);
+    tokio::select! {
+        served = server.serve(listener) => served?,
+        () = crate::node::shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into())
+}
