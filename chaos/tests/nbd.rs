@@ -153,3 +153,49 @@ async fn bad_nbd_clients_get_errors_and_harm_no_one() {
     .expect("qemu-io");
     assert!(ok && !out.contains("Pattern verification failed"), "{out}");
 }
+
+/// A volume is attached by one frontend at a time: a second frontend is
+/// refused while the first holds the lease, and served once it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_frontend_is_refused_until_the_first_detaches() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_volume("vol0", 16).await.expect("volume");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let mut addrs = Vec::new();
+    for holder in ["frontend-a", "frontend-b"] {
+        let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        tokio::spawn(NbdServer::new(client, holder.into()).serve(listener));
+    }
+    // A client of frontend A holds vol0 open.
+    let mut held = tokio::net::TcpStream::connect(addrs[0]).await.expect("connect");
+    let mut greeting = [0u8; 18];
+    held.read_exact(&mut greeting).await.expect("greeting");
+    held.write_u32(3).await.expect("flags");
+    held.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
+    held.write_u32(1).await.expect("EXPORT_NAME");
+    held.write_u32(4).await.expect("len");
+    held.write_all(b"vol0").await.expect("name");
+    assert_eq!(held.read_u64().await.expect("size"), 16 << 20);
+
+    let via_b = format!("nbd://{}/vol0", addrs[1]);
+    let io =
+        move |uri: String| tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]));
+    let (ok, out) = io(via_b.clone()).await.expect("qemu-io");
+    assert!(!ok && out.contains("frontend-a"), "frontend B must refuse while A holds the volume: {out}");
+
+    // A's client goes away: A releases the lease, and B serves.
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        let (ok, _) = io(via_b.clone()).await.expect("qemu-io");
+        if ok {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "frontend B never got the volume after A let go");
+}
