@@ -79,6 +79,24 @@ async fn real_nbd_clients_read_write_and_compare() {
         let (ok, out) = run("qemu-img", &["convert", "-f", "raw", "-O", "raw", &uri, &back]);
         assert!(ok, "{out}");
         assert!(std::fs::read(&back).expect("read back") == data, "the image read back differs");
+        // fio's own NBD engine, 32 in flight, every block verified.
+        let (ok, out) = run(
+            "fio",
+            &[
+                "--name=verify",
+                "--ioengine=nbd",
+                &format!("--uri={uri}"),
+                "--rw=randwrite",
+                "--bs=4k",
+                "--size=8M",
+                "--offset=40M",
+                "--iodepth=32",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+            ],
+        );
+        assert!(ok && !out.contains("verify: bad"), "{out}");
     });
     checks.await.expect("client checks");
 }
