@@ -23,6 +23,7 @@ pub mod error;
 pub mod latency;
 pub mod load;
 pub mod meta;
+pub mod nbd_serve;
 pub mod prefill;
 pub mod recovery;
 pub mod region;

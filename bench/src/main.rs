@@ -40,6 +40,16 @@ enum Command {
     /// under load: the I/O stall, backfill rate, time to full redundancy
     /// and (with 2 nodes) the resync of the returning node.
     Recovery(RecoveryArgs),
+    /// Starts a cluster of real processes with a filled volume and serves
+    /// it over NBD until SIGINT/SIGTERM (for bench/nbd-vs-nbdkit.sh).
+    NbdServe {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1024)]
+        volume_mib: u64,
+        #[arg(long, default_value = "127.0.0.1:10899")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +144,10 @@ fn main() -> anyhow::Result<()> {
         Command::MetaLoad(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(meta_load(args));
+        }
+        Command::NbdServe { nodes, volume_mib, listen } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen));
         }
         Command::Recovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
