@@ -13,13 +13,16 @@ use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::{Command, MetaError, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::proto::*;
 
 /// Requests of one connection being served at once.
 const IN_FLIGHT: usize = 128;
+/// Request data of one connection held in memory at once, in MiB: a client
+/// sending many large writes waits instead of filling the frontend's memory.
+const IN_FLIGHT_MIB: u32 = 256;
 const LEASE_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -230,13 +233,12 @@ impl NbdServer {
             Ok(vol) => vol,
             Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
         };
-        let renew = tokio::spawn(renew_lease(self.cluster.clone(), name.to_string(), self.holder.clone(), lease.id));
         let mut attached = self.lock();
-        let entry = attached.entry(name.to_string()).or_insert(Attachment {
-            vol: vol.clone(),
-            connections: 0,
-            lease_id: lease.id,
-            renew: renew.abort_handle(),
+        // Another connection may have attached it meanwhile: share that.
+        let entry = attached.entry(name.to_string()).or_insert_with(|| {
+            let renew =
+                tokio::spawn(renew_lease(self.cluster.clone(), name.to_string(), self.holder.clone(), lease.id));
+            Attachment { vol, connections: 0, lease_id: lease.id, renew: renew.abort_handle() }
         });
         entry.connections += 1;
         Ok(entry.vol.clone())
@@ -304,6 +306,7 @@ where
         Ok::<_, std::io::Error>(())
     });
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize));
     let mut tasks = JoinSet::new();
     let size = vol.size();
     let result = loop {
@@ -330,6 +333,7 @@ where
                 break Err(NbdError::Protocol(format!("write of {} bytes", req.length)));
             }
             CMD_WRITE => {
+                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
                 let mut data = BytesMut::zeroed(req.length as usize);
                 if let Err(e) = r.read_exact(&mut data).await {
                     break Err(e.into());
@@ -339,7 +343,7 @@ where
                     continue;
                 }
                 let fua = req.flags & CMD_FLAG_FUA != 0;
-                spawn(&mut tasks, &slots, &replies, req.cookie, {
+                spawn(&mut tasks, &slots, &replies, req.cookie, Some(held), {
                     let vol = vol.clone();
                     async move { vol.write(req.offset, data.freeze(), fua).await.map(|()| Bytes::new()) }
                 })
@@ -347,28 +351,25 @@ where
             }
             CMD_READ if req.length > MAX_REQUEST || !in_bounds => reply_now(EINVAL).await,
             CMD_READ => {
+                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
                 let vol = vol.clone();
-                spawn(&mut tasks, &slots, &replies, req.cookie, async move {
+                spawn(&mut tasks, &slots, &replies, req.cookie, Some(held), async move {
                     vol.read(req.offset, u64::from(req.length)).await
                 })
                 .await;
             }
             CMD_FLUSH => {
                 let vol = vol.clone();
-                spawn(
-                    &mut tasks,
-                    &slots,
-                    &replies,
-                    req.cookie,
-                    async move { vol.flush().await.map(|()| Bytes::new()) },
-                )
+                spawn(&mut tasks, &slots, &replies, req.cookie, None, async move {
+                    vol.flush().await.map(|()| Bytes::new())
+                })
                 .await;
             }
             CMD_TRIM | CMD_WRITE_ZEROES if !in_bounds => reply_now(ENOSPC).await,
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let vol = vol.clone();
-                spawn(&mut tasks, &slots, &replies, req.cookie, async move {
+                spawn(&mut tasks, &slots, &replies, req.cookie, None, async move {
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Bytes::new())
                 })
                 .await;
@@ -390,6 +391,9 @@ async fn spawn(
     slots: &Arc<Semaphore>,
     replies: &mpsc::Sender<([u8; 16], Bytes)>,
     cookie: u64,
+    // Memory budget of the request's data, given back once its reply is
+    // queued.
+    held: Option<OwnedSemaphorePermit>,
     work: impl std::future::Future<Output = Result<Bytes, ClientError>> + Send + 'static,
 ) {
     let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -403,8 +407,13 @@ async fn spawn(
             }
         };
         let _ = replies.send(reply).await;
-        drop(slot);
+        drop((slot, held));
     });
+}
+
+/// Whole MiB of the memory budget a request of `len` bytes takes (at least one).
+fn mib(len: u32) -> u32 {
+    len.div_ceil(1 << 20).max(1)
 }
 
 fn errno(e: &ClientError) -> u32 {
