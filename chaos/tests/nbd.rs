@@ -14,15 +14,43 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A cluster with one clean volume, and an NBD frontend for it on a free
+/// port (as `holder`).
+async fn serve(volume_mib: u64, holders: &[&str]) -> (TestCluster, Vec<std::net::SocketAddr>) {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_volume("vol0", volume_mib).await.expect("volume");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let mut addrs = Vec::new();
+    for holder in holders {
+        let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        tokio::spawn(NbdServer::new(client, (*holder).into()).serve(listener));
+    }
+    (cluster, addrs)
+}
+
+/// A raw connection through the handshake to `vol0` with EXPORT_NAME;
+/// checks the size the server reports.
+async fn raw_attach(addr: std::net::SocketAddr, size: u64) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut greeting = [0u8; 18];
+    s.read_exact(&mut greeting).await.expect("greeting");
+    s.write_u32(3).await.expect("flags");
+    s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
+    s.write_u32(1).await.expect("EXPORT_NAME");
+    s.write_u32(4).await.expect("len");
+    s.write_all(b"vol0").await.expect("name");
+    assert_eq!(s.read_u64().await.expect("size"), size);
+    let _flags = s.read_u16().await.expect("flags");
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_nbd_clients_read_write_and_compare() {
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_volume("vol0", 64).await.expect("volume");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(NbdServer::new(client, "test-frontend".into()).serve(listener));
+    let (_cluster, addrs) = serve(64, &["test-frontend"]).await;
+    let addr = addrs[0];
     let uri = format!("nbd://{addr}/vol0");
 
     let checks = tokio::task::spawn_blocking(move || {
@@ -106,13 +134,8 @@ async fn real_nbd_clients_read_write_and_compare() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_nbd_clients_get_errors_and_harm_no_one() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_volume("vol0", 16).await.expect("volume");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(NbdServer::new(client, "test-frontend".into()).serve(listener));
+    let (_cluster, addrs) = serve(16, &["test-frontend"]).await;
+    let addr = addrs[0];
 
     // Garbage instead of client flags: dropped.
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -124,15 +147,7 @@ async fn bad_nbd_clients_get_errors_and_harm_no_one() {
     assert!(n.is_ok(), "the server closes a garbage handshake");
 
     // A proper handshake, then bad requests.
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.read_exact(&mut greeting).await.expect("greeting");
-    s.write_u32(3).await.expect("flags");
-    s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
-    s.write_u32(1).await.expect("EXPORT_NAME");
-    s.write_u32(4).await.expect("len");
-    s.write_all(b"vol0").await.expect("name");
-    assert_eq!(s.read_u64().await.expect("size"), 16 << 20);
-    let _flags = s.read_u16().await.expect("flags");
+    let mut s = raw_attach(addr, 16 << 20).await;
     let request = |kind: u16, cookie: u64, offset: u64, length: u32| {
         let mut b = Vec::new();
         b.extend_from_slice(&0x2560_9513u32.to_be_bytes());
@@ -176,27 +191,9 @@ async fn bad_nbd_clients_get_errors_and_harm_no_one() {
 /// refused while the first holds the lease, and served once it lets go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_frontend_is_refused_until_the_first_detaches() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_volume("vol0", 16).await.expect("volume");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let mut addrs = Vec::new();
-    for holder in ["frontend-a", "frontend-b"] {
-        let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.push(listener.local_addr().expect("addr"));
-        tokio::spawn(NbdServer::new(client, holder.into()).serve(listener));
-    }
+    let (_cluster, addrs) = serve(16, &["frontend-a", "frontend-b"]).await;
     // A client of frontend A holds vol0 open.
-    let mut held = tokio::net::TcpStream::connect(addrs[0]).await.expect("connect");
-    let mut greeting = [0u8; 18];
-    held.read_exact(&mut greeting).await.expect("greeting");
-    held.write_u32(3).await.expect("flags");
-    held.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
-    held.write_u32(1).await.expect("EXPORT_NAME");
-    held.write_u32(4).await.expect("len");
-    held.write_all(b"vol0").await.expect("name");
-    assert_eq!(held.read_u64().await.expect("size"), 16 << 20);
+    let held = raw_attach(addrs[0], 16 << 20).await;
 
     let via_b = format!("nbd://{}/vol0", addrs[1]);
     let io =
