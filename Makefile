@@ -41,10 +41,11 @@ test: build
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-# The local cluster: a metadata member and a storage node under $(DATA_DIR);
-# Ctrl-C stops them.
+# The local all-in-one cluster (`chuyi up`): a metadata member, three
+# storage nodes and the NBD frontend under $(DATA_DIR), endpoints in
+# $(DATA_DIR)/up.env; Ctrl-C stops them.
 run: build
-	@scripts/run-local.sh "$(DATA_DIR)" "$(CARGO_TARGET_DIR)/debug/chuyi"
+	@$(CARGO_TARGET_DIR)/debug/chuyi up --data-dir "$(DATA_DIR)"
 
 # Criterion benches, then the node load bench against fio on the same disk
 # (bench/node-vs-fio.sh; PROFILE=1 adds perf profiles), then the metadata

@@ -7,6 +7,7 @@ mod heartbeat;
 mod meta;
 mod node;
 mod table;
+mod up;
 mod volume;
 
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ enum Command {
     /// Create, list, inspect, grow or delete volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// The local all-in-one cluster: a metadata member, three storage nodes,
+    /// the NBD frontend, a default volume; endpoints in <data-dir>/up.env.
+    Up(up::UpArgs),
     /// Serve volumes over NBD (export name = volume name).
     Nbd {
         #[arg(long, default_value = "127.0.0.1:10809")]
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
+            Command::Up(args) => up::run(args).await,
             Command::Nbd { listen } => volume::serve_nbd(&cli.cluster, &listen).await,
         }
     })

@@ -1,0 +1,192 @@
+//! `chuyi up`: the local all-in-one cluster. One metadata member and three
+//! storage nodes (each with an ssd and an hdd disk) run as child processes
+//! of this one, from configs it writes under the data directory; the NBD
+//! frontend runs in this process. It creates the `ssd` and `hdd` pools and
+//! a default volume, prints the endpoints, writes them to `<data-dir>/up.env`
+//! and serves until SIGINT or SIGTERM. Running it again reuses the data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::ids::DeviceClass;
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::model::Redundancy;
+use chuyi_metadata::state::{Command, MetaError};
+
+const NODES: u16 = 3;
+const DEFAULT_VOLUME: &str = "vol0";
+const DEFAULT_VOLUME_BYTES: u64 = 4 << 30;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where everything lives; created if missing, reused if not.
+    #[arg(long, default_value = "./chuyi-data")]
+    data_dir: PathBuf,
+    /// Metadata member on PORT+101, storage nodes on PORT+1..=PORT+3.
+    #[arg(long, default_value_t = 7100)]
+    port_base: u16,
+    /// The NBD frontend's address.
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd: String,
+}
+
+/// The children, stopped (SIGTERM, then waited for) when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // SAFETY: kill(2) on a child this process spawned and has not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let dir = std::fs::canonicalize(&args.data_dir)?;
+    let secret_file = dir.join("cluster.secret");
+    if !secret_file.exists() {
+        let mut bytes = [0u8; 32];
+        chuyi_common::secret::fill_random(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&secret_file, hex)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let meta_addr = format!("127.0.0.1:{}", args.port_base + 101);
+    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base)?;
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    for (role, config) in configs {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(config.with_extension("log"))?;
+        let child = Process::new(&exe)
+            .args([role, "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting chuyi {role}"))?;
+        children.0.push(child);
+    }
+    let secret = ClusterSecret::load(Some(&secret_file))?;
+    let meta = MetaClient::new(vec![meta_addr.clone()], secret.clone())?;
+    wait_for_nodes(&meta).await?;
+    for (name, class) in [("ssd", DeviceClass::Ssd), ("hdd", DeviceClass::Hdd)] {
+        let pool = Command::CreatePool {
+            name: name.into(),
+            class,
+            redundancy: Redundancy::Replicated(2),
+            pg_count: 64,
+            separate_failure_domains: false,
+        };
+        match meta.write(pool).await {
+            Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
+            Err(e) => bail!("creating pool {name}: {e}"),
+        }
+    }
+    let volume = Command::CreateVolume {
+        name: DEFAULT_VOLUME.into(),
+        pool: "ssd".into(),
+        size_bytes: DEFAULT_VOLUME_BYTES,
+        chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
+        wrapped_key: Vec::new(),
+    };
+    match meta.write(volume).await {
+        Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
+        Err(e) => bail!("creating volume {DEFAULT_VOLUME}: {e}"),
+    }
+    let cluster = Cluster::connect(vec![meta_addr.clone()], secret, ClientConfig::default()).await?;
+    let listener =
+        tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
+    let nbd_uri = format!("nbd://{}/{DEFAULT_VOLUME}", listener.local_addr()?);
+    // Exported, so `. up.env` also reaches the commands run after it.
+    let env = format!(
+        "export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n",
+        dir.join("chuyi.toml").display(),
+    );
+    std::fs::write(
+        dir.join("chuyi.toml"),
+        format!("meta = [\"{meta_addr}\"]\ncluster_secret_file = \"{}\"\n", secret_file.display()),
+    )?;
+    std::fs::write(dir.join("up.env"), &env)?;
+    println!("chuyi is up (data in {})", dir.display());
+    println!("  metadata : {meta_addr}");
+    println!("  nodes    : 127.0.0.1:{}..{} (ssd and hdd disks each)", args.port_base + 1, args.port_base + NODES);
+    println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
+    println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
+    println!("Ctrl-C stops everything; running again reuses the data.");
+    let server = chuyi_nbd::server::NbdServer::new(cluster, format!("chuyi-up-{}", std::process::id()));
+    tokio::select! {
+        served = server.serve(listener) => served?,
+        () = crate::node::shutdown_signal() => {}
+    }
+    drop(children);
+    println!("chuyi stopped");
+    Ok(())
+}
+
+/// Writes the member's and nodes' configs (each run, so the ports follow
+/// the arguments); the data they point at is kept.
+fn write_configs(
+    dir: &Path,
+    secret_file: &Path,
+    meta_addr: &str,
+    port_base: u16,
+) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let meta_config = dir.join("meta1.toml");
+    std::fs::write(
+        &meta_config,
+        format!(
+            "id = 1\nlisten = \"{meta_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\n\
+             [[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
+            dir.join("meta1").display(),
+            secret_file.display()
+        ),
+    )?;
+    let mut configs = vec![("meta", meta_config)];
+    for id in 1..=NODES {
+        let config = dir.join(format!("node{id}.toml"));
+        let node_dir = dir.join(format!("node{id}"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncluster_secret_file = \"{}\"\n\
+                 meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\n\n\
+                 [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"4GiB\"\n\n\
+                 [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"8GiB\"\n",
+                port_base + id,
+                dir.join(format!("node{id}.sock")).display(),
+                secret_file.display(),
+                node_dir.join("ssd0").display(),
+                node_dir.join("hdd0").display()
+            ),
+        )?;
+        configs.push(("node", config));
+    }
+    Ok(configs)
+}
+
+async fn wait_for_nodes(meta: &MetaClient) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Ok(ApiReply::Map(map)) = meta.read(Query::Map).await {
+            let up = map.nodes.iter().filter(|n| n.state == chuyi_metadata::state::model::NodeState::Up).count();
+            if up == usize::from(NODES) {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the storage nodes did not register within 60 s; see the *.log files in the data directory");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,85 @@
+//! `chuyi up` as a user runs it: it comes up, writes up.env, serves its
+//! default volume over NBD (qemu-io), stops cleanly on SIGTERM, and a second
+//! run reuses the data.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
+    let _ = std::fs::remove_file(dir.join("up.env"));
+    Command::new(env!("CARGO_BIN_EXE_chuyi"))
+        .args(["up", "--data-dir"])
+        .arg(dir)
+        .args(["--port-base", &port_base.to_string(), "--nbd", &format!("127.0.0.1:{nbd_port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chuyi up")
+}
+
+/// The NBD URI from up.env, once it is written.
+fn wait_up(dir: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(env) = std::fs::read_to_string(dir.join("up.env")) {
+            if let Some(uri) = env.lines().find_map(|l| l.strip_prefix("export CHUYI_NBD_URI=")) {
+                return uri.to_string();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "chuyi up did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "chuyi up did not stop cleanly: {status}");
+}
+
+fn qemu_io(uri: &str, cmd: &str) -> (bool, String) {
+    let out = Command::new("qemu-io").args(["-f", "raw", "-c", cmd, uri]).output().expect("qemu-io");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ports above the usual ones, different for every run of the test.
+    let port_base = free_port().saturating_sub(200).max(20_000);
+    let nbd_port = free_port();
+
+    let up = start(dir.path(), port_base, nbd_port);
+    let uri = wait_up(dir.path());
+    let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
+    assert!(env.contains(&format!("export CHUYI_META_ADDR=127.0.0.1:{}", port_base + 101)), "{env}");
+    let (ok, out) = qemu_io(&uri, "write -P 0x6b 1M 64k");
+    assert!(ok && !out.contains("error"), "{out}");
+    let status = Command::new(env!("CARGO_BIN_EXE_chuyi"))
+        .args(["--config"])
+        .arg(dir.path().join("chuyi.toml"))
+        .args(["volume", "info", "vol0"])
+        .output()
+        .expect("chuyi volume info");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    stop(up);
+    for id in 1..=3 {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port_base + id)).is_err(),
+            "storage node {id} still listening after chuyi up stopped"
+        );
+    }
+
+    let up = start(dir.path(), port_base, nbd_port);
+    let uri = wait_up(dir.path());
+    let (ok, out) = qemu_io(&uri, "read -P 0x6b 1M 64k");
+    assert!(ok && !out.contains("Pattern verification failed"), "the data did not survive a restart: {out}");
+    stop(up);
+}
