@@ -16,15 +16,13 @@ use crate::store::{ChunkStore, StoreError};
 /// operations through the [`Replicator`], the raw per-disk ones directly.
 #[derive(Debug)]
 pub struct ChunkService {
-    node_id: NodeId,
-    store: Arc<ChunkStore>,
     repl: Arc<Replicator>,
     recovery: Arc<Recovery>,
 }
 
 impl ChunkService {
     pub fn new(repl: Arc<Replicator>, recovery: Arc<Recovery>) -> Self {
-        Self { node_id: repl.node_id(), store: repl.store().clone(), repl, recovery }
+        Self { repl, recovery }
     }
 
     async fn replicated(
@@ -47,7 +45,7 @@ impl ChunkService {
             ChunkRequest::NodeStatus => {
                 let (backfills_done, backfill_bytes) = self.recovery.totals();
                 let report = NodeReport {
-                    node: self.node_id,
+                    node: self.repl.node_id(),
                     recoveries: self.recovery.progress(),
                     scrub: self.repl.counters().snapshot(),
                     backfills_done,
@@ -70,9 +68,9 @@ impl ChunkService {
             ChunkRequest::Ping | ChunkRequest::Read { .. } | ChunkRequest::ListChunks { .. } | ChunkRequest::DiskStats
         );
         if read_only {
-            return handle(&self.store, self.node_id, request, payload).await;
+            return handle(self.repl.store(), self.repl.node_id(), request, payload).await;
         }
-        let (store, node_id) = (self.store.clone(), self.node_id);
+        let (store, node_id) = (self.repl.store().clone(), self.repl.node_id());
         to_completion(async move { handle(&store, node_id, request, payload).await }).await
     }
 }

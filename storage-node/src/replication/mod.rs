@@ -56,8 +56,8 @@ pub enum ReplicationError {
     StaleEpoch { pg: PgId, ours: u64, theirs: u64 },
     #[error("this node's map is behind: PG {pg} at epoch {ours}, the request used {theirs}")]
     EpochAhead { pg: PgId, ours: u64, theirs: u64 },
-    #[error("chunk {chunk} is in pool {pool}, which this node's map does not have")]
-    UnknownPool { chunk: ChunkId, pool: u32 },
+    #[error("pool {pool} is not in this node's map")]
+    UnknownPool { pool: u32 },
     #[error("node {node} is not {role} of PG {pg} at epoch {epoch}")]
     WrongNode { node: NodeId, role: &'static str, pg: PgId, epoch: u64 },
     #[error("replica {replica:?} did not take the write: {message}")]
@@ -237,12 +237,26 @@ impl Replicator {
     /// Finds `chunk`'s PG in this node's map and checks the epoch and this
     /// node's role in it, waiting briefly if the sender's map is newer.
     pub async fn place(&self, chunk: ChunkId, epoch: u64, role: Role) -> Result<Placed, ReplicationError> {
+        let pool = chuyi_common::map::pool_of(chunk.owner);
+        self.place_pg(|m| m.locate(chunk).map(|(pg, _)| pg), pool, epoch, role).await
+    }
+
+    /// [`Self::place`] for the PG `find` picks in a map (`None`: the map
+    /// does not have `pool`).
+    async fn place_pg(
+        &self,
+        find: impl Fn(&DataMap) -> Option<PgId>,
+        pool: u32,
+        epoch: u64,
+        role: Role,
+    ) -> Result<Placed, ReplicationError> {
+        let at_least = |m: &DataMap| find(m).and_then(|pg| m.pg(pg)).is_some_and(|p| p.epoch >= epoch);
         let mut map = self.view.current();
-        if !pg_at_least(&map, chunk, epoch) {
-            map = self.view.wait_for(MAP_CATCH_UP, |m| pg_at_least(m, chunk, epoch)).await;
+        if !at_least(&map) {
+            map = self.view.wait_for(MAP_CATCH_UP, at_least).await;
         }
-        let Some((pg, pg_map)) = map.locate(chunk) else {
-            return Err(ReplicationError::UnknownPool { chunk, pool: chuyi_common::map::pool_of(chunk.owner) });
+        let Some((pg, pg_map)) = find(&map).and_then(|pg| Some((pg, map.pg(pg)?))) else {
+            return Err(ReplicationError::UnknownPool { pool });
         };
         if pg_map.epoch > epoch {
             return Err(ReplicationError::StaleEpoch { pg, ours: pg_map.epoch, theirs: epoch });
@@ -452,26 +466,10 @@ impl Replicator {
         start_after: Option<ChunkId>,
         max: u32,
     ) -> Result<Reply, ReplicationError> {
-        let mut map = self.view.current();
-        if map.pg(pg).is_none_or(|p| p.epoch < epoch) {
-            map = self.view.wait_for(MAP_CATCH_UP, |m| m.pg(pg).is_some_and(|p| p.epoch >= epoch)).await;
-        }
-        let Some(pg_map) = map.pg(pg) else {
-            return Err(ReplicationError::UnknownPool { chunk: ChunkId::new(0, 0), pool: pg.pool });
-        };
-        if pg_map.epoch != epoch {
-            let (ours, theirs) = (pg_map.epoch, epoch);
-            return Err(if ours > theirs {
-                ReplicationError::StaleEpoch { pg, ours, theirs }
-            } else {
-                ReplicationError::EpochAhead { pg, ours, theirs }
-            });
-        }
-        let Some(mine) = pg_map.on_node(self.node_id) else {
-            return Err(ReplicationError::WrongNode { node: self.node_id, role: Role::Member.name(), pg, epoch });
-        };
+        let placed = self.place_pg(|_| Some(pg), pg.pool, epoch, Role::Member).await?;
+        let (map, mine) = (&placed.map, placed.mine);
         let disk = self.store.disk(mine.disk)?;
-        let (sums, next) = chunk_sums(disk, &map, pg, start_after, max.clamp(1, PG_SUMS_PAGE_MAX)).await?;
+        let (sums, next) = chunk_sums(disk, map, pg, start_after, max.clamp(1, PG_SUMS_PAGE_MAX)).await?;
         let blocks = (disk.chunk_size() / BLOCK) as u32;
         let chunks = sums.iter().map(|s| s.chunk).collect();
         Ok((ChunkResponse::Sums { chunks, blocks, next }, Bytes::from(ChunkSums::encode(&sums))))
@@ -503,10 +501,6 @@ pub async fn chunk_sums(
 /// Whether `chunk` belongs to `pg` in `map`.
 pub fn in_pg(map: &DataMap, chunk: ChunkId, pg: PgId) -> bool {
     map.locate(chunk).is_some_and(|(id, _)| id == pg)
-}
-
-fn pg_at_least(map: &DataMap, chunk: ChunkId, epoch: u64) -> bool {
-    map.locate(chunk).is_some_and(|(_, pg)| pg.epoch >= epoch)
 }
 
 /// Counts a client operation while it runs.
