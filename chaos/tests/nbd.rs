@@ -1,8 +1,11 @@
-//! The NBD frontend with real clients: nbdinfo (list, info), qemu-io
-//! patterns at several offsets and sizes, qemu-img convert and compare, and
-//! an export that does not exist.
+//! The NBD frontend with real clients: nbdinfo (list, info, map), qemu-io
+//! patterns at several offsets and sizes, qemu-img convert, compare and
+//! map, nbdcopy, fio, over TCP and a Unix socket; an export that does not
+//! exist; bad clients; exclusive attach; a storage node killed under
+//! writes; a frontend that loses its lease.
 
 use std::process::Command as Process;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chuyi_chaos::cluster::{Spec, TestCluster};
@@ -14,8 +17,8 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A cluster with one clean volume, and an NBD frontend for it on a free
-/// port (as `holder`).
+/// A cluster with one clean volume, and an NBD frontend for it (as each of
+/// `holders`) on a free port; the addresses in `holders` order.
 async fn serve(volume_mib: u64, holders: &[&str]) -> (TestCluster, Vec<std::net::SocketAddr>) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_volume("vol0", volume_mib).await.expect("volume");
@@ -23,11 +26,16 @@ async fn serve(volume_mib: u64, holders: &[&str]) -> (TestCluster, Vec<std::net:
     let mut addrs = Vec::new();
     for holder in holders {
         let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.push(listener.local_addr().expect("addr"));
-        tokio::spawn(NbdServer::new(client, (*holder).into()).serve(listener));
+        addrs.push(serve_tcp(NbdServer::new(client, (*holder).into())).await);
     }
     (cluster, addrs)
+}
+
+async fn serve_tcp(server: Arc<NbdServer>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server.serve(listener));
+    addr
 }
 
 /// A raw connection through the handshake to `vol0` with EXPORT_NAME;
@@ -122,6 +130,7 @@ async fn real_nbd_clients_read_write_and_compare() {
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",
             ],
         );
         assert!(ok && !out.contains("verify: bad"), "{out}");
@@ -169,6 +178,8 @@ async fn bad_nbd_clients_get_errors_and_harm_no_one() {
     assert_eq!(reply(&mut s).await, (22, 2), "read past the end: EINVAL");
     s.write_all(&request(0, 3, 0, 64 << 20)).await.expect("oversized read");
     assert_eq!(reply(&mut s).await, (22, 3), "oversized read: EINVAL");
+    s.write_all(&request(7, 6, 0, 4096)).await.expect("block status without a context");
+    assert_eq!(reply(&mut s).await, (22, 6), "BLOCK_STATUS without base:allocation: EINVAL");
     s.write_all(&request(0, 4, 0, 4096)).await.expect("good read");
     assert_eq!(reply(&mut s).await, (0, 4));
     let mut data = vec![0u8; 4096];
@@ -213,4 +224,219 @@ async fn a_second_frontend_is_refused_until_the_first_detaches() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "frontend B never got the volume after A let go");
+}
+
+/// The data extents `nbdinfo --map` reports, as (offset, length); every
+/// other extent must be a hole that reads as zeros, and all of them must
+/// cover the volume.
+fn mapped_data(uri: &str, size: u64) -> Vec<(u64, u64)> {
+    let (ok, out) = run("nbdinfo", &["--map", uri]);
+    assert!(ok, "{out}");
+    let mut data = Vec::new();
+    let mut covered = 0;
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (offset, len): (u64, u64) = (f[0].parse().expect("offset"), f[1].parse().expect("length"));
+        assert_eq!(offset, covered, "extents must be contiguous: {out}");
+        covered += len;
+        match f[3] {
+            "data" => data.push((offset, len)),
+            "hole,zero" => {}
+            other => panic!("unexpected extent type {other}: {out}"),
+        }
+    }
+    assert_eq!(covered, size, "{out}");
+    data
+}
+
+/// What `qemu-img map` (qemu's own NBD client) reports as data.
+fn qemu_mapped_data(uri: &str) -> Vec<(u64, u64)> {
+    let (ok, out) = run("qemu-img", &["map", "--output=json", "-f", "raw", uri]);
+    assert!(ok, "{out}");
+    let extents: Vec<serde_json::Value> = serde_json::from_str(&out).expect("qemu-img map JSON");
+    extents
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| (e["start"].as_u64().expect("start"), e["length"].as_u64().expect("length")))
+        .collect()
+}
+
+/// Structured replies and `base:allocation`: nbdinfo and qemu-img map see
+/// written data and nothing else (zeros written or trimmed are holes), and
+/// nbdcopy skips the holes in both directions, over TCP and a Unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allocation_is_mapped_and_copies_skip_holes() {
+    let (cluster, addrs) = serve(64, &[]).await;
+    let server = NbdServer::new(cluster.client(Duration::from_secs(30)).await.expect("client"), "fe".into());
+    let tcp = serve_tcp(server.clone()).await;
+    let socket = cluster.dir().join("nbd.sock");
+    tokio::spawn(server.serve_unix(NbdServer::bind_unix(&socket).expect("bind unix")));
+    assert!(addrs.is_empty());
+    let size = 64u64 << 20;
+    let (mib, kib) = (1u64 << 20, 1u64 << 10);
+
+    tokio::task::spawn_blocking(move || {
+        let tcp_uri = format!("nbd://{tcp}/vol0");
+        let unix_uri = format!("nbd+unix:///vol0?socket={}", socket.display());
+        let (ok, out) = run(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0xaa 4M 64k",
+                "-c",
+                "write -P 0xbb 40M 4k",
+                "-c",
+                "write -P 0 48M 4k",
+                "-c",
+                "write -P 0xcc 60M 8k",
+                "-c",
+                "discard 60M 8k",
+                &unix_uri,
+            ],
+        );
+        assert!(ok && !out.contains("failed"), "{out}");
+        let want = vec![(4 * mib, 64 * kib), (40 * mib, 4 * kib)];
+        assert_eq!(mapped_data(&tcp_uri, size), want, "nbdinfo --map over TCP");
+        assert_eq!(mapped_data(&unix_uri, size), want, "nbdinfo --map over the Unix socket");
+        assert_eq!(qemu_mapped_data(&tcp_uri), want, "qemu-img map");
+
+        // Out: only the data travels, and the copy stays sparse.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out_file = dir.path().join("out.raw");
+        let (ok, out) = run("nbdcopy", &[&tcp_uri, &out_file.to_string_lossy()]);
+        assert!(ok, "{out}");
+        let mut expected = vec![0u8; size as usize];
+        expected[(4 * mib) as usize..(4 * mib + 64 * kib) as usize].fill(0xaa);
+        expected[(40 * mib) as usize..(40 * mib + 4 * kib) as usize].fill(0xbb);
+        assert!(std::fs::read(&out_file).expect("copy") == expected, "nbdcopy's copy differs");
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&out_file).expect("stat").blocks() * 512;
+        assert!(allocated < 2 * mib, "the copy should be sparse, {allocated} bytes allocated");
+
+        // In: a sparse image over the volume; its holes become holes.
+        let in_file = dir.path().join("in.raw");
+        let mut image = vec![0u8; size as usize];
+        image[(mib) as usize..(mib + 128 * kib) as usize].fill(0x42);
+        image[(33 * mib) as usize..(33 * mib + 4 * kib) as usize].fill(0x43);
+        std::fs::write(&in_file, &image).expect("image");
+        let (ok, out) = run("nbdcopy", &[&in_file.to_string_lossy(), &unix_uri]);
+        assert!(ok, "{out}");
+        let (ok, out) = run("qemu-img", &["compare", "-f", "raw", "-F", "raw", &in_file.to_string_lossy(), &tcp_uri]);
+        assert!(ok && out.contains("identical"), "{out}");
+        assert_eq!(mapped_data(&tcp_uri, size), vec![(mib, 128 * kib), (33 * mib, 4 * kib)]);
+    })
+    .await
+    .expect("client checks");
+}
+
+/// A storage node SIGKILLed while qemu-io writes: the writes stall until
+/// the node is marked down and its PGs move, then go on; every write
+/// qemu-io saw acknowledged reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_under_qemu_io_writes_loses_none() {
+    use std::io::BufRead;
+    let (mut cluster, addrs) = serve(64, &["test-frontend"]).await;
+    let uri = format!("nbd://{}/vol0", addrs[0]);
+    const WRITES: u64 = 1024;
+    // One 64 KiB write per slot over the whole volume, each its own pattern.
+    let write_cmds: Vec<String> = (0..WRITES).map(|i| format!("write -P {} {} 64k", 1 + i % 250, i * 65536)).collect();
+    let mut args = vec!["-f".to_string(), "raw".to_string()];
+    for c in &write_cmds {
+        args.extend(["-c".to_string(), c.clone()]);
+    }
+    args.push(uri.clone());
+    let mut writer = Process::new("qemu-io").args(&args).stdout(std::process::Stdio::piped()).spawn().expect("qemu-io");
+    let stdout = writer.stdout.take().expect("stdout");
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn(move || {
+        let mut wrote = 0u64;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("wrote 65536/65536") {
+                wrote += 1;
+                let _ = progress_tx.send(wrote);
+            }
+        }
+        wrote
+    });
+    // Kill a node once a fifth of the writes are done.
+    while progress.recv().await.is_some_and(|n| n < WRITES / 5) {}
+    let victim = cluster.map().await.expect("map").nodes[1].id;
+    cluster.kill_node(victim).expect("kill");
+    let status = tokio::task::spawn_blocking(move || writer.wait()).await.expect("join").expect("wait");
+    let wrote = reader.join().expect("reader");
+    assert!(status.success(), "qemu-io failed");
+    assert_eq!(wrote, WRITES, "every write must complete despite the killed node");
+    cluster.wait_node(victim, false, Duration::from_secs(30)).await.expect("marked down");
+
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        let mut args = vec!["-f".to_string(), "raw".to_string()];
+        for i in 0..WRITES {
+            args.extend(["-c".to_string(), format!("read -P {} {} 64k", 1 + i % 250, i * 65536)]);
+        }
+        args.push(uri);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("qemu-io", &args)
+    })
+    .await
+    .expect("verify");
+    assert!(ok && !out.contains("Pattern verification failed") && !out.contains("failed"), "{out}");
+    assert_eq!(out.matches("read 65536/65536").count() as u64, WRITES, "{out}");
+}
+
+/// A frontend that cannot renew its attach lease (the metadata service is
+/// gone) stops serving the volume before the lease can expire, so another
+/// frontend taking the volume afterwards never races it; its clients are
+/// disconnected and the other frontend serves once the lease is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frontend_that_loses_its_lease_stops_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cluster, _) = serve(16, &[]).await;
+    let ttl = Duration::from_secs(3);
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let a = serve_tcp(NbdServer::with_lease_ttl(client, "frontend-a".into(), ttl)).await;
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let b = serve_tcp(NbdServer::with_lease_ttl(client, "frontend-b".into(), ttl)).await;
+
+    let read = |cookie: u64| {
+        let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
+        req.extend_from_slice(&0u32.to_be_bytes()); // flags, READ
+        req.extend_from_slice(&cookie.to_be_bytes());
+        req.extend_from_slice(&0u64.to_be_bytes());
+        req.extend_from_slice(&4096u32.to_be_bytes());
+        req
+    };
+    let mut s = raw_attach(a, 16 << 20).await;
+    s.write_all(&read(1)).await.expect("read");
+    let mut reply = vec![0u8; 16 + 4096];
+    s.read_exact(&mut reply).await.expect("served while the lease holds");
+
+    // The metadata service goes away: A closes the connection on its own
+    // within the lease's time, before the lease can expire.
+    let member = cluster.meta_leader().await.expect("leader");
+    cluster.kill_meta(member).expect("kill meta");
+    let killed = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(ttl + Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "A must close, sending nothing: {closed:?} {rest:?}");
+    assert!(killed.elapsed() < ttl, "A closed {:?} after losing the metadata service", killed.elapsed());
+
+    // Back, the metadata service lets B take the expired lease, and A,
+    // whose renewal is refused, stays off it.
+    cluster.restart_meta(member).expect("restart meta");
+    let via_b = format!("nbd://{b}/vol0");
+    let mut served = false;
+    for _ in 0..100 {
+        let uri = via_b.clone();
+        let (ok, _) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]))
+            .await
+            .expect("qemu-io");
+        if ok {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "frontend B never got the volume after A's lease ran out");
 }

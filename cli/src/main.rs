@@ -50,6 +50,9 @@ enum Command {
     Nbd {
         #[arg(long, default_value = "127.0.0.1:10809")]
         listen: String,
+        /// Also serve on this Unix socket (nbd+unix:///VOLUME?socket=PATH).
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
     },
     /// Show a storage node's disks.
     Disks {
@@ -86,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Up(args) => up::run(args).await,
-            Command::Nbd { listen } => volume::serve_nbd(&cli.cluster, &listen).await,
+            Command::Nbd { listen, socket } => volume::serve_nbd(&cli.cluster, &listen, socket.as_deref()).await,
         }
     })
 }

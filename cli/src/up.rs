@@ -108,9 +108,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
     let nbd_uri = format!("nbd://{}/{DEFAULT_VOLUME}", listener.local_addr()?);
+    let socket = dir.join("nbd.sock");
+    let unix = crate::volume::bind_nbd_socket(&socket)?;
+    let nbd_unix_uri = format!("nbd+unix:///{DEFAULT_VOLUME}?socket={}", socket.display());
     // Exported, so `. up.env` also reaches the commands run after it.
     let env = format!(
-        "export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n",
+        "export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
+         export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\n",
         dir.join("chuyi.toml").display(),
     );
     std::fs::write(
@@ -122,14 +126,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  metadata : {meta_addr}");
     println!("  nodes    : 127.0.0.1:{}..{} (ssd and hdd disks each)", args.port_base + 1, args.port_base + NODES);
     println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
+    println!("             {nbd_unix_uri}");
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
     println!("Ctrl-C stops everything; running again reuses the data.");
     let server = chuyi_nbd::server::NbdServer::new(cluster, format!("chuyi-up-{}", std::process::id()));
-    tokio::select! {
-        served = server.serve(listener) => served?,
-        () = crate::node::shutdown_signal() => {}
-    }
+    let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);
+    served?;
     println!("chuyi stopped");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `chuyi volume create|list|info|resize|delete`: volumes in the metadata
 //! service, and, for delete, their chunks on the storage nodes.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -10,8 +12,10 @@ use chuyi_common::size::ByteSize;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::model::Volume;
 use chuyi_metadata::state::{Command, Reply};
+use chuyi_nbd::server::NbdServer;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::UnixListener;
 
 use crate::cluster::ClusterArgs;
 use crate::table::Table;
@@ -164,18 +168,51 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `chuyi nbd`: serves every volume over NBD until SIGINT or SIGTERM.
-pub async fn serve_nbd(args: &ClusterArgs, listen: &str) -> anyhow::Result<()> {
+/// `chuyi nbd`: serves every volume over NBD (TCP, and a Unix socket when
+/// `socket` is given) until SIGINT or SIGTERM.
+pub async fn serve_nbd(args: &ClusterArgs, listen: &str, socket: Option<&Path>) -> anyhow::Result<()> {
     let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let holder = format!("nbd-{}-{}", hostname(), std::process::id());
     tracing::info!(addr = %listener.local_addr()?, %holder, "nbd frontend listening");
-    let server = chuyi_nbd::server::NbdServer::new(cluster, holder);
-    tokio::select! {
-        served = server.serve(listener) => served?,
-        () = crate::node::shutdown_signal() => {}
+    let unix = match socket {
+        Some(path) => Some((bind_nbd_socket(path)?, path)),
+        None => None,
+    };
+    let server = NbdServer::new(cluster, holder);
+    serve_until_signal(server, listener, unix).await
+}
+
+/// Binds the Unix socket of the NBD frontend, replacing a stale one.
+pub fn bind_nbd_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    let listener = NbdServer::bind_unix(path).with_context(|| format!("listening on {}", path.display()))?;
+    tracing::info!(socket = %path.display(), "nbd frontend listening");
+    Ok(listener)
+}
+
+/// Serves `listener` and, if given, a Unix socket (its file removed at the
+/// end) until SIGINT or SIGTERM.
+pub async fn serve_until_signal(
+    server: Arc<NbdServer>,
+    listener: tokio::net::TcpListener,
+    unix: Option<(UnixListener, &Path)>,
+) -> anyhow::Result<()> {
+    let socket = unix.as_ref().map(|(_, path)| path.to_path_buf());
+    let serving_unix = async {
+        match unix {
+            Some((listener, _)) => server.clone().serve_unix(listener).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        served = server.clone().serve(listener) => served.context("nbd on TCP"),
+        served = serving_unix => served.context("nbd on the Unix socket"),
+        () = crate::node::shutdown_signal() => Ok(()),
+    };
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    result
 }
 
 fn hostname() -> String {

@@ -6,8 +6,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// A port base whose ports (`chuyi up` uses base+1..=base+3 and base+101;
+/// the test puts NBD on base+150) are free now. Taken below the ephemeral
+/// range (32768 and up on Linux), so no client connection of another test
+/// can be holding one of them a moment later.
+fn free_port_base() -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let start = 20_000 + (std::process::id() % 50) as u16 * 211;
+    (0..50)
+        .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
+        .find(|&base| [1, 2, 3, 101, 150].iter().all(|&p| free(base + p)))
+        .expect("no free port base")
 }
 
 fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
@@ -18,21 +27,28 @@ fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
         .args(["--port-base", &port_base.to_string(), "--nbd", &format!("127.0.0.1:{nbd_port}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.log")).expect("up.log"))
         .spawn()
         .expect("spawn chuyi up")
 }
 
 /// The NBD URI from up.env, once it is written.
-fn wait_up(dir: &Path) -> String {
+fn wait_up(dir: &Path, up: &mut Child) -> String {
     let start = Instant::now();
     loop {
+        if let Ok(Some(status)) = up.try_wait() {
+            let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
+            panic!("chuyi up exited ({status}) before coming up:\n{log}");
+        }
         if let Ok(env) = std::fs::read_to_string(dir.join("up.env")) {
             if let Some(uri) = env.lines().find_map(|l| l.strip_prefix("export CHUYI_NBD_URI=")) {
                 return uri.to_string();
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "chuyi up did not come up");
+        if start.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
+            panic!("chuyi up did not come up in 60 s:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -53,11 +69,11 @@ fn qemu_io(uri: &str, cmd: &str) -> (bool, String) {
 fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Ports above the usual ones, different for every run of the test.
-    let port_base = free_port().saturating_sub(200).max(20_000);
-    let nbd_port = free_port();
+    let port_base = free_port_base();
+    let nbd_port = port_base + 150;
 
-    let up = start(dir.path(), port_base, nbd_port);
-    let uri = wait_up(dir.path());
+    let mut up = start(dir.path(), port_base, nbd_port);
+    let uri = wait_up(dir.path(), &mut up);
     let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
     assert!(env.contains(&format!("export CHUYI_META_ADDR=127.0.0.1:{}", port_base + 101)), "{env}");
     let (ok, out) = qemu_io(&uri, "write -P 0x6b 1M 64k");
@@ -77,9 +93,18 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
         );
     }
 
-    let up = start(dir.path(), port_base, nbd_port);
-    let uri = wait_up(dir.path());
+    let mut up = start(dir.path(), port_base, nbd_port);
+    let uri = wait_up(dir.path(), &mut up);
     let (ok, out) = qemu_io(&uri, "read -P 0x6b 1M 64k");
     assert!(ok && !out.contains("Pattern verification failed"), "the data did not survive a restart: {out}");
+    // The same volume on the Unix socket.
+    let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
+    let unix_uri = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export CHUYI_NBD_UNIX_URI='")?.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no CHUYI_NBD_UNIX_URI in {env}"));
+    assert!(unix_uri.starts_with("nbd+unix:///vol0?socket="), "{unix_uri}");
+    let (ok, out) = qemu_io(unix_uri, "read -P 0x6b 1M 64k");
+    assert!(ok && !out.contains("Pattern verification failed"), "over the Unix socket: {out}");
     stop(up);
 }

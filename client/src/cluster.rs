@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
-use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp};
 use chuyi_common::rpc::{ConnPool, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
@@ -120,6 +120,14 @@ impl Cluster {
         self.chunk_call(chunk, PgOp::Zero { offset, len, fua }, Bytes::new()).await.map(drop)
     }
 
+    /// Which bytes of `[offset, offset + len)` of a chunk hold data.
+    pub async fn chunk_extents(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<Vec<Extent>, ClientError> {
+        match self.chunk_call(chunk, PgOp::Extents { offset, len }, Bytes::new()).await? {
+            (ChunkResponse::Extents { extents }, _) => Ok(extents),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Removes a chunk from every replica, freeing its space.
     pub async fn delete_chunk(&self, chunk: ChunkId) -> Result<(), ClientError> {
         self.chunk_call(chunk, PgOp::Delete, Bytes::new()).await.map(drop)
@@ -211,7 +219,7 @@ impl Cluster {
         payload: &Bytes,
         replica_turn: usize,
     ) -> Result<(ChunkResponse, Bytes), Result<Retry, ClientError>> {
-        let read = matches!(op, PgOp::Read { .. });
+        let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
         let Some((pg, pg_map)) = map.locate(chunk) else {
             return Err(Ok(Retry::Later(format!("the map (epoch {}) has no pool for chunk {chunk}", map.epoch))));
         };

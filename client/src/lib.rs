@@ -18,4 +18,4 @@ pub mod volume;
 
 pub use cluster::{ClientConfig, Cluster};
 pub use error::ClientError;
-pub use volume::VolumeIo;
+pub use volume::{VolumeExtent, VolumeIo};

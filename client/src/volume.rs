@@ -18,6 +18,13 @@ pub struct VolumeIo {
     volume: Arc<Volume>,
 }
 
+/// A run of a volume's bytes that holds data or reads as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeExtent {
+    pub len: u64,
+    pub data: bool,
+}
+
 /// One chunk's share of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
@@ -73,6 +80,22 @@ impl VolumeIo {
         let pieces = self.pieces(offset, len)?;
         let zeros = pieces.iter().map(|p| self.cluster.zero_chunk(p.chunk, p.offset, p.len, fua));
         futures::future::try_join_all(zeros).await.map(drop)
+    }
+
+    /// Which bytes of `[offset, offset + len)` hold data and which read as
+    /// zeros: runs from `offset`, neighbours of different kinds, covering
+    /// the range. Chunks are asked concurrently.
+    pub async fn extents(&self, offset: u64, len: u64) -> Result<Vec<VolumeExtent>, ClientError> {
+        let pieces = self.pieces(offset, len)?;
+        let asks = pieces.iter().map(|p| self.cluster.chunk_extents(p.chunk, p.offset, p.len));
+        let mut out: Vec<VolumeExtent> = Vec::new();
+        for extent in futures::future::try_join_all(asks).await?.into_iter().flatten() {
+            match out.last_mut() {
+                Some(last) if last.data == extent.data => last.len += u64::from(extent.len),
+                _ => out.push(VolumeExtent { len: u64::from(extent.len), data: extent.data }),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn flush(&self) -> Result<(), ClientError> {

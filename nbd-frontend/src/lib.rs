@@ -1,16 +1,23 @@
 //! chuyi-nbd: the NBD frontend that serves volumes to virtual machines.
 //!
-//! It owns the NBD protocol server ([`server`], wire format in [`proto`]):
-//! the fixed newstyle handshake with EXPORT_NAME, LIST, INFO, GO and ABORT,
-//! block size constraints, and transmission with READ, WRITE (FUA), FLUSH,
-//! TRIM, WRITE_ZEROES and DISC, many requests in flight per connection and
-//! replies in the order they complete. The export name is the volume name;
-//! a volume is attached under its metadata lease, renewed while any
-//! connection uses it. It reaches storage only through chuyi-client.
+//! It owns the NBD protocol server, over TCP and Unix sockets ([`server`]):
+//! the fixed newstyle handshake ([`handshake`]: EXPORT_NAME, LIST, INFO,
+//! GO, ABORT, STRUCTURED_REPLY and the `base:allocation` meta context),
+//! block size constraints, and transmission ([`transmission`]: READ, WRITE
+//! with FUA, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS and DISC, many
+//! requests in flight per connection, replies in the order they complete).
+//! The wire format is in [`proto`].
 //!
-//! Not built yet (issue "NBD frontend, volume lifecycle, `chuyi up` and the
-//! block benchmark"): structured replies and base:allocation, Unix sockets,
-//! and volume encryption (SM4-XTS before data leaves the frontend).
+//! The export name is the volume name. A volume is attached under its
+//! metadata lease, renewed while any connection uses it; a frontend that
+//! cannot keep the lease stops sending I/O before another may take the
+//! volume ([`lease`]). It reaches storage only through chuyi-client.
+//!
+//! Not built yet: volume encryption (SM4-XTS before data leaves the
+//! frontend; issue 7).
 
+pub mod handshake;
+pub mod lease;
 pub mod proto;
 pub mod server;
+pub mod transmission;

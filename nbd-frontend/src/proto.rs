@@ -1,12 +1,13 @@
 //! The NBD wire format (NetworkBlockDevice/nbd, doc/proto.md): the fixed
-//! newstyle handshake, option haggling, and transmission requests and simple
-//! replies. All integers are big-endian.
+//! newstyle handshake, option haggling, transmission requests, and simple
+//! and structured replies. All integers are big-endian.
 
 pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
 pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 // Handshake flags (server) and client flags.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -20,11 +21,15 @@ pub const OPT_ABORT: u32 = 2;
 pub const OPT_LIST: u32 = 3;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_LIST_META_CONTEXT: u32 = 9;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 
 // Option replies.
 pub const REP_ACK: u32 = 1;
 pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
+pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) | 1;
 pub const REP_ERR_INVALID: u32 = (1 << 31) | 3;
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) | 6;
@@ -41,6 +46,8 @@ pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
 pub const TFLAG_SEND_FUA: u16 = 1 << 3;
 pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
 pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+/// Only with structured replies: reads are never fragmented anyway.
+pub const TFLAG_SEND_DF: u16 = 1 << 7;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
 /// What every export offers.
@@ -58,7 +65,23 @@ pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_TRIM: u16 = 4;
 pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
+pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+// Structured replies.
+pub const REPLY_FLAG_DONE: u16 = 1 << 0;
+pub const REPLY_TYPE_NONE: u16 = 0;
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+
+/// The one metadata context: which extents are allocated, which read as
+/// zeros. Its id on every connection.
+pub const ALLOCATION_CONTEXT: &str = "base:allocation";
+pub const ALLOCATION_CONTEXT_ID: u32 = 1;
+pub const STATE_HOLE: u32 = 1 << 0;
+pub const STATE_ZERO: u32 = 1 << 1;
 
 // Errors in replies (errno values, as the protocol fixes them).
 pub const EPERM: u32 = 1;
@@ -107,13 +130,69 @@ impl Request {
     }
 }
 
-/// A simple reply header: magic, error, cookie (16 bytes).
-pub fn simple_reply(error: u32, cookie: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    out[4..8].copy_from_slice(&error.to_be_bytes());
-    out[8..].copy_from_slice(&cookie.to_be_bytes());
-    out
+/// The fixed part of a reply, before its data: a simple reply header, or a
+/// structured reply chunk header with the fields of its type that precede
+/// the data. At most 28 bytes, so no reply allocates for its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyHead {
+    buf: [u8; 28],
+    len: u8,
+}
+
+impl ReplyHead {
+    fn new() -> Self {
+        Self { buf: [0; 28], len: 0 }
+    }
+
+    fn put(mut self, bytes: &[u8]) -> Self {
+        let at = usize::from(self.len);
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len() as u8;
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// Simple reply: magic, error, cookie (16 bytes); a successful read's
+    /// data follows.
+    pub fn simple(error: u32, cookie: u64) -> Self {
+        Self::new().put(&SIMPLE_REPLY_MAGIC.to_be_bytes()).put(&error.to_be_bytes()).put(&cookie.to_be_bytes())
+    }
+
+    /// Structured chunk header: magic, flags, type, cookie, length (20 bytes).
+    fn chunk(kind: u16, cookie: u64, length: u32) -> Self {
+        Self::new()
+            .put(&STRUCTURED_REPLY_MAGIC.to_be_bytes())
+            .put(&REPLY_FLAG_DONE.to_be_bytes())
+            .put(&kind.to_be_bytes())
+            .put(&cookie.to_be_bytes())
+            .put(&length.to_be_bytes())
+    }
+
+    /// The final (only) chunk of a reply that carries nothing.
+    pub fn none(cookie: u64) -> Self {
+        Self::chunk(REPLY_TYPE_NONE, cookie, 0)
+    }
+
+    /// The one chunk of a read: `len` bytes read at `offset` follow.
+    pub fn offset_data(cookie: u64, offset: u64, len: u32) -> Self {
+        Self::chunk(REPLY_TYPE_OFFSET_DATA, cookie, 8 + len).put(&offset.to_be_bytes())
+    }
+
+    /// An error chunk; a message of `message_len` bytes follows.
+    pub fn error(cookie: u64, error: u32, message_len: u16) -> Self {
+        Self::chunk(REPLY_TYPE_ERROR, cookie, 6 + u32::from(message_len))
+            .put(&error.to_be_bytes())
+            .put(&message_len.to_be_bytes())
+    }
+
+    /// A block status chunk for `context`; `descriptors` (8 bytes each)
+    /// follow.
+    pub fn block_status(cookie: u64, context: u32, descriptors: u32) -> Self {
+        Self::chunk(REPLY_TYPE_BLOCK_STATUS, cookie, 4 + 8 * descriptors).put(&context.to_be_bytes())
+    }
 }
 
 /// An option reply: magic, option, type, length, then `data`.
@@ -140,6 +219,28 @@ pub fn parse_info_request(data: &[u8]) -> Option<(String, Vec<u16>)> {
     Some((name, infos.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
 }
 
+/// The export name and queries of a LIST_META_CONTEXT or SET_META_CONTEXT
+/// option's data.
+pub fn parse_meta_context_request(data: &[u8]) -> Option<(String, Vec<String>)> {
+    let mut rest = data;
+    let name = take_string(&mut rest)?;
+    let count = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    rest = &rest[4..];
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        queries.push(take_string(&mut rest)?);
+    }
+    rest.is_empty().then_some((name, queries))
+}
+
+/// A 32-bit length and that many bytes of UTF-8, taken off the front.
+fn take_string(rest: &mut &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let text = std::str::from_utf8(rest.get(4..4usize.checked_add(len)?)?).ok()?.to_string();
+    *rest = &rest[4 + len..];
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +258,48 @@ mod tests {
         assert_eq!(r, Request { flags: CMD_FLAG_FUA, kind: CMD_WRITE, cookie: 7, offset: 4096, length: 512 });
         b[0] ^= 1;
         assert_eq!(Request::parse(&b), None);
+    }
+
+    #[test]
+    fn reply_heads_have_the_wire_layout() {
+        let h = ReplyHead::simple(5, 9);
+        assert_eq!(h.as_bytes(), &[0x67, 0x44, 0x66, 0x98, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9]);
+        let h = ReplyHead::offset_data(7, 4096, 512);
+        let b = h.as_bytes();
+        assert_eq!(b.len(), 28);
+        assert_eq!(&b[..4], &STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        assert_eq!(&b[4..6], &REPLY_FLAG_DONE.to_be_bytes());
+        assert_eq!(&b[6..8], &REPLY_TYPE_OFFSET_DATA.to_be_bytes());
+        assert_eq!(&b[8..16], &7u64.to_be_bytes());
+        assert_eq!(&b[16..20], &520u32.to_be_bytes(), "the length counts the offset");
+        assert_eq!(&b[20..], &4096u64.to_be_bytes());
+        let b = ReplyHead::error(7, EINVAL, 3);
+        assert_eq!(&b.as_bytes()[16..], &[0, 0, 0, 9, 0, 0, 0, 22, 0, 3]);
+        let b = ReplyHead::block_status(7, ALLOCATION_CONTEXT_ID, 2);
+        assert_eq!(&b.as_bytes()[16..], &[0, 0, 0, 20, 0, 0, 0, 1]);
+        assert_eq!(ReplyHead::none(7).as_bytes().len(), 20);
+    }
+
+    #[test]
+    fn meta_context_requests_parse_and_bad_ones_do_not() {
+        let mut d = Vec::new();
+        d.extend_from_slice(&4u32.to_be_bytes());
+        d.extend_from_slice(b"vol0");
+        d.extend_from_slice(&2u32.to_be_bytes());
+        for q in ["base:allocation", "qemu:dirty-bitmap:x"] {
+            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(q.as_bytes());
+        }
+        let (name, queries) = parse_meta_context_request(&d).expect("parses");
+        assert_eq!(name, "vol0");
+        assert_eq!(queries, vec!["base:allocation".to_string(), "qemu:dirty-bitmap:x".to_string()]);
+        assert_eq!(parse_meta_context_request(&d[..d.len() - 1]), None, "truncated");
+        let mut extra = d.clone();
+        extra.push(0);
+        assert_eq!(parse_meta_context_request(&extra), None, "trailing bytes");
+        let mut many = d[..8].to_vec();
+        many.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(parse_meta_context_request(&many), None, "a count larger than the data");
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl ChunkService {
     ) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded } => {
-                let read = matches!(op, PgOp::Read { .. });
+                let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
                 if read {
                     return self.repl.pg_op(chunk, epoch, op, forwarded, payload).await;
                 }

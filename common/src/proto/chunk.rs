@@ -66,6 +66,12 @@ pub enum PgOp {
     },
     /// Remove the chunk from every replica.
     Delete,
+    /// Which bytes of `[offset, offset + len)` hold data and which read as
+    /// zeros, answered with `Extents`. Served by any complete replica.
+    Extents {
+        offset: u32,
+        len: u32,
+    },
 }
 
 /// A storage node's answer.
@@ -101,6 +107,20 @@ pub enum ChunkResponse {
         next: Option<ChunkId>,
     },
     Status(NodeReport),
+    /// The answer to `PgOp::Extents`: consecutive runs covering the range
+    /// asked for, from its offset, neighbours always of different kinds.
+    Extents {
+        extents: Vec<Extent>,
+    },
+}
+
+/// A run of bytes within a chunk that holds data or reads as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub len: u32,
+    /// False when every byte reads as zero: never written, trimmed,
+    /// zeroed, or written with zeros.
+    pub data: bool,
 }
 
 /// A chunk and the crc32c of each of its blocks.

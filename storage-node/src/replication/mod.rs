@@ -223,13 +223,18 @@ impl Replicator {
         let arrived = Instant::now();
         let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
         let role = match (&op, forwarded) {
-            (PgOp::Read { .. }, _) => Role::Complete,
+            (PgOp::Read { .. } | PgOp::Extents { .. }, _) => Role::Complete,
             (_, false) => Role::Primary,
             (_, true) => Role::Member,
         };
         let placed = self.place(chunk, epoch, role).await?;
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
+            PgOp::Extents { offset, len } => {
+                let disk = self.store.disk(placed.mine.disk)?;
+                let extents = disk.extents(chunk, offset.into(), len.into()).await?;
+                Ok((ChunkResponse::Extents { extents }, Bytes::new()))
+            }
             op => self.mutate(&placed, chunk, op, forwarded, payload, arrived).await,
         }
     }
@@ -289,7 +294,7 @@ impl Replicator {
         let (start, end) = match op {
             PgOp::Write { offset, .. } => (u64::from(offset), u64::from(offset) + payload.len() as u64),
             PgOp::Zero { offset, len, .. } => (u64::from(offset), u64::from(offset) + u64::from(len)),
-            PgOp::Delete | PgOp::Read { .. } => (0, u64::MAX),
+            PgOp::Delete | PgOp::Read { .. } | PgOp::Extents { .. } => (0, u64::MAX),
         };
         if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
             return Err(ReplicationError::Invalid("only a write carries a payload".into()));
@@ -317,7 +322,7 @@ impl Replicator {
                 PgOp::Write { offset, fua } => disk.write(chunk, offset.into(), payload.clone(), fua).await,
                 PgOp::Zero { offset, len, fua } => disk.zero(chunk, offset.into(), len.into(), fua).await,
                 PgOp::Delete => disk.delete(chunk).await,
-                PgOp::Read { .. } => Ok(()),
+                PgOp::Read { .. } | PgOp::Extents { .. } => Ok(()),
             }
         };
         if forwarded {

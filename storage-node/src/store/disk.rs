@@ -269,7 +269,7 @@ impl DiskStore {
         }
     }
 
-    fn check_op(&self, offset: u64, len: u64) -> Result<(), StoreError> {
+    pub(super) fn check_op(&self, offset: u64, len: u64) -> Result<(), StoreError> {
         self.check_up()?;
         match offset.checked_add(len) {
             Some(end) if end <= self.layout.chunk_size => Ok(()),

@@ -6,6 +6,7 @@
 
 pub mod disk;
 pub mod error;
+mod extents;
 pub mod open;
 pub mod slot;
 

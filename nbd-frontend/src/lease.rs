@@ -1,0 +1,143 @@
+//! The attach lease of a served volume, and the fence that stops serving it
+//! once the lease may have run out.
+//!
+//! Another frontend may take the volume as soon as the metadata service
+//! sees this one's lease expire. So this frontend stops sending I/O for the
+//! volume *before* that can happen: a lease renewed by a request sent at
+//! `t` is taken to last until `t + ttl - margin`, the margin covering clock
+//! rate differences and the time the request took to be applied. When
+//! renewals fail (metadata unreachable) for that long, or the metadata
+//! service answers that the lease is gone, the fence closes: every
+//! connection to the volume stops at once, dropping the requests it has in
+//! flight (their retries must not outlive the lease), and closes; its
+//! client sees their outcome as unknown, as after any disconnect.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chuyi_client::Cluster;
+use chuyi_metadata::state::Command;
+
+/// Whether this frontend may still send I/O for a volume.
+#[derive(Debug)]
+pub struct Fence {
+    start: Instant,
+    /// Milliseconds after `start` until which the lease surely holds; 0
+    /// once it is known lost.
+    valid_until_ms: AtomicU64,
+}
+
+impl Fence {
+    /// A fence for a lease acquired by a request sent at `sent`.
+    pub fn new(sent: Instant, ttl: Duration) -> Arc<Self> {
+        let until = ttl.saturating_sub(margin(ttl)).as_millis() as u64;
+        Arc::new(Self { start: sent, valid_until_ms: AtomicU64::new(until.max(1)) })
+    }
+
+    /// True while the lease surely holds.
+    pub fn holds(&self) -> bool {
+        (self.start.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the lease no longer surely holds: at its deadline
+    /// unless a renewal moved it, or at once when it is known lost.
+    pub async fn closed(&self) {
+        loop {
+            let until = self.valid_until_ms.load(Ordering::Acquire);
+            if until == 0 {
+                return;
+            }
+            tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()).await;
+            if !self.holds() {
+                return;
+            }
+        }
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    fn renewed(&self, sent: Instant, ttl: Duration) {
+        let until = sent.saturating_duration_since(self.start) + ttl.saturating_sub(margin(ttl));
+        // Never extend a lease already known lost.
+        let _ = self.valid_until_ms.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now != 0).then_some(now.max(until.as_millis() as u64))
+        });
+    }
+
+    fn lost(&self) {
+        self.valid_until_ms.store(0, Ordering::Release);
+    }
+}
+
+/// How much sooner than the metadata service this frontend gives a lease up.
+fn margin(ttl: Duration) -> Duration {
+    ttl / 6
+}
+
+/// Renews the lease every third of its time to live until aborted, or until
+/// the metadata service refuses (the lease is gone): then the fence closes.
+pub async fn renew(
+    cluster: Arc<Cluster>,
+    volume: String,
+    holder: String,
+    lease_id: u64,
+    ttl: Duration,
+    fence: Arc<Fence>,
+) {
+    let mut wait = ttl / 3;
+    loop {
+        tokio::time::sleep(wait).await;
+        let renew = Command::RenewLease {
+            volume: volume.clone(),
+            holder: holder.clone(),
+            lease_id,
+            ttl_ms: ttl.as_millis() as u64,
+        };
+        let sent = Instant::now();
+        match tokio::time::timeout(ttl / 3, cluster.meta().write(renew)).await {
+            Ok(Ok(_)) => {
+                fence.renewed(sent, ttl);
+                wait = ttl / 3;
+            }
+            Ok(Err(e)) if e.is_refusal() => {
+                tracing::error!(volume, error = %e, "the attach lease is gone; no more I/O is sent for this volume");
+                fence.lost();
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(volume, error = %e, "renewing the attach lease failed; retrying");
+                wait = retry_wait(ttl);
+            }
+            Err(_) => {
+                tracing::warn!(volume, "renewing the attach lease timed out; retrying");
+                wait = retry_wait(ttl);
+            }
+        }
+        if !fence.holds() {
+            tracing::error!(volume, "the attach lease could not be renewed in time; no more I/O is sent");
+        }
+    }
+}
+
+fn retry_wait(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_holds_until_the_margin_and_never_reopens_once_lost() {
+        let ttl = Duration::from_millis(600);
+        let fence = Fence::new(Instant::now(), ttl);
+        assert!(fence.holds());
+        std::thread::sleep(Duration::from_millis(520));
+        assert!(!fence.holds(), "closed by ttl - ttl/6 = 500 ms");
+        fence.renewed(Instant::now(), ttl);
+        assert!(fence.holds(), "a renewal reopens a fence that ran out");
+        fence.lost();
+        fence.renewed(Instant::now(), ttl);
+        assert!(!fence.holds(), "a lost lease stays lost");
+    }
+}

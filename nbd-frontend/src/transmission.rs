@@ -1,0 +1,305 @@
+//! The transmission phase: requests read in order, served concurrently,
+//! answered in the order they complete.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chuyi_client::{ClientError, VolumeExtent, VolumeIo};
+use chuyi_common::proto::chunk::ChunkErrorKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::lease::Fence;
+use crate::proto::*;
+use crate::server::NbdError;
+
+/// Requests of one connection being served at once.
+const IN_FLIGHT: usize = 128;
+/// Request data of one connection held in memory at once, in MiB: a client
+/// sending many large writes waits instead of filling the frontend's memory.
+const IN_FLIGHT_MIB: u32 = 256;
+/// The most bytes one BLOCK_STATUS reply describes; a client asking about
+/// more gets a shorter answer and asks again from where it ends.
+const BLOCK_STATUS_MAX: u64 = 1 << 30;
+
+/// How requests of one connection are answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Session {
+    /// Reads and block status answer with structured replies.
+    pub structured: bool,
+    /// `base:allocation` was selected: BLOCK_STATUS is allowed.
+    pub allocation: bool,
+}
+
+/// A reply on its way to the socket: the fixed part and the data after it.
+type Outgoing = (ReplyHead, Bytes);
+
+/// What a served request produced.
+enum Answer {
+    Done,
+    Data(Bytes),
+    Extents(Vec<VolumeExtent>),
+}
+
+/// Serves requests until DISC, the connection ends, or the volume's fence
+/// closes.
+pub async fn transmission<R, W>(
+    vol: VolumeIo,
+    fence: Arc<Fence>,
+    session: Session,
+    mut r: R,
+    mut w: W,
+) -> Result<(), NbdError>
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin + Send + 'static,
+{
+    let (replies, mut outbox) = mpsc::channel::<Outgoing>(IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some((head, data)) = outbox.recv().await {
+            w.write_all(head.as_bytes()).await?;
+            w.write_all(&data).await?;
+            if outbox.is_empty() {
+                w.flush().await?;
+            }
+        }
+        w.flush().await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize));
+    let mut tasks = JoinSet::new();
+    let size = vol.size();
+    let fence_closed = fence.closed();
+    tokio::pin!(fence_closed);
+    let result = loop {
+        let mut header = [0u8; REQUEST_LEN];
+        tokio::select! {
+            biased;
+            () = &mut fence_closed => {
+                // Not even error replies: the client reconnects, and
+                // reattaches once the lease is settled.
+                tasks.abort_all();
+                break Err(NbdError::LeaseLost(vol.volume().name.clone()));
+            }
+            read = r.read_exact(&mut header) => {
+                if let Err(e) = read {
+                    break Err(e.into());
+                }
+            }
+        }
+        let Some(req) = Request::parse(&header) else {
+            break Err(NbdError::Protocol("request with a bad magic".into()));
+        };
+        let end = req.offset.checked_add(u64::from(req.length));
+        let in_bounds = end.is_some_and(|e| e <= size);
+        let replier = Replier {
+            replies: replies.clone(),
+            cookie: req.cookie,
+            offset: req.offset,
+            flags: req.flags,
+            kind: req.kind,
+            session,
+        };
+        match req.kind {
+            CMD_DISC => break Ok(()),
+            CMD_WRITE if req.length > MAX_REQUEST => {
+                // Its payload cannot be skipped safely: answer and close.
+                replier.error(EINVAL, "write larger than the maximum request").await;
+                break Err(NbdError::Protocol(format!("write of {} bytes", req.length)));
+            }
+            CMD_WRITE => {
+                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
+                let mut data = BytesMut::zeroed(req.length as usize);
+                if let Err(e) = r.read_exact(&mut data).await {
+                    break Err(e.into());
+                }
+                if !in_bounds {
+                    replier.error(ENOSPC, "write past the end of the volume").await;
+                    continue;
+                }
+                let fua = req.flags & CMD_FLAG_FUA != 0;
+                let vol = vol.clone();
+                spawn(&mut tasks, &slots, replier, Some(held), async move {
+                    vol.write(req.offset, data.freeze(), fua).await.map(|()| Answer::Done)
+                })
+                .await;
+            }
+            CMD_READ if req.length > MAX_REQUEST => replier.error(EINVAL, "read larger than the maximum request").await,
+            CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
+            CMD_READ => {
+                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
+                let vol = vol.clone();
+                spawn(&mut tasks, &slots, replier, Some(held), async move {
+                    vol.read(req.offset, u64::from(req.length)).await.map(Answer::Data)
+                })
+                .await;
+            }
+            CMD_FLUSH => {
+                let vol = vol.clone();
+                spawn(&mut tasks, &slots, replier, None, async move { vol.flush().await.map(|()| Answer::Done) }).await;
+            }
+            CMD_TRIM | CMD_WRITE_ZEROES if !in_bounds => replier.error(ENOSPC, "past the end of the volume").await,
+            CMD_TRIM | CMD_WRITE_ZEROES => {
+                let fua = req.flags & CMD_FLAG_FUA != 0;
+                let vol = vol.clone();
+                spawn(&mut tasks, &slots, replier, None, async move {
+                    vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
+                })
+                .await;
+            }
+            CMD_BLOCK_STATUS if !session.allocation => {
+                replier.error(EINVAL, "no metadata context was selected").await;
+            }
+            CMD_BLOCK_STATUS if req.length == 0 || !in_bounds => {
+                replier.error(EINVAL, "block status of an empty range or past the end").await;
+            }
+            CMD_BLOCK_STATUS => {
+                let vol = vol.clone();
+                let len = u64::from(req.length).min(BLOCK_STATUS_MAX);
+                spawn(&mut tasks, &slots, replier, None, async move {
+                    vol.extents(req.offset, len).await.map(Answer::Extents)
+                })
+                .await;
+            }
+            _ => replier.error(EINVAL, "unknown command").await,
+        }
+        // Reap finished tasks as we go.
+        while tasks.try_join_next().is_some() {}
+    };
+    // Requests already taken are answered before the connection closes.
+    while tasks.join_next().await.is_some() {}
+    drop(replies);
+    let _ = writer.await;
+    result
+}
+
+/// Answers one request in the form the session and command call for.
+struct Replier {
+    replies: mpsc::Sender<Outgoing>,
+    cookie: u64,
+    offset: u64,
+    flags: u16,
+    kind: u16,
+    session: Session,
+}
+
+impl Replier {
+    /// Reads and block status answer in structured chunks once structured
+    /// replies are on; everything else keeps simple replies, which the
+    /// protocol allows.
+    fn structured(&self) -> bool {
+        self.session.structured && matches!(self.kind, CMD_READ | CMD_BLOCK_STATUS)
+    }
+
+    async fn send(&self, head: ReplyHead, data: Bytes) {
+        let _ = self.replies.send((head, data)).await;
+    }
+
+    async fn error(&self, errno: u32, message: &str) {
+        if self.structured() {
+            let message = Bytes::copy_from_slice(truncate(message, MAX_MESSAGE).as_bytes());
+            self.send(ReplyHead::error(self.cookie, errno, message.len() as u16), message).await;
+        } else {
+            self.send(ReplyHead::simple(errno, self.cookie), Bytes::new()).await;
+        }
+    }
+
+    async fn answer(&self, answer: Answer) {
+        let cookie = self.cookie;
+        match answer {
+            Answer::Data(data) if self.structured() && data.is_empty() => {
+                self.send(ReplyHead::none(cookie), data).await
+            }
+            Answer::Data(data) if self.structured() => {
+                // `len` fits: reads are at most MAX_REQUEST.
+                let head = ReplyHead::offset_data(cookie, self.offset, data.len() as u32);
+                self.send(head, data).await;
+            }
+            Answer::Extents(extents) => {
+                let one = self.flags & CMD_FLAG_REQ_ONE != 0;
+                let (count, descriptors) = descriptors(&extents, one);
+                self.send(ReplyHead::block_status(cookie, ALLOCATION_CONTEXT_ID, count), descriptors).await;
+            }
+            Answer::Data(data) => self.send(ReplyHead::simple(0, cookie), data).await,
+            Answer::Done => self.send(ReplyHead::simple(0, cookie), Bytes::new()).await,
+        }
+    }
+}
+
+/// Block status descriptors (length, flags) of `base:allocation`: zero runs
+/// are holes that read as zeros. With `one`, only the first.
+fn descriptors(extents: &[VolumeExtent], one: bool) -> (u32, Bytes) {
+    let take = if one { 1 } else { extents.len() };
+    let mut out = BytesMut::with_capacity(8 * take);
+    for e in extents.iter().take(take) {
+        // Each is at most BLOCK_STATUS_MAX long.
+        out.put_u32(e.len as u32);
+        out.put_u32(if e.data { 0 } else { STATE_HOLE | STATE_ZERO });
+    }
+    ((out.len() / 8) as u32, out.freeze())
+}
+
+async fn spawn(
+    tasks: &mut JoinSet<()>,
+    slots: &Arc<Semaphore>,
+    replier: Replier,
+    // Memory budget of the request's data, given back once its reply is
+    // queued.
+    held: Option<OwnedSemaphorePermit>,
+    work: impl std::future::Future<Output = Result<Answer, ClientError>> + Send + 'static,
+) {
+    let Ok(slot) = slots.clone().acquire_owned().await else { return };
+    tasks.spawn(async move {
+        match work.await {
+            Ok(answer) => replier.answer(answer).await,
+            Err(e) => {
+                tracing::warn!(cookie = replier.cookie, error = %e, "nbd request failed");
+                replier.error(errno(&e), &e.to_string()).await;
+            }
+        }
+        drop((slot, held));
+    });
+}
+
+/// The longest error message sent: the protocol's limit on strings.
+const MAX_MESSAGE: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Whole MiB of the memory budget a request of `len` bytes takes (at least one).
+fn mib(len: u32) -> u32 {
+    len.div_ceil(1 << 20).max(1)
+}
+
+fn errno(e: &ClientError) -> u32 {
+    match e {
+        ClientError::Chunk { error, .. } if error.kind == ChunkErrorKind::NoSpace => ENOSPC,
+        ClientError::OutOfRange { .. } => EINVAL,
+        ClientError::Chunk { error, .. } if error.kind == ChunkErrorKind::InvalidArgument => EINVAL,
+        _ => EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_mark_zero_runs_as_holes_and_req_one_keeps_the_first() {
+        let extents = [VolumeExtent { len: 8192, data: true }, VolumeExtent { len: 4096, data: false }];
+        let (n, d) = descriptors(&extents, false);
+        assert_eq!(n, 2);
+        assert_eq!(&d[..], &[0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 3]);
+        let (n, d) = descriptors(&extents, true);
+        assert_eq!((n, d.len()), (1, 8));
+    }
+}
