@@ -49,6 +49,10 @@ enum Command {
         volume_mib: u64,
         #[arg(long, default_value = "127.0.0.1:10899")]
         listen: String,
+        /// The frontend reaches the nodes over their Unix sockets (a
+        /// frontend on the nodes' host) instead of TCP.
+        #[arg(long)]
+        node_unix: bool,
     },
 }
 
@@ -145,9 +149,9 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(meta_load(args));
         }
-        Command::NbdServe { nodes, volume_mib, listen } => {
+        Command::NbdServe { nodes, volume_mib, listen, node_unix } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen));
+            return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen, node_unix));
         }
         Command::Recovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

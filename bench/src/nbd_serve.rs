@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chuyi_chaos::cluster::{Spec, TestCluster};
 use chuyi_nbd::server::NbdServer;
 
-pub async fn run(nodes: usize, volume_mib: u64, listen: &str) -> anyhow::Result<()> {
+pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool) -> anyhow::Result<()> {
     let spec = Spec {
         nodes,
         disk_mib: (volume_mib * 2 / nodes as u64 + 256) * 2,
@@ -21,7 +21,11 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str) -> anyhow::Result<
     let cluster = TestCluster::start(spec).await?;
     cluster.create_volume("bench", volume_mib).await?;
     cluster.wait_clean(Duration::from_secs(60)).await?;
-    let client = cluster.client(Duration::from_secs(60)).await?;
+    let client = if node_unix {
+        cluster.local_client(Duration::from_secs(60)).await?
+    } else {
+        cluster.client(Duration::from_secs(60)).await?
+    };
     let vol = client.open_volume("bench").await?;
     // Filled first: a never-written chunk reads as zeros without any I/O.
     let piece = 1u64 << 20;

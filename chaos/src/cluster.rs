@@ -178,9 +178,10 @@ impl TestCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "node_id = {id}\nlisten = \"{addr}\"\n{advertise}cluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
+                    "node_id = {id}\nlisten = \"{addr}\"\nlisten_extra = \"unix:{}\"\n{advertise}cluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
                      scrub_mb_per_s = {}\nrecovery_mb_per_s = {}\n\n\
                      [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{}MiB\"\n",
+                    Self::node_socket(&root, id).display(),
                     self.secret_file.display(),
                     self.spec.scrub_mb_per_s,
                     self.spec.recovery_mb_per_s,
@@ -236,6 +237,22 @@ impl TestCluster {
         let node_addrs = self.nodes.iter().map(|n| (n.id as NodeId, vec![n.addr.clone()])).collect();
         let config = ClientConfig { deadline, node_addrs, ..ClientConfig::default() };
         Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
+    }
+
+    /// A data-path client that reaches the nodes over their Unix sockets,
+    /// as a frontend on the same host as the nodes would.
+    pub async fn local_client(&self, deadline: Duration) -> anyhow::Result<Arc<Cluster>> {
+        let node_addrs = self
+            .nodes
+            .iter()
+            .map(|n| (n.id as NodeId, vec![format!("unix:{}", Self::node_socket(self.dir.path(), n.id).display())]))
+            .collect();
+        let config = ClientConfig { deadline, node_addrs, ..ClientConfig::default() };
+        Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
+    }
+
+    fn node_socket(root: &Path, id: u64) -> PathBuf {
+        root.join(format!("node{id}.sock"))
     }
 
     async fn wait_registered(&self) -> anyhow::Result<()> {
