@@ -70,74 +70,92 @@ impl Engine {
     }
 }
 
-#[target_feature(enable = "aes,avx2,vaes")]
-fn crypt_vaes(round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
-    crypt_groups(round_keys, blocks, |x| _mm256_aesenclast_epi128(x, _mm256_setzero_si256()));
-}
+/// One x86 path: `$name` runs blocks through the rounds with `$sub_bytes`
+/// for AES's S-box. A macro rather than a generic function: every function
+/// on the way from `$name` to `$sub_bytes` needs `$sub_bytes`'s target
+/// features, or LLVM may not inline it (it never inlines VAES code into a
+/// function compiled without VAES), and an S-box call per round is slow.
+macro_rules! x86_path {
+    ($name:ident, $features:literal, $sub_bytes:ident) => {
+        /// Two groups at a time where it can (more independent work per
+        /// round for the out-of-order core), the rest one group at a time
+        /// through a buffer.
+        #[target_feature(enable = $features)]
+        fn $name(round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
+            let consts = Consts::load();
+            let (groups, tail) = blocks.as_chunks_mut::<GROUP_BLOCKS>();
+            let (pairs, single) = groups.as_chunks_mut::<2>();
+            for pair in pairs {
+                crypt_group_set(round_keys, pair, &consts);
+            }
+            for leftover in [single.as_flattened_mut(), tail] {
+                if leftover.is_empty() {
+                    continue;
+                }
+                let mut buf: Group = [[0; 16]; GROUP_BLOCKS];
+                buf[..leftover.len()].copy_from_slice(leftover);
+                crypt_group_set(round_keys, core::array::from_mut(&mut buf), &consts);
+                leftover.copy_from_slice(&buf[..leftover.len()]);
+            }
 
-#[target_feature(enable = "aes,avx2")]
-fn crypt_aesni(round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
-    crypt_groups(round_keys, blocks, |x| {
-        let low = _mm_aesenclast_si128(_mm256_castsi256_si128(x), _mm_setzero_si128());
-        let high = _mm_aesenclast_si128(_mm256_extracti128_si256::<1>(x), _mm_setzero_si128());
-        _mm256_set_m128i(high, low)
-    });
-}
-
-/// Two groups at a time where it can (more independent work per round for
-/// the out-of-order core), then one, then what is left through a buffer.
-/// `sub_bytes` is AES's S-box on 32 bytes in ShiftRows order.
-#[target_feature(enable = "aes,avx2")]
-#[inline]
-fn crypt_groups(round_keys: &[u32; ROUNDS], blocks: &mut [Block], sub_bytes: impl Fn(__m256i) -> __m256i) {
-    let consts = Consts::load();
-    let (groups, tail) = blocks.as_chunks_mut::<GROUP_BLOCKS>();
-    let (pairs, single) = groups.as_chunks_mut::<2>();
-    for pair in pairs {
-        crypt_group_set(round_keys, pair, &consts, &sub_bytes);
-    }
-    for group in single {
-        crypt_group_set(round_keys, core::array::from_mut(group), &consts, &sub_bytes);
-    }
-    if !tail.is_empty() {
-        let mut buf: Group = [[0; 16]; GROUP_BLOCKS];
-        buf[..tail.len()].copy_from_slice(tail);
-        crypt_group_set(round_keys, core::array::from_mut(&mut buf), &consts, &sub_bytes);
-        tail.copy_from_slice(&buf[..tail.len()]);
-    }
-}
-
-#[target_feature(enable = "aes,avx2")]
-#[inline]
-fn crypt_group_set<const N: usize>(
-    round_keys: &[u32; ROUNDS],
-    groups: &mut [Group; N],
-    consts: &Consts,
-    sub_bytes: &impl Fn(__m256i) -> __m256i,
-) {
-    let mut states: [Words; N] = core::array::from_fn(|i| load(&groups[i], consts));
-    // Four rounds per iteration bring the window of words back to where it
-    // started, so the rotation costs no register moves.
-    for quad in round_keys.as_chunks::<4>().0 {
-        for &rk in quad {
-            for words in &mut states {
-                *words = round(words, rk, consts, sub_bytes);
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn crypt_group_set<const N: usize>(round_keys: &[u32; ROUNDS], groups: &mut [Group; N], consts: &Consts) {
+                let mut states: [Words; N] = core::array::from_fn(|i| load(&groups[i], consts));
+                // Four rounds per iteration bring the window of words back
+                // to where it started, so the rotation costs no moves.
+                for quad in round_keys.as_chunks::<4>().0 {
+                    for &rk in quad {
+                        for words in &mut states {
+                            let shifted = $sub_bytes(round_input(words, rk, consts));
+                            *words = round_output(words, shifted, consts);
+                        }
+                    }
+                }
+                for (group, words) in groups.iter_mut().zip(states) {
+                    store(group, words, consts);
+                }
             }
         }
-    }
-    for (group, words) in groups.iter_mut().zip(states) {
-        store(group, words, consts);
-    }
+    };
 }
 
-/// X[i+4] = X[i] ^ L(τ(X[i+1] ^ X[i+2] ^ X[i+3] ^ rk)), and the window moves on.
+x86_path!(crypt_vaes, "aes,avx2,vaes", sub_bytes_vaes);
+x86_path!(crypt_aesni, "aes,avx2", sub_bytes_aesni);
+
+/// AES's SubBytes and ShiftRows on both 128-bit lanes: `vaesenclast` with a
+/// zero round key.
+#[target_feature(enable = "aes,avx2,vaes")]
+#[inline]
+fn sub_bytes_vaes(x: __m256i) -> __m256i {
+    _mm256_aesenclast_epi128(x, _mm256_setzero_si256())
+}
+
+/// As `sub_bytes_vaes`, one 128-bit lane at a time.
 #[target_feature(enable = "aes,avx2")]
 #[inline]
-fn round(words: &Words, rk: u32, consts: &Consts, sub_bytes: &impl Fn(__m256i) -> __m256i) -> Words {
-    let [x0, x1, x2, x3] = *words;
+fn sub_bytes_aesni(x: __m256i) -> __m256i {
+    let low = _mm_aesenclast_si128(_mm256_castsi256_si128(x), _mm_setzero_si128());
+    let high = _mm_aesenclast_si128(_mm256_extracti128_si256::<1>(x), _mm_setzero_si128());
+    _mm256_set_m128i(high, low)
+}
+
+/// A round, up to AES's S-box: pre(X[i+1] ^ X[i+2] ^ X[i+3] ^ rk).
+#[target_feature(enable = "aes,avx2")]
+#[inline]
+fn round_input(words: &Words, rk: u32, consts: &Consts) -> __m256i {
+    let [_, x1, x2, x3] = *words;
     let input = _mm256_xor_si256(_mm256_xor_si256(x1, x2), _mm256_xor_si256(x3, _mm256_set1_epi32(rk as i32)));
-    let in_aes_field = affine(input, consts.pre_lo, consts.pre_hi, consts.low_nibbles);
-    let shifted = affine(sub_bytes(in_aes_field), consts.post_lo, consts.post_hi, consts.low_nibbles);
+    affine(input, consts.pre_lo, consts.pre_hi, consts.low_nibbles)
+}
+
+/// The rest of the round from AES's S-box output (in ShiftRows order):
+/// X[i+4] = X[i] ^ L(post(..)), and the window of words moves on.
+#[target_feature(enable = "aes,avx2")]
+#[inline]
+fn round_output(words: &Words, aes_sbox_out: __m256i, consts: &Consts) -> Words {
+    let [x0, x1, x2, x3] = *words;
+    let shifted = affine(aes_sbox_out, consts.post_lo, consts.post_hi, consts.low_nibbles);
     [x1, x2, x3, _mm256_xor_si256(x0, linear(shifted, consts))]
 }
 
@@ -325,9 +343,9 @@ mod tests {
         // SAFETY: `engine` came from a constructor that checked the features.
         unsafe {
             if engine.vaes {
-                sub_bytes_vaes(input)
+                sub_bytes_vaes_of(input)
             } else {
-                sub_bytes_aesni(input)
+                sub_bytes_aesni_of(input)
             }
         }
     }
@@ -344,33 +362,23 @@ mod tests {
     }
 
     #[target_feature(enable = "aes,avx2,vaes")]
-    fn sub_bytes_vaes(input: [u8; 32]) -> [u8; 32] {
-        apply(input, |x| _mm256_aesenclast_epi128(x, _mm256_setzero_si256()))
+    fn sub_bytes_vaes_of(input: [u8; 32]) -> [u8; 32] {
+        apply(input, |x| sub_bytes_vaes(x))
     }
 
     #[target_feature(enable = "aes,avx2")]
-    fn sub_bytes_aesni(input: [u8; 32]) -> [u8; 32] {
-        apply(input, |x| {
-            let low = _mm_aesenclast_si128(_mm256_castsi256_si128(x), _mm_setzero_si128());
-            let high = _mm_aesenclast_si128(_mm256_extracti128_si256::<1>(x), _mm_setzero_si128());
-            _mm256_set_m128i(high, low)
-        })
+    fn sub_bytes_aesni_of(input: [u8; 32]) -> [u8; 32] {
+        apply(input, |x| sub_bytes_aesni(x))
     }
 
     #[target_feature(enable = "aes,avx2,vaes")]
     fn sm4_sbox_vaes(input: [u8; 32]) -> [u8; 32] {
-        apply(input, |x| sm4_sbox(x, |y| _mm256_aesenclast_epi128(y, _mm256_setzero_si256())))
+        apply(input, |x| sm4_sbox(x, |y| sub_bytes_vaes(y)))
     }
 
     #[target_feature(enable = "aes,avx2")]
     fn sm4_sbox_aesni(input: [u8; 32]) -> [u8; 32] {
-        apply(input, |x| {
-            sm4_sbox(x, |y| {
-                let low = _mm_aesenclast_si128(_mm256_castsi256_si128(y), _mm_setzero_si128());
-                let high = _mm_aesenclast_si128(_mm256_extracti128_si256::<1>(y), _mm_setzero_si128());
-                _mm256_set_m128i(high, low)
-            })
-        })
+        apply(input, |x| sm4_sbox(x, |y| sub_bytes_aesni(y)))
     }
 
     #[target_feature(enable = "aes,avx2")]
