@@ -7,7 +7,7 @@
 //! of them; the S-box is AES's, from `aesenclast` with a zero round key,
 //! between two affine maps looked up by nibble with `vpshufb` (see
 //! [`super::sbox`]). `aesenclast` also shifts rows; the byte shuffles that L
-//! needs for its whole-byte rotations undo that at no extra cost.
+//! needs for its whole-byte rotations undo that too, for one shuffle more.
 //!
 //! Two variants differ only in `aesenclast`: with VAES one instruction does
 //! both 128-bit lanes of a register; with AES-NI alone each lane is split
