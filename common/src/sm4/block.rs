@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use super::key_schedule::{Direction, RoundKeys, SM4_KEY_BYTES};
-use super::{soft, Block};
+use super::{soft, CipherBlock};
 
 /// One implementation of SM4's rounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,7 +82,7 @@ impl Engine {
         }
     }
 
-    fn crypt_blocks(self, round_keys: &[u32; super::key_schedule::ROUNDS], blocks: &mut [Block]) {
+    fn crypt_blocks(self, round_keys: &[u32; super::key_schedule::ROUNDS], blocks: &mut [CipherBlock]) {
         match self {
             Self::Portable => soft::crypt_blocks(round_keys, blocks),
             #[cfg(target_arch = "x86_64")]
@@ -119,16 +119,16 @@ impl Sm4 {
     }
 
     /// Encrypts every block in place; blocks are independent (ECB).
-    pub fn encrypt_blocks(&self, blocks: &mut [Block]) {
+    pub fn encrypt_blocks(&self, blocks: &mut [CipherBlock]) {
         self.crypt_blocks(Direction::Encrypt, blocks);
     }
 
     /// Decrypts every block in place.
-    pub fn decrypt_blocks(&self, blocks: &mut [Block]) {
+    pub fn decrypt_blocks(&self, blocks: &mut [CipherBlock]) {
         self.crypt_blocks(Direction::Decrypt, blocks);
     }
 
-    pub(super) fn crypt_blocks(&self, direction: Direction, blocks: &mut [Block]) {
+    pub(super) fn crypt_blocks(&self, direction: Direction, blocks: &mut [CipherBlock]) {
         self.engine.crypt_blocks(self.round_keys.get(direction), blocks);
     }
 }
@@ -147,12 +147,12 @@ mod tests {
     use super::*;
 
     /// GB/T 32907-2016, appendix A.1 (the key is also the plaintext).
-    const STANDARD_KEY: Block =
+    const STANDARD_KEY: CipherBlock =
         [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10];
-    const STANDARD_CIPHERTEXT: Block =
+    const STANDARD_CIPHERTEXT: CipherBlock =
         [0x68, 0x1e, 0xdf, 0x34, 0xd2, 0x06, 0x96, 0x5e, 0x86, 0xb3, 0xe9, 0x4f, 0x53, 0x6e, 0x42, 0x46];
     /// Appendix A.2: the same block encrypted 1,000,000 times.
-    const STANDARD_CIPHERTEXT_MILLION: Block =
+    const STANDARD_CIPHERTEXT_MILLION: CipherBlock =
         [0x59, 0x52, 0x98, 0xc7, 0xc6, 0xfd, 0x27, 0x1f, 0x04, 0x02, 0xf8, 0x04, 0xc3, 0x3d, 0x3f, 0x66];
 
     fn supported() -> Vec<Implementation> {
@@ -209,8 +209,8 @@ mod tests {
         /// any number of blocks, and decrypts what it encrypted.
         #[test]
         fn every_implementation_matches_the_sm4_crate(
-            key in any::<Block>(),
-            plaintext in proptest::collection::vec(any::<Block>(), 0..70),
+            key in any::<CipherBlock>(),
+            plaintext in proptest::collection::vec(any::<CipherBlock>(), 0..70),
         ) {
             let reference = sm4::Sm4::new(&key.into());
             let mut expected = plaintext.clone();

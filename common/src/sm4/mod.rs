@@ -23,9 +23,13 @@
 //! rather than assembly, so the build needs no assembler and the borrow
 //! checker sees every load and store.
 //!
-//! XTS over a 4 KiB block is 256 independent SM4 blocks once the tweaks are
-//! known, so the cipher's API is bulk: [`Sm4::encrypt_blocks`] on a slice.
-//! The round keys are zeroed when a key is dropped.
+//! XTS over a 4 KiB block is 256 independent cipher blocks once the tweaks
+//! are known, so the cipher's API is bulk: [`Sm4::encrypt_blocks`] on a
+//! slice. The round keys are zeroed when a key is dropped.
+//!
+//! Words: in this module's code and comments "block" alone means a cipher
+//! block ([`CipherBlock`], 16 bytes), as cryptography uses it; the
+//! project's 4096-byte block is always "4 KiB block" or "data unit" here.
 //!
 //! Tested against known answers (GB/T 32907's appendix A, OpenSSL's SM4-XTS
 //! vectors in both forms) and against separately written implementations:
@@ -49,8 +53,9 @@ pub use wrap::{
 };
 pub use xts::{Sm4Xts, XtsError, XtsStandard, XTS_KEY_BYTES, XTS_MIN_UNIT_BYTES};
 
-/// One SM4 block.
-pub type Block = [u8; 16];
+/// One cipher block: the 16 bytes SM4 encrypts at a time (a "block" alone
+/// is the 4096-byte one, see docs/glossary.md).
+pub type CipherBlock = [u8; 16];
 
 /// The name of the SM4 implementation this process uses: "vaes-avx2",
 /// "aesni-avx2" or "portable".

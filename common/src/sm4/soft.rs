@@ -9,16 +9,16 @@
 
 use super::key_schedule::ROUNDS;
 use super::sbox::SBOX;
-use super::Block;
+use super::CipherBlock;
 
 /// Encrypts or decrypts (by the order of `round_keys`) every block in place.
-pub(super) fn crypt_blocks(round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
+pub(super) fn crypt_blocks(round_keys: &[u32; ROUNDS], blocks: &mut [CipherBlock]) {
     for block in blocks {
         crypt_block(round_keys, block);
     }
 }
 
-fn crypt_block(round_keys: &[u32; ROUNDS], block: &mut Block) {
+fn crypt_block(round_keys: &[u32; ROUNDS], block: &mut CipherBlock) {
     let word = |i: usize| u32::from_be_bytes([block[4 * i], block[4 * i + 1], block[4 * i + 2], block[4 * i + 3]]);
     let mut x = [word(0), word(1), word(2), word(3)];
     for &rk in round_keys {

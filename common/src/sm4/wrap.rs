@@ -44,7 +44,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::block::Sm4;
 use super::key_schedule::SM4_KEY_BYTES;
-use super::Block;
+use super::CipherBlock;
 use crate::secret::fill_random;
 
 /// The format version this code writes, and the only one it reads.
@@ -103,7 +103,7 @@ pub struct Kek {
 struct Parts<'a> {
     key_id: &'a KeyId,
     header: &'a [u8; HEADER_BYTES],
-    nonce: &'a Block,
+    nonce: &'a CipherBlock,
     ciphertext: &'a [u8],
     tag: &'a [u8; WRAP_TAG_BYTES],
 }
@@ -144,7 +144,7 @@ impl Kek {
         Ok(plaintext)
     }
 
-    fn wrap_with_nonce(&self, nonce: &Block, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    fn wrap_with_nonce(&self, nonce: &CipherBlock, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(WRAP_OVERHEAD_BYTES + plaintext.len());
         out.push(WRAP_VERSION);
         out.extend_from_slice(&self.key_id);
@@ -208,7 +208,7 @@ fn hmac_keyed(key: &[u8]) -> HmacSm3 {
 /// XORs `data` with the SM4-CTR keystream from `nonce`; the same call
 /// encrypts and decrypts. The keystream comes from the bulk cipher, so the
 /// constant-time path makes it where the CPU has one.
-fn apply_keystream(cipher: &Sm4, nonce: &Block, data: &mut [u8]) {
+fn apply_keystream(cipher: &Sm4, nonce: &CipherBlock, data: &mut [u8]) {
     let mut counter = u128::from_be_bytes(*nonce);
     let mut stream = [[0u8; 16]; KEYSTREAM_BATCH_BLOCKS];
     for chunk in data.chunks_mut(16 * KEYSTREAM_BATCH_BLOCKS) {

@@ -28,11 +28,11 @@ use core::arch::x86_64::{
 
 use super::key_schedule::ROUNDS;
 use super::sbox::{POST_HI, POST_LO, PRE_HI, PRE_LO};
-use super::Block;
+use super::CipherBlock;
 
 /// Blocks in one word-sliced group: 4 registers of 8 words.
 const GROUP_BLOCKS: usize = 8;
-type Group = [Block; GROUP_BLOCKS];
+type Group = [CipherBlock; GROUP_BLOCKS];
 /// A group in registers: `words[j]` holds word j of each of the 8 blocks.
 type Words = [__m256i; 4];
 
@@ -57,7 +57,7 @@ impl Engine {
     }
 
     /// Runs every block through the rounds, in the order of `round_keys`.
-    pub(super) fn crypt_blocks(self, round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
+    pub(super) fn crypt_blocks(self, round_keys: &[u32; ROUNDS], blocks: &mut [CipherBlock]) {
         if self.vaes {
             // SAFETY: `vaes` is true only in an Engine made by `vaes_avx2`,
             // which saw the CPU report aes, avx2 and vaes.
@@ -81,7 +81,7 @@ macro_rules! x86_path {
         /// round for the out-of-order core), the rest one group at a time
         /// through a buffer.
         #[target_feature(enable = $features)]
-        fn $name(round_keys: &[u32; ROUNDS], blocks: &mut [Block]) {
+        fn $name(round_keys: &[u32; ROUNDS], blocks: &mut [CipherBlock]) {
             let consts = Consts::load();
             let (groups, tail) = blocks.as_chunks_mut::<GROUP_BLOCKS>();
             let (pairs, single) = groups.as_chunks_mut::<2>();
@@ -188,7 +188,7 @@ fn linear(shifted: __m256i, consts: &Consts) -> __m256i {
 #[inline]
 fn load(group: &Group, consts: &Consts) -> Words {
     let (pairs, _) = group.as_chunks::<2>();
-    // SAFETY: each load reads the 32 bytes of one `[Block; 2]`; loadu
+    // SAFETY: each load reads the 32 bytes of one `[CipherBlock; 2]`; loadu
     // needs no alignment.
     let row = |i: usize| _mm256_shuffle_epi8(unsafe { _mm256_loadu_si256(pairs[i].as_ptr().cast()) }, consts.bswap32);
     transpose([row(0), row(1), row(2), row(3)])
@@ -202,7 +202,7 @@ fn store(group: &mut Group, words: Words, consts: &Consts) {
     let rows = transpose(words);
     let (pairs, _) = group.as_chunks_mut::<2>();
     for (pair, row) in pairs.iter_mut().zip(rows) {
-        // SAFETY: writes the 32 bytes of one `[Block; 2]`; storeu needs no
+        // SAFETY: writes the 32 bytes of one `[CipherBlock; 2]`; storeu needs no
         // alignment.
         unsafe { _mm256_storeu_si256(pair.as_mut_ptr().cast(), _mm256_shuffle_epi8(row, consts.bswap128)) }
     }

@@ -1,7 +1,7 @@
 //! SM4-XTS: length-preserving encryption of data units (a volume's 4 KiB
 //! blocks), each under its own tweak, in one of two standard forms.
 //!
-//! Data unit j of n 16-byte blocks is encrypted block by block as
+//! A data unit of n cipher blocks is encrypted block by block as
 //! C_i = E_K1(P_i ⊕ T_i) ⊕ T_i, with T_0 = E_K2(tweak input) and
 //! T_(i+1) = T_i·α in GF(2^128). The forms differ only in how T·α is
 //! computed from T's 16 bytes, and so give different ciphertext after the
@@ -32,12 +32,12 @@ use zeroize::Zeroize;
 
 use super::block::{Implementation, Sm4};
 use super::key_schedule::{Direction, SM4_KEY_BYTES};
-use super::Block;
+use super::CipherBlock;
 
 /// Bytes of an SM4-XTS key: K1 then K2.
 pub const XTS_KEY_BYTES: usize = 2 * SM4_KEY_BYTES;
 
-/// The shortest data unit XTS encrypts: one block.
+/// The shortest data unit XTS encrypts: one cipher block.
 pub const XTS_MIN_UNIT_BYTES: usize = 16;
 
 /// Blocks whose tweaks are computed before one bulk call to the cipher.
@@ -138,16 +138,16 @@ impl Sm4Xts {
     }
 
     /// Encrypts one unit under the 16-byte tweak input as given.
-    pub fn encrypt_with_tweak(&self, tweak: &Block, data: &mut [u8]) -> Result<(), XtsError> {
+    pub fn encrypt_with_tweak(&self, tweak: &CipherBlock, data: &mut [u8]) -> Result<(), XtsError> {
         self.crypt_with_tweak(Direction::Encrypt, tweak, data)
     }
 
     /// Decrypts one unit under the 16-byte tweak input as given.
-    pub fn decrypt_with_tweak(&self, tweak: &Block, data: &mut [u8]) -> Result<(), XtsError> {
+    pub fn decrypt_with_tweak(&self, tweak: &CipherBlock, data: &mut [u8]) -> Result<(), XtsError> {
         self.crypt_with_tweak(Direction::Decrypt, tweak, data)
     }
 
-    fn crypt_with_tweak(&self, direction: Direction, tweak: &Block, data: &mut [u8]) -> Result<(), XtsError> {
+    fn crypt_with_tweak(&self, direction: Direction, tweak: &CipherBlock, data: &mut [u8]) -> Result<(), XtsError> {
         check_unit_len(data.len())?;
         let mut first = [*tweak];
         self.tweak.encrypt_blocks(&mut first);
@@ -188,7 +188,7 @@ impl Sm4Xts {
     }
 
     /// One unit of at least 16 bytes, given T_0.
-    fn crypt_unit(&self, direction: Direction, first_tweak: Block, data: &mut [u8]) {
+    fn crypt_unit(&self, direction: Direction, first_tweak: CipherBlock, data: &mut [u8]) {
         let mut tweak = Tweak::new(self.standard, first_tweak);
         let (blocks, partial) = data.as_chunks_mut::<16>();
         if partial.is_empty() {
@@ -215,7 +215,7 @@ impl Sm4Xts {
 
     /// XORs the tweak in, runs the cipher, XORs it again, for each block,
     /// moving the tweak along; the cipher sees [`BATCH_BLOCKS`] at a time.
-    fn xex(&self, direction: Direction, blocks: &mut [Block], tweak: &mut Tweak) {
+    fn xex(&self, direction: Direction, blocks: &mut [CipherBlock], tweak: &mut Tweak) {
         let mut tweaks = [[0u8; 16]; BATCH_BLOCKS];
         for batch in blocks.chunks_mut(BATCH_BLOCKS) {
             let tweaks = &mut tweaks[..batch.len()];
@@ -226,7 +226,7 @@ impl Sm4Xts {
         }
     }
 
-    fn xex_one(&self, direction: Direction, mut block: Block, tweak: &Block) -> Block {
+    fn xex_one(&self, direction: Direction, mut block: CipherBlock, tweak: &CipherBlock) -> CipherBlock {
         xor_into(&mut block, tweak);
         self.data.crypt_blocks(direction, core::slice::from_mut(&mut block));
         xor_into(&mut block, tweak);
@@ -242,15 +242,15 @@ fn check_unit_len(len_bytes: usize) -> Result<(), XtsError> {
 }
 
 /// The tweak input of unit number `unit`: 16 bytes little-endian.
-fn tweak_input(unit: u64) -> Block {
+fn tweak_input(unit: u64) -> CipherBlock {
     u128::from(unit).to_le_bytes()
 }
 
-fn xor_into(block: &mut Block, other: &Block) {
+fn xor_into(block: &mut CipherBlock, other: &CipherBlock) {
     *block = (u128::from_ne_bytes(*block) ^ u128::from_ne_bytes(*other)).to_ne_bytes();
 }
 
-fn xor_blocks(blocks: &mut [Block], others: &[Block]) {
+fn xor_blocks(blocks: &mut [CipherBlock], others: &[CipherBlock]) {
     for (block, other) in blocks.iter_mut().zip(others) {
         xor_into(block, other);
     }
@@ -263,7 +263,7 @@ struct Tweak {
 }
 
 impl Tweak {
-    fn new(standard: XtsStandard, block: Block) -> Self {
+    fn new(standard: XtsStandard, block: CipherBlock) -> Self {
         let value = match standard {
             XtsStandard::GbT17964 => u128::from_be_bytes(block),
             XtsStandard::Ieee1619 => u128::from_le_bytes(block),
@@ -271,7 +271,7 @@ impl Tweak {
         Self { value, standard }
     }
 
-    fn block(&self) -> Block {
+    fn block(&self) -> CipherBlock {
         match self.standard {
             XtsStandard::GbT17964 => self.value.to_be_bytes(),
             XtsStandard::Ieee1619 => self.value.to_le_bytes(),
@@ -280,7 +280,7 @@ impl Tweak {
 
     /// Writes T_i, T_(i+1), ... into `out` and moves on past them. The
     /// standard is matched once, not per block.
-    fn fill(&mut self, out: &mut [Block]) {
+    fn fill(&mut self, out: &mut [CipherBlock]) {
         match self.standard {
             XtsStandard::GbT17964 => self.value = fill_with(self.value, out, gb_times_alpha, u128::to_be_bytes),
             XtsStandard::Ieee1619 => self.value = fill_with(self.value, out, ieee_times_alpha, u128::to_le_bytes),
@@ -296,7 +296,12 @@ impl Tweak {
 }
 
 #[inline(always)]
-fn fill_with(mut value: u128, out: &mut [Block], times_alpha: fn(u128) -> u128, bytes: fn(u128) -> Block) -> u128 {
+fn fill_with(
+    mut value: u128,
+    out: &mut [CipherBlock],
+    times_alpha: fn(u128) -> u128,
+    bytes: fn(u128) -> CipherBlock,
+) -> u128 {
     for block in out {
         *block = bytes(value);
         value = times_alpha(value);
@@ -458,8 +463,8 @@ mod tests {
     fn reference_xts(key: &[u8; 32], standard: XtsStandard, unit: u64, data: &[u8], encrypt: bool) -> Vec<u8> {
         let data_cipher = ::sm4::Sm4::new(key[..16].into());
         let tweak_cipher = ::sm4::Sm4::new(key[16..].into());
-        let crypt = |block: &[u8], tweak: &Block| -> Block {
-            let mut b: Block = core::array::from_fn(|i| block[i] ^ tweak[i]);
+        let crypt = |block: &[u8], tweak: &CipherBlock| -> CipherBlock {
+            let mut b: CipherBlock = core::array::from_fn(|i| block[i] ^ tweak[i]);
             if encrypt {
                 data_cipher.encrypt_block((&mut b).into());
             } else {
@@ -492,7 +497,7 @@ mod tests {
     /// significant), 0x87 into byte 0 on carry out of byte 15. GB/T 17964:
     /// shift right through the bytes from byte 0 (most significant), 0xe1
     /// into byte 0 on carry out of byte 15.
-    fn reference_times_alpha(standard: XtsStandard, tweak: &mut Block) {
+    fn reference_times_alpha(standard: XtsStandard, tweak: &mut CipherBlock) {
         let mut carry = 0u8;
         match standard {
             XtsStandard::Ieee1619 => {
