@@ -53,6 +53,7 @@ run: build
 # figures on real clusters of 2, 3 and 4 nodes. Results: bench/RESULTS.md.
 bench: deps
 	$(CARGO) bench -p chuyi-common --bench crc32c
+	$(CARGO) bench -p chuyi-common --bench sm4
 	$(CARGO) bench -p chuyi-storage-node --bench chunk_store
 	bench/node-vs-fio.sh
 	bench/meta.sh

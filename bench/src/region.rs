@@ -32,13 +32,13 @@ impl Region {
     pub fn new(owner: u64, size_bytes: u64, chunk_bytes: u64, block_bytes: u64) -> Result<Self, LoadError> {
         let block = BLOCK_SIZE_BYTES as u64;
         let invalid = |what: String| Err(LoadError::Invalid(what));
-        if block_bytes == 0 || block_bytes % block != 0 {
+        if block_bytes == 0 || !block_bytes.is_multiple_of(block) {
             return invalid(format!("--bs {block_bytes} is not a positive multiple of {block}"));
         }
-        if chunk_bytes == 0 || chunk_bytes % block_bytes != 0 || u32::try_from(chunk_bytes).is_err() {
+        if chunk_bytes == 0 || !chunk_bytes.is_multiple_of(block_bytes) || u32::try_from(chunk_bytes).is_err() {
             return invalid(format!("--chunk-size {chunk_bytes} is not a multiple of --bs {block_bytes}"));
         }
-        if size_bytes == 0 || size_bytes % block_bytes != 0 {
+        if size_bytes == 0 || !size_bytes.is_multiple_of(block_bytes) {
             return invalid(format!("--size {size_bytes} is not a positive multiple of --bs {block_bytes}"));
         }
         Ok(Self { owner, size_bytes, chunk_bytes, block_bytes })
@@ -92,7 +92,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..10_000 {
             let t = region.random_block(&mut rng);
-            assert!(t.chunk.index < 4 && t.offset % 4096 == 0 && u64::from(t.offset) < 4 * MIB);
+            assert!(t.chunk.index < 4 && t.offset.is_multiple_of(4096) && u64::from(t.offset) < 4 * MIB);
         }
     }
 

@@ -158,7 +158,7 @@ async fn writer(
             (rng.random_range(0..owned), rng.random_ratio(1, 4))
         };
         let block = me + pick * writers;
-        if op % 4 == 0 {
+        if op.is_multiple_of(4) {
             match vol.read(block * BLOCK, BLOCK).await {
                 Ok(data) => {
                     stats.reads_checked += 1;

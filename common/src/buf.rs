@@ -75,7 +75,7 @@ impl AlignedBuf {
 
 /// Whether `data` may be handed to direct I/O as it is.
 pub fn is_aligned(data: &[u8]) -> bool {
-    data.as_ptr() as usize % ALIGN_BYTES == 0 && data.len() % ALIGN_BYTES == 0
+    (data.as_ptr() as usize).is_multiple_of(ALIGN_BYTES) && data.len().is_multiple_of(ALIGN_BYTES)
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -127,7 +127,7 @@ mod tests {
             assert_eq!(buf.len(), len);
             assert_eq!(buf.as_ptr() as usize % ALIGN_BYTES, 0);
             assert!(buf.iter().all(|&b| b == 0));
-            assert!(buf.capacity() >= len && buf.capacity() % ALIGN_BYTES == 0);
+            assert!(buf.capacity() >= len && buf.capacity().is_multiple_of(ALIGN_BYTES));
         }
     }
 

@@ -4,7 +4,8 @@
 //! ([`limits`]), block checksums ([`checksum`]), aligned I/O buffers
 //! ([`buf`]), human-readable sizes for config files ([`size`]), the cluster
 //! secret ([`secret`]), secrets sealed at rest under it ([`seal`]), the
-//! data map that places chunks on replicas ([`map`]), the
+//! SM4 cipher with its XTS mode for volume data and key wrapping ([`sm4`]),
+//! the data map that places chunks on replicas ([`map`]), the
 //! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]).
 //!
 //! It knows no role: nothing here opens a disk, holds a map or serves a
@@ -20,3 +21,4 @@ pub mod rpc;
 pub mod seal;
 pub mod secret;
 pub mod size;
+pub mod sm4;

@@ -12,7 +12,7 @@ pub const CHUNK_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Blocks in the largest chunk: the length of a chunk's checksum table.
 pub const CHUNK_BLOCKS_MAX: usize = CHUNK_SIZE_MAX_BYTES / BLOCK_SIZE_BYTES;
 
-const _: () = assert!(CHUNK_SIZE_MAX_BYTES % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(CHUNK_SIZE_MAX_BYTES.is_multiple_of(BLOCK_SIZE_BYTES));
 const _: () = assert!(BLOCK_SIZE_BYTES.is_power_of_two());
 
 /// Largest control-message body in one RPC frame.

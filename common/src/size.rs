@@ -50,7 +50,9 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
         let mut unit = 0;
-        while unit + 1 < UNITS.len() && self.0 >= 1u64 << (10 * (unit + 1)) && self.0 % (1u64 << (10 * (unit + 1))) == 0
+        while unit + 1 < UNITS.len()
+            && self.0 >= 1u64 << (10 * (unit + 1))
+            && self.0.is_multiple_of(1u64 << (10 * (unit + 1)))
         {
             unit += 1;
         }

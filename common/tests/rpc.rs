@@ -164,7 +164,7 @@ fn payload_for(tag: u64) -> Bytes {
 
 /// What `is_aligned` must say of a payload that went through the RPC layer.
 fn expect_aligned(len: usize) -> bool {
-    len > 0 && len % 4096 == 0
+    len > 0 && len.is_multiple_of(4096)
 }
 
 /// 1000 calls in flight on one connection, answered after pseudo-random

@@ -40,7 +40,7 @@ const OWNER: u64 = 0xBE7C_0000;
 const QUEUE_DEPTHS: [usize; 2] = [1, 32];
 const ENGINES: [EngineKind; 2] = [EngineKind::Uring, EngineKind::Pread];
 
-const _: () = assert!(REGION_BYTES % CHUNK_BYTES == 0 && CHUNK_BYTES % PREFILL_WRITE_BYTES == 0);
+const _: () = assert!(REGION_BYTES.is_multiple_of(CHUNK_BYTES) && CHUNK_BYTES.is_multiple_of(PREFILL_WRITE_BYTES));
 
 #[derive(Clone, Copy, Debug)]
 enum Op {

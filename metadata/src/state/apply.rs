@@ -460,7 +460,7 @@ fn create_volume(
 }
 
 fn check_volume_size(size_bytes: u64) -> Result<(), MetaError> {
-    if size_bytes == 0 || size_bytes % BLOCK_SIZE_BYTES as u64 != 0 {
+    if size_bytes == 0 || !size_bytes.is_multiple_of(BLOCK_SIZE_BYTES as u64) {
         return Err(MetaError::invalid("volume size", format!("{size_bytes} is not a positive multiple of 4096")));
     }
     Ok(())

@@ -441,11 +441,12 @@ impl DiskStore {
     ) -> Result<Bytes, StoreError> {
         let mut buf = AlignedBuf::zeroed((end - start) as usize);
         let crcs = self.crcs(slot)?;
-        if offset % BLOCK != 0 {
+        if !offset.is_multiple_of(BLOCK) {
             let head = self.read_verified(chunk, slot.index, crcs, start, start + BLOCK).await?;
             buf[..BLOCK_SIZE_BYTES].copy_from_slice(&head);
         }
-        if (offset + data.len() as u64) % BLOCK != 0 && (end - BLOCK > start || offset % BLOCK == 0) {
+        if !(offset + data.len() as u64).is_multiple_of(BLOCK) && (end - BLOCK > start || offset.is_multiple_of(BLOCK))
+        {
             let tail = self.read_verified(chunk, slot.index, crcs, end - BLOCK, end).await?;
             buf[(end - start - BLOCK) as usize..].copy_from_slice(&tail);
         }
