@@ -53,6 +53,9 @@ enum Command {
         /// frontend on the nodes' host) instead of TCP.
         #[arg(long)]
         node_unix: bool,
+        /// Also serve `bench-enc`, an encrypted volume of the same size.
+        #[arg(long)]
+        encrypted: bool,
     },
 }
 
@@ -149,9 +152,9 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(meta_load(args));
         }
-        Command::NbdServe { nodes, volume_mib, listen, node_unix } => {
+        Command::NbdServe { nodes, volume_mib, listen, node_unix, encrypted } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen, node_unix));
+            return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen, node_unix, encrypted));
         }
         Command::Recovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -1,19 +1,25 @@
 //! `chuyi-bench nbd-serve`: a whole cluster of real processes (chuyi-chaos's
-//! harness) with one volume, filled, served over NBD by an in-process
+//! harness) with a volume `bench`, filled, served over NBD by an in-process
 //! frontend, until SIGINT or SIGTERM: the chuyi side of
-//! `bench/nbd-vs-nbdkit.sh`.
+//! `bench/nbd-vs-nbdkit.sh`. With `--encrypted`, also `bench-enc`, the same
+//! size, SM4-XTS encrypted under a random KEK and filled with ciphertext
+//! (`bench/nbd-encrypted.sh` compares the two).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use chuyi_chaos::cluster::{Spec, TestCluster};
-use chuyi_nbd::server::NbdServer;
+use chuyi_client::Cluster;
+use chuyi_common::sm4::{generate_kek_hex, new_wrapped_volume_key, open_volume_key, parse_kek, Sm4Xts};
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::Command;
+use chuyi_nbd::server::{NbdOptions, NbdServer};
 
-pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool) -> anyhow::Result<()> {
+pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, encrypted: bool) -> anyhow::Result<()> {
     let spec = Spec {
         nodes,
-        disk_mib: (volume_mib * 2 / nodes as u64 + 256) * 2,
+        disk_mib: (volume_mib * 2 * (1 + u64::from(encrypted)) / nodes as u64 + 256) * 2,
         heartbeat_timeout_ms: 5000,
         pg_count: 64,
         ..Spec::default()
@@ -26,19 +32,32 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool) -
     } else {
         cluster.client(Duration::from_secs(60)).await?
     };
-    let vol = client.open_volume("bench").await?;
-    // Filled first: a never-written chunk reads as zeros without any I/O.
-    let piece = 1u64 << 20;
-    for i in 0..vol.size() / piece {
-        let data: Vec<u8> = (0..piece).map(|b| ((b ^ i) as u8) | 1).collect();
-        vol.write(i * piece, Bytes::from(data), false).await.context("filling")?;
-    }
-    vol.flush().await?;
+    fill(&client, "bench", None).await?;
+    let kek = if encrypted {
+        let kek = parse_kek(&generate_kek_hex())?;
+        let meta = cluster.meta()?;
+        let volume = Command::CreateVolume {
+            name: "bench-enc".into(),
+            pool: chuyi_chaos::cluster::POOL.into(),
+            size_bytes: volume_mib << 20,
+            chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
+            wrapped_key: new_wrapped_volume_key(&kek, "bench-enc"),
+        };
+        meta.write(volume).await.context("creating bench-enc")?;
+        let ApiReply::Volume(v) = meta.read(Query::Volume("bench-enc".into())).await? else {
+            anyhow::bail!("unexpected reply")
+        };
+        let xts = open_volume_key(Some(&kek), "bench-enc", &v.wrapped_key)?;
+        fill(&client, "bench-enc", Some(&xts)).await?;
+        Some(kek)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // The line the script waits for.
     println!("READY nbd://{addr}/bench");
-    let server = NbdServer::new(client, "bench-frontend".into());
+    let server = NbdServer::with_options(client, "bench-frontend".into(), NbdOptions { kek, ..NbdOptions::default() });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = server.serve(listener) => served?,
@@ -46,5 +65,21 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool) -
         _ = term.recv() => {}
     }
     drop(cluster);
+    Ok(())
+}
+
+/// Fills a volume, so reads reach the disks (a never-written chunk reads as
+/// zeros without any I/O); enciphered as the frontend would when `xts`.
+async fn fill(client: &std::sync::Arc<Cluster>, name: &str, xts: Option<&Sm4Xts>) -> anyhow::Result<()> {
+    let vol = client.open_volume(name).await?;
+    let piece = 1u64 << 20;
+    for i in 0..vol.size() / piece {
+        let mut data: Vec<u8> = (0..piece).map(|b| ((b ^ i) as u8) | 1).collect();
+        if let Some(xts) = xts {
+            chuyi_nbd::crypt::encrypt(xts, i * piece, &mut data);
+        }
+        vol.write(i * piece, Bytes::from(data), false).await.with_context(|| format!("filling {name}"))?;
+    }
+    vol.flush().await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chuyi_chaos::cluster::{Spec, TestCluster};
-use chuyi_nbd::server::NbdServer;
+use chuyi_nbd::server::{NbdOptions, NbdServer};
 
 fn run(program: &str, args: &[&str]) -> (bool, String) {
     let out = Process::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
@@ -395,9 +395,11 @@ async fn a_frontend_that_loses_its_lease_stops_serving() {
     let (mut cluster, _) = serve(16, &[]).await;
     let ttl = Duration::from_secs(3);
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let a = serve_tcp(NbdServer::with_lease_ttl(client, "frontend-a".into(), ttl)).await;
+    let a =
+        serve_tcp(NbdServer::with_options(client, "frontend-a".into(), NbdOptions { lease_ttl: ttl, kek: None })).await;
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let b = serve_tcp(NbdServer::with_lease_ttl(client, "frontend-b".into(), ttl)).await;
+    let b =
+        serve_tcp(NbdServer::with_options(client, "frontend-b".into(), NbdOptions { lease_ttl: ttl, kek: None })).await;
 
     let read = |cookie: u64| {
         let mut req = 0x2560_9513u32.to_be_bytes().to_vec();

@@ -3,6 +3,10 @@
 //! `/etc/chuyi/chuyi.toml`); and the cluster secret: `--secret-file`, else
 //! `$CHUYI_CLUSTER_SECRET`, else the config's `cluster_secret_file`.
 //!
+//! The master key (KEK) of encrypted volumes: `--kek-file`, else
+//! `$CHUYI_KEK_FILE`, else `$CHUYI_KEK` (hex), else the config's
+//! `kek_file`; absent is fine until an encrypted volume needs it.
+//!
 //! The config file may be a client file (`meta = ["host:port", ...]`) or a
 //! metadata member's own file (its `[[member]]` addresses).
 
@@ -10,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use chuyi_common::secret::{ClusterSecret, SECRET_ENV};
+use chuyi_common::sm4::{load_kek, Kek, KEK_ENV};
 use chuyi_metadata::client::MetaClient;
 
 pub const DEFAULT_CONFIG: &str = "/etc/chuyi/chuyi.toml";
@@ -25,6 +30,10 @@ pub struct ClusterArgs {
     /// File with the cluster secret; else $CHUYI_CLUSTER_SECRET, else the config's.
     #[arg(long, value_name = "FILE", global = true)]
     pub secret_file: Option<PathBuf>,
+    /// File with the master key (KEK) of encrypted volumes, 32 hex digits;
+    /// else $CHUYI_KEK, else the config's `kek_file`.
+    #[arg(long, value_name = "FILE", env = "CHUYI_KEK_FILE", global = true)]
+    pub kek_file: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -35,6 +44,7 @@ struct FileView {
     meta: Option<Vec<String>>,
     member: Option<Vec<MemberAddr>>,
     cluster_secret_file: Option<PathBuf>,
+    kek_file: Option<PathBuf>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -61,6 +71,17 @@ impl ClusterArgs {
         match self.file()?.cluster_secret_file {
             Some(path) => Ok(ClusterSecret::from_file(&path)?),
             None => Ok(ClusterSecret::load(None)?),
+        }
+    }
+
+    /// The KEK, if one is configured anywhere.
+    pub fn kek(&self) -> anyhow::Result<Option<Kek>> {
+        if self.kek_file.is_some() || std::env::var_os(KEK_ENV).is_some() {
+            return Ok(load_kek(self.kek_file.as_deref())?);
+        }
+        match self.file()?.kek_file {
+            Some(path) => Ok(load_kek(Some(&path))?),
+            None => Ok(None),
         }
     }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod cluster;
 mod heartbeat;
+mod key;
 mod meta;
 mod node;
 mod table;
@@ -43,6 +44,9 @@ enum Command {
     /// Create, list, inspect, grow or delete volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// The master key (KEK) of encrypted volumes: generate, rotate.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
     /// The local all-in-one cluster: a metadata member, three storage nodes,
     /// the NBD frontend, a default volume; endpoints in <data-dir>/up.env.
     Up(up::UpArgs),
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
+            Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Up(args) => up::run(args).await,
             Command::Nbd { listen, socket } => volume::serve_nbd(&cli.cluster, &listen, socket.as_deref()).await,
         }

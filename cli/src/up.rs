@@ -62,6 +62,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
     }
+    // The master key of encrypted volumes. A real deployment keeps it off
+    // the cluster's disks (a key file on the frontend hosts, or $CHUYI_KEK);
+    // this local all-in-one cluster keeps it beside its data, readable by
+    // its owner only, and says so.
+    let kek_file = dir.join("master.kek");
+    if !kek_file.exists() {
+        crate::key::write_new_kek(&kek_file)?;
+    }
+    let kek = chuyi_common::sm4::load_kek(Some(&kek_file))?;
     let meta_addr = format!("127.0.0.1:{}", args.port_base + 101);
     let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base)?;
     let exe = std::env::current_exe()?;
@@ -119,7 +128,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     std::fs::write(
         dir.join("chuyi.toml"),
-        format!("meta = [\"{meta_addr}\"]\ncluster_secret_file = \"{}\"\n", secret_file.display()),
+        format!(
+            "meta = [\"{meta_addr}\"]\ncluster_secret_file = \"{}\"\nkek_file = \"{}\"\n",
+            secret_file.display(),
+            kek_file.display()
+        ),
     )?;
     std::fs::write(dir.join("up.env"), &env)?;
     println!("chuyi is up (data in {})", dir.display());
@@ -128,8 +141,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
     println!("             {nbd_unix_uri}");
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
+    println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
+    println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
-    let server = chuyi_nbd::server::NbdServer::new(cluster, format!("chuyi-up-{}", std::process::id()));
+    let options = chuyi_nbd::server::NbdOptions { kek, ..Default::default() };
+    let server =
+        chuyi_nbd::server::NbdServer::with_options(cluster, format!("chuyi-up-{}", std::process::id()), options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);
     served?;

@@ -9,10 +9,11 @@ use anyhow::{bail, Context};
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::size::ByteSize;
+use chuyi_common::sm4::new_wrapped_volume_key;
 use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::state::model::Volume;
+use chuyi_metadata::state::model::{Volume, VolumeState};
 use chuyi_metadata::state::{Command, Reply};
-use chuyi_nbd::server::NbdServer;
+use chuyi_nbd::server::{NbdOptions, NbdServer};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::UnixListener;
@@ -37,6 +38,9 @@ pub enum VolumeCmd {
         size: ByteSize,
         #[arg(long, default_value = "ssd")]
         pool: String,
+        /// Encrypt it (SM4-XTS, a key of its own wrapped under the KEK).
+        #[arg(long)]
+        encrypt: bool,
     },
     List,
     Info {
@@ -58,13 +62,21 @@ pub enum VolumeCmd {
 pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
     let meta = args.client()?;
     match cmd {
-        VolumeCmd::Create { name, size, pool } => {
+        VolumeCmd::Create { name, size, pool, encrypt } => {
+            let wrapped_key = if encrypt {
+                let kek = args.kek()?.context(
+                    "--encrypt needs the master key (KEK): --kek-file, $CHUYI_KEK_FILE, $CHUYI_KEK or kek_file in the config",
+                )?;
+                new_wrapped_volume_key(&kek, &name)
+            } else {
+                Vec::new()
+            };
             let command = Command::CreateVolume {
                 name,
                 pool,
                 size_bytes: size.0,
                 chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
-                wrapped_key: Vec::new(),
+                wrapped_key,
             };
             let Reply::Volume(v) = meta.write(command).await? else { bail!("unexpected reply") };
             print_volume(args, &v)
@@ -75,9 +87,10 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&volumes)?);
                 return Ok(());
             }
-            let mut t = Table::new(&["VOLUME", "POOL", "SIZE", "ATTACHED BY"]);
+            let mut t = Table::new(&["VOLUME", "POOL", "SIZE", "ENCRYPTION", "ATTACHED BY"]);
             for v in volumes {
-                t.row(vec![v.name, v.pool, ByteSize(v.size_bytes).to_string(), holder(v.lease.as_ref())]);
+                let encryption = encryption(&v).to_string();
+                t.row(vec![v.name, v.pool, ByteSize(v.size_bytes).to_string(), encryption, holder(v.lease.as_ref())]);
             }
             t.print();
             Ok(())
@@ -100,6 +113,14 @@ fn holder(lease: Option<&chuyi_metadata::state::model::Lease>) -> String {
     lease.map_or("-".into(), |l| l.holder.clone())
 }
 
+fn encryption(v: &Volume) -> &'static str {
+    match (v.state, v.wrapped_key.is_empty()) {
+        (VolumeState::KeyDestroyed, _) => "key destroyed",
+        (_, true) => "none",
+        (_, false) => "sm4-xts",
+    }
+}
+
 fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(v)?);
@@ -110,17 +131,28 @@ fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
     println!("  pool        {}", v.pool);
     println!("  size        {} ({} bytes)", ByteSize(v.size_bytes), v.size_bytes);
     println!("  chunk size  {}", ByteSize(u64::from(v.chunk_size_bytes)));
+    println!("  encryption  {}", encryption(v));
     println!("  attached by {}", holder(v.lease.as_ref()));
     Ok(())
 }
 
-/// Takes the volume's lease (refused if a frontend holds it), deletes
-/// every chunk on every replica with a progress bar, then the record.
+/// Takes the volume's lease (refused if a frontend holds it), destroys an
+/// encrypted volume's key first (crypto-erase: from then on nothing of it
+/// can be read, even if freeing is interrupted), deletes every chunk on
+/// every replica with a progress bar, then the record.
 async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     let meta = args.client()?;
     let acquire = Command::AcquireLease { volume: name.into(), holder: DELETE_HOLDER.into(), ttl_ms: DELETE_LEASE_MS };
     let Reply::Lease(mut lease) = meta.write(acquire).await? else { bail!("unexpected reply") };
     let ApiReply::Volume(volume) = meta.read(Query::Volume(name.into())).await? else { bail!("unexpected reply") };
+    if !volume.wrapped_key.is_empty() {
+        meta.write(Command::DestroyVolumeKey { name: name.into(), holder: DELETE_HOLDER.into() })
+            .await
+            .with_context(|| format!("destroying volume {name}'s key"))?;
+        if !args.json {
+            println!("volume {name}: key destroyed; its data can no longer be read");
+        }
+    }
     let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
     let chunks = volume.size_bytes.div_ceil(u64::from(volume.chunk_size_bytes));
     let bar = ProgressBar::new(chunks);
@@ -179,7 +211,11 @@ pub async fn serve_nbd(args: &ClusterArgs, listen: &str, socket: Option<&Path>) 
         Some(path) => Some((bind_nbd_socket(path)?, path)),
         None => None,
     };
-    let server = NbdServer::new(cluster, holder);
+    let kek = args.kek()?;
+    if kek.is_none() {
+        tracing::info!("no master key (KEK) given: encrypted volumes will be refused");
+    }
+    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..NbdOptions::default() });
     serve_until_signal(server, listener, unix).await
 }
 

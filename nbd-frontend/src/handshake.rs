@@ -133,9 +133,9 @@ impl NbdServer {
             w.write_all(&option_reply(option, REP_ERR_INVALID, b"malformed INFO/GO request")).await?;
             return Ok(None);
         };
-        let size = if option == OPT_GO {
+        let (size, encrypted) = if option == OPT_GO {
             match self.attach(&name).await {
-                Ok(vol) => vol.size(),
+                Ok(vol) => (vol.size(), !vol.volume().wrapped_key.is_empty()),
                 Err((kind, why)) => {
                     w.write_all(&option_reply(option, kind, why.as_bytes())).await?;
                     return Ok(None);
@@ -143,7 +143,7 @@ impl NbdServer {
             }
         } else {
             match self.cluster().meta().read(Query::Volume(name.clone())).await {
-                Ok(ApiReply::Volume(v)) => v.size_bytes,
+                Ok(ApiReply::Volume(v)) => (v.size_bytes, !v.wrapped_key.is_empty()),
                 _ => {
                     w.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no volume {name:?}").as_bytes()))
                         .await?;
@@ -155,9 +155,11 @@ impl NbdServer {
         export.extend_from_slice(&size.to_be_bytes());
         export.extend_from_slice(&negotiated.transmission_flags().to_be_bytes());
         w.write_all(&option_reply(option, REP_INFO, &export)).await?;
-        if infos.contains(&INFO_BLOCK_SIZE) {
+        // Encrypted volumes need whole blocks, so they always say so.
+        if infos.contains(&INFO_BLOCK_SIZE) || encrypted {
+            let min = if encrypted { PREFERRED_BLOCK } else { MIN_BLOCK };
             let mut sizes = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
-            for v in [MIN_BLOCK, PREFERRED_BLOCK, MAX_REQUEST] {
+            for v in [min, PREFERRED_BLOCK, MAX_REQUEST] {
                 sizes.extend_from_slice(&v.to_be_bytes());
             }
             w.write_all(&option_reply(option, REP_INFO, &sizes)).await?;

@@ -13,9 +13,11 @@
 //! cannot keep the lease stops sending I/O before another may take the
 //! volume ([`lease`]). It reaches storage only through chuyi-client.
 //!
-//! Not built yet: volume encryption (SM4-XTS before data leaves the
-//! frontend; issue 7).
+//! Encrypted volumes are enciphered here, before data leaves the frontend
+//! ([`crypt`]: SM4-XTS per 4 KiB block, the key opened with the master key
+//! the frontend was started with).
 
+pub mod crypt;
 pub mod handshake;
 pub mod lease;
 pub mod proto;

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chuyi_client::{Cluster, VolumeIo};
+use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
+use chuyi_metadata::state::model::VolumeState;
 use chuyi_metadata::state::{Command, MetaError, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
@@ -29,14 +31,38 @@ pub enum NbdError {
     LeaseLost(String),
 }
 
+/// How a frontend serves.
+#[derive(Clone, Debug)]
+pub struct NbdOptions {
+    /// How long an attach lease lasts unless renewed (tests shorten it).
+    pub lease_ttl: Duration,
+    /// The master key that opens encrypted volumes' keys; without it they
+    /// are refused.
+    pub kek: Option<Kek>,
+}
+
+impl Default for NbdOptions {
+    fn default() -> Self {
+        Self { lease_ttl: LEASE_TTL, kek: None }
+    }
+}
+
+/// What a connection needs of the volume it serves.
+#[derive(Clone, Debug)]
+pub(crate) struct Served {
+    pub vol: VolumeIo,
+    pub fence: Arc<Fence>,
+    /// The volume's key when it is encrypted.
+    pub crypt: Option<Arc<Sm4Xts>>,
+}
+
 /// A volume served by this frontend, with the attach lease it holds for as
 /// long as any connection uses it.
 #[derive(Debug)]
 struct Attachment {
-    vol: VolumeIo,
+    served: Served,
     connections: usize,
     lease_id: u64,
-    fence: Arc<Fence>,
     renew: AbortHandle,
 }
 
@@ -45,18 +71,17 @@ pub struct NbdServer {
     cluster: Arc<Cluster>,
     /// The lease holder name of this frontend.
     holder: String,
-    lease_ttl: Duration,
+    options: NbdOptions,
     attached: Mutex<HashMap<String, Attachment>>,
 }
 
 impl NbdServer {
     pub fn new(cluster: Arc<Cluster>, holder: String) -> Arc<Self> {
-        Self::with_lease_ttl(cluster, holder, LEASE_TTL)
+        Self::with_options(cluster, holder, NbdOptions::default())
     }
 
-    /// A server whose attach leases last `lease_ttl` (tests shorten it).
-    pub fn with_lease_ttl(cluster: Arc<Cluster>, holder: String, lease_ttl: Duration) -> Arc<Self> {
-        Arc::new(Self { cluster, holder, lease_ttl, attached: Mutex::new(HashMap::new()) })
+    pub fn with_options(cluster: Arc<Cluster>, holder: String, options: NbdOptions) -> Arc<Self> {
+        Arc::new(Self { cluster, holder, options, attached: Mutex::new(HashMap::new()) })
     }
 
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
@@ -113,32 +138,36 @@ impl NbdServer {
     {
         let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
         let Some((name, negotiated)) = self.handshake(&mut r, &mut w).await? else { return Ok(()) };
-        let Some((vol, fence)) = self.attached(&name) else {
+        let Some(served) = self.attached(&name) else {
             return Err(NbdError::Protocol("export vanished".into()));
         };
         let session = Session { structured: negotiated.structured, allocation: negotiated.allocation(&name) };
-        let result = transmission(vol, fence, session, r, w).await;
+        let result = transmission(served, session, r, w).await;
         self.detach(&name).await;
         result
     }
 
-    fn attached(&self, name: &str) -> Option<(VolumeIo, Arc<Fence>)> {
-        self.lock().get(name).map(|a| (a.vol.clone(), a.fence.clone()))
+    fn attached(&self, name: &str) -> Option<Served> {
+        self.lock().get(name).map(|a| a.served.clone())
     }
 
     /// Opens `name` for a connection, taking the volume's attach lease if
-    /// this frontend does not hold it yet. Refused while another holds it.
+    /// this frontend does not hold it yet. Refused while another holds it,
+    /// and for an encrypted volume whose key this frontend cannot open.
     pub(crate) async fn attach(&self, name: &str) -> Result<VolumeIo, (u32, String)> {
-        if let Some(a) = self.lock().get_mut(name).filter(|a| a.fence.holds()) {
+        if let Some(a) = self.lock().get_mut(name).filter(|a| a.served.fence.holds()) {
             a.connections += 1;
-            return Ok(a.vol.clone());
+            return Ok(a.served.vol.clone());
         }
-        let meta = self.cluster.meta();
-        let acquire = Command::AcquireLease {
-            volume: name.into(),
-            holder: self.holder.clone(),
-            ttl_ms: self.lease_ttl.as_millis() as u64,
+        let vol = match self.cluster.open_volume(name).await {
+            Ok(vol) => vol,
+            Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
         };
+        let crypt = self.volume_key(&vol)?;
+        let meta = self.cluster.meta();
+        let ttl = self.options.lease_ttl;
+        let acquire =
+            Command::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
         let sent = Instant::now();
         let lease = match meta.write(acquire).await {
             Ok(Reply::Lease(lease)) => lease,
@@ -147,32 +176,47 @@ impl NbdServer {
             Err(e @ MetaError::LeaseHeld { .. }) => return Err((REP_ERR_POLICY, e.to_string())),
             Err(e) => return Err((REP_ERR_SHUTDOWN, e.to_string())),
         };
-        let vol = match self.cluster.open_volume(name).await {
-            Ok(vol) => vol,
-            Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
-        };
         let mut attached = self.lock();
         // Another connection may have attached it meanwhile: share that,
         // unless its lease was lost (a fresh one was just taken).
-        if attached.get(name).is_some_and(|a| !a.fence.holds()) {
+        if attached.get(name).is_some_and(|a| !a.served.fence.holds()) {
             if let Some(stale) = attached.remove(name) {
                 stale.renew.abort();
             }
         }
         let entry = attached.entry(name.to_string()).or_insert_with(|| {
-            let fence = Fence::new(sent, self.lease_ttl);
+            let fence = Fence::new(sent, ttl);
             let renew = tokio::spawn(lease::renew(
                 self.cluster.clone(),
                 name.to_string(),
                 self.holder.clone(),
                 lease.id,
-                self.lease_ttl,
+                ttl,
                 fence.clone(),
             ));
-            Attachment { vol, connections: 0, lease_id: lease.id, fence, renew: renew.abort_handle() }
+            let served = Served { vol, fence, crypt };
+            Attachment { served, connections: 0, lease_id: lease.id, renew: renew.abort_handle() }
         });
         entry.connections += 1;
-        Ok(entry.vol.clone())
+        Ok(entry.served.vol.clone())
+    }
+
+    /// The key of an encrypted volume, opened with this frontend's KEK.
+    fn volume_key(&self, vol: &VolumeIo) -> Result<Option<Arc<Sm4Xts>>, (u32, String)> {
+        let volume = vol.volume();
+        if volume.state == VolumeState::KeyDestroyed {
+            return Err((REP_ERR_POLICY, format!("volume {:?}'s key was destroyed: it is being deleted", volume.name)));
+        }
+        if volume.wrapped_key.is_empty() {
+            return Ok(None);
+        }
+        match open_volume_key(self.options.kek.as_ref(), &volume.name, &volume.wrapped_key) {
+            Ok(xts) => Ok(Some(Arc::new(xts))),
+            Err(e) => {
+                tracing::error!(volume = volume.name, error = %e, "refusing an encrypted volume");
+                Err((REP_ERR_POLICY, e.to_string()))
+            }
+        }
     }
 
     async fn detach(&self, name: &str) {

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use chuyi_client::{ClientError, VolumeExtent, VolumeIo};
+use chuyi_client::{ClientError, VolumeExtent};
 use chuyi_common::proto::chunk::ChunkErrorKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::lease::Fence;
+use crate::crypt;
 use crate::proto::*;
-use crate::server::NbdError;
+use crate::server::{NbdError, Served};
 
 /// Requests of one connection being served at once.
 const IN_FLIGHT: usize = 128;
@@ -44,13 +44,7 @@ enum Answer {
 
 /// Serves requests until DISC, the connection ends, or the volume's fence
 /// closes.
-pub async fn transmission<R, W>(
-    vol: VolumeIo,
-    fence: Arc<Fence>,
-    session: Session,
-    mut r: R,
-    mut w: W,
-) -> Result<(), NbdError>
+pub(crate) async fn transmission<R, W>(served: Served, session: Session, mut r: R, mut w: W) -> Result<(), NbdError>
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin + Send + 'static,
@@ -70,6 +64,7 @@ where
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize));
     let mut tasks = JoinSet::new();
+    let Served { vol, fence, crypt } = served;
     let size = vol.size();
     let fence_closed = fence.closed();
     tokio::pin!(fence_closed);
@@ -102,6 +97,9 @@ where
             kind: req.kind,
             session,
         };
+        // Encrypted volumes are enciphered per 4 KiB block: a request must
+        // cover whole ones (the minimum block size they advertise).
+        let whole_blocks = crypt.is_none() || crypt::aligned(req.offset, req.length);
         match req.kind {
             CMD_DISC => break Ok(()),
             CMD_WRITE if req.length > MAX_REQUEST => {
@@ -119,20 +117,32 @@ where
                     replier.error(ENOSPC, "write past the end of the volume").await;
                     continue;
                 }
+                if !whole_blocks {
+                    replier.error(EINVAL, crypt::UNALIGNED).await;
+                    continue;
+                }
                 let fua = req.flags & CMD_FLAG_FUA != 0;
-                let vol = vol.clone();
+                let (vol, crypt) = (vol.clone(), crypt.clone());
                 spawn(&mut tasks, &slots, replier, Some(held), async move {
+                    if let Some(xts) = crypt {
+                        crypt::encrypt(&xts, req.offset, &mut data);
+                    }
                     vol.write(req.offset, data.freeze(), fua).await.map(|()| Answer::Done)
                 })
                 .await;
             }
             CMD_READ if req.length > MAX_REQUEST => replier.error(EINVAL, "read larger than the maximum request").await,
             CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
+            CMD_READ | CMD_TRIM | CMD_WRITE_ZEROES if !whole_blocks => replier.error(EINVAL, crypt::UNALIGNED).await,
             CMD_READ => {
                 let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
-                let vol = vol.clone();
+                let (vol, crypt) = (vol.clone(), crypt.clone());
                 spawn(&mut tasks, &slots, replier, Some(held), async move {
-                    vol.read(req.offset, u64::from(req.length)).await.map(Answer::Data)
+                    let data = vol.read(req.offset, u64::from(req.length)).await?;
+                    Ok(Answer::Data(match crypt {
+                        Some(xts) => crypt::decrypt(&xts, req.offset, data),
+                        None => data,
+                    }))
                 })
                 .await;
             }

@@ -3,6 +3,9 @@
 //! default, IEEE 1619 as dm-crypt does it) for volume blocks, and
 //! [`Kek::wrap`]/[`Kek::unwrap`] for data keys and small records.
 //!
+//! Volume data keys, the master key (KEK) they are wrapped under, and
+//! their rotation and destruction are in `volume_key.rs`.
+//!
 //! Two implementations of the rounds, chosen once per process at run time;
 //! [`implementation`] names the one in use, [`Implementation`] lets tests
 //! and benchmarks pick one:
@@ -41,6 +44,7 @@ mod block;
 mod key_schedule;
 mod sbox;
 mod soft;
+mod volume_key;
 mod wrap;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -48,6 +52,10 @@ mod xts;
 
 pub use block::{Implementation, Sm4};
 pub use key_schedule::SM4_KEY_BYTES;
+pub use volume_key::{
+    generate_kek_hex, is_wrapped_under, load_kek, new_wrapped_volume_key, open_volume_key, parse_kek,
+    rewrap_volume_key, KeyError, KEK_ENV,
+};
 pub use wrap::{
     Kek, WrapError, WRAP_KEY_ID_BYTES, WRAP_NONCE_BYTES, WRAP_OVERHEAD_BYTES, WRAP_TAG_BYTES, WRAP_VERSION,
 };

@@ -99,6 +99,8 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::PutObject { bucket, key, object } => put_object(t, ctx, bucket, key, object),
         Command::DeleteObject { bucket, key, version_id } => delete_object(t, ctx, bucket, key, version_id.as_deref()),
         Command::ReportUnreachable { reporter, node } => report_unreachable(t, ctx, *reporter, *node),
+        Command::DestroyVolumeKey { name, holder } => destroy_volume_key(t, ctx, name, holder),
+        Command::RewrapVolumeKey { name, old, new } => rewrap_volume_key(t, name, old, new),
     }
 }
 
@@ -492,6 +494,36 @@ fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> Applied {
     }
     t.delete(&keys::volume(name));
     Ok(Ok(Reply::Done))
+}
+
+fn destroy_volume_key(t: &mut impl TablesMut, ctx: Ctx, name: &str, holder: &str) -> Applied {
+    let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    if let Some(lease) = volume.lease.clone().filter(|l| l.is_live(ctx.now_ms) && l.holder != holder) {
+        refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
+    }
+    if volume.wrapped_key.is_empty() && volume.state != VolumeState::KeyDestroyed {
+        refuse!(MetaError::invalid("volume key", format!("volume {name} is not encrypted")));
+    }
+    volume.wrapped_key.clear();
+    volume.state = VolumeState::KeyDestroyed;
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(Reply::Volume(volume)))
+}
+
+fn rewrap_volume_key(t: &mut impl TablesMut, name: &str, old: &[u8], new: &[u8]) -> Applied {
+    let Some(mut volume) = view::volume(t, name)? else { refuse!(MetaError::not_found(Kind::Volume, name)) };
+    if volume.wrapped_key.is_empty() || new.is_empty() {
+        refuse!(MetaError::invalid(
+            "volume key",
+            format!("volume {name} has no key to rewrap, or the new one is empty")
+        ));
+    }
+    if volume.wrapped_key != old {
+        refuse!(MetaError::invalid("volume key", format!("volume {name}'s key changed meanwhile")));
+    }
+    volume.wrapped_key = new.to_vec();
+    t.put_rec("volume", &keys::volume(name), &volume)?;
+    Ok(Ok(Reply::Volume(volume)))
 }
 
 fn check_ttl(ttl_ms: u64) -> Result<(), MetaError> {

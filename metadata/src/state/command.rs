@@ -151,6 +151,21 @@ pub enum Command {
         reporter: NodeId,
         node: NodeId,
     },
+    /// Crypto-erase: forgets an encrypted volume's wrapped data key, so its
+    /// data can never be read again (it is freed afterwards). Refused while
+    /// a frontend other than `holder` holds the volume's lease.
+    DestroyVolumeKey {
+        name: String,
+        holder: String,
+    },
+    /// Replaces an encrypted volume's wrapped key by the same data key
+    /// wrapped under a new KEK, only if it is still `old` (rotation runs
+    /// once per volume, and never undoes a concurrent change).
+    RewrapVolumeKey {
+        name: String,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

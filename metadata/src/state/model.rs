@@ -137,7 +137,9 @@ pub struct Volume {
     pub pool: String,
     pub size_bytes: u64,
     pub chunk_size_bytes: u32,
-    /// The volume's data key wrapped by the KEK; opaque here.
+    /// The volume's data key wrapped by the KEK; opaque here. Empty for a
+    /// volume that is not encrypted (or whose key was destroyed: see
+    /// `state`).
     pub wrapped_key: Vec<u8>,
     pub state: VolumeState,
     pub lease: Option<Lease>,
@@ -147,6 +149,9 @@ pub struct Volume {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeState {
     Ready,
+    /// An encrypted volume whose data key was destroyed (crypto-erase, the
+    /// first step of deleting it): nothing of it can be read or attached.
+    KeyDestroyed,
 }
 
 /// The right of one frontend to write a volume, until `expires_ms`.

@@ -8,7 +8,9 @@ use super::apply::{apply, Ctx};
 use super::command::{Command, Reply};
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
-use super::model::{ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, Redundancy, Versioning};
+use super::model::{
+    ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, Redundancy, Versioning, VolumeState,
+};
 use super::tables::memory::MemTables;
 use super::view;
 
@@ -184,6 +186,41 @@ fn leases_exclude_other_holders_until_expiry_and_refuse_stale_renewals() {
     assert!(matches!(w.run(release_old), Err(MetaError::StaleLease { .. })));
     w.ok(Command::ReleaseLease { volume: "vm1".into(), holder: "fe-b".into(), lease_id: taken.id });
     w.ok(Command::DeleteVolume { name: "vm1".into() });
+}
+
+#[test]
+fn volume_keys_are_rewrapped_only_from_their_value_and_destroyed_only_by_the_holder() {
+    let mut w = World::cluster(2);
+    w.ok(Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "ssd".into(),
+        size_bytes: 10 * GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![1],
+    });
+    let stale = Command::RewrapVolumeKey { name: "vm1".into(), old: vec![9], new: vec![2] };
+    assert!(matches!(w.run(stale), Err(MetaError::Invalid { .. })), "not from a value it no longer has");
+    let Reply::Volume(v) = w.ok(Command::RewrapVolumeKey { name: "vm1".into(), old: vec![1], new: vec![2] }) else {
+        panic!()
+    };
+    assert_eq!(v.wrapped_key, vec![2]);
+    w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe-a".into(), ttl_ms: 5000 });
+    let by_other = Command::DestroyVolumeKey { name: "vm1".into(), holder: "deleter".into() };
+    assert!(matches!(w.run(by_other.clone()), Err(MetaError::LeaseHeld { .. })));
+    w.now_ms += 5001;
+    let Reply::Volume(v) = w.ok(by_other) else { panic!() };
+    assert!(v.wrapped_key.is_empty() && v.state == VolumeState::KeyDestroyed);
+    let rewrap = Command::RewrapVolumeKey { name: "vm1".into(), old: vec![], new: vec![3] };
+    assert!(matches!(w.run(rewrap), Err(MetaError::Invalid { .. })), "a destroyed key stays destroyed");
+    w.ok(Command::CreateVolume {
+        name: "plain".into(),
+        pool: "ssd".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    });
+    let plain = Command::DestroyVolumeKey { name: "plain".into(), holder: "x".into() };
+    assert!(matches!(w.run(plain), Err(MetaError::Invalid { .. })));
 }
 
 #[test]

@@ -1,0 +1,91 @@
+//! `chuyi key generate|rotate`: the master key (KEK) of encrypted volumes.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chuyi_common::sm4::{generate_kek_hex, is_wrapped_under, load_kek, rewrap_volume_key};
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::Command;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cluster::ClusterArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCmd {
+    /// Write a fresh random KEK (32 hex digits) to FILE, readable by its
+    /// owner only; refuses to overwrite one.
+    Generate { file: PathBuf },
+    /// Re-wrap every encrypted volume's key under the KEK in NEW_KEK_FILE
+    /// (the current KEK, from --kek-file or the config, opens them). No
+    /// data is touched; run it again to finish an interrupted rotation.
+    /// Frontends must be given the new KEK before they next attach.
+    Rotate {
+        #[arg(long, value_name = "NEW_KEK_FILE")]
+        new_kek_file: PathBuf,
+    },
+}
+
+pub async fn run(args: &ClusterArgs, cmd: KeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeyCmd::Generate { file } => generate(&file),
+        KeyCmd::Rotate { new_kek_file } => rotate(args, &new_kek_file).await,
+    }
+}
+
+fn generate(file: &std::path::Path) -> anyhow::Result<()> {
+    write_new_kek(file)?;
+    println!("a new master key (KEK) is in {}; keep a copy off the cluster's disks", file.display());
+    Ok(())
+}
+
+/// Creates `file` (it must not exist) with a fresh KEK, readable by its
+/// owner only from the start.
+pub fn write_new_kek(file: &std::path::Path) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating {}", file.display()))?;
+    f.write_all(generate_kek_hex().as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+async fn rotate(args: &ClusterArgs, new_file: &std::path::Path) -> anyhow::Result<()> {
+    let old = args.kek()?.context("rotating needs the current KEK: --kek-file, $CHUYI_KEK_FILE or kek_file")?;
+    let new = load_kek(Some(new_file))?.context("no new KEK")?;
+    let meta = args.client()?;
+    let ApiReply::Volumes(volumes) = meta.read(Query::Volumes).await? else { bail!("unexpected reply") };
+    let encrypted: Vec<_> = volumes.into_iter().filter(|v| !v.wrapped_key.is_empty()).collect();
+    let bar = ProgressBar::new(encrypted.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("re-wrapping volume keys {bar:40} {pos}/{len} {percent}%")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut rewrapped, mut already) = (0, 0);
+    for v in &encrypted {
+        if is_wrapped_under(&new, &v.wrapped_key) {
+            already += 1;
+        } else {
+            let wrapped = rewrap_volume_key(&old, &new, &v.name, &v.wrapped_key)?;
+            let command = Command::RewrapVolumeKey { name: v.name.clone(), old: v.wrapped_key.clone(), new: wrapped };
+            meta.write(command).await.with_context(|| format!("storing volume {}'s re-wrapped key", v.name))?;
+            rewrapped += 1;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::json!({ "rewrapped": rewrapped, "already_under_new_kek": already }));
+    } else {
+        println!("{rewrapped} volume keys re-wrapped under the new KEK ({already} already were)");
+    }
+    Ok(())
+}
