@@ -3,7 +3,8 @@
 //! written plaintext appears nowhere in the storage nodes' files, and does
 //! for a plain volume, which proves the search works), data read back after
 //! every node restarts, a missing or wrong KEK refused with a message that
-//! says so, `chuyi key rotate`, and a delete that destroys the key first.
+//! says so, `chuyi key rotate`, a pool that encrypts every volume, and a
+//! delete that destroys the key first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
@@ -106,6 +107,16 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
     );
     let info = cli(&cluster, &["volume", "info", "secret"]);
     assert!(info.contains("sm4-xts"), "{info}");
+    // A pool that encrypts every volume: without the KEK a volume cannot
+    // be made there, with it every new one is encrypted unasked.
+    cli(&cluster, &["pool", "set", pool, "--encrypt", "true"]);
+    assert!(cli(&cluster, &["pool", "list"]).contains("always"));
+    let (ok, _, err) = cluster.cli(&["volume", "create", "auto", "--size", "16MiB", "--pool", pool]).expect("chuyi");
+    assert!(!ok && err.contains("master key"), "{err}");
+    cli(&cluster, &["--kek-file", &kek_str, "volume", "create", "auto", "--size", "16MiB", "--pool", pool]);
+    assert!(cli(&cluster, &["volume", "info", "auto"]).contains("sm4-xts"));
+    cli(&cluster, &["pool", "set", pool, "--encrypt", "false"]);
+    cli(&cluster, &["volume", "delete", "auto"]);
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
 
     let blocks = 1024; // 4 MiB

@@ -11,7 +11,7 @@ use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::size::ByteSize;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
-use chuyi_metadata::state::model::{NodeState, Redundancy};
+use chuyi_metadata::state::model::{NodeState, PoolDefaults, Redundancy};
 use chuyi_metadata::state::{Command, Reply};
 use serde::Serialize;
 
@@ -35,6 +35,14 @@ pub enum PoolCmd {
         separate_failure_domains: bool,
     },
     List,
+    /// Set what the pool's new volumes get: with `--encrypt true` every
+    /// new volume must be encrypted (`chuyi volume create` then encrypts
+    /// without being asked).
+    Set {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        encrypt: bool,
+    },
     Delete {
         name: String,
     },
@@ -244,9 +252,12 @@ pub async fn pool(args: &ClusterArgs, cmd: PoolCmd) -> anyhow::Result<()> {
             if args.json {
                 return print_json(&pools);
             }
-            let mut t = Table::new(&["POOL", "ID", "CLASS", "REDUNDANCY", "PGS", "DOMAINS"]);
+            let mut t = Table::new(&["POOL", "ID", "CLASS", "REDUNDANCY", "PGS", "DOMAINS", "ENCRYPT"]);
             for p in pools {
                 let domains = if p.separate_failure_domains { "separate" } else { "any" };
+                let ApiReply::PoolDefaults(defaults) = client.read(Query::PoolDefaults(p.name.clone())).await? else {
+                    bail!("unexpected reply")
+                };
                 t.row(vec![
                     p.name,
                     p.id.to_string(),
@@ -254,9 +265,18 @@ pub async fn pool(args: &ClusterArgs, cmd: PoolCmd) -> anyhow::Result<()> {
                     p.redundancy.to_string(),
                     p.pg_count.to_string(),
                     domains.into(),
+                    if defaults.encrypt { "always" } else { "on request" }.into(),
                 ]);
             }
             t.print();
+        }
+        PoolCmd::Set { name, encrypt } => {
+            let defaults = PoolDefaults { encrypt };
+            client.write(Command::SetPoolDefaults { pool: name.clone(), defaults }).await?;
+            println!(
+                "pool {name}: new volumes {}",
+                if encrypt { "are always encrypted" } else { "are encrypted on request" }
+            );
         }
         PoolCmd::Delete { name } => {
             client.write(Command::DeletePool { name: name.clone() }).await?;

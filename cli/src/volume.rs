@@ -63,9 +63,16 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
     let meta = args.client()?;
     match cmd {
         VolumeCmd::Create { name, size, pool, encrypt } => {
+            let encrypt = encrypt || {
+                let ApiReply::PoolDefaults(d) = meta.read(Query::PoolDefaults(pool.clone())).await? else {
+                    bail!("unexpected reply")
+                };
+                d.encrypt
+            };
             let wrapped_key = if encrypt {
                 let kek = args.kek()?.context(
-                    "--encrypt needs the master key (KEK): --kek-file, $CHUYI_KEK_FILE, $CHUYI_KEK or kek_file in the config",
+                    "an encrypted volume (--encrypt, or a pool that encrypts every volume) needs the master key (KEK): \
+                     --kek-file, $CHUYI_KEK_FILE, $CHUYI_KEK or kek_file in the config",
                 )?;
                 new_wrapped_volume_key(&kek, &name)
             } else {

@@ -14,7 +14,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::state::listing::{ListRequest, Listing};
-use crate::state::model::{Bucket, ClusterMap, ObjectRecord, Pool, User, Volume};
+use crate::state::model::{Bucket, ClusterMap, ObjectRecord, Pool, PoolDefaults, User, Volume};
 use crate::state::{Command, MetaError, Reply};
 use crate::store::TypeConfig;
 
@@ -80,6 +80,8 @@ pub enum Query {
         version_id: Option<String>,
     },
     List(ListRequest),
+    /// What a pool's new volumes get by default.
+    PoolDefaults(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +112,7 @@ pub enum ApiReply {
         secret_key: String,
     },
     Done,
+    PoolDefaults(PoolDefaults),
 }
 
 /// A Raft member as `chuyi status` shows it.

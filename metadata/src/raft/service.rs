@@ -92,6 +92,9 @@ impl MetaService {
         Ok(match query {
             Query::Map => ApiReply::Map(r.map().map_err(store_error)?),
             Query::Pools => ApiReply::Pools(r.pools().map_err(store_error)?),
+            Query::PoolDefaults(name) => ApiReply::PoolDefaults(
+                r.pool_defaults(&name).map_err(store_error)?.ok_or_else(|| missing(Kind::Pool, &name))?,
+            ),
             Query::Volume(name) => {
                 ApiReply::Volume(r.volume(&name).map_err(store_error)?.ok_or_else(|| missing(Kind::Volume, &name))?)
             }

@@ -14,8 +14,8 @@ use super::command::{Command, PoolChange, Reply};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, Quarantine, User,
-    Versioning, Volume, VolumeState, NULL_VERSION,
+    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, PoolDefaults, Quarantine,
+    User, Versioning, Volume, VolumeState, NULL_VERSION,
 };
 use super::names;
 use super::tables::TablesMut;
@@ -101,6 +101,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::ReportUnreachable { reporter, node } => report_unreachable(t, ctx, *reporter, *node),
         Command::DestroyVolumeKey { name, holder } => destroy_volume_key(t, ctx, name, holder),
         Command::RewrapVolumeKey { name, old, new } => rewrap_volume_key(t, name, old, new),
+        Command::SetPoolDefaults { pool, defaults } => set_pool_defaults(t, pool, defaults),
     }
 }
 
@@ -404,6 +405,7 @@ fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
         t.delete(&keys::pg(pool.id, pg));
     }
     t.delete(&keys::pool(name));
+    t.delete(&keys::pool_defaults(name));
     bump_epoch(t)?;
     Ok(Ok(Reply::Done))
 }
@@ -443,6 +445,12 @@ fn create_volume(
         refuse!(MetaError::exists(Kind::Volume, name));
     }
     let Some(pool) = view::pool(t, pool_name)? else { refuse!(MetaError::not_found(Kind::Pool, pool_name)) };
+    if wrapped_key.is_empty() && view::pool_defaults(t, pool_name)?.encrypt {
+        refuse!(MetaError::invalid(
+            "volume",
+            format!("pool {pool_name} encrypts every volume: create {name} encrypted (this needs the KEK)")
+        ));
+    }
     if let Some(e) = check_fits(t, &pool, size_bytes)? {
         refuse!(e);
     }
@@ -493,6 +501,14 @@ fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> Applied {
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
     t.delete(&keys::volume(name));
+    Ok(Ok(Reply::Done))
+}
+
+fn set_pool_defaults(t: &mut impl TablesMut, name: &str, defaults: &PoolDefaults) -> Applied {
+    if view::pool(t, name)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Pool, name));
+    }
+    t.put_rec("pool defaults", &keys::pool_defaults(name), defaults)?;
     Ok(Ok(Reply::Done))
 }
 

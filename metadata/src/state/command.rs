@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MetaError;
 use super::model::{
-    Bucket, BucketSettings, DiskRecord, Lease, Millis, ObjectPut, Pool, Redundancy, User, Versioning, Volume,
+    Bucket, BucketSettings, DiskRecord, Lease, Millis, ObjectPut, Pool, PoolDefaults, Redundancy, User, Versioning,
+    Volume,
 };
 use crate::placement::{DiskRef, PgChange};
 
@@ -165,6 +166,11 @@ pub enum Command {
         name: String,
         old: Vec<u8>,
         new: Vec<u8>,
+    },
+    /// Sets what a pool's new volumes get by default.
+    SetPoolDefaults {
+        pool: String,
+        defaults: PoolDefaults,
     },
 }
 

@@ -22,6 +22,11 @@ pub(crate) const T_BUCKET: u8 = 0x06;
 pub(crate) const T_USER_NAME: u8 = 0x07;
 /// Nodes marked down on a peer's report, and until when they stay down.
 pub(crate) const T_QUARANTINE: u8 = 0x08;
+/// Pool name → the defaults its new volumes get ([`PoolDefaults`]); a pool
+/// without a record has the default ones.
+///
+/// [`PoolDefaults`]: super::model::PoolDefaults
+pub(crate) const T_POOL_DEFAULTS: u8 = 0x09;
 /// The object index: every version of every object.
 pub(crate) const T_OBJECT: u8 = 0x10;
 
@@ -99,6 +104,12 @@ pub(crate) fn table_range(t: u8) -> (Vec<u8>, Vec<u8>) {
 pub(crate) fn node(id: NodeId) -> Vec<u8> {
     let mut k = table(T_NODE);
     k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn pool_defaults(name: &str) -> Vec<u8> {
+    let mut k = table(T_POOL_DEFAULTS);
+    push_str(&mut k, name.as_bytes());
     k
 }
 

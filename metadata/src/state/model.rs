@@ -92,6 +92,15 @@ pub struct Pool {
     pub separate_failure_domains: bool,
 }
 
+/// What a pool's new volumes get unless told otherwise. Kept beside the
+/// pool record, not in it, so pools written before it existed still read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolDefaults {
+    /// Every volume of the pool is encrypted: creating one without a
+    /// wrapped key is refused.
+    pub encrypt: bool,
+}
+
 /// One placement group of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgRecord {

@@ -9,7 +9,7 @@ use super::command::{Command, Reply};
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, Redundancy, Versioning, VolumeState,
+    ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, PoolDefaults, Redundancy, Versioning, VolumeState,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -221,6 +221,18 @@ fn volume_keys_are_rewrapped_only_from_their_value_and_destroyed_only_by_the_hol
     });
     let plain = Command::DestroyVolumeKey { name: "plain".into(), holder: "x".into() };
     assert!(matches!(w.run(plain), Err(MetaError::Invalid { .. })));
+    // A pool that encrypts every volume refuses one without a key.
+    w.ok(Command::SetPoolDefaults { pool: "ssd".into(), defaults: PoolDefaults { encrypt: true } });
+    let unencrypted = Command::CreateVolume {
+        name: "plain2".into(),
+        pool: "ssd".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![],
+    };
+    assert!(matches!(w.run(unencrypted), Err(MetaError::Invalid { .. })));
+    let missing = Command::SetPoolDefaults { pool: "nope".into(), defaults: PoolDefaults::default() };
+    assert!(matches!(w.run(missing), Err(MetaError::NotFound { .. })));
 }
 
 #[test]

@@ -4,8 +4,8 @@ use chuyi_common::ids::NodeId;
 
 use super::keys;
 use super::model::{
-    seq_of_version_id, Bucket, ClusterMap, DiskState, NodeRecord, NodeState, ObjectRecord, PgRecord, Pool, User,
-    Volume, NULL_VERSION,
+    seq_of_version_id, Bucket, ClusterMap, DiskState, NodeRecord, NodeState, ObjectRecord, PgRecord, Pool,
+    PoolDefaults, User, Volume, NULL_VERSION,
 };
 use super::tables::Tables;
 use crate::placement::{DiskView, NodeView, PoolRule};
@@ -57,6 +57,10 @@ fn node_view(n: &NodeRecord) -> NodeView {
 
 pub(crate) fn pool(t: &impl Tables, name: &str) -> Result<Option<Pool>, StoreError> {
     t.get_rec("pool", &keys::pool(name))
+}
+
+pub(crate) fn pool_defaults(t: &impl Tables, name: &str) -> Result<PoolDefaults, StoreError> {
+    Ok(t.get_rec("pool defaults", &keys::pool_defaults(name))?.unwrap_or_default())
 }
 
 pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, StoreError> {

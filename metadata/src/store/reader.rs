@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::rocks::Rocks;
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
-use crate::state::model::{Bucket, ClusterMap, NodeRecord, ObjectRecord, Pool, User, Volume};
+use crate::state::model::{Bucket, ClusterMap, NodeRecord, ObjectRecord, Pool, PoolDefaults, User, Volume};
 use crate::state::view;
 
 /// Versions of one key examined to find its null version in a read.
@@ -52,6 +52,14 @@ impl StateReader {
 
     pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
         view::pools(&self.rocks.view())
+    }
+
+    pub fn pool_defaults(&self, name: &str) -> Result<Option<PoolDefaults>, StoreError> {
+        let view = self.rocks.view();
+        if view::pool(&view, name)?.is_none() {
+            return Ok(None);
+        }
+        view::pool_defaults(&view, name).map(Some)
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<Volume>, StoreError> {
