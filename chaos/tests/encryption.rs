@@ -142,6 +142,22 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         })
         .await;
     }
+    // A client that cannot learn the 4 KiB block size (EXPORT_NAME) is
+    // refused the encrypted volume: the server closes.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(fe).await.expect("connect");
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).await.expect("greeting");
+        s.write_u32(3).await.expect("flags");
+        s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
+        s.write_u32(1).await.expect("EXPORT_NAME");
+        s.write_u32(6).await.expect("length");
+        s.write_all(b"secret").await.expect("name");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "EXPORT_NAME of an encrypted volume: {closed:?} {rest:?}");
+    }
     assert_eq!(blocks_on_nodes(&cluster, "PLAIN-VOLUME-MARKER-"), 2 * blocks, "a plain volume's blocks are found");
     assert_eq!(blocks_on_nodes(&cluster, "SECRET-VOLUME-MARKER-"), 0, "no plaintext of the encrypted volume");
 

@@ -442,3 +442,49 @@ async fn a_frontend_that_loses_its_lease_stops_serving() {
     }
     assert!(served, "frontend B never got the volume after A's lease ran out");
 }
+
+/// Connections racing to attach one volume share one lease: it is renewed
+/// past its first term and every connection keeps being served; when the
+/// last one goes, the lease is released and another frontend gets the
+/// volume at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_attaches_share_one_lease() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, _) = serve(16, &[]).await;
+    let ttl = Duration::from_secs(3);
+    let options = || NbdOptions { lease_ttl: ttl, kek: None };
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let a = serve_tcp(NbdServer::with_options(client, "frontend-a".into(), options())).await;
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let b = serve_tcp(NbdServer::with_options(client, "frontend-b".into(), options())).await;
+
+    let mut conns = futures::future::join_all((0..4).map(|_| raw_attach(a, 16 << 20))).await;
+    // Past the fence's margin of the first term: only renewals keep it.
+    tokio::time::sleep(ttl).await;
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
+        req.extend_from_slice(&0u32.to_be_bytes());
+        req.extend_from_slice(&(i as u64).to_be_bytes());
+        req.extend_from_slice(&0u64.to_be_bytes());
+        req.extend_from_slice(&4096u32.to_be_bytes());
+        s.write_all(&req).await.expect("read request");
+        let mut reply = vec![0u8; 16 + 4096];
+        s.read_exact(&mut reply).await.unwrap_or_else(|e| panic!("connection {i} was dropped: {e}"));
+        assert_eq!(&reply[4..8], &[0, 0, 0, 0], "connection {i} got an error");
+    }
+    drop(conns);
+    let uri = format!("nbd://{b}/vol0");
+    let mut served = false;
+    for _ in 0..20 {
+        let u = uri.clone();
+        let (ok, _) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &u]))
+            .await
+            .expect("qemu-io");
+        if ok {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the lease was not released when the last connection went");
+}

@@ -71,7 +71,7 @@ async fn rotate(args: &ClusterArgs, new_file: &std::path::Path) -> anyhow::Resul
     }
     let (mut rewrapped, mut already) = (0, 0);
     for v in &encrypted {
-        if is_wrapped_under(&new, &v.wrapped_key) {
+        if is_wrapped_under(&new, &v.name, &v.wrapped_key) {
             already += 1;
         } else {
             let wrapped = rewrap_volume_key(&old, &new, &v.name, &v.wrapped_key)?;

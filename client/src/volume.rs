@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use chuyi_common::ids::ChunkId;
+use chuyi_common::proto::chunk::Extent;
 use chuyi_metadata::state::model::Volume;
 
 use crate::cluster::Cluster;
@@ -17,6 +18,9 @@ pub struct VolumeIo {
     cluster: Arc<Cluster>,
     volume: Arc<Volume>,
 }
+
+/// Chunks asked for their extents at once by one [`VolumeIo::extents`].
+const EXTENTS_IN_FLIGHT: usize = 16;
 
 /// A run of a volume's bytes that holds data or reads as zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,15 +88,29 @@ impl VolumeIo {
 
     /// Which bytes of `[offset, offset + len)` hold data and which read as
     /// zeros: runs from `offset`, neighbours of different kinds, covering
-    /// the range. Chunks are asked concurrently.
+    /// the range exactly. A few chunks are asked at a time, in order.
     pub async fn extents(&self, offset: u64, len: u64) -> Result<Vec<VolumeExtent>, ClientError> {
+        use futures::{StreamExt, TryStreamExt};
         let pieces = self.pieces(offset, len)?;
-        let asks = pieces.iter().map(|p| self.cluster.chunk_extents(p.chunk, p.offset, p.len));
+        let asks =
+            futures::stream::iter(pieces.iter().copied().map(|p| self.cluster.chunk_extents(p.chunk, p.offset, p.len)));
+        let answers: Vec<Vec<Extent>> = asks.buffered(EXTENTS_IN_FLIGHT).try_collect().await?;
         let mut out: Vec<VolumeExtent> = Vec::new();
-        for extent in futures::future::try_join_all(asks).await?.into_iter().flatten() {
-            match out.last_mut() {
-                Some(last) if last.data == extent.data => last.len += u64::from(extent.len),
-                _ => out.push(VolumeExtent { len: u64::from(extent.len), data: extent.data }),
+        for (piece, extents) in pieces.iter().zip(&answers) {
+            // A node's answer must cover its piece exactly; a short or long
+            // one would shift every extent after it.
+            let covered: u64 = extents.iter().map(|e| u64::from(e.len)).sum();
+            if covered != u64::from(piece.len) || extents.iter().any(|e| e.len == 0) {
+                return Err(ClientError::Unexpected(format!(
+                    "extents of chunk {} cover {covered} bytes of {}",
+                    piece.chunk, piece.len
+                )));
+            }
+            for extent in extents {
+                match out.last_mut() {
+                    Some(last) if last.data == extent.data => last.len += u64::from(extent.len),
+                    _ => out.push(VolumeExtent { len: u64::from(extent.len), data: extent.data }),
+                }
             }
         }
         Ok(out)

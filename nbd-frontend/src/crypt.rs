@@ -23,24 +23,25 @@ pub fn aligned(offset: u64, length: u32) -> bool {
     offset.is_multiple_of(BLOCK) && u64::from(length).is_multiple_of(BLOCK)
 }
 
-/// Enciphers `data`, which starts at `offset` (both whole blocks), in place.
+/// Enciphers `data`, which starts at `offset` (both whole blocks: the
+/// caller checked, see [`aligned`]), in place.
 pub fn encrypt(xts: &Sm4Xts, offset: u64, data: &mut [u8]) {
+    assert!(aligned(offset, data.len() as u32), "only whole blocks are enciphered");
     for (i, block) in data.chunks_exact_mut(BLOCK_SIZE_BYTES).enumerate() {
-        // A 4096-byte unit is never too short, and unit numbers of a
-        // volume's blocks cannot overflow: nothing here can fail.
-        let _ = xts.encrypt_unit(offset / BLOCK + i as u64, block);
+        xts.encrypt_unit(offset / BLOCK + i as u64, block).expect("a 4 KiB unit of a volume always enciphers");
     }
 }
 
 /// Deciphers `data` read at `offset`, leaving all-zero blocks as zeros;
 /// in place when nothing else shares the buffer.
 pub fn decrypt(xts: &Sm4Xts, offset: u64, data: Bytes) -> Bytes {
+    assert!(aligned(offset, data.len() as u32), "only whole blocks are deciphered");
     let mut out = data.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     for (i, block) in out.chunks_exact_mut(BLOCK_SIZE_BYTES).enumerate() {
         if block == ZERO_BLOCK.as_slice() {
             continue;
         }
-        let _ = xts.decrypt_unit(offset / BLOCK + i as u64, block);
+        xts.decrypt_unit(offset / BLOCK + i as u64, block).expect("a 4 KiB unit of a volume always deciphers");
     }
     out.freeze()
 }

@@ -2,11 +2,13 @@
 //! chooses (fixed newstyle; EXPORT_NAME, LIST, INFO, GO, ABORT,
 //! STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT).
 
+use std::sync::Arc;
+
 use chuyi_metadata::proto::{ApiReply, Query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::*;
-use crate::server::{NbdError, NbdServer};
+use crate::server::{Attached, NbdError, NbdServer};
 
 /// What the client chose during option haggling.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,7 +38,11 @@ impl Negotiated {
 impl NbdServer {
     /// Option haggling. `Some` once the client has chosen (and attached) an
     /// export, `None` when it aborted.
-    pub(crate) async fn handshake<R, W>(&self, r: &mut R, w: &mut W) -> Result<Option<(String, Negotiated)>, NbdError>
+    pub(crate) async fn handshake<R, W>(
+        self: &Arc<Self>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Result<Option<(Attached, Negotiated)>, NbdError>
     where
         R: AsyncReadExt + Unpin,
         W: AsyncWriteExt + Unpin,
@@ -67,14 +73,19 @@ impl NbdServer {
                     // No way to send an error here: a refusal closes.
                     let name =
                         String::from_utf8(data).map_err(|_| NbdError::Protocol("export name not UTF-8".into()))?;
-                    let vol = self.attach(&name).await.map_err(|(_, why)| NbdError::Protocol(why))?;
-                    w.write_u64(vol.size()).await?;
+                    let attached = self.attach(&name).await.map_err(|(_, why)| NbdError::Protocol(why))?;
+                    if attached.served.crypt.is_some() {
+                        // EXPORT_NAME cannot tell the client that this
+                        // volume takes whole 4 KiB blocks only.
+                        return Err(NbdError::Protocol(format!("encrypted volume {name:?} needs NBD_OPT_GO")));
+                    }
+                    w.write_u64(attached.served.vol.size()).await?;
                     w.write_u16(negotiated.transmission_flags()).await?;
                     if !no_zeroes {
                         w.write_all(&[0u8; 124]).await?;
                     }
                     w.flush().await?;
-                    return Ok(Some((name, negotiated)));
+                    return Ok(Some((attached, negotiated)));
                 }
                 OPT_ABORT => {
                     w.write_all(&option_reply(option, REP_ACK, &[])).await?;
@@ -86,8 +97,8 @@ impl NbdServer {
                 }
                 OPT_LIST => self.list(option, w).await?,
                 OPT_INFO | OPT_GO => {
-                    if let Some(name) = self.info(option, &data, &negotiated, w).await? {
-                        return Ok(Some((name, negotiated)));
+                    if let Some(attached) = self.info(option, &data, &negotiated, w).await? {
+                        return Ok(Some((attached, negotiated)));
                     }
                 }
                 OPT_STRUCTURED_REPLY if !data.is_empty() => {
@@ -121,21 +132,21 @@ impl NbdServer {
         Ok(())
     }
 
-    /// INFO describes an export; GO also attaches it (`Some(name)`).
+    /// INFO describes an export; GO also attaches it (`Some`).
     async fn info<W: AsyncWriteExt + Unpin>(
-        &self,
+        self: &Arc<Self>,
         option: u32,
         data: &[u8],
         negotiated: &Negotiated,
         w: &mut W,
-    ) -> Result<Option<String>, NbdError> {
+    ) -> Result<Option<Attached>, NbdError> {
         let Some((name, infos)) = parse_info_request(data) else {
             w.write_all(&option_reply(option, REP_ERR_INVALID, b"malformed INFO/GO request")).await?;
             return Ok(None);
         };
-        let (size, encrypted) = if option == OPT_GO {
+        let (size, encrypted, attached) = if option == OPT_GO {
             match self.attach(&name).await {
-                Ok(vol) => (vol.size(), !vol.volume().wrapped_key.is_empty()),
+                Ok(a) => (a.served.vol.size(), a.served.crypt.is_some(), Some(a)),
                 Err((kind, why)) => {
                     w.write_all(&option_reply(option, kind, why.as_bytes())).await?;
                     return Ok(None);
@@ -143,7 +154,7 @@ impl NbdServer {
             }
         } else {
             match self.cluster().meta().read(Query::Volume(name.clone())).await {
-                Ok(ApiReply::Volume(v)) => (v.size_bytes, !v.wrapped_key.is_empty()),
+                Ok(ApiReply::Volume(v)) => (v.size_bytes, !v.wrapped_key.is_empty(), None),
                 _ => {
                     w.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no volume {name:?}").as_bytes()))
                         .await?;
@@ -151,12 +162,19 @@ impl NbdServer {
                 }
             }
         };
+        if encrypted && !infos.contains(&INFO_BLOCK_SIZE) {
+            // It takes whole 4 KiB blocks only, which a client that does
+            // not ask for block sizes would not know (`attached`, if any,
+            // detaches as it drops).
+            let why = b"an encrypted volume takes whole 4 KiB blocks: ask for NBD_INFO_BLOCK_SIZE";
+            w.write_all(&option_reply(option, REP_ERR_BLOCK_SIZE_REQD, why)).await?;
+            return Ok(None);
+        }
         let mut export = INFO_EXPORT.to_be_bytes().to_vec();
         export.extend_from_slice(&size.to_be_bytes());
         export.extend_from_slice(&negotiated.transmission_flags().to_be_bytes());
         w.write_all(&option_reply(option, REP_INFO, &export)).await?;
-        // Encrypted volumes need whole blocks, so they always say so.
-        if infos.contains(&INFO_BLOCK_SIZE) || encrypted {
+        if infos.contains(&INFO_BLOCK_SIZE) {
             let min = if encrypted { PREFERRED_BLOCK } else { MIN_BLOCK };
             let mut sizes = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
             for v in [min, PREFERRED_BLOCK, MAX_REQUEST] {
@@ -166,7 +184,7 @@ impl NbdServer {
         }
         w.write_all(&option_reply(option, REP_ACK, &[])).await?;
         w.flush().await?;
-        Ok((option == OPT_GO).then_some(name))
+        Ok(attached)
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_metadata::state::Command;
+use tokio::sync::Notify;
 
 /// Whether this frontend may still send I/O for a volume.
 #[derive(Debug)]
@@ -26,13 +27,15 @@ pub struct Fence {
     /// Milliseconds after `start` until which the lease surely holds; 0
     /// once it is known lost.
     valid_until_ms: AtomicU64,
+    /// Wakes [`Self::closed`] when the lease is known lost before its time.
+    lost: Notify,
 }
 
 impl Fence {
     /// A fence for a lease acquired by a request sent at `sent`.
     pub fn new(sent: Instant, ttl: Duration) -> Arc<Self> {
         let until = ttl.saturating_sub(margin(ttl)).as_millis() as u64;
-        Arc::new(Self { start: sent, valid_until_ms: AtomicU64::new(until.max(1)) })
+        Arc::new(Self { start: sent, valid_until_ms: AtomicU64::new(until.max(1)), lost: Notify::new() })
     }
 
     /// True while the lease surely holds.
@@ -44,13 +47,21 @@ impl Fence {
     /// unless a renewal moved it, or at once when it is known lost.
     pub async fn closed(&self) {
         loop {
+            // Registered before the check, so a loss in between still wakes.
+            let lost = self.lost.notified();
+            tokio::pin!(lost);
+            lost.as_mut().enable();
             let until = self.valid_until_ms.load(Ordering::Acquire);
             if until == 0 {
                 return;
             }
-            tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()).await;
-            if !self.holds() {
-                return;
+            tokio::select! {
+                () = tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()) => {
+                    if !self.holds() {
+                        return;
+                    }
+                }
+                () = &mut lost => {}
             }
         }
     }
@@ -66,6 +77,7 @@ impl Fence {
 
     fn lost(&self) {
         self.valid_until_ms.store(0, Ordering::Release);
+        self.lost.notify_waiters();
     }
 }
 
@@ -139,5 +151,18 @@ mod tests {
         fence.lost();
         fence.renewed(Instant::now(), ttl);
         assert!(!fence.holds(), "a lost lease stays lost");
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_closes_the_fence_at_once() {
+        let fence = Fence::new(Instant::now(), Duration::from_secs(60));
+        let waiter = tokio::spawn({
+            let fence = fence.clone();
+            async move { fence.closed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "open while the lease holds");
+        fence.lost();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("closed at once").expect("joined");
     }
 }

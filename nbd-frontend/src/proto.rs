@@ -35,6 +35,7 @@ pub const REP_ERR_INVALID: u32 = (1 << 31) | 3;
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) | 6;
 pub const REP_ERR_SHUTDOWN: u32 = (1 << 31) | 7;
 pub const REP_ERR_POLICY: u32 = (1 << 31) | 2;
+pub const REP_ERR_BLOCK_SIZE_REQD: u32 = (1 << 31) | 8;
 
 // Info types.
 pub const INFO_EXPORT: u16 = 0;

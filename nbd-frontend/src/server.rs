@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,27 @@ struct Attachment {
     served: Served,
     connections: usize,
     lease_id: u64,
+    /// Tells this attachment from a later one of the same volume (after a
+    /// lost lease), so a closing connection of the old one never counts
+    /// down the new one.
+    generation: u64,
     renew: AbortHandle,
+}
+
+/// One connection's hold on an attachment; dropping it detaches, however
+/// the connection ended (even mid-handshake).
+#[derive(Debug)]
+pub(crate) struct Attached {
+    server: Arc<NbdServer>,
+    pub name: String,
+    generation: u64,
+    pub served: Served,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.server.detach(&self.name, self.generation);
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +94,9 @@ pub struct NbdServer {
     holder: String,
     options: NbdOptions,
     attached: Mutex<HashMap<String, Attachment>>,
+    /// Held across a first attach (see [`Self::attach`]).
+    attaching: tokio::sync::Mutex<()>,
+    generations: AtomicU64,
 }
 
 impl NbdServer {
@@ -81,7 +105,14 @@ impl NbdServer {
     }
 
     pub fn with_options(cluster: Arc<Cluster>, holder: String, options: NbdOptions) -> Arc<Self> {
-        Arc::new(Self { cluster, holder, options, attached: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            cluster,
+            holder,
+            options,
+            attached: Mutex::new(HashMap::new()),
+            attaching: tokio::sync::Mutex::new(()),
+            generations: AtomicU64::new(0),
+        })
     }
 
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
@@ -108,15 +139,34 @@ impl NbdServer {
         }
     }
 
-    /// Binds a Unix socket at `path`, replacing a stale socket file left by
-    /// an earlier run.
+    /// Binds a Unix socket at `path`, readable and writable by its owner
+    /// and group only (NBD has no authentication of its own). A socket left
+    /// there by an earlier run is replaced; a live one (another frontend
+    /// still serves it) or anything that is not a socket is an error.
     pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("{} is served by another process", path.display()),
+                    ));
+                }
+                std::fs::remove_file(path)?;
+            }
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        UnixListener::bind(path)
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        Ok(listener)
     }
 
     fn spawn_connection<R, W>(self: Arc<Self>, r: R, w: W, peer: String)
@@ -137,68 +187,78 @@ impl NbdServer {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
-        let Some((name, negotiated)) = self.handshake(&mut r, &mut w).await? else { return Ok(()) };
-        let Some(served) = self.attached(&name) else {
-            return Err(NbdError::Protocol("export vanished".into()));
-        };
-        let session = Session { structured: negotiated.structured, allocation: negotiated.allocation(&name) };
-        let result = transmission(served, session, r, w).await;
-        self.detach(&name).await;
-        result
-    }
-
-    fn attached(&self, name: &str) -> Option<Served> {
-        self.lock().get(name).map(|a| a.served.clone())
+        let Some((attached, negotiated)) = self.handshake(&mut r, &mut w).await? else { return Ok(()) };
+        let session = Session { structured: negotiated.structured, allocation: negotiated.allocation(&attached.name) };
+        // `attached` detaches when the connection ends, however it ends.
+        transmission(attached.served.clone(), session, r, w).await
     }
 
     /// Opens `name` for a connection, taking the volume's attach lease if
     /// this frontend does not hold it yet. Refused while another holds it,
     /// and for an encrypted volume whose key this frontend cannot open.
-    pub(crate) async fn attach(&self, name: &str) -> Result<VolumeIo, (u32, String)> {
-        if let Some(a) = self.lock().get_mut(name).filter(|a| a.served.fence.holds()) {
-            a.connections += 1;
-            return Ok(a.served.vol.clone());
+    pub(crate) async fn attach(self: &Arc<Self>, name: &str) -> Result<Attached, (u32, String)> {
+        if let Some(attached) = self.join(name) {
+            return Ok(attached);
+        }
+        // One first attach at a time: two connections racing to attach one
+        // volume must not each take a lease (the second replaces the first).
+        let _attaching = self.attaching.lock().await;
+        if let Some(attached) = self.join(name) {
+            return Ok(attached);
         }
         let vol = match self.cluster.open_volume(name).await {
             Ok(vol) => vol,
             Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
         };
         let crypt = self.volume_key(&vol)?;
-        let meta = self.cluster.meta();
         let ttl = self.options.lease_ttl;
         let acquire =
             Command::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
         let sent = Instant::now();
-        let lease = match meta.write(acquire).await {
+        let lease = match self.cluster.meta().write(acquire).await {
             Ok(Reply::Lease(lease)) => lease,
             Ok(other) => return Err((REP_ERR_UNKNOWN, format!("unexpected reply {other:?}"))),
             Err(MetaError::NotFound { .. }) => return Err((REP_ERR_UNKNOWN, format!("no volume {name:?}"))),
             Err(e @ MetaError::LeaseHeld { .. }) => return Err((REP_ERR_POLICY, e.to_string())),
             Err(e) => return Err((REP_ERR_SHUTDOWN, e.to_string())),
         };
-        let mut attached = self.lock();
-        // Another connection may have attached it meanwhile: share that,
-        // unless its lease was lost (a fresh one was just taken).
-        if attached.get(name).is_some_and(|a| !a.served.fence.holds()) {
-            if let Some(stale) = attached.remove(name) {
-                stale.renew.abort();
-            }
+        let fence = Fence::new(sent, ttl);
+        let renew = tokio::spawn(lease::renew(
+            self.cluster.clone(),
+            name.to_string(),
+            self.holder.clone(),
+            lease.id,
+            ttl,
+            fence.clone(),
+        ));
+        let served = Served { vol, fence, crypt };
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let attachment = Attachment {
+            served: served.clone(),
+            connections: 1,
+            lease_id: lease.id,
+            generation,
+            renew: renew.abort_handle(),
+        };
+        // An entry still here has lost its lease (else `join` took it): its
+        // connections are closing, and detach by generation leaves this one be.
+        if let Some(stale) = self.lock().insert(name.to_string(), attachment) {
+            stale.renew.abort();
         }
-        let entry = attached.entry(name.to_string()).or_insert_with(|| {
-            let fence = Fence::new(sent, ttl);
-            let renew = tokio::spawn(lease::renew(
-                self.cluster.clone(),
-                name.to_string(),
-                self.holder.clone(),
-                lease.id,
-                ttl,
-                fence.clone(),
-            ));
-            let served = Served { vol, fence, crypt };
-            Attachment { served, connections: 0, lease_id: lease.id, renew: renew.abort_handle() }
-        });
-        entry.connections += 1;
-        Ok(entry.served.vol.clone())
+        Ok(Attached { server: self.clone(), name: name.to_string(), generation, served })
+    }
+
+    /// Joins this frontend's attachment of `name` while its lease holds.
+    fn join(self: &Arc<Self>, name: &str) -> Option<Attached> {
+        let mut attached = self.lock();
+        let a = attached.get_mut(name).filter(|a| a.served.fence.holds())?;
+        a.connections += 1;
+        Some(Attached {
+            server: self.clone(),
+            name: name.to_string(),
+            generation: a.generation,
+            served: a.served.clone(),
+        })
     }
 
     /// The key of an encrypted volume, opened with this frontend's KEK.
@@ -219,25 +279,24 @@ impl NbdServer {
         }
     }
 
-    async fn detach(&self, name: &str) {
-        let released = {
-            let mut attached = self.lock();
-            let Some(a) = attached.get_mut(name) else { return };
-            a.connections = a.connections.saturating_sub(1);
-            if a.connections > 0 {
-                return;
-            }
-            attached.remove(name).map(|a| {
-                a.renew.abort();
-                a.lease_id
-            })
-        };
-        if let Some(lease_id) = released {
-            let release = Command::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id };
-            if let Err(e) = self.cluster.meta().write(release).await {
+    /// One connection of attachment `generation` of `name` is done; the
+    /// last one releases the lease (in the background: this runs on drop).
+    fn detach(self: &Arc<Self>, name: &str, generation: u64) {
+        let mut attached = self.lock();
+        let Some(a) = attached.get_mut(name).filter(|a| a.generation == generation) else { return };
+        a.connections = a.connections.saturating_sub(1);
+        if a.connections > 0 {
+            return;
+        }
+        let Some(a) = attached.remove(name) else { return };
+        a.renew.abort();
+        let release = Command::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id: a.lease_id };
+        let (cluster, name) = (self.cluster.clone(), name.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.meta().write(release).await {
                 tracing::warn!(volume = name, error = %e, "releasing the attach lease failed; it expires by itself");
             }
-        }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attachment>> {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::crypt;
+use crate::lease::Fence;
 use crate::proto::*;
 use crate::server::{NbdError, Served};
 
@@ -123,7 +124,7 @@ where
                 }
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let (vol, crypt) = (vol.clone(), crypt.clone());
-                spawn(&mut tasks, &slots, replier, Some(held), async move {
+                spawn(&mut tasks, &slots, &fence, replier, Some(held), async move {
                     if let Some(xts) = crypt {
                         crypt::encrypt(&xts, req.offset, &mut data);
                     }
@@ -137,7 +138,7 @@ where
             CMD_READ => {
                 let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
                 let (vol, crypt) = (vol.clone(), crypt.clone());
-                spawn(&mut tasks, &slots, replier, Some(held), async move {
+                spawn(&mut tasks, &slots, &fence, replier, Some(held), async move {
                     let data = vol.read(req.offset, u64::from(req.length)).await?;
                     Ok(Answer::Data(match crypt {
                         Some(xts) => crypt::decrypt(&xts, req.offset, data),
@@ -148,13 +149,21 @@ where
             }
             CMD_FLUSH => {
                 let vol = vol.clone();
-                spawn(&mut tasks, &slots, replier, None, async move { vol.flush().await.map(|()| Answer::Done) }).await;
+                spawn(
+                    &mut tasks,
+                    &slots,
+                    &fence,
+                    replier,
+                    None,
+                    async move { vol.flush().await.map(|()| Answer::Done) },
+                )
+                .await;
             }
             CMD_TRIM | CMD_WRITE_ZEROES if !in_bounds => replier.error(ENOSPC, "past the end of the volume").await,
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let vol = vol.clone();
-                spawn(&mut tasks, &slots, replier, None, async move {
+                spawn(&mut tasks, &slots, &fence, replier, None, async move {
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
                 })
                 .await;
@@ -168,7 +177,7 @@ where
             CMD_BLOCK_STATUS => {
                 let vol = vol.clone();
                 let len = u64::from(req.length).min(BLOCK_STATUS_MAX);
-                spawn(&mut tasks, &slots, replier, None, async move {
+                spawn(&mut tasks, &slots, &fence, replier, None, async move {
                     vol.extents(req.offset, len).await.map(Answer::Extents)
                 })
                 .await;
@@ -229,8 +238,12 @@ impl Replier {
             }
             Answer::Extents(extents) => {
                 let one = self.flags & CMD_FLAG_REQ_ONE != 0;
-                let (count, descriptors) = descriptors(&extents, one);
-                self.send(ReplyHead::block_status(cookie, ALLOCATION_CONTEXT_ID, count), descriptors).await;
+                match descriptors(&extents, one) {
+                    Some((count, descriptors)) => {
+                        self.send(ReplyHead::block_status(cookie, ALLOCATION_CONTEXT_ID, count), descriptors).await;
+                    }
+                    None => self.error(EIO, "no allocation information for this range").await,
+                }
             }
             Answer::Data(data) => self.send(ReplyHead::simple(0, cookie), data).await,
             Answer::Done => self.send(ReplyHead::simple(0, cookie), Bytes::new()).await,
@@ -239,21 +252,24 @@ impl Replier {
 }
 
 /// Block status descriptors (length, flags) of `base:allocation`: zero runs
-/// are holes that read as zeros. With `one`, only the first.
-fn descriptors(extents: &[VolumeExtent], one: bool) -> (u32, Bytes) {
+/// are holes that read as zeros. With `one`, only the first. `None` when
+/// there is nothing to describe (a reply needs at least one descriptor) or
+/// a run does not fit a descriptor.
+fn descriptors(extents: &[VolumeExtent], one: bool) -> Option<(u32, Bytes)> {
     let take = if one { 1 } else { extents.len() };
     let mut out = BytesMut::with_capacity(8 * take);
     for e in extents.iter().take(take) {
-        // Each is at most BLOCK_STATUS_MAX long.
-        out.put_u32(e.len as u32);
+        out.put_u32(u32::try_from(e.len).ok().filter(|&l| l > 0)?);
         out.put_u32(if e.data { 0 } else { STATE_HOLE | STATE_ZERO });
     }
-    ((out.len() / 8) as u32, out.freeze())
+    let count = (out.len() / 8) as u32;
+    (count > 0).then(|| (count, out.freeze()))
 }
 
 async fn spawn(
     tasks: &mut JoinSet<()>,
     slots: &Arc<Semaphore>,
+    fence: &Arc<Fence>,
     replier: Replier,
     // Memory budget of the request's data, given back once its reply is
     // queued.
@@ -261,8 +277,20 @@ async fn spawn(
     work: impl std::future::Future<Output = Result<Answer, ClientError>> + Send + 'static,
 ) {
     let Ok(slot) = slots.clone().acquire_owned().await else { return };
+    let fence = fence.clone();
     tasks.spawn(async move {
-        match work.await {
+        // Once the lease may have run out, no retry of this request may
+        // reach a storage node: it is dropped unanswered, and the
+        // connection closes.
+        if !fence.holds() {
+            return;
+        }
+        let outcome = tokio::select! {
+            biased;
+            () = fence.closed() => return,
+            outcome = work => outcome,
+        };
+        match outcome {
             Ok(answer) => replier.answer(answer).await,
             Err(e) => {
                 tracing::warn!(cookie = replier.cookie, error = %e, "nbd request failed");
@@ -306,10 +334,12 @@ mod tests {
     #[test]
     fn descriptors_mark_zero_runs_as_holes_and_req_one_keeps_the_first() {
         let extents = [VolumeExtent { len: 8192, data: true }, VolumeExtent { len: 4096, data: false }];
-        let (n, d) = descriptors(&extents, false);
+        let (n, d) = descriptors(&extents, false).expect("described");
         assert_eq!(n, 2);
         assert_eq!(&d[..], &[0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 3]);
-        let (n, d) = descriptors(&extents, true);
+        let (n, d) = descriptors(&extents, true).expect("described");
         assert_eq!((n, d.len()), (1, 8));
+        assert_eq!(descriptors(&[], false), None, "a reply needs a descriptor");
+        assert_eq!(descriptors(&[VolumeExtent { len: 1 << 32, data: true }], false), None);
     }
 }

@@ -108,13 +108,11 @@ pub fn rewrap_volume_key(old: &Kek, new: &Kek, volume: &str, wrapped: &[u8]) -> 
     Ok(new.wrap(&key, &context(volume)))
 }
 
-/// Whether `wrapped` was wrapped under `kek` (by its key id; nothing is
-/// decrypted).
-pub fn is_wrapped_under(kek: &Kek, wrapped: &[u8]) -> bool {
-    !matches!(
-        kek.unwrap(wrapped, b""),
-        Err(WrapError::WrongKek { .. } | WrapError::TooShort { .. } | WrapError::UnknownVersion(_))
-    )
+/// Whether volume `volume`'s `wrapped` key opens under `kek` (a full
+/// unwrap: the 32-bit key id alone could collide, and a rotation that
+/// skipped a volume on a collision would lose it with the old KEK).
+pub fn is_wrapped_under(kek: &Kek, volume: &str, wrapped: &[u8]) -> bool {
+    unwrap(kek, volume, wrapped).is_ok()
 }
 
 fn unwrap(kek: &Kek, volume: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
@@ -155,7 +153,8 @@ mod tests {
         assert!(matches!(open_volume_key(None, "vm1", &wrapped), Err(KeyError::NoKek { .. })));
         assert!(matches!(open_volume_key(Some(&b), "vm1", &wrapped), Err(KeyError::WrongKek { .. })));
         assert!(matches!(open_volume_key(Some(&a), "vm2", &wrapped), Err(KeyError::Unwrap { .. })));
-        assert!(is_wrapped_under(&a, &wrapped) && !is_wrapped_under(&b, &wrapped));
+        assert!(is_wrapped_under(&a, "vm1", &wrapped) && !is_wrapped_under(&b, "vm1", &wrapped));
+        assert!(!is_wrapped_under(&a, "vm2", &wrapped));
     }
 
     #[test]
