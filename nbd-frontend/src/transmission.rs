@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::crypt;
-use crate::lease::Fence;
 use crate::proto::*;
 use crate::server::{NbdError, Served};
 
@@ -45,28 +44,23 @@ enum Answer {
 
 /// Serves requests until DISC, the connection ends, or the volume's fence
 /// closes.
-pub(crate) async fn transmission<R, W>(served: Served, session: Session, mut r: R, mut w: W) -> Result<(), NbdError>
+pub(crate) async fn transmission<R, W>(served: Served, session: Session, mut r: R, w: W) -> Result<(), NbdError>
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin + Send + 'static,
 {
-    let (replies, mut outbox) = mpsc::channel::<Outgoing>(IN_FLIGHT);
-    let writer = tokio::spawn(async move {
-        while let Some((head, data)) = outbox.recv().await {
-            w.write_all(head.as_bytes()).await?;
-            w.write_all(&data).await?;
-            if outbox.is_empty() {
-                w.flush().await?;
-            }
-        }
-        w.flush().await?;
-        Ok::<_, std::io::Error>(())
-    });
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let budget = Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize));
-    let mut tasks = JoinSet::new();
-    let Served { vol, fence, crypt } = served;
-    let size = vol.size();
+    let (replies, outbox) = mpsc::channel::<Outgoing>(IN_FLIGHT);
+    let writer = tokio::spawn(write_replies(outbox, w));
+    let fence = served.fence.clone();
+    let mut conn = Connection {
+        size: served.vol.size(),
+        served,
+        session,
+        slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+        budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
+        tasks: JoinSet::new(),
+        replies,
+    };
     let fence_closed = fence.closed();
     tokio::pin!(fence_closed);
     let result = loop {
@@ -76,8 +70,8 @@ where
             () = &mut fence_closed => {
                 // Not even error replies: the client reconnects, and
                 // reattaches once the lease is settled.
-                tasks.abort_all();
-                break Err(NbdError::LeaseLost(vol.volume().name.clone()));
+                conn.tasks.abort_all();
+                break Err(NbdError::LeaseLost(conn.served.vol.volume().name.clone()));
             }
             read = r.read_exact(&mut header) => {
                 if let Err(e) = read {
@@ -88,57 +82,80 @@ where
         let Some(req) = Request::parse(&header) else {
             break Err(NbdError::Protocol("request with a bad magic".into()));
         };
-        let end = req.offset.checked_add(u64::from(req.length));
-        let in_bounds = end.is_some_and(|e| e <= size);
+        if let Some(end) = conn.request(req, &mut r).await {
+            break end;
+        }
+        // Reap finished tasks as we go.
+        while conn.tasks.try_join_next().is_some() {}
+    };
+    // Requests already taken are answered before the connection closes.
+    while conn.tasks.join_next().await.is_some() {}
+    drop(conn);
+    let _ = writer.await;
+    result
+}
+
+/// Writes replies in the order they are queued, flushing when none wait.
+async fn write_replies<W: AsyncWriteExt + Unpin>(
+    mut outbox: mpsc::Receiver<Outgoing>,
+    mut w: W,
+) -> std::io::Result<()> {
+    while let Some((head, data)) = outbox.recv().await {
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(&data).await?;
+        if outbox.is_empty() {
+            w.flush().await?;
+        }
+    }
+    w.flush().await
+}
+
+/// One connection's transmission state.
+struct Connection {
+    served: Served,
+    session: Session,
+    size: u64,
+    /// Requests served at once.
+    slots: Arc<Semaphore>,
+    /// MiB of request data held at once.
+    budget: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    replies: mpsc::Sender<Outgoing>,
+}
+
+impl Connection {
+    /// Takes one request (and a write's payload from `r`) and starts serving
+    /// it. `Some` ends the connection with that result.
+    async fn request<R: AsyncReadExt + Unpin>(&mut self, req: Request, r: &mut R) -> Option<Result<(), NbdError>> {
+        let in_bounds = req.offset.checked_add(u64::from(req.length)).is_some_and(|e| e <= self.size);
+        // Encrypted volumes are enciphered per 4 KiB block: a request must
+        // cover whole ones (the minimum block size they advertise).
+        let whole_blocks = self.served.crypt.is_none() || crypt::aligned(req.offset, req.length);
         let replier = Replier {
-            replies: replies.clone(),
+            replies: self.replies.clone(),
             cookie: req.cookie,
             offset: req.offset,
             flags: req.flags,
             kind: req.kind,
-            session,
+            session: self.session,
         };
-        // Encrypted volumes are enciphered per 4 KiB block: a request must
-        // cover whole ones (the minimum block size they advertise).
-        let whole_blocks = crypt.is_none() || crypt::aligned(req.offset, req.length);
         match req.kind {
-            CMD_DISC => break Ok(()),
+            CMD_DISC => return Some(Ok(())),
             CMD_WRITE if req.length > MAX_REQUEST => {
                 // Its payload cannot be skipped safely: answer and close.
                 replier.error(EINVAL, "write larger than the maximum request").await;
-                break Err(NbdError::Protocol(format!("write of {} bytes", req.length)));
+                return Some(Err(NbdError::Protocol(format!("write of {} bytes", req.length))));
             }
-            CMD_WRITE => {
-                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
-                let mut data = BytesMut::zeroed(req.length as usize);
-                if let Err(e) = r.read_exact(&mut data).await {
-                    break Err(e.into());
-                }
-                if !in_bounds {
-                    replier.error(ENOSPC, "write past the end of the volume").await;
-                    continue;
-                }
-                if !whole_blocks {
-                    replier.error(EINVAL, crypt::UNALIGNED).await;
-                    continue;
-                }
-                let fua = req.flags & CMD_FLAG_FUA != 0;
-                let (vol, crypt) = (vol.clone(), crypt.clone());
-                spawn(&mut tasks, &slots, &fence, replier, Some(held), async move {
-                    if let Some(xts) = crypt {
-                        crypt::encrypt(&xts, req.offset, &mut data);
-                    }
-                    vol.write(req.offset, data.freeze(), fua).await.map(|()| Answer::Done)
-                })
-                .await;
-            }
+            CMD_WRITE => return self.write(req, r, replier, in_bounds, whole_blocks).await,
             CMD_READ if req.length > MAX_REQUEST => replier.error(EINVAL, "read larger than the maximum request").await,
             CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
             CMD_READ | CMD_TRIM | CMD_WRITE_ZEROES if !whole_blocks => replier.error(EINVAL, crypt::UNALIGNED).await,
             CMD_READ => {
-                let Ok(held) = budget.clone().acquire_many_owned(mib(req.length)).await else { break Ok(()) };
-                let (vol, crypt) = (vol.clone(), crypt.clone());
-                spawn(&mut tasks, &slots, &fence, replier, Some(held), async move {
+                let Ok(held) = self.budget.clone().acquire_many_owned(mib(req.length)).await else {
+                    return Some(Ok(()));
+                };
+                let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
+                self.spawn(replier, Some(held), async move {
                     let data = vol.read(req.offset, u64::from(req.length)).await?;
                     Ok(Answer::Data(match crypt {
                         Some(xts) => crypt::decrypt(&xts, req.offset, data),
@@ -148,50 +165,101 @@ where
                 .await;
             }
             CMD_FLUSH => {
-                let vol = vol.clone();
-                spawn(
-                    &mut tasks,
-                    &slots,
-                    &fence,
-                    replier,
-                    None,
-                    async move { vol.flush().await.map(|()| Answer::Done) },
-                )
-                .await;
+                let vol = self.served.vol.clone();
+                self.spawn(replier, None, async move { vol.flush().await.map(|()| Answer::Done) }).await;
             }
             CMD_TRIM | CMD_WRITE_ZEROES if !in_bounds => replier.error(ENOSPC, "past the end of the volume").await,
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
-                let vol = vol.clone();
-                spawn(&mut tasks, &slots, &fence, replier, None, async move {
+                let vol = self.served.vol.clone();
+                self.spawn(replier, None, async move {
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
                 })
                 .await;
             }
-            CMD_BLOCK_STATUS if !session.allocation => {
+            CMD_BLOCK_STATUS if !self.session.allocation => {
                 replier.error(EINVAL, "no metadata context was selected").await;
             }
             CMD_BLOCK_STATUS if req.length == 0 || !in_bounds => {
                 replier.error(EINVAL, "block status of an empty range or past the end").await;
             }
             CMD_BLOCK_STATUS => {
-                let vol = vol.clone();
+                let vol = self.served.vol.clone();
                 let len = u64::from(req.length).min(BLOCK_STATUS_MAX);
-                spawn(&mut tasks, &slots, &fence, replier, None, async move {
-                    vol.extents(req.offset, len).await.map(Answer::Extents)
-                })
-                .await;
+                self.spawn(replier, None, async move { vol.extents(req.offset, len).await.map(Answer::Extents) }).await;
             }
             _ => replier.error(EINVAL, "unknown command").await,
         }
-        // Reap finished tasks as we go.
-        while tasks.try_join_next().is_some() {}
-    };
-    // Requests already taken are answered before the connection closes.
-    while tasks.join_next().await.is_some() {}
-    drop(replies);
-    let _ = writer.await;
-    result
+        None
+    }
+
+    /// A write: its payload is read whatever happens (the stream stays in
+    /// step), then checked, enciphered if the volume is, and written.
+    async fn write<R: AsyncReadExt + Unpin>(
+        &mut self,
+        req: Request,
+        r: &mut R,
+        replier: Replier,
+        in_bounds: bool,
+        whole_blocks: bool,
+    ) -> Option<Result<(), NbdError>> {
+        let Ok(held) = self.budget.clone().acquire_many_owned(mib(req.length)).await else { return Some(Ok(())) };
+        let mut data = BytesMut::zeroed(req.length as usize);
+        if let Err(e) = r.read_exact(&mut data).await {
+            return Some(Err(e.into()));
+        }
+        if !in_bounds {
+            replier.error(ENOSPC, "write past the end of the volume").await;
+        } else if !whole_blocks {
+            replier.error(EINVAL, crypt::UNALIGNED).await;
+        } else {
+            let fua = req.flags & CMD_FLAG_FUA != 0;
+            let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
+            self.spawn(replier, Some(held), async move {
+                if let Some(xts) = crypt {
+                    crypt::encrypt(&xts, req.offset, &mut data);
+                }
+                vol.write(req.offset, data.freeze(), fua).await.map(|()| Answer::Done)
+            })
+            .await;
+        }
+        None
+    }
+
+    /// Serves `work` on a task of its own, fenced by the volume's lease,
+    /// once a slot is free.
+    async fn spawn(
+        &mut self,
+        replier: Replier,
+        // Memory budget of the request's data, given back once its reply
+        // is queued.
+        held: Option<OwnedSemaphorePermit>,
+        work: impl std::future::Future<Output = Result<Answer, ClientError>> + Send + 'static,
+    ) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
+        let fence = self.served.fence.clone();
+        self.tasks.spawn(async move {
+            // Once the lease may have run out, no retry of this request may
+            // reach a storage node: it is dropped unanswered, and the
+            // connection closes.
+            if !fence.holds() {
+                return;
+            }
+            let outcome = tokio::select! {
+                biased;
+                () = fence.closed() => return,
+                outcome = work => outcome,
+            };
+            match outcome {
+                Ok(answer) => replier.answer(answer).await,
+                Err(e) => {
+                    tracing::warn!(cookie = replier.cookie, error = %e, "nbd request failed");
+                    replier.error(errno(&e), &e.to_string()).await;
+                }
+            }
+            drop((slot, held));
+        });
+    }
 }
 
 /// Answers one request in the form the session and command call for.
@@ -264,41 +332,6 @@ fn descriptors(extents: &[VolumeExtent], one: bool) -> Option<(u32, Bytes)> {
     }
     let count = (out.len() / 8) as u32;
     (count > 0).then(|| (count, out.freeze()))
-}
-
-async fn spawn(
-    tasks: &mut JoinSet<()>,
-    slots: &Arc<Semaphore>,
-    fence: &Arc<Fence>,
-    replier: Replier,
-    // Memory budget of the request's data, given back once its reply is
-    // queued.
-    held: Option<OwnedSemaphorePermit>,
-    work: impl std::future::Future<Output = Result<Answer, ClientError>> + Send + 'static,
-) {
-    let Ok(slot) = slots.clone().acquire_owned().await else { return };
-    let fence = fence.clone();
-    tasks.spawn(async move {
-        // Once the lease may have run out, no retry of this request may
-        // reach a storage node: it is dropped unanswered, and the
-        // connection closes.
-        if !fence.holds() {
-            return;
-        }
-        let outcome = tokio::select! {
-            biased;
-            () = fence.closed() => return,
-            outcome = work => outcome,
-        };
-        match outcome {
-            Ok(answer) => replier.answer(answer).await,
-            Err(e) => {
-                tracing::warn!(cookie = replier.cookie, error = %e, "nbd request failed");
-                replier.error(errno(&e), &e.to_string()).await;
-            }
-        }
-        drop((slot, held));
-    });
 }
 
 /// The longest error message sent: the protocol's limit on strings.
