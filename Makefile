@@ -14,6 +14,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # systems, jq and linux-perf for the benchmark script and its profiles.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
 	e2fsprogs util-linux procps jq linux-perf
+# S3 clients the gateway's tests drive, from pip (Debian's awscli lags).
+PIP_PACKAGES := awscli boto3
 
 .PHONY: deps build test run bench chaos fmt lint clean-data
 
@@ -25,6 +27,9 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@for p in $(PIP_PACKAGES); do \
+		python3 -m pip show -q $$p >/dev/null 2>&1 || python3 -m pip install -q $$p || exit 1; \
+	done
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
 	@mkdir -p $(CARGO_TARGET_DIR)
 

@@ -58,6 +58,14 @@ enum Command {
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
     },
+    /// Serve S3 (so far: buckets) until SIGINT or SIGTERM.
+    S3 {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// The pool new buckets' objects go to.
+        #[arg(long, default_value = "hdd")]
+        pool: String,
+    },
     /// Show a storage node's disks.
     Disks {
         /// The node's address: "host:port" or "unix:/path".
@@ -94,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Up(args) => up::run(args).await,
+            Command::S3 { listen, pool } => serve_s3(&cli.cluster, &listen, pool).await,
             Command::Nbd { listen, socket } => volume::serve_nbd(&cli.cluster, &listen, socket.as_deref()).await,
         }
     })
@@ -102,4 +111,18 @@ fn main() -> anyhow::Result<()> {
 /// The config file a role (node, meta) runs from: `--config` is required.
 fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
     args.config.clone().ok_or_else(|| anyhow::anyhow!("give the role's config file with --config FILE"))
+}
+
+/// `chuyi s3`: the S3 gateway of the cluster, until SIGINT or SIGTERM.
+async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, pool: String) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let secret = args.secret()?;
+    let service = chuyi_s3::server::service(args.client()?, &secret, pool);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");
+    tokio::select! {
+        served = chuyi_s3::server::serve(listener, service) => served?,
+        () = node::shutdown_signal() => {}
+    }
+    Ok(())
 }

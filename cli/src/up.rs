@@ -14,7 +14,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::proto::{ApiReply, MetaCall, Query};
 use chuyi_metadata::state::model::Redundancy;
 use chuyi_metadata::state::{Command, MetaError};
 
@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// The NBD frontend's address.
     #[arg(long, default_value = "127.0.0.1:10809")]
     nbd: String,
+    /// The S3 gateway's address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    s3: String,
 }
 
 /// The children, stopped (SIGTERM, then waited for) when dropped.
@@ -113,6 +116,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
         Err(e) => bail!("creating volume {DEFAULT_VOLUME}: {e}"),
     }
+    let s3_keys = s3_user(&meta, &dir).await?;
+    let s3_listener =
+        tokio::net::TcpListener::bind(&args.s3).await.with_context(|| format!("listening on {}", args.s3))?;
+    let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
+    let s3 =
+        chuyi_s3::server::service(MetaClient::new(vec![meta_addr.clone()], secret.clone())?, &secret, "hdd".into());
+    tokio::spawn(chuyi_s3::server::serve(s3_listener, s3));
     let cluster = Cluster::connect(vec![meta_addr.clone()], secret, ClientConfig::default()).await?;
     let listener =
         tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
@@ -123,8 +133,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Exported, so `. up.env` also reaches the commands run after it.
     let env = format!(
         "export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
-         export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\n",
+         export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\nexport CHUYI_S3_ENDPOINT={s3_endpoint}\n\
+         export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),
+        s3_keys.access_key,
+        s3_keys.secret_key,
+        chuyi_s3::buckets::DEFAULT_REGION,
     );
     std::fs::write(
         dir.join("chuyi.toml"),
@@ -140,6 +154,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  nodes    : 127.0.0.1:{}..{} (ssd and hdd disks each)", args.port_base + 1, args.port_base + NODES);
     println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
     println!("             {nbd_unix_uri}");
+    println!("  S3       : {s3_endpoint}   (buckets only so far; try: aws --endpoint-url {s3_endpoint} s3 mb s3://b1)");
+    println!(
+        "             user {}, access key {}, secret key {}",
+        s3_keys.name, s3_keys.access_key, s3_keys.secret_key
+    );
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
     println!("             kept beside the data for this local cluster only)");
@@ -209,4 +228,39 @@ async fn wait_for_nodes(meta: &MetaClient) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The S3 user `chuyi up` prints and writes to up.env; made on the first
+/// run and kept in `<data-dir>/s3-user.json` (owner-readable only), since
+/// the metadata service shows a secret key once.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct S3Keys {
+    name: String,
+    access_key: String,
+    secret_key: String,
+}
+
+async fn s3_user(meta: &MetaClient, dir: &Path) -> anyhow::Result<S3Keys> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = dir.join("s3-user.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()));
+    }
+    let mut name = "local".to_string();
+    let created = loop {
+        let call = MetaCall::CreateUser { name: name.clone(), admin: false };
+        match meta.call(&call).await {
+            Ok(ApiReply::UserCreated { user, secret_key }) => {
+                break S3Keys { name: user.name, access_key: user.access_key, secret_key }
+            }
+            // Made by an earlier run whose key file is gone: another name.
+            Err(MetaError::AlreadyExists { .. }) => name = format!("local-{}", std::process::id()),
+            Ok(other) => bail!("creating the S3 user: unexpected reply {other:?}"),
+            Err(e) => bail!("creating the S3 user: {e}"),
+        }
+    };
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
+    f.write_all(serde_json::to_string_pretty(&created)?.as_bytes())?;
+    Ok(created)
 }

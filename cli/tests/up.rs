@@ -1,6 +1,7 @@
 //! `chuyi up` as a user runs it: it comes up, writes up.env, serves its
-//! default volume over NBD (qemu-io), stops cleanly on SIGTERM, and a second
-//! run reuses the data.
+//! default volume over NBD (qemu-io, TCP and Unix socket), stops cleanly on
+//! SIGTERM, a second run reuses the data, and S3 works with the
+//! credentials up.env gives (awscli).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +16,7 @@ fn free_port_base() -> u16 {
     let start = 20_000 + (std::process::id() % 50) as u16 * 211;
     (0..50)
         .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
-        .find(|&base| [1, 2, 3, 101, 150].iter().all(|&p| free(base + p)))
+        .find(|&base| [1, 2, 3, 101, 150, 151].iter().all(|&p| free(base + p)))
         .expect("no free port base")
 }
 
@@ -25,6 +26,7 @@ fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
         .args(["up", "--data-dir"])
         .arg(dir)
         .args(["--port-base", &port_base.to_string(), "--nbd", &format!("127.0.0.1:{nbd_port}")])
+        .args(["--s3", &format!("127.0.0.1:{}", nbd_port + 1)])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("up.log")).expect("up.log"))
@@ -106,5 +108,24 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     assert!(unix_uri.starts_with("nbd+unix:///vol0?socket="), "{unix_uri}");
     let (ok, out) = qemu_io(unix_uri, "read -P 0x6b 1M 64k");
     assert!(ok && !out.contains("Pattern verification failed"), "over the Unix socket: {out}");
+    // S3 with what up.env says, as a user would after `. up.env`.
+    let (ok, out) = with_env(
+        &env,
+        "aws --endpoint-url $CHUYI_S3_ENDPOINT s3 mb s3://up-test && aws --endpoint-url $CHUYI_S3_ENDPOINT s3 ls",
+    );
+    assert!(ok && out.contains("up-test"), "S3 with up.env's credentials: {out}");
     stop(up);
+}
+
+/// Runs `script` in bash after sourcing `env` (up.env's text), with a
+/// clean AWS configuration.
+fn with_env(env: &str, script: &str) -> (bool, String) {
+    let home = tempfile::tempdir().expect("home");
+    let out = Command::new("bash")
+        .args(["-c", &format!("{env}\n{script}")])
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("bash");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

@@ -1,0 +1,65 @@
+//! Who a request comes from: access keys are looked up in the metadata
+//! service, whose user records keep each secret key sealed under the
+//! cluster secret; the gateway opens it to check the request's signature.
+
+use std::sync::Arc;
+
+use chuyi_common::seal::SealKey;
+use chuyi_common::secret::ClusterSecret;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::raft::USER_SECRET_PURPOSE;
+use chuyi_metadata::state::model::User;
+use chuyi_metadata::state::MetaError;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{s3_error, S3Result};
+use sha2::{Digest, Sha256};
+
+/// The users of the cluster, as the gateway authenticates them.
+#[derive(Debug)]
+pub struct Users {
+    meta: Arc<MetaClient>,
+    seal: SealKey,
+}
+
+impl Users {
+    pub fn new(meta: Arc<MetaClient>, secret: &ClusterSecret) -> Self {
+        Self { meta, seal: SealKey::derive(secret, USER_SECRET_PURPOSE) }
+    }
+
+    /// The user an access key belongs to.
+    pub async fn user(meta: &MetaClient, access_key: &str) -> S3Result<User> {
+        match meta.read(Query::User(access_key.to_string())).await {
+            Ok(ApiReply::User(user)) => Ok(user),
+            Ok(other) => Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
+            Err(MetaError::NotFound { .. }) => Err(s3_error!(InvalidAccessKeyId)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Users {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let user = Self::user(&self.meta, access_key).await?;
+        let secret = self.seal.open(&user.secret).map_err(|e| {
+            tracing::error!(user = user.name, error = %e, "a user's secret key does not open with this cluster secret");
+            s3_error!(InternalError, "the user's secret key cannot be opened")
+        })?;
+        let secret = String::from_utf8(secret).map_err(|_| s3_error!(InternalError, "a secret key is not text"))?;
+        Ok(SecretKey::from(secret))
+    }
+}
+
+/// A user's stable canonical id, as Owner fields report it: 64 hex digits
+/// (like AWS's), derived from the user name, which never changes.
+pub fn canonical_id(user_name: &str) -> String {
+    let digest = Sha256::digest(format!("chuyi canonical user id\0{user_name}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The S3 error for a metadata service that could not answer.
+pub fn unavailable(e: MetaError) -> s3s::S3Error {
+    tracing::warn!(error = %e, "metadata service unavailable");
+    s3_error!(ServiceUnavailable, "the metadata service is unavailable")
+}
