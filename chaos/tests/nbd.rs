@@ -55,6 +55,31 @@ async fn raw_attach(addr: std::net::SocketAddr, size: u64) -> tokio::net::TcpStr
     s
 }
 
+/// A READ request of 4 KiB at offset 0.
+fn read_request(cookie: u64) -> Vec<u8> {
+    let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
+    req.extend_from_slice(&0u32.to_be_bytes()); // flags, READ
+    req.extend_from_slice(&cookie.to_be_bytes());
+    req.extend_from_slice(&0u64.to_be_bytes());
+    req.extend_from_slice(&4096u32.to_be_bytes());
+    req
+}
+
+/// Whether qemu-io reads `uri` within `tries` attempts `pause` apart.
+async fn served_within(uri: &str, tries: usize, pause: Duration) -> bool {
+    for _ in 0..tries {
+        let uri = uri.to_string();
+        let (ok, _) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]))
+            .await
+            .expect("qemu-io");
+        if ok {
+            return true;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_nbd_clients_read_write_and_compare() {
     let (_cluster, addrs) = serve(64, &["test-frontend"]).await;
@@ -207,23 +232,18 @@ async fn a_second_frontend_is_refused_until_the_first_detaches() {
     let held = raw_attach(addrs[0], 16 << 20).await;
 
     let via_b = format!("nbd://{}/vol0", addrs[1]);
-    let io =
-        move |uri: String| tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]));
-    let (ok, out) = io(via_b.clone()).await.expect("qemu-io");
+    let uri = via_b.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]))
+        .await
+        .expect("qemu-io");
     assert!(!ok && out.contains("frontend-a"), "frontend B must refuse while A holds the volume: {out}");
 
     // A's client goes away: A releases the lease, and B serves.
     drop(held);
-    let mut served = false;
-    for _ in 0..50 {
-        let (ok, _) = io(via_b.clone()).await.expect("qemu-io");
-        if ok {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(served, "frontend B never got the volume after A let go");
+    assert!(
+        served_within(&via_b, 50, Duration::from_millis(100)).await,
+        "frontend B never got the volume after A let go"
+    );
 }
 
 /// The data extents `nbdinfo --map` reports, as (offset, length); every
@@ -401,16 +421,8 @@ async fn a_frontend_that_loses_its_lease_stops_serving() {
     let b =
         serve_tcp(NbdServer::with_options(client, "frontend-b".into(), NbdOptions { lease_ttl: ttl, kek: None })).await;
 
-    let read = |cookie: u64| {
-        let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
-        req.extend_from_slice(&0u32.to_be_bytes()); // flags, READ
-        req.extend_from_slice(&cookie.to_be_bytes());
-        req.extend_from_slice(&0u64.to_be_bytes());
-        req.extend_from_slice(&4096u32.to_be_bytes());
-        req
-    };
     let mut s = raw_attach(a, 16 << 20).await;
-    s.write_all(&read(1)).await.expect("read");
+    s.write_all(&read_request(1)).await.expect("read");
     let mut reply = vec![0u8; 16 + 4096];
     s.read_exact(&mut reply).await.expect("served while the lease holds");
 
@@ -427,20 +439,10 @@ async fn a_frontend_that_loses_its_lease_stops_serving() {
     // Back, the metadata service lets B take the expired lease, and A,
     // whose renewal is refused, stays off it.
     cluster.restart_meta(member).expect("restart meta");
-    let via_b = format!("nbd://{b}/vol0");
-    let mut served = false;
-    for _ in 0..100 {
-        let uri = via_b.clone();
-        let (ok, _) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &uri]))
-            .await
-            .expect("qemu-io");
-        if ok {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(served, "frontend B never got the volume after A's lease ran out");
+    assert!(
+        served_within(&format!("nbd://{b}/vol0"), 100, Duration::from_millis(200)).await,
+        "frontend B never got the volume after A's lease ran out"
+    );
 }
 
 /// Connections racing to attach one volume share one lease: it is renewed
@@ -462,29 +464,14 @@ async fn racing_attaches_share_one_lease() {
     // Past the fence's margin of the first term: only renewals keep it.
     tokio::time::sleep(ttl).await;
     for (i, s) in conns.iter_mut().enumerate() {
-        let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
-        req.extend_from_slice(&0u32.to_be_bytes());
-        req.extend_from_slice(&(i as u64).to_be_bytes());
-        req.extend_from_slice(&0u64.to_be_bytes());
-        req.extend_from_slice(&4096u32.to_be_bytes());
-        s.write_all(&req).await.expect("read request");
+        s.write_all(&read_request(i as u64)).await.expect("read request");
         let mut reply = vec![0u8; 16 + 4096];
         s.read_exact(&mut reply).await.unwrap_or_else(|e| panic!("connection {i} was dropped: {e}"));
         assert_eq!(&reply[4..8], &[0, 0, 0, 0], "connection {i} got an error");
     }
     drop(conns);
-    let uri = format!("nbd://{b}/vol0");
-    let mut served = false;
-    for _ in 0..20 {
-        let u = uri.clone();
-        let (ok, _) = tokio::task::spawn_blocking(move || run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &u]))
-            .await
-            .expect("qemu-io");
-        if ok {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(served, "the lease was not released when the last connection went");
+    assert!(
+        served_within(&format!("nbd://{b}/vol0"), 20, Duration::from_millis(100)).await,
+        "the lease was not released when the last connection went"
+    );
 }
