@@ -2,7 +2,9 @@
 //! service, whose user records keep each secret key sealed under the
 //! cluster secret; the gateway opens it to check the request's signature.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::ClusterSecret;
@@ -15,34 +17,57 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Result};
 use sha2::{Digest, Sha256};
 
+/// How long a user record read for one request serves the next ones: a
+/// request is authenticated and then served as its user, which would
+/// otherwise read the record twice. A deleted user keeps access this long.
+const USER_FRESH: Duration = Duration::from_secs(2);
+
 /// The users of the cluster, as the gateway authenticates them.
 #[derive(Debug)]
 pub struct Users {
     meta: Arc<MetaClient>,
     seal: SealKey,
+    recent: Mutex<HashMap<String, (Instant, User)>>,
 }
 
 impl Users {
     pub fn new(meta: Arc<MetaClient>, secret: &ClusterSecret) -> Self {
-        Self { meta, seal: SealKey::derive(secret, USER_SECRET_PURPOSE) }
+        Self { meta, seal: SealKey::derive(secret, USER_SECRET_PURPOSE), recent: Mutex::new(HashMap::new()) }
     }
 
     /// The user an access key belongs to.
-    pub async fn user(meta: &MetaClient, access_key: &str) -> S3Result<User> {
-        match meta.read(Query::User(access_key.to_string())).await {
-            Ok(ApiReply::User(user)) => Ok(user),
-            Ok(other) => Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
-            Err(MetaError::NotFound { .. }) => Err(s3_error!(InvalidAccessKeyId)),
-            Err(e) => Err(unavailable(e)),
+    pub async fn user(&self, access_key: &str) -> S3Result<User> {
+        if let Some((at, user)) = self.lock().get(access_key) {
+            if at.elapsed() < USER_FRESH {
+                return Ok(user.clone());
+            }
         }
+        let user = match self.meta.read(Query::User(access_key.to_string())).await {
+            Ok(ApiReply::User(user)) => user,
+            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
+            Err(MetaError::NotFound { .. }) => return Err(s3_error!(InvalidAccessKeyId)),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut recent = self.lock();
+        recent.retain(|_, (at, _)| at.elapsed() < USER_FRESH);
+        recent.insert(access_key.to_string(), (Instant::now(), user.clone()));
+        Ok(user)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, User)>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+/// The users as s3s asks them for secret keys.
+#[derive(Debug)]
+pub struct UserAuth(pub Arc<Users>);
+
 #[async_trait::async_trait]
-impl S3Auth for Users {
+impl S3Auth for UserAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        let user = Self::user(&self.meta, access_key).await?;
-        let secret = self.seal.open(&user.secret).map_err(|e| {
+        let user = self.0.user(access_key).await?;
+        let secret = self.0.seal.open(&user.secret).map_err(|e| {
             tracing::error!(user = user.name, error = %e, "a user's secret key does not open with this cluster secret");
             s3_error!(InternalError, "the user's secret key cannot be opened")
         })?;

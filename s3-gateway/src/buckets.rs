@@ -26,14 +26,15 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 #[derive(Debug)]
 pub struct Gateway {
     meta: Arc<MetaClient>,
+    users: Arc<Users>,
     /// The pool new buckets' objects go to.
     pool: String,
     region: String,
 }
 
 impl Gateway {
-    pub fn new(meta: Arc<MetaClient>, pool: String) -> Self {
-        Self { meta, pool, region: DEFAULT_REGION.into() }
+    pub fn new(meta: Arc<MetaClient>, users: Arc<Users>, pool: String) -> Self {
+        Self { meta, users, pool, region: DEFAULT_REGION.into() }
     }
 
     /// The user a request is signed by; anonymous requests are refused.
@@ -41,7 +42,7 @@ impl Gateway {
         let Some(credentials) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
         };
-        Users::user(&self.meta, &credentials.access_key).await
+        self.users.user(&credentials.access_key).await
     }
 
     /// `name`, if it exists and `user` may reach it.

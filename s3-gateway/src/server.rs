@@ -10,14 +10,15 @@ use hyper_util::server::conn::auto::Builder;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
-use crate::auth::Users;
+use crate::auth::{UserAuth, Users};
 use crate::buckets::Gateway;
 
 /// Builds the S3 service of a cluster: buckets go to `pool`.
 pub fn service(meta: MetaClient, secret: &ClusterSecret, pool: String) -> S3Service {
     let meta = Arc::new(meta);
-    let mut builder = S3ServiceBuilder::new(Gateway::new(meta.clone(), pool));
-    builder.set_auth(Users::new(meta, secret));
+    let users = Arc::new(Users::new(meta.clone(), secret));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(meta, users.clone(), pool));
+    builder.set_auth(UserAuth(users));
     builder.build()
 }
 
