@@ -43,13 +43,19 @@ fn generate(file: &std::path::Path) -> anyhow::Result<()> {
 /// Creates `file` (it must not exist) with a fresh KEK, readable by its
 /// owner only from the start.
 pub fn write_new_kek(file: &std::path::Path) -> anyhow::Result<()> {
+    write_private(file, &generate_kek_hex())
+}
+
+/// Creates `file` (it must not exist) holding `text` and a newline,
+/// readable by its owner only from the start, and syncs it.
+pub fn write_private(file: &std::path::Path, text: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(file)
         .with_context(|| format!("creating {}", file.display()))?;
-    f.write_all(generate_kek_hex().as_bytes())?;
+    f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;
     Ok(())

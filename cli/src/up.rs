@@ -58,12 +58,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let secret_file = dir.join("cluster.secret");
     if !secret_file.exists() {
-        let mut bytes = [0u8; 32];
-        chuyi_common::secret::fill_random(&mut bytes);
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&secret_file, hex)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
+        crate::key::write_private(&secret_file, &ClusterSecret::generate().to_text())?;
     }
     // The master key of encrypted volumes. A real deployment keeps it off
     // the cluster's disks (a key file on the frontend hosts, or $CHUYI_KEK);
@@ -241,8 +236,6 @@ struct S3Keys {
 }
 
 async fn s3_user(meta: &MetaClient, dir: &Path) -> anyhow::Result<S3Keys> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let file = dir.join("s3-user.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
         return serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()));
@@ -260,7 +253,6 @@ async fn s3_user(meta: &MetaClient, dir: &Path) -> anyhow::Result<S3Keys> {
             Err(e) => bail!("creating the S3 user: {e}"),
         }
     };
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
-    f.write_all(serde_json::to_string_pretty(&created)?.as_bytes())?;
+    crate::key::write_private(&file, &serde_json::to_string_pretty(&created)?)?;
     Ok(created)
 }

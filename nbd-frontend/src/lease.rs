@@ -27,7 +27,8 @@ pub struct Fence {
     /// Milliseconds after `start` until which the lease surely holds; 0
     /// once it is known lost.
     valid_until_ms: AtomicU64,
-    /// Wakes [`Self::closed`] when the lease is known lost before its time.
+    /// Wakes [`Self::closed`] once the lease is lost: refused, or run out
+    /// (noticed by [`Self::watch`]).
     lost: Notify,
 }
 
@@ -43,25 +44,30 @@ impl Fence {
         (self.start.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Acquire)
     }
 
-    /// Resolves once the lease no longer surely holds: at its deadline
-    /// unless a renewal moved it, or at once when it is known lost.
+    /// Resolves once the lease no longer surely holds. Every request in
+    /// flight waits on this, so it takes no timer of its own: one
+    /// [`Self::watch`] per lease closes the fence when time runs out.
     pub async fn closed(&self) {
+        let lost = self.lost.notified();
+        tokio::pin!(lost);
+        // Registered before the check, so a loss in between still wakes.
+        lost.as_mut().enable();
+        if self.holds() {
+            lost.await;
+        }
+    }
+
+    /// Closes the fence when its deadline passes without a renewal having
+    /// moved it; returns then.
+    pub async fn watch(&self) {
         loop {
-            // Registered before the check, so a loss in between still wakes.
-            let lost = self.lost.notified();
-            tokio::pin!(lost);
-            lost.as_mut().enable();
             let until = self.valid_until_ms.load(Ordering::Acquire);
-            if until == 0 {
-                return;
+            if until != 0 {
+                tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()).await;
             }
-            tokio::select! {
-                () = tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()) => {
-                    if !self.holds() {
-                        return;
-                    }
-                }
-                () = &mut lost => {}
+            if !self.holds() {
+                self.lost();
+                return;
             }
         }
     }
@@ -87,7 +93,8 @@ fn margin(ttl: Duration) -> Duration {
 }
 
 /// Renews the lease every third of its time to live until aborted, or until
-/// the metadata service refuses (the lease is gone): then the fence closes.
+/// the metadata service refuses (the lease is gone) or the renewals fail
+/// for too long: then the fence closes.
 pub async fn renew(
     cluster: Arc<Cluster>,
     volume: String,
@@ -96,12 +103,21 @@ pub async fn renew(
     ttl: Duration,
     fence: Arc<Fence>,
 ) {
+    tokio::select! {
+        () = renewals(&cluster, &volume, &holder, lease_id, ttl, &fence) => {}
+        () = fence.watch() => {
+            tracing::error!(volume, "the attach lease could not be renewed in time; no more I/O is sent");
+        }
+    }
+}
+
+async fn renewals(cluster: &Cluster, volume: &str, holder: &str, lease_id: u64, ttl: Duration, fence: &Fence) {
     let mut wait = ttl / 3;
     loop {
         tokio::time::sleep(wait).await;
         let renew = Command::RenewLease {
-            volume: volume.clone(),
-            holder: holder.clone(),
+            volume: volume.to_string(),
+            holder: holder.to_string(),
             lease_id,
             ttl_ms: ttl.as_millis() as u64,
         };
@@ -124,9 +140,6 @@ pub async fn renew(
                 tracing::warn!(volume, "renewing the attach lease timed out; retrying");
                 wait = retry_wait(ttl);
             }
-        }
-        if !fence.holds() {
-            tracing::error!(volume, "the attach lease could not be renewed in time; no more I/O is sent");
         }
     }
 }

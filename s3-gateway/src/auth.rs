@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chuyi_common::seal::SealKey;
-use chuyi_common::secret::ClusterSecret;
+use chuyi_common::secret::{hex, ClusterSecret};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::raft::USER_SECRET_PURPOSE;
@@ -79,8 +79,7 @@ impl S3Auth for UserAuth {
 /// A user's stable canonical id, as Owner fields report it: 64 hex digits
 /// (like AWS's), derived from the user name, which never changes.
 pub fn canonical_id(user_name: &str) -> String {
-    let digest = Sha256::digest(format!("chuyi canonical user id\0{user_name}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(format!("chuyi canonical user id\0{user_name}").as_bytes()))
 }
 
 /// The S3 error for a metadata service that could not answer.

@@ -20,7 +20,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::wrap::{Kek, WrapError};
 use super::xts::{Sm4Xts, XtsError, XtsStandard, XTS_KEY_BYTES};
 use super::SM4_KEY_BYTES;
-use crate::secret::fill_random;
+use crate::secret::{fill_random, hex};
 
 /// The environment variable holding the KEK in hex, when no file is given.
 pub const KEK_ENV: &str = "CHUYI_KEK";
@@ -74,7 +74,7 @@ pub fn parse_kek(text: &str) -> Result<Kek, KeyError> {
 pub fn generate_kek_hex() -> Zeroizing<String> {
     let mut key = Zeroizing::new([0u8; SM4_KEY_BYTES]);
     fill_random(key.as_mut());
-    Zeroizing::new(key.iter().map(|b| format!("{b:02x}")).collect())
+    Zeroizing::new(hex(key.as_ref()))
 }
 
 /// A fresh data key for volume `volume`, wrapped under `kek`: what the
