@@ -212,14 +212,7 @@ async fn seed(client: &MetaClient) {
 }
 
 fn object(etag: &str) -> ObjectPut {
-    ObjectPut {
-        size: 1,
-        etag: etag.into(),
-        content_type: "application/dicom".into(),
-        user_meta: vec![],
-        chunks: vec![],
-        flags: 0,
-    }
+    ObjectPut { etag: etag.into(), content_type: "application/dicom".into(), ..ObjectPut::default() }
 }
 
 fn put(key: &str, etag: &str) -> Command {

@@ -9,6 +9,9 @@ pub const BLOCK_SIZE_BYTES: usize = 4096;
 /// The largest chunk a storage node stores (and the default chunk size).
 pub const CHUNK_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// Bytes of each chunk of object data (the last of a run holds the rest).
+pub const OBJECT_CHUNK_BYTES: u64 = CHUNK_SIZE_MAX_BYTES as u64;
+
 /// Blocks in the largest chunk: the length of a chunk's checksum table.
 pub const CHUNK_BLOCKS_MAX: usize = CHUNK_SIZE_MAX_BYTES / BLOCK_SIZE_BYTES;
 

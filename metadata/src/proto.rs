@@ -14,7 +14,9 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::state::listing::{ListRequest, Listing};
-use crate::state::model::{Bucket, ClusterMap, ObjectRecord, Pool, PoolDefaults, User, Volume};
+use crate::state::model::{
+    Bucket, BucketUsage, ClusterMap, DataRun, ObjectRecord, Part, Pool, PoolDefaults, Upload, User, Volume,
+};
 use crate::state::{Command, MetaError, Reply};
 use crate::store::TypeConfig;
 
@@ -82,6 +84,31 @@ pub enum Query {
     List(ListRequest),
     /// What a pool's new volumes get by default.
     PoolDefaults(String),
+    /// Objects and bytes a bucket holds.
+    BucketUsage(String),
+    Upload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    /// Up to `max` parts numbered above `after`.
+    Parts {
+        upload_id: String,
+        after: u32,
+        max: u32,
+    },
+    /// Up to `max` uploads of keys starting with `prefix`, after (key,
+    /// upload id) `after`.
+    Uploads {
+        bucket: String,
+        prefix: String,
+        after: Option<(String, String)>,
+        max: u32,
+    },
+    /// Up to `max` runs of object data waiting to be deleted.
+    Garbage {
+        max: u32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,6 +140,11 @@ pub enum ApiReply {
     },
     Done,
     PoolDefaults(PoolDefaults),
+    BucketUsage(BucketUsage),
+    Upload(Upload),
+    Parts(Vec<Part>),
+    Uploads(Vec<Upload>),
+    Garbage(Vec<DataRun>),
 }
 
 /// A Raft member as `chuyi status` shows it.

@@ -30,6 +30,15 @@ use crate::store::{StateReader, StoreError, TypeConfig};
 /// What seals user secret keys; the gateway opens them with the same label.
 pub const USER_SECRET_PURPOSE: &[u8] = b"chuyi user secret v1";
 
+/// Most records one page of parts, uploads or garbage returns (S3 pages
+/// parts and uploads by 1000): a page of them stays far below the RPC
+/// payload limit.
+pub const RECORDS_PAGE_MAX: u32 = 1000;
+
+fn page(max: u32) -> usize {
+    max.clamp(1, RECORDS_PAGE_MAX) as usize
+}
+
 pub struct MetaService {
     id: u64,
     raft: Raft<TypeConfig>,
@@ -124,6 +133,25 @@ impl MetaService {
                 }
                 ApiReply::Listing(r.list(&request).map_err(store_error)?)
             }
+            Query::BucketUsage(bucket) => {
+                if r.bucket(&bucket).map_err(store_error)?.is_none() {
+                    return Err(missing(Kind::Bucket, &bucket));
+                }
+                ApiReply::BucketUsage(r.bucket_usage(&bucket).map_err(store_error)?)
+            }
+            Query::Upload { bucket, key, upload_id } => ApiReply::Upload(
+                r.upload(&bucket, &key, &upload_id)
+                    .map_err(store_error)?
+                    .ok_or_else(|| missing(Kind::Upload, &format!("{bucket}/{key}?uploadId={upload_id}")))?,
+            ),
+            Query::Parts { upload_id, after, max } => {
+                ApiReply::Parts(r.parts(&upload_id, after, page(max)).map_err(store_error)?)
+            }
+            Query::Uploads { bucket, prefix, after, max } => {
+                let after = after.as_ref().map(|(k, u)| (k.as_str(), u.as_str()));
+                ApiReply::Uploads(r.uploads(&bucket, &prefix, after, page(max)).map_err(store_error)?)
+            }
+            Query::Garbage { max } => ApiReply::Garbage(r.garbage(page(max)).map_err(store_error)?),
         })
     }
 

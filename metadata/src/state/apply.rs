@@ -14,12 +14,12 @@ use super::command::{Command, PoolChange, Reply};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    Bucket, Lease, Millis, NodeRecord, NodeState, ObjectPut, ObjectRecord, PgRecord, Pool, PoolDefaults, Quarantine,
-    User, Versioning, Volume, VolumeState, NULL_VERSION,
+    Bucket, Lease, Millis, NodeRecord, NodeState, PgRecord, Pool, PoolDefaults, Quarantine, User, Versioning, Volume,
+    VolumeState,
 };
 use super::names;
 use super::tables::TablesMut;
-use super::view;
+use super::{objects, uploads, view};
 use crate::placement::{self, DiskRef, PgChange};
 use crate::store::StoreError;
 
@@ -35,9 +35,6 @@ pub(crate) type Applied = Result<Result<Reply, MetaError>, StoreError>;
 
 /// Longest a lease may be granted for at once.
 pub const LEASE_TTL_MAX_MS: u64 = 10 * 60 * 1000;
-
-/// Versions of one key examined to find its null version.
-const NULL_VERSION_SCAN_MAX: usize = 100_000;
 
 macro_rules! refuse {
     ($e:expr) => {
@@ -96,8 +93,24 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             t.put_rec("bucket", &keys::bucket(bucket), &b)?;
             Ok(Ok(Reply::Bucket(b)))
         }
-        Command::PutObject { bucket, key, object } => put_object(t, ctx, bucket, key, object),
-        Command::DeleteObject { bucket, key, version_id } => delete_object(t, ctx, bucket, key, version_id.as_deref()),
+        Command::BeginData { pool, len, ttl_ms } => objects::begin_data(t, ctx, pool, *len, *ttl_ms),
+        Command::AbandonData { owner } => objects::abandon_data(t, *owner),
+        Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object),
+        Command::DeleteObject { bucket, key, version_id } => {
+            objects::delete_object(t, ctx, bucket, key, version_id.as_deref())
+        }
+        Command::CreateUpload { bucket, key, object } => uploads::create_upload(t, ctx, bucket, key, object),
+        Command::PutPart { bucket, key, upload_id, number, etag, run } => {
+            uploads::put_part(t, ctx, uploads::NewPart { bucket, key, upload_id, number: *number, etag, run: *run })
+        }
+        Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes } => {
+            let completion =
+                uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes: *min_part_bytes };
+            uploads::complete_upload(t, ctx, completion)
+        }
+        Command::AbortUpload { bucket, key, upload_id } => uploads::abort_upload(t, bucket, key, upload_id),
+        Command::ForgetGarbage { owners } => objects::forget_garbage(t, owners),
+        Command::ExpirePending { max } => objects::expire_pending(t, ctx, *max),
         Command::ReportUnreachable { reporter, node } => report_unreachable(t, ctx, *reporter, *node),
         Command::DestroyVolumeKey { name, holder } => destroy_volume_key(t, ctx, name, holder),
         Command::RewrapVolumeKey { name, old, new } => rewrap_volume_key(t, name, old, new),
@@ -119,7 +132,7 @@ pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Milli
     Ok(now)
 }
 
-fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
+pub(crate) fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
     let id = t.get_rec::<u64>("next id", keys::NEXT_ID)?.unwrap_or(1);
     t.put_rec("next id", keys::NEXT_ID, &(id + 1))?;
     Ok(id)
@@ -663,7 +676,9 @@ fn delete_bucket(t: &mut impl TablesMut, name: &str) -> Applied {
     if !t.scan(&objects, &end, 1)?.is_empty() {
         refuse!(MetaError::BucketNotEmpty(name.into()));
     }
+    uploads::abort_all(t, name)?;
     t.delete(&keys::bucket(name));
+    t.delete(&keys::bucket_usage(name));
     Ok(Ok(Reply::Done))
 }
 
@@ -675,75 +690,4 @@ fn set_versioning(t: &mut impl TablesMut, name: &str, versioning: Versioning) ->
     bucket.versioning = versioning;
     t.put_rec("bucket", &keys::bucket(name), &bucket)?;
     Ok(Ok(Reply::Bucket(bucket)))
-}
-
-// ---- the object index ----
-
-fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, object: &ObjectPut) -> Applied {
-    if let Err(e) = names::check_object_key(key) {
-        refuse!(e);
-    }
-    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
-    let version_id = match b.versioning {
-        Versioning::Enabled => super::model::version_id_of(ctx.seq),
-        Versioning::Unset | Versioning::Suspended => {
-            remove_null_version(t, bucket, key)?;
-            NULL_VERSION.to_string()
-        }
-    };
-    let record = ObjectRecord {
-        seq: ctx.seq,
-        version_id: version_id.clone(),
-        delete_marker: false,
-        modified_ms: ctx.now_ms,
-        data: object.clone(),
-    };
-    t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &record)?;
-    Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
-}
-
-/// Removes `key`'s null version if it has one; returns it.
-fn remove_null_version(t: &mut impl TablesMut, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
-    let found = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)?;
-    if let Some(record) = &found {
-        t.delete(&keys::object_version(bucket, key, record.seq));
-    }
-    Ok(found)
-}
-
-fn delete_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, version_id: Option<&str>) -> Applied {
-    if let Err(e) = names::check_object_key(key) {
-        refuse!(e);
-    }
-    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
-    if let Some(version_id) = version_id {
-        let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
-            refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
-        };
-        t.delete(&keys::object_version(bucket, key, record.seq));
-        return Ok(Ok(Reply::ObjectDeleted {
-            version_id: Some(record.version_id),
-            delete_marker: record.delete_marker,
-        }));
-    }
-    let marker_id = match b.versioning {
-        Versioning::Unset => {
-            remove_null_version(t, bucket, key)?;
-            return Ok(Ok(Reply::ObjectDeleted { version_id: None, delete_marker: false }));
-        }
-        Versioning::Enabled => super::model::version_id_of(ctx.seq),
-        Versioning::Suspended => {
-            remove_null_version(t, bucket, key)?;
-            NULL_VERSION.to_string()
-        }
-    };
-    let marker = ObjectRecord {
-        seq: ctx.seq,
-        version_id: marker_id.clone(),
-        delete_marker: true,
-        modified_ms: ctx.now_ms,
-        data: ObjectPut::default(),
-    };
-    t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &marker)?;
-    Ok(Ok(Reply::ObjectDeleted { version_id: Some(marker_id), delete_marker: true }))
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MetaError;
 use super::model::{
-    Bucket, BucketSettings, DiskRecord, Lease, Millis, ObjectPut, Pool, PoolDefaults, Redundancy, User, Versioning,
-    Volume,
+    Bucket, BucketSettings, DataRun, DiskRecord, Lease, Millis, ObjectPut, Pool, PoolDefaults, Redundancy, Upload,
+    User, Versioning, Volume,
 };
 use crate::placement::{DiskRef, PgChange};
 
@@ -132,6 +132,20 @@ pub enum Command {
         bucket: String,
         settings: BucketSettings,
     },
+    /// Reserves a new chunk owner in `pool` for `len` bytes of object data
+    /// about to be written, pending until an object or part claims it, and
+    /// freed if nothing has by `ttl_ms` from now (its writer died).
+    BeginData {
+        pool: String,
+        len: u64,
+        ttl_ms: u64,
+    },
+    /// The writer of pending data gave up: its chunks are garbage now.
+    AbandonData {
+        owner: u64,
+    },
+    /// A new version of `key` (or its null version). Every run of its data
+    /// must be pending, and is claimed.
     PutObject {
         bucket: String,
         key: String,
@@ -143,6 +157,47 @@ pub enum Command {
         bucket: String,
         key: String,
         version_id: Option<String>,
+    },
+    /// Starts a multipart upload of `key`; `object` is the object to be,
+    /// less its data.
+    CreateUpload {
+        bucket: String,
+        key: String,
+        object: ObjectPut,
+    },
+    /// Adds part `number` (replacing an earlier upload of it); its run must
+    /// be pending, and is claimed.
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        number: u32,
+        etag: String,
+        run: DataRun,
+    },
+    /// Makes the listed parts (number, owner of the part's data as read
+    /// before) the object's data, in order; every part but the last must be
+    /// at least `min_part_bytes`. Parts not listed become garbage.
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, u64)>,
+        etag: String,
+        min_part_bytes: u64,
+    },
+    AbortUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    /// The gateway deleted these owners' chunks.
+    ForgetGarbage {
+        owners: Vec<u64>,
+    },
+    /// Frees up to `max` pending runs whose time is up.
+    ExpirePending {
+        max: u32,
     },
     /// Storage node `reporter` cannot reach `node` on the data path although
     /// `node` may still be heartbeating (a network cut between nodes). The
@@ -195,6 +250,13 @@ pub enum Reply {
         version_id: Option<String>,
         delete_marker: bool,
     },
+    /// The chunk owner reserved for new object data.
+    Data {
+        owner: u64,
+    },
+    Upload(Upload),
+    /// How many records a command went through.
+    Count(u64),
 }
 
 /// A placement change of one pool's PG.

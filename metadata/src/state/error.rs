@@ -26,6 +26,10 @@ pub enum MetaError {
     InUse { kind: Kind, name: String, user_kind: Kind, user: String },
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),
+    #[error("object data {owner:#x} is no longer pending: it expired or was abandoned")]
+    DataNotPending { owner: u64 },
+    #[error("upload {upload_id:?}: {problem}")]
+    BadUpload { upload_id: String, problem: UploadProblem },
     #[error("placement: {0}")]
     Placement(String),
     #[error("node {0} is not registered")]
@@ -52,6 +56,22 @@ pub enum Kind {
     Object,
     Version,
     Member,
+    Upload,
+    Part,
+}
+
+/// Why a multipart upload cannot complete (S3's InvalidPartOrder,
+/// InvalidPart and EntityTooSmall).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum UploadProblem {
+    #[error("parts must be listed in ascending order, each once")]
+    PartOrder,
+    #[error("no parts were listed")]
+    NoParts,
+    #[error("part {0} was not uploaded, or was replaced since it was listed")]
+    NoSuchPart(u32),
+    #[error("part {number} is {size} bytes; every part but the last must be at least {min}")]
+    PartTooSmall { number: u32, size: u64, min: u64 },
 }
 
 impl std::fmt::Display for Kind {
@@ -66,6 +86,8 @@ impl std::fmt::Display for Kind {
             Kind::Object => "object",
             Kind::Version => "version",
             Kind::Member => "member",
+            Kind::Upload => "upload",
+            Kind::Part => "part",
         })
     }
 }

@@ -29,6 +29,21 @@ pub(crate) const T_QUARANTINE: u8 = 0x08;
 pub(crate) const T_POOL_DEFAULTS: u8 = 0x09;
 /// The object index: every version of every object.
 pub(crate) const T_OBJECT: u8 = 0x10;
+/// Chunk owner → object data not yet referred to ([`PendingData`]).
+///
+/// [`PendingData`]: super::model::PendingData
+pub(crate) const T_PENDING: u8 = 0x11;
+/// Chunk owner → bytes of object data no record refers to any more,
+/// waiting for the gateway to delete its chunks.
+pub(crate) const T_GARBAGE: u8 = 0x12;
+/// Multipart uploads in progress, by bucket, key and upload id.
+pub(crate) const T_UPLOAD: u8 = 0x13;
+/// Their parts, by upload id and part number.
+pub(crate) const T_PART: u8 = 0x14;
+/// Bucket name → what it holds ([`BucketUsage`]).
+///
+/// [`BucketUsage`]: super::model::BucketUsage
+pub(crate) const T_BUCKET_USAGE: u8 = 0x15;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -186,6 +201,63 @@ pub(crate) fn object_versions(bucket: &str, key: &str) -> Vec<u8> {
 pub(crate) fn object_version(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
     let mut k = object_versions(bucket, key);
     k.extend_from_slice(&(!seq).to_be_bytes());
+    k
+}
+
+pub(crate) fn pending(owner: u64) -> Vec<u8> {
+    let mut k = table(T_PENDING);
+    k.extend_from_slice(&owner.to_be_bytes());
+    k
+}
+
+pub(crate) fn garbage(owner: u64) -> Vec<u8> {
+    let mut k = table(T_GARBAGE);
+    k.extend_from_slice(&owner.to_be_bytes());
+    k
+}
+
+/// The owner of a pending or garbage key.
+pub(crate) fn parse_owner(raw: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(raw.get(1..)?.try_into().ok()?))
+}
+
+pub(crate) fn bucket_usage(bucket: &str) -> Vec<u8> {
+    let mut k = table(T_BUCKET_USAGE);
+    push_str(&mut k, bucket.as_bytes());
+    k
+}
+
+/// Every upload of a bucket starts with this.
+pub(crate) fn bucket_uploads(bucket: &str) -> Vec<u8> {
+    let mut k = table(T_UPLOAD);
+    push_str(&mut k, bucket.as_bytes());
+    k
+}
+
+/// Uploads of `bucket` whose key starts with `key_prefix`.
+pub(crate) fn upload_prefix(bucket: &str, key_prefix: &str) -> Vec<u8> {
+    let mut k = bucket_uploads(bucket);
+    push_open(&mut k, key_prefix.as_bytes());
+    k
+}
+
+pub(crate) fn upload(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
+    let mut k = bucket_uploads(bucket);
+    push_str(&mut k, key.as_bytes());
+    push_str(&mut k, upload_id.as_bytes());
+    k
+}
+
+/// Every part key of an upload starts with this.
+pub(crate) fn upload_parts(upload_id: &str) -> Vec<u8> {
+    let mut k = table(T_PART);
+    push_str(&mut k, upload_id.as_bytes());
+    k
+}
+
+pub(crate) fn part(upload_id: &str, number: u32) -> Vec<u8> {
+    let mut k = upload_parts(upload_id);
+    k.extend_from_slice(&number.to_be_bytes());
     k
 }
 

@@ -13,12 +13,15 @@ pub(crate) mod keys;
 pub mod listing;
 pub mod model;
 pub mod names;
+pub(crate) mod objects;
 pub(crate) mod tables;
+pub(crate) mod uploads;
 pub(crate) mod view;
 
 #[cfg(test)]
 mod tests;
 
 pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMANDS_PER_ENTRY_MAX};
-pub use error::{Kind, MetaError};
+pub use error::{Kind, MetaError, UploadProblem};
 pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS, LIST_SCAN_BUDGET_PAIRS};
+pub use objects::DATA_TTL_MAX_MS;

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
+use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::map::{DataMap, NodeAddr, PgMap, PoolMap, Replica};
 use chuyi_common::seal::Sealed;
 use serde::{Deserialize, Serialize};
@@ -246,12 +247,22 @@ pub struct ObjectRecord {
     pub data: ObjectPut,
 }
 
-/// One chunk of an object's data.
+/// A run of object data: chunks `0..` of chunk owner `owner`, each
+/// [`OBJECT_CHUNK_BYTES`] long but the last, holding `len` bytes in all. A
+/// single PUT writes one run; a multipart object has one per part. Every
+/// owner belongs to exactly one run, never shared (a copy writes new
+/// chunks), so freeing a run never frees another object's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRef {
+pub struct DataRun {
     pub owner: u64,
-    pub index: u64,
-    pub len: u32,
+    pub len: u64,
+}
+
+impl DataRun {
+    /// How many chunks hold the run.
+    pub fn chunks(&self) -> u64 {
+        self.len.div_ceil(OBJECT_CHUNK_BYTES)
+    }
 }
 
 /// What a client gives for an object put; the state machine adds the
@@ -261,10 +272,66 @@ pub struct ObjectPut {
     pub size: u64,
     pub etag: String,
     pub content_type: String,
+    /// `x-amz-meta-*` pairs, names without the prefix.
     pub user_meta: Vec<(String, String)>,
-    pub chunks: Vec<ChunkRef>,
-    /// Compression, encryption and multipart flags, for the gateway.
+    /// The other headers S3 stores and returns (Content-Encoding,
+    /// Content-Disposition, Cache-Control, Content-Language, Expires, the
+    /// x-amz-checksum-* sent), lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// The data, in order; their lengths add up to `size`.
+    pub data: Vec<DataRun>,
+    /// Parts of a multipart upload, 0 for a single PUT.
+    pub parts: u32,
+    /// Compression and encryption flags, for the gateway.
     pub flags: u32,
+}
+
+impl ObjectPut {
+    /// The same object description without its data: what a copy or an
+    /// upload starts from.
+    pub fn without_data(&self) -> ObjectPut {
+        ObjectPut { size: 0, data: Vec::new(), parts: 0, ..self.clone() }
+    }
+}
+
+/// Object data written (or being written) that no object or part refers
+/// to yet. Committing an object claims it; one whose writer died is freed
+/// after `expires_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingData {
+    pub run: DataRun,
+    pub expires_ms: Millis,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub initiated_ms: Millis,
+    /// What the object will be, less its data.
+    pub object: ObjectPut,
+}
+
+/// One uploaded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub number: u32,
+    /// MD5 of the part, hex, as S3 reports a part's ETag.
+    pub etag: String,
+    pub run: DataRun,
+    pub modified_ms: Millis,
+}
+
+/// Lowest and highest part numbers, as S3.
+pub const PART_NUMBER_MAX: u32 = 10_000;
+
+/// What a bucket holds: every version that is not a delete marker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketUsage {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 /// A version id derived from a sequence number: fixed width so text order

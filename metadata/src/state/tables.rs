@@ -31,7 +31,18 @@ pub(crate) trait Tables {
         from: &[u8],
         to: &[u8],
     ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
-        let pairs = self.scan(from, to, usize::MAX)?;
+        self.scan_recs_limited(what, from, to, usize::MAX)
+    }
+
+    /// Up to `limit` records of `[from, to)`, decoded.
+    fn scan_recs_limited<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let pairs = self.scan(from, to, limit)?;
         pairs.into_iter().map(|(k, v)| Ok((k, decode(what, &v)?))).collect()
     }
 }

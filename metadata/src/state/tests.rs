@@ -9,7 +9,7 @@ use super::command::{Command, Reply};
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    ChunkRef, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, PoolDefaults, Redundancy, Versioning, VolumeState,
+    DataRun, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, PoolDefaults, Redundancy, Versioning, VolumeState,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -83,19 +83,41 @@ impl World {
         w
     }
 
-    fn put(&mut self, key: &str, size: u64) -> String {
-        let object = ObjectPut {
-            size,
-            etag: format!("etag-{size}"),
-            content_type: "application/dicom".into(),
-            user_meta: vec![],
-            chunks: vec![ChunkRef { owner: 9, index: 0, len: size as u32 }],
-            flags: 0,
-        };
-        match self.ok(Command::PutObject { bucket: "scans".into(), key: key.into(), object }) {
-            Reply::ObjectPut { version_id, .. } => version_id,
+    /// Reserves a run of `len` bytes of object data, as the gateway does
+    /// before writing it.
+    fn begin(&mut self, len: u64) -> DataRun {
+        match self.ok(Command::BeginData { pool: "ssd".into(), len, ttl_ms: 60_000 }) {
+            Reply::Data { owner } => DataRun { owner, len },
             other => panic!("{other:?}"),
         }
+    }
+
+    fn put(&mut self, key: &str, size: u64) -> String {
+        let run = self.begin(size);
+        self.put_run(key, run).expect("put")
+    }
+
+    fn put_run(&mut self, key: &str, run: DataRun) -> Result<String, MetaError> {
+        let object = ObjectPut {
+            size: run.len,
+            etag: format!("etag-{}", run.len),
+            content_type: "application/dicom".into(),
+            data: vec![run],
+            ..ObjectPut::default()
+        };
+        match self.run(Command::PutObject { bucket: "scans".into(), key: key.into(), object })? {
+            Reply::ObjectPut { version_id, .. } => Ok(version_id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn garbage(&self) -> Vec<DataRun> {
+        view::garbage(&self.t, usize::MAX).expect("garbage")
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        let u = view::bucket_usage(&self.t, "scans").expect("usage");
+        (u.objects, u.bytes)
     }
 
     fn list(
@@ -414,4 +436,140 @@ fn a_node_reported_unreachable_stays_down_for_a_doubling_penalty() {
     w.ok(Command::MarkNodeDown { id: 1, timeout_ms: 1 });
     assert_eq!(w.ok(Command::ReportUnreachable { reporter: 1, node: 3 }), Reply::Done);
     assert_eq!(state(&w), NodeState::Up);
+}
+
+#[test]
+fn object_data_is_claimed_once_and_becomes_garbage_when_its_version_goes() {
+    let mut w = World::cluster(3);
+    let first = w.begin(100);
+    w.put_run("a", first).expect("put");
+    assert_eq!(w.usage(), (1, 100));
+    // A run is claimed once: a second object cannot take it.
+    assert_eq!(w.put_run("b", first), Err(MetaError::DataNotPending { owner: first.owner }));
+    // Sizes must add up, and a run cannot claim more than was reserved.
+    let run = w.begin(10);
+    let mut object = ObjectPut { size: 11, data: vec![run], ..ObjectPut::default() };
+    assert!(matches!(
+        w.run(Command::PutObject { bucket: "scans".into(), key: "b".into(), object: object.clone() }),
+        Err(MetaError::Invalid { .. })
+    ));
+    object.data[0].len = 11;
+    assert!(matches!(
+        w.run(Command::PutObject { bucket: "scans".into(), key: "b".into(), object }),
+        Err(MetaError::Invalid { .. })
+    ));
+    // Overwriting the null version frees the old data.
+    assert!(w.garbage().is_empty());
+    w.put("a", 7);
+    assert_eq!(w.garbage(), vec![first]);
+    assert_eq!(w.usage(), (1, 7));
+    // Abandoned data is garbage at once; forgetting it empties the table.
+    w.ok(Command::AbandonData { owner: run.owner });
+    assert_eq!(w.garbage(), vec![first, run]);
+    w.ok(Command::ForgetGarbage { owners: vec![first.owner, run.owner] });
+    assert!(w.garbage().is_empty());
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });
+    assert_eq!(w.garbage().len(), 1);
+    assert_eq!(w.usage(), (0, 0));
+}
+
+#[test]
+fn pending_data_expires_into_garbage_only_when_its_time_is_up() {
+    let mut w = World::cluster(3);
+    let run = w.begin(4096);
+    assert_eq!(w.ok(Command::ExpirePending { max: 10 }), Reply::Count(0));
+    w.now_ms += 60_000;
+    assert_eq!(w.ok(Command::ExpirePending { max: 10 }), Reply::Count(1));
+    assert_eq!(w.garbage(), vec![run]);
+    assert_eq!(w.put_run("late", run), Err(MetaError::DataNotPending { owner: run.owner }));
+    assert!(matches!(
+        w.run(Command::BeginData { pool: "ssd".into(), len: 1, ttl_ms: 0 }),
+        Err(MetaError::Invalid { .. })
+    ));
+}
+
+fn part(w: &mut World, upload_id: &str, number: u32, len: u64) -> Result<DataRun, MetaError> {
+    let run = w.begin(len);
+    w.run(Command::PutPart {
+        bucket: "scans".into(),
+        key: "big".into(),
+        upload_id: upload_id.into(),
+        number,
+        etag: format!("p{number}"),
+        run,
+    })
+    .map(|_| run)
+}
+
+fn complete(w: &mut World, upload_id: &str, parts: Vec<(u32, u64)>) -> Result<Reply, MetaError> {
+    w.run(Command::CompleteUpload {
+        bucket: "scans".into(),
+        key: "big".into(),
+        upload_id: upload_id.into(),
+        parts,
+        etag: "x-2".into(),
+        min_part_bytes: 5,
+    })
+}
+
+#[test]
+fn multipart_uploads_complete_from_listed_parts_in_order_and_free_the_rest() {
+    use super::error::UploadProblem;
+    let mut w = World::cluster(3);
+    let object = ObjectPut { content_type: "application/x-tar".into(), ..ObjectPut::default() };
+    let upload = match w.ok(Command::CreateUpload { bucket: "scans".into(), key: "big".into(), object }) {
+        Reply::Upload(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let id = upload.upload_id.as_str();
+    let p1 = part(&mut w, id, 1, 10).expect("part 1");
+    let replaced = part(&mut w, id, 2, 3).expect("part 2");
+    let p2 = part(&mut w, id, 2, 8).expect("part 2 again");
+    assert_eq!(w.garbage(), vec![replaced], "a replaced part's data is freed");
+    let p3 = part(&mut w, id, 3, 2).expect("part 3");
+    let tiny = part(&mut w, id, 4, 1).expect("part 4");
+    assert!(matches!(part(&mut w, id, 0, 1), Err(MetaError::Invalid { .. })));
+    assert!(matches!(part(&mut w, "nope", 1, 1), Err(MetaError::NotFound { kind: Kind::Upload, .. })));
+
+    let bad = |problem| Err(MetaError::BadUpload { upload_id: id.into(), problem });
+    assert_eq!(complete(&mut w, id, vec![]), bad(UploadProblem::NoParts));
+    assert_eq!(complete(&mut w, id, vec![(2, p2.owner), (1, p1.owner)]), bad(UploadProblem::PartOrder));
+    assert_eq!(complete(&mut w, id, vec![(1, p1.owner), (2, replaced.owner)]), bad(UploadProblem::NoSuchPart(2)));
+    assert_eq!(
+        complete(&mut w, id, vec![(1, p1.owner), (3, p3.owner), (4, tiny.owner)]),
+        bad(UploadProblem::PartTooSmall { number: 3, size: 2, min: 5 })
+    );
+    complete(&mut w, id, vec![(1, p1.owner), (2, p2.owner), (3, p3.owner)]).expect("complete");
+    let record = view::latest_object(&w.t, "scans", "big").expect("read").expect("object");
+    assert_eq!(record.data.size, 20);
+    assert_eq!(record.data.data, vec![p1, p2, p3]);
+    assert_eq!((record.data.parts, record.data.content_type.as_str()), (3, "application/x-tar"));
+    assert_eq!(w.garbage(), vec![replaced, tiny], "the part left out is freed");
+    assert!(view::upload(&w.t, "scans", "big", id).expect("read").is_none());
+    assert!(view::parts(&w.t, id, 0, usize::MAX).expect("read").is_empty());
+    assert!(matches!(complete(&mut w, id, vec![(1, p1.owner)]), Err(MetaError::NotFound { .. })));
+}
+
+#[test]
+fn aborting_an_upload_or_deleting_its_bucket_frees_its_parts() {
+    let mut w = World::cluster(3);
+    let start = |w: &mut World| match w.ok(Command::CreateUpload {
+        bucket: "scans".into(),
+        key: "big".into(),
+        object: ObjectPut::default(),
+    }) {
+        Reply::Upload(u) => u.upload_id,
+        other => panic!("{other:?}"),
+    };
+    let first = start(&mut w);
+    let second = start(&mut w);
+    let runs = [part(&mut w, &first, 1, 5).expect("part"), part(&mut w, &second, 1, 6).expect("part")];
+    assert_eq!(view::uploads(&w.t, "scans", "", None, 10).expect("read").len(), 2);
+    let after = view::uploads(&w.t, "scans", "", Some(("big", &first)), 10).expect("read");
+    assert_eq!(after.iter().map(|u| u.upload_id.as_str()).collect::<Vec<_>>(), vec![second.as_str()]);
+    w.ok(Command::AbortUpload { bucket: "scans".into(), key: "big".into(), upload_id: first.clone() });
+    assert_eq!(w.garbage(), vec![runs[0]]);
+    w.ok(Command::DeleteBucket { name: "scans".into() });
+    assert_eq!(w.garbage(), runs.to_vec());
+    assert!(view::uploads(&w.t, "scans", "", None, 10).expect("read").is_empty());
 }

@@ -4,8 +4,8 @@ use chuyi_common::ids::NodeId;
 
 use super::keys;
 use super::model::{
-    seq_of_version_id, Bucket, ClusterMap, DiskState, NodeRecord, NodeState, ObjectRecord, PgRecord, Pool,
-    PoolDefaults, User, Volume, NULL_VERSION,
+    seq_of_version_id, Bucket, BucketUsage, ClusterMap, DataRun, DiskState, NodeRecord, NodeState, ObjectRecord, Part,
+    PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
 };
 use super::tables::Tables;
 use crate::placement::{DiskView, NodeView, PoolRule};
@@ -166,6 +166,61 @@ pub(crate) fn object_version(
     let Some(seq) = seq_of_version_id(version_id) else { return Ok(None) };
     let record: Option<ObjectRecord> = t.get_rec("object", &keys::object_version(bucket, key, seq))?;
     Ok(record.filter(|r| r.version_id == version_id))
+}
+
+pub(crate) fn bucket_usage(t: &impl Tables, bucket: &str) -> Result<BucketUsage, StoreError> {
+    Ok(t.get_rec("bucket usage", &keys::bucket_usage(bucket))?.unwrap_or_default())
+}
+
+pub(crate) fn upload(t: &impl Tables, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, StoreError> {
+    t.get_rec("upload", &keys::upload(bucket, key, upload_id))
+}
+
+/// Up to `max` parts of an upload numbered above `after`, in order.
+pub(crate) fn parts(t: &impl Tables, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, StoreError> {
+    let base = keys::upload_parts(upload_id);
+    let from = keys::part(upload_id, after.saturating_add(1));
+    let to = keys::prefix_end(&base).unwrap_or_default();
+    if after == u32::MAX {
+        return Ok(Vec::new());
+    }
+    Ok(t.scan_recs_limited("part", &from, &to, max)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Up to `max` uploads of `bucket` whose key starts with `prefix`, after
+/// (key, upload id) `after`, in key then upload order.
+pub(crate) fn uploads(
+    t: &impl Tables,
+    bucket: &str,
+    prefix: &str,
+    after: Option<(&str, &str)>,
+    max: usize,
+) -> Result<Vec<Upload>, StoreError> {
+    let base = keys::upload_prefix(bucket, prefix);
+    let to = keys::prefix_end(&base).unwrap_or_default();
+    let from = match after {
+        // The first key after that upload's own.
+        Some((key, id)) => {
+            let mut k = keys::upload(bucket, key, id);
+            k.push(0);
+            k.max(base)
+        }
+        None => base,
+    };
+    Ok(t.scan_recs_limited("upload", &from, &to, max)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Up to `max` runs of garbage.
+pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, StoreError> {
+    let (from, to) = keys::table_range(keys::T_GARBAGE);
+    let mut runs = Vec::new();
+    for (key, value) in t.scan(&from, &to, max)? {
+        let len: u64 = crate::store::codec::decode("garbage", &value)?;
+        if let Some(owner) = keys::parse_owner(&key) {
+            runs.push(DataRun { owner, len });
+        }
+    }
+    Ok(runs)
 }
 
 pub(crate) fn map(t: &impl Tables) -> Result<ClusterMap, StoreError> {

@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use super::rocks::Rocks;
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
-use crate::state::model::{Bucket, ClusterMap, NodeRecord, ObjectRecord, Pool, PoolDefaults, User, Volume};
+use crate::state::model::{
+    Bucket, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Part, Pool, PoolDefaults, Upload, User, Volume,
+};
 use crate::state::view;
 
 /// Versions of one key examined to find its null version in a read.
@@ -103,5 +105,31 @@ impl StateReader {
 
     pub fn list(&self, request: &ListRequest) -> Result<Listing, StoreError> {
         listing::list(&self.rocks.view(), request)
+    }
+
+    pub fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage, StoreError> {
+        view::bucket_usage(&self.rocks.view(), bucket)
+    }
+
+    pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, StoreError> {
+        view::upload(&self.rocks.view(), bucket, key, upload_id)
+    }
+
+    pub fn parts(&self, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, StoreError> {
+        view::parts(&self.rocks.view(), upload_id, after, max)
+    }
+
+    pub fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        max: usize,
+    ) -> Result<Vec<Upload>, StoreError> {
+        view::uploads(&self.rocks.view(), bucket, prefix, after, max)
+    }
+
+    pub fn garbage(&self, max: usize) -> Result<Vec<DataRun>, StoreError> {
+        view::garbage(&self.rocks.view(), max)
     }
 }

@@ -1,0 +1,213 @@
+//! Applying the object index's commands: object data from reservation to
+//! garbage, and versions of objects.
+//!
+//! Object data has one life: [`begin_data`] reserves a chunk owner and
+//! records it pending; the gateway writes the chunks; a put (or a part)
+//! claims it. A version removed later, a part replaced or an upload
+//! aborted puts its runs in the garbage table, and data whose writer gave
+//! up or died (pending past its time) goes there too. The gateway deletes
+//! garbage chunks from the storage nodes and then forgets them. No chunk
+//! is ever referred to by two records, so freeing a run frees nothing
+//! else.
+
+use super::apply::{Applied, Ctx};
+use super::command::Reply;
+use super::error::{Kind, MetaError};
+use super::keys;
+use super::model::{
+    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, NULL_VERSION,
+};
+use super::names;
+use super::tables::TablesMut;
+use super::view;
+use crate::store::StoreError;
+
+/// Longest object data may stay pending: a part of 5 GiB at 1 MiB/s takes
+/// under 1.5 h, so a day is never hit by a live writer.
+pub const DATA_TTL_MAX_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Pending records one expiry pass examines at most.
+const EXPIRE_SCAN_MAX: usize = 10_000;
+
+/// Versions of one key examined to find its null version.
+pub(crate) const NULL_VERSION_SCAN_MAX: usize = 100_000;
+
+macro_rules! refuse {
+    ($e:expr) => {
+        return Ok(Err($e))
+    };
+}
+
+pub(crate) fn begin_data(t: &mut impl TablesMut, ctx: Ctx, pool: &str, len: u64, ttl_ms: u64) -> Applied {
+    if ttl_ms == 0 || ttl_ms > DATA_TTL_MAX_MS {
+        refuse!(MetaError::invalid("data ttl", format!("{ttl_ms} ms is not within 1..={DATA_TTL_MAX_MS}")));
+    }
+    let Some(pool) = view::pool(t, pool)? else { refuse!(MetaError::not_found(Kind::Pool, pool)) };
+    let owner = chuyi_common::map::owner_id(pool.id, super::apply::next_id(t)?);
+    let pending = PendingData { run: DataRun { owner, len }, expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
+    t.put_rec("pending data", &keys::pending(owner), &pending)?;
+    Ok(Ok(Reply::Data { owner }))
+}
+
+pub(crate) fn abandon_data(t: &mut impl TablesMut, owner: u64) -> Applied {
+    if let Some(pending) = t.get_rec::<PendingData>("pending data", &keys::pending(owner))? {
+        t.delete(&keys::pending(owner));
+        to_garbage(t, pending.run)?;
+    }
+    Ok(Ok(Reply::Done))
+}
+
+/// Moves up to `max` pending runs whose time is up to the garbage.
+pub(crate) fn expire_pending(t: &mut impl TablesMut, ctx: Ctx, max: u32) -> Applied {
+    let (from, to) = keys::table_range(keys::T_PENDING);
+    let mut expired = 0u64;
+    for (key, value) in t.scan(&from, &to, EXPIRE_SCAN_MAX)? {
+        if expired >= u64::from(max) {
+            break;
+        }
+        let pending: PendingData = crate::store::codec::decode("pending data", &value)?;
+        if pending.expires_ms <= ctx.now_ms {
+            t.delete(&key);
+            to_garbage(t, pending.run)?;
+            expired += 1;
+        }
+    }
+    Ok(Ok(Reply::Count(expired)))
+}
+
+pub(crate) fn forget_garbage(t: &mut impl TablesMut, owners: &[u64]) -> Applied {
+    for &owner in owners {
+        t.delete(&keys::garbage(owner));
+    }
+    Ok(Ok(Reply::Count(owners.len() as u64)))
+}
+
+pub(crate) fn to_garbage(t: &mut impl TablesMut, run: DataRun) -> Result<(), StoreError> {
+    if run.len > 0 {
+        t.put_rec("garbage", &keys::garbage(run.owner), &run.len)?;
+    }
+    Ok(())
+}
+
+/// Claims a pending run for a record: `Some(refusal)` when it is not
+/// pending (any more) or not of the length it was reserved for.
+pub(crate) fn claim(t: &mut impl TablesMut, run: DataRun) -> Result<Option<MetaError>, StoreError> {
+    let Some(pending) = t.get_rec::<PendingData>("pending data", &keys::pending(run.owner))? else {
+        return Ok(Some(MetaError::DataNotPending { owner: run.owner }));
+    };
+    if pending.run.len < run.len {
+        return Ok(Some(MetaError::invalid(
+            "object data",
+            format!("{} bytes claimed of owner {:#x}, reserved for {}", run.len, run.owner, pending.run.len),
+        )));
+    }
+    t.delete(&keys::pending(run.owner));
+    Ok(None)
+}
+
+fn check_object(object: &ObjectPut) -> Result<(), MetaError> {
+    let total = object.data.iter().try_fold(0u64, |sum, run| sum.checked_add(run.len));
+    if total != Some(object.size) {
+        return Err(MetaError::invalid("object", format!("its data runs do not add up to its size {}", object.size)));
+    }
+    Ok(())
+}
+
+pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, object: &ObjectPut) -> Applied {
+    if let Err(e) = names::check_object_key(key).and_then(|()| check_object(object)) {
+        refuse!(e);
+    }
+    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    for run in &object.data {
+        if let Some(refusal) = claim(t, *run)? {
+            refuse!(refusal);
+        }
+    }
+    let version_id = add_version(t, ctx, b.versioning, bucket, key, false, object.clone())?;
+    Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
+}
+
+/// Adds a version (or delete marker) of `key` as the bucket's versioning
+/// says: a new version id when enabled, else the null version, replacing
+/// the one before. Returns its version id.
+pub(crate) fn add_version(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    versioning: Versioning,
+    bucket: &str,
+    key: &str,
+    delete_marker: bool,
+    data: ObjectPut,
+) -> Result<String, StoreError> {
+    let version_id = match versioning {
+        Versioning::Enabled => version_id_of(ctx.seq),
+        Versioning::Unset | Versioning::Suspended => {
+            if let Some(old) = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)? {
+                remove_version(t, bucket, key, &old)?;
+            }
+            NULL_VERSION.to_string()
+        }
+    };
+    let record =
+        ObjectRecord { seq: ctx.seq, version_id: version_id.clone(), delete_marker, modified_ms: ctx.now_ms, data };
+    t.put_rec("object", &keys::object_version(bucket, key, ctx.seq), &record)?;
+    count(t, bucket, &record, true)?;
+    Ok(version_id)
+}
+
+/// Removes one version; its data becomes garbage.
+fn remove_version(t: &mut impl TablesMut, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError> {
+    t.delete(&keys::object_version(bucket, key, record.seq));
+    for run in &record.data.data {
+        to_garbage(t, *run)?;
+    }
+    count(t, bucket, record, false)
+}
+
+/// Keeps the bucket's usage as versions come and go.
+fn count(t: &mut impl TablesMut, bucket: &str, record: &ObjectRecord, added: bool) -> Result<(), StoreError> {
+    if record.delete_marker {
+        return Ok(());
+    }
+    let key = keys::bucket_usage(bucket);
+    let mut usage: BucketUsage = t.get_rec("bucket usage", &key)?.unwrap_or_default();
+    if added {
+        usage.objects += 1;
+        usage.bytes = usage.bytes.saturating_add(record.data.size);
+    } else {
+        usage.objects = usage.objects.saturating_sub(1);
+        usage.bytes = usage.bytes.saturating_sub(record.data.size);
+    }
+    t.put_rec("bucket usage", &key, &usage)
+}
+
+pub(crate) fn delete_object(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Applied {
+    if let Err(e) = names::check_object_key(key) {
+        refuse!(e);
+    }
+    let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    if let Some(version_id) = version_id {
+        let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
+            refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
+        };
+        remove_version(t, bucket, key, &record)?;
+        return Ok(Ok(Reply::ObjectDeleted {
+            version_id: Some(record.version_id),
+            delete_marker: record.delete_marker,
+        }));
+    }
+    if b.versioning == Versioning::Unset {
+        if let Some(old) = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)? {
+            remove_version(t, bucket, key, &old)?;
+        }
+        return Ok(Ok(Reply::ObjectDeleted { version_id: None, delete_marker: false }));
+    }
+    let marker_id = add_version(t, ctx, b.versioning, bucket, key, true, ObjectPut::default())?;
+    Ok(Ok(Reply::ObjectDeleted { version_id: Some(marker_id), delete_marker: true }))
+}
