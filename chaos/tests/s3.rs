@@ -47,8 +47,8 @@ async fn awscli_manages_buckets_under_sigv4_and_ownership() {
     cluster.create_pool().await.expect("pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
     let (alice, bob) = (user(&cluster, "alice"), user(&cluster, "bob"));
-    let service =
-        chuyi_s3::server::service(cluster.meta().expect("meta"), &chuyi_chaos::cluster::secret(), POOL.into());
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let service = chuyi_s3::server::service(client, &chuyi_chaos::cluster::secret(), POOL.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(chuyi_s3::server::serve(listener, service));

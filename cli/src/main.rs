@@ -117,7 +117,9 @@ fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
 async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, pool: String) -> anyhow::Result<()> {
     use anyhow::Context;
     let secret = args.secret()?;
-    let service = chuyi_s3::server::service(args.client()?, &secret, pool);
+    let cluster =
+        chuyi_client::Cluster::connect(args.members()?, secret.clone(), chuyi_client::ClientConfig::default()).await?;
+    let service = chuyi_s3::server::service(cluster, &secret, pool);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");
     tokio::select! {

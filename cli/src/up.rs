@@ -115,10 +115,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_listener =
         tokio::net::TcpListener::bind(&args.s3).await.with_context(|| format!("listening on {}", args.s3))?;
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
-    let s3 =
-        chuyi_s3::server::service(MetaClient::new(vec![meta_addr.clone()], secret.clone())?, &secret, "hdd".into());
+    let cluster = Cluster::connect(vec![meta_addr.clone()], secret.clone(), ClientConfig::default()).await?;
+    let s3 = chuyi_s3::server::service(cluster.clone(), &secret, "hdd".into());
     tokio::spawn(chuyi_s3::server::serve(s3_listener, s3));
-    let cluster = Cluster::connect(vec![meta_addr.clone()], secret, ClientConfig::default()).await?;
     let listener =
         tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
     let nbd_uri = format!("nbd://{}/{DEFAULT_VOLUME}", listener.local_addr()?);
@@ -133,7 +132,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         dir.join("chuyi.toml").display(),
         s3_keys.access_key,
         s3_keys.secret_key,
-        chuyi_s3::buckets::DEFAULT_REGION,
+        chuyi_s3::gateway::DEFAULT_REGION,
     );
     std::fs::write(
         dir.join("chuyi.toml"),

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::{hex, ClusterSecret};
-use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::raft::USER_SECRET_PURPOSE;
 use chuyi_metadata::state::model::User;
@@ -16,6 +16,8 @@ use chuyi_metadata::state::MetaError;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Result};
 use sha2::{Digest, Sha256};
+
+use crate::errors::{unavailable, unexpected};
 
 /// How long a user record read for one request serves the next ones: a
 /// request is authenticated and then served as its user, which would
@@ -25,14 +27,14 @@ const USER_FRESH: Duration = Duration::from_secs(2);
 /// The users of the cluster, as the gateway authenticates them.
 #[derive(Debug)]
 pub struct Users {
-    meta: Arc<MetaClient>,
+    cluster: Arc<Cluster>,
     seal: SealKey,
     recent: Mutex<HashMap<String, (Instant, User)>>,
 }
 
 impl Users {
-    pub fn new(meta: Arc<MetaClient>, secret: &ClusterSecret) -> Self {
-        Self { meta, seal: SealKey::derive(secret, USER_SECRET_PURPOSE), recent: Mutex::new(HashMap::new()) }
+    pub fn new(cluster: Arc<Cluster>, secret: &ClusterSecret) -> Self {
+        Self { cluster, seal: SealKey::derive(secret, USER_SECRET_PURPOSE), recent: Mutex::new(HashMap::new()) }
     }
 
     /// The user an access key belongs to.
@@ -42,9 +44,9 @@ impl Users {
                 return Ok(user.clone());
             }
         }
-        let user = match self.meta.read(Query::User(access_key.to_string())).await {
+        let user = match self.cluster.meta().read(Query::User(access_key.to_string())).await {
             Ok(ApiReply::User(user)) => user,
-            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
+            Ok(other) => return Err(unexpected(other)),
             Err(MetaError::NotFound { .. }) => return Err(s3_error!(InvalidAccessKeyId)),
             Err(e) => return Err(unavailable(e)),
         };
@@ -80,10 +82,4 @@ impl S3Auth for UserAuth {
 /// (like AWS's), derived from the user name, which never changes.
 pub fn canonical_id(user_name: &str) -> String {
     hex(&Sha256::digest(format!("chuyi canonical user id\0{user_name}").as_bytes()))
-}
-
-/// The S3 error for a metadata service that could not answer.
-pub fn unavailable(e: MetaError) -> s3s::S3Error {
-    tracing::warn!(error = %e, "metadata service unavailable");
-    s3_error!(ServiceUnavailable, "the metadata service is unavailable")
 }

@@ -1,80 +1,37 @@
 //! The gateway's S3 operations on buckets, mapped onto the metadata
-//! service's bucket records. A bucket belongs to the user who created it;
+//! service's bucket records: create, list, head, delete (only empty),
+//! location and versioning. A bucket belongs to the user who created it;
 //! only that user (or an admin) reaches it.
 
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
-
-use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::state::model::{Bucket, User};
+use chuyi_metadata::state::model::Versioning;
 use chuyi_metadata::state::{Command, MetaError};
 use s3s::dto::{
-    Bucket as S3Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
-    DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput, HeadBucketOutput,
-    ListBucketsInput, ListBucketsOutput, Owner, Timestamp,
+    Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
+    DeleteBucketInput, DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,
+    GetBucketVersioningOutput, HeadBucketInput, HeadBucketOutput, ListBucketsInput, ListBucketsOutput, Owner,
+    PutBucketVersioningInput, PutBucketVersioningOutput,
 };
-use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use crate::auth::{canonical_id, unavailable, Users};
+use crate::auth::canonical_id;
+use crate::description::timestamp;
+use crate::errors::{unavailable, unexpected};
+use crate::gateway::{Gateway, DEFAULT_REGION};
 
-/// The region every bucket reports; AWS's default, so clients that assume
-/// it sign for it.
-pub const DEFAULT_REGION: &str = "us-east-1";
-
-/// The S3 gateway: what it serves from.
-#[derive(Debug)]
-pub struct Gateway {
-    meta: Arc<MetaClient>,
-    users: Arc<Users>,
-    /// The pool new buckets' objects go to.
-    pool: String,
-    region: String,
-}
-
-impl Gateway {
-    pub fn new(meta: Arc<MetaClient>, users: Arc<Users>, pool: String) -> Self {
-        Self { meta, users, pool, region: DEFAULT_REGION.into() }
-    }
-
-    /// The user a request is signed by; anonymous requests are refused.
-    async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<User> {
-        let Some(credentials) = &req.credentials else {
-            return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
-        };
-        self.users.user(&credentials.access_key).await
-    }
-
-    /// `name`, if it exists and `user` may reach it.
-    async fn owned_bucket(&self, user: &User, name: &str) -> S3Result<Bucket> {
-        let bucket = match self.meta.read(Query::Bucket(name.to_string())).await {
-            Ok(ApiReply::Bucket(bucket)) => bucket,
-            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
-            Err(MetaError::NotFound { .. }) => return Err(s3_error!(NoSuchBucket)),
-            Err(e) => return Err(unavailable(e)),
-        };
-        if bucket.owner != user.name && !user.admin {
-            return Err(s3_error!(AccessDenied));
-        }
-        Ok(bucket)
-    }
-}
-
-fn owner(user_name: &str) -> Owner {
+pub(crate) fn owner(user_name: &str) -> Owner {
     Owner { display_name: Some(user_name.to_string()), id: Some(canonical_id(user_name)) }
 }
 
-fn timestamp(ms: u64) -> Timestamp {
-    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
-#[async_trait::async_trait]
-impl S3 for Gateway {
-    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+impl Gateway {
+    pub(crate) async fn list_buckets_of(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let user = self.caller(&req).await?;
-        let buckets = match self.meta.read(Query::Buckets).await {
+        let buckets = match self.meta().read(Query::Buckets).await {
             Ok(ApiReply::Buckets(buckets)) => buckets,
-            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
+            Ok(other) => return Err(unexpected(other)),
             Err(e) => return Err(unavailable(e)),
         };
         let prefix = req.input.prefix.as_deref().unwrap_or("");
@@ -91,7 +48,10 @@ impl S3 for Gateway {
         Ok(S3Response::new(output))
     }
 
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    pub(crate) async fn create_bucket_for(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let user = self.caller(&req).await?;
         let name = req.input.bucket.clone();
         if let Some(constraint) = req
@@ -109,7 +69,7 @@ impl S3 for Gateway {
             ));
         }
         let command = Command::CreateBucket { name: name.clone(), owner: user.name.clone(), pool: self.pool.clone() };
-        match self.meta.write(command).await {
+        match self.meta().write(command).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
             Err(MetaError::AlreadyExists { .. }) => match self.owned_bucket(&user, &name).await {
                 Ok(b) if b.owner == user.name => Err(s3_error!(BucketAlreadyOwnedByYou)),
@@ -121,17 +81,23 @@ impl S3 for Gateway {
         }
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    pub(crate) async fn head_bucket_of(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         let user = self.caller(&req).await?;
         self.owned_bucket(&user, &req.input.bucket).await?;
         let output = HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() };
         Ok(S3Response::new(output))
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    pub(crate) async fn delete_bucket_of(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let user = self.caller(&req).await?;
         let bucket = self.owned_bucket(&user, &req.input.bucket).await?;
-        match self.meta.write(Command::DeleteBucket { name: bucket.name }).await {
+        match self.meta().write(Command::DeleteBucket { name: bucket.name }).await {
             Ok(_) => Ok(S3Response::new(DeleteBucketOutput::default())),
             Err(MetaError::BucketNotEmpty(_)) => Err(s3_error!(BucketNotEmpty)),
             Err(MetaError::NotFound { .. }) => Err(s3_error!(NoSuchBucket)),
@@ -140,7 +106,7 @@ impl S3 for Gateway {
         }
     }
 
-    async fn get_bucket_location(
+    pub(crate) async fn bucket_location(
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
@@ -150,5 +116,37 @@ impl S3 for Gateway {
         let location_constraint =
             (self.region != DEFAULT_REGION).then(|| BucketLocationConstraint::from(self.region.clone()));
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+    }
+
+    pub(crate) async fn bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let status = match bucket.versioning {
+            Versioning::Unset => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
+            Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput { status, ..Default::default() }))
+    }
+
+    pub(crate) async fn set_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        if req.input.versioning_configuration.mfa_delete.is_some() {
+            return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
+        }
+        let versioning = match req.input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            other => {
+                return Err(s3_error!(MalformedXML, "versioning status must be Enabled or Suspended, not {other:?}"))
+            }
+        };
+        self.write(Command::SetVersioning { bucket: bucket.name, versioning }).await?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
     }
 }

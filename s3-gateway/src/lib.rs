@@ -1,16 +1,20 @@
 //! chuyi-s3: the S3-compatible HTTP gateway.
 //!
-//! It owns the S3 API. Built so far (issue 6, first step): the HTTP server
-//! ([`server`]), SigV4 authentication of every request against the users
-//! in the metadata service ([`auth`]; the signature forms, presigned URLs
-//! and streaming payloads are checked by the s3s crate), and the bucket
-//! operations ([`buckets`]: ListBuckets, CreateBucket, HeadBucket,
-//! DeleteBucket, GetBucketLocation) with ownership: a bucket belongs to the
-//! user who made it, and another user gets AccessDenied.
+//! It owns the S3 API: the HTTP server ([`server`]); SigV4 authentication
+//! of every request against the metadata service's users ([`auth`]; the
+//! signature forms, presigned URLs and streaming payloads are checked by
+//! the s3s crate); the operations, by what they act on ([`gateway`] is the
+//! one `S3` implementation, which hands each to [`buckets`], [`objects`],
+//! [`listing`] or [`multipart`]); object data streamed to and from the
+//! storage nodes through chuyi-client ([`data`]); and the reclaimer that
+//! frees data no record refers to any more ([`reclaim`]).
 //!
-//! Not built yet: objects, multipart, listing, versioning, compression,
-//! server-side SM4 encryption and QoS. Object bytes will go through
-//! chuyi-client; the object index lives in the metadata service.
+//! An object's bytes are written first, as a reserved run of chunks; its
+//! version record is written to the object index (in the metadata
+//! service) only once they are on every replica, so nothing is visible
+//! before it is durable, and a failed upload leaves only garbage.
+//!
+//! Not built yet: compression, server-side SM4 encryption and QoS.
 //!
 //! Why s3s: it implements SigV4 in all its forms (header, presigned,
 //! streaming chunked with every chunk signature checked, unsigned and
@@ -21,4 +25,13 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod conditions;
+pub mod data;
+pub mod description;
+pub mod errors;
+pub mod gateway;
+pub mod listing;
+pub mod multipart;
+pub mod objects;
+pub mod reclaim;
 pub mod server;

@@ -3,21 +3,23 @@
 
 use std::sync::Arc;
 
+use chuyi_client::Cluster;
 use chuyi_common::secret::ClusterSecret;
-use chuyi_metadata::client::MetaClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::auth::{UserAuth, Users};
-use crate::buckets::Gateway;
+use crate::data::DataPath;
+use crate::gateway::Gateway;
 
-/// Builds the S3 service of a cluster: buckets go to `pool`.
-pub fn service(meta: MetaClient, secret: &ClusterSecret, pool: String) -> S3Service {
-    let meta = Arc::new(meta);
-    let users = Arc::new(Users::new(meta.clone(), secret));
-    let mut builder = S3ServiceBuilder::new(Gateway::new(meta, users.clone(), pool));
+/// Builds the S3 service of a cluster (new buckets' objects go to `pool`)
+/// and starts its reclaimer.
+pub fn service(cluster: Arc<Cluster>, secret: &ClusterSecret, pool: String) -> S3Service {
+    let users = Arc::new(Users::new(cluster.clone(), secret));
+    tokio::spawn(crate::reclaim::run(DataPath::new(cluster.clone())));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(cluster, users.clone(), pool));
     builder.set_auth(UserAuth(users));
     builder.build()
 }

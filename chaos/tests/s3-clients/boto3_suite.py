@@ -1,0 +1,920 @@
+#!/usr/bin/env python3
+"""Drives a running S3 gateway with boto3, the way real applications do.
+
+Environment:
+  S3_ENDPOINT              e.g. http://127.0.0.1:9000 (path-style addressing only)
+  AWS_ACCESS_KEY_ID        the first user's keys
+  AWS_SECRET_ACCESS_KEY
+  AWS_DEFAULT_REGION       defaults to us-east-1
+  OTHER_ACCESS_KEY_ID      optional: a second user, for the ownership check
+  OTHER_SECRET_ACCESS_KEY
+
+Usage: boto3_suite.py [CHECK ...]   (no argument: every check, in order)
+
+Each check makes its own bucket (b3-<check>-<random hex>) and removes it
+afterwards. Prints `ok <check>` per check; on the first failure prints the
+traceback and `FAIL <check>`, and exits 1. Uses only the standard library,
+boto3 and botocore.
+"""
+
+import base64
+import contextlib
+import datetime
+import email.utils
+import hashlib
+import io
+import os
+import re
+import secrets
+import struct
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+import zlib
+
+import boto3
+import botocore
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+KiB = 1024
+MiB = 1024 * 1024
+UTC = datetime.timezone.utc
+
+ENDPOINT = None
+REGION = None
+ACCESS = None
+SECRET = None
+OTHER = None  # (access, secret) of a second user, or None
+S3 = None  # the first user's client
+
+
+class Skip(Exception):
+    """A check that cannot run in this environment."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def make_client(access, secret):
+    """A path-style SigV4 client that never retries (a retry would hide a failure)."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=16,
+            connect_timeout=10,
+            read_timeout=120,
+        ),
+    )
+
+
+def rand(n):
+    return os.urandom(n)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5_etag(data):
+    return '"%s"' % hashlib.md5(data).hexdigest()
+
+
+def multipart_etag(parts):
+    joined = b"".join(hashlib.md5(p).digest() for p in parts)
+    return '"%s-%d"' % (hashlib.md5(joined).hexdigest(), len(parts))
+
+
+def status(resp):
+    return resp["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def headers(resp):
+    """Response headers, names lowercased by botocore."""
+    return resp["ResponseMetadata"]["HTTPHeaders"]
+
+
+def eq(got, want, what):
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def lower_keys(d):
+    return {k.lower(): v for k, v in (d or {}).items()}
+
+
+def expect_error(fn, *allowed, **kwargs):
+    """Calls fn(**kwargs), which must fail with one of `allowed`: (status, code) pairs,
+    where code None accepts any code (HEAD errors have no body: botocore names them by
+    their status, '404'). Returns the ClientError."""
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        fn(**kwargs)
+    except ClientError as e:
+        got = (e.response["ResponseMetadata"]["HTTPStatusCode"], e.response.get("Error", {}).get("Code"))
+        for st, code in allowed:
+            if got[0] == st and (code is None or got[1] == code):
+                return e
+        raise AssertionError(f"{name}: expected one of {allowed}, got {got}: {e}") from e
+    raise AssertionError(f"{name}: expected one of {allowed}, but the call succeeded")
+
+
+def read(resp):
+    body = resp["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
+
+
+def get_bytes(bucket, key, **kwargs):
+    return read(S3.get_object(Bucket=bucket, Key=key, **kwargs))
+
+
+def bucket_name(tag):
+    tag = re.sub(r"[^a-z0-9-]", "-", tag.lower())[:30]
+    return f"b3-{tag}-{secrets.token_hex(4)}"
+
+
+def create_bucket(s3, name):
+    kwargs = {}
+    if REGION != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": REGION}
+    s3.create_bucket(Bucket=name, **kwargs)
+
+
+def empty_and_delete(s3, bucket, versioned, multipart):
+    if multipart:
+        uploads = []
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            uploads += page.get("Uploads", [])
+        for u in uploads:
+            s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    objs = []
+    if versioned:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                objs.append({"Key": v["Key"], "VersionId": v["VersionId"]})
+    else:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            objs += [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    for i in range(0, len(objs), 1000):
+        r = s3.delete_objects(Bucket=bucket, Delete={"Objects": objs[i : i + 1000], "Quiet": True})
+        check(not r.get("Errors"), f"cleanup of {bucket}: delete_objects errors {r.get('Errors')}")
+    s3.delete_bucket(Bucket=bucket)
+
+
+@contextlib.contextmanager
+def new_bucket(tag, versioned=False, multipart=False):
+    """A fresh bucket, emptied and deleted afterwards. `versioned`: clean up by
+    listing versions; `multipart`: abort leftover uploads first."""
+    name = bucket_name(tag)
+    create_bucket(S3, name)
+    try:
+        yield name
+    except BaseException:
+        try:
+            empty_and_delete(S3, name, versioned, multipart)
+        except Exception as e:  # keep the original failure visible
+            print(f"warning: cleanup of {name} failed: {e}", file=sys.stderr)
+        raise
+    empty_and_delete(S3, name, versioned, multipart)
+
+
+# Castagnoli CRC (botocore needs awscrt for it, which may be missing).
+_CRC32C_TABLE = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _CRC32C_TABLE.append(_c)
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def b64_u32(v):
+    return base64.b64encode(struct.pack(">I", v)).decode()
+
+
+def checksum_b64(algorithm, data):
+    if algorithm == "CRC32":
+        return b64_u32(zlib.crc32(data) & 0xFFFFFFFF)
+    if algorithm == "CRC32C":
+        return b64_u32(crc32c(data))
+    if algorithm == "SHA1":
+        return base64.b64encode(hashlib.sha1(data).digest()).decode()
+    if algorithm == "SHA256":
+        return base64.b64encode(hashlib.sha256(data).digest()).decode()
+    raise ValueError(algorithm)
+
+
+def http_status(url, data=None, method="GET", hdrs=None):
+    """(status, body, S3 error code or None) of a plain urllib request."""
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), None
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        code = None
+        try:
+            node = ET.fromstring(body).find("Code")
+            code = node.text if node is not None else None
+        except ET.ParseError:
+            pass
+        return e.code, body, code
+
+
+def put_listing_keys(bucket):
+    keys = [f"photos/2024/a{i:02}.dcm" for i in range(25)] + ["photos/2025/b.dcm", "readme.txt"]
+    for k in keys:
+        S3.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    return sorted(keys)
+
+
+def contents_keys(resp):
+    return [o["Key"] for o in resp.get("Contents", [])]
+
+
+def prefixes(resp):
+    return [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+
+
+def version_entries(page):
+    """(VersionId, IsLatest, is_delete_marker) of one list_object_versions page."""
+    return [(v["VersionId"], v["IsLatest"], False) for v in page.get("Versions", [])] + [
+        (m["VersionId"], m["IsLatest"], True) for m in page.get("DeleteMarkers", [])
+    ]
+
+
+# ----------------------------------------------------------------- checks
+
+
+def check_objects():
+    """put/get/head/delete with system and user metadata; ETag is the MD5."""
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    attrs = {
+        "ContentType": "application/dicom",
+        "ContentEncoding": "gzip",
+        "ContentDisposition": 'attachment; filename="scan.dcm"',
+        "CacheControl": "max-age=3600",
+    }
+    with new_bucket("objects") as b:
+        for size in (0, 1, 4096, 5 * MiB + 3):
+            data, key = rand(size), f"obj-{size}"
+            put = S3.put_object(
+                Bucket=b, Key=key, Body=data, Metadata={"study": "x", "Patient-Id": "42"}, Expires=expires, **attrs
+            )
+            eq(put["ETag"], md5_etag(data), f"put {key} ETag")
+            get = S3.get_object(Bucket=b, Key=key)
+            body = read(get)
+            eq(sha(body), sha(data), f"get {key} content")
+            head = S3.head_object(Bucket=b, Key=key)
+            for what, r in (("get", get), ("head", head)):
+                eq(status(r), 200, f"{what} {key} status")
+                eq(r["ContentLength"], size, f"{what} {key} ContentLength")
+                eq(r["ETag"], md5_etag(data), f"{what} {key} ETag")
+                for name, value in attrs.items():
+                    eq(r.get(name), value, f"{what} {key} {name}")
+                eq(lower_keys(r.get("Metadata")), {"study": "x", "patient-id": "42"}, f"{what} {key} Metadata")
+                raw = headers(r).get("expires")
+                check(raw is not None, f"{what} {key}: no Expires header")
+                eq(email.utils.parsedate_to_datetime(raw), expires, f"{what} {key} Expires")
+                check(isinstance(r.get("LastModified"), datetime.datetime), f"{what} {key}: no LastModified")
+            eq(status(S3.delete_object(Bucket=b, Key=key)), 204, f"delete {key} status")
+            expect_error(S3.head_object, (404, None), Bucket=b, Key=key)
+            expect_error(S3.get_object, (404, "NoSuchKey"), Bucket=b, Key=key)
+            # Deleting what is not there succeeds.
+            eq(status(S3.delete_object(Bucket=b, Key=key)), 204, f"second delete {key} status")
+
+
+def check_range_get():
+    size = 1000
+    data = rand(size)
+    with new_bucket("range") as b:
+        S3.put_object(Bucket=b, Key="r", Body=data)
+        cases = [
+            ("bytes=0-9", data[:10], f"bytes 0-9/{size}"),
+            ("bytes=10-", data[10:], f"bytes 10-{size - 1}/{size}"),
+            ("bytes=-5", data[-5:], f"bytes {size - 5}-{size - 1}/{size}"),
+            (f"bytes=995-{size + 100}", data[995:], f"bytes 995-{size - 1}/{size}"),
+        ]
+        for rng, want, content_range in cases:
+            r = S3.get_object(Bucket=b, Key="r", Range=rng)
+            eq(status(r), 206, f"{rng} status")
+            eq(read(r), want, f"{rng} body")
+            eq(r.get("ContentRange"), content_range, f"{rng} ContentRange")
+            eq(r["ContentLength"], len(want), f"{rng} ContentLength")
+        expect_error(S3.get_object, (416, "InvalidRange"), Bucket=b, Key="r", Range=f"bytes={size + 10}-{size + 20}")
+        expect_error(S3.get_object, (416, "InvalidRange"), Bucket=b, Key="r", Range=f"bytes={size}-")
+
+
+def check_conditional_get():
+    data = rand(100)
+    wrong = '"%s"' % ("0" * 32)
+    with new_bucket("conditional") as b:
+        etag = S3.put_object(Bucket=b, Key="c", Body=data)["ETag"]
+        last = S3.head_object(Bucket=b, Key="c")["LastModified"]
+        future = datetime.datetime.now(UTC) + datetime.timedelta(hours=1)
+        past = last - datetime.timedelta(days=1)
+        k = {"Bucket": b, "Key": "c"}
+
+        r = S3.get_object(IfMatch=etag, **k)
+        eq((status(r), read(r)), (200, data), "IfMatch right ETag")
+        expect_error(S3.get_object, (412, "PreconditionFailed"), IfMatch=wrong, **k)
+        expect_error(S3.get_object, (304, None), IfNoneMatch=etag, **k)
+        expect_error(S3.get_object, (304, None), IfModifiedSince=future, **k)
+        expect_error(S3.get_object, (412, "PreconditionFailed"), IfUnmodifiedSince=past, **k)
+        # The other side of each condition.
+        eq(status(S3.get_object(IfNoneMatch=wrong, **k)), 200, "IfNoneMatch other ETag")
+        eq(status(S3.get_object(IfModifiedSince=past, **k)), 200, "IfModifiedSince past")
+        eq(status(S3.get_object(IfUnmodifiedSince=future, **k)), 200, "IfUnmodifiedSince future")
+        # HEAD has the same conditions (no body, so no error code).
+        eq(status(S3.head_object(IfMatch=etag, **k)), 200, "head IfMatch right ETag")
+        expect_error(S3.head_object, (412, None), IfMatch=wrong, **k)
+        expect_error(S3.head_object, (304, None), IfNoneMatch=etag, **k)
+
+
+def check_response_overrides():
+    with new_bucket("overrides") as b:
+        S3.put_object(Bucket=b, Key="o.dcm", Body=b"dicom", ContentType="application/dicom")
+        r = S3.get_object(
+            Bucket=b,
+            Key="o.dcm",
+            ResponseContentType="text/plain",
+            ResponseContentDisposition='attachment; filename="a.dcm"',
+            ResponseCacheControl="no-cache",
+        )
+        eq(read(r), b"dicom", "body")
+        eq(r.get("ContentType"), "text/plain", "ContentType")
+        eq(r.get("ContentDisposition"), 'attachment; filename="a.dcm"', "ContentDisposition")
+        eq(r.get("CacheControl"), "no-cache", "CacheControl")
+        # Only that response: the stored type is unchanged.
+        eq(S3.head_object(Bucket=b, Key="o.dcm")["ContentType"], "application/dicom", "stored ContentType")
+
+
+def check_checksums():
+    eq(crc32c(b"123456789"), 0xE3069283, "crc32c self-test")
+    data = rand(3000)
+    with new_bucket("checksums") as b:
+        for algorithm in ("CRC32", "CRC32C", "SHA1", "SHA256"):
+            key = f"ck-{algorithm.lower()}"
+            want = checksum_b64(algorithm, data)
+            if algorithm == "CRC32C":
+                # botocore computes CRC32C only with awscrt installed: send it ourselves.
+                r = S3.put_object(Bucket=b, Key=key, Body=data, ChecksumCRC32C=want)
+            else:
+                r = S3.put_object(Bucket=b, Key=key, Body=data, ChecksumAlgorithm=algorithm)
+            eq(r["ETag"], md5_etag(data), f"{key} ETag")
+            if r.get("Checksum" + algorithm) is not None:
+                eq(r["Checksum" + algorithm], want, f"{key} put response checksum")
+            eq(sha(get_bytes(b, key)), sha(data), f"{key} content")
+            h = S3.head_object(Bucket=b, Key=key, ChecksumMode="ENABLED")
+            if h.get("Checksum" + algorithm) is not None:
+                eq(h["Checksum" + algorithm], want, f"{key} head checksum")
+
+        # A wrong Content-MD5: BadDigest, and nothing stored.
+        bad_md5 = base64.b64encode(hashlib.md5(b"other data").digest()).decode()
+        expect_error(S3.put_object, (400, "BadDigest"), Bucket=b, Key="bad-md5", Body=data, ContentMD5=bad_md5)
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="bad-md5")
+
+        # A wrong explicit CRC32: rejected, for a new key and over an existing one.
+        bad_crc = "AAAAAA=="
+        check(checksum_b64("CRC32", data) != bad_crc, "random data with a zero CRC32; run again")
+        allowed = ((400, "BadDigest"), (400, "InvalidRequest"))
+        expect_error(S3.put_object, *allowed, Bucket=b, Key="bad-crc", Body=data, ChecksumCRC32=bad_crc)
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="bad-crc")
+        keep = rand(500)
+        S3.put_object(Bucket=b, Key="keep", Body=keep)
+        expect_error(S3.put_object, *allowed, Bucket=b, Key="keep", Body=data, ChecksumCRC32=bad_crc)
+        eq(sha(get_bytes(b, "keep")), sha(keep), "object after a rejected overwrite")
+
+
+def check_copy_object():
+    data = rand(2000)
+    with new_bucket("copy", versioned=True) as b:
+        src_etag = S3.put_object(
+            Bucket=b, Key="src", Body=data, ContentType="application/dicom", Metadata={"study": "x", "Patient-Id": "42"}
+        )["ETag"]
+        src = {"Bucket": b, "Key": "src"}
+
+        r = S3.copy_object(Bucket=b, Key="dst", CopySource=src)
+        eq(r["CopyObjectResult"]["ETag"], src_etag, "COPY ETag")
+        h = S3.head_object(Bucket=b, Key="dst")
+        eq(h["ContentType"], "application/dicom", "COPY ContentType")
+        eq(lower_keys(h["Metadata"]), {"study": "x", "patient-id": "42"}, "COPY Metadata")
+        eq(sha(get_bytes(b, "dst")), sha(data), "COPY content")
+
+        S3.copy_object(
+            Bucket=b, Key="dst2", CopySource=src, MetadataDirective="REPLACE", Metadata={"study": "y"}, ContentType="text/plain"
+        )
+        h = S3.head_object(Bucket=b, Key="dst2")
+        eq(h["ContentType"], "text/plain", "REPLACE ContentType")
+        eq(lower_keys(h["Metadata"]), {"study": "y"}, "REPLACE Metadata")
+        eq(sha(get_bytes(b, "dst2")), sha(data), "REPLACE content")
+
+        expect_error(
+            S3.copy_object, (412, "PreconditionFailed"), Bucket=b, Key="dst3", CopySource=src, CopySourceIfMatch='"%s"' % ("0" * 32)
+        )
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="dst3")
+        S3.copy_object(Bucket=b, Key="dst3", CopySource=src, CopySourceIfMatch=src_etag)
+        eq(sha(get_bytes(b, "dst3")), sha(data), "CopySourceIfMatch right ETag content")
+
+        # Onto itself: refused without a change, allowed with new metadata.
+        expect_error(S3.copy_object, (400, "InvalidRequest"), Bucket=b, Key="src", CopySource=src)
+        S3.copy_object(Bucket=b, Key="src", CopySource=src, MetadataDirective="REPLACE", Metadata={"study": "z"})
+        h = S3.head_object(Bucket=b, Key="src")
+        eq(lower_keys(h["Metadata"]), {"study": "z"}, "self-copy REPLACE Metadata")
+        eq(sha(get_bytes(b, "src")), sha(data), "self-copy content")
+
+        # From an older version.
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        v1_data, v2_data = rand(300), rand(400)
+        v1 = S3.put_object(Bucket=b, Key="v", Body=v1_data)["VersionId"]
+        S3.put_object(Bucket=b, Key="v", Body=v2_data)
+        r = S3.copy_object(Bucket=b, Key="v-copy", CopySource={"Bucket": b, "Key": "v", "VersionId": v1})
+        if r.get("CopySourceVersionId") is not None:
+            eq(r["CopySourceVersionId"], v1, "CopySourceVersionId")
+        eq(sha(get_bytes(b, "v-copy")), sha(v1_data), "copy of an older version")
+
+
+def check_delete_objects():
+    with new_bucket("delete-objects") as b:
+        keys = ["d/one", "d/two", "d/three"]
+        for k in keys:
+            S3.put_object(Bucket=b, Key=k, Body=k.encode())
+        r = S3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": k} for k in keys + ["d/missing"]]})
+        eq(sorted(d["Key"] for d in r.get("Deleted", [])), sorted(keys + ["d/missing"]), "Deleted")
+        eq(r.get("Errors", []), [], "Errors")
+        lst = S3.list_objects_v2(Bucket=b)
+        eq((lst["KeyCount"], contents_keys(lst)), (0, []), "listing after delete_objects")
+
+        for k in keys:
+            S3.put_object(Bucket=b, Key=k, Body=k.encode())
+        r = S3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+        eq(r.get("Deleted", []), [], "Quiet Deleted")
+        eq(r.get("Errors", []), [], "Quiet Errors")
+        eq(contents_keys(S3.list_objects_v2(Bucket=b)), [], "listing after quiet delete_objects")
+
+
+def check_list_objects_v2():
+    with new_bucket("list-v2") as b:
+        keys = put_listing_keys(b)
+        all_photos_2024 = [k for k in keys if k.startswith("photos/2024/")]
+
+        r = S3.list_objects_v2(Bucket=b)
+        eq((contents_keys(r), r["KeyCount"], r["IsTruncated"]), (keys, 27, False), "plain listing")
+        obj = {o["Key"]: o for o in r["Contents"]}["readme.txt"]
+        eq((obj["Size"], obj["ETag"]), (len(b"readme.txt"), md5_etag(b"readme.txt")), "Size and ETag in a listing")
+
+        r = S3.list_objects_v2(Bucket=b, Prefix="photos/2024/")
+        eq((contents_keys(r), r["KeyCount"]), (all_photos_2024, 25), "Prefix")
+
+        r = S3.list_objects_v2(Bucket=b, Delimiter="/")
+        eq((prefixes(r), contents_keys(r), r["KeyCount"]), (["photos/"], ["readme.txt"], 2), "Delimiter at the root")
+        r = S3.list_objects_v2(Bucket=b, Prefix="photos/", Delimiter="/")
+        eq((prefixes(r), contents_keys(r), r["KeyCount"]), (["photos/2024/", "photos/2025/"], [], 2), "Delimiter under photos/")
+
+        got, pages, kwargs = [], 0, {}
+        while True:
+            r = S3.list_objects_v2(Bucket=b, MaxKeys=10, **kwargs)
+            pages += 1
+            check(pages <= 3, "MaxKeys=10 over 27 keys takes more than 3 pages")
+            eq(r["MaxKeys"], 10, "MaxKeys echoed")
+            eq(r["KeyCount"], len(r.get("Contents", [])), "KeyCount of a page")
+            got += contents_keys(r)
+            if not r["IsTruncated"]:
+                check("NextContinuationToken" not in r, "NextContinuationToken on the last page")
+                break
+            eq(r["KeyCount"], 10, "KeyCount of a full page")
+            check(r.get("NextContinuationToken"), "a truncated page without NextContinuationToken")
+            kwargs = {"ContinuationToken": r["NextContinuationToken"]}
+        eq(got, keys, "MaxKeys=10 pagination")
+        eq(pages, 3, "pages")
+
+        r = S3.list_objects_v2(Bucket=b, StartAfter="photos/2024/a20.dcm")
+        want = ["photos/2024/a21.dcm", "photos/2024/a22.dcm", "photos/2024/a23.dcm", "photos/2024/a24.dcm"]
+        eq(contents_keys(r), want + ["photos/2025/b.dcm", "readme.txt"], "StartAfter")
+
+        r = S3.list_objects_v2(Bucket=b, Prefix="readme", FetchOwner=True)
+        owner = r["Contents"][0].get("Owner") or {}
+        check(owner.get("ID") and owner.get("DisplayName"), f"FetchOwner: Owner {owner!r}")
+
+        got, page_sizes = [], []
+        for page in S3.get_paginator("list_objects_v2").paginate(Bucket=b, PaginationConfig={"PageSize": 7}):
+            got += contents_keys(page)
+            page_sizes.append(len(page.get("Contents", [])))
+        eq(got, keys, "paginator PageSize=7")
+        eq(page_sizes, [7, 7, 7, 6], "paginator page sizes")
+
+        # URL encoding. boto3 asks for it on its own and decodes the answer...
+        odd = "enc/a b+c é.dcm"
+        S3.put_object(Bucket=b, Key=odd, Body=b"odd")
+        r = S3.list_objects_v2(Bucket=b, Prefix="enc/")
+        eq(contents_keys(r), [odd], "a key with space, '+' and 'é' through boto3's own url decoding")
+        eq(get_bytes(b, odd), b"odd", "get of that key")
+        # ... and asked for by us it hands back the encoded form.
+        r = S3.list_objects_v2(Bucket=b, Prefix="enc/", EncodingType="url")
+        eq(r.get("EncodingType"), "url", "EncodingType echoed")
+        raw = contents_keys(r)
+        eq(len(raw), 1, "url-encoded listing")
+        check(raw[0] != odd, f"EncodingType=url returned the key unencoded: {raw[0]!r}")
+        eq(urllib.parse.unquote_plus(raw[0]), odd, f"url-decoded key (raw {raw[0]!r})")
+
+
+def check_list_objects_v1():
+    with new_bucket("list-v1") as b:
+        keys = put_listing_keys(b)
+        got, pages, kwargs = [], 0, {}
+        while True:
+            r = S3.list_objects(Bucket=b, MaxKeys=10, **kwargs)
+            pages += 1
+            check(pages <= 3, "MaxKeys=10 over 27 keys takes more than 3 pages")
+            page = contents_keys(r)
+            got += page
+            if not r["IsTruncated"]:
+                break
+            eq(len(page), 10, "a full v1 page")
+            kwargs = {"Marker": r.get("NextMarker") or page[-1]}
+        eq(got, keys, "v1 Marker pagination")
+
+        r = S3.list_objects(Bucket=b, Marker="photos/2024/a22.dcm")
+        eq(contents_keys(r), ["photos/2024/a23.dcm", "photos/2024/a24.dcm", "photos/2025/b.dcm", "readme.txt"], "v1 Marker")
+
+        r = S3.list_objects(Bucket=b, Delimiter="/")
+        eq((prefixes(r), contents_keys(r)), (["photos/"], ["readme.txt"]), "v1 Delimiter at the root")
+        r = S3.list_objects(Bucket=b, Prefix="photos/", Delimiter="/")
+        eq((prefixes(r), contents_keys(r)), (["photos/2024/", "photos/2025/"], []), "v1 Delimiter under photos/")
+
+        got = []
+        for page in S3.get_paginator("list_objects").paginate(Bucket=b, PaginationConfig={"PageSize": 10}):
+            got += contents_keys(page)
+        eq(got, keys, "v1 paginator")
+
+
+def check_versioning():
+    with new_bucket("versioning", versioned=True) as b:
+        eq(S3.get_bucket_versioning(Bucket=b).get("Status"), None, "versioning of a new bucket")
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        eq(S3.get_bucket_versioning(Bucket=b).get("Status"), "Enabled", "versioning status")
+
+        key = "scan.dcm"
+        datas = [rand(100 + i) for i in range(3)]
+        vids = []
+        for d in datas:
+            v = S3.put_object(Bucket=b, Key=key, Body=d).get("VersionId")
+            check(v and v != "null", f"put in an Enabled bucket returned VersionId {v!r}")
+            vids.append(v)
+        eq(len(set(vids)), 3, "distinct VersionIds")
+        for d, v in zip(datas, vids):
+            r = S3.get_object(Bucket=b, Key=key, VersionId=v)
+            eq((read(r), r.get("VersionId")), (d, v), f"get VersionId={v}")
+        r = S3.get_object(Bucket=b, Key=key)
+        eq((read(r), r.get("VersionId")), (datas[2], vids[2]), "get of the latest")
+
+        d = S3.delete_object(Bucket=b, Key=key)
+        eq(d.get("DeleteMarker"), True, "delete in an Enabled bucket: DeleteMarker")
+        dm = d.get("VersionId")
+        check(dm and dm not in vids, f"delete marker VersionId {dm!r}")
+        e = expect_error(S3.get_object, (404, "NoSuchKey"), Bucket=b, Key=key)
+        eq(e.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-delete-marker"), "true", "x-amz-delete-marker on the 404")
+        expect_error(S3.head_object, (404, None), Bucket=b, Key=key)
+        eq(contents_keys(S3.list_objects_v2(Bucket=b)), [], "a deleted key is not listed")
+
+        newest_first = [dm] + vids[::-1]
+        lv = S3.list_object_versions(Bucket=b, Prefix=key)
+        eq([v["VersionId"] for v in lv.get("Versions", [])], vids[::-1], "Versions, newest first")
+        eq([m["VersionId"] for m in lv.get("DeleteMarkers", [])], [dm], "DeleteMarkers")
+        eq([(v, latest) for v, latest, _ in version_entries(lv) if latest], [(dm, True)], "IsLatest")
+        check(all(v["Key"] == key for v in lv.get("Versions", []) + lv.get("DeleteMarkers", [])), "Keys")
+
+        seen, kwargs = [], {}
+        while True:
+            page = S3.list_object_versions(Bucket=b, Prefix=key, MaxKeys=1, **kwargs)
+            entries = version_entries(page)
+            eq(len(entries), 1, f"entries on a MaxKeys=1 page after {seen}")
+            seen.append(entries[0][0])
+            check(len(seen) <= 4, f"MaxKeys=1 pagination does not end: {seen}")
+            if not page["IsTruncated"]:
+                break
+            kwargs = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+        eq(seen, newest_first, "KeyMarker/VersionIdMarker pagination")
+        seen = []
+        for page in S3.get_paginator("list_object_versions").paginate(
+            Bucket=b, Prefix=key, PaginationConfig={"PageSize": 1}
+        ):
+            seen += [v for v, _, _ in version_entries(page)]
+        eq(seen, newest_first, "list_object_versions paginator")
+
+        expect_error(S3.get_object, (405, "MethodNotAllowed"), Bucket=b, Key=key, VersionId=dm)
+        expect_error(S3.head_object, (405, None), Bucket=b, Key=key, VersionId=dm)
+
+        r = S3.delete_object(Bucket=b, Key=key, VersionId=vids[1])
+        eq(r.get("VersionId"), vids[1], "delete of a version: VersionId")
+        expect_error(S3.get_object, (404, "NoSuchVersion"), Bucket=b, Key=key, VersionId=vids[1])
+        r = S3.delete_object(Bucket=b, Key=key, VersionId=dm)
+        eq(r.get("VersionId"), dm, "delete of the delete marker: VersionId")
+        r = S3.get_object(Bucket=b, Key=key)
+        eq((read(r), r.get("VersionId")), (datas[2], vids[2]), "visible again")
+        lv = S3.list_object_versions(Bucket=b, Prefix=key)
+        eq(version_entries(lv), [(vids[2], True, False), (vids[0], False, False)], "versions after the deletes")
+
+        # Suspended: new writes go to the single 'null' version.
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
+        eq(S3.get_bucket_versioning(Bucket=b).get("Status"), "Suspended", "versioning status")
+        s1, s2 = rand(50), rand(60)
+        v = S3.put_object(Bucket=b, Key=key, Body=s1).get("VersionId")
+        check(v in (None, "null"), f"put in a Suspended bucket returned VersionId {v!r}")
+        lv = S3.list_object_versions(Bucket=b, Prefix=key)
+        eq(version_entries(lv), [("null", True, False), (vids[2], False, False), (vids[0], False, False)], "after a Suspended put")
+        S3.put_object(Bucket=b, Key=key, Body=s2)
+        lv = S3.list_object_versions(Bucket=b, Prefix=key)
+        eq(version_entries(lv), [("null", True, False), (vids[2], False, False), (vids[0], False, False)], "after a second Suspended put")
+        eq(get_bytes(b, key), s2, "latest after the second Suspended put")
+        eq(get_bytes(b, key, VersionId="null"), s2, "get VersionId=null")
+        eq(get_bytes(b, key, VersionId=vids[0]), datas[0], "an Enabled-era version")
+
+
+def check_version_null_unversioned():
+    """rclone and others ask an unversioned bucket for VersionId=null."""
+    data = rand(100)
+    with new_bucket("null-version") as b:
+        S3.put_object(Bucket=b, Key="k", Body=data)
+        eq(get_bytes(b, "k", VersionId="null"), data, "get VersionId=null")
+        eq(S3.head_object(Bucket=b, Key="k", VersionId="null")["ContentLength"], 100, "head VersionId=null")
+        lv = S3.list_object_versions(Bucket=b)
+        eq(version_entries(lv), [("null", True, False)], "list_object_versions of an unversioned bucket")
+
+
+def check_concurrent_versions():
+    threads_n, puts_n = 8, 5
+    with new_bucket("concurrency", versioned=True) as b:
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        key = "contended"
+        put_ids, marker_ids, errors = [], [], []
+        barrier = threading.Barrier(threads_n)
+
+        def worker(t):
+            try:
+                barrier.wait(timeout=60)
+                for i in range(puts_n):
+                    put_ids.append(S3.put_object(Bucket=b, Key=key, Body=f"{t}-{i}".encode())["VersionId"])
+                r = S3.delete_object(Bucket=b, Key=key)
+                check(r.get("DeleteMarker") is True, f"thread {t}: delete without DeleteMarker: {r}")
+                marker_ids.append(r["VersionId"])
+            except BaseException as e:
+                errors.append((t, e))
+
+        ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if errors:
+            t, e = errors[0]
+            raise AssertionError(f"thread {t} failed ({len(errors)} threads failed)") from e
+
+        versions, markers = [], []
+        for page in S3.get_paginator("list_object_versions").paginate(Bucket=b, Prefix=key):
+            versions += page.get("Versions", [])
+            markers += page.get("DeleteMarkers", [])
+        eq((len(versions), len(markers)), (threads_n * puts_n, threads_n), "versions and delete markers")
+        listed = [v["VersionId"] for v in versions + markers]
+        eq(len(set(listed)), len(listed), "distinct version ids")
+        eq(set(listed), set(put_ids) | set(marker_ids), "listed ids are the ones returned")
+        eq(len(set(put_ids) | set(marker_ids)), threads_n * (puts_n + 1), "distinct returned ids")
+        eq(sum(1 for v in versions + markers if v["IsLatest"]), 1, "entries with IsLatest")
+
+
+def check_multipart():
+    with new_bucket("multipart", multipart=True) as b:
+        key = "big.dcm"
+        parts = [rand(5 * MiB), rand(5 * MiB), rand(MiB + 7)]
+        up = S3.create_multipart_upload(Bucket=b, Key=key, ContentType="application/dicom", Metadata={"study": "mp"})
+        uid = up["UploadId"]
+        eq((up["Bucket"], up["Key"]), (b, key), "create_multipart_upload")
+        etags = []
+        for n, d in enumerate(parts, 1):
+            r = S3.upload_part(Bucket=b, Key=key, UploadId=uid, PartNumber=n, Body=d)
+            eq(r["ETag"], md5_etag(d), f"part {n} ETag")
+            etags.append(r["ETag"])
+
+        p = S3.list_parts(Bucket=b, Key=key, UploadId=uid, MaxParts=2)
+        eq([(x["PartNumber"], x["ETag"], x["Size"]) for x in p["Parts"]],
+           [(1, etags[0], 5 * MiB), (2, etags[1], 5 * MiB)], "list_parts first page")
+        eq((p["IsTruncated"], int(p["NextPartNumberMarker"])), (True, 2), "list_parts first page marker")
+        p = S3.list_parts(Bucket=b, Key=key, UploadId=uid, MaxParts=2, PartNumberMarker=p["NextPartNumberMarker"])
+        eq([(x["PartNumber"], x["ETag"], x["Size"]) for x in p["Parts"]], [(3, etags[2], MiB + 7)], "list_parts second page")
+        eq(p["IsTruncated"], False, "list_parts second page IsTruncated")
+
+        ups = S3.list_multipart_uploads(Bucket=b).get("Uploads", [])
+        eq([(u["Key"], u["UploadId"]) for u in ups], [(key, uid)], "list_multipart_uploads")
+
+        good = [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
+        k = {"Bucket": b, "Key": key, "UploadId": uid}
+        expect_error(S3.complete_multipart_upload, (400, "InvalidPartOrder"),
+                     MultipartUpload={"Parts": [good[1], good[0], good[2]]}, **k)
+        bad = [dict(x) for x in good]
+        bad[1]["ETag"] = '"%s"' % ("0" * 32)
+        expect_error(S3.complete_multipart_upload, (400, "InvalidPart"), MultipartUpload={"Parts": bad}, **k)
+        # A failed complete leaves the upload in place.
+        done = S3.complete_multipart_upload(MultipartUpload={"Parts": good}, **k)
+        eq(done["ETag"], multipart_etag(parts), "multipart ETag")
+        whole = b"".join(parts)
+        g = S3.get_object(Bucket=b, Key=key)
+        eq(sha(read(g)), sha(whole), "multipart content")
+        eq((g["ContentType"], lower_keys(g["Metadata"])), ("application/dicom", {"study": "mp"}), "multipart attributes")
+        h = S3.head_object(Bucket=b, Key=key)
+        eq((h["ContentLength"], h["ETag"]), (len(whole), multipart_etag(parts)), "multipart head")
+        eq(S3.list_multipart_uploads(Bucket=b).get("Uploads", []), [], "uploads after complete")
+
+        # A part other than the last under 5 MiB.
+        small = S3.create_multipart_upload(Bucket=b, Key="small")["UploadId"]
+        s_parts = [rand(KiB), rand(KiB)]
+        s_etags = [S3.upload_part(Bucket=b, Key="small", UploadId=small, PartNumber=n, Body=d)["ETag"]
+                   for n, d in enumerate(s_parts, 1)]
+        expect_error(S3.complete_multipart_upload, (400, "EntityTooSmall"), Bucket=b, Key="small", UploadId=small,
+                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(s_etags, 1)]})
+        S3.abort_multipart_upload(Bucket=b, Key="small", UploadId=small)
+        expect_error(S3.upload_part, (404, "NoSuchUpload"), Bucket=b, Key="small", UploadId=small, PartNumber=3, Body=b"x")
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="small")
+        eq(S3.list_multipart_uploads(Bucket=b).get("Uploads", []), [], "uploads after abort")
+
+        # upload_part_copy from an existing object.
+        src = rand(6 * MiB)
+        S3.put_object(Bucket=b, Key="src", Body=src)
+        cid = S3.create_multipart_upload(Bucket=b, Key="copied")["UploadId"]
+        r1 = S3.upload_part_copy(Bucket=b, Key="copied", UploadId=cid, PartNumber=1,
+                                 CopySource={"Bucket": b, "Key": "src"}, CopySourceRange=f"bytes=0-{5 * MiB - 1}")
+        eq(r1["CopyPartResult"]["ETag"], md5_etag(src[: 5 * MiB]), "upload_part_copy ETag")
+        tail = rand(1000)
+        e2 = S3.upload_part(Bucket=b, Key="copied", UploadId=cid, PartNumber=2, Body=tail)["ETag"]
+        done = S3.complete_multipart_upload(Bucket=b, Key="copied", UploadId=cid, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": r1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": e2}]})
+        eq(done["ETag"], multipart_etag([src[: 5 * MiB], tail]), "upload_part_copy upload ETag")
+        eq(sha(get_bytes(b, "copied")), sha(src[: 5 * MiB] + tail), "upload_part_copy content")
+
+
+def check_presigned_urls():
+    data = rand(2000)
+    with new_bucket("presigned") as b:
+        S3.put_object(Bucket=b, Key="p", Body=data)
+        url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"}, ExpiresIn=60)
+        st, body, code = http_status(url)
+        eq((st, code), (200, None), "presigned GET")
+        eq(sha(body), sha(data), "presigned GET content")
+
+        up = rand(3000)
+        purl = S3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": "up"}, ExpiresIn=60)
+        st, body, code = http_status(purl, data=up, method="PUT", hdrs={"Content-Type": "application/octet-stream"})
+        eq((st, code), (200, None), f"presigned PUT: {body[:300]!r}")
+        eq(sha(get_bytes(b, "up")), sha(up), "presigned PUT content")
+
+        m = re.search(r"(X-Amz-Signature=)([0-9a-f]{64})", url)
+        check(m, f"no SigV4 signature in {url}")
+        sig = m.group(2)
+        tampered = url.replace(m.group(0), m.group(1) + sig[:-1] + ("0" if sig[-1] != "0" else "1"))
+        st, body, code = http_status(tampered)
+        eq((st, code), (403, "SignatureDoesNotMatch"), "tampered presigned GET")
+
+        short = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"}, ExpiresIn=1)
+        time.sleep(2)  # S3 semantics: let it expire
+        st, body, code = http_status(short)
+        eq(st, 403, f"expired presigned GET ({code})")
+
+
+def check_transfer_manager():
+    data = rand(20 * MiB)
+    cfg = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4)
+    with new_bucket("transfer", multipart=True) as b:
+        S3.upload_fileobj(io.BytesIO(data), b, "t.bin", Config=cfg)
+        h = S3.head_object(Bucket=b, Key="t.bin")
+        eq(h["ContentLength"], len(data), "ContentLength")
+        check(h["ETag"].endswith('-4"'), f"ETag {h['ETag']} is not that of a 4-part upload")
+        out = io.BytesIO()
+        S3.download_fileobj(b, "t.bin", out, Config=cfg)
+        eq(sha(out.getvalue()), sha(data), "download_fileobj content")
+
+
+def check_ownership():
+    if not OTHER:
+        raise Skip("OTHER_ACCESS_KEY_ID / OTHER_SECRET_ACCESS_KEY not set")
+    other = make_client(*OTHER)
+    with new_bucket("ownership") as b:
+        S3.put_object(Bucket=b, Key="mine", Body=b"secret")
+        denied = (403, "AccessDenied")
+        expect_error(other.get_object, denied, Bucket=b, Key="mine")
+        expect_error(other.put_object, denied, Bucket=b, Key="intruder", Body=b"x")
+        expect_error(other.list_objects_v2, denied, Bucket=b)
+        expect_error(other.delete_object, denied, Bucket=b, Key="mine")
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="intruder")
+        eq(get_bytes(b, "mine"), b"secret", "the owner's object")
+
+
+def check_errors():
+    with new_bucket("errors") as b:
+        expect_error(S3.get_object, (404, "NoSuchKey"), Bucket=b, Key="missing")
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="missing")
+        missing = bucket_name("nosuch")
+        expect_error(S3.list_objects_v2, (404, "NoSuchBucket"), Bucket=missing)
+        expect_error(S3.get_object, (404, "NoSuchBucket"), Bucket=missing, Key="k")
+        expect_error(S3.put_object, (404, "NoSuchBucket"), Bucket=missing, Key="k", Body=b"x")
+        expect_error(S3.head_bucket, (404, None), Bucket=missing)
+
+        S3.put_object(Bucket=b, Key="k", Body=b"x")
+        expect_error(S3.delete_bucket, (409, "BucketNotEmpty"), Bucket=b)
+
+        bad_key = make_client("AKIA" + secrets.token_hex(8).upper(), SECRET)
+        expect_error(bad_key.list_buckets, (403, "InvalidAccessKeyId"))
+        expect_error(bad_key.get_object, (403, "InvalidAccessKeyId"), Bucket=b, Key="k")
+        wrong_secret = SECRET[:-1] + ("A" if SECRET[-1] != "A" else "B")
+        bad_secret = make_client(ACCESS, wrong_secret)
+        expect_error(bad_secret.list_buckets, (403, "SignatureDoesNotMatch"))
+        expect_error(bad_secret.get_object, (403, "SignatureDoesNotMatch"), Bucket=b, Key="k")
+
+        expect_error(S3.get_object, (400, "InvalidArgument"), (404, "NoSuchVersion"), Bucket=b, Key="k", VersionId="zzz")
+
+
+CHECKS = [
+    ("objects", check_objects),
+    ("range_get", check_range_get),
+    ("conditional_get", check_conditional_get),
+    ("response_overrides", check_response_overrides),
+    ("checksums", check_checksums),
+    ("copy_object", check_copy_object),
+    ("delete_objects", check_delete_objects),
+    ("list_objects_v2", check_list_objects_v2),
+    ("list_objects_v1", check_list_objects_v1),
+    ("versioning", check_versioning),
+    ("version_null_unversioned", check_version_null_unversioned),
+    ("concurrent_versions", check_concurrent_versions),
+    ("multipart", check_multipart),
+    ("presigned_urls", check_presigned_urls),
+    ("transfer_manager", check_transfer_manager),
+    ("ownership", check_ownership),
+    ("errors", check_errors),
+]
+
+
+def main():
+    global ENDPOINT, REGION, ACCESS, SECRET, OTHER, S3
+    missing = [v for v in ("S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
+    if missing:
+        print(f"FAIL setup: set {', '.join(missing)}", file=sys.stderr)
+        return 2
+    ENDPOINT = os.environ["S3_ENDPOINT"].rstrip("/")
+    REGION = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    ACCESS, SECRET = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    if os.environ.get("OTHER_ACCESS_KEY_ID") and os.environ.get("OTHER_SECRET_ACCESS_KEY"):
+        OTHER = (os.environ["OTHER_ACCESS_KEY_ID"], os.environ["OTHER_SECRET_ACCESS_KEY"])
+    S3 = make_client(ACCESS, SECRET)
+
+    wanted = sys.argv[1:]
+    names = [n for n, _ in CHECKS]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print(f"FAIL setup: unknown checks {unknown}; known: {names}", file=sys.stderr)
+        return 2
+    print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}, endpoint {ENDPOINT}", flush=True)
+    for name, fn in CHECKS:
+        if wanted and name not in wanted:
+            continue
+        try:
+            fn()
+        except Skip as s:
+            print(f"skip {name}: {s}", flush=True)
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            print(f"FAIL {name}", flush=True)
+            return 1
+        else:
+            print(f"ok {name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+//! Object data on the storage nodes: a request body streamed into a new run
+//! of chunks, and a byte range of runs streamed back out.
+//!
+//! Neither direction holds an object in memory: a write keeps at most
+//! [`WRITES_IN_FLIGHT`] chunks buffered, a read [`READS_AHEAD`] plus what
+//! the response channel holds.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chuyi_client::Cluster;
+use chuyi_common::ids::ChunkId;
+use chuyi_common::limits::OBJECT_CHUNK_BYTES;
+use chuyi_metadata::state::model::DataRun;
+use chuyi_metadata::state::{Command, Reply, DATA_TTL_MAX_MS};
+use futures::channel::mpsc;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, Stream, StreamExt};
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::{Checksum, StreamingBlob};
+use s3s::{s3_error, S3Error, S3Result};
+
+use crate::errors::meta_error;
+
+/// Chunk writes one upload keeps in flight.
+pub const WRITES_IN_FLIGHT: usize = 4;
+/// Chunk reads one download keeps ahead of the client.
+pub const READS_AHEAD: usize = 2;
+/// Largest body of one PUT or part, as S3.
+pub const OBJECT_PUT_MAX_BYTES: u64 = 5 << 30;
+
+/// How long reserved data stays pending before it is taken for a dead
+/// writer's: an hour, plus a second per MiB (a writer at 1 MiB/s still
+/// finishes in time).
+fn pending_ttl(len: u64) -> Duration {
+    let ms = 3_600_000u64.saturating_add(len / 1024);
+    Duration::from_millis(ms.min(DATA_TTL_MAX_MS))
+}
+
+/// What writing a body produced.
+#[derive(Debug)]
+pub struct Written {
+    pub run: PendingRun,
+    pub md5: [u8; 16],
+    /// The checksums the request asked to be computed (base64).
+    pub checksums: Checksum,
+}
+
+/// A run that is written but not yet claimed by an object or part. If it
+/// is dropped before [`PendingRun::claimed`], its data is abandoned (put in
+/// the garbage the reclaimer frees), whatever ended the request: an error,
+/// a refusal, or the client going away mid-body.
+#[derive(Debug)]
+pub struct PendingRun {
+    pub run: DataRun,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl PendingRun {
+    /// The run now belongs to a committed record.
+    pub fn claimed(mut self) {
+        self.cluster = None;
+    }
+}
+
+impl Drop for PendingRun {
+    fn drop(&mut self) {
+        let Some(cluster) = self.cluster.take() else { return };
+        let owner = self.run.owner;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            // Failing here leaves it pending until its time is up, when the
+            // reclaimer takes it all the same.
+            if let Err(e) = cluster.meta().write(Command::AbandonData { owner }).await {
+                tracing::warn!(owner = format_args!("{owner:#x}"), error = %e, "abandoning object data failed");
+            }
+        });
+    }
+}
+
+/// Reads and writes object data through the cluster's data path.
+#[derive(Debug, Clone)]
+pub struct DataPath {
+    cluster: Arc<Cluster>,
+}
+
+impl DataPath {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster }
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Writes exactly `len` bytes of `body` into a new run of `pool`,
+    /// computing its MD5 and the checksums `hasher` was set up for.
+    pub async fn write<S, E>(&self, pool: &str, len: u64, body: S, hasher: ChecksumHasher) -> S3Result<Written>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if len > OBJECT_PUT_MAX_BYTES {
+            return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
+        }
+        let ttl_ms = pending_ttl(len).as_millis() as u64;
+        let command = Command::BeginData { pool: pool.to_string(), len, ttl_ms };
+        let owner = match self.cluster.meta().write(command).await {
+            Ok(Reply::Data { owner }) => owner,
+            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
+            Err(e) => return Err(meta_error(e)),
+        };
+        let run = PendingRun { run: DataRun { owner, len }, cluster: Some(self.cluster.clone()) };
+        let (md5, checksums) = self.stream_chunks(owner, len, body, hasher).await?;
+        Ok(Written { run, md5, checksums })
+    }
+
+    async fn stream_chunks<S, E>(
+        &self,
+        owner: u64,
+        len: u64,
+        mut body: S,
+        mut hasher: ChecksumHasher,
+    ) -> S3Result<([u8; 16], Checksum)>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut md5 = Md5::new();
+        let mut buf = BytesMut::new();
+        let mut received = 0u64;
+        let mut next_index = 0u64;
+        let mut writes = FuturesUnordered::new();
+        loop {
+            let piece = match body.next().await {
+                Some(Ok(piece)) => Some(piece),
+                Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the request body: {e}")),
+                None => None,
+            };
+            let last = piece.is_none();
+            if let Some(piece) = piece {
+                received += piece.len() as u64;
+                if received > len {
+                    return Err(s3_error!(IncompleteBody, "the body is longer than its declared {len} bytes"));
+                }
+                md5.update(&piece);
+                hasher.update(&piece);
+                buf.extend_from_slice(&piece);
+            } else if received < len {
+                return Err(s3_error!(IncompleteBody, "the body ended after {received} of {len} bytes"));
+            }
+            while buf.len() as u64 >= OBJECT_CHUNK_BYTES || (last && !buf.is_empty()) {
+                let take = buf.len().min(OBJECT_CHUNK_BYTES as usize);
+                let chunk = ChunkId::new(owner, next_index);
+                next_index += 1;
+                let data = buf.split_to(take).freeze();
+                writes.push(async move { self.cluster.write_chunk(chunk, 0, data, false).await });
+                while writes.len() >= WRITES_IN_FLIGHT {
+                    wait_one(&mut writes).await?;
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        while !writes.is_empty() {
+            wait_one(&mut writes).await?;
+        }
+        Ok((md5.finalize(), hasher.finalize()))
+    }
+
+    /// Streams bytes `range` of the object whose data is `runs`.
+    pub fn read(&self, runs: &[DataRun], range: Range<u64>) -> StreamingBlob {
+        let pieces = pieces(runs, range);
+        let (mut tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let reads = futures::stream::iter(pieces)
+                .map(|(chunk, offset, len)| {
+                    let cluster = cluster.clone();
+                    async move { cluster.read_chunk(chunk, offset, len).await }
+                })
+                .buffered(READS_AHEAD);
+            futures::pin_mut!(reads);
+            while let Some(read) = reads.next().await {
+                let failed = read.is_err();
+                let item = read.map_err(|e| {
+                    tracing::warn!(error = %e, "object read failed mid-body");
+                    std::io::Error::other(e.to_string())
+                });
+                // The client went away: stop reading.
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        StreamingBlob::wrap(rx)
+    }
+
+    /// Deletes every chunk a run may have, from every replica.
+    pub async fn delete_run(&self, run: DataRun) -> Result<(), chuyi_client::ClientError> {
+        let deletes = futures::stream::iter(0..run.chunks())
+            .map(|index| self.cluster.delete_chunk(ChunkId::new(run.owner, index)))
+            .buffer_unordered(WRITES_IN_FLIGHT);
+        futures::pin_mut!(deletes);
+        while let Some(done) = deletes.next().await {
+            done?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_one<F>(writes: &mut FuturesUnordered<F>) -> S3Result<()>
+where
+    F: std::future::Future<Output = Result<(), chuyi_client::ClientError>>,
+{
+    match writes.next().await {
+        Some(Err(e)) => Err(data_error(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The S3 error for a data path that failed under a request.
+pub fn data_error(e: chuyi_client::ClientError) -> S3Error {
+    tracing::warn!(error = %e, "object data path failed");
+    s3_error!(ServiceUnavailable, "the storage nodes could not be reached in time")
+}
+
+/// The chunk reads that cover `range` of the concatenated `runs`: (chunk,
+/// offset in it, length), in order.
+fn pieces(runs: &[DataRun], range: Range<u64>) -> Vec<(ChunkId, u32, u32)> {
+    let mut out = Vec::new();
+    let mut run_start = 0u64;
+    for run in runs {
+        let run_end = run_start + run.len;
+        let from = range.start.max(run_start);
+        let to = range.end.min(run_end);
+        let mut at = from;
+        while at < to {
+            let in_run = at - run_start;
+            let index = in_run / OBJECT_CHUNK_BYTES;
+            let offset = in_run % OBJECT_CHUNK_BYTES;
+            let len = (OBJECT_CHUNK_BYTES - offset).min(to - at);
+            out.push((ChunkId::new(run.owner, index), offset as u32, len as u32));
+            at += len;
+        }
+        run_start = run_end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: u64 = OBJECT_CHUNK_BYTES;
+
+    #[test]
+    fn pieces_cover_a_range_across_chunks_and_runs() {
+        let runs = [DataRun { owner: 1, len: C + 10 }, DataRun { owner: 2, len: 5 }];
+        assert_eq!(
+            pieces(&runs, 0..C + 15),
+            vec![(ChunkId::new(1, 0), 0, C as u32), (ChunkId::new(1, 1), 0, 10), (ChunkId::new(2, 0), 0, 5)]
+        );
+        assert_eq!(
+            pieces(&runs, C - 2..C + 12),
+            vec![(ChunkId::new(1, 0), C as u32 - 2, 2), (ChunkId::new(1, 1), 0, 10), (ChunkId::new(2, 0), 0, 2)]
+        );
+        assert!(pieces(&runs, 3..3).is_empty());
+        assert!(pieces(&[], 0..10).is_empty());
+    }
+}

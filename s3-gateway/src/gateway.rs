@@ -1,0 +1,227 @@
+//! The gateway as s3s sees it: one [`S3`] implementation whose operations
+//! are written, by what they act on, in [`crate::buckets`],
+//! [`crate::objects`], [`crate::listing`] and [`crate::multipart`]. Here
+//! are what they share: who the caller is, which buckets they may reach,
+//! and reading an object's index record.
+
+use std::sync::Arc;
+
+use chuyi_client::Cluster;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
+use chuyi_metadata::state::{Command, Reply};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+use crate::auth::Users;
+use crate::data::DataPath;
+use crate::errors::{meta_error, unexpected};
+
+/// The region every bucket reports; AWS's default, so clients that assume
+/// it sign for it.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The S3 gateway: what it serves from.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) users: Arc<Users>,
+    pub(crate) data: DataPath,
+    /// The pool new buckets' objects go to.
+    pub(crate) pool: String,
+    pub(crate) region: String,
+}
+
+impl Gateway {
+    pub fn new(cluster: Arc<Cluster>, users: Arc<Users>, pool: String) -> Self {
+        Self { users, data: DataPath::new(cluster), pool, region: DEFAULT_REGION.into() }
+    }
+
+    pub(crate) fn meta(&self) -> &MetaClient {
+        self.data.cluster().meta()
+    }
+
+    /// The user a request is signed by; anonymous requests are refused.
+    pub(crate) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<User> {
+        let Some(credentials) = &req.credentials else {
+            return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
+        };
+        self.users.user(&credentials.access_key).await
+    }
+
+    /// `name`, if it exists and `user` may reach it.
+    pub(crate) async fn owned_bucket(&self, user: &User, name: &str) -> S3Result<Bucket> {
+        let bucket = match self.meta().read(Query::Bucket(name.to_string())).await {
+            Ok(ApiReply::Bucket(bucket)) => bucket,
+            Ok(other) => return Err(unexpected(other)),
+            Err(e) => return Err(meta_error(e)),
+        };
+        if bucket.owner != user.name && !user.admin {
+            return Err(s3_error!(AccessDenied));
+        }
+        Ok(bucket)
+    }
+
+    /// The caller's bucket `name`: the usual start of an object operation.
+    pub(crate) async fn request_bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<(User, Bucket)> {
+        let user = self.caller(req).await?;
+        let bucket = self.owned_bucket(&user, name).await?;
+        Ok((user, bucket))
+    }
+
+    /// The newest version of `key`, or version `version_id`; it may be a
+    /// delete marker.
+    pub(crate) async fn object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> S3Result<ObjectRecord> {
+        if let Some(v) = version_id {
+            check_version_id(v)?;
+        }
+        let query = Query::Object { bucket: bucket.into(), key: key.into(), version_id: version_id.map(Into::into) };
+        match self.meta().read(query).await {
+            Ok(ApiReply::Object(record)) => Ok(record),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(meta_error(e)),
+        }
+    }
+
+    pub(crate) async fn write(&self, command: Command) -> S3Result<Reply> {
+        match self.meta().write(command).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(meta_error(e)),
+        }
+    }
+
+    pub(crate) async fn read(&self, query: Query) -> S3Result<ApiReply> {
+        self.meta().read(query).await.map_err(meta_error)
+    }
+}
+
+/// A version id is `null` or one this gateway gave out.
+pub(crate) fn check_version_id(v: &str) -> S3Result<()> {
+    if v == NULL_VERSION || seq_of_version_id(v).is_some() {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidArgument, "Invalid version id specified"))
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.list_buckets_of(req).await
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.create_bucket_for(req).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.head_bucket_of(req).await
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.delete_bucket_of(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.bucket_location(req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.bucket_versioning(req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.set_bucket_versioning(req).await
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.put(req).await
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.get(req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.head(req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.delete(req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.delete_many(req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.copy(req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.list_v1(req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.list_v2(req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.list_versions(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.create_upload(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.put_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.copy_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.complete_upload(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.abort_upload(req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.parts_of(req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.uploads_of(req).await
+    }
+}

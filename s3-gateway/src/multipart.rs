@@ -1,0 +1,409 @@
+//! Multipart uploads: each part is written as its own run of object data
+//! and recorded under the upload; completing makes the listed parts' runs
+//! one object version without moving a byte. The ETag is S3's: the MD5 of
+//! the parts' binary MD5s, then `-` and the part count.
+
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::raft::RECORDS_PAGE_MAX;
+use chuyi_metadata::state::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
+use chuyi_metadata::state::{Command, Reply};
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use crate::buckets::owner;
+use crate::conditions::Conditions;
+use crate::description::{timestamp, Headers};
+use crate::errors::unexpected;
+use crate::gateway::Gateway;
+use crate::objects::{body_length, etag, reported_version};
+
+/// Smallest part but the last, as S3.
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+
+fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=PART_NUMBER_MAX).contains(n))
+        .ok_or_else(|| s3_error!(InvalidArgument, "Part number must be an integer between 1 and {PART_NUMBER_MAX}"))
+}
+
+/// S3's ETag of a multipart object.
+fn multipart_etag(part_etags: &[&str]) -> S3Result<String> {
+    let mut md5 = Md5::new();
+    for e in part_etags {
+        let bytes = hex_bytes(e).ok_or_else(|| s3_error!(InternalError, "a part's ETag is not hex"))?;
+        md5.update(&bytes);
+    }
+    Ok(format!("{}-{}", chuyi_common::secret::hex(&md5.finalize()), part_etags.len()))
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// `bytes=first-last` of a copy source of `size` bytes.
+fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let Some(range) = range else { return Ok(0..size) };
+    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last");
+    let spec = range.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (first, last) = spec.split_once('-').ok_or_else(bad)?;
+    let first: u64 = first.trim().parse().map_err(|_| bad())?;
+    let last: u64 = last.trim().parse().map_err(|_| bad())?;
+    if first > last || last >= size {
+        return Err(s3_error!(InvalidRange, "the range {first}-{last} is not within the source's {size} bytes"));
+    }
+    Ok(first..last + 1)
+}
+
+impl Gateway {
+    async fn upload(&self, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<Upload> {
+        let query = Query::Upload { bucket: bucket.name.clone(), key: key.into(), upload_id: upload_id.into() };
+        match self.read(query).await? {
+            ApiReply::Upload(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn parts_page(&self, upload_id: &str, after: u32, max: u32) -> S3Result<Vec<Part>> {
+        match self.read(Query::Parts { upload_id: upload_id.into(), after, max }).await? {
+            ApiReply::Parts(parts) => Ok(parts),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn create_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let object = Headers {
+            content_type: input.content_type,
+            cache_control: input.cache_control,
+            content_disposition: input.content_disposition,
+            content_encoding: input.content_encoding,
+            content_language: input.content_language,
+            expires: input.expires,
+            metadata: input.metadata,
+        }
+        .describe()?;
+        let command = Command::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object };
+        let upload = match self.write(command).await? {
+            Reply::Upload(u) => u,
+            other => return Err(unexpected(other)),
+        };
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(bucket.name),
+            key: Some(input.key),
+            upload_id: Some(upload.upload_id),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn put_part(&self, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let number = part_number(req.input.part_number)?;
+        // Refused before a byte is written when the upload is gone.
+        self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
+        let input = &mut req.input;
+        let len = body_length(input.content_length, input.body.as_ref())?;
+        let sent = Checksum {
+            checksum_crc32: input.checksum_crc32.take(),
+            checksum_crc32c: input.checksum_crc32c.take(),
+            checksum_crc64nvme: input.checksum_crc64nvme.take(),
+            checksum_sha1: input.checksum_sha1.take(),
+            checksum_sha256: input.checksum_sha256.take(),
+            ..Checksum::default()
+        };
+        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string());
+        let (written, sums) = self
+            .receive(
+                &bucket,
+                len,
+                input.body.take(),
+                &req.headers,
+                sent,
+                algorithm.as_deref(),
+                input.content_md5.as_deref(),
+                req.trailing_headers.as_ref(),
+            )
+            .await?;
+        let etag_hex = chuyi_common::secret::hex(&written.md5);
+        let command = Command::PutPart {
+            bucket: bucket.name.clone(),
+            key: input.key.clone(),
+            upload_id: input.upload_id.clone(),
+            number,
+            etag: etag_hex.clone(),
+            run: written.run.run,
+        };
+        self.write(command).await?;
+        written.run.claimed();
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag(&etag_hex)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn copy_part(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let number = part_number(input.part_number)?;
+        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let conditions = Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        };
+        let (source_bucket, _, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
+        let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
+        let len = range.end - range.start;
+        let body = self.data.read(&source.data.data, range);
+        let written = self.data.write(&bucket.pool, len, body, Default::default()).await?;
+        let etag_hex = chuyi_common::secret::hex(&written.md5);
+        let command = Command::PutPart {
+            bucket: bucket.name.clone(),
+            key: input.key.clone(),
+            upload_id: input.upload_id.clone(),
+            number,
+            etag: etag_hex.clone(),
+            run: written.run.run,
+        };
+        self.write(command).await?;
+        written.run.claimed();
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&etag_hex)),
+                last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+                ..Default::default()
+            }),
+            copy_source_version_id: reported_version(&source_bucket, &source.version_id),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn complete_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if listed.is_empty() {
+            return Err(s3_error!(MalformedXML, "The XML you provided did not validate: no parts were listed"));
+        }
+        let mut uploaded = Vec::new();
+        loop {
+            let after = uploaded.last().map_or(0, |p: &Part| p.number);
+            let page = self.parts_page(&input.upload_id, after, RECORDS_PAGE_MAX).await?;
+            let done = page.len() < RECORDS_PAGE_MAX as usize;
+            uploaded.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut chosen = Vec::with_capacity(listed.len());
+        let mut etags = Vec::with_capacity(listed.len());
+        for part in &listed {
+            let number = part_number(part.part_number.unwrap_or(0))?;
+            let found = uploaded.iter().find(|p| p.number == number);
+            let matches = |p: &&Part| part.e_tag.as_ref().is_none_or(|e| e.value() == p.etag);
+            let Some(found) = found.filter(matches) else {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number} was not uploaded, or its ETag does not match the one listed"
+                ));
+            };
+            chosen.push((number, found.run.owner));
+            etags.push(found.etag.as_str());
+        }
+        let etag_hex = multipart_etag(&etags)?;
+        let command = Command::CompleteUpload {
+            bucket: bucket.name.clone(),
+            key: input.key.clone(),
+            upload_id: input.upload_id.clone(),
+            parts: chosen,
+            etag: etag_hex.clone(),
+            min_part_bytes: MIN_PART_BYTES,
+        };
+        let version_id = match self.write(command).await? {
+            Reply::ObjectPut { version_id, .. } => version_id,
+            other => return Err(unexpected(other)),
+        };
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(bucket.name.clone()),
+            key: Some(input.key.clone()),
+            location: Some(format!("/{}/{}", bucket.name, input.key)),
+            e_tag: Some(etag(&etag_hex)),
+            version_id: reported_version(&bucket, &version_id),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn abort_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let command = Command::AbortUpload { bucket: bucket.name, key: input.key, upload_id: input.upload_id };
+        self.write(command).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    pub(crate) async fn parts_of(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let max = match input.max_parts {
+            None => RECORDS_PAGE_MAX,
+            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts must not be negative")),
+            Some(n) => (n as u32).clamp(1, RECORDS_PAGE_MAX),
+        };
+        let after = match input.part_number_marker {
+            None => 0,
+            Some(n) => u32::try_from(n).map_err(|_| s3_error!(InvalidArgument, "a negative part-number-marker"))?,
+        };
+        // One more than the page shows whether there are more.
+        let mut parts = self.parts_page(&input.upload_id, after, max + 1).await?;
+        let truncated = parts.len() > max as usize;
+        parts.truncate(max as usize);
+        let next = parts.last().map(|p| p.number as i32);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(bucket.name.clone()),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            is_truncated: Some(truncated),
+            owner: Some(owner(&bucket.owner)),
+            initiator: Some(Initiator {
+                display_name: Some(bucket.owner.clone()),
+                id: Some(crate::auth::canonical_id(&bucket.owner)),
+            }),
+            parts: Some(
+                parts
+                    .iter()
+                    .map(|p| s3s::dto::Part {
+                        part_number: Some(p.number as i32),
+                        e_tag: Some(etag(&p.etag)),
+                        size: Some(p.run.len as i64),
+                        last_modified: Some(timestamp(p.modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn uploads_of(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let max = match input.max_uploads {
+            None => RECORDS_PAGE_MAX,
+            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-uploads must not be negative")),
+            Some(n) => (n as u32).clamp(1, RECORDS_PAGE_MAX),
+        };
+        // A key marker alone resumes after every upload of that key: "~"
+        // sorts after every upload id, which are digits.
+        let after = input.key_marker.clone().filter(|k| !k.is_empty()).map(|k| {
+            let id = input.upload_id_marker.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "~".into());
+            (k, id)
+        });
+        let query = Query::Uploads {
+            bucket: bucket.name.clone(),
+            prefix: input.prefix.clone().unwrap_or_default(),
+            after,
+            max: max + 1,
+        };
+        let mut uploads = match self.read(query).await? {
+            ApiReply::Uploads(u) => u,
+            other => return Err(unexpected(other)),
+        };
+        let truncated = uploads.len() > max as usize;
+        uploads.truncate(max as usize);
+        let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(bucket.name.clone()),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: last.as_ref().filter(|_| truncated).map(|l| l.0.clone()),
+            next_upload_id_marker: last.filter(|_| truncated).map(|l| l.1),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|u| MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(u.upload_id),
+                        initiated: Some(timestamp(u.initiated_ms)),
+                        owner: Some(owner(&bucket.owner)),
+                        initiator: Some(Initiator {
+                            display_name: Some(bucket.owner.clone()),
+                            id: Some(crate::auth::canonical_id(&bucket.owner)),
+                        }),
+                        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_part_md5s() {
+        // Two parts whose MD5s are those of "a" and "b".
+        let a = "0cc175b9c0f1b6a831c399e269772661";
+        let b = "92eb5ffee6ae2fec3ad71c777531578f";
+        let etag = multipart_etag(&[a, b]).expect("etag");
+        let mut md5 = Md5::new();
+        md5.update(&hex_bytes(a).expect("hex"));
+        md5.update(&hex_bytes(b).expect("hex"));
+        assert_eq!(etag, format!("{}-2", chuyi_common::secret::hex(&md5.finalize())));
+        assert!(multipart_etag(&["zz"]).is_err());
+    }
+
+    #[test]
+    fn copy_ranges_are_checked() {
+        assert_eq!(copy_range(None, 10).ok(), Some(0..10));
+        assert_eq!(copy_range(Some("bytes=2-5"), 10).ok(), Some(2..6));
+        assert!(copy_range(Some("bytes=5-2"), 10).is_err());
+        assert!(copy_range(Some("bytes=0-10"), 10).is_err());
+        assert!(copy_range(Some("0-1"), 10).is_err());
+        assert!(copy_range(Some("bytes=a-1"), 10).is_err());
+    }
+
+    #[test]
+    fn part_numbers_are_bounded() {
+        assert!(part_number(0).is_err());
+        assert!(part_number(10_001).is_err());
+        assert_eq!(part_number(1).ok(), Some(1));
+    }
+}

@@ -1,0 +1,470 @@
+//! Object operations: PUT, GET, HEAD, DELETE, DeleteObjects and
+//! CopyObject. Data goes through [`crate::data`]; the version record is
+//! written to the object index only once the data is on every replica, so
+//! an object is never visible before its bytes are durable, and an upload
+//! that fails leaves nothing but garbage for the reclaimer.
+
+use std::time::SystemTime;
+
+use chuyi_metadata::state::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
+use chuyi_metadata::state::{Command, MetaError, Reply};
+use http::{HeaderMap, HeaderValue};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use crate::conditions::{Conditions, Unchanged};
+use crate::data::{Written, OBJECT_PUT_MAX_BYTES};
+use crate::description::{
+    hasher_for, keep_checksums, returned, sent_checksums, timestamp, verify_checksums, verify_md5, without_checksums,
+    Headers, Overrides, Returned,
+};
+use crate::errors::{meta_error, unexpected};
+use crate::gateway::{check_version_id, Gateway};
+
+/// Keys one DeleteObjects may name, as S3.
+pub const DELETE_OBJECTS_MAX: usize = 1000;
+
+/// The version id a response reports: none for a bucket that never had
+/// versioning, else the version's (`null` included).
+pub(crate) fn reported_version(bucket: &Bucket, version_id: &str) -> Option<String> {
+    (bucket.versioning != Versioning::Unset || version_id != NULL_VERSION).then(|| version_id.to_string())
+}
+
+pub(crate) fn etag(hex: &str) -> ETag {
+    ETag::Strong(hex.to_string())
+}
+
+/// The error for reading a delete marker: 404 for the latest version, 405
+/// when asked for by version id, with the headers that say it is a marker.
+fn delete_marker_error(record: &ObjectRecord, by_version: bool) -> S3Error {
+    let mut e = if by_version {
+        s3_error!(MethodNotAllowed, "the version is a delete marker")
+    } else {
+        s3_error!(NoSuchKey, "the object's latest version is a delete marker")
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-amz-delete-marker", HeaderValue::from_static("true"));
+    if let Ok(v) = HeaderValue::from_str(&record.version_id) {
+        headers.insert("x-amz-version-id", v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+/// The declared length of a request body.
+pub(crate) fn body_length(content_length: Option<i64>, body: Option<&StreamingBlob>) -> S3Result<u64> {
+    use s3s::stream::ByteStream as _;
+    let declared = match content_length {
+        Some(n) => Some(n),
+        None => body.and_then(|b| b.remaining_length().exact()).map(|n| n as i64),
+    };
+    match declared {
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "a negative Content-Length")),
+        Some(n) => Ok(n as u64),
+        None if body.is_none() => Ok(0),
+        None => Err(s3_error!(MissingContentLength)),
+    }
+}
+
+impl Gateway {
+    /// Writes a request body as new object data: the run, its MD5 and the
+    /// checksums, each verified against what the client sent.
+    pub(crate) async fn receive(
+        &self,
+        bucket: &Bucket,
+        len: u64,
+        body: Option<StreamingBlob>,
+        headers: &HeaderMap,
+        sent: Checksum,
+        algorithm: Option<&str>,
+        content_md5: Option<&str>,
+        trailers: Option<&s3s::TrailingHeaders>,
+    ) -> S3Result<(Written, Checksum)> {
+        let hasher = hasher_for(headers, &sent, algorithm);
+        let body = body
+            .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        let written = self.data.write(&bucket.pool, len, body, hasher).await?;
+        verify_md5(content_md5, &written.md5)?;
+        let trailing = trailers.and_then(|t| t.take());
+        let sent = sent_checksums(sent, trailing.as_ref());
+        verify_checksums(&sent, &written.checksums)?;
+        let computed = written.checksums.clone();
+        Ok((written, computed))
+    }
+
+    pub(crate) async fn put(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = &mut req.input;
+        let len = body_length(input.content_length, input.body.as_ref())?;
+        if len > OBJECT_PUT_MAX_BYTES {
+            return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT is at most {OBJECT_PUT_MAX_BYTES}"));
+        }
+        let headers = Headers {
+            content_type: input.content_type.take(),
+            cache_control: input.cache_control.take(),
+            content_disposition: input.content_disposition.take(),
+            content_encoding: input.content_encoding.take(),
+            content_language: input.content_language.take(),
+            expires: input.expires.take(),
+            metadata: input.metadata.take(),
+        };
+        let mut object = headers.describe()?;
+        let sent = Checksum {
+            checksum_crc32: input.checksum_crc32.take(),
+            checksum_crc32c: input.checksum_crc32c.take(),
+            checksum_crc64nvme: input.checksum_crc64nvme.take(),
+            checksum_sha1: input.checksum_sha1.take(),
+            checksum_sha256: input.checksum_sha256.take(),
+            ..Checksum::default()
+        };
+        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string());
+        let (written, sums) = self
+            .receive(
+                &bucket,
+                len,
+                input.body.take(),
+                &req.headers,
+                sent,
+                algorithm.as_deref(),
+                input.content_md5.as_deref(),
+                req.trailing_headers.as_ref(),
+            )
+            .await?;
+        keep_checksums(&mut object, &sums);
+        let etag_hex = chuyi_common::secret::hex(&written.md5);
+        object.size = len;
+        object.etag = etag_hex.clone();
+        // An empty object has no data: its reservation goes back at once.
+        let written = (len > 0).then(|| {
+            object.data = vec![written.run.run];
+            written
+        });
+        let version_id = self.commit(&bucket, &input.key, object, written).await?;
+        let output = PutObjectOutput {
+            e_tag: Some(etag(&etag_hex)),
+            version_id: reported_version(&bucket, &version_id),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    /// The version a GET or HEAD reads, checked against its conditions.
+    async fn readable(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+        conditions: Conditions<'_>,
+    ) -> S3Result<ObjectRecord> {
+        let record = self.object(&bucket.name, key, version_id).await?;
+        if record.delete_marker {
+            return Err(delete_marker_error(&record, version_id.is_some()));
+        }
+        conditions.check(&record.data.etag, record.modified_ms, Unchanged::NotModified)?;
+        Ok(record)
+    }
+
+    pub(crate) async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        if input.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "GET by part number is not supported"));
+        }
+        let conditions = Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
+        let size = record.data.size;
+        let range = match &input.range {
+            Some(r) => {
+                Some(r.check(size).map_err(|_| s3_error!(InvalidRange, "the range is not within {size} bytes"))?)
+            }
+            None => None,
+        };
+        let bytes = range.clone().unwrap_or(0..size);
+        let body = self.data.read(&record.data.data, bytes.clone());
+        let overrides = Overrides {
+            content_type: input.response_content_type,
+            cache_control: input.response_cache_control,
+            content_disposition: input.response_content_disposition,
+            content_encoding: input.response_content_encoding,
+            content_language: input.response_content_language,
+            expires: input.response_expires,
+        };
+        let r: Returned = returned(&record.data, overrides);
+        // A checksum is of the whole object, so a range does not carry it.
+        let sums = if range.is_none() { r.checksums } else { Checksum::default() };
+        let output = GetObjectOutput {
+            body: Some(body),
+            accept_ranges: Some("bytes".into()),
+            content_length: Some((bytes.end - bytes.start) as i64),
+            content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
+            content_type: r.content_type,
+            cache_control: r.cache_control,
+            content_disposition: r.content_disposition,
+            content_encoding: r.content_encoding,
+            content_language: r.content_language,
+            expires: r.expires,
+            metadata: r.metadata,
+            e_tag: Some(etag(&record.data.etag)),
+            last_modified: Some(timestamp(record.modified_ms)),
+            version_id: reported_version(&bucket, &record.version_id),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    pub(crate) async fn head(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let conditions = Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
+        let size = record.data.size;
+        let range = match &input.range {
+            Some(r) => {
+                Some(r.check(size).map_err(|_| s3_error!(InvalidRange, "the range is not within {size} bytes"))?)
+            }
+            None => None,
+        };
+        let overrides = Overrides {
+            content_type: input.response_content_type,
+            cache_control: input.response_cache_control,
+            content_disposition: input.response_content_disposition,
+            content_encoding: input.response_content_encoding,
+            content_language: input.response_content_language,
+            expires: input.response_expires,
+        };
+        let r = returned(&record.data, overrides);
+        let sums = if range.is_none() { r.checksums } else { Checksum::default() };
+        let output = HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
+            content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
+            content_type: r.content_type,
+            cache_control: r.cache_control,
+            content_disposition: r.content_disposition,
+            content_encoding: r.content_encoding,
+            content_language: r.content_language,
+            expires: r.expires,
+            metadata: r.metadata,
+            e_tag: Some(etag(&record.data.etag)),
+            last_modified: Some(timestamp(record.modified_ms)),
+            version_id: reported_version(&bucket, &record.version_id),
+            parts_count: (record.data.parts > 0).then_some(record.data.parts as i32),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    /// Deletes `key` (or one version of it) as S3 does: a missing key or
+    /// version is not an error.
+    async fn delete_one(&self, bucket: &Bucket, key: &str, version_id: Option<&str>) -> S3Result<DeletedObject> {
+        if let Some(v) = version_id {
+            check_version_id(v)?;
+        }
+        let command = Command::DeleteObject {
+            bucket: bucket.name.clone(),
+            key: key.into(),
+            version_id: version_id.map(Into::into),
+        };
+        let (version_id, delete_marker) = match self.meta().write(command).await {
+            Ok(Reply::ObjectDeleted { version_id, delete_marker }) => (version_id, delete_marker),
+            Ok(other) => return Err(unexpected(other)),
+            Err(MetaError::NotFound { kind: chuyi_metadata::state::Kind::Version, .. }) => {
+                (version_id.map(String::from), false)
+            }
+            Err(e) => return Err(meta_error(e)),
+        };
+        let version_id = version_id.and_then(|v| reported_version(bucket, &v));
+        Ok(DeletedObject {
+            key: Some(key.into()),
+            delete_marker: delete_marker.then_some(true),
+            delete_marker_version_id: if delete_marker { version_id.clone() } else { None },
+            version_id,
+        })
+    }
+
+    pub(crate) async fn delete(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let deleted = self.delete_one(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: deleted.delete_marker,
+            version_id: deleted.version_id,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn delete_many(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let objects = &req.input.delete.objects;
+        if objects.is_empty() || objects.len() > DELETE_OBJECTS_MAX {
+            return Err(s3_error!(
+                MalformedXML,
+                "a delete names 1 to {DELETE_OBJECTS_MAX} keys, not {}",
+                objects.len()
+            ));
+        }
+        let quiet = req.input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in objects {
+            match self.delete_one(&bucket, &object.key, object.version_id.as_deref()).await {
+                Ok(d) if !quiet => deleted.push(d),
+                Ok(_) => {}
+                Err(e) => errors.push(Error {
+                    code: Some(e.code().as_str().to_string()),
+                    key: Some(object.key.clone()),
+                    message: e.message().map(String::from),
+                    version_id: object.version_id.clone(),
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    /// The source of a copy: the caller's object, checked against the
+    /// copy-source conditions (which fail with 412, never 304).
+    pub(crate) async fn copy_source(
+        &self,
+        user: &chuyi_metadata::state::model::User,
+        source: &CopySource,
+        conditions: Conditions<'_>,
+    ) -> S3Result<(Bucket, String, ObjectRecord)> {
+        let CopySource::Bucket { bucket, key, version_id } = source else {
+            return Err(s3_error!(NotImplemented, "copy sources are bucket/key"));
+        };
+        let source_bucket = self.owned_bucket(user, bucket).await?;
+        let record = self.object(&source_bucket.name, key, version_id.as_deref()).await?;
+        if record.delete_marker {
+            return Err(if version_id.is_some() {
+                s3_error!(InvalidRequest, "the source version is a delete marker")
+            } else {
+                s3_error!(NoSuchKey, "the source's latest version is a delete marker")
+            });
+        }
+        conditions.check(&record.data.etag, record.modified_ms, Unchanged::PreconditionFailed)?;
+        Ok((source_bucket, key.to_string(), record))
+    }
+
+    pub(crate) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let conditions = Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        };
+        let (source_bucket, source_key, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
+        let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive {other}")),
+        };
+        let same_object = source_bucket.name == bucket.name && source_key == input.key;
+        if same_object && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the \
+                 object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        let size = source.data.size;
+        if size > OBJECT_PUT_MAX_BYTES {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the copy source is {size} bytes, more than the {OBJECT_PUT_MAX_BYTES} a copy may be"
+            ));
+        }
+        let mut object = if replace {
+            Headers {
+                content_type: input.content_type,
+                cache_control: input.cache_control,
+                content_disposition: input.content_disposition,
+                content_encoding: input.content_encoding,
+                content_language: input.content_language,
+                expires: input.expires,
+                metadata: input.metadata,
+            }
+            .describe()?
+        } else {
+            without_checksums(&source.data)
+        };
+        let written = if size > 0 {
+            let body = self.data.read(&source.data.data, 0..size);
+            let written = self.data.write(&bucket.pool, size, body, Default::default()).await?;
+            let md5 = chuyi_common::secret::hex(&written.md5);
+            object.etag = md5;
+            object.data = vec![written.run.run];
+            Some(written)
+        } else {
+            object.etag = source.data.etag.clone();
+            None
+        };
+        if size > 0 && source.data.parts == 0 && object.etag != source.data.etag {
+            return Err(s3_error!(InternalError, "the copy does not read back as its source"));
+        }
+        object.size = size;
+        let etag_hex = object.etag.clone();
+        let version_id = self.commit(&bucket, &input.key, object, written).await?;
+        let output = CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&etag_hex)),
+                last_modified: Some(Timestamp::from(SystemTime::now())),
+                ..Default::default()
+            }),
+            copy_source_version_id: reported_version(&source_bucket, &source.version_id),
+            version_id: reported_version(&bucket, &version_id),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    /// Writes the version record of `object`, claiming its written data.
+    async fn commit(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        object: ObjectPut,
+        written: Option<Written>,
+    ) -> S3Result<String> {
+        let command = Command::PutObject { bucket: bucket.name.clone(), key: key.into(), object };
+        let version_id = match self.write(command).await? {
+            Reply::ObjectPut { version_id, .. } => version_id,
+            other => return Err(unexpected(other)),
+        };
+        if let Some(written) = written {
+            written.run.claimed();
+        }
+        Ok(version_id)
+    }
+}

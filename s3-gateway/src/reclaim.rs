@@ -1,0 +1,53 @@
+//! The reclaimer: frees object data no record refers to any more. Each
+//! pass first moves pending data whose writer died (its time is up) to the
+//! garbage, then deletes the chunks of a page of garbage from the storage
+//! nodes and only then forgets it, so a gateway that dies mid-pass leaves
+//! the garbage for the next one. Every gateway runs one; deleting a chunk
+//! twice is harmless.
+
+use std::time::Duration;
+
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::raft::RECORDS_PAGE_MAX;
+use chuyi_metadata::state::Command;
+
+use crate::data::DataPath;
+
+/// How often a pass runs when the last one found nothing.
+pub const RECLAIM_IDLE: Duration = Duration::from_secs(2);
+
+/// Runs passes for ever.
+pub async fn run(data: DataPath) {
+    loop {
+        match pass(&data).await {
+            // A full page: more may wait, go on at once.
+            Ok(n) if n >= RECORDS_PAGE_MAX as usize => continue,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reclaim pass failed"),
+        }
+        tokio::time::sleep(RECLAIM_IDLE).await;
+    }
+}
+
+/// One pass; returns how many runs it freed.
+pub async fn pass(data: &DataPath) -> Result<usize, String> {
+    let meta = data.cluster().meta();
+    meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
+    let garbage = match meta.read(Query::Garbage { max: RECORDS_PAGE_MAX }).await {
+        Ok(ApiReply::Garbage(runs)) => runs,
+        Ok(other) => return Err(format!("unexpected reply {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut freed = Vec::with_capacity(garbage.len());
+    for run in garbage {
+        match data.delete_run(run).await {
+            Ok(()) => freed.push(run.owner),
+            Err(e) => tracing::debug!(owner = format_args!("{:#x}", run.owner), error = %e, "freeing a run failed"),
+        }
+    }
+    let count = freed.len();
+    if !freed.is_empty() {
+        meta.write(Command::ForgetGarbage { owners: freed }).await.map_err(|e| e.to_string())?;
+    }
+    Ok(count)
+}
