@@ -307,16 +307,28 @@ impl TestCluster {
         self.wait_map(limit, "every PG clean", is_clean).await
     }
 
+    /// The `chuyi` binary set to reach this cluster; add the command.
+    pub fn command(&self) -> Process {
+        let mut command = Process::new(&self.bin);
+        command.args(["--meta", &self.meta_addrs().join(","), "--secret-file"]).arg(&self.secret_file);
+        command.env("RUST_LOG", "warn");
+        command
+    }
+
     /// Runs the `chuyi` binary against this cluster: (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        let out = Process::new(&self.bin)
-            .args(["--meta", &self.meta_addrs().join(","), "--secret-file"])
-            .arg(&self.secret_file)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()?;
+        let out = self.command().args(args).output()?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+    }
+
+    /// Every chunk on the running nodes' disks 0, copies counted apart.
+    pub async fn all_chunks(&self) -> anyhow::Result<usize> {
+        let mut count = 0;
+        for p in self.nodes.iter().filter(|p| p.child.is_some() && !p.frozen) {
+            count += self.list_chunks(p.id as NodeId).await?.len();
+        }
+        Ok(count)
     }
 
     /// Chunks of `owner` on any running node's disk 0.

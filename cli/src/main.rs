@@ -2,6 +2,7 @@
 //! (`chuyi node`), and so is each admin command.
 
 mod admin;
+mod bucket;
 mod cluster;
 mod heartbeat;
 mod key;
@@ -38,6 +39,9 @@ enum Command {
     /// Create, list or delete S3 users.
     #[command(subcommand)]
     User(admin::UserCmd),
+    /// List S3 buckets or show one: owner, versioning, objects, bytes.
+    #[command(subcommand)]
+    Bucket(bucket::BucketCmd),
     /// Add or remove metadata members.
     #[command(subcommand)]
     Member(admin::MemberCmd),
@@ -58,13 +62,18 @@ enum Command {
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
     },
-    /// Serve S3 (so far: buckets) until SIGINT or SIGTERM.
+    /// Serve S3 until SIGINT or SIGTERM.
     S3 {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: String,
         /// The pool new buckets' objects go to.
         #[arg(long, default_value = "hdd")]
         pool: String,
+        /// Seconds object data being written may stay unclaimed before it
+        /// is taken for a dead gateway's and freed (plus as long again per
+        /// GiB of it).
+        #[arg(long, default_value_t = 3600)]
+        pending_ttl_secs: u64,
     },
     /// Show a storage node's disks.
     Disks {
@@ -98,11 +107,15 @@ fn main() -> anyhow::Result<()> {
             Command::Status => admin::status(&cli.cluster).await,
             Command::Pool(cmd) => admin::pool(&cli.cluster, cmd).await,
             Command::User(cmd) => admin::user(&cli.cluster, cmd).await,
+            Command::Bucket(cmd) => bucket::run(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Up(args) => up::run(args).await,
-            Command::S3 { listen, pool } => serve_s3(&cli.cluster, &listen, pool).await,
+            Command::S3 { listen, pool, pending_ttl_secs } => {
+                let pending_ttl = std::time::Duration::from_secs(pending_ttl_secs);
+                serve_s3(&cli.cluster, &listen, pool, pending_ttl).await
+            }
             Command::Nbd { listen, socket } => volume::serve_nbd(&cli.cluster, &listen, socket.as_deref()).await,
         }
     })
@@ -114,12 +127,18 @@ fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// `chuyi s3`: the S3 gateway of the cluster, until SIGINT or SIGTERM.
-async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, pool: String) -> anyhow::Result<()> {
+async fn serve_s3(
+    args: &cluster::ClusterArgs,
+    listen: &str,
+    pool: String,
+    pending_ttl: std::time::Duration,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let secret = args.secret()?;
     let cluster =
         chuyi_client::Cluster::connect(args.members()?, secret.clone(), chuyi_client::ClientConfig::default()).await?;
-    let service = chuyi_s3::server::service(cluster, &secret, pool);
+    let options = chuyi_s3::server::Options { pool, pending_ttl };
+    let service = chuyi_s3::server::service_with(cluster, &secret, options);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");
     tokio::select! {

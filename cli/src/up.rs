@@ -148,7 +148,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  nodes    : 127.0.0.1:{}..{} (ssd and hdd disks each)", args.port_base + 1, args.port_base + NODES);
     println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
     println!("             {nbd_unix_uri}");
-    println!("  S3       : {s3_endpoint}   (buckets only so far; try: aws --endpoint-url {s3_endpoint} s3 mb s3://b1)");
+    println!(
+        "  S3       : {s3_endpoint}   (try: aws --endpoint-url {s3_endpoint} s3 cp FILE s3://b1/ after s3 mb s3://b1)"
+    );
     println!(
         "             user {}, access key {}, secret key {}",
         s3_keys.name, s3_keys.access_key, s3_keys.secret_key

@@ -111,9 +111,11 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     // S3 with what up.env says, as a user would after `. up.env`.
     let (ok, out) = with_env(
         &env,
-        "aws --endpoint-url $CHUYI_S3_ENDPOINT s3 mb s3://up-test && aws --endpoint-url $CHUYI_S3_ENDPOINT s3 ls",
+        "set -e; s3() { aws --endpoint-url $CHUYI_S3_ENDPOINT s3 \"$@\"; }; t=$(mktemp -d); \
+         head -c 3000000 /dev/urandom > $t/scan.dcm; s3 mb s3://up-test; s3 cp $t/scan.dcm s3://up-test/; \
+         s3 cp s3://up-test/scan.dcm $t/back.dcm; cmp $t/scan.dcm $t/back.dcm; s3 ls s3://up-test; rm -r $t",
     );
-    assert!(ok && out.contains("up-test"), "S3 with up.env's credentials: {out}");
+    assert!(ok && out.contains("scan.dcm"), "S3 with up.env's credentials: {out}");
     stop(up);
 }
 

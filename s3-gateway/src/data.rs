@@ -32,12 +32,16 @@ pub const READS_AHEAD: usize = 2;
 /// Largest body of one PUT or part, as S3.
 pub const OBJECT_PUT_MAX_BYTES: u64 = 5 << 30;
 
-/// How long reserved data stays pending before it is taken for a dead
-/// writer's: an hour, plus a second per MiB (a writer at 1 MiB/s still
-/// finishes in time).
-fn pending_ttl(len: u64) -> Duration {
-    let ms = 3_600_000u64.saturating_add(len / 1024);
-    Duration::from_millis(ms.min(DATA_TTL_MAX_MS))
+/// How long reserved data stays pending, at least, before it is taken for
+/// a dead writer's.
+pub const PENDING_TTL: Duration = Duration::from_secs(3600);
+
+/// The time `len` bytes stay pending: the base, plus the base again per
+/// GiB, so a writer of 5 GiB has 6 hours by default (0.25 MiB/s).
+fn pending_ttl(base: Duration, len: u64) -> Duration {
+    let base_ms = base.as_millis() as u64;
+    let per_gib = ((u128::from(base_ms) * u128::from(len)) >> 30) as u64;
+    Duration::from_millis(base_ms.saturating_add(per_gib).clamp(1, DATA_TTL_MAX_MS))
 }
 
 /// What writing a body produced.
@@ -85,11 +89,12 @@ impl Drop for PendingRun {
 #[derive(Debug, Clone)]
 pub struct DataPath {
     cluster: Arc<Cluster>,
+    pending_ttl: Duration,
 }
 
 impl DataPath {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
-        Self { cluster }
+    pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration) -> Self {
+        Self { cluster, pending_ttl }
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -106,7 +111,7 @@ impl DataPath {
         if len > OBJECT_PUT_MAX_BYTES {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
         }
-        let ttl_ms = pending_ttl(len).as_millis() as u64;
+        let ttl_ms = pending_ttl(self.pending_ttl, len).as_millis() as u64;
         let command = Command::BeginData { pool: pool.to_string(), len, ttl_ms };
         let owner = match self.cluster.meta().write(command).await {
             Ok(Reply::Data { owner }) => owner,
@@ -137,7 +142,7 @@ impl DataPath {
         loop {
             let piece = match body.next().await {
                 Some(Ok(piece)) => Some(piece),
-                Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the request body: {e}")),
+                Some(Err(e)) => return Err(body_error(&e)),
                 None => None,
             };
             let last = piece.is_none();
@@ -223,6 +228,18 @@ where
     }
 }
 
+/// The S3 error for a request body that could not be read. s3s checks a
+/// declared x-amz-content-sha256 as the body streams, and its error type
+/// is private: it is known by its text.
+fn body_error(e: &dyn std::fmt::Display) -> S3Error {
+    let text = e.to_string();
+    if text.contains("Sha256Mismatch") {
+        crate::errors::content_sha256_mismatch()
+    } else {
+        s3_error!(IncompleteBody, "reading the request body: {text}")
+    }
+}
+
 /// The S3 error for a data path that failed under a request.
 pub fn data_error(e: chuyi_client::ClientError) -> S3Error {
     tracing::warn!(error = %e, "object data path failed");
@@ -257,6 +274,15 @@ mod tests {
     use super::*;
 
     const C: u64 = OBJECT_CHUNK_BYTES;
+
+    #[test]
+    fn pending_time_grows_with_the_data() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(pending_ttl(hour, 0), hour);
+        assert_eq!(pending_ttl(hour, 1 << 30), 2 * hour);
+        assert_eq!(pending_ttl(Duration::from_secs(2), 64 << 20), Duration::from_millis(2125));
+        assert_eq!(pending_ttl(hour * 100, 5 << 30), Duration::from_millis(DATA_TTL_MAX_MS));
+    }
 
     #[test]
     fn pieces_cover_a_range_across_chunks_and_runs() {

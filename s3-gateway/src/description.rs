@@ -62,7 +62,7 @@ impl Headers {
         };
         keep(CACHE_CONTROL, self.cache_control);
         keep(CONTENT_DISPOSITION, self.content_disposition);
-        keep(CONTENT_ENCODING, self.content_encoding);
+        keep(CONTENT_ENCODING, self.content_encoding.and_then(|e| stored_encoding(&e)));
         keep(CONTENT_LANGUAGE, self.content_language);
         keep(EXPIRES, self.expires.as_ref().and_then(http_date));
         Ok(ObjectPut {
@@ -96,6 +96,17 @@ pub fn without_checksums(object: &ObjectPut) -> ObjectPut {
     let mut copy = object.without_data();
     copy.headers.retain(|(name, _)| !name.starts_with("x-amz-checksum-"));
     copy
+}
+
+/// Content-Encoding less `aws-chunked`, which describes how the request
+/// body was framed, not the object (S3 does not store it).
+fn stored_encoding(encoding: &str) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 fn http_date(t: &Timestamp) -> Option<String> {
@@ -244,6 +255,13 @@ mod tests {
         assert_eq!(back.expires.map(|t| time::OffsetDateTime::from(t).unix_timestamp()), Some(1_700_000_000));
         let bare = Headers::default().describe().expect("describe");
         assert_eq!(bare.content_type, DEFAULT_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn aws_chunked_is_not_stored_as_an_encoding() {
+        assert_eq!(stored_encoding("aws-chunked"), None);
+        assert_eq!(stored_encoding("aws-chunked, gzip").as_deref(), Some("gzip"));
+        assert_eq!(stored_encoding("gzip").as_deref(), Some("gzip"));
     }
 
     #[test]

@@ -46,3 +46,13 @@ pub fn unavailable(e: MetaError) -> S3Error {
 pub fn unexpected(reply: impl std::fmt::Debug) -> S3Error {
     s3_error!(InternalError, "unexpected metadata reply {reply:?}")
 }
+
+/// S3's XAmzContentSHA256Mismatch (400), which s3s has no code for: the
+/// body does not match its declared x-amz-content-sha256.
+pub fn content_sha256_mismatch() -> S3Error {
+    let code = s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into());
+    let mut e =
+        S3Error::with_message(code, "The provided 'x-amz-content-sha256' header does not match what was computed.");
+    e.set_status_code(http::StatusCode::BAD_REQUEST);
+    e
+}

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use chuyi_client::Cluster;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
@@ -33,8 +32,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cluster: Arc<Cluster>, users: Arc<Users>, pool: String) -> Self {
-        Self { users, data: DataPath::new(cluster), pool, region: DEFAULT_REGION.into() }
+    pub fn new(data: DataPath, users: Arc<Users>, pool: String) -> Self {
+        Self { users, data, pool, region: DEFAULT_REGION.into() }
     }
 
     pub(crate) fn meta(&self) -> &MetaClient {

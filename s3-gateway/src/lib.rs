@@ -28,6 +28,7 @@ pub mod buckets;
 pub mod conditions;
 pub mod data;
 pub mod description;
+pub mod digests;
 pub mod errors;
 pub mod gateway;
 pub mod listing;

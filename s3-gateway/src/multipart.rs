@@ -16,7 +16,7 @@ use crate::conditions::Conditions;
 use crate::description::{timestamp, Headers};
 use crate::errors::unexpected;
 use crate::gateway::Gateway;
-use crate::objects::{body_length, etag, reported_version};
+use crate::objects::{body_length, etag, reported_version, Body};
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -119,19 +119,14 @@ impl Gateway {
             checksum_sha256: input.checksum_sha256.take(),
             ..Checksum::default()
         };
-        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string());
-        let (written, sums) = self
-            .receive(
-                &bucket,
-                len,
-                input.body.take(),
-                &req.headers,
-                sent,
-                algorithm.as_deref(),
-                input.content_md5.as_deref(),
-                req.trailing_headers.as_ref(),
-            )
-            .await?;
+        let body = Body {
+            len,
+            stream: input.body.take(),
+            sent,
+            algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
+            content_md5: input.content_md5.take(),
+        };
+        let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
         let etag_hex = chuyi_common::secret::hex(&written.md5);
         let command = Command::PutPart {
             bucket: bucket.name.clone(),

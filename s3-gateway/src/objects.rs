@@ -51,6 +51,18 @@ fn delete_marker_error(record: &ObjectRecord, by_version: bool) -> S3Error {
     e
 }
 
+/// A request body to store, with what the request says of it.
+#[derive(Debug)]
+pub(crate) struct Body {
+    pub(crate) len: u64,
+    pub(crate) stream: Option<StreamingBlob>,
+    /// The checksums sent as headers (trailers come once it is read).
+    pub(crate) sent: Checksum,
+    /// The checksum algorithm the request names.
+    pub(crate) algorithm: Option<String>,
+    pub(crate) content_md5: Option<String>,
+}
+
 /// The declared length of a request body.
 pub(crate) fn body_length(content_length: Option<i64>, body: Option<&StreamingBlob>) -> S3Result<u64> {
     use s3s::stream::ByteStream as _;
@@ -72,21 +84,18 @@ impl Gateway {
     pub(crate) async fn receive(
         &self,
         bucket: &Bucket,
-        len: u64,
-        body: Option<StreamingBlob>,
+        body: Body,
         headers: &HeaderMap,
-        sent: Checksum,
-        algorithm: Option<&str>,
-        content_md5: Option<&str>,
         trailers: Option<&s3s::TrailingHeaders>,
     ) -> S3Result<(Written, Checksum)> {
-        let hasher = hasher_for(headers, &sent, algorithm);
-        let body = body
+        let hasher = hasher_for(headers, &body.sent, body.algorithm.as_deref());
+        let stream = body
+            .stream
             .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
-        let written = self.data.write(&bucket.pool, len, body, hasher).await?;
-        verify_md5(content_md5, &written.md5)?;
+        let written = self.data.write(&bucket.pool, body.len, stream, hasher).await?;
+        verify_md5(body.content_md5.as_deref(), &written.md5)?;
         let trailing = trailers.and_then(|t| t.take());
-        let sent = sent_checksums(sent, trailing.as_ref());
+        let sent = sent_checksums(body.sent, trailing.as_ref());
         verify_checksums(&sent, &written.checksums)?;
         let computed = written.checksums.clone();
         Ok((written, computed))
@@ -117,19 +126,14 @@ impl Gateway {
             checksum_sha256: input.checksum_sha256.take(),
             ..Checksum::default()
         };
-        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string());
-        let (written, sums) = self
-            .receive(
-                &bucket,
-                len,
-                input.body.take(),
-                &req.headers,
-                sent,
-                algorithm.as_deref(),
-                input.content_md5.as_deref(),
-                req.trailing_headers.as_ref(),
-            )
-            .await?;
+        let body = Body {
+            len,
+            stream: input.body.take(),
+            sent,
+            algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
+            content_md5: input.content_md5.take(),
+        };
+        let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
         keep_checksums(&mut object, &sums);
         let etag_hex = chuyi_common::secret::hex(&written.md5);
         object.size = len;

@@ -2,6 +2,7 @@
 //! s3s service routing each request, authenticated by [`Users`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chuyi_client::Cluster;
 use chuyi_common::secret::ClusterSecret;
@@ -11,18 +12,43 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::auth::{UserAuth, Users};
-use crate::data::DataPath;
+use crate::data::{DataPath, PENDING_TTL};
 use crate::gateway::Gateway;
+
+/// How a gateway serves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The pool new buckets' objects go to.
+    pub pool: String,
+    /// How long object data being written may stay unclaimed before it is
+    /// taken for a dead gateway's (plus as long again per GiB of it).
+    pub pending_ttl: Duration,
+}
+
+impl Options {
+    pub fn new(pool: impl Into<String>) -> Self {
+        Self { pool: pool.into(), pending_ttl: PENDING_TTL }
+    }
+}
 
 /// Builds the S3 service of a cluster (new buckets' objects go to `pool`)
 /// and starts its reclaimer.
 pub fn service(cluster: Arc<Cluster>, secret: &ClusterSecret, pool: String) -> S3Service {
+    service_with(cluster, secret, Options::new(pool))
+}
+
+pub fn service_with(cluster: Arc<Cluster>, secret: &ClusterSecret, options: Options) -> S3Service {
     let users = Arc::new(Users::new(cluster.clone(), secret));
-    tokio::spawn(crate::reclaim::run(DataPath::new(cluster.clone())));
-    let mut builder = S3ServiceBuilder::new(Gateway::new(cluster, users.clone(), pool));
+    let data = DataPath::new(cluster, options.pending_ttl);
+    tokio::spawn(crate::reclaim::run(data.clone()));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
     builder.set_auth(UserAuth(users));
     builder.build()
 }
+
+/// Bytes of request line and headers one request may send, as S3 (8 KiB)
+/// with room for long presigned URLs: larger gets 431.
+pub const REQUEST_HEAD_MAX_BYTES: usize = 32 * 1024;
 
 /// Serves S3 on `listener` until it fails; each connection on its own task.
 pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result<()> {
@@ -31,9 +57,18 @@ pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result
         let (stream, peer) = listener.accept().await?;
         let service = service.clone();
         tokio::spawn(async move {
-            let served = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service.as_ref().clone())
-                .await;
+            let handle = hyper::service::service_fn(move |req| {
+                let service = service.clone();
+                async move {
+                    match crate::digests::checked(req).await {
+                        Ok(req) => service.call(req).await,
+                        Err(e) => Ok(crate::digests::error_response(e)),
+                    }
+                }
+            });
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(REQUEST_HEAD_MAX_BYTES);
+            let served = builder.serve_connection(TokioIo::new(stream), handle).await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "s3 connection ended");
             }

@@ -1,0 +1,228 @@
+//! The S3 gateway with real clients: the boto3 suite (objects, ranges,
+//! conditions, checksums, copy, listing, versioning, multipart, presigned
+//! URLs, ownership), awscli, rclone, s3cmd and restic, each checking its
+//! data by sha256, and hostile requests; then that every byte they wrote
+//! is freed once their buckets are gone. And uploads that fail half-way,
+//! by the client leaving or the gateway being SIGKILLed: no object
+//! appears and the chunks written are reclaimed.
+//!
+//! The scripts are in `chaos/tests/s3-clients/` (see its README).
+
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use chuyi_chaos::cluster::{Spec, TestCluster, POOL};
+
+struct Keys {
+    access: String,
+    secret: String,
+}
+
+fn user(cluster: &TestCluster, name: &str) -> Keys {
+    let (ok, out, err) = cluster.cli(&["--json", "user", "create", name]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    Keys {
+        access: v["access_key"].as_str().expect("access key").into(),
+        secret: v["secret_key"].as_str().expect("secret key").into(),
+    }
+}
+
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/s3-clients")
+}
+
+/// A client script with only these credentials (no config of the machine).
+fn script(endpoint: &str, keys: &Keys, other: Option<&Keys>, program: &str, args: &[&str]) -> Process {
+    let home = std::env::temp_dir().join(format!("chuyi-s3-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("home");
+    let mut command = Process::new(program);
+    command
+        .args(args)
+        .current_dir(scripts())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("TMPDIR", "/var/tmp")
+        .env("S3_ENDPOINT", endpoint)
+        .env("AWS_ACCESS_KEY_ID", &keys.access)
+        .env("AWS_SECRET_ACCESS_KEY", &keys.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some(other) = other {
+        command.env("OTHER_ACCESS_KEY_ID", &other.access).env("OTHER_SECRET_ACCESS_KEY", &other.secret);
+    }
+    command
+}
+
+fn run_script(endpoint: &str, keys: &Keys, other: Option<&Keys>, program: &str, args: &[&str]) -> String {
+    let out = script(endpoint, keys, other, program, args).output().expect("run the client script");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
+
+async fn cluster_with_gateway() -> (TestCluster, String) {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let service = chuyi_s3::server::service(client, &chuyi_chaos::cluster::secret(), POOL.into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(chuyi_s3::server::serve(listener, service));
+    (cluster, endpoint)
+}
+
+/// Waits until the nodes hold no chunk at all: every object's data, and
+/// every abandoned upload's, has been freed.
+async fn wait_all_freed(cluster: &TestCluster, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let left = cluster.all_chunks().await.expect("list chunks");
+        if left == 0 {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{left} chunk copies still on the nodes after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_boto3_suite_passes_and_frees_what_it_wrote() {
+    let (cluster, endpoint) = cluster_with_gateway().await;
+    let (alice, bob) = (user(&cluster, "alice"), user(&cluster, "bob"));
+    let out =
+        tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, Some(&bob), "python3", &["boto3_suite.py"]))
+            .await
+            .expect("boto3");
+    assert!(!out.contains("skip ownership"), "the ownership checks ran:\n{out}");
+    for check in ["objects", "checksums", "versioning", "multipart", "presigned_urls", "ownership", "errors"] {
+        assert!(out.contains(&format!("ok {check}\n")), "ok {check} missing:\n{out}");
+    }
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn awscli_rclone_s3cmd_and_restic_round_trip_their_data() {
+    let (cluster, endpoint) = cluster_with_gateway().await;
+    let alice = user(&cluster, "alice");
+    tokio::task::spawn_blocking(move || {
+        for tool in ["awscli", "rclone", "s3cmd", "restic"] {
+            let out = run_script(&endpoint, &alice, None, "bash", &[&format!("{tool}.sh")]);
+            assert!(out.contains(&format!("ok {tool}")), "{tool}:\n{out}");
+        }
+    })
+    .await
+    .expect("clients");
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_get_s3_errors_and_change_nothing() {
+    let (cluster, endpoint) = cluster_with_gateway().await;
+    let alice = user(&cluster, "alice");
+    let out = tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, None, "python3", &["robustness.py"]))
+        .await
+        .expect("robustness");
+    assert!(!out.contains("FAIL"), "{out}");
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
+/// `chuyi s3` as its own process, whose pending data expires after 2 s.
+fn spawn_gateway(cluster: &TestCluster, listen: &str) -> Child {
+    cluster
+        .command()
+        .args(["s3", "--listen", listen, "--pool", POOL, "--pending-ttl-secs", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chuyi s3")
+}
+
+async fn wait_serving(endpoint: &str) {
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the gateway at {addr} never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn head_status(endpoint: &str, keys: &Keys, key: &str) -> String {
+    let out = script(
+        endpoint,
+        keys,
+        None,
+        "aws",
+        &["--endpoint-url", endpoint, "s3api", "head-object", "--bucket", "uploads", "--key", key],
+    )
+    .output()
+    .expect("aws");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let alice = user(&cluster, "alice");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let endpoint = format!("http://{listen}");
+    let mut gateway = spawn_gateway(&cluster, &listen);
+    wait_serving(&endpoint).await;
+    let e = endpoint.clone();
+    let keys = Keys { access: alice.access.clone(), secret: alice.secret.clone() };
+    tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "aws", &["--endpoint-url", &e, "s3", "mb", "s3://uploads"]);
+        // The client goes away after 6 of 12 MiB: the gateway abandons
+        // what it wrote.
+        let out = run_script(
+            &e,
+            &keys,
+            None,
+            "python3",
+            &["slow_put.py", "uploads", "cut", "12582912", "--stop-after", "6291456"],
+        );
+        assert!(out.contains("sent"), "{out}");
+    })
+    .await
+    .expect("cut upload");
+    wait_all_freed(&cluster, Duration::from_secs(20)).await;
+    assert!(head_status(&endpoint, &alice, "cut").contains("404"), "no object after a cut upload");
+
+    // The gateway is SIGKILLed while a 64 MiB body streams in: another
+    // gateway frees the data once its pending time is up.
+    let mut put = script(
+        &endpoint,
+        &alice,
+        None,
+        "python3",
+        &["slow_put.py", "uploads", "killed", "67108864", "--piece", "1048576", "--pause", "0.05"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("slow put");
+    // Kill once chunks are on the nodes, the body still streaming.
+    let start = Instant::now();
+    while cluster.all_chunks().await.expect("chunks") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no chunk was written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.kill().expect("SIGKILL the gateway");
+    gateway.wait().expect("reap");
+    let status = tokio::task::spawn_blocking(move || put.wait()).await.expect("join").expect("wait");
+    assert!(!status.success(), "the upload cannot succeed without its gateway");
+
+    let mut second = spawn_gateway(&cluster, &listen);
+    wait_serving(&endpoint).await;
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+    let e = endpoint.clone();
+    let out = tokio::task::spawn_blocking(move || head_status(&e, &alice, "killed")).await.expect("head");
+    assert!(out.contains("404"), "no object after the gateway died: {out}");
+    second.kill().expect("stop the gateway");
+    let _ = second.wait();
+}

@@ -1,0 +1,105 @@
+//! `chuyi bucket list|info`: the S3 buckets as the metadata service keeps
+//! them, with their owner, versioning, pool and what they hold.
+
+use anyhow::bail;
+use chuyi_common::size::ByteSize;
+use chuyi_metadata::client::MetaClient;
+use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::model::{Bucket, BucketUsage, Versioning};
+use serde::Serialize;
+
+use crate::admin::print_json;
+use crate::cluster::ClusterArgs;
+use crate::table::Table;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BucketCmd {
+    /// Every bucket, with its owner, versioning, objects and bytes.
+    List,
+    /// One bucket in full.
+    Info { name: String },
+}
+
+#[derive(Serialize)]
+struct Shown<'a> {
+    name: &'a str,
+    owner: &'a str,
+    pool: &'a str,
+    versioning: &'static str,
+    created_ms: u64,
+    /// Versions that are not delete markers.
+    objects: u64,
+    bytes: u64,
+}
+
+fn versioning(v: Versioning) -> &'static str {
+    match v {
+        Versioning::Unset => "unversioned",
+        Versioning::Enabled => "enabled",
+        Versioning::Suspended => "suspended",
+    }
+}
+
+fn shown<'a>(b: &'a Bucket, usage: BucketUsage) -> Shown<'a> {
+    Shown {
+        name: &b.name,
+        owner: &b.owner,
+        pool: &b.pool,
+        versioning: versioning(b.versioning),
+        created_ms: b.created_ms,
+        objects: usage.objects,
+        bytes: usage.bytes,
+    }
+}
+
+async fn usage(client: &MetaClient, name: &str) -> anyhow::Result<BucketUsage> {
+    let ApiReply::BucketUsage(usage) = client.read(Query::BucketUsage(name.into())).await? else {
+        bail!("unexpected reply")
+    };
+    Ok(usage)
+}
+
+pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match cmd {
+        BucketCmd::List => {
+            let ApiReply::Buckets(buckets) = client.read(Query::Buckets).await? else { bail!("unexpected reply") };
+            let mut usages = Vec::with_capacity(buckets.len());
+            for b in &buckets {
+                usages.push(usage(&client, &b.name).await?);
+            }
+            let rows: Vec<Shown<'_>> = buckets.iter().zip(usages).map(|(b, u)| shown(b, u)).collect();
+            if args.json {
+                return print_json(&rows);
+            }
+            let mut t = Table::new(&["BUCKET", "OWNER", "POOL", "VERSIONING", "OBJECTS", "SIZE"]);
+            for r in rows {
+                t.row(vec![
+                    r.name.into(),
+                    r.owner.into(),
+                    r.pool.into(),
+                    r.versioning.into(),
+                    r.objects.to_string(),
+                    ByteSize(r.bytes).to_string(),
+                ]);
+            }
+            t.print();
+        }
+        BucketCmd::Info { name } => {
+            let ApiReply::Bucket(bucket) = client.read(Query::Bucket(name.clone())).await? else {
+                bail!("unexpected reply")
+            };
+            let row = shown(&bucket, usage(&client, &name).await?);
+            if args.json {
+                return print_json(&row);
+            }
+            println!("bucket     {}", row.name);
+            println!("owner      {}", row.owner);
+            println!("pool       {}", row.pool);
+            println!("versioning {}", row.versioning);
+            println!("objects    {} (versions, delete markers not counted)", row.objects);
+            println!("size       {} ({} bytes)", ByteSize(row.bytes), row.bytes);
+        }
+    }
+    Ok(())
+}
