@@ -226,3 +226,40 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
     second.kill().expect("stop the gateway");
     let _ = second.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bucket_info_counts_versions_and_bytes() {
+    let (cluster, endpoint) = cluster_with_gateway().await;
+    let alice = user(&cluster, "alice");
+    let aws = |args: &[&str]| {
+        let mut full = vec!["--endpoint-url", endpoint.as_str()];
+        full.extend_from_slice(args);
+        run_script(&endpoint, &alice, None, "aws", &full)
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let file = |name: &str, len: usize| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, vec![b'x'; len]).expect("write");
+        path.display().to_string()
+    };
+    let (three, five, seven) = (file("a3", 3), file("a5", 5), file("b7", 7));
+    let c = &cluster;
+    tokio::task::block_in_place(|| {
+        aws(&["s3", "mb", "s3://counted"]);
+        aws(&["s3api", "put-bucket-versioning", "--bucket", "counted", "--versioning-configuration", "Status=Enabled"]);
+        aws(&["s3", "cp", &three, "s3://counted/a"]);
+        aws(&["s3", "cp", &five, "s3://counted/a"]);
+        aws(&["s3", "cp", &seven, "s3://counted/b"]);
+        aws(&["s3", "rm", "s3://counted/b"]);
+        let (ok, out, err) = c.cli(&["--json", "bucket", "info", "counted"]).expect("chuyi");
+        assert!(ok, "{out}{err}");
+        let info: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(info["owner"], "alice");
+        assert_eq!(info["versioning"], "enabled");
+        assert_eq!((info["objects"].as_u64(), info["bytes"].as_u64()), (Some(3), Some(15)), "{out}");
+        let (ok, out, err) = c.cli(&["bucket", "list"]).expect("chuyi");
+        assert!(ok && out.contains("counted") && out.contains("alice"), "{out}{err}");
+        let (ok, _, err) = c.cli(&["bucket", "info", "nope"]).expect("chuyi");
+        assert!(!ok && err.contains("no such bucket"), "{err}");
+    });
+}
