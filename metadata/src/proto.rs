@@ -109,6 +109,11 @@ pub enum Query {
     Garbage {
         max: u32,
     },
+    /// How many pending runs' time is up at `now_ms` (the asker's clock):
+    /// whether an `ExpirePending` write is worth making.
+    ExpiredPending {
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,6 +150,7 @@ pub enum ApiReply {
     Parts(Vec<Part>),
     Uploads(Vec<Upload>),
     Garbage(Vec<DataRun>),
+    Count(u64),
 }
 
 /// A Raft member as `chuyi status` shows it.

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use chuyi_client::Cluster;
 use chuyi_common::ids::ChunkId;
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
+use chuyi_common::proto::chunk::{ChunkResponse, PgOp};
 use chuyi_metadata::state::model::DataRun;
 use chuyi_metadata::state::{Command, Reply, DATA_TTL_MAX_MS};
 use futures::channel::mpsc;
@@ -162,7 +163,10 @@ impl DataPath {
                 let chunk = ChunkId::new(owner, next_index);
                 next_index += 1;
                 let data = buf.split_to(take).freeze();
-                writes.push(async move { self.cluster.write_chunk(chunk, 0, data, false).await });
+                // FUA: an acknowledged PUT is on stable storage on both
+                // replicas (DESIGN's durability contract), not only in
+                // their write path.
+                writes.push(async move { self.cluster.write_chunk(chunk, 0, data, true).await });
                 while writes.len() >= WRITES_IN_FLIGHT {
                     wait_one(&mut writes).await?;
                 }
@@ -183,18 +187,21 @@ impl DataPath {
         let (mut tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
-            let reads = futures::stream::iter(pieces)
-                .map(|(chunk, offset, len)| {
-                    let cluster = cluster.clone();
-                    async move { cluster.read_chunk(chunk, offset, len).await }
-                })
-                .buffered(READS_AHEAD);
+            let reads =
+                futures::stream::iter(pieces)
+                    .map(|(chunk, offset, len)| {
+                        let cluster = cluster.clone();
+                        async move {
+                            read_written(&cluster, chunk, offset, len).await.map_err(|e| format!("{UNREADABLE}: {e}"))
+                        }
+                    })
+                    .buffered(READS_AHEAD);
             futures::pin_mut!(reads);
             while let Some(read) = reads.next().await {
                 let failed = read.is_err();
                 let item = read.map_err(|e| {
                     tracing::warn!(error = %e, "object read failed mid-body");
-                    std::io::Error::other(e.to_string())
+                    std::io::Error::other(e)
                 });
                 // The client went away: stop reading.
                 if tx.send(item).await.is_err() || failed {
@@ -218,6 +225,23 @@ impl DataPath {
     }
 }
 
+/// How a read error of object data starts, so a copy reading it reports
+/// the service's failure (5xx), not the client's body (4xx).
+const UNREADABLE: &str = "object data unreadable";
+
+/// Reads object data that must exist: a chunk that is not there (its
+/// version was deleted and reclaimed while this read ran) is an error, not
+/// the zeros an unwritten volume chunk reads as.
+async fn read_written(cluster: &Cluster, chunk: ChunkId, offset: u32, len: u32) -> Result<Bytes, String> {
+    let op = PgOp::Read { offset, len };
+    match cluster.chunk_call(chunk, op, Bytes::new()).await {
+        Ok((ChunkResponse::ReadDone { allocated: true }, data)) if data.len() == len as usize => Ok(data),
+        Ok((ChunkResponse::ReadDone { allocated: false }, _)) => Err(format!("chunk {chunk} is gone")),
+        Ok((other, data)) => Err(format!("chunk {chunk}: {other:?} with {} bytes", data.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn wait_one<F>(writes: &mut FuturesUnordered<F>) -> S3Result<()>
 where
     F: std::future::Future<Output = Result<(), chuyi_client::ClientError>>,
@@ -233,7 +257,10 @@ where
 /// is private: it is known by its text.
 fn body_error(e: &dyn std::fmt::Display) -> S3Error {
     let text = e.to_string();
-    if text.contains("Sha256Mismatch") {
+    if text.starts_with(UNREADABLE) {
+        tracing::warn!(error = %text, "object data could not be read");
+        s3_error!(ServiceUnavailable, "the object's data could not be read: {text}")
+    } else if text.contains("Sha256Mismatch") {
         crate::errors::content_sha256_mismatch()
     } else {
         s3_error!(IncompleteBody, "reading the request body: {text}")

@@ -25,17 +25,43 @@ fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn has_query(req: &Request<Incoming>, name: &str) -> bool {
+fn has_query<B>(req: &Request<B>, name: &str) -> bool {
     req.uri().query().is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some(name)))
 }
 
-/// Whether a request's body is one s3s parses whole: a POST (DeleteObjects,
-/// CompleteMultipartUpload) or a PUT of a subresource (`?versioning`,
-/// `?tagging`, ...), not object data.
+/// The subresources whose PUT carries an XML document, not object data.
+const XML_SUBRESOURCES: &[&str] = &[
+    "versioning",
+    "tagging",
+    "acl",
+    "cors",
+    "lifecycle",
+    "policy",
+    "encryption",
+    "notification",
+    "replication",
+    "website",
+    "logging",
+    "ownershipControls",
+    "publicAccessBlock",
+    "object-lock",
+    "retention",
+    "legal-hold",
+    "accelerate",
+    "requestPayment",
+];
+
+/// Whether a request's body is one s3s parses whole: DeleteObjects,
+/// CompleteMultipartUpload, or the PUT of an XML subresource; never object
+/// data (a presigned or `?x-id=` PUT has a query too).
 fn parsed_whole(req: &Request<Incoming>) -> bool {
     let streaming = header(req, "x-amz-content-sha256").is_some_and(|s| s.starts_with("STREAMING-"));
-    let subresource = req.uri().query().is_some_and(|q| !q.is_empty()) && !has_query(req, "partNumber");
-    !streaming && (req.method() == Method::POST || (req.method() == Method::PUT && subresource))
+    let xml = match *req.method() {
+        Method::POST => has_query(req, "delete") || has_query(req, "uploadId"),
+        Method::PUT => XML_SUBRESOURCES.iter().any(|name| has_query(req, name)),
+        _ => false,
+    };
+    !streaming && xml
 }
 
 /// The request with its body, checked when it is one s3s parses whole.
@@ -55,7 +81,10 @@ pub async fn checked(req: Request<Incoming>) -> S3Result<Request<Body>> {
         Err(e) => return Err(s3_error!(IncompleteBody, "reading the request body: {e}")),
     };
     let req = Request::from_parts(parts, ());
-    verify(&req, &bytes)?;
+    // On CompleteMultipartUpload, x-amz-checksum-* is the whole object's
+    // checksum, not the body's.
+    let body_checksums = !(req.method() == Method::POST && has_query(&req, "uploadId"));
+    verify(&req, &bytes, body_checksums)?;
     Ok(req.map(|()| Body::from(bytes)))
 }
 
@@ -65,10 +94,24 @@ fn names_a_digest<B>(req: &Request<B>) -> bool {
         || req.headers().contains_key("x-amz-sdk-checksum-algorithm")
 }
 
-fn verify(req: &Request<()>, body: &Bytes) -> S3Result<()> {
+fn verify(req: &Request<()>, body: &Bytes, body_checksums: bool) -> S3Result<()> {
     let mut md5 = s3s::crypto::Md5::new();
     md5.update(body);
     verify_md5(header(req, "content-md5"), &md5.finalize())?;
+    if body_checksums {
+        verify_checksum_headers(req, body)?;
+    }
+    if let Some(declared) = header(req, "x-amz-content-sha256").filter(|s| s.len() == 64) {
+        let mut sha = Sha256::new();
+        sha.update(body);
+        if !declared.eq_ignore_ascii_case(&chuyi_common::secret::hex(&sha.finalize())) {
+            return Err(content_sha256_mismatch());
+        }
+    }
+    Ok(())
+}
+
+fn verify_checksum_headers(req: &Request<()>, body: &Bytes) -> S3Result<()> {
     let sent = Checksum {
         checksum_crc32: header(req, "x-amz-checksum-crc32").map(String::from),
         checksum_crc32c: header(req, "x-amz-checksum-crc32c").map(String::from),
@@ -79,15 +122,7 @@ fn verify(req: &Request<()>, body: &Bytes) -> S3Result<()> {
     };
     let mut hasher = hasher_for(&http::HeaderMap::new(), &sent, None);
     hasher.update(body);
-    verify_checksums(&sent, &hasher.finalize())?;
-    if let Some(declared) = header(req, "x-amz-content-sha256").filter(|s| s.len() == 64) {
-        let mut sha = Sha256::new();
-        sha.update(body);
-        if !declared.eq_ignore_ascii_case(&chuyi_common::secret::hex(&sha.finalize())) {
-            return Err(content_sha256_mismatch());
-        }
-    }
-    Ok(())
+    verify_checksums(&sent, &hasher.finalize())
 }
 
 /// The HTTP response of an error found here.

@@ -163,12 +163,16 @@ impl Gateway {
         };
         let listing = self.list(request).await?;
         let truncated = listing.next.is_some();
-        // S3 gives NextMarker only with a delimiter; clients otherwise
-        // resume from the last key listed.
-        let next_marker = match (&listing.next, &delimiter) {
-            (Some(next), Some(_)) => Some(names.name(&next.key)),
-            _ => None,
-        };
+        // NextMarker is what the next page starts after: the last thing
+        // listed (S3 sends it only with a delimiter, but clients take it
+        // whenever it is there, and a page cut short by the scan budget
+        // may list nothing). A v1 marker cannot resume inside a key's
+        // versions, so a page that listed nothing resumes after the key
+        // the scan stopped in.
+        let next_marker = listing.next.as_ref().map(|next| {
+            let last = listing.common_prefixes.last().into_iter().chain(listing.entries.last().map(|e| &e.key)).max();
+            names.name(last.unwrap_or(&next.key))
+        });
         let output = ListObjectsOutput {
             name: Some(bucket.name.clone()),
             prefix: Some(names.name(&prefix)),

@@ -16,7 +16,7 @@ use crate::conditions::Conditions;
 use crate::description::{timestamp, Headers};
 use crate::errors::unexpected;
 use crate::gateway::Gateway;
-use crate::objects::{body_length, etag, reported_version, Body};
+use crate::objects::{body_length, etag, refuse_unsupported, reported_version, Body};
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -81,6 +81,7 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
+        refuse_unsupported(false, input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
         let object = Headers {
             content_type: input.content_type,
             cache_control: input.cache_control,
@@ -196,6 +197,7 @@ impl Gateway {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
+        refuse_unsupported(input.if_match.is_some() || input.if_none_match.is_some(), false)?;
         self.upload(&bucket, &input.key, &input.upload_id).await?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if listed.is_empty() {

@@ -51,6 +51,19 @@ fn delete_marker_error(record: &ObjectRecord, by_version: bool) -> S3Error {
     e
 }
 
+/// Refuses what this gateway would otherwise silently ignore: conditional
+/// writes (a client relying on If-None-Match: * as a lock must not get a
+/// plain overwrite) and server-side encryption it does not do yet.
+pub(crate) fn refuse_unsupported(conditional: bool, encrypted: bool) -> S3Result<()> {
+    if conditional {
+        return Err(s3_error!(NotImplemented, "conditional writes (If-Match, If-None-Match) are not supported"));
+    }
+    if encrypted {
+        return Err(s3_error!(NotImplemented, "server-side encryption headers are not supported yet"));
+    }
+    Ok(())
+}
+
 /// A request body to store, with what the request says of it.
 #[derive(Debug)]
 pub(crate) struct Body {
@@ -104,6 +117,10 @@ impl Gateway {
     pub(crate) async fn put(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = &mut req.input;
+        refuse_unsupported(
+            input.if_match.is_some() || input.if_none_match.is_some(),
+            input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some(),
+        )?;
         let len = body_length(input.content_length, input.body.as_ref())?;
         if len > OBJECT_PUT_MAX_BYTES {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT is at most {OBJECT_PUT_MAX_BYTES}"));
@@ -176,6 +193,7 @@ impl Gateway {
     pub(crate) async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
+        refuse_unsupported(false, input.sse_customer_algorithm.is_some())?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number is not supported"));
         }
@@ -382,6 +400,12 @@ impl Gateway {
     pub(crate) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
+        refuse_unsupported(
+            false,
+            input.server_side_encryption.is_some()
+                || input.sse_customer_algorithm.is_some()
+                || input.copy_source_sse_customer_algorithm.is_some(),
+        )?;
         let conditions = Conditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),

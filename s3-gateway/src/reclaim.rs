@@ -29,10 +29,22 @@ pub async fn run(data: DataPath) {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One pass; returns how many runs it freed.
 pub async fn pass(data: &DataPath) -> Result<usize, String> {
     let meta = data.cluster().meta();
-    meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
+    // A Raft write only when something expired, not every pass.
+    match meta.read(Query::ExpiredPending { now_ms: now_ms() }).await {
+        Ok(ApiReply::Count(0)) => {}
+        Ok(ApiReply::Count(_)) => {
+            meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
+        }
+        Ok(other) => return Err(format!("unexpected reply {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    }
     let garbage = match meta.read(Query::Garbage { max: RECORDS_PAGE_MAX }).await {
         Ok(ApiReply::Garbage(runs)) => runs,
         Ok(other) => return Err(format!("unexpected reply {other:?}")),

@@ -24,7 +24,7 @@ use crate::proto::{
     WATCH_WAIT_MAX_MS,
 };
 use crate::state::model::PgHealth;
-use crate::state::{names, Command, Kind, MetaError, Reply};
+use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX};
 use crate::store::{StateReader, StoreError, TypeConfig};
 
 /// What seals user secret keys; the gateway opens them with the same label.
@@ -35,8 +35,10 @@ pub const USER_SECRET_PURPOSE: &[u8] = b"chuyi user secret v1";
 /// payload limit.
 pub const RECORDS_PAGE_MAX: u32 = 1000;
 
+/// A page of at most [`RECORDS_PAGE_MAX`] records, and one more so the
+/// caller can tell whether more remain.
 fn page(max: u32) -> usize {
-    max.clamp(1, RECORDS_PAGE_MAX) as usize
+    max.clamp(1, RECORDS_PAGE_MAX + 1) as usize
 }
 
 pub struct MetaService {
@@ -152,6 +154,9 @@ impl MetaService {
                 ApiReply::Uploads(r.uploads(&bucket, &prefix, after, page(max)).map_err(store_error)?)
             }
             Query::Garbage { max } => ApiReply::Garbage(r.garbage(page(max)).map_err(store_error)?),
+            Query::ExpiredPending { now_ms } => {
+                ApiReply::Count(r.expired_pending(now_ms, EXPIRE_SCAN_MAX).map_err(store_error)?)
+            }
         })
     }
 

@@ -132,6 +132,13 @@ pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Milli
     Ok(now)
 }
 
+/// A new chunk owner of `pool`, or `None` once the pool's 2^40 are spent
+/// (an owner must never be given twice: it would alias another's data).
+pub(crate) fn next_owner(t: &mut impl TablesMut, pool: u32) -> Result<Option<u64>, StoreError> {
+    let seq = next_id(t)?;
+    Ok((seq < 1 << chuyi_common::map::OWNER_SEQ_BITS).then(|| chuyi_common::map::owner_id(pool, seq)))
+}
+
 pub(crate) fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
     let id = t.get_rec::<u64>("next id", keys::NEXT_ID)?.unwrap_or(1);
     t.put_rec("next id", keys::NEXT_ID, &(id + 1))?;
@@ -414,6 +421,10 @@ fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
     if let Some(b) = view::buckets(t)?.into_iter().find(|b| b.pool == name) {
         refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::Bucket, user: b.name });
     }
+    // Object data still to be freed needs the pool's PGs to be deleted.
+    if view::object_data_left(t, pool.id)? {
+        refuse!(MetaError::invalid("pool", format!("pool {name} still has object data being written or freed")));
+    }
     for pg in 0..pool.pg_count {
         t.delete(&keys::pg(pool.id, pg));
     }
@@ -467,8 +478,11 @@ fn create_volume(
     if let Some(e) = check_fits(t, &pool, size_bytes)? {
         refuse!(e);
     }
+    let Some(id) = next_owner(t, pool.id)? else {
+        refuse!(MetaError::invalid("volume", format!("pool {pool_name} has given out every chunk owner id")))
+    };
     let volume = Volume {
-        id: chuyi_common::map::owner_id(pool.id, next_id(t)?),
+        id,
         name: name.to_string(),
         pool: pool_name.to_string(),
         size_bytes,

@@ -24,4 +24,4 @@ mod tests;
 pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMANDS_PER_ENTRY_MAX};
 pub use error::{Kind, MetaError, UploadProblem};
 pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS, LIST_SCAN_BUDGET_PAIRS};
-pub use objects::DATA_TTL_MAX_MS;
+pub use objects::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};

@@ -27,7 +27,7 @@ use crate::store::StoreError;
 pub const DATA_TTL_MAX_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Pending records one expiry pass examines at most.
-const EXPIRE_SCAN_MAX: usize = 10_000;
+pub const EXPIRE_SCAN_MAX: usize = 10_000;
 
 /// Versions of one key examined to find its null version.
 pub(crate) const NULL_VERSION_SCAN_MAX: usize = 100_000;
@@ -43,7 +43,9 @@ pub(crate) fn begin_data(t: &mut impl TablesMut, ctx: Ctx, pool: &str, len: u64,
         refuse!(MetaError::invalid("data ttl", format!("{ttl_ms} ms is not within 1..={DATA_TTL_MAX_MS}")));
     }
     let Some(pool) = view::pool(t, pool)? else { refuse!(MetaError::not_found(Kind::Pool, pool)) };
-    let owner = chuyi_common::map::owner_id(pool.id, super::apply::next_id(t)?);
+    let Some(owner) = super::apply::next_owner(t, pool.id)? else {
+        refuse!(MetaError::invalid("object data", format!("pool {} has given out every chunk owner id", pool.name)))
+    };
     let pending = PendingData { run: DataRun { owner, len }, expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
     t.put_rec("pending data", &keys::pending(owner), &pending)?;
     Ok(Ok(Reply::Data { owner }))

@@ -573,3 +573,17 @@ fn aborting_an_upload_or_deleting_its_bucket_frees_its_parts() {
     assert_eq!(w.garbage(), runs.to_vec());
     assert!(view::uploads(&w.t, "scans", "", None, 10).expect("read").is_empty());
 }
+
+#[test]
+fn a_pool_with_object_data_to_free_cannot_be_deleted() {
+    let mut w = World::cluster(3);
+    w.ok(Command::DeleteBucket { name: "scans".into() });
+    let run = w.begin(10);
+    let delete = Command::DeletePool { name: "ssd".into() };
+    assert!(matches!(w.run(delete.clone()), Err(MetaError::Invalid { .. })), "pending data");
+    w.ok(Command::AbandonData { owner: run.owner });
+    assert!(matches!(w.run(delete.clone()), Err(MetaError::Invalid { .. })), "garbage");
+    w.ok(Command::ForgetGarbage { owners: vec![run.owner] });
+    w.ok(delete);
+    assert_eq!(view::expired_pending(&w.t, u64::MAX, 10).expect("read"), 0);
+}

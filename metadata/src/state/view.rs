@@ -210,6 +210,34 @@ pub(crate) fn uploads(
     Ok(t.scan_recs_limited("upload", &from, &to, max)?.into_iter().map(|(_, v)| v).collect())
 }
 
+/// Whether any pending or garbage run belongs to pool `pool` (owners of a
+/// pool are one contiguous key range in both tables).
+pub(crate) fn object_data_left(t: &impl Tables, pool: u32) -> Result<bool, StoreError> {
+    let first = chuyi_common::map::owner_id(pool, 0);
+    let last = chuyi_common::map::owner_id(pool, (1 << chuyi_common::map::OWNER_SEQ_BITS) - 1);
+    for (from, to) in [(keys::pending(first), keys::pending(last)), (keys::garbage(first), keys::garbage(last))] {
+        let mut to = to;
+        to.push(0);
+        if !t.scan(&from, &to, 1)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Pending runs whose time is up at `now_ms`, among the first `scan_max`.
+pub(crate) fn expired_pending(t: &impl Tables, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
+    let (from, to) = keys::table_range(keys::T_PENDING);
+    let mut expired = 0;
+    for (_, value) in t.scan(&from, &to, scan_max)? {
+        let pending: super::model::PendingData = crate::store::codec::decode("pending data", &value)?;
+        if pending.expires_ms <= now_ms {
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}
+
 /// Up to `max` runs of garbage.
 pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, StoreError> {
     let (from, to) = keys::table_range(keys::T_GARBAGE);

@@ -132,4 +132,8 @@ impl StateReader {
     pub fn garbage(&self, max: usize) -> Result<Vec<DataRun>, StoreError> {
         view::garbage(&self.rocks.view(), max)
     }
+
+    pub fn expired_pending(&self, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
+        view::expired_pending(&self.rocks.view(), now_ms, scan_max)
+    }
 }
