@@ -217,7 +217,8 @@ impl Gateway {
         let mut etags = Vec::with_capacity(listed.len());
         for part in &listed {
             let number = part_number(part.part_number.unwrap_or(0))?;
-            let found = uploaded.iter().find(|p| p.number == number);
+            // Pages come in part-number order.
+            let found = uploaded.binary_search_by_key(&number, |p: &Part| p.number).ok().map(|at| &uploaded[at]);
             let matches = |p: &&Part| part.e_tag.as_ref().is_none_or(|e| e.value() == p.etag);
             let Some(found) = found.filter(matches) else {
                 return Err(s3_error!(

@@ -92,8 +92,10 @@ pub(crate) fn complete_upload(t: &mut impl TablesMut, ctx: Ctx, c: Completion<'_
     }
     let uploaded = view::parts(t, c.upload_id, 0, usize::MAX)?;
     let mut data = Vec::with_capacity(c.parts.len());
+    // Parts are read in number order, so each is found by binary search.
     for (i, &(number, owner)) in c.parts.iter().enumerate() {
-        let Some(part) = uploaded.iter().find(|p| p.number == number && p.run.owner == owner) else {
+        let found = uploaded.binary_search_by_key(&number, |p| p.number).ok().map(|at| &uploaded[at]);
+        let Some(part) = found.filter(|p| p.run.owner == owner) else {
             refuse!(bad(UploadProblem::NoSuchPart(number)))
         };
         let last = i + 1 == c.parts.len();
@@ -102,8 +104,9 @@ pub(crate) fn complete_upload(t: &mut impl TablesMut, ctx: Ctx, c: Completion<'_
         }
         data.push(part.run);
     }
+    let kept: std::collections::BTreeSet<u64> = data.iter().map(|run| run.owner).collect();
     for part in &uploaded {
-        if !data.iter().any(|run| run.owner == part.run.owner) {
+        if !kept.contains(&part.run.owner) {
             to_garbage(t, part.run)?;
         }
     }
