@@ -67,6 +67,7 @@ bench: deps
 	for n in 2 3 4; do $(CARGO_TARGET_DIR)/debug/chuyi-bench recovery --nodes $$n --volume-mib 1024; done
 	bench/nbd-vs-nbdkit.sh
 	bench/nbd-encrypted.sh
+	bench/s3.sh
 
 # The long fault runs: the single-node crash test, then every chaos
 # scenario in its long form against a real multi-process cluster, one line

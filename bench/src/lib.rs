@@ -16,9 +16,14 @@
 //! Failure and recovery figures (`recovery`) run a whole cluster of real
 //! processes through chuyi-chaos's harness and chuyi-client.
 //!
+//! The S3 benchmark (`s3_load`) drives the S3 gateway over real HTTP with
+//! SigV4-signed requests (`s3_client`), and the same objects through
+//! chuyi-client directly (`s3_paths`), on such a cluster.
+//!
 //! The micro-benchmarks of single components (crc32c, the chunk store
 //! without the network) are criterion benches in their own crates.
 
+pub mod cpu;
 pub mod error;
 pub mod latency;
 pub mod load;
@@ -28,6 +33,10 @@ pub mod prefill;
 pub mod recovery;
 pub mod region;
 pub mod report;
+pub mod s3_client;
+pub mod s3_load;
+pub mod s3_paths;
+pub mod s3_report;
 pub mod target;
 
 pub use error::LoadError;

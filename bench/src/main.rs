@@ -40,6 +40,10 @@ enum Command {
     /// under load: the I/O stall, backfill rate, time to full redundancy
     /// and (with 2 nodes) the resync of the returning node.
     Recovery(RecoveryArgs),
+    /// Starts a cluster of real processes and the S3 gateway in this
+    /// process; PUT, GET, LIST and DELETE load through the gateway and, in
+    /// the same run, through chuyi-client directly.
+    S3Load(S3LoadArgs),
     /// Starts a cluster of real processes with a filled volume and serves
     /// it over NBD until SIGINT/SIGTERM (for bench/nbd-vs-nbdkit.sh).
     NbdServe {
@@ -72,6 +76,41 @@ struct RecoveryArgs {
     heartbeat_timeout_ms: u64,
     #[arg(long, default_value_t = 200)]
     recovery_mb_per_s: u32,
+}
+
+#[derive(Debug, Args)]
+struct S3LoadArgs {
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Object sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4KiB,1MiB,64MiB")]
+    sizes: Vec<ByteSize>,
+    /// Objects per size and path: one number for every size, or one per
+    /// size. Each object takes at least one 4 MiB chunk slot on two disks:
+    /// 1100 small objects hold 8.6 GiB of disk until they are deleted.
+    #[arg(long, value_delimiter = ',', default_value = "1100,200,16")]
+    objects: Vec<usize>,
+    /// Requests in flight: one number for every size, or one per size.
+    #[arg(long, value_delimiter = ',', default_value = "32,16,4")]
+    concurrency: Vec<usize>,
+    /// Times the GET phase reads every object.
+    #[arg(long, default_value_t = 4)]
+    get_rounds: usize,
+    /// Full listings of the objects each worker makes in the LIST phase.
+    #[arg(long, default_value_t = 16)]
+    list_rounds: usize,
+    /// How PUT bodies are signed.
+    #[arg(long, value_enum, default_value = "unsigned")]
+    payload: chuyi_bench::s3_client::PayloadSigning,
+    /// Worker threads of the gateway's runtime.
+    #[arg(long, default_value_t = 2)]
+    gateway_threads: usize,
+    /// Print the report as one JSON object instead of markdown tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +194,17 @@ fn main() -> anyhow::Result<()> {
         Command::NbdServe { nodes, volume_mib, listen, node_unix, encrypted } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen, node_unix, encrypted));
+        }
+        Command::S3Load(args) => {
+            // The gateway in this process logs why it failed a request.
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return runtime.block_on(s3_load(args));
         }
         Command::Recovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -244,6 +294,42 @@ async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
             r.read_latency.p50_us,
             r.read_latency.p99_us
         );
+    }
+    Ok(())
+}
+
+async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
+    let per_size = |flag: &str, values: &[usize], i: usize| -> anyhow::Result<usize> {
+        match values {
+            [one] => Ok(*one),
+            many if many.len() == args.sizes.len() => Ok(many[i]),
+            _ => anyhow::bail!("--{flag} takes one value or one per size ({} sizes)", args.sizes.len()),
+        }
+    };
+    let mut sizes = Vec::with_capacity(args.sizes.len());
+    for (i, size) in args.sizes.iter().enumerate() {
+        sizes.push(chuyi_bench::s3_load::SizeSpec {
+            object_bytes: size.0,
+            objects: per_size("objects", &args.objects, i)?,
+            concurrency: per_size("concurrency", &args.concurrency, i)?,
+        });
+    }
+    let spec = chuyi_bench::s3_load::S3LoadSpec {
+        nodes: args.nodes,
+        sizes,
+        get_rounds: args.get_rounds,
+        list_rounds: args.list_rounds,
+        payload: args.payload,
+        gateway_threads: args.gateway_threads,
+    };
+    let report = chuyi_bench::s3_load::run(spec).await?;
+    if let Some(file) = &args.json_out {
+        std::fs::write(file, serde_json::to_string(&report)?).with_context(|| format!("writing {}", file.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.markdown());
     }
     Ok(())
 }
