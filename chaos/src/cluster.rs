@@ -81,6 +81,13 @@ pub struct TestCluster {
     pub proxies: Vec<Proxy>,
 }
 
+/// An S3 user's access key and secret key.
+#[derive(Clone, Debug)]
+pub struct S3Keys {
+    pub access: String,
+    pub secret: String,
+}
+
 /// The `chuyi` binary: `$CHUYI_BIN`, else next to (or above) this
 /// executable, where cargo puts every binary of the workspace.
 pub fn chuyi_bin() -> anyhow::Result<PathBuf> {
@@ -305,6 +312,18 @@ impl TestCluster {
     /// Waits until every PG has all its replicas and none recovering.
     pub async fn wait_clean(&self, limit: Duration) -> anyhow::Result<DataMap> {
         self.wait_map(limit, "every PG clean", is_clean).await
+    }
+
+    /// Creates an S3 user with `chuyi user create`; its keys.
+    pub fn s3_user(&self, name: &str) -> anyhow::Result<S3Keys> {
+        let (ok, out, err) = self.cli(&["--json", "user", "create", name])?;
+        if !ok {
+            bail!("chuyi user create {name}: {out}{err}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let key =
+            |field: &str| v[field].as_str().map(String::from).ok_or_else(|| anyhow::anyhow!("no {field} in {out}"));
+        Ok(S3Keys { access: key("access_key")?, secret: key("secret_key")? })
     }
 
     /// The `chuyi` binary set to reach this cluster; add the command.

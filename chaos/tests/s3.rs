@@ -5,21 +5,10 @@
 use std::process::Command as Process;
 use std::time::Duration;
 
-use chuyi_chaos::cluster::{Spec, TestCluster, POOL};
-
-struct Keys {
-    access: String,
-    secret: String,
-}
+use chuyi_chaos::cluster::{S3Keys as Keys, Spec, TestCluster, POOL};
 
 fn user(cluster: &TestCluster, name: &str) -> Keys {
-    let (ok, out, err) = cluster.cli(&["--json", "user", "create", name]).expect("chuyi");
-    assert!(ok, "{out}{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    Keys {
-        access: v["access_key"].as_str().expect("access key").into(),
-        secret: v["secret_key"].as_str().expect("secret key").into(),
-    }
+    cluster.s3_user(name).expect("chuyi user create")
 }
 
 /// `aws` with only these credentials (no config files of the machine).

@@ -16,6 +16,32 @@ pub struct Conditions<'a> {
     pub if_unmodified_since: Option<&'a Timestamp>,
 }
 
+/// The conditions of a GET or HEAD input (both have the same fields).
+macro_rules! read_conditions {
+    ($input:expr) => {
+        $crate::conditions::Conditions {
+            if_match: $input.if_match.as_ref(),
+            if_none_match: $input.if_none_match.as_ref(),
+            if_modified_since: $input.if_modified_since.as_ref(),
+            if_unmodified_since: $input.if_unmodified_since.as_ref(),
+        }
+    };
+}
+pub(crate) use read_conditions;
+
+/// The copy-source conditions of a CopyObject or UploadPartCopy input.
+macro_rules! copy_source_conditions {
+    ($input:expr) => {
+        $crate::conditions::Conditions {
+            if_match: $input.copy_source_if_match.as_ref(),
+            if_none_match: $input.copy_source_if_none_match.as_ref(),
+            if_modified_since: $input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: $input.copy_source_if_unmodified_since.as_ref(),
+        }
+    };
+}
+pub(crate) use copy_source_conditions;
+
 /// What failing an If-None-Match or If-Modified-Since means: 304 on a
 /// read, 412 on a copy's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

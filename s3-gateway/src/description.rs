@@ -132,6 +132,36 @@ pub struct Returned {
     pub checksums: Checksum,
 }
 
+/// The `response-*` overrides of a GET or HEAD input.
+macro_rules! overrides {
+    ($input:expr) => {
+        $crate::description::Overrides {
+            content_type: $input.response_content_type,
+            cache_control: $input.response_cache_control,
+            content_disposition: $input.response_content_disposition,
+            content_encoding: $input.response_content_encoding,
+            content_language: $input.response_content_language,
+            expires: $input.response_expires,
+        }
+    };
+}
+pub(crate) use overrides;
+
+/// The checksums a PUT or UploadPart input carries as headers, taken out.
+macro_rules! header_checksums {
+    ($input:expr) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $input.checksum_crc32.take(),
+            checksum_crc32c: $input.checksum_crc32c.take(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.take(),
+            checksum_sha1: $input.checksum_sha1.take(),
+            checksum_sha256: $input.checksum_sha256.take(),
+            ..s3s::dto::Checksum::default()
+        }
+    };
+}
+pub(crate) use header_checksums;
+
 /// A GET's `response-*` overrides.
 #[derive(Debug, Default)]
 pub struct Overrides {

@@ -12,8 +12,9 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::buckets::owner;
-use crate::conditions::Conditions;
-use crate::description::{timestamp, Headers};
+use crate::conditions::copy_source_conditions;
+use crate::data::Written;
+use crate::description::{header_checksums, timestamp, Headers};
 use crate::errors::unexpected;
 use crate::gateway::Gateway;
 use crate::objects::{body_length, etag, refuse_unsupported, reported_version, Body};
@@ -75,6 +76,29 @@ impl Gateway {
         }
     }
 
+    /// Records written data as part `number` of an upload; its ETag (hex).
+    async fn record_part(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        written: Written,
+    ) -> S3Result<String> {
+        let etag_hex = chuyi_common::secret::hex(&written.md5);
+        let command = Command::PutPart {
+            bucket: bucket.name.clone(),
+            key: key.into(),
+            upload_id: upload_id.into(),
+            number,
+            etag: etag_hex.clone(),
+            run: written.run.run,
+        };
+        self.write(command).await?;
+        written.run.claimed();
+        Ok(etag_hex)
+    }
+
     pub(crate) async fn create_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -112,14 +136,7 @@ impl Gateway {
         self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
         let input = &mut req.input;
         let len = body_length(input.content_length, input.body.as_ref())?;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.take(),
-            checksum_crc32c: input.checksum_crc32c.take(),
-            checksum_crc64nvme: input.checksum_crc64nvme.take(),
-            checksum_sha1: input.checksum_sha1.take(),
-            checksum_sha256: input.checksum_sha256.take(),
-            ..Checksum::default()
-        };
+        let sent = header_checksums!(input);
         let body = Body {
             len,
             stream: input.body.take(),
@@ -128,17 +145,7 @@ impl Gateway {
             content_md5: input.content_md5.take(),
         };
         let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
-        let etag_hex = chuyi_common::secret::hex(&written.md5);
-        let command = Command::PutPart {
-            bucket: bucket.name.clone(),
-            key: input.key.clone(),
-            upload_id: input.upload_id.clone(),
-            number,
-            etag: etag_hex.clone(),
-            run: written.run.run,
-        };
-        self.write(command).await?;
-        written.run.claimed();
+        let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag(&etag_hex)),
             checksum_crc32: sums.checksum_crc32,
@@ -158,28 +165,13 @@ impl Gateway {
         let input = req.input;
         let number = part_number(input.part_number)?;
         self.upload(&bucket, &input.key, &input.upload_id).await?;
-        let conditions = Conditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        };
+        let conditions = copy_source_conditions!(input);
         let (source_bucket, _, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
         let body = self.data.read(&source.data.data, range);
         let written = self.data.write(&bucket.pool, len, body, Default::default()).await?;
-        let etag_hex = chuyi_common::secret::hex(&written.md5);
-        let command = Command::PutPart {
-            bucket: bucket.name.clone(),
-            key: input.key.clone(),
-            upload_id: input.upload_id.clone(),
-            number,
-            etag: etag_hex.clone(),
-            run: written.run.run,
-        };
-        self.write(command).await?;
-        written.run.claimed();
+        let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&etag_hex)),

@@ -12,11 +12,11 @@ use http::{HeaderMap, HeaderValue};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
-use crate::conditions::{Conditions, Unchanged};
+use crate::conditions::{copy_source_conditions, read_conditions, Conditions, Unchanged};
 use crate::data::{Written, OBJECT_PUT_MAX_BYTES};
 use crate::description::{
-    hasher_for, keep_checksums, returned, sent_checksums, timestamp, verify_checksums, verify_md5, without_checksums,
-    Headers, Overrides, Returned,
+    hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
+    verify_md5, without_checksums, Headers, Returned,
 };
 use crate::errors::{meta_error, unexpected};
 use crate::gateway::{check_version_id, Gateway};
@@ -74,6 +74,13 @@ pub(crate) struct Body {
     /// The checksum algorithm the request names.
     pub(crate) algorithm: Option<String>,
     pub(crate) content_md5: Option<String>,
+}
+
+/// The bytes a Range asks for, within an object of `size` bytes.
+fn checked_range(range: Option<&Range>, size: u64) -> S3Result<Option<std::ops::Range<u64>>> {
+    range
+        .map(|r| r.check(size).map_err(|_| s3_error!(InvalidRange, "the range is not within {size} bytes")))
+        .transpose()
 }
 
 /// The declared length of a request body.
@@ -135,14 +142,7 @@ impl Gateway {
             metadata: input.metadata.take(),
         };
         let mut object = headers.describe()?;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.take(),
-            checksum_crc32c: input.checksum_crc32c.take(),
-            checksum_crc64nvme: input.checksum_crc64nvme.take(),
-            checksum_sha1: input.checksum_sha1.take(),
-            checksum_sha256: input.checksum_sha256.take(),
-            ..Checksum::default()
-        };
+        let sent = header_checksums!(input);
         let body = Body {
             len,
             stream: input.body.take(),
@@ -197,30 +197,13 @@ impl Gateway {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number is not supported"));
         }
-        let conditions = Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        };
+        let conditions = read_conditions!(input);
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
-        let range = match &input.range {
-            Some(r) => {
-                Some(r.check(size).map_err(|_| s3_error!(InvalidRange, "the range is not within {size} bytes"))?)
-            }
-            None => None,
-        };
+        let range = checked_range(input.range.as_ref(), size)?;
         let bytes = range.clone().unwrap_or(0..size);
         let body = self.data.read(&record.data.data, bytes.clone());
-        let overrides = Overrides {
-            content_type: input.response_content_type,
-            cache_control: input.response_cache_control,
-            content_disposition: input.response_content_disposition,
-            content_encoding: input.response_content_encoding,
-            content_language: input.response_content_language,
-            expires: input.response_expires,
-        };
+        let overrides = overrides!(input);
         let r: Returned = returned(&record.data, overrides);
         // A checksum is of the whole object, so a range does not carry it.
         let sums = if range.is_none() { r.checksums } else { Checksum::default() };
@@ -252,28 +235,11 @@ impl Gateway {
     pub(crate) async fn head(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        let conditions = Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        };
+        let conditions = read_conditions!(input);
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
-        let range = match &input.range {
-            Some(r) => {
-                Some(r.check(size).map_err(|_| s3_error!(InvalidRange, "the range is not within {size} bytes"))?)
-            }
-            None => None,
-        };
-        let overrides = Overrides {
-            content_type: input.response_content_type,
-            cache_control: input.response_cache_control,
-            content_disposition: input.response_content_disposition,
-            content_encoding: input.response_content_encoding,
-            content_language: input.response_content_language,
-            expires: input.response_expires,
-        };
+        let range = checked_range(input.range.as_ref(), size)?;
+        let overrides = overrides!(input);
         let r = returned(&record.data, overrides);
         let sums = if range.is_none() { r.checksums } else { Checksum::default() };
         let output = HeadObjectOutput {
@@ -406,12 +372,7 @@ impl Gateway {
                 || input.sse_customer_algorithm.is_some()
                 || input.copy_source_sse_customer_algorithm.is_some(),
         )?;
-        let conditions = Conditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        };
+        let conditions = copy_source_conditions!(input);
         let (source_bucket, source_key, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(MetadataDirective::COPY) => false,
