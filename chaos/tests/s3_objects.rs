@@ -119,15 +119,27 @@ async fn hostile_requests_get_s3_errors_and_change_nothing() {
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
 
-/// `chuyi s3` as its own process, whose pending data expires after 2 s.
-fn spawn_gateway(cluster: &TestCluster, listen: &str) -> Child {
-    cluster
+/// `chuyi s3` as its own process, killed when dropped (also when a test
+/// fails half-way).
+struct GatewayProcess(Child);
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gateway process whose pending data expires after 2 s.
+fn spawn_gateway(cluster: &TestCluster, listen: &str) -> GatewayProcess {
+    let child = cluster
         .command()
         .args(["s3", "--listen", listen, "--pool", POOL, "--pending-ttl-secs", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn chuyi s3")
+        .expect("spawn chuyi s3");
+    GatewayProcess(child)
 }
 
 async fn wait_serving(endpoint: &str) {
@@ -201,19 +213,17 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
         assert!(start.elapsed() < Duration::from_secs(20), "no chunk was written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    gateway.kill().expect("SIGKILL the gateway");
-    gateway.wait().expect("reap");
+    gateway.0.kill().expect("SIGKILL the gateway");
+    gateway.0.wait().expect("reap");
     let status = tokio::task::spawn_blocking(move || put.wait()).await.expect("join").expect("wait");
     assert!(!status.success(), "the upload cannot succeed without its gateway");
 
-    let mut second = spawn_gateway(&cluster, &listen);
+    let _second = spawn_gateway(&cluster, &listen);
     wait_serving(&endpoint).await;
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
     let e = endpoint.clone();
     let out = tokio::task::spawn_blocking(move || head_status(&e, &alice, "killed")).await.expect("head");
     assert!(out.contains("404"), "no object after the gateway died: {out}");
-    second.kill().expect("stop the gateway");
-    let _ = second.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
