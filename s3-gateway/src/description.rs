@@ -162,6 +162,25 @@ macro_rules! header_checksums {
 }
 pub(crate) use header_checksums;
 
+/// An output struct of type `$ty` with `fields` and the checksums of
+/// `$sums` (a [`Checksum`]): PUT, UploadPart, GET and HEAD all return
+/// the same five.
+macro_rules! with_checksums {
+    ($ty:path { $($field:ident: $value:expr),* $(,)? }, $sums:expr) => {{
+        let sums: s3s::dto::Checksum = $sums;
+        $ty {
+            $($field: $value,)*
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use with_checksums;
+
 /// A GET's `response-*` overrides.
 #[derive(Debug, Default)]
 pub struct Overrides {

@@ -14,7 +14,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use crate::buckets::owner;
 use crate::conditions::copy_source_conditions;
 use crate::data::Written;
-use crate::description::{header_checksums, timestamp, Headers};
+use crate::description::{header_checksums, timestamp, with_checksums, Headers};
 use crate::errors::unexpected;
 use crate::gateway::Gateway;
 use crate::objects::{body_length, etag, refuse_unsupported, reported_version, Body};
@@ -146,15 +146,7 @@ impl Gateway {
         };
         let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
         let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&etag_hex)),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(with_checksums!(UploadPartOutput { e_tag: Some(etag(&etag_hex)) }, sums)))
     }
 
     pub(crate) async fn copy_part(

@@ -16,7 +16,7 @@ use crate::conditions::{copy_source_conditions, read_conditions, Conditions, Unc
 use crate::data::{Written, OBJECT_PUT_MAX_BYTES};
 use crate::description::{
     hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
-    verify_md5, without_checksums, Headers, Returned,
+    verify_md5, with_checksums, without_checksums, Headers, Returned,
 };
 use crate::errors::{meta_error, unexpected};
 use crate::gateway::{check_version_id, Gateway};
@@ -49,6 +49,39 @@ fn delete_marker_error(record: &ObjectRecord, by_version: bool) -> S3Error {
     }
     e.set_headers(headers);
     e
+}
+
+/// The output of a GET or HEAD (`$ty`, with its own `fields`): the
+/// object's headers as [`returned`] gives them, its ETag, time and version,
+/// and the part of it `$range` covers. A checksum is of the whole object,
+/// so a range does not carry it.
+macro_rules! object_output {
+    ($ty:path { $($field:ident: $value:expr),* $(,)? }, $returned:expr, $record:expr, $bucket:expr, $range:expr) => {{
+        let r: Returned = $returned;
+        let record: &ObjectRecord = $record;
+        let range: Option<std::ops::Range<u64>> = $range;
+        let size = record.data.size;
+        let sums = if range.is_none() { r.checksums } else { Checksum::default() };
+        with_checksums!(
+            $ty {
+                $($field: $value,)*
+                accept_ranges: Some("bytes".into()),
+                content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
+                content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
+                content_type: r.content_type,
+                cache_control: r.cache_control,
+                content_disposition: r.content_disposition,
+                content_encoding: r.content_encoding,
+                content_language: r.content_language,
+                expires: r.expires,
+                metadata: r.metadata,
+                e_tag: Some(etag(&record.data.etag)),
+                last_modified: Some(timestamp(record.modified_ms)),
+                version_id: reported_version($bucket, &record.version_id),
+            },
+            sums
+        )
+    }};
 }
 
 /// Refuses what this gateway would otherwise silently ignore: conditional
@@ -161,16 +194,10 @@ impl Gateway {
             written
         });
         let version_id = self.commit(&bucket, &input.key, object, written).await?;
-        let output = PutObjectOutput {
-            e_tag: Some(etag(&etag_hex)),
-            version_id: reported_version(&bucket, &version_id),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        };
+        let output = with_checksums!(
+            PutObjectOutput { e_tag: Some(etag(&etag_hex)), version_id: reported_version(&bucket, &version_id) },
+            sums
+        );
         Ok(S3Response::new(output))
     }
 
@@ -201,34 +228,9 @@ impl Gateway {
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
-        let bytes = range.clone().unwrap_or(0..size);
-        let body = self.data.read(&record.data.data, bytes.clone());
-        let overrides = overrides!(input);
-        let r: Returned = returned(&record.data, overrides);
-        // A checksum is of the whole object, so a range does not carry it.
-        let sums = if range.is_none() { r.checksums } else { Checksum::default() };
-        let output = GetObjectOutput {
-            body: Some(body),
-            accept_ranges: Some("bytes".into()),
-            content_length: Some((bytes.end - bytes.start) as i64),
-            content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
-            content_type: r.content_type,
-            cache_control: r.cache_control,
-            content_disposition: r.content_disposition,
-            content_encoding: r.content_encoding,
-            content_language: r.content_language,
-            expires: r.expires,
-            metadata: r.metadata,
-            e_tag: Some(etag(&record.data.etag)),
-            last_modified: Some(timestamp(record.modified_ms)),
-            version_id: reported_version(&bucket, &record.version_id),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        };
+        let body = self.data.read(&record.data.data, range.clone().unwrap_or(0..size));
+        let headers = returned(&record.data, overrides!(input));
+        let output = object_output!(GetObjectOutput { body: Some(body) }, headers, &record, &bucket, range);
         Ok(S3Response::new(output))
     }
 
@@ -239,31 +241,9 @@ impl Gateway {
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
-        let overrides = overrides!(input);
-        let r = returned(&record.data, overrides);
-        let sums = if range.is_none() { r.checksums } else { Checksum::default() };
-        let output = HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
-            content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
-            content_type: r.content_type,
-            cache_control: r.cache_control,
-            content_disposition: r.content_disposition,
-            content_encoding: r.content_encoding,
-            content_language: r.content_language,
-            expires: r.expires,
-            metadata: r.metadata,
-            e_tag: Some(etag(&record.data.etag)),
-            last_modified: Some(timestamp(record.modified_ms)),
-            version_id: reported_version(&bucket, &record.version_id),
-            parts_count: (record.data.parts > 0).then_some(record.data.parts as i32),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        };
+        let headers = returned(&record.data, overrides!(input));
+        let parts_count = (record.data.parts > 0).then_some(record.data.parts as i32);
+        let output = object_output!(HeadObjectOutput { parts_count: parts_count }, headers, &record, &bucket, range);
         Ok(S3Response::new(output))
     }
 
