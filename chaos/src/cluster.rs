@@ -104,7 +104,7 @@ pub fn chuyi_bin() -> anyhow::Result<PathBuf> {
     bail!("cannot find the chuyi binary near {}; set CHUYI_BIN", exe.display())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -328,8 +328,13 @@ impl TestCluster {
 
     /// The `chuyi` binary set to reach this cluster; add the command.
     pub fn command(&self) -> Process {
+        self.command_via(&self.meta_addrs().join(","))
+    }
+
+    /// [`Self::command`] reaching the metadata service at `meta` (a proxy).
+    pub fn command_via(&self, meta: &str) -> Process {
         let mut command = Process::new(&self.bin);
-        command.args(["--meta", &self.meta_addrs().join(","), "--secret-file"]).arg(&self.secret_file);
+        command.args(["--meta", meta, "--secret-file"]).arg(&self.secret_file);
         command.env("RUST_LOG", "warn");
         command
     }

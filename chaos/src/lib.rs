@@ -5,11 +5,13 @@
 //! TCP proxies ([`proxy`]); [`workload`] writes
 //! self-describing blocks through chuyi-client and checks every read
 //! against a model of the acknowledged writes; [`scenarios`] puts the two
-//! together, one fault each. `chuyi-chaos` (what `make chaos` runs) prints a
+//! together, one fault each; [`frontend`] runs real `chuyi nbd` processes
+//! for the stale-writer scenario. `chuyi-chaos` (what `make chaos` runs) prints a
 //! line per scenario and a last line `N passed, N failed`; the crate's
 //! tests run each scenario in its short form inside `make test`.
 
 pub mod cluster;
+pub mod frontend;
 pub mod proxy;
 pub mod scenarios;
 pub mod workload;

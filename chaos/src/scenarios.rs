@@ -52,7 +52,23 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("bitflip", |i| Box::pin(bitflip(i))),
         ("disk-full", |i| Box::pin(disk_full(i))),
         ("net-cut", |i| Box::pin(net_cut(i))),
+        ("frontend-freeze", |i| Box::pin(frontend_freeze(i))),
     ]
+}
+
+/// A `chuyi nbd` frontend frozen with fio's 4 MiB writes in flight until
+/// its lease runs out; a second frontend overwrites the volume; the first
+/// resumes. No write of the first may land after the second's
+/// acknowledged ones: every block holds the second's data on both
+/// replicas, and the nodes refuse the first's token outright.
+async fn frontend_freeze(intensity: Intensity) -> anyhow::Result<String> {
+    use crate::frontend::{stale_writer_rounds, Loss};
+    let cluster = TestCluster::start(Spec::default()).await?;
+    cluster.create_volume(VOLUME, intensity.volume_mib).await?;
+    cluster.wait_clean(Duration::from_secs(30)).await?;
+    let rounds = if intensity.settle >= Duration::from_secs(5) { 12 } else { 6 };
+    let (line, _) = stale_writer_rounds(&cluster, VOLUME, intensity.volume_mib, rounds, Loss::Freeze).await?;
+    Ok(line)
 }
 
 const VOLUME: &str = "chaos";
@@ -233,8 +249,13 @@ pub async fn node_freeze(intensity: Intensity) -> anyhow::Result<String> {
     // once send it a write under the epoch it last knew.
     tokio::time::sleep(intensity.settle).await;
     run.cluster.thaw_node(victim)?;
-    let fenced =
-        ChunkRequest::Pg { chunk, epoch: old_epoch, op: PgOp::Write { offset: 0, fua: true }, forwarded: false };
+    let fenced = ChunkRequest::Pg {
+        chunk,
+        epoch: old_epoch,
+        op: PgOp::Write { offset: 0, fua: true },
+        forwarded: false,
+        fence: None,
+    };
     let rpc = run.cluster.node_rpc(victim).await?;
     let stale = Bytes::from(vec![0xEEu8; BLOCK as usize]);
     match rpc.call(&fenced, stale).await? {
@@ -344,7 +365,7 @@ pub async fn disk_full(intensity: Intensity) -> anyhow::Result<String> {
     };
     tokio::time::sleep(intensity.settle).await;
     for chunk in &written {
-        client.delete_chunk(*chunk).await?;
+        client.delete_chunk(*chunk, None).await?;
     }
     // The write that failed may have landed on one copy only; once there
     // is room, the primary copies it over and the two agree again.
@@ -363,7 +384,7 @@ pub async fn disk_full(intensity: Intensity) -> anyhow::Result<String> {
     }
     // Space is back.
     client.write_chunk(ChunkId::new(filler, 0), 0, workload::content(0, 2), false).await?;
-    client.delete_chunk(ChunkId::new(filler, 0)).await?;
+    client.delete_chunk(ChunkId::new(filler, 0), None).await?;
     let (_, stats) = run.finish().await?;
     Ok(summary(&stats, &format!(", disks full after {} filler chunks: {}", written.len(), full.message)))
 }

@@ -1,15 +1,20 @@
 //! Replicated requests a node must refuse, each with its precise error and
 //! no change: a stale or future epoch, the wrong node, a chunk of no known
-//! pool, a range past the chunk, a payload where none belongs, and a
-//! checksum page of a PG the node does not hold.
+//! pool, a range past the chunk, a payload where none belongs, a checksum
+//! page of a PG the node does not hold, and writes of a volume's older
+//! writers (its fencing tokens).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_chaos::cluster::{Spec, TestCluster};
+use chuyi_client::fence::AlwaysOpen;
+use chuyi_client::ClientError;
 use chuyi_common::ids::ChunkId;
+use chuyi_common::limits::RAISE_FENCES_MAX;
 use chuyi_common::map::{owner_id, PgId};
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp, VolumeFence};
 
 fn kind(reply: &ChunkResponse) -> Option<ChunkErrorKind> {
     match reply {
@@ -43,6 +48,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         epoch,
         op: PgOp::Write { offset: 0, fua: true },
         forwarded,
+        fence: None,
     };
     let junk = Bytes::from(vec![0xEEu8; 4096]);
 
@@ -59,8 +65,13 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     let at_third = cluster.node_rpc(third).await.expect("rpc");
     let stranger = call(&at_third, write(pg_map.epoch, true), junk.clone()).await;
     assert_eq!(kind(&stranger), Some(ChunkErrorKind::WrongNode), "{stranger:?}");
-    let read_at_third =
-        ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: PgOp::Read { offset: 0, len: 4096 }, forwarded: false };
+    let read_at_third = ChunkRequest::Pg {
+        chunk,
+        epoch: pg_map.epoch,
+        op: PgOp::Read { offset: 0, len: 4096 },
+        forwarded: false,
+        fence: None,
+    };
     assert_eq!(kind(&call(&at_third, read_at_third, Bytes::new()).await), Some(ChunkErrorKind::WrongNode));
     // A chunk of a pool nobody has.
     let nowhere = ChunkRequest::Pg {
@@ -68,6 +79,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         epoch: 1,
         op: PgOp::Read { offset: 0, len: 4096 },
         forwarded: false,
+        fence: None,
     };
     assert_eq!(kind(&call(&at_primary, nowhere, Bytes::new()).await), Some(ChunkErrorKind::EpochAhead));
     // Past the chunk's end; a payload on a zeroing; a read past the end.
@@ -76,6 +88,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         epoch: pg_map.epoch,
         op: PgOp::Write { offset: (4 << 20) - 100, fua: false },
         forwarded: false,
+        fence: None,
     };
     assert_eq!(kind(&call(&at_primary, past, junk.clone()).await), Some(ChunkErrorKind::OutOfRange));
     let zero_with_payload = ChunkRequest::Pg {
@@ -83,6 +96,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         epoch: pg_map.epoch,
         op: PgOp::Zero { offset: 0, len: 4096, fua: false },
         forwarded: false,
+        fence: None,
     };
     assert_eq!(kind(&call(&at_primary, zero_with_payload, junk.clone()).await), Some(ChunkErrorKind::InvalidArgument));
     let read_past = ChunkRequest::Pg {
@@ -90,6 +104,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         epoch: pg_map.epoch,
         op: PgOp::Read { offset: u32::MAX, len: 4096 },
         forwarded: false,
+        fence: None,
     };
     assert_eq!(kind(&call(&at_primary, read_past, Bytes::new()).await), Some(ChunkErrorKind::OutOfRange));
     // Checksums of a PG the node does not hold, and of no PG at all.
@@ -106,4 +121,47 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     }
     // The node is still serving.
     vol.write(4096, good.clone(), false).await.expect("still serving");
+
+    // Fences: too many in one request is refused whole.
+    let owner = chunk.owner;
+    let too_many = (0..=RAISE_FENCES_MAX as u64).map(|i| VolumeFence { owner: owner + 1 + i, token: 1 }).collect();
+    let raise = ChunkRequest::RaiseFences { fences: too_many };
+    assert_eq!(kind(&call(&at_primary, raise, Bytes::new()).await), Some(ChunkErrorKind::InvalidArgument));
+    // A writer with token 100 raises its fence everywhere: from then on an
+    // unfenced write, and one under an older token, are refused by the
+    // primary and by the other replica, and change nothing.
+    let writer = vol.clone().fenced(100, Arc::new(AlwaysOpen));
+    writer.attach_fence().await.expect("raised on every node");
+    let unfenced = vol.write(0, junk.clone(), true).await;
+    assert!(
+        matches!(&unfenced, Err(ClientError::Chunk { error, .. }) if error.kind == ChunkErrorKind::Fenced),
+        "{unfenced:?}"
+    );
+    let fenced = |token: u64, forwarded: bool| ChunkRequest::Pg {
+        chunk,
+        epoch: pg_map.epoch,
+        op: PgOp::Write { offset: 0, fua: true },
+        forwarded,
+        fence: Some(token),
+    };
+    let older = call(&at_primary, fenced(99, false), junk.clone()).await;
+    assert_eq!(kind(&older), Some(ChunkErrorKind::Fenced), "{older:?}");
+    let older = call(&at_secondary, fenced(99, true), junk.clone()).await;
+    assert_eq!(kind(&older), Some(ChunkErrorKind::Fenced), "{older:?}");
+    let flush = ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner, token: 99 }) };
+    assert_eq!(kind(&call(&at_primary, flush, Bytes::new()).await), Some(ChunkErrorKind::Fenced));
+    for replica in &pg_map.replicas {
+        let data = cluster.read_replica(*replica, chunk).await.expect("raw read");
+        assert_eq!(data.slice(..4096), good, "replica {replica:?} took a fenced write");
+    }
+    // The current writer writes; a newer one (101) takes over by its first
+    // write alone, and 100 is refused from then on.
+    let mine = Bytes::from(vec![9u8; 4096]);
+    writer.write(0, mine.clone(), true).await.expect("the current writer");
+    writer.flush().await.expect("the current writer's flush");
+    let newer = vol.clone().fenced(101, Arc::new(AlwaysOpen));
+    newer.write(0, good.clone(), true).await.expect("a newer writer");
+    let late = writer.write(0, mine, true).await;
+    assert!(matches!(&late, Err(ClientError::Chunk { error, .. }) if error.kind == ChunkErrorKind::Fenced), "{late:?}");
+    assert_eq!(newer.read(0, 4096).await.expect("read"), good);
 }

@@ -40,3 +40,8 @@ async fn disk_full() {
 async fn net_cut() {
     run("net-cut").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frontend_freeze() {
+    run("frontend-freeze").await;
+}

@@ -61,6 +61,10 @@ enum Command {
         /// Also serve on this Unix socket (nbd+unix:///VOLUME?socket=PATH).
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
+        /// How long an attach lease lasts unless renewed; a frontend that
+        /// cannot renew stops serving a volume within this time.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+        lease_ttl_secs: u64,
     },
     /// Serve S3 until SIGINT or SIGTERM.
     S3 {
@@ -116,7 +120,10 @@ fn main() -> anyhow::Result<()> {
                 let pending_ttl = std::time::Duration::from_secs(pending_ttl_secs);
                 serve_s3(&cli.cluster, &listen, pool, pending_ttl).await
             }
-            Command::Nbd { listen, socket } => volume::serve_nbd(&cli.cluster, &listen, socket.as_deref()).await,
+            Command::Nbd { listen, socket, lease_ttl_secs } => {
+                let ttl = std::time::Duration::from_secs(lease_ttl_secs);
+                volume::serve_nbd(&cli.cluster, &listen, socket.as_deref(), ttl).await
+            }
         }
     })
 }

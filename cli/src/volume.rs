@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chuyi_client::{ClientConfig, Cluster};
+use chuyi_client::fence::AlwaysOpen;
+use chuyi_client::{ClientConfig, Cluster, WriteFence};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
@@ -161,6 +162,10 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
         }
     }
     let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
+    // The delete is the volume's newest writer: a frontend that lost the
+    // volume and still has writes queued cannot bring a chunk back.
+    let fence = WriteFence { owner: volume.id, token: lease.id, gate: Arc::new(AlwaysOpen) };
+    cluster.raise_fence(fence.volume_fence()).await.context("fencing the volume's earlier writers")?;
     let chunks = volume.size_bytes.div_ceil(u64::from(volume.chunk_size_bytes));
     let bar = ProgressBar::new(chunks);
     bar.set_style(
@@ -173,8 +178,8 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     let mut renewed = Instant::now();
     let mut deletes = futures::stream::iter(0..chunks)
         .map(|index| {
-            let cluster = &cluster;
-            async move { cluster.delete_chunk(ChunkId::new(volume.id, index)).await.map(|()| index) }
+            let (cluster, fence) = (&cluster, &fence);
+            async move { cluster.delete_chunk(ChunkId::new(volume.id, index), Some(fence)).await.map(|()| index) }
         })
         .buffer_unordered(DELETES_IN_FLIGHT);
     while let Some(done) = deletes.next().await {
@@ -209,7 +214,12 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
 
 /// `chuyi nbd`: serves every volume over NBD (TCP, and a Unix socket when
 /// `socket` is given) until SIGINT or SIGTERM.
-pub async fn serve_nbd(args: &ClusterArgs, listen: &str, socket: Option<&Path>) -> anyhow::Result<()> {
+pub async fn serve_nbd(
+    args: &ClusterArgs,
+    listen: &str,
+    socket: Option<&Path>,
+    lease_ttl: Duration,
+) -> anyhow::Result<()> {
     let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let holder = format!("nbd-{}-{}", hostname(), std::process::id());
@@ -222,7 +232,7 @@ pub async fn serve_nbd(args: &ClusterArgs, listen: &str, socket: Option<&Path>) 
     if kek.is_none() {
         tracing::info!("no master key (KEK) given: encrypted volumes will be refused");
     }
-    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..NbdOptions::default() });
+    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, lease_ttl });
     serve_until_signal(server, listener, unix).await
 }
 

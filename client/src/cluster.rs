@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
-use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp};
-use chuyi_common::rpc::{ConnPool, RpcConfig};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp, VolumeFence};
+use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::error::ClientError;
+use crate::fence::WriteFence;
 use crate::volume::VolumeIo;
 
 /// How long one map watch waits for a newer epoch before asking again.
@@ -128,31 +129,69 @@ impl Cluster {
         }
     }
 
-    /// Removes a chunk from every replica, freeing its space.
-    pub async fn delete_chunk(&self, chunk: ChunkId) -> Result<(), ClientError> {
-        self.chunk_call(chunk, PgOp::Delete, Bytes::new()).await.map(drop)
+    /// Removes a chunk from every replica, freeing its space; a volume's
+    /// chunk under the deleting writer's `fence`.
+    pub async fn delete_chunk(&self, chunk: ChunkId, fence: Option<&WriteFence>) -> Result<(), ClientError> {
+        self.chunk_call_fenced(chunk, PgOp::Delete, Bytes::new(), fence).await.map(drop)
     }
 
     /// Makes every acknowledged write stable on every replica: each node
-    /// the map has up flushes all its disks.
-    pub async fn flush(&self) -> Result<(), ClientError> {
+    /// the map has up flushes all its disks. A volume's writer names its
+    /// `fence`, and a node that knows a newer writer refuses (`Chunk` with
+    /// kind `Fenced`).
+    pub async fn flush(&self, fence: Option<&WriteFence>) -> Result<(), ClientError> {
+        let request = ChunkRequest::Flush { disk: None, fence: fence.map(WriteFence::volume_fence) };
+        let gate = fence.map(|f| &f.gate);
+        let timeout = |last| ClientError::FlushTimeout { deadline: self.config.deadline, last };
+        self.on_every_node(&request, gate, timeout).await
+    }
+
+    /// Raises the fence of `fence.owner` to `fence.token` on every node the
+    /// map has up, before a new writer's first request: from then on every
+    /// node refuses the volume's older writers. A node that cannot be told
+    /// is waited for until the map has it down (its replicas are then
+    /// backfilled, fences first, before they serve again) or the deadline.
+    pub async fn raise_fence(&self, fence: VolumeFence) -> Result<(), ClientError> {
+        let request = ChunkRequest::RaiseFences { fences: vec![fence] };
+        let deadline = self.config.deadline;
+        let timeout = |last| ClientError::FenceNotRaised { owner: fence.owner, deadline, last };
+        self.on_every_node(&request, None, timeout).await
+    }
+
+    /// Sends `request` to every node the map has up until each has
+    /// answered `Done`, retrying the others with newer maps until the
+    /// deadline. A `Fenced` refusal ends it at once.
+    async fn on_every_node(
+        &self,
+        request: &ChunkRequest,
+        gate: Option<&Arc<dyn chuyi_common::rpc::SendGate>>,
+        timeout: impl Fn(String) -> ClientError,
+    ) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.config.deadline;
         let mut backoff = Duration::from_millis(20);
+        let mut done: Vec<NodeId> = Vec::new();
         loop {
             let map = self.map();
-            let flushes = map.nodes.iter().filter(|n| n.up).map(|node| async {
-                let request = ChunkRequest::Flush { disk: None };
-                match self.nodes.call(node.id, self.addrs(&map, node.id), &request, Bytes::new()).await {
-                    Ok((ChunkResponse::Done, _)) => Ok(()),
-                    Ok((other, _)) => Err(format!("node {} answered {other:?}", node.id)),
-                    Err(e) => Err(format!("node {}: {e}", node.id)),
-                }
+            let todo = map.nodes.iter().filter(|n| n.up && !done.contains(&n.id));
+            let calls = todo.map(|node| async {
+                let reply = self.nodes.call_gated(node.id, self.addrs(&map, node.id), request, Bytes::new(), gate);
+                (node.id, reply.await)
             });
-            let failed: Vec<String> =
-                futures::future::join_all(flushes).await.into_iter().filter_map(Result::err).collect();
-            let Some(last) = failed.into_iter().next() else { return Ok(()) };
+            let mut last = None;
+            for (node, reply) in futures::future::join_all(calls).await {
+                match reply {
+                    Ok((ChunkResponse::Done, _)) => done.push(node),
+                    Ok((ChunkResponse::Error(e), _)) if e.kind == ChunkErrorKind::Fenced => {
+                        return Err(ClientError::Fenced { node, error: e });
+                    }
+                    Err(RpcError::Gated) => return Err(ClientError::LeaseLost),
+                    Ok((other, _)) => last = Some(format!("node {node} answered {other:?}")),
+                    Err(e) => last = Some(format!("node {node}: {e}")),
+                }
+            }
+            let Some(last) = last else { return Ok(()) };
             if Instant::now() >= deadline {
-                return Err(ClientError::FlushTimeout { deadline: self.config.deadline, last });
+                return Err(timeout(last));
             }
             self.newer_map(map.epoch, backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -167,14 +206,29 @@ impl Cluster {
         op: PgOp,
         payload: Bytes,
     ) -> Result<(ChunkResponse, Bytes), ClientError> {
+        self.chunk_call_fenced(chunk, op, payload, None).await
+    }
+
+    /// [`Self::chunk_call`] for a volume's writer: the request carries its
+    /// token, and no try is sent once its gate has closed.
+    pub async fn chunk_call_fenced(
+        &self,
+        chunk: ChunkId,
+        op: PgOp,
+        payload: Bytes,
+        fence: Option<&WriteFence>,
+    ) -> Result<(ChunkResponse, Bytes), ClientError> {
         let deadline = Instant::now() + self.config.deadline;
         let mut backoff = Duration::from_millis(10);
         let mut replica_turn = 0usize;
         let mut switched = false;
         let mut bad_copies: Vec<NodeId> = Vec::new();
         loop {
+            if fence.is_some_and(|f| !f.holds()) {
+                return Err(ClientError::LeaseLost);
+            }
             let map = self.map();
-            let retry = match self.try_once(&map, chunk, &op, &payload, replica_turn).await {
+            let retry = match self.try_once(&map, chunk, &op, &payload, replica_turn, fence).await {
                 Ok(reply) => return Ok(reply),
                 Err(Err(fatal)) => return Err(fatal),
                 Err(Ok(retry)) => retry,
@@ -218,6 +272,7 @@ impl Cluster {
         op: &PgOp,
         payload: &Bytes,
         replica_turn: usize,
+        fence: Option<&WriteFence>,
     ) -> Result<(ChunkResponse, Bytes), Result<Retry, ClientError>> {
         let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
         let Some((pg, pg_map)) = map.locate(chunk) else {
@@ -229,7 +284,9 @@ impl Cluster {
             return Err(Ok(Retry::Later(format!("PG {pg} has no replica to serve it"))));
         };
         let addrs = self.addrs(map, target.node);
-        let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false };
+        let token = fence.map(|f| f.token);
+        let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false, fence: token };
+        let gate = fence.map(|f| &f.gate);
         let elsewhere = read && targets.len() > 1;
         let retry = |why: String| Err(Ok(if elsewhere { Retry::NextReplica(why) } else { Retry::Later(why) }));
         // A call to a node that froze or died is dropped as soon as the map
@@ -239,7 +296,7 @@ impl Cluster {
             let _ = maps.wait_for(|m| m.locate(chunk).is_some_and(|(_, p)| p.epoch != pg_map.epoch)).await;
         };
         let reply = tokio::select! {
-            reply = self.nodes.call(target.node, addrs, &request, payload.clone()) => reply,
+            reply = self.nodes.call_gated(target.node, addrs, &request, payload.clone(), gate) => reply,
             () = moved => return Err(Ok(Retry::Later(format!("PG {pg} moved while node {} had the call", target.node)))),
         };
         match reply {
@@ -254,6 +311,7 @@ impl Cluster {
                 _ => Err(Err(ClientError::Chunk { chunk, error: e })),
             },
             Ok(reply) => Ok(reply),
+            Err(RpcError::Gated) => Err(Err(ClientError::LeaseLost)),
             Err(e) => {
                 self.nodes.forget(target.node);
                 retry(format!("node {}: {e}", target.node))

@@ -21,6 +21,16 @@ pub enum ClientError {
     FlushTimeout { deadline: Duration, last: String },
     #[error("bytes {offset}..{end} are outside volume {volume:?} of {size} bytes")]
     OutOfRange { volume: String, offset: u64, end: u64, size: u64 },
+    /// A node knows a newer writer of the volume (a request that is not
+    /// about one chunk: a flush).
+    #[error("node {node}: {error}")]
+    Fenced { node: chuyi_common::ids::NodeId, error: ChunkError },
+    /// This writer's lease may be gone: the request was not sent.
+    #[error("the volume's attach lease may be gone; the request was not sent")]
+    LeaseLost,
+    /// Not every storage node could be told of a new writer's fence in time.
+    #[error("the fence of volume owner {owner:016x} could not be raised on every node within {deadline:?}: {last}")]
+    FenceNotRaised { owner: u64, deadline: Duration, last: String },
     #[error("the metadata service answered {0}")]
     Unexpected(String),
 }

@@ -12,10 +12,17 @@
 //! reads go to the primary, and to the other complete replica when the
 //! primary cannot serve them.
 
+//!
+//! A volume's writer fences its requests ([`fence`]): each mutation carries
+//! the token of its attach lease, and none is sent once the lease may be
+//! gone.
+
 pub mod cluster;
 pub mod error;
+pub mod fence;
 pub mod volume;
 
 pub use cluster::{ClientConfig, Cluster};
 pub use error::ClientError;
+pub use fence::WriteFence;
 pub use volume::{VolumeExtent, VolumeIo};

@@ -10,6 +10,8 @@ use chuyi_metadata::state::model::Volume;
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
+use crate::fence::WriteFence;
+use chuyi_common::proto::chunk::PgOp;
 
 /// An open volume. Clone it freely; operations may overlap in time (the
 /// frontend decides what overlapping writes mean).
@@ -17,6 +19,9 @@ use crate::error::ClientError;
 pub struct VolumeIo {
     cluster: Arc<Cluster>,
     volume: Arc<Volume>,
+    /// The writer's fence; `None` for a reader or a tool that holds no
+    /// lease (its writes are refused once the volume has had a writer).
+    fence: Option<WriteFence>,
 }
 
 /// Chunks asked for their extents at once by one [`VolumeIo::extents`].
@@ -42,7 +47,29 @@ struct Piece {
 
 impl VolumeIo {
     pub(crate) fn new(cluster: Arc<Cluster>, volume: Volume) -> Self {
-        Self { cluster, volume: Arc::new(volume) }
+        Self { cluster, volume: Arc::new(volume), fence: None }
+    }
+
+    /// This volume as written by the holder of attach lease `token`:
+    /// every mutation carries the token, and none is sent once `gate`
+    /// closes. Raise the fence on every node first
+    /// ([`Cluster::raise_fence`], done by [`Self::attach_fence`]).
+    pub fn fenced(mut self, token: u64, gate: Arc<dyn chuyi_common::rpc::SendGate>) -> Self {
+        self.fence = Some(WriteFence { owner: self.volume.id, token, gate });
+        self
+    }
+
+    /// Raises this writer's fence on every node: afterwards no node takes a
+    /// mutation of the volume from an older writer.
+    pub async fn attach_fence(&self) -> Result<(), ClientError> {
+        match &self.fence {
+            Some(fence) => self.cluster.raise_fence(fence.volume_fence()).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn fence(&self) -> Option<&WriteFence> {
+        self.fence.as_ref()
     }
 
     pub fn volume(&self) -> &Volume {
@@ -73,7 +100,8 @@ impl VolumeIo {
         let pieces = self.pieces(offset, data.len() as u64)?;
         let writes = pieces.iter().map(|p| {
             let part = data.slice(p.at..p.at + p.len as usize);
-            self.cluster.write_chunk(p.chunk, p.offset, part, fua)
+            let op = PgOp::Write { offset: p.offset, fua };
+            self.cluster.chunk_call_fenced(p.chunk, op, part, self.fence.as_ref())
         });
         futures::future::try_join_all(writes).await.map(drop)
     }
@@ -82,7 +110,10 @@ impl VolumeIo {
     /// WRITE_ZEROES alike: freed space reads as zeros, never old data).
     pub async fn zero(&self, offset: u64, len: u64, fua: bool) -> Result<(), ClientError> {
         let pieces = self.pieces(offset, len)?;
-        let zeros = pieces.iter().map(|p| self.cluster.zero_chunk(p.chunk, p.offset, p.len, fua));
+        let zeros = pieces.iter().map(|p| {
+            let op = PgOp::Zero { offset: p.offset, len: p.len, fua };
+            self.cluster.chunk_call_fenced(p.chunk, op, Bytes::new(), self.fence.as_ref())
+        });
         futures::future::try_join_all(zeros).await.map(drop)
     }
 
@@ -117,7 +148,7 @@ impl VolumeIo {
     }
 
     pub async fn flush(&self) -> Result<(), ClientError> {
-        self.cluster.flush().await
+        self.cluster.flush(self.fence.as_ref()).await
     }
 
     fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>, ClientError> {

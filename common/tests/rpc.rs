@@ -364,7 +364,13 @@ async fn oversized_payload_header_closes_only_that_connection() {
     let bystander = connect(&server.endpoint, RpcConfig::default()).await;
     let mut raw = raw_connect(&server.tcp_addr()).await;
     let too_big = (RPC_PAYLOAD_MAX_BYTES + 1) as u32;
-    let header = FrameHeader { version: 1, kind: FrameKind::Request, request_id: 1, body_len: 0, payload_len: too_big };
+    let header = FrameHeader {
+        version: chuyi_common::rpc::FRAME_VERSION,
+        kind: FrameKind::Request,
+        request_id: 1,
+        body_len: 0,
+        payload_len: too_big,
+    };
     raw.write_all(&header.encode()).await.expect("header");
     let rest = read_until_closed(&mut raw, handshake_deadline()).await;
     assert!(rest.is_empty(), "got {rest:?}");
@@ -462,4 +468,35 @@ fn spawn_call(
 ) -> impl Future<Output = Result<Result<(TestResp, Bytes), RpcError>, tokio::task::JoinError>> {
     let client = client.clone();
     tokio::spawn(async move { client.call(&request, Bytes::new()).await })
+}
+
+/// A gate open for its first `opens` checks, then shut.
+#[derive(Debug)]
+struct Closing {
+    opens: AtomicUsize,
+}
+
+impl chuyi_common::rpc::SendGate for Closing {
+    fn open(&self) -> bool {
+        self.opens.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+/// A request whose gate shuts between the call and the writer (a frontend
+/// frozen with it queued, resumed past its lease) is never sent: the server
+/// sees nothing, the caller gets `Gated`, and the connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_gate_shut_while_queued_is_never_sent() {
+    let server = start(tcp_any()).await;
+    let client = connect(&server.endpoint, RpcConfig::default()).await;
+    let shut_at_the_writer: Arc<dyn chuyi_common::rpc::SendGate> = Arc::new(Closing { opens: AtomicUsize::new(1) });
+    let sent = client.call_gated(&TestReq::Hang, Bytes::new(), Some(&shut_at_the_writer)).await;
+    assert!(matches!(sent, Err(RpcError::Gated)), "{sent:?}");
+    let shut: Arc<dyn chuyi_common::rpc::SendGate> = Arc::new(Closing { opens: AtomicUsize::new(0) });
+    let sent = client.call_gated(&TestReq::Hang, Bytes::new(), Some(&shut)).await;
+    assert!(matches!(sent, Err(RpcError::Gated)), "{sent:?}");
+    let echo = client.call(&TestReq::Echo { tag: 5, delay_ms: 0 }, Bytes::new()).await.expect("served on");
+    assert!(matches!(echo.0, TestResp::Echoed { tag: 5, .. }), "{echo:?}");
+    assert_eq!(server.service.hanging.load(Ordering::SeqCst), 0, "a gated request reached the server");
+    assert_eq!(client.in_flight(), 0, "the gated calls left nothing pending");
 }

@@ -87,6 +87,15 @@ impl Fence {
     }
 }
 
+/// The fence is the gate of the volume's requests to storage nodes: the RPC
+/// writer asks it right before each request goes out, so requests queued
+/// while this frontend was frozen are dropped once it resumes too late.
+impl chuyi_common::rpc::SendGate for Fence {
+    fn open(&self) -> bool {
+        self.holds()
+    }
+}
+
 /// How much sooner than the metadata service this frontend gives a lease up.
 fn margin(ttl: Duration) -> Duration {
     ttl / 6

@@ -223,6 +223,14 @@ impl NbdServer {
             Err(e) => return Err((REP_ERR_SHUTDOWN, e.to_string())),
         };
         let fence = Fence::new(sent, ttl);
+        let vol = vol.fenced(lease.id, fence.clone());
+        // Every node learns this writer's token before its first request,
+        // so none takes a request of an older frontend still holding some.
+        if let Err(e) = vol.attach_fence().await {
+            tracing::error!(volume = name, error = %e, "could not fence the volume's older writers; not attached");
+            self.release(name, lease.id);
+            return Err((REP_ERR_SHUTDOWN, e.to_string()));
+        }
         let renew = tokio::spawn(lease::renew(
             self.cluster.clone(),
             name.to_string(),
@@ -290,7 +298,12 @@ impl NbdServer {
         }
         let Some(a) = attached.remove(name) else { return };
         a.renew.abort();
-        let release = Command::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id: a.lease_id };
+        self.release(name, a.lease_id);
+    }
+
+    /// Releases lease `lease_id` of `name` in the background.
+    fn release(&self, name: &str, lease_id: u64) {
+        let release = Command::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id };
         let (cluster, name) = (self.cluster.clone(), name.to_string());
         tokio::spawn(async move {
             if let Err(e) = cluster.meta().write(release).await {

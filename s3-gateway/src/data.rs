@@ -215,7 +215,7 @@ impl DataPath {
     /// Deletes every chunk a run may have, from every replica.
     pub async fn delete_run(&self, run: DataRun) -> Result<(), chuyi_client::ClientError> {
         let deletes = futures::stream::iter(0..run.chunks())
-            .map(|index| self.cluster.delete_chunk(ChunkId::new(run.owner, index)))
+            .map(|index| self.cluster.delete_chunk(ChunkId::new(run.owner, index), None))
             .buffer_unordered(WRITES_IN_FLIGHT);
         futures::pin_mut!(deletes);
         while let Some(done) = deletes.next().await {

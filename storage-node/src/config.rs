@@ -10,6 +10,7 @@
 //! failure_domain = "rack1"
 //! recovery_mb_per_s = 200                # backfill and resync throttle
 //! scrub_mb_per_s = 20                    # background scrub rate; 0 turns scrub off
+//! state_dir = "/var/lib/chuyi/node1"     # the fence table; default: the first directory disk
 //!
 //! [[disk]]
 //! id = 0
@@ -71,6 +72,11 @@ pub struct NodeConfig {
     /// 0 turns it off.
     #[serde(default = "default_scrub_rate")]
     pub scrub_mb_per_s: u32,
+    /// Where the node keeps its own small state (the volume fence table,
+    /// storage-node/FORMAT.md). Default: the first disk that is a
+    /// directory; required when every disk is a file or a device.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// The node's disks; at least one.
     #[serde(rename = "disk")]
     pub disks: Vec<DiskConfig>,
@@ -148,6 +154,9 @@ impl NodeConfig {
         if !(1..=256).contains(&self.pread_threads) {
             return invalid("pread_threads", format!("{} is outside 1..=256", self.pread_threads));
         }
+        if self.state_dir().is_none() {
+            return invalid("state_dir", "no disk is a directory to keep the fence table in; give state_dir".into());
+        }
         let (mut ids, mut paths) = (HashSet::new(), HashSet::new());
         for (i, disk) in self.disks.iter().enumerate() {
             if !ids.insert(disk.id) {
@@ -165,6 +174,16 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The directory of the node's own state: `state_dir`, else the first
+    /// disk that is a directory (or will be made one: it does not exist).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Some(dir.clone());
+        }
+        let is_dir = |p: &Path| std::fs::metadata(p).map_or(true, |m| m.is_dir());
+        self.disks.iter().map(|d| d.path.clone()).find(|p| is_dir(p))
     }
 
     /// The disk specs the chunk store opens.

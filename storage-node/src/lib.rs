@@ -10,13 +10,15 @@
 //!
 //! It replicates: a PG's primary forwards every write to the other replica
 //! and acknowledges when both have it, fenced by the PG's epoch
-//! ([`replication`]); it backfills and resyncs replicas ([`recovery`]) and
+//! ([`replication`]) and refuses mutations of a volume from any writer
+//! older than the newest it knows ([`fence`]); it backfills and resyncs replicas ([`recovery`]) and
 //! scrubs its chunks ([`scrub`]). It knows chunks, not volumes or objects;
 //! which disks hold a chunk is the data map's answer, which the metadata
 //! service decides and the node is handed. The on-disk format is drawn in
 //! `storage-node/FORMAT.md`.
 
 pub mod config;
+pub mod fence;
 pub mod format;
 pub mod io;
 pub mod node;

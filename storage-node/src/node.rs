@@ -11,6 +11,7 @@ use chuyi_common::secret::ClusterSecret;
 use tokio::sync::mpsc;
 
 use crate::config::NodeConfig;
+use crate::fence::{FenceError, Fences};
 use crate::recovery::{Recovered, Recovery};
 use crate::replication::peers::Peers;
 use crate::replication::Replicator;
@@ -26,6 +27,10 @@ pub enum NodeError {
     Listen(String),
     #[error("RPC: {0}")]
     Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Fences(#[from] FenceError),
+    #[error("no state_dir for the fence table (no disk is a directory)")]
+    NoStateDir,
 }
 
 /// A node with its disks open and its listeners bound, ready to serve.
@@ -45,12 +50,13 @@ impl Node {
     /// authenticates the node to its peers when it forwards writes.
     pub async fn start(config: &NodeConfig, secret: ClusterSecret) -> Result<Self, NodeError> {
         let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
+        let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?)?);
         let mut servers = Vec::new();
         for listen in std::iter::once(&config.listen).chain(&config.listen_extra) {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
             servers.push(RpcServer::bind(&endpoint).await?);
         }
-        let repl = Arc::new(Replicator::new(config.node_id, store.clone(), Peers::new(secret)));
+        let repl = Arc::new(Replicator::new(config.node_id, store.clone(), fences, Peers::new(secret)));
         let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
         Ok(Self {
             service: Arc::new(ChunkService::new(repl.clone(), recovery.clone())),

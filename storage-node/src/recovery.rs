@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_common::checksum::zero_block_crc;
 use chuyi_common::ids::ChunkId;
-use chuyi_common::limits::BLOCK_SIZE_BYTES;
+use chuyi_common::limits::{BLOCK_SIZE_BYTES, RAISE_FENCES_MAX};
 use chuyi_common::map::{DataMap, PgId, Replica};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress};
 use tokio::sync::{mpsc, Semaphore};
@@ -223,6 +223,7 @@ impl Recovery {
         let total = count_chunks(disk, &map, pg);
         self.set_progress(key, |p| p.chunks_total = total);
         tracing::info!(%pg, ?target, epoch, chunks = total, "backfill started");
+        self.send_fences(&map, pg, target).await?;
         let mut walk = Walk::default();
         let mut sent = 0u64;
         loop {
@@ -249,9 +250,21 @@ impl Recovery {
                 self.throttle(bytes).await;
             }
         }
-        let flush = ChunkRequest::Flush { disk: Some(target.disk) };
+        let flush = ChunkRequest::Flush { disk: Some(target.disk), fence: None };
         expect_done(self.repl.peers().call(&map, target.node, &flush, Bytes::new()).await, target)?;
         tracing::info!(%pg, ?target, epoch, bytes = sent, secs = started.elapsed().as_secs_f64(), "backfill done");
+        Ok(())
+    }
+
+    /// Raises `target`'s fences of `pg`'s pool to this node's before any
+    /// chunk is copied, so a replica never becomes complete, and so never
+    /// a primary, without knowing which writers its volumes refuse.
+    async fn send_fences(&self, map: &DataMap, pg: PgId, target: Replica) -> Result<(), ReplicationError> {
+        let fences = self.repl.fences().entries(|owner| chuyi_common::map::pool_of(owner) == pg.pool);
+        for page in fences.chunks(RAISE_FENCES_MAX) {
+            let raise = ChunkRequest::RaiseFences { fences: page.to_vec() };
+            expect_done(self.repl.peers().call(map, target.node, &raise, Bytes::new()).await, target)?;
+        }
         Ok(())
     }
 
@@ -268,8 +281,11 @@ impl Recovery {
     ) -> Result<u64, ReplicationError> {
         let disk = self.repl.store().disk(mine.disk)?;
         let _whole = self.repl.locks().lock(chunk, 0, u64::MAX).await;
+        // A copy is as current as this primary's fence: the target, which
+        // has this node's fences (`send_fences`), takes it.
+        let fence = self.repl.fences().get(chunk.owner);
         let send = |op: PgOp, payload: Bytes| {
-            let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true };
+            let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence };
             async move { expect_done(self.repl.peers().call(map, target.node, &request, payload).await, target) }
         };
         let Some(local) = disk.block_crcs(chunk).await? else {

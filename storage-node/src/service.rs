@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chuyi_common::ids::NodeId;
-use chuyi_common::limits::LIST_CHUNKS_PAGE_MAX;
+use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
@@ -31,13 +31,27 @@ impl ChunkService {
         payload: Bytes,
     ) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
-            ChunkRequest::Pg { chunk, epoch, op, forwarded } => {
+            ChunkRequest::Pg { chunk, epoch, op, forwarded, fence } => {
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
                 if read {
-                    return self.repl.pg_op(chunk, epoch, op, forwarded, payload).await;
+                    return self.repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
                 }
                 let repl = self.repl.clone();
-                to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, payload).await }).await
+                to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await }).await
+            }
+            ChunkRequest::RaiseFences { fences } => {
+                if fences.len() > RAISE_FENCES_MAX {
+                    let problem = format!("{} fences in one request; at most {RAISE_FENCES_MAX}", fences.len());
+                    return Err(ReplicationError::Invalid(problem));
+                }
+                let repl = self.repl.clone();
+                to_completion(async move { repl.fences().raise(&fences).await.map_err(ReplicationError::from) })
+                    .await?;
+                Ok((ChunkResponse::Done, Bytes::new()))
+            }
+            ChunkRequest::Flush { fence: Some(f), disk } => {
+                self.repl.fences().admit(f.owner, Some(f.token)).await?;
+                Ok(self.run(ChunkRequest::Flush { disk, fence: None }, payload).await?)
             }
             ChunkRequest::PgSums { pg, epoch, start_after, max } => {
                 self.repl.pg_sums(pg, epoch, start_after, max).await
@@ -110,11 +124,11 @@ async fn handle(
             store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
             done
         }
-        ChunkRequest::Flush { disk: Some(disk) } => {
+        ChunkRequest::Flush { disk: Some(disk), .. } => {
             store.disk(disk)?.sync().await?;
             done
         }
-        ChunkRequest::Flush { disk: None } => {
+        ChunkRequest::Flush { disk: None, .. } => {
             for disk in store.disks() {
                 disk.sync().await?;
             }
@@ -129,7 +143,10 @@ async fn handle(
             Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
         }
         ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
-        ChunkRequest::Pg { .. } | ChunkRequest::PgSums { .. } | ChunkRequest::NodeStatus => {
+        ChunkRequest::Pg { .. }
+        | ChunkRequest::PgSums { .. }
+        | ChunkRequest::NodeStatus
+        | ChunkRequest::RaiseFences { .. } => {
             Err(StoreError::Internal("a replicated request reached the raw path".into()))
         }
     }

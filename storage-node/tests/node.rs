@@ -176,7 +176,7 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!(error_kind(&past_end), Some(ChunkErrorKind::OutOfRange));
     let (reply, _) = read(&c, 0, chunk, u32::MAX, 4096).await;
     assert_eq!(error_kind(&reply), Some(ChunkErrorKind::OutOfRange));
-    let (reply, _) = c.call(&ChunkRequest::Flush { disk: Some(42) }, Bytes::new()).await.expect("rpc");
+    let (reply, _) = c.call(&ChunkRequest::Flush { disk: Some(42), fence: None }, Bytes::new()).await.expect("rpc");
     assert_eq!(error_kind(&reply), Some(ChunkErrorKind::NoSuchDisk));
     let (reply, _) =
         c.call(&ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 }, Bytes::new()).await.expect("rpc");

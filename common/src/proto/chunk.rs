@@ -25,7 +25,9 @@ pub enum ChunkRequest {
     /// Make a range read as zeros; with `fua`, durably so before the reply.
     WriteZeroes { disk: DiskId, chunk: ChunkId, offset: u32, len: u32, fua: bool },
     /// Make every acknowledged write on `disk` (all disks when `None`) stable.
-    Flush { disk: Option<DiskId> },
+    /// A volume's writer names its fence: a fenced writer's flush is refused
+    /// like its writes, so it never reports success for a volume it lost.
+    Flush { disk: Option<DiskId>, fence: Option<VolumeFence> },
     /// Remove a chunk and free its space; later reads see zeros.
     DeleteChunk { disk: DiskId, chunk: ChunkId },
     /// Chunk ids on a disk in ascending order, after `start_after`, at most
@@ -36,14 +38,32 @@ pub enum ChunkRequest {
     /// An operation on a chunk's replicated data, fenced by `epoch`: the
     /// chunk's PG epoch in the sender's map. A client sends writes to the
     /// primary and reads to any complete replica; the primary passes writes
-    /// on to the other replicas with `forwarded` set.
-    Pg { chunk: ChunkId, epoch: u64, op: PgOp, forwarded: bool },
+    /// on to the other replicas with `forwarded` set. `fence` is the
+    /// writer's fencing token for the chunk's owner (a volume's attach
+    /// lease id; `None` for object data, which has no single writer): a
+    /// node refuses a mutation whose token is older than the newest it
+    /// knows for the owner (`Fenced`).
+    Pg { chunk: ChunkId, epoch: u64, op: PgOp, forwarded: bool, fence: Option<u64> },
     /// The checksum tables of this node's chunks of a PG, ascending after
     /// `start_after`, at most `max` (capped by the node): what backfill
     /// compares to copy only the blocks that differ.
     PgSums { pg: PgId, epoch: u64, start_after: Option<ChunkId>, max: u32 },
     /// Recovery and scrub progress of the node.
     NodeStatus,
+    /// Raise the fences of these owners to at least these tokens, durably,
+    /// before answering `Done`: a new volume writer's attach, a volume
+    /// delete, and backfill (the primary's table to a new replica) send it.
+    RaiseFences { fences: Vec<VolumeFence> },
+}
+
+/// A volume's fencing token: the attach lease id of its newest writer.
+/// Lease ids only grow (the metadata service's id counter), so a newer
+/// writer always has the larger token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFence {
+    /// The volume's chunk owner id.
+    pub owner: u64,
+    pub token: u64,
 }
 
 /// What a [`ChunkRequest::Pg`] does. Offsets are bytes within the chunk.
@@ -254,6 +274,10 @@ pub enum ChunkErrorKind {
     /// A replica did not take a forwarded write: nothing was acknowledged;
     /// retry once the map has moved the PG.
     ReplicaFailed,
+    /// The request's fencing token is older than the newest this node
+    /// knows for the volume (or it carries none for a fenced volume):
+    /// another writer has the volume now. Never retried.
+    Fenced,
 }
 
 /// One disk as the node sees it.

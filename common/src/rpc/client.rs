@@ -25,7 +25,7 @@ use super::conn::{decode_body, encode_body, read_frame, write_frames, Frame, Out
 use super::frame::{FrameHeader, FrameKind};
 use super::pending::Pending;
 use super::transport::{self, Stream};
-use super::{handshake, Endpoint, RpcConfig, RpcError};
+use super::{handshake, Endpoint, RpcConfig, RpcError, SendGate};
 use crate::limits::RPC_SEND_QUEUE_FRAMES;
 use crate::secret::ClusterSecret;
 
@@ -63,11 +63,26 @@ where
     /// Sends `request` with `payload` and waits for the matching reply within
     /// the call timeout. Dropping the future abandons the call cleanly.
     pub async fn call(&self, request: &Req, payload: Bytes) -> Result<(Resp, Bytes), RpcError> {
+        self.call_gated(request, payload, None).await
+    }
+
+    /// [`Self::call`], sent only while `gate` is open: checked now and again
+    /// by the writer just before the frame goes out. A request the gate
+    /// stops fails with [`RpcError::Gated`] and was never sent.
+    pub async fn call_gated(
+        &self,
+        request: &Req,
+        payload: Bytes,
+        gate: Option<&Arc<dyn SendGate>>,
+    ) -> Result<(Resp, Bytes), RpcError> {
+        if gate.is_some_and(|g| !g.open()) {
+            return Err(RpcError::Gated);
+        }
         // Encode and check sizes before waiting on anything: a message that
         // can never be sent should fail at once.
         let body = encode_body(request)?;
         let header = FrameHeader::new(FrameKind::Request, 0, body.len(), payload.len())?;
-        let exchange = self.inner.round_trip(header, body, payload);
+        let exchange = self.inner.round_trip(header, body, payload, gate.cloned());
         let reply = timeout(self.inner.call_timeout, exchange).await.map_err(|_| RpcError::Timeout)??;
         match reply.header.kind {
             FrameKind::Response => Ok((decode_body(&reply.body)?, reply.payload)),
@@ -133,14 +148,25 @@ impl Inner {
     /// bounds it with the call deadline. Cancel safe: the slot and the
     /// pending entry are released by drop, and a frame not yet queued is
     /// simply not sent.
-    async fn round_trip(&self, mut header: FrameHeader, body: Vec<u8>, payload: Bytes) -> Result<Frame, RpcError> {
+    async fn round_trip(
+        &self,
+        mut header: FrameHeader,
+        body: Vec<u8>,
+        payload: Bytes,
+        gate: Option<Arc<dyn SendGate>>,
+    ) -> Result<Frame, RpcError> {
         let _slot = self.pending.slot().await?;
         header.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         let _registration = self.pending.register(header.request_id, reply_tx)?;
-        let frame = OutFrame { header, body, payload };
+        let frame = OutFrame { header, body, payload, gate: gate.clone() };
         self.queue.send(frame).await.map_err(|_| RpcError::Closed)?;
-        reply_rx.await.map_err(|_| RpcError::Closed)
+        // The writer drops the waiter of a frame its gate stopped; a gate
+        // that is shut now is why (a connection that ended leaves it open).
+        reply_rx.await.map_err(|_| match gate {
+            Some(g) if !g.open() => RpcError::Gated,
+            _ => RpcError::Closed,
+        })
     }
 }
 
@@ -155,7 +181,7 @@ where
     // connection is being torn down either way.
     let ended = tokio::select! {
         result = read_replies(&mut r, &pending) => result,
-        result = write_frames(w, outgoing) => result.map_err(RpcError::from),
+        result = write_frames(w, outgoing, |f| pending.abandon(f.header.request_id)) => result.map_err(RpcError::from),
     };
     match ended {
         Ok(()) => debug!("rpc connection ended"),

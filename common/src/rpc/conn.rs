@@ -7,6 +7,8 @@
 //! shares one syscall; payloads larger than the write buffer pass through it
 //! without being copied (BufWriter writes them directly).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,12 +38,22 @@ pub(crate) struct Frame {
     pub payload: Bytes,
 }
 
+/// Whether a queued request may still go out. The writer asks just before
+/// the frame's first byte is written: a request from a writer whose right
+/// to write lapsed while it sat in the queue (a frontend frozen, then
+/// resumed after its lease ran out) is dropped there, never sent.
+pub trait SendGate: Send + Sync + std::fmt::Debug {
+    fn open(&self) -> bool;
+}
+
 /// A frame queued for the writer.
 #[derive(Debug)]
 pub(crate) struct OutFrame {
     pub header: FrameHeader,
     pub body: Vec<u8>,
     pub payload: Bytes,
+    /// Checked right before sending; `None` for frames always sent.
+    pub gate: Option<Arc<dyn SendGate>>,
 }
 
 impl OutFrame {
@@ -54,7 +66,7 @@ impl OutFrame {
     ) -> Result<Self, RpcError> {
         let body = encode_body(message)?;
         let header = FrameHeader::new(kind, request_id, body.len(), payload.len())?;
-        Ok(Self { header, body, payload })
+        Ok(Self { header, body, payload, gate: None })
     }
 
     /// A kind=3 error reply for `request_id`. The message is ours and short,
@@ -68,7 +80,7 @@ impl OutFrame {
             body_len: body.len() as u32,
             payload_len: 0,
         };
-        Self { header, body, payload: Bytes::new() }
+        Self { header, body, payload: Bytes::new(), gate: None }
     }
 }
 
@@ -120,26 +132,36 @@ async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<[u8; HEAD
 }
 
 /// Writes queued frames until every sender is gone, then flushes and shuts
-/// the write side down so the peer sees end of stream.
+/// the write side down so the peer sees end of stream. A frame whose gate
+/// has closed is handed to `gated` instead of being written.
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     w: W,
     mut queue: mpsc::Receiver<OutFrame>,
+    gated: impl Fn(&OutFrame),
 ) -> std::io::Result<()> {
     let mut w = BufWriter::with_capacity(WRITE_BUF_BYTES, w);
     while let Some(frame) = queue.recv().await {
-        write_frame(&mut w, &frame).await?;
+        write_frame(&mut w, &frame, &gated).await?;
         // Batch what is already queued, but at most one queue's worth, so a
         // steady stream of frames cannot postpone the flush forever.
         for _ in 1..RPC_SEND_QUEUE_FRAMES {
             let Ok(frame) = queue.try_recv() else { break };
-            write_frame(&mut w, &frame).await?;
+            write_frame(&mut w, &frame, &gated).await?;
         }
         w.flush().await?;
     }
     w.shutdown().await
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, frame: &OutFrame) -> std::io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    frame: &OutFrame,
+    gated: &impl Fn(&OutFrame),
+) -> std::io::Result<()> {
+    if frame.gate.as_ref().is_some_and(|g| !g.open()) {
+        gated(frame);
+        return Ok(());
+    }
     w.write_all(&frame.header.encode()).await?;
     w.write_all(&frame.body).await?;
     w.write_all(&frame.payload).await
@@ -154,7 +176,7 @@ mod tests {
     async fn frames_survive_the_pipe_and_payloads_land_aligned() {
         let (a, b) = tokio::io::duplex(1 << 16);
         let (tx, rx) = mpsc::channel(4);
-        let writer = tokio::spawn(write_frames(a, rx));
+        let writer = tokio::spawn(write_frames(a, rx, |_| {}));
         let payload = Bytes::from(vec![7u8; 8192]);
         let frame = OutFrame::new(FrameKind::Request, 42, "hello", payload.clone()).expect("fits");
         tx.send(frame).await.expect("writer alive");

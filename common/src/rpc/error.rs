@@ -29,6 +29,10 @@ pub enum RpcError {
     /// No reply (or no connection) within the deadline.
     #[error("rpc timed out")]
     Timeout,
+    /// The call's [`super::SendGate`] closed before the request was
+    /// written: it was never sent.
+    #[error("the request's send gate closed; it was not sent")]
+    Gated,
     /// The connection is gone; open a new client to continue.
     #[error("rpc connection closed")]
     Closed,

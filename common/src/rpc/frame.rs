@@ -10,7 +10,7 @@ use crate::limits::{RPC_BODY_MAX_BYTES, RPC_PAYLOAD_MAX_BYTES};
 pub const HEADER_LEN: usize = 24;
 
 /// The only frame version this build speaks.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 
 /// Header bytes counted by `len`: everything after the `len` field itself.
 const LEN_COUNTED_HEADER_BYTES: u32 = HEADER_LEN as u32 - 4;
@@ -174,14 +174,14 @@ mod tests {
     }
 
     fn valid() -> FrameHeader {
-        FrameHeader { version: 1, kind: FrameKind::Request, request_id: 7, body_len: 3, payload_len: 5 }
+        FrameHeader { version: FRAME_VERSION, kind: FrameKind::Request, request_id: 7, body_len: 3, payload_len: 5 }
     }
 
     #[test]
     fn layout_is_little_endian_as_documented() {
         let raw = valid().encode();
         assert_eq!(&raw[0..4], &28u32.to_le_bytes());
-        assert_eq!(raw[4..8], [1, 1, 0, 0]);
+        assert_eq!(raw[4..8], [FRAME_VERSION, 1, 0, 0]);
         assert_eq!(&raw[8..16], &7u64.to_le_bytes());
         assert_eq!(&raw[16..20], &3u32.to_le_bytes());
         assert_eq!(&raw[20..24], &5u32.to_le_bytes());
@@ -190,8 +190,8 @@ mod tests {
     #[test]
     fn each_invalid_field_is_named() {
         let mut raw = valid().encode();
-        raw[4] = 2;
-        assert_eq!(FrameHeader::decode(&raw), Err(FrameError::BadVersion(2)));
+        raw[4] = 1;
+        assert_eq!(FrameHeader::decode(&raw), Err(FrameError::BadVersion(1)), "version 1 had other chunk messages");
         let mut raw = valid().encode();
         raw[5] = 9;
         assert_eq!(FrameHeader::decode(&raw), Err(FrameError::BadKind(9)));

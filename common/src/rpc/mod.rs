@@ -22,6 +22,7 @@ mod transport;
 
 pub use client::RpcClient;
 pub use config::RpcConfig;
+pub use conn::SendGate;
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::RpcError;
 pub use frame::{FrameError, FrameHeader, FrameKind, FRAME_VERSION, HEADER_LEN};

@@ -62,6 +62,14 @@ impl Pending {
         }
     }
 
+    /// Drops the waiter of `id` (its request was not sent): its caller sees
+    /// the reply channel closed.
+    pub fn abandon(&self, id: u64) {
+        if let Some(map) = self.lock().as_mut() {
+            map.remove(&id);
+        }
+    }
+
     /// Ends the connection's calls: drops every waiter, refuses new ones.
     pub fn close(&self) {
         let waiters = self.lock().take();

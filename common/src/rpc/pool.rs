@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Endpoint, RpcClient, RpcConfig, RpcError};
+use super::{Endpoint, RpcClient, RpcConfig, RpcError, SendGate};
 use crate::secret::ClusterSecret;
+use std::sync::Arc;
 
 pub struct ConnPool<K, Req, Resp> {
     secret: ClusterSecret,
@@ -44,8 +45,20 @@ where
         request: &Req,
         payload: Bytes,
     ) -> Result<(Resp, Bytes), RpcError> {
+        self.call_gated(id, addrs, request, payload, None).await
+    }
+
+    /// [`Self::call`] sent only while `gate` is open ([`RpcClient::call_gated`]).
+    pub async fn call_gated(
+        &self,
+        id: K,
+        addrs: &[String],
+        request: &Req,
+        payload: Bytes,
+        gate: Option<&Arc<dyn SendGate>>,
+    ) -> Result<(Resp, Bytes), RpcError> {
         let conn = self.conn(id, addrs).await?;
-        let result = conn.call(request, payload).await;
+        let result = conn.call_gated(request, payload, gate).await;
         if conn.is_closed() {
             self.lock().remove(&id);
         }

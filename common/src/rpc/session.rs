@@ -51,7 +51,7 @@ where
     let (queue, outgoing) = mpsc::channel(RPC_SEND_QUEUE_FRAMES);
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
-        if let Err(e) = write_frames(w, outgoing).await {
+        if let Err(e) = write_frames(w, outgoing, |_| {}).await {
             debug!(error = %e, "rpc write failed");
         }
     });

@@ -11,6 +11,11 @@
 //! that knows the new map. A node whose own map is older waits briefly for
 //! the newer one, then answers `EpochAhead`.
 //!
+//! Every mutation is also judged by the volume's fence ([`crate::fence`])
+//! under the chunk's range lock, on the primary and on every replica, so a
+//! writer that lost its volume cannot change it even with requests still
+//! queued from before.
+//!
 //! A read that finds a bad block is served from another complete replica,
 //! and the block is rewritten from it (read repair).
 
@@ -34,6 +39,7 @@ use chuyi_common::proto::chunk::{
 use self::locks::RangeLocks;
 use self::peers::Peers;
 use self::view::MapView;
+use crate::fence::{FenceError, Fences};
 use crate::store::{ChunkStore, DiskStore, StoreError};
 
 /// How long a request from a sender with a newer map waits for this node's
@@ -50,6 +56,8 @@ const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 pub enum ReplicationError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("PG {pg} is at epoch {ours} here; the request used {theirs}")]
@@ -72,6 +80,8 @@ impl From<ReplicationError> for ChunkError {
     fn from(e: ReplicationError) -> Self {
         let kind = match e {
             ReplicationError::Store(s) => return s.into(),
+            ReplicationError::Fence(FenceError::Fenced { .. }) => ChunkErrorKind::Fenced,
+            ReplicationError::Fence(FenceError::Persist { .. } | FenceError::Damaged { .. }) => ChunkErrorKind::Io,
             ReplicationError::Invalid(_) => ChunkErrorKind::InvalidArgument,
             ReplicationError::StaleEpoch { .. } => ChunkErrorKind::StaleEpoch,
             ReplicationError::EpochAhead { .. } | ReplicationError::UnknownPool { .. } => ChunkErrorKind::EpochAhead,
@@ -139,6 +149,7 @@ pub struct Placed {
 pub struct Replicator {
     node_id: NodeId,
     store: Arc<ChunkStore>,
+    fences: Arc<Fences>,
     view: MapView,
     peers: Peers,
     locks: RangeLocks,
@@ -153,10 +164,11 @@ pub struct Replicator {
 type Reply = (ChunkResponse, Bytes);
 
 impl Replicator {
-    pub fn new(node_id: NodeId, store: Arc<ChunkStore>, peers: Peers) -> Self {
+    pub fn new(node_id: NodeId, store: Arc<ChunkStore>, fences: Arc<Fences>, peers: Peers) -> Self {
         Self {
             node_id,
             store,
+            fences,
             view: MapView::default(),
             peers,
             locks: RangeLocks::default(),
@@ -195,6 +207,10 @@ impl Replicator {
         &self.store
     }
 
+    pub fn fences(&self) -> &Fences {
+        &self.fences
+    }
+
     pub fn peers(&self) -> &Peers {
         &self.peers
     }
@@ -218,6 +234,7 @@ impl Replicator {
         epoch: u64,
         op: PgOp,
         forwarded: bool,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
         let arrived = Instant::now();
@@ -235,7 +252,7 @@ impl Replicator {
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
-            op => self.mutate(&placed, chunk, op, forwarded, payload, arrived).await,
+            op => self.mutate(&placed, chunk, Mutation { op, forwarded, fence }, payload, arrived).await,
         }
     }
 
@@ -285,8 +302,7 @@ impl Replicator {
         &self,
         placed: &Placed,
         chunk: ChunkId,
-        op: PgOp,
-        forwarded: bool,
+        Mutation { op, forwarded, fence }: Mutation,
         payload: Bytes,
         arrived: Instant,
     ) -> Result<Reply, ReplicationError> {
@@ -316,7 +332,10 @@ impl Replicator {
                 message: format!("forwarded write waited {:?} for its range; dropped", arrived.elapsed()),
             });
         }
-        let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true };
+        // Judged here, holding the range, right before the disk: a newer
+        // writer's fence raised while this waited is seen (crate::fence).
+        self.fences.admit(chunk.owner, fence).await?;
+        let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true, fence };
         let local = async {
             match op {
                 PgOp::Write { offset, fua } => disk.write(chunk, offset.into(), payload.clone(), fua).await,
@@ -444,6 +463,7 @@ impl Replicator {
             epoch: placed.pg_map.epoch,
             op: PgOp::Read { offset: start as u32, len: (end - start) as u32 },
             forwarded: true,
+            fence: None,
         };
         let mut last = None;
         for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
@@ -506,6 +526,14 @@ pub async fn chunk_sums(
 /// Whether `chunk` belongs to `pg` in `map`.
 pub fn in_pg(map: &DataMap, chunk: ChunkId, pg: PgId) -> bool {
     map.locate(chunk).is_some_and(|(id, _)| id == pg)
+}
+
+/// A mutation as asked: what, whether a primary forwarded it, and the
+/// writer's fencing token.
+struct Mutation {
+    op: PgOp,
+    forwarded: bool,
+    fence: Option<u64>,
 }
 
 /// Counts a client operation while it runs.

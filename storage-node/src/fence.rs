@@ -1,0 +1,281 @@
+//! Volume fences: the newest fencing token this node knows for each volume,
+//! kept in a file of its own so a restart does not forget them.
+//!
+//! A volume has one writer, the holder of its attach lease, and every
+//! mutation of a volume's chunk carries the writer's token (its lease id;
+//! lease ids only grow). The lease alone cannot stop a writer that froze
+//! with requests queued: when it resumes, they reach the nodes after the
+//! metadata service has given the volume to a newer writer. So a node
+//! refuses a mutation whose token is older than the newest it knows for the
+//! volume, and learns a newer token before it applies anything under it,
+//! durably, so the refusal survives a restart.
+//!
+//! Why the order holds: a replica checks the token under the chunk's range
+//! lock, just before it applies the mutation, and raises its fence before
+//! applying a newer writer's. A newer writer's write is acknowledged only
+//! once every replica of the chunk has applied it, so from then on each of
+//! them refuses the older token; a mutation of the older writer applied
+//! earlier is simply overwritten. Replicas that join later get the
+//! primary's fences with their backfill before they count as complete, and
+//! a new writer raises the fence on every node before its first request
+//! (`RaiseFences`), so even chunks it never writes are closed to the old
+//! one.
+//!
+//! Rejected: fencing by client address (Ceph's blocklist) ties the fence to
+//! a network identity a restarted or moved frontend does not keep; a token
+//! per chunk in the slot table covers only chunks that exist.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+
+use chuyi_common::proto::chunk::VolumeFence;
+
+/// The file name of the fence table in the node's state directory.
+pub const FENCES_FILE: &str = "chuyi-fences";
+
+/// What to do with a mutation, given the owner's fence here and the
+/// request's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Apply it: unfenced data (object chunks), or the current writer.
+    Admit,
+    /// A newer writer: raise the fence to this token (durably), then apply.
+    Raise(u64),
+    /// An older writer, or a request without a token for a fenced volume.
+    Refuse,
+}
+
+/// The decision, without I/O.
+pub fn judge(known: Option<u64>, token: Option<u64>) -> Verdict {
+    match (known, token) {
+        (None, None) => Verdict::Admit,
+        (None, Some(t)) => Verdict::Raise(t),
+        (Some(_), None) => Verdict::Refuse,
+        (Some(k), Some(t)) if t < k => Verdict::Refuse,
+        (Some(k), Some(t)) if t == k => Verdict::Admit,
+        (Some(_), Some(t)) => Verdict::Raise(t),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// The request's token is older than the volume's fence here.
+    #[error("volume owner {owner:016x} is fenced at token {known}; the request carries {token:?}")]
+    Fenced { owner: u64, known: u64, token: Option<u64> },
+    /// The fence table could not be made durable; nothing was applied.
+    #[error("the fence table at {path} could not be written: {source}")]
+    Persist { path: String, source: std::io::Error },
+    #[error("the fence table at {path} is damaged: {problem}")]
+    Damaged { path: String, problem: String },
+}
+
+/// The fence table of a node.
+#[derive(Debug)]
+pub struct Fences {
+    /// `None`: kept in memory only (tests of a bare replicator).
+    path: Option<PathBuf>,
+    table: RwLock<HashMap<u64, u64>>,
+    /// Held while the file is rewritten, so raises are written one at a time
+    /// and each file holds every raise made before it.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Fences {
+    /// A table kept in memory only.
+    pub fn in_memory() -> Self {
+        Self { path: None, table: RwLock::default(), writing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Opens (or starts) the table in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, FenceError> {
+        let path = dir.join(FENCES_FILE);
+        let shown = path.display().to_string();
+        let table = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes).map_err(|problem| FenceError::Damaged { path: shown, problem })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(|source| FenceError::Persist { path: shown, source })?;
+                HashMap::new()
+            }
+            Err(source) => return Err(FenceError::Persist { path: shown, source }),
+        };
+        Ok(Self { path: Some(path), table: RwLock::new(table), writing: tokio::sync::Mutex::new(()) })
+    }
+
+    /// The newest token known for `owner`.
+    pub fn get(&self, owner: u64) -> Option<u64> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner).get(&owner).copied()
+    }
+
+    /// Lets a mutation of `owner`'s chunk under `token` through, raising the
+    /// fence first when the token is newer; refuses an older one.
+    pub async fn admit(&self, owner: u64, token: Option<u64>) -> Result<(), FenceError> {
+        if let Verdict::Raise(t) = judge(self.get(owner), token) {
+            self.raise(&[VolumeFence { owner, token: t }]).await?;
+        }
+        // Judged again: a newer writer may have raised it past us meanwhile.
+        let known = self.get(owner);
+        match judge(known, token) {
+            Verdict::Admit | Verdict::Raise(_) => Ok(()),
+            Verdict::Refuse => Err(FenceError::Fenced { owner, known: known.unwrap_or(0), token }),
+        }
+    }
+
+    /// Raises each owner's fence to at least its token, durably before
+    /// returning. A fence never goes down.
+    pub async fn raise(&self, fences: &[VolumeFence]) -> Result<(), FenceError> {
+        let _writing = self.writing.lock().await;
+        let mut next = self.table.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut changed = false;
+        for f in fences {
+            if next.get(&f.owner).is_none_or(|&known| f.token > known) {
+                next.insert(f.owner, f.token);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            let (path, bytes) = (path.clone(), encode(&next));
+            let written = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
+            let written = written.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            written.map_err(|source| FenceError::Persist { path: self.shown(), source })?;
+        }
+        // Published only once durable: no request is admitted under a fence
+        // a crash could forget.
+        *self.table.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    /// The fences of owners `keep` selects, for a new replica's backfill.
+    pub fn entries(&self, keep: impl Fn(u64) -> bool) -> Vec<VolumeFence> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<VolumeFence> =
+            table.iter().filter(|(&o, _)| keep(o)).map(|(&owner, &token)| VolumeFence { owner, token }).collect();
+        out.sort_by_key(|f| f.owner);
+        out
+    }
+
+    fn shown(&self) -> String {
+        self.path.as_ref().map_or_else(|| "memory".into(), |p| p.display().to_string())
+    }
+}
+
+// The file (storage-node/FORMAT.md, "Fence table"): magic, version, count,
+// (owner, token) pairs in owner order, crc32c of everything before it.
+const MAGIC: &[u8; 8] = b"CHUYIFNC";
+const VERSION: u32 = 1;
+const HEAD_BYTES: usize = 16;
+const ENTRY_BYTES: usize = 16;
+
+fn encode(table: &HashMap<u64, u64>) -> Vec<u8> {
+    let mut entries: Vec<(u64, u64)> = table.iter().map(|(&o, &t)| (o, t)).collect();
+    entries.sort_unstable();
+    let mut out = Vec::with_capacity(HEAD_BYTES + entries.len() * ENTRY_BYTES + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (owner, token) in entries {
+        out.extend_from_slice(&owner.to_le_bytes());
+        out.extend_from_slice(&token.to_le_bytes());
+    }
+    let crc = chuyi_common::checksum::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<HashMap<u64, u64>, String> {
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| {
+        bytes.get(at..at + 8).map(|b| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        })
+    };
+    if bytes.get(..8) != Some(MAGIC.as_slice()) {
+        return Err("no fence table magic".into());
+    }
+    match u32_at(8) {
+        Some(VERSION) => {}
+        other => return Err(format!("version {other:?}, this build reads {VERSION}")),
+    }
+    let count = u32_at(12).ok_or("short header")? as usize;
+    let body = HEAD_BYTES + count * ENTRY_BYTES;
+    if bytes.len() != body + 4 {
+        return Err(format!("{} bytes for {count} entries", bytes.len()));
+    }
+    if u32_at(body) != Some(chuyi_common::checksum::crc32c(&bytes[..body])) {
+        return Err("crc32c mismatch".into());
+    }
+    let mut table = HashMap::with_capacity(count);
+    for i in 0..count {
+        let at = HEAD_BYTES + i * ENTRY_BYTES;
+        table.insert(u64_at(at).ok_or("short entry")?, u64_at(at + 8).ok_or("short entry")?);
+    }
+    Ok(table)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the
+/// new one, never a mix: a temporary file, fsync, rename, fsync of the
+/// directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge_admits_the_current_writer_raises_for_a_newer_and_refuses_an_older() {
+        assert_eq!(judge(None, None), Verdict::Admit, "object data is never fenced");
+        assert_eq!(judge(None, Some(5)), Verdict::Raise(5));
+        assert_eq!(judge(Some(5), Some(5)), Verdict::Admit);
+        assert_eq!(judge(Some(5), Some(6)), Verdict::Raise(6));
+        assert_eq!(judge(Some(5), Some(4)), Verdict::Refuse);
+        assert_eq!(judge(Some(5), None), Verdict::Refuse, "a fenced volume takes no unfenced write");
+    }
+
+    #[tokio::test]
+    async fn raised_fences_survive_reopening_and_never_go_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fences = Fences::open(dir.path()).expect("open");
+        fences.admit(7, Some(10)).await.expect("first writer");
+        fences.raise(&[VolumeFence { owner: 7, token: 3 }, VolumeFence { owner: 8, token: 2 }]).await.expect("raise");
+        assert_eq!(fences.get(7), Some(10), "a fence never goes down");
+        drop(fences);
+        let reopened = Fences::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.get(7), Some(10));
+        assert_eq!(reopened.get(8), Some(2));
+        assert!(matches!(reopened.admit(7, Some(9)).await, Err(FenceError::Fenced { known: 10, .. })));
+        assert!(matches!(reopened.admit(7, None).await, Err(FenceError::Fenced { .. })));
+        reopened.admit(7, Some(11)).await.expect("a newer writer");
+        assert!(matches!(reopened.admit(7, Some(10)).await, Err(FenceError::Fenced { known: 11, .. })));
+        reopened.admit(99, None).await.expect("an unfenced owner");
+        assert_eq!(reopened.entries(|o| o == 8), vec![VolumeFence { owner: 8, token: 2 }]);
+    }
+
+    #[test]
+    fn a_damaged_table_is_refused_not_read_as_empty() {
+        let mut table = HashMap::new();
+        table.insert(1u64, 2u64);
+        let bytes = encode(&table);
+        assert_eq!(decode(&bytes).expect("valid"), table);
+        let mut flipped = bytes.clone();
+        flipped[HEAD_BYTES] ^= 1;
+        assert!(decode(&flipped).is_err(), "crc");
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "short");
+        let mut version = bytes;
+        version[8] = 9;
+        assert!(decode(&version).is_err(), "version");
+    }
+}
