@@ -390,8 +390,10 @@ impl Replicator {
         match reply {
             Ok((ChunkResponse::Done, _)) => Ok(()),
             Ok((ChunkResponse::Error(error), _)) => match error.kind {
-                // The replica knows a newer map: so must the client.
+                // The replica knows a newer map: so must the client. Or a
+                // newer writer of the volume: the client must stop.
                 ChunkErrorKind::StaleEpoch
+                | ChunkErrorKind::Fenced
                 | ChunkErrorKind::NoSpace
                 | ChunkErrorKind::OutOfRange
                 | ChunkErrorKind::InvalidArgument => Err(ReplicationError::Replica { replica, error }),
