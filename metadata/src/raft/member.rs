@@ -13,6 +13,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use super::liveness::Liveness;
 use super::network::Network;
 use super::proposer::Proposer;
 use super::service::{MetaService, USER_SECRET_PURPOSE};
@@ -99,9 +100,18 @@ impl Member {
 
         let proposer = Proposer::start(raft.clone());
         let seal = SealKey::derive(&secret, USER_SECRET_PURPOSE);
-        let service = Arc::new(MetaService::new(config.id, raft.clone(), reader.clone(), proposer.clone(), seal));
-        let monitor =
-            tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, config.heartbeat_timeout()));
+        let liveness = Arc::new(Liveness::default());
+        let timeout = config.heartbeat_timeout();
+        let service = Arc::new(MetaService::new(
+            config.id,
+            raft.clone(),
+            reader.clone(),
+            proposer.clone(),
+            seal,
+            liveness.clone(),
+            timeout,
+        ));
+        let monitor = tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, liveness, timeout));
         Ok(Self { raft, reader, service, server, monitor })
     }
 

@@ -1,6 +1,8 @@
 //! The Raft group: a member process wires the store, openraft, the network
-//! over the RPC layer, group commit, the leader's monitor and the service.
+//! over the RPC layer, group commit, the leader's monitor and the service,
+//! and the leader's memory of storage node liveness.
 
+pub mod liveness;
 mod member;
 mod monitor;
 mod network;

@@ -1,14 +1,17 @@
 //! The leader's housekeeping, once a second: mark nodes down that stopped
-//! heartbeating, and rebalance gradually after nodes join.
+//! heartbeating (as the leader's memory has it, liveness.rs), and rebalance
+//! gradually after nodes join.
 //!
 //! Decisions are proposed as commands and re-checked at apply (a heartbeat
 //! committed meanwhile wins), so a stale leader proposing them is harmless.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{Raft, ServerState};
 use tracing::{info, warn};
 
+use super::liveness::Liveness;
 use super::proposer::{now_ms, Proposer};
 use crate::placement;
 use crate::state::model::NodeState;
@@ -20,7 +23,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// PG moves per pool per tick, so a new node fills gradually.
 pub const REBALANCE_MOVES_PER_TICK: usize = 4;
 
-pub(crate) async fn run(raft: Raft<TypeConfig>, reader: StateReader, proposer: Proposer, heartbeat_timeout: Duration) {
+pub(crate) async fn run(
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    proposer: Proposer,
+    liveness: Arc<Liveness>,
+    heartbeat_timeout: Duration,
+) {
     let mut leader_since: Option<Instant> = None;
     let mut ticker = tokio::time::interval(TICK);
     loop {
@@ -30,7 +39,9 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, reader: StateReader, proposer: P
             return;
         }
         if metrics.state != ServerState::Leader {
-            leader_since = None;
+            if leader_since.take().is_some() {
+                liveness.clear();
+            }
             continue;
         }
         // A new leader has not seen heartbeats for a while: the nodes sent
@@ -39,7 +50,7 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, reader: StateReader, proposer: P
         if since.elapsed() < heartbeat_timeout {
             continue;
         }
-        if let Err(e) = tick(&reader, &proposer, heartbeat_timeout).await {
+        if let Err(e) = tick(&reader, &proposer, &liveness, heartbeat_timeout).await {
             warn!(error = %e, "metadata monitor tick failed");
         }
     }
@@ -48,13 +59,17 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, reader: StateReader, proposer: P
 async fn tick(
     reader: &StateReader,
     proposer: &Proposer,
+    liveness: &Liveness,
     timeout: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let map = reader.map()?;
     let now = now_ms();
     let timeout_ms = timeout.as_millis() as u64;
     for node in map.nodes.iter().filter(|n| n.state == NodeState::Up) {
-        if now.saturating_sub(node.last_heartbeat_ms) >= timeout_ms {
+        // Silent in memory, and (a node this leader never heard, for a
+        // whole timeout since it began leading) in the log too.
+        let heard = liveness.silent_for(node.id).is_some_and(|s| s < timeout);
+        if !heard && now.saturating_sub(node.last_heartbeat_ms) >= timeout_ms {
             let reply = proposer.propose(Command::MarkNodeDown { id: node.id, timeout_ms }).await?;
             if let Reply::Moves { epoch, changes } = &reply {
                 info!(node = node.id, epoch, moves = changes.len(), "storage node marked down");

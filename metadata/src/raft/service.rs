@@ -7,6 +7,7 @@
 //! reads with `NotLeader` naming the leader; clients follow it.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::leader_addr;
+use super::liveness::{must_commit, Liveness};
 use super::proposer::Proposer;
 use crate::proto::{
     self, ApiReply, Envelope, MemberInfo, MetaCall, MetaReply, PoolHealth, Query, StatusReport, ENVELOPE,
@@ -47,6 +49,10 @@ pub struct MetaService {
     reader: StateReader,
     proposer: Proposer,
     seal: SealKey,
+    liveness: Arc<Liveness>,
+    /// A storage node silent this long is marked down; a leader takes
+    /// heartbeats only while a quorum acknowledged it within half of it.
+    heartbeat_timeout: Duration,
 }
 
 impl std::fmt::Debug for MetaService {
@@ -62,8 +68,16 @@ fn store_error(e: StoreError) -> MetaError {
 }
 
 impl MetaService {
-    pub(crate) fn new(id: u64, raft: Raft<TypeConfig>, reader: StateReader, proposer: Proposer, seal: SealKey) -> Self {
-        Self { id, raft, reader, proposer, seal }
+    pub(crate) fn new(
+        id: u64,
+        raft: Raft<TypeConfig>,
+        reader: StateReader,
+        proposer: Proposer,
+        seal: SealKey,
+        liveness: Arc<Liveness>,
+        heartbeat_timeout: Duration,
+    ) -> Self {
+        Self { id, raft, reader, proposer, seal, liveness, heartbeat_timeout }
     }
 
     async fn handle(&self, call: MetaCall) -> MetaReply {
@@ -71,6 +85,7 @@ impl MetaService {
             MetaCall::AppendEntries(rpc) => MetaReply::AppendEntries(self.raft.append_entries(rpc).await),
             MetaCall::Vote(rpc) => MetaReply::Vote(self.raft.vote(rpc).await),
             MetaCall::InstallSnapshot(rpc) => MetaReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            MetaCall::Write(Command::Heartbeat { id, disks }) => MetaReply::Api(self.heartbeat(id, disks).await),
             MetaCall::Write(command) => MetaReply::Api(self.proposer.propose(command).await.map(ApiReply::Written)),
             MetaCall::Read(query) => MetaReply::Api(self.read(query).await),
             MetaCall::WatchMap { known_epoch, wait_ms } => MetaReply::Api(self.watch(known_epoch, wait_ms).await),
@@ -79,6 +94,29 @@ impl MetaService {
             MetaCall::AddMember { id, addr } => MetaReply::Api(self.add_member(id, addr).await),
             MetaCall::RemoveMember { id } => MetaReply::Api(self.remove_member(id).await),
         }
+    }
+
+    /// A storage node's heartbeat: noted in the leader's memory, committed
+    /// only when it changes the state (liveness.rs). Followers, and a
+    /// leader no quorum has acknowledged lately, send the node elsewhere.
+    async fn heartbeat(&self, id: chuyi_common::ids::NodeId, disks: Vec<crate::state::model::DiskRecord>) -> ApiResult {
+        let m = self.raft.metrics().borrow().clone();
+        let acked = m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < self.heartbeat_timeout.as_millis() / 2);
+        if m.current_leader != Some(self.id) || !acked {
+            // The proposer answers NotLeader, or fails to commit without a
+            // quorum: either way the node tries another member.
+            return self.proposer.propose(Command::Heartbeat { id, disks }).await.map(ApiReply::Written);
+        }
+        let since_commit = self.liveness.heard(id);
+        let Some(record) = self.reader.node(id).map_err(store_error)? else {
+            return Err(MetaError::UnknownNode(id));
+        };
+        if !must_commit(&record, &disks, since_commit) {
+            return Ok(ApiReply::Written(Reply::Done));
+        }
+        let reply = self.proposer.propose(Command::Heartbeat { id, disks }).await?;
+        self.liveness.committed(id);
+        Ok(ApiReply::Written(reply))
     }
 
     /// Confirms with a quorum that this member still leads, then waits
