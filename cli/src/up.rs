@@ -124,9 +124,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let socket = dir.join("nbd.sock");
     let unix = crate::volume::bind_nbd_socket(&socket)?;
     let nbd_unix_uri = format!("nbd+unix:///{DEFAULT_VOLUME}?socket={}", socket.display());
-    // Exported, so `. up.env` also reaches the commands run after it.
+    // Exported, so `. up.env` also reaches the commands run after it; PATH
+    // gains this binary's directory, so `chuyi ...` works as the README
+    // shows it.
+    let bin_dir = std::env::current_exe()?.parent().map(|d| d.display().to_string()).unwrap_or_default();
     let env = format!(
-        "export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
+        "export PATH=\"{bin_dir}:$PATH\"\n\
+         export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
          export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\nexport CHUYI_S3_ENDPOINT={s3_endpoint}\n\
          export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),

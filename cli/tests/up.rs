@@ -113,9 +113,12 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
         &env,
         "set -e; s3() { aws --endpoint-url $CHUYI_S3_ENDPOINT s3 \"$@\"; }; t=$(mktemp -d); \
          head -c 3000000 /dev/urandom > $t/scan.dcm; s3 mb s3://up-test; s3 cp $t/scan.dcm s3://up-test/; \
-         s3 cp s3://up-test/scan.dcm $t/back.dcm; cmp $t/scan.dcm $t/back.dcm; s3 ls s3://up-test; rm -r $t",
+         s3 cp s3://up-test/scan.dcm $t/back.dcm; cmp $t/scan.dcm $t/back.dcm; s3 ls s3://up-test; rm -r $t; \
+         chuyi bucket info up-test",
     );
     assert!(ok && out.contains("scan.dcm"), "S3 with up.env's credentials: {out}");
+    // `chuyi` itself is on the PATH up.env sets, reaching this cluster.
+    assert!(out.contains("up-test") && out.contains("objects"), "chuyi bucket info after . up.env: {out}");
     stop(up);
 }
 
