@@ -407,6 +407,43 @@ async fn members_are_added_and_removed_while_serving() {
     }
 }
 
+/// A member added long after the log was compacted (20 entries kept, 2000
+/// writes made) can only catch up from a snapshot, which the leader streams
+/// from its snapshot file and the member installs from the file it received.
+/// Then the old leader is SIGKILLed: the two members that have the state
+/// only through that snapshot still hold every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_members_catch_up_from_a_streamed_snapshot() {
+    use futures::StreamExt;
+    let mut cluster = Cluster::start(1, 2);
+    let client = cluster.client();
+    seed(&client).await;
+    const KEYS: usize = 2000;
+    let writes = futures::stream::iter(0..KEYS).map(|i| {
+        let client = &client;
+        async move { client.write(put(&format!("k{i:05}"), "x")).await }
+    });
+    let written: Vec<_> = writes.buffer_unordered(32).collect().await;
+    assert!(written.iter().all(Result::is_ok), "every write acknowledged");
+    for id in [2u64, 3] {
+        let (ok, out, err) = cluster.cli(&["member", "add", &id.to_string(), &cluster.addr(id)]);
+        assert!(ok, "member add {id}: {out} {err}");
+    }
+    let installed = |id: u64| {
+        let log = cluster.members.iter().find(|m| m.id == id).map(|m| m.log.clone()).expect("member");
+        std::fs::read_to_string(log).unwrap_or_default().contains("snapshot installed")
+    };
+    eventually(Duration::from_secs(30), "both new members installing a snapshot", || async {
+        (installed(2) && installed(3)).then_some(())
+    })
+    .await;
+    cluster.kill(1);
+    let client = cluster.client();
+    let keys = all_keys(&client).await;
+    let missing = (0..KEYS).map(|i| format!("k{i:05}")).filter(|k| !keys.contains(k)).count();
+    assert_eq!(missing, 0, "keys missing on the members that caught up by snapshot\n{}", cluster.logs());
+}
+
 /// Bad input through the real interfaces: precise errors, nothing changed,
 /// nothing crashed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

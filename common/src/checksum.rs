@@ -8,6 +8,12 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
+/// The crc32c of `data` following bytes whose crc32c was `crc`: a running
+/// checksum over a stream.
+pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, data)
+}
+
 /// The crc32c of one block of zeros: what an unwritten block checks against.
 pub fn zero_block_crc() -> u32 {
     static ZEROS: [u8; BLOCK_SIZE_BYTES] = [0; BLOCK_SIZE_BYTES];

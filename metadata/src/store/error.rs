@@ -25,6 +25,11 @@ pub enum StoreError {
     LogIndexMismatch { key: u64, entry: u64 },
     #[error("log key is {len} bytes, expected 8")]
     BadLogKey { len: usize },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    /// A snapshot file is not whole: cut short, altered, another format.
+    #[error("snapshot file damaged: {0}")]
+    DamagedSnapshot(String),
     /// The stored state contradicts itself (a PG of a missing pool, a
     /// malformed index key): a bug or corruption, never bad input.
     #[error("state invariant broken: {0}")]

@@ -11,9 +11,9 @@ mod overlay;
 mod reader;
 mod rocks;
 mod snapshot;
+mod snapshot_file;
 mod state_machine;
 
-use std::io::Cursor;
 use std::path::Path;
 
 pub use error::StoreError;
@@ -21,6 +21,7 @@ pub use log::LogStore;
 pub use reader::StateReader;
 pub use rocks::RocksError;
 pub use snapshot::SnapshotBuilder;
+pub use snapshot_file::SnapshotFile;
 pub use state_machine::StateMachine;
 
 use crate::state::{MetaRequest, MetaResponse};
@@ -33,12 +34,13 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
 /// Opens (creating if missing) the store at `path`.
 pub fn open(path: &Path) -> Result<(LogStore, StateMachine), StoreError> {
     let rocks = rocks::Rocks::open(path)?;
-    Ok((LogStore::new(rocks.clone()), StateMachine::new(rocks)?))
+    let files = snapshot_file::SnapshotFiles::open(path.join("snapshots"))?;
+    Ok((LogStore::new(rocks.clone()), StateMachine::new(rocks, files)?))
 }

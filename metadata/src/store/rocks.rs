@@ -164,14 +164,13 @@ impl View<'_> {
         Ok(pairs)
     }
 
-    /// Every pair of `cf` in key order.
-    pub(crate) fn scan_all(&self, cf: Cf) -> Result<Vec<Pair>, RocksError> {
+    /// Every pair of `cf` in key order, one at a time.
+    pub(crate) fn pairs(&self, cf: Cf) -> impl Iterator<Item = Result<Pair, RocksError>> + '_ {
         let iter = self.snap.iterator_cf(self.rocks.handle(cf), IteratorMode::Start);
-        iter.map(|item| -> Result<Pair, RocksError> {
+        iter.map(|item| {
             let (k, v) = item?;
             Ok((k.into_vec(), v.into_vec()))
         })
-        .collect()
     }
 }
 

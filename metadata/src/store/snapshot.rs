@@ -1,11 +1,13 @@
-//! Raft snapshots of the state machine: every pair of `sm_data`, read under
-//! one RocksDB snapshot together with the applied log id and membership.
+//! Raft snapshots of the state machine, streamed through files: built by
+//! iterating `sm_data` under one RocksDB snapshot into a snapshot file
+//! ([`super::snapshot_file`]), sent from that file in chunks by openraft,
+//! received into a file, checked whole, and installed from it in bounded
+//! batches (state_machine.rs). No step holds the state in memory, so a
+//! member's memory does not grow with the object index.
 //!
-//! The payload is one postcard list of pairs, so a snapshot is built, held
-//! and sent in memory: fine while the metadata is megabytes, not for a
-//! large object index (see KEYSPACE.md, "Snapshots").
+//! `sm_meta` names the current snapshot (`StoredSnapshot`: its openraft
+//! meta and file name); its file lives in `<data_dir>/snapshots/`.
 
-use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::{
@@ -13,29 +15,38 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode, decode_opt, encode};
-use super::error::{RaftResult, StoreResult};
-use super::rocks::{Cf, Durability, Pair, Rocks, View};
+use super::codec::{decode_opt, encode};
+use super::error::{RaftResult, StoreError, StoreResult};
+use super::rocks::{Cf, Durability, Rocks, View};
+use super::snapshot_file::{SnapshotFile, SnapshotFiles};
 use super::TypeConfig;
 
 /// `sm_meta` keys.
 pub(crate) const LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const LAST_MEMBERSHIP: &[u8] = b"last_membership";
-pub(crate) const SNAPSHOT: &[u8] = b"snapshot";
+/// The current snapshot: a [`StoredSnapshot`]. (`snapshot`, the key of
+/// the in-memory snapshots of before, is ignored and dropped.)
+pub(crate) const SNAPSHOT_FILE: &[u8] = b"snapshot_file";
+pub(crate) const OLD_SNAPSHOT: &[u8] = b"snapshot";
+/// Present while a received snapshot is being installed: the
+/// [`StoredSnapshot`] to finish installing (again, after a crash).
+pub(crate) const INSTALLING: &[u8] = b"installing";
 
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
-/// The last snapshot built or installed, kept so `get_current_snapshot`
-/// survives a restart.
-#[derive(Debug, Serialize, Deserialize)]
+/// A snapshot's openraft meta and the file holding its pairs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredSnapshot {
     pub(crate) meta: SnapshotMeta<u64, BasicNode>,
-    pub(crate) data: Vec<u8>,
+    pub(crate) file: String,
 }
 
 impl StoredSnapshot {
-    pub(crate) fn into_snapshot(self) -> Snapshot<TypeConfig> {
-        Snapshot { meta: self.meta, snapshot: Box::new(Cursor::new(self.data)) }
+    pub(crate) async fn open(self, files: &SnapshotFiles) -> StoreResult<Snapshot<TypeConfig>> {
+        let file = SnapshotFile::open(files.path(&self.file))
+            .await
+            .map_err(|source| StoreError::Io { what: "opening the current snapshot", source })?;
+        Ok(Snapshot { meta: self.meta, snapshot: Box::new(file) })
     }
 }
 
@@ -46,12 +57,9 @@ pub(crate) fn read_applied(view: &View<'_>) -> StoreResult<(Option<LogId<u64>>, 
     Ok((applied, membership.unwrap_or_default()))
 }
 
-pub(crate) fn encode_pairs(pairs: &[Pair]) -> StoreResult<Vec<u8>> {
-    encode("snapshot data", pairs)
-}
-
-pub(crate) fn decode_pairs(data: &[u8]) -> StoreResult<Vec<Pair>> {
-    decode("snapshot data", data)
+/// The current snapshot, if one was built or installed.
+pub(crate) fn current(rocks: &Rocks) -> StoreResult<Option<StoredSnapshot>> {
+    decode_opt("snapshot", rocks.get(Cf::StateMeta, SNAPSHOT_FILE)?)
 }
 
 /// Unique enough to tell two snapshots of the same log id apart.
@@ -67,30 +75,42 @@ fn snapshot_id(last: Option<LogId<u64>>) -> String {
 #[derive(Debug, Clone)]
 pub struct SnapshotBuilder {
     rocks: Rocks,
+    files: SnapshotFiles,
 }
 
 impl SnapshotBuilder {
-    pub(crate) fn new(rocks: Rocks) -> Self {
-        Self { rocks }
+    pub(crate) fn new(rocks: Rocks, files: SnapshotFiles) -> Self {
+        Self { rocks, files }
     }
 
-    fn build(&self) -> StoreResult<StoredSnapshot> {
+    /// Streams the state at one instant into a new file, then makes it
+    /// the current snapshot and deletes the older ones.
+    pub(crate) fn build(&self) -> StoreResult<StoredSnapshot> {
         let view = self.rocks.view();
         let (last_log_id, last_membership) = read_applied(&view)?;
-        let data = encode_pairs(&view.scan_all(Cf::State)?)?;
-        drop(view);
         let snapshot_id = snapshot_id(last_log_id);
-        let stored = StoredSnapshot { meta: SnapshotMeta { last_log_id, last_membership, snapshot_id }, data };
+        let file = format!("{snapshot_id}.snap");
+        self.files.write(&file, view.pairs(Cf::State).map(|p| p.map_err(StoreError::from)))?;
+        drop(view);
+        let stored = StoredSnapshot { meta: SnapshotMeta { last_log_id, last_membership, snapshot_id }, file };
         let mut batch = self.rocks.batch();
-        batch.put(Cf::StateMeta, SNAPSHOT, &encode("snapshot", &stored)?);
-        batch.commit(Durability::Buffered)?;
+        batch.put(Cf::StateMeta, SNAPSHOT_FILE, &encode("snapshot", &stored)?);
+        batch.delete(Cf::StateMeta, OLD_SNAPSHOT);
+        // Synced before the older file goes: the name on disk always
+        // points at a file that exists.
+        batch.commit(Durability::Sync)?;
+        self.files.remove_others(&stored.file);
         Ok(stored)
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> RaftResult<Snapshot<TypeConfig>> {
-        let stored = self.build().map_err(|e| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
-        Ok(stored.into_snapshot())
+        let err = |e: StoreError| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Write);
+        let builder = self.clone();
+        let built = tokio::task::spawn_blocking(move || builder.build()).await;
+        let stored =
+            built.map_err(|e| err(StoreError::Invariant(format!("snapshot build task: {e}"))))?.map_err(err)?;
+        stored.open(&self.files).await.map_err(err)
     }
 }

@@ -6,8 +6,6 @@
 //! Applies are buffered (no fsync): the log is synced, and entries applied
 //! but lost in a crash are applied again from it on restart.
 
-use std::io::Cursor;
-
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, Snapshot, SnapshotMeta, StoredMembership,
@@ -19,8 +17,10 @@ use super::overlay::Overlay;
 use super::reader::StateReader;
 use super::rocks::{Batch, Cf, Durability, Rocks};
 use super::snapshot::{
-    decode_pairs, read_applied, Membership, SnapshotBuilder, StoredSnapshot, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT,
+    current, read_applied, Membership, SnapshotBuilder, StoredSnapshot, INSTALLING, LAST_APPLIED, LAST_MEMBERSHIP,
+    SNAPSHOT_FILE,
 };
+use super::snapshot_file::{SnapshotFile, SnapshotFiles, RECEIVING_PREFIX};
 use super::{StoreError, TypeConfig};
 use crate::state::apply::{apply, entry_time, Ctx};
 use crate::state::{view, MetaError, MetaRequest, MetaResponse, COMMANDS_PER_ENTRY_MAX};
@@ -29,6 +29,7 @@ use crate::state::{view, MetaError, MetaRequest, MetaResponse, COMMANDS_PER_ENTR
 #[derive(Debug)]
 pub struct StateMachine {
     rocks: Rocks,
+    files: SnapshotFiles,
     /// The map epoch after the last apply, for watchers.
     epoch: tokio::sync::watch::Sender<u64>,
 }
@@ -61,9 +62,18 @@ fn stage_applied(batch: &mut Batch<'_>, applied: &LogId<u64>, membership: &Membe
 }
 
 impl StateMachine {
-    pub(crate) fn new(rocks: Rocks) -> Result<Self, StoreError> {
+    /// Opens the state machine; finishes an install a crash cut short
+    /// before anything reads the state.
+    pub(crate) fn new(rocks: Rocks, files: SnapshotFiles) -> Result<Self, StoreError> {
+        let installing: Option<StoredSnapshot> = decode_opt("snapshot install", rocks.get(Cf::StateMeta, INSTALLING)?)?;
+        files.remove_receiving(installing.as_ref().map(|s| s.file.as_str()));
         let epoch = view::epoch(&rocks.view())?;
-        Ok(Self { rocks, epoch: tokio::sync::watch::Sender::new(epoch) })
+        let machine = Self { rocks, files, epoch: tokio::sync::watch::Sender::new(epoch) };
+        if let Some(stored) = installing {
+            tracing::warn!(snapshot = stored.meta.snapshot_id, "finishing a snapshot install cut short");
+            machine.finish_install(&stored)?;
+        }
+        Ok(machine)
     }
 
     /// A read handle on the applied state; it lives beyond the state machine
@@ -106,28 +116,62 @@ impl StateMachine {
         Ok(responses)
     }
 
-    /// Replaces the whole state with the snapshot's, atomically.
-    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, data: Vec<u8>) -> StoreResult<()> {
-        let pairs = decode_pairs(&data)?;
+    /// Replaces the whole state with the snapshot in file `name`, which
+    /// has just been received: checked whole first, then marked as being
+    /// installed (durably), then installed. A crash after the mark
+    /// finishes the install at the next start ([`Self::new`]), so the state
+    /// is never left half old, half new.
+    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, name: &str) -> StoreResult<()> {
+        let pairs = self.files.verify(name)?;
+        let stored = StoredSnapshot { meta: meta.clone(), file: name.to_string() };
         let mut batch = self.rocks.batch();
-        batch.clear(Cf::State)?;
-        for (key, value) in &pairs {
-            batch.put(Cf::State, key, value);
-        }
-        match &meta.last_log_id {
-            Some(applied) => stage_applied(&mut batch, applied, &meta.last_membership)?,
-            None => batch.clear(Cf::StateMeta)?,
-        }
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        batch.put(Cf::StateMeta, SNAPSHOT, &encode("snapshot", &stored)?);
+        batch.put(Cf::StateMeta, INSTALLING, &encode("snapshot install", &stored)?);
         batch.commit(Durability::Sync)?;
-        self.publish_epoch()
+        self.finish_install(&stored)?;
+        tracing::info!(snapshot = meta.snapshot_id, pairs, "snapshot installed");
+        Ok(())
     }
 
-    fn current_snapshot(&self) -> StoreResult<Option<StoredSnapshot>> {
-        decode_opt("snapshot", self.rocks.get(Cf::StateMeta, SNAPSHOT)?)
+    /// Clears the state, writes the snapshot's pairs in batches of at most
+    /// [`INSTALL_BATCH_BYTES`], then, in one synced batch, the applied log
+    /// id and membership, the snapshot as current, and the mark's removal.
+    fn finish_install(&self, stored: &StoredSnapshot) -> StoreResult<()> {
+        let mut batch = self.rocks.batch();
+        batch.clear(Cf::State)?;
+        batch.commit(Durability::Buffered)?;
+        let mut batch = self.rocks.batch();
+        let mut bytes = 0;
+        for pair in self.files.pairs(&stored.file)? {
+            let (key, value) = pair?;
+            bytes += key.len() + value.len();
+            batch.put(Cf::State, &key, &value);
+            if bytes >= INSTALL_BATCH_BYTES {
+                batch.commit(Durability::Buffered)?;
+                batch = self.rocks.batch();
+                bytes = 0;
+            }
+        }
+        match &stored.meta.last_log_id {
+            Some(applied) => stage_applied(&mut batch, applied, &stored.meta.last_membership)?,
+            None => batch.clear(Cf::StateMeta)?,
+        }
+        batch.put(Cf::StateMeta, SNAPSHOT_FILE, &encode("snapshot", stored)?);
+        batch.delete(Cf::StateMeta, INSTALLING);
+        batch.commit(Durability::Sync)?;
+        self.files.remove_others(&stored.file);
+        self.publish_epoch()
     }
 }
+
+/// A new name for a file being received.
+fn receiving_name() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{RECEIVING_PREFIX}{nanos}.snap")
+}
+
+/// The most bytes of pairs one install batch holds: the bound on what an
+/// install keeps in memory, whatever the snapshot's size.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
@@ -145,24 +189,88 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder::new(self.rocks.clone())
+        SnapshotBuilder::new(self.rocks.clone(), self.files.clone())
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> RaftResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// A new file under the receiving prefix, which openraft fills chunk by
+    /// chunk.
+    async fn begin_receiving_snapshot(&mut self) -> RaftResult<Box<SnapshotFile>> {
+        let file = SnapshotFile::create(self.files.path(&receiving_name())).await;
+        let file = file.map_err(|source| StoreError::Io { what: "creating a snapshot to receive", source });
+        Ok(Box::new(file.map_err(|e| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Write))?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> RaftResult<()> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        self.install(meta, snapshot.into_inner()).map_err(|e| e.at(subject, ErrorVerb::Write))
+        let received = async {
+            snapshot.sync().await?;
+            snapshot.name_in(&self.files, receiving_name()).await
+        };
+        let name = received.await.map_err(|source| StoreError::Io { what: "keeping a received snapshot", source });
+        let name = name.map_err(|e| e.at(subject.clone(), ErrorVerb::Write))?;
+        self.install(meta, &name).map_err(|e| e.at(subject, ErrorVerb::Write))
     }
 
     async fn get_current_snapshot(&mut self) -> RaftResult<Option<Snapshot<TypeConfig>>> {
-        let stored = self.current_snapshot().map_err(|e| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
-        Ok(stored.map(StoredSnapshot::into_snapshot))
+        let err = |e: StoreError| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Read);
+        match current(&self.rocks).map_err(err)? {
+            Some(stored) => Ok(Some(stored.open(&self.files).await.map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn pair(i: u32) -> (Vec<u8>, Vec<u8>) {
+        (format!("k{i:06}").into_bytes(), vec![(i % 251) as u8; 100])
+    }
+
+    /// An install cut short after its mark (the old state half cleared,
+    /// some of the new written) is finished at the next open from the
+    /// received file: the state is then the snapshot's, whole, and nothing
+    /// of the old state is left.
+    #[test]
+    fn an_install_cut_short_is_finished_at_the_next_open() {
+        let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (_, a) = super::super::open(a_dir.path()).expect("open a");
+        let mut batch = a.rocks.batch();
+        for i in 0..5000 {
+            let (k, v) = pair(i);
+            batch.put(Cf::State, &k, &v);
+        }
+        let applied = LogId::new(CommittedLeaderId::new(3, 1), 7);
+        stage_applied(&mut batch, &applied, &Membership::default()).expect("staged");
+        batch.commit(Durability::Sync).expect("commit");
+        let built = SnapshotBuilder::new(a.rocks.clone(), a.files.clone()).build().expect("built");
+        assert_eq!(built.meta.last_log_id, Some(applied));
+
+        let (_, b) = super::super::open(b_dir.path()).expect("open b");
+        let mut batch = b.rocks.batch();
+        batch.put(Cf::State, b"zz-old", b"old");
+        batch.commit(Durability::Sync).expect("old state");
+        let received = format!("{RECEIVING_PREFIX}1.snap");
+        std::fs::copy(a.files.path(&built.file), b.files.path(&received)).expect("received");
+        let stored = StoredSnapshot { meta: built.meta.clone(), file: received.clone() };
+        let mut batch = b.rocks.batch();
+        batch.put(Cf::StateMeta, INSTALLING, &encode("snapshot install", &stored).expect("encoded"));
+        batch.put(Cf::State, &pair(0).0, &pair(0).1);
+        batch.commit(Durability::Sync).expect("marked, then cut short");
+        drop(b);
+
+        let (_, b) = super::super::open(b_dir.path()).expect("reopen b");
+        let view = b.rocks.view();
+        let state: Vec<_> = view.pairs(Cf::State).collect::<Result<_, _>>().expect("state");
+        assert_eq!(state, (0..5000).map(pair).collect::<Vec<_>>(), "the snapshot's state, whole, and nothing old");
+        assert_eq!(read_applied(&view).expect("applied").0, Some(applied));
+        assert!(view.get(Cf::StateMeta, INSTALLING).expect("get").is_none(), "the mark is gone");
+        assert_eq!(current(&b.rocks).expect("current").map(|s| s.file), Some(received));
     }
 }
