@@ -427,7 +427,7 @@ async fn new_members_catch_up_from_a_streamed_snapshot() {
     assert!(written.iter().all(Result::is_ok), "every write acknowledged");
     for id in [2u64, 3] {
         let (ok, out, err) = cluster.cli(&["member", "add", &id.to_string(), &cluster.addr(id)]);
-        assert!(ok, "member add {id}: {out} {err}");
+        assert!(ok, "member add {id}: {out} {err}\n{}", cluster.logs());
     }
     let installed = |id: u64| {
         let log = cluster.members.iter().find(|m| m.id == id).map(|m| m.log.clone()).expect("member");

@@ -30,7 +30,10 @@ pub(crate) async fn run(
     liveness: Arc<Liveness>,
     heartbeat_timeout: Duration,
 ) {
-    let mut leader_since: Option<Instant> = None;
+    // The term this member leads in, and since when: leadership lost and
+    // won again between two ticks is a new term, whose memory of the
+    // nodes starts empty (they heartbeat the other leader meanwhile).
+    let mut leading: Option<(u64, Instant)> = None;
     let mut ticker = tokio::time::interval(TICK);
     loop {
         ticker.tick().await;
@@ -38,16 +41,23 @@ pub(crate) async fn run(
         if metrics.running_state.is_err() {
             return;
         }
-        if metrics.state != ServerState::Leader {
-            if leader_since.take().is_some() {
+        let term = metrics.current_term;
+        if metrics.state != ServerState::Leader || leading.is_some_and(|(t, _)| t != term) {
+            if leading.take().is_some() {
                 liveness.clear();
             }
-            continue;
+            if metrics.state != ServerState::Leader {
+                continue;
+            }
         }
         // A new leader has not seen heartbeats for a while: the nodes sent
         // them to the old one. Give them one timeout to find us.
-        let since = *leader_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < heartbeat_timeout {
+        let (_, since) = *leading.get_or_insert_with(|| (term, Instant::now()));
+        // A leader no quorum has acknowledged lately may be deposed: its
+        // memory of the nodes says nothing.
+        let acked =
+            metrics.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < heartbeat_timeout.as_millis() / 2);
+        if since.elapsed() < heartbeat_timeout || !acked {
             continue;
         }
         if let Err(e) = tick(&reader, &proposer, &liveness, heartbeat_timeout).await {

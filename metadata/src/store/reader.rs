@@ -3,11 +3,12 @@
 //! caller's business: the service confirms leadership first (a linearizable
 //! read) or serves what this member has applied (map watches).
 
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::rocks::Rocks;
+use super::rocks::{Rocks, View};
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
 use crate::state::model::{
@@ -22,11 +23,33 @@ const NULL_VERSION_READ_SCAN_MAX: usize = 100_000;
 pub struct StateReader {
     rocks: Rocks,
     epoch: watch::Receiver<u64>,
+    /// Held for writing while a snapshot replaces the state, whose
+    /// batches would otherwise show a state half old, half new.
+    installing: Arc<RwLock<()>>,
+}
+
+/// A view taken while no snapshot install is under way.
+struct Guarded<'a> {
+    view: View<'a>,
+    _installs_wait: RwLockReadGuard<'a, ()>,
+}
+
+impl<'a> std::ops::Deref for Guarded<'a> {
+    type Target = View<'a>;
+
+    fn deref(&self) -> &View<'a> {
+        &self.view
+    }
 }
 
 impl StateReader {
-    pub(crate) fn new(rocks: Rocks, epoch: watch::Receiver<u64>) -> Self {
-        Self { rocks, epoch }
+    pub(crate) fn new(rocks: Rocks, epoch: watch::Receiver<u64>, installing: Arc<RwLock<()>>) -> Self {
+        Self { rocks, epoch, installing }
+    }
+
+    fn view(&self) -> Guarded<'_> {
+        let guard = self.installing.read().unwrap_or_else(PoisonError::into_inner);
+        Guarded { view: self.rocks.view(), _installs_wait: guard }
     }
 
     /// The map epoch this member has applied.
@@ -45,47 +68,47 @@ impl StateReader {
     }
 
     pub fn map(&self) -> Result<ClusterMap, StoreError> {
-        view::map(&self.rocks.view())
+        view::map(&*self.view())
     }
 
     pub fn node(&self, id: u32) -> Result<Option<NodeRecord>, StoreError> {
-        view::node(&self.rocks.view(), id)
+        view::node(&*self.view(), id)
     }
 
     pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
-        view::pools(&self.rocks.view())
+        view::pools(&*self.view())
     }
 
     pub fn pool_defaults(&self, name: &str) -> Result<Option<PoolDefaults>, StoreError> {
-        let view = self.rocks.view();
-        if view::pool(&view, name)?.is_none() {
+        let guarded = self.view();
+        if view::pool(&*guarded, name)?.is_none() {
             return Ok(None);
         }
-        view::pool_defaults(&view, name).map(Some)
+        view::pool_defaults(&*guarded, name).map(Some)
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<Volume>, StoreError> {
-        view::volume(&self.rocks.view(), name)
+        view::volume(&*self.view(), name)
     }
 
     pub fn volumes(&self) -> Result<Vec<Volume>, StoreError> {
-        view::volumes(&self.rocks.view())
+        view::volumes(&*self.view())
     }
 
     pub fn user(&self, access_key: &str) -> Result<Option<User>, StoreError> {
-        view::user(&self.rocks.view(), access_key)
+        view::user(&*self.view(), access_key)
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        view::users(&self.rocks.view())
+        view::users(&*self.view())
     }
 
     pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, StoreError> {
-        view::bucket(&self.rocks.view(), name)
+        view::bucket(&*self.view(), name)
     }
 
     pub fn buckets(&self) -> Result<Vec<Bucket>, StoreError> {
-        view::buckets(&self.rocks.view())
+        view::buckets(&*self.view())
     }
 
     /// The newest version of `key` (which may be a delete marker), or the
@@ -96,27 +119,27 @@ impl StateReader {
         key: &str,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectRecord>, StoreError> {
-        let v = self.rocks.view();
+        let v = self.view();
         match version_id {
-            Some(id) => view::object_version(&v, bucket, key, id, NULL_VERSION_READ_SCAN_MAX),
-            None => view::latest_object(&v, bucket, key),
+            Some(id) => view::object_version(&*v, bucket, key, id, NULL_VERSION_READ_SCAN_MAX),
+            None => view::latest_object(&*v, bucket, key),
         }
     }
 
     pub fn list(&self, request: &ListRequest) -> Result<Listing, StoreError> {
-        listing::list(&self.rocks.view(), request)
+        listing::list(&*self.view(), request)
     }
 
     pub fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage, StoreError> {
-        view::bucket_usage(&self.rocks.view(), bucket)
+        view::bucket_usage(&*self.view(), bucket)
     }
 
     pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, StoreError> {
-        view::upload(&self.rocks.view(), bucket, key, upload_id)
+        view::upload(&*self.view(), bucket, key, upload_id)
     }
 
     pub fn parts(&self, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, StoreError> {
-        view::parts(&self.rocks.view(), upload_id, after, max)
+        view::parts(&*self.view(), upload_id, after, max)
     }
 
     pub fn uploads(
@@ -126,14 +149,14 @@ impl StateReader {
         after: Option<(&str, &str)>,
         max: usize,
     ) -> Result<Vec<Upload>, StoreError> {
-        view::uploads(&self.rocks.view(), bucket, prefix, after, max)
+        view::uploads(&*self.view(), bucket, prefix, after, max)
     }
 
     pub fn garbage(&self, max: usize) -> Result<Vec<DataRun>, StoreError> {
-        view::garbage(&self.rocks.view(), max)
+        view::garbage(&*self.view(), max)
     }
 
     pub fn expired_pending(&self, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
-        view::expired_pending(&self.rocks.view(), now_ms, scan_max)
+        view::expired_pending(&*self.view(), now_ms, scan_max)
     }
 }

@@ -72,21 +72,33 @@ fn snapshot_id(last: Option<LogId<u64>>) -> String {
 }
 
 /// Builds snapshots from a clone of the database handle.
-#[derive(Debug, Clone)]
+///
+/// openraft asks for the builder at one applied position and builds on a
+/// task of its own while applies go on; the snapshot must be of that
+/// position. So the builder holds the state machine's apply gate from its
+/// creation until it has taken its RocksDB view.
+#[derive(Debug)]
 pub struct SnapshotBuilder {
     rocks: Rocks,
     files: SnapshotFiles,
+    applies_wait: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl SnapshotBuilder {
-    pub(crate) fn new(rocks: Rocks, files: SnapshotFiles) -> Self {
-        Self { rocks, files }
+    pub(crate) fn new(
+        rocks: Rocks,
+        files: SnapshotFiles,
+        applies_wait: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Self {
+        Self { rocks, files, applies_wait }
     }
 
     /// Streams the state at one instant into a new file, then makes it
-    /// the current snapshot and deletes the older ones.
-    pub(crate) fn build(&self) -> StoreResult<StoredSnapshot> {
+    /// the current snapshot and deletes the older ones. Call with
+    /// `files.lock` held; lets applies go on once its view is taken.
+    pub(crate) fn build(&mut self) -> StoreResult<StoredSnapshot> {
         let view = self.rocks.view();
+        self.applies_wait = None;
         let (last_log_id, last_membership) = read_applied(&view)?;
         let snapshot_id = snapshot_id(last_log_id);
         let file = format!("{snapshot_id}.snap");
@@ -107,10 +119,10 @@ impl SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> RaftResult<Snapshot<TypeConfig>> {
         let err = |e: StoreError| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Write);
-        let builder = self.clone();
-        let built = tokio::task::spawn_blocking(move || builder.build()).await;
-        let stored =
-            built.map_err(|e| err(StoreError::Invariant(format!("snapshot build task: {e}"))))?.map_err(err)?;
+        let _files = self.files.lock.clone().lock_owned().await;
+        // Synchronous: the view is not `'static`, so it cannot go to a
+        // blocking task; this is openraft's own task for the build.
+        let stored = self.build().map_err(err)?;
         stored.open(&self.files).await.map_err(err)
     }
 }

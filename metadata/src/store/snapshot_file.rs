@@ -37,12 +37,25 @@ const FIELD_MAX_BYTES: u32 = 64 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotFiles {
     dir: PathBuf,
+    /// Held by a build from its view to its commit and the removal of
+    /// older files, by an install, and by a read of the current snapshot
+    /// from its name to its open file: openraft builds on a task of its
+    /// own, beside installs and reads, and each deletes what the others
+    /// may be about to name.
+    pub(crate) lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SnapshotFiles {
     pub(crate) fn open(dir: PathBuf) -> StoreResult<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the snapshot directory", e))?;
-        Ok(Self { dir })
+        Ok(Self { dir, lock: Default::default() })
+    }
+
+    /// Renames a received file to `name`, durably, so it outlives the
+    /// clean-up of unfinished receptions at the next start.
+    pub(crate) fn adopt(&self, received: &str, name: &str) -> StoreResult<()> {
+        std::fs::rename(self.path(received), self.path(name)).map_err(|e| io("naming a received snapshot", e))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the snapshot directory", e))
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {

@@ -30,6 +30,11 @@ use crate::state::{view, MetaError, MetaRequest, MetaResponse, COMMANDS_PER_ENTR
 pub struct StateMachine {
     rocks: Rocks,
     files: SnapshotFiles,
+    /// Written for the length of an install: readers wait (reader.rs).
+    installing: std::sync::Arc<std::sync::RwLock<()>>,
+    /// Applies wait on it while a snapshot builder has not yet taken its
+    /// view (snapshot.rs, `SnapshotBuilder`).
+    apply_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The map epoch after the last apply, for watchers.
     epoch: tokio::sync::watch::Sender<u64>,
 }
@@ -68,7 +73,13 @@ impl StateMachine {
         let installing: Option<StoredSnapshot> = decode_opt("snapshot install", rocks.get(Cf::StateMeta, INSTALLING)?)?;
         files.remove_receiving(installing.as_ref().map(|s| s.file.as_str()));
         let epoch = view::epoch(&rocks.view())?;
-        let machine = Self { rocks, files, epoch: tokio::sync::watch::Sender::new(epoch) };
+        let machine = Self {
+            rocks,
+            files,
+            installing: std::sync::Arc::default(),
+            apply_gate: std::sync::Arc::default(),
+            epoch: tokio::sync::watch::Sender::new(epoch),
+        };
         if let Some(stored) = installing {
             tracing::warn!(snapshot = stored.meta.snapshot_id, "finishing a snapshot install cut short");
             machine.finish_install(&stored)?;
@@ -79,7 +90,7 @@ impl StateMachine {
     /// A read handle on the applied state; it lives beyond the state machine
     /// (which openraft owns once the group starts).
     pub fn reader(&self) -> StateReader {
-        StateReader::new(self.rocks.clone(), self.epoch.subscribe())
+        StateReader::new(self.rocks.clone(), self.epoch.subscribe(), self.installing.clone())
     }
 
     fn publish_epoch(&self) -> StoreResult<()> {
@@ -121,9 +132,13 @@ impl StateMachine {
     /// installed (durably), then installed. A crash after the mark
     /// finishes the install at the next start ([`Self::new`]), so the state
     /// is never left half old, half new.
-    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, name: &str) -> StoreResult<()> {
-        let pairs = self.files.verify(name)?;
-        let stored = StoredSnapshot { meta: meta.clone(), file: name.to_string() };
+    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, received: &str) -> StoreResult<()> {
+        let pairs = self.files.verify(received)?;
+        let name = format!("{}.snap", meta.snapshot_id);
+        if received != name {
+            self.files.adopt(received, &name)?;
+        }
+        let stored = StoredSnapshot { meta: meta.clone(), file: name };
         let mut batch = self.rocks.batch();
         batch.put(Cf::StateMeta, INSTALLING, &encode("snapshot install", &stored)?);
         batch.commit(Durability::Sync)?;
@@ -136,6 +151,7 @@ impl StateMachine {
     /// [`INSTALL_BATCH_BYTES`], then, in one synced batch, the applied log
     /// id and membership, the snapshot as current, and the mark's removal.
     fn finish_install(&self, stored: &StoredSnapshot) -> StoreResult<()> {
+        let _readers_wait = self.installing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut batch = self.rocks.batch();
         batch.clear(Cf::State)?;
         batch.commit(Durability::Buffered)?;
@@ -185,11 +201,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _builder_has_its_view = self.apply_gate.lock().await;
         self.apply_all(entries).map_err(|e| e.at(ErrorSubject::StateMachine, ErrorVerb::Write))
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder::new(self.rocks.clone(), self.files.clone())
+        let gate = self.apply_gate.clone().lock_owned().await;
+        SnapshotBuilder::new(self.rocks.clone(), self.files.clone(), Some(gate))
     }
 
     /// A new file under the receiving prefix, which openraft fills chunk by
@@ -206,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         mut snapshot: Box<SnapshotFile>,
     ) -> RaftResult<()> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let _files = self.files.lock.clone().lock_owned().await;
         let received = async {
             snapshot.sync().await?;
             snapshot.name_in(&self.files, receiving_name()).await
@@ -217,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> RaftResult<Option<Snapshot<TypeConfig>>> {
         let err = |e: StoreError| e.at(ErrorSubject::Snapshot(None), ErrorVerb::Read);
+        let _files = self.files.lock.clone().lock_owned().await;
         match current(&self.rocks).map_err(err)? {
             Some(stored) => Ok(Some(stored.open(&self.files).await.map_err(err)?)),
             None => Ok(None),
@@ -249,14 +269,32 @@ mod tests {
         let applied = LogId::new(CommittedLeaderId::new(3, 1), 7);
         stage_applied(&mut batch, &applied, &Membership::default()).expect("staged");
         batch.commit(Durability::Sync).expect("commit");
-        let built = SnapshotBuilder::new(a.rocks.clone(), a.files.clone()).build().expect("built");
+        let built = SnapshotBuilder::new(a.rocks.clone(), a.files.clone(), None).build().expect("built");
+        // A received snapshot installed through the trait is named by its id
+        // and survives a restart (the start-up clean-up of unfinished
+        // receptions leaves it).
+        let c_dir = tempfile::tempdir().expect("dir");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let (_, mut sm) = super::super::open(c_dir.path()).expect("open c");
+            let mut file = sm.begin_receiving_snapshot().await.expect("receiving");
+            let bytes = std::fs::read(a.files.path(&built.file)).expect("read");
+            tokio::io::AsyncWriteExt::write_all(&mut *file, &bytes).await.expect("received");
+            sm.install_snapshot(&built.meta, file).await.expect("installed");
+        });
+        runtime.block_on(async {
+            let (_, mut sm) = super::super::open(c_dir.path()).expect("reopen c");
+            let current = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
+            assert_eq!(current.meta.snapshot_id, built.meta.snapshot_id);
+        });
         assert_eq!(built.meta.last_log_id, Some(applied));
 
         let (_, b) = super::super::open(b_dir.path()).expect("open b");
         let mut batch = b.rocks.batch();
         batch.put(Cf::State, b"zz-old", b"old");
         batch.commit(Durability::Sync).expect("old state");
-        let received = format!("{RECEIVING_PREFIX}1.snap");
+        // Install names the received file by the snapshot's id before the mark.
+        let received = format!("{}.snap", built.meta.snapshot_id);
         std::fs::copy(a.files.path(&built.file), b.files.path(&received)).expect("received");
         let stored = StoredSnapshot { meta: built.meta.clone(), file: received.clone() };
         let mut batch = b.rocks.batch();
