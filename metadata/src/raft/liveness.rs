@@ -25,6 +25,13 @@ use crate::state::model::{DiskRecord, NodeRecord, NodeState};
 /// How stale the committed disk statistics of a live node may get.
 pub const STATS_COMMIT_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Whether a leader has heard from a quorum recently enough (within half
+/// the heartbeat timeout) for its memory of the nodes to count: one that
+/// has not may be deposed without knowing it.
+pub fn quorum_fresh(millis_since_quorum_ack: Option<u64>, heartbeat_timeout: Duration) -> bool {
+    millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < heartbeat_timeout.as_millis() / 2)
+}
+
 #[derive(Debug, Default)]
 pub struct Liveness {
     seen: Mutex<HashMap<NodeId, Seen>>,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use openraft::{Raft, ServerState};
 use tracing::{info, warn};
 
-use super::liveness::Liveness;
+use super::liveness::{quorum_fresh, Liveness};
 use super::proposer::{now_ms, Proposer};
 use crate::placement;
 use crate::state::model::NodeState;
@@ -55,8 +55,7 @@ pub(crate) async fn run(
         let (_, since) = *leading.get_or_insert_with(|| (term, Instant::now()));
         // A leader no quorum has acknowledged lately may be deposed: its
         // memory of the nodes says nothing.
-        let acked =
-            metrics.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < heartbeat_timeout.as_millis() / 2);
+        let acked = quorum_fresh(metrics.millis_since_quorum_ack, heartbeat_timeout);
         if since.elapsed() < heartbeat_timeout || !acked {
             continue;
         }

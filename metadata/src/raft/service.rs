@@ -19,7 +19,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::leader_addr;
-use super::liveness::{must_commit, Liveness};
+use super::liveness::{must_commit, quorum_fresh, Liveness};
 use super::proposer::Proposer;
 use crate::proto::{
     self, ApiReply, Envelope, MemberInfo, MetaCall, MetaReply, PoolHealth, Query, StatusReport, ENVELOPE,
@@ -101,7 +101,7 @@ impl MetaService {
     /// leader no quorum has acknowledged lately, send the node elsewhere.
     async fn heartbeat(&self, id: chuyi_common::ids::NodeId, disks: Vec<crate::state::model::DiskRecord>) -> ApiResult {
         let m = self.raft.metrics().borrow().clone();
-        let acked = m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < self.heartbeat_timeout.as_millis() / 2);
+        let acked = quorum_fresh(m.millis_since_quorum_ack, self.heartbeat_timeout);
         if m.current_leader != Some(self.id) || !acked {
             // The proposer answers NotLeader, or fails to commit without a
             // quorum: either way the node tries another member.
