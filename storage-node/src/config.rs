@@ -77,6 +77,12 @@ pub struct NodeConfig {
     /// directory; required when every disk is a file or a device.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Start with an empty fence table although the disks hold chunks and
+    /// the table file is missing: for a node upgraded from a release
+    /// before fencing, or to re-create a table known lost (until a
+    /// volume's next attach, its older writers are not refused here).
+    #[serde(default)]
+    pub accept_missing_fences: bool,
     /// The node's disks; at least one.
     #[serde(rename = "disk")]
     pub disks: Vec<DiskConfig>,

@@ -69,6 +69,13 @@ pub enum FenceError {
     Persist { path: String, source: std::io::Error },
     #[error("the fence table at {path} is damaged: {problem}")]
     Damaged { path: String, problem: String },
+    /// The disks hold chunks but the table is gone (its disk replaced,
+    /// `state_dir` moved): starting would take old writers again.
+    #[error(
+        "the fence table {path} is missing but the disks hold chunks; restore it, or start once with \
+         accept_missing_fences = true (a node upgraded from before fencing, or a table known lost)"
+    )]
+    Missing { path: String },
 }
 
 /// The fence table of a node.
@@ -88,15 +95,24 @@ impl Fences {
         Self { path: None, table: RwLock::default(), writing: tokio::sync::Mutex::new(()) }
     }
 
-    /// Opens (or starts) the table in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, FenceError> {
+    /// Opens the table in `dir`. A missing table is started empty (and
+    /// written at once, so the next start finds it) only when `fresh`
+    /// says the node holds no data it could guard: read as empty on a node
+    /// whose disks hold chunks, a lost table would take old writers again.
+    pub fn open(dir: &Path, fresh: impl FnOnce() -> bool) -> Result<Self, FenceError> {
         let path = dir.join(FENCES_FILE);
         let shown = path.display().to_string();
         let table = match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes).map_err(|problem| FenceError::Damaged { path: shown, problem })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(|source| FenceError::Persist { path: shown, source })?;
-                HashMap::new()
+                if !fresh() {
+                    return Err(FenceError::Missing { path: shown });
+                }
+                std::fs::create_dir_all(dir).map_err(|source| FenceError::Persist { path: shown.clone(), source })?;
+                let table = HashMap::new();
+                write_atomically(&path, &encode(&table))
+                    .map_err(|source| FenceError::Persist { path: shown, source })?;
+                table
             }
             Err(source) => return Err(FenceError::Persist { path: shown, source }),
         };
@@ -248,12 +264,12 @@ mod tests {
     #[tokio::test]
     async fn raised_fences_survive_reopening_and_never_go_down() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fences = Fences::open(dir.path()).expect("open");
+        let fences = Fences::open(dir.path(), || true).expect("open");
         fences.admit(7, Some(10)).await.expect("first writer");
         fences.raise(&[VolumeFence { owner: 7, token: 3 }, VolumeFence { owner: 8, token: 2 }]).await.expect("raise");
         assert_eq!(fences.get(7), Some(10), "a fence never goes down");
         drop(fences);
-        let reopened = Fences::open(dir.path()).expect("reopen");
+        let reopened = Fences::open(dir.path(), || false).expect("reopen: the file is there");
         assert_eq!(reopened.get(7), Some(10));
         assert_eq!(reopened.get(8), Some(2));
         assert!(matches!(reopened.admit(7, Some(9)).await, Err(FenceError::Fenced { known: 10, .. })));
@@ -262,6 +278,16 @@ mod tests {
         assert!(matches!(reopened.admit(7, Some(10)).await, Err(FenceError::Fenced { known: 11, .. })));
         reopened.admit(99, None).await.expect("an unfenced owner");
         assert_eq!(reopened.entries(|o| o == 8), vec![VolumeFence { owner: 8, token: 2 }]);
+    }
+
+    #[test]
+    fn a_missing_table_is_refused_once_the_disks_hold_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(Fences::open(dir.path(), || false), Err(FenceError::Missing { .. })));
+        Fences::open(dir.path(), || true).expect("a fresh node starts its table");
+        Fences::open(dir.path(), || false).expect("and finds it at the next start");
+        std::fs::remove_file(dir.path().join(FENCES_FILE)).expect("lost");
+        assert!(matches!(Fences::open(dir.path(), || false), Err(FenceError::Missing { .. })));
     }
 
     #[test]

@@ -50,7 +50,8 @@ impl Node {
     /// authenticates the node to its peers when it forwards writes.
     pub async fn start(config: &NodeConfig, secret: ClusterSecret) -> Result<Self, NodeError> {
         let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
-        let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?)?);
+        let fresh = || config.accept_missing_fences || store.stats().iter().all(|d| d.chunks == 0);
+        let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?, fresh)?);
         let mut servers = Vec::new();
         for listen in std::iter::once(&config.listen).chain(&config.listen_extra) {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;

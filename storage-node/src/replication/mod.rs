@@ -81,7 +81,9 @@ impl From<ReplicationError> for ChunkError {
         let kind = match e {
             ReplicationError::Store(s) => return s.into(),
             ReplicationError::Fence(FenceError::Fenced { .. }) => ChunkErrorKind::Fenced,
-            ReplicationError::Fence(FenceError::Persist { .. } | FenceError::Damaged { .. }) => ChunkErrorKind::Io,
+            ReplicationError::Fence(
+                FenceError::Persist { .. } | FenceError::Damaged { .. } | FenceError::Missing { .. },
+            ) => ChunkErrorKind::Io,
             ReplicationError::Invalid(_) => ChunkErrorKind::InvalidArgument,
             ReplicationError::StaleEpoch { .. } => ChunkErrorKind::StaleEpoch,
             ReplicationError::EpochAhead { .. } | ReplicationError::UnknownPool { .. } => ChunkErrorKind::EpochAhead,
