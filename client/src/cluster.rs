@@ -117,10 +117,6 @@ impl Cluster {
         Ok(data)
     }
 
-    pub async fn zero_chunk(&self, chunk: ChunkId, offset: u32, len: u32, fua: bool) -> Result<(), ClientError> {
-        self.chunk_call(chunk, PgOp::Zero { offset, len, fua }, Bytes::new()).await.map(drop)
-    }
-
     /// Which bytes of `[offset, offset + len)` of a chunk hold data.
     pub async fn chunk_extents(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<Vec<Extent>, ClientError> {
         match self.chunk_call(chunk, PgOp::Extents { offset, len }, Bytes::new()).await? {
@@ -224,9 +220,6 @@ impl Cluster {
         let mut switched = false;
         let mut bad_copies: Vec<NodeId> = Vec::new();
         loop {
-            if fence.is_some_and(|f| !f.holds()) {
-                return Err(ClientError::LeaseLost);
-            }
             let map = self.map();
             let retry = match self.try_once(&map, chunk, &op, &payload, replica_turn, fence).await {
                 Ok(reply) => return Ok(reply),

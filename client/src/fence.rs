@@ -27,10 +27,6 @@ impl WriteFence {
     pub fn volume_fence(&self) -> VolumeFence {
         VolumeFence { owner: self.owner, token: self.token }
     }
-
-    pub fn holds(&self) -> bool {
-        self.gate.open()
-    }
 }
 
 /// A gate that is always open: for a writer whose token alone fences it

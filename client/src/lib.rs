@@ -11,7 +11,6 @@
 //! Writes go to the PG's primary, which forwards them to the other replica;
 //! reads go to the primary, and to the other complete replica when the
 //! primary cannot serve them.
-
 //!
 //! A volume's writer fences its requests ([`fence`]): each mutation carries
 //! the token of its attach lease, and none is sent once the lease may be

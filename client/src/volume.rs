@@ -68,10 +68,6 @@ impl VolumeIo {
         }
     }
 
-    pub fn fence(&self) -> Option<&WriteFence> {
-        self.fence.as_ref()
-    }
-
     pub fn volume(&self) -> &Volume {
         &self.volume
     }

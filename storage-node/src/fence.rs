@@ -127,11 +127,12 @@ impl Fences {
     /// Lets a mutation of `owner`'s chunk under `token` through, raising the
     /// fence first when the token is newer; refuses an older one.
     pub async fn admit(&self, owner: u64, token: Option<u64>) -> Result<(), FenceError> {
-        if let Verdict::Raise(t) = judge(self.get(owner), token) {
+        let mut known = self.get(owner);
+        if let Verdict::Raise(t) = judge(known, token) {
             self.raise(&[VolumeFence { owner, token: t }]).await?;
+            // Judged again: a newer writer may have raised it past us meanwhile.
+            known = self.get(owner);
         }
-        // Judged again: a newer writer may have raised it past us meanwhile.
-        let known = self.get(owner);
         match judge(known, token) {
             Verdict::Admit | Verdict::Raise(_) => Ok(()),
             Verdict::Refuse => Err(FenceError::Fenced { owner, known: known.unwrap_or(0), token }),

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use chuyi_common::ids::NodeId;
 
+use crate::state::apply::changed_for_placement;
 use crate::state::model::{DiskRecord, NodeRecord, NodeState};
 
 /// How stale the committed disk statistics of a live node may get.
@@ -48,12 +49,10 @@ struct Seen {
 /// record, the disks it reports now and how long ago this leader last
 /// committed one of its heartbeats (`None`: never).
 pub fn must_commit(record: &NodeRecord, disks: &[DiskRecord], since_commit: Option<Duration>) -> bool {
-    let shape = |d: &[DiskRecord]| d.iter().map(|d| (d.id, d.class, d.capacity_bytes, d.state)).collect::<Vec<_>>();
+    let heard = NodeRecord { disks: disks.to_vec(), state: NodeState::Up, ..record.clone() };
     let used = |d: &[DiskRecord]| d.iter().map(|d| d.used_bytes).collect::<Vec<_>>();
     let stats_due = since_commit.is_none_or(|s| s >= STATS_COMMIT_INTERVAL);
-    record.state != NodeState::Up
-        || shape(&record.disks) != shape(disks)
-        || (stats_due && used(&record.disks) != used(disks))
+    changed_for_placement(record, &heard) || (stats_due && used(&record.disks) != used(disks))
 }
 
 impl Liveness {

@@ -42,13 +42,12 @@ pub(crate) async fn run(
             return;
         }
         let term = metrics.current_term;
-        if metrics.state != ServerState::Leader || leading.is_some_and(|(t, _)| t != term) {
-            if leading.take().is_some() {
-                liveness.clear();
-            }
-            if metrics.state != ServerState::Leader {
-                continue;
-            }
+        if leading.is_some_and(|(t, _)| metrics.state != ServerState::Leader || t != term) {
+            leading = None;
+            liveness.clear();
+        }
+        if metrics.state != ServerState::Leader {
+            continue;
         }
         // A new leader has not seen heartbeats for a while: the nodes sent
         // them to the old one. Give them one timeout to find us.

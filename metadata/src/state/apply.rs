@@ -224,7 +224,7 @@ fn heartbeat(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, disks: &[super::model
 
 /// Whether placement could decide differently: up/down, or a disk's
 /// presence, class, capacity or state changed (not its used bytes).
-fn changed_for_placement(a: &NodeRecord, b: &NodeRecord) -> bool {
+pub(crate) fn changed_for_placement(a: &NodeRecord, b: &NodeRecord) -> bool {
     let shape = |n: &NodeRecord| n.disks.iter().map(|d| (d.id, d.class, d.capacity_bytes, d.state)).collect::<Vec<_>>();
     a.state != b.state || a.failure_domain != b.failure_domain || shape(a) != shape(b)
 }
