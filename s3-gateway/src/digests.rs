@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body as HttpBody;
 use s3s::crypto::{Checksum as _, Sha256};
 use s3s::dto::Checksum;
 use s3s::{s3_error, Body, S3Error, S3Result};
@@ -54,7 +54,7 @@ const XML_SUBRESOURCES: &[&str] = &[
 /// Whether a request's body is one s3s parses whole: DeleteObjects,
 /// CompleteMultipartUpload, or the PUT of an XML subresource; never object
 /// data (a presigned or `?x-id=` PUT has a query too).
-fn parsed_whole(req: &Request<Incoming>) -> bool {
+fn parsed_whole<B>(req: &Request<B>) -> bool {
     let streaming = header(req, "x-amz-content-sha256").is_some_and(|s| s.starts_with("STREAMING-"));
     let xml = match *req.method() {
         Method::POST => has_query(req, "delete") || has_query(req, "uploadId"),
@@ -65,9 +65,13 @@ fn parsed_whole(req: &Request<Incoming>) -> bool {
 }
 
 /// The request with its body, checked when it is one s3s parses whole.
-pub async fn checked(req: Request<Incoming>) -> S3Result<Request<Body>> {
+pub async fn checked<B>(req: Request<B>) -> S3Result<Request<Body>>
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     if !parsed_whole(&req) {
-        return Ok(req.map(Body::from));
+        return Ok(req.map(Body::http_body));
     }
     if req.method() == Method::POST && has_query(&req, "delete") && !names_a_digest(&req) {
         return Err(s3_error!(InvalidRequest, "Missing required header for this request: Content-MD5"));

@@ -1,11 +1,18 @@
 //! The HTTP side: one hyper connection per client (HTTP/1.1 and h2), the
 //! s3s service routing each request, authenticated by [`Users`].
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chuyi_client::Cluster;
 use chuyi_common::secret::ClusterSecret;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Request, Version};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -65,10 +72,20 @@ pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result
             let handle = hyper::service::service_fn(move |req| {
                 let service = service.clone();
                 async move {
-                    match crate::digests::checked(req).await {
-                        Ok(req) => service.call(req).await,
-                        Err(e) => Ok(crate::digests::error_response(e)),
+                    let (req, read) = watched(req);
+                    let closes = wants_close(&req);
+                    let mut response = match crate::digests::checked(req).await {
+                        Ok(req) => service.call(req).await?,
+                        Err(e) => crate::digests::error_response(e),
+                    };
+                    if closes && !read.load(Ordering::Acquire) {
+                        // The body was refused unread (403, 404, 400 before
+                        // the data): hyper will not reuse the connection
+                        // past the unread bytes, so say so, or the client
+                        // sends its next request into a closing socket.
+                        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                     }
+                    Ok::<_, s3s::HttpError>(response)
                 }
             });
             let mut builder = Builder::new(TokioExecutor::new());
@@ -79,4 +96,46 @@ pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result
             }
         });
     }
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+/// The request with its body watched, and the flag it sets once read whole.
+fn watched(req: Request<Incoming>) -> (Request<Watched>, Arc<AtomicBool>) {
+    let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+    let flag = read.clone();
+    (req.map(|inner| Watched { inner, read: flag }), read)
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether an unread body must close the connection: an HTTP/1 request
+/// that sent one (h2 resets the stream by itself).
+fn wants_close<B>(req: &Request<B>) -> bool {
+    let has_body = req.headers().contains_key(TRANSFER_ENCODING)
+        || req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v != "0");
+    has_body && req.version() <= Version::HTTP_11
 }

@@ -727,6 +727,33 @@ def check_garbage_bytes():
         ping(what)
 
 
+def check_refused_body_closes():
+    """A PUT refused on its headers (bad signature) before its body is read
+    must say Connection: close: the server will not read past the unread
+    body, and a client that reuses the connection (botocore's pool does)
+    would send its next request into a closing socket."""
+    body = os.urandom(256 * KiB)
+    key = new_key("refused")
+    hdrs = sign("PUT", target(BUCKET, key), {}, body)
+    flip = lambda v: v[:-1] + ("1" if v.endswith("0") else "0")  # the signature's last hex digit
+    hdrs = [(k, flip(v) if k.lower() == "authorization" else v) for k, v in hdrs]
+    conn = connection(30)
+    try:
+        conn.putrequest("PUT", target(BUCKET, key), skip_host=True, skip_accept_encoding=True)
+        for k, v in hdrs:
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()  # the body is never sent
+        r = conn.getresponse()
+        r.read()
+        expect(Resp(r.status, {}, b""), (403,), None, "PUT with a bad signature")
+        eq((r.getheader("Connection") or "").lower(), "close", "Connection header of a refusal with its body unread")
+    finally:
+        conn.close()
+    assert_absent(key, "after a refused PUT")
+    ping("a refused PUT with its body unread")
+
+
 def check_final():
     assert_objects_unchanged("final")
     assert_upload_intact("final")
@@ -750,6 +777,7 @@ CHECKS = [
     ("short_body", check_short_body),
     ("wrong_content_sha256", check_wrong_content_sha256),
     ("garbage_bytes", check_garbage_bytes),
+    ("refused_body_closes", check_refused_body_closes),
 ]
 
 
