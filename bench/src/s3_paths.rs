@@ -213,7 +213,7 @@ impl Session for DirectPath {
             size: len,
             etag: body.md5_hex.clone(),
             content_type: "binary/octet-stream".into(),
-            data: vec![DataRun { owner, len }],
+            data: vec![DataRun::owned(owner, len)],
             ..ObjectPut::default()
         };
         match self
@@ -238,14 +238,18 @@ impl Session for DirectPath {
         // below would not be Send.
         let mut pieces = Vec::new();
         for run in &record.data.data {
-            for i in 0..run.chunks() {
-                let len = (run.len - i * OBJECT_CHUNK_BYTES).min(OBJECT_CHUNK_BYTES);
-                pieces.push((ChunkId::new(run.owner, i), len as u32));
+            let end = run.offset + run.len;
+            for i in run.chunks() {
+                let chunk_start = i * OBJECT_CHUNK_BYTES;
+                let from = run.offset.max(chunk_start);
+                let to = end.min(chunk_start + OBJECT_CHUNK_BYTES);
+                pieces.push((ChunkId::new(run.owner, i), (from - chunk_start) as u32, (to - from) as u32));
             }
         }
         // READS_AHEAD chunk reads ahead, in order, as the gateway sends a body.
-        let mut reads =
-            stream::iter(pieces).map(|(chunk, len)| self.cluster.read_chunk(chunk, 0, len)).buffered(READS_AHEAD);
+        let mut reads = stream::iter(pieces)
+            .map(|(chunk, offset, len)| self.cluster.read_chunk(chunk, offset, len))
+            .buffered(READS_AHEAD);
         let mut received = 0u64;
         while let Some(data) = reads.next().await {
             received += data?.len() as u64;

@@ -26,6 +26,27 @@ const SECRET: &str = "chaos-harness-cluster-secret-0123456789";
 pub const POOL: &str = "ssd";
 pub const CHUNK_SIZE: u32 = 4 << 20;
 
+/// A `chuyi s3` process, SIGKILLed when dropped (also when a test fails
+/// half-way).
+#[derive(Debug)]
+pub struct GatewayProcess(pub Child);
+
+impl GatewayProcess {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -344,6 +365,28 @@ impl TestCluster {
         let out = self.command().args(args).output()?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+    }
+
+    /// `chuyi s3` on `listen` (host:port) as its own process, with `args`
+    /// added, once it accepts connections.
+    pub async fn s3_gateway(&self, listen: &str, args: &[&str]) -> anyhow::Result<GatewayProcess> {
+        let child = self
+            .command()
+            .args(["s3", "--listen", listen, "--pool", POOL])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn chuyi s3")?;
+        let gateway = GatewayProcess(child);
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("the gateway at {listen} never listened");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(gateway)
     }
 
     /// Every chunk on the running nodes' disks 0, copies counted apart.

@@ -9,10 +9,11 @@
 //! The scripts are in `chaos/tests/s3-clients/` (see its README).
 
 use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use chuyi_chaos::cluster::{S3Keys as Keys, Spec, TestCluster, POOL};
+use chuyi_chaos::cluster::{GatewayProcess, S3Keys as Keys, Spec, TestCluster, POOL};
+use chuyi_metadata::proto::{ApiReply, Query};
 
 fn user(cluster: &TestCluster, name: &str) -> Keys {
     cluster.s3_user(name).expect("chuyi user create")
@@ -52,12 +53,35 @@ fn run_script(endpoint: &str, keys: &Keys, other: Option<&Keys>, program: &str, 
     text
 }
 
-async fn cluster_with_gateway() -> (TestCluster, String) {
+/// Where objects' data goes: every object in chunks of its own, or the
+/// small ones packed together. Every real-client suite runs over both.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Owned,
+    Packed,
+}
+
+/// A gateway whose packs close and are freed within seconds, so a test
+/// sees every byte freed.
+fn options(layout: Layout) -> chuyi_s3::server::Options {
+    chuyi_s3::server::Options {
+        pack_window: Duration::from_secs(2),
+        pack_ttl: Duration::from_secs(4),
+        pack_grace: Duration::from_secs(1),
+        packed_object_max: match layout {
+            Layout::Owned => 0,
+            Layout::Packed => chuyi_s3::packs::PACKED_OBJECT_MAX,
+        },
+        ..chuyi_s3::server::Options::new(POOL)
+    }
+}
+
+async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let service = chuyi_s3::server::service(client, &chuyi_chaos::cluster::secret(), POOL.into());
+    let service = chuyi_s3::server::service_with(client, &chuyi_chaos::cluster::secret(), options(layout));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(chuyi_s3::server::serve(listener, service));
@@ -80,7 +104,16 @@ async fn wait_all_freed(cluster: &TestCluster, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_boto3_suite_passes_and_frees_what_it_wrote() {
-    let (cluster, endpoint) = cluster_with_gateway().await;
+    boto3_suite(Layout::Packed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_boto3_suite_passes_with_every_object_in_chunks_of_its_own() {
+    boto3_suite(Layout::Owned).await;
+}
+
+async fn boto3_suite(layout: Layout) {
+    let (cluster, endpoint) = cluster_with_gateway(layout).await;
     let (alice, bob) = (user(&cluster, "alice"), user(&cluster, "bob"));
     let out =
         tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, Some(&bob), "python3", &["boto3_suite.py"]))
@@ -95,7 +128,16 @@ async fn the_boto3_suite_passes_and_frees_what_it_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn awscli_rclone_s3cmd_and_restic_round_trip_their_data() {
-    let (cluster, endpoint) = cluster_with_gateway().await;
+    client_tools(Layout::Packed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn awscli_rclone_s3cmd_and_restic_round_trip_with_every_object_in_chunks_of_its_own() {
+    client_tools(Layout::Owned).await;
+}
+
+async fn client_tools(layout: Layout) {
+    let (cluster, endpoint) = cluster_with_gateway(layout).await;
     let alice = user(&cluster, "alice");
     tokio::task::spawn_blocking(move || {
         for tool in ["awscli", "rclone", "s3cmd", "restic"] {
@@ -110,7 +152,7 @@ async fn awscli_rclone_s3cmd_and_restic_round_trip_their_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_requests_get_s3_errors_and_change_nothing() {
-    let (cluster, endpoint) = cluster_with_gateway().await;
+    let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
     let alice = user(&cluster, "alice");
     let out = tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, None, "python3", &["robustness.py"]))
         .await
@@ -119,36 +161,11 @@ async fn hostile_requests_get_s3_errors_and_change_nothing() {
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
 
-/// `chuyi s3` as its own process, killed when dropped (also when a test
-/// fails half-way).
-struct GatewayProcess(Child);
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A gateway process whose pending data expires after 2 s.
-fn spawn_gateway(cluster: &TestCluster, listen: &str) -> GatewayProcess {
-    let child = cluster
-        .command()
-        .args(["s3", "--listen", listen, "--pool", POOL, "--pending-ttl-secs", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn chuyi s3");
-    GatewayProcess(child)
-}
-
-async fn wait_serving(endpoint: &str) {
-    let addr = endpoint.trim_start_matches("http://").to_string();
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the gateway at {addr} never listened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A gateway process whose pending data expires after 2 s, and whose
+/// packs close after 2 s.
+async fn spawn_gateway(cluster: &TestCluster, listen: &str) -> GatewayProcess {
+    let args = ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    cluster.s3_gateway(listen, &args).await.expect("chuyi s3")
 }
 
 fn head_status(endpoint: &str, keys: &Keys, key: &str) -> String {
@@ -173,8 +190,7 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let listen = format!("127.0.0.1:{port}");
     let endpoint = format!("http://{listen}");
-    let mut gateway = spawn_gateway(&cluster, &listen);
-    wait_serving(&endpoint).await;
+    let mut gateway = spawn_gateway(&cluster, &listen).await;
     let e = endpoint.clone();
     let keys = Keys { access: alice.access.clone(), secret: alice.secret.clone() };
     tokio::task::spawn_blocking(move || {
@@ -213,13 +229,11 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
         assert!(start.elapsed() < Duration::from_secs(20), "no chunk was written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    gateway.0.kill().expect("SIGKILL the gateway");
-    gateway.0.wait().expect("reap");
+    gateway.kill().expect("SIGKILL the gateway");
     let status = tokio::task::spawn_blocking(move || put.wait()).await.expect("join").expect("wait");
     assert!(!status.success(), "the upload cannot succeed without its gateway");
 
-    let _second = spawn_gateway(&cluster, &listen);
-    wait_serving(&endpoint).await;
+    let _second = spawn_gateway(&cluster, &listen).await;
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
     let e = endpoint.clone();
     let out = tokio::task::spawn_blocking(move || head_status(&e, &alice, "killed")).await.expect("head");
@@ -228,7 +242,7 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bucket_info_counts_versions_and_bytes() {
-    let (cluster, endpoint) = cluster_with_gateway().await;
+    let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
     let alice = user(&cluster, "alice");
     let aws = |args: &[&str]| {
         let mut full = vec!["--endpoint-url", endpoint.as_str()];
@@ -261,4 +275,151 @@ async fn bucket_info_counts_versions_and_bytes() {
         let (ok, _, err) = c.cli(&["bucket", "info", "nope"]).expect("chuyi");
         assert!(!ok && err.contains("no such bucket"), "{err}");
     });
+}
+
+/// The pack totals the metadata service keeps.
+async fn pack_totals(cluster: &TestCluster) -> chuyi_metadata::state::model::PackTotals {
+    cluster.meta().expect("meta").status().await.expect("status").packs
+}
+
+/// The live bytes of a model file written by `small_objects.py load`.
+fn model_bytes(path: &std::path::Path) -> u64 {
+    let model: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("model")).expect("json");
+    model.as_object().expect("object").values().map(|v| v[1].as_u64().expect("size")).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_objects_share_packs_are_compacted_under_reads_and_leave_nothing_behind() {
+    let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
+    let alice = user(&cluster, "alice");
+    let dir = tempfile::tempdir().expect("dir");
+    let model = dir.path().join("model.json");
+    let (e, keys, m) = (endpoint.clone(), alice.clone(), model.display().to_string());
+    // 8 writers PUT, overwrite, DELETE and GET small objects of their own
+    // keys at once; then every key reads back by sha256 and the listing
+    // is exactly the model's.
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "python3", &["small_objects.py", "load", "packed", "--model", &m, "--ops", "80"])
+    })
+    .await
+    .expect("load");
+    assert!(out.contains("ok load"), "{out}");
+    let live = model_bytes(&model);
+    // Every object is smaller than a chunk: all of them are in packs, and
+    // what is live in the packs is exactly what the index holds.
+    let totals = pack_totals(&cluster).await;
+    assert_eq!(totals.live_bytes, live, "{totals:?}");
+    let chunk = chuyi_common::limits::OBJECT_CHUNK_BYTES;
+    assert!(totals.bytes >= live, "packs take {} for {live} live bytes", totals.bytes);
+    let copies = cluster.all_chunks().await.expect("chunks") as u64;
+    assert!(copies >= 2 * totals.bytes / chunk, "{copies} chunk copies for {} bytes of packs", totals.bytes);
+
+    // The overwrites and deletes left packs mostly dead: the compactor
+    // moves their live objects while readers GET every key, each checked.
+    let (e, keys, m) = (endpoint.clone(), alice.clone(), model.display().to_string());
+    let reads = tokio::task::spawn_blocking(move || {
+        run_script(
+            &e,
+            &keys,
+            None,
+            "python3",
+            &["small_objects.py", "read", "packed", "--model", &m, "--seconds", "12"],
+        )
+    });
+    let moved = chuyi_chaos::cluster::eventually(Duration::from_secs(30), "the compactor to move objects", || async {
+        let t = pack_totals(&cluster).await;
+        (t.moved_bytes > 0).then_some(t.moved_bytes)
+    })
+    .await;
+    let out = reads.await.expect("reads");
+    assert!(out.contains("ok read"), "{out}");
+    assert_eq!(pack_totals(&cluster).await.live_bytes, live, "moves keep every live byte once");
+    // Once compaction is done, nothing sparse is left that frees a chunk
+    // more, and every key still reads back.
+    let (e, keys, m) = (endpoint.clone(), alice.clone(), model.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "python3", &["small_objects.py", "read", "packed", "--model", &m, "--seconds", "2"])
+    })
+    .await
+    .expect("reads after");
+    assert!(out.contains("ok read"), "{out}");
+    // Compaction reaches its end: no set of packs left whose moving would
+    // free a chunk, and the packs take at most twice what is live (every
+    // pack at least half live) and the chunk left over.
+    let meta = cluster.meta().expect("meta");
+    chuyi_chaos::cluster::eventually(Duration::from_secs(60), "compaction to finish", || async {
+        let sparse = match meta.read(Query::SparsePacks { after: 0, max: 1000 }).await {
+            Ok(ApiReply::Packs(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        chuyi_s3::compact::to_compact(&sparse, u64::MAX).is_empty().then_some(())
+    })
+    .await;
+    let after = pack_totals(&cluster).await;
+    assert_eq!(after.live_bytes, live);
+    assert!(after.bytes <= 2 * live + 2 * chunk, "{after:?} for {live} live bytes ({moved} moved)");
+
+    // Everything deleted: every pack is freed, nothing leaked.
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "python3", &["small_objects.py", "clear", "packed"])
+    })
+    .await
+    .expect("clear");
+    assert!(out.contains("ok clear"), "{out}");
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+    let t = pack_totals(&cluster).await;
+    assert_eq!((t.packs, t.live_bytes), (0, 0), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_killed_while_appending_loses_no_acknowledged_object_and_leaks_nothing() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let alice = user(&cluster, "alice");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let endpoint = format!("http://{listen}");
+    let mut gateway = spawn_gateway(&cluster, &listen).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let acked = dir.path().join("acked");
+    let writers = script(
+        &endpoint,
+        &alice,
+        None,
+        "python3",
+        &["small_objects.py", "put-until-gone", "appends", "--acked", &acked.display().to_string()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("writers");
+    // SIGKILL mid-stream: 8 writers have PUTs in flight into its pack.
+    chuyi_chaos::cluster::eventually(Duration::from_secs(30), "200 acknowledged PUTs", || async {
+        let n = std::fs::read_to_string(&acked).map(|s| s.lines().count()).unwrap_or(0);
+        (n >= 200).then_some(())
+    })
+    .await;
+    gateway.kill().expect("SIGKILL the gateway");
+    let out = tokio::task::spawn_blocking(move || writers.wait_with_output()).await.expect("join").expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("ok stopped"), "{text}");
+
+    let _second = spawn_gateway(&cluster, &listen).await;
+    let (e, keys, a) = (endpoint.clone(), alice.clone(), acked.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "python3", &["small_objects.py", "check-acked", "appends", "--acked", &a])
+    })
+    .await
+    .expect("check");
+    assert!(out.contains("ok acked"), "{out}");
+    // Its pack's bytes that no PUT committed are freed with the pack.
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "python3", &["small_objects.py", "clear", "appends"])
+    })
+    .await
+    .expect("clear");
+    assert!(out.contains("ok clear"), "{out}");
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }

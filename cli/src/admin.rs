@@ -11,7 +11,7 @@ use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::size::ByteSize;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
-use chuyi_metadata::state::model::{NodeState, PoolDefaults, Redundancy};
+use chuyi_metadata::state::model::{NodeState, PackTotals, PoolDefaults, Redundancy};
 use chuyi_metadata::state::{Command, Reply};
 use serde::Serialize;
 
@@ -90,8 +90,31 @@ pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
         return print_json(&value);
     }
     print_status(&report);
+    print_packs(&report.packs);
     print_background(&nodes);
     Ok(())
+}
+
+/// Small objects' packs, and the compaction still to do: the space the
+/// sparse packs take beyond what is live in them.
+fn print_packs(p: &PackTotals) {
+    let share = |part: u64, whole: u64| if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 };
+    println!(
+        "
+object packs: {}, {} taken per replica, {} live ({:.1}%)",
+        p.packs,
+        ByteSize(p.bytes),
+        ByteSize(p.live_bytes),
+        share(p.live_bytes, p.bytes)
+    );
+    let waste = p.sparse_bytes.saturating_sub(p.sparse_live_bytes);
+    println!(
+        "compaction: {} sparse packs, {} to reclaim ({} live to move); {} moved so far",
+        p.sparse,
+        ByteSize(waste),
+        ByteSize(p.sparse_live_bytes),
+        ByteSize(p.moved_bytes)
+    );
 }
 
 /// What each up storage node says of its recovery and scrub work; a node

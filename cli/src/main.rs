@@ -78,6 +78,17 @@ enum Command {
         /// GiB of it).
         #[arg(long, default_value_t = 3600)]
         pending_ttl_secs: u64,
+        /// Seconds small objects are appended into one pack before the
+        /// next is opened.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=1800))]
+        pack_window_secs: u64,
+        /// Seconds a pack's bytes outlive its last object (for GETs that
+        /// began before it was moved or deleted).
+        #[arg(long, default_value_t = 60)]
+        pack_grace_secs: u64,
+        /// MB per second the compactor copies at most.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        compact_mb_per_s: u64,
     },
     /// Show a storage node's disks.
     Disks {
@@ -116,9 +127,17 @@ fn main() -> anyhow::Result<()> {
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Up(args) => up::run(args).await,
-            Command::S3 { listen, pool, pending_ttl_secs } => {
-                let pending_ttl = std::time::Duration::from_secs(pending_ttl_secs);
-                serve_s3(&cli.cluster, &listen, pool, pending_ttl).await
+            Command::S3 { listen, pool, pending_ttl_secs, pack_window_secs, pack_grace_secs, compact_mb_per_s } => {
+                let secs = std::time::Duration::from_secs;
+                let options = chuyi_s3::server::Options {
+                    pending_ttl: secs(pending_ttl_secs),
+                    pack_window: secs(pack_window_secs),
+                    pack_ttl: secs(pack_window_secs * 2),
+                    pack_grace: secs(pack_grace_secs),
+                    compact_bytes_per_s: compact_mb_per_s.saturating_mul(1_000_000),
+                    ..chuyi_s3::server::Options::new(pool)
+                };
+                serve_s3(&cli.cluster, &listen, options).await
             }
             Command::Nbd { listen, socket, lease_ttl_secs } => {
                 let ttl = std::time::Duration::from_secs(lease_ttl_secs);
@@ -134,17 +153,11 @@ fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// `chuyi s3`: the S3 gateway of the cluster, until SIGINT or SIGTERM.
-async fn serve_s3(
-    args: &cluster::ClusterArgs,
-    listen: &str,
-    pool: String,
-    pending_ttl: std::time::Duration,
-) -> anyhow::Result<()> {
+async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, options: chuyi_s3::server::Options) -> anyhow::Result<()> {
     use anyhow::Context;
     let secret = args.secret()?;
     let cluster =
         chuyi_client::Cluster::connect(args.members()?, secret.clone(), chuyi_client::ClientConfig::default()).await?;
-    let options = chuyi_s3::server::Options { pool, pending_ttl };
     let service = chuyi_s3::server::service_with(cluster, &secret, options);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");

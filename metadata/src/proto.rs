@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::listing::{ListRequest, Listing};
 use crate::state::model::{
-    Bucket, BucketUsage, ClusterMap, DataRun, ObjectRecord, Part, Pool, PoolDefaults, Upload, User, Volume,
+    Bucket, BucketUsage, ClusterMap, DataRun, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool, PoolDefaults,
+    Upload, User, Volume,
 };
 use crate::state::{Command, MetaError, Reply};
 use crate::store::TypeConfig;
 
-/// The version of the messages below.
-pub const META_PROTOCOL_VERSION: u8 = 1;
+/// The version of the messages below (2: packs, and runs with an offset).
+pub const META_PROTOCOL_VERSION: u8 = 2;
 
 /// Longest a map watch may wait before answering.
 pub const WATCH_WAIT_MAX_MS: u32 = 30_000;
@@ -114,6 +115,23 @@ pub enum Query {
     ExpiredPending {
         now_ms: u64,
     },
+    /// Up to `max` sparse packs (most of them dead), owners from `after`.
+    SparsePacks {
+        after: u64,
+        max: u32,
+    },
+    /// Up to `max` live runs of pack `owner` at offsets from `from`.
+    PackRefs {
+        owner: u64,
+        from: u64,
+        max: u32,
+    },
+    /// How many packs could be freed at `now_ms` (the asker's clock):
+    /// whether a `RetirePacks` write is worth making.
+    FreeablePacks {
+        now_ms: u64,
+        grace_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -151,6 +169,8 @@ pub enum ApiReply {
     Uploads(Vec<Upload>),
     Garbage(Vec<DataRun>),
     Count(u64),
+    Packs(Vec<(u64, Pack)>),
+    PackRefs(Vec<PackRef>),
 }
 
 /// A Raft member as `chuyi status` shows it.
@@ -185,6 +205,8 @@ pub struct StatusReport {
     pub purged: Option<u64>,
     pub map: ClusterMap,
     pub pools: Vec<PoolHealth>,
+    /// Small objects' packs, and how much of them waits for compaction.
+    pub packs: PackTotals,
 }
 
 /// Why a message could not be encoded or decoded.

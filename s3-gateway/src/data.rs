@@ -25,6 +25,7 @@ use s3s::dto::{Checksum, StreamingBlob};
 use s3s::{s3_error, S3Error, S3Result};
 
 use crate::errors::meta_error;
+use crate::packs::Packs;
 
 /// Chunk writes one upload keeps in flight.
 pub const WRITES_IN_FLIGHT: usize = 4;
@@ -91,11 +92,12 @@ impl Drop for PendingRun {
 pub struct DataPath {
     cluster: Arc<Cluster>,
     pending_ttl: Duration,
+    packs: Arc<Packs>,
 }
 
 impl DataPath {
-    pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration) -> Self {
-        Self { cluster, pending_ttl }
+    pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration, packs: Packs) -> Self {
+        Self { cluster, pending_ttl, packs: Arc::new(packs) }
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -119,7 +121,7 @@ impl DataPath {
             Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
             Err(e) => return Err(meta_error(e)),
         };
-        let run = PendingRun { run: DataRun { owner, len }, cluster: Some(self.cluster.clone()) };
+        let run = PendingRun { run: DataRun::owned(owner, len), cluster: Some(self.cluster.clone()) };
         let (md5, checksums) = self.stream_chunks(owner, len, body, hasher).await?;
         Ok(Written { run, md5, checksums })
     }
@@ -129,34 +131,21 @@ impl DataPath {
         owner: u64,
         len: u64,
         mut body: S,
-        mut hasher: ChecksumHasher,
+        hasher: ChecksumHasher,
     ) -> S3Result<([u8; 16], Checksum)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut md5 = Md5::new();
+        let mut check = BodyCheck::new(len, hasher);
         let mut buf = BytesMut::new();
-        let mut received = 0u64;
         let mut next_index = 0u64;
         let mut writes = FuturesUnordered::new();
         loop {
-            let piece = match body.next().await {
-                Some(Ok(piece)) => Some(piece),
-                Some(Err(e)) => return Err(body_error(&e)),
-                None => None,
-            };
+            let piece = check.next(&mut body).await?;
             let last = piece.is_none();
             if let Some(piece) = piece {
-                received += piece.len() as u64;
-                if received > len {
-                    return Err(s3_error!(IncompleteBody, "the body is longer than its declared {len} bytes"));
-                }
-                md5.update(&piece);
-                hasher.update(&piece);
                 buf.extend_from_slice(&piece);
-            } else if received < len {
-                return Err(s3_error!(IncompleteBody, "the body ended after {received} of {len} bytes"));
             }
             while buf.len() as u64 >= OBJECT_CHUNK_BYTES || (last && !buf.is_empty()) {
                 let take = buf.len().min(OBJECT_CHUNK_BYTES as usize);
@@ -178,7 +167,68 @@ impl DataPath {
         while !writes.is_empty() {
             wait_one(&mut writes).await?;
         }
-        Ok((md5.finalize(), hasher.finalize()))
+        Ok(check.finish())
+    }
+
+    /// Writes an object's body: into a pack when it is small (smaller
+    /// than a chunk, [`Packs::packs`]), else into a run of its own.
+    pub async fn write_object<S, E>(&self, pool: &str, len: u64, body: S, hasher: ChecksumHasher) -> S3Result<Written>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if !self.packs.packs(len) {
+            return self.write(pool, len, body, hasher).await;
+        }
+        // Whole before its range is taken: the range is committed or dead
+        // within a chunk write of being taken, never held open by a slow
+        // client, and the body is smaller than the chunks a streamed PUT
+        // buffers anyway.
+        let mut check = BodyCheck::new(len, hasher);
+        let mut buf = BytesMut::with_capacity(len as usize);
+        let mut body = body;
+        while let Some(piece) = check.next(&mut body).await? {
+            buf.extend_from_slice(&piece);
+        }
+        let (md5, checksums) = check.finish();
+        let run = self.packs.reserve(&self.cluster, pool, len).await?;
+        self.write_run(run, buf.freeze()).await?;
+        // Nothing to abandon if it is never claimed: a pack's uncommitted
+        // bytes are dead from the start.
+        Ok(Written { run: PendingRun { run, cluster: None }, md5, checksums })
+    }
+
+    /// Writes `data` (the run's length) at the run's place, FUA.
+    async fn write_run(&self, run: DataRun, mut data: Bytes) -> S3Result<()> {
+        let writes = FuturesUnordered::new();
+        for (chunk, offset, len) in pieces(&[run], 0..run.len) {
+            let piece = data.split_to(len as usize);
+            writes.push(async move { self.cluster.write_chunk(chunk, offset, piece, true).await });
+        }
+        futures::pin_mut!(writes);
+        while !writes.is_empty() {
+            wait_one(&mut writes).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads bytes `range` of the object whose data is `runs` into memory
+    /// (the compactor's copy of one small object).
+    pub async fn read_all(&self, runs: &[DataRun], range: Range<u64>) -> Result<Bytes, String> {
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        for (chunk, offset, len) in pieces(runs, range) {
+            out.extend_from_slice(&read_written(&self.cluster, chunk, offset, len).await?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Copies one packed run into this gateway's open pack (the
+    /// compactor): the new run, written on every replica.
+    pub async fn copy_packed(&self, pool: &str, run: DataRun) -> Result<DataRun, String> {
+        let data = self.read_all(&[run], 0..run.len).await?;
+        let to = self.packs.reserve(&self.cluster, pool, run.len).await.map_err(|e| format!("{e:?}"))?;
+        self.write_run(to, data).await.map_err(|e| format!("{e:?}"))?;
+        Ok(to)
     }
 
     /// Streams bytes `range` of the object whose data is `runs`.
@@ -214,7 +264,7 @@ impl DataPath {
 
     /// Deletes every chunk a run may have, from every replica.
     pub async fn delete_run(&self, run: DataRun) -> Result<(), chuyi_client::ClientError> {
-        let deletes = futures::stream::iter(0..run.chunks())
+        let deletes = futures::stream::iter(run.chunks())
             .map(|index| self.cluster.delete_chunk(ChunkId::new(run.owner, index), None))
             .buffer_unordered(WRITES_IN_FLIGHT);
         futures::pin_mut!(deletes);
@@ -242,10 +292,50 @@ async fn read_written(cluster: &Cluster, chunk: ChunkId, offset: u32, len: u32) 
     }
 }
 
-async fn wait_one<F>(writes: &mut FuturesUnordered<F>) -> S3Result<()>
-where
-    F: std::future::Future<Output = Result<(), chuyi_client::ClientError>>,
-{
+/// A request body as it arrives: its length held to the declared one,
+/// its MD5 and checksums computed.
+struct BodyCheck {
+    len: u64,
+    received: u64,
+    md5: Md5,
+    hasher: ChecksumHasher,
+}
+
+impl BodyCheck {
+    fn new(len: u64, hasher: ChecksumHasher) -> Self {
+        Self { len, received: 0, md5: Md5::new(), hasher }
+    }
+
+    /// The next piece, `None` at the end of a body of exactly the
+    /// declared length.
+    async fn next<S, E>(&mut self, body: &mut S) -> S3Result<Option<Bytes>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (len, received) = (self.len, self.received);
+        match body.next().await {
+            Some(Ok(piece)) => {
+                self.received += piece.len() as u64;
+                if self.received > len {
+                    return Err(s3_error!(IncompleteBody, "the body is longer than its declared {len} bytes"));
+                }
+                self.md5.update(&piece);
+                self.hasher.update(&piece);
+                Ok(Some(piece))
+            }
+            Some(Err(e)) => Err(body_error(&e)),
+            None if received < len => Err(s3_error!(IncompleteBody, "the body ended after {received} of {len} bytes")),
+            None => Ok(None),
+        }
+    }
+
+    fn finish(self) -> ([u8; 16], Checksum) {
+        (self.md5.finalize(), self.hasher.finalize())
+    }
+}
+
+async fn wait_one(writes: &mut (impl Stream<Item = Result<(), chuyi_client::ClientError>> + Unpin)) -> S3Result<()> {
     match writes.next().await {
         Some(Err(e)) => Err(data_error(e)),
         _ => Ok(()),
@@ -284,7 +374,7 @@ fn pieces(runs: &[DataRun], range: Range<u64>) -> Vec<(ChunkId, u32, u32)> {
         let to = range.end.min(run_end);
         let mut at = from;
         while at < to {
-            let in_run = at - run_start;
+            let in_run = at - run_start + run.offset;
             let index = in_run / OBJECT_CHUNK_BYTES;
             let offset = in_run % OBJECT_CHUNK_BYTES;
             let len = (OBJECT_CHUNK_BYTES - offset).min(to - at);
@@ -313,7 +403,7 @@ mod tests {
 
     #[test]
     fn pieces_cover_a_range_across_chunks_and_runs() {
-        let runs = [DataRun { owner: 1, len: C + 10 }, DataRun { owner: 2, len: 5 }];
+        let runs = [DataRun::owned(1, C + 10), DataRun::owned(2, 5)];
         assert_eq!(
             pieces(&runs, 0..C + 15),
             vec![(ChunkId::new(1, 0), 0, C as u32), (ChunkId::new(1, 1), 0, 10), (ChunkId::new(2, 0), 0, 5)]
@@ -323,6 +413,9 @@ mod tests {
             vec![(ChunkId::new(1, 0), C as u32 - 2, 2), (ChunkId::new(1, 1), 0, 10), (ChunkId::new(2, 0), 0, 2)]
         );
         assert!(pieces(&runs, 3..3).is_empty());
+        // A packed run starts inside its owner's chunks.
+        let packed = [DataRun { owner: 3, offset: C - 4, len: 10 }];
+        assert_eq!(pieces(&packed, 2..10), vec![(ChunkId::new(3, 0), C as u32 - 2, 2), (ChunkId::new(3, 1), 0, 6)]);
         assert!(pieces(&[], 0..10).is_empty());
     }
 }

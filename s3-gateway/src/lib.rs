@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod compact;
 pub mod conditions;
 pub mod data;
 pub mod description;
@@ -34,5 +35,6 @@ pub mod gateway;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
+pub mod packs;
 pub mod reclaim;
 pub mod server;

@@ -144,7 +144,7 @@ impl Gateway {
             algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
             content_md5: input.content_md5.take(),
         };
-        let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
+        let (written, sums) = self.receive(&bucket, false, body, &req.headers, req.trailing_headers.as_ref()).await?;
         let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
         Ok(S3Response::new(with_checksums!(UploadPartOutput { e_tag: Some(etag(&etag_hex)) }, sums)))
     }

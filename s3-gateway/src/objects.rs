@@ -132,11 +132,13 @@ pub(crate) fn body_length(content_length: Option<i64>, body: Option<&StreamingBl
 }
 
 impl Gateway {
-    /// Writes a request body as new object data: the run, its MD5 and the
-    /// checksums, each verified against what the client sent.
+    /// Writes a request body as new object data (a whole object's, packed
+    /// when small, or a part's): the run, its MD5 and the checksums, each
+    /// verified against what the client sent.
     pub(crate) async fn receive(
         &self,
         bucket: &Bucket,
+        whole_object: bool,
         body: Body,
         headers: &HeaderMap,
         trailers: Option<&s3s::TrailingHeaders>,
@@ -145,7 +147,11 @@ impl Gateway {
         let stream = body
             .stream
             .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
-        let written = self.data.write(&bucket.pool, body.len, stream, hasher).await?;
+        let written = if whole_object {
+            self.data.write_object(&bucket.pool, body.len, stream, hasher).await?
+        } else {
+            self.data.write(&bucket.pool, body.len, stream, hasher).await?
+        };
         verify_md5(body.content_md5.as_deref(), &written.md5)?;
         let trailing = trailers.and_then(|t| t.take());
         let sent = sent_checksums(body.sent, trailing.as_ref());
@@ -183,7 +189,7 @@ impl Gateway {
             algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
             content_md5: input.content_md5.take(),
         };
-        let (written, sums) = self.receive(&bucket, body, &req.headers, req.trailing_headers.as_ref()).await?;
+        let (written, sums) = self.receive(&bucket, true, body, &req.headers, req.trailing_headers.as_ref()).await?;
         keep_checksums(&mut object, &sums);
         let etag_hex = chuyi_common::secret::hex(&written.md5);
         object.size = len;
@@ -390,7 +396,7 @@ impl Gateway {
         };
         let written = if size > 0 {
             let body = self.data.read(&source.data.data, 0..size);
-            let written = self.data.write(&bucket.pool, size, body, Default::default()).await?;
+            let written = self.data.write_object(&bucket.pool, size, body, Default::default()).await?;
             let md5 = chuyi_common::secret::hex(&written.md5);
             object.etag = md5;
             object.data = vec![written.run.run];

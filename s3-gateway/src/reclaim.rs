@@ -1,6 +1,6 @@
 //! The reclaimer: frees object data no record refers to any more. Each
-//! pass first moves pending data whose writer died (its time is up) to the
-//! garbage, then deletes the chunks of a page of garbage from the storage
+//! pass first moves pending data whose writer died (its time is up), and
+//! packs with nothing live left (their grace over), to the garbage, then deletes the chunks of a page of garbage from the storage
 //! nodes and only then forgets it, so a gateway that dies mid-pass leaves
 //! the garbage for the next one. Every gateway runs one; deleting a chunk
 //! twice is harmless.
@@ -16,10 +16,11 @@ use crate::data::DataPath;
 /// How often a pass runs when the last one found nothing.
 pub const RECLAIM_IDLE: Duration = Duration::from_secs(2);
 
-/// Runs passes for ever.
-pub async fn run(data: DataPath) {
+/// Runs passes for ever; packs are freed `pack_grace` after their last
+/// run died.
+pub async fn run(data: DataPath, pack_grace: Duration) {
     loop {
-        match pass(&data).await {
+        match pass(&data, pack_grace).await {
             // A full page: more may wait, go on at once.
             Ok(n) if n >= RECORDS_PAGE_MAX as usize => continue,
             Ok(_) => {}
@@ -34,16 +35,24 @@ fn now_ms() -> u64 {
 }
 
 /// One pass; returns how many runs it freed.
-pub async fn pass(data: &DataPath) -> Result<usize, String> {
+pub async fn pass(data: &DataPath, pack_grace: Duration) -> Result<usize, String> {
     let meta = data.cluster().meta();
     // A Raft write only when something expired, not every pass.
-    match meta.read(Query::ExpiredPending { now_ms: now_ms() }).await {
-        Ok(ApiReply::Count(0)) => {}
-        Ok(ApiReply::Count(_)) => {
-            meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
+    let grace_ms = pack_grace.as_millis() as u64;
+    let now_ms = now_ms();
+    let expiries = [
+        (Query::ExpiredPending { now_ms }, Command::ExpirePending { max: RECORDS_PAGE_MAX }),
+        (Query::FreeablePacks { now_ms, grace_ms }, Command::RetirePacks { max: RECORDS_PAGE_MAX, grace_ms }),
+    ];
+    for (query, command) in expiries {
+        match meta.read(query).await {
+            Ok(ApiReply::Count(0)) => {}
+            Ok(ApiReply::Count(_)) => {
+                meta.write(command).await.map_err(|e| e.to_string())?;
+            }
+            Ok(other) => return Err(format!("unexpected reply {other:?}")),
+            Err(e) => return Err(e.to_string()),
         }
-        Ok(other) => return Err(format!("unexpected reply {other:?}")),
-        Err(e) => return Err(e.to_string()),
     }
     let garbage = match meta.read(Query::Garbage { max: RECORDS_PAGE_MAX }).await {
         Ok(ApiReply::Garbage(runs)) => runs,

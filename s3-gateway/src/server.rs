@@ -19,8 +19,10 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::auth::{UserAuth, Users};
+use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{DataPath, PENDING_TTL};
 use crate::gateway::Gateway;
+use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
 
 /// How a gateway serves.
 #[derive(Debug, Clone)]
@@ -30,11 +32,30 @@ pub struct Options {
     /// How long object data being written may stay unclaimed before it is
     /// taken for a dead gateway's (plus as long again per GiB of it).
     pub pending_ttl: Duration,
+    /// How long it appends small objects into one pack, and how long a
+    /// pack stays writable (packs.rs).
+    pub pack_window: Duration,
+    pub pack_ttl: Duration,
+    /// How long a pack's bytes outlive its last run, for GETs that read
+    /// its place just before.
+    pub pack_grace: Duration,
+    /// Bytes per second its compactor copies at most.
+    pub compact_bytes_per_s: u64,
+    /// Largest object packed (0: every object has chunks of its own).
+    pub packed_object_max: u64,
 }
 
 impl Options {
     pub fn new(pool: impl Into<String>) -> Self {
-        Self { pool: pool.into(), pending_ttl: PENDING_TTL }
+        Self {
+            pool: pool.into(),
+            pending_ttl: PENDING_TTL,
+            pack_window: PACK_WINDOW,
+            pack_ttl: PACK_TTL,
+            pack_grace: PACK_GRACE,
+            compact_bytes_per_s: COMPACT_BYTES_PER_S,
+            packed_object_max: PACKED_OBJECT_MAX,
+        }
     }
 }
 
@@ -46,8 +67,10 @@ pub fn service(cluster: Arc<Cluster>, secret: &ClusterSecret, pool: String) -> S
 
 pub fn service_with(cluster: Arc<Cluster>, secret: &ClusterSecret, options: Options) -> S3Service {
     let users = Arc::new(Users::new(cluster.clone(), secret));
-    let data = DataPath::new(cluster, options.pending_ttl);
-    tokio::spawn(crate::reclaim::run(data.clone()));
+    let packs = Packs::new(options.pack_window, options.pack_ttl, options.packed_object_max);
+    let data = DataPath::new(cluster, options.pending_ttl, packs);
+    tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
+    tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
     builder.set_auth(UserAuth(users));
     builder.build()

@@ -26,7 +26,7 @@ use crate::proto::{
     WATCH_WAIT_MAX_MS,
 };
 use crate::state::model::PgHealth;
-use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX};
+use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
 use crate::store::{StateReader, StoreError, TypeConfig};
 
 /// What seals user secret keys; the gateway opens them with the same label.
@@ -195,6 +195,15 @@ impl MetaService {
             Query::ExpiredPending { now_ms } => {
                 ApiReply::Count(r.expired_pending(now_ms, EXPIRE_SCAN_MAX).map_err(store_error)?)
             }
+            Query::SparsePacks { after, max } => {
+                ApiReply::Packs(r.sparse_packs(after, page(max)).map_err(store_error)?)
+            }
+            Query::PackRefs { owner, from, max } => {
+                ApiReply::PackRefs(r.pack_refs(owner, from, page(max)).map_err(store_error)?)
+            }
+            Query::FreeablePacks { now_ms, grace_ms } => {
+                ApiReply::Count(r.freeable_packs(now_ms, grace_ms, RETIRE_SCAN_MAX).map_err(store_error)?)
+            }
         })
     }
 
@@ -239,6 +248,7 @@ impl MetaService {
             purged: m.purged.map(|l| l.index),
             map,
             pools,
+            packs: self.reader.pack_totals().map_err(store_error)?,
         })
     }
 

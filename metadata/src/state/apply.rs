@@ -19,7 +19,7 @@ use super::model::{
 };
 use super::names;
 use super::tables::TablesMut;
-use super::{objects, uploads, view};
+use super::{objects, packs, uploads, view};
 use crate::placement::{self, DiskRef, PgChange};
 use crate::store::StoreError;
 
@@ -95,6 +95,9 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         }
         Command::BeginData { pool, len, ttl_ms } => objects::begin_data(t, ctx, pool, *len, *ttl_ms),
         Command::AbandonData { owner } => objects::abandon_data(t, *owner),
+        Command::OpenPack { pool, ttl_ms } => packs::open_pack(t, ctx, pool, *ttl_ms),
+        Command::MovePacked { bucket, key, seq, from, to } => packs::move_packed(t, ctx, bucket, key, *seq, from, to),
+        Command::RetirePacks { max, grace_ms } => packs::retire_packs(t, ctx, *max, *grace_ms),
         Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object),
         Command::DeleteObject { bucket, key, version_id } => {
             objects::delete_object(t, ctx, bucket, key, version_id.as_deref())

@@ -140,6 +140,28 @@ pub enum Command {
         len: u64,
         ttl_ms: u64,
     },
+    /// Opens a pack in `pool` for small objects' data, writable for
+    /// `ttl_ms` from now; replies with its owner (`Reply::Data`).
+    OpenPack {
+        pool: String,
+        ttl_ms: u64,
+    },
+    /// The compactor copied run `from` of version `seq` of `bucket/key` to
+    /// `to` (in a writable pack): the version holds `to` from now on, if it
+    /// still holds `from` (`Count(1)`; else `Count(0)` and nothing moves).
+    MovePacked {
+        bucket: String,
+        key: String,
+        seq: u64,
+        from: DataRun,
+        to: DataRun,
+    },
+    /// Frees up to `max` packs with nothing live, no writer, and no run
+    /// died in the last `grace_ms` (a GET may still read it).
+    RetirePacks {
+        max: u32,
+        grace_ms: u64,
+    },
     /// The writer of pending data gave up: its chunks are garbage now.
     AbandonData {
         owner: u64,

@@ -44,6 +44,17 @@ pub(crate) const T_PART: u8 = 0x14;
 ///
 /// [`BucketUsage`]: super::model::BucketUsage
 pub(crate) const T_BUCKET_USAGE: u8 = 0x15;
+/// Pack owner → [`Pack`]: chunk owners shared by small objects.
+///
+/// [`Pack`]: super::model::Pack
+pub(crate) const T_PACK: u8 = 0x16;
+/// Pack owner → (): the packs most of which is dead, so the compactor and
+/// the reclaimer find them without reading every pack.
+pub(crate) const T_PACK_SPARSE: u8 = 0x17;
+/// Pack owner, offset → [`PackRef`]: the live runs of each pack.
+///
+/// [`PackRef`]: super::model::PackRef
+pub(crate) const T_PACK_REF: u8 = 0x18;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -52,6 +63,8 @@ pub(crate) const NEXT_ID: &[u8] = &[T_META, b'i'];
 pub(crate) const NEXT_POOL_ID: &[u8] = &[T_META, b'p'];
 /// The latest leader clock applied: time never goes back in the state.
 pub(crate) const LAST_NOW: &[u8] = &[T_META, b'n'];
+/// [`PackTotals`](super::model::PackTotals), kept as packs change.
+pub(crate) const PACK_TOTALS: &[u8] = &[T_META, b'k'];
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;
@@ -216,7 +229,26 @@ pub(crate) fn garbage(owner: u64) -> Vec<u8> {
     k
 }
 
-/// The owner of a pending or garbage key.
+pub(crate) fn pack(owner: u64) -> Vec<u8> {
+    let mut k = table(T_PACK);
+    k.extend_from_slice(&owner.to_be_bytes());
+    k
+}
+
+pub(crate) fn pack_sparse(owner: u64) -> Vec<u8> {
+    let mut k = table(T_PACK_SPARSE);
+    k.extend_from_slice(&owner.to_be_bytes());
+    k
+}
+
+pub(crate) fn pack_ref(owner: u64, offset: u64) -> Vec<u8> {
+    let mut k = table(T_PACK_REF);
+    k.extend_from_slice(&owner.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// The owner of a pending, garbage, pack or sparse-pack key.
 pub(crate) fn parse_owner(raw: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(raw.get(1..)?.try_into().ok()?))
 }

@@ -14,6 +14,7 @@ pub mod listing;
 pub mod model;
 pub mod names;
 pub(crate) mod objects;
+pub(crate) mod packs;
 pub(crate) mod tables;
 pub(crate) mod uploads;
 pub(crate) mod view;
@@ -25,3 +26,4 @@ pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMAND
 pub use error::{Kind, MetaError, UploadProblem};
 pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS, LIST_SCAN_BUDGET_PAIRS};
 pub use objects::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};
+pub use packs::{PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};

@@ -247,22 +247,128 @@ pub struct ObjectRecord {
     pub data: ObjectPut,
 }
 
-/// A run of object data: chunks `0..` of chunk owner `owner`, each
-/// [`OBJECT_CHUNK_BYTES`] long but the last, holding `len` bytes in all. A
-/// single PUT writes one run; a multipart object has one per part. Every
-/// owner belongs to exactly one run, never shared (a copy writes new
-/// chunks), so freeing a run never frees another object's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A run of object data: bytes `offset..offset + len` of chunk owner
+/// `owner`'s chunks, chunk `i` holding bytes `i × OBJECT_CHUNK_BYTES`
+/// onwards. A single PUT of a chunk or more writes a run of its own
+/// (offset 0); a multipart object has one per part; an object smaller than
+/// a chunk is a run inside a [`Pack`] shared with others. An owner that is
+/// not a pack belongs to exactly one run (a copy writes new chunks), so
+/// freeing such a run never frees another object's data; a pack is freed
+/// only when no run in it is live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DataRun {
     pub owner: u64,
+    pub offset: u64,
     pub len: u64,
 }
 
 impl DataRun {
-    /// How many chunks hold the run.
-    pub fn chunks(&self) -> u64 {
-        self.len.div_ceil(OBJECT_CHUNK_BYTES)
+    /// A run of its own: from the owner's first byte.
+    pub fn owned(owner: u64, len: u64) -> Self {
+        Self { owner, offset: 0, len }
     }
+
+    /// The owner's chunk indexes the run touches.
+    pub fn chunks(&self) -> std::ops::Range<u64> {
+        if self.len == 0 {
+            return 0..0;
+        }
+        self.offset / OBJECT_CHUNK_BYTES..(self.offset + self.len).div_ceil(OBJECT_CHUNK_BYTES)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataRun {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct V1 {
+            owner: u64,
+            len: u64,
+        }
+        #[derive(Deserialize)]
+        struct V2 {
+            owner: u64,
+            offset: u64,
+            len: u64,
+        }
+        // Stored format 1 had no offset (codec.rs): every run was owned.
+        if crate::store::codec::reading_v1() {
+            let V1 { owner, len } = V1::deserialize(d)?;
+            return Ok(Self::owned(owner, len));
+        }
+        let V2 { owner, offset, len } = V2::deserialize(d)?;
+        Ok(Self { owner, offset, len })
+    }
+}
+
+/// Bytes one pack spans: sixteen chunks, so a pack's last, partly filled
+/// chunk wastes at most a sixteenth of it, and compacting one moves at
+/// most this much.
+pub const PACK_BYTES: u64 = 16 * OBJECT_CHUNK_BYTES;
+
+/// A chunk owner whose chunks hold many small objects' data, appended by
+/// one gateway at a time (Haystack's volume, Ambry's partition): each
+/// object's run is a byte range in it. Written only until
+/// `writable_until_ms`; then its runs only die, and it is compacted when
+/// most of it is dead and freed when all is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pack {
+    /// No object may be added after this (the writer's window).
+    pub writable_until_ms: Millis,
+    /// The end of the highest run committed into it.
+    pub end: u64,
+    pub live_bytes: u64,
+    pub live_runs: u64,
+    /// When a run in it last died: it is freed no earlier than a grace
+    /// after (`RetirePacks`), so a GET that read the run's place just
+    /// before still finds the bytes.
+    pub died_ms: Millis,
+}
+
+impl Pack {
+    /// What it takes on each replica: its chunks up to its end, whole (a
+    /// node reserves a chunk's slot at its first write).
+    pub fn footprint(&self) -> u64 {
+        self.end.div_ceil(OBJECT_CHUNK_BYTES) * OBJECT_CHUNK_BYTES
+    }
+
+    /// Whether most of what it takes is dead, or wasted in a chunk its
+    /// writer left barely used: worth compacting (or freeing, when nothing
+    /// is live).
+    pub fn sparse(&self) -> bool {
+        self.live_bytes.saturating_mul(2) < self.footprint() || self.live_runs == 0
+    }
+
+    /// Whether it can be freed at `now_ms`: nothing live, no writer, and
+    /// `grace_ms` since its last run died.
+    pub fn freeable(&self, now_ms: Millis, grace_ms: u64) -> bool {
+        self.live_runs == 0 && now_ms >= self.writable_until_ms.max(self.died_ms).saturating_add(grace_ms)
+    }
+}
+
+/// Where a live run in a pack comes from: the object version that holds
+/// it (the compactor's way from a pack to the records to move).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub offset: u64,
+    pub len: u64,
+    pub bucket: String,
+    pub key: String,
+    pub seq: u64,
+}
+
+/// All packs at a glance, for `chuyi status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackTotals {
+    pub packs: u64,
+    /// Sum of the packs' footprints: what they take on each replica.
+    pub bytes: u64,
+    pub live_bytes: u64,
+    /// Packs most of which is dead, waiting to be compacted or freed.
+    pub sparse: u64,
+    pub sparse_bytes: u64,
+    pub sparse_live_bytes: u64,
+    /// Bytes the compactor has moved, ever.
+    pub moved_bytes: u64,
 }
 
 /// What a client gives for an object put; the state machine adds the

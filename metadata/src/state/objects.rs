@@ -8,7 +8,8 @@
 //! up or died (pending past its time) goes there too. The gateway deletes
 //! garbage chunks from the storage nodes and then forgets them. No chunk
 //! is ever referred to by two records, so freeing a run frees nothing
-//! else.
+//! else. Small objects' runs live in shared packs instead (packs.rs): a
+//! removed version's packed run only counts as dead in its pack.
 
 use super::apply::{Applied, Ctx};
 use super::command::Reply;
@@ -18,6 +19,7 @@ use super::model::{
     version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, NULL_VERSION,
 };
 use super::names;
+use super::packs;
 use super::tables::TablesMut;
 use super::view;
 use crate::store::StoreError;
@@ -46,7 +48,7 @@ pub(crate) fn begin_data(t: &mut impl TablesMut, ctx: Ctx, pool: &str, len: u64,
     let Some(owner) = super::apply::next_owner(t, pool.id)? else {
         refuse!(MetaError::invalid("object data", format!("pool {} has given out every chunk owner id", pool.name)))
     };
-    let pending = PendingData { run: DataRun { owner, len }, expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
+    let pending = PendingData { run: DataRun::owned(owner, len), expires_ms: ctx.now_ms.saturating_add(ttl_ms) };
     t.put_rec("pending data", &keys::pending(owner), &pending)?;
     Ok(Ok(Reply::Data { owner }))
 }
@@ -120,12 +122,24 @@ pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &s
         refuse!(e);
     }
     let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    if let Some(refusal) = packs::check_adds(t, ctx, &object.data)? {
+        refuse!(refusal);
+    }
+    let mut packed = Vec::new();
     for run in &object.data {
-        if let Some(refusal) = claim(t, *run)? {
+        if packs::is_pack(t, run.owner)? {
+            packed.push(*run);
+        } else if let Some(refusal) = claim(t, *run)? {
             refuse!(refusal);
         }
     }
+    if packed.len() > 1 {
+        refuse!(MetaError::invalid("object", "more than one packed run".to_string()));
+    }
     let version_id = add_version(t, ctx, b.versioning, bucket, key, false, object.clone())?;
+    for run in &packed {
+        packs::add_run(t, run, bucket, key, ctx.seq)?;
+    }
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
 }
 
@@ -145,7 +159,7 @@ pub(crate) fn add_version(
         Versioning::Enabled => version_id_of(ctx.seq),
         Versioning::Unset | Versioning::Suspended => {
             if let Some(old) = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)? {
-                remove_version(t, bucket, key, &old)?;
+                remove_version(t, ctx, bucket, key, &old)?;
             }
             NULL_VERSION.to_string()
         }
@@ -157,11 +171,19 @@ pub(crate) fn add_version(
     Ok(version_id)
 }
 
-/// Removes one version; its data becomes garbage.
-fn remove_version(t: &mut impl TablesMut, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError> {
+/// Removes one version; its data becomes garbage, or dead in its pack.
+fn remove_version(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    bucket: &str,
+    key: &str,
+    record: &ObjectRecord,
+) -> Result<(), StoreError> {
     t.delete(&keys::object_version(bucket, key, record.seq));
     for run in &record.data.data {
-        to_garbage(t, *run)?;
+        if !packs::kill_run(t, ctx, run)? {
+            to_garbage(t, *run)?;
+        }
     }
     count(t, bucket, record, false)
 }
@@ -198,7 +220,7 @@ pub(crate) fn delete_object(
         let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
             refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
         };
-        remove_version(t, bucket, key, &record)?;
+        remove_version(t, ctx, bucket, key, &record)?;
         return Ok(Ok(Reply::ObjectDeleted {
             version_id: Some(record.version_id),
             delete_marker: record.delete_marker,
@@ -206,7 +228,7 @@ pub(crate) fn delete_object(
     }
     if b.versioning == Versioning::Unset {
         if let Some(old) = view::find_null_version(t, bucket, key, NULL_VERSION_SCAN_MAX)? {
-            remove_version(t, bucket, key, &old)?;
+            remove_version(t, ctx, bucket, key, &old)?;
         }
         return Ok(Ok(Reply::ObjectDeleted { version_id: None, delete_marker: false }));
     }

@@ -9,7 +9,8 @@ use super::command::{Command, Reply};
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    DataRun, DiskRecord, DiskState, NodeState, ObjectPut, PgHealth, PoolDefaults, Redundancy, Versioning, VolumeState,
+    DataRun, DiskRecord, DiskState, NodeState, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Versioning,
+    VolumeState, PACK_BYTES,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -87,7 +88,7 @@ impl World {
     /// before writing it.
     fn begin(&mut self, len: u64) -> DataRun {
         match self.ok(Command::BeginData { pool: "ssd".into(), len, ttl_ms: 60_000 }) {
-            Reply::Data { owner } => DataRun { owner, len },
+            Reply::Data { owner } => DataRun::owned(owner, len),
             other => panic!("{other:?}"),
         }
     }
@@ -586,4 +587,124 @@ fn a_pool_with_object_data_to_free_cannot_be_deleted() {
     w.ok(Command::ForgetGarbage { owners: vec![run.owner] });
     w.ok(delete);
     assert_eq!(view::expired_pending(&w.t, u64::MAX, 10).expect("read"), 0);
+}
+
+impl World {
+    fn open_pack(&mut self, ttl_ms: u64) -> u64 {
+        match self.ok(Command::OpenPack { pool: "ssd".into(), ttl_ms }) {
+            Reply::Data { owner } => owner,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pack(&self, owner: u64) -> Option<Pack> {
+        super::packs::pack(&self.t, owner).expect("pack")
+    }
+
+    fn sparse(&self) -> Vec<u64> {
+        super::packs::sparse(&self.t, 0, usize::MAX).expect("sparse").into_iter().map(|(o, _)| o).collect()
+    }
+
+    fn refs(&self, owner: u64) -> Vec<(u64, String)> {
+        super::packs::refs(&self.t, owner, 0, usize::MAX)
+            .expect("refs")
+            .into_iter()
+            .map(|r| (r.offset, r.key))
+            .collect()
+    }
+}
+
+#[test]
+fn packed_runs_are_live_until_their_versions_go() {
+    let mut w = World::cluster(3);
+    let pack = w.open_pack(60_000);
+    let run = |offset, len| DataRun { owner: pack, offset, len };
+    w.put_run("a", run(0, 4096)).expect("a");
+    w.put_run("b", run(4096, 100)).expect("b");
+    w.put_run("c", run(8192, 4096)).expect("c");
+    let p = w.pack(pack).expect("pack");
+    assert_eq!((p.end, p.live_bytes, p.live_runs), (12288, 8292, 3));
+    assert_eq!(w.refs(pack), vec![(0, "a".into()), (4096, "b".into()), (8192, "c".into())]);
+    assert_eq!(w.sparse(), vec![pack], "12 KiB of its first 4 MiB chunk are used");
+    // Packed runs are never pending: no claim, and nothing to garbage.
+    assert!(w.garbage().is_empty());
+    // Refused, changing nothing: a start already live, past the pack's
+    // end, empty, two packed runs in one object, and after the window.
+    assert!(matches!(w.put_run("d", run(4096, 10)), Err(MetaError::Invalid { .. })));
+    assert!(matches!(w.put_run("d", run(PACK_BYTES - 10, 11)), Err(MetaError::Invalid { .. })));
+    assert!(matches!(w.put_run("d", run(PACK_BYTES, 0)), Err(MetaError::Invalid { .. })));
+    let two = ObjectPut { size: 2, data: vec![run(20480, 1), run(24576, 1)], ..ObjectPut::default() };
+    assert!(matches!(
+        w.run(Command::PutObject { bucket: "scans".into(), key: "d".into(), object: two }),
+        Err(MetaError::Invalid { .. })
+    ));
+    // Overwriting and deleting kill runs: dead in the pack, no garbage.
+    w.put_run("a", run(12288, 10)).expect("a again");
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "b".into(), version_id: None });
+    let p = w.pack(pack).expect("pack");
+    assert_eq!((p.end, p.live_bytes, p.live_runs), (12298, 4106, 2));
+    assert_eq!(w.refs(pack), vec![(8192, "c".into()), (12288, "a".into())]);
+    assert!(w.garbage().is_empty());
+    let totals = super::packs::totals(&w.t).expect("totals");
+    assert_eq!((totals.packs, totals.bytes, totals.live_bytes, totals.sparse), (1, 4 << 20, 4106, 1));
+    // A pack filled past half of its chunks is not sparse.
+    let big = w.open_pack(60_000);
+    w.put_run("big", DataRun { owner: big, offset: 0, len: 3 << 20 }).expect("big");
+    assert_eq!(w.sparse(), vec![pack]);
+    w.put_run("tail", DataRun { owner: big, offset: 4 << 20, len: 1 }).expect("tail");
+    assert_eq!(w.sparse(), vec![pack, big], "3 MiB live of 8 MiB taken");
+    w.now_ms += 60_000;
+    assert!(matches!(w.put_run("e", run(16384, 1)), Err(MetaError::Invalid { .. })), "the window is over");
+}
+
+const GRACE: u64 = 60_000;
+
+#[test]
+fn a_move_lands_only_on_the_run_it_read_and_empty_packs_are_freed_after_the_grace() {
+    let mut w = World::cluster(3);
+    let old = w.open_pack(1_000);
+    w.put_run("a", DataRun { owner: old, offset: 0, len: 10 }).expect("a");
+    w.put_run("b", DataRun { owner: old, offset: 4096, len: 20 }).expect("b");
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
+    w.now_ms += 2_000;
+    let new = w.open_pack(60_000);
+    let seq_of = |w: &World, key: &str| {
+        super::packs::refs(&w.t, old, 0, 10).expect("refs").into_iter().find(|r| r.key == key).expect("ref").seq
+    };
+    let (seq_a, seq_b) = (seq_of(&w, "a"), seq_of(&w, "b"));
+    let mv = |key: &str, seq, from: DataRun, to: DataRun| Command::MovePacked {
+        bucket: "scans".into(),
+        key: key.into(),
+        seq,
+        from,
+        to,
+    };
+    let a_old = DataRun { owner: old, offset: 0, len: 10 };
+    let a_new = DataRun { owner: new, offset: 0, len: 10 };
+    // A move must keep the length and go into a writable pack.
+    assert!(matches!(w.run(mv("a", seq_a, a_old, DataRun { len: 11, ..a_new })), Err(MetaError::Invalid { .. })));
+    assert!(matches!(
+        w.run(mv("a", seq_a, a_old, DataRun { owner: old, offset: 8192, len: 10 })),
+        Err(MetaError::Invalid { .. })
+    ));
+    assert_eq!(w.ok(mv("a", seq_a, a_old, a_new)), Reply::Count(1));
+    let got = view::object_version(&w.t, "scans", "a", "null", 100).expect("read").expect("a");
+    assert_eq!(got.data.data, vec![a_new]);
+    // b was overwritten (a new version: the old one keeps its run) and
+    // then its old version deleted before the compactor's move landed.
+    w.put_run("b", DataRun { owner: new, offset: 4096, len: 5 }).expect("b v2");
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "b".into(), version_id: Some("null".into()) });
+    let b_old = DataRun { owner: old, offset: 4096, len: 20 };
+    assert_eq!(w.ok(mv("b", seq_b, b_old, DataRun { owner: new, offset: 8192, len: 20 })), Reply::Count(0));
+    assert_eq!(w.refs(new), vec![(0, "a".into()), (4096, "b".into())], "the lost move's copy is not live");
+    // Nothing live in the old pack: freed only after the grace.
+    assert_eq!(w.refs(old), vec![]);
+    assert_eq!(w.ok(Command::RetirePacks { max: 10, grace_ms: GRACE }), Reply::Count(0));
+    w.now_ms += GRACE;
+    assert_eq!(w.ok(Command::RetirePacks { max: 10, grace_ms: GRACE }), Reply::Count(1));
+    assert_eq!(w.pack(old), None);
+    assert_eq!(w.garbage(), vec![DataRun::owned(old, PACK_BYTES)]);
+    assert!(w.pack(new).is_some(), "the live pack stays");
+    let totals = super::packs::totals(&w.t).expect("totals");
+    assert_eq!((totals.packs, totals.live_bytes), (1, 15));
 }

@@ -210,12 +210,17 @@ pub(crate) fn uploads(
     Ok(t.scan_recs_limited("upload", &from, &to, max)?.into_iter().map(|(_, v)| v).collect())
 }
 
-/// Whether any pending or garbage run belongs to pool `pool` (owners of a
-/// pool are one contiguous key range in both tables).
+/// Whether any pending or garbage run or pack belongs to pool `pool`
+/// (owners of a pool are one contiguous key range in each table).
 pub(crate) fn object_data_left(t: &impl Tables, pool: u32) -> Result<bool, StoreError> {
     let first = chuyi_common::map::owner_id(pool, 0);
     let last = chuyi_common::map::owner_id(pool, (1 << chuyi_common::map::OWNER_SEQ_BITS) - 1);
-    for (from, to) in [(keys::pending(first), keys::pending(last)), (keys::garbage(first), keys::garbage(last))] {
+    let ranges = [
+        (keys::pending(first), keys::pending(last)),
+        (keys::garbage(first), keys::garbage(last)),
+        (keys::pack(first), keys::pack(last)),
+    ];
+    for (from, to) in ranges {
         let mut to = to;
         to.push(0);
         if !t.scan(&from, &to, 1)?.is_empty() {
@@ -245,7 +250,7 @@ pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, Store
     for (key, value) in t.scan(&from, &to, max)? {
         let len: u64 = crate::store::codec::decode("garbage", &value)?;
         if let Some(owner) = keys::parse_owner(&key) {
-            runs.push(DataRun { owner, len });
+            runs.push(DataRun::owned(owner, len));
         }
     }
     Ok(runs)

@@ -11,8 +11,27 @@ use serde::Serialize;
 
 use super::StoreError;
 
-/// Version byte prefixing every stored value.
+/// Version byte of values written before object data runs had an offset
+/// (a [`DataRun`] was `owner, len`); still read, never written.
+///
+/// [`DataRun`]: crate::state::model::DataRun
 pub(crate) const FORMAT_V1: u8 = 1;
+/// Version byte prefixing every stored value now: a `DataRun` is `owner,
+/// offset, len`.
+pub(crate) const FORMAT_V2: u8 = 2;
+
+thread_local! {
+    /// The format of the value being decoded on this thread, for the few
+    /// types whose layout changed between formats (they ask
+    /// [`reading_v1`]). Everything not read through [`decode`] (the RPC
+    /// messages) is the current format.
+    static READING: std::cell::Cell<u8> = const { std::cell::Cell::new(FORMAT_V2) };
+}
+
+/// Whether the value being decoded on this thread was written in format 1.
+pub(crate) fn reading_v1() -> bool {
+    READING.with(|r| r.get() == FORMAT_V1)
+}
 
 /// Key of the log entry at `index`.
 pub(crate) fn log_key(index: u64) -> [u8; 8] {
@@ -25,18 +44,21 @@ pub(crate) fn parse_log_key(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// `FORMAT_V1` followed by the postcard encoding of `value`.
+/// `FORMAT_V2` followed by the postcard encoding of `value`.
 pub(crate) fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(value, vec![FORMAT_V1]).map_err(|source| StoreError::Encode { what, source })
+    postcard::to_extend(value, vec![FORMAT_V2]).map_err(|source| StoreError::Encode { what, source })
 }
 
 /// Inverse of [`encode`]; rejects unknown versions and trailing garbage.
 pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     let (&version, body) = bytes.split_first().ok_or(StoreError::Empty { what })?;
-    if version != FORMAT_V1 {
+    if version != FORMAT_V1 && version != FORMAT_V2 {
         return Err(StoreError::UnknownVersion { what, version });
     }
-    let (value, rest) = postcard::take_from_bytes(body).map_err(|source| StoreError::Decode { what, source })?;
+    let before = READING.with(|r| r.replace(version));
+    let taken = postcard::take_from_bytes(body);
+    READING.with(|r| r.set(before));
+    let (value, rest) = taken.map_err(|source| StoreError::Decode { what, source })?;
     if !rest.is_empty() {
         return Err(StoreError::TrailingBytes { what, len: rest.len() });
     }
@@ -65,10 +87,25 @@ mod tests {
     #[test]
     fn values_carry_a_version_and_reject_garbage() {
         let bytes = encode("test", &42u64).expect("encode");
-        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(bytes[0], FORMAT_V2);
         assert_eq!(decode::<u64>("test", &bytes).ok(), Some(42));
         assert!(matches!(decode::<u64>("test", &[]), Err(StoreError::Empty { .. })));
         assert!(matches!(decode::<u64>("test", &[9, 42]), Err(StoreError::UnknownVersion { version: 9, .. })));
-        assert!(matches!(decode::<u64>("test", &[FORMAT_V1, 42, 0]), Err(StoreError::TrailingBytes { .. })));
+        assert!(matches!(decode::<u64>("test", &[FORMAT_V2, 42, 0]), Err(StoreError::TrailingBytes { .. })));
+    }
+
+    #[test]
+    fn format_1_data_runs_read_as_runs_from_offset_0() {
+        use crate::state::model::{DataRun, PendingData};
+        // Format 1: owner, len (varints), then the pending record's expiry.
+        let v1 = [FORMAT_V1, 0x81, 0x01, 0x05, 0x07];
+        let pending: PendingData = decode("pending data", &v1).expect("format 1");
+        assert_eq!(pending, PendingData { run: DataRun { owner: 129, offset: 0, len: 5 }, expires_ms: 7 });
+        let run = DataRun { owner: 129, offset: 4096, len: 5 };
+        let v2 = encode("run", &run).expect("encode");
+        assert_eq!(decode::<DataRun>("run", &v2).ok(), Some(run));
+        // The format is per value: a format 1 value does not leave the
+        // thread reading format 1.
+        assert!(!reading_v1());
     }
 }

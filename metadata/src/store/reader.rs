@@ -12,9 +12,10 @@ use super::rocks::{Rocks, View};
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
 use crate::state::model::{
-    Bucket, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Part, Pool, PoolDefaults, Upload, User, Volume,
+    Bucket, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool,
+    PoolDefaults, Upload, User, Volume,
 };
-use crate::state::view;
+use crate::state::{packs, view};
 
 /// Versions of one key examined to find its null version in a read.
 const NULL_VERSION_READ_SCAN_MAX: usize = 100_000;
@@ -158,5 +159,21 @@ impl StateReader {
 
     pub fn expired_pending(&self, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
         view::expired_pending(&*self.view(), now_ms, scan_max)
+    }
+
+    pub fn sparse_packs(&self, after: u64, max: usize) -> Result<Vec<(u64, Pack)>, StoreError> {
+        packs::sparse(&*self.view(), after, max)
+    }
+
+    pub fn pack_refs(&self, owner: u64, from: u64, max: usize) -> Result<Vec<PackRef>, StoreError> {
+        packs::refs(&*self.view(), owner, from, max)
+    }
+
+    pub fn freeable_packs(&self, now_ms: u64, grace_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
+        packs::freeable(&*self.view(), now_ms, grace_ms, scan_max)
+    }
+
+    pub fn pack_totals(&self) -> Result<PackTotals, StoreError> {
+        packs::totals(&*self.view())
     }
 }
