@@ -46,6 +46,11 @@ impl Cluster {
     /// `founders` members found the group; `extra` more start empty and
     /// wait to be added.
     fn start(founders: usize, extra: usize) -> Self {
+        Self::start_with(founders, extra, 20)
+    }
+
+    /// [`Self::start`] with a snapshot every `snapshot_logs` log entries.
+    fn start_with(founders: usize, extra: usize, snapshot_logs: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, SECRET).expect("secret");
@@ -59,7 +64,7 @@ impl Cluster {
             let founders_here = if i < founders { founder_list.as_str() } else { "" };
             let toml = format!(
                 "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
-                 snapshot_logs = 20\nheartbeat_timeout_ms = 3000\n\n{founders_here}",
+                 snapshot_logs = {snapshot_logs}\nheartbeat_timeout_ms = 3000\n\n{founders_here}",
                 dir.path().join(format!("data{id}")).display(),
                 secret_file.display(),
             );
@@ -442,6 +447,85 @@ async fn new_members_catch_up_from_a_streamed_snapshot() {
     let keys = all_keys(&client).await;
     let missing = (0..KEYS).map(|i| format!("k{i:05}")).filter(|k| !keys.contains(k)).count();
     assert_eq!(missing, 0, "keys missing on the members that caught up by snapshot\n{}", cluster.logs());
+}
+
+/// A member catches up from a snapshot of a state larger than the memory
+/// it uses: 2000 objects of 200 KiB of metadata each (400 MiB of state),
+/// a snapshot of most of it, then a new member. Its peak RSS stays below
+/// the snapshot's size (nothing holds the state whole), and it serves
+/// every object once the old leader is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_catches_up_from_a_snapshot_larger_than_its_memory() {
+    use futures::StreamExt;
+    let mut cluster = Cluster::start_with(1, 1, 800);
+    let client = cluster.client();
+    seed(&client).await;
+    const KEYS: usize = 2000;
+    let note = "n".repeat(200 << 10);
+    let writes = futures::stream::iter(0..KEYS).map(|i| {
+        let (client, note) = (&client, &note);
+        let mut object = object("big");
+        object.user_meta = vec![("note".into(), note.clone())];
+        async move { client.write(Command::PutObject { bucket: "scans".into(), key: format!("k{i:05}"), object }).await }
+    });
+    let written: Vec<_> = writes.buffer_unordered(4).collect().await;
+    assert!(written.iter().all(Result::is_ok), "every write acknowledged");
+    let snapshots = cluster._dir.path().join("data1/snapshots");
+    let snapshot_bytes = eventually(Duration::from_secs(60), "the leader's snapshot", || async {
+        let files = std::fs::read_dir(&snapshots).ok()?;
+        let sizes: Vec<u64> = files
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "snap"))
+            .filter_map(|f| f.metadata().ok().map(|m| m.len()))
+            .collect();
+        sizes.into_iter().max().filter(|&b| b > 300 << 20)
+    })
+    .await;
+    let (ok, out, err) = cluster.cli(&["member", "add", "2", &cluster.addr(2)]);
+    assert!(ok, "member add: {out} {err}\n{}", cluster.logs());
+    let log = cluster.members.iter().find(|m| m.id == 2).map(|m| m.log.clone()).expect("member");
+    eventually(Duration::from_secs(120), "the new member installing the snapshot", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("snapshot installed").then_some(())
+    })
+    .await;
+    let pid = cluster.members.iter().find(|m| m.id == 2).and_then(|m| m.child.as_ref()).expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    eprintln!("new member's peak RSS {peak_kib} KiB; snapshot {snapshot_bytes} bytes");
+    assert!(
+        peak_kib * 1024 < snapshot_bytes,
+        "peak RSS {peak_kib} KiB while installing a snapshot of {snapshot_bytes} bytes"
+    );
+    // What member 2 holds, read from its own store once it is stopped
+    // (alone it is no quorum to ask): every object, from the snapshot and
+    // the log after it.
+    cluster.kill(2);
+    let (_, state) = chuyi_metadata::store::open(&cluster._dir.path().join("data2")).expect("member 2's store");
+    let reader = state.reader();
+    let mut keys = BTreeSet::new();
+    let mut after: Option<ListCursor> = None;
+    loop {
+        let request = ListRequest {
+            bucket: "scans".into(),
+            prefix: String::new(),
+            delimiter: None,
+            after: after.clone(),
+            max_keys: 1000,
+            versions: false,
+        };
+        let page = reader.list(&request).expect("list");
+        keys.extend(page.entries.into_iter().map(|e| e.key));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let missing = (0..KEYS).map(|i| format!("k{i:05}")).filter(|k| !keys.contains(k)).count();
+    assert_eq!(missing, 0, "keys missing on the member that caught up by snapshot\n{}", cluster.logs());
 }
 
 /// Bad input through the real interfaces: precise errors, nothing changed,
