@@ -6,13 +6,16 @@
 //! the s3s crate); the operations, by what they act on ([`gateway`] is the
 //! one `S3` implementation, which hands each to [`buckets`], [`objects`],
 //! [`listing`] or [`multipart`]); object data streamed to and from the
-//! storage nodes through chuyi-client ([`data`]); and the reclaimer that
+//! storage nodes through chuyi-client ([`data`]), small objects' into
+//! ranges of shared packs ([`packs`]); the compactor that moves live
+//! objects out of mostly dead packs ([`compact`]); and the reclaimer that
 //! frees data no record refers to any more ([`reclaim`]).
 //!
-//! An object's bytes are written first, as a reserved run of chunks; its
-//! version record is written to the object index (in the metadata
-//! service) only once they are on every replica, so nothing is visible
-//! before it is durable, and a failed upload leaves only garbage.
+//! An object's bytes are written first, as a reserved run of chunks or a
+//! range of a pack; its version record is written to the object index (in
+//! the metadata service) only once they are on every replica, so nothing
+//! is visible before it is durable, and a failed upload leaves only
+//! garbage or dead bytes of a pack.
 //!
 //! Not built yet: compression, server-side SM4 encryption and QoS.
 //!
