@@ -430,6 +430,14 @@ async fn new_members_catch_up_from_a_streamed_snapshot() {
     });
     let written: Vec<_> = writes.buffer_unordered(32).collect().await;
     assert!(written.iter().all(Result::is_ok), "every write acknowledged");
+    // Snapshots are built by a timer (raft/snapshots.rs): wait for one, so
+    // the log's start is purged and a new member can only catch up from it.
+    let leader_addr = cluster.addr(1);
+    eventually(Duration::from_secs(30), "a snapshot of the writes", || async {
+        let status = status_at(&client, &leader_addr).await?;
+        status.purged.is_some().then_some(())
+    })
+    .await;
     for id in [2u64, 3] {
         let (ok, out, err) = cluster.cli(&["member", "add", &id.to_string(), &cluster.addr(id)]);
         assert!(ok, "member add {id}: {out} {err}\n{}", cluster.logs());

@@ -32,7 +32,8 @@ pub struct MetaConfig {
     pub cluster_secret_file: Option<PathBuf>,
     #[serde(default = "default_heartbeat_timeout_ms")]
     pub heartbeat_timeout_ms: u64,
-    /// Log entries since the last snapshot that trigger a new one.
+    /// Log entries since the last snapshot that trigger a new one, at
+    /// least (more while the state is large: raft/snapshots.rs).
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
     #[serde(default = "default_election_timeout_ms")]

@@ -57,6 +57,7 @@ pub struct Member {
     service: Arc<MetaService>,
     server: RpcServer,
     monitor: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Member {
@@ -73,7 +74,8 @@ fn raft_config(config: &MetaConfig) -> Result<openraft::Config, MemberError> {
         election_timeout_min: election,
         election_timeout_max: election * 2,
         max_payload_entries: APPEND_ENTRIES_MAX,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        // snapshots.rs triggers them, by count and by the state's size.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // The last chunk decodes and installs the whole snapshot before it
@@ -89,6 +91,7 @@ impl Member {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| MemberError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let (log, state_machine) = store::open(&config.data_dir)?;
+        let appended = log.appended_bytes();
         let reader = state_machine.reader();
         let network = Network::new(secret.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config(config)?), network, log, state_machine)
@@ -112,7 +115,10 @@ impl Member {
             timeout,
         ));
         let monitor = tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, liveness, timeout));
-        Ok(Self { raft, reader, service, server, monitor })
+        let snapshots_dir = config.data_dir.join("snapshots");
+        let snapshots =
+            tokio::spawn(super::snapshots::run(raft.clone(), snapshots_dir, config.snapshot_logs, appended));
+        Ok(Self { raft, reader, service, server, monitor, snapshots })
     }
 
     /// Where the member listens (the real port for ":0").
@@ -136,6 +142,7 @@ impl Member {
     ) -> Result<(), MemberError> {
         let served = self.server.serve(secret, self.service, shutdown).await;
         self.monitor.abort();
+        self.snapshots.abort();
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(served?)
     }

@@ -8,6 +8,7 @@ mod monitor;
 mod network;
 mod proposer;
 mod service;
+pub mod snapshots;
 
 pub use member::{Member, MemberError};
 pub use monitor::REBALANCE_MOVES_PER_TICK;

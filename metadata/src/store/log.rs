@@ -9,6 +9,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader, Vote};
@@ -27,6 +29,9 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Debug, Clone)]
 pub struct LogStore {
     rocks: Rocks,
+    /// Bytes of entries appended since this process opened the log: what
+    /// the snapshot schedule weighs a snapshot's size against.
+    appended: Arc<AtomicU64>,
 }
 
 /// Half-open index range `[start, end)`; `end == None` is unbounded.
@@ -55,7 +60,13 @@ fn decode_entry(key: &[u8], value: &[u8]) -> StoreResult<Entry<TypeConfig>> {
 
 impl LogStore {
     pub(crate) fn new(rocks: Rocks) -> Self {
-        Self { rocks }
+        Self { rocks, appended: Arc::default() }
+    }
+
+    /// A counter of the bytes of entries appended from now on (shared by
+    /// every clone).
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -89,6 +100,7 @@ impl LogStore {
         let mut batch = self.rocks.batch();
         for entry in entries {
             let value = encode("log entry", &entry)?;
+            self.appended.fetch_add(value.len() as u64, Ordering::Relaxed);
             batch.put(Cf::Log, &log_key(entry.get_log_id().index), &value);
         }
         Ok(batch.commit(Durability::Sync)?)
