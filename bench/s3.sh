@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The S3 gateway under load, against the same objects through chuyi-client
-# directly: `chuyi-bench s3-load` starts a cluster of real processes (one
+# directly and through a gateway that packs nothing (every object in chunks
+# of its own, the layout before packing): `chuyi-bench s3-load` starts a cluster of real processes (one
 # metadata member, NODES storage nodes, a 2-replica pool) with its disks
 # under $BENCH_DIR, starts the gateway inside chuyi-bench on a runtime of
 # its own, and for each object size runs PUT, GET, LIST (ListObjectsV2
@@ -14,15 +15,17 @@
 # `--workspace --all-targets` set so cargo reuses its RocksDB build (see
 # bench/meta.sh); chuyi-client and chuyi-common are at opt-level 3 there.
 #
-# Every object takes at least one whole chunk slot (4 MiB, fallocated) on
-# each of two nodes, so the 1100 objects of 4 KiB hold 8.6 GiB of
-# $BENCH_DIR's disk until they are deleted; the script refuses to start
-# with less than 20 GiB free there.
+# Each PUT phase also reports what the storage nodes' disk files grew by
+# per byte stored (disk / data). On the owned paths every object takes at
+# least one whole chunk slot (4 MiB, fallocated) on each of two nodes, so
+# the 1100 objects of 4 KiB hold 8.6 GiB of $BENCH_DIR's disk until they
+# are deleted; the script refuses to start with less than 20 GiB free
+# there. The space runs of RESULTS.md use PATHS=gateway.
 #
 # Knobs: BENCH_DIR (/var/tmp/chuyi-s3-bench, not tmpfs), NODES (3),
 # SIZES (4KiB,1MiB,64MiB), OBJECTS (1100,200,16), CONCURRENCY (32,16,4),
 # GET_ROUNDS (4), LIST_ROUNDS (16), PAYLOAD (unsigned or sha256), GATEWAY_THREADS (2),
-# MIN_FREE_GIB (20).
+# PATHS (gateway,gateway-owned,direct), MIN_FREE_GIB (20).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,4 +61,5 @@ TMPDIR=$bench_dir/cluster "$target_dir/debug/chuyi-bench" s3-load \
 	--list-rounds "${LIST_ROUNDS:-16}" \
 	--payload "${PAYLOAD:-unsigned}" \
 	--gateway-threads "${GATEWAY_THREADS:-2}" \
+	--paths "${PATHS:-gateway,gateway-owned,direct}" \
 	--json-out "$bench_dir/results.json" 2> >(tee "$bench_dir/progress.log" >&2) | tee "$bench_dir/results.md"

@@ -62,6 +62,29 @@ pub fn sample() -> CpuTimes {
     times
 }
 
+/// CPU milliseconds (user + system) process `pid` has spent; none once it
+/// is gone.
+pub fn process_ms(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, ticks)| ticks.cpu * MS_PER_TICK)
+}
+
+/// CPU milliseconds the whole machine has been busy, all cores together:
+/// every state of the `cpu` line of `/proc/stat` but idle and iowait
+/// (guest time is already inside user).
+pub fn machine_busy_ms() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    parse_machine(&stat)
+}
+
+fn parse_machine(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| ticks.get(i)).sum();
+    Some(busy * MS_PER_TICK)
+}
+
 /// `file` of every numeric entry of `dir`.
 fn read_all(dir: &str, file: &str) -> Vec<String> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
@@ -100,5 +123,12 @@ mod tests {
         let stat = "4242 (s3-gateway (1)) S 17 4242 4242 0 -1 4194368 100 0 0 0 250 31 0 0 20 0 2 0 1 0 0";
         assert_eq!(parse_stat(stat), Some(("s3-gateway (1)", StatTicks { ppid: 17, cpu: 281 })));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_machine_is_busy_in_every_state_but_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 70 4 5 1 9 0\ncpu0 50 1 15 2500 35 2 2 0 0 0\n";
+        assert_eq!(parse_machine(stat), Some((100 + 2 + 30 + 4 + 5 + 1) * MS_PER_TICK));
+        assert_eq!(parse_machine("intr 1 2 3"), None);
     }
 }

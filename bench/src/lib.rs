@@ -11,7 +11,10 @@
 //! zeros and no disk I/O) is an error, not a fast read.
 //!
 //! The metadata service is driven through `chuyi_metadata::client`, the
-//! same client the CLI and frontends use.
+//! same client the CLI and frontends use: `meta` for its rate and read
+//! latency, `count` for a bucket filled to millions of objects (watching
+//! the members' memory, disk and snapshots from outside: `proc_stat`,
+//! `snapshot_watch`).
 //!
 //! Failure and recovery figures (`recovery`) run a whole cluster of real
 //! processes through chuyi-chaos's harness and chuyi-client.
@@ -23,13 +26,18 @@
 //! The micro-benchmarks of single components (crc32c, the chunk store
 //! without the network) are criterion benches in their own crates.
 
+pub mod count;
+pub mod count_report;
+pub mod count_snapshot;
 pub mod cpu;
 pub mod error;
 pub mod latency;
 pub mod load;
 pub mod meta;
 pub mod nbd_serve;
+pub mod pacs_keys;
 pub mod prefill;
+pub mod proc_stat;
 pub mod recovery;
 pub mod region;
 pub mod report;
@@ -37,6 +45,7 @@ pub mod s3_client;
 pub mod s3_load;
 pub mod s3_paths;
 pub mod s3_report;
+pub mod snapshot_watch;
 pub mod target;
 
 pub use error::LoadError;

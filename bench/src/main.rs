@@ -36,6 +36,10 @@ enum Command {
     /// Object-index puts from concurrent writers, then linearizable reads,
     /// against a running metadata service.
     MetaLoad(MetaLoad),
+    /// One bucket filled to millions of objects on a running metadata
+    /// group: PUT rate as it fills, listing latency, members' memory and
+    /// disk, snapshot builds, a new member's catch-up (bench/meta-count.sh).
+    MetaCount(MetaCount),
     /// Starts a cluster of real processes, fills a volume, kills a node
     /// under load: the I/O stall, backfill rate, time to full redundancy
     /// and (with 2 nodes) the resync of the returning node.
@@ -105,6 +109,11 @@ struct S3LoadArgs {
     /// Worker threads of the gateway's runtime.
     #[arg(long, default_value_t = 2)]
     gateway_threads: usize,
+    /// The paths measured, in this order: the gateway (small objects
+    /// packed), the gateway with every object in chunks of its own, and
+    /// chuyi-client directly.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gateway,gateway-owned,direct")]
+    paths: Vec<chuyi_bench::s3_load::PathKind>,
     /// Print the report as one JSON object instead of markdown tables.
     #[arg(long)]
     json: bool,
@@ -131,6 +140,66 @@ struct MetaLoad {
     reads: usize,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct MetaCount {
+    /// Metadata members, comma-separated.
+    #[arg(long, value_name = "ADDRS")]
+    meta: String,
+    /// File with the cluster secret; else $CHUYI_CLUSTER_SECRET.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Objects to fill the bucket with.
+    #[arg(long, default_value_t = 10_000_000)]
+    objects: u64,
+    /// Concurrent writers, each with one put outstanding.
+    #[arg(long, default_value_t = 64)]
+    writers: usize,
+    /// Objects per timed stretch of the fill; a tenth of --objects when
+    /// not given (a million of ten million).
+    #[arg(long)]
+    step: Option<u64>,
+    /// Bucket sizes at which to stop and measure, comma-separated; 0, a
+    /// tenth, half and all of --objects when not given.
+    #[arg(long, value_delimiter = ',')]
+    checkpoints: Vec<u64>,
+    /// Timed pages per kind of listing at each checkpoint.
+    #[arg(long, default_value_t = 50)]
+    list_pages: usize,
+    /// A member's process: ID,PID,DATA_DIR; one per member.
+    #[arg(long = "member", value_name = "ID,PID,DIR", value_parser = member_process, required = true)]
+    members: Vec<chuyi_bench::count::MemberProcess>,
+    /// An empty member, started and not yet added, to add once the bucket
+    /// is full: ID,ADDR,PID,DATA_DIR.
+    #[arg(long, value_name = "ID,ADDR,PID,DIR", value_parser = joiner)]
+    joiner: Option<chuyi_bench::count::Joiner>,
+    /// Seed of the listings' random start keys and shards.
+    #[arg(long, default_value_t = 14)]
+    seed: u64,
+    /// Print the report as one JSON object instead of markdown tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+}
+
+/// `ID,PID,DIR` (DIR may hold commas).
+fn member_process(text: &str) -> Result<chuyi_bench::count::MemberProcess, String> {
+    let mut parts = text.splitn(3, ',');
+    let mut next = |what: &str| parts.next().filter(|p| !p.is_empty()).ok_or(format!("{text:?} has no {what}"));
+    let id = next("member id")?.parse().map_err(|e| format!("member id: {e}"))?;
+    let pid = next("pid")?.parse().map_err(|e| format!("pid: {e}"))?;
+    Ok(chuyi_bench::count::MemberProcess { id, pid, data_dir: PathBuf::from(next("data dir")?) })
+}
+
+/// `ID,ADDR,PID,DIR`.
+fn joiner(text: &str) -> Result<chuyi_bench::count::Joiner, String> {
+    let (id, rest) = text.split_once(',').ok_or(format!("{text:?} is not ID,ADDR,PID,DIR"))?;
+    let (addr, rest) = rest.split_once(',').ok_or(format!("{text:?} is not ID,ADDR,PID,DIR"))?;
+    let process = member_process(&format!("{id},{rest}"))?;
+    Ok(chuyi_bench::count::Joiner { process, addr: addr.to_string() })
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +259,10 @@ fn main() -> anyhow::Result<()> {
         Command::MetaLoad(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(meta_load(args));
+        }
+        Command::MetaCount(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return runtime.block_on(meta_count(args));
         }
         Command::NbdServe { nodes, volume_mib, listen, node_unix, encrypted } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -298,6 +371,39 @@ async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn meta_count(args: MetaCount) -> anyhow::Result<()> {
+    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let addrs = args.meta.split(',').map(str::trim).map(String::from).collect();
+    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(addrs, secret)?);
+    let checkpoints = if args.checkpoints.is_empty() {
+        chuyi_bench::count::CountSpec::default_checkpoints(args.objects)
+    } else {
+        args.checkpoints.iter().copied().collect()
+    };
+    let members = args.members.len();
+    let spec = chuyi_bench::count::CountSpec {
+        objects: args.objects,
+        writers: args.writers,
+        step: args.step.unwrap_or(args.objects / 10).max(1),
+        checkpoints,
+        list_pages: args.list_pages,
+        members: args.members,
+        joiner: args.joiner,
+        seed: args.seed,
+        label: format!("{members} member{}", if members == 1 { "" } else { "s" }),
+    };
+    let report = chuyi_bench::count::run(client, spec).await?;
+    if let Some(file) = &args.json_out {
+        std::fs::write(file, serde_json::to_string(&report)?).with_context(|| format!("writing {}", file.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
 async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
     let per_size = |flag: &str, values: &[usize], i: usize| -> anyhow::Result<usize> {
         match values {
@@ -321,6 +427,7 @@ async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
         list_rounds: args.list_rounds,
         payload: args.payload,
         gateway_threads: args.gateway_threads,
+        paths: args.paths.clone(),
     };
     let report = chuyi_bench::s3_load::run(spec).await?;
     if let Some(file) = &args.json_out {

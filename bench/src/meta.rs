@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{MetaCall, Query};
-use chuyi_metadata::state::model::{DiskRecord, ObjectPut, Redundancy};
+use chuyi_metadata::state::model::{DataRun, DiskRecord, ObjectPut, Redundancy, PACK_BYTES};
 use chuyi_metadata::state::{Command, MetaError};
+use md5::{Digest, Md5};
 use serde::Serialize;
 
 use crate::latency::{nanos, LatencySummary};
@@ -64,15 +65,56 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
 }
 
 /// An index entry of an empty object: what the index costs, without the
-/// reservation of data a gateway PUT also makes.
-fn put(key: String) -> Command {
+/// reservation of data a gateway PUT also makes. Every metadata bench puts
+/// its objects through this one function. The ETag is the MD5 of the key,
+/// so ETags differ as real objects' do (identical ones would compress
+/// away in RocksDB and flatter its size per object).
+pub fn put(key: String) -> Command {
+    put_run(key, None)
+}
+
+/// [`put`] of an object whose data is `run` (a range of a pack, as the
+/// gateway puts objects smaller than a chunk), or none.
+pub fn put_run(key: String, run: Option<DataRun>) -> Command {
+    let etag: String = Md5::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let object = ObjectPut {
-        etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
+        etag,
         content_type: "application/dicom".into(),
         user_meta: vec![("study".into(), "1.2.840.113619".into())],
+        size: run.map_or(0, |r| r.len),
+        data: run.into_iter().collect(),
         ..ObjectPut::default()
     };
     Command::PutObject { bucket: BUCKET.into(), key, object }
+}
+
+/// Hands out ranges of packs for one writer's objects, as a gateway does:
+/// a new pack (`OpenPack`) whenever the last is full.
+#[derive(Debug, Default)]
+pub struct PackCursor {
+    open: Option<(u64, u64)>,
+}
+
+impl PackCursor {
+    /// The range of the next object of `len` bytes.
+    pub async fn next(&mut self, client: &MetaClient, len: u64) -> Result<DataRun, MetaError> {
+        let aligned = len.next_multiple_of(4096);
+        match self.open {
+            Some((owner, offset)) if offset + aligned <= PACK_BYTES => {
+                self.open = Some((owner, offset + aligned));
+                Ok(DataRun { owner, offset, len })
+            }
+            _ => {
+                let open = Command::OpenPack { pool: "bench".into(), ttl_ms: chuyi_metadata::state::PACK_TTL_MAX_MS };
+                let owner = match client.write(open).await? {
+                    chuyi_metadata::state::Reply::Data { owner } => owner,
+                    other => return Err(MetaError::Internal(format!("OpenPack replied {other:?}"))),
+                };
+                self.open = Some((owner, aligned));
+                Ok(DataRun { owner, offset: 0, len })
+            }
+        }
+    }
 }
 
 pub async fn run(client: Arc<MetaClient>, spec: MetaSpec) -> Result<MetaReport, MetaError> {

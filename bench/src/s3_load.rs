@@ -3,6 +3,11 @@
 //! through chuyi-client directly ([`crate::s3_paths`]), so the gateway's own
 //! cost shows as the ratio of the two.
 //!
+//! The paths ([`PathKind`]): the gateway as it runs (small objects packed),
+//! the gateway with every object in chunks of its own (the layout before
+//! packing), and the direct path. Each PUT phase also measures what the
+//! storage nodes' disk files grew by, per byte stored.
+//!
 //! One cluster of real processes (chuyi-chaos's harness: a metadata member
 //! and the storage nodes, a 2-replica pool), a user, one bucket per path.
 //! The gateway runs in this process on a runtime of its own, so its CPU
@@ -37,8 +42,6 @@ use crate::s3_report::{Measured, PhaseResult, S3Report};
 
 /// The user both paths act as, and their buckets.
 const USER: &str = "bench";
-const GATEWAY_BUCKET: &str = "bench-gateway";
-const DIRECT_BUCKET: &str = "bench-direct";
 /// How long the client retries one operation, and the cluster may take to
 /// get ready or to free deleted data.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -66,6 +69,30 @@ pub struct S3LoadSpec {
     pub payload: PayloadSigning,
     /// Worker threads of the gateway's runtime.
     pub gateway_threads: usize,
+    /// The paths measured, in this order.
+    pub paths: Vec<PathKind>,
+}
+
+/// A way objects are written and read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    /// The gateway, small objects packed.
+    Gateway,
+    /// The gateway with every object in chunks of its own.
+    GatewayOwned,
+    /// chuyi-client straight to the metadata service and the nodes.
+    Direct,
+}
+
+impl PathKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::Gateway => "gateway",
+            PathKind::GatewayOwned => "gateway-owned",
+            PathKind::Direct => "direct",
+        }
+    }
 }
 
 /// In the order they run (and are reported).
@@ -91,12 +118,12 @@ impl Phase {
     }
 }
 
-/// The cluster, the gateway and both paths, ready for load.
+/// The cluster, the gateways and the paths, ready for load.
 struct Bench {
-    // Fields drop in order: the gateway stops before the cluster does.
+    // Fields drop in order: the gateways stop before the cluster does.
     _gateway_runtime: GatewayRuntime,
     cluster: TestCluster,
-    paths: [Arc<dyn ObjectPath>; 2],
+    paths: Vec<Arc<dyn ObjectPath>>,
 }
 
 /// The gateway's runtime, shut down without waiting when dropped: dropping
@@ -128,9 +155,13 @@ pub async fn run(spec: S3LoadSpec) -> anyhow::Result<S3Report> {
         let prefix = format!("{}/", ByteSize(size.object_bytes));
         for path in &bench.paths {
             for phase in Phase::ALL {
-                let r = run_phase(path.clone(), phase, *size, &prefix, body.clone(), &spec)
+                let before = disk_bytes(&bench.cluster)?;
+                let mut r = run_phase(path.clone(), phase, *size, &prefix, body.clone(), &spec)
                     .await
                     .with_context(|| format!("{} {} {}", ByteSize(size.object_bytes), phase.name(), path.name()))?;
+                if phase == Phase::Put {
+                    r.disk_bytes = Some(disk_bytes(&bench.cluster)?.saturating_sub(before));
+                }
                 eprintln!("{}", r.line());
                 results.push(r);
             }
@@ -152,9 +183,6 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
     cluster.wait_clean(DEADLINE).await?;
     let keys = tokio::task::block_in_place(|| create_user(&cluster))?;
     let meta = cluster.meta()?;
-    meta.write(Command::CreateBucket { name: DIRECT_BUCKET.into(), owner: USER.into(), pool: POOL.into() })
-        .await
-        .context("creating the direct path's bucket")?;
 
     let gateway_runtime = GatewayRuntime(Some(
         tokio::runtime::Builder::new_multi_thread()
@@ -164,17 +192,24 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
             .build()?,
     ));
     let runtime = gateway_runtime.0.as_ref().context("the gateway's runtime")?;
-    let addr = start_gateway(&cluster, runtime).await?;
-    S3Connection::connect(addr, &keys, spec.payload).await?.create_bucket(GATEWAY_BUCKET).await?;
-
-    let gateway: Arc<dyn ObjectPath> =
-        Arc::new(GatewayPath { addr, keys, payload: spec.payload, bucket: GATEWAY_BUCKET.into() });
-    let direct: Arc<dyn ObjectPath> = Arc::new(DirectPath {
-        cluster: cluster.client(DEADLINE).await?,
-        bucket: DIRECT_BUCKET.into(),
-        pool: POOL.into(),
-    });
-    let paths = [gateway, direct];
+    let mut paths: Vec<Arc<dyn ObjectPath>> = Vec::new();
+    for &kind in &spec.paths {
+        let bucket = format!("bench-{}", kind.name());
+        let path: Arc<dyn ObjectPath> = match kind {
+            PathKind::Gateway | PathKind::GatewayOwned => {
+                let addr = start_gateway(&cluster, runtime, gateway_options(kind)).await?;
+                S3Connection::connect(addr, &keys, spec.payload).await?.create_bucket(&bucket).await?;
+                Arc::new(GatewayPath { name: kind.name(), addr, keys: keys.clone(), payload: spec.payload, bucket })
+            }
+            PathKind::Direct => {
+                meta.write(Command::CreateBucket { name: bucket.clone(), owner: USER.into(), pool: POOL.into() })
+                    .await
+                    .context("creating the direct path's bucket")?;
+                Arc::new(DirectPath { cluster: cluster.client(DEADLINE).await?, bucket, pool: POOL.into() })
+            }
+        };
+        paths.push(path);
+    }
     for path in &paths {
         warm_up(path.as_ref()).await.with_context(|| format!("warming up {}", path.name()))?;
     }
@@ -211,6 +246,7 @@ fn create_user(cluster: &TestCluster) -> anyhow::Result<Keys> {
 async fn start_gateway(
     cluster: &TestCluster,
     runtime: &tokio::runtime::Runtime,
+    options: chuyi_s3::server::Options,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind("127.0.0.1:0".parse()?)?;
@@ -229,7 +265,7 @@ async fn start_gateway(
         .await?
         .context("the gateway's cluster client")?;
     runtime.spawn(async move {
-        let service = chuyi_s3::server::service(client, &chuyi_chaos::cluster::secret(), POOL.into());
+        let service = chuyi_s3::server::service_with(client, &chuyi_chaos::cluster::secret(), options);
         if let Err(e) = chuyi_s3::server::serve(listener, service).await {
             eprintln!("s3-load: the gateway stopped: {e}");
         }
@@ -370,13 +406,40 @@ impl Worker {
     }
 }
 
-/// Waits until no deleted data waits to be freed; returns how long.
+/// A gateway as `kind` runs it. Packs close after 5 s and are freed 1 s
+/// after their last object goes (production: 10 min and 60 s), so a
+/// path's deleted data is freed before the next path runs; how many
+/// objects share a pack is the same either way at this rate.
+fn gateway_options(kind: PathKind) -> chuyi_s3::server::Options {
+    chuyi_s3::server::Options {
+        pack_window: Duration::from_secs(5),
+        pack_ttl: Duration::from_secs(10),
+        pack_grace: Duration::from_secs(1),
+        packed_object_max: if kind == PathKind::GatewayOwned { 0 } else { chuyi_s3::packs::PACKED_OBJECT_MAX },
+        ..chuyi_s3::server::Options::new(POOL)
+    }
+}
+
+/// What the storage nodes' disk files take on the file system (du).
+fn disk_bytes(cluster: &TestCluster) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for node in &cluster.nodes {
+        let file = cluster.disk_file(node.id as chuyi_common::ids::NodeId)?;
+        total += std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?.blocks() * 512;
+    }
+    Ok(total)
+}
+
+/// Waits until no deleted data waits to be freed, packs included;
+/// returns how long.
 async fn wait_reclaimed(cluster: &TestCluster) -> anyhow::Result<Duration> {
     let meta = cluster.meta()?;
     let started = Instant::now();
     loop {
+        let packs = meta.status().await?.packs.packs;
         match meta.read(Query::Garbage { max: 1 }).await? {
-            ApiReply::Garbage(runs) if runs.is_empty() => return Ok(started.elapsed()),
+            ApiReply::Garbage(runs) if runs.is_empty() && packs == 0 => return Ok(started.elapsed()),
             ApiReply::Garbage(_) => {}
             other => anyhow::bail!("unexpected reply {other:?}"),
         }

@@ -113,6 +113,8 @@ pub trait ObjectPath: Send + Sync {
 /// Through the gateway: real HTTP, signed with SigV4.
 #[derive(Debug)]
 pub struct GatewayPath {
+    /// "gateway" or "gateway-owned" (its gateway's layout).
+    pub name: &'static str,
     pub addr: std::net::SocketAddr,
     pub keys: Keys,
     pub payload: PayloadSigning,
@@ -122,7 +124,7 @@ pub struct GatewayPath {
 #[async_trait]
 impl ObjectPath for GatewayPath {
     fn name(&self) -> &'static str {
-        "gateway"
+        self.name
     }
 
     async fn session(&self) -> Result<Box<dyn Session>, PathError> {

@@ -15,7 +15,7 @@ use crate::s3_load::{Phase, S3LoadSpec, SizeSpec};
 pub struct PhaseResult {
     pub object_bytes: u64,
     pub phase: Phase,
-    /// "gateway" or "direct".
+    /// "gateway", "gateway-owned" or "direct".
     pub path: &'static str,
     pub concurrency: usize,
     /// Timed requests: one per object, or one per page of a listing.
@@ -32,6 +32,8 @@ pub struct PhaseResult {
     pub latency: LatencySummary,
     /// CPU spent during the phase, by part.
     pub cpu: CpuTimes,
+    /// PUT only: what the storage nodes' disk files grew by (du).
+    pub disk_bytes: Option<u64>,
 }
 
 /// What one phase measured, before it is a [`PhaseResult`].
@@ -61,7 +63,13 @@ impl PhaseResult {
             mb_per_s: m.bytes as f64 / seconds / 1e6,
             latency: m.latency,
             cpu: m.cpu,
+            disk_bytes: None,
         }
+    }
+
+    /// Bytes on the nodes' disks per object byte stored (PUT only).
+    pub fn disk_per_byte(&self) -> Option<f64> {
+        Some(self.disk_bytes? as f64 / self.bytes.max(1) as f64)
     }
 
     /// CPU milliseconds per request: (load generator, gateway, cluster).
@@ -79,7 +87,7 @@ impl PhaseResult {
     pub fn line(&self) -> String {
         format!(
             "s3-load size={} phase={} path={} in_flight={} objects={} requests={} seconds={:.2} objects/s={:.0} \
-             MB/s={:.1} p50_ms={:.2} p99_ms={:.2} cpu_ms={}+{}+{}",
+             MB/s={:.1} p50_ms={:.2} p99_ms={:.2} cpu_ms={}+{}+{}{}",
             ByteSize(self.object_bytes),
             self.phase.name(),
             self.path,
@@ -93,7 +101,8 @@ impl PhaseResult {
             self.latency.p99_us / 1e3,
             self.cpu.load_ms,
             self.cpu.gateway_ms,
-            self.cpu.cluster_ms
+            self.cpu.cluster_ms,
+            self.disk_per_byte().map(|d| format!(" disk/data={d:.3}")).unwrap_or_default()
         )
     }
 }
@@ -114,18 +123,19 @@ impl S3Report {
         let mut out = String::new();
         out.push_str(
             "| size | phase | path | in flight | objects | objects/s | MB/s | p50 ms | p99 ms | \
-             CPU ms/request (load + gateway + cluster) |\n\
-             |---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+             CPU ms/request (load + gateway + cluster) | disk / data |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|\n",
         );
         // Each phase's two paths on adjacent rows, though they ran apart.
         let mut rows: Vec<&PhaseResult> = self.results.iter().collect();
-        rows.sort_by_key(|r| (r.object_bytes, r.phase, r.path != "gateway"));
+        rows.sort_by_key(|r| (r.object_bytes, r.phase, r.path != "gateway", r.path));
         for r in rows {
             let (l, g, c) = r.cpu_per_request();
             let mb = if r.bytes == 0 { "–".to_string() } else { format!("{:.1}", r.mb_per_s) };
+            let disk = r.disk_per_byte().map_or_else(|| "–".to_string(), |d| format!("{d:.3}"));
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.0} | {mb} | {:.2} | {:.2} | {l:.2} + {g:.2} + {c:.2} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {mb} | {:.2} | {:.2} | {l:.2} + {g:.2} + {c:.2} | {disk} |",
                 ByteSize(r.object_bytes),
                 r.phase.name(),
                 r.path,
@@ -146,7 +156,7 @@ impl S3Report {
              | size | phase | objects/s | p50 | p99 | CPU/request |\n\
              |---|---|---:|---:|---:|---:|\n",
         );
-        for (gateway, direct) in self.pairs() {
+        for (gateway, direct) in self.pairs("direct") {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
@@ -158,16 +168,39 @@ impl S3Report {
                 ratio(gateway.cpu_total_per_request(), direct.cpu_total_per_request()),
             );
         }
+        // Packing against the layout before it, when both ran.
+        if self.pairs("gateway-owned").next().is_some() {
+            out.push_str(
+                "\ngateway (packed) / gateway-owned (every object in chunks of its own):\n\n\
+                 | size | phase | objects/s | p50 | p99 | disk / data |\n\
+                 |---|---|---:|---:|---:|---:|\n",
+            );
+            for (packed, owned) in self.pairs("gateway-owned") {
+                let disk = match (packed.disk_per_byte(), owned.disk_per_byte()) {
+                    (Some(p), Some(o)) => ratio(p, o),
+                    _ => "–".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {disk} |",
+                    ByteSize(packed.object_bytes),
+                    packed.phase.name(),
+                    ratio(packed.objects_per_s, owned.objects_per_s),
+                    ratio(packed.latency.p50_us, owned.latency.p50_us),
+                    ratio(packed.latency.p99_us, owned.latency.p99_us),
+                );
+            }
+        }
         out
     }
 
-    /// (gateway, direct) results of the same size and phase.
-    fn pairs(&self) -> impl Iterator<Item = (&PhaseResult, &PhaseResult)> {
-        self.results.iter().filter(|r| r.path == "gateway").filter_map(|g| {
+    /// (gateway, `peer`) results of the same size and phase.
+    fn pairs<'a>(&'a self, peer: &'a str) -> impl Iterator<Item = (&'a PhaseResult, &'a PhaseResult)> {
+        self.results.iter().filter(|r| r.path == "gateway").filter_map(move |g| {
             let d = self
                 .results
                 .iter()
-                .find(|d| d.path == "direct" && d.object_bytes == g.object_bytes && d.phase == g.phase)?;
+                .find(|d| d.path == peer && d.object_bytes == g.object_bytes && d.phase == g.phase)?;
             Some((g, d))
         })
     }
@@ -211,6 +244,7 @@ mod tests {
                 list_rounds: 1,
                 payload: PayloadSigning::Unsigned,
                 gateway_threads: 1,
+                paths: vec![],
             },
             md5_mb_per_s: 0.0,
             sha256_mb_per_s: 0.0,
@@ -223,6 +257,7 @@ mod tests {
         let md = report.markdown();
         let (results, ratios) = md.split_once("gateway / direct:").expect("a ratio table");
         assert!(results.contains("| 4KiB | GET | gateway | 8 | 100 | 800 | 3.3 | 0.50 | 1.00 |"), "{md}");
+        assert!(!md.contains("gateway-owned"), "no packed/owned table without the owned path: {md}");
         assert!(ratios.contains("| 4KiB | PUT | 0.50 | 2.00 | 2.00 | 1.00 |"), "{md}");
         assert!(!ratios.contains("| 4KiB | GET | "), "a phase without its peer has no ratio: {md}");
     }

@@ -66,19 +66,24 @@ pub fn pace(bytes: u64, bytes_per_s: u64) -> Duration {
     Duration::from_secs_f64(bytes as f64 / bytes_per_s.max(1) as f64)
 }
 
-/// One pass over a page of sparse packs; returns the bytes it moved.
+/// One pass over every sparse pack, a page at a time; returns the bytes
+/// it moved.
 pub async fn pass(data: &DataPath, bytes_per_s: u64) -> Result<u64, String> {
     let meta = data.cluster().meta();
-    let sparse = match meta.read(Query::SparsePacks { after: 0, max: RECORDS_PAGE_MAX }).await {
-        Ok(ApiReply::Packs(packs)) => packs,
-        Ok(other) => return Err(format!("unexpected reply {other:?}")),
-        Err(e) => return Err(e.to_string()),
-    };
+    let mut after = 0;
     let mut moved = 0;
-    for owner in to_compact(&sparse, now_ms()) {
-        moved += compact(data, owner, bytes_per_s).await?;
+    loop {
+        let sparse = match meta.read(Query::SparsePacks { after, max: RECORDS_PAGE_MAX }).await {
+            Ok(ApiReply::Packs(packs)) => packs,
+            Ok(other) => return Err(format!("unexpected reply {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let Some(&(last, _)) = sparse.last() else { return Ok(moved) };
+        for owner in to_compact(&sparse, now_ms()) {
+            moved += compact(data, owner, bytes_per_s).await?;
+        }
+        after = last + 1;
     }
-    Ok(moved)
 }
 
 /// Moves every live run of pack `owner`; returns the bytes moved.
