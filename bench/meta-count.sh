@@ -17,15 +17,15 @@
 #   received and installed the snapshot, when it had applied everything,
 #   and its peak RSS.
 #
-# Objects are data-less records with PACS-shaped keys
-# (`shard/study/series/instance.dcm`, bench/src/pacs_keys.rs), so the
-# figures are the index's alone. Binaries are the dev profile of `make
+# Objects are records with PACS-shaped keys
+# (`shard/study/series/instance.dcm`, bench/src/pacs_keys.rs), each with a
+# 500 KiB range of a pack as its data, as the gateway writes a CT slice
+# (no data is written: the figures are the metadata service's alone). Binaries are the dev profile of `make
 # test` (see bench/meta.sh for why). Each group's data is deleted after its
 # run unless KEEP=1; logs and JSON stay in $BENCH_DIR.
 #
-# Disk: a member holds its RocksDB write-ahead log (up to 2.5 GiB, RocksDB's
-# default cap for 5 column families: the small ones never fill a memtable,
-# so nothing else trims it), its SSTs (~35 B per object at 1 million) and
+# Disk: a member holds its RocksDB write-ahead log (capped at 256 MiB,
+# store/rocks.rs), its SSTs (~35 B per object at 1 million) and
 # a snapshot file (~160 B per object), two while it builds the next; the
 # new member about half that. At 10 million objects the 3-member group
 # needs about 21 GiB free: the script checks first (SKIP_DISK_CHECK=1 to go
