@@ -122,14 +122,12 @@ pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &s
         refuse!(e);
     }
     let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
-    if let Some(refusal) = packs::check_adds(t, ctx, &object.data)? {
-        refuse!(refusal);
-    }
-    let mut packed = Vec::new();
-    for run in &object.data {
-        if packs::is_pack(t, run.owner)? {
-            packed.push(*run);
-        } else if let Some(refusal) = claim(t, *run)? {
+    let packed = match packs::check_adds(t, ctx, &object.data)? {
+        Ok(packed) => packed,
+        Err(refusal) => refuse!(refusal),
+    };
+    for run in object.data.iter().filter(|run| !packed.contains(run)) {
+        if let Some(refusal) = claim(t, *run)? {
             refuse!(refusal);
         }
     }

@@ -60,18 +60,16 @@ fn file(t: &mut impl TablesMut, owner: u64, before: Option<&Pack>, pack: Option<
     }
     t.put_rec("pack totals", keys::PACK_TOTALS, &totals)?;
     match pack {
-        Some(p) => {
-            t.put_rec("pack", &keys::pack(owner), p)?;
-            if p.sparse() {
-                t.put(&keys::pack_sparse(owner), Vec::new());
-            } else {
-                t.delete(&keys::pack_sparse(owner));
-            }
-        }
-        None => {
-            t.delete(&keys::pack(owner));
-            t.delete(&keys::pack_sparse(owner));
-        }
+        Some(p) => t.put_rec("pack", &keys::pack(owner), p)?,
+        None => t.delete(&keys::pack(owner)),
+    }
+    // The sparse index is written only when a pack's sparseness flips:
+    // every put would otherwise leave a tombstone in RocksDB.
+    let (was, is) = (before.is_some_and(Pack::sparse), pack.is_some_and(Pack::sparse));
+    if is && !was {
+        t.put(&keys::pack_sparse(owner), Vec::new());
+    } else if was && !is {
+        t.delete(&keys::pack_sparse(owner));
     }
     Ok(())
 }
@@ -103,22 +101,23 @@ fn refusal(t: &impl Tables, ctx: Ctx, pack: &Pack, run: &DataRun) -> Result<Opti
     Ok(Some(MetaError::invalid("packed data", format!("pack {:#x}: {why}", run.owner))))
 }
 
-/// Checks that every packed run of `runs` may be added now: `Some(refusal)`
-/// when one may not. Runs whose owner is not a pack are not looked at.
-pub(crate) fn check_adds(t: &impl Tables, ctx: Ctx, runs: &[DataRun]) -> Result<Option<MetaError>, StoreError> {
+/// The runs of `runs` that lie in packs, once each may be added now:
+/// `Err(refusal)` when one may not.
+pub(crate) fn check_adds(
+    t: &impl Tables,
+    ctx: Ctx,
+    runs: &[DataRun],
+) -> Result<Result<Vec<DataRun>, MetaError>, StoreError> {
+    let mut packed = Vec::new();
     for run in runs {
         if let Some(pack) = pack(t, run.owner)? {
             if let Some(refused) = refusal(t, ctx, &pack, run)? {
-                return Ok(Some(refused));
+                return Ok(Err(refused));
             }
+            packed.push(*run);
         }
     }
-    Ok(None)
-}
-
-/// Whether `owner` is a pack.
-pub(crate) fn is_pack(t: &impl Tables, owner: u64) -> Result<bool, StoreError> {
-    Ok(t.get(&keys::pack(owner))?.is_some())
+    Ok(Ok(packed))
 }
 
 /// Counts `run` live in its pack, held by version `seq` of `bucket/key`.
