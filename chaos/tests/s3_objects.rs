@@ -357,6 +357,8 @@ async fn small_objects_share_packs_are_compacted_under_reads_and_leave_nothing_b
     .await;
     let after = pack_totals(&cluster).await;
     assert_eq!(after.live_bytes, live);
+    let (ok, out, err) = tokio::task::block_in_place(|| cluster.cli(&["status"])).expect("chuyi status");
+    assert!(ok && out.contains("object packs:") && out.contains("moved so far"), "{out}{err}");
     assert!(after.bytes <= 2 * live + 2 * chunk, "{after:?} for {live} live bytes ({moved} moved)");
 
     // Everything deleted: every pack is freed, nothing leaked.

@@ -103,17 +103,17 @@ fn print_packs(p: &PackTotals) {
         "
 object packs: {}, {} taken per replica, {} live ({:.1}%)",
         p.packs,
-        ByteSize(p.bytes),
-        ByteSize(p.live_bytes),
+        ByteSize(p.bytes).approx(),
+        ByteSize(p.live_bytes).approx(),
         share(p.live_bytes, p.bytes)
     );
     let waste = p.sparse_bytes.saturating_sub(p.sparse_live_bytes);
     println!(
         "compaction: {} sparse packs, {} to reclaim ({} live to move); {} moved so far",
         p.sparse,
-        ByteSize(waste),
-        ByteSize(p.sparse_live_bytes),
-        ByteSize(p.moved_bytes)
+        ByteSize(waste).approx(),
+        ByteSize(p.sparse_live_bytes).approx(),
+        ByteSize(p.moved_bytes).approx()
     );
 }
 

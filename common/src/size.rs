@@ -60,6 +60,36 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// For people rather than config files: three significant digits in
+    /// the largest unit that keeps the number at least 1 ("4.66 TiB").
+    pub fn approx(self) -> Approx {
+        Approx(self.0)
+    }
+}
+
+/// [`ByteSize::approx`]'s display.
+#[derive(Clone, Copy, Debug)]
+pub struct Approx(u64);
+
+impl fmt::Display for Approx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        match unit {
+            0 => write!(f, "{} B", self.0),
+            _ if value >= 100.0 => write!(f, "{value:.0} {}", UNITS[unit]),
+            _ if value >= 10.0 => write!(f, "{value:.1} {}", UNITS[unit]),
+            _ => write!(f, "{value:.2} {}", UNITS[unit]),
+        }
+    }
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -83,6 +113,16 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn approximate_sizes_read_like_df() {
+        assert_eq!(ByteSize(0).approx().to_string(), "0 B");
+        assert_eq!(ByteSize(1023).approx().to_string(), "1023 B");
+        assert_eq!(ByteSize(4 << 20).approx().to_string(), "4.00 MiB");
+        assert_eq!(ByteSize(72_089_600).approx().to_string(), "68.8 MiB");
+        assert_eq!(ByteSize(5_120_000_000_000).approx().to_string(), "4.66 TiB");
+        assert_eq!(ByteSize(300 << 30).approx().to_string(), "300 GiB");
+    }
+
     use super::*;
 
     #[test]
