@@ -19,7 +19,7 @@ use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
 use chuyi_metadata::state::model::{DiskRecord, ObjectPut, Redundancy};
-use chuyi_metadata::state::{Command, ListCursor, ListRequest, MetaError};
+use chuyi_metadata::state::{Command, ListCursor, ListRequest, Listing, MetaError};
 
 const SECRET: &str = "meta-cluster-test-secret-0123456789";
 
@@ -224,24 +224,34 @@ fn put(key: &str, etag: &str) -> Command {
     Command::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag) }
 }
 
+/// A page of 1000 keys of the bucket, after `after`.
+fn page_request(after: Option<ListCursor>) -> ListRequest {
+    ListRequest {
+        bucket: "scans".into(),
+        prefix: String::new(),
+        delimiter: None,
+        after,
+        max_keys: 1000,
+        versions: false,
+    }
+}
+
+/// Adds a page's keys to `keys`; where the next page starts, if any.
+fn take_page(keys: &mut BTreeSet<String>, page: Listing) -> Option<ListCursor> {
+    keys.extend(page.entries.into_iter().map(|e| e.key));
+    page.next
+}
+
 /// Every key in the bucket, by paging a linearizable listing.
 async fn all_keys(client: &MetaClient) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     let mut after: Option<ListCursor> = None;
     loop {
-        let req = ListRequest {
-            bucket: "scans".into(),
-            prefix: String::new(),
-            delimiter: None,
-            after: after.clone(),
-            max_keys: 1000,
-            versions: false,
-        };
+        let req = page_request(after);
         let Ok(ApiReply::Listing(page)) = client.read(Query::List(req)).await else { panic!("listing failed") };
-        keys.extend(page.entries.into_iter().map(|e| e.key));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return keys,
+        after = take_page(&mut keys, page);
+        if after.is_none() {
+            return keys;
         }
     }
 }
@@ -517,19 +527,9 @@ async fn a_member_catches_up_from_a_snapshot_larger_than_its_memory() {
     let mut keys = BTreeSet::new();
     let mut after: Option<ListCursor> = None;
     loop {
-        let request = ListRequest {
-            bucket: "scans".into(),
-            prefix: String::new(),
-            delimiter: None,
-            after: after.clone(),
-            max_keys: 1000,
-            versions: false,
-        };
-        let page = reader.list(&request).expect("list");
-        keys.extend(page.entries.into_iter().map(|e| e.key));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+        after = take_page(&mut keys, reader.list(&page_request(after)).expect("list"));
+        if after.is_none() {
+            break;
         }
     }
     let missing = (0..KEYS).map(|i| format!("k{i:05}")).filter(|k| !keys.contains(k)).count();

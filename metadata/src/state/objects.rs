@@ -122,6 +122,11 @@ pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &s
         refuse!(e);
     }
     let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
+    // A client that lost the reply retries the same command: the version
+    // that already holds this packed run is its answer, not a refusal.
+    if let Some(done) = packs::already_put(t, bucket, key, &object.data)? {
+        return Ok(Ok(done));
+    }
     let packed = match packs::check_adds(t, ctx, &object.data)? {
         Ok(packed) => packed,
         Err(refusal) => refuse!(refusal),

@@ -101,6 +101,26 @@ fn refusal(t: &impl Tables, ctx: Ctx, pack: &Pack, run: &DataRun) -> Result<Opti
     Ok(Some(MetaError::invalid("packed data", format!("pack {:#x}: {why}", run.owner))))
 }
 
+/// When `runs` is exactly one packed run that version of `bucket/key`
+/// already holds (a retried `PutObject` whose first try was applied),
+/// what that put replied.
+pub(crate) fn already_put(
+    t: &impl Tables,
+    bucket: &str,
+    key: &str,
+    runs: &[DataRun],
+) -> Result<Option<Reply>, StoreError> {
+    let [run] = runs else { return Ok(None) };
+    let Some(held) = t.get_rec::<PackRef>("pack ref", &keys::pack_ref(run.owner, run.offset))? else {
+        return Ok(None);
+    };
+    if held.bucket != bucket || held.key != key || held.len != run.len {
+        return Ok(None);
+    }
+    let record = t.get_rec::<ObjectRecord>("object", &keys::object_version(bucket, key, held.seq))?;
+    Ok(record.map(|r| Reply::ObjectPut { version_id: r.version_id, seq: r.seq }))
+}
+
 /// The runs of `runs` that lie in packs, once each may be added now:
 /// `Err(refusal)` when one may not.
 pub(crate) fn check_adds(

@@ -631,6 +631,11 @@ fn packed_runs_are_live_until_their_versions_go() {
     // Refused, changing nothing: a start already live, past the pack's
     // end, empty, two packed runs in one object, and after the window.
     assert!(matches!(w.put_run("d", run(4096, 10)), Err(MetaError::Invalid { .. })));
+    // The same put again (a retry whose first reply was lost) answers
+    // with the version it made and changes nothing.
+    let before = w.t.clone();
+    assert_eq!(w.put_run("b", run(4096, 100)), Ok("null".to_string()));
+    assert_eq!(w.t, before);
     assert!(matches!(w.put_run("d", run(PACK_BYTES - 10, 11)), Err(MetaError::Invalid { .. })));
     assert!(matches!(w.put_run("d", run(PACK_BYTES, 0)), Err(MetaError::Invalid { .. })));
     let two = ObjectPut { size: 2, data: vec![run(20480, 1), run(24576, 1)], ..ObjectPut::default() };
