@@ -1,7 +1,8 @@
 //! The reclaimer: frees object data no record refers to any more. Each
 //! pass first moves pending data whose writer died (its time is up), and
-//! packs with nothing live left (their grace over), to the garbage, then deletes the chunks of a page of garbage from the storage
-//! nodes and only then forgets it, so a gateway that dies mid-pass leaves
+//! packs with nothing live left (their grace over), to the garbage; then
+//! it deletes the chunks of a page of garbage from the storage nodes and
+//! only then forgets it, so a gateway that dies mid-pass leaves
 //! the garbage for the next one. Every gateway runs one; deleting a chunk
 //! twice is harmless.
 
