@@ -393,15 +393,7 @@ async fn meta_count(args: MetaCount) -> anyhow::Result<()> {
         label: format!("{members} member{}", if members == 1 { "" } else { "s" }),
     };
     let report = chuyi_bench::count::run(client, spec).await?;
-    if let Some(file) = &args.json_out {
-        std::fs::write(file, serde_json::to_string(&report)?).with_context(|| format!("writing {}", file.display()))?;
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.markdown());
-    }
-    Ok(())
+    emit(&report, &report.markdown(), args.json, args.json_out.as_deref())
 }
 
 async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
@@ -430,13 +422,24 @@ async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
         paths: args.paths.clone(),
     };
     let report = chuyi_bench::s3_load::run(spec).await?;
-    if let Some(file) = &args.json_out {
-        std::fs::write(file, serde_json::to_string(&report)?).with_context(|| format!("writing {}", file.display()))?;
+    emit(&report, &report.markdown(), args.json, args.json_out.as_deref())
+}
+
+/// A report as JSON (`--json`) or markdown on stdout, and as JSON in
+/// `json_out` when given.
+fn emit(
+    report: &impl serde::Serialize,
+    markdown: &str,
+    json: bool,
+    json_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(file) = json_out {
+        std::fs::write(file, serde_json::to_string(report)?).with_context(|| format!("writing {}", file.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print!("{}", report.markdown());
+        print!("{markdown}");
     }
     Ok(())
 }

@@ -89,6 +89,27 @@ def get_checked(s3, bucket, key, want_sha):
         fail(f"{key}: read {len(body)} bytes with sha256 {sha(body)}, want {want_sha}")
 
 
+def run_threads(n, worker):
+    """worker(t) on n threads at once; any of them failing fails the run."""
+    errors = []
+
+    def guarded(t):
+        try:
+            worker(t)
+        except SystemExit:  # get_checked's fail(): it printed why
+            errors.append(f"thread {t}: mismatch")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(f"thread {t}: {e!r}")
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        fail("; ".join(errors))
+
+
 def ensure_bucket(s3, bucket):
     try:
         s3.create_bucket(Bucket=bucket)
@@ -102,37 +123,27 @@ def load(args):
     ensure_bucket(s3, args.bucket)
     model = {}
     lock = threading.Lock()
-    errors = []
 
     def worker(t):
         rng = random.Random(args.seed * 1000 + t)
         mine = {}
         keys = [f"t{t:02}/k{i:04}" for i in range(max(8, args.ops // 3))]
-        try:
-            for _ in range(args.ops):
-                key = rng.choice(keys)
-                op = rng.random()
-                if op < 0.7 or key not in mine:
-                    data = rng.randbytes(size_of(rng))
-                    s3.put_object(Bucket=args.bucket, Key=key, Body=data)
-                    mine[key] = (sha(data), len(data))
-                elif op < 0.9:
-                    s3.delete_object(Bucket=args.bucket, Key=key)
-                    del mine[key]
-                else:
-                    get_checked(s3, args.bucket, key, mine[key][0])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(f"thread {t}: {e!r}")
+        for _ in range(args.ops):
+            key = rng.choice(keys)
+            op = rng.random()
+            if op < 0.7 or key not in mine:
+                data = rng.randbytes(size_of(rng))
+                s3.put_object(Bucket=args.bucket, Key=key, Body=data)
+                mine[key] = (sha(data), len(data))
+            elif op < 0.9:
+                s3.delete_object(Bucket=args.bucket, Key=key)
+                del mine[key]
+            else:
+                get_checked(s3, args.bucket, key, mine[key][0])
         with lock:
             model.update(mine)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors:
-        fail("; ".join(errors))
+    run_threads(args.threads, worker)
     for key, (digest, _) in model.items():
         get_checked(s3, args.bucket, key, digest)
     listed = set()
@@ -151,28 +162,16 @@ def read(args):
     keys = sorted(model)
     deadline = time.monotonic() + args.seconds
     counts = [0] * args.threads
-    errors = []
 
     def worker(t):
         s3 = client()
         rng = random.Random(t)
-        try:
-            while time.monotonic() < deadline:
-                key = rng.choice(keys)
-                get_checked(s3, args.bucket, key, model[key][0])
-                counts[t] += 1
-        except SystemExit:
-            errors.append(f"thread {t}: mismatch")
-        except BaseException as e:  # noqa: BLE001
-            errors.append(f"thread {t}: {e!r}")
+        while time.monotonic() < deadline:
+            key = rng.choice(keys)
+            get_checked(s3, args.bucket, key, model[key][0])
+            counts[t] += 1
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors:
-        fail("; ".join(errors))
+    run_threads(args.threads, worker)
     print(f"ok read {sum(counts)} gets", flush=True)
 
 
@@ -200,11 +199,7 @@ def put_until_gone(args):
                 acked[0] += 1
             i += 1
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(args.threads, worker)
     print(f"ok stopped {acked[0]} acked", flush=True)
 
 
