@@ -79,7 +79,12 @@ chaos: build
 fmt:
 	$(CARGO) fmt --all
 
-lint:
+# Style, checked by CI before the tests (.ci/run): formatting, and clippy
+# with every warning an error.
+lint: deps
+	@if command -v rustup >/dev/null; then for c in rustfmt clippy; do \
+		rustup component list --installed | grep -q "^$$c" || rustup component add $$c || exit 1; \
+	done; fi
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -81,8 +81,6 @@ pub struct SnapshotBuild {
 /// A snapshot of the whole filled state, built with the writers stopped.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuietBuild {
-    /// Overwrites of a few keys it took to reach `snapshot_logs`.
-    pub trigger_puts: u64,
     pub wait_seconds: f64,
     pub build: SnapshotBuild,
     /// The leader's peak RSS from the trigger's start to the build's end,
@@ -256,13 +254,12 @@ impl CountReport {
         let _ = writeln!(
             out,
             "\nSnapshot of the filled state, writers stopped (member {}): {:.0} MiB built in {:.2} s; \
-                 leader peak RSS {:.0} MiB{} ({} overwrites and {:.1} s to reach snapshot_logs)",
+                 leader peak RSS {:.0} MiB{} ({:.1} s from the request to the file)",
             q.build.member,
             mib(q.build.bytes),
             q.build.build_seconds,
             mib(q.leader_peak_rss_bytes),
             if q.peak_was_reset { " over the trigger and build" } else { " (lifetime: peak not reset)" },
-            q.trigger_puts,
             q.wait_seconds
         );
     }

@@ -5,15 +5,13 @@
 //!   fills (openraft builds one every `snapshot_logs` entries, each a full
 //!   copy of the state), with its time and the member's RSS meanwhile;
 //! - [`quiet_build`]: a snapshot of the whole filled state with the
-//!   writers stopped. The service has no call that builds one, so a few
-//!   writers overwrite the same keys (the state does not grow) until the
-//!   leader starts a build, and stop as soon as it has;
+//!   writers stopped, asked of the leader by `MetaCall::BuildSnapshot`;
 //! - [`catch_up`]: an empty member added to the filled group, timed from
 //!   AddMember through receiving and installing the snapshot to applying
 //!   the leader's last entry.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,18 +23,13 @@ use tokio::task::JoinHandle;
 
 use crate::count::{wait_for, CountError, Joiner, MemberProcess};
 use crate::count_report::{CatchUp, QuietBuild, SnapshotBuild};
-use crate::meta;
 use crate::proc_stat::{self, reset_peak};
 use crate::snapshot_watch::{seconds_between, SnapshotDir, SnapshotFile};
 
 /// How often the watchers look.
 const BUILD_POLL: Duration = Duration::from_millis(200);
 const CATCH_UP_POLL: Duration = Duration::from_millis(50);
-/// Writers overwriting keys until the leader builds a snapshot.
-const TRIGGER_WRITERS: usize = 4;
-/// At a few hundred entries per second on three members, 10 000 entries
-/// (the default `snapshot_logs`) take under a minute; a 10-million-object
-/// build a few more.
+/// A 10-million-object build takes a few minutes.
 const QUIET_BUILD_MAX: Duration = Duration::from_secs(30 * 60);
 const CATCH_UP_MAX: Duration = Duration::from_secs(60 * 60);
 
@@ -125,8 +118,8 @@ fn build_of(member: u64, objects: u64, file: &SnapshotFile, sampled_rss_bytes: O
     }
 }
 
-/// Overwrites a few keys until the leader begins a snapshot, then lets it
-/// build alone; its time and the leader's peak RSS meanwhile.
+/// Asks the leader for a snapshot of the whole state and waits for its
+/// file; its build time and the leader's peak RSS meanwhile.
 pub async fn quiet_build(
     client: &Arc<MetaClient>,
     leader: &MemberProcess,
@@ -137,36 +130,14 @@ pub async fn quiet_build(
         dir.scan().map_err(CountError::io("reading a snapshot directory"))?.finished.into_keys().collect();
     let peak_was_reset = reset_peak(leader.pid).is_ok();
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let puts = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::with_capacity(TRIGGER_WRITERS);
-    for w in 0..TRIGGER_WRITERS {
-        let (client, stop, puts) = (client.clone(), stop.clone(), puts.clone());
-        writers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                client.write(meta::put(format!("zz-snapshot-trigger/{w}"))).await?;
-                puts.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<_, MetaError>(())
-        }));
-    }
-    let file = wait_for("the leader's snapshot", CATCH_UP_POLL, QUIET_BUILD_MAX, || {
+    client.call_at(&leader_addr(client).await?, &MetaCall::BuildSnapshot).await?;
+    let file = wait_for("the leader's snapshot", BUILD_POLL, QUIET_BUILD_MAX, || {
         let scan = dir.scan().map_err(CountError::io("reading a snapshot directory"))?;
-        let new = scan.finished.into_values().find(|f| !before.contains(&f.name));
-        if scan.building || new.is_some() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        Ok(new)
+        Ok(scan.finished.into_values().find(|f| !before.contains(&f.name)))
     })
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await??;
-    }
-    let file = file?;
+    .await?;
     let memory = proc_stat::memory(leader.pid).map_err(CountError::io("memory of the leader"))?;
     Ok(QuietBuild {
-        trigger_puts: puts.load(Ordering::Relaxed),
         wait_seconds: started.elapsed().as_secs_f64(),
         build: build_of(leader.id, objects, &file, None),
         leader_peak_rss_bytes: memory.peak_rss_bytes,
@@ -174,15 +145,20 @@ pub async fn quiet_build(
     })
 }
 
-/// Adds `joiner` to the group and times its catch-up.
-pub async fn catch_up(client: &Arc<MetaClient>, joiner: &Joiner) -> Result<CatchUp, CountError> {
+/// The address of the member that leads now.
+async fn leader_addr(client: &MetaClient) -> Result<String, CountError> {
     let status = client.status().await?;
-    let leader_addr = status
+    status
         .members
         .iter()
         .find(|m| Some(m.id) == status.leader)
         .map(|m| m.addr.clone())
-        .ok_or_else(|| CountError::Unexpected { what: "who leads", answer: format!("{:?}", status.leader) })?;
+        .ok_or_else(|| CountError::Unexpected { what: "who leads", answer: format!("{:?}", status.leader) })
+}
+
+/// Adds `joiner` to the group and times its catch-up.
+pub async fn catch_up(client: &Arc<MetaClient>, joiner: &Joiner) -> Result<CatchUp, CountError> {
+    let leader_addr = leader_addr(client).await?;
     let started = SystemTime::now();
     let (target_tx, target_rx) = watch::channel(None);
     let progress = tokio::spawn(follow_joiner(client.clone(), joiner.clone(), target_rx));

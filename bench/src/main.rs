@@ -12,9 +12,9 @@ use chuyi_bench::prefill::prefill;
 use chuyi_bench::region::Region;
 use chuyi_bench::report::Report;
 use chuyi_bench::target::NodeTarget;
+use chuyi_common::credential::{Credential, Door, Principal};
 use chuyi_common::ids::DiskId;
 use chuyi_common::rpc::Endpoint;
-use chuyi_common::secret::ClusterSecret;
 use chuyi_common::size::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
@@ -301,9 +301,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn node_load(args: NodeLoad) -> anyhow::Result<()> {
     let region = Region::new(args.owner, args.size.0, args.chunk_size.0, args.bs)?;
-    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let admin = Credential::load(args.secret_file.as_deref(), Principal::admin())?.identity(Door::Node);
     let connections = args.connections.unwrap_or(args.qd.div_ceil(INFLIGHT_PER_CONNECTION)).max(1);
-    let target = NodeTarget::connect(&args.node, &secret, args.disk, connections)
+    let target = NodeTarget::connect(&args.node, &admin, args.disk, connections)
         .await
         .with_context(|| format!("connecting to {}", args.node))?;
     let stat = target.disk_stat().await?;
@@ -346,9 +346,9 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
     anyhow::ensure!(args.writers > 0, "--writers must be above zero");
-    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let admin = Credential::load(args.secret_file.as_deref(), Principal::admin())?;
     let members = args.meta.split(',').map(str::trim).map(String::from).collect();
-    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(members, secret)?);
+    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(members, &admin)?);
     let spec = chuyi_bench::meta::MetaSpec {
         writers: args.writers,
         measure: seconds("--seconds", args.seconds)?,
@@ -372,9 +372,9 @@ async fn meta_load(args: MetaLoad) -> anyhow::Result<()> {
 }
 
 async fn meta_count(args: MetaCount) -> anyhow::Result<()> {
-    let secret = ClusterSecret::load(args.secret_file.as_deref())?;
+    let admin = Credential::load(args.secret_file.as_deref(), Principal::admin())?;
     let addrs = args.meta.split(',').map(str::trim).map(String::from).collect();
-    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(addrs, secret)?);
+    let client = std::sync::Arc::new(chuyi_metadata::client::MetaClient::new(addrs, &admin)?);
     let checkpoints = if args.checkpoints.is_empty() {
         chuyi_bench::count::CountSpec::default_checkpoints(args.objects)
     } else {

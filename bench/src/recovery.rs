@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use bytes::Bytes;
-use chuyi_chaos::cluster::{is_clean, secret, Spec, TestCluster};
+use chuyi_chaos::cluster::{admin, is_clean, Spec, TestCluster};
 use chuyi_chaos::workload::{self, Model};
 use chuyi_client::VolumeIo;
 use chuyi_common::ids::NodeId;
@@ -87,7 +87,7 @@ async fn overwrite(vol: &VolumeIo, mib: u64, stamp: u8) -> anyhow::Result<u64> {
 /// Polls the map from the kill on: when the victim is marked down, and when
 /// every PG is clean again without it (`None` when it cannot be: two nodes).
 async fn watch_failover(meta: Vec<String>, victim: NodeId, killed: Instant) -> (Duration, Option<Duration>) {
-    let Ok(client) = MetaClient::new(meta, secret()) else { return (Duration::MAX, None) };
+    let Ok(client) = MetaClient::new(meta, &admin()) else { return (Duration::MAX, None) };
     let mut detected = None;
     loop {
         if let Ok(ApiReply::Map(map)) = client.read(Query::Map).await {

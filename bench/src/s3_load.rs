@@ -261,11 +261,12 @@ async fn start_gateway(
     let node_addrs = cluster.nodes.iter().map(|n| (n.id as chuyi_common::ids::NodeId, vec![n.addr.clone()])).collect();
     let config = ClientConfig { deadline: DEADLINE, node_addrs, ..ClientConfig::default() };
     let client: Arc<Cluster> = runtime
-        .spawn(Cluster::connect(meta_addrs, chuyi_chaos::cluster::secret(), config))
+        .spawn(async move { Cluster::connect(meta_addrs, &chuyi_chaos::cluster::frontend("s3-bench"), config).await })
         .await?
         .context("the gateway's cluster client")?;
     runtime.spawn(async move {
-        let service = chuyi_s3::server::service_with(client, &chuyi_chaos::cluster::secret(), options);
+        let user_seal = chuyi_chaos::cluster::frontend("s3-bench").user_seal().expect("a frontend opens user keys");
+        let service = chuyi_s3::server::service_with(client, user_seal, options);
         if let Err(e) = chuyi_s3::server::serve(listener, service).await {
             eprintln!("s3-load: the gateway stopped: {e}");
         }

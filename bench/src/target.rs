@@ -2,10 +2,10 @@
 //! requests the workloads send, with every answer checked.
 
 use bytes::Bytes;
+use chuyi_common::credential::Identity;
 use chuyi_common::ids::DiskId;
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskStat};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
-use chuyi_common::secret::ClusterSecret;
 
 use crate::region::Target;
 use crate::LoadError;
@@ -23,13 +23,13 @@ impl NodeTarget {
     /// Opens `connections` connections (at least one) to the node.
     pub async fn connect(
         endpoint: &Endpoint,
-        secret: &ClusterSecret,
+        identity: &Identity,
         disk: DiskId,
         connections: usize,
     ) -> Result<Self, LoadError> {
         let mut clients = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            clients.push(ChunkClient::connect(endpoint, secret, RpcConfig::default()).await?);
+            clients.push(ChunkClient::connect(endpoint, identity, RpcConfig::default()).await?);
         }
         Ok(Self { clients, disk })
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::credential::{Credential, Door, Principal, Role};
 use chuyi_common::ids::{ChunkId, DeviceClass, NodeId};
 use chuyi_common::map::{DataMap, Replica};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
@@ -134,6 +135,24 @@ pub fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET.as_bytes().to_vec()).unwrap_or_else(|e| panic!("test secret: {e}"))
 }
 
+/// The administrator's credential: the test cluster's secret.
+pub fn admin() -> Credential {
+    Credential::from_secret(secret(), Principal::admin())
+}
+
+/// A frontend's own credential, issued from the test cluster's secret, as
+/// `chuyi credential issue --frontend NAME` would.
+pub fn frontend(name: &str) -> Credential {
+    let principal = Principal::new(Role::Frontend, name).unwrap_or_else(|e| panic!("frontend name: {e}"));
+    Credential::issue(&secret(), principal).unwrap_or_else(|e| panic!("issuing a credential: {e}"))
+}
+
+/// A node's own credential file's text.
+fn node_credential(id: u64) -> String {
+    let credential = Credential::issue(&secret(), Principal::node(id)).unwrap_or_else(|e| panic!("issuing: {e}"));
+    credential.to_text().unwrap_or_default()
+}
+
 impl TestCluster {
     /// Starts the processes and waits until every node is registered.
     pub async fn start(spec: Spec) -> anyhow::Result<Self> {
@@ -203,14 +222,17 @@ impl TestCluster {
             let dir = root.join(format!("node{id}"));
             let config = root.join(format!("node{id}.toml"));
             let advertise = self.proxies.get(i).map_or(String::new(), |p| format!("advertise = [\"{}\"]\n", p.addr));
+            // Each node holds its own credential, never the secret.
+            let credential_file = root.join(format!("node{id}.cred"));
+            std::fs::write(&credential_file, node_credential(id))?;
             std::fs::write(
                 &config,
                 format!(
-                    "node_id = {id}\nlisten = \"{addr}\"\nlisten_extra = \"unix:{}\"\n{advertise}cluster_secret_file = \"{}\"\nmeta = [{meta_list}]\n\
+                    "node_id = {id}\nlisten = \"{addr}\"\nlisten_extra = \"unix:{}\"\n{advertise}credential_file = \"{}\"\nmeta = [{meta_list}]\n\
                      scrub_mb_per_s = {}\nrecovery_mb_per_s = {}\n\n\
                      [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{}MiB\"\n",
                     Self::node_socket(&root, id).display(),
-                    self.secret_file.display(),
+                    credential_file.display(),
                     self.spec.scrub_mb_per_s,
                     self.spec.recovery_mb_per_s,
                     dir.join("ssd").display(),
@@ -255,16 +277,22 @@ impl TestCluster {
     }
 
     pub fn meta(&self) -> anyhow::Result<MetaClient> {
-        Ok(MetaClient::new(self.meta_addrs(), secret())?)
+        Ok(MetaClient::new(self.meta_addrs(), &admin())?)
     }
 
-    /// A data-path client, with `deadline` for each operation.
+    /// A data-path client, with `deadline` for each operation, acting as
+    /// the administrator (any lease holder name).
     pub async fn client(&self, deadline: Duration) -> anyhow::Result<Arc<Cluster>> {
+        self.client_as(&admin(), deadline).await
+    }
+
+    /// A data-path client calling as `credential`'s principal.
+    pub async fn client_as(&self, credential: &Credential, deadline: Duration) -> anyhow::Result<Arc<Cluster>> {
         // Behind proxies, the map has the proxies' addresses; the client
         // dials the nodes themselves, so a cut is between nodes only.
         let node_addrs = self.nodes.iter().map(|n| (n.id as NodeId, vec![n.addr.clone()])).collect();
         let config = ClientConfig { deadline, node_addrs, ..ClientConfig::default() };
-        Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
+        Ok(Cluster::connect(self.meta_addrs(), credential, config).await?)
     }
 
     /// A data-path client that reaches the nodes over their Unix sockets,
@@ -276,7 +304,7 @@ impl TestCluster {
             .map(|n| (n.id as NodeId, vec![format!("unix:{}", Self::node_socket(self.dir.path(), n.id).display())]))
             .collect();
         let config = ClientConfig { deadline, node_addrs, ..ClientConfig::default() };
-        Ok(Cluster::connect(self.meta_addrs(), secret(), config).await?)
+        Ok(Cluster::connect(self.meta_addrs(), &admin(), config).await?)
     }
 
     fn node_socket(root: &Path, id: u64) -> PathBuf {
@@ -360,6 +388,18 @@ impl TestCluster {
         command
     }
 
+    /// `chuyi` run as frontend `name` with its own issued credential (not
+    /// the cluster secret), reaching the metadata service at `meta`: how
+    /// `chuyi s3` and `chuyi nbd` are deployed.
+    pub fn frontend_command(&self, name: &str, meta: &str) -> anyhow::Result<Process> {
+        let file = self.dir().join(format!("frontend-{name}.cred"));
+        std::fs::write(&file, frontend(name).to_text().unwrap_or_default())?;
+        let mut command = Process::new(&self.bin);
+        command.args(["--meta", meta, "--secret-file"]).arg(file);
+        command.env("RUST_LOG", "warn");
+        Ok(command)
+    }
+
     /// Runs the `chuyi` binary against this cluster: (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
         let out = self.command().args(args).output()?;
@@ -371,7 +411,7 @@ impl TestCluster {
     /// added, once it accepts connections.
     pub async fn s3_gateway(&self, listen: &str, args: &[&str]) -> anyhow::Result<GatewayProcess> {
         let child = self
-            .command()
+            .frontend_command("s3-gateway", &self.meta_addrs().join(","))?
             .args(["s3", "--listen", listen, "--pool", POOL])
             .args(args)
             .stdout(Stdio::null())
@@ -543,7 +583,7 @@ impl TestCluster {
     pub async fn node_rpc(&self, id: NodeId) -> anyhow::Result<RpcClient<ChunkRequest, ChunkResponse>> {
         let i = self.node_index(id)?;
         let endpoint: Endpoint = self.nodes[i].addr.parse()?;
-        Ok(RpcClient::connect(&endpoint, &secret(), RpcConfig::default()).await?)
+        Ok(RpcClient::connect(&endpoint, &admin().identity(Door::Node), RpcConfig::default()).await?)
     }
 
     pub async fn node_report(&self, id: NodeId) -> anyhow::Result<NodeReport> {

@@ -37,7 +37,7 @@ impl Frontend {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let log = cluster.dir().join(format!("nbd-{name}.log"));
         let child = cluster
-            .command_via(meta)
+            .frontend_command(&format!("nbd-{name}"), meta)?
             .args(["nbd", "--listen", &addr, "--lease-ttl-secs", &LEASE_TTL_SECS.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -36,8 +36,10 @@ async fn awscli_manages_buckets_under_sigv4_and_ownership() {
     cluster.create_pool().await.expect("pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
     let (alice, bob) = (user(&cluster, "alice"), user(&cluster, "bob"));
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let service = chuyi_s3::server::service(client, &chuyi_chaos::cluster::secret(), POOL.into());
+    let credential = chuyi_chaos::cluster::frontend("s3-test");
+    let client = cluster.client_as(&credential, Duration::from_secs(30)).await.expect("client");
+    let user_seal = credential.user_seal().expect("a frontend opens user keys");
+    let service = chuyi_s3::server::service(client, user_seal, POOL.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(chuyi_s3::server::serve(listener, service));

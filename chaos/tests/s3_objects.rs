@@ -80,8 +80,12 @@ async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let service = chuyi_s3::server::service_with(client, &chuyi_chaos::cluster::secret(), options(layout));
+    // The gateway holds a frontend's credential, as a deployed one does:
+    // every call it makes must be one its role may make.
+    let credential = chuyi_chaos::cluster::frontend("s3-test");
+    let client = cluster.client_as(&credential, Duration::from_secs(30)).await.expect("client");
+    let user_seal = credential.user_seal().expect("a frontend opens user keys");
+    let service = chuyi_s3::server::service_with(client, user_seal, options(layout));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(chuyi_s3::server::serve(listener, service));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use bytes::Bytes;
+use chuyi_common::credential::Door;
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
@@ -120,9 +121,10 @@ object packs: {}, {} taken per replica, {} live ({:.1}%)",
 /// What each up storage node says of its recovery and scrub work; a node
 /// that does not answer within a moment is left out.
 async fn node_reports(args: &ClusterArgs, report: &StatusReport) -> Vec<NodeReport> {
-    let Ok(secret) = args.secret() else { return Vec::new() };
+    let Ok(admin) = args.admin() else { return Vec::new() };
+    let identity = admin.identity(Door::Node);
     let asks = report.map.nodes.iter().filter(|n| n.state == NodeState::Up).map(|n| {
-        let secret = secret.clone();
+        let identity = identity.clone();
         let addr = n.addrs.first().cloned().unwrap_or_default();
         async move {
             let endpoint: Endpoint = addr.parse().ok()?;
@@ -132,7 +134,7 @@ async fn node_reports(args: &ClusterArgs, report: &StatusReport) -> Vec<NodeRepo
                 ..RpcConfig::default()
             };
             let rpc: RpcClient<ChunkRequest, ChunkResponse> =
-                RpcClient::connect(&endpoint, &secret, config).await.ok()?;
+                RpcClient::connect(&endpoint, &identity, config).await.ok()?;
             match rpc.call(&ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
                 (ChunkResponse::Status(r), _) => Some(r),
                 _ => None,

@@ -1,7 +1,9 @@
 //! How a CLI command finds the cluster: `--meta ADDR[,ADDR...]`, else
 //! `$CHUYI_META_ADDR`, else the config file (`--config`, `$CHUYI_CONFIG`,
 //! `/etc/chuyi/chuyi.toml`); and the cluster secret: `--secret-file`, else
-//! `$CHUYI_CLUSTER_SECRET`, else the config's `cluster_secret_file`.
+//! `$CHUYI_CLUSTER_SECRET`, else the config's `cluster_secret_file`. The
+//! processes that serve (`chuyi s3`, `chuyi nbd`) may be given a frontend's
+//! credential file there instead; administration needs the secret.
 //!
 //! The master key (KEK) of encrypted volumes: `--kek-file`, else
 //! `$CHUYI_KEK_FILE`, else `$CHUYI_KEK` (hex), else the config's
@@ -13,6 +15,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use chuyi_common::credential::{Credential, Principal, Role};
 use chuyi_common::secret::{ClusterSecret, SECRET_ENV};
 use chuyi_common::sm4::{load_kek, Kek, KEK_ENV};
 use chuyi_metadata::client::MetaClient;
@@ -64,6 +67,7 @@ impl ClusterArgs {
         value.try_into().with_context(|| format!("reading the cluster from {}", path.display()))
     }
 
+    /// The cluster secret itself: what issues credentials.
     pub fn secret(&self) -> anyhow::Result<ClusterSecret> {
         if self.secret_file.is_some() || std::env::var_os(SECRET_ENV).is_some() {
             return Ok(ClusterSecret::load(self.secret_file.as_deref())?);
@@ -72,6 +76,33 @@ impl ClusterArgs {
             Some(path) => Ok(ClusterSecret::from_file(&path)?),
             None => Ok(ClusterSecret::load(None)?),
         }
+    }
+
+    /// Who this process is: the credential in the secret file (a node's or
+    /// frontend's, issued by `chuyi credential issue`), or the cluster
+    /// secret acting as `default`.
+    pub fn credential(&self, default: Principal) -> anyhow::Result<Credential> {
+        let file = match &self.secret_file {
+            Some(path) => Some(path.clone()),
+            None if std::env::var_os(SECRET_ENV).is_some() => None,
+            None => self.file()?.cluster_secret_file,
+        };
+        Ok(Credential::load(file.as_deref(), default)?)
+    }
+
+    /// A serving frontend's credential: an issued one, else the cluster
+    /// secret acting as frontend `KIND-HOSTNAME` (`s3-host1`, `nbd-host1`).
+    pub fn frontend(&self, kind: &str) -> anyhow::Result<Credential> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let name = Principal::new(Role::Frontend, format!("{kind}-{}", host.trim()))
+            .or_else(|_| Principal::new(Role::Frontend, kind))?;
+        self.credential(name)
+    }
+
+    /// The administrator's credential: the cluster secret (a node's or
+    /// frontend's credential file is refused, naming whose it is).
+    pub fn admin(&self) -> anyhow::Result<Credential> {
+        self.credential(Principal::admin())
     }
 
     /// The KEK, if one is configured anywhere.
@@ -99,7 +130,8 @@ impl ClusterArgs {
         bail!("no metadata service given: use --meta ADDR, $CHUYI_META_ADDR or a config file ({DEFAULT_CONFIG})")
     }
 
+    /// A metadata client acting as the administrator.
     pub fn client(&self) -> anyhow::Result<MetaClient> {
-        Ok(MetaClient::new(self.members()?, self.secret()?)?)
+        Ok(MetaClient::new(self.members()?, &self.admin()?)?)
     }
 }

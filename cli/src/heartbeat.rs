@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chuyi_common::credential::Credential;
 use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
-use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::placement::DiskRef;
 use chuyi_metadata::state::model::{DiskRecord, DiskState};
@@ -52,9 +52,9 @@ pub async fn run(
     advertise: Vec<String>,
     store: Arc<ChunkStore>,
     repl: Arc<Replicator>,
-    secret: ClusterSecret,
+    credential: Credential,
 ) {
-    let client = match MetaClient::new(config.meta.clone(), secret) {
+    let client = match MetaClient::new(config.meta.clone(), &credential) {
         Ok(c) => c.with_deadline(HEARTBEAT_INTERVAL * 3),
         Err(e) => {
             warn!(error = %e, "bad metadata addresses; not registering");
@@ -114,8 +114,8 @@ async fn report_unreachable(client: &MetaClient, me: u32, repl: &Replicator, rep
 const MAP_WATCH: Duration = Duration::from_secs(5);
 
 /// Hands every new map to the node, until the task is aborted.
-pub async fn follow_map(members: Vec<String>, secret: ClusterSecret, repl: Arc<Replicator>) {
-    let client = match MetaClient::new(members, secret) {
+pub async fn follow_map(members: Vec<String>, credential: Credential, repl: Arc<Replicator>) {
+    let client = match MetaClient::new(members, &credential) {
         Ok(c) => c.with_deadline(MAP_WATCH * 2),
         Err(e) => {
             warn!(error = %e, "bad metadata addresses; not following the map");
@@ -142,10 +142,10 @@ pub async fn follow_map(members: Vec<String>, secret: ClusterSecret, repl: Arc<R
 /// the replica's recovering mark.
 pub async fn report_recovered(
     members: Vec<String>,
-    secret: ClusterSecret,
+    credential: Credential,
     mut done: mpsc::UnboundedReceiver<Recovered>,
 ) {
-    let client = match MetaClient::new(members, secret) {
+    let client = match MetaClient::new(members, &credential) {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "bad metadata addresses; not reporting recoveries");

@@ -4,6 +4,7 @@
 mod admin;
 mod bucket;
 mod cluster;
+mod credential;
 mod heartbeat;
 mod key;
 mod meta;
@@ -51,6 +52,9 @@ enum Command {
     /// The master key (KEK) of encrypted volumes: generate, rotate.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Credentials of nodes and frontends, issued from the cluster secret.
+    #[command(subcommand)]
+    Credential(credential::CredentialCmd),
     /// The local all-in-one cluster: a metadata member, three storage nodes,
     /// the NBD frontend, a default volume; endpoints in <data-dir>/up.env.
     Up(up::UpArgs),
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
+            Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,
             Command::S3 { listen, pool, pending_ttl_secs, pack_window_secs, pack_grace_secs, compact_mb_per_s } => {
                 let secs = std::time::Duration::from_secs;
@@ -155,10 +160,11 @@ fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
 /// `chuyi s3`: the S3 gateway of the cluster, until SIGINT or SIGTERM.
 async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, options: chuyi_s3::server::Options) -> anyhow::Result<()> {
     use anyhow::Context;
-    let secret = args.secret()?;
+    let credential = args.frontend("s3")?;
+    let user_seal = credential.user_seal().context("a frontend credential opens users' secret keys")?;
     let cluster =
-        chuyi_client::Cluster::connect(args.members()?, secret.clone(), chuyi_client::ClientConfig::default()).await?;
-    let service = chuyi_s3::server::service_with(cluster, &secret, options);
+        chuyi_client::Cluster::connect(args.members()?, &credential, chuyi_client::ClientConfig::default()).await?;
+    let service = chuyi_s3::server::service_with(cluster, user_seal, options);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");
     tokio::select! {

@@ -12,10 +12,10 @@ use crate::node::shutdown_signal;
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = MetaConfig::load(config_path)?;
     let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
-    let member = Member::start(&config, secret.clone()).await?;
+    let member = Member::start(&config, secret).await?;
     // The line tests and scripts wait for: the member is serving.
     tracing::info!(member = config.id, endpoint = %member.endpoint(), "metadata member listening");
-    member.serve(secret, shutdown_signal()).await?;
+    member.serve(shutdown_signal()).await?;
     tracing::info!(member = config.id, "metadata member stopped");
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use chuyi_common::credential::{Credential, Door, Principal};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
-use chuyi_common::secret::ClusterSecret;
 use chuyi_common::size::ByteSize;
 use chuyi_storage_node::config::NodeConfig;
 use chuyi_storage_node::node::Node;
@@ -14,8 +14,13 @@ use chuyi_storage_node::node::Node;
 /// Runs a storage node until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path)?;
-    let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
-    let mut node = Node::start(&config, secret.clone()).await?;
+    // The node's own credential (`chuyi credential issue --node ID`), or
+    // the cluster secret acting as this node.
+    let credential = Credential::load(config.credential_file.as_deref(), Principal::node(config.node_id))?;
+    if credential.principal() != &Principal::node(config.node_id) {
+        bail!("the credential is for {}; this is node {}", credential.principal(), config.node_id);
+    }
+    let mut node = Node::start(&config, &credential).await?;
     for endpoint in node.endpoints() {
         // The line tests and scripts wait for: the node is serving.
         tracing::info!(node_id = config.node_id, %endpoint, "storage node listening");
@@ -29,13 +34,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.advertise.clone()
         };
         let meta = config.meta.clone();
-        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), node.map_sink(), secret.clone())));
-        links.push(tokio::spawn(follow_map(meta.clone(), secret.clone(), node.map_sink())));
+        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), node.map_sink(), credential.clone())));
+        links.push(tokio::spawn(follow_map(meta.clone(), credential.clone(), node.map_sink())));
         if let Some(done) = node.take_recovered() {
-            links.push(tokio::spawn(report_recovered(meta, secret.clone(), done)));
+            links.push(tokio::spawn(report_recovered(meta, credential.clone(), done)));
         }
     }
-    node.serve(secret, shutdown_signal()).await?;
+    node.serve(shutdown_signal()).await?;
     for task in links {
         task.abort();
     }
@@ -58,8 +63,8 @@ pub async fn shutdown_signal() {
 /// Prints a node's disks as a table.
 pub async fn disks(node: &str, secret_file: Option<&Path>, raw: bool) -> anyhow::Result<()> {
     let endpoint: Endpoint = node.parse().with_context(|| format!("bad node address {node:?}"))?;
-    let secret = ClusterSecret::load(secret_file)?;
-    let client: RpcClient<ChunkRequest, ChunkResponse> = RpcClient::connect(&endpoint, &secret, RpcConfig::default())
+    let admin = Credential::load(secret_file, Principal::admin())?.identity(Door::Node);
+    let client: RpcClient<ChunkRequest, ChunkResponse> = RpcClient::connect(&endpoint, &admin, RpcConfig::default())
         .await
         .with_context(|| format!("connecting to {node}"))?;
     let (reply, _) = client.call(&ChunkRequest::DiskStats, Bytes::new()).await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::credential::{Credential, Principal, Role};
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
@@ -70,6 +71,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let kek = chuyi_common::sm4::load_kek(Some(&kek_file))?;
     let meta_addr = format!("127.0.0.1:{}", args.port_base + 101);
+    let secret = ClusterSecret::load(Some(&secret_file))?;
+    // The nodes and this process's frontends get credentials of their own
+    // (rewritten each run: they derive from the secret); only the member
+    // and the administrator's CLI hold the secret.
+    let frontend = issue(&secret, &dir, "frontend.cred", Principal::new(Role::Frontend, "chuyi-up")?)?;
+    for id in 1..=NODES {
+        issue(&secret, &dir, &format!("node{id}.cred"), Principal::node(id))?;
+    }
     let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base)?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
@@ -84,8 +93,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting chuyi {role}"))?;
         children.0.push(child);
     }
-    let secret = ClusterSecret::load(Some(&secret_file))?;
-    let meta = MetaClient::new(vec![meta_addr.clone()], secret.clone())?;
+    let admin = Credential::from_secret(secret, Principal::admin());
+    let meta = MetaClient::new(vec![meta_addr.clone()], &admin)?;
     wait_for_nodes(&meta).await?;
     for (name, class) in [("ssd", DeviceClass::Ssd), ("hdd", DeviceClass::Hdd)] {
         let pool = Command::CreatePool {
@@ -115,8 +124,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_listener =
         tokio::net::TcpListener::bind(&args.s3).await.with_context(|| format!("listening on {}", args.s3))?;
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
-    let cluster = Cluster::connect(vec![meta_addr.clone()], secret.clone(), ClientConfig::default()).await?;
-    let s3 = chuyi_s3::server::service(cluster.clone(), &secret, "hdd".into());
+    let cluster = Cluster::connect(vec![meta_addr.clone()], &frontend, ClientConfig::default()).await?;
+    let user_seal = frontend.user_seal().context("a frontend credential opens users' secret keys")?;
+    let s3 = chuyi_s3::server::service(cluster.clone(), user_seal, "hdd".into());
     tokio::spawn(chuyi_s3::server::serve(s3_listener, s3));
     let listener =
         tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
@@ -164,8 +174,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
     let options = chuyi_nbd::server::NbdOptions { kek, ..Default::default() };
-    let server =
-        chuyi_nbd::server::NbdServer::with_options(cluster, format!("chuyi-up-{}", std::process::id()), options);
+    let holder = format!("{}:{}", frontend.principal().name, std::process::id());
+    let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);
     served?;
@@ -201,13 +211,13 @@ fn write_configs(
         std::fs::write(
             &config,
             format!(
-                "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncluster_secret_file = \"{}\"\n\
+                "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncredential_file = \"{}\"\n\
                  meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\naccept_missing_fences = true\n\n\
                  [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"4GiB\"\n\n\
                  [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"8GiB\"\n",
                 port_base + id,
                 dir.join(format!("node{id}.sock")).display(),
-                secret_file.display(),
+                dir.join(format!("node{id}.cred")).display(),
                 node_dir.join("ssd0").display(),
                 node_dir.join("hdd0").display()
             ),
@@ -215,6 +225,18 @@ fn write_configs(
         configs.push(("node", config));
     }
     Ok(configs)
+}
+
+/// Writes `principal`'s credential to `dir/file` (readable by its owner
+/// only) unless there, and returns it: issuing is deterministic.
+fn issue(secret: &ClusterSecret, dir: &Path, file: &str, principal: Principal) -> anyhow::Result<Credential> {
+    let credential = Credential::issue(secret, principal)?;
+    let path = dir.join(file);
+    if !path.exists() {
+        let text = credential.to_text().context("an issued credential has a file form")?;
+        crate::key::write_private(&path, text.trim_end())?;
+    }
+    Ok(credential)
 }
 
 async fn wait_for_nodes(meta: &MetaClient) -> anyhow::Result<()> {

@@ -161,7 +161,7 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
             println!("volume {name}: key destroyed; its data can no longer be read");
         }
     }
-    let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
+    let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
     // The delete is the volume's newest writer: a frontend that lost the
     // volume and still has writes queued cannot bring a chunk back.
     let fence = WriteFence { owner: volume.id, token: lease.id, gate: Arc::new(AlwaysOpen) };
@@ -220,9 +220,12 @@ pub async fn serve_nbd(
     socket: Option<&Path>,
     lease_ttl: Duration,
 ) -> anyhow::Result<()> {
-    let cluster = Cluster::connect(args.members()?, args.secret()?, ClientConfig::default()).await?;
+    let credential = args.frontend("nbd")?;
+    let cluster = Cluster::connect(args.members()?, &credential, ClientConfig::default()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    let holder = format!("nbd-{}-{}", hostname(), std::process::id());
+    // The frontend's leases are its own only under its name (access.rs in
+    // chuyi-metadata); the process id tells this process's apart.
+    let holder = format!("{}:{}", credential.principal().name, std::process::id());
     tracing::info!(addr = %listener.local_addr()?, %holder, "nbd frontend listening");
     let unix = match socket {
         Some(path) => Some((bind_nbd_socket(path)?, path)),
@@ -266,8 +269,4 @@ pub async fn serve_until_signal(
         let _ = std::fs::remove_file(path);
     }
     result
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into())
 }

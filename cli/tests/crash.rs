@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chuyi_common::credential::{Credential, Door, Identity, Principal};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
@@ -245,7 +246,8 @@ struct NodeProcess {
     config: PathBuf,
     socket: PathBuf,
     log: PathBuf,
-    secret: ClusterSecret,
+    /// The administrator, who may make the raw disk requests the test makes.
+    admin: Identity,
 }
 
 impl NodeProcess {
@@ -264,7 +266,8 @@ impl NodeProcess {
         );
         std::fs::write(&config, toml).expect("config");
         let secret = ClusterSecret::new(secret_text.as_bytes().to_vec()).expect("secret");
-        Self { config, socket, log: dir.join("node.log"), secret }
+        let admin = Credential::from_secret(secret, Principal::admin()).identity(Door::Node);
+        Self { config, socket, log: dir.join("node.log"), admin }
     }
 
     fn spawn(&self) -> Child {
@@ -284,7 +287,7 @@ impl NodeProcess {
         let endpoint = Endpoint::Unix(self.socket.clone());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match Client::connect(&endpoint, &self.secret, RpcConfig::default()).await {
+            match Client::connect(&endpoint, &self.admin, RpcConfig::default()).await {
                 Ok(client) => return Ok(client),
                 Err(e) if Instant::now() > deadline => return Err(format!("node did not come up: {e}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,

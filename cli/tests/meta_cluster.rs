@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chuyi_chaos::cluster::eventually;
+use chuyi_common::credential::{Credential, Door, Principal};
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
@@ -119,7 +120,7 @@ impl Cluster {
 
     fn client(&self) -> MetaClient {
         let members = self.members.iter().map(|m| m.addr.clone()).collect();
-        MetaClient::new(members, secret()).expect("client")
+        MetaClient::new(members, &admin()).expect("client")
     }
 
     /// Runs the `chuyi` binary against this cluster; returns (ok, stdout, stderr).
@@ -161,8 +162,9 @@ impl Drop for Cluster {
     }
 }
 
-fn secret() -> ClusterSecret {
-    ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("secret")
+/// The administrator: the cluster secret.
+fn admin() -> Credential {
+    Credential::from_secret(ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("secret"), Principal::admin())
 }
 
 /// The status as member `addr` sees it, if it answers.
@@ -375,7 +377,7 @@ async fn a_frozen_leader_resumed_does_not_serve_a_stale_read() {
     cluster.signal(frozen, libc::SIGSTOP);
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != frozen).collect();
     let new_leader = agreed_leader(&cluster, &others).await;
-    let fresh = MetaClient::new(vec![cluster.addr(new_leader)], secret()).expect("client");
+    let fresh = MetaClient::new(vec![cluster.addr(new_leader)], &admin()).expect("client");
     fresh.write(put("k", "new")).await.expect("write through the new leader");
     cluster.signal(frozen, libc::SIGCONT);
 
@@ -609,7 +611,7 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     use chuyi_metadata::proto::{Envelope, MetaReply, META_PROTOCOL_VERSION};
     let endpoint: Endpoint = cluster.addr(1).parse().expect("endpoint");
     let raw: RpcClient<Envelope, Envelope> =
-        RpcClient::connect(&endpoint, &secret(), RpcConfig::default()).await.expect("connect");
+        RpcClient::connect(&endpoint, &admin().identity(Door::Meta), RpcConfig::default()).await.expect("connect");
     for (version, payload) in [(META_PROTOCOL_VERSION, vec![0xFFu8; 64]), (99, vec![5])] {
         let (env, reply) = raw.call(&Envelope { version }, payload.into()).await.expect("reply");
         let reply: MetaReply = chuyi_metadata::proto::decode(env, &reply).expect("decodable reply");

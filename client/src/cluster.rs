@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chuyi_common::credential::{Credential, Door};
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
 use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp, VolumeFence};
 use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
-use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, Query};
 use tokio::sync::watch;
@@ -69,22 +69,28 @@ enum Retry {
 
 impl Cluster {
     /// Connects to the metadata service at `members`, fetches the map and
-    /// starts following it.
+    /// starts following it; calls as `credential`'s principal.
     pub async fn connect(
         members: Vec<String>,
-        secret: ClusterSecret,
+        credential: &Credential,
         config: ClientConfig,
     ) -> Result<Arc<Self>, ClientError> {
-        let meta = MetaClient::new(members.clone(), secret.clone())?;
+        let meta = MetaClient::new(members.clone(), credential)?;
         let first = match meta.read(Query::Map).await? {
             ApiReply::Map(map) => map.data_map(),
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         };
         let (map, _) = watch::channel(Arc::new(first));
-        let watcher = MetaClient::new(members, secret.clone())?.with_deadline(MAP_WATCH * 2);
+        let watcher = MetaClient::new(members, credential)?.with_deadline(MAP_WATCH * 2);
         let follow = tokio::spawn(follow(watcher, map.clone()));
         let rpc = RpcConfig { call_timeout: config.call_timeout, ..RpcConfig::default() };
-        Ok(Arc::new(Self { meta, map, nodes: ConnPool::new(secret, rpc), config, watcher: follow.abort_handle() }))
+        Ok(Arc::new(Self {
+            meta,
+            map,
+            nodes: ConnPool::new(credential.identity(Door::Node), rpc),
+            config,
+            watcher: follow.abort_handle(),
+        }))
     }
 
     pub fn meta(&self) -> &MetaClient {

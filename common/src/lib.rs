@@ -3,7 +3,8 @@
 //! It owns the identifiers ([`ids`]), the limits every layer obeys
 //! ([`limits`]), block checksums ([`checksum`]), aligned I/O buffers
 //! ([`buf`]), human-readable sizes for config files ([`size`]), the cluster
-//! secret ([`secret`]), secrets sealed at rest under it ([`seal`]), the
+//! secret ([`secret`]) and the credentials derived from it that say who
+//! a process is on internal RPC ([`credential`]), secrets sealed at rest under it ([`seal`]), the
 //! SM4 cipher with its XTS mode for volume data and key wrapping ([`sm4`]),
 //! the data map that places chunks on replicas ([`map`]), the
 //! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]).
@@ -13,6 +14,7 @@
 
 pub mod buf;
 pub mod checksum;
+pub mod credential;
 pub mod ids;
 pub mod limits;
 pub mod map;

@@ -66,6 +66,13 @@ const _: () = assert!(SEAL_TAG_BYTES <= 32, "a tag is at most one HMAC-SHA256 ou
 
 const SM4_KEY_BYTES: usize = 16;
 
+/// Bytes of a [`SealKey`] written out: the SM4 key and the MAC key.
+pub const SEAL_KEY_BYTES: usize = SM4_KEY_BYTES + 32;
+
+/// The purpose S3 users' secret keys are sealed for (by the metadata
+/// member that creates them, opened by gateways).
+pub const USER_SECRET_PURPOSE: &[u8] = b"chuyi user secret v1";
+
 /// Sub-key labels; one array type, so they always have the same length.
 type Label = [u8; 3];
 const ENC_LABEL: Label = *b"enc";
@@ -110,6 +117,23 @@ impl SealKey {
         let mut enc = [0u8; SM4_KEY_BYTES];
         enc.copy_from_slice(&enc_full[..SM4_KEY_BYTES]);
         Self { enc, mac: sub_key(secret, purpose, &MAC_LABEL) }
+    }
+
+    /// The key as bytes (encryption key, then MAC key), for a credential
+    /// file that carries it to a process without the cluster secret.
+    pub fn to_bytes(&self) -> [u8; SEAL_KEY_BYTES] {
+        let mut out = [0u8; SEAL_KEY_BYTES];
+        out[..SM4_KEY_BYTES].copy_from_slice(&self.enc);
+        out[SM4_KEY_BYTES..].copy_from_slice(&self.mac);
+        out
+    }
+
+    /// The key [`Self::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8; SEAL_KEY_BYTES]) -> Self {
+        let (mut enc, mut mac) = ([0u8; SM4_KEY_BYTES], [0u8; 32]);
+        enc.copy_from_slice(&bytes[..SM4_KEY_BYTES]);
+        mac.copy_from_slice(&bytes[SM4_KEY_BYTES..]);
+        Self { enc, mac }
     }
 
     /// Seals `plaintext` under a fresh random nonce.

@@ -25,6 +25,8 @@ pub enum SecretError {
     TooShort(usize),
     #[error("no cluster secret: set {SECRET_ENV} or give a secret file")]
     Missing,
+    #[error("{0} holds a node's or frontend's credential, not the cluster secret this needs")]
+    IsCredential(String),
 }
 
 impl ClusterSecret {
@@ -41,6 +43,9 @@ impl ClusterSecret {
     pub fn from_file(path: &Path) -> Result<Self, SecretError> {
         let text =
             std::fs::read(path).map_err(|source| SecretError::Read { path: path.display().to_string(), source })?;
+        if text.starts_with(b"chuyi-credential-") {
+            return Err(SecretError::IsCredential(path.display().to_string()));
+        }
         Self::new(text.trim_ascii().to_vec())
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chuyi_common::buf::is_aligned;
+use chuyi_common::credential::{Credential, Door, Identity, Principal, Role};
 use chuyi_common::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_PAYLOAD_MAX_BYTES};
 use chuyi_common::rpc::{
     Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig, RpcError, RpcServer, Service, HEADER_LEN,
@@ -37,6 +38,8 @@ enum TestReq {
     /// Answer only once a `Release` has arrived.
     WaitForRelease,
     Release,
+    /// Answer with the caller's principal.
+    WhoAmI,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +51,7 @@ enum TestResp {
     },
     Released,
     Woke,
+    You(String),
 }
 
 struct TestService {
@@ -68,8 +72,9 @@ impl Service for TestService {
     type Request = TestReq;
     type Response = TestResp;
 
-    async fn call(&self, request: TestReq, payload: Bytes) -> (TestResp, Bytes) {
+    async fn call(&self, caller: &Principal, request: TestReq, payload: Bytes) -> (TestResp, Bytes) {
         match request {
+            TestReq::WhoAmI => (TestResp::You(caller.to_string()), Bytes::new()),
             TestReq::Echo { tag, delay_ms } => {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 (TestResp::Echoed { tag, aligned: is_aligned(&payload) }, payload)
@@ -100,6 +105,11 @@ fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET.to_vec()).expect("long enough")
 }
 
+/// The test client's identity: the administrator, by the cluster secret.
+fn admin() -> Identity {
+    Credential::from_secret(secret(), Principal::admin()).identity(Door::Meta)
+}
+
 /// A server running on its own task until stopped.
 struct Running {
     endpoint: Endpoint,
@@ -116,7 +126,11 @@ async fn start(endpoint: Endpoint) -> Running {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = tokio::spawn(server.serve(secret(), service.clone(), shutdown));
+    let task = tokio::spawn(server.serve(
+        Credential::from_secret(secret(), Principal::member(1)).keyring(Door::Meta).expect("ring"),
+        service.clone(),
+        shutdown,
+    ));
     Running { endpoint, service, stop, task }
 }
 
@@ -139,7 +153,7 @@ fn tcp_any() -> Endpoint {
 }
 
 async fn connect(endpoint: &Endpoint, config: RpcConfig) -> TestClient {
-    TestClient::connect(endpoint, &secret(), config).await.expect("connect")
+    TestClient::connect(endpoint, &admin(), config).await.expect("connect")
 }
 
 /// Polls `condition` until it holds; panics naming `what` after `within`.
@@ -259,10 +273,26 @@ async fn block_payloads_arrive_aligned() {
 async fn wrong_secret_is_denied_and_server_keeps_serving() {
     let server = start(tcp_any()).await;
     let wrong = ClusterSecret::new(b"some-other-cluster-secret".to_vec()).expect("long enough");
+    let wrong = Credential::from_secret(wrong, Principal::admin()).identity(Door::Meta);
     let refused = TestClient::connect(&server.endpoint, &wrong, RpcConfig::default()).await;
     assert!(matches!(refused, Err(RpcError::Denied)), "{refused:?}");
     let client = connect(&server.endpoint, RpcConfig::default()).await;
     client.call(&TestReq::Echo { tag: 2, delay_ms: 0 }, Bytes::new()).await.expect("good client served");
+    server.stop().await;
+}
+
+/// The service is told, with each request, the principal its connection
+/// proved: an issued frontend credential calls as that frontend.
+#[tokio::test]
+async fn the_service_sees_the_proven_principal() {
+    let server = start(tcp_any()).await;
+    let fe = Principal::new(Role::Frontend, "s3-a").expect("name");
+    let issued = Credential::issue(&secret(), fe).expect("issue").identity(Door::Meta);
+    for (identity, shown) in [(issued, "frontend s3-a"), (admin(), "admin admin")] {
+        let client = TestClient::connect(&server.endpoint, &identity, RpcConfig::default()).await.expect("connect");
+        let (answer, _) = client.call(&TestReq::WhoAmI, Bytes::new()).await.expect("call");
+        assert_eq!(answer, TestResp::You(shown.into()));
+    }
     server.stop().await;
 }
 
@@ -309,11 +339,11 @@ async fn silent_stranger_is_disconnected_after_the_deadline() {
     server.stop().await;
 }
 
-fn hmac(label: &[u8], first: &[u8], second: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("any key length");
-    mac.update(label);
-    mac.update(first);
-    mac.update(second);
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -323,17 +353,20 @@ async fn raw_connect(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut hello = [0u8; 44];
     stream.read_exact(&mut hello).await.expect("server hello");
-    assert_eq!(&hello[..12], b"CHUYIRPC\x01\x00\x00\x00");
+    assert_eq!(&hello[..12], b"CHUYIRPC\x02\x00\x00\x00");
     let server_nonce = &hello[12..];
     let client_nonce = [0x42u8; 32];
-    let mut reply = b"CHUYIRPC\x01\x00\x00\x00".to_vec();
+    // The administrator at the meta door: role 2, name "admin".
+    let key = hmac(SECRET, &[b"chuyi-role-v1 meta admin admin"]);
+    let mut reply = b"CHUYIRPC\x02\x00\x02\x05".to_vec();
     reply.extend_from_slice(&client_nonce);
-    reply.extend_from_slice(&hmac(b"chuyi-rpc-v1 client", server_nonce, &client_nonce));
+    reply.extend_from_slice(b"admin");
+    reply.extend_from_slice(&hmac(&key, &[b"chuyi-rpc-v2 client", server_nonce, &client_nonce]));
     stream.write_all(&reply).await.expect("client hello");
     let mut verdict = [0u8; 33];
     stream.read_exact(&mut verdict).await.expect("verdict");
     assert_eq!(verdict[0], 0x00, "accepted");
-    assert_eq!(verdict[1..], hmac(b"chuyi-rpc-v1 server", &client_nonce, server_nonce));
+    assert_eq!(verdict[1..], hmac(&key, &[b"chuyi-rpc-v2 server", &client_nonce, server_nonce]));
     stream
 }
 

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chuyi_common::credential::{Credential, Door, Identity};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
-use chuyi_common::secret::ClusterSecret;
 use tracing::debug;
 
 use crate::proto::{self, ApiReply, Envelope, MetaCall, MetaReply, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
@@ -34,7 +34,7 @@ type Conn = RpcClient<Envelope, Envelope>;
 #[derive(Debug)]
 pub struct MetaClient {
     members: Vec<String>,
-    secret: ClusterSecret,
+    identity: Identity,
     deadline: Duration,
     state: Mutex<ClientState>,
 }
@@ -47,15 +47,21 @@ struct ClientState {
 }
 
 impl MetaClient {
-    /// A client of the group reachable at any of `members`.
-    pub fn new(members: Vec<String>, secret: ClusterSecret) -> Result<Self, MetaError> {
+    /// A client of the group reachable at any of `members`, calling as
+    /// `credential`'s principal.
+    pub fn new(members: Vec<String>, credential: &Credential) -> Result<Self, MetaError> {
         if members.is_empty() {
             return Err(MetaError::invalid("metadata addresses", "none given"));
         }
         for m in &members {
             m.parse::<Endpoint>().map_err(|e| MetaError::invalid("metadata address", e.0))?;
         }
-        Ok(Self { members, secret, deadline: CALL_DEADLINE, state: Mutex::new(ClientState::default()) })
+        Ok(Self {
+            members,
+            identity: credential.identity(Door::Meta),
+            deadline: CALL_DEADLINE,
+            state: Mutex::new(ClientState::default()),
+        })
     }
 
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
@@ -85,7 +91,7 @@ impl MetaClient {
         // outlast the longest, a map watch.
         let call_timeout = ATTEMPT_TIMEOUT * 2 + Duration::from_millis(u64::from(WATCH_WAIT_MAX_MS));
         let config = RpcConfig { connect_timeout: Duration::from_secs(2), call_timeout, ..RpcConfig::default() };
-        let conn = Conn::connect(&endpoint, &self.secret, config).await?;
+        let conn = Conn::connect(&endpoint, &self.identity, config).await?;
         self.lock().conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
     }

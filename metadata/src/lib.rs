@@ -6,11 +6,13 @@
 //! epoch, volumes and their attach leases, users, buckets and the object
 //! index. It knows nothing of chunk bytes: data never passes through it.
 //!
+//! - [`access`]: who may call what, by the caller's proven role.
 //! - [`placement`]: pure functions deciding where PGs live and how they move.
 //! - [`state`]: the typed tables, the commands of the log and how each is
 //!   applied (deterministic, no I/O of its own).
 //! - [`store`]: openraft's log store and state machine on RocksDB (the only
 //!   module naming `rocksdb` is `store/rocks.rs`). Layout: `KEYSPACE.md`.
+pub mod access;
 pub mod client;
 pub mod config;
 pub mod placement;

@@ -64,6 +64,12 @@ pub enum MetaCall {
     RemoveMember {
         id: u64,
     },
+    /// Asks this member to build a snapshot of its whole state now,
+    /// whatever its snapshot policy says (an operator's call before
+    /// copying a member's data directory; the count benchmark's). Answers
+    /// once the build is requested; it runs on in the background. Any
+    /// member.
+    BuildSnapshot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
-use chuyi_common::secret::{hex, ClusterSecret};
+use chuyi_common::secret::hex;
 use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::raft::USER_SECRET_PURPOSE;
 use chuyi_metadata::state::model::User;
 use chuyi_metadata::state::MetaError;
 use s3s::auth::{S3Auth, SecretKey};
@@ -33,8 +32,10 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn new(cluster: Arc<Cluster>, secret: &ClusterSecret) -> Self {
-        Self { cluster, seal: SealKey::derive(secret, USER_SECRET_PURPOSE), recent: Mutex::new(HashMap::new()) }
+    /// `seal` opens the users' sealed secret keys: a frontend credential's
+    /// `user_seal`.
+    pub fn new(cluster: Arc<Cluster>, seal: SealKey) -> Self {
+        Self { cluster, seal, recent: Mutex::new(HashMap::new()) }
     }
 
     /// The user an access key belongs to.

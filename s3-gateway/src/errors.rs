@@ -31,6 +31,12 @@ pub fn meta_error(e: MetaError) -> S3Error {
         // The data was written too slowly and given up on: the client may
         // send it again.
         e @ MetaError::DataNotPending { .. } => s3_error!(RequestTimeout, "{e}"),
+        // The gateway's own credential lacks a right: its operator's
+        // mistake, not the client's.
+        e @ MetaError::Forbidden { .. } => {
+            tracing::error!(error = %e, "the metadata service refused the gateway's credential");
+            s3_error!(InternalError, "the gateway is not allowed this operation")
+        }
         e if e.is_refusal() => s3_error!(InvalidRequest, "{e}"),
         e => unavailable(e),
     }

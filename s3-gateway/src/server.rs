@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_client::Cluster;
-use chuyi_common::secret::ClusterSecret;
+use chuyi_common::seal::SealKey;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Request, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -60,13 +60,14 @@ impl Options {
 }
 
 /// Builds the S3 service of a cluster (new buckets' objects go to `pool`)
-/// and starts its reclaimer.
-pub fn service(cluster: Arc<Cluster>, secret: &ClusterSecret, pool: String) -> S3Service {
-    service_with(cluster, secret, Options::new(pool))
+/// and starts its reclaimer; `user_seal` opens the users' secret keys (a
+/// frontend credential's).
+pub fn service(cluster: Arc<Cluster>, user_seal: SealKey, pool: String) -> S3Service {
+    service_with(cluster, user_seal, Options::new(pool))
 }
 
-pub fn service_with(cluster: Arc<Cluster>, secret: &ClusterSecret, options: Options) -> S3Service {
-    let users = Arc::new(Users::new(cluster.clone(), secret));
+pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options) -> S3Service {
+    let users = Arc::new(Users::new(cluster.clone(), user_seal));
     let packs = Packs::new(options.pack_window, options.pack_ttl, options.packed_object_max);
     let data = DataPath::new(cluster, options.pending_ttl, packs);
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));

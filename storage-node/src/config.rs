@@ -4,7 +4,7 @@
 //! node_id = 1
 //! listen = "127.0.0.1:7100"              # or "unix:/run/chuyi/node1.sock"
 //! advertise = ["10.0.0.5:7100"]          # what peers and clients dial, if not `listen`
-//! cluster_secret_file = "/etc/chuyi/secret"  # else $CHUYI_CLUSTER_SECRET
+//! credential_file = "/etc/chuyi/node1.cred"  # or the cluster secret; else $CHUYI_CLUSTER_SECRET
 //! io_engine = "uring"                    # or "pread"
 //! meta = ["127.0.0.1:7201"]              # metadata members to register and heartbeat with
 //! failure_domain = "rack1"
@@ -45,9 +45,10 @@ pub struct NodeConfig {
     /// the TCP listener's own (behind NAT, a load balancer or a proxy).
     #[serde(default)]
     pub advertise: Vec<String>,
-    /// File holding the cluster secret; when absent, $CHUYI_CLUSTER_SECRET.
-    #[serde(default)]
-    pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the node's credential (`chuyi credential issue --node
+    /// ID`) or the cluster secret; when absent, $CHUYI_CLUSTER_SECRET.
+    #[serde(default, alias = "cluster_secret_file")]
+    pub credential_file: Option<PathBuf>,
     /// The I/O engine of every disk.
     #[serde(default = "default_engine")]
     pub io_engine: EngineKind,

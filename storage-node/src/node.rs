@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use chuyi_common::credential::{Credential, Door, Keyring};
 use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
-use chuyi_common::secret::ClusterSecret;
 
 use tokio::sync::mpsc;
 
@@ -31,6 +31,8 @@ pub enum NodeError {
     Fences(#[from] FenceError),
     #[error("no state_dir for the fence table (no disk is a directory)")]
     NoStateDir,
+    #[error(transparent)]
+    Credential(#[from] chuyi_common::credential::CredentialError),
 }
 
 /// A node with its disks open and its listeners bound, ready to serve.
@@ -43,12 +45,16 @@ pub struct Node {
     scrub_mb_per_s: u32,
     service: Arc<ChunkService>,
     servers: Vec<RpcServer>,
+    /// What the listeners check callers with.
+    keyring: Keyring,
 }
 
 impl Node {
-    /// Opens the disks and binds the listeners of `config`. `secret` also
+    /// Opens the disks and binds the listeners of `config`. `credential`
+    /// (the node's own, or the cluster secret) checks callers and
     /// authenticates the node to its peers when it forwards writes.
-    pub async fn start(config: &NodeConfig, secret: ClusterSecret) -> Result<Self, NodeError> {
+    pub async fn start(config: &NodeConfig, credential: &Credential) -> Result<Self, NodeError> {
+        let keyring = credential.keyring(Door::Node)?;
         let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
         let fresh = || config.accept_missing_fences || store.stats().iter().all(|d| d.chunks == 0);
         let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?, fresh)?);
@@ -57,7 +63,12 @@ impl Node {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
             servers.push(RpcServer::bind(&endpoint).await?);
         }
-        let repl = Arc::new(Replicator::new(config.node_id, store.clone(), fences, Peers::new(secret)));
+        let repl = Arc::new(Replicator::new(
+            config.node_id,
+            store.clone(),
+            fences,
+            Peers::new(credential.identity(Door::Node)),
+        ));
         let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
         Ok(Self {
             service: Arc::new(ChunkService::new(repl.clone(), recovery.clone())),
@@ -67,6 +78,7 @@ impl Node {
             recovered: Some(recovered),
             scrub_mb_per_s: config.scrub_mb_per_s,
             servers,
+            keyring,
         })
     }
 
@@ -93,11 +105,7 @@ impl Node {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        secret: ClusterSecret,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), NodeError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let background = [
             tokio::spawn(self.recovery.clone().run()),
@@ -106,10 +114,10 @@ impl Node {
         let _stop_background = AbortOnDrop(background);
         let mut tasks = tokio::task::JoinSet::new();
         for server in self.servers {
-            let (service, secret, mut stop) = (self.service.clone(), secret.clone(), stop_rx.clone());
+            let (service, keyring, mut stop) = (self.service.clone(), self.keyring.clone(), stop_rx.clone());
             tasks.spawn(async move {
                 server
-                    .serve(secret, service, async move {
+                    .serve(keyring, service, async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await

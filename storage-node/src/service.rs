@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chuyi_common::credential::Principal;
 use chuyi_common::ids::NodeId;
 use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
+use crate::access;
 use crate::recovery::Recovery;
 use crate::replication::{ReplicationError, Replicator};
 use crate::store::{ChunkStore, StoreError};
@@ -156,7 +158,11 @@ impl Service for ChunkService {
     type Request = ChunkRequest;
     type Response = ChunkResponse;
 
-    async fn call(&self, request: ChunkRequest, payload: Bytes) -> (ChunkResponse, Bytes) {
+    async fn call(&self, caller: &Principal, request: ChunkRequest, payload: Bytes) -> (ChunkResponse, Bytes) {
+        if let Err(refused) = access::check(caller, &request) {
+            tracing::warn!(%caller, error = %refused, "refused a request outside the caller's role");
+            return (ChunkResponse::Error(refused), Bytes::new());
+        }
         match self.replicated(request, payload).await {
             Ok(reply) => reply,
             Err(e) => {

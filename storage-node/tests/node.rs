@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chuyi_common::credential::{Credential, Door, Identity, Principal, Role};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskStat};
 use chuyi_common::rpc::{
@@ -40,6 +41,11 @@ fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET.to_vec()).expect("secret")
 }
 
+/// The test's client: the administrator, who may make raw disk requests.
+fn admin() -> Identity {
+    Credential::from_secret(secret(), Principal::admin()).identity(Door::Node)
+}
+
 async fn start_node(dir: &Path) -> Running {
     start_node_sized(dir, "256MiB").await
 }
@@ -53,11 +59,12 @@ async fn start_node_sized(dir: &Path, capacity: &str) -> Running {
     );
     let config: NodeConfig = toml::from_str(&toml).expect("config");
     config.validate().expect("valid config");
-    let node = Node::start(&config, secret()).await.expect("node start");
+    let credential = Credential::issue(&secret(), Principal::node(3)).expect("issue");
+    let node = Node::start(&config, &credential).await.expect("node start");
     let endpoint = node.endpoints()[0].clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        node.serve(secret(), async move {
+        node.serve(async move {
             let _ = stopped.await;
         })
         .await
@@ -67,7 +74,7 @@ async fn start_node_sized(dir: &Path, capacity: &str) -> Running {
 }
 
 async fn client(endpoint: &Endpoint) -> Client {
-    Client::connect(endpoint, &secret(), RpcConfig::default()).await.expect("connect")
+    Client::connect(endpoint, &admin(), RpcConfig::default()).await.expect("connect")
 }
 
 fn data(tag: u64, len: usize) -> Bytes {
@@ -228,6 +235,7 @@ async fn strangers_can_neither_read_nor_write() {
     assert_eq!(write(&c, 0, chunk, 0, Bytes::from(b"SECRET-CHUNK-DATA".repeat(241))).await, ChunkResponse::Done);
 
     let wrong = ClusterSecret::new(b"not-the-cluster-secret".to_vec()).expect("secret");
+    let wrong = Credential::from_secret(wrong, Principal::admin()).identity(Door::Node);
     let refused = Client::connect(&node.endpoint, &wrong, RpcConfig::default()).await;
     assert!(matches!(refused, Err(RpcError::Denied)), "{:?}", refused.err());
 
@@ -295,10 +303,53 @@ async fn malformed_and_oversized_frames() {
     node.stop().await;
 }
 
+/// A frontend's own credential opens the node's door, but the node serves
+/// it no raw disk request (those bypass replication and fencing), and a
+/// frontend credential claiming to be a node or the admin is refused at
+/// the handshake.
+#[tokio::test]
+async fn a_frontend_is_refused_raw_disk_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path()).await;
+    let chunk = ChunkId::new(6, 1);
+    let admin = client(&node.endpoint).await;
+    assert_eq!(write(&admin, 0, chunk, 0, data(1, 4096)).await, ChunkResponse::Done);
+
+    let fe = Credential::issue(&secret(), Principal::new(Role::Frontend, "s3-a").expect("name")).expect("issue");
+    let c = Client::connect(&node.endpoint, &fe.identity(Door::Node), RpcConfig::default()).await.expect("connect");
+    let raw = [
+        ChunkRequest::Read { disk: 0, chunk, offset: 0, len: 4096 },
+        ChunkRequest::Write { disk: 0, chunk, offset: 0, fua: true },
+        ChunkRequest::Trim { disk: 0, chunk, offset: 0, len: 4096 },
+        ChunkRequest::DeleteChunk { disk: 0, chunk },
+        ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 },
+    ];
+    for request in raw {
+        let payload = if matches!(request, ChunkRequest::Write { .. }) { data(2, 4096) } else { Bytes::new() };
+        let (reply, _) = c.call(&request, payload).await.expect("answered");
+        assert!(
+            matches!(&reply, ChunkResponse::Error(e) if e.kind == ChunkErrorKind::Forbidden && e.message.contains("frontend s3-a")),
+            "{request:?}: {reply:?}"
+        );
+    }
+    let (pong, _) = c.call(&ChunkRequest::Ping, Bytes::new()).await.expect("ping");
+    assert_eq!(pong, ChunkResponse::Pong { node: 3 });
+    // Nothing changed: the chunk still reads as the admin wrote it.
+    assert_eq!(read(&admin, 0, chunk, 0, 4096).await, (ChunkResponse::ReadDone { allocated: true }, data(1, 4096)));
+
+    let mut forged = fe.identity(Door::Node);
+    for claim in [Principal::node(1), Principal::admin()] {
+        forged.principal = claim;
+        let refused = Client::connect(&node.endpoint, &forged, RpcConfig::default()).await;
+        assert!(matches!(refused, Err(RpcError::Denied)), "{:?}", refused.err());
+    }
+    node.stop().await;
+}
+
 async fn authenticated(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let (mut r, mut w) = stream.split();
-    client_handshake(&mut r, &mut w, &secret()).await.expect("handshake");
+    client_handshake(&mut r, &mut w, &admin()).await.expect("handshake");
     stream
 }
 

@@ -278,6 +278,10 @@ pub enum ChunkErrorKind {
     /// knows for the volume (or it carries none for a fenced volume):
     /// another writer has the volume now. Never retried.
     Fenced,
+    /// The caller's role may not make this request (raw per-disk
+    /// operations are for nodes and the administrator only:
+    /// `storage-node/src/access.rs`).
+    Forbidden,
 }
 
 /// One disk as the node sees it.

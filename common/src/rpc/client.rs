@@ -26,8 +26,8 @@ use super::frame::{FrameHeader, FrameKind};
 use super::pending::Pending;
 use super::transport::{self, Stream};
 use super::{handshake, Endpoint, RpcConfig, RpcError, SendGate};
+use crate::credential::Identity;
 use crate::limits::RPC_SEND_QUEUE_FRAMES;
-use crate::secret::ClusterSecret;
 
 /// A connection to an RPC server speaking `Req` and answering `Resp`.
 /// Cloning is cheap; clones share the connection. It is not re-established
@@ -52,9 +52,9 @@ where
     Resp: DeserializeOwned + Send + 'static,
 {
     /// Connects and authenticates within `config.connect_timeout`.
-    pub async fn connect(endpoint: &Endpoint, secret: &ClusterSecret, config: RpcConfig) -> Result<Self, RpcError> {
+    pub async fn connect(endpoint: &Endpoint, identity: &Identity, config: RpcConfig) -> Result<Self, RpcError> {
         config.validate()?;
-        let opening = Self::open(endpoint, secret, config.clone());
+        let opening = Self::open(endpoint, identity, config.clone());
         let client = timeout(config.connect_timeout, opening).await.map_err(|_| RpcError::Timeout)??;
         debug!(%endpoint, "rpc client connected");
         Ok(client)
@@ -101,15 +101,15 @@ where
         self.inner.pending.len()
     }
 
-    async fn open(endpoint: &Endpoint, secret: &ClusterSecret, config: RpcConfig) -> Result<Self, RpcError> {
+    async fn open(endpoint: &Endpoint, identity: &Identity, config: RpcConfig) -> Result<Self, RpcError> {
         match transport::connect(endpoint).await? {
             Stream::Tcp(stream) => {
                 let (r, w) = stream.into_split();
-                Self::start(r, w, secret, config, endpoint).await
+                Self::start(r, w, identity, config, endpoint).await
             }
             Stream::Unix(stream) => {
                 let (r, w) = stream.into_split();
-                Self::start(r, w, secret, config, endpoint).await
+                Self::start(r, w, identity, config, endpoint).await
             }
         }
     }
@@ -118,7 +118,7 @@ where
     async fn start<R, W>(
         r: R,
         mut w: W,
-        secret: &ClusterSecret,
+        identity: &Identity,
         config: RpcConfig,
         endpoint: &Endpoint,
     ) -> Result<Self, RpcError>
@@ -127,7 +127,7 @@ where
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let mut r = BufReader::with_capacity(READ_BUF_BYTES, r);
-        handshake::initiate(&mut r, &mut w, secret).await?;
+        handshake::initiate(&mut r, &mut w, identity).await?;
         let pending = Arc::new(Pending::new(config.inflight_max));
         let (queue, outgoing) = mpsc::channel(RPC_SEND_QUEUE_FRAMES);
         let span = tracing::debug_span!("rpc_client", peer = %endpoint);

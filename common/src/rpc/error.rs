@@ -12,8 +12,9 @@ pub enum RpcError {
     /// The peer does not speak this handshake, or its proof was wrong.
     #[error("rpc handshake failed: {0}")]
     Handshake(String),
-    /// The server refused our cluster secret.
-    #[error("the server refused our cluster secret")]
+    /// The server refused our principal: its key is not the one the
+    /// server derives for it (another cluster, or a principal we are not).
+    #[error("the server refused our credential")]
     Denied,
     /// A frame could not be built or was refused on receipt.
     #[error("bad rpc frame: {0}")]

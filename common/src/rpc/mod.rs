@@ -2,7 +2,9 @@
 //! or Unix sockets, many requests in flight per connection matched by request
 //! id, replies in any order, a postcard body for control messages and a raw
 //! payload for data. Each connection opens with an HMAC challenge–response
-//! over the cluster secret. The layout is in `common/PROTOCOL.md`.
+//! in which the client proves a principal (`crate::credential`), and the
+//! server's [`Service`] is told that principal with every request. The
+//! layout is in `common/PROTOCOL.md`.
 //!
 //! The layer is generic over the messages: a server runs a [`Service`], a
 //! client is an [`RpcClient<Req, Resp>`]; `crate::proto` holds the messages.

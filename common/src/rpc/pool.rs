@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Endpoint, RpcClient, RpcConfig, RpcError, SendGate};
-use crate::secret::ClusterSecret;
+use crate::credential::Identity;
 use std::sync::Arc;
 
 pub struct ConnPool<K, Req, Resp> {
-    secret: ClusterSecret,
+    identity: Identity,
     config: RpcConfig,
     conns: Mutex<HashMap<K, RpcClient<Req, Resp>>>,
 }
@@ -32,8 +32,8 @@ where
     Req: Serialize + Send + Sync + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
-    pub fn new(secret: ClusterSecret, config: RpcConfig) -> Self {
-        Self { secret, config, conns: Mutex::new(HashMap::new()) }
+    pub fn new(identity: Identity, config: RpcConfig) -> Self {
+        Self { identity, config, conns: Mutex::new(HashMap::new()) }
     }
 
     /// Calls server `id`, connecting to the first of `addrs` that answers
@@ -80,7 +80,7 @@ where
                 last = RpcError::Config(format!("server {id} address {addr:?} is not valid"));
                 continue;
             };
-            match RpcClient::connect(&endpoint, &self.secret, self.config.clone()).await {
+            match RpcClient::connect(&endpoint, &self.identity, self.config.clone()).await {
                 Ok(conn) => {
                     // Two callers may race to connect; keep one, drop the other.
                     let kept = self.lock().entry(id).or_insert(conn).clone();

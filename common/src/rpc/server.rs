@@ -16,8 +16,8 @@ use tracing::{debug, warn, Instrument};
 
 use super::transport::{Listener, Stream};
 use super::{session, Endpoint, RpcError};
+use crate::credential::{Keyring, Principal};
 use crate::limits::RPC_SERVER_CONNECTIONS_MAX;
-use crate::secret::ClusterSecret;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -28,12 +28,18 @@ pub trait Service: Send + Sync + 'static {
     type Request: serde::de::DeserializeOwned + Send + 'static;
     type Response: serde::Serialize + Send + 'static;
 
-    /// Handle one request; `payload` is the request's raw data. Returns the
+    /// Handle one request of `caller` (the principal the connection's
+    /// handshake proved); `payload` is the request's raw data. Returns the
     /// response and its payload (`Bytes::new()` when none).
     ///
     /// Requests of one connection run concurrently. The future is dropped
     /// unfinished when the server shuts down or the connection breaks.
-    fn call(&self, request: Self::Request, payload: Bytes) -> impl Future<Output = (Self::Response, Bytes)> + Send;
+    fn call(
+        &self,
+        caller: &Principal,
+        request: Self::Request,
+        payload: Bytes,
+    ) -> impl Future<Output = (Self::Response, Bytes)> + Send;
 }
 
 /// A bound, not yet serving, RPC listener.
@@ -61,7 +67,7 @@ impl RpcServer {
     /// as soon as they are accepted.
     pub async fn serve<S: Service>(
         self,
-        secret: ClusterSecret,
+        keyring: Keyring,
         service: Arc<S>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RpcError> {
@@ -78,7 +84,7 @@ impl RpcServer {
                             continue;
                         };
                         let span = tracing::debug_span!("rpc_conn", %peer);
-                        let conn = run_connection(stream, secret.clone(), service.clone());
+                        let conn = run_connection(stream, keyring.clone(), service.clone());
                         connections.spawn(async move { conn.await; drop(slot) }.instrument(span));
                     }
                     Err(e) => {
@@ -95,15 +101,15 @@ impl RpcServer {
     }
 }
 
-async fn run_connection<S: Service>(stream: Stream, secret: ClusterSecret, service: Arc<S>) {
+async fn run_connection<S: Service>(stream: Stream, keyring: Keyring, service: Arc<S>) {
     match stream {
         Stream::Tcp(stream) => {
             let (r, w) = stream.into_split();
-            session::run(r, w, secret, service).await
+            session::run(r, w, keyring, service).await
         }
         Stream::Unix(stream) => {
             let (r, w) = stream.into_split();
-            session::run(r, w, secret, service).await
+            session::run(r, w, keyring, service).await
         }
     }
 }

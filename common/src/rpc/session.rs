@@ -17,11 +17,11 @@ use tracing::{debug, error, warn, Instrument};
 use super::conn::{decode_body, read_frame, write_frames, Frame, OutFrame, READ_BUF_BYTES};
 use super::frame::FrameKind;
 use super::{handshake, RpcError, Service};
+use crate::credential::{Keyring, Principal};
 use crate::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_SEND_QUEUE_FRAMES, RPC_SERVER_INFLIGHT_MAX, RPC_TIMEOUT_MS};
-use crate::secret::ClusterSecret;
 
 /// Serves one accepted connection until the peer leaves or breaks framing.
-pub(crate) async fn run<S, R, W>(r: R, mut w: W, secret: ClusterSecret, service: Arc<S>)
+pub(crate) async fn run<S, R, W>(r: R, mut w: W, keyring: Keyring, service: Arc<S>)
 where
     S: Service,
     R: AsyncRead + Unpin + Send + 'static,
@@ -31,18 +31,21 @@ where
     // The deadline is what stops a silent stranger from holding this task
     // (and a connection slot) forever.
     let deadline = Duration::from_millis(RPC_CONNECT_TIMEOUT_MS);
-    let outcome = match timeout(deadline, handshake::accept(&mut r, &mut w, &secret)).await {
+    let outcome = match timeout(deadline, handshake::accept(&mut r, &mut w, &keyring)).await {
         Ok(result) => result,
         Err(_) => Err(RpcError::Timeout),
     };
     match outcome {
-        Ok(()) => serve_requests(r, w, service).await,
+        Ok(caller) => {
+            debug!(%caller, "rpc peer authenticated");
+            serve_requests(r, w, service, Arc::new(caller)).await
+        }
         Err(e) => debug!(error = %e, "rpc handshake failed"),
     }
 }
 
 /// The authenticated part of a connection.
-async fn serve_requests<S, R, W>(mut r: R, w: W, service: Arc<S>)
+async fn serve_requests<S, R, W>(mut r: R, w: W, service: Arc<S>, caller: Arc<Principal>)
 where
     S: Service,
     R: AsyncRead + Unpin,
@@ -57,7 +60,7 @@ where
     });
     // A dead writer closes the queue; stop reading requests nobody can answer.
     let result = tokio::select! {
-        result = read_requests(&mut r, &queue, &service, &mut tasks) => result,
+        result = read_requests(&mut r, &queue, &service, &caller, &mut tasks) => result,
         () = queue.closed() => Err(RpcError::Closed),
     };
     drop(queue);
@@ -90,6 +93,7 @@ async fn read_requests<S, R>(
     r: &mut R,
     queue: &mpsc::Sender<OutFrame>,
     service: &Arc<S>,
+    caller: &Arc<Principal>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), RpcError>
 where
@@ -106,11 +110,11 @@ where
         while let Some(joined) = tasks.try_join_next() {
             reap(joined);
         }
-        let (service, queue) = (service.clone(), queue.clone());
+        let (service, queue, caller) = (service.clone(), queue.clone(), caller.clone());
         let span = tracing::debug_span!("rpc_request", request_id = frame.header.request_id);
         tasks.spawn(
             async move {
-                let reply = handle(&*service, frame).await;
+                let reply = handle(&*service, &caller, frame).await;
                 // The slot is held until the reply is queued, so it also
                 // bounds replies waiting for the writer. A failed send means
                 // the connection is gone; there is nobody to tell.
@@ -124,7 +128,7 @@ where
 
 /// Runs one request; any failure of ours becomes a kind=3 error reply, so
 /// the connection stays usable.
-async fn handle<S: Service>(service: &S, frame: Frame) -> OutFrame {
+async fn handle<S: Service>(service: &S, caller: &Principal, frame: Frame) -> OutFrame {
     let id = frame.header.request_id;
     if frame.header.kind != FrameKind::Request {
         debug!(kind = ?frame.header.kind, "non-request frame sent to a server");
@@ -137,7 +141,7 @@ async fn handle<S: Service>(service: &S, frame: Frame) -> OutFrame {
             return OutFrame::error(id, &e.to_string());
         }
     };
-    let (response, payload) = service.call(request, frame.payload).await;
+    let (response, payload) = service.call(caller, request, frame.payload).await;
     OutFrame::new(FrameKind::Response, id, &response, payload).unwrap_or_else(|e| {
         warn!(error = %e, "service response cannot be framed");
         OutFrame::error(id, &format!("the server cannot send its response: {e}"))

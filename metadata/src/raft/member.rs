@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use chuyi_common::credential::{Credential, Door, Keyring, Principal};
 use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::ClusterSecret;
@@ -56,6 +57,8 @@ pub struct Member {
     reader: StateReader,
     service: Arc<MetaService>,
     server: RpcServer,
+    /// What the listener checks callers with: every principal's key.
+    keyring: Keyring,
     monitor: JoinHandle<()>,
     snapshots: JoinHandle<()>,
 }
@@ -93,7 +96,9 @@ impl Member {
         let (log, state_machine) = store::open(&config.data_dir)?;
         let appended = log.appended_bytes();
         let reader = state_machine.reader();
-        let network = Network::new(secret.clone());
+        let credential = Credential::from_secret(secret.clone(), Principal::member(config.id));
+        let keyring = credential.keyring(Door::Meta).map_err(|e| MemberError::Raft(e.to_string()))?;
+        let network = Network::new(credential.identity(Door::Meta));
         let raft = Raft::new(config.id, Arc::new(raft_config(config)?), network, log, state_machine)
             .await
             .map_err(raft_error)?;
@@ -118,7 +123,7 @@ impl Member {
         let snapshots_dir = config.data_dir.join("snapshots");
         let snapshots =
             tokio::spawn(super::snapshots::run(raft.clone(), snapshots_dir, config.snapshot_logs, appended));
-        Ok(Self { raft, reader, service, server, monitor, snapshots })
+        Ok(Self { raft, reader, service, server, keyring, monitor, snapshots })
     }
 
     /// Where the member listens (the real port for ":0").
@@ -135,12 +140,8 @@ impl Member {
     }
 
     /// Serves until `shutdown` resolves, then stops Raft.
-    pub async fn serve(
-        self,
-        secret: ClusterSecret,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), MemberError> {
-        let served = self.server.serve(secret, self.service, shutdown).await;
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), MemberError> {
+        let served = self.server.serve(self.keyring, self.service, shutdown).await;
         self.monitor.abort();
         self.snapshots.abort();
         self.raft.shutdown().await.map_err(raft_error)?;

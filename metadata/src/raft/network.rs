@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use chuyi_common::credential::Identity;
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
-use chuyi_common::secret::ClusterSecret;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -23,12 +23,12 @@ type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<u64, Bas
 /// Makes a [`Peer`] per target member.
 #[derive(Debug, Clone)]
 pub struct Network {
-    secret: ClusterSecret,
+    identity: Identity,
 }
 
 impl Network {
-    pub fn new(secret: ClusterSecret) -> Self {
-        Self { secret }
+    pub fn new(identity: Identity) -> Self {
+        Self { identity }
     }
 }
 
@@ -36,7 +36,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.clone(), secret: self.secret.clone(), conn: None }
+        Peer { target, addr: node.addr.clone(), identity: self.identity.clone(), conn: None }
     }
 }
 
@@ -45,7 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: u64,
     addr: String,
-    secret: ClusterSecret,
+    identity: Identity,
     conn: Option<MetaRpc>,
 }
 
@@ -71,7 +71,7 @@ impl Peer {
         }
         let endpoint: Endpoint = self.addr.parse().map_err(|e| Failure::Network(format!("member address: {e}")))?;
         let config = RpcConfig { call_timeout: timeout, connect_timeout: timeout, ..RpcConfig::default() };
-        let conn = MetaRpc::connect(&endpoint, &self.secret, config).await.map_err(Failure::Unreachable)?;
+        let conn = MetaRpc::connect(&endpoint, &self.identity, config).await.map_err(Failure::Unreachable)?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }

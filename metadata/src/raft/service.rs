@@ -11,16 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chuyi_common::credential::Principal;
 use chuyi_common::limits::RPC_PAYLOAD_MAX_BYTES;
 use chuyi_common::rpc::Service;
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::fill_random;
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::leader_addr;
 use super::liveness::{must_commit, quorum_fresh, Liveness};
 use super::proposer::Proposer;
+use crate::access;
 use crate::proto::{
     self, ApiReply, Envelope, MemberInfo, MetaCall, MetaReply, PoolHealth, Query, StatusReport, ENVELOPE,
     WATCH_WAIT_MAX_MS,
@@ -29,8 +31,11 @@ use crate::state::model::PgHealth;
 use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
 use crate::store::{StateReader, StoreError, TypeConfig};
 
+/// How long one AddMember waits for a learner already added to catch up.
+const LEARNER_WAIT: Duration = Duration::from_secs(30);
+
 /// What seals user secret keys; the gateway opens them with the same label.
-pub const USER_SECRET_PURPOSE: &[u8] = b"chuyi user secret v1";
+pub use chuyi_common::seal::USER_SECRET_PURPOSE;
 
 /// Most records one page of parts, uploads or garbage returns (S3 pages
 /// parts and uploads by 1000): a page of them stays far below the RPC
@@ -93,6 +98,7 @@ impl MetaService {
             MetaCall::CreateUser { name, admin } => MetaReply::Api(self.create_user(name, admin).await),
             MetaCall::AddMember { id, addr } => MetaReply::Api(self.add_member(id, addr).await),
             MetaCall::RemoveMember { id } => MetaReply::Api(self.remove_member(id).await),
+            MetaCall::BuildSnapshot => MetaReply::Api(self.build_snapshot().await),
         }
     }
 
@@ -265,17 +271,49 @@ impl MetaService {
 
     async fn add_member(&self, id: u64, addr: String) -> ApiResult {
         addr.parse::<chuyi_common::rpc::Endpoint>().map_err(|e| MetaError::invalid("member address", e.0))?;
-        let to_api = |e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>| match e {
-            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
-                MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(&self.raft)) }
-            }
-            other => MetaError::invalid("membership change", other.to_string()),
-        };
-        self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(to_api)?;
-        let mut voters: BTreeSet<u64> =
-            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let to_api = |e| membership_error(&self.raft, e);
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        let known = membership.membership().get_node(&id).map(|n| n.addr.clone());
+        if voters.contains(&id) && known.as_deref() == Some(addr.as_str()) {
+            // A retry whose first try finished.
+            return Ok(ApiReply::Done);
+        }
+        if known.as_deref() == Some(addr.as_str()) {
+            // A retry while the learner catches up (a client gives up on
+            // an attempt after 5 s; a large state takes minutes). Adding
+            // it again would commit a membership entry, which restarts
+            // every replication stream, and with it the snapshot being
+            // sent: the learner would never catch up.
+            self.learner_caught_up(id).await?;
+        } else {
+            self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(to_api)?;
+        }
         voters.insert(id);
         self.raft.change_membership(voters, false).await.map_err(to_api)?;
+        Ok(ApiReply::Done)
+    }
+
+    /// Waits until learner `id` has every entry this leader had when asked,
+    /// at most [`LEARNER_WAIT`] (the caller asks again), or until this
+    /// member stops leading.
+    async fn learner_caught_up(&self, id: u64) -> Result<(), MetaError> {
+        let me = self.id;
+        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let done = move |m: &openraft::RaftMetrics<u64, BasicNode>| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+            m.current_leader != Some(me) || matched.is_some_and(|l| l.index >= target)
+        };
+        let waited = self.raft.wait(Some(LEARNER_WAIT)).metrics(done, "learner caught up").await;
+        match waited {
+            Ok(m) if m.current_leader == Some(me) => Ok(()),
+            Ok(_) => Err(MetaError::NotLeader { leader: leader_addr(&self.raft) }),
+            Err(e) => Err(MetaError::Unavailable(format!("learner {id} is still catching up: {e}"))),
+        }
+    }
+
+    async fn build_snapshot(&self) -> ApiResult {
+        self.raft.trigger().snapshot().await.map_err(|e| MetaError::Unavailable(e.to_string()))?;
         Ok(ApiReply::Done)
     }
 
@@ -288,13 +326,24 @@ impl MetaService {
         if voters.is_empty() {
             return Err(MetaError::invalid("membership change", "the last member cannot be removed"));
         }
-        self.raft.change_membership(voters, false).await.map_err(|e| match e {
-            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
-                MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(&self.raft)) }
-            }
-            other => MetaError::invalid("membership change", other.to_string()),
-        })?;
+        self.raft.change_membership(voters, false).await.map_err(|e| membership_error(&self.raft, e))?;
         Ok(ApiReply::Done)
+    }
+}
+
+/// A failed membership change as the client sees it: another member
+/// leads; another change is still being committed (a retried AddMember
+/// racing its first try: ask again, it will find the member added); or a
+/// change that cannot be made.
+fn membership_error(raft: &Raft<TypeConfig>, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> MetaError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            MetaError::NotLeader { leader: f.leader_node.map(|n| n.addr).or_else(|| leader_addr(raft)) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
+            MetaError::Unavailable(format!("a membership change is still in progress: {p}"))
+        }
+        other => MetaError::invalid("membership change", other.to_string()),
     }
 }
 
@@ -311,9 +360,15 @@ impl Service for MetaService {
     type Request = Envelope;
     type Response = Envelope;
 
-    async fn call(&self, envelope: Envelope, payload: Bytes) -> (Envelope, Bytes) {
+    async fn call(&self, caller: &Principal, envelope: Envelope, payload: Bytes) -> (Envelope, Bytes) {
         let reply = match proto::decode::<MetaCall>(envelope, &payload) {
-            Ok(call) => self.handle(call).await,
+            Ok(call) => match access::check(caller, &call) {
+                Ok(()) => self.handle(call).await,
+                Err(refused) => {
+                    tracing::warn!(%caller, error = %refused, "refused a call outside the caller's role");
+                    MetaReply::Api(Err(refused))
+                }
+            },
             Err(e) => MetaReply::Api(Err(MetaError::Malformed(e.to_string()))),
         };
         let fallback = |why: String| {

@@ -251,6 +251,50 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name, for refusals and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::RegisterNode { .. } => "RegisterNode",
+            Command::Heartbeat { .. } => "Heartbeat",
+            Command::MarkNodeDown { .. } => "MarkNodeDown",
+            Command::Rebalance { .. } => "Rebalance",
+            Command::PgRecovered { .. } => "PgRecovered",
+            Command::CreatePool { .. } => "CreatePool",
+            Command::DeletePool { .. } => "DeletePool",
+            Command::CreateVolume { .. } => "CreateVolume",
+            Command::ResizeVolume { .. } => "ResizeVolume",
+            Command::DeleteVolume { .. } => "DeleteVolume",
+            Command::AcquireLease { .. } => "AcquireLease",
+            Command::RenewLease { .. } => "RenewLease",
+            Command::ReleaseLease { .. } => "ReleaseLease",
+            Command::CreateUser { .. } => "CreateUser",
+            Command::DeleteUser { .. } => "DeleteUser",
+            Command::CreateBucket { .. } => "CreateBucket",
+            Command::DeleteBucket { .. } => "DeleteBucket",
+            Command::SetVersioning { .. } => "SetVersioning",
+            Command::SetBucketSettings { .. } => "SetBucketSettings",
+            Command::BeginData { .. } => "BeginData",
+            Command::OpenPack { .. } => "OpenPack",
+            Command::MovePacked { .. } => "MovePacked",
+            Command::RetirePacks { .. } => "RetirePacks",
+            Command::AbandonData { .. } => "AbandonData",
+            Command::PutObject { .. } => "PutObject",
+            Command::DeleteObject { .. } => "DeleteObject",
+            Command::CreateUpload { .. } => "CreateUpload",
+            Command::PutPart { .. } => "PutPart",
+            Command::CompleteUpload { .. } => "CompleteUpload",
+            Command::AbortUpload { .. } => "AbortUpload",
+            Command::ForgetGarbage { .. } => "ForgetGarbage",
+            Command::ExpirePending { .. } => "ExpirePending",
+            Command::ReportUnreachable { .. } => "ReportUnreachable",
+            Command::DestroyVolumeKey { .. } => "DestroyVolumeKey",
+            Command::RewrapVolumeKey { .. } => "RewrapVolumeKey",
+            Command::SetPoolDefaults { .. } => "SetPoolDefaults",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Done,

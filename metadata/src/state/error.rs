@@ -38,6 +38,10 @@ pub enum MetaError {
     NotLeader { leader: Option<String> },
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The caller's role may not make this call (`access.rs`): a
+    /// misconfigured credential, or a process trying what is not its own.
+    #[error("{caller} may not {action}")]
+    Forbidden { caller: String, action: String },
     #[error("metadata service unavailable: {0}")]
     Unavailable(String),
     #[error("internal metadata error: {0}")]

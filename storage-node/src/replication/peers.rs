@@ -8,11 +8,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chuyi_common::credential::Identity;
 use chuyi_common::ids::NodeId;
 use chuyi_common::map::DataMap;
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse};
 use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
-use chuyi_common::secret::ClusterSecret;
 
 /// How long a forwarded call may take. Shorter than a client's deadline, so
 /// a stuck replica fails the write while the client can still retry.
@@ -34,13 +34,13 @@ const STREAK_GAP: Duration = Duration::from_secs(5);
 const STILL_FAILING: Duration = Duration::from_secs(2);
 
 impl Peers {
-    pub fn new(secret: ClusterSecret) -> Self {
+    pub fn new(identity: Identity) -> Self {
         let config = RpcConfig {
             call_timeout: PEER_CALL_TIMEOUT,
             connect_timeout: PEER_CONNECT_TIMEOUT,
             ..RpcConfig::default()
         };
-        Self { pool: ConnPool::new(secret, config), failing: Mutex::new(HashMap::new()) }
+        Self { pool: ConnPool::new(identity, config), failing: Mutex::new(HashMap::new()) }
     }
 
     /// Peers that have failed every call for at least `for_at_least`, and

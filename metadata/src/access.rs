@@ -1,0 +1,202 @@
+//! Who may call what on the metadata service: the caller's principal,
+//! proved at the RPC handshake (`chuyi_common::credential`), against the
+//! call. A pure decision, asked by the service before it acts on anything.
+//!
+//! - members: everything (Raft traffic is theirs alone);
+//! - the administrator: everything but Raft traffic;
+//! - a storage node: reads, and the commands about itself (registering,
+//!   heartbeats, reports of unreachable peers) and its PGs' recovery;
+//! - a frontend (S3 gateway, NBD frontend): reads, buckets, objects,
+//!   uploads, their data and packs, and the leases of volumes it holds:
+//!   only leases whose holder name is its own. It cannot mark a node down,
+//!   create or destroy volumes or their keys, touch pools or users, or
+//!   change the membership.
+
+use chuyi_common::credential::{Principal, Role};
+
+use crate::proto::MetaCall;
+use crate::state::{Command, MetaError};
+
+/// Whether `caller` may make `call`; the refusal names both.
+pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
+    let allowed = match caller.role {
+        Role::Member => true,
+        Role::Admin => !is_raft(call),
+        Role::Node => match call {
+            MetaCall::Write(command) => node_may(caller, command),
+            other => is_open(other),
+        },
+        Role::Frontend => match call {
+            MetaCall::Write(command) => frontend_may(caller, command),
+            other => is_open(other),
+        },
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(MetaError::Forbidden { caller: caller.to_string(), action: action(call).into() })
+    }
+}
+
+fn is_raft(call: &MetaCall) -> bool {
+    matches!(call, MetaCall::AppendEntries(_) | MetaCall::Vote(_) | MetaCall::InstallSnapshot(_))
+}
+
+/// Calls that only read, open to every principal.
+fn is_open(call: &MetaCall) -> bool {
+    match call {
+        MetaCall::Read(_) | MetaCall::WatchMap { .. } | MetaCall::Status => true,
+        MetaCall::AppendEntries(_)
+        | MetaCall::Vote(_)
+        | MetaCall::InstallSnapshot(_)
+        | MetaCall::Write(_)
+        | MetaCall::CreateUser { .. }
+        | MetaCall::AddMember { .. }
+        | MetaCall::RemoveMember { .. }
+        | MetaCall::BuildSnapshot => false,
+    }
+}
+
+fn node_may(caller: &Principal, command: &Command) -> bool {
+    let is_me = |id: &chuyi_common::ids::NodeId| id.to_string() == caller.name;
+    match command {
+        Command::RegisterNode { id, .. } | Command::Heartbeat { id, .. } => is_me(id),
+        Command::ReportUnreachable { reporter, .. } => is_me(reporter),
+        // The PG's primary reports its recovering replica, on another node.
+        Command::PgRecovered { .. } => true,
+        // An allow-list: a command added later is denied until listed.
+        _ => false,
+    }
+}
+
+fn frontend_may(caller: &Principal, command: &Command) -> bool {
+    match command {
+        Command::AcquireLease { holder, .. }
+        | Command::RenewLease { holder, .. }
+        | Command::ReleaseLease { holder, .. } => caller.owns_holder(holder),
+        Command::CreateBucket { .. }
+        | Command::DeleteBucket { .. }
+        | Command::SetVersioning { .. }
+        | Command::SetBucketSettings { .. }
+        | Command::BeginData { .. }
+        | Command::OpenPack { .. }
+        | Command::MovePacked { .. }
+        | Command::RetirePacks { .. }
+        | Command::AbandonData { .. }
+        | Command::PutObject { .. }
+        | Command::DeleteObject { .. }
+        | Command::CreateUpload { .. }
+        | Command::PutPart { .. }
+        | Command::CompleteUpload { .. }
+        | Command::AbortUpload { .. }
+        | Command::ForgetGarbage { .. }
+        | Command::ExpirePending { .. } => true,
+        // An allow-list: a command added later is denied until listed.
+        _ => false,
+    }
+}
+
+/// The call's name in a refusal.
+pub fn action(call: &MetaCall) -> &'static str {
+    match call {
+        MetaCall::AppendEntries(_) => "AppendEntries",
+        MetaCall::Vote(_) => "Vote",
+        MetaCall::InstallSnapshot(_) => "InstallSnapshot",
+        MetaCall::Write(command) => command.name(),
+        MetaCall::Read(_) => "Read",
+        MetaCall::WatchMap { .. } => "WatchMap",
+        MetaCall::Status => "Status",
+        MetaCall::CreateUser { .. } => "CreateUser",
+        MetaCall::AddMember { .. } => "AddMember",
+        MetaCall::RemoveMember { .. } => "RemoveMember",
+        MetaCall::BuildSnapshot => "BuildSnapshot",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::DiskRef;
+    use crate::proto::Query;
+
+    fn frontend(name: &str) -> Principal {
+        Principal::new(Role::Frontend, name).expect("name")
+    }
+
+    fn write(command: Command) -> MetaCall {
+        MetaCall::Write(command)
+    }
+
+    /// The calls a frontend must never make, with what the issue names:
+    /// marking a node down, destroying a volume key, another's lease.
+    fn forbidden_to_frontends() -> Vec<MetaCall> {
+        vec![
+            write(Command::MarkNodeDown { id: 1, timeout_ms: 0 }),
+            write(Command::DestroyVolumeKey { name: "v".into(), holder: "s3-a".into() }),
+            write(Command::AcquireLease { volume: "v".into(), holder: "nbd-b".into(), ttl_ms: 1 }),
+            write(Command::RenewLease { volume: "v".into(), holder: "nbd-b:1".into(), lease_id: 1, ttl_ms: 1 }),
+            write(Command::ReleaseLease { volume: "v".into(), holder: "s3-ab".into(), lease_id: 1 }),
+            write(Command::DeleteVolume { name: "v".into() }),
+            write(Command::Rebalance { max_moves: 1 }),
+            write(Command::Heartbeat { id: 1, disks: vec![] }),
+            write(Command::DeleteUser { name: "u".into() }),
+            MetaCall::CreateUser { name: "u".into(), admin: true },
+            MetaCall::AddMember { id: 9, addr: "x:1".into() },
+            MetaCall::RemoveMember { id: 1 },
+            MetaCall::BuildSnapshot,
+        ]
+    }
+
+    #[test]
+    fn a_frontend_is_refused_what_is_not_its_own() {
+        let fe = frontend("s3-a");
+        for call in forbidden_to_frontends() {
+            let refused = check(&fe, &call);
+            assert!(
+                matches!(&refused, Err(MetaError::Forbidden { caller, .. }) if caller == "frontend s3-a"),
+                "{call:?}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frontend_may_serve_its_users() {
+        let fe = frontend("nbd-h1");
+        for call in [
+            write(Command::AcquireLease { volume: "v".into(), holder: "nbd-h1:42".into(), ttl_ms: 1 }),
+            write(Command::ReleaseLease { volume: "v".into(), holder: "nbd-h1".into(), lease_id: 1 }),
+            write(Command::DeleteBucket { name: "b".into() }),
+            MetaCall::Read(Query::Buckets),
+            MetaCall::Status,
+            MetaCall::WatchMap { known_epoch: 0, wait_ms: 0 },
+        ] {
+            assert_eq!(check(&fe, &call), Ok(()), "{call:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_speaks_for_itself_only() {
+        let node = Principal::node(3);
+        assert_eq!(check(&node, &write(Command::Heartbeat { id: 3, disks: vec![] })), Ok(()));
+        assert_eq!(check(&node, &write(Command::ReportUnreachable { reporter: 3, node: 4 })), Ok(()));
+        let recovered = Command::PgRecovered { pool: 1, pg: 2, disk: DiskRef::new(4, 0), epoch: 7 };
+        assert_eq!(check(&node, &write(recovered)), Ok(()));
+        for call in [
+            write(Command::Heartbeat { id: 4, disks: vec![] }),
+            write(Command::ReportUnreachable { reporter: 4, node: 3 }),
+            write(Command::MarkNodeDown { id: 4, timeout_ms: 0 }),
+            write(Command::DeleteObject { bucket: "b".into(), key: "k".into(), version_id: None }),
+            MetaCall::RemoveMember { id: 1 },
+        ] {
+            assert!(matches!(check(&node, &call), Err(MetaError::Forbidden { .. })), "{call:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_may_do_all_but_raft() {
+        for call in forbidden_to_frontends() {
+            assert_eq!(check(&Principal::admin(), &call), Ok(()), "{call:?}");
+            assert_eq!(check(&Principal::member(1), &call), Ok(()), "{call:?}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Who may call what on a storage node: the caller's principal, proved at
+//! the RPC handshake (`chuyi_common::credential`), against the request. A
+//! pure decision, asked before the request touches anything.
+//!
+//! Nodes, the administrator and members may make any request. A frontend
+//! (S3 gateway, NBD frontend) makes the replicated PG operations a client
+//! makes, raises its volume's fences, flushes, and reads status; never the
+//! raw per-disk operations (which bypass replication and fencing) nor what
+//! only a peer sends (forwarded writes, checksum tables for backfill).
+
+use chuyi_common::credential::{Principal, Role};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest};
+
+/// Whether `caller` may make `request`; the refusal names both.
+pub fn check(caller: &Principal, request: &ChunkRequest) -> Result<(), ChunkError> {
+    let allowed = match caller.role {
+        Role::Member | Role::Admin | Role::Node => true,
+        Role::Frontend => frontend_may(request),
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(ChunkError { kind: ChunkErrorKind::Forbidden, message: format!("{caller} may not {}", name(request)) })
+}
+
+fn frontend_may(request: &ChunkRequest) -> bool {
+    match request {
+        ChunkRequest::Ping
+        | ChunkRequest::DiskStats
+        | ChunkRequest::NodeStatus
+        | ChunkRequest::RaiseFences { .. }
+        | ChunkRequest::Flush { disk: None, .. } => true,
+        ChunkRequest::Pg { forwarded, .. } => !forwarded,
+        ChunkRequest::Write { .. }
+        | ChunkRequest::Read { .. }
+        | ChunkRequest::Trim { .. }
+        | ChunkRequest::WriteZeroes { .. }
+        | ChunkRequest::Flush { disk: Some(_), .. }
+        | ChunkRequest::DeleteChunk { .. }
+        | ChunkRequest::ListChunks { .. }
+        | ChunkRequest::PgSums { .. } => false,
+    }
+}
+
+/// The request's name in a refusal.
+fn name(request: &ChunkRequest) -> &'static str {
+    match request {
+        ChunkRequest::Ping => "Ping",
+        ChunkRequest::Write { .. } => "Write (raw)",
+        ChunkRequest::Read { .. } => "Read (raw)",
+        ChunkRequest::Trim { .. } => "Trim (raw)",
+        ChunkRequest::WriteZeroes { .. } => "WriteZeroes (raw)",
+        ChunkRequest::Flush { disk: Some(_), .. } => "Flush of one disk",
+        ChunkRequest::Flush { disk: None, .. } => "Flush",
+        ChunkRequest::DeleteChunk { .. } => "DeleteChunk",
+        ChunkRequest::ListChunks { .. } => "ListChunks",
+        ChunkRequest::DiskStats => "DiskStats",
+        ChunkRequest::Pg { forwarded: true, .. } => "a forwarded PG operation",
+        ChunkRequest::Pg { forwarded: false, .. } => "a PG operation",
+        ChunkRequest::PgSums { .. } => "PgSums",
+        ChunkRequest::NodeStatus => "NodeStatus",
+        ChunkRequest::RaiseFences { .. } => "RaiseFences",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chuyi_common::ids::ChunkId;
+    use chuyi_common::map::PgId;
+    use chuyi_common::proto::chunk::{PgOp, VolumeFence};
+
+    use super::*;
+
+    fn frontend() -> Principal {
+        Principal::new(Role::Frontend, "s3-a").expect("name")
+    }
+
+    fn raw_requests() -> Vec<ChunkRequest> {
+        vec![
+            ChunkRequest::Write { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, fua: true },
+            ChunkRequest::Read { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 },
+            ChunkRequest::Trim { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 },
+            ChunkRequest::WriteZeroes { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096, fua: false },
+            ChunkRequest::Flush { disk: Some(0), fence: None },
+            ChunkRequest::DeleteChunk { disk: 0, chunk: ChunkId::new(1, 0) },
+            ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 },
+            ChunkRequest::PgSums { pg: PgId { pool: 1, pg: 0 }, epoch: 1, start_after: None, max: 10 },
+            ChunkRequest::Pg {
+                chunk: ChunkId::new(1, 0),
+                epoch: 1,
+                op: PgOp::Write { offset: 0, fua: true },
+                forwarded: true,
+                fence: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_frontend_never_reaches_a_disk_directly() {
+        for request in raw_requests() {
+            let refused = check(&frontend(), &request).expect_err("refused");
+            assert_eq!(refused.kind, ChunkErrorKind::Forbidden, "{request:?}");
+            assert!(refused.message.starts_with("frontend s3-a may not"), "{}", refused.message);
+        }
+    }
+
+    #[test]
+    fn a_frontend_makes_what_a_client_makes() {
+        for request in [
+            ChunkRequest::Ping,
+            ChunkRequest::Pg {
+                chunk: ChunkId::new(1, 0),
+                epoch: 1,
+                op: PgOp::Read { offset: 0, len: 4096 },
+                forwarded: false,
+                fence: None,
+            },
+            ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner: 1, token: 2 }) },
+            ChunkRequest::RaiseFences { fences: vec![] },
+            ChunkRequest::DiskStats,
+            ChunkRequest::NodeStatus,
+        ] {
+            assert_eq!(check(&frontend(), &request), Ok(()), "{request:?}");
+        }
+    }
+
+    #[test]
+    fn peers_and_the_admin_may_do_anything() {
+        for caller in [Principal::node(2), Principal::admin()] {
+            for request in raw_requests() {
+                assert_eq!(check(&caller, &request), Ok(()), "{caller}: {request:?}");
+            }
+        }
+    }
+}
