@@ -275,19 +275,12 @@ impl MetaService {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let mut voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let known = membership.membership().get_node(&id).map(|n| n.addr.clone());
-        if voters.contains(&id) && known.as_deref() == Some(addr.as_str()) {
-            // A retry whose first try finished.
-            return Ok(ApiReply::Done);
-        }
-        if known.as_deref() == Some(addr.as_str()) {
-            // A retry while the learner catches up (a client gives up on
-            // an attempt after 5 s; a large state takes minutes). Adding
-            // it again would commit a membership entry, which restarts
-            // every replication stream, and with it the snapshot being
-            // sent: the learner would never catch up.
-            self.learner_caught_up(id).await?;
-        } else {
-            self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(to_api)?;
+        match add_step(voters.contains(&id), known.as_deref(), &addr) {
+            AddStep::Done => return Ok(ApiReply::Done),
+            AddStep::WaitForLearner => self.learner_caught_up(id).await?,
+            AddStep::AddLearner => {
+                self.raft.add_learner(id, BasicNode::new(addr), true).await.map(drop).map_err(to_api)?
+            }
         }
         voters.insert(id);
         self.raft.change_membership(voters, false).await.map_err(to_api)?;
@@ -328,6 +321,29 @@ impl MetaService {
         }
         self.raft.change_membership(voters, false).await.map_err(|e| membership_error(&self.raft, e))?;
         Ok(ApiReply::Done)
+    }
+}
+
+/// What an AddMember does, given what the membership says of the member.
+#[derive(Debug, PartialEq, Eq)]
+enum AddStep {
+    /// A retry whose first try finished: a voter at that address.
+    Done,
+    /// A retry while the learner catches up (a client gives up on an
+    /// attempt after 5 s; a large state takes minutes). Adding it again
+    /// would commit a membership entry, which restarts every replication
+    /// stream and with it the snapshot being sent: the learner would never
+    /// catch up.
+    WaitForLearner,
+    /// A new member, or one at a new address.
+    AddLearner,
+}
+
+fn add_step(is_voter: bool, known_addr: Option<&str>, addr: &str) -> AddStep {
+    match (is_voter, known_addr == Some(addr)) {
+        (true, true) => AddStep::Done,
+        (false, true) => AddStep::WaitForLearner,
+        (_, false) => AddStep::AddLearner,
     }
 }
 
@@ -385,5 +401,20 @@ impl Service for MetaService {
             Err(e) => fallback(format!("encoding the reply: {e}")),
         };
         (ENVELOPE, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_add_member_never_adds_again_what_is_there() {
+        assert_eq!(add_step(false, None, "m4:1"), AddStep::AddLearner);
+        assert_eq!(add_step(false, Some("m4:1"), "m4:1"), AddStep::WaitForLearner);
+        assert_eq!(add_step(true, Some("m4:1"), "m4:1"), AddStep::Done);
+        // A new address is a real change, voter or not.
+        assert_eq!(add_step(false, Some("m4:1"), "m4:2"), AddStep::AddLearner);
+        assert_eq!(add_step(true, Some("m4:1"), "m4:2"), AddStep::AddLearner);
     }
 }
