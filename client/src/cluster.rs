@@ -67,6 +67,37 @@ enum Retry {
     BadCopy(NodeId, ChunkError),
 }
 
+/// What a node's refusal of a PG operation means for the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Choice {
+    /// The PG moved or is moving: wait for a newer map.
+    Later,
+    /// The node or its disk failed this once: try again (another replica,
+    /// for a read that has one).
+    Again,
+    /// This replica's copy of a block is bad: read another copy.
+    OtherCopy,
+    /// Retrying cannot help: the request itself is refused.
+    GiveUp,
+}
+
+/// The choice for a refusal of `kind`, of a read or of a write. Every kind
+/// is named, so a new one needs a decision here.
+fn choice(kind: ChunkErrorKind, read: bool) -> Choice {
+    match kind {
+        ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => Choice::Later,
+        ChunkErrorKind::ReplicaFailed | ChunkErrorKind::DiskFailed | ChunkErrorKind::Io => Choice::Again,
+        ChunkErrorKind::Checksum if read => Choice::OtherCopy,
+        ChunkErrorKind::Checksum
+        | ChunkErrorKind::NoSuchDisk
+        | ChunkErrorKind::OutOfRange
+        | ChunkErrorKind::InvalidArgument
+        | ChunkErrorKind::NoSpace
+        | ChunkErrorKind::Fenced
+        | ChunkErrorKind::Forbidden => Choice::GiveUp,
+    }
+}
+
 impl Cluster {
     /// Connects to the metadata service at `members`, fetches the map and
     /// starts following it; calls as `credential`'s principal.
@@ -299,15 +330,11 @@ impl Cluster {
             () = moved => return Err(Ok(Retry::Later(format!("PG {pg} moved while node {} had the call", target.node)))),
         };
         match reply {
-            Ok((ChunkResponse::Error(e), _)) => match e.kind {
-                ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => {
-                    Err(Ok(Retry::Later(format!("node {}: {e}", target.node))))
-                }
-                ChunkErrorKind::ReplicaFailed | ChunkErrorKind::DiskFailed | ChunkErrorKind::Io => {
-                    retry(format!("node {}: {e}", target.node))
-                }
-                ChunkErrorKind::Checksum if read => Err(Ok(Retry::BadCopy(target.node, e))),
-                _ => Err(Err(ClientError::Chunk { chunk, error: e })),
+            Ok((ChunkResponse::Error(e), _)) => match choice(e.kind, read) {
+                Choice::Later => Err(Ok(Retry::Later(format!("node {}: {e}", target.node)))),
+                Choice::Again => retry(format!("node {}: {e}", target.node)),
+                Choice::OtherCopy => Err(Ok(Retry::BadCopy(target.node, e))),
+                Choice::GiveUp => Err(Err(ClientError::Chunk { chunk, error: e })),
             },
             Ok(reply) => Ok(reply),
             Err(RpcError::Gated) => Err(Err(ClientError::LeaseLost)),
@@ -353,5 +380,36 @@ async fn follow(meta: MetaClient, map: watch::Sender<Arc<DataMap>>) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_waited_out_retried_or_reported() {
+        for read in [true, false] {
+            for kind in [ChunkErrorKind::StaleEpoch, ChunkErrorKind::EpochAhead, ChunkErrorKind::WrongNode] {
+                assert_eq!(choice(kind, read), Choice::Later, "{kind:?}");
+            }
+            for kind in [ChunkErrorKind::ReplicaFailed, ChunkErrorKind::DiskFailed, ChunkErrorKind::Io] {
+                assert_eq!(choice(kind, read), Choice::Again, "{kind:?}");
+            }
+            // A newer writer, a role that may not, a request out of range:
+            // no retry makes them succeed, and a fenced writer must stop.
+            for kind in [
+                ChunkErrorKind::Fenced,
+                ChunkErrorKind::Forbidden,
+                ChunkErrorKind::OutOfRange,
+                ChunkErrorKind::InvalidArgument,
+                ChunkErrorKind::NoSpace,
+                ChunkErrorKind::NoSuchDisk,
+            ] {
+                assert_eq!(choice(kind, read), Choice::GiveUp, "{kind:?}");
+            }
+        }
+        assert_eq!(choice(ChunkErrorKind::Checksum, true), Choice::OtherCopy);
+        assert_eq!(choice(ChunkErrorKind::Checksum, false), Choice::GiveUp);
     }
 }

@@ -36,12 +36,6 @@ pub(crate) type Applied = Result<Result<Reply, MetaError>, StoreError>;
 /// Longest a lease may be granted for at once.
 pub const LEASE_TTL_MAX_MS: u64 = 10 * 60 * 1000;
 
-macro_rules! refuse {
-    ($e:expr) => {
-        return Ok(Err($e))
-    };
-}
-
 pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Applied {
     match command {
         Command::RegisterNode { id, addrs, failure_domain, disks } => {

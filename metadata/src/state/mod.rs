@@ -6,6 +6,15 @@
 //! writes through [`tables::Tables`], which the store implements on RocksDB
 //! and unit tests on a `BTreeMap`.
 
+/// Ends an apply function with a refusal: `Ok(Err(e))`, the command
+/// refused and nothing staged kept (`Err` is the store's own failure).
+/// Defined before the modules so that each of them sees it.
+macro_rules! refuse {
+    ($e:expr) => {
+        return Ok(Err($e))
+    };
+}
+
 pub(crate) mod apply;
 pub mod command;
 pub mod error;

@@ -34,12 +34,6 @@ pub const EXPIRE_SCAN_MAX: usize = 10_000;
 /// Versions of one key examined to find its null version.
 pub(crate) const NULL_VERSION_SCAN_MAX: usize = 100_000;
 
-macro_rules! refuse {
-    ($e:expr) => {
-        return Ok(Err($e))
-    };
-}
-
 pub(crate) fn begin_data(t: &mut impl TablesMut, ctx: Ctx, pool: &str, len: u64, ttl_ms: u64) -> Applied {
     if ttl_ms == 0 || ttl_ms > DATA_TTL_MAX_MS {
         refuse!(MetaError::invalid("data ttl", format!("{ttl_ms} ms is not within 1..={DATA_TTL_MAX_MS}")));

@@ -28,12 +28,6 @@ pub const PACK_TTL_MAX_MS: u64 = 60 * 60 * 1000;
 /// Sparse packs one retirement pass examines at most.
 pub const RETIRE_SCAN_MAX: usize = 10_000;
 
-macro_rules! refuse {
-    ($e:expr) => {
-        return Ok(Err($e))
-    };
-}
-
 pub(crate) fn pack(t: &impl Tables, owner: u64) -> Result<Option<Pack>, StoreError> {
     t.get_rec("pack", &keys::pack(owner))
 }

@@ -13,12 +13,6 @@ use super::tables::TablesMut;
 use super::view;
 use crate::store::StoreError;
 
-macro_rules! refuse {
-    ($e:expr) => {
-        return Ok(Err($e))
-    };
-}
-
 fn no_upload(bucket: &str, key: &str, upload_id: &str) -> MetaError {
     MetaError::not_found(Kind::Upload, format!("{bucket}/{key}?uploadId={upload_id}"))
 }
