@@ -1,9 +1,9 @@
 //! The first placement of a pool's PGs.
 
-use super::error::PlacementError;
 use super::load::LoadTable;
-use super::model::{NodeView, PoolRule, ReplicaSet};
 use super::view::ClusterView;
+use chuyi_meta_api::placement::PlacementError;
+use chuyi_meta_api::placement::{NodeView, PoolRule, ReplicaSet};
 
 /// Places every PG of a new pool: `rule.replicas` up disks of the rule's
 /// class on distinct nodes (and distinct failure domains when the rule says

@@ -4,8 +4,8 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use super::model::{DiskRef, ReplicaSet};
 use super::view::ClusterView;
+use chuyi_meta_api::placement::{DiskRef, ReplicaSet};
 
 /// The load of one eligible disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

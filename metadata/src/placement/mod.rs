@@ -21,10 +21,8 @@
 //! makes every move a [`PgChange`] that is bounded, reported and fenced by
 //! an epoch, and it balances on the actual replica counts, not in expectation.
 
-mod error;
 mod initial;
 mod load;
-mod model;
 mod rebalance;
 mod repair;
 mod view;
@@ -34,8 +32,9 @@ mod proptests;
 #[cfg(test)]
 mod testkit;
 
-pub use error::PlacementError;
+pub use chuyi_meta_api::placement::{
+    ChangeReason, DiskRef, DiskView, NodeView, PgChange, PlacementError, PoolRule, ReplicaSet,
+};
 pub use initial::place_pool;
-pub use model::{ChangeReason, DiskRef, DiskView, NodeView, PgChange, PoolRule, ReplicaSet};
 pub use rebalance::{rebalance, REBALANCE_TOLERANCE};
 pub use repair::repair;

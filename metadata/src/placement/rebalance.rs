@@ -2,10 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::error::PlacementError;
 use super::load::LoadTable;
-use super::model::{ChangeReason, DiskRef, NodeView, PgChange, PoolRule, ReplicaSet};
 use super::view::ClusterView;
+use chuyi_meta_api::placement::PlacementError;
+use chuyi_meta_api::placement::{ChangeReason, DiskRef, NodeView, PgChange, PoolRule, ReplicaSet};
 
 /// A move is made only when it narrows the gap between the two disks' fills
 /// (replicas relative to their capacity share) by more than this fraction of

@@ -1,9 +1,9 @@
 //! Moving PGs off down nodes and disks.
 
-use super::error::PlacementError;
 use super::load::LoadTable;
-use super::model::{ChangeReason, NodeView, PgChange, PoolRule, ReplicaSet};
 use super::view::ClusterView;
+use chuyi_meta_api::placement::PlacementError;
+use chuyi_meta_api::placement::{ChangeReason, NodeView, PgChange, PoolRule, ReplicaSet};
 
 /// The changes that take every PG off dead replicas, in PG order; healthy
 /// PGs get none.

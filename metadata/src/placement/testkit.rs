@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
 
-use super::model::{DiskRef, DiskView, NodeView, PgChange, PoolRule, ReplicaSet};
+use chuyi_meta_api::placement::{DiskRef, DiskView, NodeView, PgChange, PoolRule, ReplicaSet};
 
 /// An up node with up disks `(id, class, capacity)`.
 pub(crate) fn node(id: NodeId, domain: &str, disks: &[(DiskId, DeviceClass, u64)]) -> NodeView {

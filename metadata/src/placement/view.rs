@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chuyi_common::ids::{DeviceClass, NodeId};
 
-use super::error::PlacementError;
-use super::model::{ChangeReason, DiskRef, NodeView, PoolRule};
+use chuyi_meta_api::placement::PlacementError;
+use chuyi_meta_api::placement::{ChangeReason, DiskRef, NodeView, PoolRule};
 
 /// A validated view of the nodes, with the disks eligible for one class.
 #[derive(Debug)]

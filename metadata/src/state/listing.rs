@@ -8,16 +8,13 @@
 //! reported are skipped by seeking past them, so a page costs about
 //! `max_keys` reads however many versions or keys sit under a prefix.
 
-use serde::{Deserialize, Serialize};
+pub use chuyi_meta_api::listing::*;
 
 use super::keys;
 use super::model::ObjectRecord;
 use super::tables::Tables;
 use crate::store::codec::decode;
 use crate::store::StoreError;
-
-/// Most entries one page returns, as S3.
-pub const LIST_MAX_KEYS: u32 = 1000;
 
 /// Index pairs one page may examine; past it the page ends early with a
 /// cursor (S3 allows a short truncated page), so a prefix full of delete
@@ -32,80 +29,6 @@ const SCAN_BATCH: usize = 256;
 /// 1 µs per key of a flat one: bench/RESULTS.md, the count benchmark).
 /// Each batch used to its end doubles the next, up to [`SCAN_BATCH`].
 const SCAN_BATCH_AFTER_SEEK: usize = 8;
-
-/// Where a page resumes: after every version of `key`; after every key
-/// under `key` when `past_prefix` (it was a common prefix); or, with `seq`,
-/// right after that version of `key`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListCursor {
-    pub key: String,
-    pub past_prefix: bool,
-    pub seq: Option<u64>,
-}
-
-impl ListCursor {
-    /// S3's start-after / key-marker.
-    pub fn after_key(key: impl Into<String>) -> Self {
-        Self { key: key.into(), past_prefix: false, seq: None }
-    }
-
-    /// S3's key-marker with version-id-marker (the version's sequence).
-    pub fn after_version(key: impl Into<String>, seq: u64) -> Self {
-        Self { key: key.into(), past_prefix: false, seq: Some(seq) }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListRequest {
-    pub bucket: String,
-    pub prefix: String,
-    pub delimiter: Option<String>,
-    pub after: Option<ListCursor>,
-    pub max_keys: u32,
-    /// Every version and delete marker, not only live latest versions.
-    pub versions: bool,
-}
-
-/// What a listing shows of a version: not its chunk list or metadata, so a
-/// page of 1000 stays far below the RPC payload limit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectSummary {
-    pub seq: u64,
-    pub version_id: String,
-    pub delete_marker: bool,
-    pub size: u64,
-    pub etag: String,
-    pub modified_ms: u64,
-}
-
-impl From<ObjectRecord> for ObjectSummary {
-    fn from(r: ObjectRecord) -> Self {
-        Self {
-            seq: r.seq,
-            version_id: r.version_id,
-            delete_marker: r.delete_marker,
-            size: r.data.size,
-            etag: r.data.etag,
-            modified_ms: r.modified_ms,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListEntry {
-    pub key: String,
-    pub object: ObjectSummary,
-    /// The newest version of its key (always true in a plain listing).
-    pub is_latest: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listing {
-    pub entries: Vec<ListEntry>,
-    pub common_prefixes: Vec<String>,
-    /// Set when more remain: pass it back as `after`.
-    pub next: Option<ListCursor>,
-}
 
 enum Item {
     Entry(ListEntry),

@@ -16,11 +16,11 @@ macro_rules! refuse {
 }
 
 pub(crate) mod apply;
-pub mod command;
-pub mod error;
+pub use chuyi_meta_api::command;
+pub use chuyi_meta_api::error;
 pub(crate) mod keys;
 pub mod listing;
-pub mod model;
+pub use chuyi_meta_api::model;
 pub mod names;
 pub(crate) mod objects;
 pub(crate) mod packs;

@@ -9,6 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use chuyi_meta_api::model::decoding_stored;
+
 use super::StoreError;
 
 /// Version byte of values written before object data runs had an offset
@@ -19,19 +21,6 @@ pub(crate) const FORMAT_V1: u8 = 1;
 /// Version byte prefixing every stored value now: a `DataRun` is `owner,
 /// offset, len`.
 pub(crate) const FORMAT_V2: u8 = 2;
-
-thread_local! {
-    /// The format of the value being decoded on this thread, for the few
-    /// types whose layout changed between formats (they ask
-    /// [`reading_v1`]). Everything not read through [`decode`] (the RPC
-    /// messages) is the current format.
-    static READING: std::cell::Cell<u8> = const { std::cell::Cell::new(FORMAT_V2) };
-}
-
-/// Whether the value being decoded on this thread was written in format 1.
-pub(crate) fn reading_v1() -> bool {
-    READING.with(|r| r.get() == FORMAT_V1)
-}
 
 /// Key of the log entry at `index`.
 pub(crate) fn log_key(index: u64) -> [u8; 8] {
@@ -55,9 +44,7 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
     if version != FORMAT_V1 && version != FORMAT_V2 {
         return Err(StoreError::UnknownVersion { what, version });
     }
-    let before = READING.with(|r| r.replace(version));
-    let taken = postcard::take_from_bytes(body);
-    READING.with(|r| r.set(before));
+    let taken = decoding_stored(version == FORMAT_V1, || postcard::take_from_bytes(body));
     let (value, rest) = taken.map_err(|source| StoreError::Decode { what, source })?;
     if !rest.is_empty() {
         return Err(StoreError::TrailingBytes { what, len: rest.len() });
@@ -106,6 +93,5 @@ mod tests {
         assert_eq!(decode::<DataRun>("run", &v2).ok(), Some(run));
         // The format is per value: a format 1 value does not leave the
         // thread reading format 1.
-        assert!(!reading_v1());
     }
 }

@@ -291,13 +291,34 @@ impl<'de> Deserialize<'de> for DataRun {
             len: u64,
         }
         // Stored format 1 had no offset (codec.rs): every run was owned.
-        if crate::store::codec::reading_v1() {
+        if reading_v1() {
             let V1 { owner, len } = V1::deserialize(d)?;
             return Ok(Self::owned(owner, len));
         }
         let V2 { owner, offset, len } = V2::deserialize(d)?;
         Ok(Self { owner, offset, len })
     }
+}
+
+thread_local! {
+    /// Whether the value being decoded on this thread was stored in the
+    /// metadata store's format 1 (`metadata/src/store/codec.rs`), for the
+    /// few records whose layout changed since ([`DataRun`]). RPC messages
+    /// are always the current format.
+    static READING_V1: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn reading_v1() -> bool {
+    READING_V1.with(std::cell::Cell::get)
+}
+
+/// Runs `decode` with the records it decodes read as stored format 1
+/// when `v1`: the metadata store's codec calls it around every value.
+pub fn decoding_stored<T>(v1: bool, decode: impl FnOnce() -> T) -> T {
+    let before = READING_V1.with(|r| r.replace(v1));
+    let out = decode();
+    READING_V1.with(|r| r.set(before));
+    out
 }
 
 /// Bytes one pack spans: sixteen chunks, so a pack's last, partly filled

@@ -9,8 +9,8 @@ use chuyi_common::ids::{DeviceClass, NodeId};
 use chuyi_common::seal::Sealed;
 use serde::{Deserialize, Serialize};
 
-use super::error::MetaError;
-use super::model::{
+use crate::error::MetaError;
+use crate::model::{
     Bucket, BucketSettings, DataRun, DiskRecord, Lease, Millis, ObjectPut, Pool, PoolDefaults, Redundancy, Upload,
     User, Versioning, Volume,
 };

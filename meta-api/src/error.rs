@@ -103,15 +103,15 @@ impl MetaError {
         !matches!(self, MetaError::NotLeader { .. } | MetaError::Unavailable(_) | MetaError::Internal(_))
     }
 
-    pub(crate) fn exists(kind: Kind, name: impl Into<String>) -> Self {
+    pub fn exists(kind: Kind, name: impl Into<String>) -> Self {
         MetaError::AlreadyExists { kind, name: name.into() }
     }
 
-    pub(crate) fn not_found(kind: Kind, name: impl Into<String>) -> Self {
+    pub fn not_found(kind: Kind, name: impl Into<String>) -> Self {
         MetaError::NotFound { kind, name: name.into() }
     }
 
-    pub(crate) fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
         MetaError::Invalid { what: what.into(), why: why.into() }
     }
 

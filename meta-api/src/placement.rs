@@ -1,4 +1,6 @@
-//! The cluster view placement decides on, and the decisions it returns.
+//! The cluster view placement decides on, the decisions it returns, and
+//! why it refuses (the decisions themselves are the metadata service's:
+//! `metadata/src/placement/`).
 //!
 //! These types are serde-serializable because the state machine keeps them:
 //! the view is built from its cluster map, the changes go into its log.
@@ -7,8 +9,6 @@ use std::fmt;
 
 use chuyi_common::ids::{DeviceClass, DiskId, NodeId};
 use serde::{Deserialize, Serialize};
-
-use super::error::PlacementError;
 
 /// One disk in the cluster: the node that holds it and its id there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,4 +117,27 @@ pub enum ChangeReason {
     Lost,
     /// Moved to even out disk load after a node or disk joined.
     Rebalance,
+}
+
+/// Bad input to placement: a rule or view it cannot place on. Nothing here
+/// describes a single PG's trouble; a degraded or lost PG is a
+/// [`PgChange`], so one bad PG never fails a whole call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("a pool needs at least one replica per placement group")]
+    ZeroReplicas,
+    #[error("a pool needs at least one placement group")]
+    ZeroPgCount,
+    #[error("no up {class} disk with non-zero capacity on an up node")]
+    NoDisksOfClass { class: DeviceClass },
+    #[error("{needed} replicas need {needed} nodes with an up {class} disk; {available} have one")]
+    NotEnoughNodes { class: DeviceClass, needed: usize, available: usize },
+    #[error("{needed} replicas need {needed} failure domains with an up {class} disk; {available} have one")]
+    NotEnoughFailureDomains { class: DeviceClass, needed: usize, available: usize },
+    #[error("node {0} appears twice in the cluster view")]
+    DuplicateNode(NodeId),
+    #[error("{0} appears twice in the cluster view")]
+    DuplicateDisk(DiskRef),
+    #[error("the PG map has {actual} placement groups; the pool has {expected}")]
+    MapSize { expected: u32, actual: usize },
 }
