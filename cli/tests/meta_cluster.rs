@@ -608,14 +608,14 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
 
     // Garbage on the wire: a precise error, and the member still serves.
     use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
-    use chuyi_metadata::proto::{Envelope, MetaReply, META_PROTOCOL_VERSION};
+    use chuyi_metadata::proto::{ApiResult, Channel, Envelope, META_PROTOCOL_VERSION};
     let endpoint: Endpoint = cluster.addr(1).parse().expect("endpoint");
     let raw: RpcClient<Envelope, Envelope> =
         RpcClient::connect(&endpoint, &admin().identity(Door::Meta), RpcConfig::default()).await.expect("connect");
     for (version, payload) in [(META_PROTOCOL_VERSION, vec![0xFFu8; 64]), (99, vec![5])] {
-        let (env, reply) = raw.call(&Envelope { version }, payload.into()).await.expect("reply");
-        let reply: MetaReply = chuyi_metadata::proto::decode(env, &reply).expect("decodable reply");
-        assert!(matches!(reply, MetaReply::Api(Err(MetaError::Malformed(_)))), "{reply:?}");
+        let (env, reply) = raw.call(&Envelope { version, channel: Channel::Api }, payload.into()).await.expect("reply");
+        let reply: ApiResult = chuyi_metadata::proto::decode(env, &reply).expect("decodable reply");
+        assert!(matches!(reply, Err(MetaError::Malformed(_))), "{reply:?}");
     }
     client.write(put("still-serving", "x")).await.expect("member still serves");
 }

@@ -12,8 +12,8 @@ use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
 use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp, VolumeFence};
 use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
-use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::client::MetaClient;
+use chuyi_meta_api::proto::{ApiReply, Query};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 

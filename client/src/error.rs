@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::ChunkError;
-use chuyi_metadata::state::MetaError;
+use chuyi_meta_api::MetaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::Extent;
-use chuyi_metadata::state::model::Volume;
+use chuyi_meta_api::model::Volume;
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;

@@ -6,8 +6,16 @@
 //! inside: no RocksDB, no Raft. Frontends, gateways and tools depend on
 //! this crate, never on `chuyi-metadata`, which serves it.
 
+pub mod client;
 pub mod command;
 pub mod error;
+pub mod limits;
 pub mod listing;
 pub mod model;
 pub mod placement;
+pub mod proto;
+
+pub use command::{Command, Reply};
+pub use error::{Kind, MetaError, UploadProblem};
+pub use limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX, PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};
+pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS};

@@ -2,8 +2,9 @@
 //! proved at the RPC handshake (`chuyi_common::credential`), against the
 //! call. A pure decision, asked by the service before it acts on anything.
 //!
-//! - members: everything (Raft traffic is theirs alone);
-//! - the administrator: everything but Raft traffic;
+//! - members: everything, and Raft traffic is theirs alone
+//!   ([`check_peer`]);
+//! - the administrator: every client call;
 //! - a storage node: reads, and the commands about itself (registering,
 //!   heartbeats, reports of unreachable peers) and its PGs' recovery;
 //! - a frontend (S3 gateway, NBD frontend): reads, buckets, objects,
@@ -17,11 +18,20 @@ use chuyi_common::credential::{Principal, Role};
 use crate::proto::MetaCall;
 use crate::state::{Command, MetaError};
 
+/// Whether `caller` may send Raft traffic: members only.
+pub fn check_peer(caller: &Principal) -> Result<(), MetaError> {
+    match caller.role {
+        Role::Member => Ok(()),
+        Role::Admin | Role::Node | Role::Frontend => {
+            Err(MetaError::Forbidden { caller: caller.to_string(), action: "send Raft traffic".into() })
+        }
+    }
+}
+
 /// Whether `caller` may make `call`; the refusal names both.
 pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
     let allowed = match caller.role {
-        Role::Member => true,
-        Role::Admin => !is_raft(call),
+        Role::Member | Role::Admin => true,
         Role::Node => match call {
             MetaCall::Write(command) => node_may(caller, command),
             other => is_open(other),
@@ -38,18 +48,11 @@ pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
     }
 }
 
-fn is_raft(call: &MetaCall) -> bool {
-    matches!(call, MetaCall::AppendEntries(_) | MetaCall::Vote(_) | MetaCall::InstallSnapshot(_))
-}
-
 /// Calls that only read, open to every principal.
 fn is_open(call: &MetaCall) -> bool {
     match call {
         MetaCall::Read(_) | MetaCall::WatchMap { .. } | MetaCall::Status => true,
-        MetaCall::AppendEntries(_)
-        | MetaCall::Vote(_)
-        | MetaCall::InstallSnapshot(_)
-        | MetaCall::Write(_)
+        MetaCall::Write(_)
         | MetaCall::CreateUser { .. }
         | MetaCall::AddMember { .. }
         | MetaCall::RemoveMember { .. }
@@ -99,9 +102,6 @@ fn frontend_may(caller: &Principal, command: &Command) -> bool {
 /// The call's name in a refusal.
 pub fn action(call: &MetaCall) -> &'static str {
     match call {
-        MetaCall::AppendEntries(_) => "AppendEntries",
-        MetaCall::Vote(_) => "Vote",
-        MetaCall::InstallSnapshot(_) => "InstallSnapshot",
         MetaCall::Write(command) => command.name(),
         MetaCall::Read(_) => "Read",
         MetaCall::WatchMap { .. } => "WatchMap",
@@ -197,6 +197,10 @@ mod tests {
         for call in forbidden_to_frontends() {
             assert_eq!(check(&Principal::admin(), &call), Ok(()), "{call:?}");
             assert_eq!(check(&Principal::member(1), &call), Ok(()), "{call:?}");
+        }
+        assert_eq!(check_peer(&Principal::member(2)), Ok(()));
+        for caller in [Principal::admin(), Principal::node(1), frontend("s3-a")] {
+            assert!(matches!(check_peer(&caller), Err(MetaError::Forbidden { .. })), "{caller}");
         }
     }
 }

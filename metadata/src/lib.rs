@@ -13,7 +13,7 @@
 //! - [`store`]: openraft's log store and state machine on RocksDB (the only
 //!   module naming `rocksdb` is `store/rocks.rs`). Layout: `KEYSPACE.md`.
 pub mod access;
-pub mod client;
+pub use chuyi_meta_api::client;
 pub mod config;
 pub mod placement;
 pub mod proto;

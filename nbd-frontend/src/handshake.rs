@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::proto::{ApiReply, Query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::*;

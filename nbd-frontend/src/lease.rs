@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chuyi_client::Cluster;
-use chuyi_metadata::state::Command;
+use chuyi_meta_api::Command;
 use tokio::sync::Notify;
 
 /// Whether this frontend may still send I/O for a volume.

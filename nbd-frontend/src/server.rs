@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chuyi_client::{Cluster, VolumeIo};
 use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
-use chuyi_metadata::state::model::VolumeState;
-use chuyi_metadata::state::{Command, MetaError, Reply};
+use chuyi_meta_api::model::VolumeState;
+use chuyi_meta_api::{Command, MetaError, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::AbortHandle;

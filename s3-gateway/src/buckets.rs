@@ -3,9 +3,9 @@
 //! location and versioning. A bucket belongs to the user who created it;
 //! only that user (or an admin) reaches it.
 
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::state::model::Versioning;
-use chuyi_metadata::state::{Command, MetaError};
+use chuyi_meta_api::model::Versioning;
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::{Command, MetaError};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
     DeleteBucketInput, DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,

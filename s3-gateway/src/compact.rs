@@ -16,10 +16,10 @@
 use std::time::Duration;
 
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::raft::RECORDS_PAGE_MAX;
-use chuyi_metadata::state::model::{DataRun, Pack, PackRef};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
+use chuyi_meta_api::model::{DataRun, Pack, PackRef};
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::{Command, Reply};
 
 use crate::data::DataPath;
 

@@ -2,7 +2,7 @@
 //! request. Only refusals a client can cause are mapped to client errors;
 //! the rest are the service's own trouble (503, which clients retry).
 
-use chuyi_metadata::state::{Kind, MetaError, UploadProblem};
+use chuyi_meta_api::{Kind, MetaError, UploadProblem};
 use s3s::{s3_error, S3Error};
 
 pub fn meta_error(e: MetaError) -> S3Error {

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::state::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_meta_api::client::MetaClient;
+use chuyi_meta_api::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::{Command, Reply};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 

@@ -3,9 +3,9 @@
 //! API's own way of resuming (marker, continuation token, key and
 //! version-id markers), with `encoding-type=url`.
 
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::state::model::{seq_of_version_id, Bucket, NULL_VERSION};
-use chuyi_metadata::state::{ListCursor, ListRequest, Listing, LIST_MAX_KEYS};
+use chuyi_meta_api::model::{seq_of_version_id, Bucket, NULL_VERSION};
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::{ListCursor, ListRequest, Listing, LIST_MAX_KEYS};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 

@@ -3,10 +3,10 @@
 //! one object version without moving a byte. The ETag is S3's: the MD5 of
 //! the parts' binary MD5s, then `-` and the part count.
 
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::raft::RECORDS_PAGE_MAX;
-use chuyi_metadata::state::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
+use chuyi_meta_api::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::{Command, Reply};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};

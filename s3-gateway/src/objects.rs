@@ -6,8 +6,8 @@
 
 use std::time::SystemTime;
 
-use chuyi_metadata::state::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
-use chuyi_metadata::state::{Command, MetaError, Reply};
+use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
+use chuyi_meta_api::{Command, MetaError, Reply};
 use http::{HeaderMap, HeaderValue};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
@@ -267,7 +267,7 @@ impl Gateway {
         let (version_id, delete_marker) = match self.meta().write(command).await {
             Ok(Reply::ObjectDeleted { version_id, delete_marker }) => (version_id, delete_marker),
             Ok(other) => return Err(unexpected(other)),
-            Err(MetaError::NotFound { kind: chuyi_metadata::state::Kind::Version, .. }) => {
+            Err(MetaError::NotFound { kind: chuyi_meta_api::Kind::Version, .. }) => {
                 (version_id.map(String::from), false)
             }
             Err(e) => return Err(meta_error(e)),
@@ -329,7 +329,7 @@ impl Gateway {
     /// copy-source conditions (which fail with 412, never 304).
     pub(crate) async fn copy_source(
         &self,
-        user: &chuyi_metadata::state::model::User,
+        user: &chuyi_meta_api::model::User,
         source: &CopySource,
         conditions: Conditions<'_>,
     ) -> S3Result<(Bucket, String, ObjectRecord)> {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, OBJECT_CHUNK_BYTES};
-use chuyi_metadata::state::model::{DataRun, PACK_BYTES};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_meta_api::model::{DataRun, PACK_BYTES};
+use chuyi_meta_api::{Command, Reply};
 use s3s::{s3_error, S3Result};
 use tokio::sync::Mutex;
 

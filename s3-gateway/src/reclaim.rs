@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use chuyi_metadata::proto::{ApiReply, Query};
-use chuyi_metadata::raft::RECORDS_PAGE_MAX;
-use chuyi_metadata::state::Command;
+use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
+use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::Command;
 
 use crate::data::DataPath;
 

@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 
-use crate::proto::{self, Envelope, MetaCall, MetaReply, ENVELOPE};
+use crate::proto::{self, Envelope, PeerCall, PeerReply, RAFT_ENVELOPE};
 use crate::store::TypeConfig;
 
 pub(crate) type MetaRpc = RpcClient<Envelope, Envelope>;
@@ -76,10 +76,10 @@ impl Peer {
         Ok(conn)
     }
 
-    async fn send(&mut self, call: &MetaCall, option: &RPCOption) -> Result<MetaReply, Failure> {
+    async fn send(&mut self, call: &PeerCall, option: &RPCOption) -> Result<PeerReply, Failure> {
         let payload = proto::encode(call).map_err(|e| Failure::Network(e.to_string()))?;
         let conn = self.connection(option.hard_ttl()).await?;
-        match conn.call(&ENVELOPE, payload).await {
+        match conn.call(&RAFT_ENVELOPE, payload).await {
             Ok((envelope, payload)) => proto::decode(envelope, &payload).map_err(|e| Failure::Network(e.to_string())),
             Err(e) => {
                 self.conn = None;
@@ -98,7 +98,7 @@ impl Peer {
     }
 }
 
-fn unexpected<E: std::error::Error>(reply: &MetaReply) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+fn unexpected<E: std::error::Error>(reply: &PeerReply) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
     Failure::Network(format!("unexpected reply {reply:?}")).into_rpc()
 }
 
@@ -108,8 +108,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
-        match self.send(&MetaCall::AppendEntries(rpc), &option).await.map_err(Failure::into_rpc)? {
-            MetaReply::AppendEntries(result) => self.remote(result),
+        match self.send(&PeerCall::AppendEntries(rpc), &option).await.map_err(Failure::into_rpc)? {
+            PeerReply::AppendEntries(result) => self.remote(result),
             other => Err(unexpected(&other)),
         }
     }
@@ -119,15 +119,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        match self.send(&MetaCall::InstallSnapshot(rpc), &option).await.map_err(Failure::into_rpc)? {
-            MetaReply::InstallSnapshot(result) => self.remote(result),
+        match self.send(&PeerCall::InstallSnapshot(rpc), &option).await.map_err(Failure::into_rpc)? {
+            PeerReply::InstallSnapshot(result) => self.remote(result),
             other => Err(unexpected(&other)),
         }
     }
 
     async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>> {
-        match self.send(&MetaCall::Vote(rpc), &option).await.map_err(Failure::into_rpc)? {
-            MetaReply::Vote(result) => self.remote(result),
+        match self.send(&PeerCall::Vote(rpc), &option).await.map_err(Failure::into_rpc)? {
+            PeerReply::Vote(result) => self.remote(result),
             other => Err(unexpected(&other)),
         }
     }

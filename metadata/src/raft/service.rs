@@ -24,8 +24,8 @@ use super::liveness::{must_commit, quorum_fresh, Liveness};
 use super::proposer::Proposer;
 use crate::access;
 use crate::proto::{
-    self, ApiReply, Envelope, MemberInfo, MetaCall, MetaReply, PoolHealth, Query, StatusReport, ENVELOPE,
-    WATCH_WAIT_MAX_MS,
+    self, ApiReply, ApiResult, Channel, Envelope, MemberInfo, MetaCall, PeerCall, PeerReply, PoolHealth, Query,
+    StatusReport, ENVELOPE, RAFT_ENVELOPE, WATCH_WAIT_MAX_MS,
 };
 use crate::state::model::PgHealth;
 use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
@@ -37,10 +37,7 @@ const LEARNER_WAIT: Duration = Duration::from_secs(30);
 /// What seals user secret keys; the gateway opens them with the same label.
 pub use chuyi_common::seal::USER_SECRET_PURPOSE;
 
-/// Most records one page of parts, uploads or garbage returns (S3 pages
-/// parts and uploads by 1000): a page of them stays far below the RPC
-/// payload limit.
-pub const RECORDS_PAGE_MAX: u32 = 1000;
+pub use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 
 /// A page of at most [`RECORDS_PAGE_MAX`] records, and one more so the
 /// caller can tell whether more remain.
@@ -66,8 +63,6 @@ impl std::fmt::Debug for MetaService {
     }
 }
 
-type ApiResult = Result<ApiReply, MetaError>;
-
 fn store_error(e: StoreError) -> MetaError {
     MetaError::Internal(e.to_string())
 }
@@ -85,20 +80,47 @@ impl MetaService {
         Self { id, raft, reader, proposer, seal, liveness, heartbeat_timeout }
     }
 
-    async fn handle(&self, call: MetaCall) -> MetaReply {
+    async fn handle(&self, call: MetaCall) -> ApiResult {
         match call {
-            MetaCall::AppendEntries(rpc) => MetaReply::AppendEntries(self.raft.append_entries(rpc).await),
-            MetaCall::Vote(rpc) => MetaReply::Vote(self.raft.vote(rpc).await),
-            MetaCall::InstallSnapshot(rpc) => MetaReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
-            MetaCall::Write(Command::Heartbeat { id, disks }) => MetaReply::Api(self.heartbeat(id, disks).await),
-            MetaCall::Write(command) => MetaReply::Api(self.proposer.propose(command).await.map(ApiReply::Written)),
-            MetaCall::Read(query) => MetaReply::Api(self.read(query).await),
-            MetaCall::WatchMap { known_epoch, wait_ms } => MetaReply::Api(self.watch(known_epoch, wait_ms).await),
-            MetaCall::Status => MetaReply::Api(self.status().map(|s| ApiReply::Status(Box::new(s)))),
-            MetaCall::CreateUser { name, admin } => MetaReply::Api(self.create_user(name, admin).await),
-            MetaCall::AddMember { id, addr } => MetaReply::Api(self.add_member(id, addr).await),
-            MetaCall::RemoveMember { id } => MetaReply::Api(self.remove_member(id).await),
-            MetaCall::BuildSnapshot => MetaReply::Api(self.build_snapshot().await),
+            MetaCall::Write(Command::Heartbeat { id, disks }) => self.heartbeat(id, disks).await,
+            MetaCall::Write(command) => self.proposer.propose(command).await.map(ApiReply::Written),
+            MetaCall::Read(query) => self.read(query).await,
+            MetaCall::WatchMap { known_epoch, wait_ms } => self.watch(known_epoch, wait_ms).await,
+            MetaCall::Status => self.status().map(|s| ApiReply::Status(Box::new(s))),
+            MetaCall::CreateUser { name, admin } => self.create_user(name, admin).await,
+            MetaCall::AddMember { id, addr } => self.add_member(id, addr).await,
+            MetaCall::RemoveMember { id } => self.remove_member(id).await,
+            MetaCall::BuildSnapshot => self.build_snapshot().await,
+        }
+    }
+
+    async fn handle_peer(&self, call: PeerCall) -> PeerReply {
+        match call {
+            PeerCall::AppendEntries(rpc) => PeerReply::AppendEntries(self.raft.append_entries(rpc).await),
+            PeerCall::Vote(rpc) => PeerReply::Vote(self.raft.vote(rpc).await),
+            PeerCall::InstallSnapshot(rpc) => PeerReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+        }
+    }
+
+    /// A client's call: checked against the caller's role, then served.
+    async fn api(&self, caller: &Principal, envelope: Envelope, payload: &[u8]) -> ApiResult {
+        let call = proto::decode::<MetaCall>(envelope, payload).map_err(|e| MetaError::Malformed(e.to_string()))?;
+        if let Err(refused) = access::check(caller, &call) {
+            tracing::warn!(%caller, error = %refused, "refused a call outside the caller's role");
+            return Err(refused);
+        }
+        self.handle(call).await
+    }
+
+    /// Raft traffic: from members only.
+    async fn peer(&self, caller: &Principal, envelope: Envelope, payload: &[u8]) -> PeerReply {
+        if let Err(refused) = access::check_peer(caller) {
+            tracing::warn!(%caller, error = %refused, "refused Raft traffic from a non-member");
+            return PeerReply::Refused(refused);
+        }
+        match proto::decode::<PeerCall>(envelope, payload) {
+            Ok(call) => self.handle_peer(call).await,
+            Err(e) => PeerReply::Refused(MetaError::Malformed(e.to_string())),
         }
     }
 
@@ -377,30 +399,32 @@ impl Service for MetaService {
     type Response = Envelope;
 
     async fn call(&self, caller: &Principal, envelope: Envelope, payload: Bytes) -> (Envelope, Bytes) {
-        let reply = match proto::decode::<MetaCall>(envelope, &payload) {
-            Ok(call) => match access::check(caller, &call) {
-                Ok(()) => self.handle(call).await,
-                Err(refused) => {
-                    tracing::warn!(%caller, error = %refused, "refused a call outside the caller's role");
-                    MetaReply::Api(Err(refused))
-                }
-            },
-            Err(e) => MetaReply::Api(Err(MetaError::Malformed(e.to_string()))),
-        };
-        let fallback = |why: String| {
-            let reply = MetaReply::Api(Err(MetaError::Internal(why)));
-            proto::encode(&reply).unwrap_or_default()
-        };
-        let bytes = match proto::encode(&reply) {
-            // Refused here, precisely, rather than as a frame error the
-            // client would take for a network failure and retry.
-            Ok(b) if b.len() > RPC_PAYLOAD_MAX_BYTES => {
-                fallback(format!("reply of {} bytes exceeds the {RPC_PAYLOAD_MAX_BYTES}-byte limit", b.len()))
+        match envelope.channel {
+            Channel::Api => {
+                let reply = self.api(caller, envelope, &payload).await;
+                let internal = |why: String| Err::<ApiReply, _>(MetaError::Internal(why));
+                (ENVELOPE, encode_within_limit(&reply, internal))
             }
-            Ok(b) => b,
-            Err(e) => fallback(format!("encoding the reply: {e}")),
-        };
-        (ENVELOPE, bytes)
+            Channel::Raft => {
+                let reply = self.peer(caller, envelope, &payload).await;
+                let internal = |why: String| PeerReply::Refused(MetaError::Internal(why));
+                (RAFT_ENVELOPE, encode_within_limit(&reply, internal))
+            }
+        }
+    }
+}
+
+/// `reply` encoded, or, when it cannot be or outgrows the RPC payload
+/// limit, the encoding of `internal`'s error, refused here precisely rather
+/// than as a frame error the client would take for a network failure.
+fn encode_within_limit<T: serde::Serialize>(reply: &T, internal: impl Fn(String) -> T) -> Bytes {
+    let fallback = |why: String| proto::encode(&internal(why)).unwrap_or_default();
+    match proto::encode(reply) {
+        Ok(b) if b.len() > RPC_PAYLOAD_MAX_BYTES => {
+            fallback(format!("reply of {} bytes exceeds the {RPC_PAYLOAD_MAX_BYTES}-byte limit", b.len()))
+        }
+        Ok(b) => b,
+        Err(e) => fallback(format!("encoding the reply: {e}")),
     }
 }
 

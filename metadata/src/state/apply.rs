@@ -33,8 +33,7 @@ pub(crate) struct Ctx {
 
 pub(crate) type Applied = Result<Result<Reply, MetaError>, StoreError>;
 
-/// Longest a lease may be granted for at once.
-pub const LEASE_TTL_MAX_MS: u64 = 10 * 60 * 1000;
+pub use chuyi_meta_api::limits::LEASE_TTL_MAX_MS;
 
 pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Applied {
     match command {

@@ -24,12 +24,7 @@ use super::tables::TablesMut;
 use super::view;
 use crate::store::StoreError;
 
-/// Longest object data may stay pending: a part of 5 GiB at 1 MiB/s takes
-/// under 1.5 h, so a day is never hit by a live writer.
-pub const DATA_TTL_MAX_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// Pending records one expiry pass examines at most.
-pub const EXPIRE_SCAN_MAX: usize = 10_000;
+pub use chuyi_meta_api::limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};
 
 /// Versions of one key examined to find its null version.
 pub(crate) const NULL_VERSION_SCAN_MAX: usize = 100_000;

@@ -21,12 +21,7 @@ use super::tables::{Tables, TablesMut};
 use super::view;
 use crate::store::StoreError;
 
-/// Longest a pack may stay writable: a gateway rolls to a new pack well
-/// before (its window), this bounds a bad client's request.
-pub const PACK_TTL_MAX_MS: u64 = 60 * 60 * 1000;
-
-/// Sparse packs one retirement pass examines at most.
-pub const RETIRE_SCAN_MAX: usize = 10_000;
+pub use chuyi_meta_api::limits::{PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};
 
 pub(crate) fn pack(t: &impl Tables, owner: u64) -> Result<Option<Pack>, StoreError> {
     t.get_rec("pack", &keys::pack(owner))

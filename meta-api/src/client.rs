@@ -17,9 +17,10 @@ use chuyi_common::credential::{Credential, Door, Identity};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use tracing::debug;
 
-use crate::proto::{self, ApiReply, Envelope, MetaCall, MetaReply, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
-use crate::state::model::ClusterMap;
-use crate::state::{Command, MetaError, Reply};
+use crate::command::{Command, Reply};
+use crate::error::MetaError;
+use crate::model::ClusterMap;
+use crate::proto::{self, ApiReply, ApiResult, Envelope, MetaCall, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
 
 /// How long a call keeps retrying by default: longer than an election.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
@@ -123,10 +124,7 @@ impl MetaClient {
                 other => unavailable(other),
             }
         })?;
-        match proto::decode(envelope, &payload).map_err(|e| MetaError::Malformed(e.to_string()))? {
-            MetaReply::Api(result) => result,
-            other => Err(MetaError::Malformed(format!("unexpected reply {other:?}"))),
-        }
+        proto::decode::<ApiResult>(envelope, &payload).map_err(|e| MetaError::Malformed(e.to_string()))?
     }
 
     /// Calls the leader, following redirects and retrying until the deadline.
