@@ -5,7 +5,6 @@ mod admin;
 mod bucket;
 mod cluster;
 mod credential;
-mod heartbeat;
 mod key;
 mod meta;
 mod node;

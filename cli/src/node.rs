@@ -27,7 +27,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     let mut links = Vec::new();
     if !config.meta.is_empty() {
-        use crate::heartbeat::{follow_map, report_recovered, run};
+        use chuyi_storage_node::heartbeat::{follow_map, report_recovered, run};
         let advertise = if config.advertise.is_empty() {
             node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect()
         } else {

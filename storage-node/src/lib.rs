@@ -12,17 +12,19 @@
 //! and acknowledges when both have it, fenced by the PG's epoch
 //! ([`replication`]) and refuses mutations of a volume from any writer
 //! older than the newest it knows ([`fence`]); it backfills and resyncs replicas ([`recovery`]) and
-//! scrubs its chunks ([`scrub`]). It serves a caller only what the
-//! caller's role may ask ([`access`]: no raw disk operation for a
-//! frontend). It knows chunks, not volumes or objects;
-//! which disks hold a chunk is the data map's answer, which the metadata
-//! service decides and the node is handed. The on-disk format is drawn in
-//! `storage-node/FORMAT.md`.
+//! scrubs its chunks ([`scrub`]); it registers and heartbeats with the
+//! metadata service and follows its map ([`heartbeat`]), through the
+//! service's API crate only. It serves a caller only what the caller's
+//! role may ask ([`access`]: no raw disk operation for a frontend). It
+//! knows chunks, not volumes or objects; which disks hold a chunk is the
+//! data map's answer, which the metadata service decides and the node is
+//! handed. The on-disk format is drawn in `storage-node/FORMAT.md`.
 
 pub mod access;
 pub mod config;
 pub mod fence;
 pub mod format;
+pub mod heartbeat;
 pub mod io;
 pub mod node;
 pub mod recovery;

@@ -1,8 +1,8 @@
-//! A storage node's link to the metadata service: register once, then
-//! heartbeat with the disks' stats every second; follow the map and hand
-//! each new one to the node; report finished backfills. Lives in the CLI because
-//! it joins two crates that do not know each other (storage-node and
-//! metadata sit side by side in the crate graph).
+//! A storage node's link to the metadata service, through its API crate
+//! (`chuyi-meta-api`; the node links no RocksDB and no Raft): register
+//! once, then heartbeat with the disks' stats every second; follow the map
+//! and hand each new one to the node; report finished backfills and peers
+//! it cannot reach.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use chuyi_common::credential::Credential;
 use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
-use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::placement::DiskRef;
-use chuyi_metadata::state::model::{DiskRecord, DiskState};
-use chuyi_metadata::state::Command;
-use chuyi_storage_node::config::NodeConfig;
-use chuyi_storage_node::recovery::Recovered;
-use chuyi_storage_node::replication::Replicator;
-use chuyi_storage_node::store::ChunkStore;
+use chuyi_meta_api::client::MetaClient;
+use chuyi_meta_api::model::{DiskRecord, DiskState};
+use chuyi_meta_api::placement::DiskRef;
+use chuyi_meta_api::Command;
+
+use crate::config::NodeConfig;
+use crate::recovery::Recovered;
+use crate::replication::Replicator;
+use crate::store::ChunkStore;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -87,7 +88,7 @@ pub async fn run(
             }
             Ok(_) => {}
             // The service forgot us (a group rebuilt from scratch): register again.
-            Err(chuyi_metadata::state::MetaError::UnknownNode(_)) => registered = false,
+            Err(chuyi_meta_api::MetaError::UnknownNode(_)) => registered = false,
             Err(e) => warn!(node_id = config.node_id, error = %e, "heartbeat failed"),
         }
     }
