@@ -12,8 +12,8 @@ use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{DataMap, Replica};
 use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, Extent, PgOp, VolumeFence};
 use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
+use chuyi_meta_api::ask;
 use chuyi_meta_api::client::MetaClient;
-use chuyi_meta_api::proto::{ApiReply, Query};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -107,10 +107,7 @@ impl Cluster {
         config: ClientConfig,
     ) -> Result<Arc<Self>, ClientError> {
         let meta = MetaClient::new(members.clone(), credential)?;
-        let first = match meta.read(Query::Map).await? {
-            ApiReply::Map(map) => map.data_map(),
-            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-        };
+        let first = meta.ask(ask::Map).await?.data_map();
         let (map, _) = watch::channel(Arc::new(first));
         let watcher = MetaClient::new(members, credential)?.with_deadline(MAP_WATCH * 2);
         let follow = tokio::spawn(follow(watcher, map.clone()));
@@ -136,10 +133,8 @@ impl Cluster {
     /// Opens a volume for I/O. Attach leases are the frontend's business:
     /// this only reads the volume's shape.
     pub async fn open_volume(self: &Arc<Self>, name: &str) -> Result<VolumeIo, ClientError> {
-        match self.meta.read(Query::Volume(name.to_string())).await? {
-            ApiReply::Volume(volume) => Ok(VolumeIo::new(self.clone(), volume)),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        let volume = self.meta.ask(ask::Volume(name.to_string())).await?;
+        Ok(VolumeIo::new(self.clone(), volume))
     }
 
     /// Writes `data` at `offset` of a chunk (object data, or a volume's

@@ -17,6 +17,7 @@ use chuyi_common::credential::{Credential, Door, Identity};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use tracing::debug;
 
+use crate::ask::Ask;
 use crate::command::{Command, Reply};
 use crate::error::MetaError;
 use crate::model::ClusterMap;
@@ -161,6 +162,13 @@ impl MetaClient {
             ApiReply::Written(reply) => Ok(reply),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A typed read: the answer `ask` names; a reply of another kind (a
+    /// version mismatch) is an error here, so no caller handles it.
+    pub async fn ask<A: Ask>(&self, ask: A) -> Result<A::Answer, MetaError> {
+        let reply = self.read(ask.query()).await?;
+        A::answer(reply).map_err(|other| unexpected(&other))
     }
 
     pub async fn read(&self, query: Query) -> Result<ApiReply, MetaError> {

@@ -6,6 +6,7 @@
 //! inside: no RocksDB, no Raft. Frontends, gateways and tools depend on
 //! this crate, never on `chuyi-metadata`, which serves it.
 
+pub mod ask;
 pub mod client;
 pub mod command;
 pub mod error;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chuyi_meta_api::proto::{ApiReply, Query};
+use chuyi_meta_api::ask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::*;
@@ -118,8 +118,8 @@ impl NbdServer {
     }
 
     async fn list<W: AsyncWriteExt + Unpin>(&self, option: u32, w: &mut W) -> Result<(), NbdError> {
-        match self.cluster().meta().read(Query::Volumes).await {
-            Ok(ApiReply::Volumes(volumes)) => {
+        match self.cluster().meta().ask(ask::Volumes).await {
+            Ok(volumes) => {
                 for v in volumes {
                     let mut data = (v.name.len() as u32).to_be_bytes().to_vec();
                     data.extend_from_slice(v.name.as_bytes());
@@ -127,7 +127,7 @@ impl NbdServer {
                 }
                 w.write_all(&option_reply(option, REP_ACK, &[])).await?;
             }
-            Ok(_) | Err(_) => w.write_all(&option_reply(option, REP_ERR_SHUTDOWN, b"metadata unavailable")).await?,
+            Err(_) => w.write_all(&option_reply(option, REP_ERR_SHUTDOWN, b"metadata unavailable")).await?,
         }
         Ok(())
     }
@@ -153,9 +153,9 @@ impl NbdServer {
                 }
             }
         } else {
-            match self.cluster().meta().read(Query::Volume(name.clone())).await {
-                Ok(ApiReply::Volume(v)) => (v.size_bytes, !v.wrapped_key.is_empty(), None),
-                _ => {
+            match self.cluster().meta().ask(ask::Volume(name.clone())).await {
+                Ok(v) => (v.size_bytes, !v.wrapped_key.is_empty(), None),
+                Err(_) => {
                     w.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no volume {name:?}").as_bytes()))
                         .await?;
                     return Ok(None);

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
 use chuyi_common::secret::hex;
+use chuyi_meta_api::ask;
 use chuyi_meta_api::model::User;
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::MetaError;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Result};
 use sha2::{Digest, Sha256};
 
-use crate::errors::{unavailable, unexpected};
+use crate::errors::unavailable;
 
 /// How long a user record read for one request serves the next ones: a
 /// request is authenticated and then served as its user, which would
@@ -45,9 +45,8 @@ impl Users {
                 return Ok(user.clone());
             }
         }
-        let user = match self.cluster.meta().read(Query::User(access_key.to_string())).await {
-            Ok(ApiReply::User(user)) => user,
-            Ok(other) => return Err(unexpected(other)),
+        let user = match self.cluster.meta().ask(ask::User(access_key.to_string())).await {
+            Ok(user) => user,
             Err(MetaError::NotFound { .. }) => return Err(s3_error!(InvalidAccessKeyId)),
             Err(e) => return Err(unavailable(e)),
         };

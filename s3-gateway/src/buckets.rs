@@ -3,8 +3,8 @@
 //! location and versioning. A bucket belongs to the user who created it;
 //! only that user (or an admin) reaches it.
 
+use chuyi_meta_api::ask;
 use chuyi_meta_api::model::Versioning;
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::{Command, MetaError};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
@@ -16,7 +16,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::auth::canonical_id;
 use crate::description::timestamp;
-use crate::errors::{unavailable, unexpected};
+use crate::errors::unavailable;
 use crate::gateway::{Gateway, DEFAULT_REGION};
 
 pub(crate) fn owner(user_name: &str) -> Owner {
@@ -29,11 +29,7 @@ impl Gateway {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let user = self.caller(&req).await?;
-        let buckets = match self.meta().read(Query::Buckets).await {
-            Ok(ApiReply::Buckets(buckets)) => buckets,
-            Ok(other) => return Err(unexpected(other)),
-            Err(e) => return Err(unavailable(e)),
-        };
+        let buckets = self.meta().ask(ask::Buckets).await.map_err(unavailable)?;
         let prefix = req.input.prefix.as_deref().unwrap_or("");
         let mine = buckets
             .into_iter()

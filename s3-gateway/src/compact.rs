@@ -16,9 +16,9 @@
 use std::time::Duration;
 
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
+use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 use chuyi_meta_api::model::{DataRun, Pack, PackRef};
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::{Command, Reply};
 
 use crate::data::DataPath;
@@ -73,11 +73,7 @@ pub async fn pass(data: &DataPath, bytes_per_s: u64) -> Result<u64, String> {
     let mut after = 0;
     let mut moved = 0;
     loop {
-        let sparse = match meta.read(Query::SparsePacks { after, max: RECORDS_PAGE_MAX }).await {
-            Ok(ApiReply::Packs(packs)) => packs,
-            Ok(other) => return Err(format!("unexpected reply {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        };
+        let sparse = meta.ask(ask::SparsePacks { after, max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
         let Some(&(last, _)) = sparse.last() else { return Ok(moved) };
         for owner in to_compact(&sparse, now_ms()) {
             moved += compact(data, owner, bytes_per_s).await?;
@@ -96,11 +92,7 @@ async fn compact(data: &DataPath, owner: u64, bytes_per_s: u64) -> Result<u64, S
     let mut from = 0;
     let mut moved = 0;
     loop {
-        let refs = match meta.read(Query::PackRefs { owner, from, max: RECORDS_PAGE_MAX }).await {
-            Ok(ApiReply::PackRefs(refs)) => refs,
-            Ok(other) => return Err(format!("unexpected reply {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        };
+        let refs = meta.ask(ask::PackRefs { owner, from, max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
         let Some(last) = refs.last() else { return Ok(moved) };
         from = last.offset + 1;
         for reference in refs {

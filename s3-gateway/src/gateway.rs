@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
+use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::{Command, Reply};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::auth::Users;
 use crate::data::DataPath;
-use crate::errors::{meta_error, unexpected};
+use crate::errors::meta_error;
 
 /// The region every bucket reports; AWS's default, so clients that assume
 /// it sign for it.
@@ -50,11 +50,7 @@ impl Gateway {
 
     /// `name`, if it exists and `user` may reach it.
     pub(crate) async fn owned_bucket(&self, user: &User, name: &str) -> S3Result<Bucket> {
-        let bucket = match self.meta().read(Query::Bucket(name.to_string())).await {
-            Ok(ApiReply::Bucket(bucket)) => bucket,
-            Ok(other) => return Err(unexpected(other)),
-            Err(e) => return Err(meta_error(e)),
-        };
+        let bucket = self.meta().ask(ask::Bucket(name.to_string())).await.map_err(meta_error)?;
         if bucket.owner != user.name && !user.admin {
             return Err(s3_error!(AccessDenied));
         }
@@ -74,12 +70,8 @@ impl Gateway {
         if let Some(v) = version_id {
             check_version_id(v)?;
         }
-        let query = Query::Object { bucket: bucket.into(), key: key.into(), version_id: version_id.map(Into::into) };
-        match self.meta().read(query).await {
-            Ok(ApiReply::Object(record)) => Ok(record),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(meta_error(e)),
-        }
+        let ask = ask::Object { bucket: bucket.into(), key: key.into(), version_id: version_id.map(Into::into) };
+        self.meta().ask(ask).await.map_err(meta_error)
     }
 
     pub(crate) async fn write(&self, command: Command) -> S3Result<Reply> {
@@ -89,8 +81,9 @@ impl Gateway {
         }
     }
 
-    pub(crate) async fn read(&self, query: Query) -> S3Result<ApiReply> {
-        self.meta().read(query).await.map_err(meta_error)
+    /// A typed read of the metadata service, its refusals as S3 errors.
+    pub(crate) async fn ask<A: Ask>(&self, ask: A) -> S3Result<A::Answer> {
+        self.meta().ask(ask).await.map_err(meta_error)
     }
 }
 

@@ -3,15 +3,14 @@
 //! API's own way of resuming (marker, continuation token, key and
 //! version-id markers), with `encoding-type=url`.
 
+use chuyi_meta_api::ask;
 use chuyi_meta_api::model::{seq_of_version_id, Bucket, NULL_VERSION};
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::{ListCursor, ListRequest, Listing, LIST_MAX_KEYS};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::buckets::owner;
 use crate::description::timestamp;
-use crate::errors::unexpected;
 use crate::gateway::{check_version_id, Gateway};
 use crate::objects::{etag, reported_version};
 
@@ -76,10 +75,7 @@ impl Gateway {
         if request.max_keys == 0 {
             return Ok(Listing::default());
         }
-        match self.read(Query::List(request)).await? {
-            ApiReply::Listing(listing) => Ok(listing),
-            other => Err(unexpected(other)),
-        }
+        self.ask(ask::List(request)).await
     }
 
     fn contents(&self, bucket: &Bucket, listing: &Listing, names: &Names, with_owner: bool) -> Vec<Object> {

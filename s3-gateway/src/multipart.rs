@@ -3,9 +3,9 @@
 //! one object version without moving a byte. The ETag is S3's: the MD5 of
 //! the parts' binary MD5s, then `-` and the part count.
 
+use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 use chuyi_meta_api::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::{Command, Reply};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
@@ -62,18 +62,11 @@ fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> 
 
 impl Gateway {
     async fn upload(&self, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<Upload> {
-        let query = Query::Upload { bucket: bucket.name.clone(), key: key.into(), upload_id: upload_id.into() };
-        match self.read(query).await? {
-            ApiReply::Upload(u) => Ok(u),
-            other => Err(unexpected(other)),
-        }
+        self.ask(ask::Upload { bucket: bucket.name.clone(), key: key.into(), upload_id: upload_id.into() }).await
     }
 
     async fn parts_page(&self, upload_id: &str, after: u32, max: u32) -> S3Result<Vec<Part>> {
-        match self.read(Query::Parts { upload_id: upload_id.into(), after, max }).await? {
-            ApiReply::Parts(parts) => Ok(parts),
-            other => Err(unexpected(other)),
-        }
+        self.ask(ask::Parts { upload_id: upload_id.into(), after, max }).await
     }
 
     /// Records written data as part `number` of an upload; its ETag (hex).
@@ -311,16 +304,14 @@ impl Gateway {
             let id = input.upload_id_marker.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "~".into());
             (k, id)
         });
-        let query = Query::Uploads {
-            bucket: bucket.name.clone(),
-            prefix: input.prefix.clone().unwrap_or_default(),
-            after,
-            max: max + 1,
-        };
-        let mut uploads = match self.read(query).await? {
-            ApiReply::Uploads(u) => u,
-            other => return Err(unexpected(other)),
-        };
+        let mut uploads = self
+            .ask(ask::Uploads {
+                bucket: bucket.name.clone(),
+                prefix: input.prefix.clone().unwrap_or_default(),
+                after,
+                max: max + 1,
+            })
+            .await?;
         let truncated = uploads.len() > max as usize;
         uploads.truncate(max as usize);
         let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));

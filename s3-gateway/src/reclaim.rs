@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
-use chuyi_meta_api::proto::{ApiReply, Query};
 use chuyi_meta_api::Command;
 
 use crate::data::DataPath;
@@ -41,25 +41,15 @@ pub async fn pass(data: &DataPath, pack_grace: Duration) -> Result<usize, String
     // A Raft write only when something expired, not every pass.
     let grace_ms = pack_grace.as_millis() as u64;
     let now_ms = now_ms();
-    let expiries = [
-        (Query::ExpiredPending { now_ms }, Command::ExpirePending { max: RECORDS_PAGE_MAX }),
-        (Query::FreeablePacks { now_ms, grace_ms }, Command::RetirePacks { max: RECORDS_PAGE_MAX, grace_ms }),
-    ];
-    for (query, command) in expiries {
-        match meta.read(query).await {
-            Ok(ApiReply::Count(0)) => {}
-            Ok(ApiReply::Count(_)) => {
-                meta.write(command).await.map_err(|e| e.to_string())?;
-            }
-            Ok(other) => return Err(format!("unexpected reply {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        }
+    let expired = meta.ask(ask::ExpiredPending { now_ms }).await.map_err(|e| e.to_string())?;
+    if expired > 0 {
+        meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
     }
-    let garbage = match meta.read(Query::Garbage { max: RECORDS_PAGE_MAX }).await {
-        Ok(ApiReply::Garbage(runs)) => runs,
-        Ok(other) => return Err(format!("unexpected reply {other:?}")),
-        Err(e) => return Err(e.to_string()),
-    };
+    let freeable = meta.ask(ask::FreeablePacks { now_ms, grace_ms }).await.map_err(|e| e.to_string())?;
+    if freeable > 0 {
+        meta.write(Command::RetirePacks { max: RECORDS_PAGE_MAX, grace_ms }).await.map_err(|e| e.to_string())?;
+    }
+    let garbage = meta.ask(ask::Garbage { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
     let mut freed = Vec::with_capacity(garbage.len());
     for run in garbage {
         match data.delete_run(run).await {

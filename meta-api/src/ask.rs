@@ -1,0 +1,181 @@
+//! Typed reads: each query is a type that names the answer it gets, so a
+//! caller writes `meta.ask(ask::Bucket(name))` and has a [`model::Bucket`],
+//! and the one place a reply of the wrong kind is handled is
+//! [`crate::client::MetaClient::ask`].
+
+use crate::listing::{ListRequest, Listing};
+use crate::model;
+use crate::proto::{ApiReply, Query};
+
+/// A query and the kind of its answer.
+pub trait Ask {
+    type Answer;
+    fn query(self) -> Query;
+    /// The answer in `reply`, or `reply` back when it is of another kind.
+    fn answer(reply: ApiReply) -> Result<Self::Answer, ApiReply>;
+}
+
+macro_rules! ask {
+    ($ty:ty, |$s:pat_param| $query:expr, $reply:ident($answer:ty)) => {
+        impl Ask for $ty {
+            type Answer = $answer;
+            fn query(self) -> Query {
+                let $s = self;
+                $query
+            }
+            fn answer(reply: ApiReply) -> Result<$answer, ApiReply> {
+                match reply {
+                    ApiReply::$reply(answer) => Ok(answer),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+/// The cluster map.
+#[derive(Debug, Clone)]
+pub struct Map;
+ask!(Map, |_| Query::Map, Map(model::ClusterMap));
+
+#[derive(Debug, Clone)]
+pub struct Pools;
+ask!(Pools, |_| Query::Pools, Pools(Vec<model::Pool>));
+
+/// A volume by name.
+#[derive(Debug, Clone)]
+pub struct Volume(pub String);
+ask!(Volume, |Volume(name)| Query::Volume(name), Volume(model::Volume));
+
+#[derive(Debug, Clone)]
+pub struct Volumes;
+ask!(Volumes, |_| Query::Volumes, Volumes(Vec<model::Volume>));
+
+/// A user by access key.
+#[derive(Debug, Clone)]
+pub struct User(pub String);
+ask!(User, |User(access_key)| Query::User(access_key), User(model::User));
+
+#[derive(Debug, Clone)]
+pub struct Users;
+ask!(Users, |_| Query::Users, Users(Vec<model::User>));
+
+/// A bucket by name.
+#[derive(Debug, Clone)]
+pub struct Bucket(pub String);
+ask!(Bucket, |Bucket(name)| Query::Bucket(name), Bucket(model::Bucket));
+
+#[derive(Debug, Clone)]
+pub struct Buckets;
+ask!(Buckets, |_| Query::Buckets, Buckets(Vec<model::Bucket>));
+
+/// An object's latest version, or the version named.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+}
+ask!(
+    Object,
+    |Object { bucket, key, version_id }| Query::Object { bucket, key, version_id },
+    Object(model::ObjectRecord)
+);
+
+/// A page of a bucket's objects or versions.
+#[derive(Debug, Clone)]
+pub struct List(pub ListRequest);
+ask!(List, |List(request)| Query::List(request), Listing(Listing));
+
+/// What a pool's new volumes get by default.
+#[derive(Debug, Clone)]
+pub struct PoolDefaults(pub String);
+ask!(PoolDefaults, |PoolDefaults(pool)| Query::PoolDefaults(pool), PoolDefaults(model::PoolDefaults));
+
+/// Objects and bytes a bucket holds.
+#[derive(Debug, Clone)]
+pub struct BucketUsage(pub String);
+ask!(BucketUsage, |BucketUsage(bucket)| Query::BucketUsage(bucket), BucketUsage(model::BucketUsage));
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+}
+ask!(Upload, |Upload { bucket, key, upload_id }| Query::Upload { bucket, key, upload_id }, Upload(model::Upload));
+
+/// Up to `max` parts numbered above `after`.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub upload_id: String,
+    pub after: u32,
+    pub max: u32,
+}
+ask!(Parts, |Parts { upload_id, after, max }| Query::Parts { upload_id, after, max }, Parts(Vec<model::Part>));
+
+/// Up to `max` uploads of keys starting with `prefix`, after (key, upload
+/// id) `after`.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    pub bucket: String,
+    pub prefix: String,
+    pub after: Option<(String, String)>,
+    pub max: u32,
+}
+ask!(
+    Uploads,
+    |Uploads { bucket, prefix, after, max }| Query::Uploads { bucket, prefix, after, max },
+    Uploads(Vec<model::Upload>)
+);
+
+/// Up to `max` runs of object data waiting to be deleted.
+#[derive(Debug, Clone)]
+pub struct Garbage {
+    pub max: u32,
+}
+ask!(Garbage, |Garbage { max }| Query::Garbage { max }, Garbage(Vec<model::DataRun>));
+
+/// How many pending runs' time is up at `now_ms`.
+#[derive(Debug, Clone)]
+pub struct ExpiredPending {
+    pub now_ms: u64,
+}
+ask!(ExpiredPending, |ExpiredPending { now_ms }| Query::ExpiredPending { now_ms }, Count(u64));
+
+/// Up to `max` sparse packs, owners from `after`.
+#[derive(Debug, Clone)]
+pub struct SparsePacks {
+    pub after: u64,
+    pub max: u32,
+}
+ask!(SparsePacks, |SparsePacks { after, max }| Query::SparsePacks { after, max }, Packs(Vec<(u64, model::Pack)>));
+
+/// Up to `max` live runs of pack `owner` at offsets from `from`.
+#[derive(Debug, Clone)]
+pub struct PackRefs {
+    pub owner: u64,
+    pub from: u64,
+    pub max: u32,
+}
+ask!(PackRefs, |PackRefs { owner, from, max }| Query::PackRefs { owner, from, max }, PackRefs(Vec<model::PackRef>));
+
+/// How many packs could be freed at `now_ms`.
+#[derive(Debug, Clone)]
+pub struct FreeablePacks {
+    pub now_ms: u64,
+    pub grace_ms: u64,
+}
+ask!(FreeablePacks, |FreeablePacks { now_ms, grace_ms }| Query::FreeablePacks { now_ms, grace_ms }, Count(u64));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_of_another_kind_comes_back() {
+        assert_eq!(<ExpiredPending as Ask>::answer(ApiReply::Count(3)).ok(), Some(3));
+        assert!(matches!(<Buckets as Ask>::answer(ApiReply::Count(3)), Err(ApiReply::Count(3))));
+        assert!(matches!(Bucket("b".into()).query(), Query::Bucket(name) if name == "b"));
+    }
+}
