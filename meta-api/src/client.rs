@@ -168,7 +168,7 @@ impl MetaClient {
     /// version mismatch) is an error here, so no caller handles it.
     pub async fn ask<A: Ask>(&self, ask: A) -> Result<A::Answer, MetaError> {
         let reply = self.read(ask.query()).await?;
-        A::answer(reply).map_err(|other| unexpected(&other))
+        A::answer(reply).map_err(|other| MetaError::Malformed(format!("unexpected reply {other}")))
     }
 
     pub async fn read(&self, query: Query) -> Result<ApiReply, MetaError> {
