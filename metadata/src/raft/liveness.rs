@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use chuyi_common::ids::NodeId;
 
-use crate::state::apply::changed_for_placement;
 use crate::state::model::{DiskRecord, NodeRecord, NodeState};
+use crate::state::nodes::changed_for_placement;
 
 /// How stale the committed disk statistics of a live node may get.
 pub const STATS_COMMIT_INTERVAL: Duration = Duration::from_secs(30);

@@ -16,17 +16,22 @@ macro_rules! refuse {
 }
 
 pub(crate) mod apply;
+pub(crate) mod buckets;
 pub use chuyi_meta_api::command;
 pub use chuyi_meta_api::error;
 pub(crate) mod keys;
 pub mod listing;
 pub use chuyi_meta_api::model;
 pub mod names;
+pub(crate) mod nodes;
 pub(crate) mod objects;
 pub(crate) mod packs;
+pub(crate) mod pools;
 pub(crate) mod tables;
 pub(crate) mod uploads;
+pub(crate) mod users;
 pub(crate) mod view;
+pub(crate) mod volumes;
 
 #[cfg(test)]
 mod tests;
