@@ -68,11 +68,9 @@ impl NbdServer {
             }
             let mut data = vec![0u8; len as usize];
             r.read_exact(&mut data).await?;
-            match option {
-                OPT_EXPORT_NAME => {
+            match decide(option, &data, &mut negotiated) {
+                Step::ExportName(name) => {
                     // No way to send an error here: a refusal closes.
-                    let name =
-                        String::from_utf8(data).map_err(|_| NbdError::Protocol("export name not UTF-8".into()))?;
                     let attached = self.attach(&name).await.map_err(|(_, why)| NbdError::Protocol(why))?;
                     if attached.served.crypt.is_some() {
                         // EXPORT_NAME cannot tell the client that this
@@ -87,31 +85,23 @@ impl NbdServer {
                     w.flush().await?;
                     return Ok(Some((attached, negotiated)));
                 }
-                OPT_ABORT => {
+                Step::Abort => {
                     w.write_all(&option_reply(option, REP_ACK, &[])).await?;
                     w.flush().await?;
                     return Ok(None);
                 }
-                OPT_LIST if !data.is_empty() => {
-                    w.write_all(&option_reply(option, REP_ERR_INVALID, b"LIST takes no data")).await?;
-                }
-                OPT_LIST => self.list(option, w).await?,
-                OPT_INFO | OPT_GO => {
+                Step::List => self.list(option, w).await?,
+                Step::Info => {
                     if let Some(attached) = self.info(option, &data, &negotiated, w).await? {
                         return Ok(Some((attached, negotiated)));
                     }
                 }
-                OPT_STRUCTURED_REPLY if !data.is_empty() => {
-                    w.write_all(&option_reply(option, REP_ERR_INVALID, b"STRUCTURED_REPLY takes no data")).await?;
+                Step::Replies(replies) => {
+                    for (kind, body) in replies {
+                        w.write_all(&option_reply(option, kind, &body)).await?;
+                    }
                 }
-                OPT_STRUCTURED_REPLY => {
-                    negotiated.structured = true;
-                    w.write_all(&option_reply(option, REP_ACK, &[])).await?;
-                }
-                OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                    meta_context(option, &data, &mut negotiated, w).await?;
-                }
-                _ => w.write_all(&option_reply(option, REP_ERR_UNSUP, b"option not supported")).await?,
+                Step::Close(why) => return Err(NbdError::Protocol(why)),
             }
             w.flush().await?;
         }
@@ -188,40 +178,145 @@ impl NbdServer {
     }
 }
 
+/// What one option asks of the server, decided without I/O (the
+/// replies it can make from the option alone are made here).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Send these replies (type, data), then read the next option.
+    Replies(Vec<(u32, Vec<u8>)>),
+    /// The old way in: attach the export and start transmission. A refusal
+    /// closes (EXPORT_NAME has no error reply).
+    ExportName(String),
+    /// Acknowledge, then close.
+    Abort,
+    /// The exports, then an acknowledgement.
+    List,
+    /// INFO describes the export; GO also attaches it.
+    Info,
+    /// The client broke the protocol: close.
+    Close(String),
+}
+
+/// The step for option `option` with `data`, updating what was negotiated.
+pub(crate) fn decide(option: u32, data: &[u8], negotiated: &mut Negotiated) -> Step {
+    let one = |kind: u32, why: &[u8]| Step::Replies(vec![(kind, why.to_vec())]);
+    match option {
+        OPT_EXPORT_NAME => match String::from_utf8(data.to_vec()) {
+            Ok(name) => Step::ExportName(name),
+            Err(_) => Step::Close("export name not UTF-8".into()),
+        },
+        OPT_ABORT => Step::Abort,
+        OPT_LIST if !data.is_empty() => one(REP_ERR_INVALID, b"LIST takes no data"),
+        OPT_LIST => Step::List,
+        OPT_INFO | OPT_GO => Step::Info,
+        OPT_STRUCTURED_REPLY if !data.is_empty() => one(REP_ERR_INVALID, b"STRUCTURED_REPLY takes no data"),
+        OPT_STRUCTURED_REPLY => {
+            negotiated.structured = true;
+            one(REP_ACK, b"")
+        }
+        OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => Step::Replies(meta_context(option, data, negotiated)),
+        _ => one(REP_ERR_UNSUP, b"option not supported"),
+    }
+}
+
 /// LIST_META_CONTEXT names the contexts a query matches; SET_META_CONTEXT
 /// also selects them (replacing any earlier selection). Only
 /// `base:allocation` exists: `base:allocation` and `base:` match it, other
 /// namespaces match nothing, and a query without a namespace is invalid.
-async fn meta_context<W: AsyncWriteExt + Unpin>(
-    option: u32,
-    data: &[u8],
-    negotiated: &mut Negotiated,
-    w: &mut W,
-) -> Result<(), NbdError> {
+/// Returns the replies.
+fn meta_context(option: u32, data: &[u8], negotiated: &mut Negotiated) -> Vec<(u32, Vec<u8>)> {
+    let invalid = |why: &[u8]| vec![(REP_ERR_INVALID, why.to_vec())];
     if !negotiated.structured {
-        w.write_all(&option_reply(option, REP_ERR_INVALID, b"negotiate structured replies first")).await?;
-        return Ok(());
+        return invalid(b"negotiate structured replies first");
     }
     let Some((export, queries)) = parse_meta_context_request(data) else {
-        w.write_all(&option_reply(option, REP_ERR_INVALID, b"malformed meta context request")).await?;
-        return Ok(());
+        return invalid(b"malformed meta context request");
     };
     if queries.iter().any(|q| !q.contains(':')) {
-        w.write_all(&option_reply(option, REP_ERR_INVALID, b"a query must start with a namespace")).await?;
-        return Ok(());
+        return invalid(b"a query must start with a namespace");
     }
     let listing = option == OPT_LIST_META_CONTEXT;
     let matches = (listing && queries.is_empty()) || queries.iter().any(|q| q == "base:" || q == ALLOCATION_CONTEXT);
+    let mut replies = Vec::new();
     if matches {
         // A listing's ids are reserved: zero.
         let id = if listing { 0 } else { ALLOCATION_CONTEXT_ID };
         let mut reply = id.to_be_bytes().to_vec();
         reply.extend_from_slice(ALLOCATION_CONTEXT.as_bytes());
-        w.write_all(&option_reply(option, REP_META_CONTEXT, &reply)).await?;
+        replies.push((REP_META_CONTEXT, reply));
     }
     if !listing {
         negotiated.allocation_for = matches.then_some(export);
     }
-    w.write_all(&option_reply(option, REP_ACK, &[])).await?;
-    Ok(())
+    replies.push((REP_ACK, Vec::new()));
+    replies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A meta context request body: export name, then each query, each
+    /// with its 32-bit length first.
+    fn contexts(export: &str, queries: &[&str]) -> Vec<u8> {
+        let mut data = (export.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(export.as_bytes());
+        data.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        for q in queries {
+            data.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            data.extend_from_slice(q.as_bytes());
+        }
+        data
+    }
+
+    fn kinds(step: &Step) -> Vec<u32> {
+        match step {
+            Step::Replies(replies) => replies.iter().map(|(k, _)| *k).collect(),
+            other => panic!("not replies: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn meta_contexts_need_structured_replies_first() {
+        let mut n = Negotiated::default();
+        let set = decide(OPT_SET_META_CONTEXT, &contexts("vol0", &["base:allocation"]), &mut n);
+        assert_eq!(kinds(&set), [REP_ERR_INVALID]);
+        assert_eq!(n.allocation_for, None);
+        assert_eq!(kinds(&decide(OPT_STRUCTURED_REPLY, &[], &mut n)), [REP_ACK]);
+        assert!(n.structured);
+        let set = decide(OPT_SET_META_CONTEXT, &contexts("vol0", &["base:allocation"]), &mut n);
+        assert_eq!(kinds(&set), [REP_META_CONTEXT, REP_ACK]);
+        assert!(n.allocation("vol0") && !n.allocation("vol1"));
+        assert_eq!(n.transmission_flags(), TRANSMISSION_FLAGS | TFLAG_SEND_DF);
+    }
+
+    #[test]
+    fn listing_selects_nothing_and_other_namespaces_match_nothing() {
+        let mut n = Negotiated { structured: true, allocation_for: Some("vol0".into()) };
+        let listed = decide(OPT_LIST_META_CONTEXT, &contexts("vol1", &[]), &mut n);
+        assert_eq!(kinds(&listed), [REP_META_CONTEXT, REP_ACK]);
+        assert_eq!(n.allocation_for.as_deref(), Some("vol0"), "a listing changes no selection");
+        let other = decide(OPT_SET_META_CONTEXT, &contexts("vol0", &["qemu:dirty-bitmap"]), &mut n);
+        assert_eq!(kinds(&other), [REP_ACK]);
+        assert_eq!(n.allocation_for, None, "a set replaces the selection, here with none");
+        let bare = decide(OPT_SET_META_CONTEXT, &contexts("vol0", &["allocation"]), &mut n);
+        assert_eq!(kinds(&bare), [REP_ERR_INVALID]);
+        let cut = decide(OPT_SET_META_CONTEXT, &[0, 0, 0, 9, b'v'], &mut n);
+        assert_eq!(kinds(&cut), [REP_ERR_INVALID]);
+    }
+
+    #[test]
+    fn options_map_to_their_steps() {
+        let mut n = Negotiated::default();
+        assert_eq!(decide(OPT_EXPORT_NAME, b"vol0", &mut n), Step::ExportName("vol0".into()));
+        assert!(matches!(decide(OPT_EXPORT_NAME, &[0xff, 0xfe], &mut n), Step::Close(_)));
+        assert_eq!(decide(OPT_ABORT, &[], &mut n), Step::Abort);
+        assert_eq!(decide(OPT_LIST, &[], &mut n), Step::List);
+        assert_eq!(kinds(&decide(OPT_LIST, b"x", &mut n)), [REP_ERR_INVALID]);
+        assert_eq!(decide(OPT_GO, b"anything", &mut n), Step::Info);
+        assert_eq!(decide(OPT_INFO, b"", &mut n), Step::Info);
+        assert_eq!(kinds(&decide(OPT_STRUCTURED_REPLY, b"x", &mut n)), [REP_ERR_INVALID]);
+        assert!(!n.structured);
+        assert_eq!(kinds(&decide(0x7777, &[], &mut n)), [REP_ERR_UNSUP]);
+    }
 }
