@@ -73,8 +73,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let meta_addr = format!("127.0.0.1:{}", args.port_base + 101);
     let secret = ClusterSecret::load(Some(&secret_file))?;
     // The nodes and this process's frontends get credentials of their own
-    // (rewritten each run: they derive from the secret); only the member
-    // and the administrator's CLI hold the secret.
+    // (written on the first run; issuing is deterministic, so later runs
+    // derive the same ones); only the member and the administrator hold
+    // the secret.
     let frontend = issue(&secret, &dir, "frontend.cred", Principal::new(Role::Frontend, "chuyi-up")?)?;
     for id in 1..=NODES {
         issue(&secret, &dir, &format!("node{id}.cred"), Principal::node(id))?;

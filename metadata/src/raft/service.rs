@@ -295,15 +295,19 @@ impl MetaService {
         addr.parse::<chuyi_common::rpc::Endpoint>().map_err(|e| MetaError::invalid("member address", e.0))?;
         let to_api = |e| membership_error(&self.raft, e);
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        let mut voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        let is_voter = membership.membership().voter_ids().any(|v| v == id);
         let known = membership.membership().get_node(&id).map(|n| n.addr.clone());
-        match add_step(voters.contains(&id), known.as_deref(), &addr) {
+        match add_step(is_voter, known.as_deref(), &addr) {
             AddStep::Done => return Ok(ApiReply::Done),
             AddStep::WaitForLearner => self.learner_caught_up(id).await?,
             AddStep::AddLearner => {
                 self.raft.add_learner(id, BasicNode::new(addr), true).await.map(drop).map_err(to_api)?
             }
         }
+        // Read again: the membership may have changed while the learner
+        // caught up, and a stale set would undo that change.
+        let mut voters: BTreeSet<u64> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         voters.insert(id);
         self.raft.change_membership(voters, false).await.map_err(to_api)?;
         Ok(ApiReply::Done)
