@@ -6,7 +6,7 @@
 //! `now_ms`), no randomness (ids come from a counter, sequences from the log
 //! index), so every member computes the same state. A refusal returns
 //! `Ok(Err(MetaError))`; the caller rolls back whatever the command staged,
-//! so a refused command changes nothing. `Err(StoreError)` is the store
+//! so a refused command changes nothing. `Err(TableError)` is the store
 //! failing, which stops the state machine.
 
 use super::buckets::{create_bucket, delete_bucket, set_versioning};
@@ -16,13 +16,13 @@ use super::keys;
 use super::model::{Millis, Pool, User};
 use super::nodes::{heartbeat, mark_down, pg_recovered, rebalance, register_node, report_unreachable};
 use super::pools::{create_pool, delete_pool, set_pool_defaults};
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::users::{create_user, delete_user};
 use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
 use super::{objects, packs, uploads, view};
-use crate::store::StoreError;
 
 /// What one command may depend on besides the tables.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,7 @@ pub(crate) struct Ctx {
     pub(crate) seq: u64,
 }
 
-pub(crate) type Applied = Result<Result<Reply, MetaError>, StoreError>;
+pub(crate) type Applied = Result<Result<Reply, MetaError>, TableError>;
 
 pub use chuyi_meta_api::limits::LEASE_TTL_MAX_MS;
 
@@ -120,7 +120,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
 /// backwards (un-expiring leases); one whose clock runs ahead still expires
 /// leases early, so holders keep a margin on their own clock (DESIGN:
 /// leases), and members' clocks are assumed within seconds (NTP).
-pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Millis, StoreError> {
+pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Millis, TableError> {
     let last = t.get_rec::<u64>("last time", keys::LAST_NOW)?.unwrap_or(0);
     let now = now_ms.max(last);
     if now != last {
@@ -131,18 +131,18 @@ pub(crate) fn entry_time(t: &mut impl TablesMut, now_ms: Millis) -> Result<Milli
 
 /// A new chunk owner of `pool`, or `None` once the pool's 2^40 are spent
 /// (an owner must never be given twice: it would alias another's data).
-pub(crate) fn next_owner(t: &mut impl TablesMut, pool: u32) -> Result<Option<u64>, StoreError> {
+pub(crate) fn next_owner(t: &mut impl TablesMut, pool: u32) -> Result<Option<u64>, TableError> {
     let seq = next_id(t)?;
     Ok((seq < 1 << chuyi_common::map::OWNER_SEQ_BITS).then(|| chuyi_common::map::owner_id(pool, seq)))
 }
 
-pub(crate) fn next_id(t: &mut impl TablesMut) -> Result<u64, StoreError> {
+pub(crate) fn next_id(t: &mut impl TablesMut) -> Result<u64, TableError> {
     let id = t.get_rec::<u64>("next id", keys::NEXT_ID)?.unwrap_or(1);
     t.put_rec("next id", keys::NEXT_ID, &(id + 1))?;
     Ok(id)
 }
 
-pub(super) fn bump_epoch(t: &mut impl TablesMut) -> Result<u64, StoreError> {
+pub(super) fn bump_epoch(t: &mut impl TablesMut) -> Result<u64, TableError> {
     let epoch = view::epoch(t)? + 1;
     t.put_rec("epoch", keys::EPOCH, &epoch)?;
     Ok(epoch)

@@ -12,9 +12,9 @@ pub use chuyi_meta_api::listing::*;
 
 use super::keys;
 use super::model::ObjectRecord;
+use super::tables::TableError;
 use super::tables::Tables;
 use crate::store::codec::decode;
-use crate::store::StoreError;
 
 /// Index pairs one page may examine; past it the page ends early with a
 /// cursor (S3 allows a short truncated page), so a prefix full of delete
@@ -60,11 +60,11 @@ fn resume_key(bucket: &str, cursor: &ListCursor) -> Vec<u8> {
     }
 }
 
-fn malformed(raw: &[u8]) -> StoreError {
-    StoreError::Invariant(format!("malformed object index key {raw:02x?}"))
+fn malformed(raw: &[u8]) -> TableError {
+    TableError::Invariant(format!("malformed object index key {raw:02x?}"))
 }
 
-pub(crate) fn list(t: &impl Tables, req: &ListRequest) -> Result<Listing, StoreError> {
+pub(crate) fn list(t: &impl Tables, req: &ListRequest) -> Result<Listing, TableError> {
     let max_keys = req.max_keys.min(LIST_MAX_KEYS) as usize;
     if max_keys == 0 {
         return Ok(Listing::default());

@@ -10,10 +10,10 @@ use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{NodeRecord, NodeState, PgRecord, Quarantine};
 use super::names;
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
 use crate::placement::{self, DiskRef, PgChange};
-use crate::store::StoreError;
 
 pub(super) fn register_node(
     t: &mut impl TablesMut,
@@ -84,7 +84,7 @@ pub(super) fn mark_down(t: &mut impl TablesMut, ctx: Ctx, id: NodeId, timeout_ms
 const QUARANTINE_FIRST_MS: u64 = 10_000;
 const QUARANTINE_MAX_MS: u64 = 600_000;
 
-pub(super) fn quarantined(t: &mut impl TablesMut, ctx: Ctx, id: NodeId) -> Result<bool, StoreError> {
+pub(super) fn quarantined(t: &mut impl TablesMut, ctx: Ctx, id: NodeId) -> Result<bool, TableError> {
     let q = t.get_rec::<Quarantine>("quarantine", &keys::quarantine(id))?;
     Ok(q.is_some_and(|q| ctx.now_ms < q.until_ms))
 }
@@ -130,7 +130,7 @@ pub(super) fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
             ),
             // The pool's map and rule are the state machine's own: a
             // mismatch is a broken invariant, reported, never half-applied.
-            Err(e) => return Err(StoreError::Invariant(format!("repairing pool {}: {e}", pool.name))),
+            Err(e) => return Err(TableError::Invariant(format!("repairing pool {}: {e}", pool.name))),
         }
     }
     changes.retain(|c| c.change.from != c.change.to);
@@ -146,7 +146,7 @@ pub(super) fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
         let sets: Vec<_> = pgs.into_iter().map(|pg| pg.replicas).collect();
         match placement::rebalance(&view::rule(&pool), &nodes, &sets, &frozen, max_moves) {
             Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
-            Err(e) => return Err(StoreError::Invariant(format!("rebalancing pool {}: {e}", pool.name))),
+            Err(e) => return Err(TableError::Invariant(format!("rebalancing pool {}: {e}", pool.name))),
         }
     }
     apply_moves(t, changes, false)
@@ -159,11 +159,11 @@ pub(super) fn apply_moves(t: &mut impl TablesMut, changes: Vec<PoolChange>, map_
     let epoch = bump_epoch(t)?;
     for c in &changes {
         let Some(pool) = view::pool(t, &c.pool)? else {
-            return Err(StoreError::Invariant(format!("pool {} vanished while moving its PGs", c.pool)));
+            return Err(TableError::Invariant(format!("pool {} vanished while moving its PGs", c.pool)));
         };
         let key = keys::pg(pool.id, c.change.pg);
         let Some(mut pg) = t.get_rec::<PgRecord>("pg", &key)? else {
-            return Err(StoreError::Invariant(format!("pool {} has no PG {}", c.pool, c.change.pg)));
+            return Err(TableError::Invariant(format!("pool {} has no PG {}", c.pool, c.change.pg)));
         };
         pg.recovering = joined(&c.change, &pg.recovering);
         pg.replicas = c.change.to.clone();

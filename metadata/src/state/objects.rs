@@ -20,9 +20,9 @@ use super::model::{
 };
 use super::names;
 use super::packs;
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
-use crate::store::StoreError;
 
 pub use chuyi_meta_api::limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};
 
@@ -75,7 +75,7 @@ pub(crate) fn forget_garbage(t: &mut impl TablesMut, owners: &[u64]) -> Applied 
     Ok(Ok(Reply::Count(owners.len() as u64)))
 }
 
-pub(crate) fn to_garbage(t: &mut impl TablesMut, run: DataRun) -> Result<(), StoreError> {
+pub(crate) fn to_garbage(t: &mut impl TablesMut, run: DataRun) -> Result<(), TableError> {
     if run.len > 0 {
         t.put_rec("garbage", &keys::garbage(run.owner), &run.len)?;
     }
@@ -84,7 +84,7 @@ pub(crate) fn to_garbage(t: &mut impl TablesMut, run: DataRun) -> Result<(), Sto
 
 /// Claims a pending run for a record: `Some(refusal)` when it is not
 /// pending (any more) or not of the length it was reserved for.
-pub(crate) fn claim(t: &mut impl TablesMut, run: DataRun) -> Result<Option<MetaError>, StoreError> {
+pub(crate) fn claim(t: &mut impl TablesMut, run: DataRun) -> Result<Option<MetaError>, TableError> {
     let Some(pending) = t.get_rec::<PendingData>("pending data", &keys::pending(run.owner))? else {
         return Ok(Some(MetaError::DataNotPending { owner: run.owner }));
     };
@@ -146,7 +146,7 @@ pub(crate) fn add_version(
     key: &str,
     delete_marker: bool,
     data: ObjectPut,
-) -> Result<String, StoreError> {
+) -> Result<String, TableError> {
     let version_id = match versioning {
         Versioning::Enabled => version_id_of(ctx.seq),
         Versioning::Unset | Versioning::Suspended => {
@@ -170,7 +170,7 @@ fn remove_version(
     bucket: &str,
     key: &str,
     record: &ObjectRecord,
-) -> Result<(), StoreError> {
+) -> Result<(), TableError> {
     t.delete(&keys::object_version(bucket, key, record.seq));
     for run in &record.data.data {
         if !packs::kill_run(t, ctx, run)? {
@@ -181,7 +181,7 @@ fn remove_version(
 }
 
 /// Keeps the bucket's usage as versions come and go.
-fn count(t: &mut impl TablesMut, bucket: &str, record: &ObjectRecord, added: bool) -> Result<(), StoreError> {
+fn count(t: &mut impl TablesMut, bucket: &str, record: &ObjectRecord, added: bool) -> Result<(), TableError> {
     if record.delete_marker {
         return Ok(());
     }

@@ -17,23 +17,23 @@ use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{DataRun, ObjectRecord, Pack, PackRef, PackTotals, PACK_BYTES};
+use super::tables::TableError;
 use super::tables::{Tables, TablesMut};
 use super::view;
-use crate::store::StoreError;
 
 pub use chuyi_meta_api::limits::{PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};
 
-pub(crate) fn pack(t: &impl Tables, owner: u64) -> Result<Option<Pack>, StoreError> {
+pub(crate) fn pack(t: &impl Tables, owner: u64) -> Result<Option<Pack>, TableError> {
     t.get_rec("pack", &keys::pack(owner))
 }
 
-pub(crate) fn totals(t: &impl Tables) -> Result<PackTotals, StoreError> {
+pub(crate) fn totals(t: &impl Tables) -> Result<PackTotals, TableError> {
     Ok(t.get_rec("pack totals", keys::PACK_TOTALS)?.unwrap_or_default())
 }
 
 /// Stores `pack` (or removes it, `None`), keeping the sparse index and the
 /// totals in step with what it was (`before`).
-fn file(t: &mut impl TablesMut, owner: u64, before: Option<&Pack>, pack: Option<&Pack>) -> Result<(), StoreError> {
+fn file(t: &mut impl TablesMut, owner: u64, before: Option<&Pack>, pack: Option<&Pack>) -> Result<(), TableError> {
     let mut totals = totals(t)?;
     for (p, sign) in [(before, false), (pack, true)] {
         let Some(p) = p else { continue };
@@ -77,7 +77,7 @@ pub(crate) fn open_pack(t: &mut impl TablesMut, ctx: Ctx, pool: &str, ttl_ms: u6
 }
 
 /// Why `run` cannot be added to `pack` now, if it cannot.
-fn refusal(t: &impl Tables, ctx: Ctx, pack: &Pack, run: &DataRun) -> Result<Option<MetaError>, StoreError> {
+fn refusal(t: &impl Tables, ctx: Ctx, pack: &Pack, run: &DataRun) -> Result<Option<MetaError>, TableError> {
     let why = if ctx.now_ms >= pack.writable_until_ms {
         "its writer's window is over".to_string()
     } else if run.len == 0 || run.offset.checked_add(run.len).is_none_or(|end| end > PACK_BYTES) {
@@ -98,7 +98,7 @@ pub(crate) fn already_put(
     bucket: &str,
     key: &str,
     runs: &[DataRun],
-) -> Result<Option<Reply>, StoreError> {
+) -> Result<Option<Reply>, TableError> {
     let [run] = runs else { return Ok(None) };
     let Some(held) = t.get_rec::<PackRef>("pack ref", &keys::pack_ref(run.owner, run.offset))? else {
         return Ok(None);
@@ -116,7 +116,7 @@ pub(crate) fn check_adds(
     t: &impl Tables,
     ctx: Ctx,
     runs: &[DataRun],
-) -> Result<Result<Vec<DataRun>, MetaError>, StoreError> {
+) -> Result<Result<Vec<DataRun>, MetaError>, TableError> {
     let mut packed = Vec::new();
     for run in runs {
         if let Some(pack) = pack(t, run.owner)? {
@@ -137,7 +137,7 @@ pub(crate) fn add_run(
     bucket: &str,
     key: &str,
     seq: u64,
-) -> Result<(), StoreError> {
+) -> Result<(), TableError> {
     let Some(before) = pack(t, run.owner)? else { return Ok(()) };
     let mut after = before.clone();
     after.end = after.end.max(run.offset + run.len);
@@ -150,7 +150,7 @@ pub(crate) fn add_run(
 
 /// The run is no longer live: its bytes are dead in its pack. Returns
 /// false when `run.owner` is not a pack (the caller frees the run).
-pub(crate) fn kill_run(t: &mut impl TablesMut, ctx: Ctx, run: &DataRun) -> Result<bool, StoreError> {
+pub(crate) fn kill_run(t: &mut impl TablesMut, ctx: Ctx, run: &DataRun) -> Result<bool, TableError> {
     let Some(before) = pack(t, run.owner)? else { return Ok(false) };
     let mut after = before.clone();
     after.live_bytes = after.live_bytes.saturating_sub(run.len);
@@ -214,7 +214,7 @@ pub(crate) fn retire_packs(t: &mut impl TablesMut, ctx: Ctx, max: u32, grace_ms:
 }
 
 /// Up to `max` sparse packs, owners from `after` on.
-pub(crate) fn sparse(t: &impl Tables, after: u64, max: usize) -> Result<Vec<(u64, Pack)>, StoreError> {
+pub(crate) fn sparse(t: &impl Tables, after: u64, max: usize) -> Result<Vec<(u64, Pack)>, TableError> {
     let (_, to) = keys::table_range(keys::T_PACK_SPARSE);
     let mut out = Vec::new();
     for (k, _) in t.scan(&keys::pack_sparse(after), &to, max)? {
@@ -227,7 +227,7 @@ pub(crate) fn sparse(t: &impl Tables, after: u64, max: usize) -> Result<Vec<(u64
 }
 
 /// Up to `max` live runs of pack `owner` at offsets from `from` on.
-pub(crate) fn refs(t: &impl Tables, owner: u64, from: u64, max: usize) -> Result<Vec<PackRef>, StoreError> {
+pub(crate) fn refs(t: &impl Tables, owner: u64, from: u64, max: usize) -> Result<Vec<PackRef>, TableError> {
     let to = keys::pack_ref(owner, u64::MAX);
     let recs = t.scan_recs_limited::<PackRef>("pack ref", &keys::pack_ref(owner, from), &to, max)?;
     Ok(recs.into_iter().map(|(_, r)| r).collect())
@@ -235,6 +235,6 @@ pub(crate) fn refs(t: &impl Tables, owner: u64, from: u64, max: usize) -> Result
 
 /// Sparse packs with nothing live whose grace is over at `now_ms`, among
 /// the first `scan_max`: whether a `RetirePacks` write is worth making.
-pub(crate) fn freeable(t: &impl Tables, now_ms: u64, grace_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
+pub(crate) fn freeable(t: &impl Tables, now_ms: u64, grace_ms: u64, scan_max: usize) -> Result<u64, TableError> {
     Ok(sparse(t, 0, scan_max)?.iter().filter(|(_, p)| p.freeable(now_ms, grace_ms)).count() as u64)
 }

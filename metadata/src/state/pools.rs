@@ -6,14 +6,14 @@ use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{PgRecord, Pool, PoolDefaults};
 use super::names;
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
 use crate::placement;
-use crate::store::StoreError;
 
 /// Pool ids have their own counter: they are u32 (PG keys) and must never
 /// run out because leases consumed the shared one.
-pub(super) fn next_pool_id(t: &mut impl TablesMut) -> Result<Option<u32>, StoreError> {
+pub(super) fn next_pool_id(t: &mut impl TablesMut) -> Result<Option<u32>, TableError> {
     let id = t.get_rec::<u32>("next pool id", keys::NEXT_POOL_ID)?.unwrap_or(1);
     // Pool ids ride in the top bits of chunk owner ids.
     if id > chuyi_common::map::POOL_ID_MAX {
@@ -24,7 +24,7 @@ pub(super) fn next_pool_id(t: &mut impl TablesMut) -> Result<Option<u32>, StoreE
 }
 
 /// The whole map travels in one reply: its PGs are bounded.
-pub(super) fn check_total_pgs(t: &impl TablesMut, adding: u32) -> Result<Result<(), MetaError>, StoreError> {
+pub(super) fn check_total_pgs(t: &impl TablesMut, adding: u32) -> Result<Result<(), MetaError>, TableError> {
     let total: u64 = view::pools(t)?.iter().map(|p| u64::from(p.pg_count)).sum::<u64>() + u64::from(adding);
     if total > u64::from(names::CLUSTER_PGS_MAX) {
         return Ok(Err(MetaError::invalid(

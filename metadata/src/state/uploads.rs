@@ -9,9 +9,9 @@ use super::keys;
 use super::model::{version_id_of, DataRun, ObjectPut, Part, Upload, PART_NUMBER_MAX};
 use super::names;
 use super::objects::{add_version, claim, to_garbage};
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
-use crate::store::StoreError;
 
 fn no_upload(bucket: &str, key: &str, upload_id: &str) -> MetaError {
     MetaError::not_found(Kind::Upload, format!("{bucket}/{key}?uploadId={upload_id}"))
@@ -126,7 +126,7 @@ pub(crate) fn abort_upload(t: &mut impl TablesMut, bucket: &str, key: &str, uplo
 }
 
 /// Aborts every upload of a bucket being deleted.
-pub(crate) fn abort_all(t: &mut impl TablesMut, bucket: &str) -> Result<(), StoreError> {
+pub(crate) fn abort_all(t: &mut impl TablesMut, bucket: &str) -> Result<(), TableError> {
     for upload in view::uploads(t, bucket, "", None, usize::MAX)? {
         for part in view::parts(t, &upload.upload_id, 0, usize::MAX)? {
             to_garbage(t, part.run)?;
@@ -137,7 +137,7 @@ pub(crate) fn abort_all(t: &mut impl TablesMut, bucket: &str) -> Result<(), Stor
 }
 
 /// Deletes the upload record and its part records (not their data).
-fn remove_upload(t: &mut impl TablesMut, upload: &Upload) -> Result<(), StoreError> {
+fn remove_upload(t: &mut impl TablesMut, upload: &Upload) -> Result<(), TableError> {
     let from = keys::upload_parts(&upload.upload_id);
     let to = keys::prefix_end(&from).unwrap_or_default();
     for (key, _) in t.scan(&from, &to, usize::MAX)? {

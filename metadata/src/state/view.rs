@@ -7,29 +7,29 @@ use super::model::{
     seq_of_version_id, Bucket, BucketUsage, ClusterMap, DataRun, DiskState, NodeRecord, NodeState, ObjectRecord, Part,
     PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
 };
+use super::tables::TableError;
 use super::tables::Tables;
 use crate::placement::{DiskView, NodeView, PoolRule};
-use crate::store::StoreError;
 
-pub(crate) fn epoch(t: &impl Tables) -> Result<u64, StoreError> {
+pub(crate) fn epoch(t: &impl Tables) -> Result<u64, TableError> {
     Ok(t.get_rec("epoch", keys::EPOCH)?.unwrap_or(0))
 }
 
-fn all<T: serde::de::DeserializeOwned>(t: &impl Tables, what: &'static str, table: u8) -> Result<Vec<T>, StoreError> {
+fn all<T: serde::de::DeserializeOwned>(t: &impl Tables, what: &'static str, table: u8) -> Result<Vec<T>, TableError> {
     let (from, to) = keys::table_range(table);
     Ok(t.scan_recs(what, &from, &to)?.into_iter().map(|(_, v)| v).collect())
 }
 
-pub(crate) fn node(t: &impl Tables, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+pub(crate) fn node(t: &impl Tables, id: NodeId) -> Result<Option<NodeRecord>, TableError> {
     t.get_rec("node", &keys::node(id))
 }
 
-pub(crate) fn nodes(t: &impl Tables) -> Result<Vec<NodeRecord>, StoreError> {
+pub(crate) fn nodes(t: &impl Tables) -> Result<Vec<NodeRecord>, TableError> {
     all(t, "node", keys::T_NODE)
 }
 
 /// The nodes as placement sees them.
-pub(crate) fn node_views(t: &impl Tables) -> Result<Vec<NodeView>, StoreError> {
+pub(crate) fn node_views(t: &impl Tables) -> Result<Vec<NodeView>, TableError> {
     Ok(node_views_of(&nodes(t)?))
 }
 
@@ -55,15 +55,15 @@ fn node_view(n: &NodeRecord) -> NodeView {
     }
 }
 
-pub(crate) fn pool(t: &impl Tables, name: &str) -> Result<Option<Pool>, StoreError> {
+pub(crate) fn pool(t: &impl Tables, name: &str) -> Result<Option<Pool>, TableError> {
     t.get_rec("pool", &keys::pool(name))
 }
 
-pub(crate) fn pool_defaults(t: &impl Tables, name: &str) -> Result<PoolDefaults, StoreError> {
+pub(crate) fn pool_defaults(t: &impl Tables, name: &str) -> Result<PoolDefaults, TableError> {
     Ok(t.get_rec("pool defaults", &keys::pool_defaults(name))?.unwrap_or_default())
 }
 
-pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, StoreError> {
+pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, TableError> {
     all(t, "pool", keys::T_POOL)
 }
 
@@ -81,7 +81,7 @@ pub(crate) fn rule(pool: &Pool) -> PoolRule {
     }
 }
 
-pub(crate) fn pgs(t: &impl Tables, pool: u32) -> Result<Vec<PgRecord>, StoreError> {
+pub(crate) fn pgs(t: &impl Tables, pool: u32) -> Result<Vec<PgRecord>, TableError> {
     let from = keys::pg_pool_prefix(pool);
     let to = keys::prefix_end(&from).unwrap_or_else(|| vec![keys::T_PG + 1]);
     Ok(t.scan_recs("pg", &from, &to)?.into_iter().map(|(_, v)| v).collect())
@@ -90,7 +90,7 @@ pub(crate) fn pgs(t: &impl Tables, pool: u32) -> Result<Vec<PgRecord>, StoreErro
 /// Bytes of data the pool can hold: the capacity of its class's up disks on
 /// up nodes, divided by its replica count. Thin volumes are not summed: the
 /// check refuses a single volume that could never fit.
-pub(crate) fn pool_capacity(t: &impl Tables, pool: &Pool) -> Result<u64, StoreError> {
+pub(crate) fn pool_capacity(t: &impl Tables, pool: &Pool) -> Result<u64, TableError> {
     let raw: u64 = nodes(t)?
         .iter()
         .filter(|n| n.state == NodeState::Up)
@@ -100,46 +100,49 @@ pub(crate) fn pool_capacity(t: &impl Tables, pool: &Pool) -> Result<u64, StoreEr
     Ok(raw / pool.redundancy.replicas().max(1) as u64)
 }
 
-pub(crate) fn volume(t: &impl Tables, name: &str) -> Result<Option<Volume>, StoreError> {
+pub(crate) fn volume(t: &impl Tables, name: &str) -> Result<Option<Volume>, TableError> {
     t.get_rec("volume", &keys::volume(name))
 }
 
-pub(crate) fn volumes(t: &impl Tables) -> Result<Vec<Volume>, StoreError> {
+pub(crate) fn volumes(t: &impl Tables) -> Result<Vec<Volume>, TableError> {
     all(t, "volume", keys::T_VOLUME)
 }
 
-pub(crate) fn user(t: &impl Tables, access_key: &str) -> Result<Option<User>, StoreError> {
+pub(crate) fn user(t: &impl Tables, access_key: &str) -> Result<Option<User>, TableError> {
     t.get_rec("user", &keys::user(access_key))
 }
 
-pub(crate) fn user_by_name(t: &impl Tables, name: &str) -> Result<Option<User>, StoreError> {
+pub(crate) fn user_by_name(t: &impl Tables, name: &str) -> Result<Option<User>, TableError> {
     match t.get_rec::<String>("user name", &keys::user_name(name))? {
         Some(access_key) => user(t, &access_key),
         None => Ok(None),
     }
 }
 
-pub(crate) fn users(t: &impl Tables) -> Result<Vec<User>, StoreError> {
+pub(crate) fn users(t: &impl Tables) -> Result<Vec<User>, TableError> {
     all(t, "user", keys::T_USER)
 }
 
-pub(crate) fn bucket(t: &impl Tables, name: &str) -> Result<Option<Bucket>, StoreError> {
+pub(crate) fn bucket(t: &impl Tables, name: &str) -> Result<Option<Bucket>, TableError> {
     t.get_rec("bucket", &keys::bucket(name))
 }
 
-pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, StoreError> {
+pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, TableError> {
     all(t, "bucket", keys::T_BUCKET)
 }
 
 /// Up to `max` versions of `key`, newest first.
-fn versions(t: &impl Tables, bucket: &str, key: &str, max: usize) -> Result<Vec<ObjectRecord>, StoreError> {
+fn versions(t: &impl Tables, bucket: &str, key: &str, max: usize) -> Result<Vec<ObjectRecord>, TableError> {
     let from = keys::object_versions(bucket, key);
     let to = keys::prefix_end(&from).unwrap_or_default();
-    t.scan(&from, &to, max)?.into_iter().map(|(_, v)| crate::store::codec::decode("object", &v)).collect()
+    t.scan(&from, &to, max)?
+        .into_iter()
+        .map(|(_, v)| crate::store::codec::decode("object", &v).map_err(TableError::from))
+        .collect()
 }
 
 /// The newest version of `key`, which may be a delete marker.
-pub(crate) fn latest_object(t: &impl Tables, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+pub(crate) fn latest_object(t: &impl Tables, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, TableError> {
     Ok(versions(t, bucket, key, 1)?.into_iter().next())
 }
 
@@ -148,7 +151,7 @@ pub(crate) fn find_null_version(
     bucket: &str,
     key: &str,
     max: usize,
-) -> Result<Option<ObjectRecord>, StoreError> {
+) -> Result<Option<ObjectRecord>, TableError> {
     Ok(versions(t, bucket, key, max)?.into_iter().find(|r| r.version_id == NULL_VERSION))
 }
 
@@ -159,7 +162,7 @@ pub(crate) fn object_version(
     key: &str,
     version_id: &str,
     null_scan_max: usize,
-) -> Result<Option<ObjectRecord>, StoreError> {
+) -> Result<Option<ObjectRecord>, TableError> {
     if version_id == NULL_VERSION {
         return find_null_version(t, bucket, key, null_scan_max);
     }
@@ -168,16 +171,16 @@ pub(crate) fn object_version(
     Ok(record.filter(|r| r.version_id == version_id))
 }
 
-pub(crate) fn bucket_usage(t: &impl Tables, bucket: &str) -> Result<BucketUsage, StoreError> {
+pub(crate) fn bucket_usage(t: &impl Tables, bucket: &str) -> Result<BucketUsage, TableError> {
     Ok(t.get_rec("bucket usage", &keys::bucket_usage(bucket))?.unwrap_or_default())
 }
 
-pub(crate) fn upload(t: &impl Tables, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, StoreError> {
+pub(crate) fn upload(t: &impl Tables, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, TableError> {
     t.get_rec("upload", &keys::upload(bucket, key, upload_id))
 }
 
 /// Up to `max` parts of an upload numbered above `after`, in order.
-pub(crate) fn parts(t: &impl Tables, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, StoreError> {
+pub(crate) fn parts(t: &impl Tables, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, TableError> {
     let base = keys::upload_parts(upload_id);
     let from = keys::part(upload_id, after.saturating_add(1));
     let to = keys::prefix_end(&base).unwrap_or_default();
@@ -195,7 +198,7 @@ pub(crate) fn uploads(
     prefix: &str,
     after: Option<(&str, &str)>,
     max: usize,
-) -> Result<Vec<Upload>, StoreError> {
+) -> Result<Vec<Upload>, TableError> {
     let base = keys::upload_prefix(bucket, prefix);
     let to = keys::prefix_end(&base).unwrap_or_default();
     let from = match after {
@@ -212,7 +215,7 @@ pub(crate) fn uploads(
 
 /// Whether any pending or garbage run or pack belongs to pool `pool`
 /// (owners of a pool are one contiguous key range in each table).
-pub(crate) fn object_data_left(t: &impl Tables, pool: u32) -> Result<bool, StoreError> {
+pub(crate) fn object_data_left(t: &impl Tables, pool: u32) -> Result<bool, TableError> {
     let first = chuyi_common::map::owner_id(pool, 0);
     let last = chuyi_common::map::owner_id(pool, (1 << chuyi_common::map::OWNER_SEQ_BITS) - 1);
     let ranges = [
@@ -231,7 +234,7 @@ pub(crate) fn object_data_left(t: &impl Tables, pool: u32) -> Result<bool, Store
 }
 
 /// Pending runs whose time is up at `now_ms`, among the first `scan_max`.
-pub(crate) fn expired_pending(t: &impl Tables, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
+pub(crate) fn expired_pending(t: &impl Tables, now_ms: u64, scan_max: usize) -> Result<u64, TableError> {
     let (from, to) = keys::table_range(keys::T_PENDING);
     let mut expired = 0;
     for (_, value) in t.scan(&from, &to, scan_max)? {
@@ -244,7 +247,7 @@ pub(crate) fn expired_pending(t: &impl Tables, now_ms: u64, scan_max: usize) -> 
 }
 
 /// Up to `max` runs of garbage.
-pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, StoreError> {
+pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, TableError> {
     let (from, to) = keys::table_range(keys::T_GARBAGE);
     let mut runs = Vec::new();
     for (key, value) in t.scan(&from, &to, max)? {
@@ -256,7 +259,7 @@ pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, Store
     Ok(runs)
 }
 
-pub(crate) fn map(t: &impl Tables) -> Result<ClusterMap, StoreError> {
+pub(crate) fn map(t: &impl Tables) -> Result<ClusterMap, TableError> {
     let pools = pools(t)?;
     let mut pgs = Vec::new();
     for pool in &pools {

@@ -9,11 +9,11 @@ use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{Lease, Pool, Volume, VolumeState};
 use super::names;
+use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
-use crate::store::StoreError;
 
-pub(super) fn check_fits(t: &impl TablesMut, pool: &Pool, size_bytes: u64) -> Result<Option<MetaError>, StoreError> {
+pub(super) fn check_fits(t: &impl TablesMut, pool: &Pool, size_bytes: u64) -> Result<Option<MetaError>, TableError> {
     let available = view::pool_capacity(t, pool)?;
     Ok((size_bytes > available).then(|| MetaError::VolumeTooLarge {
         pool: pool.name.clone(),
@@ -91,7 +91,7 @@ pub(super) fn resize_volume(t: &mut impl TablesMut, name: &str, size_bytes: u64)
         refuse!(MetaError::VolumeShrink { volume: name.into(), current: volume.size_bytes, requested: size_bytes });
     }
     let Some(pool) = view::pool(t, &volume.pool)? else {
-        return Err(StoreError::Invariant(format!("volume {name} names missing pool {}", volume.pool)));
+        return Err(TableError::Invariant(format!("volume {name} names missing pool {}", volume.pool)));
     };
     if let Some(e) = check_fits(t, &pool, size_bytes)? {
         refuse!(e);

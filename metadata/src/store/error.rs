@@ -4,6 +4,7 @@
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
 use super::rocks::RocksError;
+use crate::state::tables::TableError;
 
 /// Why a store operation failed. Decode variants mean the bytes on disk are
 /// not what this version wrote: corruption or a newer format.
@@ -34,6 +35,21 @@ pub enum StoreError {
     /// malformed index key): a bug or corruption, never bad input.
     #[error("state invariant broken: {0}")]
     Invariant(String),
+    /// The typed state failed over this store (its own errors inside).
+    #[error(transparent)]
+    State(#[from] TableError),
+}
+
+impl From<StoreError> for TableError {
+    fn from(e: StoreError) -> Self {
+        TableError::Store(Box::new(e))
+    }
+}
+
+impl From<RocksError> for TableError {
+    fn from(e: RocksError) -> Self {
+        TableError::Store(Box::new(StoreError::from(e)))
+    }
 }
 
 pub(crate) type StoreResult<T> = Result<T, StoreError>;

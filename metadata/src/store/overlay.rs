@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::rocks::{Batch, Cf, View};
-use super::StoreError;
-use crate::state::tables::{Pair, Tables, TablesMut};
+use crate::state::tables::{Pair, TableError, Tables, TablesMut};
 
 /// Staged state writes: `None` is a delete.
 pub(crate) struct Overlay<'a> {
@@ -60,14 +59,14 @@ impl<'a> Overlay<'a> {
 }
 
 impl Tables for Overlay<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
         match self.writes.get(key) {
             Some(staged) => Ok(staged.clone()),
             None => Ok(self.view.get(Cf::State, key)?),
         }
     }
 
-    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, TableError> {
         if from >= to || limit == 0 {
             return Ok(Vec::new());
         }
@@ -97,11 +96,11 @@ impl TablesMut for Overlay<'_> {
 }
 
 impl Tables for View<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
         Ok(View::get(self, Cf::State, key)?)
     }
 
-    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>, TableError> {
         Ok(View::scan(self, Cf::State, from, to, limit)?)
     }
 }

@@ -69,15 +69,15 @@ impl StateReader {
     }
 
     pub fn map(&self) -> Result<ClusterMap, StoreError> {
-        view::map(&*self.view())
+        Ok(view::map(&*self.view())?)
     }
 
     pub fn node(&self, id: u32) -> Result<Option<NodeRecord>, StoreError> {
-        view::node(&*self.view(), id)
+        Ok(view::node(&*self.view(), id)?)
     }
 
     pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
-        view::pools(&*self.view())
+        Ok(view::pools(&*self.view())?)
     }
 
     pub fn pool_defaults(&self, name: &str) -> Result<Option<PoolDefaults>, StoreError> {
@@ -85,31 +85,31 @@ impl StateReader {
         if view::pool(&*guarded, name)?.is_none() {
             return Ok(None);
         }
-        view::pool_defaults(&*guarded, name).map(Some)
+        Ok(view::pool_defaults(&*guarded, name).map(Some)?)
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<Volume>, StoreError> {
-        view::volume(&*self.view(), name)
+        Ok(view::volume(&*self.view(), name)?)
     }
 
     pub fn volumes(&self) -> Result<Vec<Volume>, StoreError> {
-        view::volumes(&*self.view())
+        Ok(view::volumes(&*self.view())?)
     }
 
     pub fn user(&self, access_key: &str) -> Result<Option<User>, StoreError> {
-        view::user(&*self.view(), access_key)
+        Ok(view::user(&*self.view(), access_key)?)
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        view::users(&*self.view())
+        Ok(view::users(&*self.view())?)
     }
 
     pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, StoreError> {
-        view::bucket(&*self.view(), name)
+        Ok(view::bucket(&*self.view(), name)?)
     }
 
     pub fn buckets(&self) -> Result<Vec<Bucket>, StoreError> {
-        view::buckets(&*self.view())
+        Ok(view::buckets(&*self.view())?)
     }
 
     /// The newest version of `key` (which may be a delete marker), or the
@@ -121,26 +121,27 @@ impl StateReader {
         version_id: Option<&str>,
     ) -> Result<Option<ObjectRecord>, StoreError> {
         let v = self.view();
-        match version_id {
-            Some(id) => view::object_version(&*v, bucket, key, id, NULL_VERSION_READ_SCAN_MAX),
-            None => view::latest_object(&*v, bucket, key),
-        }
+        let record = match version_id {
+            Some(id) => view::object_version(&*v, bucket, key, id, NULL_VERSION_READ_SCAN_MAX)?,
+            None => view::latest_object(&*v, bucket, key)?,
+        };
+        Ok(record)
     }
 
     pub fn list(&self, request: &ListRequest) -> Result<Listing, StoreError> {
-        listing::list(&*self.view(), request)
+        Ok(listing::list(&*self.view(), request)?)
     }
 
     pub fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage, StoreError> {
-        view::bucket_usage(&*self.view(), bucket)
+        Ok(view::bucket_usage(&*self.view(), bucket)?)
     }
 
     pub fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<Upload>, StoreError> {
-        view::upload(&*self.view(), bucket, key, upload_id)
+        Ok(view::upload(&*self.view(), bucket, key, upload_id)?)
     }
 
     pub fn parts(&self, upload_id: &str, after: u32, max: usize) -> Result<Vec<Part>, StoreError> {
-        view::parts(&*self.view(), upload_id, after, max)
+        Ok(view::parts(&*self.view(), upload_id, after, max)?)
     }
 
     pub fn uploads(
@@ -150,30 +151,30 @@ impl StateReader {
         after: Option<(&str, &str)>,
         max: usize,
     ) -> Result<Vec<Upload>, StoreError> {
-        view::uploads(&*self.view(), bucket, prefix, after, max)
+        Ok(view::uploads(&*self.view(), bucket, prefix, after, max)?)
     }
 
     pub fn garbage(&self, max: usize) -> Result<Vec<DataRun>, StoreError> {
-        view::garbage(&*self.view(), max)
+        Ok(view::garbage(&*self.view(), max)?)
     }
 
     pub fn expired_pending(&self, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
-        view::expired_pending(&*self.view(), now_ms, scan_max)
+        Ok(view::expired_pending(&*self.view(), now_ms, scan_max)?)
     }
 
     pub fn sparse_packs(&self, after: u64, max: usize) -> Result<Vec<(u64, Pack)>, StoreError> {
-        packs::sparse(&*self.view(), after, max)
+        Ok(packs::sparse(&*self.view(), after, max)?)
     }
 
     pub fn pack_refs(&self, owner: u64, from: u64, max: usize) -> Result<Vec<PackRef>, StoreError> {
-        packs::refs(&*self.view(), owner, from, max)
+        Ok(packs::refs(&*self.view(), owner, from, max)?)
     }
 
     pub fn freeable_packs(&self, now_ms: u64, grace_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
-        packs::freeable(&*self.view(), now_ms, grace_ms, scan_max)
+        Ok(packs::freeable(&*self.view(), now_ms, grace_ms, scan_max)?)
     }
 
     pub fn pack_totals(&self) -> Result<PackTotals, StoreError> {
-        packs::totals(&*self.view())
+        Ok(packs::totals(&*self.view())?)
     }
 }
