@@ -5,15 +5,22 @@
 //! nodes, their disks and heartbeats), pools, placement groups and the map
 //! epoch, volumes and their attach leases, users, buckets and the object
 //! index. It knows nothing of chunk bytes: data never passes through it.
+//! What its clients see (records, commands, messages, `MetaClient`) is
+//! `chuyi-meta-api`'s, re-exported here under the paths the service uses.
 //!
 //! - [`access`]: who may call what, by the caller's proven role.
 //! - [`placement`]: pure functions deciding where PGs live and how they move.
-//! - [`state`]: the typed tables, the commands of the log and how each is
-//!   applied (deterministic, no I/O of its own).
+//! - [`state`]: the typed tables and how each command is applied
+//!   (deterministic, no I/O of its own).
 //! - [`store`]: openraft's log store and state machine on RocksDB (the only
 //!   module naming `rocksdb` is `store/rocks.rs`). Layout: `KEYSPACE.md`.
-pub mod access;
+//! - [`proto`]: Raft traffic between members, beside the client messages.
+//! - [`raft`]: a member: its network, group commit, the service, the
+//!   leader's monitor.
+
 pub use chuyi_meta_api::client;
+
+pub mod access;
 pub mod config;
 pub mod placement;
 pub mod proto;
