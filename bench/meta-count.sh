@@ -48,24 +48,7 @@ groups=${GROUP_SIZES:-1 3}
 snapshot_logs=${SNAPSHOT_LOGS:-10000}
 list_pages=${LIST_PAGES:-50}
 keep=${KEEP:-0}
-target_dir=${CARGO_TARGET_DIR:-/var/cache/chuyi/target}
-chuyi=$target_dir/debug/chuyi
-chuyi_bench=$target_dir/debug/chuyi-bench
-pids=()
-
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-(cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q --workspace --all-targets)
-rm -rf "$bench_dir"
-mkdir -p "$bench_dir"
-if [ "$(stat -f -c %T "$bench_dir")" = tmpfs ]; then
-	echo "meta-count.sh: $bench_dir is on tmpfs; fsync would cost nothing" >&2
-	exit 1
-fi
+. "$(dirname "$0")/meta-common.sh"
 largest=$(tr ' ' '\n' <<<"$groups" | sort -n | tail -1)
 # Per member 2.5 GiB of WAL + 400 B per object; the new member half that.
 need_kib=$(((largest * (2621440 + objects * 400 / 1024)) + (1310720 + objects * 200 / 1024)))
@@ -74,8 +57,6 @@ if [ "$free_kib" -lt "$need_kib" ] && [ "${SKIP_DISK_CHECK:-0}" != 1 ]; then
 	echo "meta-count.sh: $bench_dir has $((free_kib >> 20)) GiB free; $objects objects on $largest+1 members want about $((need_kib >> 20)) GiB (SKIP_DISK_CHECK=1 to try anyway)" >&2
 	exit 1
 fi
-secret_file=$bench_dir/secret
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file"
 
 # member_config N I: member I of group N (I = N+1 is the one added later,
 # with no founders listed, so it starts empty and waits).

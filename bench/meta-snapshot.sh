@@ -14,23 +14,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench_dir=$(realpath -m "${BENCH_DIR:-/var/tmp/chuyi-bench-snap}")
 fill_s=${FILL_SECONDS:-60}
-target_dir=${CARGO_TARGET_DIR:-/var/cache/chuyi/target}
-chuyi=$target_dir/debug/chuyi
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-(cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build -q --workspace --all-targets)
-rm -rf "$bench_dir" && mkdir -p "$bench_dir"
-secret=$bench_dir/secret
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+. "$(dirname "$0")/meta-common.sh"
 for i in 1 2; do
 	founders=$([ "$i" = 1 ] && printf '[[member]]\nid = 1\naddr = "127.0.0.1:7501"\n' || true)
 	cat >"$bench_dir/m$i.toml" <<TOML
 id = $i
 listen = "127.0.0.1:750$i"
 data_dir = "$bench_dir/m$i"
-cluster_secret_file = "$secret"
+cluster_secret_file = "$secret_file"
 snapshot_logs = 50000
 
 $founders
@@ -38,12 +29,12 @@ TOML
 done
 start() { RUST_LOG=info,openraft=warn "$chuyi" meta --config "$bench_dir/m$1.toml" 2>>"$bench_dir/m$1.log" & pids+=($!); }
 hwm_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-applied() { "$chuyi" --meta "127.0.0.1:750$1" --secret-file "$secret" status --json 2>/dev/null | jq -r '.last_applied // 0'; }
+applied() { "$chuyi" --meta "127.0.0.1:750$1" --secret-file "$secret_file" status --json 2>/dev/null | jq -r '.last_applied // 0'; }
 
 start 1
 m1=${pids[0]}
 sleep 2
-"$target_dir/debug/chuyi-bench" meta-load --meta 127.0.0.1:7501 --secret-file "$secret" --writers 64 \
+"$chuyi_bench" meta-load --meta 127.0.0.1:7501 --secret-file "$secret_file" --writers 64 \
 	--seconds "$fill_s" --json >"$bench_dir/fill.json"
 objects=$(jq -r '.puts' "$bench_dir/fill.json")
 # Wait for the leader's snapshot of (nearly) everything.
@@ -54,7 +45,7 @@ start 2
 m2=${pids[1]}
 sleep 1
 t0=$(date +%s.%N)
-"$chuyi" --meta 127.0.0.1:7501 --secret-file "$secret" member add 2 127.0.0.1:7502 >/dev/null
+"$chuyi" --meta 127.0.0.1:7501 --secret-file "$secret_file" member add 2 127.0.0.1:7502 >/dev/null
 target=$(applied 1)
 until [ "$(applied 2)" -ge "$target" ] 2>/dev/null; do sleep 0.2; done
 t1=$(date +%s.%N)

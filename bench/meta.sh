@@ -21,26 +21,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench_dir=$(realpath -m "${BENCH_DIR:-/var/tmp/chuyi-bench-meta}")
 run_s=${RUN_SECONDS:-10}
-target_dir=${CARGO_TARGET_DIR:-/var/cache/chuyi/target}
-chuyi=$target_dir/debug/chuyi
-chuyi_bench=$target_dir/debug/chuyi-bench
-pids=()
-
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-(cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build --workspace --all-targets)
-rm -rf "$bench_dir"
-mkdir -p "$bench_dir"
-if [ "$(stat -f -c %T "$bench_dir")" = tmpfs ]; then
-	echo "meta.sh: $bench_dir is on tmpfs; fsync would cost nothing" >&2
-	exit 1
-fi
-secret_file=$bench_dir/secret
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file"
+. "$(dirname "$0")/meta-common.sh"
 
 fio_json=$(fio --name=fsync --filename="$bench_dir/fio.img" --size=64m --rw=write --bs=4k \
 	--fdatasync=1 --ioengine=sync --time_based --runtime="$run_s" --output-format=json)

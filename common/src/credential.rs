@@ -208,10 +208,6 @@ impl Keyring {
     pub fn key(&self, principal: &Principal) -> RoleKey {
         principal_key(&self.root, self.door, principal)
     }
-
-    pub fn door(&self) -> Door {
-        self.door
-    }
 }
 
 impl fmt::Debug for Keyring {

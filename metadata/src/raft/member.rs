@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chuyi_common::credential::{Credential, Door, Keyring, Principal};
 use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
-use chuyi_common::seal::SealKey;
+use chuyi_common::seal::{SealKey, USER_SECRET_PURPOSE};
 use chuyi_common::secret::ClusterSecret;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
@@ -17,7 +17,7 @@ use tracing::info;
 use super::liveness::Liveness;
 use super::network::Network;
 use super::proposer::Proposer;
-use super::service::{MetaService, USER_SECRET_PURPOSE};
+use super::service::MetaService;
 use crate::config::MetaConfig;
 use crate::store::{self, StateReader, StoreError, TypeConfig};
 

@@ -14,7 +14,7 @@ pub use member::{Member, MemberError};
 pub use monitor::REBALANCE_MOVES_PER_TICK;
 pub use network::Network;
 pub use proposer::{Proposer, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, COMMAND_BYTES_MAX};
-pub use service::{MetaService, RECORDS_PAGE_MAX, USER_SECRET_PURPOSE};
+pub use service::{MetaService, RECORDS_PAGE_MAX};
 
 use openraft::Raft;
 

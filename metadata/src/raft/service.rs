@@ -34,9 +34,6 @@ use crate::store::{StateReader, StoreError, TypeConfig};
 /// How long one AddMember waits for a learner already added to catch up.
 const LEARNER_WAIT: Duration = Duration::from_secs(30);
 
-/// What seals user secret keys; the gateway opens them with the same label.
-pub use chuyi_common::seal::USER_SECRET_PURPOSE;
-
 pub use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 
 /// A page of at most [`RECORDS_PAGE_MAX`] records, and one more so the
