@@ -25,21 +25,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         // The line tests and scripts wait for: the node is serving.
         tracing::info!(node_id = config.node_id, %endpoint, "storage node listening");
     }
-    let mut links = Vec::new();
-    if !config.meta.is_empty() {
-        use chuyi_storage_node::heartbeat::{follow_map, report_recovered, run};
-        let advertise = if config.advertise.is_empty() {
-            node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect()
-        } else {
-            config.advertise.clone()
-        };
-        let meta = config.meta.clone();
-        links.push(tokio::spawn(run(config.clone(), advertise, node.store(), node.map_sink(), credential.clone())));
-        links.push(tokio::spawn(follow_map(meta.clone(), credential.clone(), node.map_sink())));
-        if let Some(done) = node.take_recovered() {
-            links.push(tokio::spawn(report_recovered(meta, credential.clone(), done)));
-        }
-    }
+    let links = chuyi_storage_node::heartbeat::start(&mut node, &config, &credential);
     node.serve(shutdown_signal()).await?;
     for task in links {
         task.abort();

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock;
 
 use bytes::Bytes;
 use chuyi_common::credential::{Credential, Door};
@@ -195,7 +197,7 @@ impl Cluster {
         gate: Option<&Arc<dyn chuyi_common::rpc::SendGate>>,
         timeout: impl Fn(String) -> ClientError,
     ) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.config.deadline;
+        let deadline = clock::now() + self.config.deadline;
         let mut backoff = Duration::from_millis(20);
         let mut done: Vec<NodeId> = Vec::new();
         loop {
@@ -218,7 +220,7 @@ impl Cluster {
                 }
             }
             let Some(last) = last else { return Ok(()) };
-            if Instant::now() >= deadline {
+            if clock::now() >= deadline {
                 return Err(timeout(last));
             }
             self.newer_map(map.epoch, backoff).await;
@@ -246,7 +248,7 @@ impl Cluster {
         payload: Bytes,
         fence: Option<&WriteFence>,
     ) -> Result<(ChunkResponse, Bytes), ClientError> {
-        let deadline = Instant::now() + self.config.deadline;
+        let deadline = clock::now() + self.config.deadline;
         let mut backoff = Duration::from_millis(10);
         let mut replica_turn = 0usize;
         let mut switched = false;
@@ -277,7 +279,7 @@ impl Cluster {
                     (format!("node {node}: {error}"), false)
                 }
             };
-            if Instant::now() >= deadline {
+            if clock::now() >= deadline {
                 return Err(ClientError::Timeout { chunk, deadline: self.config.deadline, last });
             }
             tracing::debug!(%chunk, epoch = map.epoch, %last, "retrying");

@@ -1,6 +1,6 @@
 //! chuyi-common: what every role shares.
 //!
-//! It owns the identifiers ([`ids`]), the limits every layer obeys
+//! It owns the identifiers ([`ids`]), the one seam for time ([`clock`]), the limits every layer obeys
 //! ([`limits`]), block checksums ([`checksum`]), aligned I/O buffers
 //! ([`buf`]), human-readable sizes for config files ([`size`]), the cluster
 //! secret ([`secret`]) and the credentials derived from it that say who
@@ -14,6 +14,7 @@
 
 pub mod buf;
 pub mod checksum;
+pub mod clock;
 pub mod credential;
 pub mod ids;
 pub mod limits;

@@ -143,7 +143,7 @@ impl Running {
     fn tcp_addr(&self) -> String {
         match &self.endpoint {
             Endpoint::Tcp(addr) => addr.clone(),
-            Endpoint::Unix(_) => panic!("not a TCP server"),
+            Endpoint::Unix(_) | Endpoint::Sim(_) => panic!("not a TCP server"),
         }
     }
 }

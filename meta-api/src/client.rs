@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock;
 
 use chuyi_common::credential::{Credential, Door, Identity};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
@@ -130,7 +132,7 @@ impl MetaClient {
 
     /// Calls the leader, following redirects and retrying until the deadline.
     pub async fn call(&self, call: &MetaCall) -> Result<ApiReply, MetaError> {
-        let start = Instant::now();
+        let start = clock::now();
         loop {
             let addr = self.target();
             let error = match self.call_at(&addr, call).await {

@@ -14,7 +14,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_meta_api::Command;
@@ -63,7 +65,7 @@ impl Fence {
         loop {
             let until = self.valid_until_ms.load(Ordering::Acquire);
             if until != 0 {
-                tokio::time::sleep_until((self.start + Duration::from_millis(until)).into()).await;
+                tokio::time::sleep_until(self.start + Duration::from_millis(until)).await;
             }
             if !self.holds() {
                 self.lost();
@@ -130,7 +132,7 @@ async fn renewals(cluster: &Cluster, volume: &str, holder: &str, lease_id: u64, 
             lease_id,
             ttl_ms: ttl.as_millis() as u64,
         };
-        let sent = Instant::now();
+        let sent = clock::now();
         match tokio::time::timeout(ttl / 3, cluster.meta().write(renew)).await {
             Ok(Ok(_)) => {
                 fence.renewed(sent, ttl);
@@ -164,20 +166,20 @@ mod tests {
     #[test]
     fn a_fence_holds_until_the_margin_and_never_reopens_once_lost() {
         let ttl = Duration::from_millis(600);
-        let fence = Fence::new(Instant::now(), ttl);
+        let fence = Fence::new(clock::now(), ttl);
         assert!(fence.holds());
         std::thread::sleep(Duration::from_millis(520));
         assert!(!fence.holds(), "closed by ttl - ttl/6 = 500 ms");
-        fence.renewed(Instant::now(), ttl);
+        fence.renewed(clock::now(), ttl);
         assert!(fence.holds(), "a renewal reopens a fence that ran out");
         fence.lost();
-        fence.renewed(Instant::now(), ttl);
+        fence.renewed(clock::now(), ttl);
         assert!(!fence.holds(), "a lost lease stays lost");
     }
 
     #[tokio::test]
     async fn a_lost_lease_closes_the_fence_at_once() {
-        let fence = Fence::new(Instant::now(), Duration::from_secs(60));
+        let fence = Fence::new(clock::now(), Duration::from_secs(60));
         let waiter = tokio::spawn({
             let fence = fence.clone();
             async move { fence.closed().await }

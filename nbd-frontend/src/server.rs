@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock;
 
 use chuyi_client::{Cluster, VolumeIo};
 use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
@@ -214,7 +216,7 @@ impl NbdServer {
         let ttl = self.options.lease_ttl;
         let acquire =
             Command::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
-        let sent = Instant::now();
+        let sent = clock::now();
         let lease = match self.cluster.meta().write(acquire).await {
             Ok(Reply::Lease(lease)) => lease,
             Ok(other) => return Err((REP_ERR_UNKNOWN, format!("unexpected reply {other:?}"))),

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
@@ -52,7 +54,7 @@ impl Users {
         };
         let mut recent = self.lock();
         recent.retain(|_, (at, _)| at.elapsed() < USER_FRESH);
-        recent.insert(access_key.to_string(), (Instant::now(), user.clone()));
+        recent.insert(access_key.to_string(), (clock::now(), user.clone()));
         Ok(user)
     }
 

@@ -40,10 +40,6 @@ pub async fn run(data: DataPath, bytes_per_s: u64) {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The packs of a page of sparse ones to compact now: something live in
 /// them and no writer any more (a pack still being appended to may fill
 /// up yet), and only if moving them all frees at least a chunk on each
@@ -75,7 +71,7 @@ pub async fn pass(data: &DataPath, bytes_per_s: u64) -> Result<u64, String> {
     loop {
         let sparse = meta.ask(ask::SparsePacks { after, max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
         let Some(&(last, _)) = sparse.last() else { return Ok(moved) };
-        for owner in to_compact(&sparse, now_ms()) {
+        for owner in to_compact(&sparse, chuyi_common::clock::unix_ms()) {
             moved += compact(data, owner, bytes_per_s).await?;
         }
         after = last + 1;

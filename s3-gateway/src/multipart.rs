@@ -160,7 +160,7 @@ impl Gateway {
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&etag_hex)),
-                last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+                last_modified: Some(Timestamp::from(chuyi_common::clock::wall())),
                 ..Default::default()
             }),
             copy_source_version_id: reported_version(&source_bucket, &source.version_id),

@@ -4,8 +4,6 @@
 //! an object is never visible before its bytes are durable, and an upload
 //! that fails leaves nothing but garbage for the reclaimer.
 
-use std::time::SystemTime;
-
 use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
 use chuyi_meta_api::{Command, MetaError, Reply};
 use http::{HeaderMap, HeaderValue};
@@ -414,7 +412,7 @@ impl Gateway {
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&etag_hex)),
-                last_modified: Some(Timestamp::from(SystemTime::now())),
+                last_modified: Some(Timestamp::from(chuyi_common::clock::wall())),
                 ..Default::default()
             }),
             copy_source_version_id: reported_version(&source_bucket, &source.version_id),

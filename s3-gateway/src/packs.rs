@@ -12,7 +12,9 @@
 //! behind and the pack's chunks are freed with it.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use chuyi_client::Cluster;
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, OBJECT_CHUNK_BYTES};
@@ -95,7 +97,7 @@ impl Packs {
         // Held while a new pack is opened, so concurrent PUTs wait for the
         // one pack instead of each opening its own.
         let mut open = self.open.lock().await;
-        let now = Instant::now();
+        let now = clock::now();
         if let Some(run) = open.get_mut(pool).and_then(|o| o.take(len, now, self.window)) {
             return Ok(run);
         }
@@ -120,7 +122,7 @@ mod tests {
 
     #[test]
     fn ranges_are_disjoint_block_aligned_and_end_with_the_pack_or_the_window() {
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut open = Open { owner: 7, next: 0, opened: t0 };
         assert_eq!(open.take(100, t0, PACK_WINDOW), Some(DataRun { owner: 7, offset: 0, len: 100 }));
         assert_eq!(open.take(4096, t0, PACK_WINDOW), Some(DataRun { owner: 7, offset: 4096, len: 4096 }));

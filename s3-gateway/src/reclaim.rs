@@ -31,16 +31,12 @@ pub async fn run(data: DataPath, pack_grace: Duration) {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One pass; returns how many runs it freed.
 pub async fn pass(data: &DataPath, pack_grace: Duration) -> Result<usize, String> {
     let meta = data.cluster().meta();
     // A Raft write only when something expired, not every pass.
     let grace_ms = pack_grace.as_millis() as u64;
-    let now_ms = now_ms();
+    let now_ms = chuyi_common::clock::unix_ms();
     let expired = meta.ask(ask::ExpiredPending { now_ms }).await.map_err(|e| e.to_string())?;
     if expired > 0 {
         meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;

@@ -65,6 +65,7 @@ fn engine_name(engine: EngineKind) -> &'static str {
     match engine {
         EngineKind::Uring => "uring",
         EngineKind::Pread => "pread",
+        EngineKind::Inline => "inline",
     }
 }
 

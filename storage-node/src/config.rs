@@ -5,7 +5,7 @@
 //! listen = "127.0.0.1:7100"              # or "unix:/run/chuyi/node1.sock"
 //! advertise = ["10.0.0.5:7100"]          # what peers and clients dial, if not `listen`
 //! credential_file = "/etc/chuyi/node1.cred"  # or the cluster secret; else $CHUYI_CLUSTER_SECRET
-//! io_engine = "uring"                    # or "pread"
+//! io_engine = "uring"                    # or "pread"; "inline" only on tmpfs (the simulation)
 //! meta = ["127.0.0.1:7201"]              # metadata members to register and heartbeat with
 //! failure_domain = "rack1"
 //! recovery_mb_per_s = 200                # backfill and resync throttle

@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chuyi_common::clock::{self, Instant};
 use chuyi_common::credential::Credential;
 use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
 use chuyi_meta_api::client::MetaClient;
@@ -16,10 +17,12 @@ use chuyi_meta_api::placement::DiskRef;
 use chuyi_meta_api::Command;
 
 use crate::config::NodeConfig;
+use crate::node::Node;
 use crate::recovery::Recovered;
 use crate::replication::Replicator;
 use crate::store::ChunkStore;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// Heartbeat period; the service marks a node down after missing several.
@@ -46,6 +49,30 @@ fn records(stats: Vec<DiskStat>) -> Vec<DiskRecord> {
 const REPORT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 /// One report per peer per this long.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts the node's links to the metadata service of `config.meta` (none
+/// when it names no member): heartbeats, the map, finished backfills. The
+/// node is advertised at `config.advertise`, or else at its listeners
+/// other than Unix sockets. The tasks run until aborted.
+pub fn start(node: &mut Node, config: &NodeConfig, credential: &Credential) -> Vec<JoinHandle<()>> {
+    if config.meta.is_empty() {
+        return Vec::new();
+    }
+    let advertise = if config.advertise.is_empty() {
+        node.endpoints().iter().map(ToString::to_string).filter(|e| !e.starts_with("unix:")).collect()
+    } else {
+        config.advertise.clone()
+    };
+    let meta = config.meta.clone();
+    let mut links = vec![
+        tokio::spawn(run(config.clone(), advertise, node.store(), node.map_sink(), credential.clone())),
+        tokio::spawn(follow_map(meta.clone(), credential.clone(), node.map_sink())),
+    ];
+    if let Some(done) = node.take_recovered() {
+        links.push(tokio::spawn(report_recovered(meta, credential.clone(), done)));
+    }
+    links
+}
 
 /// Runs until the task is aborted; failures are logged and retried.
 pub async fn run(
@@ -103,7 +130,7 @@ async fn report_unreachable(client: &MetaClient, me: u32, repl: &Replicator, rep
         if !up || reported.get(&node).is_some_and(|at| at.elapsed() < REPORT_EVERY) {
             continue;
         }
-        reported.insert(node, Instant::now());
+        reported.insert(node, clock::now());
         warn!(node, "cannot reach this peer on the data path; reporting it");
         if let Err(e) = client.write(Command::ReportUnreachable { reporter: me, node }).await {
             warn!(node, error = %e, "unreachable report failed");

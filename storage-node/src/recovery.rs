@@ -20,7 +20,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
 use chuyi_common::checksum::zero_block_crc;
@@ -77,7 +79,7 @@ impl Recovery {
             reported,
             done: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            next_free: Mutex::new(Instant::now()),
+            next_free: Mutex::new(clock::now()),
         };
         (Arc::new(this), rx)
     }
@@ -219,7 +221,7 @@ impl Recovery {
             return Err(ReplicationError::StaleEpoch { pg, ours: map.pg(pg).map_or(0, |p| p.epoch), theirs: epoch });
         };
         let disk = self.repl.store().disk(mine.disk)?;
-        let started = Instant::now();
+        let started = clock::now();
         let total = count_chunks(disk, &map, pg);
         self.set_progress(key, |p| p.chunks_total = total);
         tracing::info!(%pg, ?target, epoch, chunks = total, "backfill started");
@@ -407,12 +409,12 @@ impl Recovery {
         let until = {
             let mut next = lock(&self.next_free);
             // Idle time is not saved up: at most one second of burst.
-            let now = Instant::now();
+            let now = clock::now();
             let start = (*next).max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
             *next = start + cost;
             *next
         };
-        tokio::time::sleep_until(until.into()).await;
+        tokio::time::sleep_until(until).await;
         for _ in 0..20 {
             if self.repl.client_ops() == 0 {
                 break;

@@ -8,7 +8,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock;
 
 use chuyi_common::ids::ChunkId;
 use chuyi_common::map::pool_of;
@@ -28,7 +30,7 @@ pub async fn run(repl: Arc<Replicator>, mb_per_s: u32) {
     }
     let bytes_per_s = u64::from(mb_per_s) * 1_000_000;
     loop {
-        let started = Instant::now();
+        let started = clock::now();
         let mut read = 0u64;
         for disk in repl.store().disks() {
             let mut cursor = None;

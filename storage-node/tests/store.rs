@@ -17,7 +17,7 @@ mod support;
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 4 * MIB;
-const ENGINES: [EngineKind; 2] = [EngineKind::Uring, EngineKind::Pread];
+const ENGINES: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Pread, EngineKind::Inline];
 
 fn spec(dir: &Path, engine: EngineKind, capacity: u64) -> DiskSpec {
     DiskSpec {

@@ -111,6 +111,10 @@ where
                 let (r, w) = stream.into_split();
                 Self::start(r, w, identity, config, endpoint).await
             }
+            Stream::Sim(stream) => {
+                let (r, w) = stream.into_split();
+                Self::start(r, w, identity, config, endpoint).await
+            }
         }
     }
 

@@ -111,5 +111,9 @@ async fn run_connection<S: Service>(stream: Stream, keyring: Keyring, service: A
             let (r, w) = stream.into_split();
             session::run(r, w, keyring, service).await
         }
+        Stream::Sim(stream) => {
+            let (r, w) = stream.into_split();
+            session::run(r, w, keyring, service).await
+        }
     }
 }

@@ -1,5 +1,13 @@
 //! Opening sockets for an [`Endpoint`]: the only place that tells TCP from
-//! Unix. Everything above it works on split read and write halves.
+//! Unix from the simulated network. Everything above it works on split read
+//! and write halves, generic over their types.
+//!
+//! The transports are an enum, not a trait object: the set is closed (the
+//! kernel's two and turmoil's in-process one) and the data path stays
+//! monomorphic. The simulated network (`chaos/src/sim`) drops, delays,
+//! reorders and partitions messages between hosts from a seed; its
+//! endpoints work only inside a simulation, and anywhere else they fail
+//! with an error instead of reaching turmoil's thread-local world.
 
 use std::io;
 use std::path::Path;
@@ -14,13 +22,14 @@ use super::Endpoint;
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Sim(turmoil::net::TcpStream),
 }
 
 /// A bound listening socket.
-#[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    Sim(turmoil::net::TcpListener),
 }
 
 /// Connects to `endpoint`. TCP gets TCP_NODELAY: frames are written whole
@@ -33,6 +42,31 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
             Ok(Stream::Tcp(stream))
         }
         Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        Endpoint::Sim(addr) => {
+            in_simulation()?;
+            Ok(Stream::Sim(turmoil::net::TcpStream::connect(addr.as_str()).await?))
+        }
+    }
+}
+
+/// A `sim:` endpoint outside a simulation is a configuration error, not a
+/// reason to panic in turmoil's world lookup.
+fn in_simulation() -> io::Result<()> {
+    if turmoil::in_simulation() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "sim: endpoints exist only inside a simulation"))
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Tcp(l) => l.fmt(f),
+            Listener::Unix(l) => l.fmt(f),
+            // turmoil's listener has no Debug.
+            Listener::Sim(l) => write!(f, "SimListener({:?})", l.local_addr().ok()),
+        }
     }
 }
 
@@ -49,6 +83,12 @@ impl Listener {
             Endpoint::Unix(path) => {
                 remove_stale_socket(path).await?;
                 Ok((Listener::Unix(UnixListener::bind(path)?), endpoint.clone()))
+            }
+            Endpoint::Sim(addr) => {
+                in_simulation()?;
+                let listener = turmoil::net::TcpListener::bind(addr.as_str()).await?;
+                // Peers dial the host by name; the listener only knows its IP.
+                Ok((Listener::Sim(listener), endpoint.clone()))
             }
         }
     }
@@ -68,6 +108,10 @@ impl Listener {
             Listener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
                 Ok((Stream::Unix(stream), "unix".to_owned()))
+            }
+            Listener::Sim(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Stream::Sim(stream), peer.to_string()))
             }
         }
     }

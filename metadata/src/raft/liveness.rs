@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use chuyi_common::ids::NodeId;
 
@@ -60,15 +62,15 @@ impl Liveness {
     /// heartbeats was last committed by this leader.
     pub fn heard(&self, node: NodeId) -> Option<Duration> {
         let mut seen = self.lock();
-        let entry = seen.entry(node).or_insert(Seen { at: Instant::now(), committed: None });
-        entry.at = Instant::now();
+        let entry = seen.entry(node).or_insert(Seen { at: clock::now(), committed: None });
+        entry.at = clock::now();
         entry.committed.map(|c| c.elapsed())
     }
 
     /// A heartbeat of `node` was committed.
     pub fn committed(&self, node: NodeId) {
         if let Some(s) = self.lock().get_mut(&node) {
-            s.committed = Some(Instant::now());
+            s.committed = Some(clock::now());
         }
     }
 

@@ -6,13 +6,15 @@
 //! committed meanwhile wins), so a stale leader proposing them is harmless.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use openraft::{Raft, ServerState};
 use tracing::{info, warn};
 
 use super::liveness::{quorum_fresh, Liveness};
-use super::proposer::{now_ms, Proposer};
+use super::proposer::Proposer;
 use crate::placement;
 use crate::state::model::NodeState;
 use crate::state::{Command, Reply};
@@ -51,7 +53,7 @@ pub(crate) async fn run(
         }
         // A new leader has not seen heartbeats for a while: the nodes sent
         // them to the old one. Give them one timeout to find us.
-        let (_, since) = *leading.get_or_insert_with(|| (term, Instant::now()));
+        let (_, since) = *leading.get_or_insert_with(|| (term, clock::now()));
         // A leader no quorum has acknowledged lately may be deposed: its
         // memory of the nodes says nothing.
         let acked = quorum_fresh(metrics.millis_since_quorum_ack, heartbeat_timeout);
@@ -71,7 +73,7 @@ async fn tick(
     timeout: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let map = reader.map()?;
-    let now = now_ms();
+    let now = chuyi_common::clock::unix_ms();
     let timeout_ms = timeout.as_millis() as u64;
     for node in map.nodes.iter().filter(|n| n.state == NodeState::Up) {
         // Silent in memory, and (a node this leader never heard, for a

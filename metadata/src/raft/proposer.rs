@@ -7,7 +7,6 @@
 //! batch fills while the last one commits.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
@@ -43,10 +42,6 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Queued>,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Proposer {
@@ -107,7 +102,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>) {
 async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Queued>) {
     let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.command, q.reply)).unzip();
     let count = commands.len();
-    match raft.client_write(MetaRequest { now_ms: now_ms(), commands }).await {
+    match raft.client_write(MetaRequest { now_ms: chuyi_common::clock::unix_ms(), commands }).await {
         Ok(written) => {
             let results = written.data.results;
             if results.len() != count {

@@ -44,7 +44,7 @@ fn snapshot_bytes(dir: &PathBuf) -> u64 {
 /// Triggers snapshots for ever, by [`due`]; `appended` counts the bytes
 /// the log store appends.
 pub async fn run(raft: Raft<TypeConfig>, snapshots_dir: PathBuf, logs: u64, appended: Arc<AtomicU64>) {
-    let mut requested: Option<(u64, tokio::time::Instant)> = None;
+    let mut requested: Option<(u64, chuyi_common::clock::Instant)> = None;
     // The log's bytes when the last snapshot seen was taken (from this
     // start on: after a restart the first snapshot waits for its bytes
     // again, never less than the entries).
@@ -68,7 +68,7 @@ pub async fn run(raft: Raft<TypeConfig>, snapshots_dir: PathBuf, logs: u64, appe
                 tracing::warn!(error = %e, "requesting a snapshot");
                 return;
             }
-            requested = Some((applied, tokio::time::Instant::now()));
+            requested = Some((applied, chuyi_common::clock::now()));
         }
     }
 }

@@ -26,7 +26,9 @@ pub mod view;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
 use chuyi_common::ids::{ChunkId, NodeId};
@@ -239,7 +241,7 @@ impl Replicator {
         fence: Option<u64>,
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
-        let arrived = Instant::now();
+        let arrived = clock::now();
         let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::Extents { .. }, _) => Role::Complete,

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
 use chuyi_common::credential::Identity;
@@ -70,7 +72,7 @@ impl Peers {
                 failing.remove(&node);
             }
             Err(_) => {
-                let now = Instant::now();
+                let now = clock::now();
                 let streak = failing.entry(node).or_insert((now, now));
                 if streak.1.elapsed() > STREAK_GAP {
                     streak.0 = now;
