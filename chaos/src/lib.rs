@@ -9,9 +9,14 @@
 //! for the stale-writer scenario. `chuyi-chaos` (what `make chaos` runs) prints a
 //! line per scenario and a last line `N passed, N failed`; the crate's
 //! tests run each scenario in its short form inside `make test`.
+//!
+//! [`sim`] is the other half: the same library code of a whole cluster in
+//! one process on turmoil's simulated network and clock, under a fault
+//! schedule drawn from a seed (`make simulate SEEDS=N`).
 
 pub mod cluster;
 pub mod frontend;
 pub mod proxy;
 pub mod scenarios;
+pub mod sim;
 pub mod workload;

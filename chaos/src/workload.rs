@@ -11,11 +11,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_client::VolumeIo;
-use rand::Rng;
+use chuyi_common::clock;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 pub const BLOCK: u64 = 4096;
 
@@ -114,11 +116,18 @@ pub struct Stats {
 /// quarter of writes carry FUA, and every fourth operation reads one of the
 /// writer's blocks back and checks it.
 pub async fn run(vol: VolumeIo, model: Arc<Model>, writers: usize, stop: Arc<AtomicBool>) -> Stats {
+    run_seeded(vol, model, writers, stop, rand::random()).await
+}
+
+/// [`run`] with each writer's choices (block, FUA) drawn from `seed`, so a
+/// simulation replays the same operations.
+pub async fn run_seeded(vol: VolumeIo, model: Arc<Model>, writers: usize, stop: Arc<AtomicBool>, seed: u64) -> Stats {
     let seq = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
     for w in 0..writers as u64 {
         let (vol, model, stop, seq) = (vol.clone(), model.clone(), stop.clone(), seq.clone());
-        tasks.push(tokio::spawn(async move { writer(vol, model, w, writers as u64, seq, stop).await }));
+        let rng = StdRng::seed_from_u64(seed.wrapping_add(w));
+        tasks.push(tokio::spawn(async move { writer(vol, model, w, writers as u64, seq, stop, rng).await }));
     }
     let mut total = Stats::default();
     for task in tasks {
@@ -144,6 +153,7 @@ async fn writer(
     writers: u64,
     seq: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    mut rng: StdRng,
 ) -> Stats {
     let mut stats = Stats::default();
     let owned = model.blocks().saturating_sub(me).div_ceil(writers);
@@ -153,10 +163,7 @@ async fn writer(
     let mut op = 0u64;
     while !stop.load(Ordering::Relaxed) {
         op += 1;
-        let (pick, fua) = {
-            let mut rng = rand::rng();
-            (rng.random_range(0..owned), rng.random_ratio(1, 4))
-        };
+        let (pick, fua) = (rng.random_range(0..owned), rng.random_ratio(1, 4));
         let block = me + pick * writers;
         if op.is_multiple_of(4) {
             match vol.read(block * BLOCK, BLOCK).await {
@@ -171,7 +178,7 @@ async fn writer(
             continue;
         }
         let s = seq.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = clock::now();
         match vol.write(block * BLOCK, content(block, s), fua).await {
             Ok(()) => {
                 model.acked(block, s);
@@ -187,10 +194,20 @@ async fn writer(
     stats
 }
 
-/// Reads every block of the model back and checks it; returns the
-/// violations.
-pub async fn verify_all(vol: &VolumeIo, model: &Model) -> Result<u64, Vec<String>> {
-    let mut violations = Vec::new();
+/// What reading every block back found.
+#[derive(Debug, Default)]
+pub struct Check {
+    /// Blocks read that hold what the model allows.
+    pub verified: u64,
+    /// Blocks read that hold what the model forbids: lost writes.
+    pub violations: Vec<String>,
+    /// Ranges whose read failed: nothing known about them.
+    pub unreadable: Vec<String>,
+}
+
+/// Reads every block of the model back and checks it.
+pub async fn check_all(vol: &VolumeIo, model: &Model) -> Check {
+    let mut check = Check::default();
     let blocks = model.blocks();
     let per_read = 256u64;
     let mut first = 0;
@@ -200,19 +217,27 @@ pub async fn verify_all(vol: &VolumeIo, model: &Model) -> Result<u64, Vec<String
             Ok(data) => {
                 for i in 0..count {
                     let at = (i * BLOCK) as usize;
-                    if let Err(v) = model.check(first + i, &data[at..at + BLOCK as usize]) {
-                        violations.push(v);
+                    match model.check(first + i, &data[at..at + BLOCK as usize]) {
+                        Ok(()) => check.verified += 1,
+                        Err(v) => check.violations.push(v),
                     }
                 }
             }
-            Err(e) => violations.push(format!("blocks {first}..{}: read failed: {e}", first + count)),
+            Err(e) => check.unreadable.push(format!("blocks {first}..{}: read failed: {e}", first + count)),
         }
         first += count;
     }
-    if violations.is_empty() {
-        Ok(blocks)
+    check
+}
+
+/// Reads every block of the model back and checks it; returns the
+/// violations and failed reads.
+pub async fn verify_all(vol: &VolumeIo, model: &Model) -> Result<u64, Vec<String>> {
+    let check = check_all(vol, model).await;
+    if check.violations.is_empty() && check.unreadable.is_empty() {
+        Ok(check.verified)
     } else {
-        Err(violations)
+        Err(check.violations.into_iter().chain(check.unreadable).collect())
     }
 }
 

@@ -1,0 +1,120 @@
+//! The software of each simulated host: the same library code the `chuyi
+//! meta` and `chuyi node` processes run, on turmoil's network (`sim:`
+//! endpoints) and in-memory disks (files under /dev/shm).
+//!
+//! A host's function is called again when the simulation restarts it
+//! after a crash; what it finds on its disks is what the crashed instance
+//! left, as after SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chuyi_common::credential::{Credential, Principal};
+use chuyi_metadata::config::MetaConfig;
+use chuyi_metadata::raft::Member;
+use chuyi_storage_node::config::NodeConfig;
+use chuyi_storage_node::node::Node;
+
+use super::faults::{Host, Shape};
+use crate::cluster::secret;
+
+/// The port every member listens on, on its own simulated host.
+const META_PORT: u16 = 7000;
+/// The port every storage node listens on.
+const NODE_PORT: u16 = 7100;
+/// A restarted host may find its previous instance's files still held for
+/// a moment (RocksDB's lock is released when the last handle drops).
+const START_RETRIES: u32 = 50;
+const START_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Where a host is reached.
+pub fn endpoint(host: Host) -> String {
+    match host {
+        Host::Meta(_) => format!("sim:{host}:{META_PORT}"),
+        Host::Node(_) => format!("sim:{host}:{NODE_PORT}"),
+        Host::Client => format!("sim:{host}:0"),
+    }
+}
+
+pub fn meta_endpoints(shape: Shape) -> Vec<String> {
+    (1..=shape.metas).map(|id| endpoint(Host::Meta(id))).collect()
+}
+
+/// Writes member `id`'s config under `root`; returns its path.
+pub fn meta_config(root: &Path, id: u64, shape: Shape) -> std::io::Result<PathBuf> {
+    let founders: String =
+        (1..=shape.metas).map(|m| format!("[[member]]\nid = {m}\naddr = \"{}\"\n", endpoint(Host::Meta(m)))).collect();
+    let path = root.join(format!("meta{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "id = {id}\nlisten = \"sim:0.0.0.0:{META_PORT}\"\nadvertise = \"{}\"\ndata_dir = \"{}\"\n\
+             heartbeat_timeout_ms = 3000\nsnapshot_logs = 500\n\n{founders}",
+            endpoint(Host::Meta(id)),
+            root.join(format!("meta{id}")).display(),
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Writes node `id`'s config under `root`; returns its path.
+pub fn node_config(root: &Path, id: u64, shape: Shape, disk_mib: u64) -> std::io::Result<PathBuf> {
+    let metas = meta_endpoints(shape).iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let path = root.join(format!("node{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "node_id = {id}\nlisten = \"sim:0.0.0.0:{NODE_PORT}\"\nadvertise = [\"{}\"]\nmeta = [{metas}]\n\
+             io_engine = \"inline\"\nscrub_mb_per_s = 0\n\n\
+             [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{disk_mib}MiB\"\n",
+            endpoint(Host::Node(id)),
+            root.join(format!("node{id}")).display(),
+        ),
+    )?;
+    Ok(path)
+}
+
+/// A metadata member until the simulation crashes it.
+pub async fn member(config: PathBuf) -> turmoil::Result {
+    let config = MetaConfig::load(&config)?;
+    let mut tries = 0;
+    let member = loop {
+        match Member::start(&config, secret()).await {
+            Ok(member) => break member,
+            Err(e) if tries < START_RETRIES => {
+                tries += 1;
+                tracing::debug!(member = config.id, error = %e, "member start failed; retrying");
+                tokio::time::sleep(START_RETRY_DELAY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    member.serve(std::future::pending()).await?;
+    Ok(())
+}
+
+/// A storage node and its links to the metadata service until the
+/// simulation crashes it.
+pub async fn node(config: PathBuf) -> turmoil::Result {
+    let config = NodeConfig::load(&config)?;
+    let credential = Credential::issue(&secret(), Principal::node(u64::from(config.node_id)))?;
+    let mut tries = 0;
+    let mut node = loop {
+        match Node::start(&config, &credential).await {
+            Ok(node) => break node,
+            Err(e) if tries < START_RETRIES => {
+                tries += 1;
+                tracing::debug!(node = config.node_id, error = %e, "node start failed; retrying");
+                tokio::time::sleep(START_RETRY_DELAY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let links = chuyi_storage_node::heartbeat::start(&mut node, &config, &credential);
+    let served = node.serve(std::future::pending()).await;
+    for link in links {
+        link.abort();
+    }
+    served?;
+    Ok(())
+}
