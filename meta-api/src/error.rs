@@ -46,6 +46,11 @@ pub enum MetaError {
     Unavailable(String),
     #[error("internal metadata error: {0}")]
     Internal(String),
+    /// An object key of no bytes or more than S3 allows (its own variant:
+    /// S3 answers KeyTooLongError, not InvalidArgument). Last, so the
+    /// variants before keep their wire numbers.
+    #[error("object key of {len} bytes: keys are 1 to {max} bytes")]
+    KeyLength { len: usize, max: usize },
 }
 
 /// The kinds of named things in error messages.

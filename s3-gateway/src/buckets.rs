@@ -16,7 +16,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::auth::canonical_id;
 use crate::description::timestamp;
-use crate::errors::unavailable;
+use crate::errors::{meta_error, unavailable};
 use crate::gateway::{Gateway, DEFAULT_REGION};
 
 pub(crate) fn owner(user_name: &str) -> Owner {
@@ -72,8 +72,7 @@ impl Gateway {
                 _ => Err(s3_error!(BucketAlreadyExists)),
             },
             Err(MetaError::Invalid { why, .. }) => Err(s3_error!(InvalidBucketName, "{why}")),
-            Err(e) if e.is_refusal() => Err(s3_error!(InvalidRequest, "{e}")),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(meta_error(e)),
         }
     }
 
@@ -97,8 +96,7 @@ impl Gateway {
             Ok(_) => Ok(S3Response::new(DeleteBucketOutput::default())),
             Err(MetaError::BucketNotEmpty(_)) => Err(s3_error!(BucketNotEmpty)),
             Err(MetaError::NotFound { .. }) => Err(s3_error!(NoSuchBucket)),
-            Err(e) if e.is_refusal() => Err(s3_error!(InvalidRequest, "{e}")),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(meta_error(e)),
         }
     }
 

@@ -7,15 +7,7 @@ use s3s::{s3_error, S3Error};
 
 pub fn meta_error(e: MetaError) -> S3Error {
     match e {
-        MetaError::NotFound { kind, name } => match kind {
-            Kind::Bucket => s3_error!(NoSuchBucket, "no bucket {name}"),
-            Kind::Object => s3_error!(NoSuchKey, "no object {name}"),
-            Kind::Version => s3_error!(NoSuchVersion, "no version {name}"),
-            Kind::Upload => s3_error!(NoSuchUpload, "no upload {name}"),
-            Kind::Part => s3_error!(InvalidPart, "no part {name}"),
-            Kind::User | Kind::AccessKey => s3_error!(InvalidAccessKeyId),
-            _ => s3_error!(InvalidRequest, "no {kind} {name}"),
-        },
+        MetaError::NotFound { kind, name } => not_found(kind, &name),
         MetaError::BucketNotEmpty(name) => s3_error!(BucketNotEmpty, "bucket {name} is not empty"),
         MetaError::BadUpload { upload_id, problem } => {
             let message = format!("upload {upload_id}: {problem}");
@@ -26,8 +18,12 @@ pub fn meta_error(e: MetaError) -> S3Error {
                 UploadProblem::PartTooSmall { .. } => S3Error::with_message(s3s::S3ErrorCode::EntityTooSmall, message),
             }
         }
-        MetaError::Invalid { what, why } if what == "object key" => s3_error!(KeyTooLongError, "{why}"),
+        e @ MetaError::KeyLength { .. } => s3_error!(KeyTooLongError, "{e}"),
         MetaError::Invalid { what, why } => s3_error!(InvalidArgument, "invalid {what}: {why}"),
+        // A name taken or a record still referenced: the client's request
+        // conflicts with what exists (the bucket-creating path answers its
+        // own BucketAlreadyExists first).
+        e @ (MetaError::AlreadyExists { .. } | MetaError::InUse { .. }) => s3_error!(InvalidRequest, "{e}"),
         // The data was written too slowly and given up on: the client may
         // send it again.
         e @ MetaError::DataNotPending { .. } => s3_error!(RequestTimeout, "{e}"),
@@ -37,8 +33,41 @@ pub fn meta_error(e: MetaError) -> S3Error {
             tracing::error!(error = %e, "the metadata service refused the gateway's credential");
             s3_error!(InternalError, "the gateway is not allowed this operation")
         }
-        e if e.is_refusal() => s3_error!(InvalidRequest, "{e}"),
-        e => unavailable(e),
+        // Refusals no S3 request can cause (volumes, leases, nodes) or that
+        // mean the gateway sent something wrong: its own fault.
+        e @ (MetaError::VolumeTooLarge { .. }
+        | MetaError::VolumeShrink { .. }
+        | MetaError::LeaseHeld { .. }
+        | MetaError::StaleLease { .. }
+        | MetaError::UnknownNode(_)
+        | MetaError::Malformed(_)) => {
+            tracing::error!(error = %e, "the metadata service refused what no S3 request asks");
+            s3_error!(InternalError, "{e}")
+        }
+        // The pool cannot place data now (too few nodes up): the cluster's
+        // state, which clients wait out like an unavailable service.
+        e @ (MetaError::Placement(_)
+        | MetaError::NotLeader { .. }
+        | MetaError::Unavailable(_)
+        | MetaError::Internal(_)) => unavailable(e),
+    }
+}
+
+/// The S3 error for a thing the metadata service does not have.
+fn not_found(kind: Kind, name: &str) -> S3Error {
+    match kind {
+        Kind::Bucket => s3_error!(NoSuchBucket, "no bucket {name}"),
+        Kind::Object => s3_error!(NoSuchKey, "no object {name}"),
+        Kind::Version => s3_error!(NoSuchVersion, "no version {name}"),
+        Kind::Upload => s3_error!(NoSuchUpload, "no upload {name}"),
+        Kind::Part => s3_error!(InvalidPart, "no part {name}"),
+        Kind::User | Kind::AccessKey => s3_error!(InvalidAccessKeyId),
+        // The gateway's pool, or things S3 never names: the gateway's
+        // configuration or the cluster, not the request.
+        Kind::Pool | Kind::Node | Kind::Volume | Kind::Member => {
+            tracing::error!(%kind, name, "the metadata service lacks what the gateway relies on");
+            s3_error!(InternalError, "no {kind} {name}")
+        }
     }
 }
 
@@ -61,4 +90,37 @@ pub fn content_sha256_mismatch() -> S3Error {
         S3Error::with_message(code, "The provided 'x-amz-content-sha256' header does not match what was computed.");
     e.set_status_code(http::StatusCode::BAD_REQUEST);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::S3ErrorCode;
+
+    fn code(e: MetaError) -> S3ErrorCode {
+        meta_error(e).code().clone()
+    }
+
+    #[test]
+    fn refusals_a_client_causes_are_its_errors() {
+        assert_eq!(code(MetaError::KeyLength { len: 1025, max: 1024 }), S3ErrorCode::KeyTooLongError);
+        assert_eq!(code(MetaError::not_found(Kind::Bucket, "b")), S3ErrorCode::NoSuchBucket);
+        assert_eq!(code(MetaError::not_found(Kind::Object, "k")), S3ErrorCode::NoSuchKey);
+        assert_eq!(code(MetaError::invalid("part number", "0")), S3ErrorCode::InvalidArgument);
+        assert_eq!(code(MetaError::BucketNotEmpty("b".into())), S3ErrorCode::BucketNotEmpty);
+        assert_eq!(code(MetaError::DataNotPending { owner: 1 }), S3ErrorCode::RequestTimeout);
+    }
+
+    #[test]
+    fn the_clusters_trouble_is_unavailable_and_the_gateways_is_internal() {
+        assert_eq!(code(MetaError::Placement("2 of 3 nodes down".into())), S3ErrorCode::ServiceUnavailable);
+        assert_eq!(code(MetaError::NotLeader { leader: None }), S3ErrorCode::ServiceUnavailable);
+        assert_eq!(code(MetaError::not_found(Kind::Pool, "ssd")), S3ErrorCode::InternalError);
+        let forbidden = MetaError::Forbidden { caller: "frontend gw".into(), action: "mark a node down".into() };
+        assert_eq!(code(forbidden), S3ErrorCode::InternalError);
+        assert_eq!(
+            code(MetaError::StaleLease { volume: "v".into(), holder: "h".into(), lease_id: 1 }),
+            S3ErrorCode::InternalError
+        );
+    }
 }

@@ -73,7 +73,7 @@ pub fn check_bucket_name(name: &str) -> Result<(), MetaError> {
 /// 1 to 1024 bytes of UTF-8 (the type already guarantees UTF-8).
 pub fn check_object_key(key: &str) -> Result<(), MetaError> {
     if key.is_empty() || key.len() > OBJECT_KEY_MAX_BYTES {
-        return Err(MetaError::invalid("object key", format!("must be 1 to {OBJECT_KEY_MAX_BYTES} bytes")));
+        return Err(MetaError::KeyLength { len: key.len(), max: OBJECT_KEY_MAX_BYTES });
     }
     Ok(())
 }
