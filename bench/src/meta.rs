@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chuyi_common::ids::DeviceClass;
+use chuyi_meta_api::order;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{MetaCall, Query};
 use chuyi_metadata::state::model::{DataRun, DiskRecord, ObjectPut, Redundancy, PACK_BYTES};
@@ -105,11 +106,8 @@ impl PackCursor {
                 Ok(DataRun { owner, offset, len })
             }
             _ => {
-                let open = Command::OpenPack { pool: "bench".into(), ttl_ms: chuyi_metadata::state::PACK_TTL_MAX_MS };
-                let owner = match client.write(open).await? {
-                    chuyi_metadata::state::Reply::Data { owner } => owner,
-                    other => return Err(MetaError::Internal(format!("OpenPack replied {other:?}"))),
-                };
+                let open = order::OpenPack { pool: "bench".into(), ttl_ms: chuyi_metadata::state::PACK_TTL_MAX_MS };
+                let owner = client.order(open).await?;
                 self.open = Some((owner, aligned));
                 Ok(DataRun { owner, offset: 0, len })
             }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chuyi_chaos::cluster::{Spec, TestCluster};
 use chuyi_client::Cluster;
 use chuyi_common::sm4::{generate_kek_hex, new_wrapped_volume_key, open_volume_key, parse_kek, Sm4Xts};
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::ask;
 use chuyi_metadata::state::Command;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
 
@@ -44,9 +44,7 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, e
             wrapped_key: new_wrapped_volume_key(&kek, "bench-enc"),
         };
         meta.write(volume).await.context("creating bench-enc")?;
-        let ApiReply::Volume(v) = meta.read(Query::Volume("bench-enc".into())).await? else {
-            anyhow::bail!("unexpected reply")
-        };
+        let v = meta.ask(ask::Volume("bench-enc".into())).await?;
         let xts = open_volume_key(Some(&kek), "bench-enc", &v.wrapped_key)?;
         fill(&client, "bench-enc", Some(&xts)).await?;
         Some(kek)

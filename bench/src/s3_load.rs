@@ -31,7 +31,7 @@ use chuyi_chaos::cluster::{Spec, TestCluster, POOL};
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::size::ByteSize;
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::ask;
 use chuyi_metadata::state::Command;
 
 use crate::cpu::{self, CpuTimes, GATEWAY_THREAD};
@@ -439,10 +439,8 @@ async fn wait_reclaimed(cluster: &TestCluster) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         let packs = meta.status().await?.packs.packs;
-        match meta.read(Query::Garbage { max: 1 }).await? {
-            ApiReply::Garbage(runs) if runs.is_empty() && packs == 0 => return Ok(started.elapsed()),
-            ApiReply::Garbage(_) => {}
-            other => anyhow::bail!("unexpected reply {other:?}"),
+        if meta.ask(ask::Garbage { max: 1 }).await?.is_empty() && packs == 0 {
+            return Ok(started.elapsed());
         }
         anyhow::ensure!(started.elapsed() < DEADLINE, "deleted data not freed after {DEADLINE:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;

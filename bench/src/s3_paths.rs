@@ -18,9 +18,9 @@ use bytes::Bytes;
 use chuyi_client::{ClientError, Cluster};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::{ask, order};
 use chuyi_metadata::state::model::{DataRun, ObjectPut};
-use chuyi_metadata::state::{Command, ListCursor, ListRequest, MetaError, Reply, DATA_TTL_MAX_MS, LIST_MAX_KEYS};
+use chuyi_metadata::state::{ListCursor, ListRequest, MetaError, DATA_TTL_MAX_MS, LIST_MAX_KEYS};
 use chuyi_s3::data::{READS_AHEAD, WRITES_IN_FLIGHT};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -39,8 +39,6 @@ pub enum PathError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Data(#[from] ClientError),
-    #[error("{op}: unexpected metadata reply {reply}")]
-    Unexpected { op: &'static str, reply: String },
     /// An answer that does not match what was written.
     #[error("{op} {key}: {what}")]
     Mismatch { op: &'static str, key: String, what: String },
@@ -193,11 +191,8 @@ impl ObjectPath for DirectPath {
 impl Session for DirectPath {
     async fn put(&mut self, key: &str, body: &ObjectBody) -> Result<(), PathError> {
         let len = body.data.len() as u64;
-        let begin = Command::BeginData { pool: self.pool.clone(), len, ttl_ms: DIRECT_DATA_TTL_MS };
-        let owner = match self.cluster.meta().write(begin).await? {
-            Reply::Data { owner } => owner,
-            other => return Err(PathError::Unexpected { op: "BeginData", reply: format!("{other:?}") }),
-        };
+        let begin = order::BeginData { pool: self.pool.clone(), len, ttl_ms: DIRECT_DATA_TTL_MS };
+        let owner = self.cluster.meta().order(begin).await?;
         // Up to WRITES_IN_FLIGHT chunk writes at once, as the gateway streams.
         let chunk = OBJECT_CHUNK_BYTES as usize;
         stream::iter((0..body.data.len()).step_by(chunk))
@@ -218,23 +213,14 @@ impl Session for DirectPath {
             data: vec![DataRun::owned(owner, len)],
             ..ObjectPut::default()
         };
-        match self
-            .cluster
-            .meta()
-            .write(Command::PutObject { bucket: self.bucket.clone(), key: key.into(), object })
-            .await?
-        {
-            Reply::ObjectPut { .. } => Ok(()),
-            other => Err(PathError::Unexpected { op: "PutObject", reply: format!("{other:?}") }),
-        }
+        let put = order::PutObject { bucket: self.bucket.clone(), key: key.into(), object };
+        self.cluster.meta().order(put).await?;
+        Ok(())
     }
 
     async fn get(&mut self, key: &str, body: &ObjectBody) -> Result<u64, PathError> {
-        let query = Query::Object { bucket: self.bucket.clone(), key: key.into(), version_id: None };
-        let record = match self.cluster.meta().read(query).await? {
-            ApiReply::Object(record) => record,
-            other => return Err(PathError::Unexpected { op: "Query::Object", reply: format!("{other:?}") }),
-        };
+        let object = ask::Object { bucket: self.bucket.clone(), key: key.into(), version_id: None };
+        let record = self.cluster.meta().ask(object).await?;
         check_etag("GET", key, &record.data.etag, body)?;
         // Collected first: a borrowing iterator held across the awaits
         // below would not be Send.
@@ -276,18 +262,14 @@ impl Session for DirectPath {
             max_keys: LIST_MAX_KEYS,
             versions: false,
         };
-        match self.cluster.meta().read(Query::List(request)).await? {
-            ApiReply::Listing(listing) => Ok((listing.entries.len(), listing.next.map(Resume::Cursor))),
-            other => Err(PathError::Unexpected { op: "Query::List", reply: format!("{other:?}") }),
-        }
+        let listing = self.cluster.meta().ask(ask::List(request)).await?;
+        Ok((listing.entries.len(), listing.next.map(Resume::Cursor)))
     }
 
     async fn delete(&mut self, key: &str) -> Result<(), PathError> {
-        let command = Command::DeleteObject { bucket: self.bucket.clone(), key: key.into(), version_id: None };
-        match self.cluster.meta().write(command).await? {
-            Reply::ObjectDeleted { .. } => Ok(()),
-            other => Err(PathError::Unexpected { op: "DeleteObject", reply: format!("{other:?}") }),
-        }
+        let delete = order::DeleteObject { bucket: self.bucket.clone(), key: key.into(), version_id: None };
+        self.cluster.meta().order(delete).await?;
+        Ok(())
     }
 }
 

@@ -16,8 +16,9 @@ use chuyi_common::map::{DataMap, Replica};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
+use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, MetaCall, Query};
+use chuyi_metadata::proto::{ApiReply, MetaCall};
 use chuyi_metadata::state::model::Redundancy;
 use chuyi_metadata::state::Command;
 
@@ -322,10 +323,7 @@ impl TestCluster {
 
     /// The current data map from the metadata service.
     pub async fn map(&self) -> anyhow::Result<DataMap> {
-        match self.meta()?.read(Query::Map).await? {
-            ApiReply::Map(map) => Ok(map.data_map()),
-            other => bail!("unexpected reply {other:?}"),
-        }
+        Ok(self.meta()?.ask(ask::Map).await?.data_map())
     }
 
     /// Polls the map until `ready` holds.

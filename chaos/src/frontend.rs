@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::ask;
 use chuyi_metadata::state::model::Volume;
 
 use crate::cluster::{free_port, TestCluster, CHUNK_SIZE};
@@ -183,10 +183,7 @@ pub async fn served_within(uri: &str, limit: Duration) -> anyhow::Result<()> {
 }
 
 pub async fn volume_record(cluster: &TestCluster, volume: &str) -> anyhow::Result<Volume> {
-    match cluster.meta()?.read(Query::Volume(volume.into())).await? {
-        ApiReply::Volume(v) => Ok(v),
-        other => bail!("unexpected reply {other:?}"),
-    }
+    Ok(cluster.meta()?.ask(ask::Volume(volume.into())).await?)
 }
 
 /// The id of the volume's live lease: its writer's fencing token.

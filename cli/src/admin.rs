@@ -10,10 +10,11 @@ use chuyi_common::ids::DeviceClass;
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::size::ByteSize;
+use chuyi_meta_api::{ask, order};
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
+use chuyi_metadata::proto::{ApiReply, MetaCall, StatusReport};
 use chuyi_metadata::state::model::{NodeState, PackTotals, PoolDefaults, Redundancy};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_metadata::state::Command;
 use serde::Serialize;
 
 use crate::cluster::ClusterArgs;
@@ -256,33 +257,29 @@ pub async fn pool(args: &ClusterArgs, cmd: PoolCmd) -> anyhow::Result<()> {
     match cmd {
         PoolCmd::Create { name, class, pg_count, replicas, separate_failure_domains } => {
             let class = parse_class(&class)?;
-            let command = Command::CreatePool {
+            let create = order::CreatePool {
                 name,
                 class,
                 redundancy: Redundancy::Replicated(replicas),
                 pg_count,
                 separate_failure_domains,
             };
-            let reply = client.write(command).await?;
-            match (&reply, args.json) {
-                (_, true) => print_json(&reply)?,
-                (Reply::Pool(p), false) => {
-                    println!("pool {} created: {} PGs on {} disks, {}", p.name, p.pg_count, p.class, p.redundancy)
-                }
-                (other, false) => println!("{other:?}"),
+            let p = client.order(create).await?;
+            if args.json {
+                print_json(&p)?;
+            } else {
+                println!("pool {} created: {} PGs on {} disks, {}", p.name, p.pg_count, p.class, p.redundancy)
             }
         }
         PoolCmd::List => {
-            let ApiReply::Pools(pools) = client.read(Query::Pools).await? else { bail!("unexpected reply") };
+            let pools = client.ask(ask::Pools).await?;
             if args.json {
                 return print_json(&pools);
             }
             let mut t = Table::new(&["POOL", "ID", "CLASS", "REDUNDANCY", "PGS", "DOMAINS", "ENCRYPT"]);
             for p in pools {
                 let domains = if p.separate_failure_domains { "separate" } else { "any" };
-                let ApiReply::PoolDefaults(defaults) = client.read(Query::PoolDefaults(p.name.clone())).await? else {
-                    bail!("unexpected reply")
-                };
+                let defaults = client.ask(ask::PoolDefaults(p.name.clone())).await?;
                 t.row(vec![
                     p.name,
                     p.id.to_string(),
@@ -341,7 +338,7 @@ pub async fn user(args: &ClusterArgs, cmd: UserCmd) -> anyhow::Result<()> {
             println!("(the secret key is shown only now)");
         }
         UserCmd::List => {
-            let ApiReply::Users(users) = client.read(Query::Users).await? else { bail!("unexpected reply") };
+            let users = client.ask(ask::Users).await?;
             if args.json {
                 #[derive(Serialize)]
                 struct Listed<'a> {

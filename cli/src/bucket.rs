@@ -1,10 +1,9 @@
 //! `chuyi bucket list|info`: the S3 buckets as the metadata service keeps
 //! them, with their owner, versioning, pool and what they hold.
 
-use anyhow::bail;
 use chuyi_common::size::ByteSize;
+use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::model::{Bucket, BucketUsage, Versioning};
 use serde::Serialize;
 
@@ -53,17 +52,14 @@ fn shown<'a>(b: &'a Bucket, usage: BucketUsage) -> Shown<'a> {
 }
 
 async fn usage(client: &MetaClient, name: &str) -> anyhow::Result<BucketUsage> {
-    let ApiReply::BucketUsage(usage) = client.read(Query::BucketUsage(name.into())).await? else {
-        bail!("unexpected reply")
-    };
-    Ok(usage)
+    Ok(client.ask(ask::BucketUsage(name.into())).await?)
 }
 
 pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
     let client = args.client()?;
     match cmd {
         BucketCmd::List => {
-            let ApiReply::Buckets(buckets) = client.read(Query::Buckets).await? else { bail!("unexpected reply") };
+            let buckets = client.ask(ask::Buckets).await?;
             let mut usages = Vec::with_capacity(buckets.len());
             for b in &buckets {
                 usages.push(usage(&client, &b.name).await?);
@@ -86,9 +82,7 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             t.print();
         }
         BucketCmd::Info { name } => {
-            let ApiReply::Bucket(bucket) = client.read(Query::Bucket(name.clone())).await? else {
-                bail!("unexpected reply")
-            };
+            let bucket = client.ask(ask::Bucket(name.clone())).await?;
             let row = shown(&bucket, usage(&client, &name).await?);
             if args.json {
                 return print_json(&row);

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chuyi_common::sm4::{generate_kek_hex, is_wrapped_under, load_kek, rewrap_volume_key};
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::ask;
 use chuyi_metadata::state::Command;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -65,7 +65,7 @@ async fn rotate(args: &ClusterArgs, new_file: &std::path::Path) -> anyhow::Resul
     let old = args.kek()?.context("rotating needs the current KEK: --kek-file, $CHUYI_KEK_FILE or kek_file")?;
     let new = load_kek(Some(new_file))?.context("no new KEK")?;
     let meta = args.client()?;
-    let ApiReply::Volumes(volumes) = meta.read(Query::Volumes).await? else { bail!("unexpected reply") };
+    let volumes = meta.ask(ask::Volumes).await?;
     let encrypted: Vec<_> = volumes.into_iter().filter(|v| !v.wrapped_key.is_empty()).collect();
     let bar = ProgressBar::new(encrypted.len() as u64);
     bar.set_style(

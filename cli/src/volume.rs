@@ -5,15 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chuyi_client::fence::AlwaysOpen;
 use chuyi_client::{ClientConfig, Cluster, WriteFence};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
-use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_meta_api::{ask, order};
 use chuyi_metadata::state::model::{Volume, VolumeState};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_metadata::state::Command;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -64,12 +64,7 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
     let meta = args.client()?;
     match cmd {
         VolumeCmd::Create { name, size, pool, encrypt } => {
-            let encrypt = encrypt || {
-                let ApiReply::PoolDefaults(d) = meta.read(Query::PoolDefaults(pool.clone())).await? else {
-                    bail!("unexpected reply")
-                };
-                d.encrypt
-            };
+            let encrypt = encrypt || { meta.ask(ask::PoolDefaults(pool.clone())).await?.encrypt };
             let wrapped_key = if encrypt {
                 let kek = args.kek()?.context(
                     "an encrypted volume (--encrypt, or a pool that encrypts every volume) needs the master key (KEK): \
@@ -79,18 +74,18 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            let command = Command::CreateVolume {
+            let create = order::CreateVolume {
                 name,
                 pool,
                 size_bytes: size.0,
                 chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
                 wrapped_key,
             };
-            let Reply::Volume(v) = meta.write(command).await? else { bail!("unexpected reply") };
+            let v = meta.order(create).await?;
             print_volume(args, &v)
         }
         VolumeCmd::List => {
-            let ApiReply::Volumes(volumes) = meta.read(Query::Volumes).await? else { bail!("unexpected reply") };
+            let volumes = meta.ask(ask::Volumes).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&volumes)?);
                 return Ok(());
@@ -104,13 +99,11 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
             Ok(())
         }
         VolumeCmd::Info { name } => {
-            let ApiReply::Volume(v) = meta.read(Query::Volume(name)).await? else { bail!("unexpected reply") };
+            let v = meta.ask(ask::Volume(name)).await?;
             print_volume(args, &v)
         }
         VolumeCmd::Resize { name, size } => {
-            let Reply::Volume(v) = meta.write(Command::ResizeVolume { name, size_bytes: size.0 }).await? else {
-                bail!("unexpected reply")
-            };
+            let v = meta.order(order::ResizeVolume { name, size_bytes: size.0 }).await?;
             print_volume(args, &v)
         }
         VolumeCmd::Delete { name } => delete(args, &name).await,
@@ -150,9 +143,9 @@ fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
 /// every replica with a progress bar, then the record.
 async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     let meta = args.client()?;
-    let acquire = Command::AcquireLease { volume: name.into(), holder: DELETE_HOLDER.into(), ttl_ms: DELETE_LEASE_MS };
-    let Reply::Lease(mut lease) = meta.write(acquire).await? else { bail!("unexpected reply") };
-    let ApiReply::Volume(volume) = meta.read(Query::Volume(name.into())).await? else { bail!("unexpected reply") };
+    let acquire = order::AcquireLease { volume: name.into(), holder: DELETE_HOLDER.into(), ttl_ms: DELETE_LEASE_MS };
+    let mut lease = meta.order(acquire).await?;
+    let volume = meta.ask(ask::Volume(name.into())).await?;
     if !volume.wrapped_key.is_empty() {
         meta.write(Command::DestroyVolumeKey { name: name.into(), holder: DELETE_HOLDER.into() })
             .await
@@ -186,15 +179,13 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
         done.with_context(|| format!("freeing the chunks of {name} (run the delete again to resume)"))?;
         bar.inc(1);
         if renewed.elapsed() > Duration::from_millis(DELETE_LEASE_MS / 3) {
-            let renew = Command::RenewLease {
+            let renew = order::RenewLease {
                 volume: name.into(),
                 holder: DELETE_HOLDER.into(),
                 lease_id: lease.id,
                 ttl_ms: DELETE_LEASE_MS,
             };
-            if let Reply::Lease(l) = meta.write(renew).await? {
-                lease = l;
-            }
+            lease = meta.order(renew).await?;
             renewed = Instant::now();
         }
     }

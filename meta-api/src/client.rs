@@ -23,6 +23,7 @@ use crate::ask::Ask;
 use crate::command::{Command, Reply};
 use crate::error::MetaError;
 use crate::model::ClusterMap;
+use crate::order::Order;
 use crate::proto::{self, ApiReply, ApiResult, Envelope, MetaCall, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
 
 /// How long a call keeps retrying by default: longer than an election.
@@ -164,6 +165,13 @@ impl MetaClient {
             ApiReply::Written(reply) => Ok(reply),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A typed write: the answer `order` names; a reply of another kind (a
+    /// version mismatch) is an error here, so no caller handles it.
+    pub async fn order<O: Order>(&self, order: O) -> Result<O::Answer, MetaError> {
+        let reply = self.write(order.command()).await?;
+        O::answer(reply).map_err(|other| MetaError::Malformed(format!("unexpected reply {other}")))
     }
 
     /// A typed read: the answer `ask` names; a reply of another kind (a

@@ -13,6 +13,7 @@ pub mod error;
 pub mod limits;
 pub mod listing;
 pub mod model;
+pub mod order;
 pub mod placement;
 pub mod proto;
 

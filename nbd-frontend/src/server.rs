@@ -12,7 +12,7 @@ use chuyi_common::clock;
 use chuyi_client::{Cluster, VolumeIo};
 use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
 use chuyi_meta_api::model::VolumeState;
-use chuyi_meta_api::{Command, MetaError, Reply};
+use chuyi_meta_api::{order, Command, MetaError};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::AbortHandle;
@@ -215,11 +215,10 @@ impl NbdServer {
         let crypt = self.volume_key(&vol)?;
         let ttl = self.options.lease_ttl;
         let acquire =
-            Command::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
+            order::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
         let sent = clock::now();
-        let lease = match self.cluster.meta().write(acquire).await {
-            Ok(Reply::Lease(lease)) => lease,
-            Ok(other) => return Err((REP_ERR_UNKNOWN, format!("unexpected reply {other:?}"))),
+        let lease = match self.cluster.meta().order(acquire).await {
+            Ok(lease) => lease,
             Err(MetaError::NotFound { .. }) => return Err((REP_ERR_UNKNOWN, format!("no volume {name:?}"))),
             Err(e @ MetaError::LeaseHeld { .. }) => return Err((REP_ERR_POLICY, e.to_string())),
             Err(e) => return Err((REP_ERR_SHUTDOWN, e.to_string())),

@@ -19,7 +19,7 @@ use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 use chuyi_meta_api::model::{DataRun, Pack, PackRef};
-use chuyi_meta_api::{Command, Reply};
+use chuyi_meta_api::order;
 
 use crate::data::DataPath;
 
@@ -107,12 +107,8 @@ async fn compact(data: &DataPath, owner: u64, bytes_per_s: u64) -> Result<u64, S
 async fn move_one(data: &DataPath, pool: &str, owner: u64, reference: PackRef) -> Result<bool, String> {
     let from = DataRun { owner, offset: reference.offset, len: reference.len };
     let to = data.copy_packed(pool, from).await?;
-    let command = Command::MovePacked { bucket: reference.bucket, key: reference.key, seq: reference.seq, from, to };
-    let landed = match data.cluster().meta().write(command).await {
-        Ok(Reply::Count(n)) => n,
-        Ok(other) => return Err(format!("unexpected reply {other:?}")),
-        Err(e) => return Err(e.to_string()),
-    };
+    let moved = order::MovePacked { bucket: reference.bucket, key: reference.key, seq: reference.seq, from, to };
+    let landed = data.cluster().meta().order(moved).await.map_err(|e| e.to_string())?;
     Ok(landed == 1)
 }
 

@@ -15,7 +15,7 @@ use chuyi_common::ids::ChunkId;
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::proto::chunk::{ChunkResponse, PgOp};
 use chuyi_meta_api::model::DataRun;
-use chuyi_meta_api::{Command, Reply, DATA_TTL_MAX_MS};
+use chuyi_meta_api::{order, Command, DATA_TTL_MAX_MS};
 use futures::channel::mpsc;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, Stream, StreamExt};
@@ -115,12 +115,8 @@ impl DataPath {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
         }
         let ttl_ms = pending_ttl(self.pending_ttl, len).as_millis() as u64;
-        let command = Command::BeginData { pool: pool.to_string(), len, ttl_ms };
-        let owner = match self.cluster.meta().write(command).await {
-            Ok(Reply::Data { owner }) => owner,
-            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
-            Err(e) => return Err(meta_error(e)),
-        };
+        let begin = order::BeginData { pool: pool.to_string(), len, ttl_ms };
+        let owner = self.cluster.meta().order(begin).await.map_err(meta_error)?;
         let run = PendingRun { run: DataRun::owned(owner, len), cluster: Some(self.cluster.clone()) };
         let (md5, checksums) = self.stream_chunks(owner, len, body, hasher).await?;
         Ok(Written { run, md5, checksums })

@@ -77,11 +77,6 @@ pub fn unavailable(e: MetaError) -> S3Error {
     s3_error!(ServiceUnavailable, "the metadata service is unavailable")
 }
 
-/// A metadata reply of a kind the request never asks for.
-pub fn unexpected(reply: impl std::fmt::Debug) -> S3Error {
-    s3_error!(InternalError, "unexpected metadata reply {reply:?}")
-}
-
 /// S3's XAmzContentSHA256Mismatch (400), which s3s has no code for: the
 /// body does not match its declared x-amz-content-sha256.
 pub fn content_sha256_mismatch() -> S3Error {

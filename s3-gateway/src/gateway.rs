@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
+use chuyi_meta_api::order::Order;
 use chuyi_meta_api::{Command, Reply};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
@@ -79,6 +80,11 @@ impl Gateway {
             Ok(reply) => Ok(reply),
             Err(e) => Err(meta_error(e)),
         }
+    }
+
+    /// A typed write to the metadata service, its refusals as S3 errors.
+    pub(crate) async fn order<O: Order>(&self, order: O) -> S3Result<O::Answer> {
+        self.meta().order(order).await.map_err(meta_error)
     }
 
     /// A typed read of the metadata service, its refusals as S3 errors.

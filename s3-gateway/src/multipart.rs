@@ -6,7 +6,7 @@
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 use chuyi_meta_api::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
-use chuyi_meta_api::{Command, Reply};
+use chuyi_meta_api::{order, Command};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
@@ -15,7 +15,6 @@ use crate::buckets::owner;
 use crate::conditions::copy_source_conditions;
 use crate::data::Written;
 use crate::description::{header_checksums, timestamp, with_checksums, Headers};
-use crate::errors::unexpected;
 use crate::gateway::Gateway;
 use crate::objects::{body_length, etag, refuse_unsupported, reported_version, Body};
 
@@ -109,11 +108,8 @@ impl Gateway {
             metadata: input.metadata,
         }
         .describe()?;
-        let command = Command::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object };
-        let upload = match self.write(command).await? {
-            Reply::Upload(u) => u,
-            other => return Err(unexpected(other)),
-        };
+        let upload =
+            self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(bucket.name),
             key: Some(input.key),
@@ -207,7 +203,7 @@ impl Gateway {
             etags.push(found.etag.as_str());
         }
         let etag_hex = multipart_etag(&etags)?;
-        let command = Command::CompleteUpload {
+        let complete = order::CompleteUpload {
             bucket: bucket.name.clone(),
             key: input.key.clone(),
             upload_id: input.upload_id.clone(),
@@ -215,10 +211,7 @@ impl Gateway {
             etag: etag_hex.clone(),
             min_part_bytes: MIN_PART_BYTES,
         };
-        let version_id = match self.write(command).await? {
-            Reply::ObjectPut { version_id, .. } => version_id,
-            other => return Err(unexpected(other)),
-        };
+        let version_id = self.order(complete).await?.version_id;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(bucket.name.clone()),
             key: Some(input.key.clone()),

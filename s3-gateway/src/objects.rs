@@ -5,7 +5,8 @@
 //! that fails leaves nothing but garbage for the reclaimer.
 
 use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
-use chuyi_meta_api::{Command, MetaError, Reply};
+use chuyi_meta_api::order::{self, Deleted};
+use chuyi_meta_api::MetaError;
 use http::{HeaderMap, HeaderValue};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
@@ -16,7 +17,7 @@ use crate::description::{
     hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
     verify_md5, with_checksums, without_checksums, Headers, Returned,
 };
-use crate::errors::{meta_error, unexpected};
+use crate::errors::meta_error;
 use crate::gateway::{check_version_id, Gateway};
 
 /// Keys one DeleteObjects may name, as S3.
@@ -257,14 +258,13 @@ impl Gateway {
         if let Some(v) = version_id {
             check_version_id(v)?;
         }
-        let command = Command::DeleteObject {
+        let delete = order::DeleteObject {
             bucket: bucket.name.clone(),
             key: key.into(),
             version_id: version_id.map(Into::into),
         };
-        let (version_id, delete_marker) = match self.meta().write(command).await {
-            Ok(Reply::ObjectDeleted { version_id, delete_marker }) => (version_id, delete_marker),
-            Ok(other) => return Err(unexpected(other)),
+        let (version_id, delete_marker) = match self.meta().order(delete).await {
+            Ok(Deleted { version_id, delete_marker }) => (version_id, delete_marker),
             Err(MetaError::NotFound { kind: chuyi_meta_api::Kind::Version, .. }) => {
                 (version_id.map(String::from), false)
             }
@@ -430,11 +430,8 @@ impl Gateway {
         object: ObjectPut,
         written: Option<Written>,
     ) -> S3Result<String> {
-        let command = Command::PutObject { bucket: bucket.name.clone(), key: key.into(), object };
-        let version_id = match self.write(command).await? {
-            Reply::ObjectPut { version_id, .. } => version_id,
-            other => return Err(unexpected(other)),
-        };
+        let put = self.order(order::PutObject { bucket: bucket.name.clone(), key: key.into(), object }).await?;
+        let version_id = put.version_id;
         if let Some(written) = written {
             written.run.claimed();
         }

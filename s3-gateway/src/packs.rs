@@ -19,7 +19,7 @@ use chuyi_common::clock::{self, Instant};
 use chuyi_client::Cluster;
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, OBJECT_CHUNK_BYTES};
 use chuyi_meta_api::model::{DataRun, PACK_BYTES};
-use chuyi_meta_api::{Command, Reply};
+use chuyi_meta_api::order;
 use s3s::{s3_error, S3Result};
 use tokio::sync::Mutex;
 
@@ -101,12 +101,8 @@ impl Packs {
         if let Some(run) = open.get_mut(pool).and_then(|o| o.take(len, now, self.window)) {
             return Ok(run);
         }
-        let command = Command::OpenPack { pool: pool.to_string(), ttl_ms: self.ttl.as_millis() as u64 };
-        let owner = match cluster.meta().write(command).await {
-            Ok(Reply::Data { owner }) => owner,
-            Ok(other) => return Err(s3_error!(InternalError, "unexpected metadata reply {other:?}")),
-            Err(e) => return Err(meta_error(e)),
-        };
+        let open_pack = order::OpenPack { pool: pool.to_string(), ttl_ms: self.ttl.as_millis() as u64 };
+        let owner = cluster.meta().order(open_pack).await.map_err(meta_error)?;
         let mut fresh = Open { owner, next: 0, opened: now };
         let run = fresh
             .take(len, now, self.window)
