@@ -219,9 +219,7 @@ impl NbdServer {
         let sent = clock::now();
         let lease = match self.cluster.meta().order(acquire).await {
             Ok(lease) => lease,
-            Err(MetaError::NotFound { .. }) => return Err((REP_ERR_UNKNOWN, format!("no volume {name:?}"))),
-            Err(e @ MetaError::LeaseHeld { .. }) => return Err((REP_ERR_POLICY, e.to_string())),
-            Err(e) => return Err((REP_ERR_SHUTDOWN, e.to_string())),
+            Err(e) => return Err((attach_refused(&e), e.to_string())),
         };
         let fence = Fence::new(sent, ttl);
         let vol = vol.fenced(lease.id, fence.clone());
@@ -315,5 +313,46 @@ impl NbdServer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attachment>> {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The NBD error a client gets when the metadata service refuses to attach
+/// a volume: every refusal by name, so a new one must be placed here.
+/// NBD has few codes: UNKNOWN for an export that is not there, POLICY for
+/// one the client may not have now, SHUTDOWN for trouble on the server's
+/// side, which a client may retry.
+fn attach_refused(e: &MetaError) -> u32 {
+    match e {
+        MetaError::NotFound { .. } => REP_ERR_UNKNOWN,
+        MetaError::LeaseHeld { .. } | MetaError::StaleLease { .. } | MetaError::Forbidden { .. } => REP_ERR_POLICY,
+        // Refusals no attach causes: a bug or a version mismatch here.
+        MetaError::AlreadyExists { .. }
+        | MetaError::Invalid { .. }
+        | MetaError::KeyLength { .. }
+        | MetaError::VolumeTooLarge { .. }
+        | MetaError::VolumeShrink { .. }
+        | MetaError::InUse { .. }
+        | MetaError::BucketNotEmpty(_)
+        | MetaError::DataNotPending { .. }
+        | MetaError::BadUpload { .. }
+        | MetaError::UnknownNode(_)
+        | MetaError::Malformed(_) => REP_ERR_SHUTDOWN,
+        MetaError::Placement(_) | MetaError::NotLeader { .. } | MetaError::Unavailable(_) | MetaError::Internal(_) => {
+            REP_ERR_SHUTDOWN
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_refusals_are_nbd_errors_by_kind() {
+        assert_eq!(attach_refused(&MetaError::not_found(chuyi_meta_api::Kind::Volume, "v")), REP_ERR_UNKNOWN);
+        let held = MetaError::LeaseHeld { volume: "v".into(), holder: "nbd-b".into(), expires_ms: 1 };
+        assert_eq!(attach_refused(&held), REP_ERR_POLICY);
+        assert_eq!(attach_refused(&MetaError::Unavailable("no leader".into())), REP_ERR_SHUTDOWN);
+        assert_eq!(attach_refused(&MetaError::Placement("too few nodes".into())), REP_ERR_SHUTDOWN);
     }
 }
