@@ -77,20 +77,31 @@ pub fn node_config(root: &Path, id: u64, shape: Shape, disk_mib: u64) -> std::io
 /// A metadata member until the simulation crashes it.
 pub async fn member(config: PathBuf) -> turmoil::Result {
     let config = MetaConfig::load(&config)?;
-    let mut tries = 0;
-    let member = loop {
-        match Member::start(&config, secret()).await {
-            Ok(member) => break member,
-            Err(e) if tries < START_RETRIES => {
-                tries += 1;
-                tracing::debug!(member = config.id, error = %e, "member start failed; retrying");
-                tokio::time::sleep(START_RETRY_DELAY).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let member = started(|| Member::start(&config, secret())).await?;
     member.serve(std::future::pending()).await?;
     Ok(())
+}
+
+/// What `start` gives once it succeeds, trying again while a restarted
+/// host's previous instance still holds its files.
+async fn started<T, E, F, Fut>(mut start: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut tries = 0;
+    loop {
+        match start().await {
+            Ok(started) => return Ok(started),
+            Err(e) if tries < START_RETRIES => {
+                tries += 1;
+                tracing::debug!(error = %e, "start failed; retrying");
+                tokio::time::sleep(START_RETRY_DELAY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A storage node and its links to the metadata service until the
@@ -98,18 +109,7 @@ pub async fn member(config: PathBuf) -> turmoil::Result {
 pub async fn node(config: PathBuf) -> turmoil::Result {
     let config = NodeConfig::load(&config)?;
     let credential = Credential::issue(&secret(), Principal::node(u64::from(config.node_id)))?;
-    let mut tries = 0;
-    let mut node = loop {
-        match Node::start(&config, &credential).await {
-            Ok(node) => break node,
-            Err(e) if tries < START_RETRIES => {
-                tries += 1;
-                tracing::debug!(node = config.node_id, error = %e, "node start failed; retrying");
-                tokio::time::sleep(START_RETRY_DELAY).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let mut node = started(|| Node::start(&config, &credential)).await?;
     let links = chuyi_storage_node::heartbeat::start(&mut node, &config, &credential);
     let served = node.serve(std::future::pending()).await;
     for link in links {

@@ -208,44 +208,46 @@ impl Links {
     }
 
     fn begin(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault) {
-        tracing::info!(%fault, "fault begins");
-        if let Fault::Crash(h) = fault {
-            sim.crash(h.to_string());
-            return;
-        }
-        let hold = matches!(fault, Fault::Hold(..));
-        for (a, b) in Self::pairs(fault) {
-            let key = Self::key(a, b);
-            let count = if hold { &mut self.held } else { &mut self.cut }.entry(key.clone()).or_default();
-            *count += 1;
-            if *count == 1 {
-                if hold {
-                    sim.hold(key.0.as_str(), key.1.as_str());
-                } else {
-                    sim.partition(key.0.as_str(), key.1.as_str());
-                }
-            }
-        }
+        self.apply(sim, fault, true);
     }
 
     fn end(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault) {
-        tracing::info!(%fault, "fault ends");
+        self.apply(sim, fault, false);
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault, on: bool) {
+        tracing::info!(%fault, on, "fault");
         if let Fault::Crash(h) = fault {
-            sim.bounce(h.to_string());
+            if on {
+                sim.crash(h.to_string());
+            } else {
+                sim.bounce(h.to_string());
+            }
             return;
         }
         let hold = matches!(fault, Fault::Hold(..));
         for (a, b) in Self::pairs(fault) {
             let key = Self::key(a, b);
             let counts = if hold { &mut self.held } else { &mut self.cut };
-            let Some(count) = counts.get_mut(&key) else { continue };
-            *count -= 1;
+            let count = counts.entry(key.clone()).or_default();
+            // The first fault over a link sets it; the last to end clears it.
+            let edge = if on {
+                *count += 1;
+                *count == 1
+            } else {
+                *count = count.saturating_sub(1);
+                *count == 0
+            };
             if *count == 0 {
                 counts.remove(&key);
-                if hold {
-                    sim.release(key.0.as_str(), key.1.as_str());
-                } else {
-                    sim.repair(key.0.as_str(), key.1.as_str());
+            }
+            if edge {
+                let (a, b) = (key.0.as_str(), key.1.as_str());
+                match (hold, on) {
+                    (true, true) => sim.hold(a, b),
+                    (true, false) => sim.release(a, b),
+                    (false, true) => sim.partition(a, b),
+                    (false, false) => sim.repair(a, b),
                 }
             }
         }
