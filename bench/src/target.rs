@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use chuyi_common::credential::Identity;
 use chuyi_common::ids::DiskId;
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskStat};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, DiskStat};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 
 use crate::region::Target;
@@ -67,7 +67,7 @@ impl NodeTarget {
 /// Reads `len` bytes at `at`; the chunk must have been written.
 pub async fn read(client: &ChunkClient, disk: DiskId, at: Target, len: u32) -> Result<(), LoadError> {
     let what = "a read";
-    let request = ChunkRequest::Read { disk, chunk: at.chunk, offset: at.offset, len };
+    let request = ChunkRequest::Disk(DiskRequest::Read { disk, chunk: at.chunk, offset: at.offset, len });
     let (answer, data) = client.call(&request, Bytes::new()).await?;
     match answer {
         ChunkResponse::ReadDone { allocated: false } => Err(LoadError::NotPrefilled { chunk: at.chunk }),
@@ -83,7 +83,7 @@ pub async fn read(client: &ChunkClient, disk: DiskId, at: Target, len: u32) -> R
 /// Writes `data` at `at`, without FUA (as fio's plain O_DIRECT writes).
 pub async fn write(client: &ChunkClient, disk: DiskId, at: Target, data: Bytes) -> Result<(), LoadError> {
     let what = "a write";
-    let request = ChunkRequest::Write { disk, chunk: at.chunk, offset: at.offset, fua: false };
+    let request = ChunkRequest::Disk(DiskRequest::Write { disk, chunk: at.chunk, offset: at.offset, fua: false });
     match client.call(&request, data).await?.0 {
         ChunkResponse::Done => Ok(()),
         ChunkResponse::Error(error) => Err(LoadError::Node { what, error }),

@@ -13,7 +13,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::credential::{Credential, Door, Principal, Role};
 use chuyi_common::ids::{ChunkId, DeviceClass, NodeId};
 use chuyi_common::map::{DataMap, Replica};
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeReport};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_meta_api::ask;
@@ -450,7 +450,7 @@ impl TestCluster {
         let rpc = self.node_rpc(node).await?;
         let (mut all, mut start_after) = (Vec::new(), None);
         loop {
-            let list = ChunkRequest::ListChunks { disk: 0, start_after, max: 1000 };
+            let list = ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after, max: 1000 });
             let (ChunkResponse::Chunks { chunks, more }, _) = rpc.call(&list, Bytes::new()).await? else {
                 bail!("node {node} did not list its chunks");
             };
@@ -593,7 +593,7 @@ impl TestCluster {
 
     /// Reads a whole chunk straight from one replica's disk.
     pub async fn read_replica(&self, replica: Replica, chunk: ChunkId) -> anyhow::Result<Bytes> {
-        let request = ChunkRequest::Read { disk: replica.disk, chunk, offset: 0, len: CHUNK_SIZE };
+        let request = ChunkRequest::Disk(DiskRequest::Read { disk: replica.disk, chunk, offset: 0, len: CHUNK_SIZE });
         match self.node_rpc(replica.node).await?.call(&request, Bytes::new()).await? {
             (ChunkResponse::ReadDone { .. }, data) => Ok(data),
             (other, _) => bail!("node {} answered {other:?}", replica.node),

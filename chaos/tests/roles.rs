@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chuyi_chaos::cluster::{admin, frontend, secret, Spec, TestCluster};
 use chuyi_common::credential::{Credential, Door, Principal};
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{self, ApiReply, Envelope, MetaCall, PeerCall, PeerReply, Query, RAFT_ENVELOPE};
@@ -108,7 +108,7 @@ async fn nodes_serve_frontends_no_raw_disk_requests() {
     let fe = frontend("fe-a");
     let conn: RpcClient<ChunkRequest, ChunkResponse> =
         RpcClient::connect(&addr, &fe.identity(Door::Node), RpcConfig::default()).await.expect("connect");
-    let list = ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 };
+    let list = ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after: None, max: 10 });
     let (reply, _) = conn.call(&list, Bytes::new()).await.expect("answered");
     assert!(matches!(&reply, ChunkResponse::Error(e) if e.kind == ChunkErrorKind::Forbidden), "{reply:?}");
     let (reply, _) = conn.call(&ChunkRequest::NodeStatus, Bytes::new()).await.expect("answered");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_common::credential::{Credential, Door, Identity, Principal};
 use chuyi_common::ids::ChunkId;
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest};
 use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
 use rand::{Rng, SeedableRng};
@@ -123,11 +123,11 @@ async fn writer(w: u64, client: Client, model: Arc<Model>, acked: Arc<AtomicU64>
         let (chunk, offset) = locate(first);
         let len = (count as usize * BLOCK) as u32;
         let (request, payload) = if trim {
-            (ChunkRequest::Trim { disk: DISK, chunk, offset, len }, Bytes::new())
+            (ChunkRequest::Disk(DiskRequest::Trim { disk: DISK, chunk, offset, len }), Bytes::new())
         } else {
             let fua = rng.random_ratio(1, 4);
             let payload: Vec<u8> = (first..first + count).flat_map(|b| content(b, gen)).collect();
-            (ChunkRequest::Write { disk: DISK, chunk, offset, fua }, Bytes::from(payload))
+            (ChunkRequest::Disk(DiskRequest::Write { disk: DISK, chunk, offset, fua }), Bytes::from(payload))
         };
         match client.call(&request, payload).await {
             Ok((ChunkResponse::Done, _)) => {
@@ -181,7 +181,7 @@ async fn settle(client: &Client, model: &Model, b: u64, data: Result<Bytes, Chun
             // Torn by the kill mid-write; allowed. Make it whole again.
             let gen = model.next_gen.fetch_add(1, Ordering::Relaxed);
             let (chunk, offset) = locate(b);
-            let req = ChunkRequest::Write { disk: DISK, chunk, offset, fua: false };
+            let req = ChunkRequest::Disk(DiskRequest::Write { disk: DISK, chunk, offset, fua: false });
             return match client.call(&req, Bytes::from(content(b, gen))).await {
                 Ok((ChunkResponse::Done, _)) => {
                     model.blocks.lock().expect("model lock")[b as usize] = BlockState { acked: gen, inflight: None };
@@ -202,7 +202,7 @@ async fn settle(client: &Client, model: &Model, b: u64, data: Result<Bytes, Chun
 /// Reads `count` blocks from block `first`: data, or the node's error kind.
 async fn read(client: &Client, first: u64, count: u64) -> Result<Result<Bytes, ChunkErrorKind>, String> {
     let (chunk, offset) = locate(first);
-    let req = ChunkRequest::Read { disk: DISK, chunk, offset, len: (count as usize * BLOCK) as u32 };
+    let req = ChunkRequest::Disk(DiskRequest::Read { disk: DISK, chunk, offset, len: (count as usize * BLOCK) as u32 });
     match client.call(&req, Bytes::new()).await {
         Ok((ChunkResponse::ReadDone { .. }, data)) if data.len() == count as usize * BLOCK => Ok(Ok(data)),
         Ok((ChunkResponse::Error(e), _)) => Ok(Err(e.kind)),

@@ -5,11 +5,12 @@
 //! Nodes, the administrator and members may make any request. A frontend
 //! (S3 gateway, NBD frontend) makes the replicated PG operations a client
 //! makes, raises its volume's fences, flushes, and reads status; never the
-//! raw per-disk operations (which bypass replication and fencing) nor what
-//! only a peer sends (forwarded writes, checksum tables for backfill).
+//! raw per-disk service (`ChunkRequest::Disk`, which bypasses replication
+//! and fencing) nor what only a peer sends (forwarded writes, checksum
+//! tables for backfill).
 
 use chuyi_common::credential::{Principal, Role};
-use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, DiskRequest};
 
 /// Whether `caller` may make `request`; the refusal names both.
 pub fn check(caller: &Principal, request: &ChunkRequest) -> Result<(), ChunkError> {
@@ -31,14 +32,7 @@ fn frontend_may(request: &ChunkRequest) -> bool {
         | ChunkRequest::RaiseFences { .. }
         | ChunkRequest::Flush { disk: None, .. } => true,
         ChunkRequest::Pg { forwarded, .. } => !forwarded,
-        ChunkRequest::Write { .. }
-        | ChunkRequest::Read { .. }
-        | ChunkRequest::Trim { .. }
-        | ChunkRequest::WriteZeroes { .. }
-        | ChunkRequest::Flush { disk: Some(_), .. }
-        | ChunkRequest::DeleteChunk { .. }
-        | ChunkRequest::ListChunks { .. }
-        | ChunkRequest::PgSums { .. } => false,
+        ChunkRequest::Disk(_) | ChunkRequest::Flush { disk: Some(_), .. } | ChunkRequest::PgSums { .. } => false,
     }
 }
 
@@ -46,20 +40,26 @@ fn frontend_may(request: &ChunkRequest) -> bool {
 fn name(request: &ChunkRequest) -> &'static str {
     match request {
         ChunkRequest::Ping => "Ping",
-        ChunkRequest::Write { .. } => "Write (raw)",
-        ChunkRequest::Read { .. } => "Read (raw)",
-        ChunkRequest::Trim { .. } => "Trim (raw)",
-        ChunkRequest::WriteZeroes { .. } => "WriteZeroes (raw)",
+        ChunkRequest::Disk(op) => disk_name(op),
         ChunkRequest::Flush { disk: Some(_), .. } => "Flush of one disk",
         ChunkRequest::Flush { disk: None, .. } => "Flush",
-        ChunkRequest::DeleteChunk { .. } => "DeleteChunk",
-        ChunkRequest::ListChunks { .. } => "ListChunks",
         ChunkRequest::DiskStats => "DiskStats",
         ChunkRequest::Pg { forwarded: true, .. } => "a forwarded PG operation",
         ChunkRequest::Pg { forwarded: false, .. } => "a PG operation",
         ChunkRequest::PgSums { .. } => "PgSums",
         ChunkRequest::NodeStatus => "NodeStatus",
         ChunkRequest::RaiseFences { .. } => "RaiseFences",
+    }
+}
+
+fn disk_name(op: &DiskRequest) -> &'static str {
+    match op {
+        DiskRequest::Write { .. } => "Write (raw)",
+        DiskRequest::Read { .. } => "Read (raw)",
+        DiskRequest::Trim { .. } => "Trim (raw)",
+        DiskRequest::WriteZeroes { .. } => "WriteZeroes (raw)",
+        DiskRequest::DeleteChunk { .. } => "DeleteChunk",
+        DiskRequest::ListChunks { .. } => "ListChunks",
     }
 }
 
@@ -77,13 +77,19 @@ mod tests {
 
     fn raw_requests() -> Vec<ChunkRequest> {
         vec![
-            ChunkRequest::Write { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, fua: true },
-            ChunkRequest::Read { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 },
-            ChunkRequest::Trim { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 },
-            ChunkRequest::WriteZeroes { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096, fua: false },
+            ChunkRequest::Disk(DiskRequest::Write { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, fua: true }),
+            ChunkRequest::Disk(DiskRequest::Read { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 }),
+            ChunkRequest::Disk(DiskRequest::Trim { disk: 0, chunk: ChunkId::new(1, 0), offset: 0, len: 4096 }),
+            ChunkRequest::Disk(DiskRequest::WriteZeroes {
+                disk: 0,
+                chunk: ChunkId::new(1, 0),
+                offset: 0,
+                len: 4096,
+                fua: false,
+            }),
             ChunkRequest::Flush { disk: Some(0), fence: None },
-            ChunkRequest::DeleteChunk { disk: 0, chunk: ChunkId::new(1, 0) },
-            ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 },
+            ChunkRequest::Disk(DiskRequest::DeleteChunk { disk: 0, chunk: ChunkId::new(1, 0) }),
+            ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after: None, max: 10 }),
             ChunkRequest::PgSums { pg: PgId { pool: 1, pg: 0 }, epoch: 1, start_after: None, max: 10 },
             ChunkRequest::Pg {
                 chunk: ChunkId::new(1, 0),

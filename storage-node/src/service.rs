@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chuyi_common::credential::Principal;
 use chuyi_common::ids::NodeId;
 use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport, PgOp};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
 use crate::access;
@@ -81,7 +81,9 @@ impl ChunkService {
     async fn run(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
         let read_only = matches!(
             request,
-            ChunkRequest::Ping | ChunkRequest::Read { .. } | ChunkRequest::ListChunks { .. } | ChunkRequest::DiskStats
+            ChunkRequest::Ping
+                | ChunkRequest::DiskStats
+                | ChunkRequest::Disk(DiskRequest::Read { .. } | DiskRequest::ListChunks { .. })
         );
         if read_only {
             return handle(self.repl.store(), self.repl.node_id(), request, payload).await;
@@ -110,22 +112,7 @@ async fn handle(
     let done = Ok((ChunkResponse::Done, Bytes::new()));
     match request {
         ChunkRequest::Ping => Ok((ChunkResponse::Pong { node: node_id }, Bytes::new())),
-        ChunkRequest::Write { disk, chunk, offset, fua } => {
-            store.disk(disk)?.write(chunk, offset.into(), payload, fua).await?;
-            done
-        }
-        ChunkRequest::Read { disk, chunk, offset, len } => {
-            let (data, allocated) = store.disk(disk)?.read(chunk, offset.into(), len.into()).await?;
-            Ok((ChunkResponse::ReadDone { allocated }, data))
-        }
-        ChunkRequest::Trim { disk, chunk, offset, len } => {
-            store.disk(disk)?.zero(chunk, offset.into(), len.into(), false).await?;
-            done
-        }
-        ChunkRequest::WriteZeroes { disk, chunk, offset, len, fua } => {
-            store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
-            done
-        }
+        ChunkRequest::Disk(op) => disk_op(store, op, payload).await,
         ChunkRequest::Flush { disk: Some(disk), .. } => {
             store.disk(disk)?.sync().await?;
             done
@@ -136,20 +123,43 @@ async fn handle(
             }
             done
         }
-        ChunkRequest::DeleteChunk { disk, chunk } => {
-            store.disk(disk)?.delete(chunk).await?;
-            done
-        }
-        ChunkRequest::ListChunks { disk, start_after, max } => {
-            let (chunks, more) = store.disk(disk)?.list(start_after, max.min(LIST_CHUNKS_PAGE_MAX) as usize);
-            Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
-        }
         ChunkRequest::DiskStats => Ok((ChunkResponse::Disks { disks: store.stats() }, Bytes::new())),
         ChunkRequest::Pg { .. }
         | ChunkRequest::PgSums { .. }
         | ChunkRequest::NodeStatus
         | ChunkRequest::RaiseFences { .. } => {
             Err(StoreError::Internal("a replicated request reached the raw path".into()))
+        }
+    }
+}
+
+/// A raw operation on one disk: the chunk store's own call.
+async fn disk_op(store: &ChunkStore, op: DiskRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
+    let done = Ok((ChunkResponse::Done, Bytes::new()));
+    match op {
+        DiskRequest::Write { disk, chunk, offset, fua } => {
+            store.disk(disk)?.write(chunk, offset.into(), payload, fua).await?;
+            done
+        }
+        DiskRequest::Read { disk, chunk, offset, len } => {
+            let (data, allocated) = store.disk(disk)?.read(chunk, offset.into(), len.into()).await?;
+            Ok((ChunkResponse::ReadDone { allocated }, data))
+        }
+        DiskRequest::Trim { disk, chunk, offset, len } => {
+            store.disk(disk)?.zero(chunk, offset.into(), len.into(), false).await?;
+            done
+        }
+        DiskRequest::WriteZeroes { disk, chunk, offset, len, fua } => {
+            store.disk(disk)?.zero(chunk, offset.into(), len.into(), fua).await?;
+            done
+        }
+        DiskRequest::DeleteChunk { disk, chunk } => {
+            store.disk(disk)?.delete(chunk).await?;
+            done
+        }
+        DiskRequest::ListChunks { disk, start_after, max } => {
+            let (chunks, more) = store.disk(disk)?.list(start_after, max.min(LIST_CHUNKS_PAGE_MAX) as usize);
+            Ok((ChunkResponse::Chunks { chunks, more }, Bytes::new()))
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chuyi_common::credential::{Credential, Door, Identity, Principal, Role};
 use chuyi_common::ids::ChunkId;
-use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskStat};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest, DiskStat};
 use chuyi_common::rpc::{
     client_handshake, Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig, RpcError, HEADER_LEN,
 };
@@ -82,11 +82,11 @@ fn data(tag: u64, len: usize) -> Bytes {
 }
 
 async fn write(c: &Client, disk: u32, chunk: ChunkId, offset: u32, payload: Bytes) -> ChunkResponse {
-    c.call(&ChunkRequest::Write { disk, chunk, offset, fua: false }, payload).await.expect("rpc").0
+    c.call(&ChunkRequest::Disk(DiskRequest::Write { disk, chunk, offset, fua: false }), payload).await.expect("rpc").0
 }
 
 async fn read(c: &Client, disk: u32, chunk: ChunkId, offset: u32, len: u32) -> (ChunkResponse, Bytes) {
-    c.call(&ChunkRequest::Read { disk, chunk, offset, len }, Bytes::new()).await.expect("rpc")
+    c.call(&ChunkRequest::Disk(DiskRequest::Read { disk, chunk, offset, len }), Bytes::new()).await.expect("rpc")
 }
 
 async fn disk_stats(c: &Client) -> Vec<DiskStat> {
@@ -129,8 +129,10 @@ async fn concurrent_writers_on_many_chunks() {
         done.expect("writer");
     }
     let c = client(&node.endpoint).await;
-    let (ChunkResponse::Chunks { chunks, more }, _) =
-        c.call(&ChunkRequest::ListChunks { disk: 0, start_after: None, max: 1000 }, Bytes::new()).await.expect("list")
+    let (ChunkResponse::Chunks { chunks, more }, _) = c
+        .call(&ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after: None, max: 1000 }), Bytes::new())
+        .await
+        .expect("list")
     else {
         panic!("list chunks answered something else")
     };
@@ -149,7 +151,7 @@ async fn corrupted_block_reads_as_checksum_error() {
     let c = client(&node.endpoint).await;
     let chunk = ChunkId::new(77, 0);
     let payload = data(5, 4 * 4096);
-    let fua = ChunkRequest::Write { disk: 0, chunk, offset: 0, fua: true };
+    let fua = ChunkRequest::Disk(DiskRequest::Write { disk: 0, chunk, offset: 0, fua: true });
     assert_eq!(c.call(&fua, payload.clone()).await.expect("write").0, ChunkResponse::Done);
     node.stop().await;
 
@@ -185,8 +187,10 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!(error_kind(&reply), Some(ChunkErrorKind::OutOfRange));
     let (reply, _) = c.call(&ChunkRequest::Flush { disk: Some(42), fence: None }, Bytes::new()).await.expect("rpc");
     assert_eq!(error_kind(&reply), Some(ChunkErrorKind::NoSuchDisk));
-    let (reply, _) =
-        c.call(&ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 }, Bytes::new()).await.expect("rpc");
+    let (reply, _) = c
+        .call(&ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after: None, max: 10 }), Bytes::new())
+        .await
+        .expect("rpc");
     assert_eq!(reply, ChunkResponse::Chunks { chunks: vec![], more: false }, "refused writes allocated nothing");
     node.stop().await;
 }
@@ -218,7 +222,7 @@ async fn full_file_system_through_the_rpc() {
         let (reply, back) = read(&c, 0, *chunk, 0, 64 * 1024).await;
         assert_eq!((reply, back), (ChunkResponse::ReadDone { allocated: true }, data(i as u64, 64 * 1024)));
     }
-    let delete = ChunkRequest::DeleteChunk { disk: 0, chunk: written[0] };
+    let delete = ChunkRequest::Disk(DiskRequest::DeleteChunk { disk: 0, chunk: written[0] });
     assert_eq!(c.call(&delete, Bytes::new()).await.expect("delete").0, ChunkResponse::Done);
     assert_eq!(write(&c, 0, ChunkId::new(9, 100), 0, data(100, 4096)).await, ChunkResponse::Done);
     node.stop().await;
@@ -241,7 +245,8 @@ async fn strangers_can_neither_read_nor_write() {
 
     let Endpoint::Tcp(addr) = &node.endpoint else { panic!("tcp endpoint") };
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let body = postcard::to_stdvec(&ChunkRequest::Read { disk: 0, chunk, offset: 0, len: 4096 }).expect("encode");
+    let body = postcard::to_stdvec(&ChunkRequest::Disk(DiskRequest::Read { disk: 0, chunk, offset: 0, len: 4096 }))
+        .expect("encode");
     let header = FrameHeader::new(FrameKind::Request, 1, body.len(), 0).expect("header");
     let _ = stream.write_all(&header.encode()).await;
     let _ = stream.write_all(&body).await;
@@ -318,14 +323,15 @@ async fn a_frontend_is_refused_raw_disk_requests() {
     let fe = Credential::issue(&secret(), Principal::new(Role::Frontend, "s3-a").expect("name")).expect("issue");
     let c = Client::connect(&node.endpoint, &fe.identity(Door::Node), RpcConfig::default()).await.expect("connect");
     let raw = [
-        ChunkRequest::Read { disk: 0, chunk, offset: 0, len: 4096 },
-        ChunkRequest::Write { disk: 0, chunk, offset: 0, fua: true },
-        ChunkRequest::Trim { disk: 0, chunk, offset: 0, len: 4096 },
-        ChunkRequest::DeleteChunk { disk: 0, chunk },
-        ChunkRequest::ListChunks { disk: 0, start_after: None, max: 10 },
+        ChunkRequest::Disk(DiskRequest::Read { disk: 0, chunk, offset: 0, len: 4096 }),
+        ChunkRequest::Disk(DiskRequest::Write { disk: 0, chunk, offset: 0, fua: true }),
+        ChunkRequest::Disk(DiskRequest::Trim { disk: 0, chunk, offset: 0, len: 4096 }),
+        ChunkRequest::Disk(DiskRequest::DeleteChunk { disk: 0, chunk }),
+        ChunkRequest::Disk(DiskRequest::ListChunks { disk: 0, start_after: None, max: 10 }),
     ];
     for request in raw {
-        let payload = if matches!(request, ChunkRequest::Write { .. }) { data(2, 4096) } else { Bytes::new() };
+        let payload =
+            if matches!(request, ChunkRequest::Disk(DiskRequest::Write { .. })) { data(2, 4096) } else { Bytes::new() };
         let (reply, _) = c.call(&request, payload).await.expect("answered");
         assert!(
             matches!(&reply, ChunkResponse::Error(e) if e.kind == ChunkErrorKind::Forbidden && e.message.contains("frontend s3-a")),

@@ -10,29 +10,22 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ChunkId, DeviceClass, DiskId, NodeId};
 use crate::map::{PgId, Replica};
 
-/// A request to a storage node.
+/// A request to a storage node. Two services share the node's listener:
+/// the fenced PG service every client and peer uses (`Pg`, `PgSums`,
+/// `RaiseFences`, flushes, status), and raw operations on one disk
+/// ([`DiskRequest`], under `Disk`), which bypass replication and fencing
+/// and which only peer nodes and the administrator may send
+/// (storage-node/src/access.rs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkRequest {
     /// Liveness check; answered with `Pong`.
     Ping,
-    /// Write the payload at `offset`. With `fua`, the data is on stable
-    /// storage before the reply.
-    Write { disk: DiskId, chunk: ChunkId, offset: u32, fua: bool },
-    /// Read `len` bytes at `offset`; unwritten ranges read as zeros.
-    Read { disk: DiskId, chunk: ChunkId, offset: u32, len: u32 },
-    /// Discard a range: it reads as zeros afterwards and its space is freed.
-    Trim { disk: DiskId, chunk: ChunkId, offset: u32, len: u32 },
-    /// Make a range read as zeros; with `fua`, durably so before the reply.
-    WriteZeroes { disk: DiskId, chunk: ChunkId, offset: u32, len: u32, fua: bool },
+    /// A raw operation on one disk.
+    Disk(DiskRequest),
     /// Make every acknowledged write on `disk` (all disks when `None`) stable.
     /// A volume's writer names its fence: a fenced writer's flush is refused
     /// like its writes, so it never reports success for a volume it lost.
     Flush { disk: Option<DiskId>, fence: Option<VolumeFence> },
-    /// Remove a chunk and free its space; later reads see zeros.
-    DeleteChunk { disk: DiskId, chunk: ChunkId },
-    /// Chunk ids on a disk in ascending order, after `start_after`, at most
-    /// `max` (capped by the node).
-    ListChunks { disk: DiskId, start_after: Option<ChunkId>, max: u32 },
     /// Statistics of every disk of the node.
     DiskStats,
     /// An operation on a chunk's replicated data, fenced by `epoch`: the
@@ -54,6 +47,27 @@ pub enum ChunkRequest {
     /// before answering `Done`: a new volume writer's attach, a volume
     /// delete, and backfill (the primary's table to a new replica) send it.
     RaiseFences { fences: Vec<VolumeFence> },
+}
+
+/// A raw operation on one disk of the node: the chunk store's own calls,
+/// with no replication and no fence. Offsets and lengths are bytes within
+/// the chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskRequest {
+    /// Write the payload at `offset`. With `fua`, the data is on stable
+    /// storage before the reply.
+    Write { disk: DiskId, chunk: ChunkId, offset: u32, fua: bool },
+    /// Read `len` bytes at `offset`; unwritten ranges read as zeros.
+    Read { disk: DiskId, chunk: ChunkId, offset: u32, len: u32 },
+    /// Discard a range: it reads as zeros afterwards and its space is freed.
+    Trim { disk: DiskId, chunk: ChunkId, offset: u32, len: u32 },
+    /// Make a range read as zeros; with `fua`, durably so before the reply.
+    WriteZeroes { disk: DiskId, chunk: ChunkId, offset: u32, len: u32, fua: bool },
+    /// Remove a chunk and free its space; later reads see zeros.
+    DeleteChunk { disk: DiskId, chunk: ChunkId },
+    /// Chunk ids on a disk in ascending order, after `start_after`, at most
+    /// `max` (capped by the node).
+    ListChunks { disk: DiskId, start_after: Option<ChunkId>, max: u32 },
 }
 
 /// A volume's fencing token: the attach lease id of its newest writer.
