@@ -5,10 +5,11 @@
 //!
 //! A run is a function of its seed: the fault schedule ([`faults`]), the
 //! network's message latencies, the order hosts are polled in and every
-//! workload choice come from it. What does not: RocksDB's and the disks'
-//! worker threads run on the machine's clock, so a replay repeats the
-//! schedule and the operations, not necessarily every interleaving (the
-//! disks are in memory, which keeps the two clocks close). A failing seed
+//! workload choice come from it. What does not: RocksDB's background
+//! threads run on the machine's clock, so a replay repeats the schedule and
+//! the operations, not necessarily every interleaving. The disks are files
+//! in memory on the inline I/O engine, whose I/O completes inside the
+//! simulation's step, so the simulated clock never runs ahead of them. A failing seed
 //! is rerun with `chuyi-chaos simulate --seed N`.
 //!
 //! The check is the real-process scenarios' check: no read ever returns
@@ -27,10 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::ids::DeviceClass;
-use chuyi_meta_api::ask;
-use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::state::model::Redundancy;
-use chuyi_metadata::state::{Command, MetaError};
+use chuyi_meta_api::client::MetaClient;
+use chuyi_meta_api::model::Redundancy;
+use chuyi_meta_api::{ask, order, MetaError};
 
 use self::faults::{Event, Fault, Host, Shape};
 use crate::cluster::{admin, CHUNK_SIZE, POOL};
@@ -291,25 +291,25 @@ async fn wait_for_nodes(meta: &MetaClient) -> anyhow::Result<()> {
 }
 
 async fn make_volume(meta: &MetaClient, volume_mib: u64) -> anyhow::Result<()> {
-    let pool = Command::CreatePool {
+    let pool = order::CreatePool {
         name: POOL.into(),
         class: DeviceClass::Ssd,
         redundancy: Redundancy::Replicated(2),
         pg_count: 8,
         separate_failure_domains: false,
     };
-    match meta.write(pool).await {
+    match meta.order(pool).await {
         Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e).context("creating the pool"),
     }
-    let volume = Command::CreateVolume {
+    let volume = order::CreateVolume {
         name: VOLUME.into(),
         pool: POOL.into(),
         size_bytes: volume_mib << 20,
         chunk_size_bytes: CHUNK_SIZE,
         wrapped_key: Vec::new(),
     };
-    meta.write(volume).await.context("creating the volume")?;
+    meta.order(volume).await.context("creating the volume")?;
     Ok(())
 }
 
