@@ -1,9 +1,9 @@
 //! `chuyi-chaos [--short] [SCENARIO...]`: runs the fault scenarios (all by
 //! default) and prints one line each, then `N passed, N failed`.
 //!
-//! `chuyi-chaos simulate [--seeds N] [--from S]`: runs the simulation of
-//! seeds S..S+N (0..100 by default), one line each, then the same last
-//! line; `--seed S` reruns one.
+//! `chuyi-chaos simulate [--seeds N] [--from S] [--rot]`: runs the
+//! simulation of seeds S..S+N (0..100 by default), one line each, then the
+//! same last line; `--seed S` reruns one; `--rot` adds bit flips on disks.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -42,7 +42,8 @@ fn simulate(args: &[String]) -> ExitCode {
     };
     let (mut passed, mut failed) = (0, 0);
     for seed in seeds {
-        match sim::run(seed, sim::Options::default()) {
+        let options = sim::Options { rot: args.iter().any(|a| a == "--rot"), ..sim::Options::default() };
+        match sim::run(seed, options) {
             Ok(outcome) if outcome.passed() => {
                 passed += 1;
                 println!("{}", outcome.line());

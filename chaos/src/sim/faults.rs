@@ -8,6 +8,14 @@
 //! check has something to check); the client, which holds the model of
 //! acknowledged writes, is never crashed, only cut from one host; every
 //! fault ends inside the window, so the run ends healed.
+//!
+//! Rot (a bit flipped in a block a node holds) comes from a second stream
+//! of the seed, so adding it left the other faults of every seed as they
+//! were. It hits one node per run, and only while every node has been in
+//! for [`ROT_QUIET`] and stays in for the fault's length: a bad block is
+//! repaired from its other replica (on read or by scrub), and a rotted
+//! block whose other copy is down or still resyncing is a double fault,
+//! which two replicas do not promise to survive.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,6 +41,13 @@ impl fmt::Display for Host {
     }
 }
 
+/// No node out this long before a rot, nor during it.
+pub const ROT_QUIET: Duration = Duration::from_secs(10);
+/// How long a rot is given to be repaired before a node may go out again.
+const ROT_REPAIR: Duration = Duration::from_secs(5);
+/// Distinguishes the rot stream of a seed from its main stream.
+const ROT_STREAM: u64 = 0x005e_ed0f_b175;
+
 /// What goes wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -46,6 +61,9 @@ pub enum Fault {
     /// The link between two hosts holds its messages, delivered when the
     /// fault ends: a long stall, then everything at once.
     Hold(Host, Host),
+    /// One bit flips in a block of data the node holds (the disk returns
+    /// garbage); the node must notice by its checksum and repair it.
+    Rot(Host),
 }
 
 impl fmt::Display for Fault {
@@ -55,6 +73,7 @@ impl fmt::Display for Fault {
             Fault::Isolate(h) => write!(f, "isolate {h}"),
             Fault::Cut(a, b) => write!(f, "cut {a}-{b}"),
             Fault::Hold(a, b) => write!(f, "hold {a}-{b}"),
+            Fault::Rot(h) => write!(f, "rot {h}"),
         }
     }
 }
@@ -77,7 +96,7 @@ impl Event {
     fn takes_out(&self) -> Option<Host> {
         match self.fault {
             Fault::Crash(h) | Fault::Isolate(h) => Some(h),
-            Fault::Cut(..) | Fault::Hold(..) => None,
+            Fault::Cut(..) | Fault::Hold(..) | Fault::Rot(_) => None,
         }
     }
 }
@@ -103,8 +122,18 @@ impl Shape {
     }
 }
 
-/// The faults of the run of `seed`, in start order, all ended by `window`.
-pub fn schedule(seed: u64, window: Duration, shape: Shape) -> Vec<Event> {
+/// The faults of the run of `seed`, in start order, all ended by `window`;
+/// with `rot`, bit flips on one node's disk besides.
+pub fn schedule(seed: u64, window: Duration, shape: Shape, rot: bool) -> Vec<Event> {
+    let mut events = main_faults(seed, window, shape);
+    if rot {
+        add_rot(seed, window, shape, &mut events);
+    }
+    events
+}
+
+/// Every fault but rot.
+fn main_faults(seed: u64, window: Duration, shape: Shape) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(seed);
     let hosts = shape.hosts();
     let mut events: Vec<Event> = Vec::new();
@@ -119,6 +148,30 @@ pub fn schedule(seed: u64, window: Duration, shape: Shape) -> Vec<Event> {
         at += Duration::from_millis(rng.random_range(500..3000));
     }
     events
+}
+
+/// Up to six rots on one node, where [`rot_allowed`] lets them be.
+fn add_rot(seed: u64, window: Duration, shape: Shape, events: &mut Vec<Event>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ ROT_STREAM);
+    let node = Host::Node(rng.random_range(1..=shape.nodes));
+    for _ in 0..rng.random_range(1..=6) {
+        let at = Duration::from_millis(rng.random_range(0..window.as_millis() as u64));
+        let rot = Event { at, lasts: ROT_REPAIR.min(window - at), fault: Fault::Rot(node) };
+        if !rot.lasts.is_zero() && rot_allowed(events, &rot) {
+            events.push(rot);
+        }
+    }
+    events.sort_by_key(|e| e.at);
+}
+
+/// No node out from [`ROT_QUIET`] before the rot to its end.
+fn rot_allowed(events: &[Event], rot: &Event) -> bool {
+    let quiet_from = rot.at.saturating_sub(ROT_QUIET);
+    !events.iter().any(|e| {
+        let node_out = matches!(e.takes_out(), Some(Host::Node(_)));
+        let rot_again = matches!(e.fault, Fault::Rot(_)) && e.at < rot.ends() && rot.at < e.ends();
+        (node_out && e.at < rot.ends() && quiet_from < e.ends()) || rot_again
+    })
 }
 
 fn pick(rng: &mut StdRng, hosts: &[Host], shape: Shape) -> Fault {
@@ -165,14 +218,14 @@ mod tests {
 
     #[test]
     fn a_seed_gives_the_same_schedule_and_another_seed_another() {
-        assert_eq!(schedule(7, WINDOW, SHAPE), schedule(7, WINDOW, SHAPE));
-        assert_ne!(schedule(7, WINDOW, SHAPE), schedule(8, WINDOW, SHAPE));
+        assert_eq!(schedule(7, WINDOW, SHAPE, true), schedule(7, WINDOW, SHAPE, true));
+        assert_ne!(schedule(7, WINDOW, SHAPE, true), schedule(8, WINDOW, SHAPE, true));
     }
 
     #[test]
     fn every_fault_ends_inside_the_window_and_the_client_never_crashes() {
         for seed in 0..500 {
-            for e in schedule(seed, WINDOW, SHAPE) {
+            for e in schedule(seed, WINDOW, SHAPE, true) {
                 assert!(e.ends() <= WINDOW, "seed {seed}: {e}");
                 assert!(!e.lasts.is_zero(), "seed {seed}: {e}");
                 assert!(
@@ -189,7 +242,7 @@ mod tests {
     #[test]
     fn at_most_one_member_and_one_node_are_out_at_once() {
         for seed in 0..500 {
-            let events = schedule(seed, WINDOW, SHAPE);
+            let events = schedule(seed, WINDOW, SHAPE, true);
             for (i, a) in events.iter().enumerate() {
                 for b in &events[i + 1..] {
                     let overlap = a.at < b.ends() && b.at < a.ends();
@@ -204,12 +257,39 @@ mod tests {
     }
 
     #[test]
+    fn rot_hits_one_node_and_only_while_every_node_is_in() {
+        for seed in 0..500 {
+            let events = schedule(seed, WINDOW, SHAPE, true);
+            let rotted: std::collections::BTreeSet<Host> =
+                events.iter().filter_map(|e| if let Fault::Rot(h) = e.fault { Some(h) } else { None }).collect();
+            assert!(rotted.len() <= 1, "seed {seed}: rot on {rotted:?}");
+            for rot in events.iter().filter(|e| matches!(e.fault, Fault::Rot(_))) {
+                for e in events.iter().filter(|e| matches!(e.takes_out(), Some(Host::Node(_)))) {
+                    let clear = e.ends() + ROT_QUIET <= rot.at || rot.ends() <= e.at;
+                    assert!(clear, "seed {seed}: {rot} while {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rot_leaves_the_other_faults_of_a_seed_as_they_were() {
+        for seed in 0..100 {
+            let all = schedule(seed, WINDOW, SHAPE, true);
+            let without: Vec<Event> = all.iter().copied().filter(|e| !matches!(e.fault, Fault::Rot(_))).collect();
+            assert_eq!(without, main_faults(seed, WINDOW, SHAPE), "seed {seed}");
+            assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "seed {seed}: out of order");
+        }
+    }
+
+    #[test]
     fn runs_see_every_kind_of_fault() {
-        let all: Vec<Fault> = (0..50).flat_map(|s| schedule(s, WINDOW, SHAPE)).map(|e| e.fault).collect();
+        let all: Vec<Fault> = (0..50).flat_map(|s| schedule(s, WINDOW, SHAPE, true)).map(|e| e.fault).collect();
         assert!(all.iter().any(|f| matches!(f, Fault::Crash(Host::Meta(_)))));
         assert!(all.iter().any(|f| matches!(f, Fault::Crash(Host::Node(_)))));
         assert!(all.iter().any(|f| matches!(f, Fault::Isolate(_))));
         assert!(all.iter().any(|f| matches!(f, Fault::Cut(..))));
         assert!(all.iter().any(|f| matches!(f, Fault::Hold(..))));
+        assert!(all.iter().any(|f| matches!(f, Fault::Rot(_))));
     }
 }

@@ -36,6 +36,11 @@ pub fn endpoint(host: Host) -> String {
     }
 }
 
+/// The disk file of node `host` (a directory disk's one file).
+pub fn disk_file(root: &Path, host: Host) -> PathBuf {
+    root.join(host.to_string()).join("chuyi-disk.img")
+}
+
 pub fn meta_endpoints(shape: Shape) -> Vec<String> {
     (1..=shape.metas).map(|id| endpoint(Host::Meta(id))).collect()
 }
@@ -57,15 +62,16 @@ pub fn meta_config(root: &Path, id: u64, shape: Shape) -> std::io::Result<PathBu
     Ok(path)
 }
 
-/// Writes node `id`'s config under `root`; returns its path.
-pub fn node_config(root: &Path, id: u64, shape: Shape, disk_mib: u64) -> std::io::Result<PathBuf> {
+/// Writes node `id`'s config under `root`; returns its path. Scrub runs at
+/// `scrub_mb_per_s` (0: off).
+pub fn node_config(root: &Path, id: u64, shape: Shape, disk_mib: u64, scrub_mb_per_s: u32) -> std::io::Result<PathBuf> {
     let metas = meta_endpoints(shape).iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(
         &path,
         format!(
             "node_id = {id}\nlisten = \"sim:0.0.0.0:{NODE_PORT}\"\nadvertise = [\"{}\"]\nmeta = [{metas}]\n\
-             io_engine = \"inline\"\nscrub_mb_per_s = 0\n\n\
+             io_engine = \"inline\"\nscrub_mb_per_s = {scrub_mb_per_s}\n\n\
              [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{disk_mib}MiB\"\n",
             endpoint(Host::Node(id)),
             root.join(format!("node{id}")).display(),
