@@ -10,7 +10,7 @@
 //! tables for backfill).
 
 use chuyi_common::credential::{Principal, Role};
-use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, DiskRequest};
+use chuyi_common::proto::chunk::{ChunkError, ChunkErrorKind, ChunkRequest, DiskRequest, PgOp};
 
 /// Whether `caller` may make `request`; the refusal names both.
 pub fn check(caller: &Principal, request: &ChunkRequest) -> Result<(), ChunkError> {
@@ -31,7 +31,8 @@ fn frontend_may(request: &ChunkRequest) -> bool {
         | ChunkRequest::NodeStatus
         | ChunkRequest::RaiseFences { .. }
         | ChunkRequest::Flush { disk: None, .. } => true,
-        ChunkRequest::Pg { forwarded, .. } => !forwarded,
+        // Poison is backfill's, between nodes.
+        ChunkRequest::Pg { forwarded, op, .. } => !forwarded && !matches!(op, PgOp::Poison { .. }),
         ChunkRequest::Disk(_) | ChunkRequest::Flush { disk: Some(_), .. } | ChunkRequest::PgSums { .. } => false,
     }
 }
@@ -67,7 +68,7 @@ fn disk_name(op: &DiskRequest) -> &'static str {
 mod tests {
     use chuyi_common::ids::ChunkId;
     use chuyi_common::map::PgId;
-    use chuyi_common::proto::chunk::{PgOp, VolumeFence};
+    use chuyi_common::proto::chunk::VolumeFence;
 
     use super::*;
 
@@ -96,6 +97,13 @@ mod tests {
                 epoch: 1,
                 op: PgOp::Write { offset: 0, fua: true },
                 forwarded: true,
+                fence: None,
+            },
+            ChunkRequest::Pg {
+                chunk: ChunkId::new(1, 0),
+                epoch: 1,
+                op: PgOp::Poison { offset: 0, len: 4096 },
+                forwarded: false,
                 fence: None,
             },
         ]

@@ -311,8 +311,10 @@ impl Recovery {
                     }
                     // A bad block here, and no complete copy elsewhere to
                     // mend it from (else read repair would have): send the
-                    // run's good blocks, and let one bad block not stop the
-                    // rest of the PG from getting its second copy.
+                    // run's good blocks, poison the bad ones on the target
+                    // (they read as bad there too, never as zeros), and let
+                    // one bad block not stop the rest of the PG from getting
+                    // its second copy.
                     Err(StoreError::Checksum { .. }) => {
                         for block in first..first + count {
                             let at = (block * BLOCK_SIZE_BYTES) as u32;
@@ -321,8 +323,13 @@ impl Recovery {
                                     send(PgOp::Write { offset: at, fua: false }, data).await?;
                                     sent += BLOCK_SIZE_BYTES as u64;
                                 }
+                                // Lost with both copies; the new one must
+                                // say so, not hold zeros repair would take
+                                // for the data.
                                 Err(StoreError::Checksum { .. }) => {
-                                    tracing::error!(%chunk, block, ?target, "block unreadable on the only complete copy; not copied");
+                                    tracing::error!(%chunk, block, ?target, "block unreadable on the only complete copy; poisoned on the new one");
+                                    send(PgOp::Poison { offset: at, len: BLOCK_SIZE_BYTES as u32 }, Bytes::new())
+                                        .await?;
                                 }
                                 Err(e) => return Err(e.into()),
                             }

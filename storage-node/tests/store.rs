@@ -183,6 +183,31 @@ async fn corrupted_block_is_reported_not_returned() {
     }
 }
 
+/// Backfill's poison: the blocks read as bad, here and after a reopen, on
+/// a new chunk and over old data alike, the blocks around them are
+/// untouched, and a whole-block write heals them.
+#[tokio::test]
+async fn poisoned_blocks_read_as_bad_until_rewritten() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let data = pattern(3, 3 * 4096);
+        disk.write(id(4), 0, data.clone(), true).await.expect("write");
+        disk.poison(id(4), 4096, 4096).await.expect("poison over data");
+        disk.poison(id(5), 8192, 4096).await.expect("poison a new chunk");
+        drop(disk);
+        let disk = open(dir.path(), engine).await;
+        let err = read(&disk, id(4), 0, 3 * 4096).await.expect_err("poisoned");
+        assert!(matches!(err, StoreError::Checksum { block: 1, .. }), "{engine:?}: {err}");
+        assert!(matches!(read(&disk, id(5), 8192, 4096).await, Err(StoreError::Checksum { block: 2, .. })));
+        assert_eq!(read(&disk, id(4), 0, 4096).await.expect("block 0"), data.slice(..4096));
+        assert_eq!(read(&disk, id(4), 8192, 4096).await.expect("block 2"), data.slice(8192..));
+        assert_eq!(read(&disk, id(5), 0, 4096).await.expect("unwritten"), vec![0u8; 4096]);
+        disk.write(id(4), 4096, pattern(9, 4096), false).await.expect("rewrite");
+        assert_eq!(read(&disk, id(4), 4096, 4096).await.expect("healed"), pattern(9, 4096));
+    }
+}
+
 /// Flips one bit of the first place in `file` holding `block`.
 fn flip_byte_of(file: &Path, block: &[u8]) {
     let mut raw = std::fs::read(file).expect("raw");

@@ -49,8 +49,9 @@ pub struct Options {
     pub writers: usize,
     pub volume_mib: u64,
     /// Bit flips on a node's disk besides the other faults. Off by
-    /// default: it finds a defect not fixed yet (ARCHITECTURE.md,
-    /// "Simulation"), and `make test` must stay green meanwhile.
+    /// default: a rot that meets a PG move is a double fault, and its
+    /// block then ends unreadable on both copies, which the final check
+    /// counts as a failure (ARCHITECTURE.md, "Simulation").
     pub rot: bool,
 }
 

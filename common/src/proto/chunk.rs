@@ -106,6 +106,14 @@ pub enum PgOp {
         offset: u32,
         len: u32,
     },
+    /// Backfill only (forwarded): the whole blocks of the range are bad on
+    /// the only complete copy, so they must read as bad here too (a
+    /// checksum error) until rewritten, never as zeros or older data that
+    /// repair would then copy back.
+    Poison {
+        offset: u32,
+        len: u32,
+    },
 }
 
 /// A storage node's answer.

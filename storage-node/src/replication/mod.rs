@@ -313,7 +313,9 @@ impl Replicator {
         let disk = self.store.disk(placed.mine.disk)?;
         let (start, end) = match op {
             PgOp::Write { offset, .. } => (u64::from(offset), u64::from(offset) + payload.len() as u64),
-            PgOp::Zero { offset, len, .. } => (u64::from(offset), u64::from(offset) + u64::from(len)),
+            PgOp::Zero { offset, len, .. } | PgOp::Poison { offset, len } => {
+                (u64::from(offset), u64::from(offset) + u64::from(len))
+            }
             PgOp::Delete | PgOp::Read { .. } | PgOp::Extents { .. } => (0, u64::MAX),
         };
         if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
@@ -344,6 +346,7 @@ impl Replicator {
             match op {
                 PgOp::Write { offset, fua } => disk.write(chunk, offset.into(), payload.clone(), fua).await,
                 PgOp::Zero { offset, len, fua } => disk.zero(chunk, offset.into(), len.into(), fua).await,
+                PgOp::Poison { offset, len } => disk.poison(chunk, offset.into(), len.into()).await,
                 PgOp::Delete => disk.delete(chunk).await,
                 PgOp::Read { .. } | PgOp::Extents { .. } => Ok(()),
             }

@@ -173,6 +173,22 @@ impl DiskStore {
         Ok(())
     }
 
+    /// Makes the whole blocks of `[offset, offset + len)` read as bad (a
+    /// checksum error) until they are written again: zeros go to the file
+    /// and a checksum no zero block has goes to the table. What backfill
+    /// leaves on a new replica where the only complete copy's block was bad.
+    pub async fn poison(&self, chunk: ChunkId, offset: u64, len: u64) -> Result<(), StoreError> {
+        self.check_op(offset, len)?;
+        let (start, end) = (offset.div_ceil(BLOCK) * BLOCK, (offset + len) / BLOCK * BLOCK);
+        if start >= end {
+            return Ok(());
+        }
+        let mut slot = self.slot_for_write(chunk).await?;
+        self.write_locked(&mut slot, chunk, start, zeros(end - start)).await?;
+        let count = ((end - start) / BLOCK) as usize;
+        self.commit_crcs(&mut slot, (start / BLOCK) as usize, &vec![poisoned_crc(); count]).await
+    }
+
     /// Removes `chunk`, zeroing its data in the file and freeing its slot.
     pub async fn delete(&self, chunk: ChunkId) -> Result<(), StoreError> {
         self.check_up()?;
@@ -550,6 +566,12 @@ impl DiskStore {
         }
         Ok(buf)
     }
+}
+
+/// The checksum a poisoned block carries: not a zero block's, and a
+/// poisoned block holds zeros, so it never verifies.
+fn poisoned_crc() -> u32 {
+    !zero_block_crc()
 }
 
 /// Rolls back a slot allocation that did not finish (an error, or the
