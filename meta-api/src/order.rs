@@ -11,7 +11,7 @@
 use chuyi_common::ids::DeviceClass;
 
 use crate::command::{Command, Reply};
-use crate::model::{self, BucketSettings, DataRun, ObjectPut, Redundancy};
+use crate::model::{self, DataRun, ObjectPut, Redundancy};
 
 /// A command and the kind of its answer.
 pub trait Order {
@@ -113,10 +113,6 @@ order!(
     /// Completes a multipart upload; answers with the object's version.
     CompleteUpload { bucket: String, key: String, upload_id: String, parts: Vec<(u32, u64)>, etag: String, min_part_bytes: u64 }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
-);
-order!(
-    /// Sets a bucket's settings (compression, quotas as they come).
-    SetBucketSettings { bucket: String, settings: BucketSettings } -> (), Reply::Done => ()
 );
 
 #[cfg(test)]

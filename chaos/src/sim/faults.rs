@@ -42,7 +42,7 @@ impl fmt::Display for Host {
 }
 
 /// No node out this long before a rot, nor during it.
-pub const ROT_QUIET: Duration = Duration::from_secs(10);
+const ROT_QUIET: Duration = Duration::from_secs(10);
 /// How long a rot is given to be repaired before a node may go out again.
 const ROT_REPAIR: Duration = Duration::from_secs(5);
 /// Distinguishes the rot stream of a seed from its main stream.

@@ -145,7 +145,7 @@ pub fn run(seed: u64, options: Options) -> anyhow::Result<Outcome> {
     }
     sim.client(Host::Client.to_string(), client(seed, options, shared.clone()));
 
-    let mut links = InForce::new(root.path(), seed);
+    let mut in_force = InForce::new(root.path(), seed);
     let mut next = 0;
     let mut ending: Vec<Event> = Vec::new();
     let mut violations = Vec::new();
@@ -161,20 +161,20 @@ pub fn run(seed: u64, options: Options) -> anyhow::Result<Outcome> {
         let Some(started) = lock(&shared).started else { continue };
         let now = sim.elapsed().saturating_sub(started);
         while next < events.len() && events[next].at <= now {
-            links.begin(&mut sim, events[next].fault);
+            in_force.apply(&mut sim, events[next].fault, true);
             ending.push(events[next]);
             next += 1;
         }
         ending.retain(|e| {
             let over = e.ends() <= now;
             if over {
-                links.end(&mut sim, e.fault);
+                in_force.apply(&mut sim, e.fault, false);
             }
             !over
         });
     }
     let simulated = sim.elapsed();
-    let rot_missed = links.rot_missed;
+    let rot_missed = in_force.rot_missed;
     drop(sim);
     let (stats, verified) = match lock(&shared).result.take() {
         Some((stats, verified)) => (stats, verified),
@@ -232,14 +232,7 @@ impl InForce {
         (a.to_string(), b.to_string())
     }
 
-    fn begin(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault) {
-        self.apply(sim, fault, true);
-    }
-
-    fn end(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault) {
-        self.apply(sim, fault, false);
-    }
-
+    /// Starts (`on`) or ends `fault`.
     fn apply(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault, on: bool) {
         tracing::info!(%fault, on, "fault");
         if let (Fault::Rot(h), true) = (fault, on) {

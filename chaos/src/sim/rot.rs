@@ -37,7 +37,7 @@ pub fn rot(disk: &Path, rng: &mut StdRng) -> io::Result<Vec<u64>> {
 
 /// Flips a bit in a block of `disk` that holds a workload write, chosen by
 /// `rng`; its offset, or `None` when none was found.
-pub fn flip_a_data_block(disk: &Path, rng: &mut StdRng) -> io::Result<Option<u64>> {
+fn flip_a_data_block(disk: &Path, rng: &mut StdRng) -> io::Result<Option<u64>> {
     let file = std::fs::OpenOptions::new().read(true).write(true).open(disk)?;
     let blocks = file.metadata()?.len() / BLOCK;
     if blocks == 0 {
