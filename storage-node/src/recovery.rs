@@ -26,9 +26,9 @@ use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
 use chuyi_common::checksum::zero_block_crc;
-use chuyi_common::ids::ChunkId;
+use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, RAISE_FENCES_MAX};
-use chuyi_common::map::{DataMap, PgId, Replica};
+use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -135,7 +135,7 @@ impl Recovery {
                     }),
                 );
             }
-            self.copy_dirty(&map).await;
+            self.copy_dirty().await;
             if swept_at != Some(map.epoch) {
                 self.sweep_strays(&map).await;
                 swept_at = Some(map.epoch);
@@ -343,20 +343,26 @@ impl Recovery {
     }
 
     /// Copies the chunks marked after failed writes to the replicas they
-    /// may differ on, while this node is still the PG's primary and the
-    /// replica a complete member (a recovering one is backfilled anyway).
-    async fn copy_dirty(&self, map: &DataMap) {
+    /// may differ on ([`dirty_fate`] says when).
+    async fn copy_dirty(&self) {
         let me = self.repl.node_id();
         let mut left = Vec::new();
-        for (pg, target, chunk) in self.repl.take_dirty() {
-            let Some(pg_map) = map.pg(pg) else { continue };
-            let Some(mine) = pg_map.primary().filter(|p| p.node == me) else { continue };
-            if !pg_map.complete().any(|r| r == target) {
-                continue;
-            }
+        let dirty = self.repl.take_dirty();
+        // Judged on a map at least as new as every mark taken: one from
+        // before a write's failure could show this node not yet primary.
+        let map = &*self.repl.view().current();
+        for (pg, target, chunk) in dirty {
+            let (mine, epoch) = match dirty_fate(map.pg(pg), me, target) {
+                DirtyFate::Copy { mine, epoch } => (mine, epoch),
+                DirtyFate::Wait => {
+                    left.push((pg, target, chunk));
+                    continue;
+                }
+                DirtyFate::Forget => continue,
+            };
             let copied = async {
-                let remote = self.remote_chunk_sums(map, pg, target, pg_map.epoch, chunk).await?;
-                self.copy_chunk(map, pg_map.epoch, mine, target, chunk, remote).await
+                let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
+                self.copy_chunk(map, epoch, mine, target, chunk, remote).await
             };
             match copied.await {
                 Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),
@@ -539,9 +545,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What becomes of a chunk marked after a failed write, for one replica it
+/// may differ on.
+#[derive(Debug, PartialEq, Eq)]
+enum DirtyFate {
+    /// Copy it now, from this node's replica, under the PG's epoch.
+    Copy { mine: Replica, epoch: u64 },
+    /// The replica is still recovering: copy once it is complete. Its
+    /// backfill may already have passed this chunk, and nothing else would
+    /// come back to it (dropping the mark here left a clean PG with two
+    /// different copies; the node-freeze scenario found it under load).
+    Wait,
+    /// Nothing left to make equal: the PG is gone, the replica left it, or
+    /// this node is no longer its primary (the primary changes only when
+    /// the old one leaves the PG, and the new one's copy then wins by
+    /// backfill).
+    Forget,
+}
+
+fn dirty_fate(pg_map: Option<&PgMap>, me: NodeId, target: Replica) -> DirtyFate {
+    let Some(pg_map) = pg_map else { return DirtyFate::Forget };
+    let Some(mine) = pg_map.primary().filter(|p| p.node == me) else { return DirtyFate::Forget };
+    if !pg_map.replicas.contains(&target) || target == mine {
+        DirtyFate::Forget
+    } else if pg_map.recovering.contains(&target) {
+        DirtyFate::Wait
+    } else {
+        DirtyFate::Copy { mine, epoch: pg_map.epoch }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dirty_chunk_waits_for_a_recovering_replica_and_is_forgotten_when_it_leaves() {
+        let r = |node, disk| Replica { node, disk };
+        let pg = PgMap { epoch: 7, replicas: vec![r(2, 0), r(3, 0)], recovering: vec![r(3, 0)] };
+        assert_eq!(dirty_fate(Some(&pg), 2, r(3, 0)), DirtyFate::Wait);
+        let clean = PgMap { recovering: vec![], ..pg.clone() };
+        assert_eq!(dirty_fate(Some(&clean), 2, r(3, 0)), DirtyFate::Copy { mine: r(2, 0), epoch: 7 });
+        assert_eq!(dirty_fate(Some(&clean), 2, r(1, 0)), DirtyFate::Forget, "left the PG");
+        assert_eq!(dirty_fate(Some(&clean), 3, r(2, 0)), DirtyFate::Forget, "not the primary");
+        assert_eq!(dirty_fate(Some(&clean), 2, r(2, 0)), DirtyFate::Forget, "itself");
+        assert_eq!(dirty_fate(None, 2, r(3, 0)), DirtyFate::Forget, "no such PG");
+    }
 
     #[test]
     fn runs_split_at_equal_blocks_and_at_the_cap() {
