@@ -12,7 +12,7 @@ use chuyi_meta_api::order;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{MetaCall, Query};
 use chuyi_metadata::state::model::{DataRun, DiskRecord, ObjectPut, Redundancy, PACK_BYTES};
-use chuyi_metadata::state::{Command, MetaError};
+use chuyi_metadata::state::{MetaError, Request};
 use md5::{Digest, Md5};
 use serde::Serialize;
 
@@ -49,9 +49,9 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     for id in 1..=2 {
         let disks = vec![DiskRecord::empty(0, DeviceClass::Ssd, 1 << 40)];
         let addrs = vec![format!("127.0.0.1:{}", 9000 + id)];
-        client.write(Command::RegisterNode { id, addrs, failure_domain: String::new(), disks }).await?;
+        client.write(Request::RegisterNode { id, addrs, failure_domain: String::new(), disks }).await?;
     }
-    let pool = Command::CreatePool {
+    let pool = Request::CreatePool {
         name: "bench".into(),
         class: DeviceClass::Ssd,
         redundancy: Redundancy::Replicated(2),
@@ -61,7 +61,7 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     ignore_exists(client.write(pool).await)?;
     ignore_exists(client.call(&MetaCall::CreateUser { name: "bench".into(), admin: false }).await)?;
     ignore_exists(
-        client.write(Command::CreateBucket { name: BUCKET.into(), owner: "bench".into(), pool: "bench".into() }).await,
+        client.write(Request::CreateBucket { name: BUCKET.into(), owner: "bench".into(), pool: "bench".into() }).await,
     )
 }
 
@@ -70,13 +70,13 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
 /// its objects through this one function. The ETag is the MD5 of the key,
 /// so ETags differ as real objects' do (identical ones would compress
 /// away in RocksDB and flatter its size per object).
-pub fn put(key: String) -> Command {
+pub fn put(key: String) -> Request {
     put_run(key, None)
 }
 
 /// [`put`] of an object whose data is `run` (a range of a pack, as the
 /// gateway puts objects smaller than a chunk), or none.
-pub fn put_run(key: String, run: Option<DataRun>) -> Command {
+pub fn put_run(key: String, run: Option<DataRun>) -> Request {
     let etag: String = Md5::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let object = ObjectPut {
         etag,
@@ -86,7 +86,7 @@ pub fn put_run(key: String, run: Option<DataRun>) -> Command {
         data: run.into_iter().collect(),
         ..ObjectPut::default()
     };
-    Command::PutObject { bucket: BUCKET.into(), key, object }
+    Request::PutObject { bucket: BUCKET.into(), key, object }
 }
 
 /// Hands out ranges of packs for one writer's objects, as a gateway does:

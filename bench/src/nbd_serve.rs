@@ -13,7 +13,7 @@ use chuyi_chaos::cluster::{Spec, TestCluster};
 use chuyi_client::Cluster;
 use chuyi_common::sm4::{generate_kek_hex, new_wrapped_volume_key, open_volume_key, parse_kek, Sm4Xts};
 use chuyi_meta_api::ask;
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
 
 pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, encrypted: bool) -> anyhow::Result<()> {
@@ -36,7 +36,7 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, e
     let kek = if encrypted {
         let kek = parse_kek(&generate_kek_hex())?;
         let meta = cluster.meta()?;
-        let volume = Command::CreateVolume {
+        let volume = Request::CreateVolume {
             name: "bench-enc".into(),
             pool: chuyi_chaos::cluster::POOL.into(),
             size_bytes: volume_mib << 20,

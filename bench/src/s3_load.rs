@@ -32,7 +32,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 
 use crate::cpu::{self, CpuTimes, GATEWAY_THREAD};
 use crate::latency::{nanos, LatencySummary};
@@ -202,7 +202,7 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
                 Arc::new(GatewayPath { name: kind.name(), addr, keys: keys.clone(), payload: spec.payload, bucket })
             }
             PathKind::Direct => {
-                meta.write(Command::CreateBucket { name: bucket.clone(), owner: USER.into(), pool: POOL.into() })
+                meta.write(Request::CreateBucket { name: bucket.clone(), owner: USER.into(), pool: POOL.into() })
                     .await
                     .context("creating the direct path's bucket")?;
                 Arc::new(DirectPath { cluster: cluster.client(DEADLINE).await?, bucket, pool: POOL.into() })

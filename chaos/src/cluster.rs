@@ -20,7 +20,7 @@ use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall};
 use chuyi_metadata::state::model::Redundancy;
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 
 use crate::proxy::Proxy;
 
@@ -464,7 +464,7 @@ impl TestCluster {
 
     /// Creates the 2-replica pool `ssd` (once).
     pub async fn create_pool(&self) -> anyhow::Result<()> {
-        let pool = Command::CreatePool {
+        let pool = Request::CreatePool {
             name: POOL.into(),
             class: DeviceClass::Ssd,
             redundancy: Redundancy::Replicated(2),
@@ -481,7 +481,7 @@ impl TestCluster {
     pub async fn create_volume(&self, name: &str, size_mib: u64) -> anyhow::Result<()> {
         self.create_pool().await?;
         let meta = self.meta()?;
-        let volume = Command::CreateVolume {
+        let volume = Request::CreateVolume {
             name: name.into(),
             pool: POOL.into(),
             size_bytes: size_mib << 20,

@@ -14,7 +14,7 @@ use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{self, ApiReply, Envelope, MetaCall, PeerCall, PeerReply, Query, RAFT_ENVELOPE};
 use chuyi_metadata::state::model::NodeState;
-use chuyi_metadata::state::{Command, MetaError};
+use chuyi_metadata::state::{MetaError, Request};
 
 fn client_as(cluster: &TestCluster, credential: &Credential) -> MetaClient {
     MetaClient::new(cluster.meta_addrs(), credential).expect("client").with_deadline(Duration::from_secs(5))
@@ -46,16 +46,17 @@ async fn each_role_is_refused_what_is_not_its_own() {
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
     let admin_client = cluster.meta().expect("admin");
 
-    // A frontend: none of what the issue names (a node marked down, a
-    // volume key destroyed, another frontend's lease), nor any other
-    // administration, nor Raft traffic.
+    // A frontend: none of what the issue names (a volume key destroyed,
+    // another frontend's lease; a node marked down is no request at all,
+    // only members commit it), nor any other administration, nor Raft
+    // traffic.
     let fe = client_as(&cluster, &frontend("fe-a"));
     let calls = [
-        MetaCall::Write(Command::MarkNodeDown { id: 1, timeout_ms: 0 }),
-        MetaCall::Write(Command::DestroyVolumeKey { name: "v".into(), holder: "fe-a".into() }),
-        MetaCall::Write(Command::AcquireLease { volume: "v".into(), holder: "fe-b:1".into(), ttl_ms: 60_000 }),
-        MetaCall::Write(Command::DeleteVolume { name: "v".into() }),
-        MetaCall::Write(Command::Heartbeat { id: 1, disks: vec![] }),
+        MetaCall::Write(Request::RewrapVolumeKey { name: "v".into(), old: vec![], new: vec![1] }),
+        MetaCall::Write(Request::DestroyVolumeKey { name: "v".into(), holder: "fe-a".into() }),
+        MetaCall::Write(Request::AcquireLease { volume: "v".into(), holder: "fe-b:1".into(), ttl_ms: 60_000 }),
+        MetaCall::Write(Request::DeleteVolume { name: "v".into() }),
+        MetaCall::Write(Request::Heartbeat { id: 1, disks: vec![] }),
         MetaCall::CreateUser { name: "mallory".into(), admin: true },
         MetaCall::RemoveMember { id: 1 },
     ];
@@ -69,9 +70,9 @@ async fn each_role_is_refused_what_is_not_its_own() {
     let node1_credential = Credential::issue(&secret(), Principal::node(1)).expect("issue");
     let node1 = client_as(&cluster, &node1_credential);
     for call in [
-        MetaCall::Write(Command::Heartbeat { id: 2, disks: vec![] }),
-        MetaCall::Write(Command::MarkNodeDown { id: 2, timeout_ms: 0 }),
-        MetaCall::Write(Command::ReportUnreachable { reporter: 2, node: 3 }),
+        MetaCall::Write(Request::Heartbeat { id: 2, disks: vec![] }),
+        MetaCall::Write(Request::DeletePool { name: "default".into() }),
+        MetaCall::Write(Request::ReportUnreachable { reporter: 2, node: 3 }),
         MetaCall::CreateUser { name: "mallory".into(), admin: true },
     ] {
         assert!(forbidden(node1.call(&call).await, "node 1"), "{call:?}");
@@ -93,7 +94,7 @@ async fn each_role_is_refused_what_is_not_its_own() {
     assert!(matches!(admin_client.read(Query::Users).await, Ok(ApiReply::Users(u)) if u.is_empty()));
 
     // What a frontend needs works: its own leases, reads.
-    let own = Command::AcquireLease { volume: "v".into(), holder: "fe-a:7".into(), ttl_ms: 60_000 };
+    let own = Request::AcquireLease { volume: "v".into(), holder: "fe-a:7".into(), ttl_ms: 60_000 };
     assert!(fe.write(own).await.is_ok());
     assert!(fe.read(Query::Volumes).await.is_ok());
 }

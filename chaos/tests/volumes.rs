@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_chaos::cluster::{Spec, TestCluster};
-use chuyi_metadata::state::{Command, Reply};
+use chuyi_metadata::state::{Reply, Request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn volume_lifecycle_through_the_cli_frees_every_chunk() {
@@ -44,12 +44,12 @@ async fn volume_lifecycle_through_the_cli_frees_every_chunk() {
 
     // Attached: refused, nothing freed.
     let meta = cluster.meta().expect("meta");
-    let attach = Command::AcquireLease { volume: "vol1".into(), holder: "frontend-a".into(), ttl_ms: 60_000 };
+    let attach = Request::AcquireLease { volume: "vol1".into(), holder: "frontend-a".into(), ttl_ms: 60_000 };
     let Reply::Lease(lease) = meta.write(attach).await.expect("lease") else { panic!("lease") };
     let (ok, _, err) = cli(&["volume", "delete", "vol1"]);
     assert!(!ok && err.contains("frontend-a"), "{err}");
     assert_eq!(cluster.chunks_of(owner).await.expect("count"), 64, "a refused delete frees nothing");
-    let detach = Command::ReleaseLease { volume: "vol1".into(), holder: "frontend-a".into(), lease_id: lease.id };
+    let detach = Request::ReleaseLease { volume: "vol1".into(), holder: "frontend-a".into(), lease_id: lease.id };
     meta.write(detach).await.expect("release");
 
     let (ok, out, err) = cli(&["volume", "delete", "vol1"]);

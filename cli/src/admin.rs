@@ -14,7 +14,7 @@ use chuyi_meta_api::{ask, order};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, StatusReport};
 use chuyi_metadata::state::model::{NodeState, PackTotals, PoolDefaults, Redundancy};
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 use serde::Serialize;
 
 use crate::cluster::ClusterArgs;
@@ -294,14 +294,14 @@ pub async fn pool(args: &ClusterArgs, cmd: PoolCmd) -> anyhow::Result<()> {
         }
         PoolCmd::Set { name, encrypt } => {
             let defaults = PoolDefaults { encrypt };
-            client.write(Command::SetPoolDefaults { pool: name.clone(), defaults }).await?;
+            client.write(Request::SetPoolDefaults { pool: name.clone(), defaults }).await?;
             println!(
                 "pool {name}: new volumes {}",
                 if encrypt { "are always encrypted" } else { "are encrypted on request" }
             );
         }
         PoolCmd::Delete { name } => {
-            client.write(Command::DeletePool { name: name.clone() }).await?;
+            client.write(Request::DeletePool { name: name.clone() }).await?;
             println!("pool {name} deleted");
         }
     }
@@ -365,7 +365,7 @@ pub async fn user(args: &ClusterArgs, cmd: UserCmd) -> anyhow::Result<()> {
             t.print();
         }
         UserCmd::Delete { name } => {
-            client.write(Command::DeleteUser { name: name.clone() }).await?;
+            client.write(Request::DeleteUser { name: name.clone() }).await?;
             println!("user {name} deleted");
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chuyi_common::sm4::{generate_kek_hex, is_wrapped_under, load_kek, rewrap_volume_key};
 use chuyi_meta_api::ask;
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cluster::ClusterArgs;
@@ -81,7 +81,7 @@ async fn rotate(args: &ClusterArgs, new_file: &std::path::Path) -> anyhow::Resul
             already += 1;
         } else {
             let wrapped = rewrap_volume_key(&old, &new, &v.name, &v.wrapped_key)?;
-            let command = Command::RewrapVolumeKey { name: v.name.clone(), old: v.wrapped_key.clone(), new: wrapped };
+            let command = Request::RewrapVolumeKey { name: v.name.clone(), old: v.wrapped_key.clone(), new: wrapped };
             meta.write(command).await.with_context(|| format!("storing volume {}'s re-wrapped key", v.name))?;
             rewrapped += 1;
         }

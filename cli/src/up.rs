@@ -17,7 +17,7 @@ use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query};
 use chuyi_metadata::state::model::Redundancy;
-use chuyi_metadata::state::{Command, MetaError};
+use chuyi_metadata::state::{MetaError, Request};
 
 const NODES: u16 = 3;
 const DEFAULT_VOLUME: &str = "vol0";
@@ -98,7 +98,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let meta = MetaClient::new(vec![meta_addr.clone()], &admin)?;
     wait_for_nodes(&meta).await?;
     for (name, class) in [("ssd", DeviceClass::Ssd), ("hdd", DeviceClass::Hdd)] {
-        let pool = Command::CreatePool {
+        let pool = Request::CreatePool {
             name: name.into(),
             class,
             redundancy: Redundancy::Replicated(2),
@@ -110,7 +110,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Err(e) => bail!("creating pool {name}: {e}"),
         }
     }
-    let volume = Command::CreateVolume {
+    let volume = Request::CreateVolume {
         name: DEFAULT_VOLUME.into(),
         pool: "ssd".into(),
         size_bytes: DEFAULT_VOLUME_BYTES,

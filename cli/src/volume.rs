@@ -13,7 +13,7 @@ use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
 use chuyi_meta_api::{ask, order};
 use chuyi_metadata::state::model::{Volume, VolumeState};
-use chuyi_metadata::state::Command;
+use chuyi_metadata::state::Request;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -147,7 +147,7 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     let mut lease = meta.order(acquire).await?;
     let volume = meta.ask(ask::Volume(name.into())).await?;
     if !volume.wrapped_key.is_empty() {
-        meta.write(Command::DestroyVolumeKey { name: name.into(), holder: DELETE_HOLDER.into() })
+        meta.write(Request::DestroyVolumeKey { name: name.into(), holder: DELETE_HOLDER.into() })
             .await
             .with_context(|| format!("destroying volume {name}'s key"))?;
         if !args.json {
@@ -190,9 +190,9 @@ async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    let release = Command::ReleaseLease { volume: name.into(), holder: DELETE_HOLDER.into(), lease_id: lease.id };
+    let release = Request::ReleaseLease { volume: name.into(), holder: DELETE_HOLDER.into(), lease_id: lease.id };
     meta.write(release).await?;
-    meta.write(Command::DeleteVolume { name: name.into() })
+    meta.write(Request::DeleteVolume { name: name.into() })
         .await
         .with_context(|| format!("its chunks are freed, but removing volume {name} failed"))?;
     if args.json {

@@ -20,7 +20,7 @@ use chuyi_common::secret::ClusterSecret;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, Query, StatusReport};
 use chuyi_metadata::state::model::{DiskRecord, ObjectPut, Redundancy};
-use chuyi_metadata::state::{Command, ListCursor, ListRequest, Listing, MetaError};
+use chuyi_metadata::state::{ListCursor, ListRequest, Listing, MetaError, Request};
 
 const SECRET: &str = "meta-cluster-test-secret-0123456789";
 
@@ -194,7 +194,7 @@ async fn seed(client: &MetaClient) {
     for id in 1..=2 {
         let disks = vec![DiskRecord::empty(0, DeviceClass::Ssd, 1 << 40)];
         client
-            .write(Command::RegisterNode {
+            .write(Request::RegisterNode {
                 id,
                 addrs: vec![format!("127.0.0.1:{}", 9000 + id)],
                 failure_domain: String::new(),
@@ -203,7 +203,7 @@ async fn seed(client: &MetaClient) {
             .await
             .expect("register node");
     }
-    let pool = Command::CreatePool {
+    let pool = Request::CreatePool {
         name: "ssd".into(),
         class: DeviceClass::Ssd,
         redundancy: Redundancy::Replicated(2),
@@ -213,7 +213,7 @@ async fn seed(client: &MetaClient) {
     client.write(pool).await.expect("pool");
     client.call(&MetaCall::CreateUser { name: "alice".into(), admin: false }).await.expect("user");
     client
-        .write(Command::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() })
+        .write(Request::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() })
         .await
         .expect("bucket");
 }
@@ -222,8 +222,8 @@ fn object(etag: &str) -> ObjectPut {
     ObjectPut { etag: etag.into(), content_type: "application/dicom".into(), ..ObjectPut::default() }
 }
 
-fn put(key: &str, etag: &str) -> Command {
-    Command::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag) }
+fn put(key: &str, etag: &str) -> Request {
+    Request::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag) }
 }
 
 /// A page of 1000 keys of the bucket, after `after`.
@@ -492,7 +492,7 @@ async fn a_member_catches_up_from_a_snapshot_larger_than_its_memory() {
         let (client, note) = (&client, &note);
         let mut object = object("big");
         object.user_meta = vec![("note".into(), note.clone())];
-        async move { client.write(Command::PutObject { bucket: "scans".into(), key: format!("k{i:05}"), object }).await }
+        async move { client.write(Request::PutObject { bucket: "scans".into(), key: format!("k{i:05}"), object }).await }
     });
     let written: Vec<_> = writes.buffer_unordered(4).collect().await;
     assert!(written.iter().all(Result::is_ok), "every write acknowledged");
@@ -557,7 +557,7 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     assert!(!ok && err.contains("unknown device class"), "{err}");
     let (ok, _, err) = cluster.cli(&["pool", "create", "p3", "--class", "hdd"]);
     assert!(!ok && err.contains("no up hdd disk"), "{err}");
-    let huge = Command::CreateVolume {
+    let huge = Request::CreateVolume {
         name: "vm".into(),
         pool: "ssd".into(),
         size_bytes: 1 << 50,
@@ -566,7 +566,7 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     };
     assert!(matches!(client.write(huge).await, Err(MetaError::VolumeTooLarge { .. })));
     // Leases: a second holder is refused, a stale lease id cannot renew.
-    let vol = Command::CreateVolume {
+    let vol = Request::CreateVolume {
         name: "vm".into(),
         pool: "ssd".into(),
         size_bytes: 1 << 30,
@@ -575,18 +575,18 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     };
     client.write(vol).await.expect("volume");
     let lease = match client
-        .write(Command::AcquireLease { volume: "vm".into(), holder: "fe-a".into(), ttl_ms: 60_000 })
+        .write(Request::AcquireLease { volume: "vm".into(), holder: "fe-a".into(), ttl_ms: 60_000 })
         .await
     {
         Ok(chuyi_metadata::state::Reply::Lease(l)) => l,
         other => panic!("{other:?}"),
     };
-    let other = Command::AcquireLease { volume: "vm".into(), holder: "fe-b".into(), ttl_ms: 60_000 };
+    let other = Request::AcquireLease { volume: "vm".into(), holder: "fe-b".into(), ttl_ms: 60_000 };
     assert!(matches!(client.write(other).await, Err(MetaError::LeaseHeld { .. })));
     let stale =
-        Command::RenewLease { volume: "vm".into(), holder: "fe-a".into(), lease_id: lease.id + 1, ttl_ms: 60_000 };
+        Request::RenewLease { volume: "vm".into(), holder: "fe-a".into(), lease_id: lease.id + 1, ttl_ms: 60_000 };
     assert!(matches!(client.write(stale).await, Err(MetaError::StaleLease { .. })));
-    let dup = Command::CreateVolume {
+    let dup = Request::CreateVolume {
         name: "vm".into(),
         pool: "ssd".into(),
         size_bytes: 1 << 30,

@@ -20,11 +20,11 @@ use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig, RpcError};
 use tracing::debug;
 
 use crate::ask::Ask;
-use crate::command::{Command, Reply};
 use crate::error::MetaError;
 use crate::model::ClusterMap;
 use crate::order::Order;
 use crate::proto::{self, ApiReply, ApiResult, Envelope, MetaCall, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
+use crate::request::{Reply, Request};
 
 /// How long a call keeps retrying by default: longer than an election.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
@@ -160,8 +160,8 @@ impl MetaClient {
         }
     }
 
-    pub async fn write(&self, command: Command) -> Result<Reply, MetaError> {
-        match self.call(&MetaCall::Write(command)).await? {
+    pub async fn write(&self, request: Request) -> Result<Reply, MetaError> {
+        match self.call(&MetaCall::Write(request)).await? {
             ApiReply::Written(reply) => Ok(reply),
             other => Err(unexpected(&other)),
         }
@@ -170,7 +170,7 @@ impl MetaClient {
     /// A typed write: the answer `order` names; a reply of another kind (a
     /// version mismatch) is an error here, so no caller handles it.
     pub async fn order<O: Order>(&self, order: O) -> Result<O::Answer, MetaError> {
-        let reply = self.write(order.command()).await?;
+        let reply = self.write(order.request()).await?;
         O::answer(reply).map_err(|other| MetaError::Malformed(format!("unexpected reply {other}")))
     }
 

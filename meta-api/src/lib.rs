@@ -8,7 +8,6 @@
 
 pub mod ask;
 pub mod client;
-pub mod command;
 pub mod error;
 pub mod limits;
 pub mod listing;
@@ -16,8 +15,9 @@ pub mod model;
 pub mod order;
 pub mod placement;
 pub mod proto;
+pub mod request;
 
-pub use command::{Command, Reply};
 pub use error::{Kind, MetaError, UploadProblem};
 pub use limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX, PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};
 pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS};
+pub use request::{Reply, Request};

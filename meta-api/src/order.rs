@@ -1,22 +1,22 @@
-//! Typed writes: each command a frontend, gateway or tool sends for its
+//! Typed writes: each request a frontend, gateway or tool sends for its
 //! answer is a type that names that answer, so a caller writes
 //! `meta.order(order::AcquireLease { .. })` and has a [`model::Lease`], and
 //! the one place a reply of the wrong kind is handled is
-//! [`crate::client::MetaClient::order`]. Each order's fields are its log
-//! command's: the conversion is written out field by field, so the two
+//! [`crate::client::MetaClient::order`]. Each order's fields are its
+//! request's: the conversion is written out field by field, so the two
 //! cannot drift apart without the compiler saying so.
 //!
-//! Commands answered only with `Done` need no order: `meta.write(command)`.
+//! Requests answered only with `Done` need no order: `meta.write(request)`.
 
 use chuyi_common::ids::DeviceClass;
 
-use crate::command::{Command, Reply};
 use crate::model::{self, DataRun, ObjectPut, Redundancy};
+use crate::request::{Reply, Request};
 
-/// A command and the kind of its answer.
+/// A request and the kind of its answer.
 pub trait Order {
     type Answer;
-    fn command(self) -> Command;
+    fn request(self) -> Request;
     /// The answer in `reply`, or what `reply` was when of another kind.
     fn answer(reply: Reply) -> Result<Self::Answer, String>;
 }
@@ -46,9 +46,9 @@ macro_rules! order {
 
         impl Order for $name {
             type Answer = $answer;
-            fn command(self) -> Command {
+            fn request(self) -> Request {
                 let Self { $($field),* } = self;
-                Command::$name { $($field),* }
+                Request::$name { $($field),* }
             }
             fn answer(reply: Reply) -> Result<$answer, String> {
                 match reply {
@@ -120,9 +120,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_order_becomes_its_command_and_reads_its_answer() {
+    fn an_order_becomes_its_request_and_reads_its_answer() {
         let order = AcquireLease { volume: "v".into(), holder: "nbd-a".into(), ttl_ms: 30_000 };
-        let Command::AcquireLease { volume, holder, ttl_ms } = order.command() else { panic!("another command") };
+        let Request::AcquireLease { volume, holder, ttl_ms } = order.request() else { panic!("another request") };
         assert_eq!((volume.as_str(), holder.as_str(), ttl_ms), ("v", "nbd-a", 30_000));
         assert_eq!(BeginData::answer(Reply::Data { owner: 7 }), Ok(7));
         let put = Reply::ObjectPut { version_id: "null".into(), seq: 3 };

@@ -10,13 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Reply};
 use crate::error::MetaError;
 use crate::listing::{ListRequest, Listing};
 use crate::model::{
     Bucket, BucketUsage, ClusterMap, DataRun, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool, PoolDefaults,
     Upload, User, Volume,
 };
+use crate::request::{Reply, Request};
 /// The version of the messages below (2: packs, and runs with an offset;
 /// 3: the channel in the envelope, Raft traffic apart from client calls).
 pub const META_PROTOCOL_VERSION: u8 = 3;
@@ -46,7 +46,7 @@ pub type ApiResult = Result<ApiReply, MetaError>;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MetaCall {
     /// A change, committed by a majority before the reply. Leader only.
-    Write(Command),
+    Write(Request),
     /// A linearizable read. Leader only.
     Read(Query),
     /// Answers as soon as this member has applied an epoch above

@@ -16,7 +16,7 @@
 use chuyi_common::credential::{Principal, Role};
 
 use crate::proto::MetaCall;
-use crate::state::{Command, MetaError};
+use crate::state::{MetaError, Request};
 
 /// Whether `caller` may send Raft traffic: members only.
 pub fn check_peer(caller: &Principal) -> Result<(), MetaError> {
@@ -33,11 +33,11 @@ pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
     let allowed = match caller.role {
         Role::Member | Role::Admin => true,
         Role::Node => match call {
-            MetaCall::Write(command) => node_may(caller, command),
+            MetaCall::Write(request) => node_may(caller, request),
             other => is_open(other),
         },
         Role::Frontend => match call {
-            MetaCall::Write(command) => frontend_may(caller, command),
+            MetaCall::Write(request) => frontend_may(caller, request),
             other => is_open(other),
         },
     };
@@ -60,41 +60,41 @@ fn is_open(call: &MetaCall) -> bool {
     }
 }
 
-fn node_may(caller: &Principal, command: &Command) -> bool {
+fn node_may(caller: &Principal, request: &Request) -> bool {
     let is_me = |id: &chuyi_common::ids::NodeId| id.to_string() == caller.name;
-    match command {
-        Command::RegisterNode { id, .. } | Command::Heartbeat { id, .. } => is_me(id),
-        Command::ReportUnreachable { reporter, .. } => is_me(reporter),
+    match request {
+        Request::RegisterNode { id, .. } | Request::Heartbeat { id, .. } => is_me(id),
+        Request::ReportUnreachable { reporter, .. } => is_me(reporter),
         // The PG's primary reports its recovering replica, on another node.
-        Command::PgRecovered { .. } => true,
-        // An allow-list: a command added later is denied until listed.
+        Request::PgRecovered { .. } => true,
+        // An allow-list: a request added later is denied until listed.
         _ => false,
     }
 }
 
-fn frontend_may(caller: &Principal, command: &Command) -> bool {
-    match command {
-        Command::AcquireLease { holder, .. }
-        | Command::RenewLease { holder, .. }
-        | Command::ReleaseLease { holder, .. } => caller.owns_holder(holder),
-        Command::CreateBucket { .. }
-        | Command::DeleteBucket { .. }
-        | Command::SetVersioning { .. }
-        | Command::SetBucketSettings { .. }
-        | Command::BeginData { .. }
-        | Command::OpenPack { .. }
-        | Command::MovePacked { .. }
-        | Command::RetirePacks { .. }
-        | Command::AbandonData { .. }
-        | Command::PutObject { .. }
-        | Command::DeleteObject { .. }
-        | Command::CreateUpload { .. }
-        | Command::PutPart { .. }
-        | Command::CompleteUpload { .. }
-        | Command::AbortUpload { .. }
-        | Command::ForgetGarbage { .. }
-        | Command::ExpirePending { .. } => true,
-        // An allow-list: a command added later is denied until listed.
+fn frontend_may(caller: &Principal, request: &Request) -> bool {
+    match request {
+        Request::AcquireLease { holder, .. }
+        | Request::RenewLease { holder, .. }
+        | Request::ReleaseLease { holder, .. } => caller.owns_holder(holder),
+        Request::CreateBucket { .. }
+        | Request::DeleteBucket { .. }
+        | Request::SetVersioning { .. }
+        | Request::SetBucketSettings { .. }
+        | Request::BeginData { .. }
+        | Request::OpenPack { .. }
+        | Request::MovePacked { .. }
+        | Request::RetirePacks { .. }
+        | Request::AbandonData { .. }
+        | Request::PutObject { .. }
+        | Request::DeleteObject { .. }
+        | Request::CreateUpload { .. }
+        | Request::PutPart { .. }
+        | Request::CompleteUpload { .. }
+        | Request::AbortUpload { .. }
+        | Request::ForgetGarbage { .. }
+        | Request::ExpirePending { .. } => true,
+        // An allow-list: a request added later is denied until listed.
         _ => false,
     }
 }
@@ -102,7 +102,7 @@ fn frontend_may(caller: &Principal, command: &Command) -> bool {
 /// The call's name in a refusal.
 pub fn action(call: &MetaCall) -> &'static str {
     match call {
-        MetaCall::Write(command) => command.name(),
+        MetaCall::Write(request) => request.name(),
         MetaCall::Read(_) => "Read",
         MetaCall::WatchMap { .. } => "WatchMap",
         MetaCall::Status => "Status",
@@ -123,23 +123,23 @@ mod tests {
         Principal::new(Role::Frontend, name).expect("name")
     }
 
-    fn write(command: Command) -> MetaCall {
-        MetaCall::Write(command)
+    fn write(request: Request) -> MetaCall {
+        MetaCall::Write(request)
     }
 
     /// The calls a frontend must never make, with what the issue names:
-    /// marking a node down, destroying a volume key, another's lease.
+    /// destroying a volume key, another's lease, a heartbeat for a node
+    /// (marking a node down and rebalancing are not requests at all: only
+    /// the members commit them).
     fn forbidden_to_frontends() -> Vec<MetaCall> {
         vec![
-            write(Command::MarkNodeDown { id: 1, timeout_ms: 0 }),
-            write(Command::DestroyVolumeKey { name: "v".into(), holder: "s3-a".into() }),
-            write(Command::AcquireLease { volume: "v".into(), holder: "nbd-b".into(), ttl_ms: 1 }),
-            write(Command::RenewLease { volume: "v".into(), holder: "nbd-b:1".into(), lease_id: 1, ttl_ms: 1 }),
-            write(Command::ReleaseLease { volume: "v".into(), holder: "s3-ab".into(), lease_id: 1 }),
-            write(Command::DeleteVolume { name: "v".into() }),
-            write(Command::Rebalance { max_moves: 1 }),
-            write(Command::Heartbeat { id: 1, disks: vec![] }),
-            write(Command::DeleteUser { name: "u".into() }),
+            write(Request::DestroyVolumeKey { name: "v".into(), holder: "s3-a".into() }),
+            write(Request::AcquireLease { volume: "v".into(), holder: "nbd-b".into(), ttl_ms: 1 }),
+            write(Request::RenewLease { volume: "v".into(), holder: "nbd-b:1".into(), lease_id: 1, ttl_ms: 1 }),
+            write(Request::ReleaseLease { volume: "v".into(), holder: "s3-ab".into(), lease_id: 1 }),
+            write(Request::DeleteVolume { name: "v".into() }),
+            write(Request::Heartbeat { id: 1, disks: vec![] }),
+            write(Request::DeleteUser { name: "u".into() }),
             MetaCall::CreateUser { name: "u".into(), admin: true },
             MetaCall::AddMember { id: 9, addr: "x:1".into() },
             MetaCall::RemoveMember { id: 1 },
@@ -163,9 +163,9 @@ mod tests {
     fn a_frontend_may_serve_its_users() {
         let fe = frontend("nbd-h1");
         for call in [
-            write(Command::AcquireLease { volume: "v".into(), holder: "nbd-h1:42".into(), ttl_ms: 1 }),
-            write(Command::ReleaseLease { volume: "v".into(), holder: "nbd-h1".into(), lease_id: 1 }),
-            write(Command::DeleteBucket { name: "b".into() }),
+            write(Request::AcquireLease { volume: "v".into(), holder: "nbd-h1:42".into(), ttl_ms: 1 }),
+            write(Request::ReleaseLease { volume: "v".into(), holder: "nbd-h1".into(), lease_id: 1 }),
+            write(Request::DeleteBucket { name: "b".into() }),
             MetaCall::Read(Query::Buckets),
             MetaCall::Status,
             MetaCall::WatchMap { known_epoch: 0, wait_ms: 0 },
@@ -177,15 +177,21 @@ mod tests {
     #[test]
     fn a_node_speaks_for_itself_only() {
         let node = Principal::node(3);
-        assert_eq!(check(&node, &write(Command::Heartbeat { id: 3, disks: vec![] })), Ok(()));
-        assert_eq!(check(&node, &write(Command::ReportUnreachable { reporter: 3, node: 4 })), Ok(()));
-        let recovered = Command::PgRecovered { pool: 1, pg: 2, disk: DiskRef::new(4, 0), epoch: 7 };
+        assert_eq!(check(&node, &write(Request::Heartbeat { id: 3, disks: vec![] })), Ok(()));
+        assert_eq!(check(&node, &write(Request::ReportUnreachable { reporter: 3, node: 4 })), Ok(()));
+        let recovered = Request::PgRecovered { pool: 1, pg: 2, disk: DiskRef::new(4, 0), epoch: 7 };
         assert_eq!(check(&node, &write(recovered)), Ok(()));
         for call in [
-            write(Command::Heartbeat { id: 4, disks: vec![] }),
-            write(Command::ReportUnreachable { reporter: 4, node: 3 }),
-            write(Command::MarkNodeDown { id: 4, timeout_ms: 0 }),
-            write(Command::DeleteObject { bucket: "b".into(), key: "k".into(), version_id: None }),
+            write(Request::Heartbeat { id: 4, disks: vec![] }),
+            write(Request::ReportUnreachable { reporter: 4, node: 3 }),
+            write(Request::CreatePool {
+                name: "p".into(),
+                class: chuyi_common::ids::DeviceClass::Ssd,
+                redundancy: chuyi_meta_api::model::Redundancy::Replicated(2),
+                pg_count: 1,
+                separate_failure_domains: false,
+            }),
+            write(Request::DeleteObject { bucket: "b".into(), key: "k".into(), version_id: None }),
             MetaCall::RemoveMember { id: 1 },
         ] {
             assert!(matches!(check(&node, &call), Err(MetaError::Forbidden { .. })), "{call:?}");

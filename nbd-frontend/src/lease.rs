@@ -19,7 +19,7 @@ use std::time::Duration;
 use chuyi_common::clock::{self, Instant};
 
 use chuyi_client::Cluster;
-use chuyi_meta_api::Command;
+use chuyi_meta_api::Request;
 use tokio::sync::Notify;
 
 /// Whether this frontend may still send I/O for a volume.
@@ -126,7 +126,7 @@ async fn renewals(cluster: &Cluster, volume: &str, holder: &str, lease_id: u64, 
     let mut wait = ttl / 3;
     loop {
         tokio::time::sleep(wait).await;
-        let renew = Command::RenewLease {
+        let renew = Request::RenewLease {
             volume: volume.to_string(),
             holder: holder.to_string(),
             lease_id,

@@ -12,7 +12,7 @@ use chuyi_common::clock;
 use chuyi_client::{Cluster, VolumeIo};
 use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
 use chuyi_meta_api::model::VolumeState;
-use chuyi_meta_api::{order, Command, MetaError};
+use chuyi_meta_api::{order, MetaError, Request};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::AbortHandle;
@@ -302,7 +302,7 @@ impl NbdServer {
 
     /// Releases lease `lease_id` of `name` in the background.
     fn release(&self, name: &str, lease_id: u64) {
-        let release = Command::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id };
+        let release = Request::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id };
         let (cluster, name) = (self.cluster.clone(), name.to_string());
         tokio::spawn(async move {
             if let Err(e) = cluster.meta().write(release).await {

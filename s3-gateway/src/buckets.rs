@@ -5,7 +5,7 @@
 
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::Versioning;
-use chuyi_meta_api::{Command, MetaError};
+use chuyi_meta_api::{MetaError, Request};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
     DeleteBucketInput, DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,
@@ -64,7 +64,7 @@ impl Gateway {
                 self.region
             ));
         }
-        let command = Command::CreateBucket { name: name.clone(), owner: user.name.clone(), pool: self.pool.clone() };
+        let command = Request::CreateBucket { name: name.clone(), owner: user.name.clone(), pool: self.pool.clone() };
         match self.meta().write(command).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
             Err(MetaError::AlreadyExists { .. }) => match self.owned_bucket(&user, &name).await {
@@ -92,7 +92,7 @@ impl Gateway {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let user = self.caller(&req).await?;
         let bucket = self.owned_bucket(&user, &req.input.bucket).await?;
-        match self.meta().write(Command::DeleteBucket { name: bucket.name }).await {
+        match self.meta().write(Request::DeleteBucket { name: bucket.name }).await {
             Ok(_) => Ok(S3Response::new(DeleteBucketOutput::default())),
             Err(MetaError::BucketNotEmpty(_)) => Err(s3_error!(BucketNotEmpty)),
             Err(MetaError::NotFound { .. }) => Err(s3_error!(NoSuchBucket)),
@@ -140,7 +140,7 @@ impl Gateway {
                 return Err(s3_error!(MalformedXML, "versioning status must be Enabled or Suspended, not {other:?}"))
             }
         };
-        self.write(Command::SetVersioning { bucket: bucket.name, versioning }).await?;
+        self.write(Request::SetVersioning { bucket: bucket.name, versioning }).await?;
         Ok(S3Response::new(PutBucketVersioningOutput::default()))
     }
 }

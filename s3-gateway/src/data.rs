@@ -15,7 +15,7 @@ use chuyi_common::ids::ChunkId;
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::proto::chunk::{ChunkResponse, PgOp};
 use chuyi_meta_api::model::DataRun;
-use chuyi_meta_api::{order, Command, DATA_TTL_MAX_MS};
+use chuyi_meta_api::{order, Request, DATA_TTL_MAX_MS};
 use futures::channel::mpsc;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, Stream, StreamExt};
@@ -80,7 +80,7 @@ impl Drop for PendingRun {
         runtime.spawn(async move {
             // Failing here leaves it pending until its time is up, when the
             // reclaimer takes it all the same.
-            if let Err(e) = cluster.meta().write(Command::AbandonData { owner }).await {
+            if let Err(e) = cluster.meta().write(Request::AbandonData { owner }).await {
                 tracing::warn!(owner = format_args!("{owner:#x}"), error = %e, "abandoning object data failed");
             }
         });

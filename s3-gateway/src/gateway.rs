@@ -10,7 +10,7 @@ use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
 use chuyi_meta_api::order::Order;
-use chuyi_meta_api::{Command, Reply};
+use chuyi_meta_api::{Reply, Request};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
@@ -75,8 +75,8 @@ impl Gateway {
         self.meta().ask(ask).await.map_err(meta_error)
     }
 
-    pub(crate) async fn write(&self, command: Command) -> S3Result<Reply> {
-        match self.meta().write(command).await {
+    pub(crate) async fn write(&self, request: Request) -> S3Result<Reply> {
+        match self.meta().write(request).await {
             Ok(reply) => Ok(reply),
             Err(e) => Err(meta_error(e)),
         }

@@ -6,7 +6,7 @@
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
 use chuyi_meta_api::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
-use chuyi_meta_api::{order, Command};
+use chuyi_meta_api::{order, Request};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
@@ -78,7 +78,7 @@ impl Gateway {
         written: Written,
     ) -> S3Result<String> {
         let etag_hex = chuyi_common::secret::hex(&written.md5);
-        let command = Command::PutPart {
+        let command = Request::PutPart {
             bucket: bucket.name.clone(),
             key: key.into(),
             upload_id: upload_id.into(),
@@ -228,7 +228,7 @@ impl Gateway {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        let command = Command::AbortUpload { bucket: bucket.name, key: input.key, upload_id: input.upload_id };
+        let command = Request::AbortUpload { bucket: bucket.name, key: input.key, upload_id: input.upload_id };
         self.write(command).await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
-use chuyi_meta_api::Command;
+use chuyi_meta_api::Request;
 
 use crate::data::DataPath;
 
@@ -39,11 +39,11 @@ pub async fn pass(data: &DataPath, pack_grace: Duration) -> Result<usize, String
     let now_ms = chuyi_common::clock::unix_ms();
     let expired = meta.ask(ask::ExpiredPending { now_ms }).await.map_err(|e| e.to_string())?;
     if expired > 0 {
-        meta.write(Command::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
+        meta.write(Request::ExpirePending { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
     }
     let freeable = meta.ask(ask::FreeablePacks { now_ms, grace_ms }).await.map_err(|e| e.to_string())?;
     if freeable > 0 {
-        meta.write(Command::RetirePacks { max: RECORDS_PAGE_MAX, grace_ms }).await.map_err(|e| e.to_string())?;
+        meta.write(Request::RetirePacks { max: RECORDS_PAGE_MAX, grace_ms }).await.map_err(|e| e.to_string())?;
     }
     let garbage = meta.ask(ask::Garbage { max: RECORDS_PAGE_MAX }).await.map_err(|e| e.to_string())?;
     let mut freed = Vec::with_capacity(garbage.len());
@@ -55,7 +55,7 @@ pub async fn pass(data: &DataPath, pack_grace: Duration) -> Result<usize, String
     }
     let count = freed.len();
     if !freed.is_empty() {
-        meta.write(Command::ForgetGarbage { owners: freed }).await.map_err(|e| e.to_string())?;
+        meta.write(Request::ForgetGarbage { owners: freed }).await.map_err(|e| e.to_string())?;
     }
     Ok(count)
 }

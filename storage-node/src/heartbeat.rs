@@ -14,7 +14,7 @@ use chuyi_common::proto::chunk::{DiskStat, DiskState as ChunkDiskState};
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::model::{DiskRecord, DiskState};
 use chuyi_meta_api::placement::DiskRef;
-use chuyi_meta_api::Command;
+use chuyi_meta_api::Request;
 
 use crate::config::NodeConfig;
 use crate::node::Node;
@@ -99,9 +99,9 @@ pub async fn run(
         }
         let disks = records(store.stats());
         let command = if registered {
-            Command::Heartbeat { id: config.node_id, disks }
+            Request::Heartbeat { id: config.node_id, disks }
         } else {
-            Command::RegisterNode {
+            Request::RegisterNode {
                 id: config.node_id,
                 addrs: advertise.clone(),
                 failure_domain: config.failure_domain.clone(),
@@ -132,7 +132,7 @@ async fn report_unreachable(client: &MetaClient, me: u32, repl: &Replicator, rep
         }
         reported.insert(node, clock::now());
         warn!(node, "cannot reach this peer on the data path; reporting it");
-        if let Err(e) = client.write(Command::ReportUnreachable { reporter: me, node }).await {
+        if let Err(e) = client.write(Request::ReportUnreachable { reporter: me, node }).await {
             warn!(node, error = %e, "unreachable report failed");
         }
     }
@@ -181,7 +181,7 @@ pub async fn report_recovered(
         }
     };
     while let Some(r) = done.recv().await {
-        let command = Command::PgRecovered {
+        let command = Request::PgRecovered {
             pool: r.pg.pool,
             pg: r.pg.pg,
             disk: DiskRef::new(r.replica.node, r.replica.disk),

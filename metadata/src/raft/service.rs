@@ -28,7 +28,7 @@ use crate::proto::{
     StatusReport, ENVELOPE, RAFT_ENVELOPE, WATCH_WAIT_MAX_MS,
 };
 use crate::state::model::PgHealth;
-use crate::state::{names, Command, Kind, MetaError, Reply, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
+use crate::state::{names, Command, Kind, MetaError, Reply, Request, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
 use crate::store::{StateReader, StoreError, TypeConfig};
 
 /// How long one AddMember waits for a learner already added to catch up.
@@ -79,8 +79,10 @@ impl MetaService {
 
     async fn handle(&self, call: MetaCall) -> ApiResult {
         match call {
-            MetaCall::Write(Command::Heartbeat { id, disks }) => self.heartbeat(id, disks).await,
-            MetaCall::Write(command) => self.proposer.propose(command).await.map(ApiReply::Written),
+            MetaCall::Write(Request::Heartbeat { id, disks }) => self.heartbeat(id, disks).await,
+            // The caller's role was checked against the request; the log
+            // gets its own command for it.
+            MetaCall::Write(request) => self.proposer.propose(Command::from(request)).await.map(ApiReply::Written),
             MetaCall::Read(query) => self.read(query).await,
             MetaCall::WatchMap { known_epoch, wait_ms } => self.watch(known_epoch, wait_ms).await,
             MetaCall::Status => self.status().map(|s| ApiReply::Status(Box::new(s))),

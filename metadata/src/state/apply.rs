@@ -10,7 +10,7 @@
 //! failing, which stops the state machine.
 
 use super::buckets::{create_bucket, delete_bucket, set_versioning};
-use super::command::{Command, Reply};
+use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{Millis, Pool, User};
@@ -22,6 +22,7 @@ use super::users::{create_user, delete_user};
 use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
+use super::Reply;
 use super::{objects, packs, uploads, view};
 
 /// What one command may depend on besides the tables.

@@ -1,12 +1,12 @@
 //! Applying the commands about buckets: create, delete, versioning.
 
 use super::apply::{Applied, Ctx};
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{Bucket, Versioning};
 use super::names;
 use super::tables::TablesMut;
+use super::Reply;
 use super::{uploads, view};
 
 pub(super) fn create_bucket(t: &mut impl TablesMut, ctx: Ctx, name: &str, owner: &str, pool: &str) -> Applied {

@@ -17,7 +17,7 @@ macro_rules! refuse {
 
 pub(crate) mod apply;
 pub(crate) mod buckets;
-pub use chuyi_meta_api::command;
+pub mod command;
 pub use chuyi_meta_api::error;
 pub(crate) mod keys;
 pub mod listing;
@@ -36,7 +36,8 @@ pub(crate) mod volumes;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, MetaRequest, MetaResponse, PoolChange, Reply, COMMANDS_PER_ENTRY_MAX};
+pub use chuyi_meta_api::request::{PoolChange, Reply, Request};
+pub use command::{Command, MetaRequest, MetaResponse, COMMANDS_PER_ENTRY_MAX};
 pub use error::{Kind, MetaError, UploadProblem};
 pub use listing::{ListCursor, ListEntry, ListRequest, Listing, ObjectSummary, LIST_MAX_KEYS, LIST_SCAN_BUDGET_PAIRS};
 pub use objects::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};

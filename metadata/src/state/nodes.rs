@@ -5,7 +5,6 @@
 use chuyi_common::ids::NodeId;
 
 use super::apply::{bump_epoch, Applied, Ctx};
-use super::command::{PoolChange, Reply};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{NodeRecord, NodeState, PgRecord, Quarantine};
@@ -13,6 +12,7 @@ use super::names;
 use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
+use super::{PoolChange, Reply};
 use crate::placement::{self, DiskRef, PgChange};
 
 pub(super) fn register_node(

@@ -12,7 +12,6 @@
 //! removed version's packed run only counts as dead in its pack.
 
 use super::apply::{Applied, Ctx};
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
@@ -23,6 +22,7 @@ use super::packs;
 use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
+use super::Reply;
 
 pub use chuyi_meta_api::limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX};
 

@@ -13,13 +13,13 @@
 //! are over ([`retire_packs`]), by the same garbage table as every chunk.
 
 use super::apply::{Applied, Ctx};
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{DataRun, ObjectRecord, Pack, PackRef, PackTotals, PACK_BYTES};
 use super::tables::TableError;
 use super::tables::{Tables, TablesMut};
 use super::view;
+use super::Reply;
 
 pub use chuyi_meta_api::limits::{PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};
 

@@ -1,7 +1,6 @@
 //! Applying the commands about pools: create, delete, defaults.
 
 use super::apply::{bump_epoch, Applied};
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{PgRecord, Pool, PoolDefaults};
@@ -9,6 +8,7 @@ use super::names;
 use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
+use super::Reply;
 use crate::placement;
 
 /// Pool ids have their own counter: they are u32 (PG keys) and must never

@@ -5,7 +5,7 @@ use chuyi_common::ids::DeviceClass;
 use chuyi_common::seal::Sealed;
 
 use super::apply::{apply, Ctx};
-use super::command::{Command, Reply};
+use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::tables::memory::MemTables;
 use super::view;
+use super::Reply;
 
 const GIB: u64 = 1 << 30;
 

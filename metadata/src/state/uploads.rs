@@ -3,7 +3,6 @@
 //! is the listed parts' runs in order.
 
 use super::apply::{Applied, Ctx};
-use super::command::Reply;
 use super::error::{Kind, MetaError, UploadProblem};
 use super::keys;
 use super::model::{version_id_of, DataRun, ObjectPut, Part, Upload, PART_NUMBER_MAX};
@@ -12,6 +11,7 @@ use super::objects::{add_version, claim, to_garbage};
 use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
+use super::Reply;
 
 fn no_upload(bucket: &str, key: &str, upload_id: &str) -> MetaError {
     MetaError::not_found(Kind::Upload, format!("{bucket}/{key}?uploadId={upload_id}"))

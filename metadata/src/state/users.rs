@@ -1,13 +1,13 @@
 //! Applying the commands about S3 users.
 
 use super::apply::Applied;
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::User;
 use super::names;
 use super::tables::TablesMut;
 use super::view;
+use super::Reply;
 
 pub(super) fn create_user(t: &mut impl TablesMut, user: User) -> Applied {
     if let Err(e) = names::check_name("user name", &user.name).and(names::check_access_key(&user.access_key)) {

@@ -4,7 +4,6 @@
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
 
 use super::apply::{next_id, next_owner, Applied, Ctx, LEASE_TTL_MAX_MS};
-use super::command::Reply;
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{Lease, Pool, Volume, VolumeState};
@@ -12,6 +11,7 @@ use super::names;
 use super::tables::TableError;
 use super::tables::TablesMut;
 use super::view;
+use super::Reply;
 
 pub(super) fn check_fits(t: &impl TablesMut, pool: &Pool, size_bytes: u64) -> Result<Option<MetaError>, TableError> {
     let available = view::pool_capacity(t, pool)?;

@@ -1,20 +1,26 @@
-//! The commands of the replicated log and what applying one returns.
+//! The commands of the replicated log: its application data.
 //!
-//! A client's request becomes one [`Command`]; the proposer packs many into
-//! one [`MetaRequest`] (one Raft entry, one fsync) stamped with the leader's
-//! clock. Applying is deterministic: the same entries give the same state
-//! on every member.
+//! A client's [`Request`] becomes one [`Command`] (`From`, written out
+//! field by field, so the two cannot drift apart silently); the members add
+//! their own (marking a node down, rebalancing, a user with the secret the
+//! service minted), which no client can send. The proposer packs many
+//! into one [`MetaRequest`] (one Raft entry, one fsync) stamped with the
+//! leader's clock. Applying is deterministic: the same entries give the
+//! same state on every member.
+//!
+//! This is an on-disk format (each log value carries the codec's version
+//! byte, KEYSPACE.md): variants are only ever appended, and a command whose
+//! meaning changes gets a new variant while the old one stays readable.
 
 use chuyi_common::ids::{DeviceClass, NodeId};
 use chuyi_common::seal::Sealed;
+use chuyi_meta_api::request::Request;
 use serde::{Deserialize, Serialize};
 
-use crate::error::MetaError;
-use crate::model::{
-    Bucket, BucketSettings, DataRun, DiskRecord, Lease, Millis, ObjectPut, Pool, PoolDefaults, Redundancy, Upload,
-    User, Versioning, Volume,
-};
-use crate::placement::{DiskRef, PgChange};
+use super::error::MetaError;
+use super::model::{BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning};
+use super::Reply;
+use chuyi_meta_api::placement::DiskRef;
 
 /// Commands in one entry at most; also bounds the sequence numbers an entry
 /// hands out (`index << 16 | position`).
@@ -252,7 +258,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command's name, for refusals and logs.
+    /// The name, for refusals and logs.
     pub fn name(&self) -> &'static str {
         match self {
             Command::RegisterNode { .. } => "RegisterNode",
@@ -295,39 +301,54 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    Done,
-    /// The PG moves a cluster change caused, and the epoch after it.
-    Moves {
-        epoch: u64,
-        changes: Vec<PoolChange>,
-    },
-    Pool(Pool),
-    Volume(Volume),
-    Lease(Lease),
-    User(User),
-    Bucket(Bucket),
-    ObjectPut {
-        version_id: String,
-        seq: u64,
-    },
-    ObjectDeleted {
-        version_id: Option<String>,
-        delete_marker: bool,
-    },
-    /// The chunk owner reserved for new object data.
-    Data {
-        owner: u64,
-    },
-    Upload(Upload),
-    /// How many records a command went through.
-    Count(u64),
-}
-
-/// A placement change of one pool's PG.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolChange {
-    pub pool: String,
-    pub change: PgChange,
+impl From<Request> for Command {
+    fn from(request: Request) -> Self {
+        match request {
+            Request::RegisterNode { id, addrs, failure_domain, disks } => {
+                Command::RegisterNode { id, addrs, failure_domain, disks }
+            }
+            Request::Heartbeat { id, disks } => Command::Heartbeat { id, disks },
+            Request::PgRecovered { pool, pg, disk, epoch } => Command::PgRecovered { pool, pg, disk, epoch },
+            Request::CreatePool { name, class, redundancy, pg_count, separate_failure_domains } => {
+                Command::CreatePool { name, class, redundancy, pg_count, separate_failure_domains }
+            }
+            Request::DeletePool { name } => Command::DeletePool { name },
+            Request::CreateVolume { name, pool, size_bytes, chunk_size_bytes, wrapped_key } => {
+                Command::CreateVolume { name, pool, size_bytes, chunk_size_bytes, wrapped_key }
+            }
+            Request::ResizeVolume { name, size_bytes } => Command::ResizeVolume { name, size_bytes },
+            Request::DeleteVolume { name } => Command::DeleteVolume { name },
+            Request::AcquireLease { volume, holder, ttl_ms } => Command::AcquireLease { volume, holder, ttl_ms },
+            Request::RenewLease { volume, holder, lease_id, ttl_ms } => {
+                Command::RenewLease { volume, holder, lease_id, ttl_ms }
+            }
+            Request::ReleaseLease { volume, holder, lease_id } => Command::ReleaseLease { volume, holder, lease_id },
+            Request::DeleteUser { name } => Command::DeleteUser { name },
+            Request::CreateBucket { name, owner, pool } => Command::CreateBucket { name, owner, pool },
+            Request::DeleteBucket { name } => Command::DeleteBucket { name },
+            Request::SetVersioning { bucket, versioning } => Command::SetVersioning { bucket, versioning },
+            Request::SetBucketSettings { bucket, settings } => Command::SetBucketSettings { bucket, settings },
+            Request::BeginData { pool, len, ttl_ms } => Command::BeginData { pool, len, ttl_ms },
+            Request::OpenPack { pool, ttl_ms } => Command::OpenPack { pool, ttl_ms },
+            Request::MovePacked { bucket, key, seq, from, to } => Command::MovePacked { bucket, key, seq, from, to },
+            Request::RetirePacks { max, grace_ms } => Command::RetirePacks { max, grace_ms },
+            Request::AbandonData { owner } => Command::AbandonData { owner },
+            Request::PutObject { bucket, key, object } => Command::PutObject { bucket, key, object },
+            Request::DeleteObject { bucket, key, version_id } => Command::DeleteObject { bucket, key, version_id },
+            Request::CreateUpload { bucket, key, object } => Command::CreateUpload { bucket, key, object },
+            Request::PutPart { bucket, key, upload_id, number, etag, run } => {
+                Command::PutPart { bucket, key, upload_id, number, etag, run }
+            }
+            Request::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes } => {
+                Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes }
+            }
+            Request::AbortUpload { bucket, key, upload_id } => Command::AbortUpload { bucket, key, upload_id },
+            Request::ForgetGarbage { owners } => Command::ForgetGarbage { owners },
+            Request::ExpirePending { max } => Command::ExpirePending { max },
+            Request::ReportUnreachable { reporter, node } => Command::ReportUnreachable { reporter, node },
+            Request::DestroyVolumeKey { name, holder } => Command::DestroyVolumeKey { name, holder },
+            Request::RewrapVolumeKey { name, old, new } => Command::RewrapVolumeKey { name, old, new },
+            Request::SetPoolDefaults { pool, defaults } => Command::SetPoolDefaults { pool, defaults },
+        }
+    }
 }

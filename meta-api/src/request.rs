@@ -1,0 +1,297 @@
+//! The writes a client may ask of the metadata service, and what each
+//! returns.
+//!
+//! A [`Request`] is what travels in `MetaCall::Write`: the service checks
+//! the caller's role against it, then turns it into the replicated log's
+//! own command (`chuyi-metadata`'s `state::Command`), field by field. The
+//! two are separate types on purpose: the log is an on-disk format, kept
+//! readable across releases, and this is an API; and what only the
+//! members themselves commit (marking a node down, rebalancing, a user with
+//! the secret the service minted) cannot be said here at all.
+
+use chuyi_common::ids::{DeviceClass, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Bucket, BucketSettings, DataRun, DiskRecord, Lease, ObjectPut, Pool, PoolDefaults, Redundancy, Upload, User,
+    Versioning, Volume,
+};
+use crate::placement::{DiskRef, PgChange};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Adds a node or updates its addresses and disks; marks it up.
+    RegisterNode {
+        id: NodeId,
+        addrs: Vec<String>,
+        failure_domain: String,
+        disks: Vec<DiskRecord>,
+    },
+    /// A node is alive; its disks as it sees them now.
+    Heartbeat {
+        id: NodeId,
+        disks: Vec<DiskRecord>,
+    },
+    /// A backfilled replica now holds the PG's data; `epoch` is the PG's
+    /// epoch when the backfill began.
+    PgRecovered {
+        pool: u32,
+        pg: u32,
+        disk: DiskRef,
+        epoch: u64,
+    },
+    CreatePool {
+        name: String,
+        class: DeviceClass,
+        redundancy: Redundancy,
+        pg_count: u32,
+        separate_failure_domains: bool,
+    },
+    DeletePool {
+        name: String,
+    },
+    CreateVolume {
+        name: String,
+        pool: String,
+        size_bytes: u64,
+        chunk_size_bytes: u32,
+        wrapped_key: Vec<u8>,
+    },
+    ResizeVolume {
+        name: String,
+        size_bytes: u64,
+    },
+    DeleteVolume {
+        name: String,
+    },
+    AcquireLease {
+        volume: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    RenewLease {
+        volume: String,
+        holder: String,
+        lease_id: u64,
+        ttl_ms: u64,
+    },
+    ReleaseLease {
+        volume: String,
+        holder: String,
+        lease_id: u64,
+    },
+    DeleteUser {
+        name: String,
+    },
+    CreateBucket {
+        name: String,
+        owner: String,
+        pool: String,
+    },
+    DeleteBucket {
+        name: String,
+    },
+    SetVersioning {
+        bucket: String,
+        versioning: Versioning,
+    },
+    SetBucketSettings {
+        bucket: String,
+        settings: BucketSettings,
+    },
+    /// Reserves a new chunk owner in `pool` for `len` bytes of object data
+    /// about to be written, pending until an object or part claims it, and
+    /// freed if nothing has by `ttl_ms` from now (its writer died).
+    BeginData {
+        pool: String,
+        len: u64,
+        ttl_ms: u64,
+    },
+    /// Opens a pack in `pool` for small objects' data, writable for
+    /// `ttl_ms` from now; replies with its owner (`Reply::Data`).
+    OpenPack {
+        pool: String,
+        ttl_ms: u64,
+    },
+    /// The compactor copied run `from` of version `seq` of `bucket/key` to
+    /// `to` (in a writable pack): the version holds `to` from now on, if it
+    /// still holds `from` (`Count(1)`; else `Count(0)` and nothing moves).
+    MovePacked {
+        bucket: String,
+        key: String,
+        seq: u64,
+        from: DataRun,
+        to: DataRun,
+    },
+    /// Frees up to `max` packs with nothing live, no writer, and no run
+    /// died in the last `grace_ms` (a GET may still read it).
+    RetirePacks {
+        max: u32,
+        grace_ms: u64,
+    },
+    /// The writer of pending data gave up: its chunks are garbage now.
+    AbandonData {
+        owner: u64,
+    },
+    /// A new version of `key` (or its null version). Every run of its data
+    /// must be pending, and is claimed.
+    PutObject {
+        bucket: String,
+        key: String,
+        object: ObjectPut,
+    },
+    /// Without a version: removes the null version, or adds a delete marker
+    /// when the bucket is versioned. With one: removes that version.
+    DeleteObject {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+    },
+    /// Starts a multipart upload of `key`; `object` is the object to be,
+    /// less its data.
+    CreateUpload {
+        bucket: String,
+        key: String,
+        object: ObjectPut,
+    },
+    /// Adds part `number` (replacing an earlier upload of it); its run must
+    /// be pending, and is claimed.
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        number: u32,
+        etag: String,
+        run: DataRun,
+    },
+    /// Makes the listed parts (number, owner of the part's data as read
+    /// before) the object's data, in order; every part but the last must be
+    /// at least `min_part_bytes`. Parts not listed become garbage.
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, u64)>,
+        etag: String,
+        min_part_bytes: u64,
+    },
+    AbortUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    /// The gateway deleted these owners' chunks.
+    ForgetGarbage {
+        owners: Vec<u64>,
+    },
+    /// Frees up to `max` pending runs whose time is up.
+    ExpirePending {
+        max: u32,
+    },
+    /// Storage node `reporter` cannot reach `node` on the data path although
+    /// `node` may still be heartbeating (a network cut between nodes). The
+    /// node is marked down and kept down for a penalty that doubles with
+    /// each report in a row, so a persisting cut does not make it flap.
+    ReportUnreachable {
+        reporter: NodeId,
+        node: NodeId,
+    },
+    /// Crypto-erase: forgets an encrypted volume's wrapped data key, so its
+    /// data can never be read again (it is freed afterwards). Refused while
+    /// a frontend other than `holder` holds the volume's lease.
+    DestroyVolumeKey {
+        name: String,
+        holder: String,
+    },
+    /// Replaces an encrypted volume's wrapped key by the same data key
+    /// wrapped under a new KEK, only if it is still `old` (rotation runs
+    /// once per volume, and never undoes a concurrent change).
+    RewrapVolumeKey {
+        name: String,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
+    /// Sets what a pool's new volumes get by default.
+    SetPoolDefaults {
+        pool: String,
+        defaults: PoolDefaults,
+    },
+}
+
+impl Request {
+    /// The name, for refusals and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::RegisterNode { .. } => "RegisterNode",
+            Request::Heartbeat { .. } => "Heartbeat",
+            Request::PgRecovered { .. } => "PgRecovered",
+            Request::CreatePool { .. } => "CreatePool",
+            Request::DeletePool { .. } => "DeletePool",
+            Request::CreateVolume { .. } => "CreateVolume",
+            Request::ResizeVolume { .. } => "ResizeVolume",
+            Request::DeleteVolume { .. } => "DeleteVolume",
+            Request::AcquireLease { .. } => "AcquireLease",
+            Request::RenewLease { .. } => "RenewLease",
+            Request::ReleaseLease { .. } => "ReleaseLease",
+            Request::DeleteUser { .. } => "DeleteUser",
+            Request::CreateBucket { .. } => "CreateBucket",
+            Request::DeleteBucket { .. } => "DeleteBucket",
+            Request::SetVersioning { .. } => "SetVersioning",
+            Request::SetBucketSettings { .. } => "SetBucketSettings",
+            Request::BeginData { .. } => "BeginData",
+            Request::OpenPack { .. } => "OpenPack",
+            Request::MovePacked { .. } => "MovePacked",
+            Request::RetirePacks { .. } => "RetirePacks",
+            Request::AbandonData { .. } => "AbandonData",
+            Request::PutObject { .. } => "PutObject",
+            Request::DeleteObject { .. } => "DeleteObject",
+            Request::CreateUpload { .. } => "CreateUpload",
+            Request::PutPart { .. } => "PutPart",
+            Request::CompleteUpload { .. } => "CompleteUpload",
+            Request::AbortUpload { .. } => "AbortUpload",
+            Request::ForgetGarbage { .. } => "ForgetGarbage",
+            Request::ExpirePending { .. } => "ExpirePending",
+            Request::ReportUnreachable { .. } => "ReportUnreachable",
+            Request::DestroyVolumeKey { .. } => "DestroyVolumeKey",
+            Request::RewrapVolumeKey { .. } => "RewrapVolumeKey",
+            Request::SetPoolDefaults { .. } => "SetPoolDefaults",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    /// The PG moves a cluster change caused, and the epoch after it.
+    Moves {
+        epoch: u64,
+        changes: Vec<PoolChange>,
+    },
+    Pool(Pool),
+    Volume(Volume),
+    Lease(Lease),
+    User(User),
+    Bucket(Bucket),
+    ObjectPut {
+        version_id: String,
+        seq: u64,
+    },
+    ObjectDeleted {
+        version_id: Option<String>,
+        delete_marker: bool,
+    },
+    /// The chunk owner reserved for new object data.
+    Data {
+        owner: u64,
+    },
+    Upload(Upload),
+    /// How many records a request went through.
+    Count(u64),
+}
+
+/// A placement change of one pool's PG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolChange {
+    pub pool: String,
+    pub change: PgChange,
+}
