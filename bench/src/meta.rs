@@ -86,7 +86,7 @@ pub fn put_run(key: String, run: Option<DataRun>) -> Request {
         data: run.into_iter().collect(),
         ..ObjectPut::default()
     };
-    Request::PutObject { bucket: BUCKET.into(), key, object }
+    Request::PutObject { bucket: BUCKET.into(), key, object, condition: None }
 }
 
 /// Hands out ranges of packs for one writer's objects, as a gateway does:

@@ -213,7 +213,7 @@ impl Session for DirectPath {
             data: vec![DataRun::owned(owner, len)],
             ..ObjectPut::default()
         };
-        let put = order::PutObject { bucket: self.bucket.clone(), key: key.into(), object };
+        let put = order::PutObject { bucket: self.bucket.clone(), key: key.into(), object, condition: None };
         self.cluster.meta().order(put).await?;
         Ok(())
     }

@@ -124,7 +124,17 @@ async fn boto3_suite(layout: Layout) {
             .await
             .expect("boto3");
     assert!(!out.contains("skip ownership"), "the ownership checks ran:\n{out}");
-    for check in ["objects", "checksums", "versioning", "multipart", "presigned_urls", "ownership", "errors"] {
+    for check in [
+        "objects",
+        "checksums",
+        "list_objects_v2",
+        "versioning",
+        "multipart",
+        "conditional_writes",
+        "presigned_urls",
+        "ownership",
+        "errors",
+    ] {
         assert!(out.contains(&format!("ok {check}\n")), "ok {check} missing:\n{out}");
     }
     wait_all_freed(&cluster, Duration::from_secs(30)).await;

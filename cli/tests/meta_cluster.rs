@@ -223,7 +223,7 @@ fn object(etag: &str) -> ObjectPut {
 }
 
 fn put(key: &str, etag: &str) -> Request {
-    Request::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag) }
+    Request::PutObject { bucket: "scans".into(), key: key.into(), object: object(etag), condition: None }
 }
 
 /// A page of 1000 keys of the bucket, after `after`.
@@ -492,7 +492,11 @@ async fn a_member_catches_up_from_a_snapshot_larger_than_its_memory() {
         let (client, note) = (&client, &note);
         let mut object = object("big");
         object.user_meta = vec![("note".into(), note.clone())];
-        async move { client.write(Request::PutObject { bucket: "scans".into(), key: format!("k{i:05}"), object }).await }
+        async move {
+            client
+                .write(Request::PutObject { bucket: "scans".into(), key: format!("k{i:05}"), object, condition: None })
+                .await
+        }
     });
     let written: Vec<_> = writes.buffer_unordered(4).collect().await;
     assert!(written.iter().all(Result::is_ok), "every write acknowledged");

@@ -51,6 +51,10 @@ pub enum MetaError {
     /// variants before keep their wire numbers.
     #[error("object key of {len} bytes: keys are 1 to {max} bytes")]
     KeyLength { len: usize, max: usize },
+    /// A conditional write's condition does not hold for the key's current
+    /// object (S3's PreconditionFailed). Appended for the same reason.
+    #[error("object {key:?}: {condition} does not hold")]
+    ConditionFailed { key: String, condition: crate::model::WriteCondition },
 }
 
 /// The kinds of named things in error messages.

@@ -231,6 +231,27 @@ pub struct BucketSettings {
     pub qos: Vec<u8>,
 }
 
+/// What must hold of a key's current object for a write to apply (S3's
+/// conditional writes). Checked when the write is applied, in log order, so
+/// of two writers racing with If-None-Match: * exactly one wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// `If-None-Match: *`: the key has no current object (a delete marker
+    /// is none).
+    Absent,
+    /// `If-Match`: the current object's ETag (hex, unquoted) is this one.
+    ETag(String),
+}
+
+impl fmt::Display for WriteCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteCondition::Absent => f.write_str("If-None-Match: *"),
+            WriteCondition::ETag(etag) => write!(f, "If-Match: {etag:?}"),
+        }
+    }
+}
+
 /// The version id S3 gives objects written while versioning is not enabled.
 pub const NULL_VERSION: &str = "null";
 

@@ -10,7 +10,7 @@
 
 use chuyi_common::ids::DeviceClass;
 
-use crate::model::{self, DataRun, ObjectPut, Redundancy};
+use crate::model::{self, DataRun, ObjectPut, Redundancy, WriteCondition};
 use crate::request::{Reply, Request};
 
 /// A request and the kind of its answer.
@@ -97,7 +97,7 @@ order!(
 );
 order!(
     /// A new object version; answers with its id and sequence.
-    PutObject { bucket: String, key: String, object: ObjectPut }
+    PutObject { bucket: String, key: String, object: ObjectPut, condition: Option<WriteCondition> }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
 );
 order!(
@@ -111,7 +111,15 @@ order!(
 );
 order!(
     /// Completes a multipart upload; answers with the object's version.
-    CompleteUpload { bucket: String, key: String, upload_id: String, parts: Vec<(u32, u64)>, etag: String, min_part_bytes: u64 }
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, u64)>,
+        etag: String,
+        min_part_bytes: u64,
+        condition: Option<WriteCondition>,
+    }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
 );
 

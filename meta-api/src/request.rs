@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Bucket, BucketSettings, DataRun, DiskRecord, Lease, ObjectPut, Pool, PoolDefaults, Redundancy, Upload, User,
-    Versioning, Volume,
+    Versioning, Volume, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
 
@@ -139,6 +139,8 @@ pub enum Request {
         bucket: String,
         key: String,
         object: ObjectPut,
+        /// Applies only if this holds of the key's current object.
+        condition: Option<WriteCondition>,
     },
     /// Without a version: removes the null version, or adds a delete marker
     /// when the bucket is versioned. With one: removes that version.
@@ -174,6 +176,8 @@ pub enum Request {
         parts: Vec<(u32, u64)>,
         etag: String,
         min_part_bytes: u64,
+        /// Applies only if this holds of the key's current object.
+        condition: Option<WriteCondition>,
     },
     AbortUpload {
         bucket: String,

@@ -329,6 +329,7 @@ fn attach_refused(e: &MetaError) -> u32 {
         MetaError::AlreadyExists { .. }
         | MetaError::Invalid { .. }
         | MetaError::KeyLength { .. }
+        | MetaError::ConditionFailed { .. }
         | MetaError::VolumeTooLarge { .. }
         | MetaError::VolumeShrink { .. }
         | MetaError::InUse { .. }

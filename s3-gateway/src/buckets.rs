@@ -130,7 +130,15 @@ impl Gateway {
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        if req.input.versioning_configuration.mfa_delete.is_some() {
+        // Saying MFA delete is off is what many tools send; only turning it
+        // on is refused.
+        if req
+            .input
+            .versioning_configuration
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() != s3s::dto::MFADelete::DISABLED)
+        {
             return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
         }
         let versioning = match req.input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {

@@ -3,6 +3,7 @@
 //! If-Modified-Since answer a read with 304. An entity-tag condition that
 //! holds makes its date condition irrelevant.
 
+use chuyi_meta_api::model::WriteCondition;
 use s3s::dto::{ETag, ETagCondition, Timestamp};
 use s3s::{s3_error, S3Result};
 
@@ -82,6 +83,28 @@ impl Conditions<'_> {
     }
 }
 
+/// The condition of a PutObject or CompleteMultipartUpload, checked by the
+/// metadata service when the write applies. S3 takes `If-None-Match: *`
+/// (create only) and `If-Match: <etag>` (replace only that object); any
+/// other form, or both at once, is functionality it does not implement.
+pub fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<WriteCondition>> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (None, Some(ETagCondition::Any)) => Ok(Some(WriteCondition::Absent)),
+        (Some(ETagCondition::ETag(tag)), None) => Ok(Some(WriteCondition::ETag(tag.value().to_string()))),
+        (None, Some(ETagCondition::ETag(_))) => {
+            Err(s3_error!(NotImplemented, "If-None-Match on a write takes only \"*\""))
+        }
+        (Some(ETagCondition::Any), None) => {
+            Err(s3_error!(NotImplemented, "If-Match on a write takes an ETag, not \"*\""))
+        }
+        (Some(_), Some(_)) => Err(s3_error!(NotImplemented, "If-Match and If-None-Match together on a write")),
+    }
+}
+
 fn seconds(t: &Timestamp) -> i64 {
     time::OffsetDateTime::from(t.clone()).unix_timestamp()
 }
@@ -111,6 +134,22 @@ mod tests {
 
     fn code(r: S3Result<()>) -> Option<String> {
         r.err().map(|e| e.code().as_str().to_string())
+    }
+
+    #[test]
+    fn writes_take_create_only_or_replace_this_etag_and_nothing_else() {
+        assert_eq!(write_condition(None, None).ok(), Some(None));
+        assert_eq!(write_condition(None, Some(&ETagCondition::Any)).ok(), Some(Some(WriteCondition::Absent)));
+        let weak = ETagCondition::ETag(ETag::Weak("abc".into()));
+        assert_eq!(write_condition(Some(&tag("abc")), None).ok(), Some(Some(WriteCondition::ETag("abc".into()))));
+        assert_eq!(write_condition(Some(&weak), None).ok(), Some(Some(WriteCondition::ETag("abc".into()))));
+        for (m, n) in [
+            (None, Some(&tag("abc"))),
+            (Some(&ETagCondition::Any), None),
+            (Some(&tag("abc")), Some(&ETagCondition::Any)),
+        ] {
+            assert_eq!(code(write_condition(m, n).map(|_| ())).as_deref(), Some("NotImplemented"), "{m:?} {n:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub fn meta_error(e: MetaError) -> S3Error {
             }
         }
         e @ MetaError::KeyLength { .. } => s3_error!(KeyTooLongError, "{e}"),
+        e @ MetaError::ConditionFailed { .. } => s3_error!(PreconditionFailed, "{e}"),
         MetaError::Invalid { what, why } => s3_error!(InvalidArgument, "invalid {what}: {why}"),
         // A name taken or a record still referenced: the client's request
         // conflicts with what exists (the bucket-creating path answers its
@@ -99,6 +100,9 @@ mod tests {
     #[test]
     fn refusals_a_client_causes_are_its_errors() {
         assert_eq!(code(MetaError::KeyLength { len: 1025, max: 1024 }), S3ErrorCode::KeyTooLongError);
+        let failed =
+            MetaError::ConditionFailed { key: "k".into(), condition: chuyi_meta_api::model::WriteCondition::Absent };
+        assert_eq!(code(failed), S3ErrorCode::PreconditionFailed);
         assert_eq!(code(MetaError::not_found(Kind::Bucket, "b")), S3ErrorCode::NoSuchBucket);
         assert_eq!(code(MetaError::not_found(Kind::Object, "k")), S3ErrorCode::NoSuchKey);
         assert_eq!(code(MetaError::invalid("part number", "0")), S3ErrorCode::InvalidArgument);

@@ -36,10 +36,26 @@ struct Names {
     url: bool,
 }
 
+/// A name as S3 URL-encodes it in listings: every byte but the unreserved
+/// ones (`A-Z a-z 0-9 - _ . ~`) and `/` as `%XX`, a space as `+` (what SDKs
+/// decode with `unquote_plus`; a `/` left plain is what they show for
+/// prefixes and delimiters).
+fn s3_url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 impl Names {
     fn name(&self, s: &str) -> String {
         if self.url {
-            urlencoding::encode(s).into_owned()
+            s3_url_encode(s)
         } else {
             s.to_string()
         }
@@ -316,6 +332,14 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_url_encoded_as_s3_does() {
+        assert_eq!(s3_url_encode("scans/2024/ct 01+a.dcm"), "scans/2024/ct+01%2Ba.dcm");
+        assert_eq!(s3_url_encode("a~b_c-d.e"), "a~b_c-d.e");
+        assert_eq!(s3_url_encode("病人/x%y"), "%E7%97%85%E4%BA%BA/x%25y");
+        assert_eq!(s3_url_encode("\u{1}&<"), "%01%26%3C");
+    }
 
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {

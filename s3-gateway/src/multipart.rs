@@ -5,18 +5,18 @@
 
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
-use chuyi_meta_api::model::{Bucket, Part, Upload, PART_NUMBER_MAX};
+use chuyi_meta_api::model::{Bucket, ObjectRecord, Part, Upload, PART_NUMBER_MAX};
 use chuyi_meta_api::{order, Request};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::buckets::owner;
-use crate::conditions::copy_source_conditions;
+use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
 use crate::description::{header_checksums, timestamp, with_checksums, Headers};
 use crate::gateway::Gateway;
-use crate::objects::{body_length, etag, refuse_unsupported, reported_version, Body};
+use crate::objects::{body_length, etag, refuse_sse, reported_version, Body};
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -36,6 +36,17 @@ fn multipart_etag(part_etags: &[&str]) -> S3Result<String> {
         md5.update(&bytes);
     }
     Ok(format!("{}-{}", chuyi_common::secret::hex(&md5.finalize()), part_etags.len()))
+}
+
+fn completed(bucket: &Bucket, key: &str, etag_hex: &str, version_id: &str) -> CompleteMultipartUploadOutput {
+    CompleteMultipartUploadOutput {
+        bucket: Some(bucket.name.clone()),
+        key: Some(key.to_string()),
+        location: Some(format!("/{}/{key}", bucket.name)),
+        e_tag: Some(etag(etag_hex)),
+        version_id: reported_version(bucket, version_id),
+        ..Default::default()
+    }
 }
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
@@ -97,7 +108,7 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_unsupported(false, input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
+        refuse_sse(input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
         let object = Headers {
             content_type: input.content_type,
             cache_control: input.cache_control,
@@ -170,9 +181,14 @@ impl Gateway {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_unsupported(input.if_match.is_some() || input.if_none_match.is_some(), false)?;
-        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if let Err(gone) = self.upload(&bucket, &input.key, &input.upload_id).await {
+            // SDKs retry a Complete whose reply was lost: it is answered as
+            // the first time, not with NoSuchUpload.
+            let Some(done) = self.completed_before(&bucket, &input.key, &listed).await else { return Err(gone) };
+            return Ok(S3Response::new(completed(&bucket, &input.key, &done.data.etag, &done.version_id)));
+        }
         if listed.is_empty() {
             return Err(s3_error!(MalformedXML, "The XML you provided did not validate: no parts were listed"));
         }
@@ -210,16 +226,22 @@ impl Gateway {
             parts: chosen,
             etag: etag_hex.clone(),
             min_part_bytes: MIN_PART_BYTES,
+            condition,
         };
         let version_id = self.order(complete).await?.version_id;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(bucket.name.clone()),
-            key: Some(input.key.clone()),
-            location: Some(format!("/{}/{}", bucket.name, input.key)),
-            e_tag: Some(etag(&etag_hex)),
-            version_id: reported_version(&bucket, &version_id),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(completed(&bucket, &input.key, &etag_hex, &version_id)))
+    }
+
+    /// The key's current version, when it is what completing `listed` made:
+    /// the multipart ETag of the listed parts' ETags, over as many parts.
+    /// Its upload is gone because this very Complete succeeded before.
+    async fn completed_before(&self, bucket: &Bucket, key: &str, listed: &[CompletedPart]) -> Option<ObjectRecord> {
+        let etags: Option<Vec<&str>> = listed.iter().map(|p| p.e_tag.as_ref().map(|e| e.value())).collect();
+        let expected = multipart_etag(&etags?).ok()?;
+        let current = self.object(&bucket.name, key, None).await.ok()?;
+        let same =
+            !current.delete_marker && current.data.etag == expected && current.data.parts as usize == listed.len();
+        same.then_some(current)
     }
 
     pub(crate) async fn abort_upload(

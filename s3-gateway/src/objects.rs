@@ -4,14 +4,14 @@
 //! an object is never visible before its bytes are durable, and an upload
 //! that fails leaves nothing but garbage for the reclaimer.
 
-use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, NULL_VERSION};
+use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, WriteCondition, NULL_VERSION};
 use chuyi_meta_api::order::{self, Deleted};
 use chuyi_meta_api::MetaError;
 use http::{HeaderMap, HeaderValue};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
-use crate::conditions::{copy_source_conditions, read_conditions, Conditions, Unchanged};
+use crate::conditions::{copy_source_conditions, read_conditions, write_condition, Conditions, Unchanged};
 use crate::data::{Written, OBJECT_PUT_MAX_BYTES};
 use crate::description::{
     hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
@@ -86,10 +86,7 @@ macro_rules! object_output {
 /// Refuses what this gateway would otherwise silently ignore: conditional
 /// writes (a client relying on If-None-Match: * as a lock must not get a
 /// plain overwrite) and server-side encryption it does not do yet.
-pub(crate) fn refuse_unsupported(conditional: bool, encrypted: bool) -> S3Result<()> {
-    if conditional {
-        return Err(s3_error!(NotImplemented, "conditional writes (If-Match, If-None-Match) are not supported"));
-    }
+pub(crate) fn refuse_sse(encrypted: bool) -> S3Result<()> {
     if encrypted {
         return Err(s3_error!(NotImplemented, "server-side encryption headers are not supported yet"));
     }
@@ -162,10 +159,8 @@ impl Gateway {
     pub(crate) async fn put(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = &mut req.input;
-        refuse_unsupported(
-            input.if_match.is_some() || input.if_none_match.is_some(),
-            input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some(),
-        )?;
+        refuse_sse(input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let len = body_length(input.content_length, input.body.as_ref())?;
         if len > OBJECT_PUT_MAX_BYTES {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT is at most {OBJECT_PUT_MAX_BYTES}"));
@@ -198,7 +193,7 @@ impl Gateway {
             object.data = vec![written.run.run];
             written
         });
-        let version_id = self.commit(&bucket, &input.key, object, written).await?;
+        let version_id = self.commit(&bucket, &input.key, object, written, condition).await?;
         let output = with_checksums!(
             PutObjectOutput { e_tag: Some(etag(&etag_hex)), version_id: reported_version(&bucket, &version_id) },
             sums
@@ -225,7 +220,7 @@ impl Gateway {
     pub(crate) async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_unsupported(false, input.sse_customer_algorithm.is_some())?;
+        refuse_sse(input.sse_customer_algorithm.is_some())?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number is not supported"));
         }
@@ -350,8 +345,7 @@ impl Gateway {
     pub(crate) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_unsupported(
-            false,
+        refuse_sse(
             input.server_side_encryption.is_some()
                 || input.sse_customer_algorithm.is_some()
                 || input.copy_source_sse_customer_algorithm.is_some(),
@@ -408,7 +402,7 @@ impl Gateway {
         }
         object.size = size;
         let etag_hex = object.etag.clone();
-        let version_id = self.commit(&bucket, &input.key, object, written).await?;
+        let version_id = self.commit(&bucket, &input.key, object, written, None).await?;
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&etag_hex)),
@@ -422,15 +416,19 @@ impl Gateway {
         Ok(S3Response::new(output))
     }
 
-    /// Writes the version record of `object`, claiming its written data.
+    /// Writes the version record of `object`, claiming its written data
+    /// (which is abandoned instead when the record is refused, a failed
+    /// `condition` included).
     async fn commit(
         &self,
         bucket: &Bucket,
         key: &str,
         object: ObjectPut,
         written: Option<Written>,
+        condition: Option<WriteCondition>,
     ) -> S3Result<String> {
-        let put = self.order(order::PutObject { bucket: bucket.name.clone(), key: key.into(), object }).await?;
+        let put =
+            self.order(order::PutObject { bucket: bucket.name.clone(), key: key.into(), object, condition }).await?;
         let version_id = put.version_id;
         if let Some(written) = written {
             written.run.claimed();

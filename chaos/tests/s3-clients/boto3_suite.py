@@ -18,6 +18,7 @@ boto3 and botocore.
 """
 
 import base64
+import concurrent.futures
 import contextlib
 import datetime
 import email.utils
@@ -543,6 +544,12 @@ def check_list_objects_v2():
         eq(len(raw), 1, "url-encoded listing")
         check(raw[0] != odd, f"EncodingType=url returned the key unencoded: {raw[0]!r}")
         eq(urllib.parse.unquote_plus(raw[0]), odd, f"url-decoded key (raw {raw[0]!r})")
+        # As S3 encodes it: '/' plain, a space as '+', the rest %XX.
+        eq(raw[0], "enc/a+b%2Bc+%C3%A9.dcm", "the encoded form S3 gives")
+        r = S3.list_objects_v2(Bucket=b, Prefix="enc/", Delimiter="/", EncodingType="url")
+        eq((r.get("Prefix"), r.get("Delimiter")), ("enc/", "/"), "prefix and delimiter as S3 encodes them")
+        r = S3.list_objects_v2(Bucket=b, Delimiter="/", EncodingType="url")
+        check("enc/" in prefixes(r), f"common prefixes keep '/' plain: {prefixes(r)}")
 
 
 def check_list_objects_v1():
@@ -778,6 +785,80 @@ def check_multipart():
         eq(sha(get_bytes(b, "copied")), sha(src[: 5 * MiB] + tail), "upload_part_copy content")
 
 
+def check_conditional_writes():
+    """If-None-Match: * creates only; If-Match replaces only that ETag; a
+    refused write changes nothing; racing creators: exactly one wins; a
+    Complete retried after success answers as the first time."""
+    with new_bucket("cond-writes", versioned=True, multipart=True) as b:
+        first, second = rand(1000), rand(2000)
+        r = S3.put_object(Bucket=b, Key="k", Body=first, IfNoneMatch="*")
+        eq(r["ETag"], md5_etag(first), "create-only on an absent key")
+        expect_error(S3.put_object, (412, "PreconditionFailed"), Bucket=b, Key="k", Body=second, IfNoneMatch="*")
+        eq(sha(get_bytes(b, "k")), sha(first), "a refused create-only changed nothing")
+        expect_error(S3.put_object, (412, "PreconditionFailed"), Bucket=b, Key="k", Body=second, IfMatch=md5_etag(second))
+        expect_error(S3.put_object, (404, "NoSuchKey"), Bucket=b, Key="absent", Body=second, IfMatch=md5_etag(first))
+        r = S3.put_object(Bucket=b, Key="k", Body=second, IfMatch=md5_etag(first))
+        eq(sha(get_bytes(b, "k")), sha(second), "If-Match on the current ETag replaced it")
+        expect_error(S3.put_object, (501, "NotImplemented"), Bucket=b, Key="k", Body=first, IfNoneMatch=md5_etag(first))
+        # A delete marker is no object.
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        S3.delete_object(Bucket=b, Key="k")
+        S3.put_object(Bucket=b, Key="k", Body=first, IfNoneMatch="*")
+
+        # Eight creators race for one key: exactly one wins, the others get 412.
+        bodies = [rand(500 + i) for i in range(8)]
+
+        def create(body):
+            try:
+                S3.put_object(Bucket=b, Key="race", Body=body, IfNoneMatch="*")
+                return "won"
+            except ClientError as e:
+                return e.response["Error"]["Code"]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(create, bodies))
+        eq(sorted(results), ["PreconditionFailed"] * 7 + ["won"], "racing create-only puts")
+        winner = bodies[results.index("won")]
+        eq(sha(get_bytes(b, "race")), sha(winner), "the winner's data is the object")
+        versions = S3.list_object_versions(Bucket=b, Prefix="race").get("Versions", [])
+        eq(len(versions), 1, "the losers left no version")
+
+        # CompleteMultipartUpload: conditions, then a retry after success.
+        parts = [rand(5 * MiB), rand(1000)]
+
+        def upload(key):
+            uid = S3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+            listed = [{"PartNumber": n, "ETag": S3.upload_part(Bucket=b, Key=key, UploadId=uid, PartNumber=n, Body=d)["ETag"]}
+                      for n, d in enumerate(parts, 1)]
+            return uid, {"Parts": listed}
+
+        uid, listed = upload("k")
+        expect_error(S3.complete_multipart_upload, (412, "PreconditionFailed"), Bucket=b, Key="k", UploadId=uid,
+                     MultipartUpload=listed, IfNoneMatch="*")
+        done = S3.complete_multipart_upload(Bucket=b, Key="k", UploadId=uid, MultipartUpload=listed,
+                                            IfMatch=md5_etag(first))
+        eq(done["ETag"], multipart_etag(parts), "a conditional Complete whose condition holds")
+        again = S3.complete_multipart_upload(Bucket=b, Key="k", UploadId=uid, MultipartUpload=listed)
+        eq((again["ETag"], again.get("VersionId")), (done["ETag"], done.get("VersionId")),
+           "a Complete retried after success answers as the first time")
+        eq(len([v for v in S3.list_object_versions(Bucket=b, Prefix="k").get("Versions", []) if v["Key"] == "k"]), 3,
+           "the retry made no version of its own")
+        # Other parts than those completed: the upload is gone.
+        other = {"Parts": [dict(listed["Parts"][0])]}
+        expect_error(S3.complete_multipart_upload, (404, "NoSuchUpload"), Bucket=b, Key="k", UploadId=uid,
+                     MultipartUpload=other)
+        # A part uploaded twice: the later upload's ETag is the part's.
+        uid2 = S3.create_multipart_upload(Bucket=b, Key="twice")["UploadId"]
+        S3.upload_part(Bucket=b, Key="twice", UploadId=uid2, PartNumber=1, Body=rand(100))
+        later = rand(200)
+        e2 = S3.upload_part(Bucket=b, Key="twice", UploadId=uid2, PartNumber=1, Body=later)["ETag"]
+        listed2 = S3.list_parts(Bucket=b, Key="twice", UploadId=uid2)["Parts"]
+        eq([(p["PartNumber"], p["ETag"]) for p in listed2], [(1, e2)], "a part uploaded twice keeps the later one")
+        S3.complete_multipart_upload(Bucket=b, Key="twice", UploadId=uid2,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e2}]})
+        eq(sha(get_bytes(b, "twice")), sha(later), "the later part's data is the object")
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -872,6 +953,7 @@ CHECKS = [
     ("version_null_unversioned", check_version_null_unversioned),
     ("concurrent_versions", check_concurrent_versions),
     ("multipart", check_multipart),
+    ("conditional_writes", check_conditional_writes),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),

@@ -93,7 +93,10 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::OpenPack { pool, ttl_ms } => packs::open_pack(t, ctx, pool, *ttl_ms),
         Command::MovePacked { bucket, key, seq, from, to } => packs::move_packed(t, ctx, bucket, key, *seq, from, to),
         Command::RetirePacks { max, grace_ms } => packs::retire_packs(t, ctx, *max, *grace_ms),
-        Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object),
+        Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object, None),
+        Command::PutObjectIf { bucket, key, object, condition } => {
+            objects::put_object(t, ctx, bucket, key, object, Some(condition))
+        }
         Command::DeleteObject { bucket, key, version_id } => {
             objects::delete_object(t, ctx, bucket, key, version_id.as_deref())
         }
@@ -104,7 +107,12 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes } => {
             let completion =
                 uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes: *min_part_bytes };
-            uploads::complete_upload(t, ctx, completion)
+            uploads::complete_upload(t, ctx, completion, None)
+        }
+        Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition } => {
+            let completion =
+                uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes: *min_part_bytes };
+            uploads::complete_upload(t, ctx, completion, Some(condition))
         }
         Command::AbortUpload { bucket, key, upload_id } => uploads::abort_upload(t, bucket, key, upload_id),
         Command::ForgetGarbage { owners } => objects::forget_garbage(t, owners),

@@ -18,7 +18,9 @@ use chuyi_meta_api::request::Request;
 use serde::{Deserialize, Serialize};
 
 use super::error::MetaError;
-use super::model::{BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning};
+use super::model::{
+    BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning, WriteCondition,
+};
 use super::Reply;
 use chuyi_meta_api::placement::DiskRef;
 
@@ -255,6 +257,25 @@ pub enum Command {
         pool: String,
         defaults: PoolDefaults,
     },
+    /// `PutObject` applied only if `condition` holds of the key's current
+    /// object (a retry of the same put is answered as done, as for
+    /// `PutObject`).
+    PutObjectIf {
+        bucket: String,
+        key: String,
+        object: ObjectPut,
+        condition: WriteCondition,
+    },
+    /// `CompleteUpload` applied only if `condition` holds.
+    CompleteUploadIf {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, u64)>,
+        etag: String,
+        min_part_bytes: u64,
+        condition: WriteCondition,
+    },
 }
 
 impl Command {
@@ -297,6 +318,8 @@ impl Command {
             Command::DestroyVolumeKey { .. } => "DestroyVolumeKey",
             Command::RewrapVolumeKey { .. } => "RewrapVolumeKey",
             Command::SetPoolDefaults { .. } => "SetPoolDefaults",
+            Command::PutObjectIf { .. } => "PutObjectIf",
+            Command::CompleteUploadIf { .. } => "CompleteUploadIf",
         }
     }
 }
@@ -333,15 +356,27 @@ impl From<Request> for Command {
             Request::MovePacked { bucket, key, seq, from, to } => Command::MovePacked { bucket, key, seq, from, to },
             Request::RetirePacks { max, grace_ms } => Command::RetirePacks { max, grace_ms },
             Request::AbandonData { owner } => Command::AbandonData { owner },
-            Request::PutObject { bucket, key, object } => Command::PutObject { bucket, key, object },
+            Request::PutObject { bucket, key, object, condition: None } => Command::PutObject { bucket, key, object },
+            Request::PutObject { bucket, key, object, condition: Some(condition) } => {
+                Command::PutObjectIf { bucket, key, object, condition }
+            }
             Request::DeleteObject { bucket, key, version_id } => Command::DeleteObject { bucket, key, version_id },
             Request::CreateUpload { bucket, key, object } => Command::CreateUpload { bucket, key, object },
             Request::PutPart { bucket, key, upload_id, number, etag, run } => {
                 Command::PutPart { bucket, key, upload_id, number, etag, run }
             }
-            Request::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes } => {
+            Request::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes, condition: None } => {
                 Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes }
             }
+            Request::CompleteUpload {
+                bucket,
+                key,
+                upload_id,
+                parts,
+                etag,
+                min_part_bytes,
+                condition: Some(condition),
+            } => Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition },
             Request::AbortUpload { bucket, key, upload_id } => Command::AbortUpload { bucket, key, upload_id },
             Request::ForgetGarbage { owners } => Command::ForgetGarbage { owners },
             Request::ExpirePending { max } => Command::ExpirePending { max },

@@ -47,8 +47,9 @@ pub fn check_access_key(key: &str) -> Result<(), MetaError> {
 }
 
 /// S3's bucket naming rules: 3 to 63 of lower-case letters, digits, dots
-/// and hyphens, starting and ending with a letter or digit, no `..`, not an
-/// IP address.
+/// and hyphens, starting and ending with a letter or digit, no `..`, no dot
+/// next to a hyphen (each label of a DNS name starts and ends with a letter
+/// or digit), not an IP address.
 pub fn check_bucket_name(name: &str) -> Result<(), MetaError> {
     let bad = |why: &str| Err(MetaError::invalid("bucket name", format!("{name:?}: {why}")));
     if !(3..=63).contains(&name.len()) {
@@ -63,6 +64,9 @@ pub fn check_bucket_name(name: &str) -> Result<(), MetaError> {
     }
     if name.contains("..") {
         return bad("must not hold two dots in a row");
+    }
+    if name.contains(".-") || name.contains("-.") {
+        return bad("must not hold a dot next to a hyphen");
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return bad("must not be an IP address");
@@ -115,7 +119,7 @@ mod tests {
         for ok in ["abc", "my-bucket.v2", "0ab"] {
             assert!(check_bucket_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "Abc", "-abc", "abc-", "a..b", "192.168.1.1", "a_b", &"a".repeat(64)] {
+        for bad in ["ab", "Abc", "-abc", "abc-", "a..b", "a.-b", "a-.b", "192.168.1.1", "a_b", &"a".repeat(64)] {
             assert!(check_bucket_name(bad).is_err(), "{bad}");
         }
     }

@@ -15,7 +15,7 @@ use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, NULL_VERSION,
+    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, WriteCondition, NULL_VERSION,
 };
 use super::names;
 use super::packs;
@@ -106,15 +106,28 @@ fn check_object(object: &ObjectPut) -> Result<(), MetaError> {
     Ok(())
 }
 
-pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, object: &ObjectPut) -> Applied {
+pub(crate) fn put_object(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    bucket: &str,
+    key: &str,
+    object: &ObjectPut,
+    condition: Option<&WriteCondition>,
+) -> Applied {
     if let Err(e) = names::check_object_key(key).and_then(|()| check_object(object)) {
         refuse!(e);
     }
     let Some(b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
     // A client that lost the reply retries the same command: the version
-    // that already holds this packed run is its answer, not a refusal.
+    // that already holds this packed run is its answer, not a refusal
+    // (nor a failed condition: its own put made the key exist).
     if let Some(done) = packs::already_put(t, bucket, key, &object.data)? {
         return Ok(Ok(done));
+    }
+    if let Some(condition) = condition {
+        if let Err(refusal) = condition_holds(view::latest_object(t, bucket, key)?.as_ref(), condition, key) {
+            refuse!(refusal);
+        }
     }
     let packed = match packs::check_adds(t, ctx, &object.data)? {
         Ok(packed) => packed,
@@ -133,6 +146,25 @@ pub(crate) fn put_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &s
         packs::add_run(t, run, bucket, key, ctx.seq)?;
     }
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
+}
+
+/// Whether a conditional write may apply over `current`, the key's newest
+/// version (a delete marker means no object). If-Match on a key with no
+/// object is S3's NoSuchKey, not PreconditionFailed.
+pub(crate) fn condition_holds(
+    current: Option<&ObjectRecord>,
+    condition: &WriteCondition,
+    key: &str,
+) -> Result<(), MetaError> {
+    let current = current.filter(|record| !record.delete_marker);
+    let failed = || MetaError::ConditionFailed { key: key.into(), condition: condition.clone() };
+    match (condition, current) {
+        (WriteCondition::Absent, None) => Ok(()),
+        (WriteCondition::Absent, Some(_)) => Err(failed()),
+        (WriteCondition::ETag(_), None) => Err(MetaError::not_found(Kind::Object, key)),
+        (WriteCondition::ETag(etag), Some(record)) if record.data.etag == *etag => Ok(()),
+        (WriteCondition::ETag(_), Some(_)) => Err(failed()),
+    }
 }
 
 /// Adds a version (or delete marker) of `key` as the bucket's versioning

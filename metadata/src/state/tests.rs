@@ -10,7 +10,7 @@ use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
     DataRun, DiskRecord, DiskState, NodeState, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Versioning,
-    VolumeState, PACK_BYTES,
+    VolumeState, WriteCondition, PACK_BYTES,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -319,6 +319,36 @@ fn versioning_keeps_versions_and_delete_markers() {
     }
     assert_eq!(seen, vec![(v3.clone(), true), ("null".into(), false)]);
     assert!(matches!(w.run(Command::DeleteBucket { name: "scans".into() }), Err(MetaError::BucketNotEmpty(_))));
+}
+
+#[test]
+fn conditional_puts_apply_only_when_their_condition_holds() {
+    let mut w = World::cluster(2);
+    let put_if = |w: &mut World, len: u64, condition: WriteCondition| {
+        let run = w.begin(len);
+        let object = ObjectPut { size: len, etag: format!("etag-{len}"), data: vec![run], ..ObjectPut::default() };
+        w.run(Command::PutObjectIf { bucket: "scans".into(), key: "a".into(), object, condition })
+    };
+    let etag = |e: &str| WriteCondition::ETag(e.into());
+    let failed = |r: &Result<Reply, MetaError>| matches!(r, Err(MetaError::ConditionFailed { key, .. }) if key == "a");
+    assert!(put_if(&mut w, 1, WriteCondition::Absent).is_ok(), "create-only on an absent key");
+    assert!(failed(&put_if(&mut w, 2, WriteCondition::Absent)), "create-only on an existing key");
+    assert!(put_if(&mut w, 3, etag("etag-1")).is_ok(), "If-Match on the current ETag");
+    assert!(failed(&put_if(&mut w, 4, etag("etag-1"))), "If-Match on a replaced ETag");
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });
+    let missing = put_if(&mut w, 5, etag("etag-3"));
+    assert!(
+        matches!(missing, Err(MetaError::NotFound { kind: Kind::Object, .. })),
+        "If-Match under a delete marker: {missing:?}"
+    );
+    assert!(put_if(&mut w, 6, WriteCondition::Absent).is_ok(), "a delete marker is no object");
+    let current = view::latest_object(&w.t, "scans", "a").expect("read").expect("a version");
+    assert_eq!(current.data.etag, "etag-6");
+    assert_eq!(w.list("", None, None, 100, true).entries.len(), 3, "6, the delete marker, and 3 (which replaced 1)");
+    // The refused puts claimed nothing (their data stays pending, for the
+    // gateway to abandon); only 1, replaced, is garbage.
+    assert_eq!(w.garbage().iter().map(|run| run.len).collect::<Vec<_>>(), vec![1]);
 }
 
 #[test]

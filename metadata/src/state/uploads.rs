@@ -5,7 +5,7 @@
 use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError, UploadProblem};
 use super::keys;
-use super::model::{version_id_of, DataRun, ObjectPut, Part, Upload, PART_NUMBER_MAX};
+use super::model::{version_id_of, DataRun, ObjectPut, Part, Upload, WriteCondition, PART_NUMBER_MAX};
 use super::names;
 use super::objects::{add_version, claim, to_garbage};
 use super::tables::TableError;
@@ -72,11 +72,22 @@ pub(crate) struct Completion<'a> {
     pub(crate) min_part_bytes: u64,
 }
 
-pub(crate) fn complete_upload(t: &mut impl TablesMut, ctx: Ctx, c: Completion<'_>) -> Applied {
+pub(crate) fn complete_upload(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    c: Completion<'_>,
+    condition: Option<&WriteCondition>,
+) -> Applied {
     let Some(b) = view::bucket(t, c.bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, c.bucket)) };
     let Some(upload) = view::upload(t, c.bucket, c.key, c.upload_id)? else {
         refuse!(no_upload(c.bucket, c.key, c.upload_id))
     };
+    if let Some(condition) = condition {
+        let current = view::latest_object(t, c.bucket, c.key)?;
+        if let Err(refusal) = super::objects::condition_holds(current.as_ref(), condition, c.key) {
+            refuse!(refusal);
+        }
+    }
     let bad = |problem| MetaError::BadUpload { upload_id: c.upload_id.into(), problem };
     if c.parts.is_empty() {
         refuse!(bad(UploadProblem::NoParts));
