@@ -131,6 +131,7 @@ async fn boto3_suite(layout: Layout) {
         "versioning",
         "multipart",
         "conditional_writes",
+        "conformance_gaps",
         "presigned_urls",
         "ownership",
         "errors",

@@ -23,6 +23,14 @@ pub(crate) fn owner(user_name: &str) -> Owner {
     Owner { display_name: Some(user_name.to_string()), id: Some(canonical_id(user_name)) }
 }
 
+/// Whether creating a bucket one already owns succeeds: in us-east-1 S3
+/// answers 200 and changes nothing (its legacy behaviour, which clients
+/// written against it expect); every other region says
+/// BucketAlreadyOwnedByYou.
+fn owned_again_is_ok(region: &str) -> bool {
+    region == "us-east-1"
+}
+
 impl Gateway {
     pub(crate) async fn list_buckets_of(
         &self,
@@ -68,6 +76,9 @@ impl Gateway {
         match self.meta().write(command).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
             Err(MetaError::AlreadyExists { .. }) => match self.owned_bucket(&user, &name).await {
+                Ok(b) if b.owner == user.name && owned_again_is_ok(&self.region) => {
+                    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
+                }
                 Ok(b) if b.owner == user.name => Err(s3_error!(BucketAlreadyOwnedByYou)),
                 _ => Err(s3_error!(BucketAlreadyExists)),
             },
@@ -150,5 +161,16 @@ impl Gateway {
         };
         self.write(Request::SetVersioning { bucket: bucket.name, versioning }).await?;
         Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creating_an_owned_bucket_again_succeeds_only_in_us_east_1() {
+        assert!(owned_again_is_ok("us-east-1"));
+        assert!(!owned_again_is_ok("cn-north-1"));
     }
 }

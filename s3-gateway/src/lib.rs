@@ -39,5 +39,6 @@ pub mod listing;
 pub mod multipart;
 pub mod objects;
 pub mod packs;
+pub mod presigned;
 pub mod reclaim;
 pub mod server;

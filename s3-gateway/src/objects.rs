@@ -139,6 +139,11 @@ impl Gateway {
         headers: &HeaderMap,
         trailers: Option<&s3s::TrailingHeaders>,
     ) -> S3Result<(Written, Checksum)> {
+        // Sent but empty is a bad digest to S3 (the request layer reads
+        // it as absent), refused before any byte is stored.
+        if headers.get("content-md5").is_some_and(|v| v.is_empty()) {
+            return Err(s3_error!(InvalidDigest, "Content-MD5 is empty"));
+        }
         let hasher = hasher_for(headers, &body.sent, body.algorithm.as_deref());
         let stream = body
             .stream

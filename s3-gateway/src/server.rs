@@ -98,9 +98,13 @@ pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result
                 async move {
                     let (req, read) = watched(req);
                     let closes = wants_close(&req);
-                    let mut response = match crate::digests::checked(req).await {
-                        Ok(req) => service.call(req).await?,
+                    let now = chuyi_common::clock::unix_ms() as i64 / 1000;
+                    let mut response = match crate::presigned::check(req.uri().query(), now) {
                         Err(e) => crate::digests::error_response(e),
+                        Ok(()) => match crate::digests::checked(req).await {
+                            Ok(req) => service.call(req).await?,
+                            Err(e) => crate::digests::error_response(e),
+                        },
                     };
                     if closes && !read.load(Ordering::Acquire) {
                         // The body was refused unread (403, 404, 400 before

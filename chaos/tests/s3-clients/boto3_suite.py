@@ -859,6 +859,44 @@ def check_conditional_writes():
         eq(sha(get_bytes(b, "twice")), sha(later), "the later part's data is the object")
 
 
+def check_conformance_gaps():
+    """Behaviours where S3 has a precise answer that clients rely on."""
+    with new_bucket("conformance", versioned=True, multipart=True) as b:
+        # An unversioned bucket hands out no version ids: PUT, copy, Complete.
+        r = S3.put_object(Bucket=b, Key="a", Body=b"a")
+        check("VersionId" not in r, f"PUT into an unversioned bucket returned a version id: {r.get('VersionId')}")
+        r = S3.copy_object(Bucket=b, Key="b", CopySource={"Bucket": b, "Key": "a"})
+        check("VersionId" not in r, f"copy into an unversioned bucket returned a version id: {r.get('VersionId')}")
+        uid = S3.create_multipart_upload(Bucket=b, Key="m")["UploadId"]
+        e1 = S3.upload_part(Bucket=b, Key="m", UploadId=uid, PartNumber=1, Body=b"m")["ETag"]
+        r = S3.complete_multipart_upload(Bucket=b, Key="m", UploadId=uid,
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})
+        check("VersionId" not in r, f"Complete in an unversioned bucket returned a version id: {r.get('VersionId')}")
+        # MFADelete=Disabled is what tools send along; turning it on is not supported.
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended", "MFADelete": "Disabled"})
+        r = S3.put_object(Bucket=b, Key="a", Body=b"a2")
+        eq(r.get("VersionId"), "null", "PUT into a suspended bucket: the null version")
+        # An empty Content-MD5 is a bad digest, and stores nothing.
+        url = S3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": "md5"}, ExpiresIn=60)
+        st, _, code = http_status(url, data=b"x", method="PUT", hdrs={"Content-MD5": ""})
+        eq((st, code), (400, "InvalidDigest"), "empty Content-MD5")
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="md5")
+        # Presigned URLs: X-Amz-Expires within 1 s to 7 days; an expired one is 403.
+        for bad in (604801, 0):
+            url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "a"}, ExpiresIn=bad)
+            st, _, code = http_status(url)
+            eq((st, code), (400, "AuthorizationQueryParametersError"), f"X-Amz-Expires={bad}")
+        url = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "a"}, ExpiresIn=1)
+        time.sleep(2.2)
+        st, _, code = http_status(url)
+        eq((st, code), (403, "AccessDenied"), "an expired presigned URL")
+        # Creating a bucket one owns again: 200 in us-east-1, as S3 answers there.
+        if REGION == "us-east-1":
+            S3.create_bucket(Bucket=b)
+    for bad in ("ab.-cd", "ab-.cd"):
+        expect_error(S3.create_bucket, (400, "InvalidBucketName"), Bucket=bad)
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -954,6 +992,7 @@ CHECKS = [
     ("concurrent_versions", check_concurrent_versions),
     ("multipart", check_multipart),
     ("conditional_writes", check_conditional_writes),
+    ("conformance_gaps", check_conformance_gaps),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),
