@@ -65,6 +65,14 @@ ask!(Users, |_| Query::Users, Users(Vec<model::User>));
 pub struct Bucket(pub String);
 ask!(Bucket, |Bucket(name)| Query::Bucket(name), Bucket(model::Bucket));
 
+/// One configuration document of a bucket, if it has one.
+#[derive(Debug, Clone)]
+pub struct BucketConfig {
+    pub bucket: String,
+    pub kind: model::BucketConfigKind,
+}
+ask!(BucketConfig, |BucketConfig { bucket, kind }| Query::BucketConfig { bucket, kind }, Document(Option<Vec<u8>>));
+
 #[derive(Debug, Clone)]
 pub struct Buckets;
 ask!(Buckets, |_| Query::Buckets, Buckets(Vec<model::Bucket>));

@@ -252,6 +252,36 @@ impl fmt::Display for WriteCondition {
     }
 }
 
+/// A bucket sub-resource whose configuration the gateway keeps as a
+/// document of its own format (S3's XML, as the gateway validated and
+/// normalised it): the metadata service stores each per bucket and drops
+/// them with the bucket, knowing nothing of what is inside. Variants are
+/// only appended (their names are keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BucketConfigKind {
+    Tagging,
+    Cors,
+}
+
+impl BucketConfigKind {
+    /// The stable name the document is stored under.
+    pub fn name(self) -> &'static str {
+        match self {
+            BucketConfigKind::Tagging => "tagging",
+            BucketConfigKind::Cors => "cors",
+        }
+    }
+}
+
+/// Largest bucket configuration document stored (S3's own limit for a
+/// CORS configuration is 64 KiB).
+pub const BUCKET_CONFIG_MAX_BYTES: usize = 64 << 10;
+
+/// The header an object's tag set is kept under in its `ObjectPut::headers`
+/// (URL-encoded `key=value&...`, as S3's `x-amz-tagging` request header
+/// carries it); never returned as a header itself.
+pub const TAGGING_HEADER: &str = "x-amz-tagging";
+
 /// The version id S3 gives objects written while versioning is not enabled.
 pub const NULL_VERSION: &str = "null";
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::MetaError;
 use crate::listing::{ListRequest, Listing};
 use crate::model::{
-    Bucket, BucketUsage, ClusterMap, DataRun, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool, PoolDefaults,
-    Upload, User, Volume,
+    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool,
+    PoolDefaults, Upload, User, Volume,
 };
 use crate::request::{Reply, Request};
 /// The version of the messages below (2: packs, and runs with an offset;
@@ -144,6 +144,11 @@ pub enum Query {
         now_ms: u64,
         grace_ms: u64,
     },
+    /// One configuration document of a bucket (`Document(None)`: none).
+    BucketConfig {
+        bucket: String,
+        kind: BucketConfigKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +180,7 @@ pub enum ApiReply {
     Count(u64),
     Packs(Vec<(u64, Pack)>),
     PackRefs(Vec<PackRef>),
+    Document(Option<Vec<u8>>),
 }
 
 /// A Raft member as `chuyi status` shows it.

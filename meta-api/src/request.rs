@@ -13,8 +13,8 @@ use chuyi_common::ids::{DeviceClass, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Bucket, BucketSettings, DataRun, DiskRecord, Lease, ObjectPut, Pool, PoolDefaults, Redundancy, Upload, User,
-    Versioning, Volume, WriteCondition,
+    Bucket, BucketConfigKind, BucketSettings, DataRun, DiskRecord, Lease, ObjectPut, Pool, PoolDefaults, Redundancy,
+    Upload, User, Versioning, Volume, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
 
@@ -220,6 +220,22 @@ pub enum Request {
         pool: String,
         defaults: PoolDefaults,
     },
+    /// Stores (`Some`) or removes (`None`) one configuration document of a
+    /// bucket; at most `BUCKET_CONFIG_MAX_BYTES`.
+    SetBucketConfig {
+        bucket: String,
+        kind: BucketConfigKind,
+        document: Option<Vec<u8>>,
+    },
+    /// Replaces the tag set of a version of `key` (the newest when
+    /// `version_id` is `None`): `tags` URL-encoded, empty for none. A
+    /// delete marker has no tags.
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        tags: String,
+    },
 }
 
 impl Request {
@@ -259,6 +275,8 @@ impl Request {
             Request::DestroyVolumeKey { .. } => "DestroyVolumeKey",
             Request::RewrapVolumeKey { .. } => "RewrapVolumeKey",
             Request::SetPoolDefaults { .. } => "SetPoolDefaults",
+            Request::SetBucketConfig { .. } => "SetBucketConfig",
+            Request::SetObjectTags { .. } => "SetObjectTags",
         }
     }
 }

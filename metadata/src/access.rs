@@ -81,6 +81,8 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::DeleteBucket { .. }
         | Request::SetVersioning { .. }
         | Request::SetBucketSettings { .. }
+        | Request::SetBucketConfig { .. }
+        | Request::SetObjectTags { .. }
         | Request::BeginData { .. }
         | Request::OpenPack { .. }
         | Request::MovePacked { .. }

@@ -228,6 +228,12 @@ impl MetaService {
             Query::PackRefs { owner, from, max } => {
                 ApiReply::PackRefs(r.pack_refs(owner, from, page(max)).map_err(store_error)?)
             }
+            Query::BucketConfig { bucket, kind } => {
+                if r.bucket(&bucket).map_err(store_error)?.is_none() {
+                    return Err(missing(Kind::Bucket, &bucket));
+                }
+                ApiReply::Document(r.bucket_config(&bucket, kind).map_err(store_error)?)
+            }
             Query::FreeablePacks { now_ms, grace_ms } => {
                 ApiReply::Count(r.freeable_packs(now_ms, grace_ms, RETIRE_SCAN_MAX).map_err(store_error)?)
             }

@@ -9,7 +9,7 @@
 //! so a refused command changes nothing. `Err(TableError)` is the store
 //! failing, which stops the state machine.
 
-use super::buckets::{create_bucket, delete_bucket, set_versioning};
+use super::buckets::{self, create_bucket, delete_bucket, set_versioning};
 use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::keys;
@@ -94,6 +94,12 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::MovePacked { bucket, key, seq, from, to } => packs::move_packed(t, ctx, bucket, key, *seq, from, to),
         Command::RetirePacks { max, grace_ms } => packs::retire_packs(t, ctx, *max, *grace_ms),
         Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object, None),
+        Command::SetBucketConfig { bucket, kind, document } => {
+            buckets::set_config(t, bucket, *kind, document.as_deref())
+        }
+        Command::SetObjectTags { bucket, key, version_id, tags } => {
+            objects::set_object_tags(t, bucket, key, version_id.as_deref(), tags)
+        }
         Command::PutObjectIf { bucket, key, object, condition } => {
             objects::put_object(t, ctx, bucket, key, object, Some(condition))
         }

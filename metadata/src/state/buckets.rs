@@ -3,7 +3,7 @@
 use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
-use super::model::{Bucket, Versioning};
+use super::model::{Bucket, BucketConfigKind, Versioning, BUCKET_CONFIG_MAX_BYTES};
 use super::names;
 use super::tables::TablesMut;
 use super::Reply;
@@ -44,6 +44,10 @@ pub(super) fn delete_bucket(t: &mut impl TablesMut, name: &str) -> Applied {
         refuse!(MetaError::BucketNotEmpty(name.into()));
     }
     uploads::abort_all(t, name)?;
+    let configs = keys::bucket_configs(name);
+    for (key, _) in t.scan(&configs, &keys::prefix_end(&configs).unwrap_or_default(), usize::MAX)? {
+        t.delete(&key);
+    }
     t.delete(&keys::bucket(name));
     t.delete(&keys::bucket_usage(name));
     Ok(Ok(Reply::Done))
@@ -57,4 +61,26 @@ pub(super) fn set_versioning(t: &mut impl TablesMut, name: &str, versioning: Ver
     bucket.versioning = versioning;
     t.put_rec("bucket", &keys::bucket(name), &bucket)?;
     Ok(Ok(Reply::Bucket(bucket)))
+}
+
+/// Stores or removes one configuration document of a bucket.
+pub(super) fn set_config(
+    t: &mut impl TablesMut,
+    name: &str,
+    kind: BucketConfigKind,
+    document: Option<&[u8]>,
+) -> Applied {
+    if view::bucket(t, name)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Bucket, name));
+    }
+    let key = keys::bucket_config(name, kind.name());
+    match document {
+        Some(d) if d.len() > BUCKET_CONFIG_MAX_BYTES => refuse!(MetaError::invalid(
+            format!("bucket {} configuration", kind.name()),
+            format!("{} bytes; at most {BUCKET_CONFIG_MAX_BYTES}", d.len())
+        )),
+        Some(d) => t.put_rec("bucket config", &key, &d.to_vec())?,
+        None => t.delete(&key),
+    }
+    Ok(Ok(Reply::Done))
 }

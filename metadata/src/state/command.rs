@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MetaError;
 use super::model::{
-    BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning, WriteCondition,
+    BucketConfigKind, BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning,
+    WriteCondition,
 };
 use super::Reply;
 use chuyi_meta_api::placement::DiskRef;
@@ -276,6 +277,17 @@ pub enum Command {
         min_part_bytes: u64,
         condition: WriteCondition,
     },
+    SetBucketConfig {
+        bucket: String,
+        kind: BucketConfigKind,
+        document: Option<Vec<u8>>,
+    },
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        tags: String,
+    },
 }
 
 impl Command {
@@ -320,6 +332,8 @@ impl Command {
             Command::SetPoolDefaults { .. } => "SetPoolDefaults",
             Command::PutObjectIf { .. } => "PutObjectIf",
             Command::CompleteUploadIf { .. } => "CompleteUploadIf",
+            Command::SetBucketConfig { .. } => "SetBucketConfig",
+            Command::SetObjectTags { .. } => "SetObjectTags",
         }
     }
 }
@@ -384,6 +398,10 @@ impl From<Request> for Command {
             Request::DestroyVolumeKey { name, holder } => Command::DestroyVolumeKey { name, holder },
             Request::RewrapVolumeKey { name, old, new } => Command::RewrapVolumeKey { name, old, new },
             Request::SetPoolDefaults { pool, defaults } => Command::SetPoolDefaults { pool, defaults },
+            Request::SetBucketConfig { bucket, kind, document } => Command::SetBucketConfig { bucket, kind, document },
+            Request::SetObjectTags { bucket, key, version_id, tags } => {
+                Command::SetObjectTags { bucket, key, version_id, tags }
+            }
         }
     }
 }

@@ -55,6 +55,9 @@ pub(crate) const T_PACK_SPARSE: u8 = 0x17;
 ///
 /// [`PackRef`]: super::model::PackRef
 pub(crate) const T_PACK_REF: u8 = 0x18;
+/// Bucket, configuration name → document bytes
+/// ([`BucketConfigKind`](super::model::BucketConfigKind)).
+pub(crate) const T_BUCKET_CONFIG: u8 = 0x19;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -185,6 +188,19 @@ pub(crate) fn user_name(name: &str) -> Vec<u8> {
 
 pub(crate) fn bucket(name: &str) -> Vec<u8> {
     let mut k = table(T_BUCKET);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+/// Every configuration document of a bucket starts with this.
+pub(crate) fn bucket_configs(bucket: &str) -> Vec<u8> {
+    let mut k = table(T_BUCKET_CONFIG);
+    push_str(&mut k, bucket.as_bytes());
+    k
+}
+
+pub(crate) fn bucket_config(bucket: &str, name: &str) -> Vec<u8> {
+    let mut k = bucket_configs(bucket);
     push_str(&mut k, name.as_bytes());
     k
 }

@@ -15,7 +15,8 @@ use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, WriteCondition, NULL_VERSION,
+    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, WriteCondition,
+    NULL_VERSION, TAGGING_HEADER,
 };
 use super::names;
 use super::packs;
@@ -146,6 +147,43 @@ pub(crate) fn put_object(
         packs::add_run(t, run, bucket, key, ctx.seq)?;
     }
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
+}
+
+/// Largest tag set stored (URL-encoded); S3's ten tags of at most 128 and
+/// 256 characters fit with room for their encoding.
+pub(crate) const TAGS_MAX_BYTES: usize = 16 << 10;
+
+/// Replaces the tag set of a version (the newest when `version_id` is
+/// `None`); a delete marker has none to replace.
+pub(crate) fn set_object_tags(
+    t: &mut impl TablesMut,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    tags: &str,
+) -> Applied {
+    if tags.len() > TAGS_MAX_BYTES {
+        refuse!(MetaError::invalid("tag set", format!("{} bytes; at most {TAGS_MAX_BYTES}", tags.len())));
+    }
+    if view::bucket(t, bucket)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Bucket, bucket));
+    }
+    let found = match version_id {
+        Some(v) => view::object_version(t, bucket, key, v, NULL_VERSION_SCAN_MAX)?,
+        None => view::latest_object(t, bucket, key)?,
+    };
+    let Some(mut record) = found.filter(|r| !r.delete_marker) else {
+        match version_id {
+            Some(v) => refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={v}"))),
+            None => refuse!(MetaError::not_found(Kind::Object, format!("{bucket}/{key}"))),
+        }
+    };
+    record.data.headers.retain(|(name, _)| name != TAGGING_HEADER);
+    if !tags.is_empty() {
+        record.data.headers.push((TAGGING_HEADER.into(), tags.into()));
+    }
+    t.put_rec("object", &keys::object_version(bucket, key, record.seq), &record)?;
+    Ok(Ok(Reply::ObjectPut { version_id: record.version_id, seq: record.seq }))
 }
 
 /// Whether a conditional write may apply over `current`, the key's newest

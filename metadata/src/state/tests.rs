@@ -9,8 +9,8 @@ use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    DataRun, DiskRecord, DiskState, NodeState, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Versioning,
-    VolumeState, WriteCondition, PACK_BYTES,
+    BucketConfigKind, DataRun, DiskRecord, DiskState, NodeState, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy,
+    Versioning, VolumeState, WriteCondition, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -349,6 +349,44 @@ fn conditional_puts_apply_only_when_their_condition_holds() {
     // The refused puts claimed nothing (their data stays pending, for the
     // gateway to abandon); only 1, replaced, is garbage.
     assert_eq!(w.garbage().iter().map(|run| run.len).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn bucket_configs_and_object_tags_are_kept_and_go_with_their_bucket() {
+    let mut w = World::cluster(2);
+    let config = |w: &mut World, bucket: &str, document: Option<Vec<u8>>| {
+        w.run(Command::SetBucketConfig { bucket: bucket.into(), kind: BucketConfigKind::Cors, document })
+    };
+    let stored = |w: &World| view::bucket_config(&w.t, "scans", BucketConfigKind::Cors).expect("read");
+    config(&mut w, "scans", Some(b"<CORSConfiguration/>".to_vec())).expect("set");
+    assert_eq!(stored(&w).as_deref(), Some(&b"<CORSConfiguration/>"[..]));
+    assert_eq!(view::bucket_config(&w.t, "scans", BucketConfigKind::Tagging).expect("read"), None, "kinds apart");
+    let big = config(&mut w, "scans", Some(vec![b'x'; BUCKET_CONFIG_MAX_BYTES + 1]));
+    assert!(matches!(big, Err(MetaError::Invalid { .. })), "{big:?}");
+    assert_eq!(stored(&w).as_deref(), Some(&b"<CORSConfiguration/>"[..]), "a refused document changed nothing");
+    assert!(matches!(config(&mut w, "nope", None), Err(MetaError::NotFound { kind: Kind::Bucket, .. })));
+
+    let tags = |w: &mut World, version_id: Option<String>, tags: &str| {
+        let (bucket, key) = ("scans".into(), "a".into());
+        w.run(Command::SetObjectTags { bucket, key, version_id, tags: tags.into() })
+    };
+    let tagging = |w: &World| {
+        let record = view::latest_object(&w.t, "scans", "a").expect("read").expect("a");
+        record.data.headers.iter().filter(|(n, _)| n == TAGGING_HEADER).map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    };
+    assert!(matches!(tags(&mut w, None, "x=1"), Err(MetaError::NotFound { kind: Kind::Object, .. })));
+    let v = w.put("a", 1);
+    tags(&mut w, None, "study=ct&ward=3").expect("tag");
+    assert_eq!(tagging(&w), vec!["study=ct&ward=3".to_string()]);
+    tags(&mut w, Some(v), "study=mr").expect("tag by version");
+    assert_eq!(tagging(&w), vec!["study=mr".to_string()], "replaced, not added");
+    tags(&mut w, None, "").expect("untag");
+    assert!(tagging(&w).is_empty());
+    assert!(matches!(tags(&mut w, Some("nope".into()), "x=1"), Err(MetaError::NotFound { kind: Kind::Version, .. })));
+
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });
+    w.ok(Command::DeleteBucket { name: "scans".into() });
+    assert_eq!(stored(&w), None, "the bucket's documents went with it");
 }
 
 #[test]

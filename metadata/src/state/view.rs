@@ -4,8 +4,8 @@ use chuyi_common::ids::NodeId;
 
 use super::keys;
 use super::model::{
-    seq_of_version_id, Bucket, BucketUsage, ClusterMap, DataRun, DiskState, NodeRecord, NodeState, ObjectRecord, Part,
-    PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
+    seq_of_version_id, Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, DiskState, NodeRecord, NodeState,
+    ObjectRecord, Part, PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
 };
 use super::tables::TableError;
 use super::tables::Tables;
@@ -125,6 +125,14 @@ pub(crate) fn users(t: &impl Tables) -> Result<Vec<User>, TableError> {
 
 pub(crate) fn bucket(t: &impl Tables, name: &str) -> Result<Option<Bucket>, TableError> {
     t.get_rec("bucket", &keys::bucket(name))
+}
+
+pub(crate) fn bucket_config(
+    t: &impl Tables,
+    bucket: &str,
+    kind: BucketConfigKind,
+) -> Result<Option<Vec<u8>>, TableError> {
+    t.get_rec("bucket config", &keys::bucket_config(bucket, kind.name()))
 }
 
 pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, TableError> {

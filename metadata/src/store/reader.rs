@@ -12,8 +12,8 @@ use super::rocks::{Rocks, View};
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
 use crate::state::model::{
-    Bucket, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool,
-    PoolDefaults, Upload, User, Volume,
+    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Pack, PackRef, PackTotals,
+    Part, Pool, PoolDefaults, Upload, User, Volume,
 };
 use crate::state::{packs, view};
 
@@ -106,6 +106,10 @@ impl StateReader {
 
     pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, StoreError> {
         Ok(view::bucket(&*self.view(), name)?)
+    }
+
+    pub fn bucket_config(&self, bucket: &str, kind: BucketConfigKind) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(view::bucket_config(&*self.view(), bucket, kind)?)
     }
 
     pub fn buckets(&self) -> Result<Vec<Bucket>, StoreError> {
