@@ -132,6 +132,7 @@ async fn boto3_suite(layout: Layout) {
         "multipart",
         "conditional_writes",
         "conformance_gaps",
+        "tagging",
         "presigned_urls",
         "ownership",
         "errors",

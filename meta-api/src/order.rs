@@ -122,6 +122,11 @@ order!(
     }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
 );
+order!(
+    /// Replaces a version's tags; answers with the version.
+    SetObjectTags { bucket: String, key: String, version_id: Option<String>, tags: String }
+        -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
+);
 
 #[cfg(test)]
 mod tests {

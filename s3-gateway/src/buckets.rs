@@ -1,16 +1,17 @@
 //! The gateway's S3 operations on buckets, mapped onto the metadata
 //! service's bucket records: create, list, head, delete (only empty),
-//! location and versioning. A bucket belongs to the user who created it;
-//! only that user (or an admin) reaches it.
+//! location, versioning and tagging. A bucket belongs to the user who
+//! created it; only that user (or an admin) reaches it.
 
 use chuyi_meta_api::ask;
-use chuyi_meta_api::model::Versioning;
+use chuyi_meta_api::model::{BucketConfigKind, Versioning};
 use chuyi_meta_api::{MetaError, Request};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
-    DeleteBucketInput, DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,
+    DeleteBucketInput, DeleteBucketOutput, DeleteBucketTaggingInput, DeleteBucketTaggingOutput, GetBucketLocationInput,
+    GetBucketLocationOutput, GetBucketTaggingInput, GetBucketTaggingOutput, GetBucketVersioningInput,
     GetBucketVersioningOutput, HeadBucketInput, HeadBucketOutput, ListBucketsInput, ListBucketsOutput, Owner,
-    PutBucketVersioningInput, PutBucketVersioningOutput,
+    PutBucketTaggingInput, PutBucketTaggingOutput, PutBucketVersioningInput, PutBucketVersioningOutput,
 };
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -18,6 +19,7 @@ use crate::auth::canonical_id;
 use crate::description::timestamp;
 use crate::errors::{meta_error, unavailable};
 use crate::gateway::{Gateway, DEFAULT_REGION};
+use crate::tagging;
 
 pub(crate) fn owner(user_name: &str) -> Owner {
     Owner { display_name: Some(user_name.to_string()), id: Some(canonical_id(user_name)) }
@@ -161,6 +163,46 @@ impl Gateway {
         };
         self.write(Request::SetVersioning { bucket: bucket.name, versioning }).await?;
         Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+}
+
+/// Bucket tagging: Get/Put/DeleteBucketTagging, kept as the bucket's
+/// `tagging` document.
+impl Gateway {
+    pub(crate) async fn bucket_tags(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging };
+        let Some(document) = self.ask(ask).await? else {
+            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        };
+        let tags = std::str::from_utf8(&document).ok().and_then(tagging::decode);
+        let tags = tags.ok_or_else(|| s3_error!(InternalError, "the bucket's stored tag set does not decode"))?;
+        Ok(S3Response::new(GetBucketTaggingOutput { tag_set: tagging::to_document(tags) }))
+    }
+
+    pub(crate) async fn set_bucket_tags(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let tags = tagging::from_document(req.input.tagging, tagging::BUCKET_TAGS_MAX)?;
+        let document = Some(tagging::encode(&tags).into_bytes());
+        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging, document };
+        self.write(request).await?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    pub(crate) async fn delete_bucket_tags(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging, document: None };
+        self.write(request).await?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
 }
 

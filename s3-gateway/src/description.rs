@@ -39,6 +39,8 @@ pub struct Headers {
     pub content_language: Option<String>,
     pub expires: Option<Timestamp>,
     pub metadata: Option<Metadata>,
+    /// `x-amz-tagging`: the version's tags.
+    pub tagging: Option<String>,
 }
 
 impl Headers {
@@ -65,12 +67,16 @@ impl Headers {
         keep(CONTENT_ENCODING, self.content_encoding.and_then(|e| stored_encoding(&e)));
         keep(CONTENT_LANGUAGE, self.content_language);
         keep(EXPIRES, self.expires.as_ref().and_then(http_date));
-        Ok(ObjectPut {
+        let mut object = ObjectPut {
             content_type: self.content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
             user_meta,
             headers,
             ..ObjectPut::default()
-        })
+        };
+        if let Some(header) = self.tagging {
+            crate::tagging::set_on(&mut object, &crate::tagging::from_header(&header)?);
+        }
+        Ok(object)
     }
 }
 

@@ -42,3 +42,4 @@ pub mod packs;
 pub mod presigned;
 pub mod reclaim;
 pub mod server;
+pub mod tagging;

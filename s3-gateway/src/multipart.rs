@@ -117,6 +117,7 @@ impl Gateway {
             content_language: input.content_language,
             expires: input.expires,
             metadata: input.metadata,
+            tagging: input.tagging,
         }
         .describe()?;
         let upload =

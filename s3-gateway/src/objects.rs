@@ -19,6 +19,7 @@ use crate::description::{
 };
 use crate::errors::meta_error;
 use crate::gateway::{check_version_id, Gateway};
+use crate::tagging;
 
 /// Keys one DeleteObjects may name, as S3.
 pub const DELETE_OBJECTS_MAX: usize = 1000;
@@ -178,6 +179,7 @@ impl Gateway {
             content_language: input.content_language.take(),
             expires: input.expires.take(),
             metadata: input.metadata.take(),
+            tagging: input.tagging.take(),
         };
         let mut object = headers.describe()?;
         let sent = header_checksums!(input);
@@ -235,7 +237,14 @@ impl Gateway {
         let range = checked_range(input.range.as_ref(), size)?;
         let body = self.data.read(&record.data.data, range.clone().unwrap_or(0..size));
         let headers = returned(&record.data, overrides!(input));
-        let output = object_output!(GetObjectOutput { body: Some(body) }, headers, &record, &bucket, range);
+        let tag_count = tagging::count(&record.data);
+        let output = object_output!(
+            GetObjectOutput { body: Some(body), tag_count: tag_count },
+            headers,
+            &record,
+            &bucket,
+            range
+        );
         Ok(S3Response::new(output))
     }
 
@@ -386,11 +395,22 @@ impl Gateway {
                 content_language: input.content_language,
                 expires: input.expires,
                 metadata: input.metadata,
+                tagging: None,
             }
             .describe()?
         } else {
             without_checksums(&source.data)
         };
+        // Tags follow their own directive: the source's unless REPLACE.
+        let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+            None | Some(TaggingDirective::COPY) => tagging::of_object(&source.data),
+            Some(TaggingDirective::REPLACE) => match input.tagging.as_deref() {
+                Some(header) => tagging::from_header(header)?,
+                None => Vec::new(),
+            },
+            Some(other) => return Err(s3_error!(InvalidArgument, "unknown tagging directive {other}")),
+        };
+        tagging::set_on(&mut object, &tags);
         let written = if size > 0 {
             let body = self.data.read(&source.data.data, 0..size);
             let written = self.data.write_object(&bucket.pool, size, body, Default::default()).await?;
@@ -439,5 +459,61 @@ impl Gateway {
             written.run.claimed();
         }
         Ok(version_id)
+    }
+}
+
+/// Object tagging: Get/Put/DeleteObjectTagging.
+impl Gateway {
+    pub(crate) async fn object_tags(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = &req.input;
+        let record = self.object(&bucket.name, &input.key, input.version_id.as_deref()).await?;
+        if record.delete_marker {
+            return Err(delete_marker_error(&record, input.version_id.is_some()));
+        }
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: tagging::to_document(tagging::of_object(&record.data)),
+            version_id: reported_version(&bucket, &record.version_id),
+        }))
+    }
+
+    pub(crate) async fn set_object_tags(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let tags = tagging::from_document(input.tagging, tagging::OBJECT_TAGS_MAX)?;
+        let version_id = self.write_tags(&bucket, input.key, input.version_id, &tags).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput { version_id }))
+    }
+
+    pub(crate) async fn delete_object_tags(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let input = req.input;
+        let version_id = self.write_tags(&bucket, input.key, input.version_id, &Vec::new()).await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput { version_id }))
+    }
+
+    /// Replaces a version's tags; the version id to report.
+    async fn write_tags(
+        &self,
+        bucket: &Bucket,
+        key: String,
+        version_id: Option<String>,
+        tags: &tagging::Tags,
+    ) -> S3Result<Option<String>> {
+        if let Some(v) = version_id.as_deref() {
+            check_version_id(v)?;
+        }
+        let order = order::SetObjectTags { bucket: bucket.name.clone(), key, version_id, tags: tagging::encode(tags) };
+        let put = self.order(order).await?;
+        Ok(reported_version(bucket, &put.version_id))
     }
 }

@@ -897,6 +897,68 @@ def check_conformance_gaps():
         expect_error(S3.create_bucket, (400, "InvalidBucketName"), Bucket=bad)
 
 
+def check_tagging():
+    """Object tags on PUT, copy and multipart, Get/Put/DeleteObjectTagging by
+    version, the tag count on GET, bucket tags, and S3's limits."""
+    tag_set = lambda r: sorted((t["Key"], t["Value"]) for t in r["TagSet"])
+    with new_bucket("tagging", versioned=True, multipart=True) as b:
+        S3.put_object(Bucket=b, Key="scan", Body=b"v1", Tagging="study=CT%20chest&ward=3")
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="scan")), [("study", "CT chest"), ("ward", "3")], "tags on PUT")
+        eq(S3.get_object(Bucket=b, Key="scan").get("TagCount"), 2, "x-amz-tagging-count")
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        v2 = S3.put_object(Bucket=b, Key="scan", Body=b"v2")["VersionId"]
+        eq(S3.get_object_tagging(Bucket=b, Key="scan")["TagSet"], [], "a new version starts untagged")
+        check("TagCount" not in S3.get_object(Bucket=b, Key="scan"), "no tag count without tags")
+        r = S3.put_object_tagging(Bucket=b, Key="scan", VersionId="null", Tagging={"TagSet": [{"Key": "kept", "Value": "yes"}]})
+        eq(r.get("VersionId"), "null", "tagging a version by id")
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="scan", VersionId="null")), [("kept", "yes")], "the older version's tags")
+        eq(S3.get_object_tagging(Bucket=b, Key="scan", VersionId=v2)["TagSet"], [], "the newer version untouched")
+        S3.put_object_tagging(Bucket=b, Key="scan", Tagging={"TagSet": [{"Key": "a", "Value": "1"}]})
+        S3.delete_object_tagging(Bucket=b, Key="scan")
+        eq(S3.get_object_tagging(Bucket=b, Key="scan")["TagSet"], [], "tags deleted")
+        eq(get_bytes(b, "scan"), b"v2", "tagging left the data alone")
+
+        # Copies keep the source's tags unless told to replace them.
+        S3.put_object_tagging(Bucket=b, Key="scan", Tagging={"TagSet": [{"Key": "src", "Value": "1"}]})
+        S3.copy_object(Bucket=b, Key="copy1", CopySource={"Bucket": b, "Key": "scan"})
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="copy1")), [("src", "1")], "copy keeps tags")
+        S3.copy_object(Bucket=b, Key="copy2", CopySource={"Bucket": b, "Key": "scan"}, TaggingDirective="REPLACE",
+                       Tagging="dst=2")
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="copy2")), [("dst", "2")], "copy with REPLACE")
+        S3.copy_object(Bucket=b, Key="copy3", CopySource={"Bucket": b, "Key": "scan"}, MetadataDirective="REPLACE",
+                       ContentType="text/plain")
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="copy3")), [("src", "1")], "metadata REPLACE keeps tags")
+
+        uid = S3.create_multipart_upload(Bucket=b, Key="mp", Tagging="phase=archive")["UploadId"]
+        e1 = S3.upload_part(Bucket=b, Key="mp", UploadId=uid, PartNumber=1, Body=b"x")["ETag"]
+        S3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="mp")), [("phase", "archive")], "multipart tags")
+
+        # Limits and bad input: refused, nothing changed.
+        eleven = {"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(11)]}
+        expect_error(S3.put_object_tagging, (400, "BadRequest"), Bucket=b, Key="mp", Tagging=eleven)
+        expect_error(S3.put_object_tagging, (400, "InvalidTag"), Bucket=b, Key="mp",
+                     Tagging={"TagSet": [{"Key": "aws:x", "Value": "v"}]})
+        expect_error(S3.put_object_tagging, (400, "InvalidTag"), Bucket=b, Key="mp",
+                     Tagging={"TagSet": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]})
+        expect_error(S3.put_object, (400, "InvalidTag"), Bucket=b, Key="bad", Body=b"x", Tagging="k=" + "v" * 257)
+        expect_error(S3.head_object, (404, None), Bucket=b, Key="bad")
+        eq(tag_set(S3.get_object_tagging(Bucket=b, Key="mp")), [("phase", "archive")], "refused tagging changed nothing")
+        expect_error(S3.get_object_tagging, (404, "NoSuchKey"), Bucket=b, Key="absent")
+        expect_error(S3.put_object_tagging, (404, "NoSuchKey"), Bucket=b, Key="absent", Tagging={"TagSet": []})
+
+        # Bucket tags.
+        expect_error(S3.get_bucket_tagging, (404, "NoSuchTagSet"), Bucket=b)
+        tags = [{"Key": f"dept{i}", "Value": "radiology"} for i in range(50)]
+        S3.put_bucket_tagging(Bucket=b, Tagging={"TagSet": tags})
+        eq(len(S3.get_bucket_tagging(Bucket=b)["TagSet"]), 50, "fifty bucket tags")
+        expect_error(S3.put_bucket_tagging, (400, "BadRequest"), Bucket=b,
+                     Tagging={"TagSet": tags + [{"Key": "one", "Value": "more"}]})
+        S3.delete_bucket_tagging(Bucket=b)
+        expect_error(S3.get_bucket_tagging, (404, "NoSuchTagSet"), Bucket=b)
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -993,6 +1055,7 @@ CHECKS = [
     ("multipart", check_multipart),
     ("conditional_writes", check_conditional_writes),
     ("conformance_gaps", check_conformance_gaps),
+    ("tagging", check_tagging),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),
