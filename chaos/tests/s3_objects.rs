@@ -133,6 +133,7 @@ async fn boto3_suite(layout: Layout) {
         "conditional_writes",
         "conformance_gaps",
         "tagging",
+        "cors",
         "presigned_urls",
         "ownership",
         "errors",

@@ -1,6 +1,6 @@
 //! The gateway's S3 operations on buckets, mapped onto the metadata
 //! service's bucket records: create, list, head, delete (only empty),
-//! location, versioning and tagging. A bucket belongs to the user who
+//! location, versioning, tagging and CORS. A bucket belongs to the user who
 //! created it; only that user (or an admin) reaches it.
 
 use chuyi_meta_api::ask;
@@ -8,10 +8,12 @@ use chuyi_meta_api::model::{BucketConfigKind, Versioning};
 use chuyi_meta_api::{MetaError, Request};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
-    DeleteBucketInput, DeleteBucketOutput, DeleteBucketTaggingInput, DeleteBucketTaggingOutput, GetBucketLocationInput,
+    DeleteBucketCorsInput, DeleteBucketCorsOutput, DeleteBucketInput, DeleteBucketOutput, DeleteBucketTaggingInput,
+    DeleteBucketTaggingOutput, GetBucketCorsInput, GetBucketCorsOutput, GetBucketLocationInput,
     GetBucketLocationOutput, GetBucketTaggingInput, GetBucketTaggingOutput, GetBucketVersioningInput,
     GetBucketVersioningOutput, HeadBucketInput, HeadBucketOutput, ListBucketsInput, ListBucketsOutput, Owner,
-    PutBucketTaggingInput, PutBucketTaggingOutput, PutBucketVersioningInput, PutBucketVersioningOutput,
+    PutBucketCorsInput, PutBucketCorsOutput, PutBucketTaggingInput, PutBucketTaggingOutput, PutBucketVersioningInput,
+    PutBucketVersioningOutput,
 };
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -19,7 +21,7 @@ use crate::auth::canonical_id;
 use crate::description::timestamp;
 use crate::errors::{meta_error, unavailable};
 use crate::gateway::{Gateway, DEFAULT_REGION};
-use crate::tagging;
+use crate::{cors, tagging};
 
 pub(crate) fn owner(user_name: &str) -> Owner {
     Owner { display_name: Some(user_name.to_string()), id: Some(canonical_id(user_name)) }
@@ -203,6 +205,49 @@ impl Gateway {
         let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging, document: None };
         self.write(request).await?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+    }
+}
+
+/// Bucket CORS: Get/Put/DeleteBucketCors, kept as the bucket's `cors`
+/// document (JSON of [`cors::Config`]).
+impl Gateway {
+    pub(crate) async fn bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Cors };
+        let Some(document) = self.ask(ask).await? else {
+            return Err(s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
+        };
+        let config = cors::Config::decode(&document)
+            .ok_or_else(|| s3_error!(InternalError, "the bucket's stored CORS configuration does not decode"))?;
+        Ok(S3Response::new(GetBucketCorsOutput { cors_rules: Some(config.to_document()) }))
+    }
+
+    pub(crate) async fn set_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let config = cors::Config::from_document(req.input.cors_configuration)?;
+        let request = Request::SetBucketConfig {
+            bucket: bucket.name,
+            kind: BucketConfigKind::Cors,
+            document: Some(config.encode()),
+        };
+        self.write(request).await?;
+        Ok(S3Response::new(PutBucketCorsOutput::default()))
+    }
+
+    pub(crate) async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Cors, document: None };
+        self.write(request).await?;
+        Ok(S3Response::new(DeleteBucketCorsOutput::default()))
     }
 }
 

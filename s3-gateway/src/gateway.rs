@@ -141,6 +141,21 @@ impl S3 for Gateway {
         self.set_bucket_versioning(req).await
     }
 
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        self.bucket_cors(req).await
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        self.set_bucket_cors(req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.delete_bucket_cors(req).await
+    }
+
     async fn get_bucket_tagging(
         &self,
         req: S3Request<GetBucketTaggingInput>,

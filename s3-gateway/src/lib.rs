@@ -30,6 +30,7 @@ pub mod auth;
 pub mod buckets;
 pub mod compact;
 pub mod conditions;
+pub mod cors;
 pub mod data;
 pub mod description;
 pub mod digests;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Request, Version};
+use http::{Method, Request, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -62,19 +62,32 @@ impl Options {
 /// Builds the S3 service of a cluster (new buckets' objects go to `pool`)
 /// and starts its reclaimer; `user_seal` opens the users' secret keys (a
 /// frontend credential's).
-pub fn service(cluster: Arc<Cluster>, user_seal: SealKey, pool: String) -> S3Service {
+pub fn service(cluster: Arc<Cluster>, user_seal: SealKey, pool: String) -> Service {
     service_with(cluster, user_seal, Options::new(pool))
 }
 
-pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options) -> S3Service {
+/// What [`serve`] serves: the s3s service, and the cluster for what is
+/// answered before it (CORS).
+pub struct Service {
+    s3: S3Service,
+    cluster: Arc<Cluster>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options) -> Service {
     let users = Arc::new(Users::new(cluster.clone(), user_seal));
     let packs = Packs::new(options.pack_window, options.pack_ttl, options.packed_object_max);
-    let data = DataPath::new(cluster, options.pending_ttl, packs);
+    let data = DataPath::new(cluster.clone(), options.pending_ttl, packs);
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
     builder.set_auth(UserAuth(users));
-    builder.build()
+    Service { s3: builder.build(), cluster }
 }
 
 /// Bytes of request line and headers one request may send, as S3 (8 KiB)
@@ -82,7 +95,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
 pub const REQUEST_HEAD_MAX_BYTES: usize = 32 * 1024;
 
 /// Serves S3 on `listener` until it fails; each connection on its own task.
-pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<()> {
     let service = Arc::new(service);
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -96,16 +109,23 @@ pub async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result
             let handle = hyper::service::service_fn(move |req| {
                 let service = service.clone();
                 async move {
+                    if req.method() == Method::OPTIONS {
+                        return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cluster, &req).await);
+                    }
                     let (req, read) = watched(req);
                     let closes = wants_close(&req);
+                    let origin = crate::cors::Origin::of(&req);
                     let now = chuyi_common::clock::unix_ms() as i64 / 1000;
                     let mut response = match crate::presigned::check(req.uri().query(), now) {
                         Err(e) => crate::digests::error_response(e),
                         Ok(()) => match crate::digests::checked(req).await {
-                            Ok(req) => service.call(req).await?,
+                            Ok(req) => service.s3.call(req).await?,
                             Err(e) => crate::digests::error_response(e),
                         },
                     };
+                    if let Some(origin) = origin {
+                        origin.allow(&service.cluster, response.headers_mut()).await;
+                    }
                     if closes && !read.load(Ordering::Acquire) {
                         // The body was refused unread (403, 404, 400 before
                         // the data): hyper will not reuse the connection

@@ -249,6 +249,18 @@ def http_status(url, data=None, method="GET", hdrs=None):
         return e.code, body, code
 
 
+def http_headers(url, method="GET", hdrs=None):
+    """(status, lower-cased response headers) of a plain urllib request."""
+    req = urllib.request.Request(url, method=method, headers=hdrs or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}
+
+
 def put_listing_keys(bucket):
     keys = [f"photos/2024/a{i:02}.dcm" for i in range(25)] + ["photos/2025/b.dcm", "readme.txt"]
     for k in keys:
@@ -959,6 +971,64 @@ def check_tagging():
         expect_error(S3.get_bucket_tagging, (404, "NoSuchTagSet"), Bucket=b)
 
 
+def check_cors():
+    """A web viewer's browser reading a bucket from another origin: the
+    preflight answered by the bucket's rules, the CORS headers on the actual
+    GET, and refusals where no rule allows."""
+    viewer = "https://viewer.example.org"
+    with new_bucket("cors") as b:
+        S3.put_object(Bucket=b, Key="img.dcm", Body=b"DICM")
+        url = f"{ENDPOINT}/{b}/img.dcm"
+        ask = lambda origin, method, headers=None: http_headers(url, "OPTIONS", dict(
+            {"Origin": origin, "Access-Control-Request-Method": method},
+            **({"Access-Control-Request-Headers": headers} if headers else {})))
+        st, _ = ask(viewer, "GET")
+        eq(st, 403, "a preflight to a bucket without CORS rules")
+        expect_error(S3.get_bucket_cors, (404, "NoSuchCORSConfiguration"), Bucket=b)
+        rules = [
+            {"AllowedOrigins": ["https://*.example.org"], "AllowedMethods": ["GET", "HEAD"],
+             "AllowedHeaders": ["range", "authorization", "x-amz-*"], "ExposeHeaders": ["ETag", "Content-Range"],
+             "MaxAgeSeconds": 600},
+            {"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]},
+        ]
+        S3.put_bucket_cors(Bucket=b, CORSConfiguration={"CORSRules": rules})
+        got = S3.get_bucket_cors(Bucket=b)["CORSRules"]
+        eq([(r["AllowedOrigins"], r["AllowedMethods"]) for r in got],
+           [(["https://*.example.org"], ["GET", "HEAD"]), (["*"], ["GET"])], "get_bucket_cors")
+        eq(got[0].get("MaxAgeSeconds"), 600, "MaxAgeSeconds kept")
+
+        st, h = ask(viewer, "GET", "Range, X-Amz-Date")
+        eq(st, 200, "an allowed preflight")
+        eq(h.get("access-control-allow-origin"), viewer, "the origin allowed")
+        eq(h.get("access-control-allow-methods"), "GET, HEAD", "the methods allowed")
+        eq(h.get("access-control-allow-headers"), "Range, X-Amz-Date", "the headers allowed")
+        eq(h.get("access-control-max-age"), "600", "max age")
+        eq(ask(viewer, "DELETE")[0], 403, "a method no rule allows")
+        eq(ask("https://other.net", "GET", "range")[0], 403, "a header the matching origin's rule does not allow")
+        eq(ask("https://other.net", "GET")[1].get("access-control-allow-origin"), "*", "the catch-all rule")
+        eq(http_headers(url, "OPTIONS", {"Origin": viewer})[0], 400, "a preflight without a method")
+
+        signed = S3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "img.dcm"}, ExpiresIn=60)
+        st, h = http_headers(signed, "GET", {"Origin": viewer})
+        eq(st, 200, "the actual GET")
+        eq(h.get("access-control-allow-origin"), viewer, "CORS headers on the actual GET")
+        eq(h.get("access-control-expose-headers"), "ETag, Content-Range", "exposed headers")
+        st, h = http_headers(signed, "GET")
+        check("access-control-allow-origin" not in h, "no CORS headers without Origin")
+        signed_put = S3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": "x"}, ExpiresIn=60)
+        req = urllib.request.Request(signed_put, data=b"x", method="PUT", headers={"Origin": "https://other.net"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            check("access-control-allow-origin" not in {k.lower() for k in r.headers.keys()},
+                  "no CORS headers for a PUT no rule allows")
+
+        bad = [{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}]
+        expect_error(S3.put_bucket_cors, (400, "InvalidRequest"), Bucket=b, CORSConfiguration={"CORSRules": bad})
+        eq(len(S3.get_bucket_cors(Bucket=b)["CORSRules"]), 2, "a refused configuration changed nothing")
+        S3.delete_bucket_cors(Bucket=b)
+        expect_error(S3.get_bucket_cors, (404, "NoSuchCORSConfiguration"), Bucket=b)
+        eq(ask(viewer, "GET")[0], 403, "a preflight after the rules were deleted")
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -1056,6 +1126,7 @@ CHECKS = [
     ("conditional_writes", check_conditional_writes),
     ("conformance_gaps", check_conformance_gaps),
     ("tagging", check_tagging),
+    ("cors", check_cors),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),
