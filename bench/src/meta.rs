@@ -61,7 +61,14 @@ pub async fn seed(client: &MetaClient) -> Result<(), MetaError> {
     ignore_exists(client.write(pool).await)?;
     ignore_exists(client.call(&MetaCall::CreateUser { name: "bench".into(), admin: false }).await)?;
     ignore_exists(
-        client.write(Request::CreateBucket { name: BUCKET.into(), owner: "bench".into(), pool: "bench".into() }).await,
+        client
+            .write(Request::CreateBucket {
+                name: BUCKET.into(),
+                owner: "bench".into(),
+                pool: "bench".into(),
+                object_lock: false,
+            })
+            .await,
     )
 }
 

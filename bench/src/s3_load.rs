@@ -202,9 +202,14 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
                 Arc::new(GatewayPath { name: kind.name(), addr, keys: keys.clone(), payload: spec.payload, bucket })
             }
             PathKind::Direct => {
-                meta.write(Request::CreateBucket { name: bucket.clone(), owner: USER.into(), pool: POOL.into() })
-                    .await
-                    .context("creating the direct path's bucket")?;
+                meta.write(Request::CreateBucket {
+                    name: bucket.clone(),
+                    owner: USER.into(),
+                    pool: POOL.into(),
+                    object_lock: false,
+                })
+                .await
+                .context("creating the direct path's bucket")?;
                 Arc::new(DirectPath { cluster: cluster.client(DEADLINE).await?, bucket, pool: POOL.into() })
             }
         };

@@ -267,7 +267,12 @@ impl Session for DirectPath {
     }
 
     async fn delete(&mut self, key: &str) -> Result<(), PathError> {
-        let delete = order::DeleteObject { bucket: self.bucket.clone(), key: key.into(), version_id: None };
+        let delete = order::DeleteObject {
+            bucket: self.bucket.clone(),
+            key: key.into(),
+            version_id: None,
+            bypass_governance: false,
+        };
         self.cluster.meta().order(delete).await?;
         Ok(())
     }

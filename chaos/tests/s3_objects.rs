@@ -134,6 +134,7 @@ async fn boto3_suite(layout: Layout) {
         "conformance_gaps",
         "tagging",
         "cors",
+        "object_lock",
         "presigned_urls",
         "ownership",
         "errors",

@@ -213,7 +213,12 @@ async fn seed(client: &MetaClient) {
     client.write(pool).await.expect("pool");
     client.call(&MetaCall::CreateUser { name: "alice".into(), admin: false }).await.expect("user");
     client
-        .write(Request::CreateBucket { name: "scans".into(), owner: "alice".into(), pool: "ssd".into() })
+        .write(Request::CreateBucket {
+            name: "scans".into(),
+            owner: "alice".into(),
+            pool: "ssd".into(),
+            object_lock: false,
+        })
         .await
         .expect("bucket");
 }

@@ -73,6 +73,11 @@ pub struct BucketConfig {
 }
 ask!(BucketConfig, |BucketConfig { bucket, kind }| Query::BucketConfig { bucket, kind }, Document(Option<Vec<u8>>));
 
+/// A bucket's object lock configuration; `None` when object lock is off.
+#[derive(Debug, Clone)]
+pub struct ObjectLock(pub String);
+ask!(ObjectLock, |ObjectLock(bucket)| Query::ObjectLock(bucket), ObjectLock(Option<model::ObjectLockConfig>));
+
 #[derive(Debug, Clone)]
 pub struct Buckets;
 ask!(Buckets, |_| Query::Buckets, Buckets(Vec<model::Bucket>));

@@ -55,6 +55,14 @@ pub enum MetaError {
     /// object (S3's PreconditionFailed). Appended for the same reason.
     #[error("object {key:?}: {condition} does not hold")]
     ConditionFailed { key: String, condition: crate::model::WriteCondition },
+    /// Object lock refuses removing or shortening the lock of a version.
+    #[error("{what} is protected by object lock: {why}")]
+    Locked { what: String, why: crate::model::LockRefusal },
+    /// What the bucket's state does not allow (versioning suspended under
+    /// object lock, object lock on an unversioned bucket): S3's
+    /// InvalidBucketState.
+    #[error("bucket {bucket:?}: {why}")]
+    BucketState { bucket: String, why: String },
 }
 
 /// The kinds of named things in error messages.

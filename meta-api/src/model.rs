@@ -282,6 +282,148 @@ pub const BUCKET_CONFIG_MAX_BYTES: usize = 64 << 10;
 /// carries it); never returned as a header itself.
 pub const TAGGING_HEADER: &str = "x-amz-tagging";
 
+/// Object lock (WORM) retention modes, as S3 has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockMode {
+    /// Removable before its date only by a caller who asks to bypass it.
+    Governance,
+    /// Removable by no one before its date; the date can only move later.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// A version's retention: kept until `until_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub mode: LockMode,
+    pub until_ms: Millis,
+}
+
+/// A bucket's object lock configuration (present: object lock is on, for
+/// good): the retention new versions get when they name none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLockConfig {
+    pub default_retention: Option<DefaultRetention>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultRetention {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// Headers under which a version's lock is kept in its `ObjectPut::headers`
+/// (the retention date as Unix milliseconds), read by the metadata
+/// service, which enforces them, and returned by the gateway as S3's.
+pub const LOCK_MODE_HEADER: &str = "x-amz-object-lock-mode";
+pub const LOCK_UNTIL_HEADER: &str = "x-amz-object-lock-retain-until-date";
+pub const LEGAL_HOLD_HEADER: &str = "x-amz-object-lock-legal-hold";
+
+/// Why a version cannot be removed now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockRefusal {
+    LegalHold,
+    Retained { mode: LockMode, until_ms: Millis },
+}
+
+impl fmt::Display for LockRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockRefusal::LegalHold => f.write_str("it is under legal hold"),
+            LockRefusal::Retained { mode, until_ms } => {
+                write!(f, "it is retained in {} mode until {until_ms} ms", mode.as_str())
+            }
+        }
+    }
+}
+
+impl ObjectPut {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<String>) {
+        self.headers.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            self.headers.push((name.into(), value));
+        }
+    }
+
+    /// The version's retention, if it has one.
+    pub fn retention(&self) -> Option<Retention> {
+        let mode = LockMode::parse(self.header(LOCK_MODE_HEADER)?)?;
+        let until_ms = self.header(LOCK_UNTIL_HEADER)?.parse().ok()?;
+        Some(Retention { mode, until_ms })
+    }
+
+    pub fn set_retention(&mut self, retention: Option<Retention>) {
+        self.set_header(LOCK_MODE_HEADER, retention.map(|r| r.mode.as_str().to_string()));
+        self.set_header(LOCK_UNTIL_HEADER, retention.map(|r| r.until_ms.to_string()));
+    }
+
+    pub fn legal_hold(&self) -> bool {
+        self.header(LEGAL_HOLD_HEADER) == Some("ON")
+    }
+
+    pub fn set_legal_hold(&mut self, on: bool) {
+        self.set_header(LEGAL_HOLD_HEADER, on.then(|| "ON".to_string()));
+    }
+
+    /// Whether the version has any lock at all (a bucket without object
+    /// lock takes none).
+    pub fn is_locked_at_all(&self) -> bool {
+        self.retention().is_some() || self.legal_hold()
+    }
+
+    /// Why removing this version at `now_ms` is refused, if it is: a legal
+    /// hold always; a retention until its date, Governance unless
+    /// `bypass_governance`.
+    pub fn removal_refused(&self, now_ms: Millis, bypass_governance: bool) -> Option<LockRefusal> {
+        if self.legal_hold() {
+            return Some(LockRefusal::LegalHold);
+        }
+        match self.retention() {
+            Some(Retention { mode: LockMode::Governance, .. }) if bypass_governance => None,
+            Some(Retention { mode, until_ms }) if until_ms > now_ms => Some(LockRefusal::Retained { mode, until_ms }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a version's retention may change from `old` to `new` at
+/// `now_ms`: extending is always allowed; shortening, removing or changing
+/// the mode of an unexpired Compliance retention never; of a Governance
+/// one only with `bypass_governance`.
+pub fn retention_change_allowed(
+    old: Option<Retention>,
+    new: Option<Retention>,
+    now_ms: Millis,
+    bypass_governance: bool,
+) -> bool {
+    let Some(old) = old.filter(|o| o.until_ms > now_ms) else { return true };
+    let extends = new.is_some_and(|n| n.mode == old.mode && n.until_ms >= old.until_ms);
+    match old.mode {
+        LockMode::Compliance => extends,
+        LockMode::Governance => extends || bypass_governance,
+    }
+}
+
 /// The version id S3 gives objects written while versioning is not enabled.
 pub const NULL_VERSION: &str = "null";
 
@@ -591,5 +733,38 @@ mod tests {
         assert_eq!(seq_of_version_id("null"), None);
         assert_eq!(seq_of_version_id("0000000000000000004x"), None);
         assert_eq!(seq_of_version_id("99999999999999999999"), None, "beyond u64");
+    }
+
+    #[test]
+    fn locked_versions_are_removed_only_as_object_lock_allows() {
+        let mut o = ObjectPut::default();
+        assert_eq!(o.removal_refused(0, false), None);
+        o.set_retention(Some(Retention { mode: LockMode::Governance, until_ms: 1000 }));
+        assert_eq!(o.retention(), Some(Retention { mode: LockMode::Governance, until_ms: 1000 }));
+        assert!(matches!(o.removal_refused(999, false), Some(LockRefusal::Retained { .. })));
+        assert_eq!(o.removal_refused(999, true), None, "governance bypassed");
+        assert_eq!(o.removal_refused(1000, false), None, "expired");
+        o.set_retention(Some(Retention { mode: LockMode::Compliance, until_ms: 1000 }));
+        assert!(o.removal_refused(999, true).is_some(), "compliance is never bypassed");
+        o.set_retention(None);
+        o.set_legal_hold(true);
+        assert_eq!(o.removal_refused(u64::MAX, true), Some(LockRefusal::LegalHold));
+        o.set_legal_hold(false);
+        assert!(!o.is_locked_at_all() && o.headers.is_empty());
+    }
+
+    #[test]
+    fn retention_moves_only_later_unless_governance_is_bypassed() {
+        let r = |mode, until_ms| Some(Retention { mode, until_ms });
+        let (gov, comp) = (LockMode::Governance, LockMode::Compliance);
+        assert!(retention_change_allowed(None, r(comp, 10), 0, false), "a first retention");
+        assert!(retention_change_allowed(r(comp, 10), r(comp, 20), 0, false), "extended");
+        assert!(!retention_change_allowed(r(comp, 10), r(comp, 5), 0, true), "compliance shortened");
+        assert!(!retention_change_allowed(r(comp, 10), r(gov, 20), 0, true), "compliance weakened");
+        assert!(!retention_change_allowed(r(comp, 10), None, 0, true), "compliance removed");
+        assert!(retention_change_allowed(r(comp, 10), None, 10, false), "expired: anything");
+        assert!(!retention_change_allowed(r(gov, 10), r(gov, 5), 0, false), "governance shortened");
+        assert!(retention_change_allowed(r(gov, 10), None, 0, true), "governance bypassed");
+        assert!(!retention_change_allowed(r(gov, 10), r(comp, 10), 0, false), "a mode change is no extension");
     }
 }

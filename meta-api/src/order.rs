@@ -102,7 +102,7 @@ order!(
 );
 order!(
     /// Removes a version or adds a delete marker; answers with which.
-    DeleteObject { bucket: String, key: String, version_id: Option<String> }
+    DeleteObject { bucket: String, key: String, version_id: Option<String>, bypass_governance: bool }
         -> Deleted, Reply::ObjectDeleted { version_id, delete_marker } => Deleted { version_id, delete_marker }
 );
 order!(

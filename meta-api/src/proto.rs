@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::MetaError;
 use crate::listing::{ListRequest, Listing};
 use crate::model::{
-    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectRecord, Pack, PackRef, PackTotals, Part, Pool,
-    PoolDefaults, Upload, User, Volume,
+    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectLockConfig, ObjectRecord, Pack, PackRef,
+    PackTotals, Part, Pool, PoolDefaults, Upload, User, Volume,
 };
 use crate::request::{Reply, Request};
 /// The version of the messages below (2: packs, and runs with an offset;
@@ -149,6 +149,8 @@ pub enum Query {
         bucket: String,
         kind: BucketConfigKind,
     },
+    /// A bucket's object lock configuration (`ObjectLock(None)`: off).
+    ObjectLock(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +183,7 @@ pub enum ApiReply {
     Packs(Vec<(u64, Pack)>),
     PackRefs(Vec<PackRef>),
     Document(Option<Vec<u8>>),
+    ObjectLock(Option<ObjectLockConfig>),
 }
 
 /// A Raft member as `chuyi status` shows it.

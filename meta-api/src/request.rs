@@ -13,8 +13,8 @@ use chuyi_common::ids::{DeviceClass, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Bucket, BucketConfigKind, BucketSettings, DataRun, DiskRecord, Lease, ObjectPut, Pool, PoolDefaults, Redundancy,
-    Upload, User, Versioning, Volume, WriteCondition,
+    Bucket, BucketConfigKind, BucketSettings, DataRun, DiskRecord, Lease, ObjectLockConfig, ObjectPut, Pool,
+    PoolDefaults, Redundancy, Retention, Upload, User, Versioning, Volume, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
 
@@ -87,6 +87,8 @@ pub enum Request {
         name: String,
         owner: String,
         pool: String,
+        /// Created with object lock on (and so versioning enabled), at once.
+        object_lock: bool,
     },
     DeleteBucket {
         name: String,
@@ -148,6 +150,9 @@ pub enum Request {
         bucket: String,
         key: String,
         version_id: Option<String>,
+        /// Remove a version under Governance retention (S3's
+        /// x-amz-bypass-governance-retention).
+        bypass_governance: bool,
     },
     /// Starts a multipart upload of `key`; `object` is the object to be,
     /// less its data.
@@ -236,6 +241,28 @@ pub enum Request {
         version_id: Option<String>,
         tags: String,
     },
+    /// Turns object lock on for a versioned bucket (for good), or changes
+    /// its default retention.
+    SetObjectLockConfig {
+        bucket: String,
+        config: ObjectLockConfig,
+    },
+    /// Sets a version's retention (the newest when `version_id` is `None`),
+    /// as far as [`crate::model::retention_change_allowed`] allows.
+    SetRetention {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    },
+    /// Puts a version under legal hold, or lifts it.
+    SetLegalHold {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        on: bool,
+    },
 }
 
 impl Request {
@@ -277,6 +304,9 @@ impl Request {
             Request::SetPoolDefaults { .. } => "SetPoolDefaults",
             Request::SetBucketConfig { .. } => "SetBucketConfig",
             Request::SetObjectTags { .. } => "SetObjectTags",
+            Request::SetObjectLockConfig { .. } => "SetObjectLockConfig",
+            Request::SetRetention { .. } => "SetRetention",
+            Request::SetLegalHold { .. } => "SetLegalHold",
         }
     }
 }

@@ -83,6 +83,9 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetBucketSettings { .. }
         | Request::SetBucketConfig { .. }
         | Request::SetObjectTags { .. }
+        | Request::SetObjectLockConfig { .. }
+        | Request::SetRetention { .. }
+        | Request::SetLegalHold { .. }
         | Request::BeginData { .. }
         | Request::OpenPack { .. }
         | Request::MovePacked { .. }
@@ -193,7 +196,12 @@ mod tests {
                 pg_count: 1,
                 separate_failure_domains: false,
             }),
-            write(Request::DeleteObject { bucket: "b".into(), key: "k".into(), version_id: None }),
+            write(Request::DeleteObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                version_id: None,
+                bypass_governance: false,
+            }),
             MetaCall::RemoveMember { id: 1 },
         ] {
             assert!(matches!(check(&node, &call), Err(MetaError::Forbidden { .. })), "{call:?}");

@@ -330,6 +330,8 @@ fn attach_refused(e: &MetaError) -> u32 {
         | MetaError::Invalid { .. }
         | MetaError::KeyLength { .. }
         | MetaError::ConditionFailed { .. }
+        | MetaError::Locked { .. }
+        | MetaError::BucketState { .. }
         | MetaError::VolumeTooLarge { .. }
         | MetaError::VolumeShrink { .. }
         | MetaError::InUse { .. }

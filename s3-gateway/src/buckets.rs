@@ -76,7 +76,13 @@ impl Gateway {
                 self.region
             ));
         }
-        let command = Request::CreateBucket { name: name.clone(), owner: user.name.clone(), pool: self.pool.clone() };
+        let object_lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
+        let command = Request::CreateBucket {
+            name: name.clone(),
+            owner: user.name.clone(),
+            pool: self.pool.clone(),
+            object_lock,
+        };
         match self.meta().write(command).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
             Err(MetaError::AlreadyExists { .. }) => match self.owned_bucket(&user, &name).await {

@@ -20,6 +20,10 @@ pub fn meta_error(e: MetaError) -> S3Error {
         }
         e @ MetaError::KeyLength { .. } => s3_error!(KeyTooLongError, "{e}"),
         e @ MetaError::ConditionFailed { .. } => s3_error!(PreconditionFailed, "{e}"),
+        e @ MetaError::Locked { .. } => {
+            s3_error!(AccessDenied, "Access Denied because object protected by object lock: {e}")
+        }
+        e @ MetaError::BucketState { .. } => s3_error!(InvalidBucketState, "{e}"),
         MetaError::Invalid { what, why } => s3_error!(InvalidArgument, "invalid {what}: {why}"),
         // A name taken or a record still referenced: the client's request
         // conflicts with what exists (the bucket-creating path answers its

@@ -38,6 +38,7 @@ pub mod errors;
 pub mod gateway;
 pub mod listing;
 pub mod multipart;
+pub mod object_lock;
 pub mod objects;
 pub mod packs;
 pub mod presigned;

@@ -120,6 +120,15 @@ impl Gateway {
             tagging: input.tagging,
         }
         .describe()?;
+        let mut object = object;
+        self.lock_from_headers(
+            &bucket,
+            &mut object,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )
+        .await?;
         let upload =
             self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

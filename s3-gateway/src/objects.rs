@@ -62,6 +62,7 @@ macro_rules! object_output {
         let range: Option<std::ops::Range<u64>> = $range;
         let size = record.data.size;
         let sums = if range.is_none() { r.checksums } else { Checksum::default() };
+        let lock = crate::object_lock::returned(&record.data);
         with_checksums!(
             $ty {
                 $($field: $value,)*
@@ -78,6 +79,9 @@ macro_rules! object_output {
                 e_tag: Some(etag(&record.data.etag)),
                 last_modified: Some(timestamp(record.modified_ms)),
                 version_id: reported_version($bucket, &record.version_id),
+                object_lock_mode: lock.0,
+                object_lock_retain_until_date: lock.1,
+                object_lock_legal_hold_status: lock.2,
             },
             sums
         )
@@ -182,6 +186,14 @@ impl Gateway {
             tagging: input.tagging.take(),
         };
         let mut object = headers.describe()?;
+        self.lock_from_headers(
+            &bucket,
+            &mut object,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )
+        .await?;
         let sent = header_checksums!(input);
         let body = Body {
             len,
@@ -263,7 +275,13 @@ impl Gateway {
 
     /// Deletes `key` (or one version of it) as S3 does: a missing key or
     /// version is not an error.
-    async fn delete_one(&self, bucket: &Bucket, key: &str, version_id: Option<&str>) -> S3Result<DeletedObject> {
+    async fn delete_one(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+        bypass_governance: bool,
+    ) -> S3Result<DeletedObject> {
         if let Some(v) = version_id {
             check_version_id(v)?;
         }
@@ -271,6 +289,7 @@ impl Gateway {
             bucket: bucket.name.clone(),
             key: key.into(),
             version_id: version_id.map(Into::into),
+            bypass_governance,
         };
         let (version_id, delete_marker) = match self.meta().order(delete).await {
             Ok(Deleted { version_id, delete_marker }) => (version_id, delete_marker),
@@ -290,7 +309,8 @@ impl Gateway {
 
     pub(crate) async fn delete(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let deleted = self.delete_one(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+        let bypass = req.input.bypass_governance_retention.unwrap_or(false);
+        let deleted = self.delete_one(&bucket, &req.input.key, req.input.version_id.as_deref(), bypass).await?;
         Ok(S3Response::new(DeleteObjectOutput {
             delete_marker: deleted.delete_marker,
             version_id: deleted.version_id,
@@ -312,9 +332,10 @@ impl Gateway {
             ));
         }
         let quiet = req.input.delete.quiet.unwrap_or(false);
+        let bypass = req.input.bypass_governance_retention.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in objects {
-            match self.delete_one(&bucket, &object.key, object.version_id.as_deref()).await {
+            match self.delete_one(&bucket, &object.key, object.version_id.as_deref(), bypass).await {
                 Ok(d) if !quiet => deleted.push(d),
                 Ok(_) => {}
                 Err(e) => errors.push(Error {
@@ -459,6 +480,25 @@ impl Gateway {
             written.run.claimed();
         }
         Ok(version_id)
+    }
+}
+
+impl Gateway {
+    /// Sets the lock a write's headers ask for on the new version; a
+    /// bucket without object lock takes none (S3's InvalidRequest).
+    pub(crate) async fn lock_from_headers(
+        &self,
+        bucket: &Bucket,
+        object: &mut ObjectPut,
+        mode: Option<&ObjectLockMode>,
+        until: Option<&Timestamp>,
+        hold: Option<&ObjectLockLegalHoldStatus>,
+    ) -> S3Result<()> {
+        if mode.is_none() && until.is_none() && hold.is_none() {
+            return Ok(());
+        }
+        self.object_lock_of(bucket).await?;
+        crate::object_lock::apply_headers(object, mode, until, hold, chuyi_common::clock::unix_ms())
     }
 }
 

@@ -1029,6 +1029,86 @@ def check_cors():
         eq(ask(viewer, "GET")[0], 403, "a preflight after the rules were deleted")
 
 
+def check_object_lock():
+    """WORM against ransomware: a locked version survives every delete path
+    until its date (GOVERNANCE unless bypassed, COMPLIANCE for no one, a
+    legal hold until lifted); retention only moves later; a default
+    retention applies to new versions; a bucket without object lock takes
+    no lock."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = bucket_name("lock")
+    S3.create_bucket(Bucket=b, ObjectLockEnabledForBucket=True)
+    eq(S3.get_bucket_versioning(Bucket=b).get("Status"), "Enabled", "object lock turns versioning on")
+    eq(S3.get_object_lock_configuration(Bucket=b)["ObjectLockConfiguration"]["ObjectLockEnabled"], "Enabled",
+       "object lock configuration")
+    expect_error(S3.put_bucket_versioning, (409, "InvalidBucketState"), Bucket=b,
+                 VersioningConfiguration={"Status": "Suspended"})
+
+    soon = now + datetime.timedelta(seconds=6)
+    gov = S3.put_object(Bucket=b, Key="gov", Body=b"g", ObjectLockMode="GOVERNANCE",
+                        ObjectLockRetainUntilDate=now + datetime.timedelta(hours=1))["VersionId"]
+    h = S3.head_object(Bucket=b, Key="gov")
+    eq(h.get("ObjectLockMode"), "GOVERNANCE", "the mode on HEAD")
+    check(h.get("ObjectLockRetainUntilDate") is not None, "the date on HEAD")
+    expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov)
+    comp = S3.put_object(Bucket=b, Key="comp", Body=b"c", ObjectLockMode="COMPLIANCE",
+                         ObjectLockRetainUntilDate=soon)["VersionId"]
+    expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
+                 BypassGovernanceRetention=True)
+    r = S3.delete_objects(Bucket=b, BypassGovernanceRetention=True,
+                          Delete={"Objects": [{"Key": "comp", "VersionId": comp}]})
+    eq([e["Code"] for e in r.get("Errors", [])], ["AccessDenied"], "DeleteObjects refused the compliance version")
+    expect_error(S3.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
+                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": now + datetime.timedelta(seconds=2)},
+                 BypassGovernanceRetention=True)
+    expect_error(S3.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
+                 Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon})
+    later = soon + datetime.timedelta(seconds=1)
+    S3.put_object_retention(Bucket=b, Key="comp", VersionId=comp, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": later})
+    got = S3.get_object_retention(Bucket=b, Key="comp", VersionId=comp)["Retention"]
+    eq((got["Mode"], int(got["RetainUntilDate"].timestamp())), ("COMPLIANCE", int(later.timestamp())), "extended retention")
+    # A delete without a version adds a marker; the locked version stays readable.
+    S3.delete_object(Bucket=b, Key="comp")
+    eq(get_bytes(b, "comp", VersionId=comp), b"c", "the locked version under a delete marker")
+
+    # Legal hold, on a version with no retention.
+    held = S3.put_object(Bucket=b, Key="held", Body=b"h", ObjectLockLegalHoldStatus="ON")["VersionId"]
+    eq(S3.get_object_legal_hold(Bucket=b, Key="held")["LegalHold"]["Status"], "ON", "legal hold on")
+    expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="held", VersionId=held,
+                 BypassGovernanceRetention=True)
+    S3.put_object_legal_hold(Bucket=b, Key="held", LegalHold={"Status": "OFF"})
+    S3.delete_object(Bucket=b, Key="held", VersionId=held)
+
+    # A default retention reaches new versions, multipart ones too.
+    S3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    eq(S3.get_object_lock_configuration(Bucket=b)["ObjectLockConfiguration"]["Rule"]["DefaultRetention"],
+       {"Mode": "GOVERNANCE", "Days": 1}, "default retention")
+    dflt = S3.put_object(Bucket=b, Key="dflt", Body=b"d")["VersionId"]
+    eq(S3.head_object(Bucket=b, Key="dflt").get("ObjectLockMode"), "GOVERNANCE", "the default applied")
+    uid = S3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
+    e1 = S3.upload_part(Bucket=b, Key="mp", UploadId=uid, PartNumber=1, Body=b"m")["ETag"]
+    mp = S3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=uid,
+                                      MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})["VersionId"]
+    expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="mp", VersionId=mp)
+    expect_error(S3.put_object, (400, "InvalidArgument"), Bucket=b, Key="past", Body=b"p",
+                 ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=now - datetime.timedelta(days=1))
+
+    # Governance is bypassed by its owner; compliance waits for its date.
+    for key, v in (("gov", gov), ("dflt", dflt), ("mp", mp)):
+        S3.delete_object(Bucket=b, Key=key, VersionId=v, BypassGovernanceRetention=True)
+    time.sleep(max(0.0, (later - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
+    empty_and_delete(S3, b, True, True)
+
+    with new_bucket("nolock") as plain:
+        expect_error(S3.get_object_lock_configuration, (404, "ObjectLockConfigurationNotFoundError"), Bucket=plain)
+        expect_error(S3.put_object, (400, "InvalidRequest"), Bucket=plain, Key="x", Body=b"x",
+                     ObjectLockLegalHoldStatus="ON")
+        expect_error(S3.head_object, (404, None), Bucket=plain, Key="x")
+        expect_error(S3.put_object_lock_configuration, (409, "InvalidBucketState"), Bucket=plain,
+                     ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -1127,6 +1207,7 @@ CHECKS = [
     ("conformance_gaps", check_conformance_gaps),
     ("tagging", check_tagging),
     ("cors", check_cors),
+    ("object_lock", check_object_lock),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),

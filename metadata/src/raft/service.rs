@@ -234,6 +234,12 @@ impl MetaService {
                 }
                 ApiReply::Document(r.bucket_config(&bucket, kind).map_err(store_error)?)
             }
+            Query::ObjectLock(bucket) => {
+                if r.bucket(&bucket).map_err(store_error)?.is_none() {
+                    return Err(missing(Kind::Bucket, &bucket));
+                }
+                ApiReply::ObjectLock(r.object_lock(&bucket).map_err(store_error)?)
+            }
             Query::FreeablePacks { now_ms, grace_ms } => {
                 ApiReply::Count(r.freeable_packs(now_ms, grace_ms, RETIRE_SCAN_MAX).map_err(store_error)?)
             }

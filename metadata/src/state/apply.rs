@@ -104,7 +104,19 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             objects::put_object(t, ctx, bucket, key, object, Some(condition))
         }
         Command::DeleteObject { bucket, key, version_id } => {
-            objects::delete_object(t, ctx, bucket, key, version_id.as_deref())
+            objects::delete_object(t, ctx, bucket, key, version_id.as_deref(), false)
+        }
+        Command::DeleteObjectBypass { bucket, key, version_id } => {
+            objects::delete_object(t, ctx, bucket, key, version_id.as_deref(), true)
+        }
+        Command::CreateBucketLocked { name, owner, pool } => buckets::create_bucket_locked(t, ctx, name, owner, pool),
+        Command::SetObjectLockConfig { bucket, config } => buckets::set_object_lock(t, bucket, config),
+        Command::SetRetention { bucket, key, version_id, retention, bypass_governance } => {
+            let target = objects::Target { bucket, key, version_id: version_id.as_deref() };
+            objects::set_retention(t, ctx, target, *retention, *bypass_governance)
+        }
+        Command::SetLegalHold { bucket, key, version_id, on } => {
+            objects::set_legal_hold(t, objects::Target { bucket, key, version_id: version_id.as_deref() }, *on)
         }
         Command::CreateUpload { bucket, key, object } => uploads::create_upload(t, ctx, bucket, key, object),
         Command::PutPart { bucket, key, upload_id, number, etag, run } => {

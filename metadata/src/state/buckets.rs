@@ -3,7 +3,7 @@
 use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
-use super::model::{Bucket, BucketConfigKind, Versioning, BUCKET_CONFIG_MAX_BYTES};
+use super::model::{Bucket, BucketConfigKind, ObjectLockConfig, Versioning, BUCKET_CONFIG_MAX_BYTES};
 use super::names;
 use super::tables::TablesMut;
 use super::Reply;
@@ -53,10 +53,44 @@ pub(super) fn delete_bucket(t: &mut impl TablesMut, name: &str) -> Applied {
     Ok(Ok(Reply::Done))
 }
 
+/// A bucket with object lock on and versioning enabled, made at once (a
+/// bucket that exists without the lock it was asked with would be worse
+/// than none).
+pub(super) fn create_bucket_locked(t: &mut impl TablesMut, ctx: Ctx, name: &str, owner: &str, pool: &str) -> Applied {
+    let mut bucket = match create_bucket(t, ctx, name, owner, pool)? {
+        Ok(Reply::Bucket(bucket)) => bucket,
+        other => return Ok(other),
+    };
+    bucket.versioning = Versioning::Enabled;
+    t.put_rec("bucket", &keys::bucket(name), &bucket)?;
+    t.put_rec("object lock", &keys::object_lock(name), &ObjectLockConfig::default())?;
+    Ok(Ok(Reply::Bucket(bucket)))
+}
+
+/// Turns object lock on (versioning must be enabled), or changes its
+/// default retention; it never turns off.
+pub(super) fn set_object_lock(t: &mut impl TablesMut, name: &str, config: &ObjectLockConfig) -> Applied {
+    let Some(bucket) = view::bucket(t, name)? else { refuse!(MetaError::not_found(Kind::Bucket, name)) };
+    if bucket.versioning != Versioning::Enabled {
+        refuse!(MetaError::BucketState { bucket: name.into(), why: "object lock needs versioning enabled".into() });
+    }
+    if config.default_retention.is_some_and(|d| d.days == 0) {
+        refuse!(MetaError::invalid("default retention", "a default retention is at least one day"));
+    }
+    t.put_rec("object lock", &keys::object_lock(name), config)?;
+    Ok(Ok(Reply::Done))
+}
+
 pub(super) fn set_versioning(t: &mut impl TablesMut, name: &str, versioning: Versioning) -> Applied {
     let Some(mut bucket) = view::bucket(t, name)? else { refuse!(MetaError::not_found(Kind::Bucket, name)) };
     if versioning == Versioning::Unset {
         refuse!(MetaError::invalid("versioning", "a bucket's versioning can be Enabled or Suspended, not unset"));
+    }
+    if versioning != Versioning::Enabled && view::object_lock(t, name)?.is_some() {
+        refuse!(MetaError::BucketState {
+            bucket: name.into(),
+            why: "versioning cannot be suspended while object lock is on".into()
+        });
     }
     bucket.versioning = versioning;
     t.put_rec("bucket", &keys::bucket(name), &bucket)?;

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MetaError;
 use super::model::{
-    BucketConfigKind, BucketSettings, DataRun, DiskRecord, Millis, ObjectPut, PoolDefaults, Redundancy, Versioning,
-    WriteCondition,
+    BucketConfigKind, BucketSettings, DataRun, DiskRecord, Millis, ObjectLockConfig, ObjectPut, PoolDefaults,
+    Redundancy, Retention, Versioning, WriteCondition,
 };
 use super::Reply;
 use chuyi_meta_api::placement::DiskRef;
@@ -288,6 +288,35 @@ pub enum Command {
         version_id: Option<String>,
         tags: String,
     },
+    /// `CreateBucket` with object lock on and versioning enabled.
+    CreateBucketLocked {
+        name: String,
+        owner: String,
+        pool: String,
+    },
+    /// `DeleteObject` that may remove a version under Governance retention.
+    DeleteObjectBypass {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+    },
+    SetObjectLockConfig {
+        bucket: String,
+        config: ObjectLockConfig,
+    },
+    SetRetention {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    },
+    SetLegalHold {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        on: bool,
+    },
 }
 
 impl Command {
@@ -334,6 +363,11 @@ impl Command {
             Command::CompleteUploadIf { .. } => "CompleteUploadIf",
             Command::SetBucketConfig { .. } => "SetBucketConfig",
             Command::SetObjectTags { .. } => "SetObjectTags",
+            Command::CreateBucketLocked { .. } => "CreateBucketLocked",
+            Command::DeleteObjectBypass { .. } => "DeleteObjectBypass",
+            Command::SetObjectLockConfig { .. } => "SetObjectLockConfig",
+            Command::SetRetention { .. } => "SetRetention",
+            Command::SetLegalHold { .. } => "SetLegalHold",
         }
     }
 }
@@ -361,7 +395,12 @@ impl From<Request> for Command {
             }
             Request::ReleaseLease { volume, holder, lease_id } => Command::ReleaseLease { volume, holder, lease_id },
             Request::DeleteUser { name } => Command::DeleteUser { name },
-            Request::CreateBucket { name, owner, pool } => Command::CreateBucket { name, owner, pool },
+            Request::CreateBucket { name, owner, pool, object_lock: false } => {
+                Command::CreateBucket { name, owner, pool }
+            }
+            Request::CreateBucket { name, owner, pool, object_lock: true } => {
+                Command::CreateBucketLocked { name, owner, pool }
+            }
             Request::DeleteBucket { name } => Command::DeleteBucket { name },
             Request::SetVersioning { bucket, versioning } => Command::SetVersioning { bucket, versioning },
             Request::SetBucketSettings { bucket, settings } => Command::SetBucketSettings { bucket, settings },
@@ -374,7 +413,12 @@ impl From<Request> for Command {
             Request::PutObject { bucket, key, object, condition: Some(condition) } => {
                 Command::PutObjectIf { bucket, key, object, condition }
             }
-            Request::DeleteObject { bucket, key, version_id } => Command::DeleteObject { bucket, key, version_id },
+            Request::DeleteObject { bucket, key, version_id, bypass_governance: false } => {
+                Command::DeleteObject { bucket, key, version_id }
+            }
+            Request::DeleteObject { bucket, key, version_id, bypass_governance: true } => {
+                Command::DeleteObjectBypass { bucket, key, version_id }
+            }
             Request::CreateUpload { bucket, key, object } => Command::CreateUpload { bucket, key, object },
             Request::PutPart { bucket, key, upload_id, number, etag, run } => {
                 Command::PutPart { bucket, key, upload_id, number, etag, run }
@@ -401,6 +445,13 @@ impl From<Request> for Command {
             Request::SetBucketConfig { bucket, kind, document } => Command::SetBucketConfig { bucket, kind, document },
             Request::SetObjectTags { bucket, key, version_id, tags } => {
                 Command::SetObjectTags { bucket, key, version_id, tags }
+            }
+            Request::SetObjectLockConfig { bucket, config } => Command::SetObjectLockConfig { bucket, config },
+            Request::SetRetention { bucket, key, version_id, retention, bypass_governance } => {
+                Command::SetRetention { bucket, key, version_id, retention, bypass_governance }
+            }
+            Request::SetLegalHold { bucket, key, version_id, on } => {
+                Command::SetLegalHold { bucket, key, version_id, on }
             }
         }
     }

@@ -205,6 +205,12 @@ pub(crate) fn bucket_config(bucket: &str, name: &str) -> Vec<u8> {
     k
 }
 
+/// A bucket's object lock configuration: among its configuration
+/// documents (so it goes with the bucket), typed, read by apply.
+pub(crate) fn object_lock(bucket: &str) -> Vec<u8> {
+    bucket_config(bucket, "object-lock")
+}
+
 /// Every key of a bucket's objects starts with this.
 pub(crate) fn bucket_objects(bucket: &str) -> Vec<u8> {
     let mut k = table(T_OBJECT);

@@ -15,8 +15,8 @@ use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
 use super::model::{
-    version_id_of, BucketUsage, DataRun, ObjectPut, ObjectRecord, PendingData, Versioning, WriteCondition,
-    NULL_VERSION, TAGGING_HEADER,
+    retention_change_allowed, version_id_of, BucketUsage, DataRun, LockMode, LockRefusal, ObjectLockConfig, ObjectPut,
+    ObjectRecord, PendingData, Retention, Versioning, WriteCondition, NULL_VERSION, TAGGING_HEADER,
 };
 use super::names;
 use super::packs;
@@ -130,6 +130,11 @@ pub(crate) fn put_object(
             refuse!(refusal);
         }
     }
+    // Refused before anything is staged (a refusal changes nothing).
+    let mut object = object.clone();
+    if let Err(refusal) = stamp_lock(t, ctx.now_ms, bucket, &mut object)? {
+        refuse!(refusal);
+    }
     let packed = match packs::check_adds(t, ctx, &object.data)? {
         Ok(packed) => packed,
         Err(refusal) => refuse!(refusal),
@@ -142,7 +147,7 @@ pub(crate) fn put_object(
     if packed.len() > 1 {
         refuse!(MetaError::invalid("object", "more than one packed run".to_string()));
     }
-    let version_id = add_version(t, ctx, b.versioning, bucket, key, false, object.clone())?;
+    let version_id = add_version(t, ctx, b.versioning, bucket, key, false, object)?;
     for run in &packed {
         packs::add_run(t, run, bucket, key, ctx.seq)?;
     }
@@ -165,25 +170,118 @@ pub(crate) fn set_object_tags(
     if tags.len() > TAGS_MAX_BYTES {
         refuse!(MetaError::invalid("tag set", format!("{} bytes; at most {TAGS_MAX_BYTES}", tags.len())));
     }
-    if view::bucket(t, bucket)?.is_none() {
-        refuse!(MetaError::not_found(Kind::Bucket, bucket));
-    }
-    let found = match version_id {
-        Some(v) => view::object_version(t, bucket, key, v, NULL_VERSION_SCAN_MAX)?,
-        None => view::latest_object(t, bucket, key)?,
-    };
-    let Some(mut record) = found.filter(|r| !r.delete_marker) else {
-        match version_id {
-            Some(v) => refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={v}"))),
-            None => refuse!(MetaError::not_found(Kind::Object, format!("{bucket}/{key}"))),
-        }
+    let mut record = match find_version(t, Target { bucket, key, version_id })? {
+        Ok(record) => record,
+        Err(refusal) => refuse!(refusal),
     };
     record.data.headers.retain(|(name, _)| name != TAGGING_HEADER);
     if !tags.is_empty() {
         record.data.headers.push((TAGGING_HEADER.into(), tags.into()));
     }
-    t.put_rec("object", &keys::object_version(bucket, key, record.seq), &record)?;
-    Ok(Ok(Reply::ObjectPut { version_id: record.version_id, seq: record.seq }))
+    rewrite(t, bucket, key, &record)
+}
+
+/// One version of one key: the newest when `version_id` is `None`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target<'a> {
+    pub(crate) bucket: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) version_id: Option<&'a str>,
+}
+
+/// The version a target names; a delete marker is none (it has no tags or
+/// lock to change).
+fn find_version(t: &impl TablesMut, target: Target<'_>) -> Result<Result<ObjectRecord, MetaError>, TableError> {
+    let Target { bucket, key, version_id } = target;
+    if view::bucket(t, bucket)?.is_none() {
+        return Ok(Err(MetaError::not_found(Kind::Bucket, bucket)));
+    }
+    let found = match version_id {
+        Some(v) => view::object_version(t, bucket, key, v, NULL_VERSION_SCAN_MAX)?,
+        None => view::latest_object(t, bucket, key)?,
+    };
+    Ok(found.filter(|r| !r.delete_marker).ok_or_else(|| match version_id {
+        Some(v) => MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={v}")),
+        None => MetaError::not_found(Kind::Object, format!("{bucket}/{key}")),
+    }))
+}
+
+/// Writes a changed version back in place; answers with the version.
+fn rewrite(t: &mut impl TablesMut, bucket: &str, key: &str, record: &ObjectRecord) -> Applied {
+    t.put_rec("object", &keys::object_version(bucket, key, record.seq), record)?;
+    Ok(Ok(Reply::ObjectPut { version_id: record.version_id.clone(), seq: record.seq }))
+}
+
+/// The object lock a bucket imposes, if it has object lock on.
+fn lock_of(t: &impl TablesMut, bucket: &str) -> Result<Result<ObjectLockConfig, MetaError>, TableError> {
+    Ok(view::object_lock(t, bucket)?.ok_or_else(|| MetaError::BucketState {
+        bucket: bucket.into(),
+        why: "Bucket is missing Object Lock Configuration".into(),
+    }))
+}
+
+/// Sets a version's retention as far as object lock allows the change.
+pub(crate) fn set_retention(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    target: Target<'_>,
+    retention: Option<Retention>,
+    bypass_governance: bool,
+) -> Applied {
+    if let Err(refusal) = lock_of(t, target.bucket)? {
+        refuse!(refusal);
+    }
+    let mut record = match find_version(t, target)? {
+        Ok(record) => record,
+        Err(refusal) => refuse!(refusal),
+    };
+    let old = record.data.retention();
+    if !retention_change_allowed(old, retention, ctx.now_ms, bypass_governance) {
+        let why = record.data.removal_refused(ctx.now_ms, bypass_governance).unwrap_or(LockRefusal::Retained {
+            mode: old.map_or(LockMode::Compliance, |o| o.mode),
+            until_ms: old.map_or(0, |o| o.until_ms),
+        });
+        refuse!(MetaError::Locked { what: format!("{}/{}", target.bucket, target.key), why });
+    }
+    record.data.set_retention(retention);
+    rewrite(t, target.bucket, target.key, &record)
+}
+
+pub(crate) fn set_legal_hold(t: &mut impl TablesMut, target: Target<'_>, on: bool) -> Applied {
+    if let Err(refusal) = lock_of(t, target.bucket)? {
+        refuse!(refusal);
+    }
+    let mut record = match find_version(t, target)? {
+        Ok(record) => record,
+        Err(refusal) => refuse!(refusal),
+    };
+    record.data.set_legal_hold(on);
+    rewrite(t, target.bucket, target.key, &record)
+}
+
+/// The lock a new version of `bucket` gets: its own when it names one (a
+/// bucket without object lock takes none), else the bucket's default
+/// retention from `now_ms`.
+pub(crate) fn stamp_lock(
+    t: &impl TablesMut,
+    now_ms: u64,
+    bucket: &str,
+    object: &mut ObjectPut,
+) -> Result<Result<(), MetaError>, TableError> {
+    let lock = view::object_lock(t, bucket)?;
+    let Some(lock) = lock else {
+        if object.is_locked_at_all() {
+            return lock_of(t, bucket).map(|r| r.map(|_| ()));
+        }
+        return Ok(Ok(()));
+    };
+    if object.retention().is_none() {
+        if let Some(default) = lock.default_retention {
+            let until_ms = now_ms.saturating_add(u64::from(default.days) * 86_400_000);
+            object.set_retention(Some(Retention { mode: default.mode, until_ms }));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Whether a conditional write may apply over `current`, the key's newest
@@ -273,6 +371,7 @@ pub(crate) fn delete_object(
     bucket: &str,
     key: &str,
     version_id: Option<&str>,
+    bypass_governance: bool,
 ) -> Applied {
     if let Err(e) = names::check_object_key(key) {
         refuse!(e);
@@ -282,6 +381,11 @@ pub(crate) fn delete_object(
         let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
             refuse!(MetaError::not_found(Kind::Version, format!("{bucket}/{key}?versionId={version_id}")))
         };
+        // Every path that removes a version comes here (a client's delete,
+        // DeleteObjects, lifecycle, the CLI): object lock holds on all.
+        if let Some(why) = record.data.removal_refused(ctx.now_ms, bypass_governance) {
+            refuse!(MetaError::Locked { what: format!("{bucket}/{key}?versionId={version_id}"), why });
+        }
         remove_version(t, ctx, bucket, key, &record)?;
         return Ok(Ok(Reply::ObjectDeleted {
             version_id: Some(record.version_id),

@@ -9,8 +9,9 @@ use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    BucketConfigKind, DataRun, DiskRecord, DiskState, NodeState, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy,
-    Versioning, VolumeState, WriteCondition, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
+    BucketConfigKind, DataRun, DefaultRetention, DiskRecord, DiskState, LockMode, LockRefusal, NodeState,
+    ObjectLockConfig, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Retention, Versioning, VolumeState,
+    WriteCondition, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -387,6 +388,68 @@ fn bucket_configs_and_object_tags_are_kept_and_go_with_their_bucket() {
     w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });
     w.ok(Command::DeleteBucket { name: "scans".into() });
     assert_eq!(stored(&w), None, "the bucket's documents went with it");
+}
+
+#[test]
+fn object_lock_holds_every_version_it_protects_until_its_date() {
+    let mut w = World::cluster(2);
+    w.ok(Command::CreateBucketLocked { name: "vault".into(), owner: "alice".into(), pool: "ssd".into() });
+    let bucket = view::bucket(&w.t, "vault").expect("read").expect("bucket");
+    assert_eq!(bucket.versioning, Versioning::Enabled, "object lock turns versioning on");
+    let suspend = w.run(Command::SetVersioning { bucket: "vault".into(), versioning: Versioning::Suspended });
+    assert!(matches!(suspend, Err(MetaError::BucketState { .. })), "{suspend:?}");
+    let default = DefaultRetention { mode: LockMode::Compliance, days: 1 };
+    w.ok(Command::SetObjectLockConfig {
+        bucket: "vault".into(),
+        config: ObjectLockConfig { default_retention: Some(default) },
+    });
+
+    // A put names no retention: it gets the default, one day from now.
+    let run = w.begin(10);
+    let object = ObjectPut { size: 10, etag: "e".into(), data: vec![run], ..ObjectPut::default() };
+    let Reply::ObjectPut { version_id, .. } =
+        w.ok(Command::PutObject { bucket: "vault".into(), key: "backup".into(), object })
+    else {
+        panic!()
+    };
+    let delete = |w: &mut World, bypass: bool| {
+        let (bucket, key, version_id) = ("vault".into(), "backup".into(), Some(version_id.clone()));
+        if bypass {
+            w.run(Command::DeleteObjectBypass { bucket, key, version_id })
+        } else {
+            w.run(Command::DeleteObject { bucket, key, version_id })
+        }
+    };
+    let locked = |r: &Result<Reply, MetaError>| matches!(r, Err(MetaError::Locked { .. }));
+    assert!(locked(&delete(&mut w, false)));
+    assert!(locked(&delete(&mut w, true)), "compliance is not bypassed");
+    let target = |v: &str| (String::from("vault"), String::from("backup"), Some(v.to_string()));
+    let shorten = |w: &mut World, mode, until_ms, bypass_governance| {
+        let (bucket, key, version_id) = target(&version_id);
+        let retention = Some(Retention { mode, until_ms });
+        w.run(Command::SetRetention { bucket, key, version_id, retention, bypass_governance })
+    };
+    let sooner = w.now_ms + 1;
+    assert!(locked(&shorten(&mut w, LockMode::Compliance, sooner, true)), "compliance shortened");
+    let later = w.now_ms + 3 * 86_400_000;
+    assert!(shorten(&mut w, LockMode::Compliance, later, false).is_ok(), "extended");
+    // A delete without a version adds a marker; the locked version stays.
+    assert!(w.run(Command::DeleteObject { bucket: "vault".into(), key: "backup".into(), version_id: None }).is_ok());
+    w.now_ms = later + 1;
+    // A legal hold outlasts any date.
+    let (bucket, key, v) = target(&version_id);
+    w.ok(Command::SetLegalHold { bucket, key, version_id: v, on: true });
+    assert!(matches!(delete(&mut w, true), Err(MetaError::Locked { why: LockRefusal::LegalHold, .. })));
+    let (bucket, key, v) = target(&version_id);
+    w.ok(Command::SetLegalHold { bucket, key, version_id: v, on: false });
+    assert!(delete(&mut w, false).is_ok(), "free once its date has passed and the hold is lifted");
+
+    // A bucket without object lock takes no locked version.
+    let run = w.begin(10);
+    let mut object = ObjectPut { size: 10, etag: "e".into(), data: vec![run], ..ObjectPut::default() };
+    object.set_legal_hold(true);
+    let refused = w.run(Command::PutObject { bucket: "scans".into(), key: "x".into(), object });
+    assert!(matches!(refused, Err(MetaError::BucketState { .. })), "{refused:?}");
 }
 
 #[test]

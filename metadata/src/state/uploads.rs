@@ -109,6 +109,11 @@ pub(crate) fn complete_upload(
         }
         data.push(part.run);
     }
+    // The object's lock, judged before anything is staged.
+    let mut described = upload.object.clone();
+    if let Err(refusal) = super::objects::stamp_lock(t, ctx.now_ms, c.bucket, &mut described)? {
+        refuse!(refusal);
+    }
     let kept: std::collections::BTreeSet<u64> = data.iter().map(|run| run.owner).collect();
     for part in &uploaded {
         if !kept.contains(&part.run.owner) {
@@ -121,7 +126,7 @@ pub(crate) fn complete_upload(
         etag: c.etag.into(),
         parts: c.parts.len() as u32,
         data,
-        ..upload.object
+        ..described
     };
     let version_id = add_version(t, ctx, b.versioning, c.bucket, c.key, false, object)?;
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))

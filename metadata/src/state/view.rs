@@ -5,7 +5,7 @@ use chuyi_common::ids::NodeId;
 use super::keys;
 use super::model::{
     seq_of_version_id, Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, DiskState, NodeRecord, NodeState,
-    ObjectRecord, Part, PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
+    ObjectLockConfig, ObjectRecord, Part, PgRecord, Pool, PoolDefaults, Upload, User, Volume, NULL_VERSION,
 };
 use super::tables::TableError;
 use super::tables::Tables;
@@ -133,6 +133,11 @@ pub(crate) fn bucket_config(
     kind: BucketConfigKind,
 ) -> Result<Option<Vec<u8>>, TableError> {
     t.get_rec("bucket config", &keys::bucket_config(bucket, kind.name()))
+}
+
+/// The bucket's object lock configuration: `Some` when object lock is on.
+pub(crate) fn object_lock(t: &impl Tables, bucket: &str) -> Result<Option<ObjectLockConfig>, TableError> {
+    t.get_rec("object lock", &keys::object_lock(bucket))
 }
 
 pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, TableError> {

@@ -12,8 +12,8 @@ use super::rocks::{Rocks, View};
 use super::StoreError;
 use crate::state::listing::{self, ListRequest, Listing};
 use crate::state::model::{
-    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectRecord, Pack, PackRef, PackTotals,
-    Part, Pool, PoolDefaults, Upload, User, Volume,
+    Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, NodeRecord, ObjectLockConfig, ObjectRecord, Pack,
+    PackRef, PackTotals, Part, Pool, PoolDefaults, Upload, User, Volume,
 };
 use crate::state::{packs, view};
 
@@ -110,6 +110,10 @@ impl StateReader {
 
     pub fn bucket_config(&self, bucket: &str, kind: BucketConfigKind) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(view::bucket_config(&*self.view(), bucket, kind)?)
+    }
+
+    pub fn object_lock(&self, bucket: &str) -> Result<Option<ObjectLockConfig>, StoreError> {
+        Ok(view::object_lock(&*self.view(), bucket)?)
     }
 
     pub fn buckets(&self) -> Result<Vec<Bucket>, StoreError> {
