@@ -39,7 +39,8 @@ fn script(endpoint: &str, keys: &Keys, other: Option<&Keys>, program: &str, args
         .env("AWS_ACCESS_KEY_ID", &keys.access)
         .env("AWS_SECRET_ACCESS_KEY", &keys.secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("LIFECYCLE_DAY_MS", LIFECYCLE_DAY.as_millis().to_string());
     if let Some(other) = other {
         command.env("OTHER_ACCESS_KEY_ID", &other.access).env("OTHER_SECRET_ACCESS_KEY", &other.secret);
     }
@@ -61,10 +62,15 @@ enum Layout {
     Packed,
 }
 
+/// A lifecycle day in these tests.
+const LIFECYCLE_DAY: Duration = Duration::from_millis(1500);
+
 /// A gateway whose packs close and are freed within seconds, so a test
-/// sees every byte freed.
+/// sees every byte freed, and whose lifecycle days last a second and a half.
 fn options(layout: Layout) -> chuyi_s3::server::Options {
     chuyi_s3::server::Options {
+        lifecycle_day: LIFECYCLE_DAY,
+        lifecycle_every: Duration::from_millis(250),
         pack_window: Duration::from_secs(2),
         pack_ttl: Duration::from_secs(4),
         pack_grace: Duration::from_secs(1),
@@ -135,6 +141,7 @@ async fn boto3_suite(layout: Layout) {
         "tagging",
         "cors",
         "object_lock",
+        "lifecycle",
         "presigned_urls",
         "ownership",
         "errors",

@@ -261,6 +261,7 @@ impl fmt::Display for WriteCondition {
 pub enum BucketConfigKind {
     Tagging,
     Cors,
+    Lifecycle,
 }
 
 impl BucketConfigKind {
@@ -269,6 +270,7 @@ impl BucketConfigKind {
         match self {
             BucketConfigKind::Tagging => "tagging",
             BucketConfigKind::Cors => "cors",
+            BucketConfigKind::Lifecycle => "lifecycle",
         }
     }
 }

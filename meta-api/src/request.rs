@@ -263,6 +263,16 @@ pub enum Request {
         version_id: Option<String>,
         on: bool,
     },
+    /// Lifecycle expiration of the current version of `key`: as a delete
+    /// without a version id (a delete marker in a versioned bucket), but
+    /// only if the current version is still the one with sequence `seq`,
+    /// so two runners, or a rule judged before a new write, never expire
+    /// the wrong version or add two markers. Answers `Count(0)` when not.
+    ExpireObject {
+        bucket: String,
+        key: String,
+        seq: u64,
+    },
 }
 
 impl Request {
@@ -307,6 +317,7 @@ impl Request {
             Request::SetObjectLockConfig { .. } => "SetObjectLockConfig",
             Request::SetRetention { .. } => "SetRetention",
             Request::SetLegalHold { .. } => "SetLegalHold",
+            Request::ExpireObject { .. } => "ExpireObject",
         }
     }
 }

@@ -86,6 +86,7 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetObjectLockConfig { .. }
         | Request::SetRetention { .. }
         | Request::SetLegalHold { .. }
+        | Request::ExpireObject { .. }
         | Request::BeginData { .. }
         | Request::OpenPack { .. }
         | Request::MovePacked { .. }

@@ -36,6 +36,7 @@ pub mod description;
 pub mod digests;
 pub mod errors;
 pub mod gateway;
+pub mod lifecycle;
 pub mod listing;
 pub mod multipart;
 pub mod object_lock;

@@ -43,6 +43,10 @@ pub struct Options {
     pub compact_bytes_per_s: u64,
     /// Largest object packed (0: every object has chunks of its own).
     pub packed_object_max: u64,
+    /// How long a lifecycle day is (a real day; tests shorten it), and how
+    /// often lifecycle passes over the buckets.
+    pub lifecycle_day: Duration,
+    pub lifecycle_every: Duration,
 }
 
 impl Options {
@@ -55,6 +59,8 @@ impl Options {
             pack_grace: PACK_GRACE,
             compact_bytes_per_s: COMPACT_BYTES_PER_S,
             packed_object_max: PACKED_OBJECT_MAX,
+            lifecycle_day: Duration::from_secs(86_400),
+            lifecycle_every: Duration::from_secs(600),
         }
     }
 }
@@ -85,6 +91,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     let data = DataPath::new(cluster.clone(), options.pending_ttl, packs);
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
+    tokio::spawn(crate::lifecycle::run(cluster.clone(), options.lifecycle_day, options.lifecycle_every));
     let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
     builder.set_auth(UserAuth(users));
     Service { s3: builder.build(), cluster }

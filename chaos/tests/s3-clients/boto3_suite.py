@@ -1109,6 +1109,89 @@ def check_object_lock():
                      ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
 
 
+def check_lifecycle():
+    """Lifecycle with days shortened by the gateway under test
+    (LIFECYCLE_DAY_MS): current versions expire by prefix and tags,
+    noncurrent ones a day after they were replaced (the newest kept), a
+    lone delete marker is cleaned up, an abandoned upload aborted; an
+    untagged object, a kept upload and a locked version are left alone."""
+    day_ms = os.environ.get("LIFECYCLE_DAY_MS")
+    if not day_ms:
+        raise Skip("LIFECYCLE_DAY_MS is not set: this gateway's lifecycle days are real days")
+    day = int(day_ms) / 1000.0
+    rules = [
+        {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 1}},
+        {"ID": "old-versions", "Status": "Enabled", "Filter": {"Prefix": "keep/"},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}},
+        {"ID": "tmp", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        {"ID": "temp-scans", "Status": "Enabled",
+         "Filter": {"And": {"Prefix": "scans/", "Tags": [{"Key": "class", "Value": "temp"}]}}, "Expiration": {"Days": 1}},
+        {"ID": "markers", "Status": "Enabled", "Filter": {"Prefix": "gone/"},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}, "NoncurrentVersionExpiration": {"NoncurrentDays": 1}},
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": "keep/"}, "Expiration": {"Days": 1}},
+    ]
+    with new_bucket("lifecycle", versioned=True, multipart=True) as b:
+        expect_error(S3.get_bucket_lifecycle_configuration, (404, "NoSuchLifecycleConfiguration"), Bucket=b)
+        transition = [{"ID": "t", "Status": "Enabled", "Filter": {"Prefix": ""},
+                       "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]
+        expect_error(S3.put_bucket_lifecycle_configuration, (501, "NotImplemented"), Bucket=b,
+                     LifecycleConfiguration={"Rules": transition})
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        for key in ("logs/a", "scans/t", "scans/u", "gone/x"):
+            S3.put_object(Bucket=b, Key=key, Body=key.encode(), **({"Tagging": "class=temp"} if key == "scans/t" else {}))
+        versions = [S3.put_object(Bucket=b, Key="keep/b", Body=b"v%d" % i)["VersionId"] for i in range(3)]
+        S3.delete_object(Bucket=b, Key="gone/x")
+        tmp = S3.create_multipart_upload(Bucket=b, Key="tmp/upload")["UploadId"]
+        kept = S3.create_multipart_upload(Bucket=b, Key="keep/upload")["UploadId"]
+        S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
+        got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+        eq([(r["ID"], r["Status"]) for r in got], [(r["ID"], r["Status"]) for r in rules], "lifecycle rules kept")
+
+        def state():
+            vs = S3.list_object_versions(Bucket=b)
+            live = {v["Key"]: [] for v in vs.get("Versions", []) + vs.get("DeleteMarkers", [])}
+            for v in vs.get("Versions", []):
+                live[v["Key"]].append(v["VersionId"])
+            markers = sorted(m["Key"] for m in vs.get("DeleteMarkers", []))
+            uploads = sorted(u["Key"] for u in S3.list_multipart_uploads(Bucket=b).get("Uploads", []))
+            current = sorted(o["Key"] for o in S3.list_objects_v2(Bucket=b).get("Contents", []))
+            return live, markers, uploads, current
+
+        want_current = ["keep/b", "scans/u"]
+        deadline = time.time() + 6 * day + 10
+        while True:
+            live, markers, uploads, current = state()
+            done = (current == want_current and uploads == ["keep/upload"] and "gone/x" not in live
+                    and sorted(live.get("keep/b", [])) == sorted(versions[1:]))
+            if done or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        eq(current, want_current, "current objects after lifecycle (logs/a and the tagged scan expired)")
+        eq(sorted(live.get("keep/b", [])), sorted(versions[1:]), "the oldest noncurrent version removed, the newest kept")
+        eq(markers, ["logs/a", "scans/t"], "expiry left delete markers; the lone one under gone/ was cleaned up")
+        check("gone/x" not in live, f"gone/x left: {live.get('gone/x')}")
+        eq(len(live.get("logs/a", [])), 1, "the expired object's version stays, noncurrent, for a day")
+        eq(uploads, ["keep/upload"], "the abandoned upload aborted, the other kept")
+        S3.abort_multipart_upload(Bucket=b, Key="keep/upload", UploadId=kept)
+        S3.delete_bucket_lifecycle(Bucket=b)
+        expect_error(S3.get_bucket_lifecycle_configuration, (404, "NoSuchLifecycleConfiguration"), Bucket=b)
+
+    # Object lock outranks lifecycle: a retained noncurrent version stays.
+    b = bucket_name("lifecycle-lock")
+    S3.create_bucket(Bucket=b, ObjectLockEnabledForBucket=True)
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    locked = S3.put_object(Bucket=b, Key="k", Body=b"1", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until)
+    S3.put_object(Bucket=b, Key="k", Body=b"2")
+    S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "all", "Status": "Enabled", "Filter": {"Prefix": ""}, "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]})
+    time.sleep(3 * day)
+    ids = [v["VersionId"] for v in S3.list_object_versions(Bucket=b).get("Versions", [])]
+    check(locked["VersionId"] in ids, "lifecycle removed a version under retention")
+    S3.delete_object(Bucket=b, Key="k", VersionId=locked["VersionId"], BypassGovernanceRetention=True)
+    empty_and_delete(S3, b, True, False)
+
+
 def check_presigned_urls():
     data = rand(2000)
     with new_bucket("presigned") as b:
@@ -1208,6 +1291,7 @@ CHECKS = [
     ("tagging", check_tagging),
     ("cors", check_cors),
     ("object_lock", check_object_lock),
+    ("lifecycle", check_lifecycle),
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),

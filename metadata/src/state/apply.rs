@@ -115,6 +115,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             let target = objects::Target { bucket, key, version_id: version_id.as_deref() };
             objects::set_retention(t, ctx, target, *retention, *bypass_governance)
         }
+        Command::ExpireObject { bucket, key, seq } => objects::expire_object(t, ctx, bucket, key, *seq),
         Command::SetLegalHold { bucket, key, version_id, on } => {
             objects::set_legal_hold(t, objects::Target { bucket, key, version_id: version_id.as_deref() }, *on)
         }

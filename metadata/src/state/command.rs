@@ -317,6 +317,11 @@ pub enum Command {
         version_id: Option<String>,
         on: bool,
     },
+    ExpireObject {
+        bucket: String,
+        key: String,
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -368,6 +373,7 @@ impl Command {
             Command::SetObjectLockConfig { .. } => "SetObjectLockConfig",
             Command::SetRetention { .. } => "SetRetention",
             Command::SetLegalHold { .. } => "SetLegalHold",
+            Command::ExpireObject { .. } => "ExpireObject",
         }
     }
 }
@@ -453,6 +459,7 @@ impl From<Request> for Command {
             Request::SetLegalHold { bucket, key, version_id, on } => {
                 Command::SetLegalHold { bucket, key, version_id, on }
             }
+            Request::ExpireObject { bucket, key, seq } => Command::ExpireObject { bucket, key, seq },
         }
     }
 }

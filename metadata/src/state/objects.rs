@@ -284,6 +284,18 @@ pub(crate) fn stamp_lock(
     Ok(Ok(()))
 }
 
+/// Lifecycle's expiration of the current version, if it is still `seq`.
+pub(crate) fn expire_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, seq: u64) -> Applied {
+    let current = view::latest_object(t, bucket, key)?;
+    if !current.is_some_and(|c| c.seq == seq && !c.delete_marker) {
+        return Ok(Ok(Reply::Count(0)));
+    }
+    match delete_object(t, ctx, bucket, key, None, false)? {
+        Ok(_) => Ok(Ok(Reply::Count(1))),
+        Err(refusal) => Ok(Err(refusal)),
+    }
+}
+
 /// Whether a conditional write may apply over `current`, the key's newest
 /// version (a delete marker means no object). If-Match on a key with no
 /// object is S3's NoSuchKey, not PreconditionFailed.

@@ -1,0 +1,590 @@
+//! Bucket lifecycle: expiring current versions after days or on a date,
+//! noncurrent versions after days (keeping the newest few), delete markers
+//! left alone, and incomplete multipart uploads, for keys under a prefix
+//! and carrying tags.
+//!
+//! The rules are kept as the bucket's `lifecycle` document (JSON of
+//! [`Config`]). What a rule does to one key's versions is the pure
+//! [`key_actions`]; [`run`] applies it to every bucket on a schedule,
+//! throttled, with each change a metadata request that is safe to repeat
+//! or to race with another gateway's runner: a current version is expired
+//! only if it is still the one judged (`ExpireObject`), a version removed
+//! by id is gone once, and object lock refuses what it protects. A day is
+//! a configurable length so tests can run lifecycle in seconds.
+//!
+//! Transitions to another storage class (pool) are refused for now.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chuyi_client::Cluster;
+use chuyi_meta_api::ask;
+use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
+use chuyi_meta_api::model::BucketConfigKind;
+use chuyi_meta_api::{MetaError, Request};
+use s3s::dto::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
+    DeleteBucketLifecycleOutput, ExpirationStatus, GetBucketLifecycleConfigurationInput,
+    GetBucketLifecycleConfigurationOutput, LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, PutBucketLifecycleConfigurationInput,
+    PutBucketLifecycleConfigurationOutput, Tag, Timestamp,
+};
+use s3s::{s3_error, S3Result};
+use serde::{Deserialize, Serialize};
+
+use crate::tagging::{self, Tags};
+
+/// Rules one configuration holds at most (S3's limit).
+pub const RULES_MAX: usize = 1000;
+
+/// One rule, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: Option<String>,
+    pub enabled: bool,
+    pub prefix: String,
+    /// Every one of these tags must be on a version for the rule to apply.
+    pub tags: Tags,
+    pub expiration: Option<Expiration>,
+    pub noncurrent: Option<Noncurrent>,
+    pub abort_upload_days: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiration {
+    /// The current version, this many days after it was written.
+    Days(u32),
+    /// The current version, from this moment (Unix ms).
+    Date(u64),
+    /// A delete marker with no version left under it.
+    ExpiredDeleteMarker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Noncurrent {
+    /// Days after a version stopped being current.
+    pub days: u32,
+    /// The newest this many noncurrent versions are kept regardless.
+    pub newer_kept: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+}
+
+fn millis(t: &Timestamp) -> u64 {
+    let at = time::OffsetDateTime::from(t.clone());
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn days(n: Option<i32>, what: &str) -> S3Result<Option<u32>> {
+    match n {
+        None => Ok(None),
+        Some(d) if d > 0 => Ok(Some(d as u32)),
+        Some(_) => Err(s3_error!(InvalidArgument, "'{what}' for a lifecycle rule must be a positive integer")),
+    }
+}
+
+impl Config {
+    /// A configuration from PutBucketLifecycleConfiguration, checked.
+    pub fn from_document(document: Option<BucketLifecycleConfiguration>) -> S3Result<Self> {
+        let rules = document.map(|d| d.rules).unwrap_or_default();
+        if rules.is_empty() || rules.len() > RULES_MAX {
+            return Err(s3_error!(MalformedXML, "a lifecycle configuration has 1 to {RULES_MAX} rules"));
+        }
+        let rules = rules.into_iter().map(Rule::from_document).collect::<S3Result<Vec<_>>>()?;
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.id.is_some() && rules[..i].iter().any(|r| r.id == rule.id) {
+                return Err(s3_error!(InvalidArgument, "Rule ID must be unique. Found same ID for more than one rule"));
+            }
+        }
+        Ok(Self { rules })
+    }
+
+    pub fn to_document(&self) -> Vec<LifecycleRule> {
+        self.rules.iter().map(Rule::to_document).collect()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+impl Rule {
+    fn from_document(r: LifecycleRule) -> S3Result<Self> {
+        if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
+            || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty())
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "lifecycle transitions to another storage class are not supported yet"
+            ));
+        }
+        let (prefix, tags) = match r.filter {
+            Some(LifecycleRuleFilter { and: Some(and), .. }) => {
+                let LifecycleRuleAndOperator { prefix, tags, .. } = and;
+                let tags: Tags = tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                    .collect();
+                (prefix.unwrap_or_default(), tags)
+            }
+            Some(LifecycleRuleFilter { tag: Some(tag), prefix, .. }) => {
+                (prefix.unwrap_or_default(), vec![(tag.key.unwrap_or_default(), tag.value.unwrap_or_default())])
+            }
+            Some(LifecycleRuleFilter { prefix, .. }) => (prefix.unwrap_or_default(), Vec::new()),
+            None => (r.prefix.unwrap_or_default(), Vec::new()),
+        };
+        tagging::check(&tags, tagging::OBJECT_TAGS_MAX)?;
+        let expiration = match r.expiration {
+            None => None,
+            Some(LifecycleExpiration { days: Some(d), date: None, .. }) => days(Some(d), "Days")?.map(Expiration::Days),
+            Some(LifecycleExpiration { date: Some(date), days: None, .. }) => Some(Expiration::Date(millis(&date))),
+            Some(LifecycleExpiration { expired_object_delete_marker: Some(true), days: None, date: None }) => {
+                Some(Expiration::ExpiredDeleteMarker)
+            }
+            Some(LifecycleExpiration { expired_object_delete_marker: Some(false) | None, days: None, date: None }) => {
+                None
+            }
+            Some(_) => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "an Expiration names one of Days, Date or ExpiredObjectDeleteMarker"
+                ))
+            }
+        };
+        let noncurrent = match r.noncurrent_version_expiration {
+            None => None,
+            Some(NoncurrentVersionExpiration { noncurrent_days, newer_noncurrent_versions }) => {
+                let days = days(noncurrent_days, "NoncurrentDays")?
+                    .ok_or_else(|| s3_error!(MalformedXML, "NoncurrentVersionExpiration needs NoncurrentDays"))?;
+                let kept = newer_noncurrent_versions.unwrap_or(0);
+                if !(0..=100).contains(&kept) {
+                    return Err(s3_error!(InvalidArgument, "NewerNoncurrentVersions is 1 to 100"));
+                }
+                Some(Noncurrent { days, newer_kept: kept as u32 })
+            }
+        };
+        let abort_upload_days =
+            days(r.abort_incomplete_multipart_upload.and_then(|a| a.days_after_initiation), "DaysAfterInitiation")?;
+        if expiration.is_none() && noncurrent.is_none() && abort_upload_days.is_none() {
+            return Err(s3_error!(MalformedXML, "a lifecycle rule needs at least one action"));
+        }
+        let enabled = match r.status.as_str() {
+            ExpirationStatus::ENABLED => true,
+            ExpirationStatus::DISABLED => false,
+            other => return Err(s3_error!(MalformedXML, "a rule's Status is Enabled or Disabled, not {other}")),
+        };
+        Ok(Self { id: r.id, enabled, prefix, tags, expiration, noncurrent, abort_upload_days })
+    }
+
+    fn to_document(&self) -> LifecycleRule {
+        let tag = |(k, v): &(String, String)| Tag { key: Some(k.clone()), value: Some(v.clone()) };
+        let filter = if self.tags.is_empty() {
+            LifecycleRuleFilter { prefix: Some(self.prefix.clone()), ..Default::default() }
+        } else {
+            LifecycleRuleFilter {
+                and: Some(LifecycleRuleAndOperator {
+                    prefix: Some(self.prefix.clone()),
+                    tags: Some(self.tags.iter().map(tag).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        let expiration = self.expiration.map(|e| match e {
+            Expiration::Days(d) => LifecycleExpiration { days: Some(d as i32), ..Default::default() },
+            Expiration::Date(ms) => LifecycleExpiration {
+                date: Some(Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms))),
+                ..Default::default()
+            },
+            Expiration::ExpiredDeleteMarker => {
+                LifecycleExpiration { expired_object_delete_marker: Some(true), ..Default::default() }
+            }
+        });
+        let status = if self.enabled { ExpirationStatus::ENABLED } else { ExpirationStatus::DISABLED };
+        LifecycleRule {
+            id: self.id.clone(),
+            status: ExpirationStatus::from_static(status),
+            filter: Some(filter),
+            expiration,
+            noncurrent_version_expiration: self.noncurrent.map(|n| NoncurrentVersionExpiration {
+                noncurrent_days: Some(n.days as i32),
+                newer_noncurrent_versions: (n.newer_kept > 0).then_some(n.newer_kept as i32),
+            }),
+            abort_incomplete_multipart_upload: self
+                .abort_upload_days
+                .map(|d| AbortIncompleteMultipartUpload { days_after_initiation: Some(d as i32) }),
+            prefix: None,
+            transitions: None,
+            noncurrent_version_transitions: None,
+        }
+    }
+
+    fn applies(&self, key: &str, tags: &Tags) -> bool {
+        self.enabled && key.starts_with(&self.prefix) && self.tags.iter().all(|t| tags.contains(t))
+    }
+}
+
+/// One version of a key as lifecycle judges it, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub version_id: String,
+    pub seq: u64,
+    pub delete_marker: bool,
+    pub modified_ms: u64,
+    pub tags: Tags,
+}
+
+/// What lifecycle does to a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Expire the current version (a delete marker, or gone when
+    /// unversioned), if it is still `seq`.
+    ExpireCurrent { seq: u64 },
+    /// Remove this version for good.
+    Remove { version_id: String },
+}
+
+/// What the rules do at `now_ms` to one key's versions (newest first), a
+/// day being `day_ms`.
+pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64, day_ms: u64) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let Some(current) = versions.first() else { return actions };
+    let after = |from: u64, days: u32| from.saturating_add(u64::from(days).saturating_mul(day_ms)) <= now_ms;
+    if !current.delete_marker {
+        let expired = rules.iter().filter(|r| r.applies(key, &current.tags)).any(|r| match r.expiration {
+            Some(Expiration::Days(d)) => after(current.modified_ms, d),
+            Some(Expiration::Date(at)) => at <= now_ms,
+            Some(Expiration::ExpiredDeleteMarker) | None => false,
+        });
+        if expired {
+            actions.push(Action::ExpireCurrent { seq: current.seq });
+        }
+    } else if versions.len() == 1 {
+        let cleanup = rules
+            .iter()
+            .filter(|r| r.applies(key, &Vec::new()))
+            .any(|r| r.expiration == Some(Expiration::ExpiredDeleteMarker));
+        if cleanup {
+            actions.push(Action::Remove { version_id: current.version_id.clone() });
+        }
+    }
+    for (rank, pair) in versions.windows(2).enumerate() {
+        let (newer, version) = (&pair[0], &pair[1]);
+        let expired = rules.iter().filter(|r| r.applies(key, &version.tags)).any(|r| match r.noncurrent {
+            Some(n) => rank as u32 >= n.newer_kept && after(newer.modified_ms, n.days),
+            None => false,
+        });
+        if expired {
+            actions.push(Action::Remove { version_id: version.version_id.clone() });
+        }
+    }
+    actions
+}
+
+/// Whether an upload started at `initiated_ms` of `key` is abandoned.
+pub fn upload_abandoned(rules: &[Rule], key: &str, initiated_ms: u64, now_ms: u64, day_ms: u64) -> bool {
+    rules.iter().filter(|r| r.enabled && key.starts_with(&r.prefix) && r.tags.is_empty()).any(|r| {
+        r.abort_upload_days.is_some_and(|d| initiated_ms.saturating_add(u64::from(d).saturating_mul(day_ms)) <= now_ms)
+    })
+}
+
+/// Keys listed per metadata read while scanning.
+const SCAN_PAGE: u32 = 1000;
+/// Changes made per second at most, so lifecycle never crowds out clients.
+const CHANGES_PER_S: u64 = 200;
+
+/// Runs lifecycle over every bucket every `every`, a day lasting `day`.
+pub async fn run(cluster: Arc<Cluster>, day: Duration, every: Duration) {
+    let day_ms = day.as_millis().max(1) as u64;
+    loop {
+        tokio::time::sleep(every).await;
+        match pass(&cluster, day_ms).await {
+            Ok(0) => {}
+            Ok(changes) => tracing::info!(changes, "lifecycle pass"),
+            Err(e) => tracing::debug!(error = %e, "lifecycle pass stopped; next time"),
+        }
+    }
+}
+
+/// One pass over every bucket with rules; the changes made.
+async fn pass(cluster: &Cluster, day_ms: u64) -> Result<u64, MetaError> {
+    let mut changes = 0;
+    for bucket in cluster.meta().ask(ask::Buckets).await? {
+        let ask = ask::BucketConfig { bucket: bucket.name.clone(), kind: BucketConfigKind::Lifecycle };
+        let Some(config) = cluster.meta().ask(ask).await?.and_then(|d| Config::decode(&d)) else { continue };
+        changes += expire_objects(cluster, &bucket.name, &config, day_ms).await?;
+        changes += abort_uploads(cluster, &bucket.name, &config, day_ms).await?;
+    }
+    Ok(changes)
+}
+
+async fn expire_objects(cluster: &Cluster, bucket: &str, config: &Config, day_ms: u64) -> Result<u64, MetaError> {
+    let (mut changes, mut after, mut key_versions) = (0, None::<ListCursor>, Vec::<ListEntry>::new());
+    loop {
+        let request = ListRequest {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            delimiter: None,
+            after,
+            max_keys: SCAN_PAGE,
+            versions: true,
+        };
+        let page = cluster.meta().ask(ask::List(request)).await?;
+        for entry in page.entries {
+            if key_versions.first().is_some_and(|e| e.key != entry.key) {
+                changes += expire_key(cluster, bucket, config, day_ms, &std::mem::take(&mut key_versions)).await?;
+            }
+            key_versions.push(entry);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    changes += expire_key(cluster, bucket, config, day_ms, &key_versions).await?;
+    Ok(changes)
+}
+
+/// Applies the rules to one key's versions (newest first, as listed).
+async fn expire_key(
+    cluster: &Cluster,
+    bucket: &str,
+    config: &Config,
+    day_ms: u64,
+    entries: &[ListEntry],
+) -> Result<u64, MetaError> {
+    let Some(key) = entries.first().map(|e| e.key.clone()) else { return Ok(0) };
+    let needs_tags = config.rules.iter().any(|r| !r.tags.is_empty());
+    let mut versions = Vec::with_capacity(entries.len());
+    for e in entries {
+        let tags = if needs_tags && !e.object.delete_marker {
+            let ask =
+                ask::Object { bucket: bucket.into(), key: key.clone(), version_id: Some(e.object.version_id.clone()) };
+            cluster.meta().ask(ask).await.map(|r| tagging::of_object(&r.data)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let o = &e.object;
+        versions.push(Version {
+            version_id: o.version_id.clone(),
+            seq: o.seq,
+            delete_marker: o.delete_marker,
+            modified_ms: o.modified_ms,
+            tags,
+        });
+    }
+    let now_ms = chuyi_common::clock::unix_ms();
+    let mut changes = 0;
+    for action in key_actions(&config.rules, &key, &versions, now_ms, day_ms) {
+        let request = match action {
+            Action::ExpireCurrent { seq } => Request::ExpireObject { bucket: bucket.into(), key: key.clone(), seq },
+            Action::Remove { version_id } => Request::DeleteObject {
+                bucket: bucket.into(),
+                key: key.clone(),
+                version_id: Some(version_id),
+                bypass_governance: false,
+            },
+        };
+        match cluster.meta().write(request).await {
+            Ok(_) => changes += 1,
+            // Object lock keeps what it protects; another runner may have
+            // been first. Neither stops the pass.
+            Err(e @ (MetaError::Locked { .. } | MetaError::NotFound { .. })) => {
+                tracing::debug!(bucket, key, error = %e, "lifecycle left a version");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(1000 / CHANGES_PER_S)).await;
+    }
+    Ok(changes)
+}
+
+async fn abort_uploads(cluster: &Cluster, bucket: &str, config: &Config, day_ms: u64) -> Result<u64, MetaError> {
+    let (mut changes, mut after) = (0, None);
+    let now_ms = chuyi_common::clock::unix_ms();
+    loop {
+        let ask = ask::Uploads { bucket: bucket.into(), prefix: String::new(), after: after.clone(), max: SCAN_PAGE };
+        let uploads = cluster.meta().ask(ask).await?;
+        let done = uploads.len() < SCAN_PAGE as usize;
+        for u in &uploads {
+            if upload_abandoned(&config.rules, &u.key, u.initiated_ms, now_ms, day_ms) {
+                let request =
+                    Request::AbortUpload { bucket: bucket.into(), key: u.key.clone(), upload_id: u.upload_id.clone() };
+                match cluster.meta().write(request).await {
+                    Ok(_) => changes += 1,
+                    Err(e @ MetaError::NotFound { .. }) => tracing::debug!(error = %e, "upload already gone"),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match uploads.last() {
+            Some(last) if !done => after = Some((last.key.clone(), last.upload_id.clone())),
+            _ => break,
+        }
+    }
+    Ok(changes)
+}
+
+/// Get/Put/DeleteBucketLifecycleConfiguration, kept as the bucket's
+/// `lifecycle` document.
+impl crate::gateway::Gateway {
+    pub(crate) async fn bucket_lifecycle(
+        &self,
+        req: s3s::S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<s3s::S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle };
+        let Some(document) = self.ask(ask).await? else {
+            return Err(s3_error!(NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"));
+        };
+        let config = Config::decode(&document)
+            .ok_or_else(|| s3_error!(InternalError, "the bucket's stored lifecycle configuration does not decode"))?;
+        let output = GetBucketLifecycleConfigurationOutput { rules: Some(config.to_document()), ..Default::default() };
+        Ok(s3s::S3Response::new(output))
+    }
+
+    pub(crate) async fn set_bucket_lifecycle(
+        &self,
+        req: s3s::S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<s3s::S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let config = Config::from_document(req.input.lifecycle_configuration)?;
+        let document = Some(config.encode());
+        self.write(Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle, document })
+            .await?;
+        Ok(s3s::S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    }
+
+    pub(crate) async fn delete_lifecycle(
+        &self,
+        req: s3s::S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<s3s::S3Response<DeleteBucketLifecycleOutput>> {
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        self.write(Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle, document: None })
+            .await?;
+        Ok(s3s::S3Response::new(DeleteBucketLifecycleOutput::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 1000;
+
+    fn rule(prefix: &str) -> Rule {
+        Rule {
+            id: None,
+            enabled: true,
+            prefix: prefix.into(),
+            tags: Vec::new(),
+            expiration: None,
+            noncurrent: None,
+            abort_upload_days: None,
+        }
+    }
+
+    fn v(id: &str, seq: u64, marker: bool, modified_ms: u64) -> Version {
+        Version { version_id: id.into(), seq, delete_marker: marker, modified_ms, tags: Vec::new() }
+    }
+
+    #[test]
+    fn current_versions_expire_after_their_days_or_on_the_date() {
+        let rules = vec![Rule { expiration: Some(Expiration::Days(2)), ..rule("logs/") }];
+        let versions = [v("b", 2, false, 1000)];
+        assert!(key_actions(&rules, "logs/a", &versions, 2999, DAY).is_empty());
+        assert_eq!(key_actions(&rules, "logs/a", &versions, 3000, DAY), vec![Action::ExpireCurrent { seq: 2 }]);
+        assert!(key_actions(&rules, "scans/a", &versions, 9999, DAY).is_empty(), "outside the prefix");
+        let dated = vec![Rule { expiration: Some(Expiration::Date(5000)), ..rule("") }];
+        assert!(key_actions(&dated, "k", &versions, 4999, DAY).is_empty());
+        assert_eq!(key_actions(&dated, "k", &versions, 5000, DAY).len(), 1);
+        let off = vec![Rule { enabled: false, ..rules[0].clone() }];
+        assert!(key_actions(&off, "logs/a", &versions, 9999, DAY).is_empty(), "a disabled rule");
+    }
+
+    #[test]
+    fn noncurrent_versions_expire_from_when_they_were_replaced_keeping_the_newest() {
+        let rules = vec![Rule { noncurrent: Some(Noncurrent { days: 1, newer_kept: 1 }), ..rule("") }];
+        // Current d (t=5000); c replaced at 5000, b at 3000, a at 2000.
+        let versions = [v("d", 4, false, 5000), v("c", 3, false, 3000), v("b", 2, false, 2000), v("a", 1, false, 100)];
+        let removed = |now| {
+            key_actions(&rules, "k", &versions, now, DAY)
+                .into_iter()
+                .map(|a| match a {
+                    Action::Remove { version_id } => version_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(removed(3999), vec!["a".to_string()], "a a day after b replaced it; c is the one kept");
+        assert_eq!(removed(4000), vec!["b".to_string(), "a".to_string()]);
+        assert_eq!(removed(1_000_000), vec!["b".to_string(), "a".to_string()], "c stays: the newest noncurrent");
+    }
+
+    #[test]
+    fn a_lone_delete_marker_goes_only_when_asked_and_tags_filter() {
+        let cleanup = vec![Rule { expiration: Some(Expiration::ExpiredDeleteMarker), ..rule("") }];
+        let lone = [v("m", 3, true, 100)];
+        assert_eq!(key_actions(&cleanup, "k", &lone, 200, DAY), vec![Action::Remove { version_id: "m".into() }]);
+        let over = [v("m", 3, true, 100), v("a", 1, false, 50)];
+        assert!(key_actions(&cleanup, "k", &over, 200, DAY).is_empty(), "a marker over versions stays");
+        let tagged = vec![Rule {
+            tags: vec![("class".into(), "temp".into())],
+            expiration: Some(Expiration::Days(1)),
+            ..rule("")
+        }];
+        let mut version = v("a", 1, false, 0);
+        assert!(key_actions(&tagged, "k", &[version.clone()], 9999, DAY).is_empty(), "untagged: left");
+        version.tags = vec![("class".into(), "temp".into()), ("x".into(), "y".into())];
+        assert_eq!(key_actions(&tagged, "k", &[version], 9999, DAY).len(), 1);
+    }
+
+    #[test]
+    fn uploads_are_abandoned_after_their_days() {
+        let rules = vec![Rule { abort_upload_days: Some(3), ..rule("tmp/") }];
+        assert!(!upload_abandoned(&rules, "tmp/x", 1000, 3999, DAY));
+        assert!(upload_abandoned(&rules, "tmp/x", 1000, 4000, DAY));
+        assert!(!upload_abandoned(&rules, "keep/x", 0, 1_000_000, DAY));
+    }
+
+    #[test]
+    fn configurations_round_trip_and_bad_ones_are_refused() {
+        let rules = vec![
+            Rule { id: Some("a".into()), expiration: Some(Expiration::Days(30)), ..rule("logs/") },
+            Rule {
+                id: Some("b".into()),
+                tags: vec![("k".into(), "v".into())],
+                noncurrent: Some(Noncurrent { days: 7, newer_kept: 2 }),
+                abort_upload_days: Some(1),
+                ..rule("x/")
+            },
+        ];
+        let config = Config { rules };
+        let document = BucketLifecycleConfiguration { rules: config.to_document() };
+        assert_eq!(Config::from_document(Some(document)).ok(), Some(config.clone()));
+        assert_eq!(Config::decode(&config.encode()), Some(config.clone()));
+        let code = |r: S3Result<Config>| r.err().map(|e| e.code().as_str().to_string());
+        let mut twice = config.to_document();
+        twice[1].id = Some("a".into());
+        assert_eq!(
+            code(Config::from_document(Some(BucketLifecycleConfiguration { rules: twice }))).as_deref(),
+            Some("InvalidArgument")
+        );
+        let mut none = config.to_document();
+        none.truncate(1);
+        none[0].expiration = None;
+        assert_eq!(
+            code(Config::from_document(Some(BucketLifecycleConfiguration { rules: none }))).as_deref(),
+            Some("MalformedXML")
+        );
+        assert_eq!(code(Config::from_document(None)).as_deref(), Some("MalformedXML"));
+    }
+}
