@@ -1,10 +1,12 @@
-//! `chuyi bucket list|info`: the S3 buckets as the metadata service keeps
-//! them, with their owner, versioning, pool and what they hold.
+//! `chuyi bucket list|info|lifecycle`: the S3 buckets as the metadata
+//! service keeps them, with their owner, versioning, pool and what they
+//! hold, and what their lifecycle rules would do (a dry run).
 
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{Bucket, BucketUsage, Versioning};
+use chuyi_s3::lifecycle;
 use serde::Serialize;
 
 use crate::admin::print_json;
@@ -17,6 +19,13 @@ pub enum BucketCmd {
     List,
     /// One bucket in full.
     Info { name: String },
+    /// What the bucket's lifecycle rules would do now, or `--days-ahead`
+    /// days from now: a dry run, nothing is changed.
+    Lifecycle {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        days_ahead: u32,
+    },
 }
 
 #[derive(Serialize)]
@@ -94,6 +103,23 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             println!("objects    {} (versions, delete markers not counted)", row.objects);
             println!("size       {} ({} bytes)", ByteSize(row.bytes), row.bytes);
         }
+        BucketCmd::Lifecycle { name, days_ahead } => {
+            client.ask(ask::Bucket(name.clone())).await?;
+            let at_ms = chuyi_common::clock::unix_ms() + u64::from(days_ahead) * DAY_MS;
+            let planned = lifecycle::pass(&client, Some(&name), at_ms, DAY_MS, lifecycle::Mode::DryRun).await?;
+            if args.json {
+                return print_json(&planned);
+            }
+            let mut t = Table::new(&["CHANGE", "KEY", "VERSION, SEQUENCE OR UPLOAD"]);
+            for p in &planned {
+                t.row(vec![p.change.into(), p.key.clone(), p.what.clone()]);
+            }
+            t.print();
+            println!("{} change(s) lifecycle would make (a dry run: nothing changed)", planned.len());
+        }
     }
     Ok(())
 }
+
+/// A lifecycle day, as the gateways count it.
+const DAY_MS: u64 = 86_400_000;

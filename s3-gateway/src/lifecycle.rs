@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chuyi_client::Cluster;
 use chuyi_meta_api::ask;
+use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
 use chuyi_meta_api::model::BucketConfigKind;
 use chuyi_meta_api::{MetaError, Request};
@@ -301,136 +302,198 @@ const SCAN_PAGE: u32 = 1000;
 /// Changes made per second at most, so lifecycle never crowds out clients.
 const CHANGES_PER_S: u64 = 200;
 
+/// One change lifecycle makes, or in a dry run would make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Planned {
+    pub bucket: String,
+    pub key: String,
+    /// `expire` (the current version becomes a delete marker, or goes when
+    /// unversioned), `remove` (a version for good) or `abort` (an upload).
+    pub change: &'static str,
+    /// The version removed, or the upload aborted; for `expire`, the
+    /// sequence of the version expired.
+    pub what: String,
+}
+
+/// What a pass does: apply its changes, or only list them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    DryRun,
+}
+
 /// Runs lifecycle over every bucket every `every`, a day lasting `day`.
 pub async fn run(cluster: Arc<Cluster>, day: Duration, every: Duration) {
     let day_ms = day.as_millis().max(1) as u64;
     loop {
         tokio::time::sleep(every).await;
-        match pass(&cluster, day_ms).await {
-            Ok(0) => {}
-            Ok(changes) => tracing::info!(changes, "lifecycle pass"),
+        let now_ms = chuyi_common::clock::unix_ms();
+        match pass(cluster.meta(), None, now_ms, day_ms, Mode::Apply).await {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => tracing::info!(changes = done.len(), "lifecycle pass"),
             Err(e) => tracing::debug!(error = %e, "lifecycle pass stopped; next time"),
         }
     }
 }
 
-/// One pass over every bucket with rules; the changes made.
-async fn pass(cluster: &Cluster, day_ms: u64) -> Result<u64, MetaError> {
-    let mut changes = 0;
-    for bucket in cluster.meta().ask(ask::Buckets).await? {
-        let ask = ask::BucketConfig { bucket: bucket.name.clone(), kind: BucketConfigKind::Lifecycle };
-        let Some(config) = cluster.meta().ask(ask).await?.and_then(|d| Config::decode(&d)) else { continue };
-        changes += expire_objects(cluster, &bucket.name, &config, day_ms).await?;
-        changes += abort_uploads(cluster, &bucket.name, &config, day_ms).await?;
-    }
-    Ok(changes)
-}
-
-async fn expire_objects(cluster: &Cluster, bucket: &str, config: &Config, day_ms: u64) -> Result<u64, MetaError> {
-    let (mut changes, mut after, mut key_versions) = (0, None::<ListCursor>, Vec::<ListEntry>::new());
-    loop {
-        let request = ListRequest {
-            bucket: bucket.into(),
-            prefix: String::new(),
-            delimiter: None,
-            after,
-            max_keys: SCAN_PAGE,
-            versions: true,
-        };
-        let page = cluster.meta().ask(ask::List(request)).await?;
-        for entry in page.entries {
-            if key_versions.first().is_some_and(|e| e.key != entry.key) {
-                changes += expire_key(cluster, bucket, config, day_ms, &std::mem::take(&mut key_versions)).await?;
-            }
-            key_versions.push(entry);
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    changes += expire_key(cluster, bucket, config, day_ms, &key_versions).await?;
-    Ok(changes)
-}
-
-/// Applies the rules to one key's versions (newest first, as listed).
-async fn expire_key(
-    cluster: &Cluster,
-    bucket: &str,
-    config: &Config,
+/// One pass over every bucket with rules (or only `bucket`) as of
+/// `now_ms`: the changes made, or in a dry run those it would make.
+pub async fn pass(
+    meta: &MetaClient,
+    bucket: Option<&str>,
+    now_ms: u64,
     day_ms: u64,
-    entries: &[ListEntry],
-) -> Result<u64, MetaError> {
-    let Some(key) = entries.first().map(|e| e.key.clone()) else { return Ok(0) };
-    let needs_tags = config.rules.iter().any(|r| !r.tags.is_empty());
-    let mut versions = Vec::with_capacity(entries.len());
-    for e in entries {
-        let tags = if needs_tags && !e.object.delete_marker {
-            let ask =
-                ask::Object { bucket: bucket.into(), key: key.clone(), version_id: Some(e.object.version_id.clone()) };
-            cluster.meta().ask(ask).await.map(|r| tagging::of_object(&r.data)).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let o = &e.object;
-        versions.push(Version {
-            version_id: o.version_id.clone(),
-            seq: o.seq,
-            delete_marker: o.delete_marker,
-            modified_ms: o.modified_ms,
-            tags,
-        });
+    mode: Mode,
+) -> Result<Vec<Planned>, MetaError> {
+    let names = match bucket {
+        Some(name) => vec![name.to_string()],
+        None => meta.ask(ask::Buckets).await?.into_iter().map(|b| b.name).collect(),
+    };
+    let mut done = Vec::new();
+    for name in names {
+        let ask = ask::BucketConfig { bucket: name.clone(), kind: BucketConfigKind::Lifecycle };
+        let Some(config) = meta.ask(ask).await?.and_then(|d| Config::decode(&d)) else { continue };
+        let scan = Scan { meta, bucket: &name, config: &config, now_ms, day_ms, mode };
+        scan.objects(&mut done).await?;
+        scan.uploads(&mut done).await?;
     }
-    let now_ms = chuyi_common::clock::unix_ms();
-    let mut changes = 0;
-    for action in key_actions(&config.rules, &key, &versions, now_ms, day_ms) {
-        let request = match action {
-            Action::ExpireCurrent { seq } => Request::ExpireObject { bucket: bucket.into(), key: key.clone(), seq },
-            Action::Remove { version_id } => Request::DeleteObject {
-                bucket: bucket.into(),
-                key: key.clone(),
-                version_id: Some(version_id),
-                bypass_governance: false,
-            },
-        };
-        match cluster.meta().write(request).await {
-            Ok(_) => changes += 1,
+    Ok(done)
+}
+
+/// One bucket's pass.
+struct Scan<'a> {
+    meta: &'a MetaClient,
+    bucket: &'a str,
+    config: &'a Config,
+    now_ms: u64,
+    day_ms: u64,
+    mode: Mode,
+}
+
+impl Scan<'_> {
+    async fn objects(&self, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        let (mut after, mut key_versions) = (None::<ListCursor>, Vec::<ListEntry>::new());
+        loop {
+            let request = ListRequest {
+                bucket: self.bucket.into(),
+                prefix: String::new(),
+                delimiter: None,
+                after,
+                max_keys: SCAN_PAGE,
+                versions: true,
+            };
+            let page = self.meta.ask(ask::List(request)).await?;
+            for entry in page.entries {
+                if key_versions.first().is_some_and(|e| e.key != entry.key) {
+                    self.key(&std::mem::take(&mut key_versions), done).await?;
+                }
+                key_versions.push(entry);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        self.key(&key_versions, done).await
+    }
+
+    /// One key's versions (newest first, as listed) under the rules.
+    async fn key(&self, entries: &[ListEntry], done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        let Some(key) = entries.first().map(|e| e.key.clone()) else { return Ok(()) };
+        let needs_tags = self.config.rules.iter().any(|r| !r.tags.is_empty());
+        let mut versions = Vec::with_capacity(entries.len());
+        for e in entries {
+            let o = &e.object;
+            let tags = if needs_tags && !o.delete_marker {
+                let ask = ask::Object {
+                    bucket: self.bucket.into(),
+                    key: key.clone(),
+                    version_id: Some(o.version_id.clone()),
+                };
+                self.meta.ask(ask).await.map(|r| tagging::of_object(&r.data)).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            versions.push(Version {
+                version_id: o.version_id.clone(),
+                seq: o.seq,
+                delete_marker: o.delete_marker,
+                modified_ms: o.modified_ms,
+                tags,
+            });
+        }
+        for action in key_actions(&self.config.rules, &key, &versions, self.now_ms, self.day_ms) {
+            let (request, planned) = match action {
+                Action::ExpireCurrent { seq } => (
+                    Request::ExpireObject { bucket: self.bucket.into(), key: key.clone(), seq },
+                    self.planned(&key, "expire", seq.to_string()),
+                ),
+                Action::Remove { version_id } => (
+                    Request::DeleteObject {
+                        bucket: self.bucket.into(),
+                        key: key.clone(),
+                        version_id: Some(version_id.clone()),
+                        bypass_governance: false,
+                    },
+                    self.planned(&key, "remove", version_id),
+                ),
+            };
+            self.make(request, planned, done).await?;
+        }
+        Ok(())
+    }
+
+    async fn uploads(&self, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        let mut after = None;
+        loop {
+            let ask = ask::Uploads {
+                bucket: self.bucket.into(),
+                prefix: String::new(),
+                after: after.clone(),
+                max: SCAN_PAGE,
+            };
+            let uploads = self.meta.ask(ask).await?;
+            for u in &uploads {
+                if upload_abandoned(&self.config.rules, &u.key, u.initiated_ms, self.now_ms, self.day_ms) {
+                    let request = Request::AbortUpload {
+                        bucket: self.bucket.into(),
+                        key: u.key.clone(),
+                        upload_id: u.upload_id.clone(),
+                    };
+                    self.make(request, self.planned(&u.key, "abort", u.upload_id.clone()), done).await?;
+                }
+            }
+            match uploads.last() {
+                Some(last) if uploads.len() == SCAN_PAGE as usize => {
+                    after = Some((last.key.clone(), last.upload_id.clone()));
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn planned(&self, key: &str, change: &'static str, what: String) -> Planned {
+        Planned { bucket: self.bucket.into(), key: key.into(), change, what }
+    }
+
+    /// Makes one change (or, in a dry run, lists it), throttled.
+    async fn make(&self, request: Request, planned: Planned, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        if self.mode == Mode::DryRun {
+            done.push(planned);
+            return Ok(());
+        }
+        match self.meta.write(request).await {
+            Ok(_) => done.push(planned),
             // Object lock keeps what it protects; another runner may have
             // been first. Neither stops the pass.
-            Err(e @ (MetaError::Locked { .. } | MetaError::NotFound { .. })) => {
-                tracing::debug!(bucket, key, error = %e, "lifecycle left a version");
+            Err(e @ (MetaError::Locked { .. } | MetaError::NotFound { .. } | MetaError::BadUpload { .. })) => {
+                tracing::debug!(bucket = self.bucket, key = planned.key, error = %e, "lifecycle left it");
             }
             Err(e) => return Err(e),
         }
         tokio::time::sleep(Duration::from_millis(1000 / CHANGES_PER_S)).await;
+        Ok(())
     }
-    Ok(changes)
-}
-
-async fn abort_uploads(cluster: &Cluster, bucket: &str, config: &Config, day_ms: u64) -> Result<u64, MetaError> {
-    let (mut changes, mut after) = (0, None);
-    let now_ms = chuyi_common::clock::unix_ms();
-    loop {
-        let ask = ask::Uploads { bucket: bucket.into(), prefix: String::new(), after: after.clone(), max: SCAN_PAGE };
-        let uploads = cluster.meta().ask(ask).await?;
-        let done = uploads.len() < SCAN_PAGE as usize;
-        for u in &uploads {
-            if upload_abandoned(&config.rules, &u.key, u.initiated_ms, now_ms, day_ms) {
-                let request =
-                    Request::AbortUpload { bucket: bucket.into(), key: u.key.clone(), upload_id: u.upload_id.clone() };
-                match cluster.meta().write(request).await {
-                    Ok(_) => changes += 1,
-                    Err(e @ MetaError::NotFound { .. }) => tracing::debug!(error = %e, "upload already gone"),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        match uploads.last() {
-            Some(last) if !done => after = Some((last.key.clone(), last.upload_id.clone())),
-            _ => break,
-        }
-    }
-    Ok(changes)
 }
 
 /// Get/Put/DeleteBucketLifecycleConfiguration, kept as the bucket's
