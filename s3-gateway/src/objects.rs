@@ -432,6 +432,18 @@ impl Gateway {
             Some(other) => return Err(s3_error!(InvalidArgument, "unknown tagging directive {other}")),
         };
         tagging::set_on(&mut object, &tags);
+        // A copy's lock is its own (the request's headers, or the target
+        // bucket's default), never the source's.
+        object.set_retention(None);
+        object.set_legal_hold(false);
+        self.lock_from_headers(
+            &bucket,
+            &mut object,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )
+        .await?;
         let written = if size > 0 {
             let body = self.data.read(&source.data.data, 0..size);
             let written = self.data.write_object(&bucket.pool, size, body, Default::default()).await?;

@@ -1094,19 +1094,31 @@ def check_object_lock():
     expect_error(S3.put_object, (400, "InvalidArgument"), Bucket=b, Key="past", Body=b"p",
                  ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=now - datetime.timedelta(days=1))
 
-    # Governance is bypassed by its owner; compliance waits for its date.
-    for key, v in (("gov", gov), ("dflt", dflt), ("mp", mp)):
-        S3.delete_object(Bucket=b, Key=key, VersionId=v, BypassGovernanceRetention=True)
-    time.sleep(max(0.0, (later - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
-    empty_and_delete(S3, b, True, True)
+    src = S3.put_object(Bucket=b, Key="gov-src", Body=b"s", ObjectLockMode="GOVERNANCE",
+                        ObjectLockRetainUntilDate=now + datetime.timedelta(hours=1))["VersionId"]
+    S3.copy_object(Bucket=b, Key="gov-copy", CopySource={"Bucket": b, "Key": "gov-src"})
+    eq(S3.head_object(Bucket=b, Key="gov-copy").get("ObjectLockMode"), "GOVERNANCE",
+       "a copy in a lock bucket gets the bucket's default, not nothing")
 
     with new_bucket("nolock") as plain:
+        # A copy's lock is its own: a locked source copies into a plain bucket unlocked.
+        S3.copy_object(Bucket=plain, Key="copied", CopySource={"Bucket": b, "Key": "gov-src"})
+        check("ObjectLockMode" not in S3.head_object(Bucket=plain, Key="copied"), "the copy carries no lock")
+        S3.delete_object(Bucket=plain, Key="copied")
         expect_error(S3.get_object_lock_configuration, (404, "ObjectLockConfigurationNotFoundError"), Bucket=plain)
         expect_error(S3.put_object, (400, "InvalidRequest"), Bucket=plain, Key="x", Body=b"x",
                      ObjectLockLegalHoldStatus="ON")
         expect_error(S3.head_object, (404, None), Bucket=plain, Key="x")
         expect_error(S3.put_object_lock_configuration, (409, "InvalidBucketState"), Bucket=plain,
                      ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+
+    # Governance is bypassed by its owner; compliance waits for its date.
+    for key, v in (("gov", gov), ("dflt", dflt), ("mp", mp), ("gov-src", src)):
+        S3.delete_object(Bucket=b, Key=key, VersionId=v, BypassGovernanceRetention=True)
+    for v in S3.list_object_versions(Bucket=b, Prefix="gov-copy").get("Versions", []):
+        S3.delete_object(Bucket=b, Key="gov-copy", VersionId=v["VersionId"], BypassGovernanceRetention=True)
+    time.sleep(max(0.0, (later - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
+    empty_and_delete(S3, b, True, True)
 
 
 def check_lifecycle():
