@@ -219,6 +219,13 @@ impl S3 for Gateway {
         self.delete_lifecycle(req).await
     }
 
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.attributes(req).await
+    }
+
     async fn get_bucket_tagging(
         &self,
         req: S3Request<GetBucketTaggingInput>,

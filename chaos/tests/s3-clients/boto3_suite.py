@@ -902,6 +902,28 @@ def check_conformance_gaps():
         time.sleep(2.2)
         st, _, code = http_status(url)
         eq((st, code), (403, "AccessDenied"), "an expired presigned URL")
+        # GetObjectAttributes: what was asked for, and a multipart object's parts.
+        data = rand(1000)
+        S3.put_object(Bucket=b, Key="attrs", Body=data, ChecksumAlgorithm="SHA256")
+        r = S3.get_object_attributes(Bucket=b, Key="attrs", ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "Checksum"])
+        eq((r["ETag"].strip('"'), r["ObjectSize"], r["StorageClass"]), (md5_etag(data).strip('"'), 1000, "STANDARD"),
+           "GetObjectAttributes")
+        eq(r["Checksum"].get("ChecksumSHA256"), checksum_b64("SHA256", data), "the stored checksum")
+        r = S3.get_object_attributes(Bucket=b, Key="attrs", ObjectAttributes=["ObjectSize"])
+        check("ETag" not in r, "only the attributes asked for")
+        uid = S3.create_multipart_upload(Bucket=b, Key="parts")["UploadId"]
+        sizes = [5 * MiB, 5 * MiB, 7]
+        listed = [{"PartNumber": n, "ETag": S3.upload_part(Bucket=b, Key="parts", UploadId=uid, PartNumber=n,
+                                                          Body=rand(size))["ETag"]} for n, size in enumerate(sizes, 1)]
+        S3.complete_multipart_upload(Bucket=b, Key="parts", UploadId=uid, MultipartUpload={"Parts": listed})
+        r = S3.get_object_attributes(Bucket=b, Key="parts", ObjectAttributes=["ObjectParts"], MaxParts=2)
+        got = r["ObjectParts"]
+        eq((got["TotalPartsCount"], got["IsTruncated"], [(p["PartNumber"], p["Size"]) for p in got["Parts"]]),
+           (3, True, [(1, 5 * MiB), (2, 5 * MiB)]), "the first page of parts")
+        r = S3.get_object_attributes(Bucket=b, Key="parts", ObjectAttributes=["ObjectParts"],
+                                     PartNumberMarker=got["NextPartNumberMarker"])
+        eq([(p["PartNumber"], p["Size"]) for p in r["ObjectParts"]["Parts"]], [(3, 7)], "the next page")
+        expect_error(S3.get_object_attributes, (404, "NoSuchKey"), Bucket=b, Key="absent", ObjectAttributes=["ETag"])
         # Creating a bucket one owns again: 200 in us-east-1, as S3 answers there.
         if REGION == "us-east-1":
             S3.create_bucket(Bucket=b)
