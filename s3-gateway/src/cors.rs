@@ -13,7 +13,12 @@
 //! and after s3s, which knows nothing of CORS. A preflight is answered
 //! without authentication, as browsers send it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use chuyi_client::Cluster;
+use chuyi_common::clock::{self, Instant};
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::BucketConfigKind;
 use http::{HeaderMap, HeaderValue, Request};
@@ -184,13 +189,54 @@ pub fn bucket_of(path: &str) -> Option<&str> {
     (!first.is_empty()).then_some(first)
 }
 
-/// A bucket's CORS configuration; none when it has none, or when the
-/// bucket does not exist or cannot be read now (a browser then gets no
-/// CORS headers, as for a bucket without rules).
-async fn config_of(cluster: &Cluster, bucket: &str) -> Option<Config> {
-    let ask = ask::BucketConfig { bucket: bucket.into(), kind: BucketConfigKind::Cors };
-    let document = cluster.meta().ask(ask).await.ok()??;
-    Config::decode(&document)
+/// How long a bucket's rules, once read, answer the next requests: a web
+/// viewer loads hundreds of images, each with `Origin`, and each would
+/// otherwise cost a linearizable metadata read. A changed configuration
+/// reaches browsers this much later.
+const RULES_FRESH: Duration = Duration::from_secs(2);
+/// Buckets whose rules are kept at most (a bound on memory, not a tuning).
+const RULES_KEPT_MAX: usize = 4096;
+
+/// Each bucket's rules (none: it has none) and when they were read.
+type Recent = HashMap<String, (Instant, Option<Arc<Config>>)>;
+
+/// The CORS rules of buckets, read through a short cache.
+#[derive(Debug)]
+pub struct Rules {
+    cluster: Arc<Cluster>,
+    recent: Mutex<Recent>,
+}
+
+impl Rules {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster, recent: Mutex::new(HashMap::new()) }
+    }
+
+    /// A bucket's CORS configuration; none when it has none, or when the
+    /// bucket does not exist or cannot be read now (a browser then gets no
+    /// CORS headers, as for a bucket without rules).
+    async fn of(&self, bucket: &str) -> Option<Arc<Config>> {
+        if let Some((at, config)) = self.lock().get(bucket) {
+            if at.elapsed() < RULES_FRESH {
+                return config.clone();
+            }
+        }
+        let ask = ask::BucketConfig { bucket: bucket.into(), kind: BucketConfigKind::Cors };
+        let config = match self.cluster.meta().ask(ask).await {
+            Ok(document) => document.and_then(|d| Config::decode(&d)).map(Arc::new),
+            Err(_) => return None,
+        };
+        let mut recent = self.lock();
+        recent.retain(|_, (at, _)| at.elapsed() < RULES_FRESH);
+        if recent.len() < RULES_KEPT_MAX {
+            recent.insert(bucket.to_string(), (clock::now(), config.clone()));
+        }
+        config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
@@ -199,7 +245,7 @@ fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
 
 /// The answer to a preflight `OPTIONS`: 200 with the rule's headers, 403
 /// when no rule allows what is asked, 400 when it does not say what.
-pub async fn preflight<B>(cluster: &Cluster, req: &Request<B>) -> s3s::HttpResponse {
+pub async fn preflight<B>(rules: &Rules, req: &Request<B>) -> s3s::HttpResponse {
     let (Some(origin), Some(method)) = (header(req, "origin"), header(req, "access-control-request-method")) else {
         let mut e = S3Error::with_message(
             S3ErrorCode::Custom("BadRequest".into()),
@@ -211,7 +257,7 @@ pub async fn preflight<B>(cluster: &Cluster, req: &Request<B>) -> s3s::HttpRespo
     let requested = requested_headers(header(req, "access-control-request-headers").unwrap_or(""));
     let asked = Asked { origin, method, headers: &requested };
     let config = match bucket_of(req.uri().path()) {
-        Some(bucket) => config_of(cluster, bucket).await,
+        Some(bucket) => rules.of(bucket).await,
         None => None,
     };
     let Some(rule) = config.as_ref().and_then(|c| matching(c, asked)) else {
@@ -255,8 +301,8 @@ impl Origin {
 
     /// Adds the headers of the bucket's first rule allowing this request
     /// (none when no rule does: the browser then withholds the response).
-    pub async fn allow(self, cluster: &Cluster, headers: &mut HeaderMap) {
-        let Some(config) = config_of(cluster, &self.bucket).await else { return };
+    pub async fn allow(self, rules: &Rules, headers: &mut HeaderMap) {
+        let Some(config) = rules.of(&self.bucket).await else { return };
         let asked = Asked { origin: &self.origin, method: &self.method, headers: &[] };
         if let Some(rule) = matching(&config, asked) {
             add(headers, response_headers(rule, asked, false));

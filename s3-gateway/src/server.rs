@@ -72,11 +72,11 @@ pub fn service(cluster: Arc<Cluster>, user_seal: SealKey, pool: String) -> Servi
     service_with(cluster, user_seal, Options::new(pool))
 }
 
-/// What [`serve`] serves: the s3s service, and the cluster for what is
-/// answered before it (CORS).
+/// What [`serve`] serves: the s3s service, and the buckets' CORS rules,
+/// answered around it.
 pub struct Service {
     s3: S3Service,
-    cluster: Arc<Cluster>,
+    cors: crate::cors::Rules,
 }
 
 impl std::fmt::Debug for Service {
@@ -94,7 +94,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::lifecycle::run(cluster.clone(), options.lifecycle_day, options.lifecycle_every));
     let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
     builder.set_auth(UserAuth(users));
-    Service { s3: builder.build(), cluster }
+    Service { s3: builder.build(), cors: crate::cors::Rules::new(cluster) }
 }
 
 /// Bytes of request line and headers one request may send, as S3 (8 KiB)
@@ -117,7 +117,7 @@ pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<(
                 let service = service.clone();
                 async move {
                     if req.method() == Method::OPTIONS {
-                        return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cluster, &req).await);
+                        return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
                     }
                     let (req, read) = watched(req);
                     let closes = wants_close(&req);
@@ -131,7 +131,7 @@ pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<(
                         },
                     };
                     if let Some(origin) = origin {
-                        origin.allow(&service.cluster, response.headers_mut()).await;
+                        origin.allow(&service.cors, response.headers_mut()).await;
                     }
                     if closes && !read.load(Ordering::Acquire) {
                         // The body was refused unread (403, 404, 400 before
