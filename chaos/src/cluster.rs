@@ -127,9 +127,38 @@ pub fn chuyi_bin() -> anyhow::Result<PathBuf> {
     bail!("cannot find the chuyi binary near {}; set CHUYI_BIN", exe.display())
 }
 
+/// A TCP port for a test's process to listen on.
+///
+/// Taken below the kernel's ephemeral range (32768 up), so no outgoing
+/// connection of a concurrent test can take it between this check and the
+/// child's bind, the race a port from `bind(0)` has (a storage node of a
+/// boto3 run once failed to start that way); and reserved across test
+/// processes by a marker file created exclusively, stale after 10 minutes.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    const RESERVED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+    let dir = std::env::temp_dir().join("chuyi-test-ports");
+    std::fs::create_dir_all(&dir)?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let start = (std::process::id() ^ nanos) % COUNT;
+    for i in 0..COUNT {
+        let port = (FIRST + (start + i) % COUNT) as u16;
+        let marker = dir.join(port.to_string());
+        let stale = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().unwrap_or_default() > RESERVED_FOR);
+        if stale {
+            let _ = std::fs::remove_file(&marker);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_err() {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free test port in {FIRST}..{}", FIRST + COUNT)
 }
 
 pub fn secret() -> ClusterSecret {

@@ -16,6 +16,7 @@ use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
 use crate::description::{header_checksums, timestamp, with_checksums, Headers};
 use crate::gateway::Gateway;
+use crate::object_lock::lock_headers;
 use crate::objects::{body_length, etag, refuse_sse, reported_version, Body};
 
 /// Smallest part but the last, as S3.
@@ -121,14 +122,7 @@ impl Gateway {
         }
         .describe()?;
         let mut object = object;
-        self.lock_from_headers(
-            &bucket,
-            &mut object,
-            input.object_lock_mode.as_ref(),
-            input.object_lock_retain_until_date.as_ref(),
-            input.object_lock_legal_hold_status.as_ref(),
-        )
-        .await?;
+        self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let upload =
             self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

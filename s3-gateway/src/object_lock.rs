@@ -105,20 +105,34 @@ pub fn legal_hold(status: &str) -> S3Result<bool> {
 
 /// The lock a write's headers ask for, set on the new version's
 /// description; `None` when they ask for none.
-pub fn apply_headers(
-    object: &mut ObjectPut,
-    mode_header: Option<&ObjectLockMode>,
-    until: Option<&Timestamp>,
-    hold: Option<&ObjectLockLegalHoldStatus>,
-    now_ms: u64,
-) -> S3Result<()> {
-    object.set_retention(retention(mode_header.map(|m| m.as_str()), until, now_ms)?);
-    object.set_legal_hold(match hold {
+pub fn apply_headers(object: &mut ObjectPut, headers: LockHeaders<'_>, now_ms: u64) -> S3Result<()> {
+    object.set_retention(retention(headers.mode.map(|m| m.as_str()), headers.until, now_ms)?);
+    object.set_legal_hold(match headers.hold {
         Some(h) => legal_hold(h.as_str())?,
         None => false,
     });
     Ok(())
 }
+
+/// The lock headers of a write (PutObject, CopyObject and
+/// CreateMultipartUpload inputs have the same three).
+#[derive(Debug, Clone, Copy)]
+pub struct LockHeaders<'a> {
+    pub mode: Option<&'a ObjectLockMode>,
+    pub until: Option<&'a Timestamp>,
+    pub hold: Option<&'a ObjectLockLegalHoldStatus>,
+}
+
+macro_rules! lock_headers {
+    ($input:expr) => {
+        $crate::object_lock::LockHeaders {
+            mode: $input.object_lock_mode.as_ref(),
+            until: $input.object_lock_retain_until_date.as_ref(),
+            hold: $input.object_lock_legal_hold_status.as_ref(),
+        }
+    };
+}
+pub(crate) use lock_headers;
 
 /// What GET and HEAD say of a version's lock.
 pub fn returned(object: &ObjectPut) -> (Option<ObjectLockMode>, Option<Timestamp>, Option<ObjectLockLegalHoldStatus>) {

@@ -19,6 +19,7 @@ use crate::description::{
 };
 use crate::errors::meta_error;
 use crate::gateway::{check_version_id, Gateway};
+use crate::object_lock::{lock_headers, LockHeaders};
 use crate::tagging;
 
 /// Keys one DeleteObjects may name, as S3.
@@ -186,14 +187,7 @@ impl Gateway {
             tagging: input.tagging.take(),
         };
         let mut object = headers.describe()?;
-        self.lock_from_headers(
-            &bucket,
-            &mut object,
-            input.object_lock_mode.as_ref(),
-            input.object_lock_retain_until_date.as_ref(),
-            input.object_lock_legal_hold_status.as_ref(),
-        )
-        .await?;
+        self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let sent = header_checksums!(input);
         let body = Body {
             len,
@@ -436,14 +430,7 @@ impl Gateway {
         // bucket's default), never the source's.
         object.set_retention(None);
         object.set_legal_hold(false);
-        self.lock_from_headers(
-            &bucket,
-            &mut object,
-            input.object_lock_mode.as_ref(),
-            input.object_lock_retain_until_date.as_ref(),
-            input.object_lock_legal_hold_status.as_ref(),
-        )
-        .await?;
+        self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let written = if size > 0 {
             let body = self.data.read(&source.data.data, 0..size);
             let written = self.data.write_object(&bucket.pool, size, body, Default::default()).await?;
@@ -502,15 +489,13 @@ impl Gateway {
         &self,
         bucket: &Bucket,
         object: &mut ObjectPut,
-        mode: Option<&ObjectLockMode>,
-        until: Option<&Timestamp>,
-        hold: Option<&ObjectLockLegalHoldStatus>,
+        headers: LockHeaders<'_>,
     ) -> S3Result<()> {
-        if mode.is_none() && until.is_none() && hold.is_none() {
+        if headers.mode.is_none() && headers.until.is_none() && headers.hold.is_none() {
             return Ok(());
         }
         self.object_lock_of(bucket).await?;
-        crate::object_lock::apply_headers(object, mode, until, hold, chuyi_common::clock::unix_ms())
+        crate::object_lock::apply_headers(object, headers, chuyi_common::clock::unix_ms())
     }
 }
 
