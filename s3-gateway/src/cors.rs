@@ -21,6 +21,7 @@ use chuyi_client::Cluster;
 use chuyi_common::clock::{self, Instant};
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::BucketConfigKind;
+use chuyi_meta_api::MetaError;
 use http::{HeaderMap, HeaderValue, Request};
 use s3s::dto::{CORSConfiguration, CORSRule};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
@@ -224,6 +225,10 @@ impl Rules {
         let ask = ask::BucketConfig { bucket: bucket.into(), kind: BucketConfigKind::Cors };
         let config = match self.cluster.meta().ask(ask).await {
             Ok(document) => document.and_then(|d| Config::decode(&d)).map(Arc::new),
+            // A bucket that does not exist has no rules, and is remembered
+            // as such: unauthenticated preflights naming made-up buckets
+            // must not each cost a metadata read.
+            Err(MetaError::NotFound { .. }) => None,
             Err(_) => return None,
         };
         let mut recent = self.lock();
