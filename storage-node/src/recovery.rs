@@ -241,7 +241,8 @@ impl Recovery {
             }
             let Some(batch) = walk.take_ready() else { break };
             for (chunk, remote) in batch {
-                let bytes = self.copy_chunk(&map, epoch, mine, target, chunk, remote).await?;
+                let route = Route { map: &map, epoch, mine, target };
+                let bytes = self.copy_chunk(route, chunk, remote, BadLocal::Poison).await?;
                 sent += bytes;
                 self.sent.fetch_add(bytes, Ordering::Relaxed);
                 self.set_progress(key, |p| {
@@ -274,13 +275,12 @@ impl Recovery {
     /// primary's lock on the whole chunk. Returns the bytes sent.
     async fn copy_chunk(
         &self,
-        map: &DataMap,
-        epoch: u64,
-        mine: Replica,
-        target: Replica,
+        route: Route<'_>,
         chunk: ChunkId,
         remote: Option<Vec<u32>>,
+        bad_local: BadLocal,
     ) -> Result<u64, ReplicationError> {
+        let Route { map, epoch, mine, target } = route;
         let disk = self.repl.store().disk(mine.disk)?;
         let _whole = self.repl.locks().lock(chunk, 0, u64::MAX).await;
         // A copy is as current as this primary's fence: the target, which
@@ -315,6 +315,10 @@ impl Recovery {
                     // (they read as bad there too, never as zeros), and let
                     // one bad block not stop the rest of the PG from getting
                     // its second copy.
+                    // A complete target may hold the block intact: spoiling
+                    // it would lose the block. Stop; read repair or scrub
+                    // mends this copy from it, and the copy is tried again.
+                    Err(e @ StoreError::Checksum { .. }) if bad_local == BadLocal::Stop => return Err(e.into()),
                     Err(StoreError::Checksum { .. }) => {
                         for block in first..first + count {
                             let at = (block * BLOCK_SIZE_BYTES) as u32;
@@ -362,7 +366,7 @@ impl Recovery {
             };
             let copied = async {
                 let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
-                self.copy_chunk(map, epoch, mine, target, chunk, remote).await
+                self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, BadLocal::Stop).await
             };
             match copied.await {
                 Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),
@@ -543,6 +547,28 @@ fn expect_done(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a chunk copy goes: from this primary's replica `mine` to
+/// `target`, under the PG's `epoch` in `map`.
+#[derive(Clone, Copy, Debug)]
+struct Route<'a> {
+    map: &'a DataMap,
+    epoch: u64,
+    mine: Replica,
+    target: Replica,
+}
+
+/// What a copy does with a block it cannot read on this (the primary's)
+/// copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BadLocal {
+    /// Backfill of a new replica: this is the PG's only complete copy, so
+    /// the new copy's block is poisoned (reads as bad), never left as zeros.
+    Poison,
+    /// A copy to a complete replica after a failed write: that replica may
+    /// hold the block intact, so the copy stops instead of poisoning it.
+    Stop,
 }
 
 /// What becomes of a chunk marked after a failed write, for one replica it
