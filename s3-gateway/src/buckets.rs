@@ -4,7 +4,7 @@
 //! created it; only that user (or an admin) reaches it.
 
 use chuyi_meta_api::ask;
-use chuyi_meta_api::model::{BucketConfigKind, Versioning};
+use chuyi_meta_api::model::{Bucket, BucketConfigKind, Versioning};
 use chuyi_meta_api::{MetaError, Request};
 use s3s::dto::{
     Bucket as S3Bucket, BucketLocationConstraint, BucketVersioningStatus, CreateBucketInput, CreateBucketOutput,
@@ -15,7 +15,7 @@ use s3s::dto::{
     PutBucketCorsInput, PutBucketCorsOutput, PutBucketTaggingInput, PutBucketTaggingOutput, PutBucketVersioningInput,
     PutBucketVersioningOutput,
 };
-use s3s::{s3_error, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use crate::auth::canonical_id;
 use crate::description::timestamp;
@@ -174,6 +174,48 @@ impl Gateway {
     }
 }
 
+/// A bucket configuration the gateway keeps in its own form, stored as
+/// JSON (CORS rules, lifecycle rules).
+pub(crate) trait JsonDocument: serde::Serialize + serde::de::DeserializeOwned {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Reading and writing a bucket's configuration documents.
+impl Gateway {
+    /// The bucket's document of `kind`, decoded; `missing` (S3's NoSuch…)
+    /// when it has none.
+    pub(crate) async fn bucket_document<T>(
+        &self,
+        bucket: Bucket,
+        kind: BucketConfigKind,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+        missing: S3Error,
+    ) -> S3Result<T> {
+        let Some(document) = self.ask(ask::BucketConfig { bucket: bucket.name, kind }).await? else {
+            return Err(missing);
+        };
+        decode(&document).ok_or_else(|| {
+            s3_error!(InternalError, "the bucket's stored {} configuration does not decode", kind.name())
+        })
+    }
+
+    /// Stores (`Some`) or removes (`None`) the bucket's document of `kind`.
+    pub(crate) async fn set_bucket_document(
+        &self,
+        bucket: Bucket,
+        kind: BucketConfigKind,
+        document: Option<Vec<u8>>,
+    ) -> S3Result<()> {
+        self.write(Request::SetBucketConfig { bucket: bucket.name, kind, document }).await.map(|_| ())
+    }
+}
+
 /// Bucket tagging: Get/Put/DeleteBucketTagging, kept as the bucket's
 /// `tagging` document.
 impl Gateway {
@@ -182,12 +224,9 @@ impl Gateway {
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging };
-        let Some(document) = self.ask(ask).await? else {
-            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
-        };
-        let tags = std::str::from_utf8(&document).ok().and_then(tagging::decode);
-        let tags = tags.ok_or_else(|| s3_error!(InternalError, "the bucket's stored tag set does not decode"))?;
+        let decode = |d: &[u8]| std::str::from_utf8(d).ok().and_then(tagging::decode);
+        let missing = s3_error!(NoSuchTagSet, "The TagSet does not exist");
+        let tags = self.bucket_document(bucket, BucketConfigKind::Tagging, decode, missing).await?;
         Ok(S3Response::new(GetBucketTaggingOutput { tag_set: tagging::to_document(tags) }))
     }
 
@@ -198,8 +237,7 @@ impl Gateway {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let tags = tagging::from_document(req.input.tagging, tagging::BUCKET_TAGS_MAX)?;
         let document = Some(tagging::encode(&tags).into_bytes());
-        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging, document };
-        self.write(request).await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Tagging, document).await?;
         Ok(S3Response::new(PutBucketTaggingOutput::default()))
     }
 
@@ -208,8 +246,7 @@ impl Gateway {
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Tagging, document: None };
-        self.write(request).await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Tagging, None).await?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
 }
@@ -222,12 +259,8 @@ impl Gateway {
         req: S3Request<GetBucketCorsInput>,
     ) -> S3Result<S3Response<GetBucketCorsOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Cors };
-        let Some(document) = self.ask(ask).await? else {
-            return Err(s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
-        };
-        let config = cors::Config::decode(&document)
-            .ok_or_else(|| s3_error!(InternalError, "the bucket's stored CORS configuration does not decode"))?;
+        let missing = s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist");
+        let config = self.bucket_document(bucket, BucketConfigKind::Cors, cors::Config::decode, missing).await?;
         Ok(S3Response::new(GetBucketCorsOutput { cors_rules: Some(config.to_document()) }))
     }
 
@@ -237,12 +270,7 @@ impl Gateway {
     ) -> S3Result<S3Response<PutBucketCorsOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let config = cors::Config::from_document(req.input.cors_configuration)?;
-        let request = Request::SetBucketConfig {
-            bucket: bucket.name,
-            kind: BucketConfigKind::Cors,
-            document: Some(config.encode()),
-        };
-        self.write(request).await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Cors, Some(config.encode())).await?;
         Ok(S3Response::new(PutBucketCorsOutput::default()))
     }
 
@@ -251,8 +279,7 @@ impl Gateway {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let request = Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Cors, document: None };
-        self.write(request).await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Cors, None).await?;
         Ok(S3Response::new(DeleteBucketCorsOutput::default()))
     }
 }

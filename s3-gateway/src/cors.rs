@@ -27,6 +27,8 @@ use s3s::dto::{CORSConfiguration, CORSRule};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::JsonDocument;
+
 /// Rules one configuration holds at most (S3's limit).
 pub const RULES_MAX: usize = 100;
 /// The methods a rule may allow.
@@ -67,15 +69,9 @@ impl Config {
     pub fn to_document(&self) -> Vec<CORSRule> {
         self.rules.iter().map(Rule::to_document).collect()
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
 }
+
+impl JsonDocument for Config {}
 
 impl Rule {
     fn from_document(r: CORSRule) -> Self {

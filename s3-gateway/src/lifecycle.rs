@@ -22,7 +22,7 @@ use chuyi_meta_api::ask;
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
 use chuyi_meta_api::model::BucketConfigKind;
-use chuyi_meta_api::{MetaError, Request};
+use chuyi_meta_api::{MetaError, Reply, Request};
 use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
     DeleteBucketLifecycleOutput, ExpirationStatus, GetBucketLifecycleConfigurationInput,
@@ -33,6 +33,7 @@ use s3s::dto::{
 use s3s::{s3_error, S3Result};
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::JsonDocument;
 use crate::tagging::{self, Tags};
 
 /// Rules one configuration holds at most (S3's limit).
@@ -106,15 +107,9 @@ impl Config {
     pub fn to_document(&self) -> Vec<LifecycleRule> {
         self.rules.iter().map(Rule::to_document).collect()
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
 }
+
+impl JsonDocument for Config {}
 
 impl Rule {
     fn from_document(r: LifecycleRule) -> S3Result<Self> {
@@ -483,6 +478,8 @@ impl Scan<'_> {
             return Ok(());
         }
         match self.meta.write(request).await {
+            // `ExpireObject` found the version already replaced: nothing done.
+            Ok(Reply::Count(0)) => {}
             Ok(_) => done.push(planned),
             // Object lock keeps what it protects; another runner may have
             // been first. Neither stops the pass.
@@ -504,12 +501,8 @@ impl crate::gateway::Gateway {
         req: s3s::S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<s3s::S3Response<GetBucketLifecycleConfigurationOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let ask = ask::BucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle };
-        let Some(document) = self.ask(ask).await? else {
-            return Err(s3_error!(NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"));
-        };
-        let config = Config::decode(&document)
-            .ok_or_else(|| s3_error!(InternalError, "the bucket's stored lifecycle configuration does not decode"))?;
+        let missing = s3_error!(NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist");
+        let config = self.bucket_document(bucket, BucketConfigKind::Lifecycle, Config::decode, missing).await?;
         let output = GetBucketLifecycleConfigurationOutput { rules: Some(config.to_document()), ..Default::default() };
         Ok(s3s::S3Response::new(output))
     }
@@ -520,9 +513,7 @@ impl crate::gateway::Gateway {
     ) -> S3Result<s3s::S3Response<PutBucketLifecycleConfigurationOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let config = Config::from_document(req.input.lifecycle_configuration)?;
-        let document = Some(config.encode());
-        self.write(Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle, document })
-            .await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Lifecycle, Some(config.encode())).await?;
         Ok(s3s::S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
     }
 
@@ -531,8 +522,7 @@ impl crate::gateway::Gateway {
         req: s3s::S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<s3s::S3Response<DeleteBucketLifecycleOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        self.write(Request::SetBucketConfig { bucket: bucket.name, kind: BucketConfigKind::Lifecycle, document: None })
-            .await?;
+        self.set_bucket_document(bucket, BucketConfigKind::Lifecycle, None).await?;
         Ok(s3s::S3Response::new(DeleteBucketLifecycleOutput::default()))
     }
 }
