@@ -54,8 +54,15 @@ impl Node {
     /// (the node's own, or the cluster secret) checks callers and
     /// authenticates the node to its peers when it forwards writes.
     pub async fn start(config: &NodeConfig, credential: &Credential) -> Result<Self, NodeError> {
+        let store = ChunkStore::open(&config.disk_specs()).await?;
+        Self::start_on(config, credential, store).await
+    }
+
+    /// Like [`Node::start`], on disks the caller opened: how the simulation
+    /// puts a fault engine under a node's disks.
+    pub async fn start_on(config: &NodeConfig, credential: &Credential, store: ChunkStore) -> Result<Self, NodeError> {
         let keyring = credential.keyring(Door::Node)?;
-        let store = Arc::new(ChunkStore::open(&config.disk_specs()).await?);
+        let store = Arc::new(store);
         let fresh = || config.accept_missing_fences || store.stats().iter().all(|d| d.chunks == 0);
         let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?, fresh)?);
         let mut servers = Vec::new();

@@ -9,9 +9,14 @@
 //! acknowledged writes, is never crashed, only cut from one host; every
 //! fault ends inside the window, so the run ends healed.
 //!
-//! Rot (a bit flipped in a block a node holds) comes from a second stream
-//! of the seed, so adding it left the other faults of every seed as they
-//! were. It hits one node per run, and only while every node has been in
+//! A failing disk (EIO on its reads, its writes or both) comes from a
+//! second stream of the seed, so adding it left the faults above of every
+//! seed as they were; it counts as the node being out (the node takes the
+//! disk out of service at its first EIO), and when it ends the node is
+//! restarted, as an operator would after reseating or replacing the disk.
+//!
+//! Rot (a bit flipped in a block a node holds) comes from a third stream
+//! of the seed. It hits one node per run, and only while every node has been in
 //! for [`ROT_QUIET`] and stays in for the fault's length: a bad block is
 //! repaired from its other replica (on read or by scrub), and a rotted
 //! block whose other copy is down or still resyncing is a double fault,
@@ -47,6 +52,30 @@ const ROT_QUIET: Duration = Duration::from_secs(10);
 const ROT_REPAIR: Duration = Duration::from_secs(5);
 /// Distinguishes the rot stream of a seed from its main stream.
 const ROT_STREAM: u64 = 0x005e_ed0f_b175;
+/// Distinguishes the failing-disk stream of a seed from the others.
+const EIO_STREAM: u64 = 0x00d1_5cfa_11ed;
+/// At most this many failing disks in a run, of this many tried (most
+/// tries meet another node's fault and are dropped).
+const MAX_EIO: usize = 2;
+const EIO_TRIES: u32 = 12;
+
+/// Which operations of a failing disk return EIO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failing {
+    Reads,
+    Writes,
+    Everything,
+}
+
+impl fmt::Display for Failing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Failing::Reads => "reads",
+            Failing::Writes => "writes",
+            Failing::Everything => "all",
+        })
+    }
+}
 
 /// What goes wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +93,9 @@ pub enum Fault {
     /// One bit flips in a block of data the node holds (the disk returns
     /// garbage); the node must notice by its checksum and repair it.
     Rot(Host),
+    /// The node's disk fails operations with EIO; the node restarts when
+    /// the fault ends.
+    Eio(Host, Failing),
 }
 
 impl fmt::Display for Fault {
@@ -74,6 +106,7 @@ impl fmt::Display for Fault {
             Fault::Cut(a, b) => write!(f, "cut {a}-{b}"),
             Fault::Hold(a, b) => write!(f, "hold {a}-{b}"),
             Fault::Rot(h) => write!(f, "rot {h}"),
+            Fault::Eio(h, failing) => write!(f, "eio {h} {failing}"),
         }
     }
 }
@@ -95,7 +128,7 @@ impl Event {
     /// the Raft majority, a node out of its replica pairs).
     fn takes_out(&self) -> Option<Host> {
         match self.fault {
-            Fault::Crash(h) | Fault::Isolate(h) => Some(h),
+            Fault::Crash(h) | Fault::Isolate(h) | Fault::Eio(h, _) => Some(h),
             Fault::Cut(..) | Fault::Hold(..) | Fault::Rot(_) => None,
         }
     }
@@ -126,6 +159,7 @@ impl Shape {
 /// with `rot`, bit flips on one node's disk besides.
 pub fn schedule(seed: u64, window: Duration, shape: Shape, rot: bool) -> Vec<Event> {
     let mut events = main_faults(seed, window, shape);
+    add_eio(seed, window, shape, &mut events);
     if rot {
         add_rot(seed, window, shape, &mut events);
     }
@@ -148,6 +182,27 @@ fn main_faults(seed: u64, window: Duration, shape: Shape) -> Vec<Event> {
         at += Duration::from_millis(rng.random_range(500..3000));
     }
     events
+}
+
+/// Up to [`MAX_EIO`] failing disks, where [`allowed`] lets them be.
+fn add_eio(seed: u64, window: Duration, shape: Shape, events: &mut Vec<Event>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ EIO_STREAM);
+    let mut added = 0;
+    for _ in 0..EIO_TRIES {
+        if added == MAX_EIO {
+            break;
+        }
+        let at = Duration::from_millis(rng.random_range(0..window.as_millis() as u64));
+        let lasts = Duration::from_millis(rng.random_range(1000..6000)).min(window - at);
+        let node = Host::Node(rng.random_range(1..=shape.nodes));
+        let failing = [Failing::Reads, Failing::Writes, Failing::Everything][rng.random_range(0..3)];
+        let event = Event { at, lasts, fault: Fault::Eio(node, failing) };
+        if !lasts.is_zero() && allowed(events, &event) {
+            events.push(event);
+            added += 1;
+        }
+    }
+    events.sort_by_key(|e| e.at);
 }
 
 /// Up to six rots on one node, where [`rot_allowed`] lets them be.
@@ -273,11 +328,22 @@ mod tests {
     }
 
     #[test]
+    fn failing_disks_leave_the_main_faults_of_a_seed_as_they_were() {
+        for seed in 0..100 {
+            let all = schedule(seed, WINDOW, SHAPE, false);
+            let without: Vec<Event> = all.iter().copied().filter(|e| !matches!(e.fault, Fault::Eio(..))).collect();
+            assert_eq!(without, main_faults(seed, WINDOW, SHAPE), "seed {seed}");
+        }
+    }
+
+    #[test]
     fn rot_leaves_the_other_faults_of_a_seed_as_they_were() {
         for seed in 0..100 {
             let all = schedule(seed, WINDOW, SHAPE, true);
             let without: Vec<Event> = all.iter().copied().filter(|e| !matches!(e.fault, Fault::Rot(_))).collect();
-            assert_eq!(without, main_faults(seed, WINDOW, SHAPE), "seed {seed}");
+            let mut before = main_faults(seed, WINDOW, SHAPE);
+            add_eio(seed, WINDOW, SHAPE, &mut before);
+            assert_eq!(without, before, "seed {seed}");
             assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "seed {seed}: out of order");
         }
     }
@@ -291,5 +357,8 @@ mod tests {
         assert!(all.iter().any(|f| matches!(f, Fault::Cut(..))));
         assert!(all.iter().any(|f| matches!(f, Fault::Hold(..))));
         assert!(all.iter().any(|f| matches!(f, Fault::Rot(_))));
+        for failing in [Failing::Reads, Failing::Writes, Failing::Everything] {
+            assert!(all.iter().any(|f| matches!(f, Fault::Eio(Host::Node(_), x) if *x == failing)), "{failing}");
+        }
     }
 }

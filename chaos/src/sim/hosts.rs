@@ -2,18 +2,26 @@
 //! meta` and `chuyi node` processes run, on turmoil's network (`sim:`
 //! endpoints) and in-memory disks (files under /dev/shm).
 //!
+//! Each node's disk sits on a fault engine the simulation keeps a handle
+//! to ([`Disks`]), so a schedule can make it fail with EIO.
+//!
 //! A host's function is called again when the simulation restarts it
 //! after a crash; what it finds on its disks is what the crashed instance
 //! left, as after SIGKILL.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chuyi_common::credential::{Credential, Principal};
 use chuyi_metadata::config::MetaConfig;
 use chuyi_metadata::raft::Member;
 use chuyi_storage_node::config::NodeConfig;
-use chuyi_storage_node::node::Node;
+use chuyi_storage_node::io::fault::FaultEngine;
+use chuyi_storage_node::io::IoEngine;
+use chuyi_storage_node::node::{Node, NodeError};
+use chuyi_storage_node::store::{open_disk_wrapped, ChunkStore};
 
 use super::faults::{Host, Shape};
 use crate::cluster::secret;
@@ -110,12 +118,43 @@ where
     }
 }
 
+/// The fault engine under each running node's disk, replaced when the
+/// node restarts.
+#[derive(Clone, Default)]
+pub struct Disks(Arc<Mutex<HashMap<Host, Arc<FaultEngine>>>>);
+
+impl Disks {
+    /// The engine under `host`'s disk, once the node has opened it.
+    pub fn get(&self, host: Host) -> Option<Arc<FaultEngine>> {
+        self.lock().get(&host).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Host, Arc<FaultEngine>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens `config`'s disks on fault engines registered as `host`'s.
+    async fn open(&self, host: Host, config: &NodeConfig) -> Result<ChunkStore, NodeError> {
+        let mut disks = Vec::new();
+        for spec in config.disk_specs() {
+            let wrap = |engine: Arc<dyn IoEngine>| -> Arc<dyn IoEngine> {
+                let faulty = Arc::new(FaultEngine::new(engine));
+                self.lock().insert(host, faulty.clone());
+                faulty
+            };
+            disks.push(open_disk_wrapped(&spec, wrap).await?);
+        }
+        Ok(ChunkStore::from_disks(disks))
+    }
+}
+
 /// A storage node and its links to the metadata service until the
-/// simulation crashes it.
-pub async fn node(config: PathBuf) -> turmoil::Result {
+/// simulation crashes it; its disk on a fault engine registered in `disks`.
+pub async fn node(config: PathBuf, host: Host, disks: Disks) -> turmoil::Result {
     let config = NodeConfig::load(&config)?;
     let credential = Credential::issue(&secret(), Principal::node(u64::from(config.node_id)))?;
-    let mut node = started(|| Node::start(&config, &credential)).await?;
+    let start = || async { Node::start_on(&config, &credential, disks.open(host, &config).await?).await };
+    let mut node = started(start).await?;
     let links = chuyi_storage_node::heartbeat::start(&mut node, &config, &credential);
     let served = node.serve(std::future::pending()).await;
     for link in links {

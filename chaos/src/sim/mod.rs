@@ -9,8 +9,9 @@
 //! threads run on the machine's clock, so a replay repeats the schedule and
 //! the operations, not necessarily every interleaving. The disks are files
 //! in memory on the inline I/O engine, whose I/O completes inside the
-//! simulation's step, so the simulated clock never runs ahead of them. A failing seed
-//! is rerun with `chuyi-chaos simulate --seed N`.
+//! simulation's step, so the simulated clock never runs ahead of them; the
+//! fault engine sits on top, so a schedule can make a disk return EIO. A
+//! failing seed is rerun with `chuyi-chaos simulate --seed N`.
 //!
 //! The check is the real-process scenarios' check: no read ever returns
 //! what the model forbids, and after the faults end and the cluster heals,
@@ -35,7 +36,9 @@ use chuyi_meta_api::{ask, order, MetaError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use self::faults::{Event, Fault, Host, Shape};
+use chuyi_storage_node::io::fault::FaultOn;
+
+use self::faults::{Event, Failing, Fault, Host, Shape};
 use crate::cluster::{admin, CHUNK_SIZE, POOL};
 use crate::workload::{self, Model, Stats, BLOCK};
 
@@ -136,16 +139,18 @@ pub fn run(seed: u64, options: Options) -> anyhow::Result<Outcome> {
         let config = hosts::meta_config(root.path(), id, SHAPE)?;
         sim.host(Host::Meta(id).to_string(), move || hosts::member(config.clone()));
     }
+    let disks = hosts::Disks::default();
     for id in 1..=SHAPE.nodes {
         // Scrub finds rot the workload does not read; without rot it only
         // costs time.
         let scrub = if options.rot { ROT_SCRUB_MB_PER_S } else { 0 };
         let config = hosts::node_config(root.path(), id, SHAPE, DISK_MIB, scrub)?;
-        sim.host(Host::Node(id).to_string(), move || hosts::node(config.clone()));
+        let disks = disks.clone();
+        sim.host(Host::Node(id).to_string(), move || hosts::node(config.clone(), Host::Node(id), disks.clone()));
     }
     sim.client(Host::Client.to_string(), client(seed, options, shared.clone()));
 
-    let mut in_force = InForce::new(root.path(), seed);
+    let mut in_force = InForce::new(root.path(), seed, disks);
     let mut next = 0;
     let mut ending: Vec<Event> = Vec::new();
     let mut violations = Vec::new();
@@ -208,20 +213,21 @@ struct InForce {
     cut: HashMap<(String, String), u32>,
     held: HashMap<(String, String), u32>,
     root: PathBuf,
+    disks: hosts::Disks,
     rot: StdRng,
     /// Rots that found no block of data to flip (too early in the run).
     rot_missed: u32,
 }
 
 impl InForce {
-    fn new(root: &Path, seed: u64) -> Self {
+    fn new(root: &Path, seed: u64, disks: hosts::Disks) -> Self {
         let rot = StdRng::seed_from_u64(seed.rotate_left(17));
-        Self { cut: HashMap::new(), held: HashMap::new(), root: root.to_path_buf(), rot, rot_missed: 0 }
+        Self { cut: HashMap::new(), held: HashMap::new(), root: root.to_path_buf(), disks, rot, rot_missed: 0 }
     }
 
     fn pairs(fault: Fault) -> Vec<(Host, Host)> {
         match fault {
-            Fault::Crash(_) | Fault::Rot(_) => Vec::new(),
+            Fault::Crash(_) | Fault::Rot(_) | Fault::Eio(..) => Vec::new(),
             Fault::Isolate(h) => SHAPE.hosts().into_iter().filter(|o| *o != h).map(|o| (h, o)).collect(),
             Fault::Cut(a, b) | Fault::Hold(a, b) => vec![(a, b)],
         }
@@ -230,6 +236,25 @@ impl InForce {
     fn key(a: Host, b: Host) -> (String, String) {
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
         (a.to_string(), b.to_string())
+    }
+
+    /// Starts (`on`) or ends a failing disk. It ends with the node's
+    /// restart: a disk that returned EIO stays out of service until then.
+    fn fail_disk(&mut self, sim: &mut turmoil::Sim<'_>, host: Host, failing: Failing, on: bool) {
+        let Some(engine) = self.disks.get(host) else {
+            return tracing::warn!(%host, "no disk to fail yet");
+        };
+        if on {
+            let on = match failing {
+                Failing::Reads => FaultOn::Reads,
+                Failing::Writes => FaultOn::Writes,
+                Failing::Everything => FaultOn::Everything,
+            };
+            engine.inject(on, libc::EIO);
+        } else {
+            engine.inject(FaultOn::Nothing, libc::EIO);
+            sim.bounce(host.to_string());
+        }
     }
 
     /// Starts (`on`) or ends `fault`.
@@ -243,6 +268,9 @@ impl InForce {
                 Err(e) => tracing::warn!(%h, error = %e, "cannot rot the disk"),
             }
             return;
+        }
+        if let Fault::Eio(h, failing) = fault {
+            return self.fail_disk(sim, h, failing, on);
         }
         if let Fault::Crash(h) = fault {
             if on {
