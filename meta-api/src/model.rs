@@ -262,6 +262,10 @@ pub enum BucketConfigKind {
     Tagging,
     Cors,
     Lifecycle,
+    /// The bucket policy, as the owner put it (S3 returns it verbatim).
+    Policy,
+    /// The bucket's ACL (the gateway's JSON of its grants).
+    Acl,
 }
 
 impl BucketConfigKind {
@@ -271,6 +275,8 @@ impl BucketConfigKind {
             BucketConfigKind::Tagging => "tagging",
             BucketConfigKind::Cors => "cors",
             BucketConfigKind::Lifecycle => "lifecycle",
+            BucketConfigKind::Policy => "policy",
+            BucketConfigKind::Acl => "acl",
         }
     }
 }
@@ -283,6 +289,11 @@ pub const BUCKET_CONFIG_MAX_BYTES: usize = 64 << 10;
 /// (URL-encoded `key=value&...`, as S3's `x-amz-tagging` request header
 /// carries it); never returned as a header itself.
 pub const TAGGING_HEADER: &str = "x-amz-tagging";
+
+/// The header a version's ACL is kept under in its `ObjectPut::headers`
+/// (the gateway's JSON of its grants; none for private); never returned
+/// as a header itself.
+pub const ACL_HEADER: &str = "x-chuyi-acl";
 
 /// Object lock (WORM) retention modes, as S3 has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

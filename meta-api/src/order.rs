@@ -123,6 +123,11 @@ order!(
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
 );
 order!(
+    /// Replaces a version's ACL; answers with the version.
+    SetObjectAcl { bucket: String, key: String, version_id: Option<String>, acl: String }
+        -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }
+);
+order!(
     /// Replaces a version's tags; answers with the version.
     SetObjectTags { bucket: String, key: String, version_id: Option<String>, tags: String }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }

@@ -273,6 +273,15 @@ pub enum Request {
         key: String,
         seq: u64,
     },
+    /// Replaces the ACL of a version of `key` (the newest when
+    /// `version_id` is `None`): the gateway's JSON, kept under
+    /// [`crate::model::ACL_HEADER`], empty for the default (private).
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        acl: String,
+    },
 }
 
 impl Request {
@@ -318,6 +327,7 @@ impl Request {
             Request::SetRetention { .. } => "SetRetention",
             Request::SetLegalHold { .. } => "SetLegalHold",
             Request::ExpireObject { .. } => "ExpireObject",
+            Request::SetObjectAcl { .. } => "SetObjectAcl",
         }
     }
 }

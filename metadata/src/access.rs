@@ -87,6 +87,7 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetRetention { .. }
         | Request::SetLegalHold { .. }
         | Request::ExpireObject { .. }
+        | Request::SetObjectAcl { .. }
         | Request::BeginData { .. }
         | Request::OpenPack { .. }
         | Request::MovePacked { .. }

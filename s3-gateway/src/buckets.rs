@@ -17,6 +17,7 @@ use s3s::dto::{
 };
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
+use crate::access::acl::{self, acl_given, Given};
 use crate::auth::canonical_id;
 use crate::description::timestamp;
 use crate::errors::{meta_error, unavailable};
@@ -77,6 +78,9 @@ impl Gateway {
             ));
         }
         let object_lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
+        let input = &req.input;
+        let given = Given { write: input.grant_write.as_deref(), ..acl_given!(input) };
+        let acl = given.acl(&user.name).map_err(acl::s3_error)?;
         let command = Request::CreateBucket {
             name: name.clone(),
             owner: user.name.clone(),
@@ -84,8 +88,13 @@ impl Gateway {
             object_lock,
         };
         match self.meta().write(command).await {
-            Ok(_) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
-            Err(MetaError::AlreadyExists { .. }) => match self.owned_bucket(&user, &name).await {
+            Ok(_) => {
+                if let Some(acl) = acl.filter(|a| !a.grants.is_empty()) {
+                    self.set_bucket_acl_to(self.ask(ask::Bucket(name.clone())).await?, &acl).await?;
+                }
+                Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
+            }
+            Err(MetaError::AlreadyExists { .. }) => match self.ask(ask::Bucket(name.clone())).await {
                 Ok(b) if b.owner == user.name && owned_again_is_ok(&self.region) => {
                     Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
                 }
@@ -101,8 +110,7 @@ impl Gateway {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        let user = self.caller(&req).await?;
-        self.owned_bucket(&user, &req.input.bucket).await?;
+        self.request_bucket(&req, &req.input.bucket).await?;
         let output = HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() };
         Ok(S3Response::new(output))
     }
@@ -111,8 +119,7 @@ impl Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let user = self.caller(&req).await?;
-        let bucket = self.owned_bucket(&user, &req.input.bucket).await?;
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         match self.meta().write(Request::DeleteBucket { name: bucket.name }).await {
             Ok(_) => Ok(S3Response::new(DeleteBucketOutput::default())),
             Err(MetaError::BucketNotEmpty(_)) => Err(s3_error!(BucketNotEmpty)),
@@ -125,8 +132,7 @@ impl Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let user = self.caller(&req).await?;
-        self.owned_bucket(&user, &req.input.bucket).await?;
+        self.request_bucket(&req, &req.input.bucket).await?;
         // us-east-1 is reported as no constraint at all, as S3 does.
         let location_constraint =
             (self.region != DEFAULT_REGION).then(|| BucketLocationConstraint::from(self.region.clone()));

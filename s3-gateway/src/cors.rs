@@ -13,21 +13,17 @@
 //! and after s3s, which knows nothing of CORS. A preflight is answered
 //! without authentication, as browsers send it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use chuyi_client::Cluster;
-use chuyi_common::clock::{self, Instant};
-use chuyi_meta_api::ask;
 use chuyi_meta_api::model::BucketConfigKind;
-use chuyi_meta_api::MetaError;
 use http::{HeaderMap, HeaderValue, Request};
 use s3s::dto::{CORSConfiguration, CORSRule};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 use serde::{Deserialize, Serialize};
 
 use crate::buckets::JsonDocument;
+use crate::documents::Documents;
 
 /// Rules one configuration holds at most (S3's limit).
 pub const RULES_MAX: usize = 100;
@@ -186,58 +182,19 @@ pub fn bucket_of(path: &str) -> Option<&str> {
     (!first.is_empty()).then_some(first)
 }
 
-/// How long a bucket's rules, once read, answer the next requests: a web
-/// viewer loads hundreds of images, each with `Origin`, and each would
-/// otherwise cost a linearizable metadata read. A changed configuration
-/// reaches browsers this much later.
-const RULES_FRESH: Duration = Duration::from_secs(2);
-/// Buckets whose rules are kept at most (a bound on memory, not a tuning).
-const RULES_KEPT_MAX: usize = 4096;
+/// The buckets' CORS configurations, read through a short cache.
+pub type Rules = Documents<Config>;
 
-/// Each bucket's rules (none: it has none) and when they were read.
-type Recent = HashMap<String, (Instant, Option<Arc<Config>>)>;
-
-/// The CORS rules of buckets, read through a short cache.
-#[derive(Debug)]
-pub struct Rules {
-    cluster: Arc<Cluster>,
-    recent: Mutex<Recent>,
+/// The cache of the buckets' CORS configurations.
+pub fn rules(cluster: Arc<Cluster>) -> Rules {
+    Documents::new(cluster, BucketConfigKind::Cors, |_, bytes| Config::decode(bytes))
 }
 
-impl Rules {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
-        Self { cluster, recent: Mutex::new(HashMap::new()) }
-    }
-
-    /// A bucket's CORS configuration; none when it has none, or when the
-    /// bucket does not exist or cannot be read now (a browser then gets no
-    /// CORS headers, as for a bucket without rules).
-    async fn of(&self, bucket: &str) -> Option<Arc<Config>> {
-        if let Some((at, config)) = self.lock().get(bucket) {
-            if at.elapsed() < RULES_FRESH {
-                return config.clone();
-            }
-        }
-        let ask = ask::BucketConfig { bucket: bucket.into(), kind: BucketConfigKind::Cors };
-        let config = match self.cluster.meta().ask(ask).await {
-            Ok(document) => document.and_then(|d| Config::decode(&d)).map(Arc::new),
-            // A bucket that does not exist has no rules, and is remembered
-            // as such: unauthenticated preflights naming made-up buckets
-            // must not each cost a metadata read.
-            Err(MetaError::NotFound { .. }) => None,
-            Err(_) => return None,
-        };
-        let mut recent = self.lock();
-        recent.retain(|_, (at, _)| at.elapsed() < RULES_FRESH);
-        if recent.len() < RULES_KEPT_MAX {
-            recent.insert(bucket.to_string(), (clock::now(), config.clone()));
-        }
-        config
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A bucket's CORS configuration; none when it has none, or when it cannot
+/// be read now (a browser then gets no CORS headers, as for a bucket
+/// without rules).
+async fn of(rules: &Rules, bucket: &str) -> Option<Arc<Config>> {
+    rules.of(bucket).await.ok().flatten()
 }
 
 fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
@@ -258,7 +215,7 @@ pub async fn preflight<B>(rules: &Rules, req: &Request<B>) -> s3s::HttpResponse 
     let requested = requested_headers(header(req, "access-control-request-headers").unwrap_or(""));
     let asked = Asked { origin, method, headers: &requested };
     let config = match bucket_of(req.uri().path()) {
-        Some(bucket) => rules.of(bucket).await,
+        Some(bucket) => of(rules, bucket).await,
         None => None,
     };
     let Some(rule) = config.as_ref().and_then(|c| matching(c, asked)) else {
@@ -303,7 +260,7 @@ impl Origin {
     /// Adds the headers of the bucket's first rule allowing this request
     /// (none when no rule does: the browser then withholds the response).
     pub async fn allow(self, rules: &Rules, headers: &mut HeaderMap) {
-        let Some(config) = rules.of(&self.bucket).await else { return };
+        let Some(config) = of(rules, &self.bucket).await else { return };
         let asked = Asked { origin: &self.origin, method: &self.method, headers: &[] };
         if let Some(rule) = matching(&config, asked) {
             add(headers, response_headers(rule, asked, false));

@@ -1,8 +1,9 @@
 //! The gateway as s3s sees it: one [`S3`] implementation whose operations
 //! are written, by what they act on, in [`crate::buckets`],
 //! [`crate::objects`], [`crate::listing`] and [`crate::multipart`]. Here
-//! are what they share: who the caller is, which buckets they may reach,
-//! and reading an object's index record.
+//! are what they share: who the caller is and the bucket the access check
+//! ([`crate::access`]) let them reach, and reading an object's index
+//! record.
 
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use chuyi_meta_api::{Reply, Request};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
+use crate::access::check::{granted, Access};
+use crate::access::Caller;
 use crate::auth::Users;
 use crate::data::DataPath;
 use crate::errors::meta_error;
@@ -26,6 +29,9 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 #[derive(Debug)]
 pub struct Gateway {
     pub(crate) users: Arc<Users>,
+    /// The access check, whose caches of policies and ACLs the operations
+    /// that change them refresh.
+    pub(crate) access: Arc<Access>,
     pub(crate) data: DataPath,
     /// The pool new buckets' objects go to.
     pub(crate) pool: String,
@@ -33,15 +39,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(data: DataPath, users: Arc<Users>, pool: String) -> Self {
-        Self { users, data, pool, region: DEFAULT_REGION.into() }
+    pub fn new(data: DataPath, users: Arc<Users>, access: Arc<Access>, pool: String) -> Self {
+        Self { users, access, data, pool, region: DEFAULT_REGION.into() }
     }
 
     pub(crate) fn meta(&self) -> &MetaClient {
         self.data.cluster().meta()
     }
 
-    /// The user a request is signed by; anonymous requests are refused.
+    /// The user a request is signed by: for the operations on no bucket,
+    /// which the access check opens to users only.
     pub(crate) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<User> {
         let Some(credentials) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
@@ -49,20 +56,14 @@ impl Gateway {
         self.users.user(&credentials.access_key).await
     }
 
-    /// `name`, if it exists and `user` may reach it.
-    pub(crate) async fn owned_bucket(&self, user: &User, name: &str) -> S3Result<Bucket> {
-        let bucket = self.meta().ask(ask::Bucket(name.to_string())).await.map_err(meta_error)?;
-        if bucket.owner != user.name && !user.admin {
-            return Err(s3_error!(AccessDenied));
+    /// Who asks, and bucket `name`, which the access check found the
+    /// request may reach: the start of every operation on a bucket.
+    pub(crate) async fn request_bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<(Caller, Bucket)> {
+        let granted = granted(req)?;
+        match &granted.bucket {
+            Some(bucket) if bucket.name == name => Ok((granted.caller.clone(), bucket.clone())),
+            _ => Err(s3_error!(AccessDenied, "the request was not checked for bucket {name}")),
         }
-        Ok(bucket)
-    }
-
-    /// The caller's bucket `name`: the usual start of an object operation.
-    pub(crate) async fn request_bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<(User, Bucket)> {
-        let user = self.caller(req).await?;
-        let bucket = self.owned_bucket(&user, name).await?;
-        Ok((user, bucket))
     }
 
     /// The newest version of `key`, or version `version_id`; it may be a
@@ -231,6 +232,50 @@ impl S3 for Gateway {
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         self.bucket_tags(req).await
+    }
+
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.bucket_acl(req).await
+    }
+
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        self.set_bucket_acl(req).await
+    }
+
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.object_acl(req).await
+    }
+
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        self.set_object_acl(req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.bucket_policy(req).await
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        self.set_bucket_policy(req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.delete_bucket_policy_of(req).await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        self.bucket_policy_status(req).await
     }
 
     async fn put_bucket_tagging(

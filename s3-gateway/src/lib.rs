@@ -1,7 +1,9 @@
 //! chuyi-s3: the S3-compatible HTTP gateway.
 //!
 //! It owns the S3 API: the HTTP server ([`server`]); SigV4 authentication
-//! of every request against the metadata service's users ([`auth`]; the
+//! of every request against the metadata service's users ([`auth`]), then
+//! its access decision from the bucket's owner, policy and ACLs
+//! ([`access`]; the
 //! signature forms, presigned URLs and streaming payloads are checked by
 //! the s3s crate); the operations, by what they act on ([`gateway`] is the
 //! one `S3` implementation, which hands each to [`buckets`], [`objects`],
@@ -26,6 +28,7 @@
 //! right; 0.14 builds with this toolchain (Apache-2.0). What is ours is the
 //! mapping onto chuyi's metadata and data paths.
 
+pub mod access;
 pub mod auth;
 pub mod buckets;
 pub mod compact;
@@ -34,6 +37,7 @@ pub mod cors;
 pub mod data;
 pub mod description;
 pub mod digests;
+pub mod documents;
 pub mod errors;
 pub mod gateway;
 pub mod lifecycle;

@@ -11,6 +11,7 @@ use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use crate::access::acl::acl_given;
 use crate::buckets::owner;
 use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
@@ -123,6 +124,7 @@ impl Gateway {
         .describe()?;
         let mut object = object;
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
+        crate::objects::given_acl(&bucket, &mut object, acl_given!(input))?;
         let upload =
             self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -157,12 +159,13 @@ impl Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let granted = crate::access::check::granted(&req)?.clone();
         let input = req.input;
         let number = part_number(input.part_number)?;
         self.upload(&bucket, &input.key, &input.upload_id).await?;
         let conditions = copy_source_conditions!(input);
-        let (source_bucket, _, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
+        let (source_bucket, _, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
         let body = self.data.read(&source.data.data, range);

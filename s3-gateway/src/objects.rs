@@ -11,6 +11,8 @@ use http::{HeaderMap, HeaderValue};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
+use crate::access::acl::{self, acl_given, Given};
+use crate::access::check::{granted, Granted};
 use crate::conditions::{copy_source_conditions, read_conditions, write_condition, Conditions, Unchanged};
 use crate::data::{Written, OBJECT_PUT_MAX_BYTES};
 use crate::description::{
@@ -188,6 +190,7 @@ impl Gateway {
         };
         let mut object = headers.describe()?;
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
+        given_acl(&bucket, &mut object, acl_given!(input))?;
         let sent = header_checksums!(input);
         let body = Body {
             len,
@@ -328,16 +331,19 @@ impl Gateway {
         let quiet = req.input.delete.quiet.unwrap_or(false);
         let bypass = req.input.bypass_governance_retention.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        let granted = granted(&req)?;
         for object in objects {
-            match self.delete_one(&bucket, &object.key, object.version_id.as_deref(), bypass).await {
-                Ok(d) if !quiet => deleted.push(d),
-                Ok(_) => {}
-                Err(e) => errors.push(Error {
-                    code: Some(e.code().as_str().to_string()),
-                    key: Some(object.key.clone()),
-                    message: e.message().map(String::from),
-                    version_id: object.version_id.clone(),
-                }),
+            let version_id = object.version_id.as_deref();
+            // Each key is decided as a DeleteObject of it: a policy may
+            // deny some keys of the bucket and not others.
+            let allowed = self.access.also(granted, "DeleteObject", &bucket, &object.key, version_id).await;
+            match allowed {
+                Err(e) => errors.push(delete_error(e, object)),
+                Ok(()) => match self.delete_one(&bucket, &object.key, version_id, bypass).await {
+                    Ok(d) if !quiet => deleted.push(d),
+                    Ok(_) => {}
+                    Err(e) => errors.push(delete_error(e, object)),
+                },
             }
         }
         Ok(S3Response::new(DeleteObjectsOutput {
@@ -347,18 +353,19 @@ impl Gateway {
         }))
     }
 
-    /// The source of a copy: the caller's object, checked against the
-    /// copy-source conditions (which fail with 412, never 304).
+    /// The source of a copy: an object the caller may read, checked
+    /// against the copy-source conditions (which fail with 412, never 304).
     pub(crate) async fn copy_source(
         &self,
-        user: &chuyi_meta_api::model::User,
+        granted: &Granted,
         source: &CopySource,
         conditions: Conditions<'_>,
     ) -> S3Result<(Bucket, String, ObjectRecord)> {
         let CopySource::Bucket { bucket, key, version_id } = source else {
             return Err(s3_error!(NotImplemented, "copy sources are bucket/key"));
         };
-        let source_bucket = self.owned_bucket(user, bucket).await?;
+        let source_bucket = self.ask(chuyi_meta_api::ask::Bucket(bucket.to_string())).await?;
+        self.access.also(granted, "GetObject", &source_bucket, key, version_id.as_deref()).await?;
         let record = self.object(&source_bucket.name, key, version_id.as_deref()).await?;
         if record.delete_marker {
             return Err(if version_id.is_some() {
@@ -372,7 +379,8 @@ impl Gateway {
     }
 
     pub(crate) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let (user, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
+        let granted = granted(&req)?.clone();
         let input = req.input;
         refuse_sse(
             input.server_side_encryption.is_some()
@@ -380,7 +388,7 @@ impl Gateway {
                 || input.copy_source_sse_customer_algorithm.is_some(),
         )?;
         let conditions = copy_source_conditions!(input);
-        let (source_bucket, source_key, source) = self.copy_source(&user, &input.copy_source, conditions).await?;
+        let (source_bucket, source_key, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(MetadataDirective::COPY) => false,
             Some(MetadataDirective::REPLACE) => true,
@@ -426,6 +434,7 @@ impl Gateway {
             Some(other) => return Err(s3_error!(InvalidArgument, "unknown tagging directive {other}")),
         };
         tagging::set_on(&mut object, &tags);
+        given_acl(&bucket, &mut object, acl_given!(input))?;
         // A copy's lock is its own (the request's headers, or the target
         // bucket's default), never the source's.
         object.set_retention(None);
@@ -637,6 +646,25 @@ impl Gateway {
         let order = order::SetObjectTags { bucket: bucket.name.clone(), key, version_id, tags: tagging::encode(tags) };
         let put = self.order(order).await?;
         Ok(reported_version(bucket, &put.version_id))
+    }
+}
+
+/// Keeps the ACL a write's headers give in the new version (none given:
+/// private, S3's default; a copy does not take its source's).
+pub(crate) fn given_acl(bucket: &Bucket, object: &mut ObjectPut, given: Given<'_>) -> S3Result<()> {
+    if let Some(acl) = given.acl(&bucket.owner).map_err(acl::s3_error)? {
+        acl::set_on_object(&mut object.headers, &acl);
+    }
+    Ok(())
+}
+
+/// A key of a DeleteObjects that failed, as its answer lists it.
+fn delete_error(e: S3Error, object: &ObjectIdentifier) -> Error {
+    Error {
+        code: Some(e.code().as_str().to_string()),
+        key: Some(object.key.clone()),
+        message: e.message().map(String::from),
+        version_id: object.version_id.clone(),
     }
 }
 

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto::Builder;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
+use crate::access::check::{Access, Peer, SharedAccess};
 use crate::auth::{UserAuth, Users};
 use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{DataPath, PENDING_TTL};
@@ -92,9 +93,11 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(cluster.clone(), options.lifecycle_day, options.lifecycle_every));
-    let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), options.pool));
+    let access = Arc::new(Access::new(users.clone(), cluster.clone()));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(data, users.clone(), access.clone(), options.pool));
     builder.set_auth(UserAuth(users));
-    Service { s3: builder.build(), cors: crate::cors::Rules::new(cluster) }
+    builder.set_access(SharedAccess(access));
+    Service { s3: builder.build(), cors: crate::cors::rules(cluster) }
 }
 
 /// Bytes of request line and headers one request may send, as S3 (8 KiB)
@@ -126,7 +129,10 @@ pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<(
                     let mut response = match crate::presigned::check(req.uri().query(), now) {
                         Err(e) => crate::digests::error_response(e),
                         Ok(()) => match crate::digests::checked(req).await {
-                            Ok(req) => service.s3.call(req).await?,
+                            Ok(mut req) => {
+                                req.extensions_mut().insert(Peer { addr: peer, secure: false });
+                                service.s3.call(req).await?
+                            }
                             Err(e) => crate::digests::error_response(e),
                         },
                     };

@@ -24,6 +24,7 @@ import datetime
 import email.utils
 import hashlib
 import io
+import json
 import os
 import re
 import secrets
@@ -78,6 +79,20 @@ def make_client(access, secret):
             max_pool_connections=16,
             connect_timeout=10,
             read_timeout=120,
+        ),
+    )
+
+
+def make_anonymous_client():
+    """A client that signs nothing: what a browser or curl is to S3."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        config=Config(
+            signature_version=botocore.UNSIGNED,
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "total_max_attempts": 1},
         ),
     )
 
@@ -1291,6 +1306,157 @@ def check_ownership():
         eq(get_bytes(b, "mine"), b"secret", "the owner's object")
 
 
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def grants_of(acl):
+    return sorted((g["Grantee"].get("URI") or g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"])
+
+
+def check_acls():
+    if not OTHER:
+        raise Skip("OTHER_ACCESS_KEY_ID / OTHER_SECRET_ACCESS_KEY not set")
+    other, anon = make_client(*OTHER), make_anonymous_client()
+    me, them = S3.list_buckets()["Owner"], other.list_buckets()["Owner"]
+    denied = (403, "AccessDenied")
+    with new_bucket("acl") as b:
+        # Objects: private by default, readable by whom their ACL says.
+        S3.put_object(Bucket=b, Key="private", Body=b"p")
+        S3.put_object(Bucket=b, Key="public", Body=b"pub", ACL="public-read")
+        eq(read(anon.get_object(Bucket=b, Key="public")), b"pub", "anonymous GET of a public-read object")
+        eq(status(anon.head_object(Bucket=b, Key="public")), 200, "anonymous HEAD of a public-read object")
+        expect_error(anon.get_object, denied, Bucket=b, Key="private")
+        expect_error(anon.get_object, denied, Bucket=b, Key="absent")
+        expect_error(anon.list_objects_v2, denied, Bucket=b)
+        expect_error(anon.put_object, denied, Bucket=b, Key="x", Body=b"x")
+        expect_error(anon.get_object_acl, denied, Bucket=b, Key="public")
+        expect_error(anon.list_buckets, denied)
+        acl = S3.get_object_acl(Bucket=b, Key="public")
+        eq(acl["Owner"]["ID"], me["ID"], "object ACL owner")
+        eq(grants_of(acl), sorted([(me["ID"], "FULL_CONTROL"), (ALL_USERS, "READ")]), "public-read grants")
+        eq(grants_of(S3.get_object_acl(Bucket=b, Key="private")), [(me["ID"], "FULL_CONTROL")], "private grants")
+        S3.put_object_acl(Bucket=b, Key="private", ACL="authenticated-read")
+        eq(read(other.get_object(Bucket=b, Key="private")), b"p", "authenticated-read: another user reads")
+        expect_error(anon.get_object, denied, Bucket=b, Key="private")
+        expect_error(other.put_object, denied, Bucket=b, Key="private", Body=b"overwrite")
+        # A grant by the canonical ID the owner saw in a listing.
+        S3.put_object_acl(Bucket=b, Key="private", GrantRead=f'id="{them["ID"]}"')
+        eq(read(other.get_object(Bucket=b, Key="private")), b"p", "READ granted by canonical ID")
+        S3.put_object_acl(Bucket=b, Key="private", ACL="private")
+        expect_error(other.get_object, denied, Bucket=b, Key="private")
+        expect_error(other.put_object_acl, denied, Bucket=b, Key="private", ACL="public-read")
+        # The bucket's ACL: listing and writing, never its objects' reads.
+        eq(grants_of(S3.get_bucket_acl(Bucket=b)), [(me["ID"], "FULL_CONTROL")], "a new bucket is private")
+        S3.put_bucket_acl(Bucket=b, ACL="public-read")
+        listed = [o["Key"] for o in anon.list_objects_v2(Bucket=b).get("Contents", [])]
+        eq(listed, ["private", "public"], "anonymous listing of a public-read bucket")
+        expect_error(anon.get_object, denied, Bucket=b, Key="private")
+        expect_error(anon.put_object, denied, Bucket=b, Key="x", Body=b"x")
+        S3.put_bucket_acl(Bucket=b, ACL="public-read-write")
+        anon.put_object(Bucket=b, Key="dropbox", Body=b"dropped")
+        eq(get_bytes(b, "dropbox"), b"dropped", "an anonymous write to a public-read-write bucket")
+        expect_error(anon.delete_bucket, denied, Bucket=b)
+        expect_error(anon.put_bucket_acl, denied, Bucket=b, ACL="private")
+        # A whole document, as clients edit ACLs: the owner's grant kept.
+        acl = S3.get_bucket_acl(Bucket=b)
+        grants = [g for g in acl["Grants"] if g["Grantee"].get("ID") == me["ID"]]
+        grants.append({"Grantee": {"Type": "CanonicalUser", "ID": them["ID"]}, "Permission": "WRITE"})
+        S3.put_bucket_acl(Bucket=b, AccessControlPolicy={"Owner": acl["Owner"], "Grants": grants})
+        eq(grants_of(S3.get_bucket_acl(Bucket=b)), sorted([(me["ID"], "FULL_CONTROL"), (them["ID"], "WRITE")]), "edited bucket ACL")
+        other.put_object(Bucket=b, Key="from-other", Body=b"o")
+        eq(get_bytes(b, "from-other"), b"o", "a write granted by the bucket ACL")
+        expect_error(anon.put_object, denied, Bucket=b, Key="x", Body=b"x")
+        expect_error(other.list_objects_v2, denied, Bucket=b)
+        # Refusals change nothing.
+        expect_error(S3.put_bucket_acl, (400, "InvalidArgument"), Bucket=b, ACL="log-delivery-write")
+        expect_error(S3.put_bucket_acl, (400, "UnresolvableGrantByEmailAddress"), Bucket=b,
+                     GrantRead='emailAddress="someone@example.com"')
+        expect_error(S3.put_bucket_acl, (400, "MalformedACLError"), Bucket=b, GrantRead='uri="http://example.com/x"')
+        expect_error(S3.put_bucket_acl, (400, "InvalidRequest"), Bucket=b, ACL="private", GrantRead='id="x"')
+        eq(len(S3.get_bucket_acl(Bucket=b)["Grants"]), 2, "refused ACLs changed nothing")
+    # A bucket created public-read.
+    name = bucket_name("acl-created")
+    S3.create_bucket(Bucket=name, ACL="public-read")
+    try:
+        eq(anon.list_objects_v2(Bucket=name)["KeyCount"], 0, "anonymous listing of a bucket created public-read")
+    finally:
+        S3.delete_bucket(Bucket=name)
+
+
+def check_bucket_policy():
+    if not OTHER:
+        raise Skip("OTHER_ACCESS_KEY_ID / OTHER_SECRET_ACCESS_KEY not set")
+    other, anon = make_client(*OTHER), make_anonymous_client()
+    them = other.list_buckets()["Owner"]["DisplayName"]
+    denied = (403, "AccessDenied")
+    with new_bucket("policy") as b:
+        expect_error(S3.get_bucket_policy, (404, "NoSuchBucketPolicy"), Bucket=b)
+        expect_error(S3.get_bucket_policy_status, (404, "NoSuchBucketPolicy"), Bucket=b)
+        S3.put_object(Bucket=b, Key="public/a", Body=b"a")
+        S3.put_object(Bucket=b, Key="private/b", Body=b"b")
+        arn = f"arn:aws:s3:::{b}"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Resource": f"{arn}/public/*"},
+                {"Sid": "OtherListsPublic", "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam:::user/{them}"]},
+                 "Action": "s3:ListBucket", "Resource": arn, "Condition": {"StringLike": {"s3:prefix": "public/*"}}},
+                {"Sid": "KeepPublic", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+                 "Resource": f"{arn}/public/*"},
+            ],
+        }
+        S3.put_bucket_policy(Bucket=b, Policy=json.dumps(policy))
+        eq(json.loads(S3.get_bucket_policy(Bucket=b)["Policy"]), policy, "the policy as put")
+        eq(S3.get_bucket_policy_status(Bucket=b)["PolicyStatus"]["IsPublic"], True, "policy status")
+        eq(read(anon.get_object(Bucket=b, Key="public/a")), b"a", "anonymous GET allowed by the policy")
+        eq(read(other.get_object(Bucket=b, Key="public/a")), b"a", "another user's GET allowed by the policy")
+        expect_error(anon.get_object, denied, Bucket=b, Key="private/b")
+        listed = [o["Key"] for o in other.list_objects_v2(Bucket=b, Prefix="public/").get("Contents", [])]
+        eq(listed, ["public/a"], "a listing the policy allows")
+        expect_error(other.list_objects_v2, denied, Bucket=b, Prefix="private/")
+        expect_error(other.list_objects_v2, denied, Bucket=b)
+        expect_error(anon.list_objects_v2, denied, Bucket=b, Prefix="public/")
+        # An explicit Deny binds the owner too.
+        expect_error(S3.delete_object, denied, Bucket=b, Key="public/a")
+        eq(get_bytes(b, "public/a"), b"a", "the denied delete changed nothing")
+        # DeleteObjects decides each key as a DeleteObject of it.
+        r = S3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": "public/a"}, {"Key": "private/b"}]})
+        eq([d["Key"] for d in r.get("Deleted", [])], ["private/b"], "the keys the policy lets go")
+        eq([(e["Key"], e["Code"]) for e in r.get("Errors", [])], [("public/a", "AccessDenied")], "the key it keeps")
+        eq(get_bytes(b, "public/a"), b"a", "the kept key")
+        # Others cannot read or change the policy.
+        expect_error(other.get_bucket_policy, denied, Bucket=b)
+        expect_error(other.put_bucket_policy, denied, Bucket=b, Policy=json.dumps(policy))
+        expect_error(anon.delete_bucket_policy, denied, Bucket=b)
+        # Conditions on where the request comes from; the owner keeps the
+        # policy itself even when the policy denies it everything.
+        by_ip = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": [arn, f"{arn}/*"],
+             "Condition": {"IpAddress": {"aws:SourceIp": ["127.0.0.0/8", "::1"]}}}]}
+        S3.put_bucket_policy(Bucket=b, Policy=json.dumps(by_ip))
+        eq(S3.get_bucket_policy_status(Bucket=b)["PolicyStatus"]["IsPublic"], False, "a Deny is not public")
+        expect_error(S3.list_objects_v2, denied, Bucket=b)
+        expect_error(S3.get_object, denied, Bucket=b, Key="public/a")
+        eq(json.loads(S3.get_bucket_policy(Bucket=b)["Policy"]), by_ip, "the owner still reads its policy")
+        tls_only = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*",
+             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+        S3.put_bucket_policy(Bucket=b, Policy=json.dumps(tls_only))
+        expect_error(S3.get_object, denied, Bucket=b, Key="public/a")
+        eq(status(S3.list_objects_v2(Bucket=b)), 200, "listing is not denied by a GetObject rule")
+        S3.delete_bucket_policy(Bucket=b)
+        eq(get_bytes(b, "public/a"), b"a", "after the policy is deleted")
+        expect_error(anon.get_object, denied, Bucket=b, Key="public/a")
+        # Malformed policies are refused and change nothing.
+        for bad in ["{}", "not json", json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::elsewhere/*"}]}),
+                json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "NotPrincipal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/*"}]})]:
+            expect_error(S3.put_bucket_policy, (400, "MalformedPolicy"), Bucket=b, Policy=bad)
+        expect_error(S3.get_bucket_policy, (404, "NoSuchBucketPolicy"), Bucket=b)
+
+
 def check_errors():
     with new_bucket("errors") as b:
         expect_error(S3.get_object, (404, "NoSuchKey"), Bucket=b, Key="missing")
@@ -1338,6 +1504,8 @@ CHECKS = [
     ("presigned_urls", check_presigned_urls),
     ("transfer_manager", check_transfer_manager),
     ("ownership", check_ownership),
+    ("acls", check_acls),
+    ("bucket_policy", check_bucket_policy),
     ("errors", check_errors),
 ]
 

@@ -13,7 +13,7 @@ use super::buckets::{self, create_bucket, delete_bucket, set_versioning};
 use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::keys;
-use super::model::{Millis, Pool, User};
+use super::model::{Millis, Pool, User, ACL_HEADER};
 use super::nodes::{heartbeat, mark_down, pg_recovered, rebalance, register_node, report_unreachable};
 use super::pools::{create_pool, delete_pool, set_pool_defaults};
 use super::tables::TableError;
@@ -116,6 +116,10 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             objects::set_retention(t, ctx, target, *retention, *bypass_governance)
         }
         Command::ExpireObject { bucket, key, seq } => objects::expire_object(t, ctx, bucket, key, *seq),
+        Command::SetObjectAcl { bucket, key, version_id, acl } => {
+            let target = objects::Target { bucket, key, version_id: version_id.as_deref() };
+            objects::set_object_header(t, target, ACL_HEADER, acl)
+        }
         Command::SetLegalHold { bucket, key, version_id, on } => {
             objects::set_legal_hold(t, objects::Target { bucket, key, version_id: version_id.as_deref() }, *on)
         }

@@ -322,6 +322,12 @@ pub enum Command {
         key: String,
         seq: u64,
     },
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        acl: String,
+    },
 }
 
 impl Command {
@@ -374,6 +380,7 @@ impl Command {
             Command::SetRetention { .. } => "SetRetention",
             Command::SetLegalHold { .. } => "SetLegalHold",
             Command::ExpireObject { .. } => "ExpireObject",
+            Command::SetObjectAcl { .. } => "SetObjectAcl",
         }
     }
 }
@@ -460,6 +467,9 @@ impl From<Request> for Command {
                 Command::SetLegalHold { bucket, key, version_id, on }
             }
             Request::ExpireObject { bucket, key, seq } => Command::ExpireObject { bucket, key, seq },
+            Request::SetObjectAcl { bucket, key, version_id, acl } => {
+                Command::SetObjectAcl { bucket, key, version_id, acl }
+            }
         }
     }
 }

@@ -154,9 +154,10 @@ pub(crate) fn put_object(
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
 }
 
-/// Largest tag set stored (URL-encoded); S3's ten tags of at most 128 and
-/// 256 characters fit with room for their encoding.
-pub(crate) const TAGS_MAX_BYTES: usize = 16 << 10;
+/// Largest header value a sub-resource keeps in a version: S3's ten tags
+/// of at most 128 and 256 characters fit with room for their encoding, and
+/// an ACL of a hundred grants.
+const SUB_RESOURCE_MAX_BYTES: usize = 16 << 10;
 
 /// Replaces the tag set of a version (the newest when `version_id` is
 /// `None`); a delete marker has none to replace.
@@ -167,18 +168,24 @@ pub(crate) fn set_object_tags(
     version_id: Option<&str>,
     tags: &str,
 ) -> Applied {
-    if tags.len() > TAGS_MAX_BYTES {
-        refuse!(MetaError::invalid("tag set", format!("{} bytes; at most {TAGS_MAX_BYTES}", tags.len())));
+    set_object_header(t, Target { bucket, key, version_id }, TAGGING_HEADER, tags)
+}
+
+/// Replaces the header `name` a version keeps a sub-resource under (its
+/// tags, its ACL); an empty `value` removes it. A delete marker has none.
+pub(crate) fn set_object_header(t: &mut impl TablesMut, target: Target<'_>, name: &str, value: &str) -> Applied {
+    if value.len() > SUB_RESOURCE_MAX_BYTES {
+        refuse!(MetaError::invalid(name, format!("{} bytes; at most {SUB_RESOURCE_MAX_BYTES}", value.len())));
     }
-    let mut record = match find_version(t, Target { bucket, key, version_id })? {
+    let mut record = match find_version(t, target)? {
         Ok(record) => record,
         Err(refusal) => refuse!(refusal),
     };
-    record.data.headers.retain(|(name, _)| name != TAGGING_HEADER);
-    if !tags.is_empty() {
-        record.data.headers.push((TAGGING_HEADER.into(), tags.into()));
+    record.data.headers.retain(|(n, _)| n != name);
+    if !value.is_empty() {
+        record.data.headers.push((name.into(), value.into()));
     }
-    rewrite(t, bucket, key, &record)
+    rewrite(t, target.bucket, target.key, &record)
 }
 
 /// One version of one key: the newest when `version_id` is `None`.

@@ -11,7 +11,7 @@ use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
     BucketConfigKind, DataRun, DefaultRetention, DiskRecord, DiskState, LockMode, LockRefusal, NodeState,
     ObjectLockConfig, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Retention, Versioning, VolumeState,
-    WriteCondition, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
+    WriteCondition, ACL_HEADER, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -384,6 +384,22 @@ fn bucket_configs_and_object_tags_are_kept_and_go_with_their_bucket() {
     tags(&mut w, None, "").expect("untag");
     assert!(tagging(&w).is_empty());
     assert!(matches!(tags(&mut w, Some("nope".into()), "x=1"), Err(MetaError::NotFound { kind: Kind::Version, .. })));
+
+    let acl = |w: &mut World, acl: &str| {
+        w.run(Command::SetObjectAcl { bucket: "scans".into(), key: "a".into(), version_id: None, acl: acl.into() })
+    };
+    let header = |w: &World, name: &str| {
+        let record = view::latest_object(&w.t, "scans", "a").expect("read").expect("a");
+        record.data.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    };
+    tags(&mut w, None, "study=ct").expect("tag");
+    acl(&mut w, r#"{"grants":[]}"#).expect("acl");
+    assert_eq!(header(&w, ACL_HEADER), vec![r#"{"grants":[]}"#.to_string()]);
+    assert_eq!(header(&w, TAGGING_HEADER), vec!["study=ct".to_string()], "an ACL leaves the tags");
+    let big = acl(&mut w, &"x".repeat(64 << 10));
+    assert!(matches!(big, Err(MetaError::Invalid { .. })), "{big:?}");
+    acl(&mut w, "").expect("private again");
+    assert!(header(&w, ACL_HEADER).is_empty());
 
     w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });
     w.ok(Command::DeleteBucket { name: "scans".into() });
