@@ -165,7 +165,7 @@ async fn client_tools(layout: Layout) {
     let (cluster, endpoint) = cluster_with_gateway(layout).await;
     let alice = user(&cluster, "alice");
     tokio::task::spawn_blocking(move || {
-        for tool in ["awscli", "rclone", "s3cmd", "restic"] {
+        for tool in ["awscli", "awscli_features", "rclone", "s3cmd", "restic"] {
             let out = run_script(&endpoint, &alice, None, "bash", &[&format!("{tool}.sh")]);
             assert!(out.contains(&format!("ok {tool}")), "{tool}:\n{out}");
         }
