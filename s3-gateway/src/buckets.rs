@@ -218,7 +218,17 @@ impl Gateway {
         kind: BucketConfigKind,
         document: Option<Vec<u8>>,
     ) -> S3Result<()> {
-        self.write(Request::SetBucketConfig { bucket: bucket.name, kind, document }).await.map(|_| ())
+        let name = bucket.name.clone();
+        self.write(Request::SetBucketConfig { bucket: bucket.name, kind, document }).await?;
+        // This gateway's requests see the change at once; others' within
+        // documents::FRESH.
+        match kind {
+            BucketConfigKind::Policy => self.access.policies.forget(&name),
+            BucketConfigKind::Acl => self.access.acls.forget(&name),
+            BucketConfigKind::Lifecycle => self.lifecycles.forget(&name),
+            BucketConfigKind::Tagging | BucketConfigKind::Cors => {}
+        }
+        Ok(())
     }
 }
 

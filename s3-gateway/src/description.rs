@@ -115,7 +115,7 @@ fn stored_encoding(encoding: &str) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(", "))
 }
 
-fn http_date(t: &Timestamp) -> Option<String> {
+pub(crate) fn http_date(t: &Timestamp) -> Option<String> {
     let mut out = Vec::new();
     t.format(TimestampFormat::HttpDate, &mut out).ok()?;
     String::from_utf8(out).ok()

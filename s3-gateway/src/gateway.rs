@@ -6,10 +6,11 @@
 //! record.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
-use chuyi_meta_api::model::{seq_of_version_id, Bucket, ObjectRecord, User, NULL_VERSION};
+use chuyi_meta_api::model::{seq_of_version_id, Bucket, BucketConfigKind, ObjectRecord, User, NULL_VERSION};
 use chuyi_meta_api::order::Order;
 use chuyi_meta_api::{Reply, Request};
 use s3s::dto::*;
@@ -18,8 +19,11 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use crate::access::check::{granted, Access};
 use crate::access::Caller;
 use crate::auth::Users;
+use crate::buckets::JsonDocument;
 use crate::data::DataPath;
+use crate::documents::Documents;
 use crate::errors::meta_error;
+use crate::lifecycle;
 
 /// The region every bucket reports; AWS's default, so clients that assume
 /// it sign for it.
@@ -32,6 +36,10 @@ pub struct Gateway {
     /// The access check, whose caches of policies and ACLs the operations
     /// that change them refresh.
     pub(crate) access: Arc<Access>,
+    /// The buckets' lifecycle rules, for `x-amz-expiration`, and how long
+    /// a lifecycle day is.
+    pub(crate) lifecycles: Documents<lifecycle::Config>,
+    pub(crate) lifecycle_day: Duration,
     pub(crate) data: DataPath,
     /// The pool new buckets' objects go to.
     pub(crate) pool: String,
@@ -39,8 +47,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(data: DataPath, users: Arc<Users>, access: Arc<Access>, pool: String) -> Self {
-        Self { users, access, data, pool, region: DEFAULT_REGION.into() }
+    pub fn new(data: DataPath, users: Arc<Users>, access: Arc<Access>, pool: String, lifecycle_day: Duration) -> Self {
+        let lifecycles = Documents::new(data.cluster().clone(), BucketConfigKind::Lifecycle, |_, bytes| {
+            lifecycle::Config::decode(bytes)
+        });
+        Self { users, access, lifecycles, lifecycle_day, data, pool, region: DEFAULT_REGION.into() }
     }
 
     pub(crate) fn meta(&self) -> &MetaClient {

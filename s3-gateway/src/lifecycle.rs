@@ -21,7 +21,7 @@ use chuyi_client::Cluster;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
-use chuyi_meta_api::model::BucketConfigKind;
+use chuyi_meta_api::model::{BucketConfigKind, ObjectPut};
 use chuyi_meta_api::{MetaError, Reply, Request};
 use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
@@ -255,12 +255,8 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
     let Some(current) = versions.first() else { return actions };
     let after = |from: u64, days: u32| from.saturating_add(u64::from(days).saturating_mul(day_ms)) <= now_ms;
     if !current.delete_marker {
-        let expired = rules.iter().filter(|r| r.applies(key, &current.tags)).any(|r| match r.expiration {
-            Some(Expiration::Days(d)) => after(current.modified_ms, d),
-            Some(Expiration::Date(at)) => at <= now_ms,
-            Some(Expiration::ExpiredDeleteMarker) | None => false,
-        });
-        if expired {
+        let expires = expiration(rules, key, &current.tags, current.modified_ms, day_ms);
+        if expires.is_some_and(|(at, _)| at <= now_ms) {
             actions.push(Action::ExpireCurrent { seq: current.seq });
         }
     } else if versions.len() == 1 {
@@ -283,6 +279,43 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
         }
     }
     actions
+}
+
+/// When a current version of `key` with `tags`, written at `modified_ms`,
+/// expires under the rules, and the rule that says so: the earliest of
+/// the rules that apply. As S3 does, a rule's days are added to the
+/// version's time and rounded up to the next day boundary (midnight UTC
+/// for real days), so `x-amz-expiration` and the runner agree.
+pub fn expiration<'r>(
+    rules: &'r [Rule],
+    key: &str,
+    tags: &Tags,
+    modified_ms: u64,
+    day_ms: u64,
+) -> Option<(u64, Option<&'r str>)> {
+    let day_ms = day_ms.max(1);
+    rules
+        .iter()
+        .filter(|r| r.applies(key, tags))
+        .filter_map(|r| {
+            let at = match r.expiration? {
+                Expiration::Days(d) => modified_ms
+                    .saturating_add(u64::from(d).saturating_mul(day_ms))
+                    .div_ceil(day_ms)
+                    .saturating_mul(day_ms),
+                Expiration::Date(at) => at,
+                Expiration::ExpiredDeleteMarker => return None,
+            };
+            Some((at, r.id.as_deref()))
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+/// The `x-amz-expiration` header of a version expiring at `at_ms` by rule
+/// `rule_id`.
+pub fn expiration_header(at_ms: u64, rule_id: Option<&str>) -> String {
+    let date = crate::description::http_date(&crate::description::timestamp(at_ms)).unwrap_or_default();
+    format!("expiry-date=\"{date}\", rule-id=\"{}\"", rule_id.unwrap_or(""))
 }
 
 /// Whether an upload started at `initiated_ms` of `key` is abandoned.
@@ -494,8 +527,26 @@ impl Scan<'_> {
 }
 
 /// Get/Put/DeleteBucketLifecycleConfiguration, kept as the bucket's
-/// `lifecycle` document.
+/// `lifecycle` document, and what it says of one version.
 impl crate::gateway::Gateway {
+    /// `x-amz-expiration` for the current version `object` of `key`,
+    /// written at `modified_ms`: none when no rule expires it, or when the
+    /// rules cannot be read now (the header is advice, not worth a
+    /// request's failure).
+    pub(crate) async fn expiration_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: &ObjectPut,
+        modified_ms: u64,
+    ) -> Option<String> {
+        let config = self.lifecycles.of(bucket).await.ok().flatten()?;
+        let day_ms = u64::try_from(self.lifecycle_day.as_millis()).unwrap_or(u64::MAX);
+        let tags = tagging::of_object(object);
+        let (at, rule) = expiration(&config.rules, key, &tags, modified_ms, day_ms)?;
+        Some(expiration_header(at, rule))
+    }
+
     pub(crate) async fn bucket_lifecycle(
         &self,
         req: s3s::S3Request<GetBucketLifecycleConfigurationInput>,
@@ -561,6 +612,27 @@ mod tests {
         assert_eq!(key_actions(&dated, "k", &versions, 5000, DAY).len(), 1);
         let off = vec![Rule { enabled: false, ..rules[0].clone() }];
         assert!(key_actions(&off, "logs/a", &versions, 9999, DAY).is_empty(), "a disabled rule");
+        // Days end at the next day boundary, as S3's midnight UTC.
+        let midday = [v("b", 2, false, 1500)];
+        assert!(key_actions(&rules, "logs/a", &midday, 3999, DAY).is_empty());
+        assert_eq!(key_actions(&rules, "logs/a", &midday, 4000, DAY).len(), 1);
+    }
+
+    #[test]
+    fn the_expiration_header_names_the_earliest_rule() {
+        let rules = vec![
+            Rule { id: Some("late".into()), expiration: Some(Expiration::Days(30)), ..rule("") },
+            Rule { id: Some("scans".into()), expiration: Some(Expiration::Days(1)), ..rule("scans/") },
+            Rule { id: Some("markers".into()), expiration: Some(Expiration::ExpiredDeleteMarker), ..rule("") },
+        ];
+        let real_day = 86_400_000;
+        // 2012-12-21 15:00 UTC plus one day, rounded up to midnight.
+        let written = 1_356_102_000_000;
+        let (at, id) = expiration(&rules, "scans/a", &Vec::new(), written, real_day).expect("expires");
+        assert_eq!((at, id), (1_356_220_800_000, Some("scans")));
+        assert_eq!(expiration_header(at, id), r#"expiry-date="Sun, 23 Dec 2012 00:00:00 GMT", rule-id="scans""#);
+        assert_eq!(expiration(&rules, "logs/a", &Vec::new(), written, real_day).map(|e| e.1), Some(Some("late")));
+        assert_eq!(expiration(&rules[2..], "k", &Vec::new(), written, real_day), None, "no date to give");
     }
 
     #[test]

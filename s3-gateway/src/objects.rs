@@ -204,6 +204,8 @@ impl Gateway {
         let etag_hex = chuyi_common::secret::hex(&written.md5);
         object.size = len;
         object.etag = etag_hex.clone();
+        let now = chuyi_common::clock::unix_ms();
+        let expiration = self.expiration_of(&bucket.name, &input.key, &object, now).await;
         // An empty object has no data: its reservation goes back at once.
         let written = (len > 0).then(|| {
             object.data = vec![written.run.run];
@@ -211,10 +213,29 @@ impl Gateway {
         });
         let version_id = self.commit(&bucket, &input.key, object, written, condition).await?;
         let output = with_checksums!(
-            PutObjectOutput { e_tag: Some(etag(&etag_hex)), version_id: reported_version(&bucket, &version_id) },
+            PutObjectOutput {
+                e_tag: Some(etag(&etag_hex)),
+                version_id: reported_version(&bucket, &version_id),
+                expiration: expiration
+            },
             sums
         );
         Ok(S3Response::new(output))
+    }
+
+    /// `x-amz-expiration` of a GET or HEAD: only the current version (read
+    /// without a version id) has one.
+    async fn current_expiration(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+        record: &ObjectRecord,
+    ) -> Option<String> {
+        if version_id.is_some() {
+            return None;
+        }
+        self.expiration_of(&bucket.name, key, &record.data, record.modified_ms).await
     }
 
     /// The version a GET or HEAD reads, checked against its conditions.
@@ -247,8 +268,9 @@ impl Gateway {
         let body = self.data.read(&record.data.data, range.clone().unwrap_or(0..size));
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
+        let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
         let output = object_output!(
-            GetObjectOutput { body: Some(body), tag_count: tag_count },
+            GetObjectOutput { body: Some(body), tag_count: tag_count, expiration: expiration },
             headers,
             &record,
             &bucket,
@@ -266,7 +288,14 @@ impl Gateway {
         let range = checked_range(input.range.as_ref(), size)?;
         let headers = returned(&record.data, overrides!(input));
         let parts_count = (record.data.parts > 0).then_some(record.data.parts as i32);
-        let output = object_output!(HeadObjectOutput { parts_count: parts_count }, headers, &record, &bucket, range);
+        let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
+        let output = object_output!(
+            HeadObjectOutput { parts_count: parts_count, expiration: expiration },
+            headers,
+            &record,
+            &bucket,
+            range
+        );
         Ok(S3Response::new(output))
     }
 

@@ -1205,6 +1205,14 @@ def check_lifecycle():
         S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
         got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
         eq([(r["ID"], r["Status"]) for r in got], [(r["ID"], r["Status"]) for r in rules], "lifecycle rules kept")
+        # x-amz-expiration: the rule that will expire the current version.
+        put = S3.put_object(Bucket=b, Key="logs/new", Body=b"n")
+        check('rule-id="logs"' in put.get("Expiration", ""), f"PUT Expiration: {put.get('Expiration')}")
+        head = S3.head_object(Bucket=b, Key="logs/new")
+        check(head.get("Expiration", "").startswith('expiry-date="'), f"HEAD Expiration: {head.get('Expiration')}")
+        check("Expiration" not in S3.head_object(Bucket=b, Key="scans/u"), "an untagged scan has no expiration")
+        old_version = S3.head_object(Bucket=b, Key="logs/new", VersionId=put["VersionId"])
+        check("Expiration" not in old_version, "a version read by id has no x-amz-expiration")
 
         def state():
             vs = S3.list_object_versions(Bucket=b)
@@ -1227,7 +1235,7 @@ def check_lifecycle():
             time.sleep(0.5)
         eq(current, want_current, "current objects after lifecycle (logs/a and the tagged scan expired)")
         eq(sorted(live.get("keep/b", [])), sorted(versions[1:]), "the oldest noncurrent version removed, the newest kept")
-        eq(markers, ["logs/a", "scans/t"], "expiry left delete markers; the lone one under gone/ was cleaned up")
+        eq(markers, ["logs/a", "logs/new", "scans/t"], "expiry left delete markers; the lone one under gone/ was cleaned up")
         check("gone/x" not in live, f"gone/x left: {live.get('gone/x')}")
         eq(len(live.get("logs/a", [])), 1, "the expired object's version stays, noncurrent, for a day")
         eq(uploads, ["keep/upload"], "the abandoned upload aborted, the other kept")

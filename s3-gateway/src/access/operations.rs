@@ -52,11 +52,8 @@ impl Gateway {
 
     /// Stores `acl` as the bucket's (the default, private, as none).
     pub(crate) async fn set_bucket_acl_to(&self, bucket: Bucket, acl: &Acl) -> S3Result<()> {
-        let name = bucket.name.clone();
         let document = (!acl.grants.is_empty()).then(|| acl.encode());
-        self.set_bucket_document(bucket, BucketConfigKind::Acl, document).await?;
-        self.access.acls.forget(&name);
-        Ok(())
+        self.set_bucket_document(bucket, BucketConfigKind::Acl, document).await
     }
 
     pub(crate) async fn object_acl(
@@ -116,9 +113,7 @@ impl Gateway {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let text = req.input.policy.into_bytes();
         Policy::parse(&text, &bucket.name).map_err(|e| s3_error!(MalformedPolicy, "{e}"))?;
-        let name = bucket.name.clone();
         self.set_bucket_document(bucket, BucketConfigKind::Policy, Some(text)).await?;
-        self.access.policies.forget(&name);
         Ok(S3Response::new(PutBucketPolicyOutput::default()))
     }
 
@@ -127,9 +122,7 @@ impl Gateway {
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let name = bucket.name.clone();
         self.set_bucket_document(bucket, BucketConfigKind::Policy, None).await?;
-        self.access.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
     }
 
