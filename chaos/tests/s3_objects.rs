@@ -13,7 +13,10 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use chuyi_chaos::cluster::{GatewayProcess, S3Keys as Keys, Spec, TestCluster, POOL};
+use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::proto::{ApiReply, Query};
+use chuyi_metadata::state::model::Redundancy;
+use chuyi_metadata::state::Request;
 
 fn user(cluster: &TestCluster, name: &str) -> Keys {
     cluster.s3_user(name).expect("chuyi user create")
@@ -85,6 +88,15 @@ fn options(layout: Layout) -> chuyi_s3::server::Options {
 async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
+    // A second pool, for lifecycle transitions (storage class COLD).
+    let cold = Request::CreatePool {
+        name: "cold".into(),
+        class: DeviceClass::Ssd,
+        redundancy: Redundancy::Replicated(2),
+        pg_count: 8,
+        separate_failure_domains: false,
+    };
+    cluster.meta().expect("meta").write(cold).await.expect("the cold pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
     // The gateway holds a frontend's credential, as a deployed one does:
     // every call it makes must be one its role may make.

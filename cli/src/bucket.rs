@@ -106,7 +106,7 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
         BucketCmd::Lifecycle { name, days_ahead } => {
             client.ask(ask::Bucket(name.clone())).await?;
             let at_ms = chuyi_common::clock::unix_ms() + u64::from(days_ahead) * DAY_MS;
-            let planned = lifecycle::pass(&client, Some(&name), at_ms, DAY_MS, lifecycle::Mode::DryRun).await?;
+            let planned = lifecycle::pass(&client, None, Some(&name), at_ms, DAY_MS, lifecycle::Mode::DryRun).await?;
             if args.json {
                 return print_json(&planned);
             }

@@ -282,6 +282,18 @@ pub enum Request {
         version_id: Option<String>,
         acl: String,
     },
+    /// Lifecycle transition of version `seq` of `key` to another pool:
+    /// its data, still `from`, becomes `to` (written there and pending),
+    /// and `from` is freed. Answers `Count(0)` and changes nothing when
+    /// the version is gone or its data is no longer `from` (another
+    /// gateway moved it first); the caller then abandons `to`.
+    TransitionObject {
+        bucket: String,
+        key: String,
+        seq: u64,
+        from: Vec<DataRun>,
+        to: Vec<DataRun>,
+    },
 }
 
 impl Request {
@@ -328,6 +340,7 @@ impl Request {
             Request::SetLegalHold { .. } => "SetLegalHold",
             Request::ExpireObject { .. } => "ExpireObject",
             Request::SetObjectAcl { .. } => "SetObjectAcl",
+            Request::TransitionObject { .. } => "TransitionObject",
         }
     }
 }

@@ -88,6 +88,7 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetLegalHold { .. }
         | Request::ExpireObject { .. }
         | Request::SetObjectAcl { .. }
+        | Request::TransitionObject { .. }
         | Request::BeginData { .. }
         | Request::OpenPack { .. }
         | Request::MovePacked { .. }

@@ -12,28 +12,32 @@
 //! by id is gone once, and object lock refuses what it protects. A day is
 //! a configurable length so tests can run lifecycle in seconds.
 //!
-//! Transitions to another storage class (pool) are refused for now.
+//! Transitions move a current version's data to another pool (Chuyi's
+//! storage classes are its pools: `StorageClass` HDD is pool `hdd`), copied
+//! by the runner and swapped in by the metadata service only if the version
+//! is still the one judged (`TransitionObject`). Noncurrent-version
+//! transitions are refused for now.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use chuyi_client::Cluster;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
-use chuyi_meta_api::model::{BucketConfigKind, ObjectPut};
+use chuyi_meta_api::model::{BucketConfigKind, DataRun, ObjectPut};
 use chuyi_meta_api::{MetaError, Reply, Request};
 use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
     DeleteBucketLifecycleOutput, ExpirationStatus, GetBucketLifecycleConfigurationInput,
     GetBucketLifecycleConfigurationOutput, LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator,
     LifecycleRuleFilter, NoncurrentVersionExpiration, PutBucketLifecycleConfigurationInput,
-    PutBucketLifecycleConfigurationOutput, Tag, Timestamp,
+    PutBucketLifecycleConfigurationOutput, Tag, Timestamp, TransitionStorageClass,
 };
 use s3s::{s3_error, S3Result};
 use serde::{Deserialize, Serialize};
 
 use crate::buckets::JsonDocument;
+use crate::data::DataPath;
 use crate::tagging::{self, Tags};
 
 /// Rules one configuration holds at most (S3's limit).
@@ -50,6 +54,18 @@ pub struct Rule {
     pub expiration: Option<Expiration>,
     pub noncurrent: Option<Noncurrent>,
     pub abort_upload_days: Option<u32>,
+    /// Moves of the current version to another pool (Chuyi's storage
+    /// classes are its pools); older rules have none.
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+}
+
+/// A move of the current version's data to pool `pool` when `when` comes
+/// (days from its writing, or a date; never a delete marker's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub when: Expiration,
+    pub pool: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,14 +129,11 @@ impl JsonDocument for Config {}
 
 impl Rule {
     fn from_document(r: LifecycleRule) -> S3Result<Self> {
-        if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
-            || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty())
-        {
-            return Err(s3_error!(
-                NotImplemented,
-                "lifecycle transitions to another storage class are not supported yet"
-            ));
+        if r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(s3_error!(NotImplemented, "noncurrent version transitions are not supported yet"));
         }
+        let transitions =
+            r.transitions.unwrap_or_default().into_iter().map(transition).collect::<S3Result<Vec<_>>>()?;
         let (prefix, tags) = match r.filter {
             Some(LifecycleRuleFilter { and: Some(and), .. }) => {
                 let LifecycleRuleAndOperator { prefix, tags, .. } = and;
@@ -169,7 +182,7 @@ impl Rule {
         };
         let abort_upload_days =
             days(r.abort_incomplete_multipart_upload.and_then(|a| a.days_after_initiation), "DaysAfterInitiation")?;
-        if expiration.is_none() && noncurrent.is_none() && abort_upload_days.is_none() {
+        if expiration.is_none() && noncurrent.is_none() && abort_upload_days.is_none() && transitions.is_empty() {
             return Err(s3_error!(MalformedXML, "a lifecycle rule needs at least one action"));
         }
         let enabled = match r.status.as_str() {
@@ -177,7 +190,7 @@ impl Rule {
             ExpirationStatus::DISABLED => false,
             other => return Err(s3_error!(MalformedXML, "a rule's Status is Enabled or Disabled, not {other}")),
         };
-        Ok(Self { id: r.id, enabled, prefix, tags, expiration, noncurrent, abort_upload_days })
+        Ok(Self { id: r.id, enabled, prefix, tags, expiration, noncurrent, abort_upload_days, transitions })
     }
 
     fn to_document(&self) -> LifecycleRule {
@@ -218,13 +231,40 @@ impl Rule {
                 .abort_upload_days
                 .map(|d| AbortIncompleteMultipartUpload { days_after_initiation: Some(d as i32) }),
             prefix: None,
-            transitions: None,
+            transitions: (!self.transitions.is_empty())
+                .then(|| self.transitions.iter().map(Transition::to_document).collect()),
             noncurrent_version_transitions: None,
         }
     }
 
     fn applies(&self, key: &str, tags: &Tags) -> bool {
         self.enabled && key.starts_with(&self.prefix) && self.tags.iter().all(|t| tags.contains(t))
+    }
+}
+
+/// A transition as S3 gives it: Days or Date, and a storage class naming
+/// the pool (case aside: `HDD` is pool `hdd`).
+fn transition(t: s3s::dto::Transition) -> S3Result<Transition> {
+    let when = match (t.days, t.date) {
+        (Some(d), None) => Expiration::Days(days(Some(d), "Days")?.unwrap_or(0)),
+        (None, Some(date)) => Expiration::Date(millis(&date)),
+        _ => return Err(s3_error!(MalformedXML, "a Transition names one of Days or Date")),
+    };
+    let Some(class) = t.storage_class.filter(|c| !c.as_str().is_empty()) else {
+        return Err(s3_error!(MalformedXML, "a Transition names its StorageClass"));
+    };
+    Ok(Transition { when, pool: class.as_str().to_ascii_lowercase() })
+}
+
+impl Transition {
+    fn to_document(&self) -> s3s::dto::Transition {
+        let (days, date) = match self.when {
+            Expiration::Days(d) => (Some(d as i32), None),
+            Expiration::Date(ms) => (None, Some(Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms)))),
+            Expiration::ExpiredDeleteMarker => (None, None),
+        };
+        let storage_class = Some(TransitionStorageClass::from(self.pool.to_ascii_uppercase()));
+        s3s::dto::Transition { days, date, storage_class }
     }
 }
 
@@ -236,6 +276,8 @@ pub struct Version {
     pub delete_marker: bool,
     pub modified_ms: u64,
     pub tags: Tags,
+    /// The pool holding all its data (none: no data, or not asked).
+    pub pool: Option<String>,
 }
 
 /// What lifecycle does to a key.
@@ -246,6 +288,8 @@ pub enum Action {
     ExpireCurrent { seq: u64 },
     /// Remove this version for good.
     Remove { version_id: String },
+    /// Move the current version's data to `pool`, if it is still `seq`.
+    Transition { seq: u64, pool: String },
 }
 
 /// What the rules do at `now_ms` to one key's versions (newest first), a
@@ -258,6 +302,8 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
         let expires = expiration(rules, key, &current.tags, current.modified_ms, day_ms);
         if expires.is_some_and(|(at, _)| at <= now_ms) {
             actions.push(Action::ExpireCurrent { seq: current.seq });
+        } else if let Some(pool) = transition_due(rules, key, current, now_ms, day_ms) {
+            actions.push(Action::Transition { seq: current.seq, pool });
         }
     } else if versions.len() == 1 {
         let cleanup = rules
@@ -293,22 +339,39 @@ pub fn expiration<'r>(
     modified_ms: u64,
     day_ms: u64,
 ) -> Option<(u64, Option<&'r str>)> {
-    let day_ms = day_ms.max(1);
     rules
         .iter()
         .filter(|r| r.applies(key, tags))
-        .filter_map(|r| {
-            let at = match r.expiration? {
-                Expiration::Days(d) => modified_ms
-                    .saturating_add(u64::from(d).saturating_mul(day_ms))
-                    .div_ceil(day_ms)
-                    .saturating_mul(day_ms),
-                Expiration::Date(at) => at,
-                Expiration::ExpiredDeleteMarker => return None,
-            };
-            Some((at, r.id.as_deref()))
-        })
+        .filter_map(|r| Some((due_at(r.expiration?, modified_ms, day_ms)?, r.id.as_deref())))
         .min_by_key(|(at, _)| *at)
+}
+
+/// The pool a current version should move to now: of the transitions due,
+/// the one due last (the coldest tier reached); none when its data is
+/// already there or its pool is not known.
+fn transition_due(rules: &[Rule], key: &str, current: &Version, now_ms: u64, day_ms: u64) -> Option<String> {
+    let here = current.pool.as_deref()?;
+    let (_, pool) = rules
+        .iter()
+        .filter(|r| r.applies(key, &current.tags))
+        .flat_map(|r| &r.transitions)
+        .filter_map(|t| Some((due_at(t.when, current.modified_ms, day_ms)?, &t.pool)))
+        .filter(|(at, _)| *at <= now_ms)
+        .max_by_key(|(at, _)| *at)?;
+    (pool != here).then(|| pool.clone())
+}
+
+/// When an expiration or a transition of a version written at
+/// `modified_ms` comes: days rounded up to the next day boundary, or the date.
+fn due_at(when: Expiration, modified_ms: u64, day_ms: u64) -> Option<u64> {
+    let day_ms = day_ms.max(1);
+    match when {
+        Expiration::Days(d) => Some(
+            modified_ms.saturating_add(u64::from(d).saturating_mul(day_ms)).div_ceil(day_ms).saturating_mul(day_ms),
+        ),
+        Expiration::Date(at) => Some(at),
+        Expiration::ExpiredDeleteMarker => None,
+    }
 }
 
 /// The `x-amz-expiration` header of a version expiring at `at_ms` by rule
@@ -323,6 +386,16 @@ pub fn upload_abandoned(rules: &[Rule], key: &str, initiated_ms: u64, now_ms: u6
     rules.iter().filter(|r| r.enabled && key.starts_with(&r.prefix) && r.tags.is_empty()).any(|r| {
         r.abort_upload_days.is_some_and(|d| initiated_ms.saturating_add(u64::from(d).saturating_mul(day_ms)) <= now_ms)
     })
+}
+
+/// The name of the pool holding every run of `runs`; none when there are
+/// none, or they are spread over pools (a transition in progress).
+fn pool_of_data(runs: &[DataRun], pools: &HashMap<u32, String>) -> Option<String> {
+    let first = chuyi_common::map::pool_of(runs.first()?.owner);
+    if runs.iter().any(|r| chuyi_common::map::pool_of(r.owner) != first) {
+        return None;
+    }
+    pools.get(&first).cloned()
 }
 
 /// Keys listed per metadata read while scanning.
@@ -350,13 +423,14 @@ pub enum Mode {
     DryRun,
 }
 
-/// Runs lifecycle over every bucket every `every`, a day lasting `day`.
-pub async fn run(cluster: Arc<Cluster>, day: Duration, every: Duration) {
+/// Runs lifecycle over every bucket every `every`, a day lasting `day`;
+/// transitions copy data through `data`.
+pub async fn run(data: DataPath, day: Duration, every: Duration) {
     let day_ms = day.as_millis().max(1) as u64;
     loop {
         tokio::time::sleep(every).await;
         let now_ms = chuyi_common::clock::unix_ms();
-        match pass(cluster.meta(), None, now_ms, day_ms, Mode::Apply).await {
+        match pass(data.cluster().meta(), Some(&data), None, now_ms, day_ms, Mode::Apply).await {
             Ok(done) if done.is_empty() => {}
             Ok(done) => tracing::info!(changes = done.len(), "lifecycle pass"),
             Err(e) => tracing::debug!(error = %e, "lifecycle pass stopped; next time"),
@@ -366,8 +440,10 @@ pub async fn run(cluster: Arc<Cluster>, day: Duration, every: Duration) {
 
 /// One pass over every bucket with rules (or only `bucket`) as of
 /// `now_ms`: the changes made, or in a dry run those it would make.
+/// Transitions are made only with `data` to copy through.
 pub async fn pass(
     meta: &MetaClient,
+    data: Option<&DataPath>,
     bucket: Option<&str>,
     now_ms: u64,
     day_ms: u64,
@@ -377,11 +453,13 @@ pub async fn pass(
         Some(name) => vec![name.to_string()],
         None => meta.ask(ask::Buckets).await?.into_iter().map(|b| b.name).collect(),
     };
+    let pools: HashMap<u32, String> =
+        meta.ask(ask::Map).await?.data_map().pools.into_iter().map(|p| (p.id, p.name)).collect();
     let mut done = Vec::new();
     for name in names {
         let ask = ask::BucketConfig { bucket: name.clone(), kind: BucketConfigKind::Lifecycle };
         let Some(config) = meta.ask(ask).await?.and_then(|d| Config::decode(&d)) else { continue };
-        let scan = Scan { meta, bucket: &name, config: &config, now_ms, day_ms, mode };
+        let scan = Scan { meta, data, pools: &pools, bucket: &name, config: &config, now_ms, day_ms, mode };
         scan.objects(&mut done).await?;
         scan.uploads(&mut done).await?;
     }
@@ -391,6 +469,9 @@ pub async fn pass(
 /// One bucket's pass.
 struct Scan<'a> {
     meta: &'a MetaClient,
+    data: Option<&'a DataPath>,
+    /// Pool names by id.
+    pools: &'a HashMap<u32, String>,
     bucket: &'a str,
     config: &'a Config,
     now_ms: u64,
@@ -429,25 +510,30 @@ impl Scan<'_> {
     async fn key(&self, entries: &[ListEntry], done: &mut Vec<Planned>) -> Result<(), MetaError> {
         let Some(key) = entries.first().map(|e| e.key.clone()) else { return Ok(()) };
         let needs_tags = self.config.rules.iter().any(|r| !r.tags.is_empty());
+        let moves = self.config.rules.iter().any(|r| !r.transitions.is_empty());
         let mut versions = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
             let o = &e.object;
-            let tags = if needs_tags && !o.delete_marker {
-                let ask = ask::Object {
-                    bucket: self.bucket.into(),
-                    key: key.clone(),
-                    version_id: Some(o.version_id.clone()),
-                };
-                self.meta.ask(ask).await.map(|r| tagging::of_object(&r.data)).unwrap_or_default()
-            } else {
-                Vec::new()
+            // Tags and the data's pool are in the version's record.
+            let wanted = !o.delete_marker && (needs_tags || (moves && i == 0));
+            let record = match wanted {
+                true => {
+                    let ask = ask::Object {
+                        bucket: self.bucket.into(),
+                        key: key.clone(),
+                        version_id: Some(o.version_id.clone()),
+                    };
+                    self.meta.ask(ask).await.ok()
+                }
+                false => None,
             };
             versions.push(Version {
                 version_id: o.version_id.clone(),
                 seq: o.seq,
                 delete_marker: o.delete_marker,
                 modified_ms: o.modified_ms,
-                tags,
+                tags: record.as_ref().map(|r| tagging::of_object(&r.data)).unwrap_or_default(),
+                pool: record.as_ref().and_then(|r| pool_of_data(&r.data.data, self.pools)),
             });
         }
         for action in key_actions(&self.config.rules, &key, &versions, self.now_ms, self.day_ms) {
@@ -465,9 +551,53 @@ impl Scan<'_> {
                     },
                     self.planned(&key, "remove", version_id),
                 ),
+                Action::Transition { seq, pool } => {
+                    self.transition(&key, seq, &pool, done).await?;
+                    continue;
+                }
             };
             self.make(request, planned, done).await?;
         }
+        Ok(())
+    }
+
+    /// Moves version `seq` of `key` to `pool`: its data copied there, then
+    /// swapped in by the metadata service if the version is still as read.
+    /// A copy that fails is logged and tried again next pass.
+    async fn transition(&self, key: &str, seq: u64, pool: &str, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        let planned = self.planned(key, "transition", format!("{seq} to {pool}"));
+        let (Mode::Apply, Some(data)) = (self.mode, self.data) else {
+            done.push(planned);
+            return Ok(());
+        };
+        let ask = ask::Object { bucket: self.bucket.into(), key: key.into(), version_id: None };
+        let record = match self.meta.ask(ask).await {
+            Ok(record) if record.seq == seq && !record.delete_marker => record,
+            Ok(_) | Err(MetaError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let size = record.data.size;
+        let body = data.read(&record.data.data, 0..size);
+        let written = match data.write_object(pool, size, body, Default::default()).await {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::warn!(bucket = self.bucket, key, pool, error = %e, "lifecycle transition: copy failed");
+                return Ok(());
+            }
+        };
+        let request = Request::TransitionObject {
+            bucket: self.bucket.into(),
+            key: key.into(),
+            seq,
+            from: record.data.data.clone(),
+            to: vec![written.run.run],
+        };
+        // Count(0): moved or changed meanwhile; the copy is abandoned.
+        if let Reply::Count(1) = self.meta.write(request).await? {
+            written.run.claimed();
+            done.push(planned);
+        }
+        tokio::time::sleep(Duration::from_millis(1000 / CHANGES_PER_S)).await;
         Ok(())
     }
 
@@ -564,6 +694,13 @@ impl crate::gateway::Gateway {
     ) -> S3Result<s3s::S3Response<PutBucketLifecycleConfigurationOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let config = Config::from_document(req.input.lifecycle_configuration)?;
+        let map = self.data.cluster().map();
+        for t in config.rules.iter().flat_map(|r| &r.transitions) {
+            if !map.pools.iter().any(|p| p.name == t.pool) {
+                let class = t.pool.to_ascii_uppercase();
+                return Err(s3_error!(InvalidStorageClass, "storage class {class} names no pool of this cluster"));
+            }
+        }
         self.set_bucket_document(bucket, BucketConfigKind::Lifecycle, Some(config.encode())).await?;
         Ok(s3s::S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
     }
@@ -593,11 +730,12 @@ mod tests {
             expiration: None,
             noncurrent: None,
             abort_upload_days: None,
+            transitions: Vec::new(),
         }
     }
 
     fn v(id: &str, seq: u64, marker: bool, modified_ms: u64) -> Version {
-        Version { version_id: id.into(), seq, delete_marker: marker, modified_ms, tags: Vec::new() }
+        Version { version_id: id.into(), seq, delete_marker: marker, modified_ms, tags: Vec::new(), pool: None }
     }
 
     #[test]
@@ -616,6 +754,23 @@ mod tests {
         let midday = [v("b", 2, false, 1500)];
         assert!(key_actions(&rules, "logs/a", &midday, 3999, DAY).is_empty());
         assert_eq!(key_actions(&rules, "logs/a", &midday, 4000, DAY).len(), 1);
+    }
+
+    #[test]
+    fn a_current_version_moves_to_the_coldest_pool_due_once() {
+        let to = |pool: &str, days| Transition { when: Expiration::Days(days), pool: pool.into() };
+        let rules = vec![Rule { transitions: vec![to("hdd", 1), to("archive", 3)], ..rule("scans/") }];
+        let at = |pool: &str| Version { pool: Some(pool.into()), ..v("b", 2, false, 0) };
+        let moves = |version: &Version, now| key_actions(&rules, "scans/a", std::slice::from_ref(version), now, DAY);
+        assert!(moves(&at("ssd"), 999).is_empty(), "not yet");
+        assert_eq!(moves(&at("ssd"), 1000), vec![Action::Transition { seq: 2, pool: "hdd".into() }]);
+        assert!(moves(&at("hdd"), 2000).is_empty(), "already there");
+        assert_eq!(moves(&at("hdd"), 3000), vec![Action::Transition { seq: 2, pool: "archive".into() }]);
+        assert_eq!(moves(&at("ssd"), 9000), vec![Action::Transition { seq: 2, pool: "archive".into() }], "straight on");
+        assert!(moves(&Version { pool: None, ..at("ssd") }, 9000).is_empty(), "data spread over pools: wait");
+        let expiring = vec![Rule { expiration: Some(Expiration::Days(2)), ..rules[0].clone() }];
+        let expired = key_actions(&expiring, "scans/a", &[at("hdd")], 3000, DAY);
+        assert_eq!(expired, vec![Action::ExpireCurrent { seq: 2 }], "expiry outranks a move");
     }
 
     #[test]

@@ -223,6 +223,15 @@ impl Gateway {
         Ok(S3Response::new(output))
     }
 
+    /// The storage class S3 reports: none for the bucket's own pool (S3's
+    /// STANDARD), else the name of the pool a transition moved it to.
+    fn storage_class(&self, bucket: &Bucket, record: &ObjectRecord) -> Option<StorageClass> {
+        let owner = record.data.data.first()?.owner;
+        let map = self.data.cluster().map();
+        let pool = map.pools.iter().find(|p| p.id == chuyi_common::map::pool_of(owner))?;
+        (pool.name != bucket.pool).then(|| StorageClass::from(pool.name.to_ascii_uppercase()))
+    }
+
     /// `x-amz-expiration` of a GET or HEAD: only the current version (read
     /// without a version id) has one.
     async fn current_expiration(
@@ -269,8 +278,14 @@ impl Gateway {
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
         let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
+        let storage_class = self.storage_class(&bucket, &record);
         let output = object_output!(
-            GetObjectOutput { body: Some(body), tag_count: tag_count, expiration: expiration },
+            GetObjectOutput {
+                body: Some(body),
+                tag_count: tag_count,
+                expiration: expiration,
+                storage_class: storage_class
+            },
             headers,
             &record,
             &bucket,
@@ -289,8 +304,9 @@ impl Gateway {
         let headers = returned(&record.data, overrides!(input));
         let parts_count = (record.data.parts > 0).then_some(record.data.parts as i32);
         let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
+        let storage_class = self.storage_class(&bucket, &record);
         let output = object_output!(
-            HeadObjectOutput { parts_count: parts_count, expiration: expiration },
+            HeadObjectOutput { parts_count: parts_count, expiration: expiration, storage_class: storage_class },
             headers,
             &record,
             &bucket,

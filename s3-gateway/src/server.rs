@@ -92,7 +92,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     let data = DataPath::new(cluster.clone(), options.pending_ttl, packs);
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
-    tokio::spawn(crate::lifecycle::run(cluster.clone(), options.lifecycle_day, options.lifecycle_every));
+    tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let access = Arc::new(Access::new(users.clone(), cluster.clone()));
     let mut builder =
         S3ServiceBuilder::new(Gateway::new(data, users.clone(), access.clone(), options.pool, options.lifecycle_day));

@@ -1193,7 +1193,7 @@ def check_lifecycle():
         expect_error(S3.get_bucket_lifecycle_configuration, (404, "NoSuchLifecycleConfiguration"), Bucket=b)
         transition = [{"ID": "t", "Status": "Enabled", "Filter": {"Prefix": ""},
                        "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]
-        expect_error(S3.put_bucket_lifecycle_configuration, (501, "NotImplemented"), Bucket=b,
+        expect_error(S3.put_bucket_lifecycle_configuration, (400, "InvalidStorageClass"), Bucket=b,
                      LifecycleConfiguration={"Rules": transition})
         S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
         for key in ("logs/a", "scans/t", "scans/u", "gone/x"):
@@ -1256,6 +1256,32 @@ def check_lifecycle():
     check(locked["VersionId"] in ids, "lifecycle removed a version under retention")
     S3.delete_object(Bucket=b, Key="k", VersionId=locked["VersionId"], BypassGovernanceRetention=True)
     empty_and_delete(S3, b, True, False)
+
+    # Transitions: storage class COLD is the cluster's pool `cold` (the
+    # test cluster has one); the data moves, reads the same, and says where.
+    with new_bucket("lifecycle-move") as b:
+        small, big = rand(3000), rand(5 * MiB + 7)
+        S3.put_object(Bucket=b, Key="cold/small", Body=small)
+        S3.put_object(Bucket=b, Key="cold/big", Body=big)
+        S3.put_object(Bucket=b, Key="hot/k", Body=b"hot")
+        check("StorageClass" not in S3.head_object(Bucket=b, Key="cold/big"), "STANDARD before the move")
+        S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+            {"ID": "to-cold", "Status": "Enabled", "Filter": {"Prefix": "cold/"},
+             "Transitions": [{"Days": 1, "StorageClass": "COLD"}]}]})
+        got = S3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"][0]["Transitions"]
+        eq(got, [{"Days": 1, "StorageClass": "COLD"}], "the transition as stored")
+        deadline = time.time() + 4 * day + 10
+        while time.time() < deadline:
+            classes = [S3.head_object(Bucket=b, Key=k).get("StorageClass") for k in ("cold/small", "cold/big")]
+            if classes == ["COLD", "COLD"]:
+                break
+            time.sleep(0.5)
+        eq(classes, ["COLD", "COLD"], "both moved to the cold pool")
+        eq(sha(get_bytes(b, "cold/small")), sha(small), "the small object after its move")
+        eq(sha(get_bytes(b, "cold/big")), sha(big), "the big object after its move")
+        eq(S3.get_object(Bucket=b, Key="cold/big", Range="bytes=5242000-5242999")["Body"].read(),
+           big[5242000:5243000], "a range of the moved object")
+        check("StorageClass" not in S3.head_object(Bucket=b, Key="hot/k"), "outside the prefix: not moved")
 
 
 def check_presigned_urls():

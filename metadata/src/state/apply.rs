@@ -116,6 +116,9 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             objects::set_retention(t, ctx, target, *retention, *bypass_governance)
         }
         Command::ExpireObject { bucket, key, seq } => objects::expire_object(t, ctx, bucket, key, *seq),
+        Command::TransitionObject { bucket, key, seq, from, to } => {
+            objects::transition_object(t, ctx, objects::Target { bucket, key, version_id: None }, *seq, from, to)
+        }
         Command::SetObjectAcl { bucket, key, version_id, acl } => {
             let target = objects::Target { bucket, key, version_id: version_id.as_deref() };
             objects::set_object_header(t, target, ACL_HEADER, acl)

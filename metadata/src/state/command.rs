@@ -328,6 +328,13 @@ pub enum Command {
         version_id: Option<String>,
         acl: String,
     },
+    TransitionObject {
+        bucket: String,
+        key: String,
+        seq: u64,
+        from: Vec<DataRun>,
+        to: Vec<DataRun>,
+    },
 }
 
 impl Command {
@@ -381,6 +388,7 @@ impl Command {
             Command::SetLegalHold { .. } => "SetLegalHold",
             Command::ExpireObject { .. } => "ExpireObject",
             Command::SetObjectAcl { .. } => "SetObjectAcl",
+            Command::TransitionObject { .. } => "TransitionObject",
         }
     }
 }
@@ -469,6 +477,9 @@ impl From<Request> for Command {
             Request::ExpireObject { bucket, key, seq } => Command::ExpireObject { bucket, key, seq },
             Request::SetObjectAcl { bucket, key, version_id, acl } => {
                 Command::SetObjectAcl { bucket, key, version_id, acl }
+            }
+            Request::TransitionObject { bucket, key, seq, from, to } => {
+                Command::TransitionObject { bucket, key, seq, from, to }
             }
         }
     }

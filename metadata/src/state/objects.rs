@@ -188,6 +188,52 @@ pub(crate) fn set_object_header(t: &mut impl TablesMut, target: Target<'_>, name
     rewrite(t, target.bucket, target.key, &record)
 }
 
+/// Moves version `seq` of the target's key from data `from` to data `to`
+/// (pending, of the same size): a lifecycle transition to another pool.
+/// `Count(0)`, changing nothing, when the version is gone or its data is
+/// no longer `from`.
+pub(crate) fn transition_object(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    target: Target<'_>,
+    seq: u64,
+    from: &[DataRun],
+    to: &[DataRun],
+) -> Applied {
+    let version_key = keys::object_version(target.bucket, target.key, seq);
+    let Some(mut record) = t.get_rec::<ObjectRecord>("object", &version_key)? else { return Ok(Ok(Reply::Count(0))) };
+    if record.data.data != from || record.delete_marker {
+        return Ok(Ok(Reply::Count(0)));
+    }
+    let moved = ObjectPut { data: to.to_vec(), ..record.data.clone() };
+    if let Err(e) = check_object(&moved) {
+        refuse!(e);
+    }
+    let packed = match packs::check_adds(t, ctx, to)? {
+        Ok(packed) => packed,
+        Err(refusal) => refuse!(refusal),
+    };
+    if packed.len() > 1 {
+        refuse!(MetaError::invalid("object", "more than one packed run".to_string()));
+    }
+    for run in to.iter().filter(|run| !packed.contains(run)) {
+        if let Some(refusal) = claim(t, *run)? {
+            refuse!(refusal);
+        }
+    }
+    for run in from {
+        if !packs::kill_run(t, ctx, run)? {
+            to_garbage(t, *run)?;
+        }
+    }
+    record.data = moved;
+    t.put_rec("object", &version_key, &record)?;
+    for run in &packed {
+        packs::add_run(t, run, target.bucket, target.key, seq)?;
+    }
+    Ok(Ok(Reply::Count(1)))
+}
+
 /// One version of one key: the newest when `version_id` is `None`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Target<'a> {

@@ -861,3 +861,29 @@ fn a_move_lands_only_on_the_run_it_read_and_empty_packs_are_freed_after_the_grac
     let totals = super::packs::totals(&w.t).expect("totals");
     assert_eq!((totals.packs, totals.live_bytes), (1, 15));
 }
+
+#[test]
+fn a_transition_moves_a_versions_data_once_and_frees_the_old() {
+    let mut w = World::cluster(2);
+    w.put("a", 100);
+    let record = view::latest_object(&w.t, "scans", "a").expect("read").expect("a");
+    let from = record.data.data.clone();
+    let to = w.begin(100);
+    let transition = |w: &mut World, from: &[DataRun], to: DataRun| {
+        let (bucket, key, seq) = ("scans".into(), "a".into(), record.seq);
+        w.run(Command::TransitionObject { bucket, key, seq, from: from.to_vec(), to: vec![to] })
+    };
+    let short = w.begin(99);
+    let refused = transition(&mut w, &from, DataRun { len: 99, ..short });
+    assert!(matches!(refused, Err(MetaError::Invalid { .. })), "{refused:?}");
+    assert!(matches!(transition(&mut w, &from, to), Ok(Reply::Count(1))));
+    let moved = view::latest_object(&w.t, "scans", "a").expect("read").expect("a");
+    assert_eq!(moved.data.data, vec![to]);
+    assert_eq!((moved.seq, moved.data.etag.as_str()), (record.seq, record.data.etag.as_str()), "the same version");
+    assert_eq!(w.garbage(), from, "the old data is freed");
+    // A second gateway that judged the same version moved nothing.
+    let late = w.begin(100);
+    assert!(matches!(transition(&mut w, &from, late), Ok(Reply::Count(0))));
+    assert_eq!(view::latest_object(&w.t, "scans", "a").expect("read").expect("a").data.data, vec![to]);
+    assert_eq!(w.usage(), (1, 100), "usage counts the object once");
+}
