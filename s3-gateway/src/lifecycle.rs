@@ -15,8 +15,8 @@
 //! Transitions move a current version's data to another pool (Chuyi's
 //! storage classes are its pools: `StorageClass` HDD is pool `hdd`), copied
 //! by the runner and swapped in by the metadata service only if the version
-//! is still the one judged (`TransitionObject`). Noncurrent-version
-//! transitions are refused for now.
+//! is still the one judged (`TransitionObject`); noncurrent versions move
+//! the same way, by NoncurrentVersionTransition.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,8 +30,9 @@ use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
     DeleteBucketLifecycleOutput, ExpirationStatus, GetBucketLifecycleConfigurationInput,
     GetBucketLifecycleConfigurationOutput, LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator,
-    LifecycleRuleFilter, NoncurrentVersionExpiration, PutBucketLifecycleConfigurationInput,
-    PutBucketLifecycleConfigurationOutput, Tag, Timestamp, TransitionStorageClass,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, NoncurrentVersionTransition,
+    PutBucketLifecycleConfigurationInput, PutBucketLifecycleConfigurationOutput, Tag, Timestamp,
+    TransitionStorageClass,
 };
 use s3s::{s3_error, S3Result};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,19 @@ pub struct Rule {
     /// classes are its pools); older rules have none.
     #[serde(default)]
     pub transitions: Vec<Transition>,
+    /// Moves of noncurrent versions to another pool.
+    #[serde(default)]
+    pub noncurrent_transitions: Vec<NoncurrentTransition>,
+}
+
+/// A move of a noncurrent version's data to pool `pool`, `days` after it
+/// stopped being current, the newest `newer_kept` noncurrent versions
+/// left where they are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoncurrentTransition {
+    pub days: u32,
+    pub newer_kept: u32,
+    pub pool: String,
 }
 
 /// A move of the current version's data to pool `pool` when `when` comes
@@ -129,9 +143,12 @@ impl JsonDocument for Config {}
 
 impl Rule {
     fn from_document(r: LifecycleRule) -> S3Result<Self> {
-        if r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(s3_error!(NotImplemented, "noncurrent version transitions are not supported yet"));
-        }
+        let noncurrent_transitions = r
+            .noncurrent_version_transitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(noncurrent_transition)
+            .collect::<S3Result<Vec<_>>>()?;
         let transitions =
             r.transitions.unwrap_or_default().into_iter().map(transition).collect::<S3Result<Vec<_>>>()?;
         let (prefix, tags) = match r.filter {
@@ -182,7 +199,8 @@ impl Rule {
         };
         let abort_upload_days =
             days(r.abort_incomplete_multipart_upload.and_then(|a| a.days_after_initiation), "DaysAfterInitiation")?;
-        if expiration.is_none() && noncurrent.is_none() && abort_upload_days.is_none() && transitions.is_empty() {
+        let moves = transitions.is_empty() && noncurrent_transitions.is_empty();
+        if expiration.is_none() && noncurrent.is_none() && abort_upload_days.is_none() && moves {
             return Err(s3_error!(MalformedXML, "a lifecycle rule needs at least one action"));
         }
         let enabled = match r.status.as_str() {
@@ -190,7 +208,17 @@ impl Rule {
             ExpirationStatus::DISABLED => false,
             other => return Err(s3_error!(MalformedXML, "a rule's Status is Enabled or Disabled, not {other}")),
         };
-        Ok(Self { id: r.id, enabled, prefix, tags, expiration, noncurrent, abort_upload_days, transitions })
+        Ok(Self {
+            id: r.id,
+            enabled,
+            prefix,
+            tags,
+            expiration,
+            noncurrent,
+            abort_upload_days,
+            transitions,
+            noncurrent_transitions,
+        })
     }
 
     fn to_document(&self) -> LifecycleRule {
@@ -233,7 +261,8 @@ impl Rule {
             prefix: None,
             transitions: (!self.transitions.is_empty())
                 .then(|| self.transitions.iter().map(Transition::to_document).collect()),
-            noncurrent_version_transitions: None,
+            noncurrent_version_transitions: (!self.noncurrent_transitions.is_empty())
+                .then(|| self.noncurrent_transitions.iter().map(NoncurrentTransition::to_document).collect()),
         }
     }
 
@@ -254,6 +283,30 @@ fn transition(t: s3s::dto::Transition) -> S3Result<Transition> {
         return Err(s3_error!(MalformedXML, "a Transition names its StorageClass"));
     };
     Ok(Transition { when, pool: class.as_str().to_ascii_lowercase() })
+}
+
+/// A noncurrent transition as S3 gives it.
+fn noncurrent_transition(t: NoncurrentVersionTransition) -> S3Result<NoncurrentTransition> {
+    let days = days(t.noncurrent_days, "NoncurrentDays")?
+        .ok_or_else(|| s3_error!(MalformedXML, "NoncurrentVersionTransition needs NoncurrentDays"))?;
+    let newer_kept = t.newer_noncurrent_versions.unwrap_or(0);
+    if !(0..=100).contains(&newer_kept) {
+        return Err(s3_error!(InvalidArgument, "NewerNoncurrentVersions is 1 to 100"));
+    }
+    let Some(class) = t.storage_class.filter(|c| !c.as_str().is_empty()) else {
+        return Err(s3_error!(MalformedXML, "a NoncurrentVersionTransition names its StorageClass"));
+    };
+    Ok(NoncurrentTransition { days, newer_kept: newer_kept as u32, pool: class.as_str().to_ascii_lowercase() })
+}
+
+impl NoncurrentTransition {
+    fn to_document(&self) -> NoncurrentVersionTransition {
+        NoncurrentVersionTransition {
+            noncurrent_days: Some(self.days as i32),
+            newer_noncurrent_versions: (self.newer_kept > 0).then_some(self.newer_kept as i32),
+            storage_class: Some(TransitionStorageClass::from(self.pool.to_ascii_uppercase())),
+        }
+    }
 }
 
 impl Transition {
@@ -288,8 +341,8 @@ pub enum Action {
     ExpireCurrent { seq: u64 },
     /// Remove this version for good.
     Remove { version_id: String },
-    /// Move the current version's data to `pool`, if it is still `seq`.
-    Transition { seq: u64, pool: String },
+    /// Move version `version_id`'s data to `pool`, if it is still `seq`.
+    Transition { version_id: String, seq: u64, pool: String },
 }
 
 /// What the rules do at `now_ms` to one key's versions (newest first), a
@@ -303,7 +356,7 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
         if expires.is_some_and(|(at, _)| at <= now_ms) {
             actions.push(Action::ExpireCurrent { seq: current.seq });
         } else if let Some(pool) = transition_due(rules, key, current, now_ms, day_ms) {
-            actions.push(Action::Transition { seq: current.seq, pool });
+            actions.push(Action::Transition { version_id: current.version_id.clone(), seq: current.seq, pool });
         }
     } else if versions.len() == 1 {
         let cleanup = rules
@@ -322,6 +375,20 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
         });
         if expired {
             actions.push(Action::Remove { version_id: version.version_id.clone() });
+            continue;
+        }
+        // Of the noncurrent transitions due, the one due last.
+        let due = rules
+            .iter()
+            .filter(|r| r.applies(key, &version.tags) && !version.delete_marker)
+            .flat_map(|r| &r.noncurrent_transitions)
+            .filter(|t| rank as u32 >= t.newer_kept && after(newer.modified_ms, t.days))
+            .max_by_key(|t| t.days);
+        if let (Some(t), Some(here)) = (due, version.pool.as_deref()) {
+            if t.pool != here {
+                let (version_id, seq) = (version.version_id.clone(), version.seq);
+                actions.push(Action::Transition { version_id, seq, pool: t.pool.clone() });
+            }
         }
     }
     actions
@@ -511,11 +578,12 @@ impl Scan<'_> {
         let Some(key) = entries.first().map(|e| e.key.clone()) else { return Ok(()) };
         let needs_tags = self.config.rules.iter().any(|r| !r.tags.is_empty());
         let moves = self.config.rules.iter().any(|r| !r.transitions.is_empty());
+        let moves_old = self.config.rules.iter().any(|r| !r.noncurrent_transitions.is_empty());
         let mut versions = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let o = &e.object;
             // Tags and the data's pool are in the version's record.
-            let wanted = !o.delete_marker && (needs_tags || (moves && i == 0));
+            let wanted = !o.delete_marker && (needs_tags || moves_old || (moves && i == 0));
             let record = match wanted {
                 true => {
                     let ask = ask::Object {
@@ -551,8 +619,8 @@ impl Scan<'_> {
                     },
                     self.planned(&key, "remove", version_id),
                 ),
-                Action::Transition { seq, pool } => {
-                    self.transition(&key, seq, &pool, done).await?;
+                Action::Transition { version_id, seq, pool } => {
+                    self.transition(&key, &version_id, seq, &pool, done).await?;
                     continue;
                 }
             };
@@ -564,13 +632,20 @@ impl Scan<'_> {
     /// Moves version `seq` of `key` to `pool`: its data copied there, then
     /// swapped in by the metadata service if the version is still as read.
     /// A copy that fails is logged and tried again next pass.
-    async fn transition(&self, key: &str, seq: u64, pool: &str, done: &mut Vec<Planned>) -> Result<(), MetaError> {
-        let planned = self.planned(key, "transition", format!("{seq} to {pool}"));
+    async fn transition(
+        &self,
+        key: &str,
+        version_id: &str,
+        seq: u64,
+        pool: &str,
+        done: &mut Vec<Planned>,
+    ) -> Result<(), MetaError> {
+        let planned = self.planned(key, "transition", format!("{version_id} to {pool}"));
         let (Mode::Apply, Some(data)) = (self.mode, self.data) else {
             done.push(planned);
             return Ok(());
         };
-        let ask = ask::Object { bucket: self.bucket.into(), key: key.into(), version_id: None };
+        let ask = ask::Object { bucket: self.bucket.into(), key: key.into(), version_id: Some(version_id.into()) };
         let record = match self.meta.ask(ask).await {
             Ok(record) if record.seq == seq && !record.delete_marker => record,
             Ok(_) | Err(MetaError::NotFound { .. }) => return Ok(()),
@@ -695,9 +770,13 @@ impl crate::gateway::Gateway {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let config = Config::from_document(req.input.lifecycle_configuration)?;
         let map = self.data.cluster().map();
-        for t in config.rules.iter().flat_map(|r| &r.transitions) {
-            if !map.pools.iter().any(|p| p.name == t.pool) {
-                let class = t.pool.to_ascii_uppercase();
+        let pools = config.rules.iter().flat_map(|r| {
+            let current = r.transitions.iter().map(|t| &t.pool);
+            current.chain(r.noncurrent_transitions.iter().map(|t| &t.pool))
+        });
+        for pool in pools {
+            if !map.pools.iter().any(|p| p.name == *pool) {
+                let class = pool.to_ascii_uppercase();
                 return Err(s3_error!(InvalidStorageClass, "storage class {class} names no pool of this cluster"));
             }
         }
@@ -731,6 +810,7 @@ mod tests {
             noncurrent: None,
             abort_upload_days: None,
             transitions: Vec::new(),
+            noncurrent_transitions: Vec::new(),
         }
     }
 
@@ -763,14 +843,32 @@ mod tests {
         let at = |pool: &str| Version { pool: Some(pool.into()), ..v("b", 2, false, 0) };
         let moves = |version: &Version, now| key_actions(&rules, "scans/a", std::slice::from_ref(version), now, DAY);
         assert!(moves(&at("ssd"), 999).is_empty(), "not yet");
-        assert_eq!(moves(&at("ssd"), 1000), vec![Action::Transition { seq: 2, pool: "hdd".into() }]);
+        let to_pool = |pool: &str| vec![Action::Transition { version_id: "b".into(), seq: 2, pool: pool.into() }];
+        assert_eq!(moves(&at("ssd"), 1000), to_pool("hdd"));
         assert!(moves(&at("hdd"), 2000).is_empty(), "already there");
-        assert_eq!(moves(&at("hdd"), 3000), vec![Action::Transition { seq: 2, pool: "archive".into() }]);
-        assert_eq!(moves(&at("ssd"), 9000), vec![Action::Transition { seq: 2, pool: "archive".into() }], "straight on");
+        assert_eq!(moves(&at("hdd"), 3000), to_pool("archive"));
+        assert_eq!(moves(&at("ssd"), 9000), to_pool("archive"), "straight on");
         assert!(moves(&Version { pool: None, ..at("ssd") }, 9000).is_empty(), "data spread over pools: wait");
         let expiring = vec![Rule { expiration: Some(Expiration::Days(2)), ..rules[0].clone() }];
         let expired = key_actions(&expiring, "scans/a", &[at("hdd")], 3000, DAY);
         assert_eq!(expired, vec![Action::ExpireCurrent { seq: 2 }], "expiry outranks a move");
+    }
+
+    #[test]
+    fn noncurrent_versions_move_a_day_after_they_were_replaced_keeping_the_newest_in_place() {
+        let t = NoncurrentTransition { days: 1, newer_kept: 1, pool: "hdd".into() };
+        let rules = vec![Rule { noncurrent_transitions: vec![t], ..rule("") }];
+        let on =
+            |id: &str, seq, modified, pool: &str| Version { pool: Some(pool.into()), ..v(id, seq, false, modified) };
+        // Current c (t=3000); b replaced at 3000, a at 2000.
+        let versions = [on("c", 3, 3000, "ssd"), on("b", 2, 2000, "ssd"), on("a", 1, 100, "ssd")];
+        let moved = |now| key_actions(&rules, "k", &versions, now, DAY);
+        assert!(moved(2999).is_empty(), "a was replaced less than a day ago");
+        let a_moves = vec![Action::Transition { version_id: "a".into(), seq: 1, pool: "hdd".into() }];
+        assert_eq!(moved(3000), a_moves);
+        assert_eq!(moved(99_000), a_moves, "b, the newest noncurrent, stays");
+        let there = [versions[0].clone(), versions[1].clone(), on("a", 1, 100, "hdd")];
+        assert!(key_actions(&rules, "k", &there, 9000, DAY).is_empty(), "already moved");
     }
 
     #[test]

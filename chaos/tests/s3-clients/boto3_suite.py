@@ -1283,6 +1283,23 @@ def check_lifecycle():
            big[5242000:5243000], "a range of the moved object")
         check("StorageClass" not in S3.head_object(Bucket=b, Key="hot/k"), "outside the prefix: not moved")
 
+    # Noncurrent versions move a day after they were replaced.
+    with new_bucket("lifecycle-move-old", versioned=True) as b:
+        S3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        first, second = rand(2000), rand(2001)
+        old = S3.put_object(Bucket=b, Key="k", Body=first)["VersionId"]
+        S3.put_object(Bucket=b, Key="k", Body=second)
+        S3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+            {"ID": "old-to-cold", "Status": "Enabled", "Filter": {"Prefix": ""},
+             "NoncurrentVersionTransitions": [{"NoncurrentDays": 1, "StorageClass": "COLD"}]}]})
+        deadline = time.time() + 4 * day + 10
+        while time.time() < deadline and S3.head_object(Bucket=b, Key="k", VersionId=old).get("StorageClass") != "COLD":
+            time.sleep(0.5)
+        eq(S3.head_object(Bucket=b, Key="k", VersionId=old).get("StorageClass"), "COLD", "the noncurrent version moved")
+        check("StorageClass" not in S3.head_object(Bucket=b, Key="k"), "the current version stays")
+        eq(sha(get_bytes(b, "k", VersionId=old)), sha(first), "the moved version reads the same")
+        eq(sha(get_bytes(b, "k")), sha(second), "the current version")
+
 
 def check_presigned_urls():
     data = rand(2000)
