@@ -12,9 +12,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # System packages the build and the tests use: libclang/clang for RocksDB's
 # bindings, fio and nbd tools as peers and clients, e2fsprogs for test file
 # systems, jq and linux-perf for the benchmark script and its profiles,
-# rclone, s3cmd and restic as S3 clients of the gateway's tests.
+# rclone, s3cmd and restic as S3 clients of the gateway's tests, chromium
+# (headless) as the browser of the CORS test.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
-	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic
+	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium
 # S3 clients the gateway's tests drive, from pip (Debian's awscli lags).
 PIP_PACKAGES := awscli boto3
 

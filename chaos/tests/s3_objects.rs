@@ -187,6 +187,20 @@ async fn client_tools(layout: Layout) {
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
 
+/// CORS as a browser enforces it: headless Chromium runs a page from
+/// another origin that reads and writes objects with fetch().
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_browser_reads_across_origins_only_where_cors_allows() {
+    let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
+    let alice = user(&cluster, "alice");
+    let out =
+        tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, None, "python3", &["browser_cors.py"]))
+            .await
+            .expect("browser");
+    assert!(out.contains("ok browser_cors"), "{out}");
+    println!("{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_requests_get_s3_errors_and_change_nothing() {
     let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
