@@ -6,20 +6,9 @@
 #      AWS_DEFAULT_REGION (default us-east-1).
 set -Eeuo pipefail
 
-: "${S3_ENDPOINT:?set S3_ENDPOINT, e.g. http://127.0.0.1:9000}"
-: "${AWS_ACCESS_KEY_ID:?set AWS_ACCESS_KEY_ID}"
-: "${AWS_SECRET_ACCESS_KEY:?set AWS_SECRET_ACCESS_KEY}"
-export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
-
-work=$(mktemp -d)
-suffix=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+source "$(dirname "$0")/aws_env.sh"
 bucket="cli-$suffix"
 vbucket="cli-v-$suffix"
-# Settings go to a config file of our own, never the machine's.
-export AWS_CONFIG_FILE="$work/aws-config" AWS_SHARED_CREDENTIALS_FILE="$work/aws-credentials"
-
-s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
 fail() { echo "FAIL awscli: $*" >&2; exit 1; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 same() { [ "$(sha "$1")" = "$(sha "$2")" ] || fail "$1 and $2 differ"; }

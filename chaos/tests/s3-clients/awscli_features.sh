@@ -8,19 +8,9 @@
 #      AWS_DEFAULT_REGION (default us-east-1).
 set -Eeuo pipefail
 
-: "${S3_ENDPOINT:?set S3_ENDPOINT, e.g. http://127.0.0.1:9000}"
-: "${AWS_ACCESS_KEY_ID:?set AWS_ACCESS_KEY_ID}"
-: "${AWS_SECRET_ACCESS_KEY:?set AWS_SECRET_ACCESS_KEY}"
-export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
-
-work=$(mktemp -d)
-suffix=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+source "$(dirname "$0")/aws_env.sh"
 bucket="clif-$suffix"
 locked="clif-lock-$suffix"
-export AWS_CONFIG_FILE="$work/aws-config" AWS_SHARED_CREDENTIALS_FILE="$work/aws-credentials"
-
-s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
 api() { s3 s3api "$@"; }
 fail() { echo "FAIL awscli_features: $*" >&2; exit 1; }
 # refused CODE COMMAND...: the command must fail with S3 error CODE.
