@@ -193,10 +193,9 @@ async fn client_tools(layout: Layout) {
 async fn a_browser_reads_across_origins_only_where_cors_allows() {
     let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
     let alice = user(&cluster, "alice");
-    let out =
-        tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, None, "python3", &["browser_cors.py"]))
-            .await
-            .expect("browser");
+    let out = tokio::task::spawn_blocking(move || run_script(&endpoint, &alice, None, "python3", &["browser_cors.py"]))
+        .await
+        .expect("browser");
     assert!(out.contains("ok browser_cors"), "{out}");
     println!("{out}");
 }

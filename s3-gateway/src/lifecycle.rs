@@ -667,10 +667,15 @@ impl Scan<'_> {
             from: record.data.data.clone(),
             to: vec![written.run.run],
         };
-        // Count(0): moved or changed meanwhile; the copy is abandoned.
-        if let Reply::Count(1) = self.meta.write(request).await? {
-            written.run.claimed();
-            done.push(planned);
+        // Count(0): moved or changed meanwhile; the copy is abandoned, as
+        // it is when the move is refused (tried again next pass).
+        match self.meta.write(request).await {
+            Ok(Reply::Count(1)) => {
+                written.run.claimed();
+                done.push(planned);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(bucket = self.bucket, key, pool, error = %e, "lifecycle transition refused"),
         }
         tokio::time::sleep(Duration::from_millis(1000 / CHANGES_PER_S)).await;
         Ok(())
