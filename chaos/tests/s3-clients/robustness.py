@@ -754,6 +754,48 @@ def check_refused_body_closes():
     ping("a refused PUT with its body unread")
 
 
+def check_acl_and_policy_bad():
+    """Bodies and headers of the access-control calls that must be refused
+    whole: the bucket keeps no grant and no policy, the objects their ACLs."""
+    key = sorted(OBJECTS)[0]
+
+    def put_acl(body, headers=None, key=None):
+        h = {"Content-MD5": b64md5(body), "Content-Type": "application/xml"}
+        h.update(headers or {})
+        return send("PUT", target(BUCKET, key=key, params=[("acl", None)]), h, body)
+
+    def put_policy(body):
+        return send("PUT", target(BUCKET, params=[("policy", None)]), {"Content-Type": "application/json"}, body)
+
+    expect_all([
+        (put_acl(b"not xml"), (400,), ("MalformedXML", "MalformedACLError"), "PutBucketAcl not XML"),
+        (put_acl(b"<AccessControlPolicy><AccessControlList><Grant>"), (400,), ("MalformedXML", "MalformedACLError"),
+         "PutBucketAcl truncated XML"),
+        (put_acl(b"", {"x-amz-grant-read": "id"}), (400,), ("MalformedACLError",), "a grant without '='"),
+        (put_acl(b"", {"x-amz-grant-read": 'uri="http://acs.amazonaws.com/groups/global/Nobody"'}), (400,),
+         ("MalformedACLError",), "an unknown group"),
+        (put_acl(b"", {"x-amz-acl": "public-read", "x-amz-grant-read": "id=x"}), (400,), ("InvalidRequest",),
+         "canned and grants together"),
+        (put_acl(b"", {"x-amz-acl": "public-read", "x-amz-grant-read": "id=x"}, key=key), (400,), ("InvalidRequest",),
+         "PutObjectAcl canned and grants together"),
+        (put_acl(b"", {"x-amz-acl": "nonsense"}, key=key), (400,), ("InvalidArgument",), "an unknown canned ACL"),
+        # Not UTF-8: s3s refuses the body before the gateway sees it.
+        (put_policy(b"\xff\xfe garbage"), (400,), ("MalformedPolicy", "InvalidRequest"), "a policy not UTF-8"),
+        (put_policy(b"{not json"), (400,), ("MalformedPolicy",), "a policy that is not JSON"),
+        (put_policy(b'{"Version": "2012-10-17", "Statement": []}'), (400,), ("MalformedPolicy",), "no statement"),
+        (put_policy(b" " * (30 * 1024)), (400,), ("MalformedPolicy",), "a 30 KiB policy"),
+    ])
+    acl = S3.get_bucket_acl(Bucket=BUCKET)
+    check(len(acl["Grants"]) == 1, f"the bucket gained grants: {acl['Grants']}")
+    check(len(S3.get_object_acl(Bucket=BUCKET, Key=key)["Grants"]) == 1, "the object gained grants")
+    try:
+        S3.get_bucket_policy(Bucket=BUCKET)
+        raise AssertionError("a refused policy was stored")
+    except ClientError as e:
+        check(e.response["Error"]["Code"] == "NoSuchBucketPolicy", f"policy read: {e}")
+    assert_objects_unchanged("acl_and_policy_bad")
+
+
 def check_final():
     assert_objects_unchanged("final")
     assert_upload_intact("final")
@@ -778,6 +820,7 @@ CHECKS = [
     ("wrong_content_sha256", check_wrong_content_sha256),
     ("garbage_bytes", check_garbage_bytes),
     ("refused_body_closes", check_refused_body_closes),
+    ("acl_and_policy_bad", check_acl_and_policy_bad),
 ]
 
 
