@@ -41,19 +41,19 @@ impl Gateway {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let user = self.caller(&req).await?;
+        let user = self.user_name(&req)?;
         let buckets = self.meta().ask(ask::Buckets).await.map_err(unavailable)?;
         let prefix = req.input.prefix.as_deref().unwrap_or("");
         let mine = buckets
             .into_iter()
-            .filter(|b| b.owner == user.name && b.name.starts_with(prefix))
+            .filter(|b| b.owner == user && b.name.starts_with(prefix))
             .map(|b| S3Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created_ms)),
                 bucket_region: Some(self.region.clone()),
             })
             .collect();
-        let output = ListBucketsOutput { buckets: Some(mine), owner: Some(owner(&user.name)), ..Default::default() };
+        let output = ListBucketsOutput { buckets: Some(mine), owner: Some(owner(&user)), ..Default::default() };
         Ok(S3Response::new(output))
     }
 
@@ -61,7 +61,7 @@ impl Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let user = self.caller(&req).await?;
+        let user = self.user_name(&req)?;
         let name = req.input.bucket.clone();
         if let Some(constraint) = req
             .input
@@ -80,13 +80,9 @@ impl Gateway {
         let object_lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
         let input = &req.input;
         let given = Given { write: input.grant_write.as_deref(), ..acl_given!(input) };
-        let acl = given.acl(&user.name).map_err(acl::s3_error)?;
-        let command = Request::CreateBucket {
-            name: name.clone(),
-            owner: user.name.clone(),
-            pool: self.pool.clone(),
-            object_lock,
-        };
+        let acl = given.acl(&user).map_err(acl::s3_error)?;
+        let command =
+            Request::CreateBucket { name: name.clone(), owner: user.clone(), pool: self.pool.clone(), object_lock };
         match self.meta().write(command).await {
             Ok(_) => {
                 if let Some(acl) = acl.filter(|a| !a.grants.is_empty()) {
@@ -95,10 +91,10 @@ impl Gateway {
                 Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
             }
             Err(MetaError::AlreadyExists { .. }) => match self.ask(ask::Bucket(name.clone())).await {
-                Ok(b) if b.owner == user.name && owned_again_is_ok(&self.region) => {
+                Ok(b) if b.owner == user && owned_again_is_ok(&self.region) => {
                     Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
                 }
-                Ok(b) if b.owner == user.name => Err(s3_error!(BucketAlreadyOwnedByYou)),
+                Ok(b) if b.owner == user => Err(s3_error!(BucketAlreadyOwnedByYou)),
                 _ => Err(s3_error!(BucketAlreadyExists)),
             },
             Err(MetaError::Invalid { why, .. }) => Err(s3_error!(InvalidBucketName, "{why}")),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
-use chuyi_meta_api::model::{seq_of_version_id, Bucket, BucketConfigKind, ObjectRecord, User, NULL_VERSION};
+use chuyi_meta_api::model::{seq_of_version_id, Bucket, BucketConfigKind, ObjectRecord, NULL_VERSION};
 use chuyi_meta_api::order::Order;
 use chuyi_meta_api::{Reply, Request};
 use s3s::dto::*;
@@ -18,7 +18,6 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::access::check::{granted, Access};
 use crate::access::Caller;
-use crate::auth::Users;
 use crate::buckets::JsonDocument;
 use crate::data::DataPath;
 use crate::documents::Documents;
@@ -32,7 +31,6 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// The S3 gateway: what it serves from.
 #[derive(Debug)]
 pub struct Gateway {
-    pub(crate) users: Arc<Users>,
     /// The access check, whose caches of policies and ACLs the operations
     /// that change them refresh.
     pub(crate) access: Arc<Access>,
@@ -47,24 +45,24 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(data: DataPath, users: Arc<Users>, access: Arc<Access>, pool: String, lifecycle_day: Duration) -> Self {
+    pub fn new(data: DataPath, access: Arc<Access>, pool: String, lifecycle_day: Duration) -> Self {
         let lifecycles = Documents::new(data.cluster().clone(), BucketConfigKind::Lifecycle, |_, bytes| {
             lifecycle::Config::decode(bytes)
         });
-        Self { users, access, lifecycles, lifecycle_day, data, pool, region: DEFAULT_REGION.into() }
+        Self { access, lifecycles, lifecycle_day, data, pool, region: DEFAULT_REGION.into() }
     }
 
     pub(crate) fn meta(&self) -> &MetaClient {
         self.data.cluster().meta()
     }
 
-    /// The user a request is signed by: for the operations on no bucket,
-    /// which the access check opens to users only.
-    pub(crate) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<User> {
-        let Some(credentials) = &req.credentials else {
-            return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
-        };
-        self.users.user(&credentials.access_key).await
+    /// The name of the user a request is signed by: for the operations on
+    /// no bucket, which the access check opened to users only.
+    pub(crate) fn user_name<T>(&self, req: &S3Request<T>) -> S3Result<String> {
+        match &granted(req)?.caller {
+            Caller::User { name, .. } => Ok(name.clone()),
+            Caller::Anonymous => Err(s3_error!(AccessDenied, "anonymous requests are not allowed")),
+        }
     }
 
     /// Who asks, and bucket `name`, which the access check found the

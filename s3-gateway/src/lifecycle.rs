@@ -584,16 +584,15 @@ impl Scan<'_> {
             let o = &e.object;
             // Tags and the data's pool are in the version's record.
             let wanted = !o.delete_marker && (needs_tags || moves_old || (moves && i == 0));
-            let record = match wanted {
-                true => {
-                    let ask = ask::Object {
-                        bucket: self.bucket.into(),
-                        key: key.clone(),
-                        version_id: Some(o.version_id.clone()),
-                    };
-                    self.meta.ask(ask).await.ok()
-                }
-                false => None,
+            let record = if wanted {
+                let ask = ask::Object {
+                    bucket: self.bucket.into(),
+                    key: key.clone(),
+                    version_id: Some(o.version_id.clone()),
+                };
+                self.meta.ask(ask).await.ok()
+            } else {
+                None
             };
             versions.push(Version {
                 version_id: o.version_id.clone(),

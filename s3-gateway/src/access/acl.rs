@@ -329,11 +329,22 @@ pub fn of_object(headers: &[(String, String)]) -> Acl {
     headers.iter().find(|(n, _)| n == ACL_HEADER).and_then(|(_, v)| Acl::decode(v.as_bytes())).unwrap_or_default()
 }
 
+/// What a version keeps under [`ACL_HEADER`]: the JSON of `acl`, or
+/// nothing (no header) for `private`.
+pub fn header_value(acl: &Acl) -> String {
+    if acl.grants.is_empty() {
+        String::new()
+    } else {
+        String::from_utf8(acl.encode()).unwrap_or_default()
+    }
+}
+
 /// Keeps `acl` in a version's headers (`private` is kept as no header).
 pub fn set_on_object(headers: &mut Vec<(String, String)>, acl: &Acl) {
     headers.retain(|(n, _)| n != ACL_HEADER);
-    if !acl.grants.is_empty() {
-        headers.push((ACL_HEADER.into(), String::from_utf8(acl.encode()).unwrap_or_default()));
+    let value = header_value(acl);
+    if !value.is_empty() {
+        headers.push((ACL_HEADER.into(), value));
     }
 }
 

@@ -87,10 +87,8 @@ impl Gateway {
         let Some(acl) = given.acl(&bucket.owner).map_err(acl::s3_error)? else {
             return Err(s3_error!(MissingSecurityHeader, "the request gives no ACL"));
         };
-        let encoded =
-            if acl.grants.is_empty() { String::new() } else { String::from_utf8(acl.encode()).unwrap_or_default() };
-        let order =
-            order::SetObjectAcl { bucket: bucket.name, key: input.key, version_id: input.version_id, acl: encoded };
+        let acl = acl::header_value(&acl);
+        let order = order::SetObjectAcl { bucket: bucket.name, key: input.key, version_id: input.version_id, acl };
         self.order(order).await?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
     }
