@@ -25,7 +25,9 @@
 # Knobs: BENCH_DIR (/var/tmp/chuyi-s3-bench, not tmpfs), NODES (3),
 # SIZES (4KiB,1MiB,64MiB), OBJECTS (1100,200,16), CONCURRENCY (32,16,4),
 # GET_ROUNDS (4), LIST_ROUNDS (16), PAYLOAD (unsigned or sha256), GATEWAY_THREADS (2),
-# PATHS (gateway,gateway-owned,direct), MIN_FREE_GIB (20).
+# PATHS (gateway,gateway-owned,direct, and gateway-performance and
+# gateway-capacity: buckets with compression), DATA (a file the bodies are
+# cut from instead of random bytes), MIN_FREE_GIB (20).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,4 +64,5 @@ TMPDIR=$bench_dir/cluster "$target_dir/debug/chuyi-bench" s3-load \
 	--payload "${PAYLOAD:-unsigned}" \
 	--gateway-threads "${GATEWAY_THREADS:-2}" \
 	--paths "${PATHS:-gateway,gateway-owned,direct}" \
+	${DATA:+--data "$DATA"} \
 	--json-out "$bench_dir/results.json" 2> >(tee "$bench_dir/progress.log" >&2) | tee "$bench_dir/results.md"

@@ -114,6 +114,10 @@ struct S3LoadArgs {
     /// chuyi-client directly.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "gateway,gateway-owned,direct")]
     paths: Vec<chuyi_bench::s3_load::PathKind>,
+    /// Object bodies cut from this file instead of random bytes (a corpus
+    /// for the compression paths, bench/compression.sh).
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
     /// Print the report as one JSON object instead of markdown tables.
     #[arg(long)]
     json: bool,
@@ -420,6 +424,7 @@ async fn s3_load(args: S3LoadArgs) -> anyhow::Result<()> {
         payload: args.payload,
         gateway_threads: args.gateway_threads,
         paths: args.paths.clone(),
+        data: args.data.clone(),
     };
     let report = chuyi_bench::s3_load::run(spec).await?;
     emit(&report, &report.markdown(), args.json, args.json_out.as_deref())

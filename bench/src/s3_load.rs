@@ -32,6 +32,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
+use chuyi_meta_api::model::BucketSettings;
 use chuyi_metadata::state::Request;
 
 use crate::cpu::{self, CpuTimes, GATEWAY_THREAD};
@@ -71,6 +72,9 @@ pub struct S3LoadSpec {
     pub gateway_threads: usize,
     /// The paths measured, in this order.
     pub paths: Vec<PathKind>,
+    /// Object bodies cut from this file (repeated to the size), instead of
+    /// random bytes: a corpus for the compression paths.
+    pub data: Option<std::path::PathBuf>,
 }
 
 /// A way objects are written and read.
@@ -83,6 +87,10 @@ pub enum PathKind {
     GatewayOwned,
     /// chuyi-client straight to the metadata service and the nodes.
     Direct,
+    /// The gateway, into a bucket with compression `capacity` (zstd).
+    GatewayCapacity,
+    /// The gateway, into a bucket with compression `performance` (lz4).
+    GatewayPerformance,
 }
 
 impl PathKind {
@@ -91,6 +99,17 @@ impl PathKind {
             PathKind::Gateway => "gateway",
             PathKind::GatewayOwned => "gateway-owned",
             PathKind::Direct => "direct",
+            PathKind::GatewayCapacity => "gateway-capacity",
+            PathKind::GatewayPerformance => "gateway-performance",
+        }
+    }
+
+    /// The bucket's compression policy on this path.
+    fn compression(self) -> Option<&'static str> {
+        match self {
+            PathKind::GatewayCapacity => Some("capacity"),
+            PathKind::GatewayPerformance => Some("performance"),
+            PathKind::Gateway | PathKind::GatewayOwned | PathKind::Direct => None,
         }
     }
 }
@@ -150,7 +169,13 @@ pub async fn run(spec: S3LoadSpec) -> anyhow::Result<S3Report> {
     let mut results = Vec::new();
     let (mut md5_mb_per_s, mut sha256_mb_per_s) = (0.0, 0.0);
     for size in &spec.sizes {
-        let body = Arc::new(ObjectBody::random(usize::try_from(size.object_bytes)?));
+        let len = usize::try_from(size.object_bytes)?;
+        let body = Arc::new(match &spec.data {
+            Some(file) => {
+                ObjectBody::from_corpus(&std::fs::read(file).with_context(|| file.display().to_string())?, len)
+            }
+            None => ObjectBody::random(len),
+        });
         (md5_mb_per_s, sha256_mb_per_s) = (body.md5_mb_per_s, body.sha256_mb_per_s);
         let prefix = format!("{}/", ByteSize(size.object_bytes));
         for path in &bench.paths {
@@ -196,9 +221,15 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
     for &kind in &spec.paths {
         let bucket = format!("bench-{}", kind.name());
         let path: Arc<dyn ObjectPath> = match kind {
-            PathKind::Gateway | PathKind::GatewayOwned => {
+            PathKind::Gateway | PathKind::GatewayOwned | PathKind::GatewayCapacity | PathKind::GatewayPerformance => {
                 let addr = start_gateway(&cluster, runtime, gateway_options(kind)).await?;
                 S3Connection::connect(addr, &keys, spec.payload).await?.create_bucket(&bucket).await?;
+                if let Some(policy) = kind.compression() {
+                    let settings = BucketSettings { compression: Some(policy.into()), ..BucketSettings::default() };
+                    meta.write(Request::SetBucketSettings { bucket: bucket.clone(), settings })
+                        .await
+                        .context("setting the bucket's compression")?;
+                }
                 Arc::new(GatewayPath { name: kind.name(), addr, keys: keys.clone(), payload: spec.payload, bucket })
             }
             PathKind::Direct => {

@@ -63,11 +63,26 @@ pub struct ObjectBody {
 impl ObjectBody {
     /// `len` random bytes: nothing the path could compress or skip.
     pub fn random(len: usize) -> Self {
-        use md5::Digest as _;
         use rand::Rng as _;
-        use sha2::Digest as _;
         let mut data = vec![0u8; len];
         rand::rng().fill(&mut data[..]);
+        Self::of(data)
+    }
+
+    /// `len` bytes of `corpus`, repeated as needed from a random place.
+    pub fn from_corpus(corpus: &[u8], len: usize) -> Self {
+        use rand::Rng as _;
+        if corpus.is_empty() {
+            return Self::random(len);
+        }
+        let start = rand::rng().random_range(0..corpus.len());
+        Self::of(corpus.iter().cycle().skip(start).take(len).copied().collect())
+    }
+
+    fn of(data: Vec<u8>) -> Self {
+        use md5::Digest as _;
+        use sha2::Digest as _;
+        let len = data.len();
         let mb_per_s = |t: Instant| len as f64 / t.elapsed().as_secs_f64().max(f64::MIN_POSITIVE) / 1e6;
         let t = Instant::now();
         let md5_hex = chuyi_common::secret::hex(md5::Md5::digest(&data).as_slice());

@@ -15,7 +15,8 @@ use crate::s3_load::{Phase, S3LoadSpec, SizeSpec};
 pub struct PhaseResult {
     pub object_bytes: u64,
     pub phase: Phase,
-    /// "gateway", "gateway-owned" or "direct".
+    /// "gateway", "gateway-owned", "direct", "gateway-performance" or
+    /// "gateway-capacity".
     pub path: &'static str,
     pub concurrency: usize,
     /// Timed requests: one per object, or one per page of a listing.
@@ -175,6 +176,26 @@ impl S3Report {
                 let _ = writeln!(out, "{} {disk} |", ratio_row(packed, owned));
             }
         }
+        // Each compression policy against compression off, when both ran:
+        // the disk column is stored/sent.
+        for policy in ["gateway-performance", "gateway-capacity"] {
+            if self.pairs(policy).next().is_none() {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "\n{policy} / gateway (compression off):\n\n\
+                 | size | phase | objects/s | p50 | p99 | disk / data |\n\
+                 |---|---|---:|---:|---:|---:|\n"
+            );
+            for (off, compressed) in self.pairs(policy) {
+                let disk = match (compressed.disk_per_byte(), off.disk_per_byte()) {
+                    (Some(c), Some(o)) => ratio(c, o),
+                    _ => "–".to_string(),
+                };
+                let _ = writeln!(out, "{} {disk} |", ratio_row(compressed, off));
+            }
+        }
         out
     }
 
@@ -242,6 +263,7 @@ mod tests {
                 payload: PayloadSigning::Unsigned,
                 gateway_threads: 1,
                 paths: vec![],
+                data: None,
             },
             md5_mb_per_s: 0.0,
             sha256_mb_per_s: 0.0,

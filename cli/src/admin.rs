@@ -13,8 +13,9 @@ use chuyi_common::size::ByteSize;
 use chuyi_meta_api::{ask, order};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::proto::{ApiReply, MetaCall, StatusReport};
-use chuyi_metadata::state::model::{NodeState, PackTotals, PoolDefaults, Redundancy};
+use chuyi_metadata::state::model::{BucketConfigKind, NodeState, PackTotals, PoolDefaults, Redundancy};
 use chuyi_metadata::state::Request;
+use chuyi_s3::lifecycle;
 use serde::Serialize;
 
 use crate::cluster::ClusterArgs;
@@ -84,17 +85,72 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
     let report = args.client()?.status().await?;
     let nodes = node_reports(args, &report).await;
+    let lifecycle = lifecycle_progress(&args.client()?).await?;
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(object) = value.as_object_mut() {
             object.insert("storage_nodes".into(), serde_json::to_value(&nodes)?);
+            object.insert("lifecycle".into(), serde_json::to_value(&lifecycle)?);
         }
         return print_json(&value);
     }
     print_status(&report);
     print_packs(&report.packs);
     print_background(&nodes);
+    print_lifecycle(&lifecycle, chuyi_common::clock::unix_ms());
     Ok(())
+}
+
+/// One bucket's last lifecycle pass, as its runner recorded it.
+#[derive(Serialize)]
+struct LifecycleRow {
+    bucket: String,
+    #[serde(flatten)]
+    progress: lifecycle::Progress,
+    percent: f64,
+    rate_per_s: f64,
+    eta_s: Option<f64>,
+}
+
+/// The buckets lifecycle has gone (or is going) over.
+async fn lifecycle_progress(client: &MetaClient) -> anyhow::Result<Vec<LifecycleRow>> {
+    let mut rows = Vec::new();
+    for bucket in client.ask(ask::Buckets).await? {
+        let ask = ask::BucketConfig { bucket: bucket.name.clone(), kind: BucketConfigKind::LifecycleProgress };
+        let Some(progress) = client.ask(ask).await?.and_then(|d| lifecycle::Progress::decode(&d)) else { continue };
+        let (percent, rate_per_s, eta_s) = (progress.percent(), progress.rate(), progress.eta_s());
+        rows.push(LifecycleRow { bucket: bucket.name, progress, percent, rate_per_s, eta_s });
+    }
+    Ok(rows)
+}
+
+/// Lifecycle passes running, with percent, rate and ETA, and when each
+/// bucket was last gone over.
+fn print_lifecycle(rows: &[LifecycleRow], now_ms: u64) {
+    if rows.is_empty() {
+        println!("\nlifecycle: no pass recorded");
+        return;
+    }
+    let running = rows.iter().filter(|r| r.progress.finished_ms.is_none()).count();
+    println!("\nlifecycle: {running} pass(es) running");
+    let mut table = Table::new(&["BUCKET", "STATE", "DONE", "VERSIONS", "CHANGES", "RATE", "ETA"]);
+    for r in rows {
+        let p = &r.progress;
+        let state = match p.finished_ms {
+            None => "running".to_string(),
+            Some(end) => format!("ended {} s ago", now_ms.saturating_sub(end) / 1000),
+        };
+        table.row(vec![
+            r.bucket.clone(),
+            state,
+            format!("{:.1}%", r.percent),
+            format!("{}/{}", p.scanned, p.total),
+            p.changes.to_string(),
+            format!("{:.0}/s", r.rate_per_s),
+            r.eta_s.map_or("-".into(), |s| format!("{s:.0} s")),
+        ]);
+    }
+    table.print();
 }
 
 /// Small objects' packs, and the compaction still to do: the space the

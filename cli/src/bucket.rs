@@ -1,13 +1,17 @@
-//! `chuyi bucket list|info|lifecycle`: the S3 buckets as the metadata
-//! service keeps them, with their owner, versioning, pool and what they
-//! hold, and what their lifecycle rules would do (a dry run).
+//! `chuyi bucket list|info|set|lifecycle`: the S3 buckets as the metadata
+//! service keeps them, with their owner, versioning, pool, compression and
+//! what they hold (as sent and as stored), their settings, and what their
+//! lifecycle rules would do (a dry run).
 
+use anyhow::bail;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::state::model::{Bucket, BucketUsage, Versioning};
+use chuyi_metadata::state::model::BucketUsage;
+use chuyi_metadata::state::Request;
+use chuyi_s3::admin::BucketInfo;
 use chuyi_s3::lifecycle;
-use serde::Serialize;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::admin::print_json;
 use crate::cluster::ClusterArgs;
@@ -17,8 +21,18 @@ use crate::table::Table;
 pub enum BucketCmd {
     /// Every bucket, with its owner, versioning, objects and bytes.
     List,
-    /// One bucket in full.
+    /// One bucket in full: with its bytes as sent and as stored, and the
+    /// compression ratio.
     Info { name: String },
+    /// Changes a bucket's settings; they apply to what is written from
+    /// then on, by every gateway within seconds.
+    Set {
+        name: String,
+        /// `capacity` (zstd: the best ratio), `performance` (lz4: the
+        /// least CPU) or `off`.
+        #[arg(long)]
+        compression: Option<String>,
+    },
     /// What the bucket's lifecycle rules would do now, or `--days-ahead`
     /// days from now: a dry run, nothing is changed.
     Lifecycle {
@@ -26,38 +40,6 @@ pub enum BucketCmd {
         #[arg(long, default_value_t = 0)]
         days_ahead: u32,
     },
-}
-
-#[derive(Serialize)]
-struct Shown<'a> {
-    name: &'a str,
-    owner: &'a str,
-    pool: &'a str,
-    versioning: &'static str,
-    created_ms: u64,
-    /// Versions that are not delete markers.
-    objects: u64,
-    bytes: u64,
-}
-
-fn versioning(v: Versioning) -> &'static str {
-    match v {
-        Versioning::Unset => "unversioned",
-        Versioning::Enabled => "enabled",
-        Versioning::Suspended => "suspended",
-    }
-}
-
-fn shown<'a>(b: &'a Bucket, usage: BucketUsage) -> Shown<'a> {
-    Shown {
-        name: &b.name,
-        owner: &b.owner,
-        pool: &b.pool,
-        versioning: versioning(b.versioning),
-        created_ms: b.created_ms,
-        objects: usage.objects,
-        bytes: usage.bytes,
-    }
 }
 
 async fn usage(client: &MetaClient, name: &str) -> anyhow::Result<BucketUsage> {
@@ -73,26 +55,29 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             for b in &buckets {
                 usages.push(usage(&client, &b.name).await?);
             }
-            let rows: Vec<Shown<'_>> = buckets.iter().zip(usages).map(|(b, u)| shown(b, u)).collect();
+            let rows: Vec<BucketInfo> = buckets.iter().zip(usages).map(|(b, u)| BucketInfo::new(b, u)).collect();
             if args.json {
                 return print_json(&rows);
             }
-            let mut t = Table::new(&["BUCKET", "OWNER", "POOL", "VERSIONING", "OBJECTS", "SIZE"]);
+            let mut t =
+                Table::new(&["BUCKET", "OWNER", "POOL", "VERSIONING", "OBJECTS", "SIZE", "STORED", "COMPRESSION"]);
             for r in rows {
                 t.row(vec![
-                    r.name.into(),
-                    r.owner.into(),
-                    r.pool.into(),
-                    r.versioning.into(),
+                    r.name.clone(),
+                    r.owner.clone(),
+                    r.pool.clone(),
+                    r.versioning.clone(),
                     r.objects.to_string(),
                     ByteSize(r.bytes).to_string(),
+                    ByteSize(r.stored_bytes).to_string(),
+                    format!("{} ({:.2}x)", r.compression, r.ratio),
                 ]);
             }
             t.print();
         }
         BucketCmd::Info { name } => {
             let bucket = client.ask(ask::Bucket(name.clone())).await?;
-            let row = shown(&bucket, usage(&client, &name).await?);
+            let row = BucketInfo::new(&bucket, usage(&client, &name).await?);
             if args.json {
                 return print_json(&row);
             }
@@ -102,11 +87,34 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             println!("versioning {}", row.versioning);
             println!("objects    {} (versions, delete markers not counted)", row.objects);
             println!("size       {} ({} bytes)", ByteSize(row.bytes), row.bytes);
+            println!("compression {}", row.compression);
+            println!("stored     {} ({} bytes per replica)", ByteSize(row.stored_bytes), row.stored_bytes);
+            println!("saved      {} ({} bytes), ratio {:.2}", ByteSize(row.saved_bytes), row.saved_bytes, row.ratio);
+        }
+        BucketCmd::Set { name, compression } => {
+            let mut bucket = client.ask(ask::Bucket(name.clone())).await?;
+            if let Some(policy) = compression {
+                bucket.settings.compression = match policy.as_str() {
+                    "capacity" | "performance" => Some(policy),
+                    "off" => None,
+                    other => bail!("unknown compression {other:?}: use capacity, performance or off"),
+                };
+            }
+            let settings = bucket.settings.clone();
+            client.write(Request::SetBucketSettings { bucket: name.clone(), settings }).await?;
+            let row = BucketInfo::new(&bucket, usage(&client, &name).await?);
+            if args.json {
+                return print_json(&row);
+            }
+            println!("bucket {name}: compression {} for what is written from now on", row.compression);
         }
         BucketCmd::Lifecycle { name, days_ahead } => {
             client.ask(ask::Bucket(name.clone())).await?;
             let at_ms = chuyi_common::clock::unix_ms() + u64::from(days_ahead) * DAY_MS;
-            let planned = lifecycle::pass(&client, None, Some(&name), at_ms, DAY_MS, lifecycle::Mode::DryRun).await?;
+            let bar = Bar::new(args.json);
+            let dry_run = lifecycle::Mode::DryRun;
+            let planned = lifecycle::pass(&client, None, Some(&name), at_ms, DAY_MS, dry_run, &bar).await?;
+            bar.0.finish_and_clear();
             if args.json {
                 return print_json(&planned);
             }
@@ -119,6 +127,33 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dry run's progress bar: versions looked at of those the bucket
+/// holds, with the changes found so far.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(hidden: bool) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("lifecycle dry run {bar:40} {pos}/{len} versions {percent}% {per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        if hidden {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        Self(bar)
+    }
+}
+
+#[async_trait::async_trait]
+impl lifecycle::Watch for Bar {
+    async fn seen(&self, _bucket: &str, progress: &lifecycle::Progress) {
+        self.0.set_length(progress.total.max(progress.scanned));
+        self.0.set_position(progress.scanned);
+        self.0.set_message(format!("{} change(s)", progress.changes));
+    }
 }
 
 /// A lifecycle day, as the gateways count it.

@@ -266,6 +266,9 @@ pub enum BucketConfigKind {
     Policy,
     /// The bucket's ACL (the gateway's JSON of its grants).
     Acl,
+    /// How far the last lifecycle pass over the bucket came (the
+    /// gateway's JSON of `lifecycle::Progress`), for `chuyi status`.
+    LifecycleProgress,
 }
 
 impl BucketConfigKind {
@@ -277,6 +280,7 @@ impl BucketConfigKind {
             BucketConfigKind::Lifecycle => "lifecycle",
             BucketConfigKind::Policy => "policy",
             BucketConfigKind::Acl => "acl",
+            BucketConfigKind::LifecycleProgress => "lifecycle-progress",
         }
     }
 }
@@ -497,7 +501,7 @@ impl<'de> Deserialize<'de> for DataRun {
             len: u64,
         }
         // Stored format 1 had no offset (codec.rs): every run was owned.
-        if reading_v1() {
+        if reading_format() == 1 {
             let V1 { owner, len } = V1::deserialize(d)?;
             return Ok(Self::owned(owner, len));
         }
@@ -506,25 +510,45 @@ impl<'de> Deserialize<'de> for DataRun {
     }
 }
 
+/// The metadata store's value format (`metadata/src/store/codec.rs`)
+/// written now. The layouts changed, oldest first: 1 had no offset in a
+/// [`DataRun`]; 2 added it; 3 added a [`Part`]'s checksum and size, the
+/// same fields of the multipart commands, and [`BucketUsage`]'s stored
+/// bytes. RPC messages are always the
+/// current format.
+pub const STORED_FORMAT: u8 = 3;
+
 thread_local! {
-    /// Whether the value being decoded on this thread was stored in the
-    /// metadata store's format 1 (`metadata/src/store/codec.rs`), for the
-    /// few records whose layout changed since ([`DataRun`]). RPC messages
-    /// are always the current format.
-    static READING_V1: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The stored format of the value being decoded on this thread, for
+    /// the few records whose layout changed since it was written.
+    static READING_FORMAT: std::cell::Cell<u8> = const { std::cell::Cell::new(STORED_FORMAT) };
 }
 
-fn reading_v1() -> bool {
-    READING_V1.with(std::cell::Cell::get)
+fn reading_format() -> u8 {
+    READING_FORMAT.with(std::cell::Cell::get)
 }
 
-/// Runs `decode` with the records it decodes read as stored format 1
-/// when `v1`: the metadata store's codec calls it around every value.
-pub fn decoding_stored<T>(v1: bool, decode: impl FnOnce() -> T) -> T {
-    let before = READING_V1.with(|r| r.replace(v1));
+/// Runs `decode` with the records it decodes read as stored format
+/// `format`: the metadata store's codec calls it around every value.
+pub fn decoding_stored<T>(format: u8, decode: impl FnOnce() -> T) -> T {
+    let before = READING_FORMAT.with(|r| r.replace(format));
     let out = decode();
-    READING_V1.with(|r| r.set(before));
+    READING_FORMAT.with(|r| r.set(before));
     out
+}
+
+/// A field added in stored format 3: read from values of format 3 on,
+/// its default in older ones (postcard is positional, so an old value
+/// simply has nothing there). Use with `#[serde(deserialize_with)]`.
+pub fn since_format_3<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if reading_format() < 3 {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
 }
 
 /// Bytes one pack spans: sixteen chunks, so a pack's last, partly filled
@@ -655,17 +679,68 @@ pub struct Part {
     pub etag: String,
     pub run: DataRun,
     pub modified_ms: Millis,
+    /// The part's checksum (base64) in its upload's checksum algorithm,
+    /// when the upload names one.
+    #[serde(default, deserialize_with = "since_format_3")]
+    pub checksum: Option<String>,
+    /// The part's size as uploaded, when its run is framed (compressed);
+    /// none when it is the run's length.
+    #[serde(default, deserialize_with = "since_format_3")]
+    pub size: Option<u64>,
+}
+
+impl Part {
+    /// The part's size as the client uploaded it.
+    pub fn size(&self) -> u64 {
+        self.size.unwrap_or(self.run.len)
+    }
 }
 
 /// Lowest and highest part numbers, as S3.
 pub const PART_NUMBER_MAX: u32 = 10_000;
 
 /// What a bucket holds: every version that is not a delete marker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BucketUsage {
     pub objects: u64,
+    /// Their bytes as clients see them.
     pub bytes: u64,
+    /// What their data takes on each replica: less than `bytes` when
+    /// compressed (stored format 3 on; before, nothing was).
+    pub stored_bytes: u64,
 }
+
+impl<'de> Deserialize<'de> for BucketUsage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct V2 {
+            objects: u64,
+            bytes: u64,
+        }
+        #[derive(Deserialize)]
+        struct V3 {
+            objects: u64,
+            bytes: u64,
+            stored_bytes: u64,
+        }
+        // Before format 3 no object was compressed: stored as logical.
+        if reading_format() < 3 {
+            let V2 { objects, bytes } = V2::deserialize(d)?;
+            return Ok(Self { objects, bytes, stored_bytes: bytes });
+        }
+        let V3 { objects, bytes, stored_bytes } = V3::deserialize(d)?;
+        Ok(Self { objects, bytes, stored_bytes })
+    }
+}
+
+/// `ObjectPut::flags` bit: the version's runs are framed and compressed
+/// (`s3-gateway/src/frames.rs`), so their lengths are what the data takes,
+/// not the object's size.
+pub const OBJECT_FRAMED: u32 = 1;
+
+/// The header a framed multipart object keeps its parts' sizes under
+/// (comma-separated, in order): a range GET finds its parts by them.
+pub const PART_SIZES_HEADER: &str = "x-chuyi-part-sizes";
 
 /// A version id derived from a sequence number: fixed width so text order
 /// matches sequence order.

@@ -118,6 +118,7 @@ order!(
         parts: Vec<(u32, u64)>,
         etag: String,
         min_part_bytes: u64,
+        headers: Vec<(String, String)>,
         condition: Option<WriteCondition>,
     }
         -> Put, Reply::ObjectPut { version_id, seq } => Put { version_id, seq }

@@ -170,6 +170,10 @@ pub enum Request {
         number: u32,
         etag: String,
         run: DataRun,
+        /// In the upload's checksum algorithm, when it names one.
+        checksum: Option<String>,
+        /// The size uploaded, when the run is framed (compressed).
+        size: Option<u64>,
     },
     /// Makes the listed parts (number, owner of the part's data as read
     /// before) the object's data, in order; every part but the last must be
@@ -181,6 +185,9 @@ pub enum Request {
         parts: Vec<(u32, u64)>,
         etag: String,
         min_part_bytes: u64,
+        /// Headers the object gets besides the upload's: its checksum,
+        /// made of the parts'.
+        headers: Vec<(String, String)>,
         /// Applies only if this holds of the key's current object.
         condition: Option<WriteCondition>,
     },

@@ -4,6 +4,12 @@
 //! Neither direction holds an object in memory: a write keeps at most
 //! [`WRITES_IN_FLIGHT`] chunks buffered, a read [`READS_AHEAD`] plus what
 //! the response channel holds.
+//!
+//! A bucket with compression has its objects written framed
+//! ([`crate::frames`]): the body is checked (length, MD5, checksums) as
+//! sent, then compressed a frame at a time on the blocking pool, and the
+//! run is as long as what was stored. [`DataPath::read_object`] reads an
+//! object's bytes as they were sent, framed or not.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -25,7 +31,9 @@ use s3s::dto::{Checksum, StreamingBlob};
 use s3s::{s3_error, S3Error, S3Result};
 
 use crate::errors::meta_error;
+use crate::frames::{Codec, Encoder, Layout};
 use crate::packs::Packs;
+use chuyi_meta_api::model::{ObjectPut, OBJECT_FRAMED, PART_SIZES_HEADER};
 
 /// Chunk writes one upload keeps in flight.
 pub const WRITES_IN_FLIGHT: usize = 4;
@@ -105,8 +113,16 @@ impl DataPath {
     }
 
     /// Writes exactly `len` bytes of `body` into a new run of `pool`,
-    /// computing its MD5 and the checksums `hasher` was set up for.
-    pub async fn write<S, E>(&self, pool: &str, len: u64, body: S, hasher: ChecksumHasher) -> S3Result<Written>
+    /// computing its MD5 and the checksums `hasher` was set up for; framed
+    /// and compressed with `codec` when there is one.
+    pub async fn write<S, E>(
+        &self,
+        pool: &str,
+        len: u64,
+        body: S,
+        hasher: ChecksumHasher,
+        codec: Option<Codec>,
+    ) -> S3Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -114,40 +130,51 @@ impl DataPath {
         if len > OBJECT_PUT_MAX_BYTES {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
         }
-        let ttl_ms = pending_ttl(self.pending_ttl, len).as_millis() as u64;
-        let begin = order::BeginData { pool: pool.to_string(), len, ttl_ms };
+        // Compressed data is not known to shrink: room for it stored raw.
+        let reserved = if codec.is_some() { Encoder::stored_bound(len) } else { len };
+        let ttl_ms = pending_ttl(self.pending_ttl, reserved).as_millis() as u64;
+        let begin = order::BeginData { pool: pool.to_string(), len: reserved, ttl_ms };
         let owner = self.cluster.meta().order(begin).await.map_err(meta_error)?;
-        let run = PendingRun { run: DataRun::owned(owner, len), cluster: Some(self.cluster.clone()) };
-        let (md5, checksums) = self.stream_chunks(owner, len, body, hasher).await?;
+        let mut run = PendingRun { run: DataRun::owned(owner, reserved), cluster: Some(self.cluster.clone()) };
+        let (md5, checksums, stored) = self.stream_chunks(owner, len, body, hasher, codec).await?;
+        run.run.len = stored;
         Ok(Written { run, md5, checksums })
     }
 
+    /// Streams the body into chunks of `owner`: its MD5, checksums and the
+    /// bytes stored.
     async fn stream_chunks<S, E>(
         &self,
         owner: u64,
         len: u64,
         mut body: S,
         hasher: ChecksumHasher,
-    ) -> S3Result<([u8; 16], Checksum)>
+        codec: Option<Codec>,
+    ) -> S3Result<([u8; 16], Checksum, u64)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let mut check = BodyCheck::new(len, hasher);
+        let mut framing = codec.map(Framing::new);
         let mut buf = BytesMut::new();
         let mut next_index = 0u64;
+        let mut stored = 0u64;
         let mut writes = FuturesUnordered::new();
         loop {
             let piece = check.next(&mut body).await?;
             let last = piece.is_none();
-            if let Some(piece) = piece {
-                buf.extend_from_slice(&piece);
+            match (&mut framing, piece) {
+                (None, Some(piece)) => buf.extend_from_slice(&piece),
+                (Some(framing), piece) => framing.take(piece, &mut buf).await?,
+                (None, None) => {}
             }
             while buf.len() as u64 >= OBJECT_CHUNK_BYTES || (last && !buf.is_empty()) {
                 let take = buf.len().min(OBJECT_CHUNK_BYTES as usize);
                 let chunk = ChunkId::new(owner, next_index);
                 next_index += 1;
                 let data = buf.split_to(take).freeze();
+                stored += data.len() as u64;
                 // FUA: an acknowledged PUT is on stable storage on both
                 // replicas (DESIGN's durability contract), not only in
                 // their write path.
@@ -163,18 +190,27 @@ impl DataPath {
         while !writes.is_empty() {
             wait_one(&mut writes).await?;
         }
-        Ok(check.finish())
+        let (md5, checksums) = check.finish();
+        Ok((md5, checksums, stored))
     }
 
     /// Writes an object's body: into a pack when it is small (smaller
-    /// than a chunk, [`Packs::packs`]), else into a run of its own.
-    pub async fn write_object<S, E>(&self, pool: &str, len: u64, body: S, hasher: ChecksumHasher) -> S3Result<Written>
+    /// than a chunk, [`Packs::packs`]), else into a run of its own; framed
+    /// with `codec` when there is one.
+    pub async fn write_object<S, E>(
+        &self,
+        pool: &str,
+        len: u64,
+        body: S,
+        hasher: ChecksumHasher,
+        codec: Option<Codec>,
+    ) -> S3Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         if !self.packs.packs(len) {
-            return self.write(pool, len, body, hasher).await;
+            return self.write(pool, len, body, hasher, codec).await;
         }
         // Whole before its range is taken: the range is committed or dead
         // within a chunk write of being taken, never held open by a slow
@@ -187,8 +223,17 @@ impl DataPath {
             buf.extend_from_slice(&piece);
         }
         let (md5, checksums) = check.finish();
-        let run = self.packs.reserve(&self.cluster, pool, len).await?;
-        self.write_run(run, buf.freeze()).await?;
+        let data = match codec {
+            Some(codec) => {
+                let raw = buf.freeze();
+                tokio::task::spawn_blocking(move || crate::frames::encode(codec, &raw))
+                    .await
+                    .map_err(|e| s3_error!(InternalError, "compressing: {e}"))?
+            }
+            None => buf.freeze(),
+        };
+        let run = self.packs.reserve(&self.cluster, pool, data.len() as u64).await?;
+        self.write_run(run, data).await?;
         // Nothing to abandon if it is never claimed: a pack's uncommitted
         // bytes are dead from the start.
         Ok(Written { run: PendingRun { run, cluster: None }, md5, checksums })
@@ -225,6 +270,74 @@ impl DataPath {
         let to = self.packs.reserve(&self.cluster, pool, run.len).await.map_err(|e| format!("{e:?}"))?;
         self.write_run(to, data).await.map_err(|e| format!("{e:?}"))?;
         Ok(to)
+    }
+
+    /// Streams bytes `range` of `object` as they were sent: its runs' bytes,
+    /// or for a framed object the frames `range` touches, decompressed.
+    pub fn read_object(&self, object: &ObjectPut, range: Range<u64>) -> StreamingBlob {
+        if object.flags & OBJECT_FRAMED == 0 {
+            return self.read(&object.data, range);
+        }
+        let parts = framed_parts(object);
+        let (mut tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READS_AHEAD);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = match parts {
+                Ok(parts) => this.send_framed(&parts, range, &mut tx).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "framed object read failed mid-body");
+                let _ = tx.send(Err(std::io::Error::other(format!("{UNREADABLE}: {e}")))).await;
+            }
+        });
+        StreamingBlob::wrap(rx)
+    }
+
+    /// Sends the logical bytes `range` of framed runs (each with the
+    /// logical range it holds), a batch of frames at a time.
+    async fn send_framed(
+        &self,
+        parts: &[(DataRun, Range<u64>)],
+        range: Range<u64>,
+        tx: &mut mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> Result<(), String> {
+        for (run, holds) in parts {
+            let (start, end) = (range.start.max(holds.start), range.end.min(holds.end));
+            if start >= end {
+                continue;
+            }
+            let local = start - holds.start..end - holds.start;
+            let layout = self.layout(*run).await?;
+            let frames = layout.frames_for(&local);
+            let mut first = frames.start;
+            while first < frames.end {
+                let batch = first..(first + FRAMES_PER_READ).min(frames.end);
+                first = batch.end;
+                let at = layout.stored_range(&batch);
+                let stored = self.read_all(&[*run], at).await?;
+                let (layout, batch, local) = (layout.clone(), batch.clone(), local.clone());
+                let pieces = tokio::task::spawn_blocking(move || decode_batch(&layout, &batch, stored, &local))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                for piece in pieces {
+                    // The client went away: stop reading.
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A framed run's index, from its tail.
+    async fn layout(&self, run: DataRun) -> Result<Layout, String> {
+        let guess = run.len.min(TAIL_GUESS);
+        let tail = self.read_all(&[run], run.len - guess..run.len).await?;
+        let need = Layout::tail_len(&tail, run.len).map_err(|e| e.to_string())?;
+        let tail = if need <= guess { tail } else { self.read_all(&[run], run.len - need..run.len).await? };
+        Layout::parse(&tail, run.len).map_err(|e| e.to_string())
     }
 
     /// Streams bytes `range` of the object whose data is `runs`.
@@ -266,6 +379,111 @@ impl DataPath {
         futures::pin_mut!(deletes);
         while let Some(done) = deletes.next().await {
             done?;
+        }
+        Ok(())
+    }
+}
+
+/// Frames read and decompressed at a time: 1 MiB of logical bytes.
+const FRAMES_PER_READ: usize = 8;
+/// Bytes read from a framed run's end for its index: the whole index of
+/// objects up to about 120 MiB, and a second read beyond.
+const TAIL_GUESS: u64 = 4096;
+
+/// The bytes each of an object's runs holds as sent: the runs' lengths,
+/// or for a framed object the one run's size, or a multipart object's
+/// parts' sizes as its [`PART_SIZES_HEADER`] lists them.
+pub fn part_sizes(object: &ObjectPut) -> Result<Vec<u64>, String> {
+    let sizes: Vec<u64> = if object.flags & OBJECT_FRAMED == 0 {
+        object.data.iter().map(|run| run.len).collect()
+    } else if object.data.len() == 1 {
+        vec![object.size]
+    } else {
+        let header = object.headers.iter().find(|(n, _)| n == PART_SIZES_HEADER).map(|(_, v)| v.as_str());
+        let parsed: Option<Vec<u64>> = header.and_then(|h| h.split(',').map(|s| s.parse().ok()).collect());
+        parsed.ok_or("a framed multipart object without its part sizes")?
+    };
+    if sizes.len() != object.data.len() || sizes.iter().sum::<u64>() != object.size {
+        return Err("a framed object's part sizes do not add up".into());
+    }
+    Ok(sizes)
+}
+
+/// A framed object's runs, each with the logical bytes it holds.
+fn framed_parts(object: &ObjectPut) -> Result<Vec<(DataRun, Range<u64>)>, String> {
+    let sizes = part_sizes(object)?;
+    let mut at = 0;
+    Ok(object
+        .data
+        .iter()
+        .zip(sizes)
+        .map(|(run, size)| {
+            at += size;
+            (*run, at - size..at)
+        })
+        .collect())
+}
+
+/// Decompresses a batch of frames read as one range, keeping what falls
+/// in `local` (the run's logical range wanted).
+fn decode_batch(
+    layout: &Layout,
+    batch: &Range<usize>,
+    stored: Bytes,
+    local: &Range<u64>,
+) -> Result<Vec<Bytes>, String> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, payload) in layout.split(batch, stored) {
+        let start = layout.logical_start(i);
+        let mut data = layout.decode(i, payload).map_err(|e| e.to_string())?;
+        let end = (local.end.saturating_sub(start) as usize).min(data.len());
+        data.truncate(end);
+        let from = (local.start.saturating_sub(start) as usize).min(data.len());
+        out.push(data.split_off(from));
+    }
+    Ok(out)
+}
+
+/// Feeds a body through an [`Encoder`] on the blocking pool, a batch at a
+/// time (compression takes milliseconds per MiB).
+struct Framing {
+    encoder: Option<Encoder>,
+    batch: BytesMut,
+}
+
+/// Logical bytes compressed per trip to the blocking pool.
+const FRAMING_BATCH: usize = 1 << 20;
+
+impl Framing {
+    fn new(codec: Codec) -> Self {
+        Self { encoder: Some(Encoder::new(codec)), batch: BytesMut::new() }
+    }
+
+    /// Takes the next piece of the body (`None` at its end), appending
+    /// what is stored to `out`.
+    async fn take(&mut self, piece: Option<Bytes>, out: &mut BytesMut) -> S3Result<()> {
+        let last = piece.is_none();
+        if let Some(piece) = piece {
+            self.batch.extend_from_slice(&piece);
+        }
+        if self.batch.len() < FRAMING_BATCH && !last {
+            return Ok(());
+        }
+        let mut encoder = self.encoder.take().ok_or_else(|| s3_error!(InternalError, "framing after its end"))?;
+        let batch = std::mem::take(&mut self.batch).freeze();
+        let (encoder, stored) = tokio::task::spawn_blocking(move || {
+            let mut stored = encoder.push(&batch);
+            if last {
+                stored.extend(encoder.finish());
+                return (None, stored);
+            }
+            (Some(encoder), stored)
+        })
+        .await
+        .map_err(|e| s3_error!(InternalError, "compressing: {e}"))?;
+        self.encoder = encoder;
+        for piece in stored {
+            out.extend_from_slice(&piece);
         }
         Ok(())
     }

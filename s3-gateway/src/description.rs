@@ -5,7 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use chuyi_meta_api::model::ObjectPut;
+use chuyi_meta_api::model::{ObjectPut, PART_SIZES_HEADER};
 use http::HeaderMap;
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
@@ -96,11 +96,12 @@ pub fn keep_checksums(object: &mut ObjectPut, sums: &Checksum) {
     }
 }
 
-/// The description less what belongs to one version's data (checksums):
-/// what a copy with the COPY directive carries over.
+/// The description less what belongs to one version's data (checksums,
+/// framing): what a copy with the COPY directive carries over.
 pub fn without_checksums(object: &ObjectPut) -> ObjectPut {
     let mut copy = object.without_data();
-    copy.headers.retain(|(name, _)| !name.starts_with("x-amz-checksum-"));
+    copy.headers.retain(|(name, _)| !name.starts_with("x-amz-checksum-") && name != PART_SIZES_HEADER);
+    copy.flags = 0;
     copy
 }
 
@@ -174,7 +175,10 @@ pub(crate) use header_checksums;
 macro_rules! with_checksums {
     ($ty:path { $($field:ident: $value:expr),* $(,)? }, $sums:expr) => {{
         let sums: s3s::dto::Checksum = $sums;
-        $ty {
+        type Output = $ty;
+        // Some outputs (a listed part) have no field but these.
+        #[allow(clippy::needless_update)]
+        let output = Output {
             $($field: $value,)*
             checksum_crc32: sums.checksum_crc32,
             checksum_crc32c: sums.checksum_crc32c,
@@ -182,7 +186,8 @@ macro_rules! with_checksums {
             checksum_sha1: sums.checksum_sha1,
             checksum_sha256: sums.checksum_sha256,
             ..Default::default()
-        }
+        };
+        output
     }};
 }
 pub(crate) use with_checksums;
@@ -216,8 +221,20 @@ pub fn returned(object: &ObjectPut, overrides: Overrides) -> Returned {
             checksum_crc64nvme: header(CHECKSUM_CRC64NVME),
             checksum_sha1: header(CHECKSUM_SHA1),
             checksum_sha256: header(CHECKSUM_SHA256),
-            ..Checksum::default()
+            checksum_type: None,
         },
+    }
+    .with_checksum_type(header(crate::part_checksums::TYPE_HEADER))
+}
+
+impl Returned {
+    /// A multipart object's checksum type is stored with it; any other
+    /// checksum is of the whole object, as a single PUT's.
+    fn with_checksum_type(mut self, stored: Option<String>) -> Self {
+        if self.checksums != Checksum::default() {
+            self.checksums.checksum_type = Some(stored.unwrap_or_else(|| "FULL_OBJECT".into()).into());
+        }
+        self
     }
 }
 

@@ -29,6 +29,7 @@
 //! mapping onto chuyi's metadata and data paths.
 
 pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod buckets;
 pub mod compact;
@@ -39,6 +40,7 @@ pub mod description;
 pub mod digests;
 pub mod documents;
 pub mod errors;
+pub mod frames;
 pub mod gateway;
 pub mod lifecycle;
 pub mod listing;
@@ -46,6 +48,7 @@ pub mod multipart;
 pub mod object_lock;
 pub mod objects;
 pub mod packs;
+pub mod part_checksums;
 pub mod presigned;
 pub mod reclaim;
 pub mod server;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::listing::{ListCursor, ListEntry, ListRequest};
-use chuyi_meta_api::model::{BucketConfigKind, DataRun, ObjectPut};
+use chuyi_meta_api::model::{BucketConfigKind, DataRun, ObjectPut, OBJECT_FRAMED};
 use chuyi_meta_api::{MetaError, Reply, Request};
 use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, DeleteBucketLifecycleInput,
@@ -490,14 +490,145 @@ pub enum Mode {
     DryRun,
 }
 
+/// How far a pass over one bucket has come. The runner keeps it as the
+/// bucket's `lifecycle-progress` document, so `chuyi status` shows it
+/// whichever gateway runs the pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub started_ms: u64,
+    /// Versions and delete markers looked at so far.
+    pub scanned: u64,
+    /// Versions the bucket held when the pass started (its usage counter):
+    /// about what the pass has to look at.
+    pub total: u64,
+    /// Changes made (or, in a dry run, listed) so far.
+    pub changes: u64,
+    pub updated_ms: u64,
+    /// When the pass ended; none while it runs.
+    pub finished_ms: Option<u64>,
+}
+
+impl Progress {
+    /// Percent done: 100 once finished, below it until then (the total is
+    /// the usage counter, which delete markers do not count).
+    pub fn percent(&self) -> f64 {
+        match (self.finished_ms, self.total) {
+            (Some(_), _) => 100.0,
+            (None, 0) => 0.0,
+            (None, total) => (self.scanned as f64 * 100.0 / total as f64).min(99.9),
+        }
+    }
+
+    /// Versions looked at per second.
+    pub fn rate(&self) -> f64 {
+        let end = self.finished_ms.unwrap_or(self.updated_ms);
+        let secs = end.saturating_sub(self.started_ms) as f64 / 1000.0;
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        self.scanned as f64 / secs
+    }
+
+    /// Seconds left at the rate so far; none when finished or unknown.
+    pub fn eta_s(&self) -> Option<f64> {
+        let rate = self.rate();
+        (self.finished_ms.is_none() && rate > 0.0).then(|| self.total.saturating_sub(self.scanned) as f64 / rate)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Progress> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// A running pass's progress is written at most this often.
+const REPORT_EVERY_MS: u64 = 5_000;
+/// A finished pass is written again after this long, so status shows when
+/// lifecycle last went over the bucket without a write per pass.
+const REPORT_IDLE_MS: u64 = 600_000;
+
+/// What the runner last wrote of a bucket's progress: when, and whether
+/// the pass was running then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reported {
+    pub at_ms: u64,
+    pub running: bool,
+}
+
+/// Whether `progress` is worth a metadata write at `now_ms`, `last` being
+/// what was written before: a pass running for a while, every
+/// [`REPORT_EVERY_MS`]; a finished one when it was reported running (so it
+/// does not stay "running"), when nothing was written yet, or when the
+/// last write is [`REPORT_IDLE_MS`] old. A short pass costs no write.
+pub fn worth_reporting(progress: &Progress, last: Option<Reported>, now_ms: u64) -> bool {
+    let since = |at: u64| now_ms.saturating_sub(at);
+    match (progress.finished_ms, last) {
+        (None, None) => since(progress.started_ms) >= REPORT_EVERY_MS,
+        (None, Some(last)) => since(progress.started_ms) >= REPORT_EVERY_MS && since(last.at_ms) >= REPORT_EVERY_MS,
+        (Some(_), None) => true,
+        (Some(_), Some(last)) => last.running || since(last.at_ms) >= REPORT_IDLE_MS,
+    }
+}
+
+/// Who hears of a pass's progress: the runner (which writes it to the
+/// metadata service) or the CLI's bar for a dry run.
+#[async_trait::async_trait]
+pub trait Watch: Sync {
+    async fn seen(&self, bucket: &str, progress: &Progress);
+}
+
+/// The runner's watch: writes progress as the bucket's document when
+/// [`worth_reporting`] says so. A failed write is only logged: progress is
+/// advice, and the next one will do.
+#[derive(Debug)]
+pub struct Recorder<'a> {
+    meta: &'a MetaClient,
+    last: std::sync::Mutex<HashMap<String, Reported>>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(meta: &'a MetaClient) -> Self {
+        Self { meta, last: Default::default() }
+    }
+}
+
+#[async_trait::async_trait]
+impl Watch for Recorder<'_> {
+    async fn seen(&self, bucket: &str, progress: &Progress) {
+        let now_ms = progress.updated_ms;
+        let last = self.last.lock().map(|l| l.get(bucket).copied()).unwrap_or(None);
+        if !worth_reporting(progress, last, now_ms) {
+            return;
+        }
+        let request = Request::SetBucketConfig {
+            bucket: bucket.into(),
+            kind: BucketConfigKind::LifecycleProgress,
+            document: Some(progress.encode()),
+        };
+        match self.meta.write(request).await {
+            Ok(_) => {
+                let reported = Reported { at_ms: now_ms, running: progress.finished_ms.is_none() };
+                if let Ok(mut l) = self.last.lock() {
+                    l.insert(bucket.to_string(), reported);
+                }
+            }
+            Err(e) => tracing::debug!(bucket, error = %e, "lifecycle progress not recorded"),
+        }
+    }
+}
+
 /// Runs lifecycle over every bucket every `every`, a day lasting `day`;
 /// transitions copy data through `data`.
 pub async fn run(data: DataPath, day: Duration, every: Duration) {
     let day_ms = day.as_millis().max(1) as u64;
+    let recorder = Recorder::new(data.cluster().meta());
     loop {
         tokio::time::sleep(every).await;
         let now_ms = chuyi_common::clock::unix_ms();
-        match pass(data.cluster().meta(), Some(&data), None, now_ms, day_ms, Mode::Apply).await {
+        match pass(data.cluster().meta(), Some(&data), None, now_ms, day_ms, Mode::Apply, &recorder).await {
             Ok(done) if done.is_empty() => {}
             Ok(done) => tracing::info!(changes = done.len(), "lifecycle pass"),
             Err(e) => tracing::debug!(error = %e, "lifecycle pass stopped; next time"),
@@ -507,7 +638,8 @@ pub async fn run(data: DataPath, day: Duration, every: Duration) {
 
 /// One pass over every bucket with rules (or only `bucket`) as of
 /// `now_ms`: the changes made, or in a dry run those it would make.
-/// Transitions are made only with `data` to copy through.
+/// Transitions are made only with `data` to copy through. `watch` hears
+/// each bucket's progress after every page of versions and at its end.
 pub async fn pass(
     meta: &MetaClient,
     data: Option<&DataPath>,
@@ -515,6 +647,7 @@ pub async fn pass(
     now_ms: u64,
     day_ms: u64,
     mode: Mode,
+    watch: &dyn Watch,
 ) -> Result<Vec<Planned>, MetaError> {
     let names = match bucket {
         Some(name) => vec![name.to_string()],
@@ -526,9 +659,16 @@ pub async fn pass(
     for name in names {
         let ask = ask::BucketConfig { bucket: name.clone(), kind: BucketConfigKind::Lifecycle };
         let Some(config) = meta.ask(ask).await?.and_then(|d| Config::decode(&d)) else { continue };
-        let scan = Scan { meta, data, pools: &pools, bucket: &name, config: &config, now_ms, day_ms, mode };
-        scan.objects(&mut done).await?;
+        let total = meta.ask(ask::BucketUsage(name.clone())).await?.objects;
+        let scan = Scan { meta, data, pools: &pools, bucket: &name, config: &config, now_ms, day_ms, mode, watch };
+        let mut progress = Progress { started_ms: chuyi_common::clock::unix_ms(), total, ..Progress::default() };
+        let before = done.len();
+        scan.objects(&mut progress, &mut done).await?;
         scan.uploads(&mut done).await?;
+        let end = chuyi_common::clock::unix_ms();
+        progress.changes = (done.len() - before) as u64;
+        (progress.updated_ms, progress.finished_ms) = (end, Some(end));
+        watch.seen(&name, &progress).await;
     }
     Ok(done)
 }
@@ -544,10 +684,12 @@ struct Scan<'a> {
     now_ms: u64,
     day_ms: u64,
     mode: Mode,
+    watch: &'a dyn Watch,
 }
 
 impl Scan<'_> {
-    async fn objects(&self, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+    async fn objects(&self, progress: &mut Progress, done: &mut Vec<Planned>) -> Result<(), MetaError> {
+        let before = done.len();
         let (mut after, mut key_versions) = (None::<ListCursor>, Vec::<ListEntry>::new());
         loop {
             let request = ListRequest {
@@ -559,12 +701,16 @@ impl Scan<'_> {
                 versions: true,
             };
             let page = self.meta.ask(ask::List(request)).await?;
+            progress.scanned += page.entries.len() as u64;
             for entry in page.entries {
                 if key_versions.first().is_some_and(|e| e.key != entry.key) {
                     self.key(&std::mem::take(&mut key_versions), done).await?;
                 }
                 key_versions.push(entry);
             }
+            progress.changes = (done.len() - before) as u64;
+            progress.updated_ms = chuyi_common::clock::unix_ms();
+            self.watch.seen(self.bucket, progress).await;
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -650,9 +796,7 @@ impl Scan<'_> {
             Ok(_) | Err(MetaError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let size = record.data.size;
-        let body = data.read(&record.data.data, 0..size);
-        let written = match data.write_object(pool, size, body, Default::default()).await {
+        let written = match copy_data(data, &record.data, pool).await {
             Ok(written) => written,
             Err(e) => {
                 tracing::warn!(bucket = self.bucket, key, pool, error = %e, "lifecycle transition: copy failed");
@@ -664,13 +808,15 @@ impl Scan<'_> {
             key: key.into(),
             seq,
             from: record.data.data.clone(),
-            to: vec![written.run.run],
+            to: written.iter().map(|w| w.run.run).collect(),
         };
         // Count(0): moved or changed meanwhile; the copy is abandoned, as
         // it is when the move is refused (tried again next pass).
         match self.meta.write(request).await {
             Ok(Reply::Count(1)) => {
-                written.run.claimed();
+                for w in written {
+                    w.run.claimed();
+                }
                 done.push(planned);
             }
             Ok(_) => {}
@@ -733,6 +879,25 @@ impl Scan<'_> {
         tokio::time::sleep(Duration::from_millis(1000 / CHANGES_PER_S)).await;
         Ok(())
     }
+}
+
+/// Copies an object's data into `pool` for a transition. Plain data
+/// becomes one run (packed when small); framed runs are copied as they
+/// are stored, one by one (each names its own frames), never packed but
+/// for a lone one, so no move adds more than one run to a pack.
+async fn copy_data(data: &DataPath, object: &ObjectPut, pool: &str) -> S3Result<Vec<crate::data::Written>> {
+    let runs = &object.data;
+    if object.flags & OBJECT_FRAMED == 0 || runs.len() == 1 {
+        let len: u64 = runs.iter().map(|run| run.len).sum();
+        let body = data.read(runs, 0..len);
+        return Ok(vec![data.write_object(pool, len, body, Default::default(), None).await?]);
+    }
+    let mut written = Vec::with_capacity(runs.len());
+    for run in runs {
+        let body = data.read(std::slice::from_ref(run), 0..run.len);
+        written.push(data.write(pool, run.len, body, Default::default(), None).await?);
+    }
+    Ok(written)
 }
 
 /// Get/Put/DeleteBucketLifecycleConfiguration, kept as the bucket's
@@ -800,6 +965,35 @@ impl crate::gateway::Gateway {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn progress_shows_percent_rate_and_eta() {
+        let mut p = Progress { started_ms: 0, scanned: 250, total: 1000, updated_ms: 5_000, ..Progress::default() };
+        assert_eq!((p.percent(), p.rate(), p.eta_s()), (25.0, 50.0, Some(15.0)));
+        // Delete markers are not in the total: never 100 % before the end.
+        p.scanned = 1200;
+        assert_eq!(p.percent(), 99.9);
+        p.finished_ms = Some(6_000);
+        assert_eq!((p.percent(), p.eta_s()), (100.0, None));
+        assert_eq!(Progress::decode(&p.encode()), Some(p));
+        assert_eq!(Progress::default().eta_s(), None);
+    }
+
+    #[test]
+    fn progress_is_written_for_long_passes_and_their_end_not_for_every_short_pass() {
+        let running = Progress { started_ms: 0, ..Progress::default() };
+        assert!(!worth_reporting(&running, None, 4_999), "a pass just begun");
+        assert!(worth_reporting(&running, None, 5_000));
+        let written = Some(Reported { at_ms: 5_000, running: true });
+        assert!(!worth_reporting(&running, written, 9_000), "written a moment ago");
+        assert!(worth_reporting(&running, written, 10_000));
+        let finished = Progress { finished_ms: Some(12_000), ..running.clone() };
+        assert!(worth_reporting(&finished, written, 12_000), "a pass reported running is reported ended");
+        assert!(worth_reporting(&finished, None, 12_000), "the first pass is recorded");
+        let idle = Some(Reported { at_ms: 12_000, running: false });
+        assert!(!worth_reporting(&finished, idle, 20_000), "a short pass after a recorded one costs no write");
+        assert!(worth_reporting(&finished, idle, 12_000 + REPORT_IDLE_MS));
+    }
     use super::*;
 
     const DAY: u64 = 1000;

@@ -1,11 +1,13 @@
 //! Multipart uploads: each part is written as its own run of object data
 //! and recorded under the upload; completing makes the listed parts' runs
 //! one object version without moving a byte. The ETag is S3's: the MD5 of
-//! the parts' binary MD5s, then `-` and the part count.
+//! the parts' binary MD5s, then `-` and the part count. An upload created
+//! with a checksum algorithm keeps each part's checksum, and the object's
+//! is made of them ([`crate::part_checksums`]).
 
 use chuyi_meta_api::ask;
 use chuyi_meta_api::limits::RECORDS_PAGE_MAX;
-use chuyi_meta_api::model::{Bucket, ObjectRecord, Part, Upload, PART_NUMBER_MAX};
+use chuyi_meta_api::model::{Bucket, ObjectRecord, Part, Upload, OBJECT_FRAMED, PART_NUMBER_MAX, PART_SIZES_HEADER};
 use chuyi_meta_api::{order, Request};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
@@ -15,10 +17,12 @@ use crate::access::acl::acl_given;
 use crate::buckets::owner;
 use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
-use crate::description::{header_checksums, timestamp, with_checksums, Headers};
+use crate::description::{hasher_for, header_checksums, returned, timestamp, with_checksums, Headers};
+use crate::frames::Codec;
 use crate::gateway::Gateway;
 use crate::object_lock::lock_headers;
 use crate::objects::{body_length, etag, refuse_sse, reported_version, Body};
+use crate::part_checksums::{self, Algorithm, Kind};
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -40,14 +44,62 @@ fn multipart_etag(part_etags: &[&str]) -> S3Result<String> {
     Ok(format!("{}-{}", chuyi_common::secret::hex(&md5.finalize()), part_etags.len()))
 }
 
-fn completed(bucket: &Bucket, key: &str, etag_hex: &str, version_id: &str) -> CompleteMultipartUploadOutput {
-    CompleteMultipartUploadOutput {
-        bucket: Some(bucket.name.clone()),
-        key: Some(key.to_string()),
-        location: Some(format!("/{}/{key}", bucket.name)),
-        e_tag: Some(etag(etag_hex)),
-        version_id: reported_version(bucket, version_id),
-        ..Default::default()
+fn completed(
+    bucket: &Bucket,
+    key: &str,
+    etag_hex: &str,
+    version_id: &str,
+    sums: Checksum,
+) -> CompleteMultipartUploadOutput {
+    let checksum_type = sums.checksum_type.clone();
+    with_checksums!(
+        CompleteMultipartUploadOutput {
+            bucket: Some(bucket.name.clone()),
+            key: Some(key.to_string()),
+            location: Some(format!("/{}/{key}", bucket.name)),
+            e_tag: Some(etag(etag_hex)),
+            version_id: reported_version(bucket, version_id),
+            checksum_type: checksum_type
+        },
+        sums
+    )
+}
+
+/// The codec an upload's parts are framed with: framed when the upload
+/// began under compression, with the bucket's codec now (each run names
+/// its own), lz4 if compression was turned off meanwhile.
+fn upload_codec(upload: &Upload, bucket: &Bucket) -> Option<Codec> {
+    (upload.object.flags & OBJECT_FRAMED != 0)
+        .then(|| Codec::of_policy(bucket.settings.compression.as_deref()).unwrap_or(Codec::Lz4))
+}
+
+/// A listed part's checksums, as the ones of a request.
+fn listed_sums(part: &CompletedPart) -> Checksum {
+    Checksum {
+        checksum_crc32: part.checksum_crc32.clone(),
+        checksum_crc32c: part.checksum_crc32c.clone(),
+        checksum_crc64nvme: part.checksum_crc64nvme.clone(),
+        checksum_sha1: part.checksum_sha1.clone(),
+        checksum_sha256: part.checksum_sha256.clone(),
+        checksum_type: None,
+    }
+}
+
+/// Refuses a checksum in another algorithm than the upload's: S3 keeps one
+/// per part, in the algorithm the upload was created with.
+fn refuse_other_algorithm(ours: Algorithm, sent: &Checksum, named: Option<&str>) -> S3Result<()> {
+    let other = [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Crc64Nvme, Algorithm::Sha1, Algorithm::Sha256]
+        .into_iter()
+        .filter(|a| *a != ours)
+        .find(|a| a.of(sent).is_some() || named.is_some_and(|n| n.eq_ignore_ascii_case(a.name())));
+    match other {
+        Some(other) => Err(s3_error!(
+            InvalidRequest,
+            "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+            ours.name().to_ascii_lowercase(),
+            other.name().to_ascii_lowercase()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -72,6 +124,79 @@ fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> 
     Ok(first..last + 1)
 }
 
+/// The completed object's checksum, as S3 makes and checks it: with the
+/// upload's algorithm, made of the chosen parts' stored checksums (each
+/// listed one must match its part's, and a composite upload must list
+/// them all), checked against the whole-object checksum sent, if any.
+/// Without an algorithm there is none, and a checksum sent is refused: it
+/// could not be checked.
+fn object_checksum(
+    checksum: Option<(Algorithm, Kind)>,
+    asked_type: Option<&ChecksumType>,
+    listed: &[CompletedPart],
+    chosen: &[&Part],
+    sent: &Checksum,
+) -> S3Result<Checksum> {
+    let Some((algorithm, kind)) = checksum else {
+        if *sent != Checksum::default() || asked_type.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The upload was created without a checksum algorithm: the object has no checksum to check"
+            ));
+        }
+        return Ok(Checksum::default());
+    };
+    if let Some(asked) = asked_type.filter(|t| !t.as_str().eq_ignore_ascii_case(kind.name())) {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The upload was created using the {} checksum mode. The complete request specified the {} mode.",
+            kind.name(),
+            asked.as_str()
+        ));
+    }
+    refuse_other_algorithm(algorithm, sent, None)?;
+    let mut parts = Vec::with_capacity(chosen.len());
+    for (listed, part) in listed.iter().zip(chosen) {
+        let Some(stored) = part.checksum.as_deref() else {
+            return Err(s3_error!(InvalidPart, "part {} has no {} checksum", part.number, algorithm.name()));
+        };
+        match algorithm.of(&listed_sums(listed)) {
+            Some(given) if given != stored => {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "the {} checksum listed for part {} does not match the part's",
+                    algorithm.name(),
+                    part.number
+                ));
+            }
+            None if kind == Kind::Composite => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The upload was created using a {} checksum. The complete request must include the checksum \
+                     for each part. It was missing for part {} in the request.",
+                    algorithm.name().to_ascii_lowercase(),
+                    part.number
+                ));
+            }
+            _ => {}
+        }
+        parts.push((stored, part.run.len));
+    }
+    let made = part_checksums::combined(algorithm, kind, &parts)?;
+    if let Some(sent) = algorithm.of(sent) {
+        if !part_checksums::matches(sent, &made) {
+            return Err(s3_error!(
+                BadDigest,
+                "the {} you specified did not match the calculated checksum",
+                algorithm.name()
+            ));
+        }
+    }
+    let mut sums = algorithm.sums(made);
+    sums.checksum_type = Some(kind.name().to_string().into());
+    Ok(sums)
+}
+
 impl Gateway {
     async fn upload(&self, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<Upload> {
         self.ask(ask::Upload { bucket: bucket.name.clone(), key: key.into(), upload_id: upload_id.into() }).await
@@ -81,23 +206,26 @@ impl Gateway {
         self.ask(ask::Parts { upload_id: upload_id.into(), after, max }).await
     }
 
-    /// Records written data as part `number` of an upload; its ETag (hex).
+    /// Records written data as part `number` of `upload`, with its
+    /// checksum and, when framed, its size as sent; its ETag (hex).
     async fn record_part(
         &self,
-        bucket: &Bucket,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload,
         number: u32,
         written: Written,
+        checksum: Option<String>,
+        size: Option<u64>,
     ) -> S3Result<String> {
         let etag_hex = chuyi_common::secret::hex(&written.md5);
         let command = Request::PutPart {
-            bucket: bucket.name.clone(),
-            key: key.into(),
-            upload_id: upload_id.into(),
+            bucket: upload.bucket.clone(),
+            key: upload.key.clone(),
+            upload_id: upload.upload_id.clone(),
             number,
             etag: etag_hex.clone(),
             run: written.run.run,
+            checksum,
+            size,
         };
         self.write(command).await?;
         written.run.claimed();
@@ -125,12 +253,27 @@ impl Gateway {
         let mut object = object;
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         crate::objects::given_acl(&bucket, &mut object, acl_given!(input))?;
+        let checksum = part_checksums::chosen(
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            input.checksum_type.as_ref().map(|t| t.as_str()),
+        )?;
+        if let Some((algorithm, kind)) = checksum {
+            object.headers.push((part_checksums::ALGORITHM_HEADER.into(), algorithm.name().into()));
+            object.headers.push((part_checksums::TYPE_HEADER.into(), kind.name().into()));
+        }
+        // The bucket's compression when the upload starts holds for every
+        // part: an object's runs are all framed or none.
+        if Codec::of_policy(bucket.settings.compression.as_deref()).is_some() {
+            object.flags |= OBJECT_FRAMED;
+        }
         let upload =
             self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(bucket.name),
             key: Some(input.key),
             upload_id: Some(upload.upload_id),
+            checksum_algorithm: checksum.map(|(a, _)| a.name().to_string().into()),
+            checksum_type: checksum.map(|(_, k)| k.name().to_string().into()),
             ..Default::default()
         }))
     }
@@ -139,19 +282,28 @@ impl Gateway {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let number = part_number(req.input.part_number)?;
         // Refused before a byte is written when the upload is gone.
-        self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
+        let upload = self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
+        let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
         let input = &mut req.input;
         let len = body_length(input.content_length, input.body.as_ref())?;
         let sent = header_checksums!(input);
+        let named = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string());
+        if let Some(ours) = ours {
+            refuse_other_algorithm(ours, &sent, named.as_deref())?;
+        }
         let body = Body {
             len,
             stream: input.body.take(),
             sent,
-            algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
+            // The upload's algorithm is computed whether sent or not.
+            algorithm: ours.map(|a| a.name().to_string()).or(named),
             content_md5: input.content_md5.take(),
+            codec: upload_codec(&upload, &bucket),
         };
+        let size = body.codec.map(|_| len);
         let (written, sums) = self.receive(&bucket, false, body, &req.headers, req.trailing_headers.as_ref()).await?;
-        let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
+        let checksum = ours.and_then(|a| a.of(&sums).cloned());
+        let etag_hex = self.record_part(&upload, number, written, checksum, size).await?;
         Ok(S3Response::new(with_checksums!(UploadPartOutput { e_tag: Some(etag(&etag_hex)) }, sums)))
     }
 
@@ -163,20 +315,28 @@ impl Gateway {
         let granted = crate::access::check::granted(&req)?.clone();
         let input = req.input;
         let number = part_number(input.part_number)?;
-        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let upload = self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
         let conditions = copy_source_conditions!(input);
         let (source_bucket, _, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
-        let body = self.data.read(&source.data.data, range);
-        let written = self.data.write(&bucket.pool, len, body, Default::default()).await?;
-        let etag_hex = self.record_part(&bucket, &input.key, &input.upload_id, number, written).await?;
+        let body = self.data.read_object(&source.data, range);
+        let hasher = hasher_for(&http::HeaderMap::new(), &Checksum::default(), ours.map(Algorithm::name));
+        let codec = upload_codec(&upload, &bucket);
+        let written = self.data.write(&bucket.pool, len, body, hasher, codec).await?;
+        let checksum = ours.and_then(|a| a.of(&written.checksums).cloned());
+        let sums = written.checksums.clone();
+        let size = codec.map(|_| len);
+        let etag_hex = self.record_part(&upload, number, written, checksum, size).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&etag_hex)),
-                last_modified: Some(Timestamp::from(chuyi_common::clock::wall())),
-                ..Default::default()
-            }),
+            copy_part_result: Some(with_checksums!(
+                CopyPartResult {
+                    e_tag: Some(etag(&etag_hex)),
+                    last_modified: Some(Timestamp::from(chuyi_common::clock::wall()))
+                },
+                sums
+            )),
             copy_source_version_id: reported_version(&source_bucket, &source.version_id),
             ..Default::default()
         }))
@@ -187,30 +347,24 @@ impl Gateway {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
-        let input = req.input;
+        let mut input = req.input;
         let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
-        if let Err(gone) = self.upload(&bucket, &input.key, &input.upload_id).await {
-            // SDKs retry a Complete whose reply was lost: it is answered as
-            // the first time, not with NoSuchUpload.
-            let Some(done) = self.completed_before(&bucket, &input.key, &listed).await else { return Err(gone) };
-            return Ok(S3Response::new(completed(&bucket, &input.key, &done.data.etag, &done.version_id)));
-        }
+        let listed = input.multipart_upload.as_ref().and_then(|m| m.parts.clone()).unwrap_or_default();
+        let upload = match self.upload(&bucket, &input.key, &input.upload_id).await {
+            Ok(upload) => upload,
+            Err(gone) => {
+                // SDKs retry a Complete whose reply was lost: it is answered
+                // as the first time, not with NoSuchUpload.
+                let Some(done) = self.completed_before(&bucket, &input.key, &listed).await else { return Err(gone) };
+                let sums = returned(&done.data, Default::default()).checksums;
+                return Ok(S3Response::new(completed(&bucket, &input.key, &done.data.etag, &done.version_id, sums)));
+            }
+        };
         if listed.is_empty() {
             return Err(s3_error!(MalformedXML, "The XML you provided did not validate: no parts were listed"));
         }
-        let mut uploaded = Vec::new();
-        loop {
-            let after = uploaded.last().map_or(0, |p: &Part| p.number);
-            let page = self.parts_page(&input.upload_id, after, RECORDS_PAGE_MAX).await?;
-            let done = page.len() < RECORDS_PAGE_MAX as usize;
-            uploaded.extend(page);
-            if done {
-                break;
-            }
-        }
+        let uploaded = self.all_parts(&input.upload_id).await?;
         let mut chosen = Vec::with_capacity(listed.len());
-        let mut etags = Vec::with_capacity(listed.len());
         for part in &listed {
             let number = part_number(part.part_number.unwrap_or(0))?;
             // Pages come in part-number order.
@@ -222,21 +376,57 @@ impl Gateway {
                     "part {number} was not uploaded, or its ETag does not match the one listed"
                 ));
             };
-            chosen.push((number, found.run.owner));
-            etags.push(found.etag.as_str());
+            chosen.push(found);
         }
+        if let Some(size) = input.mpu_object_size {
+            let total: u64 = chosen.iter().map(|p| p.run.len).sum();
+            if u64::try_from(size).ok() != Some(total) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The provided x-amz-mp-object-size {size} does not match the parts' {total} bytes"
+                ));
+            }
+        }
+        let sent = header_checksums!(input);
+        let checksum = part_checksums::of_upload(&upload.object.headers);
+        let sums = object_checksum(checksum, input.checksum_type.as_ref(), &listed, &chosen, &sent)?;
+        let etags: Vec<&str> = chosen.iter().map(|p| p.etag.as_str()).collect();
         let etag_hex = multipart_etag(&etags)?;
+        let mut headers = match checksum {
+            Some((algorithm, _)) => algorithm.of(&sums).map(|v| vec![(algorithm.header().to_string(), v.clone())]),
+            None => None,
+        }
+        .unwrap_or_default();
+        if upload.object.flags & OBJECT_FRAMED != 0 {
+            let sizes: Vec<String> = chosen.iter().map(|p| p.size().to_string()).collect();
+            headers.push((PART_SIZES_HEADER.to_string(), sizes.join(",")));
+        }
         let complete = order::CompleteUpload {
             bucket: bucket.name.clone(),
             key: input.key.clone(),
             upload_id: input.upload_id.clone(),
-            parts: chosen,
+            parts: chosen.iter().map(|p| (p.number, p.run.owner)).collect(),
             etag: etag_hex.clone(),
             min_part_bytes: MIN_PART_BYTES,
+            headers,
             condition,
         };
         let version_id = self.order(complete).await?.version_id;
-        Ok(S3Response::new(completed(&bucket, &input.key, &etag_hex, &version_id)))
+        Ok(S3Response::new(completed(&bucket, &input.key, &etag_hex, &version_id, sums)))
+    }
+
+    /// Every part uploaded so far, in part-number order.
+    async fn all_parts(&self, upload_id: &str) -> S3Result<Vec<Part>> {
+        let mut uploaded = Vec::new();
+        loop {
+            let after = uploaded.last().map_or(0, |p: &Part| p.number);
+            let page = self.parts_page(upload_id, after, RECORDS_PAGE_MAX).await?;
+            let done = page.len() < RECORDS_PAGE_MAX as usize;
+            uploaded.extend(page);
+            if done {
+                return Ok(uploaded);
+            }
+        }
     }
 
     /// The key's current version, when it is what completing `listed` made:
@@ -265,7 +455,8 @@ impl Gateway {
     pub(crate) async fn parts_of(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let upload = self.upload(&bucket, &input.key, &input.upload_id).await?;
+        let checksum = part_checksums::of_upload(&upload.object.headers);
         let max = match input.max_parts {
             None => RECORDS_PAGE_MAX,
             Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts must not be negative")),
@@ -296,15 +487,25 @@ impl Gateway {
             parts: Some(
                 parts
                     .iter()
-                    .map(|p| s3s::dto::Part {
-                        part_number: Some(p.number as i32),
-                        e_tag: Some(etag(&p.etag)),
-                        size: Some(p.run.len as i64),
-                        last_modified: Some(timestamp(p.modified_ms)),
-                        ..Default::default()
+                    .map(|p| {
+                        let sums = match (checksum, &p.checksum) {
+                            (Some((algorithm, _)), Some(value)) => algorithm.sums(value.clone()),
+                            _ => Checksum::default(),
+                        };
+                        with_checksums!(
+                            s3s::dto::Part {
+                                part_number: Some(p.number as i32),
+                                e_tag: Some(etag(&p.etag)),
+                                size: Some(p.size() as i64),
+                                last_modified: Some(timestamp(p.modified_ms))
+                            },
+                            sums
+                        )
                     })
                     .collect(),
             ),
+            checksum_algorithm: checksum.map(|(a, _)| a.name().to_string().into()),
+            checksum_type: checksum.map(|(_, k)| k.name().to_string().into()),
             ..Default::default()
         }))
     }

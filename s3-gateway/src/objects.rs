@@ -4,7 +4,7 @@
 //! an object is never visible before its bytes are durable, and an upload
 //! that fails leaves nothing but garbage for the reclaimer.
 
-use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, WriteCondition, NULL_VERSION};
+use chuyi_meta_api::model::{Bucket, ObjectPut, ObjectRecord, Versioning, WriteCondition, NULL_VERSION, OBJECT_FRAMED};
 use chuyi_meta_api::order::{self, Deleted};
 use chuyi_meta_api::MetaError;
 use http::{HeaderMap, HeaderValue};
@@ -20,6 +20,7 @@ use crate::description::{
     verify_md5, with_checksums, without_checksums, Headers, Returned,
 };
 use crate::errors::meta_error;
+use crate::frames::Codec;
 use crate::gateway::{check_version_id, Gateway};
 use crate::object_lock::{lock_headers, LockHeaders};
 use crate::tagging;
@@ -65,10 +66,12 @@ macro_rules! object_output {
         let range: Option<std::ops::Range<u64>> = $range;
         let size = record.data.size;
         let sums = if range.is_none() { r.checksums } else { Checksum::default() };
+        let checksum_type = sums.checksum_type.clone();
         let lock = crate::object_lock::returned(&record.data);
         with_checksums!(
             $ty {
                 $($field: $value,)*
+                checksum_type: checksum_type,
                 accept_ranges: Some("bytes".into()),
                 content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
                 content_range: range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1))),
@@ -111,6 +114,14 @@ pub(crate) struct Body {
     /// The checksum algorithm the request names.
     pub(crate) algorithm: Option<String>,
     pub(crate) content_md5: Option<String>,
+    /// How it is compressed (framed) when stored; none: as sent.
+    pub(crate) codec: Option<Codec>,
+}
+
+/// The codec `len` bytes written into `bucket` are framed with: its
+/// compression policy's, for objects with data.
+pub(crate) fn codec_for(bucket: &Bucket, len: u64) -> Option<Codec> {
+    Codec::of_policy(bucket.settings.compression.as_deref()).filter(|_| len > 0)
 }
 
 /// The bytes a Range asks for, within an object of `size` bytes.
@@ -157,9 +168,9 @@ impl Gateway {
             .stream
             .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
         let written = if whole_object {
-            self.data.write_object(&bucket.pool, body.len, stream, hasher).await?
+            self.data.write_object(&bucket.pool, body.len, stream, hasher, body.codec).await?
         } else {
-            self.data.write(&bucket.pool, body.len, stream, hasher).await?
+            self.data.write(&bucket.pool, body.len, stream, hasher, body.codec).await?
         };
         verify_md5(body.content_md5.as_deref(), &written.md5)?;
         let trailing = trailers.and_then(|t| t.take());
@@ -198,7 +209,11 @@ impl Gateway {
             sent,
             algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
             content_md5: input.content_md5.take(),
+            codec: codec_for(&bucket, len),
         };
+        if body.codec.is_some() {
+            object.flags |= OBJECT_FRAMED;
+        }
         let (written, sums) = self.receive(&bucket, true, body, &req.headers, req.trailing_headers.as_ref()).await?;
         keep_checksums(&mut object, &sums);
         let etag_hex = chuyi_common::secret::hex(&written.md5);
@@ -212,11 +227,14 @@ impl Gateway {
             written
         });
         let version_id = self.commit(&bucket, &input.key, object, written, condition).await?;
+        // A single PUT's checksum is always of the whole object.
+        let checksum_type = (sums != Checksum::default()).then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT));
         let output = with_checksums!(
             PutObjectOutput {
                 e_tag: Some(etag(&etag_hex)),
                 version_id: reported_version(&bucket, &version_id),
-                expiration: expiration
+                expiration: expiration,
+                checksum_type: checksum_type
             },
             sums
         );
@@ -274,7 +292,7 @@ impl Gateway {
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
-        let body = self.data.read(&record.data.data, range.clone().unwrap_or(0..size));
+        let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size));
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
         let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
@@ -486,8 +504,12 @@ impl Gateway {
         object.set_legal_hold(false);
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let written = if size > 0 {
-            let body = self.data.read(&source.data.data, 0..size);
-            let written = self.data.write_object(&bucket.pool, size, body, Default::default()).await?;
+            let body = self.data.read_object(&source.data, 0..size);
+            let codec = codec_for(&bucket, size);
+            let written = self.data.write_object(&bucket.pool, size, body, Default::default(), codec).await?;
+            if codec.is_some() {
+                object.flags |= OBJECT_FRAMED;
+            }
             let md5 = chuyi_common::secret::hex(&written.md5);
             object.etag = md5;
             object.data = vec![written.run.run];
@@ -619,7 +641,7 @@ impl Gateway {
         let wants = |a: &str| asked.contains(&a);
         let data = &record.data;
         let parts = (data.parts > 0).then(|| {
-            let sizes: Vec<u64> = data.data.iter().map(|run| run.len).collect();
+            let sizes = crate::data::part_sizes(data).unwrap_or_default();
             parts_page(&sizes, input.part_number_marker.unwrap_or(0), input.max_parts.unwrap_or(ATTRIBUTE_PARTS_MAX))
         });
         let sums = returned(data, Default::default()).checksums;

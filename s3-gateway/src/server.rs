@@ -95,6 +95,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let access = Arc::new(Access::new(users.clone(), cluster.clone()));
     let mut builder = S3ServiceBuilder::new(Gateway::new(data, access.clone(), options.pool, options.lifecycle_day));
+    builder.set_route(crate::admin::AdminRoute { users: users.clone(), cluster: cluster.clone() });
     builder.set_auth(UserAuth(users));
     builder.set_access(SharedAccess(access));
     Service { s3: builder.build(), cors: crate::cors::rules(cluster) }

@@ -812,6 +812,84 @@ def check_multipart():
         eq(sha(get_bytes(b, "copied")), sha(src[: 5 * MiB] + tail), "upload_part_copy content")
 
 
+def check_multipart_checksums():
+    """Checksums of multipart uploads as the current SDKs send them:
+    COMPOSITE (a checksum of the parts' checksums, "-N") and FULL_OBJECT
+    (the whole object's CRC, made of the parts' without reading them)."""
+    parts = [rand(5 * MiB), rand(KiB + 3)]
+    whole = b"".join(parts)
+    with new_bucket("mpsums", multipart=True) as b:
+        # COMPOSITE SHA256: each part's checksum kept and listed; the object's
+        # is SHA256 over the parts' binary digests.
+        uid = S3.create_multipart_upload(Bucket=b, Key="c", ChecksumAlgorithm="SHA256")["UploadId"]
+        k = {"Bucket": b, "Key": "c", "UploadId": uid}
+        expect_error(S3.upload_part, (400, "InvalidRequest"), PartNumber=1, Body=parts[0],
+                     ChecksumAlgorithm="CRC32", **k)
+        done = []
+        for n, d in enumerate(parts, 1):
+            r = S3.upload_part(PartNumber=n, Body=d, ChecksumAlgorithm="SHA256", **k)
+            eq(r["ChecksumSHA256"], checksum_b64("SHA256", d), f"part {n} SHA256")
+            done.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+        listed = S3.list_parts(**k)
+        eq([p.get("ChecksumSHA256") for p in listed["Parts"]], [x["ChecksumSHA256"] for x in done], "listed part checksums")
+        eq((listed.get("ChecksumAlgorithm"), listed.get("ChecksumType")), ("SHA256", "COMPOSITE"), "listed upload checksum")
+        bare = [{"PartNumber": x["PartNumber"], "ETag": x["ETag"]} for x in done]
+        expect_error(S3.complete_multipart_upload, (400, "InvalidRequest"), MultipartUpload={"Parts": bare}, **k)
+        wrong = [dict(x) for x in done]
+        wrong[1]["ChecksumSHA256"] = checksum_b64("SHA256", b"other")
+        expect_error(S3.complete_multipart_upload, (400, "InvalidPart"), MultipartUpload={"Parts": wrong}, **k)
+        r = S3.complete_multipart_upload(MultipartUpload={"Parts": done}, **k)
+        digests = b"".join(hashlib.sha256(d).digest() for d in parts)
+        composite = base64.b64encode(hashlib.sha256(digests).digest()).decode() + "-2"
+        eq((r.get("ChecksumSHA256"), r.get("ChecksumType")), (composite, "COMPOSITE"), "composite on complete")
+        h = S3.head_object(Bucket=b, Key="c", ChecksumMode="ENABLED")
+        eq((h.get("ChecksumSHA256"), h.get("ChecksumType")), (composite, "COMPOSITE"), "composite on HEAD")
+        eq(sha(read(S3.get_object(Bucket=b, Key="c", ChecksumMode="ENABLED"))), sha(whole), "composite content")
+        a = S3.get_object_attributes(Bucket=b, Key="c", ObjectAttributes=["Checksum", "ObjectParts"])
+        eq(a["Checksum"].get("ChecksumSHA256"), composite, "composite in GetObjectAttributes")
+
+        # FULL_OBJECT CRC32: the object's CRC32 is the whole object's, which
+        # botocore checks on a GET with checksum mode.
+        up = S3.create_multipart_upload(Bucket=b, Key="f", ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")
+        eq((up.get("ChecksumAlgorithm"), up.get("ChecksumType")), ("CRC32", "FULL_OBJECT"), "create response")
+        k = {"Bucket": b, "Key": "f", "UploadId": up["UploadId"]}
+        done = [{"PartNumber": n, "ETag": S3.upload_part(PartNumber=n, Body=d, ChecksumAlgorithm="CRC32", **k)["ETag"]}
+                for n, d in enumerate(parts, 1)]
+        want = checksum_b64("CRC32", whole)
+        expect_error(S3.complete_multipart_upload, (400, "BadDigest"), MultipartUpload={"Parts": done},
+                     ChecksumCRC32=checksum_b64("CRC32", whole + b"x"), ChecksumType="FULL_OBJECT", **k)
+        expect_error(S3.complete_multipart_upload, (400, "InvalidRequest"), MultipartUpload={"Parts": done},
+                     ChecksumType="COMPOSITE", **k)
+        r = S3.complete_multipart_upload(MultipartUpload={"Parts": done}, ChecksumCRC32=want,
+                                         ChecksumType="FULL_OBJECT", MpuObjectSize=len(whole), **k)
+        eq((r.get("ChecksumCRC32"), r.get("ChecksumType")), (want, "FULL_OBJECT"), "full object on complete")
+        g = S3.get_object(Bucket=b, Key="f", ChecksumMode="ENABLED")
+        eq((g.get("ChecksumCRC32"), g.get("ChecksumType")), (want, "FULL_OBJECT"), "full object on GET")
+        eq(sha(read(g)), sha(whole), "full object content")
+
+        # FULL_OBJECT CRC32C, the checksums sent by the client (botocore
+        # computes CRC32C only with awscrt).
+        up = S3.create_multipart_upload(Bucket=b, Key="fc", ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
+        k = {"Bucket": b, "Key": "fc", "UploadId": up["UploadId"]}
+        done = [{"PartNumber": n, "ChecksumCRC32C": checksum_b64("CRC32C", d),
+                 "ETag": S3.upload_part(PartNumber=n, Body=d, ChecksumCRC32C=checksum_b64("CRC32C", d), **k)["ETag"]}
+                for n, d in enumerate(parts, 1)]
+        r = S3.complete_multipart_upload(MultipartUpload={"Parts": done}, **k)
+        eq(r.get("ChecksumCRC32C"), checksum_b64("CRC32C", whole), "full object CRC32C")
+
+        # What S3 refuses at creation, and a checksum for an upload without one.
+        expect_error(S3.create_multipart_upload, (400, "InvalidRequest"), Bucket=b, Key="x",
+                     ChecksumAlgorithm="SHA1", ChecksumType="FULL_OBJECT")
+        expect_error(S3.create_multipart_upload, (400, "InvalidRequest"), Bucket=b, Key="x",
+                     ChecksumAlgorithm="CRC64NVME", ChecksumType="COMPOSITE")
+        plain = S3.create_multipart_upload(Bucket=b, Key="p")["UploadId"]
+        e = S3.upload_part(Bucket=b, Key="p", UploadId=plain, PartNumber=1, Body=b"tail")["ETag"]
+        expect_error(S3.complete_multipart_upload, (400, "InvalidRequest"), Bucket=b, Key="p", UploadId=plain,
+                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]}, ChecksumCRC32=checksum_b64("CRC32", b"tail"))
+        S3.complete_multipart_upload(Bucket=b, Key="p", UploadId=plain, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+        check("ChecksumCRC32" not in S3.head_object(Bucket=b, Key="p", ChecksumMode="ENABLED"), "a checksum made up")
+
+
 def check_conditional_writes():
     """If-None-Match: * creates only; If-Match replaces only that ETag; a
     refused write changes nothing; racing creators: exactly one wins; a
@@ -1337,6 +1415,9 @@ def check_transfer_manager():
         h = S3.head_object(Bucket=b, Key="t.bin")
         eq(h["ContentLength"], len(data), "ContentLength")
         check(h["ETag"].endswith('-4"'), f"ETag {h['ETag']} is not that of a 4-part upload")
+        # s3transfer asks for CRC32 by default: a composite checksum of 4 parts.
+        h = S3.head_object(Bucket=b, Key="t.bin", ChecksumMode="ENABLED")
+        check(h.get("ChecksumCRC32", "").endswith("-4"), f"checksum {h.get('ChecksumCRC32')} of a 4-part upload")
         out = io.BytesIO()
         S3.download_fileobj(b, "t.bin", out, Config=cfg)
         eq(sha(out.getvalue()), sha(data), "download_fileobj content")
@@ -1546,6 +1627,7 @@ CHECKS = [
     ("version_null_unversioned", check_version_null_unversioned),
     ("concurrent_versions", check_concurrent_versions),
     ("multipart", check_multipart),
+    ("multipart_checksums", check_multipart_checksums),
     ("conditional_writes", check_conditional_writes),
     ("conformance_gaps", check_conformance_gaps),
     ("tagging", check_tagging),

@@ -127,17 +127,19 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             objects::set_legal_hold(t, objects::Target { bucket, key, version_id: version_id.as_deref() }, *on)
         }
         Command::CreateUpload { bucket, key, object } => uploads::create_upload(t, ctx, bucket, key, object),
-        Command::PutPart { bucket, key, upload_id, number, etag, run } => {
-            uploads::put_part(t, ctx, uploads::NewPart { bucket, key, upload_id, number: *number, etag, run: *run })
+        Command::PutPart { bucket, key, upload_id, number, etag, run, checksum, size } => {
+            let (number, run, size) = (*number, *run, *size);
+            let part = uploads::NewPart { bucket, key, upload_id, number, etag, run, checksum, size };
+            uploads::put_part(t, ctx, part)
         }
-        Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes } => {
-            let completion =
-                uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes: *min_part_bytes };
+        Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes, headers } => {
+            let min_part_bytes = *min_part_bytes;
+            let completion = uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes, headers };
             uploads::complete_upload(t, ctx, completion, None)
         }
-        Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition } => {
-            let completion =
-                uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes: *min_part_bytes };
+        Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition, headers } => {
+            let min_part_bytes = *min_part_bytes;
+            let completion = uploads::Completion { bucket, key, upload_id, parts, etag, min_part_bytes, headers };
             uploads::complete_upload(t, ctx, completion, Some(condition))
         }
         Command::AbortUpload { bucket, key, upload_id } => uploads::abort_upload(t, bucket, key, upload_id),

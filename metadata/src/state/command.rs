@@ -10,10 +10,13 @@
 //!
 //! This is an on-disk format (each log value carries the codec's version
 //! byte, KEYSPACE.md): variants are only ever appended, and a command whose
-//! meaning changes gets a new variant while the old one stays readable.
+//! meaning changes gets a new variant while the old one stays readable. A
+//! field may be added to a variant with a new store format version: older
+//! entries read it as its default (`since_format_3`).
 
 use chuyi_common::ids::{DeviceClass, NodeId};
 use chuyi_common::seal::Sealed;
+use chuyi_meta_api::model::since_format_3;
 use chuyi_meta_api::request::Request;
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +208,12 @@ pub enum Command {
         number: u32,
         etag: String,
         run: DataRun,
+        /// In the upload's checksum algorithm (stored format 3 on).
+        #[serde(default, deserialize_with = "since_format_3")]
+        checksum: Option<String>,
+        /// The size uploaded when the run is framed (format 3 on).
+        #[serde(default, deserialize_with = "since_format_3")]
+        size: Option<u64>,
     },
     /// Makes the listed parts (number, owner of the part's data as read
     /// before) the object's data, in order; every part but the last must be
@@ -216,6 +225,9 @@ pub enum Command {
         parts: Vec<(u32, u64)>,
         etag: String,
         min_part_bytes: u64,
+        /// Headers added to the upload's (its checksum; format 3 on).
+        #[serde(default, deserialize_with = "since_format_3")]
+        headers: Vec<(String, String)>,
     },
     AbortUpload {
         bucket: String,
@@ -276,6 +288,9 @@ pub enum Command {
         etag: String,
         min_part_bytes: u64,
         condition: WriteCondition,
+        /// As `CompleteUpload`'s (format 3 on).
+        #[serde(default, deserialize_with = "since_format_3")]
+        headers: Vec<(String, String)>,
     },
     SetBucketConfig {
         bucket: String,
@@ -441,11 +456,8 @@ impl From<Request> for Command {
                 Command::DeleteObjectBypass { bucket, key, version_id }
             }
             Request::CreateUpload { bucket, key, object } => Command::CreateUpload { bucket, key, object },
-            Request::PutPart { bucket, key, upload_id, number, etag, run } => {
-                Command::PutPart { bucket, key, upload_id, number, etag, run }
-            }
-            Request::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes, condition: None } => {
-                Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes }
+            Request::PutPart { bucket, key, upload_id, number, etag, run, checksum, size } => {
+                Command::PutPart { bucket, key, upload_id, number, etag, run, checksum, size }
             }
             Request::CompleteUpload {
                 bucket,
@@ -454,8 +466,19 @@ impl From<Request> for Command {
                 parts,
                 etag,
                 min_part_bytes,
+                headers,
+                condition: None,
+            } => Command::CompleteUpload { bucket, key, upload_id, parts, etag, min_part_bytes, headers },
+            Request::CompleteUpload {
+                bucket,
+                key,
+                upload_id,
+                parts,
+                etag,
+                min_part_bytes,
+                headers,
                 condition: Some(condition),
-            } => Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition },
+            } => Command::CompleteUploadIf { bucket, key, upload_id, parts, etag, min_part_bytes, condition, headers },
             Request::AbortUpload { bucket, key, upload_id } => Command::AbortUpload { bucket, key, upload_id },
             Request::ForgetGarbage { owners } => Command::ForgetGarbage { owners },
             Request::ExpirePending { max } => Command::ExpirePending { max },

@@ -646,6 +646,8 @@ fn part(w: &mut World, upload_id: &str, number: u32, len: u64) -> Result<DataRun
         number,
         etag: format!("p{number}"),
         run,
+        checksum: Some(format!("c{number}")),
+        size: None,
     })
     .map(|_| run)
 }
@@ -658,6 +660,7 @@ fn complete(w: &mut World, upload_id: &str, parts: Vec<(u32, u64)>) -> Result<Re
         parts,
         etag: "x-2".into(),
         min_part_bytes: 5,
+        headers: vec![("x-amz-checksum-crc32".into(), "AAAAAA==-3".into())],
     })
 }
 
@@ -672,6 +675,8 @@ fn multipart_uploads_complete_from_listed_parts_in_order_and_free_the_rest() {
     };
     let id = upload.upload_id.as_str();
     let p1 = part(&mut w, id, 1, 10).expect("part 1");
+    let kept = view::parts(&w.t, id, 0, 1).expect("read");
+    assert_eq!(kept[0].checksum.as_deref(), Some("c1"), "a part keeps its checksum");
     let replaced = part(&mut w, id, 2, 3).expect("part 2");
     let p2 = part(&mut w, id, 2, 8).expect("part 2 again");
     assert_eq!(w.garbage(), vec![replaced], "a replaced part's data is freed");
@@ -693,6 +698,8 @@ fn multipart_uploads_complete_from_listed_parts_in_order_and_free_the_rest() {
     assert_eq!(record.data.size, 20);
     assert_eq!(record.data.data, vec![p1, p2, p3]);
     assert_eq!((record.data.parts, record.data.content_type.as_str()), (3, "application/x-tar"));
+    let checksum = ("x-amz-checksum-crc32".to_string(), "AAAAAA==-3".to_string());
+    assert_eq!(record.data.headers, vec![checksum], "the object gets the checksum made of its parts'");
     assert_eq!(w.garbage(), vec![replaced, tiny], "the part left out is freed");
     assert!(view::upload(&w.t, "scans", "big", id).expect("read").is_none());
     assert!(view::parts(&w.t, id, 0, usize::MAX).expect("read").is_empty());

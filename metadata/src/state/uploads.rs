@@ -42,6 +42,8 @@ pub(crate) struct NewPart<'a> {
     pub(crate) number: u32,
     pub(crate) etag: &'a str,
     pub(crate) run: DataRun,
+    pub(crate) checksum: &'a Option<String>,
+    pub(crate) size: Option<u64>,
 }
 
 pub(crate) fn put_part(t: &mut impl TablesMut, ctx: Ctx, part: NewPart<'_>) -> Applied {
@@ -58,7 +60,14 @@ pub(crate) fn put_part(t: &mut impl TablesMut, ctx: Ctx, part: NewPart<'_>) -> A
     if let Some(old) = t.get_rec::<Part>("part", &key)? {
         to_garbage(t, old.run)?;
     }
-    let record = Part { number: part.number, etag: part.etag.into(), run: part.run, modified_ms: ctx.now_ms };
+    let record = Part {
+        number: part.number,
+        etag: part.etag.into(),
+        run: part.run,
+        modified_ms: ctx.now_ms,
+        checksum: part.checksum.clone(),
+        size: part.size,
+    };
     t.put_rec("part", &key, &record)?;
     Ok(Ok(Reply::Done))
 }
@@ -70,6 +79,8 @@ pub(crate) struct Completion<'a> {
     pub(crate) parts: &'a [(u32, u64)],
     pub(crate) etag: &'a str,
     pub(crate) min_part_bytes: u64,
+    /// Added to the upload's headers: the object's checksum.
+    pub(crate) headers: &'a [(String, String)],
 }
 
 pub(crate) fn complete_upload(
@@ -97,6 +108,7 @@ pub(crate) fn complete_upload(
     }
     let uploaded = view::parts(t, c.upload_id, 0, usize::MAX)?;
     let mut data = Vec::with_capacity(c.parts.len());
+    let mut size = 0u64;
     // Parts are read in number order, so each is found by binary search.
     for (i, &(number, owner)) in c.parts.iter().enumerate() {
         let found = uploaded.binary_search_by_key(&number, |p| p.number).ok().map(|at| &uploaded[at]);
@@ -104,10 +116,11 @@ pub(crate) fn complete_upload(
             refuse!(bad(UploadProblem::NoSuchPart(number)))
         };
         let last = i + 1 == c.parts.len();
-        if !last && part.run.len < c.min_part_bytes {
-            refuse!(bad(UploadProblem::PartTooSmall { number, size: part.run.len, min: c.min_part_bytes }));
+        if !last && part.size() < c.min_part_bytes {
+            refuse!(bad(UploadProblem::PartTooSmall { number, size: part.size(), min: c.min_part_bytes }));
         }
         data.push(part.run);
+        size += part.size();
     }
     // The object's lock, judged before anything is staged.
     let mut described = upload.object.clone();
@@ -121,13 +134,8 @@ pub(crate) fn complete_upload(
         }
     }
     remove_upload(t, &upload)?;
-    let object = ObjectPut {
-        size: data.iter().map(|run| run.len).sum(),
-        etag: c.etag.into(),
-        parts: c.parts.len() as u32,
-        data,
-        ..described
-    };
+    described.headers.extend_from_slice(c.headers);
+    let object = ObjectPut { size, etag: c.etag.into(), parts: c.parts.len() as u32, data, ..described };
     let version_id = add_version(t, ctx, b.versioning, c.bucket, c.key, false, object)?;
     Ok(Ok(Reply::ObjectPut { version_id, seq: ctx.seq }))
 }
