@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-bucket compression through the gateway (issue 16): for each corpus,
 # PUT and GET of 1 MiB and 64 MiB objects into a bucket with compression
-# off (path `gateway`), `performance` (lz4) and `capacity` (zstd 9), in one
+# off (path `gateway`), `performance` (lz4) and `capacity` (zstd 6), in one
 # run per corpus so the ratios compare like with like (bench/s3.sh's
 # harness, `--data`: bodies cut from the corpus). The PUT rows' disk/data
 # column is what the nodes' disk files grew by per byte sent, both

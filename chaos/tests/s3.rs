@@ -96,3 +96,91 @@ async fn awscli_manages_buckets_under_sigv4_and_ownership() {
     .await
     .expect("aws checks");
 }
+
+/// A self-signed certificate for 127.0.0.1 written as `name`.pem and
+/// `name`.key.pem in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) -> chuyi_s3::tls::TlsFiles {
+    // Subjects of their own: a verifier picks the issuer by subject.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("certificate");
+    let files =
+        chuyi_s3::tls::TlsFiles { cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key.pem")) };
+    std::fs::write(&files.cert, cert.pem()).expect("write");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write");
+    files
+}
+
+/// The client side of the renewal test: a keep-alive connection made under
+/// the first certificate, the files replaced, then a request on it and one
+/// on a new connection, each peer certificate's SHA-256.
+const RENEWAL_CLIENT: &str = r#"
+import hashlib, http.client, os, ssl, sys, time
+host, port, bundle, served, served_key, new, new_key = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=bundle)
+def fingerprint(conn):
+    return hashlib.sha256(conn.sock.getpeercert(binary_form=True)).hexdigest()
+def get(conn):
+    conn.request("GET", "/")
+    r = conn.getresponse(); r.read()
+    return r.status
+old = http.client.HTTPSConnection(host, int(port), context=ctx)
+print("first", get(old), fingerprint(old), flush=True)
+sock = old.sock
+os.replace(new_key, served_key); os.replace(new, served)
+time.sleep(1.5)
+print("kept", get(old), fingerprint(old), old.sock is sock, flush=True)
+fresh = http.client.HTTPSConnection(host, int(port), context=ctx)
+print("fresh", get(fresh), fingerprint(fresh), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renewed_certificate_serves_new_connections_and_keeps_open_ones() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    let credential = chuyi_chaos::cluster::frontend("s3-test");
+    let client = cluster.client_as(&credential, Duration::from_secs(30)).await.expect("client");
+    let user_seal = credential.user_seal().expect("a frontend opens user keys");
+    let service = std::sync::Arc::new(chuyi_s3::server::service(client, user_seal, POOL.into()));
+    let dir = tempfile::tempdir().expect("dir");
+    let served = certificate(dir.path(), "served");
+    let new = certificate(dir.path(), "new");
+    // The bundle trusts both: the test is of which one is presented.
+    let bundle = dir.path().join("bundle.pem");
+    let both = [std::fs::read(&served.cert).expect("read"), std::fs::read(&new.cert).expect("read")].concat();
+    std::fs::write(&bundle, both).expect("write");
+    let tls = chuyi_s3::tls::Tls::load(served.clone()).expect("tls");
+    tokio::spawn(tls.clone().watch(Duration::from_millis(100)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    tokio::spawn(chuyi_s3::server::serve_on(listener, service, Some(tls)));
+
+    let out = tokio::task::spawn_blocking(move || {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = [
+            "127.0.0.1".to_string(),
+            port,
+            path(&bundle),
+            path(&served.cert),
+            path(&served.key),
+            path(&new.cert),
+            path(&new.key),
+        ];
+        Process::new("python3").arg("-c").arg(RENEWAL_CLIENT).args(args).output().expect("python3")
+    })
+    .await
+    .expect("client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let line = |tag: &str| -> Vec<String> {
+        let l = text.lines().find(|l| l.starts_with(tag)).unwrap_or_else(|| panic!("no {tag} line: {text}"));
+        l.split(' ').map(String::from).collect()
+    };
+    let (first, kept, fresh) = (line("first "), line("kept "), line("fresh "));
+    // An unsigned GET / is answered (403) over each connection.
+    assert!([&first, &kept, &fresh].iter().all(|l| l[1] == "403"), "{text}");
+    assert_eq!(kept[2], first[2], "the open connection keeps its certificate: {text}");
+    assert_eq!(kept[3], "True", "the open connection was not dropped: {text}");
+    assert_ne!(fresh[2], first[2], "a new connection gets the renewed certificate: {text}");
+}

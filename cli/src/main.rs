@@ -92,6 +92,17 @@ enum Command {
         /// MB per second the compactor copies at most.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
         compact_mb_per_s: u64,
+        /// Also serve S3 over TLS here (plain HTTP stays on --listen, for
+        /// loopback); needs --tls-cert and --tls-key.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Option<String>,
+        /// The certificate chain, PEM; read again when it changes or on
+        /// SIGHUP, without dropping connections.
+        #[arg(long, value_name = "FILE", requires = "tls_listen")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key, PEM.
+        #[arg(long, value_name = "FILE", requires = "tls_listen")]
+        tls_key: Option<PathBuf>,
     },
     /// Show a storage node's disks.
     Disks {
@@ -131,7 +142,17 @@ fn main() -> anyhow::Result<()> {
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,
-            Command::S3 { listen, pool, pending_ttl_secs, pack_window_secs, pack_grace_secs, compact_mb_per_s } => {
+            Command::S3 {
+                listen,
+                pool,
+                pending_ttl_secs,
+                pack_window_secs,
+                pack_grace_secs,
+                compact_mb_per_s,
+                tls_listen,
+                tls_cert,
+                tls_key,
+            } => {
                 let secs = std::time::Duration::from_secs;
                 let options = chuyi_s3::server::Options {
                     pending_ttl: secs(pending_ttl_secs),
@@ -141,7 +162,11 @@ fn main() -> anyhow::Result<()> {
                     compact_bytes_per_s: compact_mb_per_s.saturating_mul(1_000_000),
                     ..chuyi_s3::server::Options::new(pool)
                 };
-                serve_s3(&cli.cluster, &listen, options).await
+                let tls = match (tls_listen, tls_cert, tls_key) {
+                    (Some(addr), Some(cert), Some(key)) => Some((addr, chuyi_s3::tls::TlsFiles { cert, key })),
+                    _ => None,
+                };
+                serve_s3(&cli.cluster, &listen, tls, options).await
             }
             Command::Nbd { listen, socket, lease_ttl_secs } => {
                 let ttl = std::time::Duration::from_secs(lease_ttl_secs);
@@ -156,18 +181,35 @@ fn role_config(args: &cluster::ClusterArgs) -> anyhow::Result<PathBuf> {
     args.config.clone().ok_or_else(|| anyhow::anyhow!("give the role's config file with --config FILE"))
 }
 
-/// `chuyi s3`: the S3 gateway of the cluster, until SIGINT or SIGTERM.
-async fn serve_s3(args: &cluster::ClusterArgs, listen: &str, options: chuyi_s3::server::Options) -> anyhow::Result<()> {
+/// `chuyi s3`: the S3 gateway of the cluster, over plain HTTP on `listen`
+/// and over TLS when given, until SIGINT or SIGTERM.
+async fn serve_s3(
+    args: &cluster::ClusterArgs,
+    listen: &str,
+    tls: Option<(String, chuyi_s3::tls::TlsFiles)>,
+    options: chuyi_s3::server::Options,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let credential = args.frontend("s3")?;
     let user_seal = credential.user_seal().context("a frontend credential opens users' secret keys")?;
     let cluster =
         chuyi_client::Cluster::connect(args.members()?, &credential, chuyi_client::ClientConfig::default()).await?;
-    let service = chuyi_s3::server::service_with(cluster, user_seal, options);
+    let service = std::sync::Arc::new(chuyi_s3::server::service_with(cluster, user_seal, options));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening");
+    let plain = chuyi_s3::server::serve_on(listener, service.clone(), None);
+    let secure = async {
+        let Some((addr, files)) = tls else { return std::future::pending().await };
+        let tls = chuyi_s3::tls::Tls::load(files)?;
+        tokio::spawn(tls.clone().watch(chuyi_s3::tls::RELOAD_EVERY));
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "s3 gateway listening over TLS");
+        chuyi_s3::server::serve_on(listener, service.clone(), Some(tls)).await?;
+        anyhow::Ok(())
+    };
     tokio::select! {
-        served = chuyi_s3::server::serve(listener, service) => served?,
+        served = plain => served?,
+        served = secure => served?,
         () = node::shutdown_signal() => {}
     }
     Ok(())

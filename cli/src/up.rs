@@ -37,6 +37,11 @@ pub struct UpArgs {
     /// The S3 gateway's address.
     #[arg(long, default_value = "127.0.0.1:9000")]
     s3: String,
+    /// The S3 gateway's address over TLS, with a self-signed certificate
+    /// made on the first run (`<data-dir>/tls/`, its path in up.env as
+    /// AWS_CA_BUNDLE, so awscli and boto3 verify it).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    s3_tls: String,
 }
 
 /// The children, stopped (SIGTERM, then waited for) when dropped.
@@ -127,8 +132,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
     let cluster = Cluster::connect(vec![meta_addr.clone()], &frontend, ClientConfig::default()).await?;
     let user_seal = frontend.user_seal().context("a frontend credential opens users' secret keys")?;
-    let s3 = chuyi_s3::server::service(cluster.clone(), user_seal, "hdd".into());
-    tokio::spawn(chuyi_s3::server::serve(s3_listener, s3));
+    let s3 = std::sync::Arc::new(chuyi_s3::server::service(cluster.clone(), user_seal, "hdd".into()));
+    tokio::spawn(chuyi_s3::server::serve_on(s3_listener, s3.clone(), None));
+    let tls_files = self_signed(&dir.join("tls"))?;
+    let tls = chuyi_s3::tls::Tls::load(tls_files.clone())?;
+    tokio::spawn(tls.clone().watch(chuyi_s3::tls::RELOAD_EVERY));
+    let tls_listener =
+        tokio::net::TcpListener::bind(&args.s3_tls).await.with_context(|| format!("listening on {}", args.s3_tls))?;
+    let s3_tls_endpoint = format!("https://{}", tls_listener.local_addr()?);
+    tokio::spawn(chuyi_s3::server::serve_on(tls_listener, s3, Some(tls)));
     let listener =
         tokio::net::TcpListener::bind(&args.nbd).await.with_context(|| format!("listening on {}", args.nbd))?;
     let nbd_uri = format!("nbd://{}/{DEFAULT_VOLUME}", listener.local_addr()?);
@@ -143,8 +155,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "export PATH=\"{bin_dir}:$PATH\"\n\
          export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
          export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\nexport CHUYI_S3_ENDPOINT={s3_endpoint}\n\
+         export CHUYI_S3_TLS_ENDPOINT={s3_tls_endpoint}\nexport AWS_CA_BUNDLE={}\n\
          export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),
+        tls_files.cert.display(),
         s3_keys.access_key,
         s3_keys.secret_key,
         chuyi_s3::gateway::DEFAULT_REGION,
@@ -166,6 +180,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!(
         "  S3       : {s3_endpoint}   (try: aws --endpoint-url {s3_endpoint} s3 cp FILE s3://b1/ after s3 mb s3://b1)"
     );
+    println!("             {s3_tls_endpoint} over TLS (self-signed: {})", tls_files.cert.display());
     println!(
         "             user {}, access key {}, secret key {}",
         s3_keys.name, s3_keys.access_key, s3_keys.secret_key
@@ -254,6 +269,24 @@ async fn wait_for_nodes(meta: &MetaClient) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The local cluster's TLS certificate and key in `dir`, made on the
+/// first run: self-signed for localhost and 127.0.0.1, so the certificate
+/// is its own CA bundle. The key is readable by its owner only.
+fn self_signed(dir: &Path) -> anyhow::Result<chuyi_s3::tls::TlsFiles> {
+    let files = chuyi_s3::tls::TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir)?;
+    // A key left without its certificate (a run cut short) is made anew.
+    let _ = std::fs::remove_file(&files.key);
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .context("making the local cluster's TLS certificate")?;
+    crate::key::write_private(&files.key, &made.signing_key.serialize_pem())?;
+    std::fs::write(&files.cert, made.cert.pem())?;
+    Ok(files)
 }
 
 /// The S3 user `chuyi up` prints and writes to up.env; made on the first

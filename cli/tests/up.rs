@@ -1,14 +1,16 @@
 //! `chuyi up` as a user runs it: it comes up, writes up.env, serves its
 //! default volume over NBD (qemu-io, TCP and Unix socket), stops cleanly on
 //! SIGTERM, a second run reuses the data, and S3 works with the
-//! credentials up.env gives (awscli).
+//! credentials up.env gives (awscli), over TLS too with the CA bundle it
+//! names (awscli, boto3 and rclone verifying the certificate).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port base whose ports (`chuyi up` uses base+1..=base+3 and base+101;
-/// the test puts NBD on base+150) are free now. Taken below the ephemeral
+/// the test puts NBD on base+150, S3 on base+151 and S3 over TLS on
+/// base+152) are free now. Taken below the ephemeral
 /// range (32768 and up on Linux), so no client connection of another test
 /// can be holding one of them a moment later.
 fn free_port_base() -> u16 {
@@ -16,7 +18,7 @@ fn free_port_base() -> u16 {
     let start = 20_000 + (std::process::id() % 50) as u16 * 211;
     (0..50)
         .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
-        .find(|&base| [1, 2, 3, 101, 150, 151].iter().all(|&p| free(base + p)))
+        .find(|&base| [1, 2, 3, 101, 150, 151, 152].iter().all(|&p| free(base + p)))
         .expect("no free port base")
 }
 
@@ -27,6 +29,7 @@ fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
         .arg(dir)
         .args(["--port-base", &port_base.to_string(), "--nbd", &format!("127.0.0.1:{nbd_port}")])
         .args(["--s3", &format!("127.0.0.1:{}", nbd_port + 1)])
+        .args(["--s3-tls", &format!("127.0.0.1:{}", nbd_port + 2)])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("up.log")).expect("up.log"))
@@ -119,6 +122,30 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     assert!(ok && out.contains("scan.dcm"), "S3 with up.env's credentials: {out}");
     // `chuyi` itself is on the PATH up.env sets, reaching this cluster.
     assert!(out.contains("up-test") && out.contains("objects"), "chuyi bucket info after . up.env: {out}");
+    // The same over TLS: awscli, boto3 and rclone verify the self-signed
+    // certificate through the bundle up.env names, and refuse without it.
+    // (rclone takes it as --ca-cert: its AWS SDK refuses AWS_CA_BUNDLE with
+    // rclone's own HTTP transport.)
+    let (ok, out) = with_env(
+        &env,
+        "set -e; t=$(mktemp -d); aws --endpoint-url $CHUYI_S3_TLS_ENDPOINT s3 cp s3://up-test/scan.dcm $t/a; \
+         head -c 3000000 /dev/urandom > $t/b; \
+         python3 -c 'import boto3,os,sys; s3=boto3.client(\"s3\", endpoint_url=os.environ[\"CHUYI_S3_TLS_ENDPOINT\"]); \
+           s3.upload_file(sys.argv[1], \"up-test\", \"tls.bin\"); s3.download_file(\"up-test\", \"tls.bin\", sys.argv[2])' \
+           $t/b $t/b2; cmp $t/b $t/b2; \
+         env -u AWS_CA_BUNDLE rclone --ca-cert \"$AWS_CA_BUNDLE\" lsf \":s3,provider=Other,env_auth=true,endpoint='$CHUYI_S3_TLS_ENDPOINT':up-test\"; \
+         echo verified; if env -u AWS_CA_BUNDLE aws --endpoint-url $CHUYI_S3_TLS_ENDPOINT s3 ls 2>$t/err; then exit 1; fi; \
+         grep -iE 'certificate.verify.failed' $t/err; \
+         aws --endpoint-url $CHUYI_S3_TLS_ENDPOINT s3api put-bucket-policy --bucket up-test --policy \
+           '{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"s3:GetObject\",\
+             \"Resource\":\"arn:aws:s3:::up-test/*\",\"Condition\":{\"Bool\":{\"aws:SecureTransport\":\"false\"}}}]}'; \
+         aws --endpoint-url $CHUYI_S3_TLS_ENDPOINT s3 cp s3://up-test/tls.bin $t/c; cmp $t/b $t/c; echo secure-read; \
+         if aws --endpoint-url $CHUYI_S3_ENDPOINT s3api get-object --bucket up-test --key tls.bin $t/d 2>$t/err; then exit 1; fi; \
+         grep AccessDenied $t/err; rm -r $t",
+    );
+    assert!(ok && out.contains("verified") && out.contains("tls.bin"), "S3 over TLS with up.env's bundle: {out}");
+    // aws:SecureTransport is true over TLS only.
+    assert!(out.contains("secure-read") && out.contains("AccessDenied"), "a policy on aws:SecureTransport: {out}");
     stop(up);
 }
 

@@ -53,3 +53,4 @@ pub mod presigned;
 pub mod reclaim;
 pub mod server;
 pub mod tagging;
+pub mod tls;

@@ -1,5 +1,6 @@
-//! The HTTP side: one hyper connection per client (HTTP/1.1 and h2), the
-//! s3s service routing each request, authenticated by [`Users`].
+//! The HTTP side: one hyper connection per client (HTTP/1.1 and h2), plain
+//! or over TLS ([`crate::tls`]), the s3s service routing each request,
+//! authenticated by [`Users`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{DataPath, PENDING_TTL};
 use crate::gateway::Gateway;
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
+use crate::tls::Tls;
 
 /// How a gateway serves.
 #[derive(Debug, Clone)]
@@ -107,7 +109,15 @@ pub const REQUEST_HEAD_MAX_BYTES: usize = 32 * 1024;
 
 /// Serves S3 on `listener` until it fails; each connection on its own task.
 pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<()> {
-    let service = Arc::new(service);
+    serve_on(listener, Arc::new(service), None).await
+}
+
+/// How long a client has to finish its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves S3 on `listener`, over TLS with `tls`'s certificate of the
+/// moment when given, until accepting fails.
+pub async fn serve_on(listener: TcpListener, service: Arc<Service>, tls: Option<Arc<Tls>>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         // Small responses go out at once, not after the peer's delayed
@@ -116,47 +126,64 @@ pub async fn serve(listener: TcpListener, service: Service) -> std::io::Result<(
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
         let service = service.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            let handle = hyper::service::service_fn(move |req| {
-                let service = service.clone();
-                async move {
-                    if req.method() == Method::OPTIONS {
-                        return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
-                    }
-                    let (req, read) = watched(req);
-                    let closes = wants_close(&req);
-                    let origin = crate::cors::Origin::of(&req);
-                    let now = chuyi_common::clock::unix_ms() as i64 / 1000;
-                    let mut response = match crate::presigned::check(req.uri().query(), now) {
-                        Err(e) => crate::digests::error_response(e),
-                        Ok(()) => match crate::digests::checked(req).await {
-                            Ok(mut req) => {
-                                req.extensions_mut().insert(Peer { addr: peer, secure: false });
-                                service.s3.call(req).await?
-                            }
-                            Err(e) => crate::digests::error_response(e),
-                        },
-                    };
-                    if let Some(origin) = origin {
-                        origin.allow(&service.cors, response.headers_mut()).await;
-                    }
-                    if closes && !read.load(Ordering::Acquire) {
-                        // The body was refused unread (403, 404, 400 before
-                        // the data): hyper will not reuse the connection
-                        // past the unread bytes, so say so, or the client
-                        // sends its next request into a closing socket.
-                        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, s3s::HttpError>(response)
-                }
-            });
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(REQUEST_HEAD_MAX_BYTES);
-            let served = builder.serve_connection(TokioIo::new(stream), handle).await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "s3 connection ended");
+            let Some(acceptor) = acceptor else {
+                return connection(stream, Peer { addr: peer, secure: false }, service).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => connection(stream, Peer { addr: peer, secure: true }, service).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// One client's connection, plain or TLS, served until it ends.
+async fn connection<S>(stream: S, peer: Peer, service: Arc<Service>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = peer.addr;
+    let handle = hyper::service::service_fn(move |req| {
+        let service = service.clone();
+        async move {
+            if req.method() == Method::OPTIONS {
+                return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
+            }
+            let (req, read) = watched(req);
+            let closes = wants_close(&req);
+            let origin = crate::cors::Origin::of(&req);
+            let now = chuyi_common::clock::unix_ms() as i64 / 1000;
+            let mut response = match crate::presigned::check(req.uri().query(), now) {
+                Err(e) => crate::digests::error_response(e),
+                Ok(()) => match crate::digests::checked(req).await {
+                    Ok(mut req) => {
+                        req.extensions_mut().insert(peer);
+                        service.s3.call(req).await?
+                    }
+                    Err(e) => crate::digests::error_response(e),
+                },
+            };
+            if let Some(origin) = origin {
+                origin.allow(&service.cors, response.headers_mut()).await;
+            }
+            if closes && !read.load(Ordering::Acquire) {
+                // The body was refused unread (403, 404, 400 before
+                // the data): hyper will not reuse the connection
+                // past the unread bytes, so say so, or the client
+                // sends its next request into a closing socket.
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, s3s::HttpError>(response)
+        }
+    });
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(REQUEST_HEAD_MAX_BYTES);
+    let served = builder.serve_connection(TokioIo::new(stream), handle).await;
+    if let Err(e) = served {
+        tracing::debug!(peer = %addr, error = %e, "s3 connection ended");
     }
 }
 
