@@ -88,7 +88,7 @@ fn listed_sums(part: &CompletedPart) -> Checksum {
 /// Refuses a checksum in another algorithm than the upload's: S3 keeps one
 /// per part, in the algorithm the upload was created with.
 fn refuse_other_algorithm(ours: Algorithm, sent: &Checksum, named: Option<&str>) -> S3Result<()> {
-    let other = [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Crc64Nvme, Algorithm::Sha1, Algorithm::Sha256]
+    let other = Algorithm::ALL
         .into_iter()
         .filter(|a| *a != ours)
         .find(|a| a.of(sent).is_some() || named.is_some_and(|n| n.eq_ignore_ascii_case(a.name())));

@@ -34,7 +34,7 @@ pub enum Kind {
 }
 
 impl Algorithm {
-    const ALL: [Algorithm; 5] =
+    pub const ALL: [Algorithm; 5] =
         [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Crc64Nvme, Algorithm::Sha1, Algorithm::Sha256];
 
     pub fn parse(name: &str) -> Option<Self> {
