@@ -26,7 +26,8 @@
 # SIZES (4KiB,1MiB,64MiB), OBJECTS (1100,200,16), CONCURRENCY (32,16,4),
 # GET_ROUNDS (4), LIST_ROUNDS (16), PAYLOAD (unsigned or sha256), GATEWAY_THREADS (2),
 # PATHS (gateway,gateway-owned,direct, and gateway-performance and
-# gateway-capacity: buckets with compression), DATA (a file the bodies are
+# gateway-capacity: buckets with compression; gateway-sm4 and
+# gateway-aes256: buckets that encrypt by default), DATA (a file the bodies are
 # cut from instead of random bytes), MIN_FREE_GIB (20).
 set -euo pipefail
 

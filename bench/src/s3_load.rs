@@ -32,7 +32,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
-use chuyi_meta_api::model::BucketSettings;
+use chuyi_meta_api::model::{BucketConfigKind, BucketSettings};
 use chuyi_metadata::state::Request;
 
 use crate::cpu::{self, CpuTimes, GATEWAY_THREAD};
@@ -91,6 +91,10 @@ pub enum PathKind {
     GatewayCapacity,
     /// The gateway, into a bucket with compression `performance` (lz4).
     GatewayPerformance,
+    /// The gateway, into a bucket that encrypts with SM4-GCM by default.
+    GatewaySm4,
+    /// The gateway, into a bucket that encrypts with AES-256-GCM by default.
+    GatewayAes256,
 }
 
 impl PathKind {
@@ -101,6 +105,21 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::GatewayCapacity => "gateway-capacity",
             PathKind::GatewayPerformance => "gateway-performance",
+            PathKind::GatewaySm4 => "gateway-sm4",
+            PathKind::GatewayAes256 => "gateway-aes256",
+        }
+    }
+
+    /// The bucket's default encryption on this path (its S3 name).
+    fn encryption(self) -> Option<&'static str> {
+        match self {
+            PathKind::GatewaySm4 => Some("SM4"),
+            PathKind::GatewayAes256 => Some("AES256"),
+            PathKind::Gateway
+            | PathKind::GatewayOwned
+            | PathKind::Direct
+            | PathKind::GatewayCapacity
+            | PathKind::GatewayPerformance => None,
         }
     }
 
@@ -109,7 +128,11 @@ impl PathKind {
         match self {
             PathKind::GatewayCapacity => Some("capacity"),
             PathKind::GatewayPerformance => Some("performance"),
-            PathKind::Gateway | PathKind::GatewayOwned | PathKind::Direct => None,
+            PathKind::Gateway
+            | PathKind::GatewayOwned
+            | PathKind::Direct
+            | PathKind::GatewaySm4
+            | PathKind::GatewayAes256 => None,
         }
     }
 }
@@ -221,7 +244,12 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
     for &kind in &spec.paths {
         let bucket = format!("bench-{}", kind.name());
         let path: Arc<dyn ObjectPath> = match kind {
-            PathKind::Gateway | PathKind::GatewayOwned | PathKind::GatewayCapacity | PathKind::GatewayPerformance => {
+            PathKind::Gateway
+            | PathKind::GatewayOwned
+            | PathKind::GatewayCapacity
+            | PathKind::GatewayPerformance
+            | PathKind::GatewaySm4
+            | PathKind::GatewayAes256 => {
                 let addr = start_gateway(&cluster, runtime, gateway_options(kind)).await?;
                 S3Connection::connect(addr, &keys, spec.payload).await?.create_bucket(&bucket).await?;
                 if let Some(policy) = kind.compression() {
@@ -229,6 +257,13 @@ async fn start(spec: &S3LoadSpec) -> anyhow::Result<Bench> {
                     meta.write(Request::SetBucketSettings { bucket: bucket.clone(), settings })
                         .await
                         .context("setting the bucket's compression")?;
+                }
+                if let Some(algorithm) = kind.encryption() {
+                    let kind = BucketConfigKind::Encryption;
+                    let document = Some(algorithm.as_bytes().to_vec());
+                    meta.write(Request::SetBucketConfig { bucket: bucket.clone(), kind, document })
+                        .await
+                        .context("setting the bucket's encryption")?;
                 }
                 Arc::new(GatewayPath { name: kind.name(), addr, keys: keys.clone(), payload: spec.payload, bucket })
             }
@@ -453,6 +488,12 @@ fn gateway_options(kind: PathKind) -> chuyi_s3::server::Options {
         pack_ttl: Duration::from_secs(10),
         pack_grace: Duration::from_secs(1),
         packed_object_max: if kind == PathKind::GatewayOwned { 0 } else { chuyi_s3::packs::PACKED_OBJECT_MAX },
+        // A KEK of the run's own, for the encrypted paths' bucket keys.
+        kek: kind.encryption().map(|_| {
+            let mut key = [0u8; 16];
+            chuyi_common::secret::fill_random(&mut key);
+            chuyi_common::sm4::Kek::new(&key)
+        }),
         ..chuyi_s3::server::Options::new(POOL)
     }
 }

@@ -15,8 +15,8 @@ use crate::s3_load::{Phase, S3LoadSpec, SizeSpec};
 pub struct PhaseResult {
     pub object_bytes: u64,
     pub phase: Phase,
-    /// "gateway", "gateway-owned", "direct", "gateway-performance" or
-    /// "gateway-capacity".
+    /// "gateway", "gateway-owned", "direct", "gateway-performance",
+    /// "gateway-capacity", "gateway-sm4" or "gateway-aes256".
     pub path: &'static str,
     pub concurrency: usize,
     /// Timed requests: one per object, or one per page of a listing.
@@ -176,15 +176,15 @@ impl S3Report {
                 let _ = writeln!(out, "{} {disk} |", ratio_row(packed, owned));
             }
         }
-        // Each compression policy against compression off, when both ran:
-        // the disk column is stored/sent.
-        for policy in ["gateway-performance", "gateway-capacity"] {
+        // Each compression policy and cipher against neither, when both
+        // ran: the disk column is stored/sent.
+        for policy in ["gateway-performance", "gateway-capacity", "gateway-sm4", "gateway-aes256"] {
             if self.pairs(policy).next().is_none() {
                 continue;
             }
             let _ = write!(
                 out,
-                "\n{policy} / gateway (compression off):\n\n\
+                "\n{policy} / gateway (neither compressed nor encrypted):\n\n\
                  | size | phase | objects/s | p50 | p99 | disk / data |\n\
                  |---|---|---:|---:|---:|---:|\n"
             );

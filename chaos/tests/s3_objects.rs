@@ -86,6 +86,10 @@ fn options(layout: Layout) -> chuyi_s3::server::Options {
 }
 
 async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
+    cluster_with_gateway_of(options(layout)).await
+}
+
+async fn cluster_with_gateway_of(options: chuyi_s3::server::Options) -> (TestCluster, String) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
     // A second pool, for lifecycle transitions (storage class COLD).
@@ -103,7 +107,7 @@ async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
     let credential = chuyi_chaos::cluster::frontend("s3-test");
     let client = cluster.client_as(&credential, Duration::from_secs(30)).await.expect("client");
     let user_seal = credential.user_seal().expect("a frontend opens user keys");
-    let service = chuyi_s3::server::service_with(client, user_seal, options(layout));
+    let service = chuyi_s3::server::service_with(client, user_seal, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(chuyi_s3::server::serve(listener, service));
@@ -457,6 +461,199 @@ async fn compressed_buckets_round_trip_every_corpus_file_and_count_what_they_sto
             assert_eq!((i["bytes"].as_u64(), i["stored_bytes"].as_u64()), (Some(0), Some(0)), "{bucket}: {i}");
         }
     });
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
+/// How many times `marker` appears in the storage nodes' files.
+fn on_nodes(cluster: &TestCluster, marker: &[u8]) -> usize {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(cluster.dir()).expect("cluster dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("node") && entry.path().is_dir() {
+            walk(&entry.path(), &mut files);
+        }
+    }
+    assert!(!files.is_empty(), "no storage node files under {}", cluster.dir().display());
+    let first = marker[0];
+    files
+        .iter()
+        .map(|file| {
+            let data = std::fs::read(file).unwrap_or_default();
+            data.windows(marker.len()).filter(|w| w[0] == first && *w == marker).count()
+        })
+        .sum()
+}
+
+/// A KEK file (32 hex digits) under `dir`.
+fn kek_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, chuyi_common::sm4::generate_kek_hex()).expect("kek file");
+    path
+}
+
+/// Server-side encryption through real clients: bucket defaults of SM4
+/// and AES256 (with and without compression) over the whole corpus,
+/// per-request SSE and SSE-C with their errors; no plaintext on the nodes;
+/// gateways without the KEK or with another one refusing encrypted objects
+/// and serving the rest; `chuyi key rotate` re-wrapping bucket keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn encrypted_buckets_keep_only_ciphertext_on_disk_and_need_the_kek() {
+    let keys = tempfile::tempdir().expect("dir");
+    let old_kek = kek_file(keys.path(), "old.kek");
+    let kek = chuyi_common::sm4::load_kek(Some(&old_kek)).expect("kek");
+    let (cluster, endpoint) =
+        cluster_with_gateway_of(chuyi_s3::server::Options { kek, ..options(Layout::Packed) }).await;
+    let alice = user(&cluster, "alice");
+    let c = &cluster;
+    let aws = |endpoint: &str, args: &[&str]| {
+        let mut full = vec!["--endpoint-url", endpoint];
+        full.extend_from_slice(args);
+        run_script(endpoint, &alice, None, "aws", &full)
+    };
+    let info = |bucket: &str| {
+        let (ok, out, err) = c.cli(&["--json", "bucket", "info", bucket]).expect("chuyi");
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let python = |endpoint: &str, args: &[&str]| run_script(endpoint, &alice, None, "python3", args);
+    let free = || format!("127.0.0.1:{}", chuyi_chaos::cluster::free_port().expect("a free port"));
+    let (no_kek_addr, other_kek_addr, new_addr) = (free(), free(), free());
+    // Their packs close within seconds too (a gateway's compactor may move
+    // others' small objects into its own pack), so all is freed at the end.
+    let short = ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    let no_kek_gateway = cluster.s3_gateway(&no_kek_addr, &short).await.expect("gateway without a KEK");
+    let wrong = kek_file(keys.path(), "other.kek");
+    let wrong_arg = wrong.display().to_string();
+    let other_args = [&short[..], &["--kek-file", &wrong_arg]].concat();
+    let other_gateway = cluster.s3_gateway(&other_kek_addr, &other_args).await.expect("gateway with another KEK");
+    let (no_kek, other_kek) = (format!("http://{no_kek_addr}"), format!("http://{other_kek_addr}"));
+    tokio::task::block_in_place(|| {
+        for bucket in ["plain", "sealed", "sm4cap", "aes", "defaults"] {
+            aws(&endpoint, &["s3", "mb", &format!("s3://{bucket}")]);
+        }
+        let set = |args: &[&str]| {
+            let (ok, out, err) = c.cli(args).expect("chuyi");
+            assert!(ok, "{out}{err}");
+            out
+        };
+        assert!(set(&["bucket", "set", "sealed", "--encryption", "sm4"]).contains("encryption SM4"));
+        set(&["bucket", "set", "sm4cap", "--encryption", "sm4", "--compression", "capacity"]);
+        let (ok, _, err) = c.cli(&["bucket", "set", "aes", "--encryption", "des"]).expect("chuyi");
+        assert!(!ok && err.contains("unknown encryption"), "{err}");
+        assert_eq!(info("aes")["encryption"], "off", "a refused setting changes nothing");
+        aws(
+            &endpoint,
+            &[
+                "s3api",
+                "put-bucket-encryption",
+                "--bucket",
+                "aes",
+                "--server-side-encryption-configuration",
+                r#"{"Rules":[{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}}]}"#,
+            ],
+        );
+        assert_eq!(info("aes")["encryption"], "AES256");
+        assert_eq!(info("sealed")["encryption"], "SM4");
+
+        // The same marked file into a plain and an SM4 bucket, and with
+        // awscli's --sse AES256 and --sse-c: found on the nodes once, for
+        // the plain bucket only.
+        let dir = tempfile::tempdir().expect("dir");
+        let marked = dir.path().join("marked");
+        let text: Vec<u8> = (0..4000).flat_map(|i| format!("PATIENT-RECORD-MARKER-{i:06}|").into_bytes()).collect();
+        std::fs::write(&marked, &text).expect("marked file");
+        let sse_c_key = dir.path().join("sse-c.key");
+        std::fs::write(&sse_c_key, [0x42u8; 32]).expect("key file");
+        let marked_arg = marked.display().to_string();
+        aws(&endpoint, &["s3", "cp", &marked_arg, "s3://sealed/marked"]);
+        aws(&endpoint, &["s3", "cp", "--sse", "AES256", &marked_arg, "s3://plain/marked-aes"]);
+        let key_arg = format!("fileb://{}", sse_c_key.display());
+        aws(&endpoint, &["s3", "cp", "--sse-c", "AES256", "--sse-c-key", &key_arg, &marked_arg, "s3://plain/marked-c"]);
+        let head = aws(&endpoint, &["s3api", "head-object", "--bucket", "sealed", "--key", "marked"]);
+        assert!(head.contains(r#""ServerSideEncryption": "SM4""#), "{head}");
+        let back = dir.path().join("back");
+        let back_arg = back.display().to_string();
+        aws(&endpoint, &["s3", "cp", "s3://sealed/marked", &back_arg]);
+        assert!(std::fs::read(&back).expect("back") == text, "SM4 object read back by awscli");
+        aws(&endpoint, &["s3", "cp", "--sse-c", "AES256", "--sse-c-key", &key_arg, "s3://plain/marked-c", &back_arg]);
+        assert!(std::fs::read(&back).expect("back") == text, "SSE-C object read back by awscli");
+        let needle = b"PATIENT-RECORD-MARKER-001234|";
+        assert_eq!(on_nodes(c, needle), 0, "no plaintext of an encrypted object on any node");
+        aws(&endpoint, &["s3", "cp", &marked_arg, "s3://plain/marked"]);
+        assert!(on_nodes(c, needle) >= 2, "the plain object's bytes are found (both replicas)");
+
+        // A gateway without the KEK, and one with another: plain objects
+        // served, encrypted ones and writes into an SM4 bucket refused.
+        for (gateway, why) in [(&no_kek, "without the master key"), (&other_kek, "another KEK")] {
+            let out = python(gateway, &["encryption.py", "probe", "plain", "marked"]);
+            assert!(out.contains("status get 200") && out.contains("status head 200"), "{why}: {out}");
+            let out = python(gateway, &["encryption.py", "probe", "sealed", "marked"]);
+            assert!(out.contains("status get 503 KeyUnavailable"), "{why}: {out}");
+            assert!(out.contains(why), "{why}: the error says why: {out}");
+            let out = python(gateway, &["encryption.py", "put", "sealed", "new", "text"]);
+            assert!(out.contains("status put 503 KeyUnavailable"), "{why}: {out}");
+            let out = python(gateway, &["encryption.py", "put", "plain", "new", "text", "SM4"]);
+            assert!(out.contains("status put 503 KeyUnavailable"), "{why}: {out}");
+            let out = python(gateway, &["encryption.py", "put", "plain", "new", "text"]);
+            assert!(out.contains("status put 200"), "{why}: {out}");
+        }
+        let out = python(&endpoint, &["encryption.py", "probe", "sealed", "new"]);
+        assert!(out.contains("status get 404"), "refused writes stored nothing: {out}");
+
+        // Every corpus file through the default-encrypted buckets (one
+        // compressed too), copies between them; then per-request SSE and
+        // SSE-C, and the bucket default operations.
+        let out = python(&endpoint, &["encryption.py", "load", "sm4cap", "aes"]);
+        for bucket in ["sm4cap", "aes"] {
+            let line = out.lines().find(|l| l.starts_with(&format!("ok load {bucket} "))).expect("a load line");
+            let held: u64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("bytes");
+            let i = info(bucket);
+            assert_eq!(i["bytes"].as_u64(), Some(held), "{bucket}: bytes as sent, exactly: {i}");
+            let stored = i["stored_bytes"].as_u64().expect("stored");
+            if bucket == "sm4cap" {
+                assert!(i["ratio"].as_f64().expect("ratio") > 1.3, "compressed, then sealed: {i}");
+            } else {
+                assert!(stored > held && stored < held + held / 50, "sealing adds tags and salts only: {i}");
+            }
+        }
+        python(&endpoint, &["encryption.py", "sse", "plain"]);
+        python(&endpoint, &["encryption.py", "default", "defaults"]);
+
+        // Rotation: bucket keys re-wrapped under a new KEK (one record per
+        // bucket); a gateway with the new KEK reads what the old wrote, one
+        // with the old KEK no longer does; a second run has nothing to do.
+        let new_kek = kek_file(keys.path(), "new.kek");
+        let (old_arg, new_arg) = (old_kek.display().to_string(), new_kek.display().to_string());
+        let rotate = ["--kek-file", old_arg.as_str(), "key", "rotate", "--new-kek-file", new_arg.as_str()];
+        let out = set(&rotate);
+        assert!(out.contains("5 bucket keys re-wrapped under the new KEK (0 already were)"), "{out}");
+        let out = set(&rotate);
+        assert!(out.contains("0 bucket keys re-wrapped under the new KEK (5 already were)"), "{out}");
+        let before = python(&endpoint, &["encryption.py", "probe", "sealed", "marked"]);
+        assert!(before.contains("status get 503 KeyUnavailable"), "the old KEK no longer opens it: {before}");
+        let runtime = tokio::runtime::Handle::current();
+        let new_args = [&short[..], &["--kek-file", &new_arg]].concat();
+        let new_gateway = runtime.block_on(cluster.s3_gateway(&new_addr, &new_args)).expect("gateway, new KEK");
+        let out = python(&format!("http://{new_addr}"), &["encryption.py", "probe", "sealed", "marked"]);
+        let sha = chuyi_common::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(&text));
+        assert!(out.contains(&format!("status get 200 - {sha}")), "the new KEK opens it: {out}");
+        drop(new_gateway);
+
+        for bucket in ["plain", "sealed", "sm4cap", "aes", "defaults"] {
+            python(&endpoint, &["compression.py", "clear", bucket]);
+            assert_eq!(info(bucket)["bytes"].as_u64(), Some(0), "{bucket}");
+        }
+    });
+    drop((no_kek_gateway, other_gateway));
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
 

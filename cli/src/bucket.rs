@@ -1,13 +1,13 @@
 //! `chuyi bucket list|info|set|lifecycle`: the S3 buckets as the metadata
-//! service keeps them, with their owner, versioning, pool, compression and
-//! what they hold (as sent and as stored), their settings, and what their
-//! lifecycle rules would do (a dry run).
+//! service keeps them, with their owner, versioning, pool, compression,
+//! default encryption and what they hold (as sent and as stored), their
+//! settings, and what their lifecycle rules would do (a dry run).
 
 use anyhow::bail;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
 use chuyi_metadata::client::MetaClient;
-use chuyi_metadata::state::model::BucketUsage;
+use chuyi_metadata::state::model::{Bucket, BucketConfigKind, BucketUsage};
 use chuyi_metadata::state::Request;
 use chuyi_s3::admin::BucketInfo;
 use chuyi_s3::lifecycle;
@@ -32,6 +32,12 @@ pub enum BucketCmd {
         /// least CPU) or `off`.
         #[arg(long)]
         compression: Option<String>,
+        /// Server-side encryption of new objects that ask for none: `sm4`
+        /// (SM4-GCM), `aes256` (AES-256-GCM) or `off`; the same as S3's
+        /// PutBucketEncryption. The bucket's key is made by the first
+        /// gateway that writes an encrypted object.
+        #[arg(long)]
+        encryption: Option<String>,
     },
     /// What the bucket's lifecycle rules would do now, or `--days-ahead`
     /// days from now: a dry run, nothing is changed.
@@ -42,8 +48,15 @@ pub enum BucketCmd {
     },
 }
 
-async fn usage(client: &MetaClient, name: &str) -> anyhow::Result<BucketUsage> {
-    Ok(client.ask(ask::BucketUsage(name.into())).await?)
+/// What the bucket holds, and its default encryption, for [`BucketInfo`].
+async fn usage(client: &MetaClient, name: &str) -> anyhow::Result<(BucketUsage, Option<Vec<u8>>)> {
+    let usage = client.ask(ask::BucketUsage(name.into())).await?;
+    let encryption = client.ask(ask::BucketConfig { bucket: name.into(), kind: BucketConfigKind::Encryption }).await?;
+    Ok((usage, encryption))
+}
+
+fn info(bucket: &Bucket, (usage, encryption): (BucketUsage, Option<Vec<u8>>)) -> BucketInfo {
+    BucketInfo::new(bucket, usage, encryption.as_deref())
 }
 
 pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
@@ -55,12 +68,21 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             for b in &buckets {
                 usages.push(usage(&client, &b.name).await?);
             }
-            let rows: Vec<BucketInfo> = buckets.iter().zip(usages).map(|(b, u)| BucketInfo::new(b, u)).collect();
+            let rows: Vec<BucketInfo> = buckets.iter().zip(usages).map(|(b, u)| info(b, u)).collect();
             if args.json {
                 return print_json(&rows);
             }
-            let mut t =
-                Table::new(&["BUCKET", "OWNER", "POOL", "VERSIONING", "OBJECTS", "SIZE", "STORED", "COMPRESSION"]);
+            let mut t = Table::new(&[
+                "BUCKET",
+                "OWNER",
+                "POOL",
+                "VERSIONING",
+                "OBJECTS",
+                "SIZE",
+                "STORED",
+                "COMPRESSION",
+                "ENCRYPTION",
+            ]);
             for r in rows {
                 t.row(vec![
                     r.name.clone(),
@@ -71,13 +93,14 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
                     ByteSize(r.bytes).to_string(),
                     ByteSize(r.stored_bytes).to_string(),
                     format!("{} ({:.2}x)", r.compression, r.ratio),
+                    r.encryption.clone(),
                 ]);
             }
             t.print();
         }
         BucketCmd::Info { name } => {
             let bucket = client.ask(ask::Bucket(name.clone())).await?;
-            let row = BucketInfo::new(&bucket, usage(&client, &name).await?);
+            let row = info(&bucket, usage(&client, &name).await?);
             if args.json {
                 return print_json(&row);
             }
@@ -88,11 +111,22 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             println!("objects    {} (versions, delete markers not counted)", row.objects);
             println!("size       {} ({} bytes)", ByteSize(row.bytes), row.bytes);
             println!("compression {}", row.compression);
+            println!("encryption {}", row.encryption);
             println!("stored     {} ({} bytes per replica)", ByteSize(row.stored_bytes), row.stored_bytes);
             println!("saved      {} ({} bytes), ratio {:.2}", ByteSize(row.saved_bytes), row.saved_bytes, row.ratio);
         }
-        BucketCmd::Set { name, compression } => {
+        BucketCmd::Set { name, compression, encryption } => {
             let mut bucket = client.ask(ask::Bucket(name.clone())).await?;
+            if let Some(encryption) = encryption {
+                let document = match encryption.as_str() {
+                    "sm4" => Some(b"SM4".to_vec()),
+                    "aes256" => Some(b"AES256".to_vec()),
+                    "off" => None,
+                    other => bail!("unknown encryption {other:?}: use sm4, aes256 or off"),
+                };
+                let kind = BucketConfigKind::Encryption;
+                client.write(Request::SetBucketConfig { bucket: name.clone(), kind, document }).await?;
+            }
             if let Some(policy) = compression {
                 bucket.settings.compression = match policy.as_str() {
                     "capacity" | "performance" => Some(policy),
@@ -102,11 +136,14 @@ pub async fn run(args: &ClusterArgs, cmd: BucketCmd) -> anyhow::Result<()> {
             }
             let settings = bucket.settings.clone();
             client.write(Request::SetBucketSettings { bucket: name.clone(), settings }).await?;
-            let row = BucketInfo::new(&bucket, usage(&client, &name).await?);
+            let row = info(&bucket, usage(&client, &name).await?);
             if args.json {
                 return print_json(&row);
             }
-            println!("bucket {name}: compression {} for what is written from now on", row.compression);
+            println!(
+                "bucket {name}: compression {}, encryption {} for what is written from now on",
+                row.compression, row.encryption
+            );
         }
         BucketCmd::Lifecycle { name, days_ahead } => {
             client.ask(ask::Bucket(name.clone())).await?;

@@ -160,6 +160,9 @@ fn main() -> anyhow::Result<()> {
                     pack_ttl: secs(pack_window_secs * 2),
                     pack_grace: secs(pack_grace_secs),
                     compact_bytes_per_s: compact_mb_per_s.saturating_mul(1_000_000),
+                    // Server-side encryption's bucket keys are wrapped under
+                    // it; without one, encrypted objects are refused.
+                    kek: cli.cluster.kek()?,
                     ..chuyi_s3::server::Options::new(pool)
                 };
                 let tls = match (tls_listen, tls_cert, tls_key) {

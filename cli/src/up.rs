@@ -132,7 +132,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
     let cluster = Cluster::connect(vec![meta_addr.clone()], &frontend, ClientConfig::default()).await?;
     let user_seal = frontend.user_seal().context("a frontend credential opens users' secret keys")?;
-    let s3 = std::sync::Arc::new(chuyi_s3::server::service(cluster.clone(), user_seal, "hdd".into()));
+    let s3_options = chuyi_s3::server::Options { kek: kek.clone(), ..chuyi_s3::server::Options::new("hdd") };
+    let s3 = std::sync::Arc::new(chuyi_s3::server::service_with(cluster.clone(), user_seal, s3_options));
     tokio::spawn(chuyi_s3::server::serve_on(s3_listener, s3.clone(), None));
     let tls_files = self_signed(&dir.join("tls"))?;
     let tls = chuyi_s3::tls::Tls::load(tls_files.clone())?;

@@ -269,6 +269,9 @@ pub enum BucketConfigKind {
     /// How far the last lifecycle pass over the bucket came (the
     /// gateway's JSON of `lifecycle::Progress`), for `chuyi status`.
     LifecycleProgress,
+    /// The bucket's default server-side encryption: the algorithm's S3
+    /// name (`SM4` or `AES256`) as text.
+    Encryption,
 }
 
 impl BucketConfigKind {
@@ -281,6 +284,7 @@ impl BucketConfigKind {
             BucketConfigKind::Policy => "policy",
             BucketConfigKind::Acl => "acl",
             BucketConfigKind::LifecycleProgress => "lifecycle-progress",
+            BucketConfigKind::Encryption => "encryption",
         }
     }
 }
@@ -737,6 +741,13 @@ impl<'de> Deserialize<'de> for BucketUsage {
 /// (`s3-gateway/src/frames.rs`), so their lengths are what the data takes,
 /// not the object's size.
 pub const OBJECT_FRAMED: u32 = 1;
+/// `ObjectPut::flags` bits: the version's frames are sealed (server-side
+/// encryption, `s3-gateway/src/sse.rs`) with SM4-GCM or AES-256-GCM under
+/// its bucket's key, or with AES-256-GCM under a key the client holds
+/// (SSE-C). Sealed runs are always framed.
+pub const OBJECT_SSE_SM4: u32 = 1 << 1;
+pub const OBJECT_SSE_AES256: u32 = 1 << 2;
+pub const OBJECT_SSE_C: u32 = 1 << 3;
 
 /// The header a framed multipart object keeps its parts' sizes under
 /// (comma-separated, in order): a range GET finds its parts by them.

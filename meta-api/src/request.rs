@@ -301,6 +301,17 @@ pub enum Request {
         from: Vec<DataRun>,
         to: Vec<DataRun>,
     },
+    /// Sets a bucket's data key, wrapped under the KEK, only if the bucket's
+    /// is still `old` (`None`: it has none). The first gateway to make a
+    /// bucket's key wins and every other uses that one; a rotation stores
+    /// its re-wrapped key only over the one it read. `SetBucketSettings`
+    /// never changes the key: a key replaced would lose every object
+    /// sealed under it. Appended, so the variants before keep their numbers.
+    SetBucketKey {
+        bucket: String,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -341,6 +352,7 @@ impl Request {
             Request::RewrapVolumeKey { .. } => "RewrapVolumeKey",
             Request::SetPoolDefaults { .. } => "SetPoolDefaults",
             Request::SetBucketConfig { .. } => "SetBucketConfig",
+            Request::SetBucketKey { .. } => "SetBucketKey",
             Request::SetObjectTags { .. } => "SetObjectTags",
             Request::SetObjectLockConfig { .. } => "SetObjectLockConfig",
             Request::SetRetention { .. } => "SetRetention",

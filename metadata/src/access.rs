@@ -82,6 +82,7 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetVersioning { .. }
         | Request::SetBucketSettings { .. }
         | Request::SetBucketConfig { .. }
+        | Request::SetBucketKey { .. }
         | Request::SetObjectTags { .. }
         | Request::SetObjectLockConfig { .. }
         | Request::SetRetention { .. }

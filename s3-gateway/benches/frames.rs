@@ -11,6 +11,12 @@
 //! bench/RESULTS.md); then criterion on the gateway's own encoder and
 //! decoder for each policy and corpus.
 //!
+//! A third group, `seal`, frames 4 MiB of random bytes (incompressible,
+//! so every frame is stored raw) without a codec, sealed with SM4-GCM and
+//! AES-256-GCM, encode and decode: the CPU server-side encryption costs
+//! per byte on one core, next to the gateway's whole path in
+//! `bench/sse.sh`.
+//!
 //! `CORPUS_DIR` names the DICOM directory (default: pydicom's, found with
 //! python3); a corpus that cannot be read is left out.
 
@@ -18,7 +24,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chuyi_s3::frames::{encode, Codec, Layout, FRAME_BYTES};
+use chuyi_s3::frames::{encode, Codec, Layout, Spec, FRAME_BYTES};
+use chuyi_s3::sse::{Algorithm, DataKey, Seal};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const CORPUS_BYTES: usize = 16 << 20;
@@ -157,26 +164,61 @@ fn frames(c: &mut Criterion) {
         let data = &data[..data.len().min(4 << 20)];
         group.throughput(Throughput::Bytes(data.len() as u64));
         for (policy, codec) in [("capacity", Codec::Zstd), ("performance", Codec::Lz4)] {
-            group.bench_function(BenchmarkId::new(format!("encode/{policy}"), name), |b| {
-                b.iter(|| encode(codec, black_box(data)))
-            });
-            let stored = encode(codec, data);
-            let layout = Layout::parse(&stored, stored.len() as u64).expect("layout");
-            let all = layout.frames_for(&(0..data.len() as u64));
-            group.bench_function(BenchmarkId::new(format!("decode/{policy}"), name), |b| {
-                b.iter(|| {
-                    let at = layout.stored_range(&all);
-                    let payloads =
-                        layout.split(&all, Bytes::copy_from_slice(&stored[at.start as usize..at.end as usize]));
-                    for (i, p) in payloads {
-                        black_box(layout.decode(i, p).expect("decode"));
-                    }
-                })
-            });
+            let spec = Spec { codec: Some(codec), seal: None };
+            bench_spec(&mut group, policy, name, &spec, data);
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, frames);
+/// Encode and decode of `data` framed as `spec`, as `policy` on corpus `name`.
+fn bench_spec(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    policy: &str,
+    name: &str,
+    spec: &Spec,
+    data: &[u8],
+) {
+    group.bench_function(BenchmarkId::new(format!("encode/{policy}"), name), |b| {
+        b.iter(|| encode(spec, black_box(data)))
+    });
+    let stored = encode(spec, data);
+    let layout = Layout::parse(&stored, stored.len() as u64).expect("layout");
+    let key = spec.seal.as_ref().map(|s| s.key.as_ref());
+    let cipher = layout.cipher(key).expect("cipher");
+    let all = layout.frames_for(&(0..data.len() as u64));
+    group.bench_function(BenchmarkId::new(format!("decode/{policy}"), name), |b| {
+        b.iter(|| {
+            let at = layout.stored_range(&all);
+            let payloads = layout.split(&all, Bytes::copy_from_slice(&stored[at.start as usize..at.end as usize]));
+            for (i, p) in payloads {
+                black_box(layout.decode(i, p, cipher.as_ref()).expect("decode"));
+            }
+        })
+    });
+}
+
+/// Sealing alone: random bytes (every frame raw), no codec, each cipher.
+fn seal(c: &mut Criterion) {
+    let mut group = c.benchmark_group("seal");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    let key = std::sync::Arc::new(DataKey::random());
+    for (name, algorithm) in [("sm4-gcm", Algorithm::Sm4), ("aes256-gcm", Algorithm::Aes256)] {
+        let spec = Spec { codec: None, seal: Some(Seal { algorithm, key: key.clone() }) };
+        bench_spec(&mut group, name, "random", &spec, &data);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, seal);
 criterion_main!(benches);

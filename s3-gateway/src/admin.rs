@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chuyi_client::Cluster;
 use chuyi_meta_api::ask;
-use chuyi_meta_api::model::{Bucket, BucketUsage, Versioning};
+use chuyi_meta_api::model::{Bucket, BucketConfigKind, BucketUsage, Versioning};
 use http::{Extensions, HeaderMap, HeaderValue, Method, Uri};
 use s3s::route::S3Route;
 use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
@@ -52,10 +52,13 @@ pub struct BucketInfo {
     pub ratio: f64,
     /// The policy new writes get: `capacity`, `performance` or `off`.
     pub compression: String,
+    /// The default encryption new writes get: `SM4`, `AES256` or `off`.
+    pub encryption: String,
 }
 
 impl BucketInfo {
-    pub fn new(b: &Bucket, usage: BucketUsage) -> Self {
+    /// `encryption`: the bucket's `encryption` document, if it has one.
+    pub fn new(b: &Bucket, usage: BucketUsage, encryption: Option<&[u8]>) -> Self {
         let versioning = match b.versioning {
             Versioning::Unset => "unversioned",
             Versioning::Enabled => "enabled",
@@ -73,6 +76,9 @@ impl BucketInfo {
             saved_bytes: usage.bytes.saturating_sub(usage.stored_bytes),
             ratio: if usage.stored_bytes == 0 { 1.0 } else { usage.bytes as f64 / usage.stored_bytes as f64 },
             compression: b.settings.compression.clone().unwrap_or_else(|| "off".into()),
+            encryption: encryption
+                .and_then(crate::encryption::decode_default)
+                .map_or_else(|| "off".into(), |a| a.s3_name().into()),
         }
     }
 }
@@ -99,8 +105,12 @@ impl S3Route for AdminRoute {
         if !user.admin && user.name != bucket.owner {
             return Err(s3_error!(AccessDenied, "only the bucket's owner or an admin may see its info"));
         }
-        let usage = meta.ask(ask::BucketUsage(name)).await.map_err(meta_error)?;
-        let json = serde_json::to_vec(&BucketInfo::new(&bucket, usage))
+        let usage = meta.ask(ask::BucketUsage(name.clone())).await.map_err(meta_error)?;
+        let encryption = meta
+            .ask(ask::BucketConfig { bucket: name, kind: BucketConfigKind::Encryption })
+            .await
+            .map_err(meta_error)?;
+        let json = serde_json::to_vec(&BucketInfo::new(&bucket, usage, encryption.as_deref()))
             .map_err(|e| s3_error!(InternalError, "encoding the bucket's info: {e}"))?;
         let mut res = S3Response::new(Body::from(json));
         res.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -222,6 +222,7 @@ impl Gateway {
             BucketConfigKind::Policy => self.access.policies.forget(&name),
             BucketConfigKind::Acl => self.access.acls.forget(&name),
             BucketConfigKind::Lifecycle => self.lifecycles.forget(&name),
+            BucketConfigKind::Encryption => self.encryptions.forget(&name),
             BucketConfigKind::Tagging | BucketConfigKind::Cors | BucketConfigKind::LifecycleProgress => {}
         }
         Ok(())

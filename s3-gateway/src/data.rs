@@ -5,11 +5,12 @@
 //! [`WRITES_IN_FLIGHT`] chunks buffered, a read [`READS_AHEAD`] plus what
 //! the response channel holds.
 //!
-//! A bucket with compression has its objects written framed
-//! ([`crate::frames`]): the body is checked (length, MD5, checksums) as
-//! sent, then compressed a frame at a time on the blocking pool, and the
-//! run is as long as what was stored. [`DataPath::read_object`] reads an
-//! object's bytes as they were sent, framed or not.
+//! A bucket with compression, and an encrypted object, has its data
+//! written framed ([`crate::frames`]): the body is checked (length, MD5,
+//! checksums) as sent, then compressed and sealed a frame at a time on the
+//! blocking pool, and the run is as long as what was stored.
+//! [`DataPath::read_object`] reads an object's bytes as they were sent,
+//! framed or not, given its data key when it is encrypted.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,8 +32,9 @@ use s3s::dto::{Checksum, StreamingBlob};
 use s3s::{s3_error, S3Error, S3Result};
 
 use crate::errors::meta_error;
-use crate::frames::{Codec, Encoder, Layout};
+use crate::frames::{Encoder, Layout, Spec};
 use crate::packs::Packs;
+use crate::sse::DataKey;
 use chuyi_meta_api::model::{ObjectPut, OBJECT_FRAMED, PART_SIZES_HEADER};
 
 /// Chunk writes one upload keeps in flight.
@@ -114,14 +116,14 @@ impl DataPath {
 
     /// Writes exactly `len` bytes of `body` into a new run of `pool`,
     /// computing its MD5 and the checksums `hasher` was set up for; framed
-    /// and compressed with `codec` when there is one.
+    /// (compressed, sealed) as `spec` says.
     pub async fn write<S, E>(
         &self,
         pool: &str,
         len: u64,
         body: S,
         hasher: ChecksumHasher,
-        codec: Option<Codec>,
+        spec: &Spec,
     ) -> S3Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -131,12 +133,12 @@ impl DataPath {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
         }
         // Compressed data is not known to shrink: room for it stored raw.
-        let reserved = if codec.is_some() { Encoder::stored_bound(len) } else { len };
+        let reserved = if spec.framed() { Encoder::stored_bound(len, spec.seal.is_some()) } else { len };
         let ttl_ms = pending_ttl(self.pending_ttl, reserved).as_millis() as u64;
         let begin = order::BeginData { pool: pool.to_string(), len: reserved, ttl_ms };
         let owner = self.cluster.meta().order(begin).await.map_err(meta_error)?;
         let mut run = PendingRun { run: DataRun::owned(owner, reserved), cluster: Some(self.cluster.clone()) };
-        let (md5, checksums, stored) = self.stream_chunks(owner, len, body, hasher, codec).await?;
+        let (md5, checksums, stored) = self.stream_chunks(owner, len, body, hasher, spec).await?;
         run.run.len = stored;
         Ok(Written { run, md5, checksums })
     }
@@ -149,14 +151,14 @@ impl DataPath {
         len: u64,
         mut body: S,
         hasher: ChecksumHasher,
-        codec: Option<Codec>,
+        spec: &Spec,
     ) -> S3Result<([u8; 16], Checksum, u64)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let mut check = BodyCheck::new(len, hasher);
-        let mut framing = codec.map(Framing::new);
+        let mut framing = spec.framed().then(|| Framing::new(spec));
         let mut buf = BytesMut::new();
         let mut next_index = 0u64;
         let mut stored = 0u64;
@@ -196,21 +198,21 @@ impl DataPath {
 
     /// Writes an object's body: into a pack when it is small (smaller
     /// than a chunk, [`Packs::packs`]), else into a run of its own; framed
-    /// with `codec` when there is one.
+    /// as `spec` says.
     pub async fn write_object<S, E>(
         &self,
         pool: &str,
         len: u64,
         body: S,
         hasher: ChecksumHasher,
-        codec: Option<Codec>,
+        spec: &Spec,
     ) -> S3Result<Written>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         if !self.packs.packs(len) {
-            return self.write(pool, len, body, hasher, codec).await;
+            return self.write(pool, len, body, hasher, spec).await;
         }
         // Whole before its range is taken: the range is committed or dead
         // within a chunk write of being taken, never held open by a slow
@@ -223,14 +225,13 @@ impl DataPath {
             buf.extend_from_slice(&piece);
         }
         let (md5, checksums) = check.finish();
-        let data = match codec {
-            Some(codec) => {
-                let raw = buf.freeze();
-                tokio::task::spawn_blocking(move || crate::frames::encode(codec, &raw))
-                    .await
-                    .map_err(|e| s3_error!(InternalError, "compressing: {e}"))?
-            }
-            None => buf.freeze(),
+        let data = if spec.framed() {
+            let (raw, spec) = (buf.freeze(), spec.clone());
+            tokio::task::spawn_blocking(move || crate::frames::encode(&spec, &raw))
+                .await
+                .map_err(|e| s3_error!(InternalError, "framing: {e}"))?
+        } else {
+            buf.freeze()
         };
         let run = self.packs.reserve(&self.cluster, pool, data.len() as u64).await?;
         self.write_run(run, data).await?;
@@ -273,8 +274,9 @@ impl DataPath {
     }
 
     /// Streams bytes `range` of `object` as they were sent: its runs' bytes,
-    /// or for a framed object the frames `range` touches, decompressed.
-    pub fn read_object(&self, object: &ObjectPut, range: Range<u64>) -> StreamingBlob {
+    /// or for a framed object the frames `range` touches, opened with `key`
+    /// (an encrypted object's) and decompressed.
+    pub fn read_object(&self, object: &ObjectPut, range: Range<u64>, key: Option<Arc<DataKey>>) -> StreamingBlob {
         if object.flags & OBJECT_FRAMED == 0 {
             return self.read(&object.data, range);
         }
@@ -283,7 +285,7 @@ impl DataPath {
         let this = self.clone();
         tokio::spawn(async move {
             let result = match parts {
-                Ok(parts) => this.send_framed(&parts, range, &mut tx).await,
+                Ok(parts) => this.send_framed(&parts, range, key.as_deref(), &mut tx).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -300,6 +302,7 @@ impl DataPath {
         &self,
         parts: &[(DataRun, Range<u64>)],
         range: Range<u64>,
+        key: Option<&DataKey>,
         tx: &mut mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<(), String> {
         for (run, holds) in parts {
@@ -309,6 +312,16 @@ impl DataPath {
             }
             let local = start - holds.start..end - holds.start;
             let layout = self.layout(*run).await?;
+            // The object's size, kept by the metadata service, fixes each
+            // run's length: a run cut short (or grown) on a disk shows here.
+            if layout.logical_len != holds.end - holds.start {
+                return Err(format!(
+                    "a framed run holds {} bytes, not {}",
+                    layout.logical_len,
+                    holds.end - holds.start
+                ));
+            }
+            let cipher = Arc::new(layout.cipher(key).map_err(|e| e.to_string())?);
             let frames = layout.frames_for(&local);
             let mut first = frames.start;
             while first < frames.end {
@@ -316,10 +329,12 @@ impl DataPath {
                 first = batch.end;
                 let at = layout.stored_range(&batch);
                 let stored = self.read_all(&[*run], at).await?;
-                let (layout, batch, local) = (layout.clone(), batch.clone(), local.clone());
-                let pieces = tokio::task::spawn_blocking(move || decode_batch(&layout, &batch, stored, &local))
-                    .await
-                    .map_err(|e| e.to_string())??;
+                let (layout, batch, local, cipher) = (layout.clone(), batch.clone(), local.clone(), cipher.clone());
+                let pieces = tokio::task::spawn_blocking(move || {
+                    decode_batch(&layout, &batch, stored, &local, cipher.as_ref().as_ref())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
                 for piece in pieces {
                     // The client went away: stop reading.
                     if tx.send(Ok(piece)).await.is_err() {
@@ -431,11 +446,12 @@ fn decode_batch(
     batch: &Range<usize>,
     stored: Bytes,
     local: &Range<u64>,
+    cipher: Option<&crate::sse::RunCipher>,
 ) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::with_capacity(batch.len());
     for (i, payload) in layout.split(batch, stored) {
         let start = layout.logical_start(i);
-        let mut data = layout.decode(i, payload).map_err(|e| e.to_string())?;
+        let mut data = layout.decode(i, payload, cipher).map_err(|e| e.to_string())?;
         let end = (local.end.saturating_sub(start) as usize).min(data.len());
         data.truncate(end);
         let from = (local.start.saturating_sub(start) as usize).min(data.len());
@@ -445,7 +461,7 @@ fn decode_batch(
 }
 
 /// Feeds a body through an [`Encoder`] on the blocking pool, a batch at a
-/// time (compression takes milliseconds per MiB).
+/// time (compression and sealing take milliseconds per MiB).
 struct Framing {
     encoder: Option<Encoder>,
     batch: BytesMut,
@@ -455,8 +471,8 @@ struct Framing {
 const FRAMING_BATCH: usize = 1 << 20;
 
 impl Framing {
-    fn new(codec: Codec) -> Self {
-        Self { encoder: Some(Encoder::new(codec)), batch: BytesMut::new() }
+    fn new(spec: &Spec) -> Self {
+        Self { encoder: Some(Encoder::new(spec)), batch: BytesMut::new() }
     }
 
     /// Takes the next piece of the body (`None` at its end), appending

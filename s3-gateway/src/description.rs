@@ -100,7 +100,9 @@ pub fn keep_checksums(object: &mut ObjectPut, sums: &Checksum) {
 /// framing): what a copy with the COPY directive carries over.
 pub fn without_checksums(object: &ObjectPut) -> ObjectPut {
     let mut copy = object.without_data();
-    copy.headers.retain(|(name, _)| !name.starts_with("x-amz-checksum-") && name != PART_SIZES_HEADER);
+    copy.headers.retain(|(name, _)| {
+        !name.starts_with("x-amz-checksum-") && name != PART_SIZES_HEADER && !name.starts_with("x-chuyi-sse-c-")
+    });
     copy.flags = 0;
     copy
 }

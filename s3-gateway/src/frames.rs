@@ -1,8 +1,11 @@
-//! Compressed object data: one run written as independent frames of
-//! [`FRAME_BYTES`] logical bytes each, followed by an index, so that a
-//! range GET decompresses only the frames it touches. A frame that does
-//! not shrink by at least an eighth is stored raw and costs no CPU on read
-//! (JPEG 2000 pixel data, archives, encrypted backups).
+//! Compressed or encrypted object data: one run written as independent
+//! frames of [`FRAME_BYTES`] logical bytes each, followed by an index, so
+//! that a range GET decompresses and decrypts only the frames it touches.
+//! A frame that does not shrink by at least an eighth is stored raw
+//! (uncompressed) and costs no decompression on read (JPEG 2000 pixel
+//! data, archives, encrypted backups). A sealed run's frames are each
+//! compressed (or not), then encrypted with the run's AEAD
+//! ([`crate::sse::RunCipher`]).
 //!
 //! The layout of a framed run (offsets from the run's first byte, integers
 //! little-endian):
@@ -10,9 +13,18 @@
 //! ```text
 //! frame 0 payload | frame 1 payload | ... | frame n-1 payload
 //! index:   n × u32   payload length, bit 31 set when the frame is raw
+//! salt:    16 bytes, only when sealed (cipher ≠ 0)
 //! trailer: u64 logical length | u32 frame bytes | u32 n | u8 codec
-//!          | u8 layout version (1) | u16 zero | "CYFZ"          (24 bytes)
+//!          | u8 layout version | u8 cipher | u8 zero | "CYFZ"   (24 bytes)
 //! ```
+//!
+//! Codec 0 none, 1 zstd, 2 lz4. Layout version 1 (compression only, the
+//! cipher byte zero) or 2 (sealed: cipher 1 SM4-GCM, 2 AES-256-GCM). A
+//! sealed frame's payload is its ciphertext and 16-byte tag, sealed with
+//! nonce = frame index and associated data = frame index (u64) | logical
+//! length (u32) | raw (u8), so frames cannot be swapped, cut or their
+//! index entries altered unnoticed; the object's size, kept in the
+//! metadata service, fixes the number of frames.
 //!
 //! A run is framed or not as its version's `ObjectPut::flags` say
 //! (`OBJECT_FRAMED`); each framed run describes itself, so a multipart
@@ -20,6 +32,8 @@
 //! bytes. Everything here is pure: [`crate::data`] does the I/O.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::sse::{new_salt, Algorithm, DataKey, RunCipher, Seal, SALT_BYTES, TAG_BYTES};
 
 /// Logical bytes per frame: a range GET reads at most one frame's worth
 /// beyond each end of its range; larger frames compress a little better
@@ -29,6 +43,7 @@ pub const FRAME_BYTES: usize = 128 << 10;
 pub const TRAILER_BYTES: usize = 24;
 const MAGIC: &[u8; 4] = b"CYFZ";
 const LAYOUT_VERSION: u8 = 1;
+const SEALED_LAYOUT_VERSION: u8 = 2;
 const RAW_BIT: u32 = 1 << 31;
 /// zstd level of the "capacity" policy: the knee of the curve on DICOM,
 /// source code and logs (bench/RESULTS.md has the levels tried). Level 9
@@ -48,6 +63,29 @@ pub enum FrameError {
     Index(&'static str),
     #[error("frame {frame} does not decompress: {why}")]
     Corrupt { frame: usize, why: String },
+    #[error("framed data names cipher {0}")]
+    Cipher(u8),
+    #[error("the run is encrypted and no key was given for it")]
+    NeedsKey,
+    #[error("the run is not encrypted, yet its object says it is")]
+    NotSealed,
+    #[error("frame {0} fails authentication: another key, or altered data")]
+    Unauthentic(usize),
+}
+
+/// How new frames are made: compressed with a codec, sealed with a key,
+/// or both. Neither: the data is stored as sent, unframed.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    pub codec: Option<Codec>,
+    pub seal: Option<Seal>,
+}
+
+impl Spec {
+    /// Whether data written this way is framed.
+    pub fn framed(&self) -> bool {
+        self.codec.is_some() || self.seal.is_some()
+    }
 }
 
 /// How frames are compressed: the bucket's policy.
@@ -69,20 +107,31 @@ impl Codec {
         }
     }
 
-    fn code(self) -> u8 {
-        match self {
-            Codec::Zstd => 1,
-            Codec::Lz4 => 2,
+    fn code(codec: Option<Codec>) -> u8 {
+        match codec {
+            None => 0,
+            Some(Codec::Zstd) => 1,
+            Some(Codec::Lz4) => 2,
         }
     }
 
-    fn from_code(code: u8) -> Result<Codec, FrameError> {
+    fn from_code(code: u8) -> Result<Option<Codec>, FrameError> {
         match code {
-            1 => Ok(Codec::Zstd),
-            2 => Ok(Codec::Lz4),
+            0 => Ok(None),
+            1 => Ok(Some(Codec::Zstd)),
+            2 => Ok(Some(Codec::Lz4)),
             other => Err(FrameError::Codec(other)),
         }
     }
+}
+
+/// A sealed frame's associated data: what the index says of it.
+fn frame_aad(frame: usize, raw_len: usize, raw: bool) -> [u8; 13] {
+    let mut aad = [0u8; 13];
+    aad[..8].copy_from_slice(&(frame as u64).to_le_bytes());
+    aad[8..12].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    aad[12] = u8::from(raw);
+    aad
 }
 
 /// Compresses `raw`, or `None` when it would not save an eighth.
@@ -122,7 +171,9 @@ fn decompress(codec: Codec, frame: usize, stored: &[u8], raw_len: usize) -> Resu
 /// come out as frames fill; [`Encoder::finish`] adds the last frame, the
 /// index and the trailer.
 pub struct Encoder {
-    codec: Codec,
+    codec: Option<Codec>,
+    /// The run's cipher and salt, when sealed.
+    sealed: Option<(RunCipher, Algorithm, [u8; SALT_BYTES])>,
     zstd: Option<zstd_safe::CCtx<'static>>,
     pending: BytesMut,
     index: Vec<u32>,
@@ -137,8 +188,13 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    pub fn new(codec: Codec) -> Self {
-        Self { codec, zstd: None, pending: BytesMut::new(), index: Vec::new(), logical: 0, stored: 0 }
+    pub fn new(spec: &Spec) -> Self {
+        let sealed = spec.seal.as_ref().map(|seal| {
+            let salt = new_salt();
+            (RunCipher::new(seal.algorithm, &seal.key, &salt), seal.algorithm, salt)
+        });
+        let (pending, index) = (BytesMut::new(), Vec::new());
+        Self { codec: spec.codec, sealed, zstd: None, pending, index, logical: 0, stored: 0 }
     }
 
     /// Takes `data`; the stored bytes of the frames it completed.
@@ -154,10 +210,18 @@ impl Encoder {
     }
 
     fn frame(&mut self, raw: Bytes) -> Bytes {
-        let (entry, payload) = match compress(self.codec, &mut self.zstd, &raw) {
-            Some(packed) => (packed.len() as u32, Bytes::from(packed)),
-            None => (raw.len() as u32 | RAW_BIT, raw),
+        let packed = self.codec.and_then(|codec| compress(codec, &mut self.zstd, &raw));
+        let stored_raw = packed.is_none();
+        let payload = match (&self.sealed, packed) {
+            (None, Some(packed)) => Bytes::from(packed),
+            (None, None) => raw.clone(),
+            (Some((cipher, _, _)), packed) => {
+                let mut data = packed.unwrap_or_else(|| raw.to_vec());
+                cipher.seal(self.index.len() as u64, &frame_aad(self.index.len(), raw.len(), stored_raw), &mut data);
+                Bytes::from(data)
+            }
         };
+        let entry = payload.len() as u32 | if stored_raw { RAW_BIT } else { 0 };
         self.index.push(entry);
         self.stored += payload.len() as u64;
         payload
@@ -170,31 +234,42 @@ impl Encoder {
             let raw = std::mem::take(&mut self.pending).freeze();
             out.push(self.frame(raw));
         }
-        let mut tail = BytesMut::with_capacity(self.index.len() * 4 + TRAILER_BYTES);
+        let mut tail = BytesMut::with_capacity(self.index.len() * 4 + SALT_BYTES + TRAILER_BYTES);
         for entry in &self.index {
             tail.put_u32_le(*entry);
         }
+        let (version, cipher) = match &self.sealed {
+            Some((_, algorithm, salt)) => {
+                tail.put_slice(salt);
+                (SEALED_LAYOUT_VERSION, algorithm.code())
+            }
+            None => (LAYOUT_VERSION, 0),
+        };
         tail.put_u64_le(self.logical);
         tail.put_u32_le(FRAME_BYTES as u32);
         tail.put_u32_le(self.index.len() as u32);
-        tail.put_u8(self.codec.code());
-        tail.put_u8(LAYOUT_VERSION);
-        tail.put_u16_le(0);
+        tail.put_u8(Codec::code(self.codec));
+        tail.put_u8(version);
+        tail.put_u8(cipher);
+        tail.put_u8(0);
         tail.put_slice(MAGIC);
         out.push(tail.freeze());
         out
     }
 
-    /// The stored length of `logical` bytes at most: raw frames, the index
-    /// and the trailer (what a write reserves before it knows better).
-    pub fn stored_bound(logical: u64) -> u64 {
-        logical + logical.div_ceil(FRAME_BYTES as u64) * 4 + TRAILER_BYTES as u64
+    /// The stored length of `logical` bytes at most: raw frames, their
+    /// tags, the index, the salt and the trailer (what a write reserves
+    /// before it knows better).
+    pub fn stored_bound(logical: u64, sealed: bool) -> u64 {
+        let frames = logical.div_ceil(FRAME_BYTES as u64);
+        let sealing = if sealed { frames * TAG_BYTES as u64 + SALT_BYTES as u64 } else { 0 };
+        logical + frames * 4 + sealing + TRAILER_BYTES as u64
     }
 }
 
 /// Encodes `data` whole (a small object, or a test).
-pub fn encode(codec: Codec, data: &[u8]) -> Bytes {
-    let mut encoder = Encoder::new(codec);
+pub fn encode(spec: &Spec, data: &[u8]) -> Bytes {
+    let mut encoder = Encoder::new(spec);
     let mut out = BytesMut::new();
     for piece in encoder.push(data) {
         out.extend_from_slice(&piece);
@@ -210,7 +285,9 @@ pub fn encode(codec: Codec, data: &[u8]) -> Bytes {
 pub struct Layout {
     pub logical_len: u64,
     frame_bytes: u64,
-    codec: Codec,
+    codec: Option<Codec>,
+    /// The cipher and salt of a sealed run.
+    sealed: Option<(Algorithm, [u8; SALT_BYTES])>,
     /// Each frame's payload: where it starts in the run, its length, raw.
     frames: Vec<(u64, u32, bool)>,
 }
@@ -224,7 +301,8 @@ impl Layout {
             return Err(FrameError::NoTrailer(stored_len));
         }
         let n = u64::from(u32::from_le_bytes([t[12], t[13], t[14], t[15]]));
-        let tail = n * 4 + TRAILER_BYTES as u64;
+        let salt = if t[18] != 0 { SALT_BYTES as u64 } else { 0 };
+        let tail = n * 4 + salt + TRAILER_BYTES as u64;
         if tail > stored_len {
             return Err(FrameError::Index("the index is longer than the run"));
         }
@@ -238,14 +316,22 @@ impl Layout {
         let Some(tail) = tail.get(tail.len().saturating_sub(need)..).filter(|t| t.len() == need) else {
             return Err(FrameError::Index("fewer bytes than the index and trailer"));
         };
-        let (index, t) = tail.split_at(need - TRAILER_BYTES);
+        let (rest, t) = tail.split_at(need - TRAILER_BYTES);
         let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let logical_len = u64::from_le_bytes(t[0..8].try_into().map_err(|_| FrameError::Index("trailer"))?);
         let frame_bytes = u64::from(u32_at(t, 8));
-        if t[17] != LAYOUT_VERSION {
-            return Err(FrameError::Version(t[17]));
-        }
         let codec = Codec::from_code(t[16])?;
+        let (index, sealed) = match (t[17], t[18]) {
+            (LAYOUT_VERSION, 0) => (rest, None),
+            (SEALED_LAYOUT_VERSION, code) => {
+                let algorithm = Algorithm::from_code(code).ok_or(FrameError::Cipher(code))?;
+                let (index, salt) = rest.split_at(rest.len() - SALT_BYTES);
+                let salt: [u8; SALT_BYTES] = salt.try_into().map_err(|_| FrameError::Index("salt"))?;
+                (index, Some((algorithm, salt)))
+            }
+            (LAYOUT_VERSION, code) => return Err(FrameError::Cipher(code)),
+            (version, _) => return Err(FrameError::Version(version)),
+        };
         if frame_bytes == 0 || logical_len.div_ceil(frame_bytes) != (index.len() / 4) as u64 {
             return Err(FrameError::Index("the frame count does not fit the length"));
         }
@@ -260,7 +346,18 @@ impl Layout {
         if at + need as u64 != stored_len {
             return Err(FrameError::Index("the frames do not fill the run"));
         }
-        Ok(Layout { logical_len, frame_bytes, codec, frames })
+        Ok(Layout { logical_len, frame_bytes, codec, sealed, frames })
+    }
+
+    /// The cipher to open this run's frames with, given its object's data
+    /// key (none for an object that is not encrypted).
+    pub fn cipher(&self, key: Option<&DataKey>) -> Result<Option<RunCipher>, FrameError> {
+        match (&self.sealed, key) {
+            (Some((algorithm, salt)), Some(key)) => Ok(Some(RunCipher::new(*algorithm, key, salt))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(FrameError::NeedsKey),
+            (None, Some(_)) => Err(FrameError::NotSealed),
+        }
     }
 
     /// The frames holding logical bytes `range` (not empty).
@@ -285,18 +382,31 @@ impl Layout {
         frame as u64 * self.frame_bytes
     }
 
-    /// Frame `frame`'s logical bytes from its stored `payload`.
-    pub fn decode(&self, frame: usize, payload: Bytes) -> Result<Bytes, FrameError> {
+    /// Frame `frame`'s logical bytes from its stored `payload`, opened
+    /// with `cipher` ([`Layout::cipher`]) when the run is sealed.
+    pub fn decode(&self, frame: usize, payload: Bytes, cipher: Option<&RunCipher>) -> Result<Bytes, FrameError> {
         let &(_, len, raw) = self.frames.get(frame).ok_or(FrameError::Index("no such frame"))?;
         if payload.len() != len as usize {
             return Err(FrameError::Index("a payload of the wrong length"));
         }
         let start = self.logical_start(frame);
         let raw_len = (self.logical_len - start).min(self.frame_bytes) as usize;
+        let payload = match (cipher, &self.sealed) {
+            (Some(cipher), Some(_)) => {
+                let mut data = payload.to_vec();
+                let aad = frame_aad(frame, raw_len, raw);
+                cipher.open(frame as u64, &aad, &mut data).map_err(|_| FrameError::Unauthentic(frame))?;
+                Bytes::from(data)
+            }
+            (None, None) => payload,
+            (None, Some(_)) => return Err(FrameError::NeedsKey),
+            (Some(_), None) => return Err(FrameError::NotSealed),
+        };
         if raw {
             return if payload.len() == raw_len { Ok(payload) } else { Err(FrameError::Index("a raw frame's length")) };
         }
-        decompress(self.codec, frame, &payload, raw_len)
+        let codec = self.codec.ok_or(FrameError::Index("a compressed frame in a run without a codec"))?;
+        decompress(codec, frame, &payload, raw_len)
     }
 
     /// Splits the stored bytes of frames `frames` (read as one range) into
@@ -332,19 +442,36 @@ mod tests {
             .collect()
     }
 
+    fn compressed(codec: Codec) -> Spec {
+        Spec { codec: Some(codec), seal: None }
+    }
+
+    fn sealed(codec: Option<Codec>, algorithm: Algorithm, key: &std::sync::Arc<DataKey>) -> Spec {
+        Spec { codec, seal: Some(Seal { algorithm, key: key.clone() }) }
+    }
+
     fn decode_range(stored: &Bytes, range: std::ops::Range<u64>) -> Vec<u8> {
-        let layout = Layout::parse(stored, stored.len() as u64).expect("layout");
+        decode_range_with(stored, range, None).expect("decode")
+    }
+
+    fn decode_range_with(
+        stored: &Bytes,
+        range: std::ops::Range<u64>,
+        key: Option<&DataKey>,
+    ) -> Result<Vec<u8>, FrameError> {
+        let layout = Layout::parse(stored, stored.len() as u64)?;
+        let cipher = layout.cipher(key)?;
         let frames = layout.frames_for(&range);
         let at = layout.stored_range(&frames);
         let mut out = Vec::new();
         for (i, payload) in layout.split(&frames, stored.slice(at.start as usize..at.end as usize)) {
             let start = layout.logical_start(i);
-            let data = layout.decode(i, payload).expect("decode");
+            let data = layout.decode(i, payload, cipher.as_ref())?;
             let from = range.start.saturating_sub(start) as usize;
             let to = ((range.end - start) as usize).min(data.len());
             out.extend_from_slice(&data[from..to]);
         }
-        out
+        Ok(out)
     }
 
     #[test]
@@ -352,7 +479,7 @@ mod tests {
         for codec in [Codec::Zstd, Codec::Lz4] {
             for len in [0, 1, FRAME_BYTES - 1, FRAME_BYTES, 3 * FRAME_BYTES + 17] {
                 let data = text(len);
-                let stored = encode(codec, &data);
+                let stored = encode(&compressed(codec), &data);
                 assert_eq!(decode_range(&stored, 0..len as u64), data, "{codec:?} {len}");
                 if len > 10 {
                     let r = 5..len as u64 - 3;
@@ -360,7 +487,7 @@ mod tests {
                 }
             }
             let data = text(3 * FRAME_BYTES + 17);
-            let stored = encode(codec, &data);
+            let stored = encode(&compressed(codec), &data);
             assert!(stored.len() * 4 < data.len(), "{codec:?} text shrinks: {}", stored.len());
             // A range inside one frame reads only that frame.
             let layout = Layout::parse(&stored, stored.len() as u64).expect("layout");
@@ -374,17 +501,17 @@ mod tests {
     fn data_that_does_not_shrink_is_stored_raw() {
         let data = noise(2 * FRAME_BYTES + 5);
         for codec in [Codec::Zstd, Codec::Lz4] {
-            let stored = encode(codec, &data);
+            let stored = encode(&compressed(codec), &data);
             let layout = Layout::parse(&stored, stored.len() as u64).expect("layout");
             assert!(layout.frames.iter().all(|f| f.2), "{codec:?}: every frame raw");
-            assert_eq!(stored.len() as u64, Encoder::stored_bound(data.len() as u64));
+            assert_eq!(stored.len() as u64, Encoder::stored_bound(data.len() as u64, false));
             assert_eq!(&stored[..data.len()], &data[..], "raw frames are the data itself");
         }
     }
 
     #[test]
     fn damaged_framing_is_an_error_not_a_panic() {
-        let stored = encode(Codec::Zstd, &text(FRAME_BYTES + 100));
+        let stored = encode(&compressed(Codec::Zstd), &text(FRAME_BYTES + 100));
         let n = stored.len() as u64;
         assert!(Layout::parse(&stored[..stored.len() - 1], n - 1).is_err());
         assert!(Layout::parse(b"short", 5).is_err());
@@ -396,8 +523,54 @@ mod tests {
         bad[0] ^= 0xff; // the first frame's payload
         let layout = Layout::parse(&bad, n).expect("layout");
         let payload = Bytes::copy_from_slice(&bad[..layout.frames[0].1 as usize]);
-        assert!(layout.decode(0, payload).is_err() || layout.frames[0].2);
-        assert!(layout.decode(7, Bytes::new()).is_err());
+        assert!(layout.decode(0, payload, None).is_err() || layout.frames[0].2);
+        assert!(layout.decode(7, Bytes::new(), None).is_err());
+    }
+
+    /// Sealed runs, compressed or not, round-trip whole and by ranges; the
+    /// stored bytes hold no plaintext; another key, no key, or any altered
+    /// byte is an error, never other data.
+    #[test]
+    fn sealed_frames_round_trip_and_refuse_what_is_not_theirs() {
+        let key = std::sync::Arc::new(DataKey::random());
+        let data = text(3 * FRAME_BYTES + 17);
+        for algorithm in [Algorithm::Sm4, Algorithm::Aes256] {
+            for codec in [None, Some(Codec::Zstd), Some(Codec::Lz4)] {
+                let spec = sealed(codec, algorithm, &key);
+                let stored = encode(&spec, &data);
+                let whole = decode_range_with(&stored, 0..data.len() as u64, Some(&key)).expect("decode");
+                assert_eq!(whole, data, "{algorithm:?} {codec:?}");
+                let r = (FRAME_BYTES + 10) as u64..(2 * FRAME_BYTES + 5) as u64;
+                let part = decode_range_with(&stored, r.clone(), Some(&key)).expect("decode");
+                assert_eq!(part, data[r.start as usize..r.end as usize]);
+                assert!(!stored.windows(16).any(|w| w == &data[..16]), "{algorithm:?} {codec:?}: plaintext stored");
+                if codec.is_none() {
+                    assert_eq!(stored.len() as u64, Encoder::stored_bound(data.len() as u64, true));
+                }
+                let all = 0..data.len() as u64;
+                let other = DataKey::random();
+                assert!(matches!(
+                    decode_range_with(&stored, all.clone(), Some(&other)),
+                    Err(FrameError::Unauthentic(0))
+                ));
+                assert_eq!(decode_range_with(&stored, all.clone(), None), Err(FrameError::NeedsKey));
+                for at in [0, stored.len() / 3, stored.len() - 30] {
+                    let mut bad = stored.to_vec();
+                    bad[at] ^= 4;
+                    assert!(decode_range_with(&Bytes::from(bad), all.clone(), Some(&key)).is_err(), "byte {at}");
+                }
+            }
+        }
+        // Two runs of the same data under the same key differ (salts).
+        let spec = sealed(None, Algorithm::Sm4, &key);
+        assert_ne!(encode(&spec, &data), encode(&spec, &data));
+        // A plain run is not taken for a sealed one's.
+        let plain = encode(&compressed(Codec::Lz4), &data);
+        assert_eq!(decode_range_with(&plain, 0..10, Some(&key)), Err(FrameError::NotSealed));
+        // An empty sealed run is its salt and trailer.
+        let empty = encode(&spec, b"");
+        assert_eq!(empty.len(), SALT_BYTES + TRAILER_BYTES);
+        assert_eq!(decode_range_with(&empty, 0..0, Some(&key)), Ok(vec![]));
     }
 
     #[test]

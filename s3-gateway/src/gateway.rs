@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chuyi_common::sm4::Kek;
 use chuyi_meta_api::ask::{self, Ask};
 use chuyi_meta_api::client::MetaClient;
 use chuyi_meta_api::model::{seq_of_version_id, Bucket, BucketConfigKind, ObjectRecord, NULL_VERSION};
@@ -38,6 +39,11 @@ pub struct Gateway {
     /// a lifecycle day is.
     pub(crate) lifecycles: Documents<lifecycle::Config>,
     pub(crate) lifecycle_day: Duration,
+    /// The buckets' default encryption.
+    pub(crate) encryptions: Documents<crate::sse::Algorithm>,
+    /// The master key bucket keys are wrapped under; none: encrypted
+    /// objects are refused (`encryption::key_unavailable`).
+    pub(crate) kek: Option<Arc<Kek>>,
     pub(crate) data: DataPath,
     /// The pool new buckets' objects go to.
     pub(crate) pool: String,
@@ -45,11 +51,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(data: DataPath, access: Arc<Access>, pool: String, lifecycle_day: Duration) -> Self {
+    pub fn new(
+        data: DataPath,
+        access: Arc<Access>,
+        pool: String,
+        lifecycle_day: Duration,
+        kek: Option<Arc<Kek>>,
+    ) -> Self {
         let lifecycles = Documents::new(data.cluster().clone(), BucketConfigKind::Lifecycle, |_, bytes| {
             lifecycle::Config::decode(bytes)
         });
-        Self { access, lifecycles, lifecycle_day, data, pool, region: DEFAULT_REGION.into() }
+        let encryptions = Documents::new(data.cluster().clone(), BucketConfigKind::Encryption, |_, bytes| {
+            crate::encryption::decode_default(bytes)
+        });
+        Self { access, lifecycles, lifecycle_day, encryptions, kek, data, pool, region: DEFAULT_REGION.into() }
     }
 
     pub(crate) fn meta(&self) -> &MetaClient {
@@ -149,6 +164,27 @@ impl S3 for Gateway {
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         self.set_bucket_versioning(req).await
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        self.put_encryption(req).await
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.get_encryption(req).await
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        self.delete_encryption(req).await
     }
 
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {

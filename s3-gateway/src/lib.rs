@@ -11,7 +11,11 @@
 //! storage nodes through chuyi-client ([`data`]), small objects' into
 //! ranges of shared packs ([`packs`]); the compactor that moves live
 //! objects out of mostly dead packs ([`compact`]); and the reclaimer that
-//! frees data no record refers to any more ([`reclaim`]).
+//! frees data no record refers to any more ([`reclaim`]). Data a bucket
+//! compresses or encrypts is written in frames ([`frames`]), compressed,
+//! then sealed with the keys and ciphers of [`sse`]; the S3 side of
+//! encryption (bucket defaults, SSE and SSE-C headers, bucket keys under
+//! the KEK) is [`encryption`]; S3 over TLS is [`tls`].
 //!
 //! An object's bytes are written first, as a reserved run of chunks or a
 //! range of a pack; its version record is written to the object index (in
@@ -19,7 +23,7 @@
 //! is visible before it is durable, and a failed upload leaves only
 //! garbage or dead bytes of a pack.
 //!
-//! Not built yet: compression, server-side SM4 encryption and QoS.
+//! Not built yet: QoS.
 //!
 //! Why s3s: it implements SigV4 in all its forms (header, presigned,
 //! streaming chunked with every chunk signature checked, unsigned and
@@ -39,6 +43,7 @@ pub mod data;
 pub mod description;
 pub mod digests;
 pub mod documents;
+pub mod encryption;
 pub mod errors;
 pub mod frames;
 pub mod gateway;
@@ -52,5 +57,6 @@ pub mod part_checksums;
 pub mod presigned;
 pub mod reclaim;
 pub mod server;
+pub mod sse;
 pub mod tagging;
 pub mod tls;

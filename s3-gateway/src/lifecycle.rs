@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::buckets::JsonDocument;
 use crate::data::DataPath;
+use crate::frames::Spec;
 use crate::tagging::{self, Tags};
 
 /// Rules one configuration holds at most (S3's limit).
@@ -890,12 +891,12 @@ async fn copy_data(data: &DataPath, object: &ObjectPut, pool: &str) -> S3Result<
     if object.flags & OBJECT_FRAMED == 0 || runs.len() == 1 {
         let len: u64 = runs.iter().map(|run| run.len).sum();
         let body = data.read(runs, 0..len);
-        return Ok(vec![data.write_object(pool, len, body, Default::default(), None).await?]);
+        return Ok(vec![data.write_object(pool, len, body, Default::default(), &Spec::default()).await?]);
     }
     let mut written = Vec::with_capacity(runs.len());
     for run in runs {
         let body = data.read(std::slice::from_ref(run), 0..run.len);
-        written.push(data.write(pool, run.len, body, Default::default(), None).await?);
+        written.push(data.write(pool, run.len, body, Default::default(), &Spec::default()).await?);
     }
     Ok(written)
 }

@@ -18,11 +18,13 @@ use crate::buckets::owner;
 use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
 use crate::description::{hasher_for, header_checksums, returned, timestamp, with_checksums, Headers};
-use crate::frames::Codec;
+use crate::encryption::{customer_key, keep_customer_key, request_customer_key, returned_sse};
+use crate::frames::{Codec, Spec};
 use crate::gateway::Gateway;
 use crate::object_lock::lock_headers;
-use crate::objects::{body_length, etag, refuse_sse, reported_version, Body};
+use crate::objects::{body_length, etag, reported_version, Body};
 use crate::part_checksums::{self, Algorithm, Kind};
+use crate::sse::Seal;
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -50,10 +52,12 @@ fn completed(
     etag_hex: &str,
     version_id: &str,
     sums: Checksum,
+    sse: Option<ServerSideEncryption>,
 ) -> CompleteMultipartUploadOutput {
     let checksum_type = sums.checksum_type.clone();
     with_checksums!(
         CompleteMultipartUploadOutput {
+            server_side_encryption: sse,
             bucket: Some(bucket.name.clone()),
             key: Some(key.to_string()),
             location: Some(format!("/{}/{key}", bucket.name)),
@@ -65,12 +69,17 @@ fn completed(
     )
 }
 
-/// The codec an upload's parts are framed with: framed when the upload
-/// began under compression, with the bucket's codec now (each run names
-/// its own), lz4 if compression was turned off meanwhile.
-fn upload_codec(upload: &Upload, bucket: &Bucket) -> Option<Codec> {
-    (upload.object.flags & OBJECT_FRAMED != 0)
-        .then(|| Codec::of_policy(bucket.settings.compression.as_deref()).unwrap_or(Codec::Lz4))
+/// How an upload's parts are framed: when the upload began framed
+/// (compressed or encrypted), with the bucket's codec now (each run names
+/// its own), lz4 if compression was turned off meanwhile on an upload that
+/// is framed for it alone; sealed with `seal`, the upload's.
+fn upload_spec(upload: &Upload, bucket: &Bucket, seal: Option<Seal>) -> Spec {
+    if upload.object.flags & OBJECT_FRAMED == 0 {
+        return Spec::default();
+    }
+    let now = Codec::of_policy(bucket.settings.compression.as_deref());
+    let codec = if seal.is_some() { now } else { Some(now.unwrap_or(Codec::Lz4)) };
+    Spec { codec, seal }
 }
 
 /// A listed part's checksums, as the ones of a request.
@@ -238,7 +247,8 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_sse(input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
+        let customer = request_customer_key!(input);
+        let sealing = self.write_sealing(&bucket, input.server_side_encryption.as_ref(), customer.as_ref()).await?;
         let object = Headers {
             content_type: input.content_type,
             cache_control: input.cache_control,
@@ -261,11 +271,19 @@ impl Gateway {
             object.headers.push((part_checksums::ALGORITHM_HEADER.into(), algorithm.name().into()));
             object.headers.push((part_checksums::TYPE_HEADER.into(), kind.name().into()));
         }
-        // The bucket's compression when the upload starts holds for every
-        // part: an object's runs are all framed or none.
-        if Codec::of_policy(bucket.settings.compression.as_deref()).is_some() {
+        // The bucket's compression and the encryption when the upload
+        // starts hold for every part: an object's runs are all framed or
+        // none, all sealed alike or none.
+        if Codec::of_policy(bucket.settings.compression.as_deref()).is_some() || sealing.is_some() {
             object.flags |= OBJECT_FRAMED;
         }
+        if let Some((sealing, _)) = &sealing {
+            object.flags |= sealing.flag();
+        }
+        if let Some(customer) = &customer {
+            keep_customer_key(&mut object, customer);
+        }
+        let sse = returned_sse(&object);
         let upload =
             self.order(order::CreateUpload { bucket: bucket.name.clone(), key: input.key.clone(), object }).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -274,6 +292,9 @@ impl Gateway {
             upload_id: Some(upload.upload_id),
             checksum_algorithm: checksum.map(|(a, _)| a.name().to_string().into()),
             checksum_type: checksum.map(|(_, k)| k.name().to_string().into()),
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
             ..Default::default()
         }))
     }
@@ -284,6 +305,8 @@ impl Gateway {
         // Refused before a byte is written when the upload is gone.
         let upload = self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
         let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
+        let customer = request_customer_key!(req.input);
+        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref()).await?;
         let input = &mut req.input;
         let len = body_length(input.content_length, input.body.as_ref())?;
         let sent = header_checksums!(input);
@@ -298,13 +321,23 @@ impl Gateway {
             // The upload's algorithm is computed whether sent or not.
             algorithm: ours.map(|a| a.name().to_string()).or(named),
             content_md5: input.content_md5.take(),
-            codec: upload_codec(&upload, &bucket),
+            spec: upload_spec(&upload, &bucket, seal),
         };
-        let size = body.codec.map(|_| len);
+        let size = body.spec.framed().then_some(len);
         let (written, sums) = self.receive(&bucket, false, body, &req.headers, req.trailing_headers.as_ref()).await?;
         let checksum = ours.and_then(|a| a.of(&sums).cloned());
         let etag_hex = self.record_part(&upload, number, written, checksum, size).await?;
-        Ok(S3Response::new(with_checksums!(UploadPartOutput { e_tag: Some(etag(&etag_hex)) }, sums)))
+        let sse = returned_sse(&upload.object);
+        let output = with_checksums!(
+            UploadPartOutput {
+                e_tag: Some(etag(&etag_hex)),
+                server_side_encryption: sse.server_side_encryption,
+                sse_customer_algorithm: sse.sse_customer_algorithm,
+                sse_customer_key_md5: sse.sse_customer_key_md5
+            },
+            sums
+        );
+        Ok(S3Response::new(output))
     }
 
     pub(crate) async fn copy_part(
@@ -318,16 +351,24 @@ impl Gateway {
         let upload = self.upload(&bucket, &input.key, &input.upload_id).await?;
         let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
         let conditions = copy_source_conditions!(input);
+        let customer = request_customer_key!(input);
+        let source_customer = customer_key(
+            input.copy_source_sse_customer_algorithm.as_deref(),
+            input.copy_source_sse_customer_key.as_deref(),
+            input.copy_source_sse_customer_key_md5.as_deref(),
+        )?;
+        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref()).await?;
         let (source_bucket, _, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
+        let source_key = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
-        let body = self.data.read_object(&source.data, range);
+        let body = self.data.read_object(&source.data, range, source_key);
         let hasher = hasher_for(&http::HeaderMap::new(), &Checksum::default(), ours.map(Algorithm::name));
-        let codec = upload_codec(&upload, &bucket);
-        let written = self.data.write(&bucket.pool, len, body, hasher, codec).await?;
+        let spec = upload_spec(&upload, &bucket, seal);
+        let written = self.data.write(&bucket.pool, len, body, hasher, &spec).await?;
         let checksum = ours.and_then(|a| a.of(&written.checksums).cloned());
         let sums = written.checksums.clone();
-        let size = codec.map(|_| len);
+        let size = spec.framed().then_some(len);
         let etag_hex = self.record_part(&upload, number, written, checksum, size).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(with_checksums!(
@@ -357,7 +398,9 @@ impl Gateway {
                 // as the first time, not with NoSuchUpload.
                 let Some(done) = self.completed_before(&bucket, &input.key, &listed).await else { return Err(gone) };
                 let sums = returned(&done.data, Default::default()).checksums;
-                return Ok(S3Response::new(completed(&bucket, &input.key, &done.data.etag, &done.version_id, sums)));
+                let sse = returned_sse(&done.data).server_side_encryption;
+                let output = completed(&bucket, &input.key, &done.data.etag, &done.version_id, sums, sse);
+                return Ok(S3Response::new(output));
             }
         };
         if listed.is_empty() {
@@ -379,7 +422,7 @@ impl Gateway {
             chosen.push(found);
         }
         if let Some(size) = input.mpu_object_size {
-            let total: u64 = chosen.iter().map(|p| p.run.len).sum();
+            let total: u64 = chosen.iter().map(|p| p.size()).sum();
             if u64::try_from(size).ok() != Some(total) {
                 return Err(s3_error!(
                     InvalidRequest,
@@ -412,7 +455,8 @@ impl Gateway {
             condition,
         };
         let version_id = self.order(complete).await?.version_id;
-        Ok(S3Response::new(completed(&bucket, &input.key, &etag_hex, &version_id, sums)))
+        let sse = returned_sse(&upload.object).server_side_encryption;
+        Ok(S3Response::new(completed(&bucket, &input.key, &etag_hex, &version_id, sums, sse)))
     }
 
     /// Every part uploaded so far, in part-number order.

@@ -19,10 +19,12 @@ use crate::description::{
     hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
     verify_md5, with_checksums, without_checksums, Headers, Returned,
 };
+use crate::encryption::{customer_key, keep_customer_key, request_customer_key, returned_sse, CustomerKey};
 use crate::errors::meta_error;
-use crate::frames::Codec;
+use crate::frames::{Codec, Spec};
 use crate::gateway::{check_version_id, Gateway};
 use crate::object_lock::{lock_headers, LockHeaders};
+use crate::sse::{Seal, Sealing};
 use crate::tagging;
 
 /// Keys one DeleteObjects may name, as S3.
@@ -68,9 +70,13 @@ macro_rules! object_output {
         let sums = if range.is_none() { r.checksums } else { Checksum::default() };
         let checksum_type = sums.checksum_type.clone();
         let lock = crate::object_lock::returned(&record.data);
+        let sse = crate::encryption::returned_sse(&record.data);
         with_checksums!(
             $ty {
                 $($field: $value,)*
+                server_side_encryption: sse.server_side_encryption,
+                sse_customer_algorithm: sse.sse_customer_algorithm,
+                sse_customer_key_md5: sse.sse_customer_key_md5,
                 checksum_type: checksum_type,
                 accept_ranges: Some("bytes".into()),
                 content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
@@ -94,16 +100,6 @@ macro_rules! object_output {
     }};
 }
 
-/// Refuses what this gateway would otherwise silently ignore: conditional
-/// writes (a client relying on If-None-Match: * as a lock must not get a
-/// plain overwrite) and server-side encryption it does not do yet.
-pub(crate) fn refuse_sse(encrypted: bool) -> S3Result<()> {
-    if encrypted {
-        return Err(s3_error!(NotImplemented, "server-side encryption headers are not supported yet"));
-    }
-    Ok(())
-}
-
 /// A request body to store, with what the request says of it.
 #[derive(Debug)]
 pub(crate) struct Body {
@@ -114,14 +110,37 @@ pub(crate) struct Body {
     /// The checksum algorithm the request names.
     pub(crate) algorithm: Option<String>,
     pub(crate) content_md5: Option<String>,
-    /// How it is compressed (framed) when stored; none: as sent.
-    pub(crate) codec: Option<Codec>,
+    /// How it is framed (compressed, sealed) when stored; neither: as sent.
+    pub(crate) spec: Spec,
 }
 
 /// The codec `len` bytes written into `bucket` are framed with: its
 /// compression policy's, for objects with data.
 pub(crate) fn codec_for(bucket: &Bucket, len: u64) -> Option<Codec> {
     Codec::of_policy(bucket.settings.compression.as_deref()).filter(|_| len > 0)
+}
+
+/// How `len` bytes written into `bucket` are framed, sealed as `sealing`
+/// says; the flags it gives `object` (an empty object has no frames, only
+/// the flag that says it is encrypted).
+pub(crate) fn spec_for(
+    bucket: &Bucket,
+    len: u64,
+    sealing: Option<&(Sealing, Seal)>,
+    customer: Option<&CustomerKey>,
+    object: &mut ObjectPut,
+) -> Spec {
+    let spec = Spec { codec: codec_for(bucket, len), seal: sealing.filter(|_| len > 0).map(|(_, seal)| seal.clone()) };
+    if spec.framed() {
+        object.flags |= OBJECT_FRAMED;
+    }
+    if let Some((sealing, _)) = sealing {
+        object.flags |= sealing.flag();
+    }
+    if let Some(customer) = customer {
+        keep_customer_key(object, customer);
+    }
+    spec
 }
 
 /// The bytes a Range asks for, within an object of `size` bytes.
@@ -168,9 +187,9 @@ impl Gateway {
             .stream
             .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
         let written = if whole_object {
-            self.data.write_object(&bucket.pool, body.len, stream, hasher, body.codec).await?
+            self.data.write_object(&bucket.pool, body.len, stream, hasher, &body.spec).await?
         } else {
-            self.data.write(&bucket.pool, body.len, stream, hasher, body.codec).await?
+            self.data.write(&bucket.pool, body.len, stream, hasher, &body.spec).await?
         };
         verify_md5(body.content_md5.as_deref(), &written.md5)?;
         let trailing = trailers.and_then(|t| t.take());
@@ -183,7 +202,8 @@ impl Gateway {
     pub(crate) async fn put(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = &mut req.input;
-        refuse_sse(input.server_side_encryption.is_some() || input.sse_customer_algorithm.is_some())?;
+        let customer = request_customer_key!(input);
+        let sealing = self.write_sealing(&bucket, input.server_side_encryption.as_ref(), customer.as_ref()).await?;
         let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let len = body_length(input.content_length, input.body.as_ref())?;
         if len > OBJECT_PUT_MAX_BYTES {
@@ -209,11 +229,8 @@ impl Gateway {
             sent,
             algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
             content_md5: input.content_md5.take(),
-            codec: codec_for(&bucket, len),
+            spec: spec_for(&bucket, len, sealing.as_ref(), customer.as_ref(), &mut object),
         };
-        if body.codec.is_some() {
-            object.flags |= OBJECT_FRAMED;
-        }
         let (written, sums) = self.receive(&bucket, true, body, &req.headers, req.trailing_headers.as_ref()).await?;
         keep_checksums(&mut object, &sums);
         let etag_hex = chuyi_common::secret::hex(&written.md5);
@@ -221,6 +238,7 @@ impl Gateway {
         object.etag = etag_hex.clone();
         let now = chuyi_common::clock::unix_ms();
         let expiration = self.expiration_of(&bucket.name, &input.key, &object, now).await;
+        let sse = returned_sse(&object);
         // An empty object has no data: its reservation goes back at once.
         let written = (len > 0).then(|| {
             object.data = vec![written.run.run];
@@ -234,7 +252,10 @@ impl Gateway {
                 e_tag: Some(etag(&etag_hex)),
                 version_id: reported_version(&bucket, &version_id),
                 expiration: expiration,
-                checksum_type: checksum_type
+                checksum_type: checksum_type,
+                server_side_encryption: sse.server_side_encryption,
+                sse_customer_algorithm: sse.sse_customer_algorithm,
+                sse_customer_key_md5: sse.sse_customer_key_md5
             },
             sums
         );
@@ -284,7 +305,7 @@ impl Gateway {
     pub(crate) async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_sse(input.sse_customer_algorithm.is_some())?;
+        let customer = request_customer_key!(input);
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number is not supported"));
         }
@@ -292,7 +313,8 @@ impl Gateway {
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
-        let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size));
+        let key = self.read_key(&bucket, &record.data, customer.as_ref()).await?;
+        let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size), key);
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
         let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
@@ -315,8 +337,10 @@ impl Gateway {
     pub(crate) async fn head(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
+        let customer = request_customer_key!(input);
         let conditions = read_conditions!(input);
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
+        self.check_customer_key(&record.data, customer.as_ref())?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
         let headers = returned(&record.data, overrides!(input));
@@ -445,20 +469,24 @@ impl Gateway {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let granted = granted(&req)?.clone();
         let input = req.input;
-        refuse_sse(
-            input.server_side_encryption.is_some()
-                || input.sse_customer_algorithm.is_some()
-                || input.copy_source_sse_customer_algorithm.is_some(),
+        let customer = request_customer_key!(input);
+        let source_customer = customer_key(
+            input.copy_source_sse_customer_algorithm.as_deref(),
+            input.copy_source_sse_customer_key.as_deref(),
+            input.copy_source_sse_customer_key_md5.as_deref(),
         )?;
+        let sealing = self.write_sealing(&bucket, input.server_side_encryption.as_ref(), customer.as_ref()).await?;
         let conditions = copy_source_conditions!(input);
         let (source_bucket, source_key, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
+        let source_key_bytes = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(MetadataDirective::COPY) => false,
             Some(MetadataDirective::REPLACE) => true,
             Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive {other}")),
         };
         let same_object = source_bucket.name == bucket.name && source_key == input.key;
-        if same_object && !replace {
+        let reencrypted = input.server_side_encryption.is_some() || customer.is_some();
+        if same_object && !replace && !reencrypted {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the \
@@ -504,17 +532,15 @@ impl Gateway {
         object.set_legal_hold(false);
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let written = if size > 0 {
-            let body = self.data.read_object(&source.data, 0..size);
-            let codec = codec_for(&bucket, size);
-            let written = self.data.write_object(&bucket.pool, size, body, Default::default(), codec).await?;
-            if codec.is_some() {
-                object.flags |= OBJECT_FRAMED;
-            }
+            let body = self.data.read_object(&source.data, 0..size, source_key_bytes);
+            let spec = spec_for(&bucket, size, sealing.as_ref(), customer.as_ref(), &mut object);
+            let written = self.data.write_object(&bucket.pool, size, body, Default::default(), &spec).await?;
             let md5 = chuyi_common::secret::hex(&written.md5);
             object.etag = md5;
             object.data = vec![written.run.run];
             Some(written)
         } else {
+            spec_for(&bucket, size, sealing.as_ref(), customer.as_ref(), &mut object);
             object.etag = source.data.etag.clone();
             None
         };
@@ -523,6 +549,7 @@ impl Gateway {
         }
         object.size = size;
         let etag_hex = object.etag.clone();
+        let sse = returned_sse(&object);
         let version_id = self.commit(&bucket, &input.key, object, written, None).await?;
         let output = CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -532,6 +559,9 @@ impl Gateway {
             }),
             copy_source_version_id: reported_version(&source_bucket, &source.version_id),
             version_id: reported_version(&bucket, &version_id),
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
             ..Default::default()
         };
         Ok(S3Response::new(output))
@@ -622,7 +652,7 @@ impl Gateway {
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let input = req.input;
-        refuse_sse(input.sse_customer_algorithm.is_some())?;
+        let customer = request_customer_key!(input);
         // One header, its names comma-separated (s3s hands it over whole).
         let asked: Vec<&str> = input
             .object_attributes
@@ -638,6 +668,7 @@ impl Gateway {
             return Err(s3_error!(InvalidArgument, "Invalid attribute name specified: {bad}"));
         }
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), Conditions::default()).await?;
+        self.check_customer_key(&record.data, customer.as_ref())?;
         let wants = |a: &str| asked.contains(&a);
         let data = &record.data;
         let parts = (data.parts > 0).then(|| {

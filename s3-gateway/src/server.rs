@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chuyi_client::Cluster;
 use chuyi_common::seal::SealKey;
+use chuyi_common::sm4::Kek;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -50,6 +51,9 @@ pub struct Options {
     /// often lifecycle passes over the buckets.
     pub lifecycle_day: Duration,
     pub lifecycle_every: Duration,
+    /// The master key server-side encryption's bucket keys are wrapped
+    /// under; none: encrypted objects are refused, the rest served.
+    pub kek: Option<Kek>,
 }
 
 impl Options {
@@ -64,6 +68,7 @@ impl Options {
             packed_object_max: PACKED_OBJECT_MAX,
             lifecycle_day: Duration::from_secs(86_400),
             lifecycle_every: Duration::from_secs(600),
+            kek: None,
         }
     }
 }
@@ -96,7 +101,13 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let access = Arc::new(Access::new(users.clone(), cluster.clone()));
-    let mut builder = S3ServiceBuilder::new(Gateway::new(data, access.clone(), options.pool, options.lifecycle_day));
+    let mut builder = S3ServiceBuilder::new(Gateway::new(
+        data,
+        access.clone(),
+        options.pool,
+        options.lifecycle_day,
+        options.kek.map(Arc::new),
+    ));
     builder.set_route(crate::admin::AdminRoute { users: users.clone(), cluster: cluster.clone() });
     builder.set_auth(UserAuth(users));
     builder.set_access(SharedAccess(access));

@@ -1,7 +1,8 @@
 //! SM4 (GB/T 32907-2016), the block cipher Chinese regulation requires for
 //! data at rest, and the modes built on it: [`Sm4Xts`] (GB/T 17964-2021 by
 //! default, IEEE 1619 as dm-crypt does it) for volume blocks, and
-//! [`Kek::wrap`]/[`Kek::unwrap`] for data keys and small records.
+//! [`Kek::wrap`]/[`Kek::unwrap`] for data keys and small records, and
+//! [`Sm4Gcm`] (RFC 8998) for object data.
 //!
 //! Volume data keys, the master key (KEK) they are wrapped under, and
 //! their rotation and destruction are in `volume_key.rs`.
@@ -41,6 +42,7 @@
 //! wrap format. Every implementation this CPU has runs every test.
 
 mod block;
+mod gcm;
 mod key_schedule;
 mod sbox;
 mod soft;
@@ -51,6 +53,7 @@ mod x86;
 mod xts;
 
 pub use block::{Implementation, Sm4};
+pub use gcm::{GcmTagMismatch, Sm4Gcm, GCM_NONCE_BYTES, GCM_TAG_BYTES};
 pub use key_schedule::SM4_KEY_BYTES;
 pub use volume_key::{
     generate_kek_hex, is_wrapped_under, load_kek, new_wrapped_volume_key, open_volume_key, parse_kek,

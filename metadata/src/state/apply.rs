@@ -9,11 +9,11 @@
 //! so a refused command changes nothing. `Err(TableError)` is the store
 //! failing, which stops the state machine.
 
-use super::buckets::{self, create_bucket, delete_bucket, set_versioning};
+use super::buckets::{self, create_bucket, delete_bucket, set_bucket_key, set_versioning};
 use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::keys;
-use super::model::{Millis, Pool, User, ACL_HEADER};
+use super::model::{BucketSettings, Millis, Pool, User, ACL_HEADER};
 use super::nodes::{heartbeat, mark_down, pg_recovered, rebalance, register_node, report_unreachable};
 use super::pools::{create_pool, delete_pool, set_pool_defaults};
 use super::tables::TableError;
@@ -84,7 +84,10 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::SetVersioning { bucket, versioning } => set_versioning(t, bucket, *versioning),
         Command::SetBucketSettings { bucket, settings } => {
             let Some(mut b) = view::bucket(t, bucket)? else { refuse!(MetaError::not_found(Kind::Bucket, bucket)) };
-            b.settings = settings.clone();
+            // The key is SetBucketKey's alone: a settings change read
+            // before a gateway made the key must not take it away.
+            let key = b.settings.wrapped_key.take();
+            b.settings = BucketSettings { wrapped_key: key, ..settings.clone() };
             t.put_rec("bucket", &keys::bucket(bucket), &b)?;
             Ok(Ok(Reply::Bucket(b)))
         }
@@ -94,6 +97,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::MovePacked { bucket, key, seq, from, to } => packs::move_packed(t, ctx, bucket, key, *seq, from, to),
         Command::RetirePacks { max, grace_ms } => packs::retire_packs(t, ctx, *max, *grace_ms),
         Command::PutObject { bucket, key, object } => objects::put_object(t, ctx, bucket, key, object, None),
+        Command::SetBucketKey { bucket, old, new } => set_bucket_key(t, bucket, old.as_deref(), new),
         Command::SetBucketConfig { bucket, kind, document } => {
             buckets::set_config(t, bucket, *kind, document.as_deref())
         }

@@ -118,3 +118,19 @@ pub(super) fn set_config(
     }
     Ok(Ok(Reply::Done))
 }
+
+/// Sets the bucket's wrapped data key if it is still `old`: a
+/// compare-and-set, so two gateways making a key at once cannot both win
+/// (the loser would seal objects under a key no record keeps).
+pub(super) fn set_bucket_key(t: &mut impl TablesMut, name: &str, old: Option<&[u8]>, new: &[u8]) -> Applied {
+    let Some(mut bucket) = view::bucket(t, name)? else { refuse!(MetaError::not_found(Kind::Bucket, name)) };
+    if new.is_empty() {
+        refuse!(MetaError::invalid("bucket key", "the new wrapped key is empty"));
+    }
+    if bucket.settings.wrapped_key.as_deref() != old {
+        refuse!(MetaError::invalid("bucket key", format!("bucket {name}'s key changed meanwhile")));
+    }
+    bucket.settings.wrapped_key = Some(new.to_vec());
+    t.put_rec("bucket", &keys::bucket(name), &bucket)?;
+    Ok(Ok(Reply::Bucket(bucket)))
+}

@@ -350,6 +350,17 @@ pub enum Command {
         from: Vec<DataRun>,
         to: Vec<DataRun>,
     },
+    /// Sets a bucket's data key, wrapped under the KEK, only if the bucket's
+    /// is still `old` (`None`: it has none). The first gateway to make a
+    /// bucket's key wins and every other uses that one; a rotation stores
+    /// its re-wrapped key only over the one it read. `SetBucketSettings`
+    /// never changes the key: a key replaced would lose every object
+    /// sealed under it. Appended, so the variants before keep their numbers.
+    SetBucketKey {
+        bucket: String,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -404,6 +415,7 @@ impl Command {
             Command::ExpireObject { .. } => "ExpireObject",
             Command::SetObjectAcl { .. } => "SetObjectAcl",
             Command::TransitionObject { .. } => "TransitionObject",
+            Command::SetBucketKey { .. } => "SetBucketKey",
         }
     }
 }
@@ -487,6 +499,7 @@ impl From<Request> for Command {
             Request::RewrapVolumeKey { name, old, new } => Command::RewrapVolumeKey { name, old, new },
             Request::SetPoolDefaults { pool, defaults } => Command::SetPoolDefaults { pool, defaults },
             Request::SetBucketConfig { bucket, kind, document } => Command::SetBucketConfig { bucket, kind, document },
+            Request::SetBucketKey { bucket, old, new } => Command::SetBucketKey { bucket, old, new },
             Request::SetObjectTags { bucket, key, version_id, tags } => {
                 Command::SetObjectTags { bucket, key, version_id, tags }
             }

@@ -9,9 +9,9 @@ use super::command::Command;
 use super::error::{Kind, MetaError};
 use super::listing::{list, ListCursor, ListRequest};
 use super::model::{
-    BucketConfigKind, DataRun, DefaultRetention, DiskRecord, DiskState, LockMode, LockRefusal, NodeState,
-    ObjectLockConfig, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Retention, Versioning, VolumeState,
-    WriteCondition, ACL_HEADER, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
+    BucketConfigKind, BucketSettings, DataRun, DefaultRetention, DiskRecord, DiskState, LockMode, LockRefusal,
+    NodeState, ObjectLockConfig, ObjectPut, Pack, PgHealth, PoolDefaults, Redundancy, Retention, Versioning,
+    VolumeState, WriteCondition, ACL_HEADER, BUCKET_CONFIG_MAX_BYTES, PACK_BYTES, TAGGING_HEADER,
 };
 use super::tables::memory::MemTables;
 use super::view;
@@ -893,4 +893,25 @@ fn a_transition_moves_a_versions_data_once_and_frees_the_old() {
     assert!(matches!(transition(&mut w, &from, late), Ok(Reply::Count(0))));
     assert_eq!(view::latest_object(&w.t, "scans", "a").expect("read").expect("a").data.data, vec![to]);
     assert_eq!(w.usage(), (1, 100), "usage counts the object once");
+}
+
+/// A bucket's key is set once by whoever comes first, replaced only from
+/// the value read (rotation), and never by a settings change.
+#[test]
+fn bucket_keys_are_compared_and_set_and_settings_never_drop_them() {
+    let mut w = World::cluster(2);
+    let key = |old: Option<Vec<u8>>, new: Vec<u8>| Command::SetBucketKey { bucket: "scans".into(), old, new };
+    let Reply::Bucket(b) = w.ok(key(None, vec![1])) else { panic!() };
+    assert_eq!(b.settings.wrapped_key, Some(vec![1]));
+    assert!(matches!(w.run(key(None, vec![2])), Err(MetaError::Invalid { .. })), "the second maker loses");
+    assert!(matches!(w.run(key(Some(vec![9]), vec![2])), Err(MetaError::Invalid { .. })), "not from a stale value");
+    assert!(matches!(w.run(key(Some(vec![1]), vec![])), Err(MetaError::Invalid { .. })), "never emptied");
+    let missing = Command::SetBucketKey { bucket: "nope".into(), old: None, new: vec![1] };
+    assert!(matches!(w.run(missing), Err(MetaError::NotFound { .. })));
+    w.ok(key(Some(vec![1]), vec![2]));
+    // A settings change made from a read before the key was set keeps it.
+    let settings = BucketSettings { compression: Some("capacity".into()), wrapped_key: None, qos: vec![] };
+    let Reply::Bucket(b) = w.ok(Command::SetBucketSettings { bucket: "scans".into(), settings }) else { panic!() };
+    assert_eq!(b.settings.wrapped_key, Some(vec![2]));
+    assert_eq!(b.settings.compression.as_deref(), Some("capacity"));
 }

@@ -84,6 +84,8 @@ fn owner_action(op: &str) -> &'static str {
         "GetBucketPolicyStatus" => "s3:GetBucketPolicyStatus",
         "GetBucketTagging" => "s3:GetBucketTagging",
         "PutBucketTagging" | "DeleteBucketTagging" => "s3:PutBucketTagging",
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration",
+        "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration",
         "GetBucketCors" => "s3:GetBucketCORS",
         "PutBucketCors" | "DeleteBucketCors" => "s3:PutBucketCORS",
         "GetBucketLifecycleConfiguration" => "s3:GetLifecycleConfiguration",
