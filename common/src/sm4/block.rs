@@ -16,18 +16,23 @@ pub enum Implementation {
     AesniAvx2,
     /// x86-64 VAES + AVX2: as AesniAvx2, `vaesenclast` on 256 bits.
     VaesAvx2,
+    /// x86-64 GFNI + AVX-512: 16 blocks at a time, the S-box in two
+    /// `gf2p8affine` instructions.
+    GfniAvx512,
 }
 
 impl Implementation {
     /// Every implementation, slowest first.
-    pub const ALL: [Self; 3] = [Self::Portable, Self::AesniAvx2, Self::VaesAvx2];
+    pub const ALL: [Self; 4] = [Self::Portable, Self::AesniAvx2, Self::VaesAvx2, Self::GfniAvx512];
 
-    /// The name benchmarks and logs report: "portable", "aesni-avx2", "vaes-avx2".
+    /// The name benchmarks and logs report: "portable", "aesni-avx2",
+    /// "vaes-avx2", "gfni-avx512".
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
             Self::AesniAvx2 => "aesni-avx2",
             Self::VaesAvx2 => "vaes-avx2",
+            Self::GfniAvx512 => "gfni-avx512",
         }
     }
 
@@ -69,8 +74,10 @@ impl Engine {
             Implementation::AesniAvx2 => super::x86::Engine::aesni_avx2().map(|e| Self::X86(implementation, e)),
             #[cfg(target_arch = "x86_64")]
             Implementation::VaesAvx2 => super::x86::Engine::vaes_avx2().map(|e| Self::X86(implementation, e)),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::GfniAvx512 => super::x86::Engine::gfni_avx512().map(|e| Self::X86(implementation, e)),
             #[cfg(not(target_arch = "x86_64"))]
-            Implementation::AesniAvx2 | Implementation::VaesAvx2 => None,
+            Implementation::AesniAvx2 | Implementation::VaesAvx2 | Implementation::GfniAvx512 => None,
         }
     }
 
@@ -184,14 +191,16 @@ mod tests {
         assert_eq!(block[0], STANDARD_CIPHERTEXT_MILLION);
     }
 
-    /// Detection picks the best path the CPU has, so a run on a VAES
-    /// machine tests (and benchmarks) the VAES path by default.
+    /// Detection picks the best path the CPU has, so a run on a GFNI or
+    /// VAES machine tests (and benchmarks) that path by default.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn fastest_is_the_best_supported() {
         let fastest = Implementation::fastest();
         assert!(fastest.is_supported());
-        if std::is_x86_feature_detected!("vaes") && std::is_x86_feature_detected!("avx2") {
+        if Implementation::GfniAvx512.is_supported() {
+            assert_eq!(fastest, Implementation::GfniAvx512);
+        } else if std::is_x86_feature_detected!("vaes") && std::is_x86_feature_detected!("avx2") {
             assert_eq!(fastest, Implementation::VaesAvx2);
         }
         assert_eq!(Sm4::new(&STANDARD_KEY).implementation(), fastest);

@@ -23,6 +23,17 @@
 //! one `vpshufb` does for 32 bytes at once. The x86 path applies `pre`, lets
 //! `aesenclast` apply S_aes, then applies `post`.
 //!
+//! With GFNI the maps need no tables: `gf2p8affineqb` applies an 8×8 bit
+//! matrix and a constant to every byte, and `gf2p8affineinvqb` does the
+//! same after inverting the byte in AES's field, so
+//!
+//! ```text
+//! S_sm4(x) = A·φ⁻¹·inv_g(φ·A·x ⊕ φ(0xd3)) ⊕ 0xd3
+//!          = gf2p8affineinvqb(gf2p8affineqb(x, φ·A, φ(0xd3)), A·φ⁻¹, 0xd3)
+//! ```
+//!
+//! (the inversions commute with φ, and inv_g(0) = 0 as inv_f(0) = 0).
+//!
 //! Everything here is computed at compile time from the definitions above,
 //! rather than transcribed: the numbers say where they come from.
 
@@ -50,6 +61,14 @@ pub(super) const PRE_HI: [u8; 16] = nibble_table(&PRE, 4);
 /// `post`, split by nibble: post(z) = POST_LO[z & 15] ^ POST_HI[z >> 4].
 pub(super) const POST_LO: [u8; 16] = nibble_table(&POST, 0);
 pub(super) const POST_HI: [u8; 16] = nibble_table(&POST, 4);
+
+/// The GFNI form: `gf2p8affineqb` by [`GFNI_PRE_MATRIX`] with
+/// [`GFNI_PRE_CONSTANT`], then `gf2p8affineinvqb` by [`GFNI_POST_MATRIX`]
+/// with [`GFNI_POST_CONSTANT`], is SM4's S-box.
+pub(super) const GFNI_PRE_MATRIX: u64 = gfni_matrix(&table!(pre_linear));
+pub(super) const GFNI_PRE_CONSTANT: u8 = phi(SM4_CONSTANT);
+pub(super) const GFNI_POST_MATRIX: u64 = gfni_matrix(&table!(post_linear));
+pub(super) const GFNI_POST_CONSTANT: u8 = SM4_CONSTANT;
 
 const PRE: [u8; 256] = table!(pre);
 const POST: [u8; 256] = table!(post);
@@ -99,6 +118,35 @@ const fn pre(x: u8) -> u8 {
 const fn post(z: u8) -> u8 {
     let in_sm4_field = PHI_INV[AES_AFFINE_INV[(z ^ AES_CONSTANT) as usize] as usize];
     linear(&SM4_AFFINE, in_sm4_field) ^ SM4_CONSTANT
+}
+
+/// φ·A: `pre` without its constant.
+const fn pre_linear(x: u8) -> u8 {
+    phi(linear(&SM4_AFFINE, x))
+}
+
+/// A·φ⁻¹: the linear map after the inversion in AES's field.
+const fn post_linear(w: u8) -> u8 {
+    linear(&SM4_AFFINE, PHI_INV[w as usize])
+}
+
+/// A linear map on bytes as GFNI's 64-bit matrix operand: byte 7 - i of
+/// the matrix is the mask of input bits whose parity is output bit i
+/// (Intel SDM, GF2P8AFFINEQB).
+const fn gfni_matrix(map: &[u8; 256]) -> u64 {
+    let mut matrix = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        let mut row = 0u8;
+        let mut j = 0;
+        while j < 8 {
+            row |= ((map[1 << j] >> i) & 1) << j;
+            j += 1;
+        }
+        matrix |= (row as u64) << (8 * (7 - i));
+        i += 1;
+    }
+    matrix
 }
 
 /// The field isomorphism: bit i of `x` stands for β^i.
@@ -234,6 +282,26 @@ mod tests {
     #[test]
     fn aes_sbox_matches_fips_197() {
         assert_eq!((AES_SBOX[0x00], AES_SBOX[0x53], AES_SBOX[0xff]), (0x63, 0xed, 0x16));
+    }
+
+    /// GF2P8AFFINEQB / GF2P8AFFINEINVQB as the Intel SDM defines them, in
+    /// software: the GFNI form of the S-box is SM4's for every byte (the
+    /// x86 tests then check the instructions against the same table).
+    #[test]
+    fn sm4_sbox_is_two_gfni_affine_maps() {
+        let affine = |matrix: u64, x: u8, constant: u8| {
+            let mut out = 0u8;
+            for i in 0..8 {
+                let row = (matrix >> (8 * (7 - i))) as u8;
+                out |= (((row & x).count_ones() & 1) as u8) << i;
+            }
+            out ^ constant
+        };
+        for x in 0..=255u8 {
+            let y = affine(GFNI_PRE_MATRIX, x, GFNI_PRE_CONSTANT);
+            let s = affine(GFNI_POST_MATRIX, gf_inv(y, AES_POLY), GFNI_POST_CONSTANT);
+            assert_eq!(s, SBOX[usize::from(x)], "x = {x:#04x}");
+        }
     }
 
     /// The whole point: SM4's S-box through AES's, for every byte, with the
