@@ -4,8 +4,9 @@
 //!
 //! The counter mode runs on the bulk cipher ([`Sm4::encrypt_blocks`]), so
 //! the constant-time x86 path makes the keystream where the CPU has one;
-//! GHASH is the RustCrypto `ghash` crate (carry-less multiplication where
-//! the CPU has it, constant-time software otherwise).
+//! GHASH is ours on PCLMULQDQ, four blocks per reduction (`ghash_x86.rs`),
+//! else the RustCrypto `ghash` crate (constant-time software), which
+//! reduces after every block and ran at half the cipher's speed.
 //!
 //! SM4-CTR with HMAC-SM3 (the construction of [`super::Kek::wrap`]) was the
 //! other choice the customer allowed; GCM won because RFC 8998 makes it the
@@ -40,6 +41,8 @@ pub struct GcmTagMismatch;
 pub struct Sm4Gcm {
     cipher: Sm4,
     hash_key: CipherBlock,
+    #[cfg(target_arch = "x86_64")]
+    clmul: Option<super::ghash_x86::ClmulGhash>,
 }
 
 impl std::fmt::Debug for Sm4Gcm {
@@ -63,7 +66,12 @@ impl Sm4Gcm {
     pub fn with_cipher(cipher: Sm4) -> Self {
         let mut h = [[0u8; 16]];
         cipher.encrypt_blocks(&mut h);
-        Self { cipher, hash_key: h[0] }
+        Self {
+            cipher,
+            hash_key: h[0],
+            #[cfg(target_arch = "x86_64")]
+            clmul: super::ghash_x86::ClmulGhash::new(&h[0]),
+        }
     }
 
     /// Encrypts `data` in place and returns the tag over it and `aad`.
@@ -95,20 +103,33 @@ impl Sm4Gcm {
 
     /// GHASH over aad, ciphertext and their bit lengths, masked with E(J0).
     fn tag(&self, j0: &CipherBlock, aad: &[u8], ciphertext: &[u8]) -> [u8; GCM_TAG_BYTES] {
-        let mut ghash = GHash::new(&self.hash_key.into());
-        ghash.update_padded(aad);
-        ghash.update_padded(ciphertext);
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
         lengths[8..].copy_from_slice(&((ciphertext.len() as u64) * 8).to_be_bytes());
-        ghash.update(&[lengths.into()]);
         let mut mask = [*j0];
         self.cipher.encrypt_blocks(&mut mask);
-        let mut tag: [u8; 16] = ghash.finalize().into();
+        let mut tag = self.ghash(&[aad, ciphertext, &lengths]);
         for (t, m) in tag.iter_mut().zip(mask[0]) {
             *t ^= m;
         }
         tag
+    }
+
+    /// GHASH of `parts`, each zero-padded to whole blocks.
+    fn ghash(&self, parts: &[&[u8]]) -> CipherBlock {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(clmul) = &self.clmul {
+            let mut state = [0u8; 16];
+            for part in parts {
+                clmul.update_padded(&mut state, part);
+            }
+            return super::ghash_x86::ClmulGhash::finish(&state);
+        }
+        let mut ghash = GHash::new(&self.hash_key.into());
+        for part in parts {
+            ghash.update_padded(part);
+        }
+        ghash.finalize().into()
     }
 
     /// XORs `data` with the keystream from inc32(J0): GCM's counter mode,

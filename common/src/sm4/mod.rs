@@ -45,6 +45,8 @@
 
 mod block;
 mod gcm;
+#[cfg(target_arch = "x86_64")]
+mod ghash_x86;
 mod key_schedule;
 mod sbox;
 mod soft;
