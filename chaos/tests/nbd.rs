@@ -415,11 +415,19 @@ async fn a_frontend_that_loses_its_lease_stops_serving() {
     let (mut cluster, _) = serve(16, &[]).await;
     let ttl = Duration::from_secs(3);
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let a =
-        serve_tcp(NbdServer::with_options(client, "frontend-a".into(), NbdOptions { lease_ttl: ttl, kek: None })).await;
+    let a = serve_tcp(NbdServer::with_options(
+        client,
+        "frontend-a".into(),
+        NbdOptions { lease_ttl: ttl, kek: None, ..NbdOptions::default() },
+    ))
+    .await;
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let b =
-        serve_tcp(NbdServer::with_options(client, "frontend-b".into(), NbdOptions { lease_ttl: ttl, kek: None })).await;
+    let b = serve_tcp(NbdServer::with_options(
+        client,
+        "frontend-b".into(),
+        NbdOptions { lease_ttl: ttl, kek: None, ..NbdOptions::default() },
+    ))
+    .await;
 
     let mut s = raw_attach(a, 16 << 20).await;
     s.write_all(&read_request(1)).await.expect("read");
@@ -454,7 +462,7 @@ async fn racing_attaches_share_one_lease() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (cluster, _) = serve(16, &[]).await;
     let ttl = Duration::from_secs(3);
-    let options = || NbdOptions { lease_ttl: ttl, kek: None };
+    let options = || NbdOptions { lease_ttl: ttl, kek: None, ..NbdOptions::default() };
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
     let a = serve_tcp(NbdServer::with_options(client, "frontend-a".into(), options())).await;
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
@@ -474,4 +482,66 @@ async fn racing_attaches_share_one_lease() {
         served_within(&format!("nbd://{b}/vol0"), 20, Duration::from_millis(100)).await,
         "the lease was not released when the last connection went"
     );
+}
+
+/// Opens `n` connections to `addr` from the loopback address `from`.
+async fn connections_from(from: &str, addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{from}:0").parse().expect("addr")).expect("bind");
+        out.push(socket.connect(addr).await.expect("connect"));
+    }
+    out
+}
+
+/// How many of `streams` the server has closed: each is read (the NBD
+/// greeting, if it came) until end of file or `wait` passes.
+async fn closed(streams: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut count = 0;
+    for s in streams.iter_mut() {
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(wait, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok();
+        count += usize::from(ended);
+    }
+    count
+}
+
+/// Silent clients cannot hold the frontend: past the connection cap a new
+/// one is closed at once, the rest at the handshake timeout, and a real
+/// client is served all the while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_connections_are_capped_and_closed_at_the_handshake_timeout() {
+    let (cluster, _) = serve(16, &[]).await;
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let options =
+        NbdOptions { handshake_timeout: Duration::from_secs(3), max_connections: 700, ..NbdOptions::default() };
+    let server = NbdServer::with_options(client, "frontend-a".into(), options);
+    let addr = serve_tcp(server.clone()).await;
+    let start = std::time::Instant::now();
+    let mut silent = connections_from("127.0.0.2", addr, 600).await;
+    // A real client is served while 600 silent ones are held.
+    let uri = format!("nbd://{addr}/vol0");
+    let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&uri])).await.expect("nbdinfo");
+    assert!(ok && out.contains("16777216"), "{out}");
+    // 200 more: the last 100 are over the cap, closed without a greeting.
+    silent.extend(connections_from("127.0.0.2", addr, 200).await);
+    let over = closed(&mut silent[700..], Duration::from_millis(500)).await;
+    assert_eq!(over, 100, "connections past the cap are closed at once");
+    assert_eq!(server.open_connections(), 700);
+    assert!(start.elapsed() < Duration::from_secs(3), "all this before the silent ones time out");
+    // The silent ones are closed once their handshake time is up.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(start.elapsed())).await;
+    assert_eq!(closed(&mut silent[..700], Duration::from_millis(200)).await, 700, "closed at the timeout");
+    assert_eq!(server.open_connections(), 0);
 }

@@ -580,6 +580,25 @@ async fn encrypted_buckets_keep_only_ciphertext_on_disk_and_need_the_kek() {
         aws(&endpoint, &["s3", "cp", "--sse-c", "AES256", "--sse-c-key", &key_arg, &marked_arg, "s3://plain/marked-c"]);
         let head = aws(&endpoint, &["s3api", "head-object", "--bucket", "sealed", "--key", "marked"]);
         assert!(head.contains(r#""ServerSideEncryption": "SM4""#), "{head}");
+        // SM4 per request: `aws s3 cp --sse` offers only AWS's names, s3api any.
+        let put = aws(
+            &endpoint,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "plain",
+                "--key",
+                "marked-sm4",
+                "--body",
+                &marked_arg,
+                "--server-side-encryption",
+                "SM4",
+            ],
+        );
+        assert!(put.contains(r#""ServerSideEncryption": "SM4""#), "{put}");
+        let head = aws(&endpoint, &["s3api", "head-object", "--bucket", "plain", "--key", "marked-sm4"]);
+        assert!(head.contains(r#""ServerSideEncryption": "SM4""#), "{head}");
         let back = dir.path().join("back");
         let back_arg = back.display().to_string();
         aws(&endpoint, &["s3", "cp", "s3://sealed/marked", &back_arg]);
@@ -656,6 +675,122 @@ async fn encrypted_buckets_keep_only_ciphertext_on_disk_and_need_the_kek() {
     drop((no_kek_gateway, other_gateway));
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
+
+/// Opens `n` connections to `addr` from the loopback address `from`, each
+/// sending `first` (nothing, or half a request line) and then nothing.
+async fn slowloris(from: &str, addr: std::net::SocketAddr, n: usize, first: &[u8]) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{from}:0").parse().expect("addr")).expect("bind");
+        let mut s = socket.connect(addr).await.expect("connect");
+        if !first.is_empty() {
+            // A refused connection may be closed under this write.
+            let _ = s.write_all(first).await;
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// How many of `streams` the gateway has closed (read to end of file, or
+/// reset), each waited for up to `wait`.
+async fn closed_of(streams: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut count = 0;
+    for s in streams.iter_mut() {
+        let mut buf = [0u8; 512];
+        let ended = tokio::time::timeout(wait, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok();
+        count += usize::from(ended);
+    }
+    count
+}
+
+/// Slowloris cannot hold the gateway: connections past the per-client cap
+/// are closed at once; silent ones and ones that sent half a request line
+/// are closed at the head timeout; a signed client is served all the
+/// while; a body that stops mid-upload is cut and its data freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut() {
+    let connections = chuyi_s3::admission::ConnectionLimits {
+        max_total: 10_000,
+        max_per_client: 2_000,
+        head_timeout: Duration::from_secs(3),
+        body_stall_timeout: Duration::from_secs(2),
+    };
+    let (cluster, endpoint) =
+        cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
+    let alice = user(&cluster, "alice");
+    let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().expect("addr");
+    let start = Instant::now();
+    // 2 000 half request lines from one address, 500 more over its cap,
+    // and 1 000 silent ones from another.
+    let mut half = slowloris("127.0.0.2", addr, 2_500, b"GET / HT").await;
+    let mut silent = slowloris("127.0.0.3", addr, 1_000, b"").await;
+    assert_eq!(closed_of(&mut half[2_000..], Duration::from_millis(300)).await, 500, "over the cap: closed at once");
+    // A signed client is served meanwhile, at once.
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let served = tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "aws", &["--endpoint-url", &e, "s3", "mb", "s3://held"]);
+        run_script(&e, &keys, None, "python3", &["-c", LIST_BUCKETS])
+    });
+    let out = served.await.expect("signed client");
+    assert!(out.contains("held"), "{out}");
+    let took: f64 = out.rsplit("took ").next().and_then(|t| t.trim().parse().ok()).expect("a time");
+    assert!(took < 1.0, "a signed ListBuckets took {took} s among the held connections");
+    let held = closed_of(&mut half[..5], Duration::from_millis(50)).await
+        + closed_of(&mut silent[..5], Duration::from_millis(50)).await;
+    assert_eq!(held, 0, "under the caps, held until the head timeout");
+    assert!(start.elapsed() < Duration::from_secs(3), "all this before the head timeout");
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(start.elapsed())).await;
+    assert_eq!(closed_of(&mut half[..2_000], Duration::from_millis(300)).await, 2_000, "half lines: timed out");
+    assert_eq!(closed_of(&mut silent, Duration::from_millis(300)).await, 1_000, "silent: timed out");
+
+    // A body that stops after 1 MiB of 8: cut after the stall timeout,
+    // its data freed, no object.
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        let args =
+            ["slow_put.py", "held", "stalled", "8388608", "--stop-after", "1048576", "--hold", "--timeout", "20"];
+        let started = Instant::now();
+        let out = script(&e, &keys, None, "python3", &args).output().expect("slow put");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (text, started.elapsed())
+    })
+    .await
+    .expect("stalled put");
+    let (out, took) = out;
+    assert!(out.contains("status 400") || out.contains("connection lost"), "the stalled body is cut: {out}");
+    assert!(took < Duration::from_secs(10), "cut after the 2 s stall timeout, not the client's 20 s: {took:?}");
+    wait_all_freed(&cluster, Duration::from_secs(20)).await;
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let head = tokio::task::spawn_blocking(move || {
+        let args = ["--endpoint-url", &e, "s3api", "head-object", "--bucket", "held", "--key", "stalled"];
+        let out = script(&e, &keys, None, "aws", &args).output().expect("aws");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+    .await
+    .expect("head");
+    assert!(head.contains("404"), "no object from a cut body: {head}");
+}
+
+/// A signed ListBuckets with boto3, timed around the call alone (not the
+/// interpreter's start): prints the bucket names and `took SECONDS`.
+const LIST_BUCKETS: &str = "import boto3,os,time\n\
+s3=boto3.client('s3',endpoint_url=os.environ['S3_ENDPOINT'])\n\
+t=time.time()\n\
+names=[b['Name'] for b in s3.list_buckets()['Buckets']]\n\
+print(names, 'took', time.time()-t)";
 
 /// The pack totals the metadata service keeps.
 async fn pack_totals(cluster: &TestCluster) -> chuyi_metadata::state::model::PackTotals {

@@ -68,6 +68,13 @@ enum Command {
         /// cannot renew stops serving a volume within this time.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
         lease_ttl_secs: u64,
+        /// Seconds a client has from connecting to the end of the
+        /// handshake; a silent one is closed then.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        handshake_timeout_secs: u64,
+        /// Connections open at most; past it a new one is closed at once.
+        #[arg(long, default_value_t = chuyi_nbd::server::MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Serve S3 until SIGINT or SIGTERM.
     S3 {
@@ -103,6 +110,20 @@ enum Command {
         /// The certificate's private key, PEM.
         #[arg(long, value_name = "FILE", requires = "tls_listen")]
         tls_key: Option<PathBuf>,
+        /// Connections open at most, plain and TLS together; past it a new
+        /// one is closed at once.
+        #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.max_total)]
+        max_connections: usize,
+        /// Connections open at most from one client address.
+        #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.max_per_client)]
+        max_connections_per_client: usize,
+        /// Seconds a connection has to send a request's head, from when it
+        /// opens or its last response went out (the keep-alive timeout too).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        head_timeout_secs: u64,
+        /// Seconds a request body may send nothing before it is cut.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_stall_timeout_secs: u64,
     },
     /// Show a storage node's disks.
     Disks {
@@ -152,8 +173,18 @@ fn main() -> anyhow::Result<()> {
                 tls_listen,
                 tls_cert,
                 tls_key,
+                max_connections,
+                max_connections_per_client,
+                head_timeout_secs,
+                body_stall_timeout_secs,
             } => {
                 let secs = std::time::Duration::from_secs;
+                let connections = chuyi_s3::admission::ConnectionLimits {
+                    max_total: max_connections,
+                    max_per_client: max_connections_per_client,
+                    head_timeout: secs(head_timeout_secs),
+                    body_stall_timeout: secs(body_stall_timeout_secs),
+                };
                 let options = chuyi_s3::server::Options {
                     pending_ttl: secs(pending_ttl_secs),
                     pack_window: secs(pack_window_secs),
@@ -163,6 +194,7 @@ fn main() -> anyhow::Result<()> {
                     // Server-side encryption's bucket keys are wrapped under
                     // it; without one, encrypted objects are refused.
                     kek: cli.cluster.kek()?,
+                    connections,
                     ..chuyi_s3::server::Options::new(pool)
                 };
                 let tls = match (tls_listen, tls_cert, tls_key) {
@@ -171,9 +203,15 @@ fn main() -> anyhow::Result<()> {
                 };
                 serve_s3(&cli.cluster, &listen, tls, options).await
             }
-            Command::Nbd { listen, socket, lease_ttl_secs } => {
-                let ttl = std::time::Duration::from_secs(lease_ttl_secs);
-                volume::serve_nbd(&cli.cluster, &listen, socket.as_deref(), ttl).await
+            Command::Nbd { listen, socket, lease_ttl_secs, handshake_timeout_secs, max_connections } => {
+                let secs = std::time::Duration::from_secs;
+                let options = chuyi_nbd::server::NbdOptions {
+                    lease_ttl: secs(lease_ttl_secs),
+                    handshake_timeout: secs(handshake_timeout_secs),
+                    max_connections,
+                    kek: None,
+                };
+                volume::serve_nbd(&cli.cluster, &listen, socket.as_deref(), options).await
             }
         }
     })

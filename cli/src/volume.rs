@@ -209,7 +209,7 @@ pub async fn serve_nbd(
     args: &ClusterArgs,
     listen: &str,
     socket: Option<&Path>,
-    lease_ttl: Duration,
+    options: NbdOptions,
 ) -> anyhow::Result<()> {
     let credential = args.frontend("nbd")?;
     let cluster = Cluster::connect(args.members()?, &credential, ClientConfig::default()).await?;
@@ -226,7 +226,7 @@ pub async fn serve_nbd(
     if kek.is_none() {
         tracing::info!("no master key (KEK) given: encrypted volumes will be refused");
     }
-    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, lease_ttl });
+    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
     serve_until_signal(server, listener, unix).await
 }
 

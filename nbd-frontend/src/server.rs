@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,11 +42,24 @@ pub struct NbdOptions {
     /// The master key that opens encrypted volumes' keys; without it they
     /// are refused.
     pub kek: Option<Kek>,
+    /// How long a client has from connecting to the end of the handshake
+    /// (its export chosen and attached); a silent one is closed then.
+    pub handshake_timeout: Duration,
+    /// Connections open at most (over TCP and the Unix socket); past it a
+    /// new one is closed at once.
+    pub max_connections: usize,
 }
+
+/// The default handshake time: qemu and nbdinfo finish in milliseconds;
+/// room for an attach that waits on the metadata service.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default cap on connections: far above the VMs one frontend serves,
+/// far below the files it may open.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 impl Default for NbdOptions {
     fn default() -> Self {
-        Self { lease_ttl: LEASE_TTL, kek: None }
+        Self { lease_ttl: LEASE_TTL, kek: None, handshake_timeout: HANDSHAKE_TIMEOUT, max_connections: MAX_CONNECTIONS }
     }
 }
 
@@ -99,6 +112,17 @@ pub struct NbdServer {
     /// Held across a first attach (see [`Self::attach`]).
     attaching: tokio::sync::Mutex<()>,
     generations: AtomicU64,
+    /// Connections open now.
+    connections: AtomicUsize,
+}
+
+/// One open connection's place in [`NbdServer::connections`].
+struct Counted(Arc<NbdServer>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl NbdServer {
@@ -114,7 +138,13 @@ impl NbdServer {
             attached: Mutex::new(HashMap::new()),
             attaching: tokio::sync::Mutex::new(()),
             generations: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
         })
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
     }
 
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
@@ -176,7 +206,14 @@ impl NbdServer {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        let open = self.connections.fetch_add(1, Ordering::AcqRel);
+        let counted = Counted(self.clone());
+        if open >= self.options.max_connections {
+            tracing::debug!(%peer, open, "nbd connection refused: at the cap");
+            return;
+        }
         tokio::spawn(async move {
+            let _counted = counted;
             if let Err(e) = self.connection(r, w).await {
                 tracing::debug!(%peer, error = %e, "nbd connection ended");
             }
@@ -189,7 +226,12 @@ impl NbdServer {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
-        let Some((attached, negotiated)) = self.handshake(&mut r, &mut w).await? else { return Ok(()) };
+        let limit = self.options.handshake_timeout;
+        let handshake = tokio::time::timeout(limit, self.handshake(&mut r, &mut w)).await;
+        let Ok(handshake) = handshake else {
+            return Err(NbdError::Protocol(format!("no handshake within {limit:?}")));
+        };
+        let Some((attached, negotiated)) = handshake? else { return Ok(()) };
         let session = Session { structured: negotiated.structured, allocation: negotiated.allocation(&attached.name) };
         // `attached` detaches when the connection ends, however it ends.
         transmission(attached.served.clone(), session, r, w).await

@@ -34,6 +34,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod buckets;
 pub mod compact;

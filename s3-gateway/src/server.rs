@@ -2,6 +2,7 @@
 //! or over TLS ([`crate::tls`]), the s3s service routing each request,
 //! authenticated by [`Users`].
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,12 +16,13 @@ use chuyi_common::sm4::Kek;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::access::check::{Access, Peer, SharedAccess};
+use crate::admission::{Admission, ConnectionLimits};
 use crate::auth::{UserAuth, Users};
 use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{DataPath, PENDING_TTL};
@@ -54,6 +56,8 @@ pub struct Options {
     /// The master key server-side encryption's bucket keys are wrapped
     /// under; none: encrypted objects are refused, the rest served.
     pub kek: Option<Kek>,
+    /// Connection caps and timeouts (admission.rs).
+    pub connections: ConnectionLimits,
 }
 
 impl Options {
@@ -69,6 +73,7 @@ impl Options {
             lifecycle_day: Duration::from_secs(86_400),
             lifecycle_every: Duration::from_secs(600),
             kek: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -81,10 +86,18 @@ pub fn service(cluster: Arc<Cluster>, user_seal: SealKey, pool: String) -> Servi
 }
 
 /// What [`serve`] serves: the s3s service, and the buckets' CORS rules,
-/// answered around it.
+/// answered around it; and who may connect, for how long.
 pub struct Service {
     s3: S3Service,
     cors: crate::cors::Rules,
+    admission: Arc<Admission>,
+}
+
+impl Service {
+    /// Connections open now, over every listener.
+    pub fn open_connections(&self) -> usize {
+        self.admission.open()
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -101,6 +114,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let access = Arc::new(Access::new(users.clone(), cluster.clone()));
+    let admission = Admission::new(options.connections);
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         data,
         access.clone(),
@@ -111,7 +125,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     builder.set_route(crate::admin::AdminRoute { users: users.clone(), cluster: cluster.clone() });
     builder.set_auth(UserAuth(users));
     builder.set_access(SharedAccess(access));
-    Service { s3: builder.build(), cors: crate::cors::rules(cluster) }
+    Service { s3: builder.build(), cors: crate::cors::rules(cluster), admission }
 }
 
 /// Bytes of request line and headers one request may send, as S3 (8 KiB)
@@ -131,6 +145,14 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve_on(listener: TcpListener, service: Arc<Service>, tls: Option<Arc<Tls>>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
+        // Over a cap, closed at once: it costs nothing more.
+        let admitted = match service.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                tracing::debug!(%peer, %refused, "connection refused");
+                continue;
+            }
+        };
         // Small responses go out at once, not after the peer's delayed
         // ACK (40 ms per 4 KiB GET without it, bench/RESULTS.md).
         if let Err(e) = stream.set_nodelay(true) {
@@ -139,7 +161,12 @@ pub async fn serve_on(listener: TcpListener, service: Arc<Service>, tls: Option<
         let service = service.clone();
         let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
+            let _admitted = admitted;
             let Some(acceptor) = acceptor else {
+                if let Err(why) = first_bytes(&stream, service.admission.limits.head_timeout).await {
+                    tracing::debug!(%peer, why, "connection closed before its first request");
+                    return;
+                }
                 return connection(stream, Peer { addr: peer, secure: false }, service).await;
             };
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -151,19 +178,47 @@ pub async fn serve_on(listener: TcpListener, service: Arc<Service>, tls: Option<
     }
 }
 
+/// HTTP/2's connection preface: hyper-util reads up to this much to tell
+/// HTTP/2 from HTTP/1, with no timeout of its own.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, up to `limit`, until a plain connection has sent enough for
+/// its protocol to be told (any byte that is not HTTP/2's preface, or the
+/// whole preface): before hyper's own header timeout runs, a silent client
+/// would hold its connection forever.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> Result<(), &'static str> {
+    let wait = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.map_err(|_| "read error")?;
+            if n == 0 {
+                return Err("closed");
+            }
+            if n == buf.len() || !H2_PREFACE.starts_with(&buf[..n]) {
+                return Ok(());
+            }
+            // A part of the preface: peek answers at once until more
+            // comes, so wait a little between looks.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(Err("no request in time"))
+}
+
 /// One client's connection, plain or TLS, served until it ends.
 async fn connection<S>(stream: S, peer: Peer, service: Arc<Service>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let addr = peer.addr;
+    let limits = service.admission.limits;
     let handle = hyper::service::service_fn(move |req| {
         let service = service.clone();
         async move {
             if req.method() == Method::OPTIONS {
                 return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
             }
-            let (req, read) = watched(req);
+            let (req, read) = watched(req, limits.body_stall_timeout);
             let closes = wants_close(&req);
             let origin = crate::cors::Origin::of(&req);
             let now = chuyi_common::clock::unix_ms() as i64 / 1000;
@@ -191,36 +246,70 @@ where
         }
     });
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(REQUEST_HEAD_MAX_BYTES);
+    // hyper's header timeout runs from when a connection waits for a
+    // request's head: it is the idle keep-alive timeout too.
+    builder
+        .http1()
+        .max_buf_size(REQUEST_HEAD_MAX_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout);
     let served = builder.serve_connection(TokioIo::new(stream), handle).await;
     if let Err(e) = served {
         tracing::debug!(peer = %addr, error = %e, "s3 connection ended");
     }
 }
 
-/// A request body that notes when it has been read to its end.
+/// A request body that notes when it has been read to its end, and is
+/// cut when it stalls.
 struct Watched {
     inner: Incoming,
     read: Arc<AtomicBool>,
+    stall_timeout: Duration,
+    /// Made the first time the body has nothing to give, reset by each frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("the body sent nothing for {0:?}")]
+    Stalled(Duration),
 }
 
 /// The request with its body watched, and the flag it sets once read whole.
-fn watched(req: Request<Incoming>) -> (Request<Watched>, Arc<AtomicBool>) {
+fn watched(req: Request<Incoming>, stall_timeout: Duration) -> (Request<Watched>, Arc<AtomicBool>) {
     let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
     let flag = read.clone();
-    (req.map(|inner| Watched { inner, read: flag }), read)
+    (req.map(|inner| Watched { inner, read: flag, stall_timeout, stall: None }), read)
 }
 
 impl HttpBody for Watched {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.read.store(true, Ordering::Release);
         }
-        polled
+        let timeout = self.stall_timeout;
+        match polled {
+            Poll::Ready(frame) => {
+                if let Some(stall) = self.stall.as_mut() {
+                    stall.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+            Poll::Pending => {
+                let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -2,7 +2,7 @@
 """One slow, signed PUT of random bytes, for tests that kill things mid-upload.
 
 Usage: slow_put.py BUCKET KEY TOTAL_BYTES [--stop-after BYTES] [--piece BYTES]
-                   [--pause SECONDS] [--graceful-close] [--timeout SECONDS]
+                   [--pause SECONDS] [--graceful-close | --hold] [--timeout SECONDS]
 
 Sends `PUT /BUCKET/KEY` with Content-Length TOTAL_BYTES, signed with SigV4
 (x-amz-content-sha256: UNSIGNED-PAYLOAD), over a raw socket; the body is
@@ -14,6 +14,10 @@ flowing.
   --stop-after BYTES  stop after exactly BYTES body bytes, close the connection
                       abruptly (TCP RST; --graceful-close: FIN) without reading
                       an answer, print `stopped after N`, exit 0.
+  --hold              with --stop-after: keep the connection open, sending
+                      nothing more (a stalled body), and wait for the answer:
+                      print `status NNN` and exit 1, or as below when the
+                      server closes first or --timeout passes.
   otherwise           after the whole body print `sha256 HEX` (of the body
                       sent), read the answer, print `status NNN` (and `etag E`
                       when there is one); exit 0 on 200, 1 on any other status.
@@ -64,6 +68,7 @@ def parse_args():
     p.add_argument("--piece", type=int, default=256 * 1024, metavar="BYTES")
     p.add_argument("--pause", type=float, default=0.05, metavar="SECONDS")
     p.add_argument("--graceful-close", action="store_true", help="with --stop-after: close with FIN, not RST")
+    p.add_argument("--hold", action="store_true", help="with --stop-after: stall with the connection open")
     p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
     a = p.parse_args()
     if a.total < 0 or a.piece <= 0 or a.pause < 0:
@@ -186,6 +191,19 @@ def main():
             say(f"connection lost after {sent}")
             return 3
 
+        if a.stop_after is not None and a.hold:
+            try:
+                answer = read_answer(sock)
+            except socket.timeout:
+                say(f"timeout after {sent}")
+                return 4
+            except OSError:
+                answer = None
+            if answer is None:
+                say(f"connection lost after {sent}")
+                return 3
+            say(f"status {answer[0]}")
+            return 1
         if a.stop_after is not None:
             if not a.graceful_close:
                 # SO_LINGER with a zero timeout: close() sends a RST at once.

@@ -1,0 +1,160 @@
+//! Who may hold a connection to the gateway, and for how long: caps on
+//! open connections in total and per client address, and the timeouts a
+//! connection lives by (a request head must arrive in time, an idle
+//! keep-alive connection is closed, a body that stops is cut). Without
+//! them a few thousand half-open connections (slowloris) hold every file
+//! descriptor the process has.
+//!
+//! The decision is [`decide`], pure; [`Admission`] keeps the counts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The limits a gateway's listeners apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections at most, over every listener (plain and TLS).
+    pub max_total: usize,
+    /// Open connections at most from one client address.
+    pub max_per_client: usize,
+    /// How long a connection may take to send a request's head, from when
+    /// it opens or its previous response went out: also the keep-alive
+    /// idle timeout.
+    pub head_timeout: Duration,
+    /// How long a request body may go without a byte before it is cut
+    /// (and what it wrote freed, as for any failed upload).
+    pub body_stall_timeout: Duration,
+}
+
+/// The defaults: nginx's `client_header_timeout` is 60 s, hyper's 30 s;
+/// 10 000 connections fit the 20 000 files a gateway may open with room
+/// for its own; 1 024 per address leaves room for a NAT of many clients.
+pub const DEFAULT_LIMITS: ConnectionLimits = ConnectionLimits {
+    max_total: 10_000,
+    max_per_client: 1_024,
+    head_timeout: Duration::from_secs(30),
+    body_stall_timeout: Duration::from_secs(60),
+};
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        DEFAULT_LIMITS
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the gateway holds its maximum of {0} connections")]
+    Total(usize),
+    #[error("this client address holds its maximum of {0} connections")]
+    Client(usize),
+}
+
+/// Whether one more connection may open, given how many are open in all
+/// and from its address.
+pub fn decide(open: usize, of_client: usize, limits: &ConnectionLimits) -> Result<(), Refused> {
+    if open >= limits.max_total {
+        return Err(Refused::Total(limits.max_total));
+    }
+    if of_client >= limits.max_per_client {
+        return Err(Refused::Client(limits.max_per_client));
+    }
+    Ok(())
+}
+
+/// The open connections, counted in total and per client address.
+#[derive(Debug)]
+pub struct Admission {
+    pub limits: ConnectionLimits,
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// An admitted connection; its count goes when this is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    admission: Arc<Admission>,
+    client: IpAddr,
+}
+
+impl Admission {
+    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self { limits, open: Mutex::new(Open::default()) })
+    }
+
+    /// Counts a new connection from `client`, or says why it may not open.
+    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Admitted, Refused> {
+        let mut open = self.lock();
+        let of_client = open.by_client.get(&client).copied().unwrap_or(0);
+        decide(open.total, of_client, &self.limits)?;
+        open.total += 1;
+        *open.by_client.entry(client).or_insert(0) += 1;
+        Ok(Admitted { admission: self.clone(), client })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.admission.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_total: usize, max_per_client: usize) -> ConnectionLimits {
+        ConnectionLimits { max_total, max_per_client, ..DEFAULT_LIMITS }
+    }
+
+    #[test]
+    fn the_total_cap_comes_before_the_client_cap() {
+        let l = limits(10, 3);
+        assert_eq!(decide(0, 0, &l), Ok(()));
+        assert_eq!(decide(9, 2, &l), Ok(()));
+        assert_eq!(decide(9, 3, &l), Err(Refused::Client(3)));
+        assert_eq!(decide(10, 0, &l), Err(Refused::Total(10)));
+        assert_eq!(decide(10, 3, &l), Err(Refused::Total(10)));
+    }
+
+    #[test]
+    fn counts_go_back_when_connections_close() {
+        let admission = Admission::new(limits(3, 2));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
+        let first = admission.admit(a).expect("first");
+        let second = admission.admit(a).expect("second");
+        assert_eq!(admission.admit(a).err(), Some(Refused::Client(2)));
+        let other = admission.admit(b).expect("another client");
+        assert_eq!(admission.admit(b).err(), Some(Refused::Total(3)));
+        drop(first);
+        assert_eq!(admission.open(), 2);
+        let again = admission.admit(a).expect("room again");
+        drop((second, other, again));
+        assert_eq!(admission.open(), 0);
+        assert!(admission.lock().by_client.is_empty(), "no address is kept once its connections are gone");
+    }
+}
