@@ -20,7 +20,7 @@ APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
 # pydicom for its sample DICOM files (the compression tests' corpus).
 PIP_PACKAGES := awscli boto3 pydicom
 
-.PHONY: deps build test run bench chaos simulate fmt lint clean-data
+.PHONY: fuzz deps build test run bench chaos simulate fmt lint clean-data
 
 deps:
 	@missing=""; \
@@ -85,6 +85,12 @@ SEEDS ?= 1000
 FROM ?= 0
 simulate: build
 	RUST_LOG=off $(CARGO_TARGET_DIR)/debug/chuyi-chaos simulate --seeds $(SEEDS) --from $(FROM)
+
+# The parsers of network and disk input under many more cases than
+# `make test` gives them (FUZZING.md): CASES per harness.
+CASES ?= 200000
+fuzz: deps
+	PROPTEST_CASES=$(CASES) $(CARGO) nextest run --workspace --no-fail-fast -E 'test(fuzz::) | test(never_panic)'
 
 fmt:
 	$(CARGO) fmt --all

@@ -784,6 +784,94 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     assert!(head.contains("404"), "no object from a cut body: {head}");
 }
 
+/// A process's resident memory now and at its peak, in bytes (VmRSS,
+/// VmHWM).
+fn rss_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).expect("field");
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).expect("kB") * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One anonymous PUT of `len` bytes streamed in pieces over a raw socket
+/// (the bucket's policy lets anyone put): the status the gateway answers,
+/// or 0 if it closed first.
+async fn slow_anonymous_put(addr: std::net::SocketAddr, key: String, len: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return 0 };
+    let head = format!("PUT /flood/{key} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\n\r\n");
+    let piece = vec![0x5au8; 128 << 10];
+    let mut sent = 0;
+    let mut ok = s.write_all(head.as_bytes()).await.is_ok();
+    while ok && sent < len {
+        let n = piece.len().min(len - sent);
+        ok = s.write_all(&piece[..n]).await.is_ok();
+        sent += n;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let mut answer = vec![0u8; 512];
+    let n =
+        tokio::time::timeout(Duration::from_secs(20), s.read(&mut answer)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Many slow uploads at once stay inside the gateway's memory budget: each
+/// takes its share before it buffers a byte, the ones that find none in a
+/// second get 503 SlowDown, the gateway's peak RSS stays within the budget
+/// plus a margin, and other requests are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_slow_uploads_stay_inside_the_memory_budget() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let alice = user(&cluster, "alice");
+    let listen = format!("127.0.0.1:{}", chuyi_chaos::cluster::free_port().expect("port"));
+    let endpoint = format!("http://{listen}");
+    let args =
+        ["--memory-budget-mib", "48", "--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    let gateway = cluster.s3_gateway(&listen, &args).await.expect("chuyi s3");
+    let pid = gateway.0.id();
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    tokio::task::spawn_blocking(move || {
+        run_script(&e, &keys, None, "aws", &["--endpoint-url", &e, "s3", "mb", "s3://flood"]);
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:PutObject","Resource":"arn:aws:s3:::flood/*"}]}"#;
+        let args = ["--endpoint-url", &e, "s3api", "put-bucket-policy", "--bucket", "flood", "--policy", policy];
+        run_script(&e, &keys, None, "aws", &args);
+    })
+    .await
+    .expect("bucket");
+    let (before, _) = rss_of(pid);
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    // 60 uploads of 6 MiB, each wanting 6 MiB of a 48 MiB budget.
+    let uploads: Vec<_> = (0..60).map(|i| tokio::spawn(slow_anonymous_put(addr, format!("k{i}"), 6 << 20))).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let out = tokio::task::spawn_blocking(move || run_script(&e, &keys, None, "python3", &["-c", LIST_BUCKETS]))
+        .await
+        .expect("signed client");
+    assert!(out.contains("flood"), "served during the flood: {out}");
+    let mut statuses = Vec::new();
+    for upload in uploads {
+        statuses.push(upload.await.expect("upload"));
+    }
+    let stored = statuses.iter().filter(|s| **s == 200).count();
+    let slowed = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(stored + slowed, statuses.len(), "each upload is stored or slowed down: {statuses:?}");
+    assert!(stored >= 8 && slowed >= 1, "some within the budget, the rest told to slow down: {statuses:?}");
+    let (_, peak) = rss_of(pid);
+    let margin = 64 << 20;
+    assert!(
+        peak < before + (48 << 20) + margin,
+        "peak RSS {} MiB, from {} MiB with a 48 MiB budget",
+        peak >> 20,
+        before >> 20
+    );
+    drop(gateway);
+}
+
 /// A signed ListBuckets with boto3, timed around the call alone (not the
 /// interpreter's start): prints the bucket names and `took SECONDS`.
 const LIST_BUCKETS: &str = "import boto3,os,time\n\

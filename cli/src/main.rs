@@ -124,6 +124,10 @@ enum Command {
         /// Seconds a request body may send nothing before it is cut.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         body_stall_timeout_secs: u64,
+        /// MiB of request and response bodies held at once; past it a new
+        /// body waits a second for room, then gets 503 SlowDown.
+        #[arg(long, default_value_t = chuyi_s3::data::DEFAULT_BUDGET_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..))]
+        memory_budget_mib: u64,
     },
     /// Show a storage node's disks.
     Disks {
@@ -177,6 +181,7 @@ fn main() -> anyhow::Result<()> {
                 max_connections_per_client,
                 head_timeout_secs,
                 body_stall_timeout_secs,
+                memory_budget_mib,
             } => {
                 let secs = std::time::Duration::from_secs;
                 let connections = chuyi_s3::admission::ConnectionLimits {
@@ -195,6 +200,7 @@ fn main() -> anyhow::Result<()> {
                     // it; without one, encrypted objects are refused.
                     kek: cli.cluster.kek()?,
                     connections,
+                    memory_budget_bytes: memory_budget_mib << 20,
                     ..chuyi_s3::server::Options::new(pool)
                 };
                 let tls = match (tls_listen, tls_cert, tls_key) {

@@ -18,6 +18,8 @@
 //! the frontend was started with).
 
 pub mod crypt;
+#[cfg(test)]
+mod fuzz;
 pub mod handshake;
 pub mod lease;
 pub mod proto;

@@ -3,7 +3,9 @@
 //!
 //! Neither direction holds an object in memory: a write keeps at most
 //! [`WRITES_IN_FLIGHT`] chunks buffered, a read [`READS_AHEAD`] plus what
-//! the response channel holds.
+//! the response channel holds. And all of them together hold at most the
+//! gateway's memory budget ([`Budget`]): a body that would take more
+//! waits for its share up to [`BUDGET_WAIT`], then gets 503 SlowDown.
 //!
 //! A bucket with compression, and an encrypted object, has its data
 //! written framed ([`crate::frames`]): the body is checked (length, MD5,
@@ -43,6 +45,60 @@ pub const WRITES_IN_FLIGHT: usize = 4;
 pub const READS_AHEAD: usize = 2;
 /// Largest body of one PUT or part, as S3.
 pub const OBJECT_PUT_MAX_BYTES: u64 = 5 << 30;
+
+/// What one write holds of the budget at most: the chunk it fills and
+/// those in flight.
+const WRITE_HOLD_BYTES: u64 = (WRITES_IN_FLIGHT as u64 + 1) * OBJECT_CHUNK_BYTES;
+/// What one read holds at most: the chunks read ahead and the response
+/// channel's (framed reads hold less: a batch of frames each).
+const READ_HOLD_BYTES: u64 = (READS_AHEAD as u64 + 2) * OBJECT_CHUNK_BYTES;
+/// How long a body waits for its share of the budget before SlowDown.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+/// The default budget: a hundred uploads of large objects in flight at once.
+pub const DEFAULT_BUDGET_BYTES: u64 = 2 << 30;
+/// The budget's unit.
+const BUDGET_UNIT: u64 = 1 << 20;
+
+/// The bytes of request and response bodies the gateway holds at once, in
+/// MiB permits: each write and read takes what it may hold
+/// ([`WRITE_HOLD_BYTES`], [`READ_HOLD_BYTES`], or the body's length when
+/// less) before it buffers a byte, and gives it back when it ends.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    permits: Arc<tokio::sync::Semaphore>,
+    units: u32,
+    wait: Duration,
+}
+
+impl Budget {
+    pub fn new(bytes: u64, wait: Duration) -> Self {
+        let units = bytes.div_ceil(BUDGET_UNIT).clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(units as usize)), units, wait }
+    }
+
+    /// A share of `bytes` (at least one unit, at most the whole budget),
+    /// waited for up to the budget's wait, else SlowDown.
+    async fn hold(&self, bytes: u64) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
+        let units = units_for(bytes, self.units);
+        let acquire = self.permits.clone().acquire_many_owned(units);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(s3_error!(InternalError, "the memory budget was closed")),
+            Err(_) => Err(s3_error!(
+                SlowDown,
+                "the gateway holds its memory budget of {} MiB in bodies; retry later",
+                self.units
+            )),
+        }
+    }
+}
+
+/// The units a body of `bytes` holds: rounded up, at least one, at most
+/// the whole budget (a budget smaller than one body still lets it through
+/// alone).
+fn units_for(bytes: u64, budget_units: u32) -> u32 {
+    bytes.div_ceil(BUDGET_UNIT).clamp(1, u64::from(budget_units)) as u32
+}
 
 /// How long reserved data stays pending, at least, before it is taken for
 /// a dead writer's.
@@ -103,11 +159,12 @@ pub struct DataPath {
     cluster: Arc<Cluster>,
     pending_ttl: Duration,
     packs: Arc<Packs>,
+    budget: Budget,
 }
 
 impl DataPath {
-    pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration, packs: Packs) -> Self {
-        Self { cluster, pending_ttl, packs: Arc::new(packs) }
+    pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration, packs: Packs, budget: Budget) -> Self {
+        Self { cluster, pending_ttl, packs: Arc::new(packs), budget }
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -132,6 +189,7 @@ impl DataPath {
         if len > OBJECT_PUT_MAX_BYTES {
             return Err(s3_error!(EntityTooLarge, "{len} bytes; one PUT or part is at most {OBJECT_PUT_MAX_BYTES}"));
         }
+        let _held = self.budget.hold(len.min(WRITE_HOLD_BYTES)).await?;
         // Compressed data is not known to shrink: room for it stored raw.
         let reserved = if spec.framed() { Encoder::stored_bound(len, spec.seal.is_some()) } else { len };
         let ttl_ms = pending_ttl(self.pending_ttl, reserved).as_millis() as u64;
@@ -218,6 +276,7 @@ impl DataPath {
         // within a chunk write of being taken, never held open by a slow
         // client, and the body is smaller than the chunks a streamed PUT
         // buffers anyway.
+        let _held = self.budget.hold(len).await?;
         let mut check = BodyCheck::new(len, hasher);
         let mut buf = BytesMut::with_capacity(len as usize);
         let mut body = body;
@@ -276,14 +335,21 @@ impl DataPath {
     /// Streams bytes `range` of `object` as they were sent: its runs' bytes,
     /// or for a framed object the frames `range` touches, opened with `key`
     /// (an encrypted object's) and decompressed.
-    pub fn read_object(&self, object: &ObjectPut, range: Range<u64>, key: Option<Arc<DataKey>>) -> StreamingBlob {
+    pub async fn read_object(
+        &self,
+        object: &ObjectPut,
+        range: Range<u64>,
+        key: Option<Arc<DataKey>>,
+    ) -> S3Result<StreamingBlob> {
         if object.flags & OBJECT_FRAMED == 0 {
-            return self.read(&object.data, range);
+            return self.read(&object.data, range).await;
         }
+        let held = self.budget.hold((range.end - range.start).min(READ_HOLD_BYTES)).await?;
         let parts = framed_parts(object);
         let (mut tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READS_AHEAD);
         let this = self.clone();
         tokio::spawn(async move {
+            let _held = held;
             let result = match parts {
                 Ok(parts) => this.send_framed(&parts, range, key.as_deref(), &mut tx).await,
                 Err(e) => Err(e),
@@ -293,7 +359,7 @@ impl DataPath {
                 let _ = tx.send(Err(std::io::Error::other(format!("{UNREADABLE}: {e}")))).await;
             }
         });
-        StreamingBlob::wrap(rx)
+        Ok(StreamingBlob::wrap(rx))
     }
 
     /// Sends the logical bytes `range` of framed runs (each with the
@@ -356,11 +422,13 @@ impl DataPath {
     }
 
     /// Streams bytes `range` of the object whose data is `runs`.
-    pub fn read(&self, runs: &[DataRun], range: Range<u64>) -> StreamingBlob {
+    pub async fn read(&self, runs: &[DataRun], range: Range<u64>) -> S3Result<StreamingBlob> {
+        let held = self.budget.hold((range.end - range.start).min(READ_HOLD_BYTES)).await?;
         let pieces = pieces(runs, range);
         let (mut tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
+            let _held = held;
             let reads =
                 futures::stream::iter(pieces)
                     .map(|(chunk, offset, len)| {
@@ -383,7 +451,7 @@ impl DataPath {
                 }
             }
         });
-        StreamingBlob::wrap(rx)
+        Ok(StreamingBlob::wrap(rx))
     }
 
     /// Deletes every chunk a run may have, from every replica.
@@ -621,6 +689,15 @@ mod tests {
     use super::*;
 
     const C: u64 = OBJECT_CHUNK_BYTES;
+
+    #[test]
+    fn bodies_hold_their_length_in_whole_mib_within_the_budget() {
+        assert_eq!(units_for(0, 100), 1);
+        assert_eq!(units_for(1, 100), 1);
+        assert_eq!(units_for(BUDGET_UNIT + 1, 100), 2);
+        assert_eq!(units_for(WRITE_HOLD_BYTES, 100), 20);
+        assert_eq!(units_for(WRITE_HOLD_BYTES, 8), 8, "never more than the whole budget");
+    }
 
     #[test]
     fn pending_time_grows_with_the_data() {

@@ -47,6 +47,8 @@ pub mod documents;
 pub mod encryption;
 pub mod errors;
 pub mod frames;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 pub mod lifecycle;
 pub mod listing;

@@ -890,12 +890,12 @@ async fn copy_data(data: &DataPath, object: &ObjectPut, pool: &str) -> S3Result<
     let runs = &object.data;
     if object.flags & OBJECT_FRAMED == 0 || runs.len() == 1 {
         let len: u64 = runs.iter().map(|run| run.len).sum();
-        let body = data.read(runs, 0..len);
+        let body = data.read(runs, 0..len).await?;
         return Ok(vec![data.write_object(pool, len, body, Default::default(), &Spec::default()).await?]);
     }
     let mut written = Vec::with_capacity(runs.len());
     for run in runs {
-        let body = data.read(std::slice::from_ref(run), 0..run.len);
+        let body = data.read(std::slice::from_ref(run), 0..run.len).await?;
         written.push(data.write(pool, run.len, body, Default::default(), &Spec::default()).await?);
     }
     Ok(written)

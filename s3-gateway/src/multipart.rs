@@ -120,7 +120,7 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
 }
 
 /// `bytes=first-last` of a copy source of `size` bytes.
-fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
+pub(crate) fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
     let Some(range) = range else { return Ok(0..size) };
     let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last");
     let spec = range.strip_prefix("bytes=").ok_or_else(bad)?;
@@ -362,7 +362,7 @@ impl Gateway {
         let source_key = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
-        let body = self.data.read_object(&source.data, range, source_key);
+        let body = self.data.read_object(&source.data, range, source_key).await?;
         let hasher = hasher_for(&http::HeaderMap::new(), &Checksum::default(), ours.map(Algorithm::name));
         let spec = upload_spec(&upload, &bucket, seal);
         let written = self.data.write(&bucket.pool, len, body, hasher, &spec).await?;

@@ -314,7 +314,7 @@ impl Gateway {
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
         let key = self.read_key(&bucket, &record.data, customer.as_ref()).await?;
-        let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size), key);
+        let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size), key).await?;
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
         let expiration = self.current_expiration(&bucket, &input.key, input.version_id.as_deref(), &record).await;
@@ -532,7 +532,7 @@ impl Gateway {
         object.set_legal_hold(false);
         self.lock_from_headers(&bucket, &mut object, lock_headers!(input)).await?;
         let written = if size > 0 {
-            let body = self.data.read_object(&source.data, 0..size, source_key_bytes);
+            let body = self.data.read_object(&source.data, 0..size, source_key_bytes).await?;
             let spec = spec_for(&bucket, size, sealing.as_ref(), customer.as_ref(), &mut object);
             let written = self.data.write_object(&bucket.pool, size, body, Default::default(), &spec).await?;
             let md5 = chuyi_common::secret::hex(&written.md5);

@@ -25,7 +25,7 @@ use crate::access::check::{Access, Peer, SharedAccess};
 use crate::admission::{Admission, ConnectionLimits};
 use crate::auth::{UserAuth, Users};
 use crate::compact::COMPACT_BYTES_PER_S;
-use crate::data::{DataPath, PENDING_TTL};
+use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
 use crate::gateway::Gateway;
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
 use crate::tls::Tls;
@@ -58,6 +58,8 @@ pub struct Options {
     pub kek: Option<Kek>,
     /// Connection caps and timeouts (admission.rs).
     pub connections: ConnectionLimits,
+    /// Bytes of request and response bodies held at once ([`Budget`]).
+    pub memory_budget_bytes: u64,
 }
 
 impl Options {
@@ -74,6 +76,7 @@ impl Options {
             lifecycle_every: Duration::from_secs(600),
             kek: None,
             connections: ConnectionLimits::default(),
+            memory_budget_bytes: DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -109,7 +112,8 @@ impl std::fmt::Debug for Service {
 pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options) -> Service {
     let users = Arc::new(Users::new(cluster.clone(), user_seal));
     let packs = Packs::new(options.pack_window, options.pack_ttl, options.packed_object_max);
-    let data = DataPath::new(cluster.clone(), options.pending_ttl, packs);
+    let budget = Budget::new(options.memory_budget_bytes, BUDGET_WAIT);
+    let data = DataPath::new(cluster.clone(), options.pending_ttl, packs, budget);
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
