@@ -525,23 +525,23 @@ async fn silent_connections_are_capped_and_closed_at_the_handshake_timeout() {
     let (cluster, _) = serve(16, &[]).await;
     let client = cluster.client(Duration::from_secs(30)).await.expect("client");
     let options =
-        NbdOptions { handshake_timeout: Duration::from_secs(3), max_connections: 700, ..NbdOptions::default() };
+        NbdOptions { handshake_timeout: Duration::from_secs(8), max_connections: 5_100, ..NbdOptions::default() };
     let server = NbdServer::with_options(client, "frontend-a".into(), options);
     let addr = serve_tcp(server.clone()).await;
     let start = std::time::Instant::now();
-    let mut silent = connections_from("127.0.0.2", addr, 600).await;
-    // A real client is served while 600 silent ones are held.
+    let mut silent = connections_from("127.0.0.2", addr, 5_000).await;
+    // A real client is served while 5 000 silent ones are held.
     let uri = format!("nbd://{addr}/vol0");
     let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&uri])).await.expect("nbdinfo");
     assert!(ok && out.contains("16777216"), "{out}");
     // 200 more: the last 100 are over the cap, closed without a greeting.
     silent.extend(connections_from("127.0.0.2", addr, 200).await);
-    let over = closed(&mut silent[700..], Duration::from_millis(500)).await;
+    let over = closed(&mut silent[5_100..], Duration::from_millis(500)).await;
     assert_eq!(over, 100, "connections past the cap are closed at once");
-    assert_eq!(server.open_connections(), 700);
-    assert!(start.elapsed() < Duration::from_secs(3), "all this before the silent ones time out");
+    assert_eq!(server.open_connections(), 5_100);
+    assert!(start.elapsed() < Duration::from_secs(8), "all this before the silent ones time out");
     // The silent ones are closed once their handshake time is up.
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(start.elapsed())).await;
-    assert_eq!(closed(&mut silent[..700], Duration::from_millis(200)).await, 700, "closed at the timeout");
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(start.elapsed())).await;
+    assert_eq!(closed(&mut silent[..5_100], Duration::from_millis(200)).await, 5_100, "closed at the timeout");
     assert_eq!(server.open_connections(), 0);
 }

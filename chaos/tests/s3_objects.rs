@@ -725,7 +725,7 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let connections = chuyi_s3::admission::ConnectionLimits {
         max_total: 10_000,
         max_per_client: 2_000,
-        head_timeout: Duration::from_secs(3),
+        head_timeout: Duration::from_secs(8),
         body_stall_timeout: Duration::from_secs(2),
     };
     let (cluster, endpoint) =
@@ -733,11 +733,12 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let alice = user(&cluster, "alice");
     let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().expect("addr");
     let start = Instant::now();
-    // 2 000 half request lines from one address, 500 more over its cap,
-    // and 1 000 silent ones from another.
-    let mut half = slowloris("127.0.0.2", addr, 2_500, b"GET / HT").await;
-    let mut silent = slowloris("127.0.0.3", addr, 1_000, b"").await;
-    assert_eq!(closed_of(&mut half[2_000..], Duration::from_millis(300)).await, 500, "over the cap: closed at once");
+    // 10 000 connections: 2 000 half request lines from one address and
+    // 6 000 more over its cap, 2 000 silent ones from another.
+    let mut half = slowloris("127.0.0.2", addr, 8_000, b"GET / HT").await;
+    let mut silent = slowloris("127.0.0.3", addr, 2_000, b"").await;
+    let opened = start.elapsed();
+    assert_eq!(closed_of(&mut half[2_000..], Duration::from_millis(300)).await, 6_000, "over the cap: closed at once");
     // A signed client is served meanwhile, at once.
     let (e, keys) = (endpoint.clone(), alice.clone());
     let served = tokio::task::spawn_blocking(move || {
@@ -751,10 +752,10 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let held = closed_of(&mut half[..5], Duration::from_millis(50)).await
         + closed_of(&mut silent[..5], Duration::from_millis(50)).await;
     assert_eq!(held, 0, "under the caps, held until the head timeout");
-    assert!(start.elapsed() < Duration::from_secs(3), "all this before the head timeout");
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(start.elapsed())).await;
+    assert!(start.elapsed() < Duration::from_secs(8), "all this before the head timeout (opened in {opened:?})");
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(start.elapsed())).await;
     assert_eq!(closed_of(&mut half[..2_000], Duration::from_millis(300)).await, 2_000, "half lines: timed out");
-    assert_eq!(closed_of(&mut silent, Duration::from_millis(300)).await, 1_000, "silent: timed out");
+    assert_eq!(closed_of(&mut silent, Duration::from_millis(300)).await, 2_000, "silent: timed out");
 
     // A body that stops after 1 MiB of 8: cut after the stall timeout,
     // its data freed, no object.
@@ -845,8 +846,8 @@ async fn concurrent_slow_uploads_stay_inside_the_memory_budget() {
     .expect("bucket");
     let (before, _) = rss_of(pid);
     let addr: std::net::SocketAddr = listen.parse().expect("addr");
-    // 60 uploads of 6 MiB, each wanting 6 MiB of a 48 MiB budget.
-    let uploads: Vec<_> = (0..60).map(|i| tokio::spawn(slow_anonymous_put(addr, format!("k{i}"), 6 << 20))).collect();
+    // 500 uploads of 2 MiB at once, each wanting 2 MiB of a 48 MiB budget.
+    let uploads: Vec<_> = (0..500).map(|i| tokio::spawn(slow_anonymous_put(addr, format!("k{i}"), 2 << 20))).collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (e, keys) = (endpoint.clone(), alice.clone());
     let out = tokio::task::spawn_blocking(move || run_script(&e, &keys, None, "python3", &["-c", LIST_BUCKETS]))
@@ -860,7 +861,7 @@ async fn concurrent_slow_uploads_stay_inside_the_memory_budget() {
     let stored = statuses.iter().filter(|s| **s == 200).count();
     let slowed = statuses.iter().filter(|s| **s == 503).count();
     assert_eq!(stored + slowed, statuses.len(), "each upload is stored or slowed down: {statuses:?}");
-    assert!(stored >= 8 && slowed >= 1, "some within the budget, the rest told to slow down: {statuses:?}");
+    assert!(stored >= 24 && slowed >= 1, "some within the budget, the rest told to slow down: {statuses:?}");
     let (_, peak) = rss_of(pid);
     let margin = 64 << 20;
     assert!(
