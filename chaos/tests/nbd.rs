@@ -545,3 +545,35 @@ async fn silent_connections_are_capped_and_closed_at_the_handshake_timeout() {
     assert_eq!(closed(&mut silent[..5_100], Duration::from_millis(200)).await, 5_100, "closed at the timeout");
     assert_eq!(server.open_connections(), 0);
 }
+
+/// An export takes at most its cap of connections (a further attach is
+/// refused, the others keep working), and with an idle timeout set an
+/// attached connection that sends nothing is closed, making room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exports_are_capped_and_idle_attached_connections_closed_when_asked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, _) = serve(16, &[]).await;
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let options = NbdOptions { max_per_export: 2, idle_timeout: Some(Duration::from_secs(3)), ..NbdOptions::default() };
+    let server = NbdServer::with_options(client, "frontend-a".into(), options);
+    let addr = serve_tcp(server.clone()).await;
+    let mut first = raw_attach(addr, 16 << 20).await;
+    let mut second = raw_attach(addr, 16 << 20).await;
+    let uri = format!("nbd://{addr}/vol0");
+    let u = uri.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&u])).await.expect("nbdinfo");
+    assert!(!ok, "a third connection to the export is refused: {out}");
+    // The two attached ones still work, and the busy one stays open.
+    second.write_all(&read_request(1)).await.expect("read");
+    let mut reply = vec![0u8; 16 + 4096];
+    second.read_exact(&mut reply).await.expect("served");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    second.write_all(&read_request(2)).await.expect("read");
+    second.read_exact(&mut reply).await.expect("served again within its idle time");
+    // The idle one is closed at its timeout, and its place is free again.
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(closed, Ok(0) | Err(_)), "the idle connection is closed: {closed:?}");
+    let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&uri])).await.expect("nbdinfo");
+    assert!(ok && out.contains("16777216"), "a place is free once the idle one is gone: {out}");
+}

@@ -75,6 +75,16 @@ enum Command {
         /// Connections open at most; past it a new one is closed at once.
         #[arg(long, default_value_t = chuyi_nbd::server::MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Connections to one export at most; past it an attach is refused.
+        #[arg(long, default_value_t = chuyi_nbd::server::MAX_PER_EXPORT)]
+        max_per_export: usize,
+        /// Seconds an attached connection may send no request before it is
+        /// closed; 0 (the default): never (VMs may idle for days).
+        #[arg(long, default_value_t = 0)]
+        idle_timeout_secs: u64,
+        /// MiB of request data held at once over every connection.
+        #[arg(long, default_value_t = chuyi_nbd::server::MEMORY_BUDGET_MIB, value_parser = clap::value_parser!(u32).range(1..))]
+        memory_budget_mib: u32,
     },
     /// Serve S3 until SIGINT or SIGTERM.
     S3 {
@@ -209,12 +219,24 @@ fn main() -> anyhow::Result<()> {
                 };
                 serve_s3(&cli.cluster, &listen, tls, options).await
             }
-            Command::Nbd { listen, socket, lease_ttl_secs, handshake_timeout_secs, max_connections } => {
+            Command::Nbd {
+                listen,
+                socket,
+                lease_ttl_secs,
+                handshake_timeout_secs,
+                max_connections,
+                max_per_export,
+                idle_timeout_secs,
+                memory_budget_mib,
+            } => {
                 let secs = std::time::Duration::from_secs;
                 let options = chuyi_nbd::server::NbdOptions {
                     lease_ttl: secs(lease_ttl_secs),
                     handshake_timeout: secs(handshake_timeout_secs),
                     max_connections,
+                    max_per_export,
+                    idle_timeout: (idle_timeout_secs > 0).then(|| secs(idle_timeout_secs)),
+                    memory_budget_mib,
                     kek: None,
                 };
                 volume::serve_nbd(&cli.cluster, &listen, socket.as_deref(), options).await

@@ -19,7 +19,7 @@ use tokio::task::AbortHandle;
 
 use crate::lease::{self, Fence};
 use crate::proto::*;
-use crate::transmission::{transmission, Session};
+use crate::transmission::{transmission, Session, Shared};
 
 /// How long an attach lease lasts unless renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -48,6 +48,15 @@ pub struct NbdOptions {
     /// Connections open at most (over TCP and the Unix socket); past it a
     /// new one is closed at once.
     pub max_connections: usize,
+    /// Connections to one export at most; past it an attach is refused
+    /// (NBD_REP_ERR_POLICY).
+    pub max_per_export: usize,
+    /// How long an attached connection may send no request before it is
+    /// closed; none (the default): VMs may idle for days.
+    pub idle_timeout: Option<Duration>,
+    /// MiB of request data held at once over every connection (each one
+    /// holds at most 256 of its own); past it requests wait.
+    pub memory_budget_mib: u32,
 }
 
 /// The default handshake time: qemu and nbdinfo finish in milliseconds;
@@ -56,10 +65,23 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on connections: far above the VMs one frontend serves,
 /// far below the files it may open.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// The default cap per export: qemu opens one per disk, or up to a few
+/// dozen with multi-conn.
+pub const MAX_PER_EXPORT: usize = 64;
+/// The default memory budget over every connection, in MiB.
+pub const MEMORY_BUDGET_MIB: u32 = 1024;
 
 impl Default for NbdOptions {
     fn default() -> Self {
-        Self { lease_ttl: LEASE_TTL, kek: None, handshake_timeout: HANDSHAKE_TIMEOUT, max_connections: MAX_CONNECTIONS }
+        Self {
+            lease_ttl: LEASE_TTL,
+            kek: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_per_export: MAX_PER_EXPORT,
+            idle_timeout: None,
+            memory_budget_mib: MEMORY_BUDGET_MIB,
+        }
     }
 }
 
@@ -114,6 +136,8 @@ pub struct NbdServer {
     generations: AtomicU64,
     /// Connections open now.
     connections: AtomicUsize,
+    /// What every connection shares: the memory budget, the idle timeout.
+    shared: Shared,
 }
 
 /// One open connection's place in [`NbdServer::connections`].
@@ -134,11 +158,16 @@ impl NbdServer {
         Arc::new(Self {
             cluster,
             holder,
-            options,
             attached: Mutex::new(HashMap::new()),
             attaching: tokio::sync::Mutex::new(()),
             generations: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            shared: Shared {
+                budget: Arc::new(tokio::sync::Semaphore::new(options.memory_budget_mib.max(1) as usize)),
+                budget_mib: options.memory_budget_mib.max(1),
+                idle_timeout: options.idle_timeout,
+            },
+            options,
         })
     }
 
@@ -234,20 +263,20 @@ impl NbdServer {
         let Some((attached, negotiated)) = handshake? else { return Ok(()) };
         let session = Session { structured: negotiated.structured, allocation: negotiated.allocation(&attached.name) };
         // `attached` detaches when the connection ends, however it ends.
-        transmission(attached.served.clone(), session, r, w).await
+        transmission(attached.served.clone(), session, self.shared.clone(), r, w).await
     }
 
     /// Opens `name` for a connection, taking the volume's attach lease if
     /// this frontend does not hold it yet. Refused while another holds it,
     /// and for an encrypted volume whose key this frontend cannot open.
     pub(crate) async fn attach(self: &Arc<Self>, name: &str) -> Result<Attached, (u32, String)> {
-        if let Some(attached) = self.join(name) {
+        if let Some(attached) = self.join(name)? {
             return Ok(attached);
         }
         // One first attach at a time: two connections racing to attach one
         // volume must not each take a lease (the second replaces the first).
         let _attaching = self.attaching.lock().await;
-        if let Some(attached) = self.join(name) {
+        if let Some(attached) = self.join(name)? {
             return Ok(attached);
         }
         let vol = match self.cluster.open_volume(name).await {
@@ -297,17 +326,22 @@ impl NbdServer {
         Ok(Attached { server: self.clone(), name: name.to_string(), generation, served })
     }
 
-    /// Joins this frontend's attachment of `name` while its lease holds.
-    fn join(self: &Arc<Self>, name: &str) -> Option<Attached> {
+    /// Joins this frontend's attachment of `name` while its lease holds
+    /// (none: there is none to join), unless it has its most connections.
+    fn join(self: &Arc<Self>, name: &str) -> Result<Option<Attached>, (u32, String)> {
         let mut attached = self.lock();
-        let a = attached.get_mut(name).filter(|a| a.served.fence.holds())?;
+        let Some(a) = attached.get_mut(name).filter(|a| a.served.fence.holds()) else { return Ok(None) };
+        if a.connections >= self.options.max_per_export {
+            let max = self.options.max_per_export;
+            return Err((REP_ERR_POLICY, format!("export {name:?} holds its maximum of {max} connections")));
+        }
         a.connections += 1;
-        Some(Attached {
+        Ok(Some(Attached {
             server: self.clone(),
             name: name.to_string(),
             generation: a.generation,
             served: a.served.clone(),
-        })
+        }))
     }
 
     /// The key of an encrypted volume, opened with this frontend's KEK.

@@ -2,6 +2,7 @@
 //! answered in the order they complete.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chuyi_client::{ClientError, VolumeExtent};
@@ -42,9 +43,33 @@ enum Answer {
     Extents(Vec<VolumeExtent>),
 }
 
-/// Serves requests until DISC, the connection ends, or the volume's fence
-/// closes.
-pub(crate) async fn transmission<R, W>(served: Served, session: Session, mut r: R, w: W) -> Result<(), NbdError>
+/// What a connection shares with the frontend's others.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    /// MiB of request data held at once over every connection.
+    pub budget: Arc<Semaphore>,
+    /// The budget's size, in MiB.
+    pub budget_mib: u32,
+    /// How long a connection may send no request; none: forever.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A request's share of both memory budgets, given back once its reply is
+/// queued.
+struct Held {
+    _connection: OwnedSemaphorePermit,
+    _frontend: OwnedSemaphorePermit,
+}
+
+/// Serves requests until DISC, the connection ends, the volume's fence
+/// closes, or (when set) the client sends nothing for the idle timeout.
+pub(crate) async fn transmission<R, W>(
+    served: Served,
+    session: Session,
+    shared: Shared,
+    mut r: R,
+    w: W,
+) -> Result<(), NbdError>
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin + Send + 'static,
@@ -58,9 +83,12 @@ where
         session,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
+        shared: shared.clone(),
         tasks: JoinSet::new(),
         replies,
     };
+    // Never: a connection without an idle timeout waits as long as it is open.
+    let idle = shared.idle_timeout.unwrap_or(Duration::MAX);
     let fence_closed = fence.closed();
     tokio::pin!(fence_closed);
     let result = loop {
@@ -73,9 +101,11 @@ where
                 conn.tasks.abort_all();
                 break Err(NbdError::LeaseLost(conn.served.vol.volume().name.clone()));
             }
-            read = r.read_exact(&mut header) => {
-                if let Err(e) = read {
-                    break Err(e.into());
+            read = tokio::time::timeout(idle, r.read_exact(&mut header)) => {
+                match read {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => break Err(e.into()),
+                    Err(_) => break Err(NbdError::Protocol(format!("no request for {idle:?}"))),
                 }
             }
         }
@@ -119,11 +149,21 @@ struct Connection {
     slots: Arc<Semaphore>,
     /// MiB of request data held at once.
     budget: Arc<Semaphore>,
+    shared: Shared,
     tasks: JoinSet<()>,
     replies: mpsc::Sender<Outgoing>,
 }
 
 impl Connection {
+    /// The memory a request of `len` bytes holds, from this connection's
+    /// budget and the frontend's; `None` once the connection is closing.
+    async fn hold(&self, len: u32) -> Option<Held> {
+        let connection = self.budget.clone().acquire_many_owned(mib(len)).await.ok()?;
+        let frontend =
+            self.shared.budget.clone().acquire_many_owned(mib(len).min(self.shared.budget_mib)).await.ok()?;
+        Some(Held { _connection: connection, _frontend: frontend })
+    }
+
     /// Takes one request (and a write's payload from `r`) and starts serving
     /// it. `Some` ends the connection with that result.
     async fn request<R: AsyncReadExt + Unpin>(&mut self, req: Request, r: &mut R) -> Option<Result<(), NbdError>> {
@@ -151,7 +191,7 @@ impl Connection {
             CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
             CMD_READ | CMD_TRIM | CMD_WRITE_ZEROES if !whole_blocks => replier.error(EINVAL, crypt::UNALIGNED).await,
             CMD_READ => {
-                let Ok(held) = self.budget.clone().acquire_many_owned(mib(req.length)).await else {
+                let Some(held) = self.hold(req.length).await else {
                     return Some(Ok(()));
                 };
                 let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
@@ -203,7 +243,7 @@ impl Connection {
         in_bounds: bool,
         whole_blocks: bool,
     ) -> Option<Result<(), NbdError>> {
-        let Ok(held) = self.budget.clone().acquire_many_owned(mib(req.length)).await else { return Some(Ok(())) };
+        let Some(held) = self.hold(req.length).await else { return Some(Ok(())) };
         let mut data = BytesMut::zeroed(req.length as usize);
         if let Err(e) = r.read_exact(&mut data).await {
             return Some(Err(e.into()));
@@ -233,7 +273,7 @@ impl Connection {
         replier: Replier,
         // Memory budget of the request's data, given back once its reply
         // is queued.
-        held: Option<OwnedSemaphorePermit>,
+        held: Option<Held>,
         work: impl std::future::Future<Output = Result<Answer, ClientError>> + Send + 'static,
     ) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
