@@ -220,6 +220,28 @@ impl TestCluster {
         self.dir.path()
     }
 
+    /// Every file under the storage nodes' directories (their disks and
+    /// state), for tests that search what the nodes hold.
+    pub fn node_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.is_file() {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(self.dir()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("node") && entry.path().is_dir() {
+                walk(&entry.path(), &mut files);
+            }
+        }
+        files
+    }
+
     fn write_configs(&mut self, node_addrs: &[String]) -> anyhow::Result<()> {
         let root = self.dir.path().to_path_buf();
         let meta_addrs: Vec<String> =

@@ -19,4 +19,5 @@ pub mod frontend;
 pub mod proxy;
 pub mod scenarios;
 pub mod sim;
+pub mod sockets;
 pub mod workload;

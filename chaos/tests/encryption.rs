@@ -44,23 +44,7 @@ fn image(dir: &Path, marker: &str, blocks: usize) -> PathBuf {
 
 /// How many 4 KiB blocks of the storage nodes' files start with `marker`.
 fn blocks_on_nodes(cluster: &TestCluster, marker: &str) -> usize {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(cluster.dir()).expect("cluster dir").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("node") && entry.path().is_dir() {
-            walk(&entry.path(), &mut files);
-        }
-    }
+    let files = cluster.node_files();
     assert!(!files.is_empty(), "no storage node files found under {}", cluster.dir().display());
     let mut hits = 0;
     for file in files {

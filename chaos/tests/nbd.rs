@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chuyi_chaos::cluster::{Spec, TestCluster};
+use chuyi_chaos::sockets::{closed, connect_from};
 use chuyi_nbd::server::{NbdOptions, NbdServer};
 
 fn run(program: &str, args: &[&str]) -> (bool, String) {
@@ -484,39 +485,6 @@ async fn racing_attaches_share_one_lease() {
     );
 }
 
-/// Opens `n` connections to `addr` from the loopback address `from`.
-async fn connections_from(from: &str, addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(format!("{from}:0").parse().expect("addr")).expect("bind");
-        out.push(socket.connect(addr).await.expect("connect"));
-    }
-    out
-}
-
-/// How many of `streams` the server has closed: each is read (the NBD
-/// greeting, if it came) until end of file or `wait` passes.
-async fn closed(streams: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
-    use tokio::io::AsyncReadExt;
-    let mut count = 0;
-    for s in streams.iter_mut() {
-        let mut buf = [0u8; 256];
-        let ended = tokio::time::timeout(wait, async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .is_ok();
-        count += usize::from(ended);
-    }
-    count
-}
-
 /// Silent clients cannot hold the frontend: past the connection cap a new
 /// one is closed at once, the rest at the handshake timeout, and a real
 /// client is served all the while.
@@ -529,13 +497,13 @@ async fn silent_connections_are_capped_and_closed_at_the_handshake_timeout() {
     let server = NbdServer::with_options(client, "frontend-a".into(), options);
     let addr = serve_tcp(server.clone()).await;
     let start = std::time::Instant::now();
-    let mut silent = connections_from("127.0.0.2", addr, 5_000).await;
+    let mut silent = connect_from("127.0.0.2", addr, 5_000, b"").await.expect("connect");
     // A real client is served while 5 000 silent ones are held.
     let uri = format!("nbd://{addr}/vol0");
     let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&uri])).await.expect("nbdinfo");
     assert!(ok && out.contains("16777216"), "{out}");
     // 200 more: the last 100 are over the cap, closed without a greeting.
-    silent.extend(connections_from("127.0.0.2", addr, 200).await);
+    silent.extend(connect_from("127.0.0.2", addr, 200, b"").await.expect("connect"));
     let over = closed(&mut silent[5_100..], Duration::from_millis(500)).await;
     assert_eq!(over, 100, "connections past the cap are closed at once");
     assert_eq!(server.open_connections(), 5_100);

@@ -13,6 +13,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use chuyi_chaos::cluster::{GatewayProcess, S3Keys as Keys, Spec, TestCluster, POOL};
+use chuyi_chaos::sockets::{closed, connect_from};
 use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::model::Redundancy;
@@ -466,22 +467,7 @@ async fn compressed_buckets_round_trip_every_corpus_file_and_count_what_they_sto
 
 /// How many times `marker` appears in the storage nodes' files.
 fn on_nodes(cluster: &TestCluster, marker: &[u8]) -> usize {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(cluster.dir()).expect("cluster dir").flatten() {
-        if entry.file_name().to_string_lossy().starts_with("node") && entry.path().is_dir() {
-            walk(&entry.path(), &mut files);
-        }
-    }
+    let files = cluster.node_files();
     assert!(!files.is_empty(), "no storage node files under {}", cluster.dir().display());
     let first = marker[0];
     files
@@ -676,46 +662,6 @@ async fn encrypted_buckets_keep_only_ciphertext_on_disk_and_need_the_kek() {
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
 }
 
-/// Opens `n` connections to `addr` from the loopback address `from`, each
-/// sending `first` (nothing, or half a request line) and then nothing.
-async fn slowloris(from: &str, addr: std::net::SocketAddr, n: usize, first: &[u8]) -> Vec<tokio::net::TcpStream> {
-    use tokio::io::AsyncWriteExt;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(format!("{from}:0").parse().expect("addr")).expect("bind");
-        let mut s = socket.connect(addr).await.expect("connect");
-        if !first.is_empty() {
-            // A refused connection may be closed under this write.
-            let _ = s.write_all(first).await;
-        }
-        out.push(s);
-    }
-    out
-}
-
-/// How many of `streams` the gateway has closed (read to end of file, or
-/// reset), each waited for up to `wait`.
-async fn closed_of(streams: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
-    use tokio::io::AsyncReadExt;
-    let mut count = 0;
-    for s in streams.iter_mut() {
-        let mut buf = [0u8; 512];
-        let ended = tokio::time::timeout(wait, async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .is_ok();
-        count += usize::from(ended);
-    }
-    count
-}
-
 /// Slowloris cannot hold the gateway: connections past the per-client cap
 /// are closed at once; silent ones and ones that sent half a request line
 /// are closed at the head timeout; a signed client is served all the
@@ -727,6 +673,7 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
         max_per_client: 2_000,
         head_timeout: Duration::from_secs(8),
         body_stall_timeout: Duration::from_secs(2),
+        body_min_rate: 1_000,
     };
     let (cluster, endpoint) =
         cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
@@ -735,10 +682,10 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let start = Instant::now();
     // 10 000 connections: 2 000 half request lines from one address and
     // 6 000 more over its cap, 2 000 silent ones from another.
-    let mut half = slowloris("127.0.0.2", addr, 8_000, b"GET / HT").await;
-    let mut silent = slowloris("127.0.0.3", addr, 2_000, b"").await;
+    let mut half = connect_from("127.0.0.2", addr, 8_000, b"GET / HT").await.expect("connect");
+    let mut silent = connect_from("127.0.0.3", addr, 2_000, b"").await.expect("connect");
     let opened = start.elapsed();
-    assert_eq!(closed_of(&mut half[2_000..], Duration::from_millis(300)).await, 6_000, "over the cap: closed at once");
+    assert_eq!(closed(&mut half[2_000..], Duration::from_millis(300)).await, 6_000, "over the cap: closed at once");
     // A signed client is served meanwhile, at once.
     let (e, keys) = (endpoint.clone(), alice.clone());
     let served = tokio::task::spawn_blocking(move || {
@@ -749,13 +696,13 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     assert!(out.contains("held"), "{out}");
     let took: f64 = out.rsplit("took ").next().and_then(|t| t.trim().parse().ok()).expect("a time");
     assert!(took < 1.0, "a signed ListBuckets took {took} s among the held connections");
-    let held = closed_of(&mut half[..5], Duration::from_millis(50)).await
-        + closed_of(&mut silent[..5], Duration::from_millis(50)).await;
+    let held = closed(&mut half[..5], Duration::from_millis(50)).await
+        + closed(&mut silent[..5], Duration::from_millis(50)).await;
     assert_eq!(held, 0, "under the caps, held until the head timeout");
     assert!(start.elapsed() < Duration::from_secs(8), "all this before the head timeout (opened in {opened:?})");
     tokio::time::sleep(Duration::from_secs(9).saturating_sub(start.elapsed())).await;
-    assert_eq!(closed_of(&mut half[..2_000], Duration::from_millis(300)).await, 2_000, "half lines: timed out");
-    assert_eq!(closed_of(&mut silent, Duration::from_millis(300)).await, 2_000, "silent: timed out");
+    assert_eq!(closed(&mut half[..2_000], Duration::from_millis(300)).await, 2_000, "half lines: timed out");
+    assert_eq!(closed(&mut silent, Duration::from_millis(300)).await, 2_000, "silent: timed out");
 
     // A body that stops after 1 MiB of 8: cut after the stall timeout,
     // its data freed, no object.
@@ -773,6 +720,19 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let (out, took) = out;
     assert!(out.contains("status 400") || out.contains("connection lost"), "the stalled body is cut: {out}");
     assert!(took < Duration::from_secs(10), "cut after the 2 s stall timeout, not the client's 20 s: {took:?}");
+    // A body that trickles at 100 bytes/s against a minimum of 1 000 is cut
+    // too: its 2 s of slack run out at about 2.2 s.
+    let (e, keys) = (endpoint.clone(), alice.clone());
+    let (out, took) = tokio::task::spawn_blocking(move || {
+        let args = ["slow_put.py", "held", "trickle", "1048576", "--piece", "100", "--pause", "1", "--timeout", "20"];
+        let started = Instant::now();
+        let out = script(&e, &keys, None, "python3", &args).output().expect("slow put");
+        (format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)), started.elapsed())
+    })
+    .await
+    .expect("trickling put");
+    assert!(out.contains("status 400") || out.contains("connection lost"), "the trickle is cut: {out}");
+    assert!(took < Duration::from_secs(10), "cut when it fell behind its minimum rate: {took:?}");
     wait_all_freed(&cluster, Duration::from_secs(20)).await;
     let (e, keys) = (endpoint.clone(), alice.clone());
     let head = tokio::task::spawn_blocking(move || {

@@ -131,9 +131,13 @@ enum Command {
         /// opens or its last response went out (the keep-alive timeout too).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         head_timeout_secs: u64,
-        /// Seconds a request body may send nothing before it is cut.
+        /// Seconds a request body may fall behind --body-min-rate before it
+        /// is cut (each --body-min-rate bytes buy a second, up to this).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         body_stall_timeout_secs: u64,
+        /// Bytes per second a request body must keep up on average.
+        #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.body_min_rate, value_parser = clap::value_parser!(u64).range(1..))]
+        body_min_rate: u64,
         /// MiB of request and response bodies held at once; past it a new
         /// body waits a second for room, then gets 503 SlowDown.
         #[arg(long, default_value_t = chuyi_s3::data::DEFAULT_BUDGET_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -191,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 max_connections_per_client,
                 head_timeout_secs,
                 body_stall_timeout_secs,
+                body_min_rate,
                 memory_budget_mib,
             } => {
                 let secs = std::time::Duration::from_secs;
@@ -199,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                     max_per_client: max_connections_per_client,
                     head_timeout: secs(head_timeout_secs),
                     body_stall_timeout: secs(body_stall_timeout_secs),
+                    body_min_rate,
                 };
                 let options = chuyi_s3::server::Options {
                     pending_ttl: secs(pending_ttl_secs),

@@ -46,6 +46,19 @@ fn files_under(dir: &std::path::Path, ext: &str, out: &mut Vec<u8>, depth: usize
     }
 }
 
+/// `len` bytes of xorshift noise from `seed`: incompressible.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn python(code: &str) -> Option<String> {
     let out = std::process::Command::new("python3").args(["-c", code]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -83,16 +96,7 @@ fn corpora() -> Vec<(&'static str, Vec<u8>)> {
     let mut logs = Vec::new();
     files_under(std::path::Path::new("/var/log"), "log", &mut logs, 1);
     add("logs", logs);
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let random = (0..8 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    add("random", random);
+    add("random", noise(8 << 20, 0x9e37_79b9_7f4a_7c15));
     out
 }
 
@@ -202,15 +206,7 @@ fn bench_spec(
 fn seal(c: &mut Criterion) {
     let mut group = c.benchmark_group("seal");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<u8> = (0..4 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(4 << 20, 0x2545_f491_4f6c_dd1d);
     group.throughput(Throughput::Bytes(data.len() as u64));
     let key = std::sync::Arc::new(DataKey::random());
     for (name, algorithm) in [("sm4-gcm", Algorithm::Sm4), ("aes256-gcm", Algorithm::Aes256)] {

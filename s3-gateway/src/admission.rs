@@ -23,9 +23,14 @@ pub struct ConnectionLimits {
     /// it opens or its previous response went out: also the keep-alive
     /// idle timeout.
     pub head_timeout: Duration,
-    /// How long a request body may go without a byte before it is cut
-    /// (and what it wrote freed, as for any failed upload).
+    /// How long a request body may fall behind [`Self::body_min_rate`]
+    /// before it is cut (and what it wrote freed, as for any failed
+    /// upload): it starts with this long for its first byte, and every
+    /// `body_min_rate` bytes received buy one more second, up to this
+    /// long ahead (as Apache's mod_reqtimeout `body=…,MinRate=…`).
     pub body_stall_timeout: Duration,
+    /// Bytes per second a body must keep up on average.
+    pub body_min_rate: u64,
 }
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, hyper's 30 s;
@@ -36,7 +41,16 @@ pub const DEFAULT_LIMITS: ConnectionLimits = ConnectionLimits {
     max_per_client: 1_024,
     head_timeout: Duration::from_secs(30),
     body_stall_timeout: Duration::from_secs(60),
+    body_min_rate: 1024,
 };
+
+/// When a body that had until `deadline` and has just received `bytes` at
+/// `now` must have sent more: later by a second per `min_rate` bytes, but
+/// never more than `timeout` past now.
+pub fn body_deadline(deadline: Duration, now: Duration, bytes: u64, min_rate: u64, timeout: Duration) -> Duration {
+    let bought = Duration::from_secs_f64(bytes as f64 / min_rate.max(1) as f64);
+    (deadline.max(now) + bought).min(now + timeout)
+}
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -139,6 +153,33 @@ mod tests {
         assert_eq!(decide(9, 3, &l), Err(Refused::Client(3)));
         assert_eq!(decide(10, 0, &l), Err(Refused::Total(10)));
         assert_eq!(decide(10, 3, &l), Err(Refused::Total(10)));
+    }
+
+    /// A body keeping up its rate keeps its time, a slower one loses it,
+    /// a burst buys no more than the timeout.
+    #[test]
+    fn a_body_buys_a_second_per_min_rate_bytes_up_to_the_timeout() {
+        let s = Duration::from_secs;
+        let timeout = s(10);
+        // 1 000 bytes/s against a minimum of 1 000: the deadline holds.
+        let mut deadline = s(10);
+        for t in 1..=100 {
+            deadline = body_deadline(deadline, s(t), 1_000, 1_000, timeout);
+            assert!(deadline > s(t));
+        }
+        // 500 bytes/s: half a second lost per second; 10 s of slack gone at 19 s.
+        let mut deadline = s(10);
+        let mut cut = None;
+        for t in 1..=40 {
+            if deadline <= s(t) {
+                cut = Some(t);
+                break;
+            }
+            deadline = body_deadline(deadline, s(t), 500, 1_000, timeout);
+        }
+        assert_eq!(cut, Some(19));
+        // A gigabyte at once buys the timeout, no more.
+        assert_eq!(body_deadline(s(10), s(5), 1 << 30, 1_000, timeout), s(15));
     }
 
     #[test]

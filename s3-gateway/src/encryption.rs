@@ -75,6 +75,19 @@ macro_rules! request_customer_key {
 }
 pub(crate) use request_customer_key;
 
+/// The SSE-C key of a copy's source, from the three
+/// `copy_source_sse_customer_*` fields (CopyObject, UploadPartCopy).
+macro_rules! copy_source_customer_key {
+    ($input:expr) => {
+        $crate::encryption::customer_key(
+            $input.copy_source_sse_customer_algorithm.as_deref(),
+            $input.copy_source_sse_customer_key.as_deref(),
+            $input.copy_source_sse_customer_key_md5.as_deref(),
+        )?
+    };
+}
+pub(crate) use copy_source_customer_key;
+
 /// A client's SSE-C key, checked against the MD5 it sent with it.
 #[derive(Clone, Debug)]
 pub struct CustomerKey {
@@ -241,7 +254,7 @@ impl Gateway {
                 InvalidRequest,
                 "The encryption parameters are not applicable to this object."
             )),
-            (Some(Sealing::Bucket(_)), None) => Ok(Some(self.bucket_key(bucket).await?)),
+            (Some(Sealing::Bucket(_)), None) => Ok(Some(self.existing_bucket_key(bucket)?)),
             (Some(Sealing::Customer), None) => Err(s3_error!(
                 InvalidRequest,
                 "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
@@ -300,14 +313,29 @@ impl Gateway {
         }
     }
 
+    /// The key of a bucket whose objects are sealed under it: a bucket
+    /// without one has lost it (a read never makes one: a new key would
+    /// open nothing).
+    fn existing_bucket_key(&self, bucket: &Bucket) -> S3Result<Arc<DataKey>> {
+        let kek = self.kek()?;
+        let Some(wrapped) = &bucket.settings.wrapped_key else {
+            return Err(s3_error!(InternalError, "bucket {} holds encrypted objects but no key", bucket.name));
+        };
+        unwrap_bucket_key(kek, bucket, wrapped).map(Arc::new).map_err(key_unavailable)
+    }
+
+    fn kek(&self) -> S3Result<&Kek> {
+        self.kek.as_deref().ok_or_else(|| key_unavailable("it was started without the master key (KEK)"))
+    }
+
     /// The bucket's data key, unwrapped; made and stored first if the
     /// bucket has none (the first gateway to store one wins, the others
     /// take it).
     async fn bucket_key(&self, bucket: &Bucket) -> S3Result<Arc<DataKey>> {
-        let kek = self.kek.as_ref().ok_or_else(|| key_unavailable("it was started without the master key (KEK)"))?;
-        if let Some(wrapped) = &bucket.settings.wrapped_key {
-            return unwrap_bucket_key(kek, bucket, wrapped).map(Arc::new).map_err(key_unavailable);
+        if bucket.settings.wrapped_key.is_some() {
+            return self.existing_bucket_key(bucket);
         }
+        let kek = self.kek()?;
         let key = DataKey::random();
         let request =
             Request::SetBucketKey { bucket: bucket.name.clone(), old: None, new: wrap_bucket_key(kek, bucket, &key) };
@@ -316,8 +344,7 @@ impl Gateway {
             Err(MetaError::Invalid { .. }) => {
                 // Another gateway made it first: take theirs.
                 let fresh = self.ask(ask::Bucket(bucket.name.clone())).await?;
-                let wrapped = fresh.settings.wrapped_key.as_deref().ok_or_else(|| key_unavailable("no bucket key"))?;
-                unwrap_bucket_key(kek, &fresh, wrapped).map(Arc::new).map_err(key_unavailable)
+                self.existing_bucket_key(&fresh)
             }
             Err(e) => Err(meta_error(e)),
         }

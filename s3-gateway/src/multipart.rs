@@ -18,7 +18,7 @@ use crate::buckets::owner;
 use crate::conditions::{copy_source_conditions, write_condition};
 use crate::data::Written;
 use crate::description::{hasher_for, header_checksums, returned, timestamp, with_checksums, Headers};
-use crate::encryption::{customer_key, keep_customer_key, request_customer_key, returned_sse};
+use crate::encryption::{copy_source_customer_key, keep_customer_key, request_customer_key, returned_sse};
 use crate::frames::{Codec, Spec};
 use crate::gateway::Gateway;
 use crate::object_lock::lock_headers;
@@ -352,11 +352,7 @@ impl Gateway {
         let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
         let conditions = copy_source_conditions!(input);
         let customer = request_customer_key!(input);
-        let source_customer = customer_key(
-            input.copy_source_sse_customer_algorithm.as_deref(),
-            input.copy_source_sse_customer_key.as_deref(),
-            input.copy_source_sse_customer_key_md5.as_deref(),
-        )?;
+        let source_customer = copy_source_customer_key!(input);
         let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref()).await?;
         let (source_bucket, _, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
         let source_key = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;

@@ -19,7 +19,7 @@ use crate::description::{
     hasher_for, header_checksums, keep_checksums, overrides, returned, sent_checksums, timestamp, verify_checksums,
     verify_md5, with_checksums, without_checksums, Headers, Returned,
 };
-use crate::encryption::{customer_key, keep_customer_key, request_customer_key, returned_sse, CustomerKey};
+use crate::encryption::{copy_source_customer_key, keep_customer_key, request_customer_key, returned_sse, CustomerKey};
 use crate::errors::meta_error;
 use crate::frames::{Codec, Spec};
 use crate::gateway::{check_version_id, Gateway};
@@ -470,11 +470,7 @@ impl Gateway {
         let granted = granted(&req)?.clone();
         let input = req.input;
         let customer = request_customer_key!(input);
-        let source_customer = customer_key(
-            input.copy_source_sse_customer_algorithm.as_deref(),
-            input.copy_source_sse_customer_key.as_deref(),
-            input.copy_source_sse_customer_key_md5.as_deref(),
-        )?;
+        let source_customer = copy_source_customer_key!(input);
         let sealing = self.write_sealing(&bucket, input.server_side_encryption.as_ref(), customer.as_ref()).await?;
         let conditions = copy_source_conditions!(input);
         let (source_bucket, source_key, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;

@@ -22,7 +22,7 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::access::check::{Access, Peer, SharedAccess};
-use crate::admission::{Admission, ConnectionLimits};
+use crate::admission::{body_deadline, Admission, ConnectionLimits};
 use crate::auth::{UserAuth, Users};
 use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
@@ -222,7 +222,7 @@ where
             if req.method() == Method::OPTIONS {
                 return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
             }
-            let (req, read) = watched(req, limits.body_stall_timeout);
+            let (req, read) = watched(req, limits);
             let closes = wants_close(&req);
             let origin = crate::cors::Origin::of(&req);
             let now = chuyi_common::clock::unix_ms() as i64 / 1000;
@@ -264,12 +264,15 @@ where
 }
 
 /// A request body that notes when it has been read to its end, and is
-/// cut when it stalls.
+/// cut when it falls behind its minimum rate ([`body_deadline`]).
 struct Watched {
     inner: Incoming,
     read: Arc<AtomicBool>,
-    stall_timeout: Duration,
-    /// Made the first time the body has nothing to give, reset by each frame.
+    limits: ConnectionLimits,
+    /// When the body began, and by when (from then) it must send more.
+    started: tokio::time::Instant,
+    deadline: Duration,
+    /// Made the first time the body has nothing to give, moved by each frame.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -278,15 +281,16 @@ struct Watched {
 enum BodyError {
     #[error(transparent)]
     Http(#[from] hyper::Error),
-    #[error("the body sent nothing for {0:?}")]
-    Stalled(Duration),
+    #[error("the body fell behind {0} bytes/s for {1:?}")]
+    Stalled(u64, Duration),
 }
 
 /// The request with its body watched, and the flag it sets once read whole.
-fn watched(req: Request<Incoming>, stall_timeout: Duration) -> (Request<Watched>, Arc<AtomicBool>) {
+fn watched(req: Request<Incoming>, limits: ConnectionLimits) -> (Request<Watched>, Arc<AtomicBool>) {
     let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
     let flag = read.clone();
-    (req.map(|inner| Watched { inner, read: flag, stall_timeout, stall: None }), read)
+    let (started, deadline) = (tokio::time::Instant::now(), limits.body_stall_timeout);
+    (req.map(|inner| Watched { inner, read: flag, limits, started, deadline, stall: None }), read)
 }
 
 impl HttpBody for Watched {
@@ -298,18 +302,29 @@ impl HttpBody for Watched {
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.read.store(true, Ordering::Release);
         }
-        let timeout = self.stall_timeout;
+        let (limits, started) = (self.limits, self.started);
         match polled {
             Poll::Ready(frame) => {
+                let bytes = match &frame {
+                    Some(Ok(f)) => f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => 0,
+                };
+                let now = started.elapsed();
+                self.deadline =
+                    body_deadline(self.deadline, now, bytes, limits.body_min_rate, limits.body_stall_timeout);
+                let at = started + self.deadline;
                 if let Some(stall) = self.stall.as_mut() {
-                    stall.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    stall.as_mut().reset(at);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
             }
             Poll::Pending => {
-                let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let at = started + self.deadline;
+                let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                 match stall.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(timeout)))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(BodyError::Stalled(limits.body_min_rate, limits.body_stall_timeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -147,6 +147,22 @@ def read_answer(sock):
     return status, hdrs, body
 
 
+def answer_or_exit(sock, sent):
+    """(the answer, None), or (None, the exit code) after printing why
+    there is none: a timeout (4) or a closed connection (3)."""
+    try:
+        answer = read_answer(sock)
+    except socket.timeout:
+        say(f"timeout after {sent}")
+        return None, 4
+    except OSError:
+        answer = None
+    if answer is None:
+        say(f"connection lost after {sent}")
+        return None, 3
+    return answer, None
+
+
 def main():
     a = parse_args()
     missing = [v for v in ("S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
@@ -192,16 +208,9 @@ def main():
             return 3
 
         if a.stop_after is not None and a.hold:
-            try:
-                answer = read_answer(sock)
-            except socket.timeout:
-                say(f"timeout after {sent}")
-                return 4
-            except OSError:
-                answer = None
+            answer, code = answer_or_exit(sock, sent)
             if answer is None:
-                say(f"connection lost after {sent}")
-                return 3
+                return code
             say(f"status {answer[0]}")
             return 1
         if a.stop_after is not None:
@@ -213,16 +222,9 @@ def main():
             return 0
 
         say(f"sha256 {digest.hexdigest()}")
-        try:
-            answer = read_answer(sock)
-        except socket.timeout:
-            say(f"timeout after {sent}")
-            return 4
-        except OSError:
-            answer = None
+        answer, code = answer_or_exit(sock, sent)
         if answer is None:
-            say(f"connection lost after {sent}")
-            return 3
+            return code
         status, hdrs, body = answer
         say(f"status {status}")
         if "etag" in hdrs:
