@@ -23,14 +23,21 @@ use crate::errors::unavailable;
 /// How long a user record read for one request serves the next ones: a
 /// request is authenticated and then served as its user, which would
 /// otherwise read the record twice. A deleted user keeps access this long.
+/// An access key found to be no one's is refused this long without
+/// asking again: a client retrying with a wrong key costs the metadata
+/// service nothing (bench/RESULTS.md, refused requests).
 const USER_FRESH: Duration = Duration::from_secs(2);
+/// Access keys remembered at most (a bound on memory against a client
+/// trying many): past it, all are forgotten.
+const REMEMBERED_MAX: usize = 65_536;
 
 /// The users of the cluster, as the gateway authenticates them.
 #[derive(Debug)]
 pub struct Users {
     cluster: Arc<Cluster>,
     seal: SealKey,
-    recent: Mutex<HashMap<String, (Instant, User)>>,
+    /// Each access key looked up lately: its user, or none (unknown).
+    recent: Mutex<HashMap<String, (Instant, Option<User>)>>,
 }
 
 impl Users {
@@ -44,21 +51,28 @@ impl Users {
     pub async fn user(&self, access_key: &str) -> S3Result<User> {
         if let Some((at, user)) = self.lock().get(access_key) {
             if at.elapsed() < USER_FRESH {
-                return Ok(user.clone());
+                return user.clone().ok_or_else(|| s3_error!(InvalidAccessKeyId));
             }
         }
         let user = match self.cluster.meta().ask(ask::User(access_key.to_string())).await {
-            Ok(user) => user,
-            Err(MetaError::NotFound { .. }) => return Err(s3_error!(InvalidAccessKeyId)),
+            Ok(user) => Some(user),
+            Err(MetaError::NotFound { .. }) => None,
             Err(e) => return Err(unavailable(e)),
         };
-        let mut recent = self.lock();
-        recent.retain(|_, (at, _)| at.elapsed() < USER_FRESH);
-        recent.insert(access_key.to_string(), (clock::now(), user.clone()));
-        Ok(user)
+        self.remember(access_key, user.clone());
+        user.ok_or_else(|| s3_error!(InvalidAccessKeyId))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, User)>> {
+    fn remember(&self, access_key: &str, user: Option<User>) {
+        let mut recent = self.lock();
+        recent.retain(|_, (at, _)| at.elapsed() < USER_FRESH);
+        if recent.len() >= REMEMBERED_MAX {
+            recent.clear();
+        }
+        recent.insert(access_key.to_string(), (clock::now(), user));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<User>)>> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

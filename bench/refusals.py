@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""What a refused request costs the S3 gateway (issue 23), against what an
+accepted one costs, in one run: the gateway process's CPU (utime + stime
+from /proc/PID/stat) per request, over N requests of each kind on one
+keep-alive connection (a new connection per garbage request).
+
+Usage: refusals.py PID [N]   (PID: the process serving S3; environment as
+chuyi up's up.env: CHUYI_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION). Prints a markdown table.
+"""
+
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.parse
+
+import boto3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+BUCKET = "refusals"
+KEY = "obj"
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def signed_headers(url, access, secret, region):
+    req = AWSRequest(method="GET", url=url)
+    S3SigV4Auth(Credentials(access, secret), "s3", region).add_auth(req)
+    return dict(req.headers.items())
+
+
+def main():
+    pid = int(sys.argv[1])
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    endpoint = os.environ["CHUYI_S3_ENDPOINT"]
+    region = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    access, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(4096))
+    host = urllib.parse.urlsplit(endpoint).netloc
+    url = f"{endpoint}/{BUCKET}/{KEY}"
+
+    kinds = [
+        ("signed GET 4 KiB (200)", lambda: signed_headers(url, access, secret, region), 200),
+        ("unsigned GET of a private object (403 AccessDenied)", lambda: {}, 403),
+        ("unknown access key (403 InvalidAccessKeyId)", lambda: signed_headers(url, "AKIANOSUCHKEY0000000", secret, region), 403),
+        ("wrong secret (403 SignatureDoesNotMatch)", lambda: signed_headers(url, access, "x" * 40, region), 403),
+    ]
+    rows = []
+    for name, headers, want in kinds:
+        prepared = [headers() for _ in range(n)]  # signing is the client's cost, done before timing
+        conn = http.client.HTTPConnection(host)
+        before, start = cpu_seconds(pid), time.time()
+        for h in prepared:
+            conn.request("GET", f"/{BUCKET}/{KEY}", headers=h)
+            r = conn.getresponse()
+            r.read()
+            if r.status != want:
+                sys.exit(f"{name}: status {r.status}, not {want}")
+            if r.getheader("connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection(host)
+        rows.append((name, (cpu_seconds(pid) - before) / n, n / (time.time() - start)))
+        conn.close()
+
+    hostname, port = host.split(":")
+    before, start = cpu_seconds(pid), time.time()
+    for _ in range(n):
+        with socket.create_connection((hostname, int(port))) as sock:
+            sock.sendall(b"\x16\x03\x01garbage that is not HTTP\r\n\r\n")
+            while sock.recv(4096):
+                pass
+    rows.append(("garbage instead of HTTP (400, closed), a connection each", (cpu_seconds(pid) - before) / n,
+                 n / (time.time() - start)))
+
+    base = rows[0][1]
+    print(f"| request | gateway CPU µs/request | / signed GET | requests/s (one client) |")
+    print("|---|---:|---:|---:|")
+    for name, cpu, rate in rows:
+        print(f"| {name} | {cpu * 1e6:.0f} | {cpu / base:.2f} | {rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
