@@ -15,7 +15,9 @@
 //! compresses or encrypts is written in frames ([`frames`]), compressed,
 //! then sealed with the keys and ciphers of [`sse`]; the S3 side of
 //! encryption (bucket defaults, SSE and SSE-C headers, bucket keys under
-//! the KEK) is [`encryption`]; S3 over TLS is [`tls`].
+//! the KEK) is [`encryption`]; S3 over TLS is [`tls`]; who may hold a
+//! connection and for how long (caps, timeouts) is [`admission`], and the
+//! memory bodies may hold together is [`data::Budget`].
 //!
 //! An object's bytes are written first, as a reserved run of chunks or a
 //! range of a pack; its version record is written to the object index (in
