@@ -242,48 +242,32 @@ impl Gateway {
 
     /// The key `object`'s data opens with: none for a plain object, the
     /// bucket's, or the client's (which must be sent, and be the one).
-    pub(crate) async fn read_key(
+    pub(crate) fn read_key(
         &self,
         bucket: &Bucket,
         object: &ObjectPut,
         customer: Option<&CustomerKey>,
     ) -> S3Result<Option<Arc<DataKey>>> {
+        // The request's keys are judged once, here as for a HEAD.
+        self.check_customer_key(object, customer)?;
         match (Sealing::of_flags(object.flags), customer) {
-            (None, None) => Ok(None),
-            (None, Some(_)) | (Some(Sealing::Bucket(_)), Some(_)) => Err(s3_error!(
-                InvalidRequest,
-                "The encryption parameters are not applicable to this object."
-            )),
-            (Some(Sealing::Bucket(_)), None) => Ok(Some(self.existing_bucket_key(bucket)?)),
-            (Some(Sealing::Customer), None) => Err(s3_error!(
-                InvalidRequest,
-                "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
-            )),
-            (Some(Sealing::Customer), Some(customer)) if is_customer_key_of(object, customer) => {
-                Ok(Some(customer.key.clone()))
-            }
-            (Some(Sealing::Customer), Some(_)) => Err(s3_error!(
-                AccessDenied,
-                "The provided customer key does not match the key the object was stored with."
-            )),
+            (None, _) => Ok(None),
+            (Some(Sealing::Bucket(_)), _) => Ok(Some(self.existing_bucket_key(bucket)?)),
+            (Some(Sealing::Customer), customer) => Ok(customer.map(|c| c.key.clone())),
         }
     }
 
     /// What an upload's parts are sealed with: the upload's algorithm
     /// under its bucket's key, or the client's key, sent with every part
     /// and the one the upload began with.
-    pub(crate) async fn upload_seal(
+    pub(crate) fn upload_seal(
         &self,
         bucket: &Bucket,
         upload: &ObjectPut,
         customer: Option<&CustomerKey>,
     ) -> S3Result<Option<Seal>> {
-        let Some(sealing) = Sealing::of_flags(upload.flags) else {
-            self.check_customer_key(upload, customer)?;
-            return Ok(None);
-        };
-        let key = self.read_key(bucket, upload, customer).await?;
-        Ok(key.map(|key| Seal { algorithm: sealing.algorithm(), key }))
+        let key = self.read_key(bucket, upload, customer)?;
+        Ok(Sealing::of_flags(upload.flags).zip(key).map(|(sealing, key)| Seal { algorithm: sealing.algorithm(), key }))
     }
 
     /// Checks an SSE-C HEAD's key without opening data.

@@ -306,7 +306,7 @@ impl Gateway {
         let upload = self.upload(&bucket, &req.input.key, &req.input.upload_id).await?;
         let ours = part_checksums::of_upload(&upload.object.headers).map(|(a, _)| a);
         let customer = request_customer_key!(req.input);
-        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref()).await?;
+        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref())?;
         let input = &mut req.input;
         let len = body_length(input.content_length, input.body.as_ref())?;
         let sent = header_checksums!(input);
@@ -353,9 +353,9 @@ impl Gateway {
         let conditions = copy_source_conditions!(input);
         let customer = request_customer_key!(input);
         let source_customer = copy_source_customer_key!(input);
-        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref()).await?;
+        let seal = self.upload_seal(&bucket, &upload.object, customer.as_ref())?;
         let (source_bucket, _, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
-        let source_key = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;
+        let source_key = self.read_key(&source_bucket, &source.data, source_customer.as_ref())?;
         let range = copy_range(input.copy_source_range.as_deref(), source.data.size)?;
         let len = range.end - range.start;
         let body = self.data.read_object(&source.data, range, source_key).await?;

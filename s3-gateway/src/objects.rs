@@ -313,7 +313,7 @@ impl Gateway {
         let record = self.readable(&bucket, &input.key, input.version_id.as_deref(), conditions).await?;
         let size = record.data.size;
         let range = checked_range(input.range.as_ref(), size)?;
-        let key = self.read_key(&bucket, &record.data, customer.as_ref()).await?;
+        let key = self.read_key(&bucket, &record.data, customer.as_ref())?;
         let body = self.data.read_object(&record.data, range.clone().unwrap_or(0..size), key).await?;
         let headers = returned(&record.data, overrides!(input));
         let tag_count = tagging::count(&record.data);
@@ -474,7 +474,7 @@ impl Gateway {
         let sealing = self.write_sealing(&bucket, input.server_side_encryption.as_ref(), customer.as_ref()).await?;
         let conditions = copy_source_conditions!(input);
         let (source_bucket, source_key, source) = self.copy_source(&granted, &input.copy_source, conditions).await?;
-        let source_key_bytes = self.read_key(&source_bucket, &source.data, source_customer.as_ref()).await?;
+        let source_key_bytes = self.read_key(&source_bucket, &source.data, source_customer.as_ref())?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(MetadataDirective::COPY) => false,
             Some(MetadataDirective::REPLACE) => true,

@@ -96,13 +96,6 @@ pub struct Service {
     admission: Arc<Admission>,
 }
 
-impl Service {
-    /// Connections open now, over every listener.
-    pub fn open_connections(&self) -> usize {
-        self.admission.open()
-    }
-}
-
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").finish_non_exhaustive()
