@@ -547,3 +547,78 @@ async fn exports_are_capped_and_idle_attached_connections_closed_when_asked() {
     let (ok, out) = tokio::task::spawn_blocking(move || run("nbdinfo", &[&uri])).await.expect("nbdinfo");
     assert!(ok && out.contains("16777216"), "a place is free once the idle one is gone: {out}");
 }
+
+/// fio over NBD for `secs` seconds after a 2 s ramp (the burst spent):
+/// (read IOPS, write IOPS).
+fn fio_iops(uri: &str, rw: &str, bs: &str, secs: u32) -> (f64, f64) {
+    let (ok, out) = run(
+        "fio",
+        &[
+            "--name=qos",
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            &format!("--rw={rw}"),
+            &format!("--bs={bs}"),
+            "--size=32M",
+            "--iodepth=16",
+            "--time_based",
+            "--ramp_time=2",
+            &format!("--runtime={secs}"),
+            "--output-format=json",
+        ],
+    );
+    assert!(ok, "{out}");
+    let start = out.find('{').expect("fio JSON");
+    let v: serde_json::Value = serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let job = &v["jobs"][0];
+    (job["read"]["iops"].as_f64().expect("read iops"), job["write"]["iops"].as_f64().expect("write iops"))
+}
+
+/// Volume QoS: `chuyi volume set --iops` online holds fio to the rate, 4 KiB
+/// per operation (a 64 KiB write is 16), a pool's class applies to a
+/// volume with no rule of its own, and `chuyi volume info` counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_volumes_iops_cap_holds_fio_to_it_and_changes_online() {
+    let (cluster, addrs) = serve(64, &["test-frontend"]).await;
+    let uri = format!("nbd://{}/vol0", addrs[0]);
+    let cli = |args: &[&str]| {
+        let (ok, out, err) = cluster.cli(args).expect("chuyi");
+        assert!(ok, "chuyi {args:?}: {out}{err}");
+        out
+    };
+    cli(&["volume", "set", "vol0", "--iops", "2000"]);
+    // The frontend learns rules at its next exchange, within a second or two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let uri2 = uri.clone();
+    let (read, _) = tokio::task::spawn_blocking(move || fio_iops(&uri2, "randread", "4k", 8)).await.expect("fio");
+    println!("2000 IOPS rule: fio randread {read:.0} IOPS");
+    assert!((read / 2000.0 - 1.0).abs() <= 0.10, "randread at {read:.0} IOPS against 2000");
+    let uri2 = uri.clone();
+    let (_, write) = tokio::task::spawn_blocking(move || fio_iops(&uri2, "randwrite", "64k", 6)).await.expect("fio");
+    println!("2000 IOPS rule: fio 64 KiB randwrite {write:.0} IOPS");
+    assert!((write / 125.0 - 1.0).abs() <= 0.10, "64 KiB writes count 16 each: {write:.0} against 125");
+
+    let info: serde_json::Value = serde_json::from_str(&cli(&["--json", "volume", "info", "vol0"])).expect("JSON");
+    let qos = &info["qos"];
+    assert_eq!(qos["limits"]["requests"], 2000, "{info}");
+    assert!(qos["admitted"].as_u64() > Some(20_000) && qos["delayed"].as_u64() > Some(0), "{info}");
+    assert!(qos["bytes_in"].as_u64() > Some(0) && qos["bytes_out"].as_u64() > Some(0), "{info}");
+
+    // The volume's rule lifted, its pool's class applies.
+    cli(&["qos", "set", "--pool", "ssd", "--iops", "1000"]);
+    cli(&["volume", "set", "vol0", "--iops", "0"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let uri2 = uri.clone();
+    let (read, _) = tokio::task::spawn_blocking(move || fio_iops(&uri2, "randread", "4k", 6)).await.expect("fio");
+    println!("pool class of 1000 IOPS: fio randread {read:.0} IOPS");
+    assert!((read / 1000.0 - 1.0).abs() <= 0.10, "randread at {read:.0} IOPS against the pool's 1000");
+    let info = cli(&["volume", "info", "vol0"]);
+    assert!(info.contains("pool ssd's class"), "{info}");
+
+    // No rule at all: well above either.
+    cli(&["qos", "delete", "--pool", "ssd"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (read, _) = tokio::task::spawn_blocking(move || fio_iops(&uri, "randread", "4k", 4)).await.expect("fio");
+    println!("no rule: fio randread {read:.0} IOPS");
+    assert!(read > 4000.0, "randread at {read:.0} IOPS with no rule");
+}

@@ -8,6 +8,7 @@ mod credential;
 mod key;
 mod meta;
 mod node;
+mod qos;
 mod table;
 mod up;
 mod volume;
@@ -45,9 +46,13 @@ enum Command {
     /// Add or remove metadata members.
     #[command(subcommand)]
     Member(admin::MemberCmd),
-    /// Create, list, inspect, grow or delete volumes.
+    /// Create, list, inspect, grow or delete volumes; set their QoS.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// QoS rules of S3 users and buckets, volumes and pools: set, list,
+    /// delete, and what the frontends did under them (status).
+    #[command(subcommand)]
+    Qos(qos::QosCmd),
     /// The master key (KEK) of encrypted volumes: generate, rotate.
     #[command(subcommand)]
     Key(key::KeyCmd),
@@ -178,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bucket(cmd) => bucket::run(&cli.cluster, cmd).await,
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
+            Command::Qos(cmd) => qos::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,

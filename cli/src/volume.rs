@@ -1,5 +1,6 @@
-//! `chuyi volume create|list|info|resize|delete`: volumes in the metadata
-//! service, and, for delete, their chunks on the storage nodes.
+//! `chuyi volume create|list|info|set|resize|delete`: volumes in the
+//! metadata service with their QoS, and, for delete, their chunks on the
+//! storage nodes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use chuyi_client::{ClientConfig, Cluster, WriteFence};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
+use chuyi_meta_api::qos::{QosScope, RuleStatus};
 use chuyi_meta_api::{ask, order};
+use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{Volume, VolumeState};
 use chuyi_metadata::state::Request;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
@@ -20,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::UnixListener;
 
 use crate::cluster::ClusterArgs;
+use crate::qos::{StatusView, VolumeQosArgs};
 use crate::table::Table;
 
 /// The lease a delete holds while it frees chunks, so no frontend can
@@ -42,6 +46,16 @@ pub enum VolumeCmd {
         /// Encrypt it (SM4-XTS, a key of its own wrapped under the KEK).
         #[arg(long)]
         encrypt: bool,
+        /// Its QoS (without: its pool's, if the pool has a rule).
+        #[command(flatten)]
+        qos: VolumeQosArgs,
+    },
+    /// Change a volume's QoS, online: the frontend serving it applies it
+    /// within two seconds. Rates not given are kept; 0 lifts one.
+    Set {
+        name: String,
+        #[command(flatten)]
+        qos: VolumeQosArgs,
     },
     List,
     Info {
@@ -63,7 +77,7 @@ pub enum VolumeCmd {
 pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
     let meta = args.client()?;
     match cmd {
-        VolumeCmd::Create { name, size, pool, encrypt } => {
+        VolumeCmd::Create { name, size, pool, encrypt, qos } => {
             let encrypt = encrypt || { meta.ask(ask::PoolDefaults(pool.clone())).await?.encrypt };
             let wrapped_key = if encrypt {
                 let kek = args.kek()?.context(
@@ -82,7 +96,18 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
                 wrapped_key,
             };
             let v = meta.order(create).await?;
-            print_volume(args, &v)
+            if qos.any() {
+                crate::qos::set_volume(&meta, &v.name, &qos).await?;
+            }
+            print_volume(args, &meta, &v).await
+        }
+        VolumeCmd::Set { name, qos } => {
+            if !qos.any() {
+                anyhow::bail!("nothing to set: give --iops, --mbps or --burst");
+            }
+            let v = meta.ask(ask::Volume(name)).await?;
+            crate::qos::set_volume(&meta, &v.name, &qos).await?;
+            print_volume(args, &meta, &v).await
         }
         VolumeCmd::List => {
             let volumes = meta.ask(ask::Volumes).await?;
@@ -100,11 +125,11 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
         }
         VolumeCmd::Info { name } => {
             let v = meta.ask(ask::Volume(name)).await?;
-            print_volume(args, &v)
+            print_volume(args, &meta, &v).await
         }
         VolumeCmd::Resize { name, size } => {
             let v = meta.order(order::ResizeVolume { name, size_bytes: size.0 }).await?;
-            print_volume(args, &v)
+            print_volume(args, &meta, &v).await
         }
         VolumeCmd::Delete { name } => delete(args, &name).await,
     }
@@ -122,9 +147,42 @@ fn encryption(v: &Volume) -> &'static str {
     }
 }
 
-fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
+/// A volume as `--json` shows it: its record and its QoS.
+#[derive(serde::Serialize)]
+struct VolumeView<'a> {
+    #[serde(flatten)]
+    volume: &'a Volume,
+    qos: Option<StatusView>,
+}
+
+/// The QoS a volume runs under (its own rule, else its pool's) with what
+/// its frontend reported lately.
+async fn volume_qos(meta: &MetaClient, v: &Volume) -> anyhow::Result<Option<StatusView>> {
+    let (_, rules) = meta.ask(ask::QosRules).await?;
+    let has = |s: &QosScope| rules.iter().any(|r| &r.scope == s);
+    let Some(source) = chuyi_meta_api::qos::volume_scope(has, &v.name, &v.pool) else { return Ok(None) };
+    let limits = rules.iter().find(|r| r.scope == source).map(|r| r.limits.clone());
+    let scope = QosScope::Volume(v.name.clone());
+    let reported = meta.qos_status().await?.into_iter().find(|s| s.scope == scope);
+    let mut status = reported.unwrap_or(RuleStatus {
+        scope,
+        limits: None,
+        rates: [0.0; 6],
+        counters: Default::default(),
+        frontends: 0,
+    });
+    status.limits = limits;
+    let mut view = StatusView::of(&status);
+    if let QosScope::Pool(pool) = source {
+        view.rule.pool = Some(pool);
+    }
+    Ok(Some(view))
+}
+
+async fn print_volume(args: &ClusterArgs, meta: &MetaClient, v: &Volume) -> anyhow::Result<()> {
+    let qos = volume_qos(meta, v).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        println!("{}", serde_json::to_string_pretty(&VolumeView { volume: v, qos })?);
         return Ok(());
     }
     println!("volume {}", v.name);
@@ -134,6 +192,25 @@ fn print_volume(args: &ClusterArgs, v: &Volume) -> anyhow::Result<()> {
     println!("  chunk size  {}", ByteSize(u64::from(v.chunk_size_bytes)));
     println!("  encryption  {}", encryption(v));
     println!("  attached by {}", holder(v.lease.as_ref()));
+    match qos {
+        None => println!("  qos         none"),
+        Some(q) => {
+            let from = q.rule.pool.as_ref().map_or(String::new(), |p| format!(" (pool {p}'s class)"));
+            let limits: Vec<String> = q.rule.limits.iter().flatten().map(|(d, r)| format!("{d} {r}/s")).collect();
+            println!("  qos         {}, burst {}ms{from}", limits.join(", "), q.rule.burst_ms.unwrap_or_default());
+            let rates: Vec<String> =
+                q.rates.iter().filter(|(_, r)| **r > 0.0).map(|(d, r)| format!("{d} {r:.0}/s")).collect();
+            println!("  qos now     {}", if rates.is_empty() { "idle".into() } else { rates.join(", ") });
+            println!(
+                "  qos counts  {} operations, {} in, {} out, {} delayed for {:.1}s in all",
+                q.admitted,
+                ByteSize(q.bytes_in),
+                ByteSize(q.bytes_out),
+                q.delayed,
+                q.delayed_ms as f64 / 1000.0
+            );
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,9 @@
 //! reads go to the primary, and to the other complete replica when the
 //! primary cannot serve them.
 //!
+//! Frontends enforce QoS rules through [`qos`]: a limiter per rule, run
+//! at the share of its rate the metadata leader gives this frontend.
+//!
 //! A volume's writer fences its requests ([`fence`]): each mutation carries
 //! the token of its attach lease, and none is sent once the lease may be
 //! gone.
@@ -19,6 +22,7 @@
 pub mod cluster;
 pub mod error;
 pub mod fence;
+pub mod qos;
 pub mod volume;
 
 pub use cluster::{ClientConfig, Cluster};

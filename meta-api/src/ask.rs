@@ -192,3 +192,20 @@ mod tests {
         assert!(matches!(Bucket("b".into()).query(), Query::Bucket(name) if name == "b"));
     }
 }
+
+/// Every QoS rule, and the rules' version.
+#[derive(Debug, Clone)]
+pub struct QosRules;
+
+impl Ask for QosRules {
+    type Answer = (u64, Vec<crate::qos::QosRule>);
+    fn query(self) -> Query {
+        Query::QosRules
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::QosRules { version, rules } => Ok((version, rules)),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

@@ -24,6 +24,7 @@ use crate::error::MetaError;
 use crate::model::ClusterMap;
 use crate::order::Order;
 use crate::proto::{self, ApiReply, ApiResult, Envelope, MetaCall, Query, StatusReport, ENVELOPE, WATCH_WAIT_MAX_MS};
+use crate::qos::{QosGrant, QosReport, RuleStatus};
 use crate::request::{Reply, Request};
 
 /// How long a call keeps retrying by default: longer than an election.
@@ -188,6 +189,22 @@ impl MetaClient {
     pub async fn status(&self) -> Result<StatusReport, MetaError> {
         match self.call(&MetaCall::Status).await? {
             ApiReply::Status(report) => Ok(*report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// This frontend's shares of the QoS rules it reports (qos.rs).
+    pub async fn qos_exchange(&self, report: QosReport) -> Result<QosGrant, MetaError> {
+        match self.call(&MetaCall::QosExchange(report)).await? {
+            ApiReply::QosGrant(grant) => Ok(grant),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every QoS rule with what the frontends reported of it lately.
+    pub async fn qos_status(&self) -> Result<Vec<RuleStatus>, MetaError> {
+        match self.call(&MetaCall::QosStatus).await? {
+            ApiReply::QosStatus(rules) => Ok(rules),
             other => Err(unexpected(&other)),
         }
     }

@@ -79,6 +79,7 @@ pub enum Kind {
     Member,
     Upload,
     Part,
+    QosRule,
 }
 
 /// Why a multipart upload cannot complete (S3's InvalidPartOrder,
@@ -109,6 +110,7 @@ impl std::fmt::Display for Kind {
             Kind::Member => "member",
             Kind::Upload => "upload",
             Kind::Part => "part",
+            Kind::QosRule => "QoS rule",
         })
     }
 }

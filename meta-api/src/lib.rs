@@ -15,6 +15,7 @@ pub mod model;
 pub mod order;
 pub mod placement;
 pub mod proto;
+pub mod qos;
 pub mod request;
 
 pub use error::{Kind, MetaError, UploadProblem};

@@ -227,7 +227,8 @@ pub struct BucketSettings {
     pub compression: Option<String>,
     /// The bucket's data key wrapped by the KEK, when encrypted.
     pub wrapped_key: Option<Vec<u8>>,
-    /// Per-user limits; opaque to the metadata service.
+    /// Unused, kept for the stored format: QoS rules have their own table
+    /// (`qos.rs`, `SetQosRule`).
     pub qos: Vec<u8>,
 }
 

@@ -16,6 +16,7 @@ use crate::model::{
     Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectLockConfig, ObjectRecord, Pack, PackRef,
     PackTotals, Part, Pool, PoolDefaults, Upload, User, Volume,
 };
+use crate::qos::{QosGrant, QosReport, QosRule, RuleStatus};
 use crate::request::{Reply, Request};
 /// The version of the messages below (2: packs, and runs with an offset;
 /// 3: the channel in the envelope, Raft traffic apart from client calls).
@@ -76,6 +77,13 @@ pub enum MetaCall {
     /// once the build is requested; it runs on in the background. Any
     /// member.
     BuildSnapshot,
+    /// A frontend's use of the QoS rules it serves, answered with its
+    /// shares of their rates and, when they changed, the rules. Leader
+    /// only: the leader's memory is where every frontend's use meets.
+    QosExchange(QosReport),
+    /// Every QoS rule with the rates and counters the frontends reported
+    /// lately. Leader only.
+    QosStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +159,11 @@ pub enum Query {
     },
     /// A bucket's object lock configuration (`ObjectLock(None)`: off).
     ObjectLock(String),
+    /// Every QoS rule, with the rules' version.
+    QosRules,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ApiReply {
     Written(Reply),
     Map(ClusterMap),
@@ -184,6 +194,12 @@ pub enum ApiReply {
     PackRefs(Vec<PackRef>),
     Document(Option<Vec<u8>>),
     ObjectLock(Option<ObjectLockConfig>),
+    QosRules {
+        version: u64,
+        rules: Vec<QosRule>,
+    },
+    QosGrant(QosGrant),
+    QosStatus(Vec<RuleStatus>),
 }
 
 /// A Raft member as `chuyi status` shows it.

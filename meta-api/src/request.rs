@@ -17,6 +17,7 @@ use crate::model::{
     PoolDefaults, Redundancy, Retention, Upload, User, Versioning, Volume, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
+use crate::qos::{QosRule, QosScope};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -312,6 +313,15 @@ pub enum Request {
         old: Option<Vec<u8>>,
         new: Vec<u8>,
     },
+    /// Sets the QoS rule of its scope, replacing any it had (qos.rs). The
+    /// user, bucket, volume or pool it names must exist. Appended.
+    SetQosRule {
+        rule: QosRule,
+    },
+    /// Deletes the QoS rule of `scope`. Appended.
+    DeleteQosRule {
+        scope: QosScope,
+    },
 }
 
 impl Request {
@@ -360,6 +370,8 @@ impl Request {
             Request::ExpireObject { .. } => "ExpireObject",
             Request::SetObjectAcl { .. } => "SetObjectAcl",
             Request::TransitionObject { .. } => "TransitionObject",
+            Request::SetQosRule { .. } => "SetQosRule",
+            Request::DeleteQosRule { .. } => "DeleteQosRule",
         }
     }
 }

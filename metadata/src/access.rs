@@ -51,7 +51,13 @@ pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
 /// Calls that only read, open to every principal.
 fn is_open(call: &MetaCall) -> bool {
     match call {
-        MetaCall::Read(_) | MetaCall::WatchMap { .. } | MetaCall::Status => true,
+        // A QoS report changes only the leader's memory of the caller's
+        // own use: every frontend sends one.
+        MetaCall::Read(_)
+        | MetaCall::WatchMap { .. }
+        | MetaCall::Status
+        | MetaCall::QosExchange(_)
+        | MetaCall::QosStatus => true,
         MetaCall::Write(_)
         | MetaCall::CreateUser { .. }
         | MetaCall::AddMember { .. }
@@ -119,6 +125,8 @@ pub fn action(call: &MetaCall) -> &'static str {
         MetaCall::AddMember { .. } => "AddMember",
         MetaCall::RemoveMember { .. } => "RemoveMember",
         MetaCall::BuildSnapshot => "BuildSnapshot",
+        MetaCall::QosExchange(_) => "QosExchange",
+        MetaCall::QosStatus => "QosStatus",
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`proto`]: Raft traffic between members, beside the client messages.
 //! - [`raft`]: a member: its network, group commit, the service, the
 //!   leader's monitor.
+//! - [`qos`]: the leader's memory of what frontends use of each QoS rule,
+//!   and the share of its rate each gets.
 
 pub use chuyi_meta_api::client;
 
@@ -24,6 +26,7 @@ pub mod access;
 pub mod config;
 pub mod placement;
 pub mod proto;
+pub mod qos;
 pub mod raft;
 pub mod state;
 pub mod store;

@@ -156,7 +156,7 @@ impl NbdServer {
 
     pub fn with_options(cluster: Arc<Cluster>, holder: String, options: NbdOptions) -> Arc<Self> {
         Arc::new(Self {
-            cluster,
+            cluster: cluster.clone(),
             holder,
             attached: Mutex::new(HashMap::new()),
             attaching: tokio::sync::Mutex::new(()),
@@ -166,6 +166,7 @@ impl NbdServer {
                 budget: Arc::new(tokio::sync::Semaphore::new(options.memory_budget_mib.max(1) as usize)),
                 budget_mib: options.memory_budget_mib.max(1),
                 idle_timeout: options.idle_timeout,
+                qos: chuyi_client::qos::Qos::start(cluster.clone()),
             },
             options,
         })

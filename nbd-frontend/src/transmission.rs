@@ -1,12 +1,15 @@
-//! The transmission phase: requests read in order, served concurrently,
+//! The transmission phase: requests read in order, served concurrently
+//! (each after its turn in its volume's QoS rates, if a rule has it),
 //! answered in the order they complete.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use chuyi_client::qos::{self, Limiter, Qos};
 use chuyi_client::{ClientError, VolumeExtent};
 use chuyi_common::proto::chunk::ChunkErrorKind;
+use chuyi_meta_api::qos::VOLUME_OP_BYTES;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -52,6 +55,40 @@ pub(crate) struct Shared {
     pub budget_mib: u32,
     /// How long a connection may send no request; none: forever.
     pub idle_timeout: Option<Duration>,
+    /// The volumes' QoS rules (`chuyi volume set --iops --mbps`).
+    pub qos: Arc<Qos>,
+}
+
+/// What a request costs in its volume's QoS: 4 KiB operations (at least
+/// one) and bytes, read or written.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    read: bool,
+    bytes: u64,
+}
+
+impl Cost {
+    fn ops(self) -> f64 {
+        self.bytes.div_ceil(VOLUME_OP_BYTES).max(1) as f64
+    }
+}
+
+/// Waits for a request's turn in its volume's rates (none: at once).
+async fn pace(limiter: Option<Arc<Limiter>>, cost: Cost) {
+    let Some(limiter) = limiter else { return };
+    let ops = cost.ops();
+    let [requests, kind] = qos::request_takes(cost.read, ops);
+    let [way, bytes] = qos::byte_takes(cost.read, cost.bytes);
+    let limiters = [limiter];
+    qos::pace(&limiters, &[requests, kind, way, bytes]).await;
+    limiters[0].count(|c| {
+        c.admitted += ops as u64;
+        if cost.read {
+            c.bytes_out += cost.bytes;
+        } else {
+            c.bytes_in += cost.bytes;
+        }
+    });
 }
 
 /// A request's share of both memory budgets, given back once its reply is
@@ -164,6 +201,13 @@ impl Connection {
         Some(Held { _connection: connection, _frontend: frontend })
     }
 
+    /// The volume's QoS limiter, if a rule has it: looked up per request,
+    /// so a rule set or changed online applies to the next one.
+    fn limiter(&self) -> Option<Arc<Limiter>> {
+        let volume = self.served.vol.volume();
+        self.shared.qos.volume(&volume.name, &volume.pool)
+    }
+
     /// Takes one request (and a write's payload from `r`) and starts serving
     /// it. `Some` ends the connection with that result.
     async fn request<R: AsyncReadExt + Unpin>(&mut self, req: Request, r: &mut R) -> Option<Result<(), NbdError>> {
@@ -195,7 +239,9 @@ impl Connection {
                     return Some(Ok(()));
                 };
                 let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
+                let limiter = self.limiter();
                 self.spawn(replier, Some(held), async move {
+                    pace(limiter, Cost { read: true, bytes: u64::from(req.length) }).await;
                     let data = vol.read(req.offset, u64::from(req.length)).await?;
                     Ok(Answer::Data(match crypt {
                         Some(xts) => crypt::decrypt(&xts, req.offset, data),
@@ -212,7 +258,10 @@ impl Connection {
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let vol = self.served.vol.clone();
+                let limiter = self.limiter();
                 self.spawn(replier, None, async move {
+                    // One operation: it sends no data.
+                    pace(limiter, Cost { read: false, bytes: 0 }).await;
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
                 })
                 .await;
@@ -255,7 +304,9 @@ impl Connection {
         } else {
             let fua = req.flags & CMD_FLAG_FUA != 0;
             let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
+            let limiter = self.limiter();
             self.spawn(replier, Some(held), async move {
+                pace(limiter, Cost { read: false, bytes: data.len() as u64 }).await;
                 if let Some(xts) = crypt {
                     crypt::encrypt(&xts, req.offset, &mut data);
                 }

@@ -17,15 +17,14 @@
 //! encryption (bucket defaults, SSE and SSE-C headers, bucket keys under
 //! the KEK) is [`encryption`]; S3 over TLS is [`tls`]; who may hold a
 //! connection and for how long (caps, timeouts) is [`admission`], and the
-//! memory bodies may hold together is [`data::Budget`].
+//! memory bodies may hold together is [`data::Budget`]; the request and
+//! byte rates of users and buckets are [`qos`].
 //!
 //! An object's bytes are written first, as a reserved run of chunks or a
 //! range of a pack; its version record is written to the object index (in
 //! the metadata service) only once they are on every replica, so nothing
 //! is visible before it is durable, and a failed upload leaves only
 //! garbage or dead bytes of a pack.
-//!
-//! Not built yet: QoS.
 //!
 //! Why s3s: it implements SigV4 in all its forms (header, presigned,
 //! streaming chunked with every chunk signature checked, unsigned and
@@ -60,6 +59,7 @@ pub mod objects;
 pub mod packs;
 pub mod part_checksums;
 pub mod presigned;
+pub mod qos;
 pub mod reclaim;
 pub mod server;
 pub mod sse;

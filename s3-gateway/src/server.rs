@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
 use crate::gateway::Gateway;
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
+use crate::qos::{Paced, QosSlot};
 use crate::tls::Tls;
 
 /// How a gateway serves.
@@ -110,7 +111,8 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
-    let access = Arc::new(Access::new(users.clone(), cluster.clone()));
+    let qos = chuyi_client::qos::Qos::start(cluster.clone());
+    let access = Arc::new(Access::new(users.clone(), cluster.clone(), qos));
     let admission = Admission::new(options.connections);
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         data,
@@ -215,7 +217,11 @@ where
             if req.method() == Method::OPTIONS {
                 return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
             }
-            let (req, read) = watched(req, limits);
+            let slot = QosSlot::default();
+            let paused_us = Arc::new(AtomicU64::new(0));
+            let (req, read) = watched(req, limits, paused_us.clone());
+            let mut req = req.map(|body| Paced::new(body, slot.clone(), false, paused_us));
+            req.extensions_mut().insert(slot.clone());
             let closes = wants_close(&req);
             let origin = crate::cors::Origin::of(&req);
             let now = chuyi_common::clock::unix_ms() as i64 / 1000;
@@ -231,6 +237,10 @@ where
             };
             if let Some(origin) = origin {
                 origin.allow(&service.cors, response.headers_mut()).await;
+            }
+            if slot.limiters().is_some() {
+                let paced = |body| Paced::new(body, slot, true, Arc::new(AtomicU64::new(0)));
+                response = response.map(|body| s3s::Body::http_body_unsync(paced(body)));
             }
             if closes && !read.load(Ordering::Acquire) {
                 // The body was refused unread (403, 404, 400 before
@@ -267,6 +277,9 @@ struct Watched {
     deadline: Duration,
     /// Made the first time the body has nothing to give, moved by each frame.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Time the body was held back by QoS pacing (crate::qos::Paced): the
+    /// gateway's, not the client's, so it moves the deadline.
+    paused_us: Arc<AtomicU64>,
 }
 
 /// Why a request body could not be read.
@@ -279,11 +292,15 @@ enum BodyError {
 }
 
 /// The request with its body watched, and the flag it sets once read whole.
-fn watched(req: Request<Incoming>, limits: ConnectionLimits) -> (Request<Watched>, Arc<AtomicBool>) {
+fn watched(
+    req: Request<Incoming>,
+    limits: ConnectionLimits,
+    paused_us: Arc<AtomicU64>,
+) -> (Request<Watched>, Arc<AtomicBool>) {
     let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
     let flag = read.clone();
     let (started, deadline) = (tokio::time::Instant::now(), limits.body_stall_timeout);
-    (req.map(|inner| Watched { inner, read: flag, limits, started, deadline, stall: None }), read)
+    (req.map(|inner| Watched { inner, read: flag, limits, started, deadline, stall: None, paused_us }), read)
 }
 
 impl HttpBody for Watched {
@@ -295,7 +312,8 @@ impl HttpBody for Watched {
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.read.store(true, Ordering::Release);
         }
-        let (limits, started) = (self.limits, self.started);
+        let paused = Duration::from_micros(self.paused_us.load(Ordering::Relaxed));
+        let (limits, started) = (self.limits, self.started + paused);
         match polled {
             Poll::Ready(frame) => {
                 let bytes = match &frame {

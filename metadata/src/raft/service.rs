@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chuyi_common::credential::Principal;
@@ -27,9 +27,11 @@ use crate::proto::{
     self, ApiReply, ApiResult, Channel, Envelope, MemberInfo, MetaCall, PeerCall, PeerReply, PoolHealth, Query,
     StatusReport, ENVELOPE, RAFT_ENVELOPE, WATCH_WAIT_MAX_MS,
 };
+use crate::qos::Frontends;
 use crate::state::model::PgHealth;
 use crate::state::{names, Command, Kind, MetaError, Reply, Request, EXPIRE_SCAN_MAX, RETIRE_SCAN_MAX};
 use crate::store::{StateReader, StoreError, TypeConfig};
+use chuyi_meta_api::qos::QosReport;
 
 /// How long one AddMember waits for a learner already added to catch up.
 const LEARNER_WAIT: Duration = Duration::from_secs(30);
@@ -52,6 +54,8 @@ pub struct MetaService {
     /// A storage node silent this long is marked down; a leader takes
     /// heartbeats only while a quorum acknowledged it within half of it.
     heartbeat_timeout: Duration,
+    /// What frontends reported of the QoS rules they serve (leader only).
+    qos: Frontends,
 }
 
 impl std::fmt::Debug for MetaService {
@@ -74,7 +78,7 @@ impl MetaService {
         liveness: Arc<Liveness>,
         heartbeat_timeout: Duration,
     ) -> Self {
-        Self { id, raft, reader, proposer, seal, liveness, heartbeat_timeout }
+        Self { id, raft, reader, proposer, seal, liveness, heartbeat_timeout, qos: Frontends::default() }
     }
 
     async fn handle(&self, call: MetaCall) -> ApiResult {
@@ -90,6 +94,8 @@ impl MetaService {
             MetaCall::AddMember { id, addr } => self.add_member(id, addr).await,
             MetaCall::RemoveMember { id } => self.remove_member(id).await,
             MetaCall::BuildSnapshot => self.build_snapshot().await,
+            MetaCall::QosExchange(report) => self.qos_exchange(report),
+            MetaCall::QosStatus => self.qos_status(),
         }
     }
 
@@ -240,10 +246,35 @@ impl MetaService {
                 }
                 ApiReply::ObjectLock(r.object_lock(&bucket).map_err(store_error)?)
             }
+            Query::QosRules => {
+                let (version, rules) = r.qos_rules().map_err(store_error)?;
+                ApiReply::QosRules { version, rules }
+            }
             Query::FreeablePacks { now_ms, grace_ms } => {
                 ApiReply::Count(r.freeable_packs(now_ms, grace_ms, RETIRE_SCAN_MAX).map_err(store_error)?)
             }
         })
+    }
+
+    /// QoS reports meet in the leader's memory: elsewhere, `NotLeader`.
+    fn leading(&self) -> Result<(), MetaError> {
+        if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            Ok(())
+        } else {
+            Err(MetaError::NotLeader { leader: leader_addr(&self.raft) })
+        }
+    }
+
+    fn qos_exchange(&self, report: QosReport) -> ApiResult {
+        self.leading()?;
+        let (version, rules) = self.reader.qos_rules().map_err(store_error)?;
+        Ok(ApiReply::QosGrant(self.qos.exchange(report, Instant::now(), version, &rules)))
+    }
+
+    fn qos_status(&self) -> ApiResult {
+        self.leading()?;
+        let (_, rules) = self.reader.qos_rules().map_err(store_error)?;
+        Ok(ApiReply::QosStatus(self.qos.status(Instant::now(), rules)))
     }
 
     async fn watch(&self, known_epoch: u64, wait_ms: u32) -> ApiResult {

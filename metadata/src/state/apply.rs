@@ -23,7 +23,7 @@ use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
 use super::Reply;
-use super::{objects, packs, uploads, view};
+use super::{objects, packs, qos, uploads, view};
 
 /// What one command may depend on besides the tables.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +153,8 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::DestroyVolumeKey { name, holder } => destroy_volume_key(t, ctx, name, holder),
         Command::RewrapVolumeKey { name, old, new } => rewrap_volume_key(t, name, old, new),
         Command::SetPoolDefaults { pool, defaults } => set_pool_defaults(t, pool, defaults),
+        Command::SetQosRule { rule } => qos::set_qos_rule(t, rule),
+        Command::DeleteQosRule { scope } => qos::delete_qos_rule(t, scope),
     }
 }
 

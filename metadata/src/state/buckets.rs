@@ -8,6 +8,7 @@ use super::names;
 use super::tables::TablesMut;
 use super::Reply;
 use super::{uploads, view};
+use chuyi_meta_api::qos::QosScope;
 
 pub(super) fn create_bucket(t: &mut impl TablesMut, ctx: Ctx, name: &str, owner: &str, pool: &str) -> Applied {
     if let Err(e) = names::check_bucket_name(name) {
@@ -50,6 +51,10 @@ pub(super) fn delete_bucket(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     t.delete(&keys::bucket(name));
     t.delete(&keys::bucket_usage(name));
+    super::qos::drop_rules(t, |s| match s {
+        QosScope::Bucket(b) | QosScope::UserBucket { bucket: b, .. } => b == name,
+        QosScope::User(_) | QosScope::Volume(_) | QosScope::Pool(_) => false,
+    })?;
     Ok(Ok(Reply::Done))
 }
 

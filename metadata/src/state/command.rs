@@ -17,6 +17,7 @@
 use chuyi_common::ids::{DeviceClass, NodeId};
 use chuyi_common::seal::Sealed;
 use chuyi_meta_api::model::since_format_3;
+use chuyi_meta_api::qos::{QosRule, QosScope};
 use chuyi_meta_api::request::Request;
 use serde::{Deserialize, Serialize};
 
@@ -361,6 +362,14 @@ pub enum Command {
         old: Option<Vec<u8>>,
         new: Vec<u8>,
     },
+    /// Appended.
+    SetQosRule {
+        rule: QosRule,
+    },
+    /// Appended.
+    DeleteQosRule {
+        scope: QosScope,
+    },
 }
 
 impl Command {
@@ -416,6 +425,8 @@ impl Command {
             Command::SetObjectAcl { .. } => "SetObjectAcl",
             Command::TransitionObject { .. } => "TransitionObject",
             Command::SetBucketKey { .. } => "SetBucketKey",
+            Command::SetQosRule { .. } => "SetQosRule",
+            Command::DeleteQosRule { .. } => "DeleteQosRule",
         }
     }
 }
@@ -517,6 +528,8 @@ impl From<Request> for Command {
             Request::TransitionObject { bucket, key, seq, from, to } => {
                 Command::TransitionObject { bucket, key, seq, from, to }
             }
+            Request::SetQosRule { rule } => Command::SetQosRule { rule },
+            Request::DeleteQosRule { scope } => Command::DeleteQosRule { scope },
         }
     }
 }

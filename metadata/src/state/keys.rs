@@ -58,6 +58,8 @@ pub(crate) const T_PACK_REF: u8 = 0x18;
 /// Bucket, configuration name → document bytes
 /// ([`BucketConfigKind`](super::model::BucketConfigKind)).
 pub(crate) const T_BUCKET_CONFIG: u8 = 0x19;
+/// QoS scope → [`QosRule`](chuyi_meta_api::qos::QosRule).
+pub(crate) const T_QOS: u8 = 0x1A;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -68,6 +70,9 @@ pub(crate) const NEXT_POOL_ID: &[u8] = &[T_META, b'p'];
 pub(crate) const LAST_NOW: &[u8] = &[T_META, b'n'];
 /// [`PackTotals`](super::model::PackTotals), kept as packs change.
 pub(crate) const PACK_TOTALS: &[u8] = &[T_META, b'k'];
+/// The QoS rules' version: one more at each change, so frontends refetch
+/// the rules only when they changed.
+pub(crate) const QOS_VERSION: &[u8] = &[T_META, b'q'];
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;
@@ -189,6 +194,36 @@ pub(crate) fn user_name(name: &str) -> Vec<u8> {
 pub(crate) fn bucket(name: &str) -> Vec<u8> {
     let mut k = table(T_BUCKET);
     push_str(&mut k, name.as_bytes());
+    k
+}
+
+/// A QoS rule's key: its kind of scope, then the names it holds.
+pub(crate) fn qos(scope: &chuyi_meta_api::qos::QosScope) -> Vec<u8> {
+    use chuyi_meta_api::qos::QosScope;
+    let mut k = table(T_QOS);
+    match scope {
+        QosScope::User(user) => {
+            k.push(b'u');
+            push_str(&mut k, user.as_bytes());
+        }
+        QosScope::Bucket(bucket) => {
+            k.push(b'b');
+            push_str(&mut k, bucket.as_bytes());
+        }
+        QosScope::UserBucket { user, bucket } => {
+            k.push(b'x');
+            push_str(&mut k, user.as_bytes());
+            push_str(&mut k, bucket.as_bytes());
+        }
+        QosScope::Volume(volume) => {
+            k.push(b'v');
+            push_str(&mut k, volume.as_bytes());
+        }
+        QosScope::Pool(pool) => {
+            k.push(b'p');
+            push_str(&mut k, pool.as_bytes());
+        }
+    }
     k
 }
 

@@ -27,6 +27,7 @@ pub(crate) mod nodes;
 pub(crate) mod objects;
 pub(crate) mod packs;
 pub(crate) mod pools;
+pub(crate) mod qos;
 pub(crate) mod tables;
 pub(crate) mod uploads;
 pub(crate) mod users;

@@ -10,6 +10,7 @@ use super::tables::TablesMut;
 use super::view;
 use super::Reply;
 use crate::placement;
+use chuyi_meta_api::qos::QosScope;
 
 /// Pool ids have their own counter: they are u32 (PG keys) and must never
 /// run out because leases consumed the shared one.
@@ -80,6 +81,7 @@ pub(super) fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     t.delete(&keys::pool(name));
     t.delete(&keys::pool_defaults(name));
+    super::qos::drop_rules(t, |s| matches!(s, QosScope::Pool(p) if p == name))?;
     bump_epoch(t)?;
     Ok(Ok(Reply::Done))
 }

@@ -915,3 +915,39 @@ fn bucket_keys_are_compared_and_set_and_settings_never_drop_them() {
     assert_eq!(b.settings.wrapped_key, Some(vec![2]));
     assert_eq!(b.settings.compression.as_deref(), Some("capacity"));
 }
+
+/// QoS rules are checked, name what exists, bump the rules' version at
+/// each change, and go with the user or bucket they name.
+#[test]
+fn qos_rules_are_checked_versioned_and_go_with_what_they_name() {
+    use chuyi_meta_api::qos::{Dimension, QosLimits, QosRule, QosScope};
+    let mut w = World::cluster(2);
+    let version = |w: &World| view::qos_version(&w.t).expect("read");
+    let rule = |scope: QosScope, requests: Option<u64>| {
+        let mut limits = QosLimits { burst_ms: 1000, ..Default::default() };
+        limits.set(Dimension::Requests, requests);
+        Command::SetQosRule { rule: QosRule { scope, limits } }
+    };
+    let both = QosScope::UserBucket { user: "alice".into(), bucket: "scans".into() };
+    assert!(matches!(w.run(rule(both.clone(), None)), Err(MetaError::Invalid { .. })), "limits nothing");
+    let nobody = QosScope::UserBucket { user: "bob".into(), bucket: "scans".into() };
+    assert_eq!(w.run(rule(nobody, Some(5))), Err(MetaError::not_found(Kind::User, "bob")));
+    assert_eq!(w.run(rule(QosScope::Volume("vm9".into()), Some(5))), Err(MetaError::not_found(Kind::Volume, "vm9")));
+    assert_eq!(version(&w), 0, "refusals change nothing");
+    w.ok(rule(both.clone(), Some(50)));
+    w.ok(rule(QosScope::Bucket("scans".into()), Some(100)));
+    w.ok(rule(QosScope::Pool("ssd".into()), Some(2000)));
+    w.ok(rule(both.clone(), Some(60)));
+    assert_eq!(version(&w), 4);
+    let rules = view::qos_rules(&w.t).expect("read");
+    assert_eq!(rules.len(), 3);
+    assert!(rules.iter().any(|r| r.scope == both && r.limits.rate(Dimension::Requests) == Some(60)));
+    let gone = QosScope::User("alice".into());
+    assert_eq!(w.run(Command::DeleteQosRule { scope: gone }), Err(MetaError::not_found(Kind::QosRule, "user alice")));
+    w.ok(Command::DeleteBucket { name: "scans".into() });
+    let left: Vec<QosScope> = view::qos_rules(&w.t).expect("read").into_iter().map(|r| r.scope).collect();
+    assert_eq!(left, vec![QosScope::Pool("ssd".into())], "the bucket's rules went with it");
+    assert_eq!(version(&w), 5);
+    w.ok(Command::DeleteQosRule { scope: QosScope::Pool("ssd".into()) });
+    assert!(view::qos_rules(&w.t).expect("read").is_empty());
+}

@@ -8,6 +8,7 @@ use super::names;
 use super::tables::TablesMut;
 use super::view;
 use super::Reply;
+use chuyi_meta_api::qos::QosScope;
 
 pub(super) fn create_user(t: &mut impl TablesMut, user: User) -> Applied {
     if let Err(e) = names::check_name("user name", &user.name).and(names::check_access_key(&user.access_key)) {
@@ -31,5 +32,9 @@ pub(super) fn delete_user(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     t.delete(&keys::user_name(name));
     t.delete(&keys::user(&user.access_key));
+    super::qos::drop_rules(t, |s| match s {
+        QosScope::User(u) | QosScope::UserBucket { user: u, .. } => u == name,
+        QosScope::Bucket(_) | QosScope::Volume(_) | QosScope::Pool(_) => false,
+    })?;
     Ok(Ok(Reply::Done))
 }

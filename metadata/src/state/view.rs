@@ -140,6 +140,15 @@ pub(crate) fn object_lock(t: &impl Tables, bucket: &str) -> Result<Option<Object
     t.get_rec("object lock", &keys::object_lock(bucket))
 }
 
+pub(crate) fn qos_rules(t: &impl Tables) -> Result<Vec<chuyi_meta_api::qos::QosRule>, TableError> {
+    all(t, "QoS rule", keys::T_QOS)
+}
+
+/// The rules' version: 0 before the first rule.
+pub(crate) fn qos_version(t: &impl Tables) -> Result<u64, TableError> {
+    Ok(t.get_rec::<u64>("QoS version", keys::QOS_VERSION)?.unwrap_or(0))
+}
+
 pub(crate) fn buckets(t: &impl Tables) -> Result<Vec<Bucket>, TableError> {
     all(t, "bucket", keys::T_BUCKET)
 }

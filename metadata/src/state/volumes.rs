@@ -2,6 +2,7 @@
 //! and their attach leases.
 
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
+use chuyi_meta_api::qos::QosScope;
 
 use super::apply::{next_id, next_owner, Applied, Ctx, LEASE_TTL_MAX_MS};
 use super::error::{Kind, MetaError};
@@ -107,6 +108,7 @@ pub(super) fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> App
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
     t.delete(&keys::volume(name));
+    super::qos::drop_rules(t, |s| matches!(s, QosScope::Volume(v) if v == name))?;
     Ok(Ok(Reply::Done))
 }
 

@@ -116,6 +116,12 @@ impl StateReader {
         Ok(view::object_lock(&*self.view(), bucket)?)
     }
 
+    /// Every QoS rule and the rules' version, read at one point.
+    pub fn qos_rules(&self) -> Result<(u64, Vec<chuyi_meta_api::qos::QosRule>), StoreError> {
+        let v = self.view();
+        Ok((view::qos_version(&*v)?, view::qos_rules(&*v)?))
+    }
+
     pub fn buckets(&self) -> Result<Vec<Bucket>, StoreError> {
         Ok(view::buckets(&*self.view())?)
     }

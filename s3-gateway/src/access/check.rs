@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chuyi_client::qos::Qos;
 use chuyi_client::Cluster;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::{Bucket, BucketConfigKind};
@@ -24,6 +25,7 @@ use crate::auth::Users;
 use crate::buckets::JsonDocument;
 use crate::documents::{DocumentError, Documents};
 use crate::errors::meta_error;
+use crate::qos::QosSlot;
 
 /// Where a request came from, put in its extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -62,15 +64,16 @@ pub struct Access {
     cluster: Arc<Cluster>,
     pub(crate) policies: Documents<Policy>,
     pub(crate) acls: Documents<Acl>,
+    qos: Arc<Qos>,
 }
 
 impl Access {
-    pub fn new(users: Arc<Users>, cluster: Arc<Cluster>) -> Self {
+    pub fn new(users: Arc<Users>, cluster: Arc<Cluster>, qos: Arc<Qos>) -> Self {
         let policies = Documents::new(cluster.clone(), BucketConfigKind::Policy, |bucket, bytes| {
             Policy::parse(bytes, bucket).ok()
         });
         let acls = Documents::new(cluster.clone(), BucketConfigKind::Acl, |_, bytes| Acl::decode(bytes));
-        Self { users, cluster, policies, acls }
+        Self { users, cluster, policies, acls, qos }
     }
 
     async fn caller(&self, cx: &S3AccessContext<'_>) -> S3Result<Caller> {
@@ -156,6 +159,7 @@ impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let caller = self.caller(cx).await?;
         let peer = cx.extensions_mut().get::<Peer>().copied();
+        let slot = cx.extensions_mut().get::<QosSlot>().cloned();
         let op = cx.s3_op().name();
         let query = Query::parse(cx.uri().query());
         let (bucket, key) = match cx.s3_path() {
@@ -177,6 +181,14 @@ impl S3Access for Access {
         // reach only what a bucket's policy or ACL opens to them.
         if bucket.is_none() && caller == Caller::Anonymous {
             return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
+        }
+        if self.qos.any() {
+            let user = match &caller {
+                Caller::User { name, .. } => Some(name.as_str()),
+                Caller::Anonymous => None,
+            };
+            let limiters = self.qos.s3(user, bucket.as_ref().map(|b| b.name.as_str()));
+            crate::qos::admit(limiters, op, slot.as_ref()).await?;
         }
         cx.extensions_mut().insert(Granted { caller, bucket, context });
         Ok(())
