@@ -184,3 +184,70 @@ async fn a_renewed_certificate_serves_new_connections_and_keeps_open_ones() {
     assert_eq!(kept[3], "True", "the open connection was not dropped: {text}");
     assert_ne!(fresh[2], first[2], "a new connection gets the renewed certificate: {text}");
 }
+
+/// boto3 over TLS in both addressing styles, the host names resolved to
+/// the gateway by the script itself (as curl's --resolve would).
+const VIRTUAL_HOSTED_CLIENT: &str = r#"
+import socket, sys, boto3, botocore.config
+port, bundle, access, secret = sys.argv[1:5]
+resolve = socket.getaddrinfo
+def local(host, *args, **kw):
+    if host.endswith("s3.chuyi.test"):
+        host = "127.0.0.1"
+    return resolve(host, *args, **kw)
+socket.getaddrinfo = local
+def client(endpoint, style):
+    config = botocore.config.Config(s3={"addressing_style": style}, retries={"max_attempts": 1})
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+                        region_name="us-east-1", verify=bundle, config=config)
+virtual = client(f"https://s3.chuyi.test:{port}", "virtual")
+virtual.create_bucket(Bucket="scans")
+virtual.put_object(Bucket="scans", Key="ct/1.dcm", Body=b"virtual-hosted")
+print("get", virtual.get_object(Bucket="scans", Key="ct/1.dcm")["Body"].read().decode(), flush=True)
+print("list", [o["Key"] for o in virtual.list_objects_v2(Bucket="scans")["Contents"]], flush=True)
+path = client(f"https://127.0.0.1:{port}", "path")
+print("path", path.get_object(Bucket="scans", Key="ct/1.dcm")["Body"].read().decode(), flush=True)
+print("buckets", [b["Name"] for b in virtual.list_buckets()["Buckets"]], flush=True)
+"#;
+
+/// With `--domain s3.chuyi.test`, `Host: scans.s3.chuyi.test` addresses
+/// bucket scans, over TLS with the certificate verified; path style keeps
+/// working on the same listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn virtual_hosted_requests_under_a_configured_domain_work_over_tls() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let alice = user(&cluster, "alice");
+    let credential = chuyi_chaos::cluster::frontend("s3-test");
+    let client = cluster.client_as(&credential, Duration::from_secs(30)).await.expect("client");
+    let user_seal = credential.user_seal().expect("a frontend opens user keys");
+    let domains = chuyi_s3::domains::Domains::new(&["s3.chuyi.test".into()]).expect("domain");
+    let options = chuyi_s3::server::Options { domains, ..chuyi_s3::server::Options::new(POOL) };
+    let service = std::sync::Arc::new(chuyi_s3::server::service_with(client, user_seal, options));
+    let dir = tempfile::tempdir().expect("dir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names = ["127.0.0.1", "s3.chuyi.test", "*.s3.chuyi.test"].map(String::from).to_vec();
+    let cert = rcgen::CertificateParams::new(names).expect("params").self_signed(&key).expect("certificate");
+    let files = chuyi_s3::tls::TlsFiles { cert: dir.path().join("s3.pem"), key: dir.path().join("s3.key.pem") };
+    std::fs::write(&files.cert, cert.pem()).expect("write");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write");
+    let tls = chuyi_s3::tls::Tls::load(files.clone()).expect("tls");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    tokio::spawn(chuyi_s3::server::serve_on(listener, service, Some(tls)));
+
+    let out = tokio::task::spawn_blocking(move || {
+        let bundle = files.cert.display().to_string();
+        let args = [port, bundle, alice.access, alice.secret];
+        Process::new("python3").arg("-c").arg(VIRTUAL_HOSTED_CLIENT).args(args).output().expect("python3")
+    })
+    .await
+    .expect("client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("get virtual-hosted"), "{text}");
+    assert!(text.contains("list ['ct/1.dcm']"), "{text}");
+    assert!(text.contains("path virtual-hosted"), "path style on the same listener: {text}");
+    assert!(text.contains("buckets ['scans']"), "the domain itself is the service: {text}");
+}

@@ -125,6 +125,12 @@ enum Command {
         /// The certificate's private key, PEM.
         #[arg(long, value_name = "FILE", requires = "tls_listen")]
         tls_key: Option<PathBuf>,
+        /// A domain under which `Host: BUCKET.DOMAIN` names the bucket
+        /// (virtual-hosted style, plain and TLS; the certificate should name
+        /// `*.DOMAIN`); may be given more than once. Other hosts are path
+        /// style.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
         /// Connections open at most, plain and TLS together; past it a new
         /// one is closed at once.
         #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.max_total)]
@@ -197,6 +203,7 @@ fn main() -> anyhow::Result<()> {
                 tls_listen,
                 tls_cert,
                 tls_key,
+                domains,
                 max_connections,
                 max_connections_per_client,
                 head_timeout_secs,
@@ -223,6 +230,7 @@ fn main() -> anyhow::Result<()> {
                     kek: cli.cluster.kek()?,
                     connections,
                     memory_budget_bytes: memory_budget_mib << 20,
+                    domains: chuyi_s3::domains::Domains::new(&domains)?,
                     ..chuyi_s3::server::Options::new(pool)
                 };
                 let tls = match (tls_listen, tls_cert, tls_key) {

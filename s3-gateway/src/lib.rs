@@ -15,7 +15,8 @@
 //! compresses or encrypts is written in frames ([`frames`]), compressed,
 //! then sealed with the keys and ciphers of [`sse`]; the S3 side of
 //! encryption (bucket defaults, SSE and SSE-C headers, bucket keys under
-//! the KEK) is [`encryption`]; S3 over TLS is [`tls`]; who may hold a
+//! the KEK) is [`encryption`]; S3 over TLS is [`tls`], virtual-hosted-style
+//! addressing under configured domains [`domains`]; who may hold a
 //! connection and for how long (caps, timeouts) is [`admission`], and the
 //! memory bodies may hold together is [`data::Budget`]; the request and
 //! byte rates of users and buckets are [`qos`].
@@ -45,6 +46,7 @@ pub mod data;
 pub mod description;
 pub mod digests;
 pub mod documents;
+pub mod domains;
 pub mod encryption;
 pub mod errors;
 pub mod frames;

@@ -26,6 +26,7 @@ use crate::admission::{body_deadline, Admission, ConnectionLimits};
 use crate::auth::{UserAuth, Users};
 use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
+use crate::domains::Domains;
 use crate::gateway::Gateway;
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
 use crate::qos::{Paced, QosSlot};
@@ -61,6 +62,9 @@ pub struct Options {
     pub connections: ConnectionLimits,
     /// Bytes of request and response bodies held at once ([`Budget`]).
     pub memory_budget_bytes: u64,
+    /// Domains under which the host names the bucket (domains.rs); none:
+    /// path style only.
+    pub domains: Domains,
 }
 
 impl Options {
@@ -78,6 +82,7 @@ impl Options {
             kek: None,
             connections: ConnectionLimits::default(),
             memory_budget_bytes: DEFAULT_BUDGET_BYTES,
+            domains: Domains::default(),
         }
     }
 }
@@ -121,6 +126,9 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
         options.lifecycle_day,
         options.kek.map(Arc::new),
     ));
+    if !options.domains.is_empty() {
+        builder.set_host(options.domains);
+    }
     builder.set_route(crate::admin::AdminRoute { users: users.clone(), cluster: cluster.clone() });
     builder.set_auth(UserAuth(users));
     builder.set_access(SharedAccess(access));

@@ -295,3 +295,85 @@ pub async fn pace(limiters: &[Arc<Limiter>], takes: &Takes) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chuyi_meta_api::qos::DEFAULT_BURST_MS;
+
+    use super::*;
+
+    /// A frontend's QoS with no exchange running: the test plays the leader.
+    fn detached() -> Qos {
+        Qos { instance: 7, known: Mutex::default(), frontends: AtomicU32::new(1) }
+    }
+
+    fn rule(scope: QosScope, d: Dimension, rate: u64) -> QosRule {
+        let mut limits = QosLimits { burst_ms: DEFAULT_BURST_MS, ..Default::default() };
+        limits.set(d, Some(rate));
+        QosRule { scope, limits }
+    }
+
+    fn grant(
+        rules: Option<(u64, Vec<QosRule>)>,
+        shares: Vec<(QosScope, [Option<f64>; 6])>,
+        frontends: u32,
+    ) -> QosGrant {
+        QosGrant { rules, shares, frontends }
+    }
+
+    #[test]
+    fn rules_arrive_with_a_grant_and_shares_then_set_the_rates() {
+        let qos = detached();
+        let t0 = Instant::now();
+        assert!(qos.s3(Some("edge"), Some("scans")).is_empty(), "no rules: nothing to take");
+        let both = QosScope::UserBucket { user: "edge".into(), bucket: "scans".into() };
+        let rules = vec![rule(both.clone(), Dimension::Download, 20_000_000)];
+        qos.granted(grant(Some((3, rules)), vec![], 2), t0);
+        let limiters = qos.s3(Some("edge"), Some("scans"));
+        assert_eq!(limiters.len(), 1);
+        let download = Dimension::Download.index();
+        assert_eq!(limiters[0].rates()[download], Some(10e6), "an equal part of two until a share comes");
+        assert_eq!(qos.report(t0).rules_version, 3);
+        let mut shares = [None; 6];
+        shares[download] = Some(15e6);
+        qos.granted(grant(None, vec![(both.clone(), shares)], 2), t0);
+        assert_eq!(limiters[0].rates()[download], Some(15e6));
+        // The rule deleted: its limiter goes, and the user is free again.
+        qos.granted(grant(Some((4, vec![])), vec![], 2), t0);
+        assert!(qos.s3(Some("edge"), Some("scans")).is_empty());
+    }
+
+    #[test]
+    fn without_an_answer_for_a_while_each_limiter_falls_back_to_an_equal_part() {
+        let qos = detached();
+        let t0 = Instant::now();
+        let bucket = QosScope::Bucket("scans".into());
+        qos.granted(grant(Some((1, vec![rule(bucket.clone(), Dimension::Requests, 90)])), vec![], 3), t0);
+        let limiter = qos.s3(None, Some("scans")).pop().expect("the bucket's limiter");
+        let requests = Dimension::Requests.index();
+        let mut shares = [None; 6];
+        shares[requests] = Some(80.0);
+        qos.granted(grant(None, vec![(bucket, shares)], 3), t0);
+        assert_eq!(limiter.rates()[requests], Some(80.0));
+        qos.unanswered(t0 + Duration::from_secs(1));
+        assert_eq!(limiter.rates()[requests], Some(80.0), "a missed answer or two changes nothing");
+        qos.unanswered(t0 + FALLBACK_AFTER);
+        assert_eq!(limiter.rates()[requests], Some(30.0), "a third of the rule among three frontends");
+    }
+
+    #[test]
+    fn a_volume_runs_at_its_own_rule_or_its_pools_whole_rate() {
+        let qos = detached();
+        let t0 = Instant::now();
+        let pool = rule(QosScope::Pool("ssd".into()), Dimension::Requests, 1000);
+        qos.granted(grant(Some((1, vec![pool.clone()])), vec![], 4), t0);
+        let requests = Dimension::Requests.index();
+        let by_pool = qos.volume("db", "ssd").expect("the pool's class");
+        assert_eq!(by_pool.rates()[requests], Some(1000.0), "a volume has one frontend: the whole rate");
+        assert!(qos.volume("db", "hdd").is_none());
+        let own = rule(QosScope::Volume("db".into()), Dimension::Requests, 2000);
+        qos.granted(grant(Some((2, vec![pool, own])), vec![], 4), t0);
+        let by_own = qos.volume("db", "ssd").expect("its own rule");
+        assert_eq!(by_own.rates()[requests], Some(2000.0));
+    }
+}
