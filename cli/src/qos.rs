@@ -261,7 +261,7 @@ pub fn describe_rates(rates: &[f64; 6]) -> String {
 
 fn per_s(d: Dimension, rate: f64) -> String {
     if d.is_bytes() {
-        format!("{}/s", ByteSize(rate as u64))
+        format!("{}/s", ByteSize(rate as u64).approx())
     } else {
         format!("{rate:.1}/s")
     }
@@ -322,6 +322,11 @@ pub struct StatusView {
     pub delayed_ms: u64,
     pub refused: u64,
     pub frontends: u32,
+    /// For the text form only.
+    #[serde(skip)]
+    pub describe_limits: String,
+    #[serde(skip)]
+    pub describe_rates: String,
 }
 
 impl StatusView {
@@ -337,6 +342,8 @@ impl StatusView {
             delayed_ms: c.delayed_ms,
             refused: c.refused,
             frontends: s.frontends,
+            describe_limits: s.limits.as_ref().map(describe).unwrap_or_default(),
+            describe_rates: describe_rates(&s.rates),
         }
     }
 }

@@ -196,16 +196,13 @@ async fn print_volume(args: &ClusterArgs, meta: &MetaClient, v: &Volume) -> anyh
         None => println!("  qos         none"),
         Some(q) => {
             let from = q.rule.pool.as_ref().map_or(String::new(), |p| format!(" (pool {p}'s class)"));
-            let limits: Vec<String> = q.rule.limits.iter().flatten().map(|(d, r)| format!("{d} {r}/s")).collect();
-            println!("  qos         {}, burst {}ms{from}", limits.join(", "), q.rule.burst_ms.unwrap_or_default());
-            let rates: Vec<String> =
-                q.rates.iter().filter(|(_, r)| **r > 0.0).map(|(d, r)| format!("{d} {r:.0}/s")).collect();
-            println!("  qos now     {}", if rates.is_empty() { "idle".into() } else { rates.join(", ") });
+            println!("  qos         {}{from}", q.describe_limits);
+            println!("  qos now     {}", q.describe_rates);
             println!(
                 "  qos counts  {} operations, {} in, {} out, {} delayed for {:.1}s in all",
                 q.admitted,
-                ByteSize(q.bytes_in),
-                ByteSize(q.bytes_out),
+                ByteSize(q.bytes_in).approx(),
+                ByteSize(q.bytes_out).approx(),
                 q.delayed,
                 q.delayed_ms as f64 / 1000.0
             );
