@@ -18,6 +18,7 @@ use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::proto::{ApiReply, Query};
 use chuyi_metadata::state::model::Redundancy;
 use chuyi_metadata::state::Request;
+use std::collections::HashMap;
 
 fn user(cluster: &TestCluster, name: &str) -> Keys {
     cluster.s3_user(name).expect("chuyi user create")
@@ -674,6 +675,7 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
         head_timeout: Duration::from_secs(8),
         body_stall_timeout: Duration::from_secs(2),
         body_min_rate: 1_000,
+        ..chuyi_s3::admission::DEFAULT_LIMITS
     };
     let (cluster, endpoint) =
         cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
@@ -992,4 +994,67 @@ async fn a_gateway_killed_while_appending_loses_no_acknowledged_object_and_leaks
     .expect("clear");
     assert!(out.contains("ok clear"), "{out}");
     wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
+/// `n` requests `request` on one keep-alive connection from `from`: how
+/// many were answered with each status.
+async fn statuses(from: &str, addr: std::net::SocketAddr, request: &[u8], n: usize) -> HashMap<u16, usize> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = connect_from(from, addr, 1, b"").await.expect("connect").pop().expect("a connection");
+    let mut stream = BufReader::new(stream);
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        stream.get_mut().write_all(request).await.expect("send");
+        let mut line = String::new();
+        stream.read_line(&mut line).await.expect("status line");
+        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            stream.read_line(&mut header).await.expect("header");
+            if header == "\r\n" {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().expect("length");
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.expect("body");
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// An address whose requests keep being refused (here anonymous GETs of a
+/// private bucket) past its rate gets 503 SlowDown unread; another address
+/// is not touched, and the first is answered again once back under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_address_refused_too_often_is_told_to_slow_down_and_others_are_not() {
+    let connections = chuyi_s3::admission::ConnectionLimits { refusals_per_s: 20, ..Default::default() };
+    let (cluster, endpoint) =
+        cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
+    let alice = user(&cluster, "alice");
+    let e = endpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        run_script(&e, &alice, None, "aws", &["--endpoint-url", &e, "s3", "mb", "s3://private"])
+    })
+    .await
+    .expect("aws");
+    let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().expect("addr");
+    let request = b"GET /private/key HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    let start = Instant::now();
+    let first = statuses("127.0.0.2", addr, request, 300).await;
+    let took = start.elapsed().as_secs_f64();
+    // 40 at once (twice the rate), then about 20 a second more.
+    let refused = first.get(&403).copied().unwrap_or(0);
+    let slowed = first.get(&503).copied().unwrap_or(0);
+    assert_eq!(refused + slowed, 300, "{first:?}");
+    assert!(refused >= 40 && (refused as f64) <= 41.0 + 20.0 * took, "{first:?} in {took:.2} s");
+    assert!(slowed >= 200, "{first:?}");
+    let other = statuses("127.0.0.3", addr, request, 5).await;
+    assert_eq!(other.get(&403), Some(&5), "another address is refused as usual: {other:?}");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = statuses("127.0.0.2", addr, request, 10).await;
+    assert_eq!(again.get(&403), Some(&10), "back under its rate: {again:?}");
 }

@@ -149,6 +149,11 @@ enum Command {
         /// Bytes per second a request body must keep up on average.
         #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.body_min_rate, value_parser = clap::value_parser!(u64).range(1..))]
         body_min_rate: u64,
+        /// Refused requests (403) per second one client address may cause
+        /// (twice as many at once) before its requests get 503 SlowDown
+        /// unread until it is back under; 0: no limit.
+        #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.refusals_per_s)]
+        refusals_per_client: u32,
         /// MiB of request and response bodies held at once; past it a new
         /// body waits a second for room, then gets 503 SlowDown.
         #[arg(long, default_value_t = chuyi_s3::data::DEFAULT_BUDGET_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -209,6 +214,7 @@ fn main() -> anyhow::Result<()> {
                 head_timeout_secs,
                 body_stall_timeout_secs,
                 body_min_rate,
+                refusals_per_client,
                 memory_budget_mib,
             } => {
                 let secs = std::time::Duration::from_secs;
@@ -218,6 +224,7 @@ fn main() -> anyhow::Result<()> {
                     head_timeout: secs(head_timeout_secs),
                     body_stall_timeout: secs(body_stall_timeout_secs),
                     body_min_rate,
+                    refusals_per_s: refusals_per_client,
                 };
                 let options = chuyi_s3::server::Options {
                     pending_ttl: secs(pending_ttl_secs),

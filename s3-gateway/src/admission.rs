@@ -6,11 +6,20 @@
 //! descriptor the process has.
 //!
 //! The decision is [`decide`], pure; [`Admission`] keeps the counts.
+//!
+//! A client address whose requests keep being refused (403: a wrong or
+//! made-up access key, a bad signature, an anonymous request to a private
+//! object) past [`ConnectionLimits::refusals_per_s`] is answered `503
+//! SlowDown` before anything of its requests is looked at ([`Refusals`]):
+//! a refused request costs a signature check or a metadata read, and a
+//! client inventing a new access key per request would cost a read each.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chuyi_client::qos::bucket::TokenBucket;
 
 /// The limits a gateway's listeners apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +40,10 @@ pub struct ConnectionLimits {
     pub body_stall_timeout: Duration,
     /// Bytes per second a body must keep up on average.
     pub body_min_rate: u64,
+    /// Refused requests (403) per second one client address may cause,
+    /// with twice as many at once; past it, its requests get 503 SlowDown
+    /// unread until it is back under. 0: no limit.
+    pub refusals_per_s: u32,
 }
 
 /// The defaults: nginx's `client_header_timeout` is 60 s, hyper's 30 s;
@@ -42,6 +55,7 @@ pub const DEFAULT_LIMITS: ConnectionLimits = ConnectionLimits {
     head_timeout: Duration::from_secs(30),
     body_stall_timeout: Duration::from_secs(60),
     body_min_rate: 1024,
+    refusals_per_s: 100,
 };
 
 /// When a body that had until `deadline` and has just received `bytes` at
@@ -84,6 +98,7 @@ pub fn decide(open: usize, of_client: usize, limits: &ConnectionLimits) -> Resul
 pub struct Admission {
     pub limits: ConnectionLimits,
     open: Mutex<Open>,
+    pub refusals: Refusals,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +116,7 @@ pub struct Admitted {
 
 impl Admission {
     pub fn new(limits: ConnectionLimits) -> Arc<Self> {
-        Arc::new(Self { limits, open: Mutex::new(Open::default()) })
+        Arc::new(Self { limits, open: Mutex::new(Open::default()), refusals: Refusals::new(limits.refusals_per_s) })
     }
 
     /// Counts a new connection from `client`, or says why it may not open.
@@ -121,6 +136,62 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Addresses tracked at most by [`Refusals`]; past it, those back under
+/// their rate are forgotten, and a new one is not tracked until there is
+/// room (the limit fails open rather than growing without bound).
+pub const REFUSALS_TRACKED_MAX: usize = 65_536;
+
+/// Each client address's refused requests, as a token bucket of
+/// [`ConnectionLimits::refusals_per_s`].
+#[derive(Debug)]
+pub struct Refusals {
+    per_s: f64,
+    by_client: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+impl Refusals {
+    pub fn new(per_s: u32) -> Self {
+        Self { per_s: f64::from(per_s), by_client: Mutex::default() }
+    }
+
+    fn burst(&self) -> f64 {
+        self.per_s * 2.0
+    }
+
+    /// Whether `client` is over its rate of refusals: its request is
+    /// answered SlowDown unread.
+    pub fn blocked(&self, client: IpAddr, now: Instant) -> bool {
+        if self.per_s == 0.0 {
+            return false;
+        }
+        let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        by_client.get_mut(&client).is_some_and(|b| !b.wait_for(1.0, now).is_zero())
+    }
+
+    /// Counts a refusal of `client`'s. Only requests that were looked at
+    /// count, so an address that keeps sending is let through once per
+    /// 1/rate seconds, and back in full once it stops.
+    pub fn refused(&self, client: IpAddr, now: Instant) {
+        if self.per_s == 0.0 {
+            return;
+        }
+        let burst = self.burst();
+        let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        if by_client.len() >= REFUSALS_TRACKED_MAX && !by_client.contains_key(&client) {
+            by_client.retain(|_, b| !b.wait_for(burst, now).is_zero());
+            if by_client.len() >= REFUSALS_TRACKED_MAX {
+                return;
+            }
+        }
+        let bucket = by_client.entry(client).or_insert_with(|| TokenBucket::new(self.per_s, burst, now));
+        bucket.take(1.0, now);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.by_client.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -180,6 +251,37 @@ mod tests {
         assert_eq!(cut, Some(19));
         // A gigabyte at once buys the timeout, no more.
         assert_eq!(body_deadline(s(10), s(5), 1 << 30, 1_000, timeout), s(15));
+    }
+
+    #[test]
+    fn an_address_past_its_refusals_is_blocked_until_back_under_and_others_are_not() {
+        let refusals = Refusals::new(10);
+        let t0 = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
+        for _ in 0..20 {
+            assert!(!refusals.blocked(a, t0), "twice the rate at once");
+            refusals.refused(a, t0);
+        }
+        assert!(refusals.blocked(a, t0));
+        assert!(!refusals.blocked(b, t0), "another address is not touched");
+        assert!(refusals.blocked(a, t0 + Duration::from_millis(50)));
+        assert!(!refusals.blocked(a, t0 + Duration::from_millis(100)), "one let through per tenth of a second");
+        refusals.refused(a, t0 + Duration::from_millis(100));
+        assert!(refusals.blocked(a, t0 + Duration::from_millis(150)));
+        assert!(!Refusals::new(0).blocked(a, t0), "0: no limit");
+    }
+
+    #[test]
+    fn tracked_addresses_are_bounded() {
+        let refusals = Refusals::new(1);
+        let t0 = Instant::now();
+        for i in 0..(REFUSALS_TRACKED_MAX as u32 + 10) {
+            refusals.refused(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(refusals.tracked(), REFUSALS_TRACKED_MAX, "none back under yet: new ones not tracked");
+        let later = t0 + Duration::from_secs(3);
+        refusals.refused("10.9.9.9".parse().expect("ip"), later);
+        assert_eq!(refusals.tracked(), 1, "those back under are forgotten to make room");
     }
 
     #[test]

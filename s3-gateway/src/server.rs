@@ -225,6 +225,17 @@ where
             if req.method() == Method::OPTIONS {
                 return Ok::<_, s3s::HttpError>(crate::cors::preflight(&service.cors, &req).await);
             }
+            let arrived = std::time::Instant::now();
+            if service.admission.refusals.blocked(addr.ip(), arrived) {
+                let mut response = crate::digests::error_response(s3s::s3_error!(
+                    SlowDown,
+                    "Too many refused requests from this address: slow down"
+                ));
+                if wants_close(&req) {
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                return Ok(response);
+            }
             let slot = QosSlot::default();
             let paused_us = Arc::new(AtomicU64::new(0));
             let (req, read) = watched(req, limits, paused_us.clone());
@@ -243,6 +254,9 @@ where
                     Err(e) => crate::digests::error_response(e),
                 },
             };
+            if response.status() == http::StatusCode::FORBIDDEN {
+                service.admission.refusals.refused(addr.ip(), std::time::Instant::now());
+            }
             if let Some(origin) = origin {
                 origin.allow(&service.cors, response.headers_mut()).await;
             }
