@@ -622,3 +622,79 @@ async fn a_volumes_iops_cap_holds_fio_to_it_and_changes_online() {
     println!("no rule: fio randread {read:.0} IOPS");
     assert!(read > 4000.0, "randread at {read:.0} IOPS with no rule");
 }
+
+/// A process's resident memory now and at its peak, in bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
+        line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("kB") * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The frontend's memory budget holds over every connection: four
+/// nbdcopy writers, each with 64 requests of 4 MiB in flight (a GiB asked
+/// for in all, 256 MiB each within their own connection's budget), through
+/// a `chuyi nbd` with a 16 MiB budget: every byte lands, and the process's
+/// peak RSS stays within the budget and a fixed margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_frontends_memory_budget_holds_over_every_connection() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    let volumes = ["w1", "w2", "w3", "w4"];
+    for v in volumes {
+        cluster.create_volume(v, 64).await.expect("volume");
+    }
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let addr = format!("127.0.0.1:{}", chuyi_chaos::cluster::free_port().expect("port"));
+    let mut child = cluster
+        .frontend_command("nbd-budget", &cluster.meta_addrs().join(","))
+        .expect("command")
+        .args(["nbd", "--listen", &addr, "--memory-budget-mib", "16"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chuyi nbd");
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "chuyi nbd never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id();
+    let (before, _) = rss(pid);
+    let dir = tempfile::tempdir().expect("dir");
+    let image = dir.path().join("image.raw");
+    let mut data = vec![0u8; 64 << 20];
+    chuyi_common::secret::fill_random(&mut data);
+    std::fs::write(&image, &data).expect("image");
+    let image = image.to_string_lossy().into_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let copies: Vec<_> = volumes
+            .iter()
+            .map(|v| {
+                Process::new("nbdcopy")
+                    .args(["--requests=64", "--request-size=4194304", "--flush", &image])
+                    .arg(format!("nbd://{addr}/{v}"))
+                    .spawn()
+                    .expect("nbdcopy")
+            })
+            .collect();
+        for mut c in copies {
+            assert!(c.wait().expect("nbdcopy").success(), "nbdcopy failed");
+        }
+        volumes
+            .iter()
+            .map(|v| run("qemu-img", &["compare", "-f", "raw", "-F", "raw", &image, &format!("nbd://{addr}/{v}")]))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("copies");
+    for (ok, text) in out {
+        assert!(ok && text.contains("identical"), "{text}");
+    }
+    let (_, peak) = rss(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("chuyi nbd RSS {} MiB before, peak {} MiB", before >> 20, peak >> 20);
+    assert!(peak <= before + (16 << 20) + (64 << 20), "peak RSS {} MiB from {} MiB", peak >> 20, before >> 20);
+}
