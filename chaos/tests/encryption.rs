@@ -100,7 +100,7 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
     cli(&cluster, &["--kek-file", &kek_str, "volume", "create", "auto", "--size", "16MiB", "--pool", pool]);
     assert!(cli(&cluster, &["volume", "info", "auto"]).contains("sm4-xts"));
     cli(&cluster, &["pool", "set", pool, "--encrypt", "false"]);
-    cli(&cluster, &["volume", "delete", "auto"]);
+    cli(&cluster, &["volume", "delete", "auto", "--now"]);
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
 
     let blocks = 1024; // 4 MiB
@@ -212,10 +212,12 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         .await;
     }
 
-    // Delete: the key goes first, then every chunk.
+    // Delete: into the recycle bin with its key and data; purged, the key
+    // goes first, then every chunk.
     let info = cli(&cluster, &["--json", "volume", "info", "secret"]);
     let id = serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id");
-    assert!(cluster.chunks_of(id).await.expect("chunks") > 0);
+    let held = cluster.chunks_of(id).await.expect("chunks");
+    assert!(held > 0);
     let mut out = String::new();
     for _ in 0..50 {
         let (ok, o, e) = cluster.cli(&["volume", "delete", "secret"]).expect("chuyi");
@@ -225,7 +227,13 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(out.contains("key destroyed") && out.contains("deleted"), "{out}");
+    assert!(out.contains("recycle bin"), "{out}");
+    let bin: serde_json::Value = serde_json::from_str(&cli(&cluster, &["--json", "trash", "list"])).expect("json");
+    assert_eq!(bin["volumes"][0]["volume"]["name"], "secret", "{bin}");
+    assert!(!bin["volumes"][0]["volume"]["wrapped_key"].as_array().expect("key").is_empty(), "its key kept: {bin}");
+    assert_eq!(cluster.chunks_of(id).await.expect("chunks"), held, "its data kept in the bin");
+    let out = cli(&cluster, &["trash", "purge", "secret"]);
+    assert!(out.contains("purged"), "{out}");
     assert_eq!(cluster.chunks_of(id).await.expect("chunks"), 0, "every chunk freed");
     let (ok, _, _) = cluster.cli(&["volume", "info", "secret"]).expect("chuyi");
     assert!(!ok, "the volume is gone");

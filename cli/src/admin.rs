@@ -86,11 +86,13 @@ pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
     let report = args.client()?.status().await?;
     let nodes = node_reports(args, &report).await;
     let lifecycle = lifecycle_progress(&args.client()?).await?;
+    let bin = recycle_bin(&args.client()?).await?;
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(object) = value.as_object_mut() {
             object.insert("storage_nodes".into(), serde_json::to_value(&nodes)?);
             object.insert("lifecycle".into(), serde_json::to_value(&lifecycle)?);
+            object.insert("recycle_bin".into(), serde_json::to_value(&bin)?);
         }
         return print_json(&value);
     }
@@ -98,7 +100,31 @@ pub async fn status(args: &ClusterArgs) -> anyhow::Result<()> {
     print_packs(&report.packs);
     print_background(&nodes);
     print_lifecycle(&lifecycle, chuyi_common::clock::unix_ms());
+    println!(
+        "
+recycle bin: {} volume(s), {} provisioned ({} being purged)",
+        bin.volumes,
+        ByteSize(bin.provisioned_bytes).approx(),
+        bin.purging
+    );
     Ok(())
+}
+
+/// What the recycle bin holds: its volumes' chunks stay on the nodes.
+#[derive(Serialize)]
+struct RecycleBin {
+    volumes: usize,
+    provisioned_bytes: u64,
+    purging: usize,
+}
+
+async fn recycle_bin(client: &MetaClient) -> anyhow::Result<RecycleBin> {
+    let (_, entries) = client.ask(ask::Trash).await?;
+    Ok(RecycleBin {
+        volumes: entries.len(),
+        provisioned_bytes: entries.iter().map(|e| e.volume.size_bytes).sum(),
+        purging: entries.iter().filter(|e| e.purging.is_some()).count(),
+    })
 }
 
 /// One bucket's last lifecycle pass, as its runner recorded it.

@@ -5,11 +5,13 @@ mod admin;
 mod bucket;
 mod cluster;
 mod credential;
+mod duration;
 mod key;
 mod meta;
 mod node;
 mod qos;
 mod table;
+mod trash;
 mod up;
 mod volume;
 
@@ -49,6 +51,10 @@ enum Command {
     /// Create, list, inspect, grow or delete volumes; set their QoS.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// The recycle bin of deleted volumes: list, restore, purge, and how
+    /// long volumes stay in it.
+    #[command(subcommand)]
+    Trash(trash::TrashCmd),
     /// QoS rules of S3 users and buckets, volumes and pools: set, list,
     /// delete, and what the frontends did under them (status).
     #[command(subcommand)]
@@ -195,6 +201,7 @@ fn main() -> anyhow::Result<()> {
             Command::Member(cmd) => admin::member(&cli.cluster, cmd).await,
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Qos(cmd) => qos::run(&cli.cluster, cmd).await,
+            Command::Trash(cmd) => trash::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,

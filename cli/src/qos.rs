@@ -117,14 +117,7 @@ impl VolumeQosArgs {
 
 /// A burst given as a duration: milliseconds.
 fn parse_burst(s: &str) -> Result<u32, String> {
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number.parse().map_err(|_| format!("{s:?}: a burst is a duration such as 1s or 500ms"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n.saturating_mul(1000),
-        "m" | "min" => n.saturating_mul(60_000),
-        _ => return Err(format!("{s:?}: use ms, s or m")),
-    };
+    let ms = crate::duration::parse_ms(s)?;
     u32::try_from(ms).map_err(|_| format!("{s:?} is too long"))
 }
 
@@ -358,7 +351,7 @@ mod tests {
         assert_eq!(parse_burst("500ms"), Ok(500));
         assert_eq!(parse_burst("2m"), Ok(120_000));
         assert_eq!(parse_burst("3"), Ok(3000));
-        assert!(parse_burst("1h").is_err());
+        assert!(parse_burst("100d").is_err(), "past u32 milliseconds");
         assert!(parse_burst("s").is_err());
     }
 

@@ -192,6 +192,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops everything; running again reuses the data.");
     let options = chuyi_nbd::server::NbdOptions { kek, ..Default::default() };
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
+    tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);

@@ -1,37 +1,25 @@
 //! `chuyi volume create|list|info|set|resize|delete`: volumes in the
-//! metadata service with their QoS, and, for delete, their chunks on the
-//! storage nodes.
+//! metadata service with their QoS; delete moves one into the recycle bin
+//! (trash.rs).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chuyi_client::fence::AlwaysOpen;
-use chuyi_client::{ClientConfig, Cluster, WriteFence};
-use chuyi_common::ids::ChunkId;
+use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
 use chuyi_meta_api::qos::{QosScope, RuleStatus};
 use chuyi_meta_api::{ask, order};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{Volume, VolumeState};
-use chuyi_metadata::state::Request;
+use chuyi_metadata::state::{Reply, Request};
 use chuyi_nbd::server::{NbdOptions, NbdServer};
-use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::UnixListener;
 
 use crate::cluster::ClusterArgs;
 use crate::qos::{StatusView, VolumeQosArgs};
 use crate::table::Table;
-
-/// The lease a delete holds while it frees chunks, so no frontend can
-/// attach the volume meanwhile.
-const DELETE_HOLDER: &str = "chuyi-volume-delete";
-const DELETE_LEASE_MS: u64 = 60_000;
-/// Chunk deletes in flight at once.
-const DELETES_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum VolumeCmd {
@@ -67,10 +55,19 @@ pub enum VolumeCmd {
         #[arg(long)]
         size: ByteSize,
     },
-    /// Delete a volume that no frontend has attached, freeing its chunks on
-    /// every replica so that no later reader sees its data.
+    /// Delete a volume that no frontend has attached: into the recycle bin
+    /// (`chuyi trash`), from which it can be restored until its time is up;
+    /// then the cluster frees its chunks on every replica (zeroed), and an
+    /// encrypted volume's key is destroyed.
     Delete {
         name: String,
+        /// How long it stays in the recycle bin (default: the cluster's,
+        /// `chuyi trash retention`).
+        #[arg(long, value_parser = crate::duration::parse_ms, conflicts_with = "now")]
+        retain: Option<u64>,
+        /// Skip the recycle bin: free it now, with a progress bar.
+        #[arg(long)]
+        now: bool,
     },
 }
 
@@ -131,7 +128,7 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
             let v = meta.order(order::ResizeVolume { name, size_bytes: size.0 }).await?;
             print_volume(args, &meta, &v).await
         }
-        VolumeCmd::Delete { name } => delete(args, &name).await,
+        VolumeCmd::Delete { name, retain, now } => delete(args, &name, retain, now).await,
     }
 }
 
@@ -211,68 +208,24 @@ async fn print_volume(args: &ClusterArgs, meta: &MetaClient, v: &Volume) -> anyh
     Ok(())
 }
 
-/// Takes the volume's lease (refused if a frontend holds it), destroys an
-/// encrypted volume's key first (crypto-erase: from then on nothing of it
-/// can be read, even if freeing is interrupted), deletes every chunk on
-/// every replica with a progress bar, then the record.
-async fn delete(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
+/// Moves the volume into the recycle bin (refused while a frontend holds
+/// it), and with `now` purges it at once.
+async fn delete(args: &ClusterArgs, name: &str, retain_ms: Option<u64>, now: bool) -> anyhow::Result<()> {
     let meta = args.client()?;
-    let acquire = order::AcquireLease { volume: name.into(), holder: DELETE_HOLDER.into(), ttl_ms: DELETE_LEASE_MS };
-    let mut lease = meta.order(acquire).await?;
-    let volume = meta.ask(ask::Volume(name.into())).await?;
-    if !volume.wrapped_key.is_empty() {
-        meta.write(Request::DestroyVolumeKey { name: name.into(), holder: DELETE_HOLDER.into() })
-            .await
-            .with_context(|| format!("destroying volume {name}'s key"))?;
-        if !args.json {
-            println!("volume {name}: key destroyed; its data can no longer be read");
-        }
+    let retain_ms = if now { Some(0) } else { retain_ms };
+    let entry = match meta.write(Request::TrashVolume { name: name.into(), retain_ms }).await? {
+        Reply::Trashed(entry) => entry,
+        other => anyhow::bail!("the metadata service answered {other:?}"),
+    };
+    if now {
+        crate::trash::purge(args, name, true).await?;
+        return Ok(());
     }
-    let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
-    // The delete is the volume's newest writer: a frontend that lost the
-    // volume and still has writes queued cannot bring a chunk back.
-    let fence = WriteFence { owner: volume.id, token: lease.id, gate: Arc::new(AlwaysOpen) };
-    cluster.raise_fence(fence.volume_fence()).await.context("fencing the volume's earlier writers")?;
-    let chunks = volume.size_bytes.div_ceil(u64::from(volume.chunk_size_bytes));
-    let bar = ProgressBar::new(chunks);
-    bar.set_style(
-        ProgressStyle::with_template("freeing chunks {bar:40} {pos}/{len} {percent}% eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     if args.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut renewed = Instant::now();
-    let mut deletes = futures::stream::iter(0..chunks)
-        .map(|index| {
-            let (cluster, fence) = (&cluster, &fence);
-            async move { cluster.delete_chunk(ChunkId::new(volume.id, index), Some(fence)).await.map(|()| index) }
-        })
-        .buffer_unordered(DELETES_IN_FLIGHT);
-    while let Some(done) = deletes.next().await {
-        done.with_context(|| format!("freeing the chunks of {name} (run the delete again to resume)"))?;
-        bar.inc(1);
-        if renewed.elapsed() > Duration::from_millis(DELETE_LEASE_MS / 3) {
-            let renew = order::RenewLease {
-                volume: name.into(),
-                holder: DELETE_HOLDER.into(),
-                lease_id: lease.id,
-                ttl_ms: DELETE_LEASE_MS,
-            };
-            lease = meta.order(renew).await?;
-            renewed = Instant::now();
-        }
-    }
-    bar.finish_and_clear();
-    let release = Request::ReleaseLease { volume: name.into(), holder: DELETE_HOLDER.into(), lease_id: lease.id };
-    meta.write(release).await?;
-    meta.write(Request::DeleteVolume { name: name.into() })
-        .await
-        .with_context(|| format!("its chunks are freed, but removing volume {name} failed"))?;
-    if args.json {
-        println!("{}", serde_json::json!({ "deleted": name, "chunks_freed": chunks }));
+        println!("{}", serde_json::json!({ "trashed": name, "purge_at_ms": entry.purge_at_ms }));
     } else {
-        println!("volume {name} deleted; {chunks} chunks freed on every replica");
+        let stays = crate::duration::show(entry.purge_at_ms.saturating_sub(entry.deleted_ms));
+        println!("volume {name} moved to the recycle bin for {stays} (chuyi trash restore {name} brings it back)");
     }
     Ok(())
 }
@@ -300,6 +253,8 @@ pub async fn serve_nbd(
     if kek.is_none() {
         tracing::info!("no master key (KEK) given: encrypted volumes will be refused");
     }
+    // Volume frontends empty the recycle bin of what is due.
+    tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
     let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
     serve_until_signal(server, listener, unix).await
 }

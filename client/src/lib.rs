@@ -12,6 +12,9 @@
 //! reads go to the primary, and to the other complete replica when the
 //! primary cannot serve them.
 //!
+//! The recycle bin is emptied through [`trash`]: a purge frees every chunk
+//! of a deleted volume under a fence, and frontends purge what is due.
+//!
 //! Frontends enforce QoS rules through [`qos`]: a limiter per rule, run
 //! at the share of its rate the metadata leader gives this frontend.
 //!
@@ -23,6 +26,7 @@ pub mod cluster;
 pub mod error;
 pub mod fence;
 pub mod qos;
+pub mod trash;
 pub mod volume;
 
 pub use cluster::{ClientConfig, Cluster};

@@ -209,3 +209,20 @@ impl Ask for QosRules {
         }
     }
 }
+
+/// The recycle bin: the cluster's retention, and every deleted volume.
+#[derive(Debug, Clone)]
+pub struct Trash;
+
+impl Ask for Trash {
+    type Answer = (u64, Vec<model::TrashEntry>);
+    fn query(self) -> Query {
+        Query::Trash
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::Trash { retention_ms, entries } => Ok((retention_ms, entries)),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

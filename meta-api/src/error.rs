@@ -80,6 +80,8 @@ pub enum Kind {
     Upload,
     Part,
     QosRule,
+    /// A volume in the recycle bin.
+    TrashedVolume,
 }
 
 /// Why a multipart upload cannot complete (S3's InvalidPartOrder,
@@ -111,6 +113,7 @@ impl std::fmt::Display for Kind {
             Kind::Upload => "upload",
             Kind::Part => "part",
             Kind::QosRule => "QoS rule",
+            Kind::TrashedVolume => "volume in the recycle bin",
         })
     }
 }

@@ -164,6 +164,25 @@ pub enum VolumeState {
     KeyDestroyed,
 }
 
+/// A deleted volume in the recycle bin: its record as it was, its chunks
+/// still on the nodes, until it is restored or purged (at `purge_at_ms`
+/// by the cluster, or earlier by an administrator). Its name stays taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    /// Without a lease, and with its key until the purge begins.
+    pub volume: Volume,
+    pub deleted_ms: Millis,
+    pub purge_at_ms: Millis,
+    /// Once a purge began: the fence token its chunk deletes carry (newer
+    /// than any lease the volume had); the key is destroyed by then, and
+    /// the volume can no longer be restored.
+    pub purging: Option<u64>,
+}
+
+/// How long a deleted volume stays in the recycle bin unless the cluster's
+/// setting or the delete says otherwise.
+pub const DEFAULT_TRASH_RETENTION_MS: Millis = 7 * 86_400_000;
+
 /// The right of one frontend to write a volume, until `expires_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

@@ -14,7 +14,7 @@ use crate::error::MetaError;
 use crate::listing::{ListRequest, Listing};
 use crate::model::{
     Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectLockConfig, ObjectRecord, Pack, PackRef,
-    PackTotals, Part, Pool, PoolDefaults, Upload, User, Volume,
+    PackTotals, Part, Pool, PoolDefaults, TrashEntry, Upload, User, Volume,
 };
 use crate::qos::{QosGrant, QosReport, QosRule, RuleStatus};
 use crate::request::{Reply, Request};
@@ -161,6 +161,8 @@ pub enum Query {
     ObjectLock(String),
     /// Every QoS rule, with the rules' version.
     QosRules,
+    /// The recycle bin, and how long deleted volumes stay in it.
+    Trash,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +202,10 @@ pub enum ApiReply {
     },
     QosGrant(QosGrant),
     QosStatus(Vec<RuleStatus>),
+    Trash {
+        retention_ms: u64,
+        entries: Vec<TrashEntry>,
+    },
 }
 
 /// A Raft member as `chuyi status` shows it.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Bucket, BucketConfigKind, BucketSettings, DataRun, DiskRecord, Lease, ObjectLockConfig, ObjectPut, Pool,
-    PoolDefaults, Redundancy, Retention, Upload, User, Versioning, Volume, WriteCondition,
+    PoolDefaults, Redundancy, Retention, TrashEntry, Upload, User, Versioning, Volume, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
 use crate::qos::{QosRule, QosScope};
@@ -322,6 +322,32 @@ pub enum Request {
     DeleteQosRule {
         scope: QosScope,
     },
+    /// Moves a volume no frontend holds into the recycle bin, for
+    /// `retain_ms` (none: the cluster's retention). Its QoS rule goes.
+    /// Appended, as every request below.
+    TrashVolume {
+        name: String,
+        retain_ms: Option<u64>,
+    },
+    /// Brings a volume back from the recycle bin, as it was.
+    RestoreVolume {
+        name: String,
+    },
+    /// Begins (or begins again) purging a volume in the recycle bin: its
+    /// key is destroyed and a fence token drawn, for deleting its chunks.
+    /// Only once its time is up unless `force` (the administrator's).
+    BeginPurge {
+        name: String,
+        force: bool,
+    },
+    /// Removes a volume whose purge began, once its chunks are freed.
+    EndPurge {
+        name: String,
+    },
+    /// How long deleted volumes stay in the recycle bin from now on.
+    SetTrashRetention {
+        retain_ms: u64,
+    },
 }
 
 impl Request {
@@ -372,6 +398,11 @@ impl Request {
             Request::TransitionObject { .. } => "TransitionObject",
             Request::SetQosRule { .. } => "SetQosRule",
             Request::DeleteQosRule { .. } => "DeleteQosRule",
+            Request::TrashVolume { .. } => "TrashVolume",
+            Request::RestoreVolume { .. } => "RestoreVolume",
+            Request::BeginPurge { .. } => "BeginPurge",
+            Request::EndPurge { .. } => "EndPurge",
+            Request::SetTrashRetention { .. } => "SetTrashRetention",
         }
     }
 }
@@ -404,6 +435,13 @@ pub enum Reply {
     Upload(Upload),
     /// How many records a request went through.
     Count(u64),
+    /// A volume moved to the recycle bin. Appended.
+    Trashed(TrashEntry),
+    /// A purge begun: the volume's chunks to free, under `token`.
+    Purging {
+        volume: Volume,
+        token: u64,
+    },
 }
 
 /// A placement change of one pool's PG.

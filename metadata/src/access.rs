@@ -9,9 +9,10 @@
 //!   heartbeats, reports of unreachable peers) and its PGs' recovery;
 //! - a frontend (S3 gateway, NBD frontend): reads, buckets, objects,
 //!   uploads, their data and packs, and the leases of volumes it holds:
-//!   only leases whose holder name is its own. It cannot mark a node down,
-//!   create or destroy volumes or their keys, touch pools or users, or
-//!   change the membership.
+//!   only leases whose holder name is its own; and the purge of a volume
+//!   whose time in the recycle bin is up (volume frontends empty the bin).
+//!   It cannot mark a node down, create, delete or restore volumes, purge
+//!   one before its time, touch pools or users, or change the membership.
 
 use chuyi_common::credential::{Principal, Role};
 
@@ -109,6 +110,9 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::AbortUpload { .. }
         | Request::ForgetGarbage { .. }
         | Request::ExpirePending { .. } => true,
+        // The recycle bin is emptied by the cluster: a frontend may purge
+        // what is due, never force a purge or restore.
+        Request::BeginPurge { force: false, .. } | Request::EndPurge { .. } => true,
         // An allow-list: a request added later is denied until listed.
         _ => false,
     }

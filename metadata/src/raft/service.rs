@@ -246,6 +246,10 @@ impl MetaService {
                 }
                 ApiReply::ObjectLock(r.object_lock(&bucket).map_err(store_error)?)
             }
+            Query::Trash => {
+                let (retention_ms, entries) = r.trash().map_err(store_error)?;
+                ApiReply::Trash { retention_ms, entries }
+            }
             Query::QosRules => {
                 let (version, rules) = r.qos_rules().map_err(store_error)?;
                 ApiReply::QosRules { version, rules }

@@ -23,7 +23,7 @@ use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
 use super::Reply;
-use super::{objects, packs, qos, uploads, view};
+use super::{objects, packs, qos, trash, uploads, view};
 
 /// What one command may depend on besides the tables.
 #[derive(Debug, Clone, Copy)]
@@ -155,6 +155,11 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::SetPoolDefaults { pool, defaults } => set_pool_defaults(t, pool, defaults),
         Command::SetQosRule { rule } => qos::set_qos_rule(t, rule),
         Command::DeleteQosRule { scope } => qos::delete_qos_rule(t, scope),
+        Command::TrashVolume { name, retain_ms } => trash::trash_volume(t, ctx, name, *retain_ms),
+        Command::RestoreVolume { name } => trash::restore_volume(t, name),
+        Command::BeginPurge { name, force } => trash::begin_purge(t, ctx, name, *force),
+        Command::EndPurge { name } => trash::end_purge(t, name),
+        Command::SetTrashRetention { retain_ms } => trash::set_retention(t, *retain_ms),
     }
 }
 

@@ -370,6 +370,24 @@ pub enum Command {
     DeleteQosRule {
         scope: QosScope,
     },
+    /// Appended, as the ones below.
+    TrashVolume {
+        name: String,
+        retain_ms: Option<u64>,
+    },
+    RestoreVolume {
+        name: String,
+    },
+    BeginPurge {
+        name: String,
+        force: bool,
+    },
+    EndPurge {
+        name: String,
+    },
+    SetTrashRetention {
+        retain_ms: u64,
+    },
 }
 
 impl Command {
@@ -427,6 +445,11 @@ impl Command {
             Command::SetBucketKey { .. } => "SetBucketKey",
             Command::SetQosRule { .. } => "SetQosRule",
             Command::DeleteQosRule { .. } => "DeleteQosRule",
+            Command::TrashVolume { .. } => "TrashVolume",
+            Command::RestoreVolume { .. } => "RestoreVolume",
+            Command::BeginPurge { .. } => "BeginPurge",
+            Command::EndPurge { .. } => "EndPurge",
+            Command::SetTrashRetention { .. } => "SetTrashRetention",
         }
     }
 }
@@ -530,6 +553,11 @@ impl From<Request> for Command {
             }
             Request::SetQosRule { rule } => Command::SetQosRule { rule },
             Request::DeleteQosRule { scope } => Command::DeleteQosRule { scope },
+            Request::TrashVolume { name, retain_ms } => Command::TrashVolume { name, retain_ms },
+            Request::RestoreVolume { name } => Command::RestoreVolume { name },
+            Request::BeginPurge { name, force } => Command::BeginPurge { name, force },
+            Request::EndPurge { name } => Command::EndPurge { name },
+            Request::SetTrashRetention { retain_ms } => Command::SetTrashRetention { retain_ms },
         }
     }
 }

@@ -60,6 +60,9 @@ pub(crate) const T_PACK_REF: u8 = 0x18;
 pub(crate) const T_BUCKET_CONFIG: u8 = 0x19;
 /// QoS scope → [`QosRule`](chuyi_meta_api::qos::QosRule).
 pub(crate) const T_QOS: u8 = 0x1A;
+/// Volume name → [`TrashEntry`](chuyi_meta_api::model::TrashEntry): the
+/// recycle bin.
+pub(crate) const T_TRASH: u8 = 0x1B;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -73,6 +76,9 @@ pub(crate) const PACK_TOTALS: &[u8] = &[T_META, b'k'];
 /// The QoS rules' version: one more at each change, so frontends refetch
 /// the rules only when they changed.
 pub(crate) const QOS_VERSION: &[u8] = &[T_META, b'q'];
+/// How long deleted volumes stay in the recycle bin (ms); none set: the
+/// default, 7 days.
+pub(crate) const TRASH_RETENTION: &[u8] = &[T_META, b'r'];
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;
@@ -175,6 +181,12 @@ pub(crate) fn pg_pool_prefix(pool: u32) -> Vec<u8> {
 
 pub(crate) fn volume(name: &str) -> Vec<u8> {
     let mut k = table(T_VOLUME);
+    push_str(&mut k, name.as_bytes());
+    k
+}
+
+pub(crate) fn trash(name: &str) -> Vec<u8> {
+    let mut k = table(T_TRASH);
     push_str(&mut k, name.as_bytes());
     k
 }

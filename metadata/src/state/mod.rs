@@ -29,6 +29,7 @@ pub(crate) mod packs;
 pub(crate) mod pools;
 pub(crate) mod qos;
 pub(crate) mod tables;
+pub(crate) mod trash;
 pub(crate) mod uploads;
 pub(crate) mod users;
 pub(crate) mod view;

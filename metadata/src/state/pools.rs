@@ -69,6 +69,10 @@ pub(super) fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
     if let Some(v) = view::volumes(t)?.into_iter().find(|v| v.pool == name) {
         refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::Volume, user: v.name });
     }
+    if let Some(v) = view::trash(t)?.into_iter().find(|e| e.volume.pool == name) {
+        let user = v.volume.name;
+        refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::TrashedVolume, user });
+    }
     if let Some(b) = view::buckets(t)?.into_iter().find(|b| b.pool == name) {
         refuse!(MetaError::InUse { kind: Kind::Pool, name: name.into(), user_kind: Kind::Bucket, user: b.name });
     }

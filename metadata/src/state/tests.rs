@@ -3,6 +3,7 @@
 
 use chuyi_common::ids::DeviceClass;
 use chuyi_common::seal::Sealed;
+use chuyi_meta_api::model::DEFAULT_TRASH_RETENTION_MS;
 
 use super::apply::{apply, Ctx};
 use super::command::Command;
@@ -950,4 +951,54 @@ fn qos_rules_are_checked_versioned_and_go_with_what_they_name() {
     assert_eq!(version(&w), 5);
     w.ok(Command::DeleteQosRule { scope: QosScope::Pool("ssd".into()) });
     assert!(view::qos_rules(&w.t).expect("read").is_empty());
+}
+
+/// The recycle bin: a volume moves in as it was (name kept), comes back,
+/// and is purged only when due (or forced), with its key destroyed and a
+/// fence token newer than any lease it had.
+#[test]
+fn trashed_volumes_keep_their_name_and_key_until_purged() {
+    let mut w = World::cluster(2);
+    let create = Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "ssd".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: vec![7],
+    };
+    w.ok(create.clone());
+    let Reply::Lease(lease) = w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe".into(), ttl_ms: 5000 })
+    else {
+        panic!()
+    };
+    let trash = |retain_ms| Command::TrashVolume { name: "vm1".into(), retain_ms };
+    assert!(matches!(w.run(trash(None)), Err(MetaError::LeaseHeld { .. })), "attached: refused");
+    w.ok(Command::ReleaseLease { volume: "vm1".into(), holder: "fe".into(), lease_id: lease.id });
+    let Reply::Trashed(entry) = w.ok(trash(None)) else { panic!() };
+    assert_eq!(entry.purge_at_ms, w.now_ms + DEFAULT_TRASH_RETENTION_MS);
+    assert!(view::volume(&w.t, "vm1").expect("read").is_none());
+    assert_eq!(w.run(create.clone()), Err(MetaError::exists(Kind::TrashedVolume, "vm1")), "the name stays taken");
+    let purge = |force| Command::BeginPurge { name: "vm1".into(), force };
+    assert!(matches!(w.run(purge(false)), Err(MetaError::Invalid { .. })), "not due");
+    let Reply::Volume(back) = w.ok(Command::RestoreVolume { name: "vm1".into() }) else { panic!() };
+    assert_eq!((back.id, back.wrapped_key.clone(), back.lease.clone()), (entry.volume.id, vec![7], None));
+
+    w.ok(Command::SetTrashRetention { retain_ms: 60_000 });
+    let Reply::Trashed(entry) = w.ok(trash(None)) else { panic!() };
+    assert_eq!(entry.purge_at_ms, w.now_ms + 60_000, "the cluster's retention");
+    w.now_ms += 60_000;
+    let Reply::Purging { volume, token } = w.ok(purge(false)) else { panic!() };
+    assert!(token > lease.id, "the purge's fence is newer than any lease");
+    assert_eq!((volume.wrapped_key.is_empty(), volume.state), (true, VolumeState::KeyDestroyed), "key destroyed");
+    assert!(matches!(w.run(Command::RestoreVolume { name: "vm1".into() }), Err(MetaError::Invalid { .. })));
+    let Reply::Purging { token: again, .. } = w.ok(purge(false)) else { panic!() };
+    assert!(again > token, "a purge begun again gets a newer token");
+    w.ok(Command::EndPurge { name: "vm1".into() });
+    assert_eq!(w.run(Command::EndPurge { name: "vm1".into() }), Err(MetaError::not_found(Kind::TrashedVolume, "vm1")));
+    w.ok(create);
+    // Forced, at once; a pool with a volume in the bin cannot go.
+    w.ok(trash(Some(3_600_000)));
+    assert!(matches!(w.run(Command::DeletePool { name: "ssd".into() }), Err(MetaError::InUse { .. })));
+    w.ok(purge(true));
+    w.ok(Command::EndPurge { name: "vm1".into() });
 }

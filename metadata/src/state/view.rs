@@ -140,6 +140,21 @@ pub(crate) fn object_lock(t: &impl Tables, bucket: &str) -> Result<Option<Object
     t.get_rec("object lock", &keys::object_lock(bucket))
 }
 
+pub(crate) fn trash_entry(
+    t: &impl Tables,
+    name: &str,
+) -> Result<Option<chuyi_meta_api::model::TrashEntry>, TableError> {
+    t.get_rec("trash entry", &keys::trash(name))
+}
+
+pub(crate) fn trash(t: &impl Tables) -> Result<Vec<chuyi_meta_api::model::TrashEntry>, TableError> {
+    all(t, "trash entry", keys::T_TRASH)
+}
+
+pub(crate) fn trash_retention(t: &impl Tables) -> Result<u64, TableError> {
+    Ok(t.get_rec::<u64>("trash retention", keys::TRASH_RETENTION)?.unwrap_or_else(super::trash::default_retention))
+}
+
 pub(crate) fn qos_rules(t: &impl Tables) -> Result<Vec<chuyi_meta_api::qos::QosRule>, TableError> {
     all(t, "QoS rule", keys::T_QOS)
 }

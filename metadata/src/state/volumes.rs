@@ -48,6 +48,9 @@ pub(super) fn create_volume(
     if view::volume(t, name)?.is_some() {
         refuse!(MetaError::exists(Kind::Volume, name));
     }
+    if view::trash_entry(t, name)?.is_some() {
+        refuse!(MetaError::exists(Kind::TrashedVolume, name));
+    }
     let Some(pool) = view::pool(t, pool_name)? else { refuse!(MetaError::not_found(Kind::Pool, pool_name)) };
     if wrapped_key.is_empty() && view::pool_defaults(t, pool_name)?.encrypt {
         refuse!(MetaError::invalid(

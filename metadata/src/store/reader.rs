@@ -116,6 +116,12 @@ impl StateReader {
         Ok(view::object_lock(&*self.view(), bucket)?)
     }
 
+    /// The recycle bin's retention and entries, read at one point.
+    pub fn trash(&self) -> Result<(u64, Vec<chuyi_meta_api::model::TrashEntry>), StoreError> {
+        let v = self.view();
+        Ok((view::trash_retention(&*v)?, view::trash(&*v)?))
+    }
+
     /// Every QoS rule and the rules' version, read at one point.
     pub fn qos_rules(&self) -> Result<(u64, Vec<chuyi_meta_api::qos::QosRule>), StoreError> {
         let v = self.view();
