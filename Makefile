@@ -16,9 +16,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (headless) as the browser of the CORS test.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
 	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium
-# S3 clients the gateway's tests drive, from pip (Debian's awscli lags), and
-# pydicom for its sample DICOM files (the compression tests' corpus).
-PIP_PACKAGES := awscli boto3 pydicom
+# S3 clients the gateway's tests drive, from pip (Debian's awscli lags),
+# pydicom for its sample DICOM files (the compression tests' corpus), and
+# prometheus-client, whose text-format parser reads /metrics in the tests.
+PIP_PACKAGES := awscli boto3 pydicom prometheus-client
 
 .PHONY: fuzz deps build test run bench chaos simulate fmt lint clean-data
 

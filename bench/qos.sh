@@ -9,7 +9,7 @@ target=${CARGO_TARGET_DIR:-/var/cache/chuyi/target}
 dir=$(mktemp -d /var/tmp/chuyi-qos-bench.XXXXXX)
 (cd "$repo" && CARGO_TARGET_DIR=$target cargo build -q --bin chuyi)
 "$target/debug/chuyi" up --data-dir "$dir" --port-base 7500 --s3 127.0.0.1:19200 \
-	--s3-tls 127.0.0.1:19243 --nbd 127.0.0.1:19909 >"$dir.log" 2>&1 &
+	--s3-tls 127.0.0.1:19243 --nbd 127.0.0.1:19909 --metrics 127.0.0.1:0 >"$dir.log" 2>&1 &
 up=$!
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT
 for _ in $(seq 120); do [ -s "$dir/up.env" ] && break; sleep 0.5; done

@@ -31,6 +31,8 @@ struct Setup {
     cluster: TestCluster,
     _gateways: Vec<GatewayProcess>,
     endpoints: Vec<String>,
+    /// The first gateway's Prometheus metrics.
+    metrics: String,
     edge: Keys,
     ward: Keys,
 }
@@ -42,9 +44,11 @@ async fn setup() -> Setup {
     let (edge, ward) = (cluster.s3_user("edge").expect("edge"), cluster.s3_user("ward").expect("ward"));
     let mut gateways = Vec::new();
     let mut endpoints = Vec::new();
-    for _ in 0..2 {
+    let metrics_addr = format!("127.0.0.1:{}", free_port().expect("port"));
+    for i in 0..2 {
         let listen = format!("127.0.0.1:{}", free_port().expect("port"));
-        gateways.push(cluster.s3_gateway(&listen, &[]).await.expect("chuyi s3"));
+        let args: &[&str] = if i == 0 { &["--metrics-listen", &metrics_addr] } else { &[] };
+        gateways.push(cluster.s3_gateway(&listen, args).await.expect("chuyi s3"));
         endpoints.push(format!("http://{listen}"));
     }
     let owner = format!("edge:{}:{}", edge.access, edge.secret);
@@ -54,7 +58,7 @@ async fn setup() -> Setup {
         .map(String::from)
         .collect();
     tokio::task::spawn_blocking(move || load_script(&args)).await.expect("setup");
-    Setup { cluster, _gateways: gateways, endpoints, edge, ward }
+    Setup { cluster, _gateways: gateways, endpoints, metrics: format!("http://{metrics_addr}/metrics"), edge, ward }
 }
 
 /// One user's part of a load: its name, keys and threads.
@@ -149,6 +153,26 @@ async fn a_capped_user_is_held_to_its_rates_across_two_gateways_and_others_are_n
     assert!(slowdowns > 0, "64 readers against 50 requests/s must meet SlowDown");
     let status = edge_status(&s.cluster);
     assert!(status["refused"].as_u64() >= Some(slowdowns), "{status}");
+    // The gateway's own metrics count its part, in Prometheus's format.
+    let url = s.metrics.clone();
+    let scraped = tokio::task::spawn_blocking(move || {
+        let script = "import sys, urllib.request\n\
+            from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+            for f in parse(urllib.request.urlopen(sys.argv[1]).read().decode()):\n\
+            \x20   for s in f.samples:\n\
+            \x20       print(s.name, s.labels.get('scope', ''), s.labels.get('code', ''), s.value)\n";
+        Process::new("python3").args(["-c", script, &url]).output().expect("python3")
+    })
+    .await
+    .expect("scrape");
+    let text = String::from_utf8_lossy(&scraped.stdout);
+    assert!(scraped.status.success(), "{text}{}", String::from_utf8_lossy(&scraped.stderr));
+    let value = |prefix: &str| -> f64 {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    assert!(value("chuyi_s3_qos_refused_total user edge on bucket scans") > 0.0, "{text}");
+    assert!(value("chuyi_s3_qos_delayed_seconds_total user edge on bucket scans") > 1.0, "{text}");
+    assert!(value("chuyi_s3_requests_total  503") > 0.0, "SlowDowns counted by status: {text}");
 
     // A rule changed under load applies within two seconds.
     let at = Instant::now();
@@ -170,7 +194,7 @@ async fn a_capped_user_is_held_to_its_rates_across_two_gateways_and_others_are_n
     let changed = change.await.expect("change").duration_since(at).as_secs_f64();
     // The load starts half a second after it is launched.
     let changed = changed - 0.5;
-    let (_, before, _) = rate(&changing, "edge", 1.0, changed);
+    let (_, before, _) = rate(&changing, "edge", 2.0, changed);
     let (_, after, _) = rate(&changing, "edge", changed + 2.0, 14.0);
     println!("changed at {changed:.1}s: edge {:.1} MB/s before, {:.1} MB/s from 2 s after", before / MB, after / MB);
     assert!((before / (20.0 * MB) - 1.0).abs() <= 0.15, "before the change: {before}");

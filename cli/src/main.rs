@@ -96,6 +96,9 @@ enum Command {
         /// MiB of request data held at once over every connection.
         #[arg(long, default_value_t = chuyi_nbd::server::MEMORY_BUDGET_MIB, value_parser = clap::value_parser!(u32).range(1..))]
         memory_budget_mib: u32,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Serve S3 until SIGINT or SIGTERM.
     S3 {
@@ -137,6 +140,9 @@ enum Command {
         /// style.
         #[arg(long = "domain", value_name = "DOMAIN")]
         domains: Vec<String>,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
         /// Connections open at most, plain and TLS together; past it a new
         /// one is closed at once.
         #[arg(long, default_value_t = chuyi_s3::admission::DEFAULT_LIMITS.max_total)]
@@ -216,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 tls_cert,
                 tls_key,
                 domains,
+                metrics_listen,
                 max_connections,
                 max_connections_per_client,
                 head_timeout_secs,
@@ -245,6 +252,10 @@ fn main() -> anyhow::Result<()> {
                     connections,
                     memory_budget_bytes: memory_budget_mib << 20,
                     domains: chuyi_s3::domains::Domains::new(&domains)?,
+                    metrics: match metrics_listen {
+                        Some(addr) => Some(serve_metrics(&addr, chuyi_s3::metrics::S3Metrics::register).await?),
+                        None => None,
+                    },
                     ..chuyi_s3::server::Options::new(pool)
                 };
                 let tls = match (tls_listen, tls_cert, tls_key) {
@@ -262,8 +273,13 @@ fn main() -> anyhow::Result<()> {
                 max_per_export,
                 idle_timeout_secs,
                 memory_budget_mib,
+                metrics_listen,
             } => {
                 let secs = std::time::Duration::from_secs;
+                let metrics = match metrics_listen {
+                    Some(addr) => Some(serve_metrics(&addr, chuyi_nbd::metrics::NbdMetrics::register).await?),
+                    None => None,
+                };
                 let options = chuyi_nbd::server::NbdOptions {
                     lease_ttl: secs(lease_ttl_secs),
                     handshake_timeout: secs(handshake_timeout_secs),
@@ -272,11 +288,28 @@ fn main() -> anyhow::Result<()> {
                     idle_timeout: (idle_timeout_secs > 0).then(|| secs(idle_timeout_secs)),
                     memory_budget_mib,
                     kek: None,
+                    metrics,
                 };
                 volume::serve_nbd(&cli.cluster, &listen, socket.as_deref(), options).await
             }
         }
     })
+}
+
+/// Serves Prometheus metrics on `addr`: the process's own and those
+/// `register` adds, whose handle it returns.
+async fn serve_metrics<T>(
+    addr: &str,
+    register: impl FnOnce(&mut chuyi_common::metrics::prometheus_client::registry::Registry) -> T,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(chuyi_common::metrics::ProcessCollector));
+    let handle = register(&mut registry);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+    tokio::spawn(chuyi_common::metrics::serve(listener, std::sync::Arc::new(registry)));
+    Ok(handle)
 }
 
 /// The config file a role (node, meta) runs from: `--config` is required.

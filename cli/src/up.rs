@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// AWS_CA_BUNDLE, so awscli and boto3 verify it).
     #[arg(long, default_value = "127.0.0.1:9443")]
     s3_tls: String,
+    /// Prometheus metrics of the gateway and the NBD frontend (this
+    /// process), at http://ADDR/metrics; in up.env as CHUYI_METRICS_URL.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics: String,
 }
 
 /// The children, stopped (SIGTERM, then waited for) when dropped.
@@ -132,7 +136,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
     let cluster = Cluster::connect(vec![meta_addr.clone()], &frontend, ClientConfig::default()).await?;
     let user_seal = frontend.user_seal().context("a frontend credential opens users' secret keys")?;
-    let s3_options = chuyi_s3::server::Options { kek: kek.clone(), ..chuyi_s3::server::Options::new("hdd") };
+    // One registry for the frontends this process runs.
+    let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(chuyi_common::metrics::ProcessCollector));
+    let s3_metrics = chuyi_s3::metrics::S3Metrics::register(&mut registry);
+    let nbd_metrics = chuyi_nbd::metrics::NbdMetrics::register(&mut registry);
+    let metrics_listener =
+        tokio::net::TcpListener::bind(&args.metrics).await.with_context(|| format!("listening on {}", args.metrics))?;
+    let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr()?);
+    tokio::spawn(chuyi_common::metrics::serve(metrics_listener, std::sync::Arc::new(registry)));
+    let s3_options = chuyi_s3::server::Options {
+        kek: kek.clone(),
+        metrics: Some(s3_metrics),
+        ..chuyi_s3::server::Options::new("hdd")
+    };
     let s3 = std::sync::Arc::new(chuyi_s3::server::service_with(cluster.clone(), user_seal, s3_options));
     tokio::spawn(chuyi_s3::server::serve_on(s3_listener, s3.clone(), None));
     let tls_files = self_signed(&dir.join("tls"))?;
@@ -156,7 +173,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "export PATH=\"{bin_dir}:$PATH\"\n\
          export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
          export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\nexport CHUYI_S3_ENDPOINT={s3_endpoint}\n\
-         export CHUYI_S3_TLS_ENDPOINT={s3_tls_endpoint}\nexport AWS_CA_BUNDLE={}\n\
+         export CHUYI_S3_TLS_ENDPOINT={s3_tls_endpoint}\nexport CHUYI_METRICS_URL={metrics_url}\n\
+         export AWS_CA_BUNDLE={}\n\
          export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),
         tls_files.cert.display(),
@@ -186,11 +204,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "             user {}, access key {}, secret key {}",
         s3_keys.name, s3_keys.access_key, s3_keys.secret_key
     );
+    println!("  metrics  : {metrics_url} (Prometheus, of the S3 gateway and the NBD frontend)");
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
     println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
-    let options = chuyi_nbd::server::NbdOptions { kek, ..Default::default() };
+    let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);

@@ -18,7 +18,7 @@ fn free_port_base() -> u16 {
     let start = 20_000 + (std::process::id() % 50) as u16 * 211;
     (0..50)
         .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
-        .find(|&base| [1, 2, 3, 101, 150, 151, 152].iter().all(|&p| free(base + p)))
+        .find(|&base| [1, 2, 3, 101, 150, 151, 152, 153].iter().all(|&p| free(base + p)))
         .expect("no free port base")
 }
 
@@ -30,6 +30,7 @@ fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
         .args(["--port-base", &port_base.to_string(), "--nbd", &format!("127.0.0.1:{nbd_port}")])
         .args(["--s3", &format!("127.0.0.1:{}", nbd_port + 1)])
         .args(["--s3-tls", &format!("127.0.0.1:{}", nbd_port + 2)])
+        .args(["--metrics", &format!("127.0.0.1:{}", nbd_port + 3)])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("up.log")).expect("up.log"))
@@ -146,8 +147,37 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     assert!(ok && out.contains("verified") && out.contains("tls.bin"), "S3 over TLS with up.env's bundle: {out}");
     // aws:SecureTransport is true over TLS only.
     assert!(out.contains("secure-read") && out.contains("AccessDenied"), "a policy on aws:SecureTransport: {out}");
+    // Prometheus metrics at the URL up.env names, read by Prometheus's own
+    // Python parser: the traffic above is counted.
+    let (ok, out) = with_env(&env, &format!("python3 -c '{METRICS_CHECK}'"));
+    assert!(ok, "{out}");
+    for expected in [
+        "chuyi_s3_requests 200 PutObject",
+        "chuyi_s3_requests 200 GetObject",
+        "chuyi_s3_requests 403 GetObject",
+        "chuyi_nbd_operations read vol0",
+        "chuyi_nbd_bytes read vol0",
+        "chuyi_s3_request_duration_seconds",
+        "chuyi_nbd_operation_duration_seconds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(out.contains(expected), "{expected} in\n{out}");
+    }
     stop(up);
 }
+
+/// Prints, for each sample with a value above 0 of the scrape, the metric
+/// family and its label values (by label name); fails on anything the
+/// parser refuses.
+const METRICS_CHECK: &str = "
+import os, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = urllib.request.urlopen(os.environ[\"CHUYI_METRICS_URL\"]).read().decode()
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        if s.value > 0 and not s.name.endswith((\"_bucket\", \"_created\")):
+            print(family.name, *[v for k, v in sorted(s.labels.items()) if k != \"le\"], s.value)
+";
 
 /// Runs `script` in bash after sourcing `env` (up.env's text), with a
 /// clean AWS configuration.

@@ -7,7 +7,9 @@
 //! a process is on internal RPC ([`credential`]), secrets sealed at rest under it ([`seal`]), the
 //! SM4 cipher with its XTS mode for volume data and key wrapping ([`sm4`]),
 //! the data map that places chunks on replicas ([`map`]), the
-//! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]).
+//! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]),
+//! and the Prometheus exporter every process serves its metrics with
+//! ([`metrics`]).
 //!
 //! It knows no role: nothing here opens a disk, holds a map or serves a
 //! protocol to users. The wire format is documented in `common/PROTOCOL.md`.
@@ -19,6 +21,7 @@ pub mod credential;
 pub mod ids;
 pub mod limits;
 pub mod map;
+pub mod metrics;
 pub mod proto;
 pub mod rpc;
 pub mod seal;

@@ -22,6 +22,7 @@ pub mod crypt;
 mod fuzz;
 pub mod handshake;
 pub mod lease;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod transmission;

@@ -57,6 +57,9 @@ pub struct NbdOptions {
     /// MiB of request data held at once over every connection (each one
     /// holds at most 256 of its own); past it requests wait.
     pub memory_budget_mib: u32,
+    /// Where the frontend counts for Prometheus (metrics.rs); none:
+    /// nothing counted.
+    pub metrics: Option<Arc<crate::metrics::NbdMetrics>>,
 }
 
 /// The default handshake time: qemu and nbdinfo finish in milliseconds;
@@ -81,6 +84,7 @@ impl Default for NbdOptions {
             max_per_export: MAX_PER_EXPORT,
             idle_timeout: None,
             memory_budget_mib: MEMORY_BUDGET_MIB,
+            metrics: None,
         }
     }
 }
@@ -155,7 +159,9 @@ impl NbdServer {
     }
 
     pub fn with_options(cluster: Arc<Cluster>, holder: String, options: NbdOptions) -> Arc<Self> {
-        Arc::new(Self {
+        let qos = chuyi_client::qos::Qos::start(cluster.clone());
+        let metrics = options.metrics.clone();
+        let server = Arc::new(Self {
             cluster: cluster.clone(),
             holder,
             attached: Mutex::new(HashMap::new()),
@@ -166,10 +172,16 @@ impl NbdServer {
                 budget: Arc::new(tokio::sync::Semaphore::new(options.memory_budget_mib.max(1) as usize)),
                 budget_mib: options.memory_budget_mib.max(1),
                 idle_timeout: options.idle_timeout,
-                qos: chuyi_client::qos::Qos::start(cluster.clone()),
+                qos: qos.clone(),
+                metrics: metrics.clone(),
             },
             options,
-        })
+        });
+        if let Some(m) = metrics {
+            let _ = m.server.set(Arc::downgrade(&server));
+            let _ = m.qos.set(qos);
+        }
+        server
     }
 
     /// Connections open now.

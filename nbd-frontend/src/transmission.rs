@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::crypt;
+use crate::metrics::NbdMetrics;
 use crate::proto::*;
 use crate::server::{NbdError, Served};
 
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub idle_timeout: Option<Duration>,
     /// The volumes' QoS rules (`chuyi volume set --iops --mbps`).
     pub qos: Arc<Qos>,
+    /// Where commands are counted for Prometheus.
+    pub metrics: Option<Arc<NbdMetrics>>,
 }
 
 /// What a request costs in its volume's QoS: 4 KiB operations (at least
@@ -221,6 +224,7 @@ impl Connection {
             offset: req.offset,
             flags: req.flags,
             kind: req.kind,
+            length: req.length,
             session: self.session,
         };
         match req.kind {
@@ -329,6 +333,8 @@ impl Connection {
     ) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
         let fence = self.served.fence.clone();
+        let counted = self.shared.metrics.clone().map(|m| (m, self.served.vol.volume().name.clone()));
+        let started = std::time::Instant::now();
         self.tasks.spawn(async move {
             // Once the lease may have run out, no retry of this request may
             // reach a storage node: it is dropped unanswered, and the
@@ -341,6 +347,10 @@ impl Connection {
                 () = fence.closed() => return,
                 outcome = work => outcome,
             };
+            if let Some((metrics, volume)) = counted {
+                let seconds = started.elapsed().as_secs_f64();
+                metrics.served(&volume, replier.kind, u64::from(replier.length), outcome.is_ok(), seconds);
+            }
             match outcome {
                 Ok(answer) => replier.answer(answer).await,
                 Err(e) => {
@@ -360,6 +370,7 @@ struct Replier {
     offset: u64,
     flags: u16,
     kind: u16,
+    length: u32,
     session: Session,
 }
 

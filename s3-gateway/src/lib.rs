@@ -55,6 +55,7 @@ mod fuzz;
 pub mod gateway;
 pub mod lifecycle;
 pub mod listing;
+pub mod metrics;
 pub mod multipart;
 pub mod object_lock;
 pub mod objects;

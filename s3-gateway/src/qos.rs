@@ -12,7 +12,8 @@
 //! a [`Paced`] body by then, finds them there for its first frame, and the
 //! response body is wrapped after the operation. A paced body is never
 //! failed, only slowed; requests of other users and buckets share nothing
-//! with it but the CPU.
+//! with it but the CPU. The same wrapper counts body bytes for the
+//! gateway's metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,8 @@ use bytes::Bytes;
 use chuyi_client::qos::{self, Limiter, Tickets, WAIT_SLICE};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use s3s::{s3_error, S3Result};
+
+use crate::metrics::S3Metrics;
 
 /// How long a request waits for its turn before `503 SlowDown`.
 pub const REQUEST_WAIT_MAX: Duration = Duration::from_millis(chuyi_meta_api::qos::REQUEST_WAIT_MAX_MS);
@@ -72,6 +75,8 @@ pub struct Paced<B> {
     /// Time this body spent paced, for the request body's minimum-rate
     /// watch, which must not count it as the client's.
     paused_us: Arc<AtomicU64>,
+    /// Where its bytes are counted.
+    metrics: Option<Arc<S3Metrics>>,
 }
 
 /// A frame waiting for its turn.
@@ -89,8 +94,8 @@ impl<B> std::fmt::Debug for Paced<B> {
 }
 
 impl<B> Paced<B> {
-    pub fn new(inner: B, slot: QosSlot, out: bool, paused_us: Arc<AtomicU64>) -> Self {
-        Self { inner, slot, out, held: None, paused_us }
+    pub fn new(inner: B, slot: QosSlot, out: bool, paused_us: Arc<AtomicU64>, metrics: Option<Arc<S3Metrics>>) -> Self {
+        Self { inner, slot, out, held: None, paused_us, metrics }
     }
 }
 
@@ -129,6 +134,11 @@ where
                 other => return Poll::Ready(other),
             };
             let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match &this.metrics {
+                Some(m) if this.out => m.sent(n),
+                Some(m) => m.received(n),
+                None => {}
+            }
             let Some(limiters) = this.slot.limiters().filter(|_| n > 0) else {
                 return Poll::Ready(Some(Ok(frame)));
             };

@@ -28,6 +28,7 @@ use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
 use crate::domains::Domains;
 use crate::gateway::Gateway;
+use crate::metrics::{OpSlot, S3Metrics};
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
 use crate::qos::{Paced, QosSlot};
 use crate::tls::Tls;
@@ -65,6 +66,9 @@ pub struct Options {
     /// Domains under which the host names the bucket (domains.rs); none:
     /// path style only.
     pub domains: Domains,
+    /// Where the gateway counts for Prometheus (metrics.rs); none: nothing
+    /// counted.
+    pub metrics: Option<Arc<S3Metrics>>,
 }
 
 impl Options {
@@ -83,6 +87,7 @@ impl Options {
             connections: ConnectionLimits::default(),
             memory_budget_bytes: DEFAULT_BUDGET_BYTES,
             domains: Domains::default(),
+            metrics: None,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct Service {
     s3: S3Service,
     cors: crate::cors::Rules,
     admission: Arc<Admission>,
+    metrics: Option<Arc<S3Metrics>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -117,8 +123,11 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let qos = chuyi_client::qos::Qos::start(cluster.clone());
-    let access = Arc::new(Access::new(users.clone(), cluster.clone(), qos));
+    let access = Arc::new(Access::new(users.clone(), cluster.clone(), qos.clone()));
     let admission = Admission::new(options.connections);
+    if let Some(m) = &options.metrics {
+        m.serving(admission.clone(), qos);
+    }
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         data,
         access.clone(),
@@ -132,7 +141,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     builder.set_route(crate::admin::AdminRoute { users: users.clone(), cluster: cluster.clone() });
     builder.set_auth(UserAuth(users));
     builder.set_access(SharedAccess(access));
-    Service { s3: builder.build(), cors: crate::cors::rules(cluster), admission }
+    Service { s3: builder.build(), cors: crate::cors::rules(cluster), admission, metrics: options.metrics }
 }
 
 /// Bytes of request line and headers one request may send, as S3 (8 KiB)
@@ -234,13 +243,19 @@ where
                 if wants_close(&req) {
                     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                 }
+                if let Some(m) = &service.metrics {
+                    m.answered(None, response.status().as_u16(), arrived.elapsed().as_secs_f64());
+                }
                 return Ok(response);
             }
             let slot = QosSlot::default();
+            let op = OpSlot::default();
+            let metrics = service.metrics.clone();
             let paused_us = Arc::new(AtomicU64::new(0));
             let (req, read) = watched(req, limits, paused_us.clone());
-            let mut req = req.map(|body| Paced::new(body, slot.clone(), false, paused_us));
+            let mut req = req.map(|body| Paced::new(body, slot.clone(), false, paused_us, metrics.clone()));
             req.extensions_mut().insert(slot.clone());
+            req.extensions_mut().insert(op.clone());
             let closes = wants_close(&req);
             let origin = crate::cors::Origin::of(&req);
             let now = chuyi_common::clock::unix_ms() as i64 / 1000;
@@ -260,8 +275,11 @@ where
             if let Some(origin) = origin {
                 origin.allow(&service.cors, response.headers_mut()).await;
             }
-            if slot.limiters().is_some() {
-                let paced = |body| Paced::new(body, slot, true, Arc::new(AtomicU64::new(0)));
+            if let Some(m) = &metrics {
+                m.answered(op.get(), response.status().as_u16(), arrived.elapsed().as_secs_f64());
+            }
+            if slot.limiters().is_some() || metrics.is_some() {
+                let paced = |body| Paced::new(body, slot, true, Arc::new(AtomicU64::new(0)), metrics);
                 response = response.map(|body| s3s::Body::http_body_unsync(paced(body)));
             }
             if closes && !read.load(Ordering::Acquire) {

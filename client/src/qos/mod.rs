@@ -28,6 +28,9 @@ use chuyi_meta_api::qos::{self as rules, Dimension, QosGrant, QosLimits, QosRepo
 pub use limiter::{Limiter, Takes, Tickets};
 
 use crate::Cluster;
+use chuyi_common::metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use chuyi_common::metrics::prometheus_client::metrics::counter::ConstCounter;
+use chuyi_common::metrics::prometheus_client::metrics::MetricType;
 
 /// How often a frontend reports and gets its shares.
 pub const EXCHANGE_EVERY: Duration = Duration::from_secs(1);
@@ -187,6 +190,29 @@ impl Qos {
     /// Every limiter's counters (for a frontend's own status).
     pub fn counters(&self) -> Vec<(QosScope, rules::QosCounters)> {
         self.lock().limiters.iter().map(|(s, (_, l))| (s.clone(), l.counters())).collect()
+    }
+
+    /// Each rule's counters on this frontend for Prometheus, by scope (as
+    /// many series as rules served), named `{prefix}_qos_...` so that two
+    /// frontends in one process (`chuyi up`) keep apart.
+    pub fn encode_metrics(&self, prefix: &str, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Value = fn(&rules::QosCounters) -> f64;
+        let counters = self.counters();
+        let families: [(&str, &str, Value); 4] = [
+            ("qos_admitted", "Requests or 4 KiB operations admitted under a QoS rule", |c| c.admitted as f64),
+            ("qos_delayed", "Requests and bodies held back by a QoS rule", |c| c.delayed as f64),
+            ("qos_delayed_seconds", "Time held back by a QoS rule", |c| c.delayed_ms as f64 / 1000.0),
+            ("qos_refused", "Requests refused (503 SlowDown) by a QoS rule", |c| c.refused as f64),
+        ];
+        for (name, help, value) in families {
+            let name = format!("{prefix}_{name}");
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for (scope, c) in &counters {
+                let labels = [("scope", scope.to_string())];
+                ConstCounter::new(value(c)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

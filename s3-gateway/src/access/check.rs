@@ -160,6 +160,9 @@ impl S3Access for Access {
         let caller = self.caller(cx).await?;
         let peer = cx.extensions_mut().get::<Peer>().copied();
         let slot = cx.extensions_mut().get::<QosSlot>().cloned();
+        if let Some(noted) = cx.extensions_mut().get::<crate::metrics::OpSlot>().cloned() {
+            noted.set(cx.s3_op().name());
+        }
         let op = cx.s3_op().name();
         let query = Query::parse(cx.uri().query());
         let (bucket, key) = match cx.s3_path() {
