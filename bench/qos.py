@@ -23,24 +23,11 @@ import time
 import urllib.parse
 
 import boto3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+
+from gateway_cpu import cpu_seconds, signed_headers
 
 BUCKET = "qos-bench"
 KEY = "obj"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def signed_headers(url, access, secret, region):
-    req = AWSRequest(method="GET", url=url)
-    S3SigV4Auth(Credentials(access, secret), "s3", region).add_auth(req)
-    return dict(req.headers.items())
 
 
 def rule(requests):
