@@ -105,7 +105,7 @@ pub async fn purge(args: &ClusterArgs, name: &str, force: bool) -> anyhow::Resul
     };
     let chunks = chuyi_client::trash::purge(&cluster, name, force, &progress)
         .await
-        .with_context(|| format!("purging volume {name} (run it again to resume)"))?;
+        .with_context(|| format!("purging volume {name} (chuyi trash purge {name} resumes it; so will the cluster)"))?;
     bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::json!({ "purged": name, "chunks_freed": chunks }));

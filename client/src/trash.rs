@@ -3,10 +3,11 @@
 //! replica under that fence, zeroed by the nodes as any freed chunk, then
 //! `EndPurge`), and the loop by which frontends purge what is due.
 //!
-//! A purge interrupted at any point is begun again by the next purger
-//! (with a newer token); deleting a chunk twice is no error. Two purgers at
-//! once (the loop of two frontends, or `chuyi trash purge`) do the same
-//! deletes; the second `EndPurge` finds nothing and is done.
+//! A purge interrupted at any point is begun again by the next purger,
+//! under the same token; deleting a chunk twice is no error. Two purgers
+//! at once (the loop of two frontends, or `chuyi trash purge`) do the same
+//! deletes under the same fence; the second `EndPurge` finds nothing and
+//! is done.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub async fn purge(
         other => return Err(ClientError::Unexpected(format!("{other:?}"))),
     };
     let chunks = free_chunks(cluster, &volume, token, progress).await?;
-    match cluster.meta().write(Request::EndPurge { name: name.into() }).await {
+    match cluster.meta().write(Request::EndPurge { name: name.into(), token }).await {
         // Another purger finished first.
         Ok(_) | Err(MetaError::NotFound { kind: Kind::TrashedVolume, .. }) => Ok(chunks),
         Err(e) => Err(e.into()),

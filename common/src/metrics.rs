@@ -26,15 +26,31 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const HEAD_MAX: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `registry` at `/metrics` on `listener` until accepting fails.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
+/// Scrapes answered at once; past it a connection waits its turn (it
+/// shares the process's file descriptors with what the process serves).
+const CONNECTIONS_MAX: usize = 16;
+
+/// Serves `registry` at `/metrics` on `listener` for as long as the
+/// process runs: a failed accept (out of files, a connection reset before
+/// it was taken) is logged and retried, never the end of the endpoint.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, &registry).await {
                 tracing::debug!(error = %e, "metrics request");
             }
+            drop(slot);
         });
     }
 }

@@ -177,6 +177,8 @@ pub struct TrashEntry {
     /// than any lease the volume had); the key is destroyed by then, and
     /// the volume can no longer be restored.
     pub purging: Option<u64>,
+    /// The volume's own QoS rule, put back with it on a restore.
+    pub qos: Option<crate::qos::QosLimits>,
 }
 
 /// How long a deleted volume stays in the recycle bin unless the cluster's

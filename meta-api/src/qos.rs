@@ -46,7 +46,8 @@ pub enum Dimension {
     Requests,
     /// S3 GET, HEAD and LIST; volume reads.
     ReadRequests,
-    /// Every other S3 request; volume writes, trims, zeroes, flushes.
+    /// Every other S3 request; volume writes, trims and zeroes (flushes
+    /// and block status are not counted).
     WriteRequests,
     /// Bytes sent to clients (S3 response bodies, volume reads).
     Download,
@@ -196,13 +197,14 @@ pub struct QosCounters {
 }
 
 impl QosCounters {
+    /// Adds `other` (a frontend's report: saturating, never a panic).
     pub fn add(&mut self, other: &QosCounters) {
-        self.admitted += other.admitted;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.delayed += other.delayed;
-        self.delayed_ms += other.delayed_ms;
-        self.refused += other.refused;
+        self.admitted = self.admitted.saturating_add(other.admitted);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.delayed = self.delayed.saturating_add(other.delayed);
+        self.delayed_ms = self.delayed_ms.saturating_add(other.delayed_ms);
+        self.refused = self.refused.saturating_add(other.refused);
     }
 }
 

@@ -340,9 +340,11 @@ pub enum Request {
         name: String,
         force: bool,
     },
-    /// Removes a volume whose purge began, once its chunks are freed.
+    /// Removes a volume whose purge began under `token` (what `BeginPurge`
+    /// answered), once its chunks are freed.
     EndPurge {
         name: String,
+        token: u64,
     },
     /// How long deleted volumes stay in the recycle bin from now on.
     SetTrashRetention {

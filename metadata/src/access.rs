@@ -39,6 +39,7 @@ pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
         },
         Role::Frontend => match call {
             MetaCall::Write(request) => frontend_may(caller, request),
+            MetaCall::QosExchange(_) => true,
             other => is_open(other),
         },
     };
@@ -52,13 +53,10 @@ pub fn check(caller: &Principal, call: &MetaCall) -> Result<(), MetaError> {
 /// Calls that only read, open to every principal.
 fn is_open(call: &MetaCall) -> bool {
     match call {
+        MetaCall::Read(_) | MetaCall::WatchMap { .. } | MetaCall::Status | MetaCall::QosStatus => true,
         // A QoS report changes only the leader's memory of the caller's
-        // own use: every frontend sends one.
-        MetaCall::Read(_)
-        | MetaCall::WatchMap { .. }
-        | MetaCall::Status
-        | MetaCall::QosExchange(_)
-        | MetaCall::QosStatus => true,
+        // own use; frontends send them (see `check`), nodes have none.
+        MetaCall::QosExchange(_) => false,
         MetaCall::Write(_)
         | MetaCall::CreateUser { .. }
         | MetaCall::AddMember { .. }

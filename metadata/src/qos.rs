@@ -28,9 +28,9 @@ pub const FRESH: Duration = Duration::from_secs(3);
 pub const REMEMBERED: Duration = Duration::from_secs(600);
 /// Frontends remembered at most: a caller inventing instances cannot grow
 /// the leader's memory without bound.
-pub const FRONTENDS_MAX: usize = 4096;
-/// Rules one report may carry at most.
-pub const RULES_PER_REPORT_MAX: usize = 100_000;
+pub const FRONTENDS_MAX: usize = 1024;
+/// Rules one report may carry at most (as many as the cluster may hold).
+pub const RULES_PER_REPORT_MAX: usize = 10_000;
 
 /// What a frontend that was not held back claims beyond what it used.
 const HEADROOM: f64 = 1.25;
@@ -91,7 +91,10 @@ impl Frontends {
                 heard.remove(&oldest);
             }
         }
-        let used: Vec<RuleUse> = used.into_iter().take(RULES_PER_REPORT_MAX).collect();
+        // Only what a rule limits is kept: rules, and volumes under their
+        // pool's class (whose counters `status` shows).
+        let ruled = |s: &QosScope| rules.iter().any(|r| &r.scope == s) || matches!(s, QosScope::Volume(_));
+        let used: Vec<RuleUse> = used.into_iter().filter(|u| ruled(&u.scope)).take(RULES_PER_REPORT_MAX).collect();
         let reported: Vec<QosScope> = used.iter().map(|u| u.scope.clone()).collect();
         let rules_used = used.into_iter().map(|u| (u.scope.clone(), u)).collect();
         heard.insert(instance, Heard { at: now, rules: rules_used });

@@ -1,6 +1,7 @@
-//! The transmission phase: requests read in order, served concurrently
-//! (each after its turn in its volume's QoS rates, if a rule has it),
-//! answered in the order they complete.
+//! The transmission phase: requests read in order (each, if a QoS rule has
+//! its volume, after its turn in the rule's rates: a throttled client's
+//! requests wait unread, holding no memory), served concurrently, answered
+//! in the order they complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,13 +240,14 @@ impl Connection {
             CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
             CMD_READ | CMD_TRIM | CMD_WRITE_ZEROES if !whole_blocks => replier.error(EINVAL, crypt::UNALIGNED).await,
             CMD_READ => {
+                // Its turn first, then memory: a throttled volume holds no
+                // share of the frontend's budget while it waits.
+                pace(self.limiter(), Cost { read: true, bytes: u64::from(req.length) }).await;
                 let Some(held) = self.hold(req.length).await else {
                     return Some(Ok(()));
                 };
                 let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
-                let limiter = self.limiter();
                 self.spawn(replier, Some(held), async move {
-                    pace(limiter, Cost { read: true, bytes: u64::from(req.length) }).await;
                     let data = vol.read(req.offset, u64::from(req.length)).await?;
                     Ok(Answer::Data(match crypt {
                         Some(xts) => crypt::decrypt(&xts, req.offset, data),
@@ -262,10 +264,9 @@ impl Connection {
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let vol = self.served.vol.clone();
-                let limiter = self.limiter();
+                // One operation: it sends no data.
+                pace(self.limiter(), Cost { read: false, bytes: 0 }).await;
                 self.spawn(replier, None, async move {
-                    // One operation: it sends no data.
-                    pace(limiter, Cost { read: false, bytes: 0 }).await;
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
                 })
                 .await;
@@ -296,6 +297,11 @@ impl Connection {
         in_bounds: bool,
         whole_blocks: bool,
     ) -> Option<Result<(), NbdError>> {
+        // Its turn before its payload is read: a throttled writer's data
+        // waits in the client, not in the frontend's memory.
+        if in_bounds && whole_blocks {
+            pace(self.limiter(), Cost { read: false, bytes: u64::from(req.length) }).await;
+        }
         let Some(held) = self.hold(req.length).await else { return Some(Ok(())) };
         let mut data = BytesMut::zeroed(req.length as usize);
         if let Err(e) = r.read_exact(&mut data).await {
@@ -308,9 +314,7 @@ impl Connection {
         } else {
             let fua = req.flags & CMD_FLAG_FUA != 0;
             let (vol, crypt) = (self.served.vol.clone(), self.served.crypt.clone());
-            let limiter = self.limiter();
             self.spawn(replier, Some(held), async move {
-                pace(limiter, Cost { read: false, bytes: data.len() as u64 }).await;
                 if let Some(xts) = crypt {
                     crypt::encrypt(&xts, req.offset, &mut data);
                 }

@@ -73,7 +73,8 @@ fn strip_port(host: &str) -> &str {
 impl S3Host for Domains {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
         Ok(match self.bucket_of(host) {
-            Some((bucket, domain)) => VirtualHost::new(domain).with_bucket(bucket),
+            // Host names are case-insensitive, bucket names lowercase.
+            Some((bucket, domain)) => VirtualHost::new(domain).with_bucket(bucket.to_ascii_lowercase()),
             None => VirtualHost::new(host),
         })
     }

@@ -372,6 +372,10 @@ impl HttpBody for Watched {
             Poll::Pending => {
                 let at = started + self.deadline;
                 let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                // Time paced by QoS since the timer was set moves it later.
+                if stall.deadline() != at {
+                    stall.as_mut().reset(at);
+                }
                 match stall.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         Poll::Ready(Some(Err(BodyError::Stalled(limits.body_min_rate, limits.body_stall_timeout))))

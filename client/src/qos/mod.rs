@@ -8,8 +8,9 @@
 //! frontends by their use: `metadata/src/qos.rs`) and, when they changed,
 //! the rules. When the leader cannot be reached for [`FALLBACK_AFTER`],
 //! each limiter runs at an equal part of its rule's rate among the
-//! frontends last counted: the sum still holds while they all fall back,
-//! and a frontend alone keeps the whole rate.
+//! frontends last counted (gateways and NBD frontends alike: a part
+//! smaller than need be, never a sum above the rate); a volume's limiter
+//! keeps its whole rate.
 //!
 //! The decisions (who takes what, when a request is turned away) are the
 //! pure [`bucket`] and [`limiter`]; this module holds them together and
@@ -143,7 +144,16 @@ impl Qos {
     /// What this frontend has used lately, for the leader.
     fn report(&self, now: Instant) -> QosReport {
         let known = self.lock();
-        let rules = known.limiters.values().filter_map(|(_, l)| l.report(now, REPORT_IDLE)).collect();
+        let mut rules = Vec::new();
+        for (scope, (_, limiter)) in &known.limiters {
+            match limiter.report(now, REPORT_IDLE) {
+                Some(used) => rules.push(used),
+                // No longer reported, so no longer given a share: back to
+                // an equal part, or this frontend's old share and the
+                // others' new ones could add up to more than the rate.
+                None => limiter.set_fraction(self.fraction_of(scope), now),
+            }
+        }
         QosReport { instance: self.instance, rules_version: known.version, rules }
     }
 

@@ -158,7 +158,7 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::TrashVolume { name, retain_ms } => trash::trash_volume(t, ctx, name, *retain_ms),
         Command::RestoreVolume { name } => trash::restore_volume(t, name),
         Command::BeginPurge { name, force } => trash::begin_purge(t, ctx, name, *force),
-        Command::EndPurge { name } => trash::end_purge(t, name),
+        Command::EndPurge { name, token } => trash::end_purge(t, name, *token),
         Command::SetTrashRetention { retain_ms } => trash::set_retention(t, *retain_ms),
     }
 }

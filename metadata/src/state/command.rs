@@ -384,6 +384,7 @@ pub enum Command {
     },
     EndPurge {
         name: String,
+        token: u64,
     },
     SetTrashRetention {
         retain_ms: u64,
@@ -556,7 +557,7 @@ impl From<Request> for Command {
             Request::TrashVolume { name, retain_ms } => Command::TrashVolume { name, retain_ms },
             Request::RestoreVolume { name } => Command::RestoreVolume { name },
             Request::BeginPurge { name, force } => Command::BeginPurge { name, force },
-            Request::EndPurge { name } => Command::EndPurge { name },
+            Request::EndPurge { name, token } => Command::EndPurge { name, token },
             Request::SetTrashRetention { retain_ms } => Command::SetTrashRetention { retain_ms },
         }
     }

@@ -17,9 +17,22 @@ pub(super) fn set_qos_rule(t: &mut impl TablesMut, rule: &QosRule) -> Applied {
     if let Some(missing) = missing_subject(t, &rule.scope)? {
         refuse!(missing);
     }
-    t.put_rec("QoS rule", &keys::qos(&rule.scope), rule)?;
-    bump_version(t)?;
+    if t.get_rec::<QosRule>("QoS rule", &keys::qos(&rule.scope))?.is_none()
+        && view::qos_rules(t)?.len() >= QOS_RULES_MAX
+    {
+        refuse!(MetaError::invalid("QoS rule", format!("the cluster holds its maximum of {QOS_RULES_MAX} rules")));
+    }
+    put_rule(t, rule)?;
     Ok(Ok(Reply::Done))
+}
+
+/// Rules at most: every frontend gets all of them in one reply.
+pub const QOS_RULES_MAX: usize = 10_000;
+
+/// Stores `rule` (checked) and moves the rules' version.
+pub(super) fn put_rule(t: &mut impl TablesMut, rule: &QosRule) -> Result<(), TableError> {
+    t.put_rec("QoS rule", &keys::qos(&rule.scope), rule)?;
+    bump_version(t)
 }
 
 pub(super) fn delete_qos_rule(t: &mut impl TablesMut, scope: &QosScope) -> Applied {

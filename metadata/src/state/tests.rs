@@ -967,6 +967,10 @@ fn trashed_volumes_keep_their_name_and_key_until_purged() {
         wrapped_key: vec![7],
     };
     w.ok(create.clone());
+    let mut limits = chuyi_meta_api::qos::QosLimits { burst_ms: 1000, ..Default::default() };
+    limits.set(chuyi_meta_api::qos::Dimension::Requests, Some(2000));
+    let scope = chuyi_meta_api::qos::QosScope::Volume("vm1".into());
+    w.ok(Command::SetQosRule { rule: chuyi_meta_api::qos::QosRule { scope, limits } });
     let Reply::Lease(lease) = w.ok(Command::AcquireLease { volume: "vm1".into(), holder: "fe".into(), ttl_ms: 5000 })
     else {
         panic!()
@@ -977,10 +981,13 @@ fn trashed_volumes_keep_their_name_and_key_until_purged() {
     let Reply::Trashed(entry) = w.ok(trash(None)) else { panic!() };
     assert_eq!(entry.purge_at_ms, w.now_ms + DEFAULT_TRASH_RETENTION_MS);
     assert!(view::volume(&w.t, "vm1").expect("read").is_none());
+    assert!(view::qos_rules(&w.t).expect("read").is_empty(), "its rule goes with it, kept in the entry");
     assert_eq!(w.run(create.clone()), Err(MetaError::exists(Kind::TrashedVolume, "vm1")), "the name stays taken");
     let purge = |force| Command::BeginPurge { name: "vm1".into(), force };
     assert!(matches!(w.run(purge(false)), Err(MetaError::Invalid { .. })), "not due");
     let Reply::Volume(back) = w.ok(Command::RestoreVolume { name: "vm1".into() }) else { panic!() };
+    let rules = view::qos_rules(&w.t).expect("read");
+    assert_eq!(rules.len(), 1, "its QoS rule came back with it");
     assert_eq!((back.id, back.wrapped_key.clone(), back.lease.clone()), (entry.volume.id, vec![7], None));
 
     w.ok(Command::SetTrashRetention { retain_ms: 60_000 });
@@ -992,13 +999,15 @@ fn trashed_volumes_keep_their_name_and_key_until_purged() {
     assert_eq!((volume.wrapped_key.is_empty(), volume.state), (true, VolumeState::KeyDestroyed), "key destroyed");
     assert!(matches!(w.run(Command::RestoreVolume { name: "vm1".into() }), Err(MetaError::Invalid { .. })));
     let Reply::Purging { token: again, .. } = w.ok(purge(false)) else { panic!() };
-    assert!(again > token, "a purge begun again gets a newer token");
-    w.ok(Command::EndPurge { name: "vm1".into() });
-    assert_eq!(w.run(Command::EndPurge { name: "vm1".into() }), Err(MetaError::not_found(Kind::TrashedVolume, "vm1")));
+    assert_eq!(again, token, "a purge begun again keeps its fence, or it would fence off the first purger");
+    let end = |token| Command::EndPurge { name: "vm1".into(), token };
+    assert!(matches!(w.run(end(token + 1)), Err(MetaError::Invalid { .. })), "not under another token");
+    w.ok(end(token));
+    assert_eq!(w.run(end(token)), Err(MetaError::not_found(Kind::TrashedVolume, "vm1")));
     w.ok(create);
     // Forced, at once; a pool with a volume in the bin cannot go.
     w.ok(trash(Some(3_600_000)));
     assert!(matches!(w.run(Command::DeletePool { name: "ssd".into() }), Err(MetaError::InUse { .. })));
-    w.ok(purge(true));
-    w.ok(Command::EndPurge { name: "vm1".into() });
+    let Reply::Purging { token, .. } = w.ok(purge(true)) else { panic!() };
+    w.ok(Command::EndPurge { name: "vm1".into(), token });
 }

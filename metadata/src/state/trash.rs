@@ -1,11 +1,12 @@
 //! Applying the commands of the recycle bin: a deleted volume moves into
-//! it with its record and chunks, comes back as it was, or is purged: its
+//! it with its record, its QoS rule and its chunks, comes back as it was,
+//! or is purged: its
 //! key destroyed and a fence token drawn when the purge begins, the entry
 //! removed when its chunks are freed (by whoever purges: `chuyi trash
 //! purge`, or a frontend once the entry's time is up).
 
 use chuyi_meta_api::model::{Millis, TrashEntry, DEFAULT_TRASH_RETENTION_MS};
-use chuyi_meta_api::qos::QosScope;
+use chuyi_meta_api::qos::{QosRule, QosScope};
 
 use super::apply::{next_id, Applied, Ctx};
 use super::error::{Kind, MetaError};
@@ -30,8 +31,10 @@ pub(super) fn trash_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str, retain_
     if retain_ms > TRASH_RETENTION_MAX_MS {
         refuse!(MetaError::invalid("retention", format!("{retain_ms} ms is more than ten years")));
     }
-    let entry =
-        TrashEntry { volume, deleted_ms: ctx.now_ms, purge_at_ms: ctx.now_ms.saturating_add(retain_ms), purging: None };
+    let scope = QosScope::Volume(name.into());
+    let qos = t.get_rec::<QosRule>("QoS rule", &keys::qos(&scope))?.map(|r| r.limits);
+    let purge_at_ms = ctx.now_ms.saturating_add(retain_ms);
+    let entry = TrashEntry { volume, deleted_ms: ctx.now_ms, purge_at_ms, purging: None, qos };
     t.delete(&keys::volume(name));
     t.put_rec("trash entry", &keys::trash(name), &entry)?;
     super::qos::drop_rules(t, |s| matches!(s, QosScope::Volume(v) if v == name))?;
@@ -48,6 +51,9 @@ pub(super) fn restore_volume(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     t.delete(&keys::trash(name));
     t.put_rec("volume", &keys::volume(name), &entry.volume)?;
+    if let Some(limits) = entry.qos {
+        super::qos::put_rule(t, &QosRule { scope: QosScope::Volume(name.into()), limits })?;
+    }
     Ok(Ok(Reply::Volume(entry.volume)))
 }
 
@@ -60,8 +66,13 @@ pub(super) fn begin_purge(t: &mut impl TablesMut, ctx: Ctx, name: &str, force: b
         ));
     }
     // Newer than every lease the volume had: lease ids come from the
-    // same counter.
-    let token = next_id(t)?;
+    // same counter. A purge begun again keeps its token: a newer one would
+    // fence off the deletes of a purger still at work (no lease can be
+    // taken in the bin, so none can be newer).
+    let token = match entry.purging {
+        Some(token) => token,
+        None => next_id(t)?,
+    };
     entry.purging = Some(token);
     if !entry.volume.wrapped_key.is_empty() {
         entry.volume.wrapped_key.clear();
@@ -71,10 +82,10 @@ pub(super) fn begin_purge(t: &mut impl TablesMut, ctx: Ctx, name: &str, force: b
     Ok(Ok(Reply::Purging { volume: entry.volume, token }))
 }
 
-pub(super) fn end_purge(t: &mut impl TablesMut, name: &str) -> Applied {
+pub(super) fn end_purge(t: &mut impl TablesMut, name: &str, token: u64) -> Applied {
     let Some(entry) = view::trash_entry(t, name)? else { refuse!(MetaError::not_found(Kind::TrashedVolume, name)) };
-    if entry.purging.is_none() {
-        refuse!(MetaError::invalid("purge", format!("no purge of volume {name} began")));
+    if entry.purging != Some(token) {
+        refuse!(MetaError::invalid("purge", format!("no purge of volume {name} began under token {token}")));
     }
     t.delete(&keys::trash(name));
     Ok(Ok(Reply::Done))
