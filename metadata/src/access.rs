@@ -233,4 +233,28 @@ mod tests {
             assert!(matches!(check_peer(&caller), Err(MetaError::Forbidden { .. })), "{caller}");
         }
     }
+
+    /// QoS reports are frontends' (and the administrator's); purges are
+    /// a frontend's only when due (the state checks when), never forced,
+    /// and restores are the administrator's.
+    #[test]
+    fn qos_reports_and_due_purges_are_frontends_and_the_rest_of_the_bin_is_not() {
+        use chuyi_meta_api::qos::QosReport;
+        let report = || MetaCall::QosExchange(QosReport { instance: 1, rules_version: 0, rules: vec![] });
+        let frontend = frontend("s3-gateway");
+        assert_eq!(check(&frontend, &report()), Ok(()));
+        assert_eq!(check(&Principal::admin(), &report()), Ok(()));
+        assert!(matches!(check(&Principal::node(3), &report()), Err(MetaError::Forbidden { .. })));
+        let due = write(Request::BeginPurge { name: "v".into(), force: false });
+        assert_eq!(check(&frontend, &due), Ok(()));
+        assert_eq!(check(&frontend, &write(Request::EndPurge { name: "v".into(), token: 7 })), Ok(()));
+        for call in [
+            write(Request::BeginPurge { name: "v".into(), force: true }),
+            write(Request::RestoreVolume { name: "v".into() }),
+            write(Request::TrashVolume { name: "v".into(), retain_ms: None }),
+            write(Request::SetTrashRetention { retain_ms: 0 }),
+        ] {
+            assert!(matches!(check(&frontend, &call), Err(MetaError::Forbidden { .. })), "{call:?}");
+        }
+    }
 }
