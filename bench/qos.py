@@ -15,16 +15,12 @@ chuyi up's up.env, with `chuyi` on PATH). Prints a markdown table.
 """
 
 import http.client
-import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 
-import boto3
-
-from gateway_cpu import cpu_seconds, signed_headers
+from gateway_cpu import cpu_seconds, setup, signed_headers
 
 BUCKET = "qos-bench"
 KEY = "obj"
@@ -41,19 +37,7 @@ def rule(requests):
 
 
 def main():
-    pid = int(sys.argv[1])
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    endpoint = os.environ["CHUYI_S3_ENDPOINT"]
-    region = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    access, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
-    try:
-        s3.create_bucket(Bucket=BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    s3.put_object(Bucket=BUCKET, Key=KEY, Body=os.urandom(4096))
-    host = urllib.parse.urlsplit(endpoint).netloc
-    url = f"{endpoint}/{BUCKET}/{KEY}"
+    pid, n, host, url, access, secret, region = setup(BUCKET, KEY)
 
     def run(name, requests, want, count):
         rule(requests)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
-use chuyi_meta_api::qos::{Dimension, QosLimits, QosRule, QosScope, RuleStatus, DEFAULT_BURST_MS};
+use chuyi_meta_api::qos::{Dimension, QosCounters, QosLimits, QosRule, QosScope, RuleStatus, DEFAULT_BURST_MS};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::Request;
 use serde::Serialize;
@@ -308,12 +308,9 @@ pub struct StatusView {
     pub rule: RuleView,
     /// Per second now, by rate name, summed over the frontends.
     pub rates: BTreeMap<&'static str, f64>,
-    pub admitted: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub delayed: u64,
-    pub delayed_ms: u64,
-    pub refused: u64,
+    /// admitted, bytes_in, bytes_out, delayed, delayed_ms, refused.
+    #[serde(flatten)]
+    pub counters: QosCounters,
     pub frontends: u32,
     /// For the text form only.
     #[serde(skip)]
@@ -324,16 +321,10 @@ pub struct StatusView {
 
 impl StatusView {
     pub fn of(s: &RuleStatus) -> Self {
-        let c = &s.counters;
         StatusView {
             rule: RuleView::of(&s.scope, s.limits.as_ref()),
             rates: Dimension::ALL.into_iter().map(|d| (d.name(), s.rates[d.index()])).collect(),
-            admitted: c.admitted,
-            bytes_in: c.bytes_in,
-            bytes_out: c.bytes_out,
-            delayed: c.delayed,
-            delayed_ms: c.delayed_ms,
-            refused: c.refused,
+            counters: s.counters,
             frontends: s.frontends,
             describe_limits: s.limits.as_ref().map(describe).unwrap_or_default(),
             describe_rates: describe_rates(&s.rates),

@@ -197,11 +197,11 @@ async fn print_volume(args: &ClusterArgs, meta: &MetaClient, v: &Volume) -> anyh
             println!("  qos now     {}", q.describe_rates);
             println!(
                 "  qos counts  {} operations, {} in, {} out, {} delayed for {:.1}s in all",
-                q.admitted,
-                ByteSize(q.bytes_in).approx(),
-                ByteSize(q.bytes_out).approx(),
-                q.delayed,
-                q.delayed_ms as f64 / 1000.0
+                q.counters.admitted,
+                ByteSize(q.counters.bytes_in).approx(),
+                ByteSize(q.counters.bytes_out).approx(),
+                q.counters.delayed,
+                q.counters.delayed_ms as f64 / 1000.0
             );
         }
     }

@@ -108,17 +108,25 @@ impl Collector for ProcessCollector {
             None,
             cpu.metric_type(),
         )?)?;
-        let rss = ConstGauge::new(p.resident_bytes as i64);
-        rss.encode(encoder.encode_descriptor(
+        encode_gauge(
+            &mut encoder,
             "process_resident_memory_bytes",
             "Resident memory size in bytes",
-            None,
-            rss.metric_type(),
-        )?)?;
-        let fds = ConstGauge::new(p.open_fds as i64);
-        fds.encode(encoder.encode_descriptor("process_open_fds", "Open file descriptors", None, fds.metric_type())?)?;
-        Ok(())
+            p.resident_bytes as i64,
+        )?;
+        encode_gauge(&mut encoder, "process_open_fds", "Open file descriptors", p.open_fds as i64)
     }
+}
+
+/// One gauge read at scrape time, by a collector.
+pub fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
 struct Process {

@@ -9,10 +9,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use chuyi_client::qos::Qos;
 use chuyi_common::metrics::prometheus_client;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -84,18 +83,51 @@ impl NbdMetrics {
         metrics
     }
 
-    /// A command of `kind` on `volume` of `bytes`, answered after `seconds`.
-    pub fn served(&self, volume: &str, kind: u16, bytes: u64, ok: bool, seconds: f64) {
-        let op = op_name(kind);
-        let labels = VolumeOp { volume: volume.to_string(), op };
-        self.operations.get_or_create(&labels).inc();
+    /// `volume`'s counters, for one connection to hold: each series is
+    /// looked up (its labels built) the first time it is touched, and from
+    /// then on a command touches atomics only.
+    pub fn volume(self: &Arc<Self>, volume: &str) -> VolumeMetrics {
+        VolumeMetrics { metrics: self.clone(), volume: volume.to_string(), ops: Default::default() }
+    }
+}
+
+/// The commands counted apart, by [`op_name`]; the rest are "other".
+const OPS: [u16; 6] = [CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_WRITE_ZEROES, CMD_BLOCK_STATUS];
+
+/// One volume's series of one command, made on first use.
+#[derive(Debug, Default)]
+struct OpSeries {
+    operations: OnceLock<Counter>,
+    bytes: OnceLock<Counter>,
+    errors: OnceLock<Counter>,
+    latency: OnceLock<Histogram>,
+}
+
+/// One volume's counters, as a connection serving it holds them.
+#[derive(Debug)]
+pub struct VolumeMetrics {
+    metrics: Arc<NbdMetrics>,
+    volume: String,
+    /// By the command's place in [`OPS`], then "other".
+    ops: [OpSeries; 7],
+}
+
+impl VolumeMetrics {
+    /// A command of `kind` of `bytes`, answered after `seconds`.
+    pub fn served(&self, kind: u16, bytes: u64, ok: bool, seconds: f64) {
+        let slot = OPS.iter().position(|&k| k == kind).unwrap_or(OPS.len());
+        let series = &self.ops[slot];
+        let m = &self.metrics;
+        let labels = || VolumeOp { volume: self.volume.clone(), op: op_name(kind) };
+        series.operations.get_or_init(|| m.operations.get_or_create(&labels()).clone()).inc();
         if matches!(kind, CMD_READ | CMD_WRITE) {
-            self.bytes.get_or_create(&labels).inc_by(bytes);
+            series.bytes.get_or_init(|| m.bytes.get_or_create(&labels()).clone()).inc_by(bytes);
         }
         if !ok {
-            self.errors.get_or_create(&labels).inc();
+            series.errors.get_or_init(|| m.errors.get_or_create(&labels()).clone()).inc();
         }
-        self.latency.get_or_create(&Op { op }).observe(seconds);
+        let latency = series.latency.get_or_init(|| m.latency.get_or_create(&Op { op: op_name(kind) }).clone());
+        latency.observe(seconds);
     }
 }
 
@@ -105,13 +137,13 @@ struct Live(Arc<NbdMetrics>);
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if let Some(server) = self.0.server.get().and_then(Weak::upgrade) {
-            let open = ConstGauge::new(server.open_connections() as i64);
-            open.encode(encoder.encode_descriptor(
+            let open = server.open_connections() as i64;
+            chuyi_common::metrics::encode_gauge(
+                &mut encoder,
                 "chuyi_nbd_connections",
                 "Open client connections",
-                None,
-                open.metric_type(),
-            )?)?;
+                open,
+            )?;
         }
         if let Some(qos) = self.0.qos.get() {
             qos.encode_metrics("chuyi_nbd", &mut encoder)?;

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::crypt;
-use crate::metrics::NbdMetrics;
+use crate::metrics::{NbdMetrics, VolumeMetrics};
 use crate::proto::*;
 use crate::server::{NbdError, Served};
 
@@ -118,12 +118,15 @@ where
     let (replies, outbox) = mpsc::channel::<Outgoing>(IN_FLIGHT);
     let writer = tokio::spawn(write_replies(outbox, w));
     let fence = served.fence.clone();
+    let served_name = served.vol.volume().name.clone();
     let mut conn = Connection {
         size: served.vol.size(),
         served,
         session,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
+        metrics: shared.metrics.as_ref().map(|m| Arc::new(m.volume(&served_name))),
+        limiter: (None, None),
         shared: shared.clone(),
         tasks: JoinSet::new(),
         replies,
@@ -191,6 +194,11 @@ struct Connection {
     /// MiB of request data held at once.
     budget: Arc<Semaphore>,
     shared: Shared,
+    /// The volume's counters, when the frontend counts.
+    metrics: Option<Arc<VolumeMetrics>>,
+    /// The volume's QoS limiter, and the frontend's rule changes it was
+    /// looked up at (none: not yet).
+    limiter: (Option<u64>, Option<Arc<Limiter>>),
     tasks: JoinSet<()>,
     replies: mpsc::Sender<Outgoing>,
 }
@@ -205,11 +213,16 @@ impl Connection {
         Some(Held { _connection: connection, _frontend: frontend })
     }
 
-    /// The volume's QoS limiter, if a rule has it: looked up per request,
-    /// so a rule set or changed online applies to the next one.
-    fn limiter(&self) -> Option<Arc<Limiter>> {
-        let volume = self.served.vol.volume();
-        self.shared.qos.volume(&volume.name, &volume.pool)
+    /// The volume's QoS limiter, if a rule has it: looked up again whenever
+    /// the frontend's rules changed, so a rule set or changed online
+    /// applies to the next request.
+    fn limiter(&mut self) -> Option<Arc<Limiter>> {
+        let changes = self.shared.qos.changes();
+        if self.limiter.0 != Some(changes) {
+            let volume = self.served.vol.volume();
+            self.limiter = (Some(changes), self.shared.qos.volume(&volume.name, &volume.pool));
+        }
+        self.limiter.1.clone()
     }
 
     /// Takes one request (and a write's payload from `r`) and starts serving
@@ -337,7 +350,7 @@ impl Connection {
     ) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
         let fence = self.served.fence.clone();
-        let counted = self.shared.metrics.clone().map(|m| (m, self.served.vol.volume().name.clone()));
+        let counted = self.metrics.clone();
         let started = std::time::Instant::now();
         self.tasks.spawn(async move {
             // Once the lease may have run out, no retry of this request may
@@ -351,9 +364,9 @@ impl Connection {
                 () = fence.closed() => return,
                 outcome = work => outcome,
             };
-            if let Some((metrics, volume)) = counted {
+            if let Some(metrics) = counted {
                 let seconds = started.elapsed().as_secs_f64();
-                metrics.served(&volume, replier.kind, u64::from(replier.length), outcome.is_ok(), seconds);
+                metrics.served(replier.kind, u64::from(replier.length), outcome.is_ok(), seconds);
             }
             match outcome {
                 Ok(answer) => replier.answer(answer).await,

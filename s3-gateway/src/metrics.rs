@@ -9,10 +9,9 @@ use std::sync::{Arc, OnceLock};
 use chuyi_client::qos::Qos;
 use chuyi_common::metrics::prometheus_client;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -115,13 +114,8 @@ struct Live(Arc<S3Metrics>);
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if let Some(admission) = self.0.admission.get() {
-            let open = ConstGauge::new(admission.open() as i64);
-            open.encode(encoder.encode_descriptor(
-                "chuyi_s3_connections",
-                "Open client connections",
-                None,
-                open.metric_type(),
-            )?)?;
+            let open = admission.open() as i64;
+            chuyi_common::metrics::encode_gauge(&mut encoder, "chuyi_s3_connections", "Open client connections", open)?;
         }
         if let Some(qos) = self.0.qos.get() {
             qos.encode_metrics("chuyi_s3", &mut encoder)?;

@@ -20,7 +20,7 @@ pub mod bucket;
 pub mod limiter;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub struct Qos {
     known: Mutex<Known>,
     /// Frontends the leader counted at the last answer.
     frontends: AtomicU32,
+    /// Moves whenever the rules (and so which limiter a scope has) change:
+    /// a caller may keep a limiter until it moves.
+    changes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +83,7 @@ impl Qos {
             instance: u64::from_le_bytes(bytes),
             known: Mutex::default(),
             frontends: AtomicU32::new(1),
+            changes: AtomicU64::new(0),
         });
         tokio::spawn(exchange_loop(Arc::downgrade(&qos), cluster));
         qos
@@ -87,6 +91,11 @@ impl Qos {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().expect("qos rules poisoned")
+    }
+
+    /// A count that moves whenever the rules change.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Whether any rule is known: without one, nothing is looked up.
@@ -174,6 +183,7 @@ impl Qos {
                 }
                 None => false,
             });
+            self.changes.fetch_add(1, Ordering::AcqRel);
         }
         for (scope, shares) in grant.shares {
             if let Some((_, limiter)) = known.limiters.get(&scope) {
@@ -340,7 +350,7 @@ mod tests {
 
     /// A frontend's QoS with no exchange running: the test plays the leader.
     fn detached() -> Qos {
-        Qos { instance: 7, known: Mutex::default(), frontends: AtomicU32::new(1) }
+        Qos { instance: 7, known: Mutex::default(), frontends: AtomicU32::new(1), changes: AtomicU64::new(0) }
     }
 
     fn rule(scope: QosScope, d: Dimension, rate: u64) -> QosRule {
