@@ -252,7 +252,7 @@ pub async fn node_freeze(intensity: Intensity) -> anyhow::Result<String> {
     let fenced = ChunkRequest::Pg {
         chunk,
         epoch: old_epoch,
-        op: PgOp::Write { offset: 0, fua: true },
+        op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded: false,
         fence: None,
     };

@@ -46,7 +46,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     let write = |epoch: u64, forwarded: bool| ChunkRequest::Pg {
         chunk,
         epoch,
-        op: PgOp::Write { offset: 0, fua: true },
+        op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded,
         fence: None,
     };
@@ -86,7 +86,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     let past = ChunkRequest::Pg {
         chunk,
         epoch: pg_map.epoch,
-        op: PgOp::Write { offset: (4 << 20) - 100, fua: false },
+        op: PgOp::Write { offset: (4 << 20) - 100, fua: false, snap: 0 },
         forwarded: false,
         fence: None,
     };
@@ -94,7 +94,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     let zero_with_payload = ChunkRequest::Pg {
         chunk,
         epoch: pg_map.epoch,
-        op: PgOp::Zero { offset: 0, len: 4096, fua: false },
+        op: PgOp::Zero { offset: 0, len: 4096, fua: false, snap: 0 },
         forwarded: false,
         fence: None,
     };
@@ -124,7 +124,8 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
 
     // Fences: too many in one request is refused whole.
     let owner = chunk.owner;
-    let too_many = (0..=RAISE_FENCES_MAX as u64).map(|i| VolumeFence { owner: owner + 1 + i, token: 1 }).collect();
+    let too_many =
+        (0..=RAISE_FENCES_MAX as u64).map(|i| VolumeFence { owner: owner + 1 + i, token: 1, snap: 0 }).collect();
     let raise = ChunkRequest::RaiseFences { fences: too_many };
     assert_eq!(kind(&call(&at_primary, raise, Bytes::new()).await), Some(ChunkErrorKind::InvalidArgument));
     // A writer with token 100 raises its fence everywhere: from then on an
@@ -140,7 +141,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     let fenced = |token: u64, forwarded: bool| ChunkRequest::Pg {
         chunk,
         epoch: pg_map.epoch,
-        op: PgOp::Write { offset: 0, fua: true },
+        op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded,
         fence: Some(token),
     };
@@ -148,7 +149,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
     assert_eq!(kind(&older), Some(ChunkErrorKind::Fenced), "{older:?}");
     let older = call(&at_secondary, fenced(99, true), junk.clone()).await;
     assert_eq!(kind(&older), Some(ChunkErrorKind::Fenced), "{older:?}");
-    let flush = ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner, token: 99 }) };
+    let flush = ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner, token: 99, snap: 0 }) };
     assert_eq!(kind(&call(&at_primary, flush, Bytes::new()).await), Some(ChunkErrorKind::Fenced));
     for replica in &pg_map.replicas {
         let data = cluster.read_replica(*replica, chunk).await.expect("raw read");

@@ -10,6 +10,7 @@ mod key;
 mod meta;
 mod node;
 mod qos;
+mod snapshot;
 mod table;
 mod trash;
 mod up;
@@ -55,6 +56,9 @@ enum Command {
     /// long volumes stay in it.
     #[command(subcommand)]
     Trash(trash::TrashCmd),
+    /// Volume snapshots: create, list, info, delete, rename, rollback.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// QoS rules of S3 users and buckets, volumes and pools: set, list,
     /// delete, and what the frontends did under them (status).
     #[command(subcommand)]
@@ -208,6 +212,7 @@ fn main() -> anyhow::Result<()> {
             Command::Volume(cmd) => volume::run(&cli.cluster, cmd).await,
             Command::Qos(cmd) => qos::run(&cli.cluster, cmd).await,
             Command::Trash(cmd) => trash::run(&cli.cluster, cmd).await,
+            Command::Snapshot(cmd) => snapshot::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,

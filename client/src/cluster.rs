@@ -96,7 +96,10 @@ fn choice(kind: ChunkErrorKind, read: bool) -> Choice {
         | ChunkErrorKind::InvalidArgument
         | ChunkErrorKind::NoSpace
         | ChunkErrorKind::Fenced
-        | ChunkErrorKind::Forbidden => Choice::GiveUp,
+        | ChunkErrorKind::Forbidden
+        // The volume's writer fetches the new sequence and sends again
+        // (`VolumeIo`): this request, as built, cannot succeed.
+        | ChunkErrorKind::SnapStale => Choice::GiveUp,
     }
 }
 
@@ -136,13 +139,14 @@ impl Cluster {
     /// this only reads the volume's shape.
     pub async fn open_volume(self: &Arc<Self>, name: &str) -> Result<VolumeIo, ClientError> {
         let volume = self.meta.ask(ask::Volume(name.to_string())).await?;
-        Ok(VolumeIo::new(self.clone(), volume))
+        let snapshots = self.meta.ask(ask::Snapshots(name.to_string())).await?;
+        Ok(VolumeIo::new(self.clone(), volume, snapshots.seq))
     }
 
     /// Writes `data` at `offset` of a chunk (object data, or a volume's
     /// piece), on every replica.
     pub async fn write_chunk(&self, chunk: ChunkId, offset: u32, data: Bytes, fua: bool) -> Result<(), ClientError> {
-        self.chunk_call(chunk, PgOp::Write { offset, fua }, data).await.map(drop)
+        self.chunk_call(chunk, PgOp::Write { offset, fua, snap: 0 }, data).await.map(drop)
     }
 
     /// Reads `len` bytes at `offset` of a chunk; never-written bytes are zeros.
@@ -185,6 +189,16 @@ impl Cluster {
         let request = ChunkRequest::RaiseFences { fences: vec![fence] };
         let deadline = self.config.deadline;
         let timeout = |last| ClientError::FenceNotRaised { owner: fence.owner, deadline, last };
+        self.on_every_node(&request, None, timeout).await
+    }
+
+    /// Has every node the map has up drop the clones of `owner` that no
+    /// snapshot in `live` reads (a node down now trims at the next
+    /// snapshot delete, and backfill copies a primary's clones only).
+    pub async fn trim_clones(&self, owner: u64, live: Vec<u32>) -> Result<(), ClientError> {
+        let request = ChunkRequest::TrimClones { owner, live };
+        let deadline = self.config.deadline;
+        let timeout = |last| ClientError::FenceNotRaised { owner, deadline, last };
         self.on_every_node(&request, None, timeout).await
     }
 

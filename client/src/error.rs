@@ -33,4 +33,7 @@ pub enum ClientError {
     FenceNotRaised { owner: u64, deadline: Duration, last: String },
     #[error("the metadata service answered {0}")]
     Unexpected(String),
+    /// A snapshot is read, never written.
+    #[error("snapshot {snapshot} of volume {volume:?} is read-only")]
+    ReadOnly { volume: String, snapshot: u32 },
 }

@@ -25,7 +25,8 @@ pub struct WriteFence {
 
 impl WriteFence {
     pub fn volume_fence(&self) -> VolumeFence {
-        VolumeFence { owner: self.owner, token: self.token }
+        // A writer raises its token only; snapshots raise the sequence.
+        VolumeFence { owner: self.owner, token: self.token, snap: 0 }
     }
 }
 

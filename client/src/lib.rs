@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod error;
 pub mod fence;
 pub mod qos;
+pub mod snapshot;
 pub mod trash;
 pub mod volume;
 

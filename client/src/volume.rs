@@ -1,11 +1,14 @@
 //! Byte-range I/O on a volume: each request is cut at chunk boundaries and
 //! the pieces run concurrently, each through the cluster's retry loop.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chuyi_common::ids::ChunkId;
-use chuyi_common::proto::chunk::Extent;
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkResponse, Extent};
+use chuyi_meta_api::ask;
 use chuyi_meta_api::model::Volume;
 
 use crate::cluster::Cluster;
@@ -22,7 +25,16 @@ pub struct VolumeIo {
     /// The writer's fence; `None` for a reader or a tool that holds no
     /// lease (its writes are refused once the volume has had a writer).
     fence: Option<WriteFence>,
+    /// The volume's snap sequence as this handle knows it, shared by its
+    /// clones: every mutation carries it, and a node's `SnapStale` has it
+    /// fetched again (common/PROTOCOL.md section 5.3).
+    snap: Arc<AtomicU32>,
+    /// A read-only view of this snapshot instead of the live volume.
+    at: Option<u32>,
 }
+
+/// Tries of one mutation refused because a snapshot was taken meanwhile.
+const SNAP_TRIES: usize = 8;
 
 /// Chunks asked for their extents at once by one [`VolumeIo::extents`].
 const EXTENTS_IN_FLIGHT: usize = 16;
@@ -46,8 +58,23 @@ struct Piece {
 }
 
 impl VolumeIo {
-    pub(crate) fn new(cluster: Arc<Cluster>, volume: Volume) -> Self {
-        Self { cluster, volume: Arc::new(volume), fence: None }
+    pub(crate) fn new(cluster: Arc<Cluster>, volume: Volume, snap: u32) -> Self {
+        Self { cluster, volume: Arc::new(volume), fence: None, snap: Arc::new(AtomicU32::new(snap)), at: None }
+    }
+
+    /// The volume as snapshot `id` saw it, read-only.
+    pub fn at_snapshot(&self, id: u32) -> Self {
+        Self { fence: None, at: Some(id), ..self.clone() }
+    }
+
+    /// The snapshot this handle reads; `None` for the live volume.
+    pub fn snapshot(&self) -> Option<u32> {
+        self.at
+    }
+
+    /// The snap sequence this handle's writes carry now.
+    pub fn snap_seq(&self) -> u32 {
+        self.snap.load(Ordering::Acquire)
     }
 
     /// This volume as written by the holder of attach lease `token`:
@@ -78,7 +105,7 @@ impl VolumeIo {
 
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, ClientError> {
         let pieces = self.pieces(offset, len)?;
-        let reads = pieces.iter().map(|p| self.cluster.read_chunk(p.chunk, p.offset, p.len));
+        let reads = pieces.iter().map(|p| self.read_piece(p));
         let parts = futures::future::try_join_all(reads).await?;
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().unwrap_or_default());
@@ -96,10 +123,55 @@ impl VolumeIo {
         let pieces = self.pieces(offset, data.len() as u64)?;
         let writes = pieces.iter().map(|p| {
             let part = data.slice(p.at..p.at + p.len as usize);
-            let op = PgOp::Write { offset: p.offset, fua };
-            self.cluster.chunk_call_fenced(p.chunk, op, part, self.fence.as_ref())
+            self.mutate(p.chunk, move |snap| PgOp::Write { offset: p.offset, fua, snap }, part)
         });
         futures::future::try_join_all(writes).await.map(drop)
+    }
+
+    /// Puts chunk `index` back as snapshot `to` saw it (the nodes copy
+    /// locally). The volume must be held by this handle's writer.
+    pub async fn rollback_chunk(&self, index: u64, to: u32) -> Result<(), ClientError> {
+        let chunk = ChunkId::new(self.volume.id, index);
+        self.mutate(chunk, |snap| PgOp::Rollback { to, snap }, Bytes::new()).await
+    }
+
+    async fn read_piece(&self, p: &Piece) -> Result<Bytes, ClientError> {
+        let Some(snap) = self.at else { return self.cluster.read_chunk(p.chunk, p.offset, p.len).await };
+        let op = PgOp::ReadSnap { offset: p.offset, len: p.len, snap };
+        match self.cluster.chunk_call(p.chunk, op, Bytes::new()).await? {
+            (ChunkResponse::ReadDone { .. }, data) => Ok(data),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends a mutation built for the snap sequence this handle knows,
+    /// again with the newer one when a node says a snapshot was taken.
+    async fn mutate(&self, chunk: ChunkId, op: impl Fn(u32) -> PgOp, payload: Bytes) -> Result<(), ClientError> {
+        if let Some(snapshot) = self.at {
+            return Err(ClientError::ReadOnly { volume: self.volume.name.clone(), snapshot });
+        }
+        for _ in 0..SNAP_TRIES {
+            let sent = self.snap_seq();
+            match self.cluster.chunk_call_fenced(chunk, op(sent), payload.clone(), self.fence.as_ref()).await {
+                Err(ClientError::Chunk { error, .. }) if error.kind == ChunkErrorKind::SnapStale => {
+                    self.refresh_snap(sent).await?;
+                }
+                other => return other.map(drop),
+            }
+        }
+        Err(ClientError::Unexpected(format!("the snap sequence of volume {:?} kept moving", self.volume.name)))
+    }
+
+    /// Fetches the volume's snap sequence after a node refused `sent`.
+    async fn refresh_snap(&self, sent: u32) -> Result<(), ClientError> {
+        let snapshots = self.cluster.meta().ask(ask::Snapshots(self.volume.name.clone())).await?;
+        let now = self.snap.fetch_max(snapshots.seq, Ordering::AcqRel).max(snapshots.seq);
+        if now <= sent {
+            // The node knows a sequence the metadata service did not show
+            // this read yet: a moment, then again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Makes a range read as zeros, freeing whole blocks (NBD TRIM and
@@ -107,8 +179,7 @@ impl VolumeIo {
     pub async fn zero(&self, offset: u64, len: u64, fua: bool) -> Result<(), ClientError> {
         let pieces = self.pieces(offset, len)?;
         let zeros = pieces.iter().map(|p| {
-            let op = PgOp::Zero { offset: p.offset, len: p.len, fua };
-            self.cluster.chunk_call_fenced(p.chunk, op, Bytes::new(), self.fence.as_ref())
+            self.mutate(p.chunk, move |snap| PgOp::Zero { offset: p.offset, len: p.len, fua, snap }, Bytes::new())
         });
         futures::future::try_join_all(zeros).await.map(drop)
     }
@@ -119,6 +190,11 @@ impl VolumeIo {
     pub async fn extents(&self, offset: u64, len: u64) -> Result<Vec<VolumeExtent>, ClientError> {
         use futures::{StreamExt, TryStreamExt};
         let pieces = self.pieces(offset, len)?;
+        // A snapshot's holes are not tracked apart from the head's: all of
+        // it is said to hold data, which is never wrong, only slower.
+        if self.at.is_some() {
+            return Ok(if len == 0 { Vec::new() } else { vec![VolumeExtent { len, data: true }] });
+        }
         let asks =
             futures::stream::iter(pieces.iter().copied().map(|p| self.cluster.chunk_extents(p.chunk, p.offset, p.len)));
         let answers: Vec<Vec<Extent>> = asks.buffered(EXTENTS_IN_FLIGHT).try_collect().await?;

@@ -46,9 +46,13 @@ pub const RPC_SERVER_CONNECTIONS_MAX: usize = 4096;
 /// Chunk ids returned by one ListChunks page at most.
 pub const LIST_CHUNKS_PAGE_MAX: u32 = 10_000;
 
-/// Volume fences in one RaiseFences request at most: each is at most 20
+/// Volume fences in one RaiseFences request at most: each is at most 25
 /// bytes of postcard, so a full request stays well under the 64 KiB body.
 pub const RAISE_FENCES_MAX: usize = 2048;
+
+/// Snapshots a volume keeps at most: also the most live sequences one
+/// `TrimClones` names (at most 4 bytes of postcard each).
+pub const SNAPSHOTS_PER_VOLUME_MAX: usize = 1024;
 
 /// Chunks in one PgSums page at most: 256 × 4 KiB of checksums (for 4 MiB
 /// chunks) is 1 MiB of payload.

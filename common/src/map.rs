@@ -29,7 +29,9 @@ pub fn pool_of(owner: u64) -> u32 {
 /// The placement group of `chunk` in a pool of `pg_count` PGs: a fixed mix
 /// of owner and index (splitmix64), so a volume's consecutive chunks land on
 /// different PGs and every role computes the same answer.
+/// A snapshot clone lands in its chunk's PG, on the same disks.
 pub fn pg_of(chunk: ChunkId, pg_count: u32) -> u32 {
+    let chunk = chunk.head();
     let mut x = chunk.owner ^ chunk.index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -226,3 +226,20 @@ impl Ask for Trash {
         }
     }
 }
+
+/// A volume's snapshots and snap sequence.
+#[derive(Debug, Clone)]
+pub struct Snapshots(pub String);
+
+impl Ask for Snapshots {
+    type Answer = model::VolumeSnapshots;
+    fn query(self) -> Query {
+        Query::Snapshots(self.0)
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::Snapshots(snapshots) => Ok(snapshots),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

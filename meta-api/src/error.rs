@@ -82,6 +82,7 @@ pub enum Kind {
     QosRule,
     /// A volume in the recycle bin.
     TrashedVolume,
+    Snapshot,
 }
 
 /// Why a multipart upload cannot complete (S3's InvalidPartOrder,
@@ -114,6 +115,7 @@ impl std::fmt::Display for Kind {
             Kind::Part => "part",
             Kind::QosRule => "QoS rule",
             Kind::TrashedVolume => "volume in the recycle bin",
+            Kind::Snapshot => "snapshot",
         })
     }
 }

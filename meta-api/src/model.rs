@@ -181,6 +181,39 @@ pub struct TrashEntry {
     pub qos: Option<crate::qos::QosLimits>,
 }
 
+/// A point in time of a whole volume, kept by the storage nodes' clones
+/// (storage-node/FORMAT.md, "Snapshot clones"): every write the volume's
+/// writer sent under a snap sequence below `id` is in it, none sent under
+/// `id` or later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The volume's snap sequence it was taken at (1, 2, ...; never reused).
+    pub id: u32,
+    pub name: String,
+    pub created_ms: Millis,
+    /// The schedule that took it; `None` when taken by hand.
+    pub schedule: Option<String>,
+}
+
+/// A volume's snapshots, oldest first, and its snap sequence: the newest
+/// snapshot's id (0 before the first), which every write carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSnapshots {
+    pub seq: u32,
+    pub snapshots: Vec<Snapshot>,
+}
+
+impl VolumeSnapshots {
+    pub fn find(&self, name: &str) -> Option<&Snapshot> {
+        self.snapshots.iter().find(|s| s.name == name)
+    }
+
+    /// The live snapshots' ids, ascending: what the nodes keep clones for.
+    pub fn live(&self) -> Vec<u32> {
+        self.snapshots.iter().map(|s| s.id).collect()
+    }
+}
+
 /// How long a deleted volume stays in the recycle bin unless the cluster's
 /// setting or the delete says otherwise.
 pub const DEFAULT_TRASH_RETENTION_MS: Millis = 7 * 86_400_000;

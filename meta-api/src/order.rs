@@ -79,6 +79,20 @@ order!(
     AcquireLease { volume: String, holder: String, ttl_ms: u64 } -> model::Lease, Reply::Lease(lease) => lease
 );
 order!(
+    /// Takes a snapshot of a volume; answers with its snapshots.
+    CreateSnapshot { volume: String, name: String, schedule: Option<String> }
+        -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
+);
+order!(
+    /// Forgets a snapshot; answers with the snapshots left.
+    DeleteSnapshot { volume: String, name: String } -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
+);
+order!(
+    /// Renames a snapshot; answers with the volume's snapshots.
+    RenameSnapshot { volume: String, from: String, to: String }
+        -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
+);
+order!(
     /// Extends a live lease; answers with it extended.
     RenewLease { volume: String, holder: String, lease_id: u64, ttl_ms: u64 }
         -> model::Lease, Reply::Lease(lease) => lease

@@ -14,7 +14,7 @@ use crate::error::MetaError;
 use crate::listing::{ListRequest, Listing};
 use crate::model::{
     Bucket, BucketConfigKind, BucketUsage, ClusterMap, DataRun, ObjectLockConfig, ObjectRecord, Pack, PackRef,
-    PackTotals, Part, Pool, PoolDefaults, TrashEntry, Upload, User, Volume,
+    PackTotals, Part, Pool, PoolDefaults, TrashEntry, Upload, User, Volume, VolumeSnapshots,
 };
 use crate::qos::{QosGrant, QosReport, QosRule, RuleStatus};
 use crate::request::{Reply, Request};
@@ -163,6 +163,9 @@ pub enum Query {
     QosRules,
     /// The recycle bin, and how long deleted volumes stay in it.
     Trash,
+    /// A volume's snapshots and snap sequence (a volume in the recycle bin
+    /// too: its snapshots wait with it).
+    Snapshots(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +209,7 @@ pub enum ApiReply {
         retention_ms: u64,
         entries: Vec<TrashEntry>,
     },
+    Snapshots(VolumeSnapshots),
 }
 
 /// A Raft member as `chuyi status` shows it.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Bucket, BucketConfigKind, BucketSettings, DataRun, DiskRecord, Lease, ObjectLockConfig, ObjectPut, Pool,
-    PoolDefaults, Redundancy, Retention, TrashEntry, Upload, User, Versioning, Volume, WriteCondition,
+    PoolDefaults, Redundancy, Retention, TrashEntry, Upload, User, Versioning, Volume, VolumeSnapshots, WriteCondition,
 };
 use crate::placement::{DiskRef, PgChange};
 use crate::qos::{QosRule, QosScope};
@@ -350,6 +350,26 @@ pub enum Request {
     SetTrashRetention {
         retain_ms: u64,
     },
+    /// Takes a snapshot of a volume: one more in its snap sequence, no data
+    /// touched. The caller then raises the sequence on every node
+    /// (common/PROTOCOL.md section 5.3). Answered with the volume's
+    /// snapshots.
+    CreateSnapshot {
+        volume: String,
+        name: String,
+        schedule: Option<String>,
+    },
+    /// Forgets a snapshot; the caller then has the nodes trim the clones
+    /// only it read. Answered with the snapshots left.
+    DeleteSnapshot {
+        volume: String,
+        name: String,
+    },
+    RenameSnapshot {
+        volume: String,
+        from: String,
+        to: String,
+    },
 }
 
 impl Request {
@@ -405,6 +425,9 @@ impl Request {
             Request::BeginPurge { .. } => "BeginPurge",
             Request::EndPurge { .. } => "EndPurge",
             Request::SetTrashRetention { .. } => "SetTrashRetention",
+            Request::CreateSnapshot { .. } => "CreateSnapshot",
+            Request::DeleteSnapshot { .. } => "DeleteSnapshot",
+            Request::RenameSnapshot { .. } => "RenameSnapshot",
         }
     }
 }
@@ -444,6 +467,8 @@ pub enum Reply {
         volume: Volume,
         token: u64,
     },
+    /// A volume's snapshots after a change. Appended.
+    Snapshots(VolumeSnapshots),
 }
 
 /// A placement change of one pool's PG.

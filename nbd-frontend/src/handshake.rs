@@ -21,11 +21,13 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
-    pub fn transmission_flags(&self) -> u16 {
-        if self.structured {
-            TRANSMISSION_FLAGS | TFLAG_SEND_DF
+    /// The flags of an export; `read_only` for a snapshot's.
+    pub fn transmission_flags(&self, read_only: bool) -> u16 {
+        let flags = if self.structured { TRANSMISSION_FLAGS | TFLAG_SEND_DF } else { TRANSMISSION_FLAGS };
+        if read_only {
+            flags | TFLAG_READ_ONLY
         } else {
-            TRANSMISSION_FLAGS
+            flags
         }
     }
 
@@ -78,7 +80,7 @@ impl NbdServer {
                         return Err(NbdError::Protocol(format!("encrypted volume {name:?} needs NBD_OPT_GO")));
                     }
                     w.write_u64(attached.served.vol.size()).await?;
-                    w.write_u16(negotiated.transmission_flags()).await?;
+                    w.write_u16(negotiated.transmission_flags(attached.served.read_only())).await?;
                     if !no_zeroes {
                         w.write_all(&[0u8; 124]).await?;
                     }
@@ -134,19 +136,28 @@ impl NbdServer {
             w.write_all(&option_reply(option, REP_ERR_INVALID, b"malformed INFO/GO request")).await?;
             return Ok(None);
         };
-        let (size, encrypted, attached) = if option == OPT_GO {
+        let (size, encrypted, read_only, attached) = if option == OPT_GO {
             match self.attach(&name).await {
-                Ok(a) => (a.served.vol.size(), a.served.crypt.is_some(), Some(a)),
+                Ok(a) => (a.served.vol.size(), a.served.crypt.is_some(), a.served.read_only(), Some(a)),
                 Err((kind, why)) => {
                     w.write_all(&option_reply(option, kind, why.as_bytes())).await?;
                     return Ok(None);
                 }
             }
         } else {
-            match self.cluster().meta().ask(ask::Volume(name.clone())).await {
-                Ok(v) => (v.size_bytes, !v.wrapped_key.is_empty(), None),
-                Err(_) => {
-                    w.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no volume {name:?}").as_bytes()))
+            // VOLUME@SNAPSHOT names a snapshot, served read-only.
+            let (volume, snapshot) = name.split_once('@').map_or((name.as_str(), None), |(v, s)| (v, Some(s)));
+            let found = match self.cluster().meta().ask(ask::Volume(volume.into())).await {
+                Ok(v) => match snapshot {
+                    Some(s) => chuyi_client::snapshot::find(self.cluster(), volume, s).await.ok().map(|_| v),
+                    None => Some(v),
+                },
+                Err(_) => None,
+            };
+            match found {
+                Some(v) => (v.size_bytes, !v.wrapped_key.is_empty(), snapshot.is_some(), None),
+                None => {
+                    w.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no export {name:?}").as_bytes()))
                         .await?;
                     return Ok(None);
                 }
@@ -162,7 +173,7 @@ impl NbdServer {
         }
         let mut export = INFO_EXPORT.to_be_bytes().to_vec();
         export.extend_from_slice(&size.to_be_bytes());
-        export.extend_from_slice(&negotiated.transmission_flags().to_be_bytes());
+        export.extend_from_slice(&negotiated.transmission_flags(read_only).to_be_bytes());
         w.write_all(&option_reply(option, REP_INFO, &export)).await?;
         if infos.contains(&INFO_BLOCK_SIZE) {
             let min = if encrypted { PREFERRED_BLOCK } else { MIN_BLOCK };
@@ -287,7 +298,8 @@ mod tests {
         let set = decide(OPT_SET_META_CONTEXT, &contexts("vol0", &["base:allocation"]), &mut n);
         assert_eq!(kinds(&set), [REP_META_CONTEXT, REP_ACK]);
         assert!(n.allocation("vol0") && !n.allocation("vol1"));
-        assert_eq!(n.transmission_flags(), TRANSMISSION_FLAGS | TFLAG_SEND_DF);
+        assert_eq!(n.transmission_flags(false), TRANSMISSION_FLAGS | TFLAG_SEND_DF);
+        assert_eq!(n.transmission_flags(true), TRANSMISSION_FLAGS | TFLAG_SEND_DF | TFLAG_READ_ONLY);
     }
 
     #[test]

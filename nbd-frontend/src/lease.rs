@@ -41,6 +41,12 @@ impl Fence {
         Arc::new(Self { start: sent, valid_until_ms: AtomicU64::new(until.max(1)), lost: Notify::new() })
     }
 
+    /// A fence that never closes: a snapshot's export, read-only, needs
+    /// no lease.
+    pub fn forever() -> Arc<Self> {
+        Arc::new(Self { start: clock::now(), valid_until_ms: AtomicU64::new(u64::MAX), lost: Notify::new() })
+    }
+
     /// True while the lease surely holds.
     pub fn holds(&self) -> bool {
         (self.start.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Acquire)

@@ -98,6 +98,13 @@ pub(crate) struct Served {
     pub crypt: Option<Arc<Sm4Xts>>,
 }
 
+impl Served {
+    /// A snapshot's export: reads only.
+    pub fn read_only(&self) -> bool {
+        self.vol.snapshot().is_some()
+    }
+}
+
 /// A volume served by this frontend, with the attach lease it holds for as
 /// long as any connection uses it.
 #[derive(Debug)]
@@ -283,6 +290,9 @@ impl NbdServer {
     /// this frontend does not hold it yet. Refused while another holds it,
     /// and for an encrypted volume whose key this frontend cannot open.
     pub(crate) async fn attach(self: &Arc<Self>, name: &str) -> Result<Attached, (u32, String)> {
+        if let Some((volume, snapshot)) = name.split_once('@') {
+            return self.attach_snapshot(name, volume, snapshot).await;
+        }
         if let Some(attached) = self.join(name)? {
             return Ok(attached);
         }
@@ -337,6 +347,31 @@ impl NbdServer {
             stale.renew.abort();
         }
         Ok(Attached { server: self.clone(), name: name.to_string(), generation, served })
+    }
+
+    /// Serves snapshot `snapshot` of `volume` (export `name`), read-only:
+    /// a snapshot never changes, so it takes no lease and shares nothing
+    /// with the volume's attachment. An encrypted volume's snapshot is
+    /// deciphered with the volume's key.
+    async fn attach_snapshot(
+        self: &Arc<Self>,
+        name: &str,
+        volume: &str,
+        snapshot: &str,
+    ) -> Result<Attached, (u32, String)> {
+        let vol = match self.cluster.open_volume(volume).await {
+            Ok(vol) => vol,
+            Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
+        };
+        let found = match chuyi_client::snapshot::find(&self.cluster, volume, snapshot).await {
+            Ok(found) => found,
+            Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
+        };
+        let vol = vol.at_snapshot(found.id);
+        let crypt = self.volume_key(&vol)?;
+        let served = Served { vol, fence: Fence::forever(), crypt };
+        // No attachment to count: detach finds none under this generation.
+        Ok(Attached { server: self.clone(), name: name.to_string(), generation: u64::MAX, served })
     }
 
     /// Joins this frontend's attachment of `name` while its lease holds

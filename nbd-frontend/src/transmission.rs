@@ -249,6 +249,9 @@ impl Connection {
                 return Some(Err(NbdError::Protocol(format!("write of {} bytes", req.length))));
             }
             CMD_WRITE => return self.write(req, r, replier, in_bounds, whole_blocks).await,
+            CMD_TRIM | CMD_WRITE_ZEROES if self.served.read_only() => {
+                replier.error(EPERM, "a snapshot is read-only").await;
+            }
             CMD_READ if req.length > MAX_REQUEST => replier.error(EINVAL, "read larger than the maximum request").await,
             CMD_READ if !in_bounds => replier.error(EINVAL, "read past the end of the volume").await,
             CMD_READ | CMD_TRIM | CMD_WRITE_ZEROES if !whole_blocks => replier.error(EINVAL, crypt::UNALIGNED).await,
@@ -320,7 +323,9 @@ impl Connection {
         if let Err(e) = r.read_exact(&mut data).await {
             return Some(Err(e.into()));
         }
-        if !in_bounds {
+        if self.served.read_only() {
+            replier.error(EPERM, "a snapshot is read-only").await;
+        } else if !in_bounds {
             replier.error(ENOSPC, "write past the end of the volume").await;
         } else if !whole_blocks {
             replier.error(EINVAL, crypt::UNALIGNED).await;

@@ -69,7 +69,13 @@ fn not_found(kind: Kind, name: &str) -> S3Error {
         Kind::User | Kind::AccessKey => s3_error!(InvalidAccessKeyId),
         // The gateway's pool, or things S3 never names: the gateway's
         // configuration or the cluster, not the request.
-        Kind::Pool | Kind::Node | Kind::Volume | Kind::Member | Kind::QosRule | Kind::TrashedVolume => {
+        Kind::Pool
+        | Kind::Node
+        | Kind::Volume
+        | Kind::Member
+        | Kind::QosRule
+        | Kind::TrashedVolume
+        | Kind::Snapshot => {
             tracing::error!(%kind, name, "the metadata service lacks what the gateway relies on");
             s3_error!(InternalError, "no {kind} {name}")
         }

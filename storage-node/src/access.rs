@@ -30,9 +30,10 @@ fn frontend_may(request: &ChunkRequest) -> bool {
         | ChunkRequest::DiskStats
         | ChunkRequest::NodeStatus
         | ChunkRequest::RaiseFences { .. }
+        | ChunkRequest::TrimClones { .. }
         | ChunkRequest::Flush { disk: None, .. } => true,
-        // Poison is backfill's, between nodes.
-        ChunkRequest::Pg { forwarded, op, .. } => !forwarded && !matches!(op, PgOp::Poison { .. }),
+        // Poison and stamps are backfill's, between nodes.
+        ChunkRequest::Pg { forwarded, op, .. } => !forwarded && !matches!(op, PgOp::Poison { .. } | PgOp::Stamp { .. }),
         ChunkRequest::Disk(_) | ChunkRequest::Flush { disk: Some(_), .. } | ChunkRequest::PgSums { .. } => false,
     }
 }
@@ -50,6 +51,7 @@ fn name(request: &ChunkRequest) -> &'static str {
         ChunkRequest::PgSums { .. } => "PgSums",
         ChunkRequest::NodeStatus => "NodeStatus",
         ChunkRequest::RaiseFences { .. } => "RaiseFences",
+        ChunkRequest::TrimClones { .. } => "TrimClones",
     }
 }
 
@@ -95,7 +97,7 @@ mod tests {
             ChunkRequest::Pg {
                 chunk: ChunkId::new(1, 0),
                 epoch: 1,
-                op: PgOp::Write { offset: 0, fua: true },
+                op: PgOp::Write { offset: 0, fua: true, snap: 0 },
                 forwarded: true,
                 fence: None,
             },
@@ -129,7 +131,7 @@ mod tests {
                 forwarded: false,
                 fence: None,
             },
-            ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner: 1, token: 2 }) },
+            ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner: 1, token: 2, snap: 0 }) },
             ChunkRequest::RaiseFences { fences: vec![] },
             ChunkRequest::DiskStats,
             ChunkRequest::NodeStatus,

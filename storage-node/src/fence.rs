@@ -64,6 +64,9 @@ pub enum FenceError {
     /// The request's token is older than the volume's fence here.
     #[error("volume owner {owner:016x} is fenced at token {known}; the request carries {token:?}")]
     Fenced { owner: u64, known: u64, token: Option<u64> },
+    /// The request's snap sequence is older than the volume's newest here.
+    #[error("volume owner {owner:016x} has snapshot {known}; the request was sent under {snap}")]
+    SnapStale { owner: u64, known: u32, snap: u32 },
     /// The fence table could not be made durable; nothing was applied.
     #[error("the fence table at {path} could not be written: {source}")]
     Persist { path: String, source: std::io::Error },
@@ -78,12 +81,20 @@ pub enum FenceError {
     Missing { path: String },
 }
 
+/// What a node knows of one volume: its newest writer's token and its
+/// newest snapshot's sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    pub token: u64,
+    pub snap: u32,
+}
+
 /// The fence table of a node.
 #[derive(Debug)]
 pub struct Fences {
     /// `None`: kept in memory only (tests of a bare replicator).
     path: Option<PathBuf>,
-    table: RwLock<HashMap<u64, u64>>,
+    table: RwLock<HashMap<u64, Known>>,
     /// Held while the file is rewritten, so raises are written one at a time
     /// and each file holds every raise made before it.
     writing: tokio::sync::Mutex<()>,
@@ -121,7 +132,34 @@ impl Fences {
 
     /// The newest token known for `owner`.
     pub fn get(&self, owner: u64) -> Option<u64> {
+        self.known(owner).map(|k| k.token)
+    }
+
+    /// The newest snap sequence known for `owner` (0: never snapshotted).
+    pub fn snap(&self, owner: u64) -> u32 {
+        self.known(owner).map_or(0, |k| k.snap)
+    }
+
+    fn known(&self, owner: u64) -> Option<Known> {
         self.table.read().unwrap_or_else(PoisonError::into_inner).get(&owner).copied()
+    }
+
+    /// Lets a mutation of `owner`'s chunk under snap sequence `snap`
+    /// through (the chunk's primary asks): a newer sequence is made
+    /// durable first, as a newer token is; an older one means the writer
+    /// has not seen the newest snapshot (`SnapStale`), and its write would
+    /// land outside that snapshot's clones.
+    pub async fn admit_snap(&self, owner: u64, snap: u32) -> Result<(), FenceError> {
+        let known = self.snap(owner);
+        if snap > known {
+            let token = self.get(owner).unwrap_or(0);
+            self.raise(&[VolumeFence { owner, token, snap }]).await?;
+        }
+        let known = self.snap(owner);
+        if snap < known {
+            return Err(FenceError::SnapStale { owner, known, snap });
+        }
+        Ok(())
     }
 
     /// Lets a mutation of `owner`'s chunk under `token` through, raising the
@@ -129,7 +167,7 @@ impl Fences {
     pub async fn admit(&self, owner: u64, token: Option<u64>) -> Result<(), FenceError> {
         let mut known = self.get(owner);
         if let Verdict::Raise(t) = judge(known, token) {
-            self.raise(&[VolumeFence { owner, token: t }]).await?;
+            self.raise(&[VolumeFence { owner, token: t, snap: 0 }]).await?;
             // Judged again: a newer writer may have raised it past us meanwhile.
             known = self.get(owner);
         }
@@ -139,15 +177,20 @@ impl Fences {
         }
     }
 
-    /// Raises each owner's fence to at least its token, durably before
-    /// returning. A fence never goes down.
+    /// Raises each owner's fence to at least its token and snap sequence,
+    /// durably before returning. A fence never goes down.
     pub async fn raise(&self, fences: &[VolumeFence]) -> Result<(), FenceError> {
         let _writing = self.writing.lock().await;
         let mut next = self.table.read().unwrap_or_else(PoisonError::into_inner).clone();
         let mut changed = false;
         for f in fences {
-            if next.get(&f.owner).is_none_or(|&known| f.token > known) {
-                next.insert(f.owner, f.token);
+            let known = next.get(&f.owner).copied();
+            let raised = known.map_or(Known { token: f.token, snap: f.snap }, |k| Known {
+                token: k.token.max(f.token),
+                snap: k.snap.max(f.snap),
+            });
+            if known != Some(raised) {
+                next.insert(f.owner, raised);
                 changed = true;
             }
         }
@@ -169,8 +212,11 @@ impl Fences {
     /// The fences of owners `keep` selects, for a new replica's backfill.
     pub fn entries(&self, keep: impl Fn(u64) -> bool) -> Vec<VolumeFence> {
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<VolumeFence> =
-            table.iter().filter(|(&o, _)| keep(o)).map(|(&owner, &token)| VolumeFence { owner, token }).collect();
+        let mut out: Vec<VolumeFence> = table
+            .iter()
+            .filter(|(&o, _)| keep(o))
+            .map(|(&owner, k)| VolumeFence { owner, token: k.token, snap: k.snap })
+            .collect();
         out.sort_by_key(|f| f.owner);
         out
     }
@@ -181,29 +227,34 @@ impl Fences {
 }
 
 // The file (storage-node/FORMAT.md, "Fence table"): magic, version, count,
-// (owner, token) pairs in owner order, crc32c of everything before it.
+// (owner, token, snap, zero) entries in owner order, crc32c of everything
+// before it. Version 1 tables (no snap, 16-byte entries) are read with
+// snap 0 and written back as version 2 at the next raise.
 const MAGIC: &[u8; 8] = b"CHUYIFNC";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEAD_BYTES: usize = 16;
-const ENTRY_BYTES: usize = 16;
+const ENTRY_BYTES: usize = 24;
+const V1_ENTRY_BYTES: usize = 16;
 
-fn encode(table: &HashMap<u64, u64>) -> Vec<u8> {
-    let mut entries: Vec<(u64, u64)> = table.iter().map(|(&o, &t)| (o, t)).collect();
-    entries.sort_unstable();
+fn encode(table: &HashMap<u64, Known>) -> Vec<u8> {
+    let mut entries: Vec<(u64, Known)> = table.iter().map(|(&o, &k)| (o, k)).collect();
+    entries.sort_unstable_by_key(|(owner, _)| *owner);
     let mut out = Vec::with_capacity(HEAD_BYTES + entries.len() * ENTRY_BYTES + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for (owner, token) in entries {
+    for (owner, known) in entries {
         out.extend_from_slice(&owner.to_le_bytes());
-        out.extend_from_slice(&token.to_le_bytes());
+        out.extend_from_slice(&known.token.to_le_bytes());
+        out.extend_from_slice(&known.snap.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
     }
     let crc = chuyi_common::checksum::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<HashMap<u64, u64>, String> {
+fn decode(bytes: &[u8]) -> Result<HashMap<u64, Known>, String> {
     let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let u64_at = |at: usize| {
         bytes.get(at..at + 8).map(|b| {
@@ -215,12 +266,13 @@ fn decode(bytes: &[u8]) -> Result<HashMap<u64, u64>, String> {
     if bytes.get(..8) != Some(MAGIC.as_slice()) {
         return Err("no fence table magic".into());
     }
-    match u32_at(8) {
-        Some(VERSION) => {}
-        other => return Err(format!("version {other:?}, this build reads {VERSION}")),
-    }
+    let entry_bytes = match u32_at(8) {
+        Some(VERSION) => ENTRY_BYTES,
+        Some(1) => V1_ENTRY_BYTES,
+        other => return Err(format!("version {other:?}, this build reads 1 and {VERSION}")),
+    };
     let count = u32_at(12).ok_or("short header")? as usize;
-    let body = HEAD_BYTES + count * ENTRY_BYTES;
+    let body = HEAD_BYTES + count * entry_bytes;
     if bytes.len() != body + 4 {
         return Err(format!("{} bytes for {count} entries", bytes.len()));
     }
@@ -229,8 +281,10 @@ fn decode(bytes: &[u8]) -> Result<HashMap<u64, u64>, String> {
     }
     let mut table = HashMap::with_capacity(count);
     for i in 0..count {
-        let at = HEAD_BYTES + i * ENTRY_BYTES;
-        table.insert(u64_at(at).ok_or("short entry")?, u64_at(at + 8).ok_or("short entry")?);
+        let at = HEAD_BYTES + i * entry_bytes;
+        let token = u64_at(at + 8).ok_or("short entry")?;
+        let snap = if entry_bytes == ENTRY_BYTES { u32_at(at + 16).ok_or("short entry")? } else { 0 };
+        table.insert(u64_at(at).ok_or("short entry")?, Known { token, snap });
     }
     Ok(table)
 }
@@ -267,18 +321,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fences = Fences::open(dir.path(), || true).expect("open");
         fences.admit(7, Some(10)).await.expect("first writer");
-        fences.raise(&[VolumeFence { owner: 7, token: 3 }, VolumeFence { owner: 8, token: 2 }]).await.expect("raise");
+        let raise = [VolumeFence { owner: 7, token: 3, snap: 4 }, VolumeFence { owner: 8, token: 2, snap: 0 }];
+        fences.raise(&raise).await.expect("raise");
         assert_eq!(fences.get(7), Some(10), "a fence never goes down");
         drop(fences);
         let reopened = Fences::open(dir.path(), || false).expect("reopen: the file is there");
         assert_eq!(reopened.get(7), Some(10));
+        assert_eq!(reopened.snap(7), 4, "a snap sequence is raised beside the token");
         assert_eq!(reopened.get(8), Some(2));
         assert!(matches!(reopened.admit(7, Some(9)).await, Err(FenceError::Fenced { known: 10, .. })));
         assert!(matches!(reopened.admit(7, None).await, Err(FenceError::Fenced { .. })));
         reopened.admit(7, Some(11)).await.expect("a newer writer");
         assert!(matches!(reopened.admit(7, Some(10)).await, Err(FenceError::Fenced { known: 11, .. })));
         reopened.admit(99, None).await.expect("an unfenced owner");
-        assert_eq!(reopened.entries(|o| o == 8), vec![VolumeFence { owner: 8, token: 2 }]);
+        assert_eq!(reopened.entries(|o| o == 8), vec![VolumeFence { owner: 8, token: 2, snap: 0 }]);
+        assert!(matches!(reopened.admit_snap(7, 3).await, Err(FenceError::SnapStale { known: 4, snap: 3, .. })));
+        reopened.admit_snap(7, 4).await.expect("the current sequence");
+        reopened.admit_snap(7, 6).await.expect("a newer one raises");
+        assert_eq!((reopened.snap(7), reopened.get(7)), (6, Some(11)));
+        reopened.admit_snap(99, 0).await.expect("object data carries none");
+    }
+
+    #[test]
+    fn a_version_1_table_reads_with_no_snapshots() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        let crc = chuyi_common::checksum::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&v1).expect("v1"), HashMap::from([(5, Known { token: 9, snap: 0 })]));
     }
 
     #[test]
@@ -294,7 +368,7 @@ mod tests {
     #[test]
     fn a_damaged_table_is_refused_not_read_as_empty() {
         let mut table = HashMap::new();
-        table.insert(1u64, 2u64);
+        table.insert(1u64, Known { token: 2, snap: 3 });
         let bytes = encode(&table);
         assert_eq!(decode(&bytes).expect("valid"), table);
         let mut flipped = bytes.clone();

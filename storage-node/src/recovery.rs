@@ -29,7 +29,7 @@ use chuyi_common::checksum::zero_block_crc;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, RAISE_FENCES_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress, Stamp};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -277,7 +277,7 @@ impl Recovery {
         &self,
         route: Route<'_>,
         chunk: ChunkId,
-        remote: Option<Vec<u32>>,
+        remote: Option<ChunkSums>,
         bad_local: BadLocal,
     ) -> Result<u64, ReplicationError> {
         let Route { map, epoch, mine, target } = route;
@@ -290,23 +290,29 @@ impl Recovery {
             let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence };
             async move { expect_done(self.repl.peers().call(map, target.node, &request, payload).await, target) }
         };
-        let Some(local) = disk.block_crcs(chunk).await? else {
+        let Some((local, stamp)) = disk.sums(chunk).await? else {
             if remote.is_some() {
                 send(PgOp::Delete, Bytes::new()).await?;
             }
             return Ok(0);
         };
+        // The stamp first: it says which writes the target's clones have
+        // seen, and copies never make clones (they carry sequence 0).
+        if remote.as_ref().map_or(stamp != Stamp::default(), |r| r.stamp != stamp) {
+            send(PgOp::Stamp { seq: stamp.seq, born: stamp.born }, Bytes::new()).await?;
+        }
+        let remote = remote.map(|r| r.crcs);
         let zero = zero_block_crc();
         let differs = |i: usize| local[i] != remote.as_ref().map_or(zero, |r| r.get(i).copied().unwrap_or(zero));
         let mut sent = 0;
         for (first, count) in runs(local.len(), differs) {
             let (offset, len) = ((first * BLOCK_SIZE_BYTES) as u32, (count * BLOCK_SIZE_BYTES) as u32);
             if local[first..first + count].iter().all(|&c| c == zero) {
-                send(PgOp::Zero { offset, len, fua: false }, Bytes::new()).await?;
+                send(PgOp::Zero { offset, len, fua: false, snap: 0 }, Bytes::new()).await?;
             } else {
                 match disk.read(chunk, offset.into(), len.into()).await {
                     Ok((data, _)) => {
-                        send(PgOp::Write { offset, fua: false }, data).await?;
+                        send(PgOp::Write { offset, fua: false, snap: 0 }, data).await?;
                         sent += u64::from(len);
                     }
                     // A bad block here, and no complete copy elsewhere to
@@ -324,7 +330,7 @@ impl Recovery {
                             let at = (block * BLOCK_SIZE_BYTES) as u32;
                             match disk.read(chunk, at.into(), BLOCK_SIZE_BYTES as u64).await {
                                 Ok((data, _)) => {
-                                    send(PgOp::Write { offset: at, fua: false }, data).await?;
+                                    send(PgOp::Write { offset: at, fua: false, snap: 0 }, data).await?;
                                     sent += BLOCK_SIZE_BYTES as u64;
                                 }
                                 // Lost with both copies; the new one must
@@ -365,8 +371,15 @@ impl Recovery {
                 DirtyFate::Forget => continue,
             };
             let copied = async {
-                let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
-                self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, BadLocal::Stop).await
+                // A failed write may have made clones here and not there:
+                // they are copied with their chunk.
+                let disk = self.repl.store().disk(mine.disk)?;
+                let mut bytes = 0;
+                for id in std::iter::once(chunk).chain(disk.clones_of(chunk)) {
+                    let remote = self.remote_chunk_sums(map, pg, target, epoch, id).await?;
+                    bytes += self.copy_chunk(Route { map, epoch, mine, target }, id, remote, BadLocal::Stop).await?;
+                }
+                Ok::<_, ReplicationError>(bytes)
             };
             match copied.await {
                 Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),
@@ -387,14 +400,14 @@ impl Recovery {
         target: Replica,
         epoch: u64,
         chunk: ChunkId,
-    ) -> Result<Option<Vec<u32>>, ReplicationError> {
+    ) -> Result<Option<ChunkSums>, ReplicationError> {
         let before = if chunk.index > 0 {
             Some(ChunkId::new(chunk.owner, chunk.index - 1))
         } else {
             chunk.owner.checked_sub(1).map(|owner| ChunkId::new(owner, u64::MAX))
         };
         let (sums, _) = self.remote_sums(map, pg, target, epoch, before, 1).await?;
-        Ok(sums.into_iter().find(|s| s.chunk == chunk).map(|s| s.crcs))
+        Ok(sums.into_iter().find(|s| s.chunk == chunk))
     }
 
     async fn remote_sums(
@@ -409,9 +422,9 @@ impl Recovery {
         let request = ChunkRequest::PgSums { pg, epoch, start_after, max };
         let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
         match self.repl.peers().call(map, target.node, &request, Bytes::new()).await {
-            Ok((ChunkResponse::Sums { chunks, blocks, next }, payload)) => {
-                let sums =
-                    ChunkSums::decode(&chunks, blocks, &payload).ok_or_else(|| failed("malformed sums".into()))?;
+            Ok((ChunkResponse::Sums { chunks, blocks, next, stamps }, payload)) => {
+                let sums = ChunkSums::decode(&chunks, blocks, &stamps, &payload)
+                    .ok_or_else(|| failed("malformed sums".into()))?;
                 Ok((sums, next))
             }
             Ok((other, _)) => Err(failed(format!("answered {other:?}"))),
@@ -471,7 +484,7 @@ impl Walk {
     /// remote side's sums (or `None`: the remote lacks it; chunks only the
     /// remote has come with `Some`). `None` when both sides are exhausted.
     #[allow(clippy::type_complexity)]
-    fn take_ready(&mut self) -> Option<Vec<(ChunkId, Option<Vec<u32>>)>> {
+    fn take_ready(&mut self) -> Option<Vec<(ChunkId, Option<ChunkSums>)>> {
         if self.local_done && self.remote_done && self.local.is_empty() && self.remote.is_empty() {
             return None;
         }
@@ -482,10 +495,10 @@ impl Walk {
             (a, b) => a.or(b),
         };
         let ready = |c: ChunkId| bound.is_none_or(|b| c <= b);
-        let mut remote: HashMap<ChunkId, Vec<u32>> = HashMap::new();
+        let mut remote: HashMap<ChunkId, ChunkSums> = HashMap::new();
         while self.remote.front().is_some_and(|s| ready(s.chunk)) {
             if let Some(s) = self.remote.pop_front() {
-                remote.insert(s.chunk, s.crcs);
+                remote.insert(s.chunk, s);
             }
         }
         let mut batch = Vec::new();
@@ -495,7 +508,7 @@ impl Walk {
             }
         }
         // Only on the remote: it goes (the copy finds no local chunk).
-        batch.extend(remote.into_iter().map(|(chunk, crcs)| (chunk, Some(crcs))));
+        batch.extend(remote.into_iter().map(|(chunk, sums)| (chunk, Some(sums))));
         batch.sort_by_key(|(c, _)| *c);
         Some(batch)
     }
@@ -627,7 +640,9 @@ mod tests {
     }
 
     fn sums(ids: &[u64]) -> VecDeque<ChunkSums> {
-        ids.iter().map(|&i| ChunkSums { chunk: ChunkId::new(1, i), crcs: vec![i as u32] }).collect()
+        ids.iter()
+            .map(|&i| ChunkSums { chunk: ChunkId::new(1, i), crcs: vec![i as u32], stamp: Stamp::default() })
+            .collect()
     }
 
     #[test]

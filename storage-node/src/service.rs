@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chuyi_common::credential::Principal;
 use chuyi_common::ids::NodeId;
-use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
+use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX, SNAPSHOTS_PER_VOLUME_MAX as TRIM_LIVE_MAX};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
@@ -49,6 +49,23 @@ impl ChunkService {
                 let repl = self.repl.clone();
                 to_completion(async move { repl.fences().raise(&fences).await.map_err(ReplicationError::from) })
                     .await?;
+                Ok((ChunkResponse::Done, Bytes::new()))
+            }
+            ChunkRequest::TrimClones { owner, live } => {
+                if live.len() > TRIM_LIVE_MAX {
+                    let problem = format!("{} live snapshots in one request; at most {TRIM_LIVE_MAX}", live.len());
+                    return Err(ReplicationError::Invalid(problem));
+                }
+                let store = self.repl.store().clone();
+                let removed = to_completion(async move {
+                    let mut removed = 0;
+                    for disk in store.disks() {
+                        removed += disk.trim_clones(owner, &live).await?;
+                    }
+                    Ok::<_, StoreError>(removed)
+                })
+                .await?;
+                tracing::info!(owner = format_args!("{owner:016x}"), removed, "trimmed snapshot clones");
                 Ok((ChunkResponse::Done, Bytes::new()))
             }
             ChunkRequest::Flush { fence: Some(f), disk } => {
@@ -127,7 +144,8 @@ async fn handle(
         ChunkRequest::Pg { .. }
         | ChunkRequest::PgSums { .. }
         | ChunkRequest::NodeStatus
-        | ChunkRequest::RaiseFences { .. } => {
+        | ChunkRequest::RaiseFences { .. }
+        | ChunkRequest::TrimClones { .. } => {
             Err(StoreError::Internal("a replicated request reached the raw path".into()))
         }
     }

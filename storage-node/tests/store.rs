@@ -362,3 +362,57 @@ impl Drop for LoopDevice {
         let _ = std::process::Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
+
+async fn read_at(disk: &DiskStore, chunk: ChunkId, snap: u32) -> (Bytes, bool) {
+    disk.read_snap(chunk, 0, 8192, snap).await.expect("snapshot read")
+}
+
+/// Snapshot clones: the first write under a newer sequence keeps the chunk
+/// in a clone, reads of each snapshot find the right copy after a restart,
+/// rollback copies a snapshot back while newer snapshots keep their view,
+/// and trimming drops only the clones no live snapshot reads.
+#[tokio::test]
+async fn snapshot_clones_keep_each_snapshots_view() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let (a, b, c) = (pattern(1, 8192), pattern(2, 8192), pattern(3, 8192));
+        // Written before any snapshot; snapshot 1; written under 1 (clone 1).
+        disk.write_snap(id(0), 0, a.clone(), false, 0).await.expect("write a");
+        disk.write_snap(id(0), 0, b.clone(), false, 1).await.expect("write b under 1");
+        disk.write_snap(id(0), 4096, b.slice(..4096), false, 1).await.expect("again under 1: no new clone");
+        // Chunk 1 is created under 1: not in snapshot 1.
+        disk.write_snap(id(1), 0, c.clone(), false, 1).await.expect("new chunk under 1");
+        assert_eq!(disk.clones_of(id(0)), vec![id(0).clone_of(1)], "{engine:?}: one clone");
+        assert!(disk.clones_of(id(1)).is_empty(), "{engine:?}: a new chunk needs no clone");
+        // Snapshots 2 and 3 with no write between; a write under 3.
+        disk.write_snap(id(0), 0, c.clone(), false, 3).await.expect("write c under 3");
+        drop(disk);
+        let disk = open(dir.path(), engine).await;
+        assert_eq!(read_at(&disk, id(0), 1).await, (a.clone(), true), "{engine:?}: snapshot 1 after reopen");
+        let mut b_twice = b.slice(..4096).to_vec();
+        b_twice.extend_from_slice(&b.slice(..4096));
+        assert_eq!(read_at(&disk, id(0), 2).await.0, Bytes::from(b_twice.clone()), "{engine:?}: snapshot 2");
+        assert_eq!(read_at(&disk, id(0), 3).await.0, Bytes::from(b_twice.clone()), "{engine:?}: snapshot 3");
+        assert_eq!(read_at(&disk, id(0), 4).await.0, c, "{engine:?}: no snapshot 4 yet: the head");
+        assert_eq!(read_at(&disk, id(1), 1).await, (Bytes::from(vec![0u8; 8192]), false), "{engine:?}");
+        assert_eq!(read_at(&disk, id(1), 2).await.0, c, "{engine:?}: chunk 1 is in snapshot 2");
+        // Rollback to 1 under sequence 3: the head is snapshot 1 again and
+        // snapshot 3 still reads its own view.
+        disk.rollback(id(0), 1, 3).await.expect("rollback");
+        assert_eq!(read(&disk, id(0), 0, 8192).await.expect("head"), a, "{engine:?}: rolled back");
+        assert_eq!(read_at(&disk, id(0), 3).await.0, Bytes::from(b_twice.clone()), "{engine:?}: 3 kept");
+        // Rolling chunk 1 back to 1 empties it: it did not exist then.
+        disk.rollback(id(1), 1, 3).await.expect("rollback chunk 1");
+        assert_eq!(read(&disk, id(1), 0, 8192).await.expect("head"), Bytes::from(vec![0u8; 8192]));
+        // Deleting snapshot 1 (live: 2, 3) drops clone 1 only.
+        assert_eq!(disk.trim_clones(0xC0FFEE, &[2, 3]).await.expect("trim"), 1, "{engine:?}");
+        assert_eq!(disk.clones_of(id(0)), vec![id(0).clone_of(3)], "{engine:?}");
+        assert_eq!(read_at(&disk, id(0), 2).await.0, Bytes::from(b_twice), "{engine:?}: 2 reads clone 3");
+        // A clone's data is not kept after its chunk is deleted.
+        disk.delete(id(0)).await.expect("delete");
+        assert!(disk.clones_of(id(0)).is_empty(), "{engine:?}: clones go with their chunk");
+        let file = std::fs::read(dir.path().join(DISK_FILE_NAME)).expect("read file");
+        assert!(!contains(&file, &b[..4096]), "{engine:?}: no clone's data left in the file");
+    }
+}

@@ -43,10 +43,15 @@ pub enum ChunkRequest {
     PgSums { pg: PgId, epoch: u64, start_after: Option<ChunkId>, max: u32 },
     /// Recovery and scrub progress of the node.
     NodeStatus,
-    /// Raise the fences of these owners to at least these tokens, durably,
-    /// before answering `Done`: a new volume writer's attach, a volume
-    /// delete, and backfill (the primary's table to a new replica) send it.
+    /// Raise the fences of these owners to at least these tokens and snap
+    /// sequences, durably, before answering `Done`: a new volume writer's
+    /// attach, a volume delete, a snapshot, and backfill (the primary's
+    /// table to a new replica) send it.
     RaiseFences { fences: Vec<VolumeFence> },
+    /// Remove this node's snapshot clones of `owner` that no snapshot in
+    /// `live` (ascending snap sequences) reads any more; answered `Done`.
+    /// Every replica decides alike from the same clones (section 5.3).
+    TrimClones { owner: u64, live: Vec<u32> },
 }
 
 /// A raw operation on one disk of the node: the chunk store's own calls,
@@ -78,25 +83,35 @@ pub struct VolumeFence {
     /// The volume's chunk owner id.
     pub owner: u64,
     pub token: u64,
+    /// The volume's snap sequence: the newest snapshot's. A write carrying
+    /// an older one is refused (`SnapStale`) by the chunk's primary.
+    pub snap: u32,
 }
 
 /// What a [`ChunkRequest::Pg`] does. Offsets are bytes within the chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PgOp {
     /// Write the payload; with `fua`, stable on every replica before the reply.
+    /// `snap` is the volume's snap sequence as the writer knows it (0 for
+    /// object data and volumes never snapshotted): a replica whose chunk
+    /// was last written under an older sequence first keeps it in a clone
+    /// (section 5.3).
     Write {
         offset: u32,
         fua: bool,
+        snap: u32,
     },
     Read {
         offset: u32,
         len: u32,
     },
-    /// Make a range read as zeros (trim and write-zeroes alike).
+    /// Make a range read as zeros (trim and write-zeroes alike); `snap` as
+    /// for `Write`.
     Zero {
         offset: u32,
         len: u32,
         fua: bool,
+        snap: u32,
     },
     /// Remove the chunk from every replica.
     Delete,
@@ -105,6 +120,27 @@ pub enum PgOp {
     Extents {
         offset: u32,
         len: u32,
+    },
+    /// Read the chunk as snapshot `snap` saw it, answered like `Read`
+    /// (`allocated` false when the chunk did not exist then).
+    ReadSnap {
+        offset: u32,
+        len: u32,
+        snap: u32,
+    },
+    /// Put the chunk back as snapshot `to` saw it, on every replica, each
+    /// copying locally; `snap` is the volume's sequence now, as for
+    /// `Write` (the newer snapshots keep their view).
+    Rollback {
+        to: u32,
+        snap: u32,
+    },
+    /// Backfill only (forwarded): set the chunk's snapshot stamp (the
+    /// sequence it was last written under and the one it was created
+    /// under) to the primary's.
+    Stamp {
+        seq: u32,
+        born: u32,
     },
     /// Backfill only (forwarded): the whole blocks of the range are bad on
     /// the only complete copy, so they must read as bad here too (a
@@ -147,6 +183,8 @@ pub enum ChunkResponse {
         chunks: Vec<ChunkId>,
         blocks: u32,
         next: Option<ChunkId>,
+        /// Each chunk's snapshot stamp, in the same order.
+        stamps: Vec<Stamp>,
     },
     Status(NodeReport),
     /// The answer to `PgOp::Extents`: consecutive runs covering the range
@@ -165,11 +203,22 @@ pub struct Extent {
     pub data: bool,
 }
 
+/// A chunk's snapshot stamp (storage-node/FORMAT.md, "Snapshot clones"):
+/// the newest snap sequence it was written under, and the one it was
+/// created under. Clones and chunks of volumes never snapshotted carry
+/// zeros.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub seq: u32,
+    pub born: u32,
+}
+
 /// A chunk and the crc32c of each of its blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkSums {
     pub chunk: ChunkId,
     pub crcs: Vec<u32>,
+    pub stamp: Stamp,
 }
 
 impl ChunkSums {
@@ -179,21 +228,23 @@ impl ChunkSums {
     }
 
     /// Splits a `Sums` payload back into chunks; `None` when its length does
-    /// not match `chunks.len() × blocks`.
-    pub fn decode(chunks: &[ChunkId], blocks: u32, payload: &[u8]) -> Option<Vec<ChunkSums>> {
+    /// not match `chunks.len() × blocks`, or the stamps are not one per chunk.
+    pub fn decode(chunks: &[ChunkId], blocks: u32, stamps: &[Stamp], payload: &[u8]) -> Option<Vec<ChunkSums>> {
         let per = blocks as usize * 4;
-        if payload.len() != chunks.len().checked_mul(per)? {
+        if payload.len() != chunks.len().checked_mul(per)? || stamps.len() != chunks.len() {
             return None;
         }
         let crcs = |b: &[u8]| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         if per == 0 {
-            return Some(chunks.iter().map(|&chunk| ChunkSums { chunk, crcs: Vec::new() }).collect());
+            let sums = chunks.iter().zip(stamps);
+            return Some(sums.map(|(&chunk, &stamp)| ChunkSums { chunk, crcs: Vec::new(), stamp }).collect());
         }
         Some(
             chunks
                 .iter()
+                .zip(stamps)
                 .zip(payload.chunks_exact(per))
-                .map(|(&chunk, b)| ChunkSums { chunk, crcs: crcs(b) })
+                .map(|((&chunk, &stamp), b)| ChunkSums { chunk, crcs: crcs(b), stamp })
                 .collect(),
         )
     }
@@ -300,6 +351,10 @@ pub enum ChunkErrorKind {
     /// knows for the volume (or it carries none for a fenced volume):
     /// another writer has the volume now. Never retried.
     Fenced,
+    /// A mutation of a volume's chunk carries an older snap sequence than
+    /// the newest this node knows for the volume: a snapshot was taken.
+    /// The writer fetches the volume's sequence and sends it again.
+    SnapStale,
     /// The caller's role may not make this request (raw per-disk
     /// operations are for nodes and the administrator only:
     /// `storage-node/src/access.rs`).

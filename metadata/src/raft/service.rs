@@ -246,6 +246,14 @@ impl MetaService {
                 }
                 ApiReply::ObjectLock(r.object_lock(&bucket).map_err(store_error)?)
             }
+            Query::Snapshots(volume) => {
+                let known = r.volume(&volume).map_err(store_error)?.is_some()
+                    || r.trash().map_err(store_error)?.1.iter().any(|e| e.volume.name == volume);
+                if !known {
+                    return Err(missing(Kind::Volume, &volume));
+                }
+                ApiReply::Snapshots(r.snapshots(&volume).map_err(store_error)?)
+            }
             Query::Trash => {
                 let (retention_ms, entries) = r.trash().map_err(store_error)?;
                 ApiReply::Trash { retention_ms, entries }

@@ -23,7 +23,7 @@ use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
 use super::Reply;
-use super::{objects, packs, qos, trash, uploads, view};
+use super::{objects, packs, qos, snapshots, trash, uploads, view};
 
 /// What one command may depend on besides the tables.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +160,11 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::BeginPurge { name, force } => trash::begin_purge(t, ctx, name, *force),
         Command::EndPurge { name, token } => trash::end_purge(t, name, *token),
         Command::SetTrashRetention { retain_ms } => trash::set_retention(t, *retain_ms),
+        Command::CreateSnapshot { volume, name, schedule } => {
+            snapshots::create_snapshot(t, ctx, volume, name, schedule.as_deref())
+        }
+        Command::DeleteSnapshot { volume, name } => snapshots::delete_snapshot(t, volume, name),
+        Command::RenameSnapshot { volume, from, to } => snapshots::rename_snapshot(t, volume, from, to),
     }
 }
 

@@ -389,6 +389,20 @@ pub enum Command {
     SetTrashRetention {
         retain_ms: u64,
     },
+    CreateSnapshot {
+        volume: String,
+        name: String,
+        schedule: Option<String>,
+    },
+    DeleteSnapshot {
+        volume: String,
+        name: String,
+    },
+    RenameSnapshot {
+        volume: String,
+        from: String,
+        to: String,
+    },
 }
 
 impl Command {
@@ -451,6 +465,9 @@ impl Command {
             Command::BeginPurge { .. } => "BeginPurge",
             Command::EndPurge { .. } => "EndPurge",
             Command::SetTrashRetention { .. } => "SetTrashRetention",
+            Command::CreateSnapshot { .. } => "CreateSnapshot",
+            Command::DeleteSnapshot { .. } => "DeleteSnapshot",
+            Command::RenameSnapshot { .. } => "RenameSnapshot",
         }
     }
 }
@@ -559,6 +576,9 @@ impl From<Request> for Command {
             Request::BeginPurge { name, force } => Command::BeginPurge { name, force },
             Request::EndPurge { name, token } => Command::EndPurge { name, token },
             Request::SetTrashRetention { retain_ms } => Command::SetTrashRetention { retain_ms },
+            Request::CreateSnapshot { volume, name, schedule } => Command::CreateSnapshot { volume, name, schedule },
+            Request::DeleteSnapshot { volume, name } => Command::DeleteSnapshot { volume, name },
+            Request::RenameSnapshot { volume, from, to } => Command::RenameSnapshot { volume, from, to },
         }
     }
 }

@@ -63,6 +63,8 @@ pub(crate) const T_QOS: u8 = 0x1A;
 /// Volume name → [`TrashEntry`](chuyi_meta_api::model::TrashEntry): the
 /// recycle bin.
 pub(crate) const T_TRASH: u8 = 0x1B;
+/// Volume name → [`VolumeSnapshots`](chuyi_meta_api::model::VolumeSnapshots).
+pub(crate) const T_SNAPSHOTS: u8 = 0x1C;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -188,6 +190,12 @@ pub(crate) fn volume(name: &str) -> Vec<u8> {
 pub(crate) fn trash(name: &str) -> Vec<u8> {
     let mut k = table(T_TRASH);
     push_str(&mut k, name.as_bytes());
+    k
+}
+
+pub(crate) fn snapshots(volume: &str) -> Vec<u8> {
+    let mut k = table(T_SNAPSHOTS);
+    push_str(&mut k, volume.as_bytes());
     k
 }
 

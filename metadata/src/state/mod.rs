@@ -28,6 +28,7 @@ pub(crate) mod objects;
 pub(crate) mod packs;
 pub(crate) mod pools;
 pub(crate) mod qos;
+pub(crate) mod snapshots;
 pub(crate) mod tables;
 pub(crate) mod trash;
 pub(crate) mod uploads;

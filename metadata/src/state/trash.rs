@@ -88,6 +88,7 @@ pub(super) fn end_purge(t: &mut impl TablesMut, name: &str, token: u64) -> Appli
         refuse!(MetaError::invalid("purge", format!("no purge of volume {name} began under token {token}")));
     }
     t.delete(&keys::trash(name));
+    super::snapshots::forget(t, name);
     Ok(Ok(Reply::Done))
 }
 

@@ -147,6 +147,11 @@ pub(crate) fn trash_entry(
     t.get_rec("trash entry", &keys::trash(name))
 }
 
+/// A volume's snapshots (none taken: sequence 0, empty).
+pub(crate) fn snapshots(t: &impl Tables, volume: &str) -> Result<chuyi_meta_api::model::VolumeSnapshots, TableError> {
+    Ok(t.get_rec("snapshots", &keys::snapshots(volume))?.unwrap_or_default())
+}
+
 pub(crate) fn trash(t: &impl Tables) -> Result<Vec<chuyi_meta_api::model::TrashEntry>, TableError> {
     all(t, "trash entry", keys::T_TRASH)
 }

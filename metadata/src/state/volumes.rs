@@ -111,6 +111,7 @@ pub(super) fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> App
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
     t.delete(&keys::volume(name));
+    super::snapshots::forget(t, name);
     super::qos::drop_rules(t, |s| matches!(s, QosScope::Volume(v) if v == name))?;
     Ok(Ok(Reply::Done))
 }

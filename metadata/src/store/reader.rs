@@ -122,6 +122,10 @@ impl StateReader {
         Ok((view::trash_retention(&*v)?, view::trash(&*v)?))
     }
 
+    pub fn snapshots(&self, volume: &str) -> Result<chuyi_meta_api::model::VolumeSnapshots, StoreError> {
+        Ok(view::snapshots(&*self.view(), volume)?)
+    }
+
     /// Every QoS rule and the rules' version, read at one point.
     pub fn qos_rules(&self) -> Result<(u64, Vec<chuyi_meta_api::qos::QosRule>), StoreError> {
         let v = self.view();

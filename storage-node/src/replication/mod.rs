@@ -31,18 +31,18 @@ use std::time::Duration;
 use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
-use chuyi_common::ids::{ChunkId, NodeId};
+use chuyi_common::ids::{ChunkId, NodeId, SNAPSHOT_INDEX_MAX};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, PG_SUMS_PAGE_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
 use chuyi_common::proto::chunk::{
-    ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, ChunkSums, PgOp, ScrubCounters,
+    ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, ChunkSums, PgOp, ScrubCounters, Stamp,
 };
 
 use self::locks::RangeLocks;
 use self::peers::Peers;
 use self::view::MapView;
 use crate::fence::{FenceError, Fences};
-use crate::store::{ChunkStore, DiskStore, StoreError};
+use crate::store::{snaps, ChunkStore, DiskStore, StoreError};
 
 /// How long a request from a sender with a newer map waits for this node's
 /// map to catch up.
@@ -83,6 +83,7 @@ impl From<ReplicationError> for ChunkError {
         let kind = match e {
             ReplicationError::Store(s) => return s.into(),
             ReplicationError::Fence(FenceError::Fenced { .. }) => ChunkErrorKind::Fenced,
+            ReplicationError::Fence(FenceError::SnapStale { .. }) => ChunkErrorKind::SnapStale,
             ReplicationError::Fence(
                 FenceError::Persist { .. } | FenceError::Damaged { .. } | FenceError::Missing { .. },
             ) => ChunkErrorKind::Io,
@@ -244,13 +245,18 @@ impl Replicator {
         let arrived = clock::now();
         let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
         let role = match (&op, forwarded) {
-            (PgOp::Read { .. } | PgOp::Extents { .. }, _) => Role::Complete,
+            (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. }, _) => Role::Complete,
             (_, false) => Role::Primary,
             (_, true) => Role::Member,
         };
         let placed = self.place(chunk, epoch, role).await?;
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
+            PgOp::ReadSnap { offset, len, snap } => {
+                let disk = self.store.disk(placed.mine.disk)?;
+                let (data, allocated) = disk.read_snap(chunk, offset.into(), len.into(), snap).await?;
+                Ok((ChunkResponse::ReadDone { allocated }, data))
+            }
             PgOp::Extents { offset, len } => {
                 let disk = self.store.disk(placed.mine.disk)?;
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
@@ -316,11 +322,23 @@ impl Replicator {
             PgOp::Zero { offset, len, .. } | PgOp::Poison { offset, len } => {
                 (u64::from(offset), u64::from(offset) + u64::from(len))
             }
-            PgOp::Delete | PgOp::Read { .. } | PgOp::Extents { .. } => (0, u64::MAX),
+            PgOp::Delete
+            | PgOp::Read { .. }
+            | PgOp::ReadSnap { .. }
+            | PgOp::Extents { .. }
+            | PgOp::Rollback { .. }
+            | PgOp::Stamp { .. } => (0, u64::MAX),
         };
         if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
             return Err(ReplicationError::Invalid("only a write carries a payload".into()));
         }
+        check_snapshot_op(chunk, &op, forwarded)?;
+        // A write that makes a clone takes the whole chunk at the primary:
+        // every write sent before it has then reached every replica, so
+        // each replica's clone holds the same writes (section 5.3).
+        let clones = !forwarded
+            && op_snap(&op).is_some_and(|snap| disk.stamp(chunk).is_none_or(|s| snaps::needs_clone(s, snap)));
+        let (start, end) = if clones { (0, u64::MAX) } else { (start, end) };
         let _range = self.locks.lock(chunk, start, end).await;
         // The map may have moved while this waited for the range: a write
         // placed under the old epoch must not land (a backfill may already
@@ -341,14 +359,25 @@ impl Replicator {
         // Judged here, holding the range, right before the disk: a newer
         // writer's fence raised while this waited is seen (crate::fence).
         self.fences.admit(chunk.owner, fence).await?;
+        // The primary alone judges the snap sequence: replicas apply what
+        // it forwards, in its order, and so make the same clones.
+        if let (false, Some(snap)) = (forwarded, op_snap(&op)) {
+            self.fences.admit_snap(chunk.owner, snap).await?;
+        }
         let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true, fence };
         let local = async {
             match op {
-                PgOp::Write { offset, fua } => disk.write(chunk, offset.into(), payload.clone(), fua).await,
-                PgOp::Zero { offset, len, fua } => disk.zero(chunk, offset.into(), len.into(), fua).await,
+                PgOp::Write { offset, fua, snap } => {
+                    disk.write_snap(chunk, offset.into(), payload.clone(), fua, snap).await
+                }
+                PgOp::Zero { offset, len, fua, snap } => {
+                    disk.zero_snap(chunk, offset.into(), len.into(), fua, snap).await
+                }
                 PgOp::Poison { offset, len } => disk.poison(chunk, offset.into(), len.into()).await,
                 PgOp::Delete => disk.delete(chunk).await,
-                PgOp::Read { .. } | PgOp::Extents { .. } => Ok(()),
+                PgOp::Rollback { to, snap } => disk.rollback(chunk, to, snap).await,
+                PgOp::Stamp { seq, born } => disk.set_stamp(chunk, Stamp { seq, born }).await,
+                PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } => Ok(()),
             }
         };
         if forwarded {
@@ -506,7 +535,8 @@ impl Replicator {
         let (sums, next) = chunk_sums(disk, map, pg, start_after, max.clamp(1, PG_SUMS_PAGE_MAX)).await?;
         let blocks = (disk.chunk_size() / BLOCK) as u32;
         let chunks = sums.iter().map(|s| s.chunk).collect();
-        Ok((ChunkResponse::Sums { chunks, blocks, next }, Bytes::from(ChunkSums::encode(&sums))))
+        let stamps = sums.iter().map(|s| s.stamp).collect();
+        Ok((ChunkResponse::Sums { chunks, blocks, next, stamps }, Bytes::from(ChunkSums::encode(&sums))))
     }
 }
 
@@ -525,11 +555,44 @@ pub async fn chunk_sums(
     let mut sums = Vec::with_capacity(ids.len());
     for chunk in ids {
         // Deleted since listed: leave it out.
-        if let Some(crcs) = disk.block_crcs(chunk).await? {
-            sums.push(ChunkSums { chunk, crcs });
+        if let Some((crcs, stamp)) = disk.sums(chunk).await? {
+            sums.push(ChunkSums { chunk, crcs, stamp });
         }
     }
     Ok((sums, next))
+}
+
+/// The snap sequence a mutation is sent under, if it carries one.
+fn op_snap(op: &PgOp) -> Option<u32> {
+    match op {
+        PgOp::Write { snap, .. } | PgOp::Zero { snap, .. } | PgOp::Rollback { snap, .. } => Some(*snap),
+        PgOp::Read { .. }
+        | PgOp::ReadSnap { .. }
+        | PgOp::Extents { .. }
+        | PgOp::Delete
+        | PgOp::Poison { .. }
+        | PgOp::Stamp { .. } => None,
+    }
+}
+
+/// Refuses what only a node may do to snapshot data: a client writes
+/// chunks, never clones (each replica makes its own), and a chunk whose
+/// index leaves no room for a sequence in its clones' ids takes no
+/// snapshot sequence.
+fn check_snapshot_op(chunk: ChunkId, op: &PgOp, forwarded: bool) -> Result<(), ReplicationError> {
+    if forwarded {
+        return Ok(());
+    }
+    if chunk.is_clone() {
+        return Err(ReplicationError::Invalid(format!("{chunk} is a snapshot clone: nodes alone change it")));
+    }
+    if matches!(op, PgOp::Stamp { .. } | PgOp::Poison { .. }) {
+        return Err(ReplicationError::Invalid("stamps and poison come from a PG's primary only".into()));
+    }
+    if op_snap(op).is_some_and(|s| s > 0) && chunk.index > SNAPSHOT_INDEX_MAX {
+        return Err(ReplicationError::Invalid(format!("chunk index {} is too large for snapshots", chunk.index)));
+    }
+    Ok(())
 }
 
 /// Whether `chunk` belongs to `pg` in `map`.

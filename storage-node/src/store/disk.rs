@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use chuyi_common::buf::{is_aligned, AlignedBuf};
 use chuyi_common::checksum::{block_crcs, crc32c, zero_block_crc};
-use chuyi_common::ids::{ChunkId, DeviceClass, DiskId};
+use chuyi_common::ids::{ChunkId, DeviceClass, DiskId, SNAP_SEQ_MAX};
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
-use chuyi_common::proto::chunk::{DiskStat, DiskState};
+use chuyi_common::proto::chunk::{DiskStat, DiskState, Stamp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::error::StoreError;
 use super::slot::{decode_crc_block, encode_crc_block, Slot, SlotRef};
+use super::snaps::{self, Source};
 use crate::format::layout::Layout;
 use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
 use crate::io::{Engine, FallocMode};
@@ -53,8 +54,8 @@ impl Index {
         for (slot, entry) in entries.iter().enumerate().rev() {
             match entry {
                 SlotEntry::Free => free.push(slot as u64),
-                SlotEntry::Used(chunk) => {
-                    chunks.insert(*chunk, Arc::new(RwLock::new(Slot::existing(slot as u64))));
+                SlotEntry::Used(chunk, stamp) => {
+                    chunks.insert(*chunk, Arc::new(RwLock::new(Slot::existing(slot as u64, *stamp))));
                 }
                 SlotEntry::Damaged => tracing::error!(slot, "slot table entry is damaged; slot left unused"),
             }
@@ -114,11 +115,25 @@ impl DiskStore {
     /// Writes `data` at `offset` of `chunk`, allocating the chunk on first
     /// write. With `fua` the data is on stable storage before returning.
     pub async fn write(&self, chunk: ChunkId, offset: u64, data: Bytes, fua: bool) -> Result<(), StoreError> {
+        self.write_snap(chunk, offset, data, fua, 0).await
+    }
+
+    /// [`Self::write`] under snap sequence `snap`: a chunk last written
+    /// under an older one is first kept in a clone (module `snaps`).
+    pub async fn write_snap(
+        &self,
+        chunk: ChunkId,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+        snap: u32,
+    ) -> Result<(), StoreError> {
         self.check_op(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
         }
-        let mut slot = self.slot_for_write(chunk).await?;
+        let mut slot = self.slot_for_write(chunk, snap).await?;
+        self.keep_clone(&mut slot, chunk, snap).await?;
         self.write_locked(&mut slot, chunk, offset, data).await?;
         drop(slot);
         if fua {
@@ -135,6 +150,46 @@ impl DiskStore {
             return Ok((zeros(len), false));
         };
         let slot = self.read_slot(slot_ref).await?;
+        self.read_locked(&slot, chunk, offset, len).await
+    }
+
+    /// Reads `chunk` as snapshot `snap` saw it: from the head, from the
+    /// clone that keeps it, or zeros (and `false`) when the chunk did not
+    /// exist then.
+    pub async fn read_snap(
+        &self,
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+        snap: u32,
+    ) -> Result<(Bytes, bool), StoreError> {
+        self.check_op(offset, len)?;
+        let Some(slot_ref) = self.lookup(chunk) else {
+            return Ok((zeros(len), false));
+        };
+        // Held while deciding: no clone is made under a read lock.
+        let slot = self.read_slot(slot_ref).await?;
+        if !slot.live {
+            return Ok((zeros(len), false));
+        }
+        match snaps::resolve(slot.stamp, &self.clone_tags(chunk), snap) {
+            Source::Head => self.read_locked(&slot, chunk, offset, len).await,
+            Source::Absent => Ok((zeros(len), false)),
+            Source::Clone(tag) => {
+                drop(slot);
+                self.read(chunk.clone_of(tag), offset, len).await
+            }
+            Source::Missing => Err(self.clone_missing(chunk, snap)),
+        }
+    }
+
+    async fn read_locked(
+        &self,
+        slot: &Slot,
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Bytes, bool), StoreError> {
         let Some(crcs) = slot.crcs.as_deref().filter(|_| slot.live) else {
             return Ok((zeros(len), false));
         };
@@ -147,6 +202,18 @@ impl DiskStore {
     /// Makes `len` bytes at `offset` read as zeros, freeing whole blocks'
     /// space. Trim and write-zeroes share this: both leave zeros behind.
     pub async fn zero(&self, chunk: ChunkId, offset: u64, len: u64, fua: bool) -> Result<(), StoreError> {
+        self.zero_snap(chunk, offset, len, fua, 0).await
+    }
+
+    /// [`Self::zero`] under snap sequence `snap`, as [`Self::write_snap`].
+    pub async fn zero_snap(
+        &self,
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+        fua: bool,
+        snap: u32,
+    ) -> Result<(), StoreError> {
         self.check_op(offset, len)?;
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
@@ -154,6 +221,7 @@ impl DiskStore {
             return Ok(());
         }
         self.ensure_loaded(&mut slot).await?;
+        self.keep_clone(&mut slot, chunk, snap).await?;
         let (inner_start, inner_end) = (offset.div_ceil(BLOCK) * BLOCK, (offset + len) / BLOCK * BLOCK);
         if inner_start >= inner_end {
             self.write_locked(&mut slot, chunk, offset, zeros(len)).await?;
@@ -183,15 +251,25 @@ impl DiskStore {
         if start >= end {
             return Ok(());
         }
-        let mut slot = self.slot_for_write(chunk).await?;
+        let mut slot = self.slot_for_write(chunk, 0).await?;
         self.write_locked(&mut slot, chunk, start, zeros(end - start)).await?;
         let count = ((end - start) / BLOCK) as usize;
         self.commit_crcs(&mut slot, (start / BLOCK) as usize, &vec![poisoned_crc(); count]).await
     }
 
-    /// Removes `chunk`, zeroing its data in the file and freeing its slot.
+    /// Removes `chunk`, zeroing its data in the file and freeing its slot;
+    /// a chunk goes with its snapshot clones.
     pub async fn delete(&self, chunk: ChunkId) -> Result<(), StoreError> {
         self.check_up()?;
+        if !chunk.is_clone() {
+            for tag in self.clone_tags(chunk) {
+                self.delete_one(chunk.clone_of(tag)).await?;
+            }
+        }
+        self.delete_one(chunk).await
+    }
+
+    async fn delete_one(&self, chunk: ChunkId) -> Result<(), StoreError> {
         let Some(slot_ref) = self.lock_index().chunks.remove(&chunk) else { return Ok(()) };
         // Until the slot is free on disk, failing (or being cancelled) puts
         // the chunk back: nothing a reader could see has changed.
@@ -203,6 +281,89 @@ impl DiskStore {
         slot.crcs = None;
         self.lock_index().free.push(slot.index);
         Ok(())
+    }
+
+    /// Puts `chunk` back as snapshot `to` saw it, copying locally from the
+    /// clone that keeps it (or zeroing it, if it did not exist then). Under
+    /// `snap`, the volume's sequence now, the head is first kept in a
+    /// clone as for a write, so newer snapshots keep their view.
+    pub async fn rollback(&self, chunk: ChunkId, to: u32, snap: u32) -> Result<(), StoreError> {
+        self.check_up()?;
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
+        let mut slot = slot_ref.write_owned().await;
+        if !slot.live {
+            return Ok(());
+        }
+        self.ensure_loaded(&mut slot).await?;
+        // Unchanged since the snapshot: nothing to copy, and no clone to
+        // make for the newer ones either.
+        if snaps::resolve(slot.stamp, &self.clone_tags(chunk), to) == Source::Head {
+            return Ok(());
+        }
+        self.keep_clone(&mut slot, chunk, snap).await?;
+        match snaps::resolve(slot.stamp, &self.clone_tags(chunk), to) {
+            Source::Head => {}
+            Source::Absent => self.punch_blocks(&mut slot, 0, self.layout.chunk_size).await?,
+            Source::Clone(tag) => {
+                let Some(clone_ref) = self.lookup(chunk.clone_of(tag)) else {
+                    return Err(self.clone_missing(chunk, to));
+                };
+                let clone = self.read_slot(clone_ref).await?;
+                let crcs = self.crcs(&clone)?.to_vec();
+                self.copy_slot(clone.index, slot.index, &crcs).await?;
+                slot.crcs = Some(crcs.into_boxed_slice());
+            }
+            Source::Missing => return Err(self.clone_missing(chunk, to)),
+        }
+        drop(slot);
+        self.sync().await
+    }
+
+    /// Sets a chunk's snapshot stamp (backfill: the primary's), creating
+    /// the chunk if it is missing.
+    pub async fn set_stamp(&self, chunk: ChunkId, stamp: Stamp) -> Result<(), StoreError> {
+        self.check_up()?;
+        let mut slot = self.slot_for_write(chunk, 0).await?;
+        if slot.stamp != stamp {
+            slot.stamp = stamp;
+            self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
+        }
+        Ok(())
+    }
+
+    /// A chunk's snapshot stamp; `None` when it does not exist.
+    pub fn stamp(&self, chunk: ChunkId) -> Option<Stamp> {
+        let slot_ref = self.lookup(chunk)?;
+        // A slot being written holds its lock: its stamp may be changing,
+        // and the writer's view is the one that counts. Ask again then.
+        let slot = slot_ref.try_read().ok()?;
+        slot.live.then_some(slot.stamp)
+    }
+
+    /// Removes `owner`'s clones that no snapshot in `live` (ascending)
+    /// reads any more. Returns how many went.
+    pub async fn trim_clones(&self, owner: u64, live: &[u32]) -> Result<u64, StoreError> {
+        self.check_up()?;
+        let clones: Vec<ChunkId> = {
+            let index = self.lock_index();
+            let first = ChunkId::new(owner, 0).clone_of(0);
+            index.chunks.range(first..=ChunkId::new(owner, u64::MAX)).map(|(id, _)| *id).collect()
+        };
+        let mut removed = 0;
+        let mut heads: Vec<ChunkId> = clones.iter().map(|c| c.head()).collect();
+        heads.dedup();
+        for head in heads {
+            let born = match self.lookup(head) {
+                Some(slot_ref) => slot_ref.read().await.stamp.born,
+                // Clones without their chunk: nothing reads them.
+                None => SNAP_SEQ_MAX,
+            };
+            for tag in snaps::unneeded(born, &self.clone_tags(head), live) {
+                self.delete_one(head.clone_of(tag)).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes every completed write stable.
@@ -261,13 +422,19 @@ impl DiskStore {
 
     /// The crc32c of each block of `chunk`; `None` when it does not exist.
     pub async fn block_crcs(&self, chunk: ChunkId) -> Result<Option<Vec<u32>>, StoreError> {
+        Ok(self.sums(chunk).await?.map(|(crcs, _)| crcs))
+    }
+
+    /// The crc32c of each block of `chunk` and its snapshot stamp, read
+    /// together; `None` when it does not exist.
+    pub async fn sums(&self, chunk: ChunkId) -> Result<Option<(Vec<u32>, Stamp)>, StoreError> {
         self.check_up()?;
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(None) };
         let slot = self.read_slot(slot_ref).await?;
         if !slot.live {
             return Ok(None);
         }
-        Ok(Some(self.crcs(&slot)?.to_vec()))
+        Ok(Some((self.crcs(&slot)?.to_vec(), slot.stamp)))
     }
 
     pub fn stat(&self) -> DiskStat {
@@ -325,12 +492,87 @@ impl DiskStore {
         self.lock_index().chunks.get(&chunk).cloned()
     }
 
-    /// The chunk's slot, loaded and locked for writing; allocated if new.
-    async fn slot_for_write(&self, chunk: ChunkId) -> Result<OwnedRwLockWriteGuard<Slot>, StoreError> {
+    /// The ids of `chunk`'s clones, ascending.
+    pub fn clones_of(&self, chunk: ChunkId) -> Vec<ChunkId> {
+        if chunk.is_clone() {
+            return Vec::new();
+        }
+        self.clone_tags(chunk).into_iter().map(|tag| chunk.clone_of(tag)).collect()
+    }
+
+    /// The sequences of `chunk`'s clones, ascending.
+    fn clone_tags(&self, chunk: ChunkId) -> Vec<u32> {
+        let index = self.lock_index();
+        let range = chunk.clone_of(0)..=chunk.clone_of(SNAP_SEQ_MAX);
+        index.chunks.range(range).filter_map(|(id, _)| id.clone_snap()).collect()
+    }
+
+    fn clone_missing(&self, chunk: ChunkId, snap: u32) -> StoreError {
+        StoreError::Io {
+            disk: self.id,
+            source: io::Error::other(format!(
+                "chunk {chunk} was written after snapshot {snap} but keeps no clone of it"
+            )),
+        }
+    }
+
+    /// Before a write under `snap` to a head last written under an older
+    /// sequence: copies the head into clone `snap` (data, then checksums,
+    /// then the clone's slot-table entry), then records the new sequence in
+    /// the head's entry. A crash before the clone's entry leaves no clone
+    /// and the head unchanged; one after it leaves a whole clone, found and
+    /// kept by the next write.
+    async fn keep_clone(&self, slot: &mut Slot, chunk: ChunkId, snap: u32) -> Result<(), StoreError> {
+        if chunk.is_clone() || !snaps::needs_clone(slot.stamp, snap) {
+            return Ok(());
+        }
+        let clone = chunk.clone_of(snap);
+        if self.lookup(clone).is_none() {
+            let crcs = self.crcs(slot)?.to_vec();
+            let (undo, mut target) = match self.reserve_slot(clone) {
+                Ok(reserved) => reserved,
+                Err(Some(e)) => return Err(e),
+                // Made meanwhile: only this head's writer makes its clones,
+                // so it is whole.
+                Err(None) => return self.stamp_seq(slot, chunk, snap).await,
+            };
+            let (at, len) = (self.layout.data_at(target.index), self.layout.chunk_size);
+            self.reserve(clone, at, len).await?;
+            self.copy_slot(slot.index, target.index, &crcs).await?;
+            self.write_entry(target.index, SlotEntry::Used(clone, Stamp::default())).await?;
+            target.crcs = Some(crcs.into_boxed_slice());
+            target.live = true;
+            undo.disarm();
+        }
+        self.stamp_seq(slot, chunk, snap).await
+    }
+
+    async fn stamp_seq(&self, slot: &mut Slot, chunk: ChunkId, snap: u32) -> Result<(), StoreError> {
+        let stamp = Stamp { seq: snap, born: slot.stamp.born };
+        self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
+        slot.stamp = stamp;
+        Ok(())
+    }
+
+    /// Copies slot `from`'s data and checksums over slot `to`'s, as they
+    /// are: a bad block stays bad in the copy (scrub mends both from the
+    /// other replica), never blessed with a new checksum.
+    async fn copy_slot(&self, from: u64, to: u64, crcs: &[u32]) -> Result<(), StoreError> {
+        let len = self.layout.chunk_size as usize;
+        let data = self.engine.read(self.layout.data_at(from), len).await.map_err(|e| self.io_failed(e))?;
+        let at = self.layout.data_at(to);
+        let (data, sums) = tokio::join!(self.engine.write(at, data.freeze()), self.write_crc_block(to, crcs));
+        data.map_err(|e| self.io_failed(e))?;
+        sums
+    }
+
+    /// The chunk's slot, loaded and locked for writing; allocated if new,
+    /// stamped as created under `snap`.
+    async fn slot_for_write(&self, chunk: ChunkId, snap: u32) -> Result<OwnedRwLockWriteGuard<Slot>, StoreError> {
         for _ in 0..SLOT_RETRIES {
             let mut slot = match self.lookup(chunk) {
                 Some(slot_ref) => slot_ref.write_owned().await,
-                None => match self.allocate(chunk).await? {
+                None => match self.allocate(chunk, snap).await? {
                     Some(slot) => slot,
                     None => continue,
                 },
@@ -345,36 +587,55 @@ impl DiskStore {
 
     /// Allocates a slot for `chunk`. `None` when another writer got there
     /// first (the caller looks up again).
-    async fn allocate(&self, chunk: ChunkId) -> Result<Option<OwnedRwLockWriteGuard<Slot>>, StoreError> {
-        let (undo, mut slot) = {
-            let mut index = self.lock_index();
-            if index.chunks.contains_key(&chunk) {
-                return Ok(None);
-            }
-            let Some(n) = index.free.pop() else {
-                return Err(StoreError::NoSpace { disk: self.id, chunk });
-            };
-            let slot_ref: SlotRef = Arc::new(RwLock::new(Slot::allocating(n)));
-            let Ok(guard) = slot_ref.clone().try_write_owned() else {
-                unreachable!("a lock created on the line above is free")
-            };
-            index.chunks.insert(chunk, slot_ref.clone());
-            (UndoAllocation { disk: self, chunk, slot_ref, slot: n, armed: true }, guard)
+    async fn allocate(&self, chunk: ChunkId, snap: u32) -> Result<Option<OwnedRwLockWriteGuard<Slot>>, StoreError> {
+        if self.lookup(chunk).is_some() {
+            return Ok(None);
+        }
+        let (undo, mut slot) = match self.reserve_slot(chunk) {
+            Ok(reserved) => reserved,
+            Err(None) => return Ok(None),
+            Err(Some(e)) => return Err(e),
         };
-        self.init_slot(&mut slot, chunk).await?;
+        // A clone is stamped with zeros; a chunk with the sequence that
+        // created it.
+        let stamp = if chunk.is_clone() { Stamp::default() } else { Stamp { seq: snap, born: snap } };
+        self.init_slot(&mut slot, chunk, stamp).await?;
         undo.disarm();
         Ok(Some(slot))
     }
 
+    /// Takes a free slot for `chunk` into the index, locked and not yet
+    /// live. `Err(None)` when the chunk is there already.
+    #[allow(clippy::type_complexity)]
+    fn reserve_slot(
+        &self,
+        chunk: ChunkId,
+    ) -> Result<(UndoAllocation<'_>, OwnedRwLockWriteGuard<Slot>), Option<StoreError>> {
+        let mut index = self.lock_index();
+        if index.chunks.contains_key(&chunk) {
+            return Err(None);
+        }
+        let Some(n) = index.free.pop() else {
+            return Err(Some(StoreError::NoSpace { disk: self.id, chunk }));
+        };
+        let slot_ref: SlotRef = Arc::new(RwLock::new(Slot::allocating(n)));
+        let Ok(guard) = slot_ref.clone().try_write_owned() else {
+            unreachable!("a lock created on the line above is free")
+        };
+        index.chunks.insert(chunk, slot_ref.clone());
+        Ok((UndoAllocation { disk: self, chunk, slot_ref, slot: n, armed: true }, guard))
+    }
+
     /// Prepares a fresh slot: zeros in, space reserved, checksums reset, and
     /// only then the slot-table entry that makes it the chunk's.
-    async fn init_slot(&self, slot: &mut Slot, chunk: ChunkId) -> Result<(), StoreError> {
+    async fn init_slot(&self, slot: &mut Slot, chunk: ChunkId, stamp: Stamp) -> Result<(), StoreError> {
         let (at, len) = (self.layout.data_at(slot.index), self.layout.chunk_size);
         self.zero_file_range(at, len).await?;
         self.reserve(chunk, at, len).await?;
         let crcs = Slot::zero_table(self.layout.chunk_blocks());
         self.write_crc_block(slot.index, &crcs).await?;
-        self.write_entry(slot.index, SlotEntry::Used(chunk)).await?;
+        self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
+        slot.stamp = stamp;
         slot.crcs = Some(crcs);
         slot.live = true;
         slot.holes = false;

@@ -9,6 +9,7 @@ pub mod error;
 mod extents;
 pub mod open;
 pub mod slot;
+pub mod snaps;
 
 use std::collections::BTreeMap;
 

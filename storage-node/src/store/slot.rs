@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chuyi_common::checksum::zero_block_crc;
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
+use chuyi_common::proto::chunk::Stamp;
 use tokio::sync::RwLock;
 
 /// A chunk's slot, shared by every operation on the chunk.
@@ -28,17 +29,19 @@ pub struct Slot {
     /// unknown after a restart): writes then reserve space first, so a full
     /// file system fails them before any byte changes.
     pub holes: bool,
+    /// The chunk's snapshot stamp, as in its slot-table entry.
+    pub stamp: Stamp,
 }
 
 impl Slot {
     /// A slot being allocated: not live until its on-disk entry is written.
     pub fn allocating(index: u64) -> Self {
-        Self { index, crcs: None, live: false, holes: false }
+        Self { index, crcs: None, live: false, holes: false, stamp: Stamp::default() }
     }
 
     /// A slot found in the slot table at start.
-    pub fn existing(index: u64) -> Self {
-        Self { index, crcs: None, live: true, holes: true }
+    pub fn existing(index: u64, stamp: Stamp) -> Self {
+        Self { index, crcs: None, live: true, holes: true, stamp }
     }
 
     /// The checksum table of a chunk whose blocks are all zeros.

@@ -1,0 +1,166 @@
+//! `chuyi snapshot create|list|info|delete|rename|rollback`: points in time
+//! of a volume, kept by the storage nodes' clones (chuyi-client's
+//! `snapshot` takes, deletes and rolls back; ARCHITECTURE.md, "Snapshots").
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chuyi_client::{ClientConfig, Cluster};
+use chuyi_meta_api::ask;
+use chuyi_meta_api::model::Snapshot;
+use chuyi_meta_api::order;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::admin::print_json;
+use crate::cluster::ClusterArgs;
+use crate::duration;
+use crate::table::Table;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Takes a crash-consistent snapshot of a volume, attached or not: no
+    /// data is copied, whatever the volume's size.
+    Create {
+        volume: String,
+        name: String,
+    },
+    /// A volume's snapshots, oldest first.
+    List {
+        volume: String,
+    },
+    /// One snapshot.
+    Info {
+        volume: String,
+        name: String,
+    },
+    /// Deletes a snapshot; the space only it held is freed on every node.
+    Delete {
+        volume: String,
+        name: String,
+    },
+    Rename {
+        volume: String,
+        from: String,
+        to: String,
+    },
+    /// Puts a detached volume back as the snapshot saw it (refused while
+    /// the volume is attached). Newer snapshots are kept.
+    Rollback {
+        volume: String,
+        name: String,
+    },
+}
+
+pub async fn run(args: &ClusterArgs, cmd: SnapshotCmd) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCmd::Create { volume, name } => {
+            let cluster = connect(args).await?;
+            let snapshot = chuyi_client::snapshot::create(&cluster, &volume, &name, None)
+                .await
+                .with_context(|| format!("taking snapshot {name} of volume {volume}"))?;
+            show_one(args, &volume, &snapshot)
+        }
+        SnapshotCmd::List { volume } => {
+            let snapshots = args.client()?.ask(ask::Snapshots(volume.clone())).await?;
+            if args.json {
+                return print_json(
+                    &serde_json::json!({ "volume": volume, "seq": snapshots.seq, "snapshots": snapshots.snapshots }),
+                );
+            }
+            let now = chuyi_common::clock::unix_ms();
+            let mut t = Table::new(&["NAME", "ID", "TAKEN", "BY"]);
+            for s in &snapshots.snapshots {
+                t.row(vec![s.name.clone(), s.id.to_string(), ago(now, s.created_ms), by(s)]);
+            }
+            t.print();
+            Ok(())
+        }
+        SnapshotCmd::Info { volume, name } => {
+            let cluster = connect(args).await?;
+            let snapshot = chuyi_client::snapshot::find(&cluster, &volume, &name).await?;
+            show_one(args, &volume, &snapshot)
+        }
+        SnapshotCmd::Delete { volume, name } => {
+            let cluster = connect(args).await?;
+            let left = chuyi_client::snapshot::delete(&cluster, &volume, &name)
+                .await
+                .with_context(|| format!("deleting snapshot {name} of volume {volume}"))?;
+            if args.json {
+                return print_json(&serde_json::json!({ "deleted": name, "left": left.snapshots.len() }));
+            }
+            println!("snapshot {volume}@{name} deleted; {} left", left.snapshots.len());
+            Ok(())
+        }
+        SnapshotCmd::Rename { volume, from, to } => {
+            let rename = order::RenameSnapshot { volume: volume.clone(), from: from.clone(), to: to.clone() };
+            args.client()?.order(rename).await?;
+            println!("snapshot {volume}@{from} renamed {to}");
+            Ok(())
+        }
+        SnapshotCmd::Rollback { volume, name } => rollback(args, &volume, &name).await,
+    }
+}
+
+async fn connect(args: &ClusterArgs) -> anyhow::Result<std::sync::Arc<Cluster>> {
+    Ok(Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?)
+}
+
+async fn rollback(args: &ClusterArgs, volume: &str, name: &str) -> anyhow::Result<()> {
+    let cluster = connect(args).await?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("rolling back {bar:40} {pos}/{len} chunks {percent}% {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let holder = format!("rollback:{}", std::process::id());
+    let rolled = chuyi_client::snapshot::rollback(&cluster, volume, name, &holder, &progress).await;
+    bar.finish_and_clear();
+    let snapshot = match rolled {
+        Ok(snapshot) => snapshot,
+        Err(chuyi_client::ClientError::Meta(chuyi_meta_api::MetaError::LeaseHeld { holder, .. })) => {
+            anyhow::bail!(
+                "volume {volume} is attached by {holder}: detach it (stop its NBD clients) before rolling it back"
+            )
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("rolling volume {volume} back to {name} (run it again to finish: each chunk is copied whole)")
+            })
+        }
+    };
+    if args.json {
+        return print_json(&serde_json::json!({ "volume": volume, "rolled_back_to": snapshot }));
+    }
+    println!(
+        "volume {volume} rolled back to snapshot {name} (taken {})",
+        ago(chuyi_common::clock::unix_ms(), snapshot.created_ms)
+    );
+    Ok(())
+}
+
+fn show_one(args: &ClusterArgs, volume: &str, s: &Snapshot) -> anyhow::Result<()> {
+    if args.json {
+        return print_json(&serde_json::json!({ "volume": volume, "snapshot": s }));
+    }
+    println!("snapshot {volume}@{}", s.name);
+    println!("  id     {}", s.id);
+    println!("  taken  {}", ago(chuyi_common::clock::unix_ms(), s.created_ms));
+    println!("  by     {}", by(s));
+    Ok(())
+}
+
+fn ago(now: u64, ms: u64) -> String {
+    format!("{} ago", duration::show(now.saturating_sub(ms) / 1000 * 1000))
+}
+
+fn by(s: &Snapshot) -> String {
+    s.schedule.clone().map_or("hand".into(), |sched| format!("schedule {sched}"))
+}

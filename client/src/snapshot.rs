@@ -1,0 +1,129 @@
+//! Volume snapshots from the client's side: taking one (a metadata commit,
+//! then the new snap sequence raised on every node), deleting one (then the
+//! clones only it read trimmed on every node), and rolling a detached
+//! volume back (each chunk copied back on its nodes, under the volume's
+//! lease). Common/PROTOCOL.md section 5.3 says why this order keeps a
+//! snapshot crash-consistent while the volume is written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chuyi_common::proto::chunk::VolumeFence;
+use chuyi_meta_api::model::{Snapshot, VolumeSnapshots};
+use chuyi_meta_api::{ask, order, MetaError, Request};
+use futures::StreamExt;
+
+use crate::fence::AlwaysOpen;
+use crate::{ClientError, Cluster};
+
+/// Chunks rolled back at once.
+const ROLLBACKS_IN_FLIGHT: usize = 16;
+
+/// How long a rollback's lease lasts between renewals.
+const ROLLBACK_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Takes snapshot `name` of `volume`. Once this returns, every node
+/// refuses the volume's writes sent under the old sequence: its writer
+/// fetches the new one, and what it writes from then on is kept out of the
+/// snapshot by the nodes' clones. A snapshot whose sequence could not be
+/// raised everywhere is deleted again, not left half-taken.
+pub async fn create(
+    cluster: &Cluster,
+    volume: &str,
+    name: &str,
+    schedule: Option<String>,
+) -> Result<Snapshot, ClientError> {
+    let owner = cluster.meta().ask(ask::Volume(volume.into())).await?.id;
+    let create = order::CreateSnapshot { volume: volume.into(), name: name.into(), schedule };
+    let snapshots = cluster.meta().order(create).await?;
+    let Some(snapshot) = snapshots.find(name).cloned() else {
+        return Err(ClientError::Unexpected(format!("snapshot {volume}@{name} missing from {snapshots:?}")));
+    };
+    if let Err(e) = cluster.raise_fence(VolumeFence { owner, token: 0, snap: snapshot.id }).await {
+        tracing::error!(volume, snapshot = name, error = %e, "snapshot sequence not raised everywhere; deleting it");
+        let _ = delete(cluster, volume, name).await;
+        return Err(e);
+    }
+    Ok(snapshot)
+}
+
+/// Forgets snapshot `name` of `volume` and has the nodes drop the clones
+/// no other snapshot reads.
+pub async fn delete(cluster: &Cluster, volume: &str, name: &str) -> Result<VolumeSnapshots, ClientError> {
+    let owner = cluster.meta().ask(ask::Volume(volume.into())).await?.id;
+    let left = cluster.meta().order(order::DeleteSnapshot { volume: volume.into(), name: name.into() }).await?;
+    cluster.trim_clones(owner, left.live()).await?;
+    Ok(left)
+}
+
+/// Finds snapshot `name` of `volume`.
+pub async fn find(cluster: &Cluster, volume: &str, name: &str) -> Result<Snapshot, ClientError> {
+    let snapshots = cluster.meta().ask(ask::Snapshots(volume.into())).await?;
+    snapshots.find(name).cloned().ok_or_else(|| {
+        ClientError::Meta(MetaError::not_found(chuyi_meta_api::error::Kind::Snapshot, format!("{volume}@{name}")))
+    })
+}
+
+/// Puts detached `volume` back as snapshot `name` saw it, chunk by chunk
+/// on the nodes, holding the volume's attach lease as `holder` throughout
+/// (so nothing attaches meanwhile; refused with `LeaseHeld` while a
+/// frontend has it). Snapshots newer than `name` keep their view.
+/// `progress(done, total)` is called as chunks finish.
+pub async fn rollback(
+    cluster: &Arc<Cluster>,
+    volume: &str,
+    name: &str,
+    holder: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Snapshot, ClientError> {
+    let snapshot = find(cluster, volume, name).await?;
+    let acquire = order::AcquireLease { volume: volume.into(), holder: holder.into(), ttl_ms: ttl_ms() };
+    let lease = cluster.meta().order(acquire).await?;
+    let renewing = tokio::spawn(renew(cluster.clone(), volume.to_string(), holder.to_string(), lease.id));
+    let result = rollback_held(cluster, volume, snapshot.id, lease.id, progress).await;
+    renewing.abort();
+    let release = Request::ReleaseLease { volume: volume.into(), holder: holder.into(), lease_id: lease.id };
+    if let Err(e) = cluster.meta().write(release).await {
+        tracing::warn!(volume, error = %e, "rollback's lease not released; it runs out by itself");
+    }
+    result.map(|()| snapshot)
+}
+
+async fn rollback_held(
+    cluster: &Arc<Cluster>,
+    volume: &str,
+    to: u32,
+    token: u64,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(), ClientError> {
+    let vol = cluster.open_volume(volume).await?.fenced(token, Arc::new(AlwaysOpen));
+    vol.attach_fence().await?;
+    let chunks = vol.size().div_ceil(u64::from(vol.volume().chunk_size_bytes));
+    let vol = &vol;
+    let mut rolled = futures::stream::iter(0..chunks)
+        .map(|index| async move { vol.rollback_chunk(index, to).await })
+        .buffer_unordered(ROLLBACKS_IN_FLIGHT);
+    let mut done = 0;
+    while let Some(result) = rolled.next().await {
+        result?;
+        done += 1;
+        progress(done, chunks);
+    }
+    vol.flush().await
+}
+
+/// Keeps a rollback's lease: a lost one shows as `Fenced` on the next
+/// chunk, once another frontend has raised its own fence.
+async fn renew(cluster: Arc<Cluster>, volume: String, holder: String, lease_id: u64) {
+    loop {
+        tokio::time::sleep(ROLLBACK_LEASE_TTL / 3).await;
+        let renew = order::RenewLease { volume: volume.clone(), holder: holder.clone(), lease_id, ttl_ms: ttl_ms() };
+        if let Err(e) = cluster.meta().order(renew).await {
+            tracing::warn!(volume, error = %e, "could not renew the rollback's lease");
+        }
+    }
+}
+
+fn ttl_ms() -> u64 {
+    ROLLBACK_LEASE_TTL.as_millis() as u64
+}
