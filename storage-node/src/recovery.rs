@@ -29,7 +29,7 @@ use chuyi_common::checksum::zero_block_crc;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, RAISE_FENCES_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress, Stamp};
+use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, RecoveryProgress};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -242,7 +242,10 @@ impl Recovery {
             let Some(batch) = walk.take_ready() else { break };
             for (chunk, remote) in batch {
                 let route = Route { map: &map, epoch, mine, target };
-                let bytes = self.copy_chunk(route, chunk, remote, BadLocal::Poison).await?;
+                // A clone here went with its chunk (`copy_chunk`); one only
+                // the target has is deleted.
+                let copied = chunk.is_clone() && disk.clones_of(chunk.head()).contains(&chunk);
+                let bytes = if copied { 0 } else { self.copy_chunk(route, chunk, remote, BadLocal::Poison).await? };
                 sent += bytes;
                 self.sent.fetch_add(bytes, Ordering::Relaxed);
                 self.set_progress(key, |p| {
@@ -280,9 +283,33 @@ impl Recovery {
         remote: Option<ChunkSums>,
         bad_local: BadLocal,
     ) -> Result<u64, ReplicationError> {
+        let _whole = self.repl.locks().lock(chunk.head(), 0, u64::MAX).await;
+        let mut sent = self.copy_one(route, chunk, remote, bad_local).await?;
+        if chunk.is_clone() {
+            return Ok(sent);
+        }
+        // A chunk's clones go with it, under its lock: one made after the
+        // backfill listed the PG would be missed otherwise, and the target
+        // makes none for a write that came before it had the chunk.
+        let Route { map, epoch, mine, target } = route;
+        let Some((pg, _)) = map.locate(chunk) else { return Ok(sent) };
+        for clone in self.repl.store().disk(mine.disk)?.clones_of(chunk) {
+            let remote = self.remote_chunk_sums(map, pg, target, epoch, clone).await?;
+            sent += self.copy_one(route, clone, remote, bad_local).await?;
+        }
+        Ok(sent)
+    }
+
+    /// [`Self::copy_chunk`] of one chunk id, its lock held by the caller.
+    async fn copy_one(
+        &self,
+        route: Route<'_>,
+        chunk: ChunkId,
+        remote: Option<ChunkSums>,
+        bad_local: BadLocal,
+    ) -> Result<u64, ReplicationError> {
         let Route { map, epoch, mine, target } = route;
         let disk = self.repl.store().disk(mine.disk)?;
-        let _whole = self.repl.locks().lock(chunk, 0, u64::MAX).await;
         // A copy is as current as this primary's fence: the target, which
         // has this node's fences (`send_fences`), takes it.
         let fence = self.repl.fences().get(chunk.owner);
@@ -297,8 +324,10 @@ impl Recovery {
             return Ok(0);
         };
         // The stamp first: it says which writes the target's clones have
-        // seen, and copies never make clones (they carry sequence 0).
-        if remote.as_ref().map_or(stamp != Stamp::default(), |r| r.stamp != stamp) {
+        // seen, and copies never make clones (they carry sequence 0). It
+        // also makes a chunk the target lacks: a clone of zeros has no
+        // block to send, yet must exist there for the snapshot it keeps.
+        if remote.as_ref().is_none_or(|r| r.stamp != stamp) {
             send(PgOp::Stamp { seq: stamp.seq, born: stamp.born }, Bytes::new()).await?;
         }
         let remote = remote.map(|r| r.crcs);
@@ -370,16 +399,11 @@ impl Recovery {
                 }
                 DirtyFate::Forget => continue,
             };
+            // A failed write may have made clones here and not there: they
+            // are copied with their chunk.
             let copied = async {
-                // A failed write may have made clones here and not there:
-                // they are copied with their chunk.
-                let disk = self.repl.store().disk(mine.disk)?;
-                let mut bytes = 0;
-                for id in std::iter::once(chunk).chain(disk.clones_of(chunk)) {
-                    let remote = self.remote_chunk_sums(map, pg, target, epoch, id).await?;
-                    bytes += self.copy_chunk(Route { map, epoch, mine, target }, id, remote, BadLocal::Stop).await?;
-                }
-                Ok::<_, ReplicationError>(bytes)
+                let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
+                self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, BadLocal::Stop).await
             };
             match copied.await {
                 Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),
@@ -641,7 +665,7 @@ mod tests {
 
     fn sums(ids: &[u64]) -> VecDeque<ChunkSums> {
         ids.iter()
-            .map(|&i| ChunkSums { chunk: ChunkId::new(1, i), crcs: vec![i as u32], stamp: Stamp::default() })
+            .map(|&i| ChunkSums { chunk: ChunkId::new(1, i), crcs: vec![i as u32], stamp: Default::default() })
             .collect()
     }
 
