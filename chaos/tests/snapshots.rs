@@ -67,6 +67,23 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
 
     let (ok, out, err) = cli(&["snapshot", "create", "disk", "s2"]);
     assert!(ok, "{out}{err}");
+    // What changed, from the clones: chunk 1 rewritten whole, 4 KiB of
+    // chunk 10; nothing since s2.
+    let diff = |args: &[&str]| {
+        let (ok, out, err) = cli(args);
+        assert!(ok, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let ranges = v["ranges"].as_array().expect("ranges").iter();
+        ranges
+            .map(|r| (r["offset"].as_u64().expect("offset"), r["length"].as_u64().expect("length")))
+            .collect::<Vec<_>>()
+    };
+    let changed = vec![(4 << 20, 4 << 20), (40 << 20, 4096)];
+    assert_eq!(diff(&["--json", "snapshot", "diff", "disk", "s1"]), changed);
+    assert_eq!(diff(&["--json", "snapshot", "diff", "disk", "s1", "s2"]), changed);
+    assert_eq!(diff(&["--json", "snapshot", "diff", "disk", "s2"]), vec![]);
+    let (_, shown, _) = cli(&["snapshot", "diff", "disk", "s1"]);
+    assert!(shown.contains("disk@s1 -> now:") && shown.contains("changed in 2 ranges"), "{shown}");
     let (ok, _, err) = cli(&["snapshot", "create", "disk", "s2"]);
     assert!(!ok && err.contains("already exists"), "{err}");
     let (ok, _, err) = cli(&["snapshot", "create", "disk", "bad@name"]);

@@ -416,3 +416,25 @@ async fn snapshot_clones_keep_each_snapshots_view() {
         assert!(!contains(&file, &b[..4096]), "{engine:?}: no clone's data left in the file");
     }
 }
+
+/// The changed blocks between two snapshots, and between one and the chunk
+/// now, exactly: a block rewritten with the same bytes is no change.
+#[tokio::test]
+async fn snapshot_diff_names_exactly_the_blocks_that_changed() {
+    use chuyi_common::proto::chunk::Extent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), EngineKind::Pread).await;
+    let block = |n: u32| Extent { len: n * 4096, data: true };
+    let same = |n: u32| Extent { len: n * 4096, data: false };
+    disk.write_snap(id(0), 0, pattern(1, 16384), false, 0).await.expect("write");
+    // Snapshot 1; block 1 rewritten, block 2 rewritten with the same bytes.
+    disk.write_snap(id(0), 4096, pattern(2, 4096), false, 1).await.expect("write under 1");
+    disk.write_snap(id(0), 8192, pattern(1, 16384).slice(8192..12288), false, 1).await.expect("same bytes");
+    let all = (CHUNK / 4096) as u32;
+    assert_eq!(disk.diff(id(0), Some(1), None).await.expect("diff"), vec![same(1), block(1), same(all - 2)]);
+    assert_eq!(disk.diff(id(0), None, Some(1)).await.expect("diff"), vec![block(4), same(all - 4)], "from empty");
+    // Snapshot 2 with nothing written since: no data is compared.
+    assert_eq!(disk.diff(id(0), Some(2), None).await.expect("diff"), vec![same(all)]);
+    assert_eq!(disk.diff(id(0), Some(1), Some(2)).await.expect("diff"), vec![same(1), block(1), same(all - 2)]);
+    assert_eq!(disk.diff(id(5), Some(1), None).await.expect("diff"), vec![same(all)], "a chunk never written");
+}

@@ -135,6 +135,14 @@ pub enum PgOp {
         to: u32,
         snap: u32,
     },
+    /// Which blocks differ between snapshot `from` (`None`: an empty
+    /// volume) and snapshot `to` (`None`: the chunk now), answered with
+    /// `Extents` over the whole chunk, `data` where they differ. Served by
+    /// any complete replica.
+    Diff {
+        from: Option<u32>,
+        to: Option<u32>,
+    },
     /// Backfill only (forwarded): set the chunk's snapshot stamp (the
     /// sequence it was last written under and the one it was created
     /// under) to the primary's.

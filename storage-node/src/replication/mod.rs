@@ -245,13 +245,17 @@ impl Replicator {
         let arrived = clock::now();
         let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
         let role = match (&op, forwarded) {
-            (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. }, _) => Role::Complete,
+            (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
             (_, false) => Role::Primary,
             (_, true) => Role::Member,
         };
         let placed = self.place(chunk, epoch, role).await?;
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
+            PgOp::Diff { from, to } => {
+                let extents = self.store.disk(placed.mine.disk)?.diff(chunk, from, to).await?;
+                Ok((ChunkResponse::Extents { extents }, Bytes::new()))
+            }
             PgOp::ReadSnap { offset, len, snap } => {
                 let disk = self.store.disk(placed.mine.disk)?;
                 let (data, allocated) = disk.read_snap(chunk, offset.into(), len.into(), snap).await?;
@@ -326,6 +330,7 @@ impl Replicator {
             | PgOp::Read { .. }
             | PgOp::ReadSnap { .. }
             | PgOp::Extents { .. }
+            | PgOp::Diff { .. }
             | PgOp::Rollback { .. }
             | PgOp::Stamp { .. } => (0, u64::MAX),
         };
@@ -377,7 +382,7 @@ impl Replicator {
                 PgOp::Delete => disk.delete(chunk).await,
                 PgOp::Rollback { to, snap } => disk.rollback(chunk, to, snap).await,
                 PgOp::Stamp { seq, born } => disk.set_stamp(chunk, Stamp { seq, born }).await,
-                PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } => Ok(()),
+                PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. } => Ok(()),
             }
         };
         if forwarded {
@@ -569,6 +574,7 @@ fn op_snap(op: &PgOp) -> Option<u32> {
         PgOp::Read { .. }
         | PgOp::ReadSnap { .. }
         | PgOp::Extents { .. }
+        | PgOp::Diff { .. }
         | PgOp::Delete
         | PgOp::Poison { .. }
         | PgOp::Stamp { .. } => None,
