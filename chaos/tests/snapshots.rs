@@ -318,3 +318,76 @@ async fn a_snapshot_under_writes_holds_a_prefix_through_a_node_kill() {
     assert!(ok, "the live volume has the last write (block 399, pattern 150): {out}");
     replicas_agree(&cluster, owner, 16, 1).await;
 }
+
+/// Schedules run by volume frontends: each slot is taken once however many
+/// frontends ask, the newest `--keep` of a schedule's snapshots are kept,
+/// a slot missed while nobody ran the schedules is taken once on return,
+/// a pool's schedule reaches its volumes, and a frontend may take and
+/// expire scheduled snapshots but delete no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_take_each_slot_once_and_keep_the_newest() {
+    use chuyi_client::snapshot::schedules_once;
+    use chuyi_meta_api::{ask, order, MetaError};
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
+    let (ok, out, err) = cli(&["volume", "create", "sched", "--size", "16M"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = cli(&["snapshot", "schedule", "sched", "--every", "2s", "--keep", "2"]);
+    assert!(!ok && err.contains("15m or more"), "{err}");
+    let (ok, out, err) = cli(&["snapshot", "schedule", "sched", "--every", "2s", "--keep", "2", "--short"]);
+    assert!(ok && out.contains("a snapshot every 2s, the newest 2 kept"), "{out}{err}");
+    let frontend = chuyi_chaos::cluster::frontend("frontend-sched");
+    let a = cluster.client_as(&frontend, Duration::from_secs(30)).await.expect("client");
+    let b = cluster.client_as(&frontend, Duration::from_secs(30)).await.expect("client");
+    let seq = |client: std::sync::Arc<chuyi_client::Cluster>| async move {
+        client.meta().ask(ask::Snapshots("sched".into())).await.expect("snapshots")
+    };
+
+    // Two frontends at once: one snapshot per slot.
+    let (x, y) = tokio::join!(schedules_once(&a), schedules_once(&b));
+    let (x, y) = (x.expect("a"), y.expect("b"));
+    assert_eq!(x.0 + y.0, 1, "one of the two took the slot: {x:?} {y:?}");
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(7) {
+        let _ = tokio::join!(schedules_once(&a), schedules_once(&b));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let snaps = seq(a.clone()).await;
+    assert!(snaps.seq >= 4, "a slot every 2 s for 7 s: {}", snaps.seq);
+    assert_eq!(snaps.snapshots.len(), 2, "the newest 2 kept: {:?}", snaps.snapshots);
+    assert!(snaps.snapshots.iter().all(|s| s.schedule.as_deref() == Some("2s") && s.name.starts_with("auto-2s-")));
+    let (_, listed, _) = cli(&["snapshot", "list", "sched"]);
+    assert!(listed.contains("schedule 2s"), "{listed}");
+
+    // Nobody ran the schedules for three slots: one snapshot on return.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = seq(a.clone()).await.seq;
+    let (took, _) = schedules_once(&a).await.expect("once");
+    assert_eq!((took, seq(a.clone()).await.seq), (1, before + 1));
+    assert_eq!(schedules_once(&a).await.expect("again").0, 0, "the slot is taken");
+
+    // A frontend deletes only what a schedule expired.
+    let kept = seq(a.clone()).await.snapshots[0].name.clone();
+    let delete = order::DeleteSnapshot { volume: "sched".into(), name: kept.clone() };
+    assert!(matches!(a.meta().order(delete).await, Err(MetaError::Forbidden { .. })));
+    let expire = order::ExpireSnapshot { volume: "sched".into(), name: kept };
+    assert!(matches!(a.meta().order(expire).await, Err(MetaError::Invalid { .. })));
+
+    // A pool's schedule reaches its volume; the volume's own one removed.
+    let (_, info, _) = cli(&["--json", "volume", "info", "sched"]);
+    let pool =
+        serde_json::from_str::<serde_json::Value>(&info).expect("json")["pool"].as_str().expect("pool").to_string();
+    let (ok, out, err) = cli(&["snapshot", "schedule", "--pool", &pool, "--every", "1d", "--keep", "3"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(&["snapshot", "schedule", "sched", "--every", "2s", "--keep", "0", "--short"]);
+    assert!(ok && out.contains("removed"), "{out}{err}");
+    let (_, all, _) = cli(&["snapshot", "schedules"]);
+    assert!(all.contains(&format!("pool {pool}")) && !all.contains("volume sched"), "{all}");
+    let (took, _) = schedules_once(&a).await.expect("pool schedule");
+    assert_eq!(took, 1);
+    let snaps = seq(a.clone()).await;
+    assert!(snaps.snapshots.iter().any(|s| s.schedule.as_deref() == Some("1d")), "{:?}", snaps.snapshots);
+    assert_eq!(snaps.snapshots.iter().filter(|s| s.schedule.as_deref() == Some("2s")).count(), 2, "they stay");
+}

@@ -212,6 +212,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
+    tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);

@@ -255,6 +255,8 @@ pub async fn serve_nbd(
     }
     // Volume frontends empty the recycle bin of what is due.
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
+    // And take the scheduled snapshots.
+    tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
     let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
     serve_until_signal(server, listener, unix).await
 }

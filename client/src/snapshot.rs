@@ -27,24 +27,82 @@ const ROLLBACK_LEASE_TTL: Duration = Duration::from_secs(30);
 /// fetches the new one, and what it writes from then on is kept out of the
 /// snapshot by the nodes' clones. A snapshot whose sequence could not be
 /// raised everywhere is deleted again, not left half-taken.
-pub async fn create(
-    cluster: &Cluster,
-    volume: &str,
-    name: &str,
-    schedule: Option<String>,
-) -> Result<Snapshot, ClientError> {
+pub async fn create(cluster: &Cluster, volume: &str, name: &str) -> Result<Snapshot, ClientError> {
     let owner = cluster.meta().ask(ask::Volume(volume.into())).await?.id;
-    let create = order::CreateSnapshot { volume: volume.into(), name: name.into(), schedule };
+    let create = order::CreateSnapshot { volume: volume.into(), name: name.into() };
     let snapshots = cluster.meta().order(create).await?;
     let Some(snapshot) = snapshots.find(name).cloned() else {
         return Err(ClientError::Unexpected(format!("snapshot {volume}@{name} missing from {snapshots:?}")));
     };
-    if let Err(e) = cluster.raise_fence(VolumeFence { owner, token: 0, snap: snapshot.id }).await {
+    if let Err(e) = raise(cluster, owner, snapshot.id).await {
         tracing::error!(volume, snapshot = name, error = %e, "snapshot sequence not raised everywhere; deleting it");
         let _ = delete(cluster, volume, name).await;
         return Err(e);
     }
     Ok(snapshot)
+}
+
+/// Raises `owner`'s snap sequence to `seq` on every node.
+async fn raise(cluster: &Cluster, owner: u64, seq: u32) -> Result<(), ClientError> {
+    cluster.raise_fence(VolumeFence { owner, token: 0, snap: seq }).await
+}
+
+/// How often volume frontends look for scheduled snapshots to take and
+/// expire (a 15-minute schedule's slot is taken within this of its start).
+pub const SCHEDULES_EVERY: Duration = Duration::from_secs(10);
+
+/// Takes the scheduled snapshots that are due and deletes those their
+/// schedule keeps no more, every `every`, for as long as the frontend
+/// runs. Every volume frontend runs this: the metadata service takes each
+/// slot once (`TakeScheduledSnapshot`) and refuses the others.
+pub async fn run_schedules(cluster: Arc<Cluster>, every: Duration) {
+    loop {
+        if let Err(e) = schedules_once(&cluster).await {
+            tracing::warn!(error = %e, "snapshot schedules: will try again");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One pass of [`run_schedules`]: how many snapshots it took and expired.
+pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientError> {
+    let (due, expired) = cluster.meta().ask(ask::SnapshotWork).await?;
+    let mut took = 0;
+    for (volume, every_ms) in due {
+        let take = order::TakeScheduledSnapshot { volume: volume.clone(), every_ms };
+        let snapshots = match cluster.meta().order(take).await {
+            Ok(snapshots) => snapshots,
+            // Taken by another frontend, or the volume went meanwhile.
+            Err(e @ (MetaError::Invalid { .. } | MetaError::NotFound { .. })) => {
+                tracing::debug!(volume, error = %e, "scheduled snapshot not taken here");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let owner = cluster.meta().ask(ask::Volume(volume.clone())).await?.id;
+        // A sequence raised late only moves the snapshot's point in time
+        // later (its writer learns it at its next refusal or attach).
+        raise(cluster, owner, snapshots.seq).await?;
+        tracing::info!(volume, seq = snapshots.seq, "scheduled snapshot taken");
+        took += 1;
+    }
+    let mut gone = 0;
+    for (volume, name) in expired {
+        let expire = order::ExpireSnapshot { volume: volume.clone(), name: name.clone() };
+        let left = match cluster.meta().order(expire).await {
+            Ok(left) => left,
+            Err(e @ (MetaError::Invalid { .. } | MetaError::NotFound { .. })) => {
+                tracing::debug!(volume, snapshot = name, error = %e, "expired snapshot not deleted here");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let owner = cluster.meta().ask(ask::Volume(volume.clone())).await?.id;
+        cluster.trim_clones(owner, left.live()).await?;
+        tracing::info!(volume, snapshot = name, "scheduled snapshot expired");
+        gone += 1;
+    }
+    Ok((took, gone))
 }
 
 /// Forgets snapshot `name` of `volume` and has the nodes drop the clones

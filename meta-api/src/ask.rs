@@ -243,3 +243,38 @@ impl Ask for Snapshots {
         }
     }
 }
+
+/// What snapshot schedules want done now: snapshots due (volume,
+/// interval) and expired (volume, name).
+#[derive(Debug, Clone)]
+pub struct SnapshotWork;
+
+impl Ask for SnapshotWork {
+    type Answer = (Vec<(String, u64)>, Vec<(String, String)>);
+    fn query(self) -> Query {
+        Query::SnapshotWork
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::SnapshotWork { due, expired } => Ok((due, expired)),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}
+
+/// Every snapshot schedule.
+#[derive(Debug, Clone)]
+pub struct SnapshotSchedules;
+
+impl Ask for SnapshotSchedules {
+    type Answer = Vec<(crate::schedule::ScheduleScope, crate::schedule::SnapshotSchedule)>;
+    fn query(self) -> Query {
+        Query::SnapshotSchedules
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::SnapshotSchedules(all) => Ok(all),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod placement;
 pub mod proto;
 pub mod qos;
 pub mod request;
+pub mod schedule;
 
 pub use error::{Kind, MetaError, UploadProblem};
 pub use limits::{DATA_TTL_MAX_MS, EXPIRE_SCAN_MAX, PACK_TTL_MAX_MS, RETIRE_SCAN_MAX};

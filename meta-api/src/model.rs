@@ -196,11 +196,15 @@ pub struct Snapshot {
 }
 
 /// A volume's snapshots, oldest first, and its snap sequence: the newest
-/// snapshot's id (0 before the first), which every write carries.
+/// snapshot's id (0 before the first), which every write carries; its own
+/// snapshot schedules, and the slot each schedule (its own or its pool's,
+/// by label) took last.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSnapshots {
     pub seq: u32,
     pub snapshots: Vec<Snapshot>,
+    pub schedules: Vec<crate::schedule::SnapshotSchedule>,
+    pub taken: Vec<(String, Millis)>,
 }
 
 impl VolumeSnapshots {

@@ -80,8 +80,16 @@ order!(
 );
 order!(
     /// Takes a snapshot of a volume; answers with its snapshots.
-    CreateSnapshot { volume: String, name: String, schedule: Option<String> }
+    CreateSnapshot { volume: String, name: String } -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
+);
+order!(
+    /// Takes a due scheduled snapshot; answers with the volume's snapshots.
+    TakeScheduledSnapshot { volume: String, every_ms: u64 }
         -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
+);
+order!(
+    /// Deletes an expired scheduled snapshot; answers with those left.
+    ExpireSnapshot { volume: String, name: String } -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
 );
 order!(
     /// Forgets a snapshot; answers with the snapshots left.

@@ -166,6 +166,11 @@ pub enum Query {
     /// A volume's snapshots and snap sequence (a volume in the recycle bin
     /// too: its snapshots wait with it).
     Snapshots(String),
+    /// What snapshot schedules want done now by the answering member's
+    /// clock: snapshots due (volume, interval) and expired (volume, name).
+    SnapshotWork,
+    /// Every snapshot schedule, volumes' and pools'.
+    SnapshotSchedules,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +215,11 @@ pub enum ApiReply {
         entries: Vec<TrashEntry>,
     },
     Snapshots(VolumeSnapshots),
+    SnapshotWork {
+        due: Vec<(String, u64)>,
+        expired: Vec<(String, String)>,
+    },
+    SnapshotSchedules(Vec<(crate::schedule::ScheduleScope, crate::schedule::SnapshotSchedule)>),
 }
 
 /// A Raft member as `chuyi status` shows it.

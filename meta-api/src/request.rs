@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::placement::{DiskRef, PgChange};
 use crate::qos::{QosRule, QosScope};
+use crate::schedule::{ScheduleScope, SnapshotSchedule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -357,7 +358,6 @@ pub enum Request {
     CreateSnapshot {
         volume: String,
         name: String,
-        schedule: Option<String>,
     },
     /// Forgets a snapshot; the caller then has the nodes trim the clones
     /// only it read. Answered with the snapshots left.
@@ -369,6 +369,27 @@ pub enum Request {
         volume: String,
         from: String,
         to: String,
+    },
+    /// Sets a snapshot schedule of a volume or of every volume of a pool,
+    /// replacing the one of the same interval; `keep: 0` removes it (its
+    /// snapshots stay).
+    SetSnapshotSchedule {
+        scope: ScheduleScope,
+        schedule: SnapshotSchedule,
+    },
+    /// Takes the snapshot a schedule of `volume` (its own or its pool's)
+    /// of interval `every_ms` is due for by the leader's clock; refused
+    /// when that slot was taken (another frontend got there first).
+    /// Answered like `CreateSnapshot`.
+    TakeScheduledSnapshot {
+        volume: String,
+        every_ms: u64,
+    },
+    /// Deletes a snapshot its schedule keeps no more (beyond its keep
+    /// count); refused for any other. Answered like `DeleteSnapshot`.
+    ExpireSnapshot {
+        volume: String,
+        name: String,
     },
 }
 
@@ -428,6 +449,9 @@ impl Request {
             Request::CreateSnapshot { .. } => "CreateSnapshot",
             Request::DeleteSnapshot { .. } => "DeleteSnapshot",
             Request::RenameSnapshot { .. } => "RenameSnapshot",
+            Request::SetSnapshotSchedule { .. } => "SetSnapshotSchedule",
+            Request::TakeScheduledSnapshot { .. } => "TakeScheduledSnapshot",
+            Request::ExpireSnapshot { .. } => "ExpireSnapshot",
         }
     }
 }

@@ -111,6 +111,9 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         // The recycle bin is emptied by the cluster: a frontend may purge
         // what is due, never force a purge or restore.
         Request::BeginPurge { force: false, .. } | Request::EndPurge { .. } => true,
+        // So are snapshot schedules: a frontend takes what is due and
+        // deletes what expired, each checked against the schedule.
+        Request::TakeScheduledSnapshot { .. } | Request::ExpireSnapshot { .. } => true,
         // An allow-list: a request added later is denied until listed.
         _ => false,
     }

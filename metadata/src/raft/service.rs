@@ -254,6 +254,11 @@ impl MetaService {
                 }
                 ApiReply::Snapshots(r.snapshots(&volume).map_err(store_error)?)
             }
+            Query::SnapshotWork => {
+                let (due, expired) = r.snapshot_work(chuyi_common::clock::unix_ms()).map_err(store_error)?;
+                ApiReply::SnapshotWork { due, expired }
+            }
+            Query::SnapshotSchedules => ApiReply::SnapshotSchedules(r.snapshot_schedules().map_err(store_error)?),
             Query::Trash => {
                 let (retention_ms, entries) = r.trash().map_err(store_error)?;
                 ApiReply::Trash { retention_ms, entries }

@@ -160,11 +160,12 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::BeginPurge { name, force } => trash::begin_purge(t, ctx, name, *force),
         Command::EndPurge { name, token } => trash::end_purge(t, name, *token),
         Command::SetTrashRetention { retain_ms } => trash::set_retention(t, *retain_ms),
-        Command::CreateSnapshot { volume, name, schedule } => {
-            snapshots::create_snapshot(t, ctx, volume, name, schedule.as_deref())
-        }
+        Command::CreateSnapshot { volume, name } => snapshots::create_snapshot(t, ctx, volume, name, None),
         Command::DeleteSnapshot { volume, name } => snapshots::delete_snapshot(t, volume, name),
         Command::RenameSnapshot { volume, from, to } => snapshots::rename_snapshot(t, volume, from, to),
+        Command::SetSnapshotSchedule { scope, schedule } => snapshots::set_schedule(t, scope, *schedule),
+        Command::TakeScheduledSnapshot { volume, every_ms } => snapshots::take_scheduled(t, ctx, volume, *every_ms),
+        Command::ExpireSnapshot { volume, name } => snapshots::expire_snapshot(t, volume, name),
     }
 }
 

@@ -392,7 +392,6 @@ pub enum Command {
     CreateSnapshot {
         volume: String,
         name: String,
-        schedule: Option<String>,
     },
     DeleteSnapshot {
         volume: String,
@@ -402,6 +401,18 @@ pub enum Command {
         volume: String,
         from: String,
         to: String,
+    },
+    SetSnapshotSchedule {
+        scope: chuyi_meta_api::schedule::ScheduleScope,
+        schedule: chuyi_meta_api::schedule::SnapshotSchedule,
+    },
+    TakeScheduledSnapshot {
+        volume: String,
+        every_ms: u64,
+    },
+    ExpireSnapshot {
+        volume: String,
+        name: String,
     },
 }
 
@@ -468,6 +479,9 @@ impl Command {
             Command::CreateSnapshot { .. } => "CreateSnapshot",
             Command::DeleteSnapshot { .. } => "DeleteSnapshot",
             Command::RenameSnapshot { .. } => "RenameSnapshot",
+            Command::SetSnapshotSchedule { .. } => "SetSnapshotSchedule",
+            Command::TakeScheduledSnapshot { .. } => "TakeScheduledSnapshot",
+            Command::ExpireSnapshot { .. } => "ExpireSnapshot",
         }
     }
 }
@@ -576,9 +590,12 @@ impl From<Request> for Command {
             Request::BeginPurge { name, force } => Command::BeginPurge { name, force },
             Request::EndPurge { name, token } => Command::EndPurge { name, token },
             Request::SetTrashRetention { retain_ms } => Command::SetTrashRetention { retain_ms },
-            Request::CreateSnapshot { volume, name, schedule } => Command::CreateSnapshot { volume, name, schedule },
+            Request::CreateSnapshot { volume, name } => Command::CreateSnapshot { volume, name },
             Request::DeleteSnapshot { volume, name } => Command::DeleteSnapshot { volume, name },
             Request::RenameSnapshot { volume, from, to } => Command::RenameSnapshot { volume, from, to },
+            Request::SetSnapshotSchedule { scope, schedule } => Command::SetSnapshotSchedule { scope, schedule },
+            Request::TakeScheduledSnapshot { volume, every_ms } => Command::TakeScheduledSnapshot { volume, every_ms },
+            Request::ExpireSnapshot { volume, name } => Command::ExpireSnapshot { volume, name },
         }
     }
 }

@@ -65,6 +65,9 @@ pub(crate) const T_QOS: u8 = 0x1A;
 pub(crate) const T_TRASH: u8 = 0x1B;
 /// Volume name → [`VolumeSnapshots`](chuyi_meta_api::model::VolumeSnapshots).
 pub(crate) const T_SNAPSHOTS: u8 = 0x1C;
+/// Pool name → `Vec<`[`SnapshotSchedule`](chuyi_meta_api::schedule::SnapshotSchedule)`>`:
+/// schedules of every volume of the pool.
+pub(crate) const T_POOL_SCHEDULES: u8 = 0x1D;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -196,6 +199,12 @@ pub(crate) fn trash(name: &str) -> Vec<u8> {
 pub(crate) fn snapshots(volume: &str) -> Vec<u8> {
     let mut k = table(T_SNAPSHOTS);
     push_str(&mut k, volume.as_bytes());
+    k
+}
+
+pub(crate) fn pool_schedules(pool: &str) -> Vec<u8> {
+    let mut k = table(T_POOL_SCHEDULES);
+    push_str(&mut k, pool.as_bytes());
     k
 }
 

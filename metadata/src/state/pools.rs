@@ -85,6 +85,7 @@ pub(super) fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     t.delete(&keys::pool(name));
     t.delete(&keys::pool_defaults(name));
+    t.delete(&keys::pool_schedules(name));
     super::qos::drop_rules(t, |s| matches!(s, QosScope::Pool(p) if p == name))?;
     bump_epoch(t)?;
     Ok(Ok(Reply::Done))

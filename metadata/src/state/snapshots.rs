@@ -6,6 +6,9 @@
 use chuyi_common::ids::SNAP_SEQ_MAX;
 use chuyi_common::limits::SNAPSHOTS_PER_VOLUME_MAX;
 use chuyi_meta_api::model::{Snapshot, VolumeSnapshots};
+use chuyi_meta_api::schedule::{
+    self, ScheduleScope, SnapshotSchedule, SCHEDULES_PER_SCOPE_MAX, SCHEDULE_EVERY_MAX_MS, SCHEDULE_EVERY_MIN_MS,
+};
 
 use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
@@ -71,6 +74,99 @@ pub(super) fn rename_snapshot(t: &mut impl TablesMut, volume: &str, from: &str, 
     };
     snapshot.name = to.into();
     put(t, volume, snaps)
+}
+
+pub(super) fn set_schedule(t: &mut impl TablesMut, scope: &ScheduleScope, schedule: SnapshotSchedule) -> Applied {
+    if !(SCHEDULE_EVERY_MIN_MS..=SCHEDULE_EVERY_MAX_MS).contains(&schedule.every_ms) {
+        refuse!(MetaError::invalid(
+            "schedule",
+            format!("every {} ms: from {SCHEDULE_EVERY_MIN_MS} ms to a year", schedule.every_ms)
+        ));
+    }
+    if schedule.keep as usize > SNAPSHOTS_PER_VOLUME_MAX {
+        refuse!(MetaError::invalid("schedule", format!("keep {}: at most {SNAPSHOTS_PER_VOLUME_MAX}", schedule.keep)));
+    }
+    let place = |list: &mut Vec<SnapshotSchedule>| -> Result<(), MetaError> {
+        list.retain(|s| s.every_ms != schedule.every_ms);
+        if schedule.keep > 0 {
+            if list.len() >= SCHEDULES_PER_SCOPE_MAX {
+                return Err(MetaError::invalid(
+                    "schedule",
+                    format!("at most {SCHEDULES_PER_SCOPE_MAX} schedules each"),
+                ));
+            }
+            list.push(schedule);
+            list.sort_by_key(|s| s.every_ms);
+        }
+        Ok(())
+    };
+    match scope {
+        ScheduleScope::Volume(volume) => {
+            if view::volume(t, volume)?.is_none() {
+                refuse!(MetaError::not_found(Kind::Volume, volume));
+            }
+            let mut snaps = view::snapshots(t, volume)?;
+            if let Err(e) = place(&mut snaps.schedules) {
+                refuse!(e);
+            }
+            put(t, volume, snaps)
+        }
+        ScheduleScope::Pool(pool) => {
+            if view::pool(t, pool)?.is_none() {
+                refuse!(MetaError::not_found(Kind::Pool, pool));
+            }
+            let mut list = view::pool_schedules(t, pool)?;
+            if let Err(e) = place(&mut list) {
+                refuse!(e);
+            }
+            if list.is_empty() {
+                t.delete(&keys::pool_schedules(pool));
+            } else {
+                t.put_rec("pool schedules", &keys::pool_schedules(pool), &list)?;
+            }
+            Ok(Ok(Reply::Done))
+        }
+    }
+}
+
+/// Takes the snapshot `volume`'s schedule of interval `every_ms` is due
+/// for at the entry's time; the slot is recorded, so a second frontend
+/// asking for the same one is refused.
+pub(super) fn take_scheduled(t: &mut impl TablesMut, ctx: Ctx, volume: &str, every_ms: u64) -> Applied {
+    let Some(record) = view::volume(t, volume)? else { refuse!(MetaError::not_found(Kind::Volume, volume)) };
+    let snaps = view::snapshots(t, volume)?;
+    let schedules = view::volume_schedules(t, &record.pool, &snaps)?;
+    let Some(found) = schedules.iter().find(|s| s.every_ms == every_ms) else {
+        refuse!(MetaError::invalid("schedule", format!("volume {volume} has no schedule every {every_ms} ms")));
+    };
+    let label = found.label();
+    let last = snaps.taken.iter().find(|(l, _)| *l == label).map(|(_, slot)| *slot);
+    let Some(slot) = schedule::due(every_ms, last, ctx.now_ms) else {
+        refuse!(MetaError::invalid("schedule", format!("volume {volume}'s {label} snapshot of this slot is taken")));
+    };
+    let name = schedule::snapshot_name(&label, slot);
+    let mut snaps = match create_snapshot(t, ctx, volume, &name, Some(&label))? {
+        Ok(Reply::Snapshots(snaps)) => snaps,
+        // Refused (too many snapshots, sequences used up): as is.
+        other => return Ok(other),
+    };
+    snaps.taken.retain(|(l, _)| *l != label);
+    snaps.taken.push((label, slot));
+    put(t, volume, snaps)
+}
+
+/// Deletes `name` if a schedule of `volume` took it and keeps it no more.
+pub(super) fn expire_snapshot(t: &mut impl TablesMut, volume: &str, name: &str) -> Applied {
+    let Some(record) = view::volume(t, volume)? else { refuse!(MetaError::not_found(Kind::Volume, volume)) };
+    let snaps = view::snapshots(t, volume)?;
+    let schedules = view::volume_schedules(t, &record.pool, &snaps)?;
+    let is_expired = schedules
+        .iter()
+        .any(|s| schedule::expired(&snaps.snapshots, &s.label(), s.keep).iter().any(|x| x.name == name));
+    if !is_expired {
+        refuse!(MetaError::invalid("snapshot", format!("{volume}@{name} is not a scheduled snapshot past its keep")));
+    }
+    delete_snapshot(t, volume, name)
 }
 
 /// Drops a volume's snapshots with the volume (its chunks, clones

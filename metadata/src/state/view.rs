@@ -152,6 +152,42 @@ pub(crate) fn snapshots(t: &impl Tables, volume: &str) -> Result<chuyi_meta_api:
     Ok(t.get_rec("snapshots", &keys::snapshots(volume))?.unwrap_or_default())
 }
 
+pub(crate) fn pool_schedules(
+    t: &impl Tables,
+    pool: &str,
+) -> Result<Vec<chuyi_meta_api::schedule::SnapshotSchedule>, TableError> {
+    Ok(t.get_rec("pool schedules", &keys::pool_schedules(pool))?.unwrap_or_default())
+}
+
+/// Every pool's schedules.
+pub(crate) fn all_pool_schedules(
+    t: &impl Tables,
+) -> Result<Vec<(String, Vec<chuyi_meta_api::schedule::SnapshotSchedule>)>, TableError> {
+    let mut out = Vec::new();
+    for pool in pools(t)? {
+        let schedules = pool_schedules(t, &pool.name)?;
+        if !schedules.is_empty() {
+            out.push((pool.name, schedules));
+        }
+    }
+    Ok(out)
+}
+
+/// A volume's schedules: its own, and its pool's of other intervals.
+pub(crate) fn volume_schedules(
+    t: &impl Tables,
+    pool: &str,
+    snaps: &chuyi_meta_api::model::VolumeSnapshots,
+) -> Result<Vec<chuyi_meta_api::schedule::SnapshotSchedule>, TableError> {
+    let mut all = snaps.schedules.clone();
+    for s in pool_schedules(t, pool)? {
+        if !all.iter().any(|own| own.every_ms == s.every_ms) {
+            all.push(s);
+        }
+    }
+    Ok(all)
+}
+
 pub(crate) fn trash(t: &impl Tables) -> Result<Vec<chuyi_meta_api::model::TrashEntry>, TableError> {
     all(t, "trash entry", keys::T_TRASH)
 }

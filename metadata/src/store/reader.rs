@@ -126,6 +126,50 @@ impl StateReader {
         Ok(view::snapshots(&*self.view(), volume)?)
     }
 
+    /// What snapshot schedules want done at `now_ms`: snapshots due
+    /// (volume, interval) and expired (volume, name). Volumes in the
+    /// recycle bin are not listed: their schedules wait with them.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot_work(&self, now_ms: u64) -> Result<(Vec<(String, u64)>, Vec<(String, String)>), StoreError> {
+        use chuyi_meta_api::schedule;
+        let v = self.view();
+        let (mut due, mut expired) = (Vec::new(), Vec::new());
+        for volume in view::volumes(&*v)? {
+            let snaps = view::snapshots(&*v, &volume.name)?;
+            for s in view::volume_schedules(&*v, &volume.pool, &snaps)? {
+                let label = s.label();
+                let last = snaps.taken.iter().find(|(l, _)| *l == label).map(|(_, slot)| *slot);
+                if schedule::due(s.every_ms, last, now_ms).is_some() {
+                    due.push((volume.name.clone(), s.every_ms));
+                }
+                for old in schedule::expired(&snaps.snapshots, &label, s.keep) {
+                    expired.push((volume.name.clone(), old.name.clone()));
+                }
+            }
+        }
+        Ok((due, expired))
+    }
+
+    /// Every snapshot schedule: each volume's, then each pool's.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot_schedules(
+        &self,
+    ) -> Result<Vec<(chuyi_meta_api::schedule::ScheduleScope, chuyi_meta_api::schedule::SnapshotSchedule)>, StoreError>
+    {
+        use chuyi_meta_api::schedule::ScheduleScope;
+        let v = self.view();
+        let mut out = Vec::new();
+        for volume in view::volumes(&*v)? {
+            for s in view::snapshots(&*v, &volume.name)?.schedules {
+                out.push((ScheduleScope::Volume(volume.name.clone()), s));
+            }
+        }
+        for (pool, schedules) in view::all_pool_schedules(&*v)? {
+            out.extend(schedules.into_iter().map(|s| (ScheduleScope::Pool(pool.clone()), s)));
+        }
+        Ok(out)
+    }
+
     /// Every QoS rule and the rules' version, read at one point.
     pub fn qos_rules(&self) -> Result<(u64, Vec<chuyi_meta_api::qos::QosRule>), StoreError> {
         let v = self.view();
