@@ -15,6 +15,7 @@ dir=$(mktemp -d "/var/tmp/chuyi-$name.XXXXXX")
 (cd "$repo" && CARGO_TARGET_DIR=$target cargo build -q --bin chuyi)
 "$target/debug/chuyi" up --data-dir "$dir" --port-base $((7000 + offset)) --s3 127.0.0.1:$((19000 + offset)) \
 	--s3-tls 127.0.0.1:$((19043 + offset)) --nbd 127.0.0.1:$((19709 + offset)) --metrics 127.0.0.1:0 \
+	--ssd-capacity "${SSD_CAPACITY:-4GiB}" \
 	>"$dir.log" 2>&1 &
 up=$!
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT

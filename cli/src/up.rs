@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// process), at http://ADDR/metrics; in up.env as CHUYI_METRICS_URL.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics: String,
+    /// Each storage node's ssd disk ("4GiB", "100GiB"): a sparse file,
+    /// space taken as chunks are written; set at the data dir's first run.
+    #[arg(long, default_value = "4GiB")]
+    ssd_capacity: String,
 }
 
 /// The children, stopped (SIGTERM, then waited for) when dropped.
@@ -89,7 +93,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for id in 1..=NODES {
         issue(&secret, &dir, &format!("node{id}.cred"), Principal::node(id))?;
     }
-    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base)?;
+    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base, &args.ssd_capacity)?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for (role, config) in configs {
@@ -228,6 +232,7 @@ fn write_configs(
     secret_file: &Path,
     meta_addr: &str,
     port_base: u16,
+    ssd_capacity: &str,
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
     let meta_config = dir.join("meta1.toml");
     std::fs::write(
@@ -251,7 +256,7 @@ fn write_configs(
             format!(
                 "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncredential_file = \"{}\"\n\
                  meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\naccept_missing_fences = true\n\n\
-                 [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"4GiB\"\n\n\
+                 [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{ssd_capacity}\"\n\n\
                  [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"8GiB\"\n",
                 port_base + id,
                 dir.join(format!("node{id}.sock")).display(),
