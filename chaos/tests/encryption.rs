@@ -126,6 +126,25 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         })
         .await;
     }
+    // A snapshot of the encrypted volume reads back deciphered with the
+    // volume's key; what is written after it is not in it.
+    cli(&cluster, &["snapshot", "create", "secret", "enc1"]);
+    {
+        let (s, su, copy) = (secret_image.clone(), secret_uri.clone(), keys.path().join("enc1.img"));
+        blocking(move || {
+            let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "write -P 0x33 12M 4k", &su]);
+            assert!(ok && !out.contains("failed"), "{out}");
+            let snap = format!("{su}@enc1");
+            let (ok, out) =
+                run("qemu-io", &["-r", "-f", "raw", "-c", "read -P 0x11 8M 512", "-c", "read -P 0 12M 4k", &snap]);
+            assert!(ok && !out.contains("failed"), "the snapshot has the write before it, not the one after: {out}");
+            let (ok, out) = run("qemu-img", &["convert", "-f", "raw", "-O", "raw", &snap, &copy.to_string_lossy()]);
+            assert!(ok, "{out}");
+            let (image, copied) = (std::fs::read(&s).expect("image"), std::fs::read(&copy).expect("copy"));
+            assert!(copied.starts_with(&image), "the snapshot deciphers to what was written");
+        })
+        .await;
+    }
     // A client that cannot learn the 4 KiB block size (EXPORT_NAME) is
     // refused the encrypted volume: the server closes.
     {
@@ -206,8 +225,11 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         blocking(move || {
             let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &old_uri]);
             assert!(!ok && out.contains("another master key"), "{out}");
-            let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "read -P 0x11 8M 512", &new_uri]);
+            let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "read -P 0x33 12M 4k", &new_uri]);
             assert!(ok && !out.contains("failed"), "{out}");
+            let snap = format!("{new_uri}@enc1");
+            let (ok, out) = run("qemu-io", &["-r", "-f", "raw", "-c", "read -P 0x11 8M 512", &snap]);
+            assert!(ok && !out.contains("failed"), "the snapshot reads under the rotated key: {out}");
         })
         .await;
     }

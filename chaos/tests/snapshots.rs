@@ -144,6 +144,35 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     assert_eq!(cluster.chunks_of(owner).await.expect("chunks"), heads + 2);
     let (ok, out) = io(uri("disk"), &["read -P 0xaa 0 16M"]).await;
     assert!(ok, "{out}");
+
+    // Snapshots wait in the recycle bin with their volume and come back
+    // with it; a purge frees the clones with the chunks.
+    let (ok, out, err) = cli(&["snapshot", "create", "disk", "kept"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out) = io(uri("disk"), &["write -P 0xdd 0 4M"]).await;
+    assert!(ok, "{out}");
+    let retry = |args: &[&str]| {
+        for _ in 0..50 {
+            let (ok, out, err) = cli(args);
+            if ok {
+                return out;
+            }
+            assert!(err.contains("lease") || err.contains("attached"), "{err}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{args:?} never succeeded");
+    };
+    retry(&["volume", "delete", "disk"]);
+    let (ok, list, err) = cli(&["snapshot", "list", "disk"]);
+    assert!(ok && list.contains("kept"), "in the bin, its snapshots are listed: {list}{err}");
+    let (ok, out, err) = cli(&["trash", "restore", "disk"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out) = io(uri("disk@kept"), &["read -P 0xaa 0 4M"]).await;
+    assert!(ok, "the snapshot came back with its volume: {out}");
+    retry(&["volume", "delete", "disk", "--now"]);
+    assert_eq!(cluster.chunks_of(owner).await.expect("chunks"), 0, "chunks and clones freed on every node");
+    let (ok, _, _) = cli(&["snapshot", "list", "disk"]);
+    assert!(!ok, "the snapshots went with the purge");
 }
 
 /// What qemu-io writes to block `i` (4 KiB at `i` × [`STRIDE`]).
