@@ -540,3 +540,92 @@ async fn an_ext4_file_system_rolls_back_clean_with_every_file_intact() {
         );
     }
 }
+
+/// A clone volume over NBD: it reads its parent snapshot until written,
+/// each side's writes stay its own (a chunk is copied up whole on the
+/// clone's first write or trim), the snapshot and its volume cannot go
+/// while the clone reads them, and once flattened the clone keeps every
+/// byte with its parent gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clone_shares_its_snapshot_until_written_and_survives_its_parent_once_flattened() {
+    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster.create_pool().await.expect("pool");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
+    let retry = |args: &[&str]| {
+        for _ in 0..50 {
+            let (ok, out, err) = cli(args);
+            if ok {
+                return out;
+            }
+            assert!(err.contains("attached") || err.contains("lease"), "{err}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{args:?} never succeeded");
+    };
+    let (ok, out, err) = cli(&["volume", "create", "gold", "--size", "32M"]);
+    assert!(ok, "{out}{err}");
+    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
+    let server = chuyi_nbd::server::NbdServer::new(client, "frontend-clone".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server.serve(listener));
+    let uri = |export: &str| format!("nbd://{addr}/{export}");
+    let id = |name: &str| {
+        let (_, info, _) = cli(&["--json", "volume", "info", name]);
+        serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id")
+    };
+
+    let (ok, out) = io(uri("gold"), &["write -P 0x10 0 16M"]).await;
+    assert!(ok, "{out}");
+    let (ok, out, err) = cli(&["snapshot", "create", "gold", "base"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = cli(&["volume", "clone", "gold", "vm2"]);
+    assert!(!ok && err.contains("VOLUME@SNAPSHOT"), "{err}");
+    let (ok, out, err) = cli(&["volume", "clone", "gold@base", "vm2"]);
+    assert!(ok && out.contains("clone of    gold@base"), "{out}{err}");
+    let vm2 = id("vm2");
+    assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 0, "a clone copies nothing when made");
+    let (ok, out) = io(uri("vm2"), &["read -P 0x10 0 16M", "read -P 0 16M 16M"]).await;
+    assert!(ok, "the clone reads its snapshot: {out}");
+
+    // Each side writes; neither sees the other's writes.
+    let (ok, out) = io(uri("vm2"), &["write -P 0x20 4M 4k", "discard 8M 4M", "write -z 12M 4k"]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = io(uri("gold"), &["write -P 0x30 0 4k"]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = io(
+        uri("vm2"),
+        &[
+            "read -P 0x10 0 4M",
+            "read -P 0x20 4M 4k",
+            "read -P 0x10 4100k 4092k",
+            "read -P 0 8M 4M",
+            "read -P 0 12M 4k",
+            "read -P 0x10 12292k 4092k",
+        ],
+    )
+    .await;
+    assert!(ok, "the clone has its own writes around its parent's data: {out}");
+    let (ok, out) = io(uri("gold"), &["read -P 0x30 0 4k", "read -P 0x10 4M 4M"]).await;
+    assert!(ok, "the parent has its own: {out}");
+    assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 3 * 2, "chunks 1, 2 and 3 copied up, on both replicas");
+
+    // The snapshot and its volume stay while the clone reads them.
+    let (ok, _, err) = cli(&["snapshot", "delete", "gold", "base"]);
+    assert!(!ok && err.contains("vm2"), "{err}");
+    let (ok, _, err) = cli(&["volume", "delete", "gold"]);
+    assert!(!ok && err.contains("vm2"), "{err}");
+
+    let out = retry(&["volume", "flatten", "vm2"]);
+    assert!(out.contains("flattened"), "{out}");
+    assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 4 * 2, "chunk 0 copied too");
+    let (_, info, _) = cli(&["volume", "info", "vm2"]);
+    assert!(!info.contains("clone of"), "{info}");
+    let (ok, out, err) = cli(&["snapshot", "delete", "gold", "base"]);
+    assert!(ok, "{out}{err}");
+    retry(&["volume", "delete", "gold", "--now"]);
+    let (ok, out) =
+        io(uri("vm2"), &["read -P 0x10 0 4M", "read -P 0x20 4M 4k", "read -P 0 8M 4M", "read -P 0 16M 16M"]).await;
+    assert!(ok, "the flattened clone keeps every byte without its parent: {out}");
+}

@@ -10,7 +10,7 @@ use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::size::ByteSize;
 use chuyi_common::sm4::new_wrapped_volume_key;
 use chuyi_meta_api::qos::{QosScope, RuleStatus};
-use chuyi_meta_api::{ask, order};
+use chuyi_meta_api::{ask, order, MetaError};
 use chuyi_metadata::client::MetaClient;
 use chuyi_metadata::state::model::{Volume, VolumeState};
 use chuyi_metadata::state::{Reply, Request};
@@ -47,6 +47,19 @@ pub enum VolumeCmd {
     },
     List,
     Info {
+        name: String,
+    },
+    /// Create volume NEW as a clone of a snapshot (VOLUME@SNAPSHOT): it
+    /// shares the snapshot's data until written (each chunk copied on its
+    /// first write), keeps the parent's key, and keeps the snapshot from
+    /// being deleted until flattened.
+    Clone {
+        snapshot: String,
+        new: String,
+    },
+    /// Copy into a detached clone every chunk it still reads from its
+    /// parent snapshot, and forget the parent.
+    Flatten {
         name: String,
     },
     /// Grow a volume (online; shrinking is refused).
@@ -129,7 +142,46 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
             print_volume(args, &meta, &v).await
         }
         VolumeCmd::Delete { name, retain, now } => delete(args, &name, retain, now).await,
+        VolumeCmd::Clone { snapshot, new } => {
+            let Some((volume, snap)) = snapshot.split_once('@') else {
+                anyhow::bail!("name the snapshot as VOLUME@SNAPSHOT, not {snapshot:?}");
+            };
+            let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
+            let v = chuyi_client::snapshot::clone_volume(&cluster, volume, snap, &new).await?;
+            print_volume(args, &meta, &v).await
+        }
+        VolumeCmd::Flatten { name } => flatten(args, &name).await,
     }
+}
+
+async fn flatten(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "flattening {bar:40} {pos}/{len} chunks {percent}% {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let holder = format!("flatten:{}", std::process::id());
+    let flattened = chuyi_client::snapshot::flatten(&cluster, name, &holder, &progress).await;
+    bar.finish_and_clear();
+    match flattened {
+        Ok(()) => {}
+        Err(chuyi_client::ClientError::Meta(MetaError::LeaseHeld { holder, .. })) => {
+            anyhow::bail!("volume {name} is attached by {holder}: detach it before flattening it")
+        }
+        Err(e) => return Err(e).with_context(|| format!("flattening {name} (run it again to finish)")),
+    }
+    println!("volume {name} flattened: it no longer reads from its parent snapshot");
+    Ok(())
 }
 
 fn holder(lease: Option<&chuyi_metadata::state::model::Lease>) -> String {
@@ -189,6 +241,9 @@ async fn print_volume(args: &ClusterArgs, meta: &MetaClient, v: &Volume) -> anyh
     println!("  chunk size  {}", ByteSize(u64::from(v.chunk_size_bytes)));
     println!("  encryption  {}", encryption(v));
     println!("  attached by {}", holder(v.lease.as_ref()));
+    if let Some(parent) = meta.ask(ask::Snapshots(v.name.clone())).await?.parent {
+        println!("  clone of    {}@{}", parent.volume, parent.snapshot);
+    }
     match qos {
         None => println!("  qos         none"),
         Some(q) => {

@@ -140,7 +140,12 @@ impl Cluster {
     pub async fn open_volume(self: &Arc<Self>, name: &str) -> Result<VolumeIo, ClientError> {
         let volume = self.meta.ask(ask::Volume(name.to_string())).await?;
         let snapshots = self.meta.ask(ask::Snapshots(name.to_string())).await?;
-        Ok(VolumeIo::new(self.clone(), volume, snapshots.seq))
+        let io = VolumeIo::new(self.clone(), volume, snapshots.seq);
+        let Some(parent) = snapshots.parent else { return Ok(io) };
+        // A clone's parent cannot be deleted before it is flattened, and
+        // may be a clone itself.
+        let parent_io = Box::pin(self.open_volume(&parent.volume)).await?;
+        Ok(io.with_parent(parent_io.at_snapshot(parent.snap)))
     }
 
     /// Writes `data` at `offset` of a chunk (object data, or a volume's

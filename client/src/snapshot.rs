@@ -14,10 +14,10 @@ use chuyi_meta_api::{ask, order, MetaError, Request};
 use futures::StreamExt;
 
 use crate::fence::AlwaysOpen;
-use crate::{ClientError, Cluster};
+use crate::{ClientError, Cluster, VolumeIo};
 
-/// Chunks rolled back at once.
-const ROLLBACKS_IN_FLIGHT: usize = 16;
+/// Chunks rolled back or flattened at once.
+const IN_FLIGHT: usize = 16;
 
 /// How long a rollback's lease lasts between renewals.
 const ROLLBACK_LEASE_TTL: Duration = Duration::from_secs(30);
@@ -135,39 +135,78 @@ pub async fn rollback(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Snapshot, ClientError> {
     let snapshot = find(cluster, volume, name).await?;
+    let to = snapshot.id;
+    held(cluster, volume, holder, progress, move |vol, index| async move { vol.rollback_chunk(index, to).await })
+        .await?;
+    Ok(snapshot)
+}
+
+/// Makes clone volume `volume` independent of its parent snapshot: every
+/// chunk the parent held is copied into it (as its first write would),
+/// then the parent is forgotten. Detached only, like [`rollback`].
+pub async fn flatten(
+    cluster: &Arc<Cluster>,
+    volume: &str,
+    holder: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(), ClientError> {
+    if !cluster.open_volume(volume).await?.is_clone() {
+        return Err(ClientError::Meta(MetaError::invalid("flatten", format!("volume {volume} is not a clone"))));
+    }
+    held(cluster, volume, holder, progress, |vol, index| async move { vol.copy_up(index).await }).await?;
+    cluster.meta().write(Request::FlattenVolume { name: volume.into() }).await?;
+    Ok(())
+}
+
+/// Runs `each` on every chunk index of `volume`, a few at once, holding
+/// the volume's attach lease as `holder` (so nothing attaches meanwhile;
+/// refused with `LeaseHeld` while a frontend has it), then flushes.
+async fn held<F, Fut>(
+    cluster: &Arc<Cluster>,
+    volume: &str,
+    holder: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    each: F,
+) -> Result<(), ClientError>
+where
+    F: Fn(Arc<VolumeIo>, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
     let acquire = order::AcquireLease { volume: volume.into(), holder: holder.into(), ttl_ms: ttl_ms() };
     let lease = cluster.meta().order(acquire).await?;
     let renewing = tokio::spawn(renew(cluster.clone(), volume.to_string(), holder.to_string(), lease.id));
-    let result = rollback_held(cluster, volume, snapshot.id, lease.id, progress).await;
+    let result = async {
+        let vol = Arc::new(cluster.open_volume(volume).await?.fenced(lease.id, Arc::new(AlwaysOpen)));
+        vol.attach_fence().await?;
+        let chunks = vol.size().div_ceil(u64::from(vol.volume().chunk_size_bytes));
+        let mut runs =
+            futures::stream::iter(0..chunks).map(|index| each(vol.clone(), index)).buffer_unordered(IN_FLIGHT);
+        let mut done = 0;
+        while let Some(result) = runs.next().await {
+            result?;
+            done += 1;
+            progress(done, chunks);
+        }
+        vol.flush().await
+    }
+    .await;
     renewing.abort();
     let release = Request::ReleaseLease { volume: volume.into(), holder: holder.into(), lease_id: lease.id };
     if let Err(e) = cluster.meta().write(release).await {
-        tracing::warn!(volume, error = %e, "rollback's lease not released; it runs out by itself");
+        tracing::warn!(volume, error = %e, "lease not released; it runs out by itself");
     }
-    result.map(|()| snapshot)
+    result
 }
 
-async fn rollback_held(
-    cluster: &Arc<Cluster>,
+/// Makes volume `name` a clone of snapshot `snapshot` of `volume`.
+pub async fn clone_volume(
+    cluster: &Cluster,
     volume: &str,
-    to: u32,
-    token: u64,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<(), ClientError> {
-    let vol = cluster.open_volume(volume).await?.fenced(token, Arc::new(AlwaysOpen));
-    vol.attach_fence().await?;
-    let chunks = vol.size().div_ceil(u64::from(vol.volume().chunk_size_bytes));
-    let vol = &vol;
-    let mut rolled = futures::stream::iter(0..chunks)
-        .map(|index| async move { vol.rollback_chunk(index, to).await })
-        .buffer_unordered(ROLLBACKS_IN_FLIGHT);
-    let mut done = 0;
-    while let Some(result) = rolled.next().await {
-        result?;
-        done += 1;
-        progress(done, chunks);
-    }
-    vol.flush().await
+    snapshot: &str,
+    name: &str,
+) -> Result<chuyi_meta_api::model::Volume, ClientError> {
+    let clone = order::CloneVolume { volume: volume.into(), snapshot: snapshot.into(), name: name.into() };
+    Ok(cluster.meta().order(clone).await?)
 }
 
 /// Keeps a rollback's lease: a lost one shows as `Fenced` on the next

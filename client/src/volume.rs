@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chuyi_common::ids::ChunkId;
+use chuyi_common::limits::BLOCK_SIZE_BYTES;
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkResponse, Extent};
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::Volume;
@@ -31,6 +32,12 @@ pub struct VolumeIo {
     snap: Arc<AtomicU32>,
     /// A read-only view of this snapshot instead of the live volume.
     at: Option<u32>,
+    /// A clone volume's parent snapshot (read-only): chunks the clone has
+    /// not written read from there, and its first mutation of a chunk
+    /// installs the parent's copy first.
+    parent: Option<Arc<VolumeIo>>,
+    /// Chunks of a clone known to be its own by now.
+    present: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 /// Tries of one mutation refused because a snapshot was taken meanwhile.
@@ -59,7 +66,26 @@ struct Piece {
 
 impl VolumeIo {
     pub(crate) fn new(cluster: Arc<Cluster>, volume: Volume, snap: u32) -> Self {
-        Self { cluster, volume: Arc::new(volume), fence: None, snap: Arc::new(AtomicU32::new(snap)), at: None }
+        Self {
+            cluster,
+            volume: Arc::new(volume),
+            fence: None,
+            snap: Arc::new(AtomicU32::new(snap)),
+            at: None,
+            parent: None,
+            present: Arc::default(),
+        }
+    }
+
+    /// This volume as a clone of `parent` (a snapshot's read-only view).
+    pub(crate) fn with_parent(mut self, parent: VolumeIo) -> Self {
+        self.parent = Some(Arc::new(parent));
+        self
+    }
+
+    /// Whether this volume is a clone still reading from its parent.
+    pub fn is_clone(&self) -> bool {
+        self.parent.is_some()
     }
 
     /// The volume as snapshot `id` saw it, read-only.
@@ -136,12 +162,54 @@ impl VolumeIo {
     }
 
     async fn read_piece(&self, p: &Piece) -> Result<Bytes, ClientError> {
-        let Some(snap) = self.at else { return self.cluster.read_chunk(p.chunk, p.offset, p.len).await };
-        let op = PgOp::ReadSnap { offset: p.offset, len: p.len, snap };
-        match self.cluster.chunk_call(p.chunk, op, Bytes::new()).await? {
-            (ChunkResponse::ReadDone { .. }, data) => Ok(data),
-            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        if self.at.is_none() && self.parent.is_none() {
+            return self.cluster.read_chunk(p.chunk, p.offset, p.len).await;
         }
+        let op = match self.at {
+            Some(snap) => PgOp::ReadSnap { offset: p.offset, len: p.len, snap },
+            None => PgOp::Read { offset: p.offset, len: p.len },
+        };
+        let (allocated, data) = match self.cluster.chunk_call(p.chunk, op, Bytes::new()).await? {
+            (ChunkResponse::ReadDone { allocated }, data) => (allocated, data),
+            (other, _) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        match &self.parent {
+            // Not the clone's own (yet, or when this snapshot was taken).
+            Some(parent) if !allocated => {
+                let chunk = ChunkId::new(parent.volume.id, p.chunk.index);
+                Box::pin(parent.read_piece(&Piece { chunk, ..*p })).await
+            }
+            _ => Ok(data),
+        }
+    }
+
+    /// Before a clone's first mutation of chunk `index`: installs the
+    /// parent's copy unless the clone has the chunk (each replica creates
+    /// it whole or not at all, and an install of a chunk that exists
+    /// writes nothing, so racing first writes are harmless).
+    pub async fn copy_up(&self, index: u64) -> Result<(), ClientError> {
+        let Some(parent) = &self.parent else { return Ok(()) };
+        if self.present.lock().unwrap_or_else(|p| p.into_inner()).contains(&index) {
+            return Ok(());
+        }
+        let chunk = ChunkId::new(self.volume.id, index);
+        let probe = PgOp::Read { offset: 0, len: BLOCK_SIZE_BYTES as u32 };
+        let allocated = match self.cluster.chunk_call(chunk, probe, Bytes::new()).await? {
+            (ChunkResponse::ReadDone { allocated }, _) => allocated,
+            (other, _) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        if !allocated {
+            let len = self.volume.chunk_size_bytes;
+            let whole = Piece { chunk: ChunkId::new(parent.volume.id, index), offset: 0, len, at: 0 };
+            let data = parent.read_piece(&whole).await?;
+            // A chunk of zeros needs no copy: the clone's absent chunk
+            // reads as zeros too once written around.
+            if data.iter().any(|&b| b != 0) {
+                self.cluster.chunk_call_fenced(chunk, PgOp::Install, data, self.fence.as_ref()).await?;
+            }
+        }
+        self.present.lock().unwrap_or_else(|p| p.into_inner()).insert(index);
+        Ok(())
     }
 
     /// Sends a mutation built for the snap sequence this handle knows,
@@ -150,6 +218,7 @@ impl VolumeIo {
         if let Some(snapshot) = self.at {
             return Err(ClientError::ReadOnly { volume: self.volume.name.clone(), snapshot });
         }
+        self.copy_up(chunk.index).await?;
         for _ in 0..SNAP_TRIES {
             let sent = self.snap_seq();
             match self.cluster.chunk_call_fenced(chunk, op(sent), payload.clone(), self.fence.as_ref()).await {
@@ -192,7 +261,8 @@ impl VolumeIo {
         let pieces = self.pieces(offset, len)?;
         // A snapshot's holes are not tracked apart from the head's: all of
         // it is said to hold data, which is never wrong, only slower.
-        if self.at.is_some() {
+        // Nor are the parent's holes a clone reads through.
+        if self.at.is_some() || self.parent.is_some() {
             return Ok(if len == 0 { Vec::new() } else { vec![VolumeExtent { len, data: true }] });
         }
         let asks =

@@ -205,6 +205,18 @@ pub struct VolumeSnapshots {
     pub snapshots: Vec<Snapshot>,
     pub schedules: Vec<crate::schedule::SnapshotSchedule>,
     pub taken: Vec<(String, Millis)>,
+    /// A clone volume's parent snapshot, until the clone is flattened.
+    pub parent: Option<CloneParent>,
+}
+
+/// The snapshot a clone volume was made from: its chunks not written since
+/// read from there (the parent's chunk owner at that snap sequence).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneParent {
+    pub volume: String,
+    pub owner: u64,
+    pub snapshot: String,
+    pub snap: u32,
 }
 
 impl VolumeSnapshots {

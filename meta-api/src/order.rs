@@ -88,6 +88,10 @@ order!(
         -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
 );
 order!(
+    /// A clone of a snapshot; answers with the new volume.
+    CloneVolume { volume: String, snapshot: String, name: String } -> model::Volume, Reply::Volume(volume) => volume
+);
+order!(
     /// Deletes an expired scheduled snapshot; answers with those left.
     ExpireSnapshot { volume: String, name: String } -> model::VolumeSnapshots, Reply::Snapshots(snapshots) => snapshots
 );

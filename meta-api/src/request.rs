@@ -391,6 +391,19 @@ pub enum Request {
         volume: String,
         name: String,
     },
+    /// Creates volume `name` as a clone of snapshot `snapshot` of `volume`:
+    /// its shape, pool and key, its data read from the snapshot until
+    /// written. Answered with the new volume.
+    CloneVolume {
+        volume: String,
+        snapshot: String,
+        name: String,
+    },
+    /// Forgets a clone's parent once every chunk the parent held was
+    /// copied into it (`chuyi volume flatten`).
+    FlattenVolume {
+        name: String,
+    },
 }
 
 impl Request {
@@ -452,6 +465,8 @@ impl Request {
             Request::SetSnapshotSchedule { .. } => "SetSnapshotSchedule",
             Request::TakeScheduledSnapshot { .. } => "TakeScheduledSnapshot",
             Request::ExpireSnapshot { .. } => "ExpireSnapshot",
+            Request::CloneVolume { .. } => "CloneVolume",
+            Request::FlattenVolume { .. } => "FlattenVolume",
         }
     }
 }

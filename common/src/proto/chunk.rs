@@ -143,6 +143,12 @@ pub enum PgOp {
         from: Option<u32>,
         to: Option<u32>,
     },
+    /// Create the chunk with the payload (the whole chunk) as its data, on
+    /// every replica, each atomically: data and checksums first, the
+    /// slot-table entry last, so a crash leaves no chunk rather than part
+    /// of one. Nothing is written if the chunk exists. A clone volume's
+    /// first write to a chunk installs its parent snapshot's copy first.
+    Install,
     /// Backfill only (forwarded): set the chunk's snapshot stamp (the
     /// sequence it was last written under and the one it was created
     /// under) to the primary's.

@@ -414,6 +414,14 @@ pub enum Command {
         volume: String,
         name: String,
     },
+    CloneVolume {
+        volume: String,
+        snapshot: String,
+        name: String,
+    },
+    FlattenVolume {
+        name: String,
+    },
 }
 
 impl Command {
@@ -482,6 +490,8 @@ impl Command {
             Command::SetSnapshotSchedule { .. } => "SetSnapshotSchedule",
             Command::TakeScheduledSnapshot { .. } => "TakeScheduledSnapshot",
             Command::ExpireSnapshot { .. } => "ExpireSnapshot",
+            Command::CloneVolume { .. } => "CloneVolume",
+            Command::FlattenVolume { .. } => "FlattenVolume",
         }
     }
 }
@@ -596,6 +606,8 @@ impl From<Request> for Command {
             Request::SetSnapshotSchedule { scope, schedule } => Command::SetSnapshotSchedule { scope, schedule },
             Request::TakeScheduledSnapshot { volume, every_ms } => Command::TakeScheduledSnapshot { volume, every_ms },
             Request::ExpireSnapshot { volume, name } => Command::ExpireSnapshot { volume, name },
+            Request::CloneVolume { volume, snapshot, name } => Command::CloneVolume { volume, snapshot, name },
+            Request::FlattenVolume { name } => Command::FlattenVolume { name },
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use chuyi_common::ids::SNAP_SEQ_MAX;
 use chuyi_common::limits::SNAPSHOTS_PER_VOLUME_MAX;
-use chuyi_meta_api::model::{Snapshot, VolumeSnapshots};
+use chuyi_meta_api::model::{CloneParent, Snapshot, VolumeSnapshots};
 use chuyi_meta_api::schedule::{
     self, ScheduleScope, SnapshotSchedule, SCHEDULES_PER_SCOPE_MAX, SCHEDULE_EVERY_MAX_MS, SCHEDULE_EVERY_MIN_MS,
 };
@@ -52,6 +52,14 @@ pub(super) fn create_snapshot(
 }
 
 pub(super) fn delete_snapshot(t: &mut impl TablesMut, volume: &str, name: &str) -> Applied {
+    if let Some(clone) = clones_of(t, volume, Some(name))?.first() {
+        refuse!(MetaError::InUse {
+            kind: Kind::Snapshot,
+            name: format!("{volume}@{name}"),
+            user_kind: Kind::Volume,
+            user: clone.clone()
+        });
+    }
     let mut snaps = view::snapshots(t, volume)?;
     let before = snaps.snapshots.len();
     snaps.snapshots.retain(|s| s.name != name);
@@ -167,6 +175,53 @@ pub(super) fn expire_snapshot(t: &mut impl TablesMut, volume: &str, name: &str) 
         refuse!(MetaError::invalid("snapshot", format!("{volume}@{name} is not a scheduled snapshot past its keep")));
     }
     delete_snapshot(t, volume, name)
+}
+
+/// Creates `name` as a clone of snapshot `snapshot` of `volume`: the
+/// parent's pool, size, chunk size and key (its data, copied as it is, is
+/// enciphered under that key), and the link to read unwritten chunks from.
+pub(super) fn clone_volume(t: &mut impl TablesMut, ctx: Ctx, volume: &str, snapshot: &str, name: &str) -> Applied {
+    let Some(parent) = view::volume(t, volume)? else { refuse!(MetaError::not_found(Kind::Volume, volume)) };
+    let snaps = view::snapshots(t, volume)?;
+    let Some(found) = snaps.find(snapshot) else {
+        refuse!(MetaError::not_found(Kind::Snapshot, format!("{volume}@{snapshot}")));
+    };
+    let link = CloneParent { volume: volume.into(), owner: parent.id, snapshot: snapshot.into(), snap: found.id };
+    let (size, chunk, key) = (parent.size_bytes, parent.chunk_size_bytes, parent.wrapped_key.clone());
+    let created = super::volumes::create_volume(t, ctx, name, &parent.pool, size, chunk, &key)?;
+    let Ok(Reply::Volume(clone)) = created else { return Ok(created) };
+    let mut own = view::snapshots(t, name)?;
+    own.parent = Some(link);
+    t.put_rec("snapshots", &keys::snapshots(name), &own)?;
+    Ok(Ok(Reply::Volume(clone)))
+}
+
+pub(super) fn flatten_volume(t: &mut impl TablesMut, name: &str) -> Applied {
+    if view::volume(t, name)?.is_none() {
+        refuse!(MetaError::not_found(Kind::Volume, name));
+    }
+    let mut snaps = view::snapshots(t, name)?;
+    if snaps.parent.take().is_none() {
+        refuse!(MetaError::invalid("flatten", format!("volume {name} is not a clone")));
+    }
+    put(t, name, snaps)
+}
+
+/// The clones made from `volume`'s snapshot `snapshot` (any of its
+/// snapshots when `None`) and not flattened yet.
+pub(super) fn clones_of(
+    t: &impl super::tables::Tables,
+    volume: &str,
+    snapshot: Option<&str>,
+) -> Result<Vec<String>, super::tables::TableError> {
+    let mut out = Vec::new();
+    for v in view::volumes(t)? {
+        let linked = view::snapshots(t, &v.name)?.parent.filter(|p| p.volume == volume);
+        if linked.is_some_and(|p| snapshot.is_none_or(|s| p.snapshot == s)) {
+            out.push(v.name);
+        }
+    }
+    Ok(out)
 }
 
 /// Drops a volume's snapshots with the volume (its chunks, clones

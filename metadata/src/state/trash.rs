@@ -24,6 +24,15 @@ pub(super) fn trash_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str, retain_
     if let Some(lease) = volume.lease.take().filter(|l| l.is_live(ctx.now_ms)) {
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
+    // Its clones read their unwritten chunks from its snapshots.
+    if let Some(clone) = super::snapshots::clones_of(t, name, None)?.first() {
+        refuse!(MetaError::InUse {
+            kind: Kind::Volume,
+            name: name.into(),
+            user_kind: Kind::Volume,
+            user: clone.clone()
+        });
+    }
     let retain_ms = match retain_ms {
         Some(ms) => ms,
         None => view::trash_retention(t)?,

@@ -110,6 +110,14 @@ pub(super) fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> App
     if let Some(lease) = volume.lease.filter(|l| l.is_live(ctx.now_ms)) {
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
+    if let Some(clone) = super::snapshots::clones_of(t, name, None)?.first() {
+        refuse!(MetaError::InUse {
+            kind: Kind::Volume,
+            name: name.into(),
+            user_kind: Kind::Volume,
+            user: clone.clone()
+        });
+    }
     t.delete(&keys::volume(name));
     super::snapshots::forget(t, name);
     super::qos::drop_rules(t, |s| matches!(s, QosScope::Volume(v) if v == name))?;

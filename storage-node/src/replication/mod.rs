@@ -332,10 +332,11 @@ impl Replicator {
             | PgOp::Extents { .. }
             | PgOp::Diff { .. }
             | PgOp::Rollback { .. }
+            | PgOp::Install
             | PgOp::Stamp { .. } => (0, u64::MAX),
         };
-        if !matches!(op, PgOp::Write { .. }) && !payload.is_empty() {
-            return Err(ReplicationError::Invalid("only a write carries a payload".into()));
+        if !matches!(op, PgOp::Write { .. } | PgOp::Install) && !payload.is_empty() {
+            return Err(ReplicationError::Invalid("only a write or an install carries a payload".into()));
         }
         check_snapshot_op(chunk, &op, forwarded)?;
         // A write that makes a clone takes the whole chunk at the primary:
@@ -381,6 +382,7 @@ impl Replicator {
                 PgOp::Poison { offset, len } => disk.poison(chunk, offset.into(), len.into()).await,
                 PgOp::Delete => disk.delete(chunk).await,
                 PgOp::Rollback { to, snap } => disk.rollback(chunk, to, snap).await,
+                PgOp::Install => disk.install(chunk, payload.clone()).await,
                 PgOp::Stamp { seq, born } => disk.set_stamp(chunk, Stamp { seq, born }).await,
                 PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. } => Ok(()),
             }
@@ -575,6 +577,7 @@ fn op_snap(op: &PgOp) -> Option<u32> {
         | PgOp::ReadSnap { .. }
         | PgOp::Extents { .. }
         | PgOp::Diff { .. }
+        | PgOp::Install
         | PgOp::Delete
         | PgOp::Poison { .. }
         | PgOp::Stamp { .. } => None,

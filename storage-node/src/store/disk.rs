@@ -365,6 +365,40 @@ impl DiskStore {
         }
     }
 
+    /// Creates `chunk` holding `data` (the whole chunk) unless it exists:
+    /// space reserved, data and checksums written, and only then the
+    /// slot-table entry, so a crash leaves no chunk, never part of one. Its
+    /// stamp is zeros: the data is what every snapshot of its volume saw
+    /// before (a clone volume's parent's copy).
+    pub async fn install(&self, chunk: ChunkId, data: Bytes) -> Result<(), StoreError> {
+        self.check_op(0, data.len() as u64)?;
+        if data.len() as u64 != self.layout.chunk_size {
+            return Err(StoreError::OutOfRange {
+                offset: 0,
+                len: data.len() as u64,
+                chunk_size: self.layout.chunk_size,
+            });
+        }
+        let (undo, mut slot) = match self.reserve_slot(chunk) {
+            Ok(reserved) => reserved,
+            Err(None) => return Ok(()),
+            Err(Some(e)) => return Err(e),
+        };
+        let at = self.layout.data_at(slot.index);
+        self.reserve(chunk, at, self.layout.chunk_size).await?;
+        let data = if is_aligned(&data) { data } else { AlignedBuf::copy_from(&data).freeze() };
+        let mut crcs = Vec::with_capacity(self.layout.chunk_blocks());
+        block_crcs(&data, &mut crcs);
+        let (written, sums) = tokio::join!(self.engine.write(at, data), self.write_crc_block(slot.index, &crcs));
+        written.map_err(|e| self.io_failed(e))?;
+        sums?;
+        self.write_entry(slot.index, SlotEntry::Used(chunk, Stamp::default())).await?;
+        slot.crcs = Some(crcs.into_boxed_slice());
+        slot.live = true;
+        undo.disarm();
+        Ok(())
+    }
+
     /// Sets a chunk's snapshot stamp (backfill: the primary's), creating
     /// the chunk if it is missing.
     pub async fn set_stamp(&self, chunk: ChunkId, stamp: Stamp) -> Result<(), StoreError> {
