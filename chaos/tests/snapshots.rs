@@ -138,8 +138,30 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     assert!(ok, "{out}");
     let (ok, _, err) = cli(&["snapshot", "rename", "disk", "s2", "last"]);
     assert!(ok, "{err}");
+    // An export of a snapshot closes once the snapshot is deleted.
+    let mut reader = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).await.expect("greeting");
+        s.write_u32(3).await.expect("flags");
+        s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
+        s.write_u32(1).await.expect("EXPORT_NAME");
+        s.write_u32(9).await.expect("len");
+        s.write_all(b"disk@last").await.expect("name");
+        assert_eq!(s.read_u64().await.expect("size"), 64 << 20);
+        let flags = s.read_u16().await.expect("flags");
+        assert_ne!(flags & 2, 0, "a snapshot's export is read-only");
+        s
+    };
     let (ok, out, err) = cli(&["snapshot", "delete", "disk", "last"]);
     assert!(ok && out.contains("0 left"), "{out}{err}");
+    {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "the export of a deleted snapshot stays open");
+    }
     // Heads only: chunks 0-3 and the (zeroed) chunk 10.
     assert_eq!(cluster.chunks_of(owner).await.expect("chunks"), heads + 2);
     let (ok, out) = io(uri("disk"), &["read -P 0xaa 0 16M"]).await;

@@ -197,11 +197,12 @@ impl Cluster {
         self.on_every_node(&request, None, timeout).await
     }
 
-    /// Has every node the map has up drop the clones of `owner` that no
-    /// snapshot in `live` reads (a node down now trims at the next
-    /// snapshot delete, and backfill copies a primary's clones only).
-    pub async fn trim_clones(&self, owner: u64, live: Vec<u32>) -> Result<(), ClientError> {
-        let request = ChunkRequest::TrimClones { owner, live };
+    /// Has every node the map has up drop the clones of volume `owner`
+    /// that no live snapshot reads, each asking the metadata service which
+    /// live (a node down now trims at the next snapshot delete, and
+    /// backfill copies a primary's clones only).
+    pub async fn trim_clones(&self, owner: u64) -> Result<(), ClientError> {
+        let request = ChunkRequest::TrimClones { owner };
         let deadline = self.config.deadline;
         let timeout = |last| ClientError::FenceNotRaised { owner, deadline, last };
         self.on_every_node(&request, None, timeout).await

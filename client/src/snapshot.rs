@@ -89,8 +89,8 @@ pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientE
     let mut gone = 0;
     for (volume, name) in expired {
         let expire = order::ExpireSnapshot { volume: volume.clone(), name: name.clone() };
-        let left = match cluster.meta().order(expire).await {
-            Ok(left) => left,
+        match cluster.meta().order(expire).await {
+            Ok(_) => {}
             Err(e @ (MetaError::Invalid { .. } | MetaError::NotFound { .. })) => {
                 tracing::debug!(volume, snapshot = name, error = %e, "expired snapshot not deleted here");
                 continue;
@@ -98,7 +98,7 @@ pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientE
             Err(e) => return Err(e.into()),
         };
         let owner = cluster.meta().ask(ask::Volume(volume.clone())).await?.id;
-        cluster.trim_clones(owner, left.live()).await?;
+        cluster.trim_clones(owner).await?;
         tracing::info!(volume, snapshot = name, "scheduled snapshot expired");
         gone += 1;
     }
@@ -110,7 +110,7 @@ pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientE
 pub async fn delete(cluster: &Cluster, volume: &str, name: &str) -> Result<VolumeSnapshots, ClientError> {
     let owner = cluster.meta().ask(ask::Volume(volume.into())).await?.id;
     let left = cluster.meta().order(order::DeleteSnapshot { volume: volume.into(), name: name.into() }).await?;
-    cluster.trim_clones(owner, left.live()).await?;
+    cluster.trim_clones(owner).await?;
     Ok(left)
 }
 

@@ -278,3 +278,20 @@ impl Ask for SnapshotSchedules {
         }
     }
 }
+
+/// The snapshots of the volume whose chunk owner id this is.
+#[derive(Debug, Clone)]
+pub struct SnapshotsOf(pub u64);
+
+impl Ask for SnapshotsOf {
+    type Answer = model::VolumeSnapshots;
+    fn query(self) -> Query {
+        Query::SnapshotsOf(self.0)
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::Snapshots(snapshots) => Ok(snapshots),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}

@@ -166,6 +166,10 @@ pub enum Query {
     /// A volume's snapshots and snap sequence (a volume in the recycle bin
     /// too: its snapshots wait with it).
     Snapshots(String),
+    /// The snapshots of the volume (in the recycle bin too) whose chunk
+    /// owner id this is; none found: none (sequence 0). What a node asks
+    /// before trimming clones.
+    SnapshotsOf(u64),
     /// What snapshot schedules want done now by the answering member's
     /// clock: snapshots due (volume, interval) and expired (volume, name).
     SnapshotWork,

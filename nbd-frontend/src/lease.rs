@@ -89,7 +89,7 @@ impl Fence {
         });
     }
 
-    fn lost(&self) {
+    pub(crate) fn lost(&self) {
         self.valid_until_ms.store(0, Ordering::Release);
         self.lost.notify_waiters();
     }
@@ -194,5 +194,28 @@ mod tests {
         assert!(!waiter.is_finished(), "open while the lease holds");
         fence.lost();
         tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("closed at once").expect("joined");
+    }
+}
+
+/// How often a snapshot's export checks that its snapshot still exists.
+pub const SNAPSHOT_CHECK: Duration = Duration::from_secs(1);
+
+/// Closes a snapshot export's fence (so its connections close) once
+/// snapshot `id` of `volume` is deleted: its clones are trimmed after the
+/// delete, and reads would then find another point in time. Ends when the
+/// export's connections are all gone.
+pub async fn watch_snapshot(cluster: Arc<Cluster>, volume: String, id: u32, fence: std::sync::Weak<Fence>) {
+    loop {
+        tokio::time::sleep(SNAPSHOT_CHECK).await;
+        let Some(fence) = fence.upgrade() else { return };
+        match cluster.meta().ask(chuyi_meta_api::ask::Snapshots(volume.clone())).await {
+            Ok(snapshots) if snapshots.snapshots.iter().any(|s| s.id == id) => {}
+            Ok(_) | Err(chuyi_meta_api::MetaError::NotFound { .. }) => {
+                tracing::info!(volume, snapshot = id, "snapshot deleted: its export closes");
+                fence.lost();
+                return;
+            }
+            Err(e) => tracing::debug!(volume, error = %e, "could not check the snapshot; will again"),
+        }
     }
 }

@@ -369,7 +369,10 @@ impl NbdServer {
         };
         let vol = vol.at_snapshot(found.id);
         let crypt = self.volume_key(&vol)?;
-        let served = Served { vol, fence: Fence::forever(), crypt };
+        let fence = Fence::forever();
+        let watch = lease::watch_snapshot(self.cluster.clone(), volume.to_string(), found.id, Arc::downgrade(&fence));
+        tokio::spawn(watch);
+        let served = Served { vol, fence, crypt };
         // No attachment to count: detach finds none under this generation.
         Ok(Attached { server: self.clone(), name: name.to_string(), generation: u64::MAX, served })
     }

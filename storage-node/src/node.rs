@@ -78,7 +78,7 @@ impl Node {
         ));
         let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
         Ok(Self {
-            service: Arc::new(ChunkService::new(repl.clone(), recovery.clone())),
+            service: Arc::new(ChunkService::new(repl.clone(), recovery.clone(), snapshot_truth(config, credential))),
             store,
             repl,
             recovery,
@@ -160,5 +160,21 @@ fn flatten(joined: Result<Result<(), RpcError>, tokio::task::JoinError>) -> Resu
     match joined {
         Ok(result) => Ok(result?),
         Err(e) => Err(NodeError::Rpc(RpcError::Io(std::io::Error::other(e)))),
+    }
+}
+
+/// The metadata client the node asks which snapshots of a volume live
+/// before it trims their clones (none without metadata members: such a
+/// node refuses `TrimClones`).
+fn snapshot_truth(config: &NodeConfig, credential: &Credential) -> Option<chuyi_meta_api::client::MetaClient> {
+    if config.meta.is_empty() {
+        return None;
+    }
+    match chuyi_meta_api::client::MetaClient::new(config.meta.clone(), credential) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::warn!(error = %e, "bad metadata addresses; snapshot clones will not be trimmed");
+            None
+        }
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chuyi_common::credential::Principal;
 use chuyi_common::ids::NodeId;
-use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX, SNAPSHOTS_PER_VOLUME_MAX as TRIM_LIVE_MAX};
+use chuyi_common::ids::SNAP_SEQ_MAX;
+use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
@@ -20,11 +21,19 @@ use crate::store::{ChunkStore, StoreError};
 pub struct ChunkService {
     repl: Arc<Replicator>,
     recovery: Arc<Recovery>,
+    /// Where the node learns which snapshots live, before trimming clones:
+    /// never from the request, so no caller can have a live snapshot's
+    /// clones dropped.
+    meta: Option<chuyi_meta_api::client::MetaClient>,
 }
 
 impl ChunkService {
-    pub fn new(repl: Arc<Replicator>, recovery: Arc<Recovery>) -> Self {
-        Self { repl, recovery }
+    pub fn new(
+        repl: Arc<Replicator>,
+        recovery: Arc<Recovery>,
+        meta: Option<chuyi_meta_api::client::MetaClient>,
+    ) -> Self {
+        Self { repl, recovery, meta }
     }
 
     async fn replicated(
@@ -46,21 +55,30 @@ impl ChunkService {
                     let problem = format!("{} fences in one request; at most {RAISE_FENCES_MAX}", fences.len());
                     return Err(ReplicationError::Invalid(problem));
                 }
+                if let Some(f) = fences.iter().find(|f| f.snap > SNAP_SEQ_MAX) {
+                    return Err(ReplicationError::Invalid(format!("snap sequence {} past {SNAP_SEQ_MAX}", f.snap)));
+                }
                 let repl = self.repl.clone();
                 to_completion(async move { repl.fences().raise(&fences).await.map_err(ReplicationError::from) })
                     .await?;
                 Ok((ChunkResponse::Done, Bytes::new()))
             }
-            ChunkRequest::TrimClones { owner, live } => {
-                if live.len() > TRIM_LIVE_MAX {
-                    let problem = format!("{} live snapshots in one request; at most {TRIM_LIVE_MAX}", live.len());
-                    return Err(ReplicationError::Invalid(problem));
-                }
+            ChunkRequest::TrimClones { owner } => {
+                let Some(meta) = &self.meta else {
+                    return Err(ReplicationError::Invalid("this node has no metadata service to ask".into()));
+                };
+                // Read now: a snapshot taken after this read has a newer
+                // sequence than `upto`, and its clones are left alone.
+                let snapshots = meta
+                    .ask(chuyi_meta_api::ask::SnapshotsOf(owner))
+                    .await
+                    .map_err(|e| ReplicationError::Invalid(format!("the volume's snapshots: {e}")))?;
+                let (live, upto) = (snapshots.live(), snapshots.seq);
                 let store = self.repl.store().clone();
                 let removed = to_completion(async move {
                     let mut removed = 0;
                     for disk in store.disks() {
-                        removed += disk.trim_clones(owner, &live).await?;
+                        removed += disk.trim_clones(owner, &live, upto).await?;
                     }
                     Ok::<_, StoreError>(removed)
                 })

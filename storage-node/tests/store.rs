@@ -406,9 +406,10 @@ async fn snapshot_clones_keep_each_snapshots_view() {
         disk.rollback(id(1), 1, 3).await.expect("rollback chunk 1");
         assert_eq!(read(&disk, id(1), 0, 8192).await.expect("head"), Bytes::from(vec![0u8; 8192]));
         // Deleting snapshot 1 (live: 2, 3) drops clone 1 only.
-        assert_eq!(disk.trim_clones(0xC0FFEE, &[2, 3]).await.expect("trim"), 1, "{engine:?}");
-        assert_eq!(disk.clones_of(id(0)), vec![id(0).clone_of(3)], "{engine:?}");
-        assert_eq!(read_at(&disk, id(0), 2).await.0, Bytes::from(b_twice), "{engine:?}: 2 reads clone 3");
+        assert_eq!(disk.trim_clones(0xC0FFEE, &[], 2).await.expect("trim"), 1, "{engine:?}: clone 3 is above 2");
+        assert_eq!(disk.clones_of(id(0)), vec![id(0).clone_of(3)], "{engine:?}: a newer snapshot's clone stays");
+        assert_eq!(disk.trim_clones(0xC0FFEE, &[2, 3], 3).await.expect("trim"), 0, "{engine:?}: 2 and 3 read clone 3");
+        assert_eq!(read_at(&disk, id(0), 3).await.0, Bytes::from(b_twice), "{engine:?}: 3 reads clone 3");
         // A clone's data is not kept after its chunk is deleted.
         disk.delete(id(0)).await.expect("delete");
         assert!(disk.clones_of(id(0)).is_empty(), "{engine:?}: clones go with their chunk");

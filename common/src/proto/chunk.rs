@@ -48,10 +48,11 @@ pub enum ChunkRequest {
     /// attach, a volume delete, a snapshot, and backfill (the primary's
     /// table to a new replica) send it.
     RaiseFences { fences: Vec<VolumeFence> },
-    /// Remove this node's snapshot clones of `owner` that no snapshot in
-    /// `live` (ascending snap sequences) reads any more; answered `Done`.
-    /// Every replica decides alike from the same clones (section 5.3).
-    TrimClones { owner: u64, live: Vec<u32> },
+    /// Remove this node's snapshot clones of volume `owner` that no live
+    /// snapshot reads any more, the node asking the metadata service which
+    /// live (never the sender); answered `Done`. Every replica decides
+    /// alike from the same clones (section 5.3).
+    TrimClones { owner: u64 },
 }
 
 /// A raw operation on one disk of the node: the chunk store's own calls,

@@ -254,6 +254,7 @@ impl MetaService {
                 }
                 ApiReply::Snapshots(r.snapshots(&volume).map_err(store_error)?)
             }
+            Query::SnapshotsOf(owner) => ApiReply::Snapshots(r.snapshots_of(owner).map_err(store_error)?),
             Query::SnapshotWork => {
                 let (due, expired) = r.snapshot_work(chuyi_common::clock::unix_ms()).map_err(store_error)?;
                 ApiReply::SnapshotWork { due, expired }

@@ -126,6 +126,21 @@ impl StateReader {
         Ok(view::snapshots(&*self.view(), volume)?)
     }
 
+    /// The snapshots of the volume (or volume in the recycle bin) with
+    /// chunk owner id `owner`; none found: none.
+    pub fn snapshots_of(&self, owner: u64) -> Result<chuyi_meta_api::model::VolumeSnapshots, StoreError> {
+        let v = self.view();
+        let live = view::volumes(&*v)?.into_iter().find(|vol| vol.id == owner).map(|vol| vol.name);
+        let name = match live {
+            Some(name) => Some(name),
+            None => view::trash(&*v)?.into_iter().find(|e| e.volume.id == owner).map(|e| e.volume.name),
+        };
+        match name {
+            Some(name) => Ok(view::snapshots(&*v, &name)?),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// What snapshot schedules want done at `now_ms`: snapshots due
     /// (volume, interval) and expired (volume, name). Volumes in the
     /// recycle bin are not listed: their schedules wait with them.

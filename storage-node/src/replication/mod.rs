@@ -31,7 +31,7 @@ use std::time::Duration;
 use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
-use chuyi_common::ids::{ChunkId, NodeId, SNAPSHOT_INDEX_MAX};
+use chuyi_common::ids::{ChunkId, NodeId, SNAPSHOT_INDEX_MAX, SNAP_SEQ_MAX};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, PG_SUMS_PAGE_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
 use chuyi_common::proto::chunk::{
@@ -600,6 +600,13 @@ fn check_snapshot_op(chunk: ChunkId, op: &PgOp, forwarded: bool) -> Result<(), R
     }
     if op_snap(op).is_some_and(|s| s > 0) && chunk.index > SNAPSHOT_INDEX_MAX {
         return Err(ReplicationError::Invalid(format!("chunk index {} is too large for snapshots", chunk.index)));
+    }
+    let snap = match op {
+        PgOp::ReadSnap { snap, .. } | PgOp::Rollback { to: snap, .. } => Some(*snap),
+        _ => op_snap(op),
+    };
+    if let Some(s) = snap.filter(|&s| s > SNAP_SEQ_MAX) {
+        return Err(ReplicationError::Invalid(format!("snap sequence {s} past {SNAP_SEQ_MAX}")));
     }
     Ok(())
 }

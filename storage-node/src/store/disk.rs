@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use chuyi_common::buf::{is_aligned, AlignedBuf};
 use chuyi_common::checksum::{block_crcs, crc32c, zero_block_crc};
-use chuyi_common::ids::{ChunkId, DeviceClass, DiskId, SNAP_SEQ_MAX};
+use chuyi_common::ids::{ChunkId, DeviceClass, DiskId, SNAPSHOT_INDEX_MAX, SNAP_SEQ_MAX};
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 use chuyi_common::proto::chunk::{DiskStat, DiskState, Extent, Stamp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
@@ -392,6 +392,8 @@ impl DiskStore {
         let (written, sums) = tokio::join!(self.engine.write(at, data), self.write_crc_block(slot.index, &crcs));
         written.map_err(|e| self.io_failed(e))?;
         sums?;
+        // The data durable before the entry that makes it the chunk's.
+        self.sync().await?;
         self.write_entry(slot.index, SlotEntry::Used(chunk, Stamp::default())).await?;
         slot.crcs = Some(crcs.into_boxed_slice());
         slot.live = true;
@@ -421,8 +423,10 @@ impl DiskStore {
     }
 
     /// Removes `owner`'s clones that no snapshot in `live` (ascending)
-    /// reads any more. Returns how many went.
-    pub async fn trim_clones(&self, owner: u64, live: &[u32]) -> Result<u64, StoreError> {
+    /// reads any more, of sequences up to `upto` (the volume's when `live`
+    /// was read: a clone above it serves a snapshot taken since). Returns
+    /// how many went.
+    pub async fn trim_clones(&self, owner: u64, live: &[u32], upto: u32) -> Result<u64, StoreError> {
         self.check_up()?;
         let clones: Vec<ChunkId> = {
             let index = self.lock_index();
@@ -438,7 +442,8 @@ impl DiskStore {
                 // Clones without their chunk: nothing reads them.
                 None => SNAP_SEQ_MAX,
             };
-            for tag in snaps::unneeded(born, &self.clone_tags(head), live) {
+            let tags: Vec<u32> = self.clone_tags(head).into_iter().filter(|&t| t <= upto).collect();
+            for tag in snaps::unneeded(born, &tags, live) {
                 self.delete_one(head.clone_of(tag)).await?;
                 removed += 1;
             }
@@ -582,6 +587,10 @@ impl DiskStore {
 
     /// The sequences of `chunk`'s clones, ascending.
     fn clone_tags(&self, chunk: ChunkId) -> Vec<u32> {
+        // A larger index would alias another chunk's clones.
+        if chunk.is_clone() || chunk.index > SNAPSHOT_INDEX_MAX {
+            return Vec::new();
+        }
         let index = self.lock_index();
         let range = chunk.clone_of(0)..=chunk.clone_of(SNAP_SEQ_MAX);
         index.chunks.range(range).filter_map(|(id, _)| id.clone_snap()).collect()
@@ -619,7 +628,11 @@ impl DiskStore {
             let (at, len) = (self.layout.data_at(target.index), self.layout.chunk_size);
             self.reserve(clone, at, len).await?;
             self.copy_slot(slot.index, target.index, &crcs).await?;
+            // Each step durable before the next: through a power loss too,
+            // the clone's entry never names data that did not land.
+            self.sync().await?;
             self.write_entry(target.index, SlotEntry::Used(clone, Stamp::default())).await?;
+            self.sync().await?;
             target.crcs = Some(crcs.into_boxed_slice());
             target.live = true;
             undo.disarm();
@@ -627,9 +640,13 @@ impl DiskStore {
         self.stamp_seq(slot, chunk, snap).await
     }
 
+    /// Records that the head is now written under `snap`, durably before
+    /// the write that follows changes it: else a power loss could keep the
+    /// new data with the old stamp, and the snapshot would read the head.
     async fn stamp_seq(&self, slot: &mut Slot, chunk: ChunkId, snap: u32) -> Result<(), StoreError> {
         let stamp = Stamp { seq: snap, born: slot.stamp.born };
         self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
+        self.sync().await?;
         slot.stamp = stamp;
         Ok(())
     }
