@@ -165,6 +165,29 @@ fn retry_wait(ttl: Duration) -> Duration {
     (ttl / 10).max(Duration::from_millis(100))
 }
 
+/// How often a snapshot's export checks that its snapshot still exists.
+pub const SNAPSHOT_CHECK: Duration = Duration::from_secs(1);
+
+/// Closes a snapshot export's fence (so its connections close) once
+/// snapshot `id` of `volume` is deleted: its clones are trimmed after the
+/// delete, and reads would then find another point in time. Ends when the
+/// export's connections are all gone.
+pub async fn watch_snapshot(cluster: Arc<Cluster>, volume: String, id: u32, fence: std::sync::Weak<Fence>) {
+    loop {
+        tokio::time::sleep(SNAPSHOT_CHECK).await;
+        let Some(fence) = fence.upgrade() else { return };
+        match cluster.meta().ask(chuyi_meta_api::ask::Snapshots(volume.clone())).await {
+            Ok(snapshots) if snapshots.snapshots.iter().any(|s| s.id == id) => {}
+            Ok(_) | Err(chuyi_meta_api::MetaError::NotFound { .. }) => {
+                tracing::info!(volume, snapshot = id, "snapshot deleted: its export closes");
+                fence.lost();
+                return;
+            }
+            Err(e) => tracing::debug!(volume, error = %e, "could not check the snapshot; will again"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,28 +217,5 @@ mod tests {
         assert!(!waiter.is_finished(), "open while the lease holds");
         fence.lost();
         tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("closed at once").expect("joined");
-    }
-}
-
-/// How often a snapshot's export checks that its snapshot still exists.
-pub const SNAPSHOT_CHECK: Duration = Duration::from_secs(1);
-
-/// Closes a snapshot export's fence (so its connections close) once
-/// snapshot `id` of `volume` is deleted: its clones are trimmed after the
-/// delete, and reads would then find another point in time. Ends when the
-/// export's connections are all gone.
-pub async fn watch_snapshot(cluster: Arc<Cluster>, volume: String, id: u32, fence: std::sync::Weak<Fence>) {
-    loop {
-        tokio::time::sleep(SNAPSHOT_CHECK).await;
-        let Some(fence) = fence.upgrade() else { return };
-        match cluster.meta().ask(chuyi_meta_api::ask::Snapshots(volume.clone())).await {
-            Ok(snapshots) if snapshots.snapshots.iter().any(|s| s.id == id) => {}
-            Ok(_) | Err(chuyi_meta_api::MetaError::NotFound { .. }) => {
-                tracing::info!(volume, snapshot = id, "snapshot deleted: its export closes");
-                fence.lost();
-                return;
-            }
-            Err(e) => tracing::debug!(volume, error = %e, "could not check the snapshot; will again"),
-        }
     }
 }
