@@ -229,3 +229,25 @@ pub async fn check_old_tokens_refused(cluster: &TestCluster, volume: &str, token
     }
     Ok(format!("{asked} direct writes under old tokens refused"))
 }
+
+/// A raw NBD client through the old-style handshake to `export`
+/// (NBD_OPT_EXPORT_NAME): the open stream, the size and the transmission
+/// flags the server sent. For tests that hold a connection open, or send
+/// requests by hand.
+pub async fn export_name(
+    addr: std::net::SocketAddr,
+    export: &str,
+) -> anyhow::Result<(tokio::net::TcpStream, u64, u16)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut greeting = [0u8; 18];
+    s.read_exact(&mut greeting).await?;
+    s.write_u32(3).await?; // fixed newstyle, no zeroes
+    s.write_u64(0x4948_4156_454f_5054).await?; // IHAVEOPT
+    s.write_u32(1).await?; // EXPORT_NAME
+    s.write_u32(u32::try_from(export.len())?).await?;
+    s.write_all(export.as_bytes()).await?;
+    let size = s.read_u64().await?;
+    let flags = s.read_u16().await?;
+    Ok((s, size, flags))
+}

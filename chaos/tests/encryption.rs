@@ -207,15 +207,28 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
         assert!(!ok && out.contains(why), "expected {why:?}: {out}");
     }
 
+    // A clone of the encrypted volume's snapshot shares its key (its data
+    // is the parent's ciphertext); it writes its own blocks.
+    let out = cli(&cluster, &["--kek-file", &kek_str, "volume", "clone", "secret@enc1", "sclone"]);
+    assert!(out.contains("sm4-xts") && out.contains("clone of    secret@enc1"), "{out}");
+    {
+        let uri = format!("nbd://{}/sclone", frontend(&cluster, "fe-clone", Some(&kek)).await);
+        let (ok, out) = blocking(move || {
+            run("qemu-io", &["-f", "raw", "-c", "write -P 0x44 13M 4k", "-c", "read -P 0x11 8M 512", &uri])
+        })
+        .await;
+        assert!(ok && !out.contains("failed"), "{out}");
+    }
+
     // Rotation: the new KEK opens the key, the old one no longer does.
     let new = keys.path().join("new");
     let new_str = new.to_string_lossy().into_owned();
     cli(&cluster, &["key", "generate", &new_str]);
     let out = cli(&cluster, &["--kek-file", &kek_str, "key", "rotate", "--new-kek-file", &new_str]);
-    assert!(out.contains("1 volume keys re-wrapped"), "{out}");
+    assert!(out.contains("2 volume keys re-wrapped"), "the volume's and its clone's: {out}");
     let out = cli(&cluster, &["--kek-file", &kek_str, "key", "rotate", "--new-kek-file", &new_str]);
     assert!(
-        out.contains("0 volume keys re-wrapped") && out.contains("(1 already were)"),
+        out.contains("0 volume keys re-wrapped") && out.contains("(2 already were)"),
         "a second run has nothing to do: {out}"
     );
     let old_fe = frontend(&cluster, "fe-old", Some(&kek)).await;
@@ -230,8 +243,21 @@ async fn encrypted_volumes_hold_only_ciphertext_and_lose_their_key_on_delete() {
             let snap = format!("{new_uri}@enc1");
             let (ok, out) = run("qemu-io", &["-r", "-f", "raw", "-c", "read -P 0x11 8M 512", &snap]);
             assert!(ok && !out.contains("failed"), "the snapshot reads under the rotated key: {out}");
+            let clone = new_uri.replace("/secret", "/sclone");
+            let reads = ["read -P 0x11 8M 512", "read -P 0x44 13M 4k", "read -P 0 12M 4k"];
+            let (ok, out) = run("qemu-io", &["-f", "raw", "-c", reads[0], "-c", reads[1], "-c", reads[2], &clone]);
+            assert!(ok && !out.contains("failed"), "the clone reads under the rotated key: {out}");
         })
         .await;
+    }
+    // The clone goes first: its parent cannot be deleted while it reads it.
+    let (ok, _, err) = cluster.cli(&["volume", "delete", "secret"]).expect("chuyi");
+    assert!(!ok && err.contains("sclone"), "{err}");
+    for _ in 0..50 {
+        if cluster.cli(&["volume", "delete", "sclone", "--now"]).expect("chuyi").0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // Delete: into the recycle bin with its key and data; purged, the key

@@ -42,17 +42,8 @@ async fn serve_tcp(server: Arc<NbdServer>) -> std::net::SocketAddr {
 /// A raw connection through the handshake to `vol0` with EXPORT_NAME;
 /// checks the size the server reports.
 async fn raw_attach(addr: std::net::SocketAddr, size: u64) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut greeting = [0u8; 18];
-    s.read_exact(&mut greeting).await.expect("greeting");
-    s.write_u32(3).await.expect("flags");
-    s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
-    s.write_u32(1).await.expect("EXPORT_NAME");
-    s.write_u32(4).await.expect("len");
-    s.write_all(b"vol0").await.expect("name");
-    assert_eq!(s.read_u64().await.expect("size"), size);
-    let _flags = s.read_u16().await.expect("flags");
+    let (s, served, _) = chuyi_chaos::frontend::export_name(addr, "vol0").await.expect("handshake");
+    assert_eq!(served, size);
     s
 }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chuyi_chaos::cluster::{Spec, TestCluster};
+use chuyi_chaos::frontend::export_name;
 
 fn qemu_io(uri: &str, commands: &[&str]) -> (bool, String) {
     let mut args = vec!["-f", "raw"];
@@ -27,21 +28,46 @@ async fn io(uri: String, commands: &'static [&'static str]) -> (bool, String) {
     tokio::task::spawn_blocking(move || qemu_io(&uri, commands)).await.expect("qemu-io")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
+/// A clean cluster with volume `volume` of `size` ("64M"), an NBD frontend
+/// as `holder` on a free port, and the volume's chunk owner id.
+async fn serve(volume: &str, size: &str, holder: &str) -> (TestCluster, std::net::SocketAddr, u64) {
     let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
     cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
-    let (ok, out, err) = cli(&["volume", "create", "disk", "--size", "64M"]);
+    let (ok, out, err) = cluster.cli(&["volume", "create", volume, "--size", size]).expect("chuyi");
     assert!(ok, "{out}{err}");
-    let (_, info, _) = cli(&["--json", "volume", "info", "disk"]);
-    let owner = serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let server = chuyi_nbd::server::NbdServer::new(client, "frontend-snap".into());
+    let owner = owner_of(&cluster, volume);
+    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
+    let server = chuyi_nbd::server::NbdServer::new(client, holder.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(server.serve(listener));
+    (cluster, addr, owner)
+}
+
+fn owner_of(cluster: &TestCluster, volume: &str) -> u64 {
+    let (_, info, _) = cluster.cli(&["--json", "volume", "info", volume]).expect("chuyi");
+    serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id")
+}
+
+/// Runs `chuyi ARGS` until it succeeds: refused only while the frontend
+/// still holds the volume's lease for a moment after its last client left.
+fn retry(cluster: &TestCluster, args: &[&str]) -> String {
+    for _ in 0..50 {
+        let (ok, out, err) = cluster.cli(args).expect("chuyi");
+        if ok {
+            return out;
+        }
+        assert!(err.contains("attached") || err.contains("lease"), "{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{args:?} never succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
+    let (cluster, addr, owner) = serve("disk", "64M", "frontend-snap").await;
+    let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
     let uri = |export: &str| format!("nbd://{addr}/{export}");
 
     let (ok, out) = io(uri("disk"), &["write -P 0xaa 0 16M"]).await;
@@ -96,33 +122,12 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     assert_eq!(names, ["s1", "s2"]);
 
     // Rollback is refused while a connection holds the volume.
-    let held = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut greeting = [0u8; 18];
-        s.read_exact(&mut greeting).await.expect("greeting");
-        s.write_u32(3).await.expect("flags");
-        s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
-        s.write_u32(1).await.expect("EXPORT_NAME");
-        s.write_u32(4).await.expect("len");
-        s.write_all(b"disk").await.expect("name");
-        assert_eq!(s.read_u64().await.expect("size"), 64 << 20);
-        s
-    };
+    let (held, size, _) = export_name(addr, "disk").await.expect("attach");
+    assert_eq!(size, 64 << 20);
     let (ok, _, err) = cli(&["snapshot", "rollback", "disk", "s1"]);
     assert!(!ok && err.contains("is attached by frontend-snap"), "{err}");
     drop(held);
-    let mut rolled = None;
-    for _ in 0..50 {
-        let (ok, out, err) = cli(&["snapshot", "rollback", "disk", "s1"]);
-        if ok {
-            rolled = Some(out);
-            break;
-        }
-        assert!(err.contains("attached"), "{err}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let rolled = rolled.expect("rollback once detached");
+    let rolled = retry(&cluster, &["snapshot", "rollback", "disk", "s1"]);
     assert!(rolled.contains("rolled back to snapshot s1"), "{rolled}");
     let (ok, out) = io(uri("disk"), &["read -P 0xaa 0 16M", "read -P 0 40M 4k"]).await;
     assert!(ok, "the volume is s1 again: {out}");
@@ -139,21 +144,8 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     let (ok, _, err) = cli(&["snapshot", "rename", "disk", "s2", "last"]);
     assert!(ok, "{err}");
     // An export of a snapshot closes once the snapshot is deleted.
-    let mut reader = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut greeting = [0u8; 18];
-        s.read_exact(&mut greeting).await.expect("greeting");
-        s.write_u32(3).await.expect("flags");
-        s.write_u64(0x4948_4156_454f_5054).await.expect("IHAVEOPT");
-        s.write_u32(1).await.expect("EXPORT_NAME");
-        s.write_u32(9).await.expect("len");
-        s.write_all(b"disk@last").await.expect("name");
-        assert_eq!(s.read_u64().await.expect("size"), 64 << 20);
-        let flags = s.read_u16().await.expect("flags");
-        assert_ne!(flags & 2, 0, "a snapshot's export is read-only");
-        s
-    };
+    let (mut reader, _, flags) = export_name(addr, "disk@last").await.expect("export");
+    assert_ne!(flags & 2, 0, "a snapshot's export is read-only");
     let (ok, out, err) = cli(&["snapshot", "delete", "disk", "last"]);
     assert!(ok && out.contains("0 left"), "{out}{err}");
     {
@@ -173,25 +165,14 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     assert!(ok, "{out}{err}");
     let (ok, out) = io(uri("disk"), &["write -P 0xdd 0 4M"]).await;
     assert!(ok, "{out}");
-    let retry = |args: &[&str]| {
-        for _ in 0..50 {
-            let (ok, out, err) = cli(args);
-            if ok {
-                return out;
-            }
-            assert!(err.contains("lease") || err.contains("attached"), "{err}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("{args:?} never succeeded");
-    };
-    retry(&["volume", "delete", "disk"]);
+    retry(&cluster, &["volume", "delete", "disk"]);
     let (ok, list, err) = cli(&["snapshot", "list", "disk"]);
     assert!(ok && list.contains("kept"), "in the bin, its snapshots are listed: {list}{err}");
     let (ok, out, err) = cli(&["trash", "restore", "disk"]);
     assert!(ok, "{out}{err}");
     let (ok, out) = io(uri("disk@kept"), &["read -P 0xaa 0 4M"]).await;
     assert!(ok, "the snapshot came back with its volume: {out}");
-    retry(&["volume", "delete", "disk", "--now"]);
+    retry(&cluster, &["volume", "delete", "disk", "--now"]);
     assert_eq!(cluster.chunks_of(owner).await.expect("chunks"), 0, "chunks and clones freed on every node");
     let (ok, _, _) = cli(&["snapshot", "list", "disk"]);
     assert!(!ok, "the snapshots went with the purge");
@@ -270,18 +251,7 @@ async fn compare_replicas(cluster: &TestCluster, owner: u64, chunks: u64, snap: 
 /// serve the snapshot alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_under_writes_holds_a_prefix_through_a_node_kill() {
-    let mut cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_pool().await.expect("pool");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
-    let (ok, out, err) = cluster.cli(&["volume", "create", "busy", "--size", "64M"]).expect("chuyi");
-    assert!(ok, "{out}{err}");
-    let (_, info, _) = cluster.cli(&["--json", "volume", "info", "busy"]).expect("chuyi");
-    let owner = serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id");
-    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
-    let server = chuyi_nbd::server::NbdServer::new(client, "frontend-busy".into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.serve(listener));
+    let (mut cluster, addr, owner) = serve("busy", "64M", "frontend-busy").await;
     let uri = format!("nbd://{addr}/busy");
 
     let fio_uri = uri.clone();
@@ -457,17 +427,8 @@ fn run_ok(program: &str, args: &[&str]) -> String {
 /// as first written, and the file added after the snapshot is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ext4_file_system_rolls_back_clean_with_every_file_intact() {
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_pool().await.expect("pool");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let (cluster, addr, _) = serve("fs", "64M", "frontend-fs").await;
     let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
-    let (ok, out, err) = cli(&["volume", "create", "fs", "--size", "64M"]);
-    assert!(ok, "{out}{err}");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let server = chuyi_nbd::server::NbdServer::new(client, "frontend-fs".into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.serve(listener));
     let uri = format!("nbd://{addr}/fs");
 
     let work = tempfile::tempdir().expect("tempdir");
@@ -522,17 +483,7 @@ async fn an_ext4_file_system_rolls_back_clean_with_every_file_intact() {
     .expect("change");
     assert!(listing.contains("added.txt") && !listing.contains("report.txt"), "{listing}");
 
-    let mut rolled = false;
-    for _ in 0..50 {
-        let (ok, _, err) = cli(&["snapshot", "rollback", "fs", "before"]);
-        if ok {
-            rolled = true;
-            break;
-        }
-        assert!(err.contains("attached"), "{err}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(rolled, "rollback once detached");
+    retry(&cluster, &["snapshot", "rollback", "fs", "before"]);
 
     let back = work.path().join("back.img").to_string_lossy().into_owned();
     let out_dir = work.path().join("out");
@@ -570,33 +521,9 @@ async fn an_ext4_file_system_rolls_back_clean_with_every_file_intact() {
 /// byte with its parent gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_clone_shares_its_snapshot_until_written_and_survives_its_parent_once_flattened() {
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
-    cluster.create_pool().await.expect("pool");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean");
+    let (cluster, addr, _) = serve("gold", "32M", "frontend-clone").await;
     let cli = |args: &[&str]| cluster.cli(args).expect("run chuyi");
-    let retry = |args: &[&str]| {
-        for _ in 0..50 {
-            let (ok, out, err) = cli(args);
-            if ok {
-                return out;
-            }
-            assert!(err.contains("attached") || err.contains("lease"), "{err}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("{args:?} never succeeded");
-    };
-    let (ok, out, err) = cli(&["volume", "create", "gold", "--size", "32M"]);
-    assert!(ok, "{out}{err}");
-    let client = cluster.client(Duration::from_secs(30)).await.expect("client");
-    let server = chuyi_nbd::server::NbdServer::new(client, "frontend-clone".into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.serve(listener));
     let uri = |export: &str| format!("nbd://{addr}/{export}");
-    let id = |name: &str| {
-        let (_, info, _) = cli(&["--json", "volume", "info", name]);
-        serde_json::from_str::<serde_json::Value>(&info).expect("json")["id"].as_u64().expect("id")
-    };
 
     let (ok, out) = io(uri("gold"), &["write -P 0x10 0 16M"]).await;
     assert!(ok, "{out}");
@@ -606,7 +533,7 @@ async fn a_clone_shares_its_snapshot_until_written_and_survives_its_parent_once_
     assert!(!ok && err.contains("VOLUME@SNAPSHOT"), "{err}");
     let (ok, out, err) = cli(&["volume", "clone", "gold@base", "vm2"]);
     assert!(ok && out.contains("clone of    gold@base"), "{out}{err}");
-    let vm2 = id("vm2");
+    let vm2 = owner_of(&cluster, "vm2");
     assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 0, "a clone copies nothing when made");
     let (ok, out) = io(uri("vm2"), &["read -P 0x10 0 16M", "read -P 0 16M 16M"]).await;
     assert!(ok, "the clone reads its snapshot: {out}");
@@ -639,14 +566,14 @@ async fn a_clone_shares_its_snapshot_until_written_and_survives_its_parent_once_
     let (ok, _, err) = cli(&["volume", "delete", "gold"]);
     assert!(!ok && err.contains("vm2"), "{err}");
 
-    let out = retry(&["volume", "flatten", "vm2"]);
+    let out = retry(&cluster, &["volume", "flatten", "vm2"]);
     assert!(out.contains("flattened"), "{out}");
     assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 4 * 2, "chunk 0 copied too");
     let (_, info, _) = cli(&["volume", "info", "vm2"]);
     assert!(!info.contains("clone of"), "{info}");
     let (ok, out, err) = cli(&["snapshot", "delete", "gold", "base"]);
     assert!(ok, "{out}{err}");
-    retry(&["volume", "delete", "gold", "--now"]);
+    retry(&cluster, &["volume", "delete", "gold", "--now"]);
     let (ok, out) =
         io(uri("vm2"), &["read -P 0x10 0 4M", "read -P 0x20 4M 4k", "read -P 0 8M 4M", "read -P 0 16M 16M"]).await;
     assert!(ok, "the flattened clone keeps every byte without its parent: {out}");

@@ -9,6 +9,7 @@ mod duration;
 mod key;
 mod meta;
 mod node;
+mod progress;
 mod qos;
 mod snapshot;
 mod table;

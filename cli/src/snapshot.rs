@@ -2,8 +2,6 @@
 //! of a volume, kept by the storage nodes' clones (chuyi-client's
 //! `snapshot` takes, deletes and rolls back; ARCHITECTURE.md, "Snapshots").
 
-use std::time::Duration;
-
 use anyhow::Context;
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_meta_api::ask;
@@ -11,11 +9,11 @@ use chuyi_meta_api::model::Snapshot;
 use chuyi_meta_api::order;
 use chuyi_meta_api::schedule::{ScheduleScope, SnapshotSchedule};
 use chuyi_meta_api::Request;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::admin::print_json;
 use crate::cluster::ClusterArgs;
 use crate::duration;
+use crate::progress;
 use crate::table::Table;
 
 #[derive(Debug, clap::Subcommand)]
@@ -211,21 +209,10 @@ async fn diff(args: &ClusterArgs, volume: &str, from: &str, to: Option<&str>) ->
 
 async fn rollback(args: &ClusterArgs, volume: &str, name: &str) -> anyhow::Result<()> {
     let cluster = connect(args).await?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("rolling back {bar:40} {pos}/{len} chunks {percent}% {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if args.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let progress = |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
+    let bar = progress::chunks("rolling back", args.json);
+    let report = progress::report(&bar);
     let holder = format!("rollback:{}", std::process::id());
-    let rolled = chuyi_client::snapshot::rollback(&cluster, volume, name, &holder, &progress).await;
+    let rolled = chuyi_client::snapshot::rollback(&cluster, volume, name, &holder, &report).await;
     bar.finish_and_clear();
     let snapshot = match rolled {
         Ok(snapshot) => snapshot,

@@ -3,19 +3,17 @@
 //! at once). The purge itself is chuyi-client's `trash`, which frontends
 //! also run for what is due.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::ask;
 use chuyi_meta_api::model::TrashEntry;
 use chuyi_metadata::state::Request;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::admin::print_json;
 use crate::cluster::ClusterArgs;
 use crate::duration;
+use crate::progress;
 use crate::table::Table;
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,20 +88,9 @@ fn purged_in(e: &TrashEntry, now: u64) -> String {
 /// Purges `name` (before its time if `force`) with a progress bar.
 pub async fn purge(args: &ClusterArgs, name: &str, force: bool) -> anyhow::Result<u64> {
     let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("freeing chunks {bar:40} {pos}/{len} {percent}% {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if args.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let progress = |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
-    let chunks = chuyi_client::trash::purge(&cluster, name, force, &progress)
+    let bar = progress::chunks("freeing", args.json);
+    let report = progress::report(&bar);
+    let chunks = chuyi_client::trash::purge(&cluster, name, force, &report)
         .await
         .with_context(|| format!("purging volume {name} (chuyi trash purge {name} resumes it; so will the cluster)"))?;
     bar.finish_and_clear();

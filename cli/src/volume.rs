@@ -147,7 +147,8 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
                 anyhow::bail!("name the snapshot as VOLUME@SNAPSHOT, not {snapshot:?}");
             };
             let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
-            let v = chuyi_client::snapshot::clone_volume(&cluster, volume, snap, &new).await?;
+            let kek = args.kek()?;
+            let v = chuyi_client::snapshot::clone_volume(&cluster, (volume, snap), &new, kek.as_ref()).await?;
             print_volume(args, &meta, &v).await
         }
         VolumeCmd::Flatten { name } => flatten(args, &name).await,
@@ -156,22 +157,10 @@ pub async fn run(args: &ClusterArgs, cmd: VolumeCmd) -> anyhow::Result<()> {
 
 async fn flatten(args: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     let cluster = Cluster::connect(args.members()?, &args.admin()?, ClientConfig::default()).await?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "flattening {bar:40} {pos}/{len} chunks {percent}% {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    if args.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let progress = |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
+    let bar = crate::progress::chunks("flattening", args.json);
+    let report = crate::progress::report(&bar);
     let holder = format!("flatten:{}", std::process::id());
-    let flattened = chuyi_client::snapshot::flatten(&cluster, name, &holder, &progress).await;
+    let flattened = chuyi_client::snapshot::flatten(&cluster, name, &holder, &report).await;
     bar.finish_and_clear();
     match flattened {
         Ok(()) => {}

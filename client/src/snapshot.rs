@@ -198,14 +198,26 @@ where
     result
 }
 
-/// Makes volume `name` a clone of snapshot `snapshot` of `volume`.
+/// Makes volume `name` a clone of snapshot `snapshot` of `volume`. An
+/// encrypted parent's data key is wrapped for the clone under `kek`
+/// (without it, such a clone is refused).
 pub async fn clone_volume(
     cluster: &Cluster,
-    volume: &str,
-    snapshot: &str,
+    (volume, snapshot): (&str, &str),
     name: &str,
+    kek: Option<&chuyi_common::sm4::Kek>,
 ) -> Result<chuyi_meta_api::model::Volume, ClientError> {
-    let clone = order::CloneVolume { volume: volume.into(), snapshot: snapshot.into(), name: name.into() };
+    let parent = cluster.meta().ask(ask::Volume(volume.into())).await?;
+    let wrapped_key = match (parent.wrapped_key.is_empty(), kek) {
+        (true, _) => Vec::new(),
+        (false, Some(kek)) => chuyi_common::sm4::rebind_volume_key(kek, volume, name, &parent.wrapped_key)
+            .map_err(|e| ClientError::Meta(MetaError::invalid("clone", e.to_string())))?,
+        (false, None) => {
+            let why = format!("volume {volume} is encrypted: cloning it needs the master key (--kek-file)");
+            return Err(ClientError::Meta(MetaError::invalid("clone", why)));
+        }
+    };
+    let clone = order::CloneVolume { volume: volume.into(), snapshot: snapshot.into(), name: name.into(), wrapped_key };
     Ok(cluster.meta().order(clone).await?)
 }
 

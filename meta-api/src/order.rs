@@ -89,7 +89,8 @@ order!(
 );
 order!(
     /// A clone of a snapshot; answers with the new volume.
-    CloneVolume { volume: String, snapshot: String, name: String } -> model::Volume, Reply::Volume(volume) => volume
+    CloneVolume { volume: String, snapshot: String, name: String, wrapped_key: Vec<u8> }
+        -> model::Volume, Reply::Volume(volume) => volume
 );
 order!(
     /// Deletes an expired scheduled snapshot; answers with those left.

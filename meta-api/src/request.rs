@@ -392,12 +392,15 @@ pub enum Request {
         name: String,
     },
     /// Creates volume `name` as a clone of snapshot `snapshot` of `volume`:
-    /// its shape, pool and key, its data read from the snapshot until
-    /// written. Answered with the new volume.
+    /// its shape and pool, its data read from the snapshot until written.
+    /// An encrypted parent's clone carries the parent's data key wrapped
+    /// for the clone's name (`wrapped_key`, made by a caller with the KEK;
+    /// empty for a plain parent). Answered with the new volume.
     CloneVolume {
         volume: String,
         snapshot: String,
         name: String,
+        wrapped_key: Vec<u8>,
     },
     /// Forgets a clone's parent once every chunk the parent held was
     /// copied into it (`chuyi volume flatten`).

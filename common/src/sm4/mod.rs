@@ -61,7 +61,7 @@ pub use gcm::{GcmTagMismatch, Sm4Gcm, GCM_NONCE_BYTES, GCM_TAG_BYTES};
 pub use key_schedule::SM4_KEY_BYTES;
 pub use volume_key::{
     generate_kek_hex, is_wrapped_under, load_kek, new_wrapped_volume_key, open_volume_key, parse_kek,
-    rewrap_volume_key, KeyError, KEK_ENV,
+    rebind_volume_key, rewrap_volume_key, KeyError, KEK_ENV,
 };
 pub use wrap::{
     Kek, WrapError, WRAP_KEY_ID_BYTES, WRAP_NONCE_BYTES, WRAP_OVERHEAD_BYTES, WRAP_TAG_BYTES, WRAP_VERSION,

@@ -108,6 +108,14 @@ pub fn rewrap_volume_key(old: &Kek, new: &Kek, volume: &str, wrapped: &[u8]) -> 
     Ok(new.wrap(&key, &context(volume)))
 }
 
+/// Volume `from`'s wrapped key wrapped for volume `to` under the same
+/// `kek` (the wrap is bound to the volume's name): a clone's, which reads
+/// its parent's ciphertext and so needs its parent's data key.
+pub fn rebind_volume_key(kek: &Kek, from: &str, to: &str, wrapped: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let key = unwrap(kek, from, wrapped)?;
+    Ok(kek.wrap(&key, &context(to)))
+}
+
 /// Whether volume `volume`'s `wrapped` key opens under `kek` (a full
 /// unwrap: the 32-bit key id alone could collide, and a rotation that
 /// skipped a volume on a collision would lose it with the old KEK).

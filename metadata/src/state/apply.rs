@@ -166,7 +166,9 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
         Command::SetSnapshotSchedule { scope, schedule } => snapshots::set_schedule(t, scope, *schedule),
         Command::TakeScheduledSnapshot { volume, every_ms } => snapshots::take_scheduled(t, ctx, volume, *every_ms),
         Command::ExpireSnapshot { volume, name } => snapshots::expire_snapshot(t, volume, name),
-        Command::CloneVolume { volume, snapshot, name } => snapshots::clone_volume(t, ctx, volume, snapshot, name),
+        Command::CloneVolume { volume, snapshot, name, wrapped_key } => {
+            snapshots::clone_volume(t, ctx, (volume, snapshot), name, wrapped_key)
+        }
         Command::FlattenVolume { name } => snapshots::flatten_volume(t, name),
     }
 }

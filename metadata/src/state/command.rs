@@ -418,6 +418,7 @@ pub enum Command {
         volume: String,
         snapshot: String,
         name: String,
+        wrapped_key: Vec<u8>,
     },
     FlattenVolume {
         name: String,
@@ -606,7 +607,9 @@ impl From<Request> for Command {
             Request::SetSnapshotSchedule { scope, schedule } => Command::SetSnapshotSchedule { scope, schedule },
             Request::TakeScheduledSnapshot { volume, every_ms } => Command::TakeScheduledSnapshot { volume, every_ms },
             Request::ExpireSnapshot { volume, name } => Command::ExpireSnapshot { volume, name },
-            Request::CloneVolume { volume, snapshot, name } => Command::CloneVolume { volume, snapshot, name },
+            Request::CloneVolume { volume, snapshot, name, wrapped_key } => {
+                Command::CloneVolume { volume, snapshot, name, wrapped_key }
+            }
             Request::FlattenVolume { name } => Command::FlattenVolume { name },
         }
     }

@@ -178,17 +178,33 @@ pub(super) fn expire_snapshot(t: &mut impl TablesMut, volume: &str, name: &str) 
 }
 
 /// Creates `name` as a clone of snapshot `snapshot` of `volume`: the
-/// parent's pool, size, chunk size and key (its data, copied as it is, is
-/// enciphered under that key), and the link to read unwritten chunks from.
-pub(super) fn clone_volume(t: &mut impl TablesMut, ctx: Ctx, volume: &str, snapshot: &str, name: &str) -> Applied {
+/// parent's pool, size and chunk size, the parent's data key wrapped for
+/// the clone (its data, copied as it is, is enciphered under that key),
+/// and the link to read unwritten chunks from.
+pub(super) fn clone_volume(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    (volume, snapshot): (&str, &str),
+    name: &str,
+    wrapped_key: &[u8],
+) -> Applied {
     let Some(parent) = view::volume(t, volume)? else { refuse!(MetaError::not_found(Kind::Volume, volume)) };
     let snaps = view::snapshots(t, volume)?;
     let Some(found) = snaps.find(snapshot) else {
         refuse!(MetaError::not_found(Kind::Snapshot, format!("{volume}@{snapshot}")));
     };
+    if parent.wrapped_key.is_empty() != wrapped_key.is_empty() {
+        refuse!(MetaError::invalid(
+            "clone",
+            format!(
+                "volume {volume} is {}encrypted: its clone's key must be too",
+                if wrapped_key.is_empty() { "" } else { "not " }
+            )
+        ));
+    }
     let link = CloneParent { volume: volume.into(), owner: parent.id, snapshot: snapshot.into(), snap: found.id };
-    let (size, chunk, key) = (parent.size_bytes, parent.chunk_size_bytes, parent.wrapped_key.clone());
-    let created = super::volumes::create_volume(t, ctx, name, &parent.pool, size, chunk, &key)?;
+    let (size, chunk) = (parent.size_bytes, parent.chunk_size_bytes);
+    let created = super::volumes::create_volume(t, ctx, name, &parent.pool, size, chunk, wrapped_key)?;
     let Ok(Reply::Volume(clone)) = created else { return Ok(created) };
     let mut own = view::snapshots(t, name)?;
     own.parent = Some(link);
@@ -205,6 +221,20 @@ pub(super) fn flatten_volume(t: &mut impl TablesMut, name: &str) -> Applied {
         refuse!(MetaError::invalid("flatten", format!("volume {name} is not a clone")));
     }
     put(t, name, snaps)
+}
+
+/// Refuses deleting `volume` (or moving it to the recycle bin) while a
+/// clone reads its snapshots.
+pub(super) fn still_cloned(
+    t: &impl super::tables::Tables,
+    volume: &str,
+) -> Result<Option<MetaError>, super::tables::TableError> {
+    Ok(clones_of(t, volume, None)?.into_iter().next().map(|clone| MetaError::InUse {
+        kind: Kind::Volume,
+        name: volume.into(),
+        user_kind: Kind::Volume,
+        user: clone,
+    }))
 }
 
 /// The clones made from `volume`'s snapshot `snapshot` (any of its

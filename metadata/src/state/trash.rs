@@ -25,13 +25,8 @@ pub(super) fn trash_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str, retain_
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
     // Its clones read their unwritten chunks from its snapshots.
-    if let Some(clone) = super::snapshots::clones_of(t, name, None)?.first() {
-        refuse!(MetaError::InUse {
-            kind: Kind::Volume,
-            name: name.into(),
-            user_kind: Kind::Volume,
-            user: clone.clone()
-        });
+    if let Some(e) = super::snapshots::still_cloned(t, name)? {
+        refuse!(e);
     }
     let retain_ms = match retain_ms {
         Some(ms) => ms,

@@ -110,13 +110,8 @@ pub(super) fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> App
     if let Some(lease) = volume.lease.filter(|l| l.is_live(ctx.now_ms)) {
         refuse!(MetaError::LeaseHeld { volume: name.into(), holder: lease.holder, expires_ms: lease.expires_ms });
     }
-    if let Some(clone) = super::snapshots::clones_of(t, name, None)?.first() {
-        refuse!(MetaError::InUse {
-            kind: Kind::Volume,
-            name: name.into(),
-            user_kind: Kind::Volume,
-            user: clone.clone()
-        });
+    if let Some(e) = super::snapshots::still_cloned(t, name)? {
+        refuse!(e);
     }
     t.delete(&keys::volume(name));
     super::snapshots::forget(t, name);
