@@ -565,13 +565,23 @@ async fn a_clone_shares_its_snapshot_until_written_and_survives_its_parent_once_
     assert!(!ok && err.contains("vm2"), "{err}");
     let (ok, _, err) = cli(&["volume", "delete", "gold"]);
     assert!(!ok && err.contains("vm2"), "{err}");
+    // Not by a new name, nor while the clone waits in the recycle bin.
+    let (ok, _, err) = cli(&["snapshot", "rename", "gold", "base", "renamed"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["snapshot", "delete", "gold", "renamed"]);
+    assert!(!ok && err.contains("vm2"), "{err}");
+    retry(&cluster, &["volume", "delete", "vm2"]);
+    let (ok, _, err) = cli(&["volume", "delete", "gold"]);
+    assert!(!ok && err.contains("vm2"), "a clone in the bin still reads its parent: {err}");
+    let (ok, out, err) = cli(&["trash", "restore", "vm2"]);
+    assert!(ok, "{out}{err}");
 
     let out = retry(&cluster, &["volume", "flatten", "vm2"]);
     assert!(out.contains("flattened"), "{out}");
     assert_eq!(cluster.chunks_of(vm2).await.expect("chunks"), 4 * 2, "chunk 0 copied too");
     let (_, info, _) = cli(&["volume", "info", "vm2"]);
     assert!(!info.contains("clone of"), "{info}");
-    let (ok, out, err) = cli(&["snapshot", "delete", "gold", "base"]);
+    let (ok, out, err) = cli(&["snapshot", "delete", "gold", "renamed"]);
     assert!(ok, "{out}{err}");
     retry(&cluster, &["volume", "delete", "gold", "--now"]);
     let (ok, out) =

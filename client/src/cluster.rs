@@ -25,6 +25,8 @@ use crate::volume::VolumeIo;
 
 /// How long one map watch waits for a newer epoch before asking again.
 const MAP_WATCH: Duration = Duration::from_secs(5);
+/// Clones of clones read through at most this many parents.
+const CLONE_DEPTH_MAX: usize = 16;
 /// The longest pause between two tries of one operation.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -138,13 +140,28 @@ impl Cluster {
     /// Opens a volume for I/O. Attach leases are the frontend's business:
     /// this only reads the volume's shape.
     pub async fn open_volume(self: &Arc<Self>, name: &str) -> Result<VolumeIo, ClientError> {
+        self.open_chain(name, CLONE_DEPTH_MAX).await
+    }
+
+    /// A volume and, for a clone, its parents up to `depth` deep.
+    async fn open_chain(self: &Arc<Self>, name: &str, depth: usize) -> Result<VolumeIo, ClientError> {
         let volume = self.meta.ask(ask::Volume(name.to_string())).await?;
         let snapshots = self.meta.ask(ask::Snapshots(name.to_string())).await?;
         let io = VolumeIo::new(self.clone(), volume, snapshots.seq);
         let Some(parent) = snapshots.parent else { return Ok(io) };
+        if depth == 0 {
+            return Err(ClientError::Unexpected(format!("volume {name} is a clone {CLONE_DEPTH_MAX} levels deep")));
+        }
         // A clone's parent cannot be deleted before it is flattened, and
-        // may be a clone itself.
-        let parent_io = Box::pin(self.open_volume(&parent.volume)).await?;
+        // may be a clone itself; the owner tells a volume of the same name
+        // made since from the one the clone reads.
+        let parent_io = Box::pin(self.open_chain(&parent.volume, depth - 1)).await?;
+        if parent_io.volume().id != parent.owner {
+            return Err(ClientError::Unexpected(format!(
+                "volume {name} is a clone of {}@{}, which is not the volume of that name now",
+                parent.volume, parent.snapshot
+            )));
+        }
         Ok(io.with_parent(parent_io.at_snapshot(parent.snap)))
     }
 

@@ -91,7 +91,8 @@ pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientE
         let expire = order::ExpireSnapshot { volume: volume.clone(), name: name.clone() };
         match cluster.meta().order(expire).await {
             Ok(_) => {}
-            Err(e @ (MetaError::Invalid { .. } | MetaError::NotFound { .. })) => {
+            // A clone reads it: it stays until the clone is flattened.
+            Err(e @ (MetaError::Invalid { .. } | MetaError::NotFound { .. } | MetaError::InUse { .. })) => {
                 tracing::debug!(volume, snapshot = name, error = %e, "expired snapshot not deleted here");
                 continue;
             }
@@ -136,8 +137,8 @@ pub async fn rollback(
 ) -> Result<Snapshot, ClientError> {
     let snapshot = find(cluster, volume, name).await?;
     let to = snapshot.id;
-    held(cluster, volume, holder, progress, move |vol, index| async move { vol.rollback_chunk(index, to).await })
-        .await?;
+    let each = move |vol: Arc<VolumeIo>, index| async move { vol.rollback_chunk(index, to).await };
+    held(cluster, volume, holder, progress, each, || async { Ok::<(), MetaError>(()) }).await?;
     Ok(snapshot)
 }
 
@@ -153,24 +154,27 @@ pub async fn flatten(
     if !cluster.open_volume(volume).await?.is_clone() {
         return Err(ClientError::Meta(MetaError::invalid("flatten", format!("volume {volume} is not a clone"))));
     }
-    held(cluster, volume, holder, progress, |vol, index| async move { vol.copy_up(index).await }).await?;
-    cluster.meta().write(Request::FlattenVolume { name: volume.into() }).await?;
-    Ok(())
+    let forget = || async { cluster.meta().write(Request::FlattenVolume { name: volume.into() }).await.map(drop) };
+    held(cluster, volume, holder, progress, |vol, index| async move { vol.copy_up(index).await }, forget).await
 }
 
 /// Runs `each` on every chunk index of `volume`, a few at once, holding
 /// the volume's attach lease as `holder` (so nothing attaches meanwhile;
-/// refused with `LeaseHeld` while a frontend has it), then flushes.
-async fn held<F, Fut>(
+/// refused with `LeaseHeld` while a frontend has it), flushes, and runs
+/// `last` still holding it.
+async fn held<F, Fut, L, LFut>(
     cluster: &Arc<Cluster>,
     volume: &str,
     holder: &str,
     progress: &(dyn Fn(u64, u64) + Sync),
     each: F,
+    last: L,
 ) -> Result<(), ClientError>
 where
     F: Fn(Arc<VolumeIo>, u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), ClientError>>,
+    L: FnOnce() -> LFut,
+    LFut: std::future::Future<Output = Result<(), MetaError>>,
 {
     let acquire = order::AcquireLease { volume: volume.into(), holder: holder.into(), ttl_ms: ttl_ms() };
     let lease = cluster.meta().order(acquire).await?;
@@ -187,7 +191,8 @@ where
             done += 1;
             progress(done, chunks);
         }
-        vol.flush().await
+        vol.flush().await?;
+        Ok::<(), ClientError>(last().await?)
     }
     .await;
     renewing.abort();

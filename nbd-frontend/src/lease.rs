@@ -172,12 +172,21 @@ pub const SNAPSHOT_CHECK: Duration = Duration::from_secs(1);
 /// snapshot `id` of `volume` is deleted: its clones are trimmed after the
 /// delete, and reads would then find another point in time. Ends when the
 /// export's connections are all gone.
-pub async fn watch_snapshot(cluster: Arc<Cluster>, volume: String, id: u32, fence: std::sync::Weak<Fence>) {
+/// `clone`: the volume was a clone when the export opened; a clone's
+/// snapshot reads through the parent link, and once the clone is
+/// flattened its parent snapshot may go too, so the export closes then.
+pub async fn watch_snapshot(
+    cluster: Arc<Cluster>,
+    volume: String,
+    id: u32,
+    clone: bool,
+    fence: std::sync::Weak<Fence>,
+) {
     loop {
         tokio::time::sleep(SNAPSHOT_CHECK).await;
         let Some(fence) = fence.upgrade() else { return };
         match cluster.meta().ask(chuyi_meta_api::ask::Snapshots(volume.clone())).await {
-            Ok(snapshots) if snapshots.snapshots.iter().any(|s| s.id == id) => {}
+            Ok(snapshots) if snapshots.snapshots.iter().any(|s| s.id == id) && snapshots.parent.is_some() == clone => {}
             Ok(_) | Err(chuyi_meta_api::MetaError::NotFound { .. }) => {
                 tracing::info!(volume, snapshot = id, "snapshot deleted: its export closes");
                 fence.lost();

@@ -370,7 +370,8 @@ impl NbdServer {
         let vol = vol.at_snapshot(found.id);
         let crypt = self.volume_key(&vol)?;
         let fence = Fence::forever();
-        let watch = lease::watch_snapshot(self.cluster.clone(), volume.to_string(), found.id, Arc::downgrade(&fence));
+        let (cluster, clone, weak) = (self.cluster.clone(), vol.is_clone(), Arc::downgrade(&fence));
+        let watch = lease::watch_snapshot(cluster, volume.to_string(), found.id, clone, weak);
         tokio::spawn(watch);
         let served = Served { vol, fence, crypt };
         // No attachment to count: detach finds none under this generation.

@@ -52,12 +52,17 @@ pub(super) fn create_snapshot(
 }
 
 pub(super) fn delete_snapshot(t: &mut impl TablesMut, volume: &str, name: &str) -> Applied {
-    if let Some(clone) = clones_of(t, volume, Some(name))?.first() {
+    let id = view::snapshots(t, volume)?.find(name).map(|s| s.id);
+    let clone = match id {
+        Some(id) => clones_of(t, volume, Some(id))?.into_iter().next(),
+        None => None,
+    };
+    if let Some(clone) = clone {
         refuse!(MetaError::InUse {
             kind: Kind::Snapshot,
             name: format!("{volume}@{name}"),
             user_kind: Kind::Volume,
-            user: clone.clone()
+            user: clone
         });
     }
     let mut snaps = view::snapshots(t, volume)?;
@@ -237,18 +242,29 @@ pub(super) fn still_cloned(
     }))
 }
 
-/// The clones made from `volume`'s snapshot `snapshot` (any of its
-/// snapshots when `None`) and not flattened yet.
+/// The clones made from `volume`'s snapshot of sequence `snap` (any of
+/// its snapshots when `None`) and not flattened yet, those in the recycle
+/// bin included (restored, they read it again). Matched by the parent's
+/// chunk owner and the snapshot's sequence: a rename changes neither.
 pub(super) fn clones_of(
     t: &impl super::tables::Tables,
     volume: &str,
-    snapshot: Option<&str>,
+    snap: Option<u32>,
 ) -> Result<Vec<String>, super::tables::TableError> {
+    let owner = match view::volume(t, volume)? {
+        Some(v) => v.id,
+        None => match view::trash_entry(t, volume)? {
+            Some(e) => e.volume.id,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let names = view::volumes(t)?.into_iter().map(|v| v.name);
+    let binned = view::trash(t)?.into_iter().map(|e| e.volume.name);
     let mut out = Vec::new();
-    for v in view::volumes(t)? {
-        let linked = view::snapshots(t, &v.name)?.parent.filter(|p| p.volume == volume);
-        if linked.is_some_and(|p| snapshot.is_none_or(|s| p.snapshot == s)) {
-            out.push(v.name);
+    for name in names.chain(binned) {
+        let linked = view::snapshots(t, &name)?.parent.filter(|p| p.owner == owner);
+        if linked.is_some_and(|p| snap.is_none_or(|s| p.snap == s)) {
+            out.push(name);
         }
     }
     Ok(out)

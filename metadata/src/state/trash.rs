@@ -53,6 +53,15 @@ pub(super) fn restore_volume(t: &mut impl TablesMut, name: &str) -> Applied {
     if view::pool(t, &entry.volume.pool)?.is_none() {
         return Err(TableError::Invariant(format!("trashed volume {name} names missing pool {}", entry.volume.pool)));
     }
+    // A clone comes back only to the parent it reads from.
+    if let Some(parent) = view::snapshots(t, name)?.parent {
+        if view::volume(t, &parent.volume)?.is_none_or(|v| v.id != parent.owner) {
+            refuse!(MetaError::invalid(
+                "restore",
+                format!("volume {name} is a clone of {}@{}, which is not there", parent.volume, parent.snapshot)
+            ));
+        }
+    }
     t.delete(&keys::trash(name));
     t.put_rec("volume", &keys::volume(name), &entry.volume)?;
     if let Some(limits) = entry.qos {

@@ -601,11 +601,12 @@ fn check_snapshot_op(chunk: ChunkId, op: &PgOp, forwarded: bool) -> Result<(), R
     if op_snap(op).is_some_and(|s| s > 0) && chunk.index > SNAPSHOT_INDEX_MAX {
         return Err(ReplicationError::Invalid(format!("chunk index {} is too large for snapshots", chunk.index)));
     }
-    let snap = match op {
-        PgOp::ReadSnap { snap, .. } | PgOp::Rollback { to: snap, .. } => Some(*snap),
-        _ => op_snap(op),
+    let named = match op {
+        PgOp::ReadSnap { snap, .. } => Some(*snap),
+        PgOp::Rollback { to, .. } => Some(*to),
+        _ => None,
     };
-    if let Some(s) = snap.filter(|&s| s > SNAP_SEQ_MAX) {
+    if let Some(s) = named.into_iter().chain(op_snap(op)).find(|&s| s > SNAP_SEQ_MAX) {
         return Err(ReplicationError::Invalid(format!("snap sequence {s} past {SNAP_SEQ_MAX}")));
     }
     Ok(())
