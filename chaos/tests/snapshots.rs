@@ -269,6 +269,8 @@ async fn a_snapshot_under_writes_holds_a_prefix_through_a_node_kill() {
                 "--rate_iops=1500",
                 "--verify=crc32c",
                 "--do_verify=1",
+                // No verify-state file left in the working directory.
+                "--verify_state_save=0",
             ])
             .output()
             .expect("fio");
