@@ -87,7 +87,7 @@ async fn snapshots_keep_their_view_through_nbd_rollback_and_delete() {
     let (ok, out) = io(uri("disk"), &["read -P 0xaa 0 4M", "read -P 0xbb 4M 4M", "read -P 0xcc 40M 4k"]).await;
     assert!(ok, "the live volume has the new writes: {out}");
     let (ok, out) = io(uri("disk@s1"), &["write -P 0x11 0 4k"]).await;
-    assert!(!ok && out.to_lowercase().contains("read-only") || out.contains("Operation not permitted"), "{out}");
+    assert!(!ok && (out.to_lowercase().contains("read-only") || out.contains("Operation not permitted")), "{out}");
     let (ok, out) = io(uri("disk@nope"), &["read 0 4k"]).await;
     assert!(!ok, "a missing snapshot is no export: {out}");
 

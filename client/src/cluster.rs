@@ -177,6 +177,15 @@ impl Cluster {
         Ok(data)
     }
 
+    /// A read (`Read` or `ReadSnap`): whether the chunk exists (existed
+    /// then), and the bytes.
+    pub async fn read_op(&self, chunk: ChunkId, op: PgOp) -> Result<(bool, Bytes), ClientError> {
+        match self.chunk_call(chunk, op, Bytes::new()).await? {
+            (ChunkResponse::ReadDone { allocated }, data) => Ok((allocated, data)),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Which bytes of `[offset, offset + len)` of a chunk hold data.
     pub async fn chunk_extents(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<Vec<Extent>, ClientError> {
         match self.chunk_call(chunk, PgOp::Extents { offset, len }, Bytes::new()).await? {

@@ -169,10 +169,7 @@ impl VolumeIo {
             Some(snap) => PgOp::ReadSnap { offset: p.offset, len: p.len, snap },
             None => PgOp::Read { offset: p.offset, len: p.len },
         };
-        let (allocated, data) = match self.cluster.chunk_call(p.chunk, op, Bytes::new()).await? {
-            (ChunkResponse::ReadDone { allocated }, data) => (allocated, data),
-            (other, _) => return Err(ClientError::Unexpected(format!("{other:?}"))),
-        };
+        let (allocated, data) = self.cluster.read_op(p.chunk, op).await?;
         match &self.parent {
             // Not the clone's own (yet, or when this snapshot was taken).
             Some(parent) if !allocated => {
@@ -194,10 +191,7 @@ impl VolumeIo {
         }
         let chunk = ChunkId::new(self.volume.id, index);
         let probe = PgOp::Read { offset: 0, len: BLOCK_SIZE_BYTES as u32 };
-        let allocated = match self.cluster.chunk_call(chunk, probe, Bytes::new()).await? {
-            (ChunkResponse::ReadDone { allocated }, _) => allocated,
-            (other, _) => return Err(ClientError::Unexpected(format!("{other:?}"))),
-        };
+        let (allocated, _) = self.cluster.read_op(chunk, probe).await?;
         if !allocated {
             let len = self.volume.chunk_size_bytes;
             let whole = Piece { chunk: ChunkId::new(parent.volume.id, index), offset: 0, len, at: 0 };
