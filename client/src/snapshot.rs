@@ -66,7 +66,7 @@ pub async fn run_schedules(cluster: Arc<Cluster>, every: Duration) {
 
 /// One pass of [`run_schedules`]: how many snapshots it took and expired.
 pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientError> {
-    let (due, expired) = cluster.meta().ask(ask::SnapshotWork).await?;
+    let (due, _) = cluster.meta().ask(ask::SnapshotWork).await?;
     let mut took = 0;
     for (volume, every_ms) in due {
         let take = order::TakeScheduledSnapshot { volume: volume.clone(), every_ms };
@@ -86,6 +86,9 @@ pub async fn schedules_once(cluster: &Cluster) -> Result<(usize, usize), ClientE
         tracing::info!(volume, seq = snapshots.seq, "scheduled snapshot taken");
         took += 1;
     }
+    // Asked again after taking: what this pass took may put an older
+    // snapshot past its keep, and it goes in the same pass.
+    let (_, expired) = cluster.meta().ask(ask::SnapshotWork).await?;
     let mut gone = 0;
     for (volume, name) in expired {
         let expire = order::ExpireSnapshot { volume: volume.clone(), name: name.clone() };
