@@ -2,6 +2,7 @@
 //! (`chuyi node`), and so is each admin command.
 
 mod admin;
+mod backup;
 mod bucket;
 mod cluster;
 mod credential;
@@ -60,6 +61,10 @@ enum Command {
     /// Volume snapshots: create, list, info, delete, rename, rollback.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Volume backups in an S3 target: create, list, info, verify (a
+    /// drill), restore, prune.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// QoS rules of S3 users and buckets, volumes and pools: set, list,
     /// delete, and what the frontends did under them (status).
     #[command(subcommand)]
@@ -214,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             Command::Qos(cmd) => qos::run(&cli.cluster, cmd).await,
             Command::Trash(cmd) => trash::run(&cli.cluster, cmd).await,
             Command::Snapshot(cmd) => snapshot::run(&cli.cluster, cmd).await,
+            Command::Backup(cmd) => backup::run(&cli.cluster, cmd).await,
             Command::Key(cmd) => key::run(&cli.cluster, cmd).await,
             Command::Credential(cmd) => credential::run(&cli.cluster, cmd),
             Command::Up(args) => up::run(args).await,

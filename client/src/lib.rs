@@ -23,8 +23,10 @@
 //! gone.
 
 pub mod cluster;
+pub mod crypt;
 pub mod error;
 pub mod fence;
+pub mod lease;
 pub mod qos;
 pub mod snapshot;
 pub mod trash;

@@ -13,14 +13,10 @@ use chuyi_meta_api::model::{Snapshot, VolumeSnapshots};
 use chuyi_meta_api::{ask, order, MetaError, Request};
 use futures::StreamExt;
 
-use crate::fence::AlwaysOpen;
 use crate::{ClientError, Cluster, VolumeIo};
 
 /// Chunks rolled back or flattened at once.
 const IN_FLIGHT: usize = 16;
-
-/// How long a rollback's lease lasts between renewals.
-const ROLLBACK_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Takes snapshot `name` of `volume`. Once this returns, every node
 /// refuses the volume's writes sent under the old sequence: its writer
@@ -179,12 +175,7 @@ where
     L: FnOnce() -> LFut,
     LFut: std::future::Future<Output = Result<(), MetaError>>,
 {
-    let acquire = order::AcquireLease { volume: volume.into(), holder: holder.into(), ttl_ms: ttl_ms() };
-    let lease = cluster.meta().order(acquire).await?;
-    let renewing = tokio::spawn(renew(cluster.clone(), volume.to_string(), holder.to_string(), lease.id));
-    let result = async {
-        let vol = Arc::new(cluster.open_volume(volume).await?.fenced(lease.id, Arc::new(AlwaysOpen)));
-        vol.attach_fence().await?;
+    crate::lease::hold(cluster, volume, holder, |vol| async move {
         let chunks = vol.size().div_ceil(u64::from(vol.volume().chunk_size_bytes));
         let mut runs =
             futures::stream::iter(0..chunks).map(|index| each(vol.clone(), index)).buffer_unordered(IN_FLIGHT);
@@ -195,15 +186,9 @@ where
             progress(done, chunks);
         }
         vol.flush().await?;
-        Ok::<(), ClientError>(last().await?)
-    }
-    .await;
-    renewing.abort();
-    let release = Request::ReleaseLease { volume: volume.into(), holder: holder.into(), lease_id: lease.id };
-    if let Err(e) = cluster.meta().write(release).await {
-        tracing::warn!(volume, error = %e, "lease not released; it runs out by itself");
-    }
-    result
+        Ok(last().await?)
+    })
+    .await
 }
 
 /// Makes volume `name` a clone of snapshot `snapshot` of `volume`. An
@@ -227,20 +212,4 @@ pub async fn clone_volume(
     };
     let clone = order::CloneVolume { volume: volume.into(), snapshot: snapshot.into(), name: name.into(), wrapped_key };
     Ok(cluster.meta().order(clone).await?)
-}
-
-/// Keeps a rollback's lease: a lost one shows as `Fenced` on the next
-/// chunk, once another frontend has raised its own fence.
-async fn renew(cluster: Arc<Cluster>, volume: String, holder: String, lease_id: u64) {
-    loop {
-        tokio::time::sleep(ROLLBACK_LEASE_TTL / 3).await;
-        let renew = order::RenewLease { volume: volume.clone(), holder: holder.clone(), lease_id, ttl_ms: ttl_ms() };
-        if let Err(e) = cluster.meta().order(renew).await {
-            tracing::warn!(volume, error = %e, "could not renew the rollback's lease");
-        }
-    }
-}
-
-fn ttl_ms() -> u64 {
-    ROLLBACK_LEASE_TTL.as_millis() as u64
 }

@@ -14,10 +14,10 @@
 //! volume ([`lease`]). It reaches storage only through chuyi-client.
 //!
 //! Encrypted volumes are enciphered here, before data leaves the frontend
-//! ([`crypt`]: SM4-XTS per 4 KiB block, the key opened with the master key
-//! the frontend was started with).
+//! (chuyi-client's [`crypt`]: SM4-XTS per 4 KiB block, shared with backups;
+//! the key opened with the master key the frontend was started with).
 
-pub mod crypt;
+pub use chuyi_client::crypt;
 #[cfg(test)]
 mod fuzz;
 pub mod handshake;

@@ -1,6 +1,7 @@
 //! Encrypted volumes: SM4-XTS (GB/T 17964) per 4 KiB block, the block's
-//! number within the volume as the tweak, applied in the frontend so that
-//! storage nodes only ever hold ciphertext.
+//! number within the volume as the tweak, applied in the frontend (and by
+//! backups, which read and restore plaintext) so that storage nodes only
+//! ever hold ciphertext.
 //!
 //! A block never written, trimmed or zeroed reads from the nodes as zeros,
 //! and must read as zeros to the client too: an all-zero 4 KiB block is
