@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chuyi_client::{crypt, Cluster, VolumeIo};
 use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
+use chuyi_meta_api::backup_schedule::SNAPSHOT_PREFIX;
 use futures::StreamExt;
 
 use crate::catalog;
@@ -145,7 +146,7 @@ async fn start(
     let parent = if options.full { None } else { parent(cluster, repo, vol).await? };
     let now = chuyi_common::clock::unix_ms();
     let id = manifest::new_id(now);
-    let snapshot_name = format!("backup-{}-{id}", repo.id);
+    let snapshot_name = format!("{SNAPSHOT_PREFIX}{}-{id}", repo.id);
     let snapshot = chuyi_client::snapshot::create(cluster, &v.name, &snapshot_name).await?;
     let spans = Manifest::spans(v.size_bytes);
     let (pieces, changed) = match &parent {
@@ -356,7 +357,7 @@ async fn finish(cluster: &Arc<Cluster>, repo: &Repo, mut journal: Manifest) -> R
     }
     repo.put_sealed(Kind::Manifest, &manifest_name(&journal.volume, &journal.id), &journal.encode()).await?;
     repo.delete(&journal_name(&journal.volume, &journal.id)).await?;
-    let prefix = format!("backup-{}-", repo.id);
+    let prefix = format!("{SNAPSHOT_PREFIX}{}-", repo.id);
     let snapshots = cluster
         .meta()
         .ask(chuyi_meta_api::ask::Snapshots(journal.volume.clone()))

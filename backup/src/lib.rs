@@ -4,7 +4,7 @@
 //! [`manifest`]), taking a backup from a volume's snapshots ([`create`]),
 //! restoring one into a volume ([`restore`]), drills that read a backup
 //! back ([`verify`]), retention and pruning ([`retention`], [`prune`]),
-//! who may use a target at once ([`lock`]), bandwidth by time of day
+//! schedules the volume frontends run ([`schedule`]), who may use a target at once ([`lock`]), bandwidth by time of day
 //! ([`throttle`]), and the S3 client it reaches targets with ([`s3`]).
 //!
 //! It refuses to know how volumes are stored or served: it reads and writes
@@ -24,6 +24,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod s3;
+pub mod schedule;
 pub mod throttle;
 pub mod verify;
 

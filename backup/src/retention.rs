@@ -7,23 +7,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retention {
-    pub last: u32,
-    pub hourly: u32,
-    pub daily: u32,
-    pub weekly: u32,
-    pub monthly: u32,
-}
-
-impl Retention {
-    /// Whether the policy says nothing (then nothing is pruned).
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
+/// The policy, as schedules keep it in the metadata service.
+pub use chuyi_meta_api::backup_schedule::Retention;
 
 /// The period a time falls in, as a rule counts them.
 type Bucket = fn(DateTime<Utc>) -> (i32, u32, u32);

@@ -495,3 +495,72 @@ impl Drop for Up {
         let _ = self.child.wait();
     }
 }
+
+/// A schedule run by the volume frontends: two runners (as frontends,
+/// with their own credentials) race for each slot; backups are made,
+/// pruned to the newest two, drilled, and reported in `backup schedules`
+/// with no failure; the newest restores whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_back_up_prune_and_drill_by_themselves() {
+    let site = Site::start().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let (ok, out, err) = site.cluster.cli(&["volume", "create", "sched", "--size", "16M"]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    load(&image(files.path(), "start.img", 16, 2, 2), &site.uri("sched"));
+    let kek = load_kek(Some(&site.kek)).expect("kek").expect("a kek");
+    for name in ["nbd-a", "nbd-b"] {
+        let credential = chuyi_chaos::cluster::frontend(name);
+        let client = site.cluster.client_as(&credential, Duration::from_secs(60)).await.expect("client");
+        let every = Duration::from_millis(300);
+        tokio::spawn(chuyi_backup::schedule::run_schedules(client, kek.clone(), format!("{name}:1"), every));
+    }
+    let target = "s3://backups/sched";
+    let args = [
+        "schedule",
+        "sched",
+        "--target",
+        target,
+        "--every",
+        "2s",
+        "--short",
+        "--keep-last",
+        "2",
+        "--drill-every",
+        "1s",
+    ];
+    let (ok, out, err) = site.cli(&args);
+    assert!(ok && out.contains("every 2s"), "{out}{err}");
+    let (ok, _, err) = site.cli(&["schedule", "sched", "--target", target, "--every", "2s", "--keep-last", "2"]);
+    assert!(!ok && err.contains("--short"), "{err}");
+
+    // Four runs: each made a backup (incremental after the first), the
+    // prune kept two, the drill passed.
+    let began = Instant::now();
+    let made = loop {
+        let (ok, out, err) = site.cluster.cli(&["--json", "backup", "schedules"]).expect("chuyi");
+        assert!(ok, "{out}{err}");
+        let all: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let s = &all[0];
+        assert!(s["last_error"].is_null(), "no run failed (two runners, one slot each): {s}");
+        let list = site.json(&["list", "--target", target]);
+        let backups = list["backups"].as_array().expect("backups").len();
+        if s["last_drill_passed"] == true && backups == 2 && s["last_ok_ms"].as_u64().unwrap_or(0) > 0 {
+            let (_, shown, _) = site.cluster.cli(&["backup", "schedules"]).expect("chuyi");
+            assert!(shown.contains("sched") && shown.contains("passed"), "{shown}");
+            if began.elapsed() > Duration::from_secs(8) {
+                break list;
+            }
+        }
+        assert!(backups <= 2 || began.elapsed() < Duration::from_secs(3), "pruned to 2: {list}");
+        assert!(began.elapsed() < Duration::from_secs(90), "the schedule never ran through: {s} {list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let newest = made["backups"][1]["backup"].clone();
+    assert!(newest["parent"].is_string(), "later runs are incremental: {newest}");
+    assert!(newest["schedule"] == "2s", "{newest}");
+    let (ok, out, err) = site.cluster.cli(&["backup", "unschedule", "sched", "--target", target]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    let r = retry(&site, &["restore", "sched", "--to", "sched-copy", "--target", target]);
+    assert_eq!(r["stats"]["created"], true, "{r}");
+    assert_same(&site.uri("sched-copy"), &files.path().join("start.img"));
+}

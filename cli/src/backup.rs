@@ -19,6 +19,8 @@ use chuyi_backup::s3::{S3Keys, S3Options, S3};
 use chuyi_backup::throttle::{BandwidthSchedule, Throttle};
 use chuyi_client::{ClientConfig, Cluster};
 use chuyi_common::size::ByteSize;
+use chuyi_meta_api::backup_schedule::{secret_context, BackupSchedule};
+use chuyi_meta_api::Request;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::admin::print_json;
@@ -104,6 +106,35 @@ pub enum BackupCmd {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Backs VOLUME up to the target every interval, run by the cluster's
+    /// volume frontends that have the KEK (one at a time; a run cut short
+    /// is resumed), then prunes by the --keep-* policy and drills the
+    /// newest backup every --drill-every. The target's secret key is
+    /// stored wrapped by the KEK. Setting it again replaces it.
+    Schedule {
+        volume: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// "15m", "1h", "1d": 15 minutes at least.
+        #[arg(long)]
+        every: String,
+        /// Allow intervals under 15 minutes (down to 1 s; tests, demos).
+        #[arg(long)]
+        short: bool,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// A drill of the newest backup at least this often ("7d").
+        #[arg(long, value_parser = crate::duration::parse_ms)]
+        drill_every: Option<u64>,
+    },
+    /// Every backup schedule and how its last run went.
+    Schedules,
+    /// Removes VOLUME's backup schedule to the target (its backups stay).
+    Unschedule {
+        volume: String,
+        #[arg(long)]
+        target: String,
+    },
     /// Forgets the backups the policy does not keep (the newest of each
     /// volume always stays), then deletes the pieces no backup needs.
     Prune {
@@ -111,18 +142,40 @@ pub enum BackupCmd {
         target: TargetArgs,
         #[arg(long)]
         volume: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        keep_last: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_hourly: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_daily: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_weekly: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_monthly: u32,
+        #[command(flatten)]
+        keep: KeepArgs,
     },
 }
+
+/// A retention policy: restic's forget rules.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeepArgs {
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+}
+
+impl KeepArgs {
+    fn retention(&self) -> Retention {
+        Retention {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+        }
+    }
+}
+
+/// The shortest interval `schedule` takes without `--short`.
+const EVERY_MIN_MS: u64 = 15 * 60_000;
 
 pub async fn run(args: &ClusterArgs, cmd: BackupCmd) -> anyhow::Result<()> {
     match cmd {
@@ -142,14 +195,20 @@ pub async fn run(args: &ClusterArgs, cmd: BackupCmd) -> anyhow::Result<()> {
         BackupCmd::Restore { backup, to, pool, overwrite, target } => {
             restore(args, &backup, &to, &pool, overwrite, &target).await
         }
-        BackupCmd::Prune { target, volume, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly } => {
-            let policy = Retention {
-                last: keep_last,
-                hourly: keep_hourly,
-                daily: keep_daily,
-                weekly: keep_weekly,
-                monthly: keep_monthly,
-            };
+        BackupCmd::Schedule { volume, target, every, short, keep, drill_every } => {
+            schedule(args, &volume, &target, &every, short, &keep, drill_every.unwrap_or(0)).await
+        }
+        BackupCmd::Schedules => schedules(args).await,
+        BackupCmd::Unschedule { volume, target } => {
+            let target = TargetPath::parse(&target)?.to_string();
+            args.client()?
+                .write(Request::DeleteBackupSchedule { volume: volume.clone(), target: target.clone() })
+                .await?;
+            println!("volume {volume} is no longer backed up to {target} by schedule; its backups stay");
+            Ok(())
+        }
+        BackupCmd::Prune { target, volume, keep } => {
+            let policy = keep.retention();
             if policy.is_empty() {
                 anyhow::bail!(
                     "no policy: give --keep-last, --keep-hourly, --keep-daily, --keep-weekly or --keep-monthly"
@@ -173,6 +232,89 @@ pub async fn run(args: &ClusterArgs, cmd: BackupCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn schedule(
+    args: &ClusterArgs,
+    volume: &str,
+    t: &TargetArgs,
+    every: &str,
+    short: bool,
+    keep: &KeepArgs,
+    drill_every_ms: u64,
+) -> anyhow::Result<()> {
+    let every_ms = crate::duration::parse_ms(every).map_err(anyhow::Error::msg)?;
+    if every_ms < EVERY_MIN_MS && !short {
+        anyhow::bail!("--every {every}: backups are scheduled every 15m or more (--short allows less)");
+    }
+    if let Some(text) = &t.bandwidth {
+        BandwidthSchedule::parse(text)?;
+    }
+    let kek = args.kek()?.ok_or(chuyi_backup::BackupError::NoKek)?;
+    let target = TargetPath::parse(&t.target)?.to_string();
+    let keys = S3Keys::from_env(t.profile.as_deref())?;
+    // Opened once now, so a schedule is set only for a target that
+    // answers with these keys and opens with this KEK.
+    open(args, t, true).await?;
+    let schedule = BackupSchedule {
+        volume: volume.into(),
+        target: target.clone(),
+        endpoint: t.endpoint.clone(),
+        region: t.region.clone(),
+        access_key: keys.access_key.clone(),
+        wrapped_secret: kek.wrap(keys.secret_key.as_bytes(), &secret_context(volume, &target)),
+        every_ms,
+        keep: keep.retention(),
+        bandwidth: t.bandwidth.clone().unwrap_or_default(),
+        drill_every_ms,
+        run: Default::default(),
+    };
+    args.client()?.write(Request::SetBackupSchedule { schedule: Box::new(schedule) }).await?;
+    println!(
+        "volume {volume}: backed up to {target} every {} by the volume frontends{}",
+        chuyi_meta_api::schedule::label(every_ms),
+        if keep.retention().is_empty() { "; nothing pruned" } else { ", then pruned" }
+    );
+    Ok(())
+}
+
+async fn schedules(args: &ClusterArgs) -> anyhow::Result<()> {
+    let all = args.client()?.ask(chuyi_meta_api::ask::BackupSchedules).await?;
+    if args.json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "volume": s.volume, "target": s.target, "endpoint": s.endpoint, "every_ms": s.every_ms,
+                    "keep": s.keep, "bandwidth": s.bandwidth, "drill_every_ms": s.drill_every_ms,
+                    "claimed_by": s.run.claim.as_ref().map(|c| &c.holder), "last_ok_ms": s.run.last_ok_ms,
+                    "last_backup": s.run.last_backup, "last_error": s.run.last_error.as_ref().map(|e| &e.1),
+                    "last_drill_ms": s.run.last_drill_ms, "last_drill_passed": s.run.last_drill_passed,
+                })
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    let mut table = Table::new(&["VOLUME", "TARGET", "EVERY", "LAST BACKUP", "RUNNING", "LAST ERROR", "DRILL"]);
+    for s in &all {
+        let drill = match s.run.last_drill_passed {
+            None => "-".into(),
+            Some(true) => "passed".into(),
+            Some(false) => "FAILED".into(),
+        };
+        table.row(vec![
+            s.volume.clone(),
+            s.target.clone(),
+            chuyi_meta_api::schedule::label(s.every_ms),
+            s.run.last_backup.clone().unwrap_or_else(|| "-".into()),
+            s.run.claim.as_ref().map_or("-".into(), |c| c.holder.clone()),
+            s.run.last_error.as_ref().map_or("-".into(), |e| e.1.clone()),
+            drill,
+        ]);
+    }
+    table.print();
+    Ok(())
 }
 
 async fn open(args: &ClusterArgs, t: &TargetArgs, create: bool) -> anyhow::Result<Arc<Repo>> {

@@ -213,8 +213,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
     println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
-    let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
+    if let Some(kek) = &kek {
+        let backups = chuyi_backup::schedule::run_schedules(
+            cluster.clone(),
+            kek.clone(),
+            holder.clone(),
+            chuyi_backup::schedule::EVERY,
+        );
+        tokio::spawn(backups);
+    }
+    let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
     tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);

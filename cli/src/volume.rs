@@ -301,6 +301,16 @@ pub async fn serve_nbd(
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
     // And take the scheduled snapshots.
     tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
+    // And, with the KEK, the scheduled backups.
+    if let Some(kek) = &kek {
+        let backups = chuyi_backup::schedule::run_schedules(
+            cluster.clone(),
+            kek.clone(),
+            holder.clone(),
+            chuyi_backup::schedule::EVERY,
+        );
+        tokio::spawn(backups);
+    }
     let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
     serve_until_signal(server, listener, unix).await
 }

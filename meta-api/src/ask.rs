@@ -279,6 +279,23 @@ impl Ask for SnapshotSchedules {
     }
 }
 
+/// Every backup schedule, with its run state.
+#[derive(Debug, Clone)]
+pub struct BackupSchedules;
+
+impl Ask for BackupSchedules {
+    type Answer = Vec<crate::backup_schedule::BackupSchedule>;
+    fn query(self) -> Query {
+        Query::BackupSchedules
+    }
+    fn answer(reply: ApiReply) -> Result<Self::Answer, String> {
+        match reply {
+            ApiReply::BackupSchedules(all) => Ok(all),
+            other => Err(format!("{other:?}")),
+        }
+    }
+}
+
 /// The snapshots of the volume whose chunk owner id this is.
 #[derive(Debug, Clone)]
 pub struct SnapshotsOf(pub u64);

@@ -7,6 +7,7 @@
 //! this crate, never on `chuyi-metadata`, which serves it.
 
 pub mod ask;
+pub mod backup_schedule;
 pub mod client;
 pub mod error;
 pub mod limits;

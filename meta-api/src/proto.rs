@@ -175,6 +175,8 @@ pub enum Query {
     SnapshotWork,
     /// Every snapshot schedule, volumes' and pools'.
     SnapshotSchedules,
+    /// Every backup schedule with its run state. Appended.
+    BackupSchedules,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +226,7 @@ pub enum ApiReply {
         expired: Vec<(String, String)>,
     },
     SnapshotSchedules(Vec<(crate::schedule::ScheduleScope, crate::schedule::SnapshotSchedule)>),
+    BackupSchedules(Vec<crate::backup_schedule::BackupSchedule>),
 }
 
 /// A Raft member as `chuyi status` shows it.

@@ -407,6 +407,33 @@ pub enum Request {
     FlattenVolume {
         name: String,
     },
+    /// Sets the backup schedule of `schedule.volume` to `schedule.target`
+    /// (its run state kept when it replaces one). Appended.
+    SetBackupSchedule {
+        schedule: Box<crate::backup_schedule::BackupSchedule>,
+    },
+    DeleteBackupSchedule {
+        volume: String,
+        target: String,
+    },
+    /// Claims (or, by its holder, renews) the run of the slot due, for
+    /// `ttl_ms` by the leader's clock; refused while another holder's
+    /// claim lives, after a recent failure, or with no slot due
+    /// (`chuyi_meta_api::backup_schedule::claimable`). Answered with the
+    /// schedule.
+    ClaimBackupRun {
+        volume: String,
+        target: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    /// Ends `holder`'s claim with what the run did.
+    ReportBackupRun {
+        volume: String,
+        target: String,
+        holder: String,
+        outcome: crate::backup_schedule::BackupOutcome,
+    },
 }
 
 impl Request {
@@ -470,6 +497,10 @@ impl Request {
             Request::ExpireSnapshot { .. } => "ExpireSnapshot",
             Request::CloneVolume { .. } => "CloneVolume",
             Request::FlattenVolume { .. } => "FlattenVolume",
+            Request::SetBackupSchedule { .. } => "SetBackupSchedule",
+            Request::DeleteBackupSchedule { .. } => "DeleteBackupSchedule",
+            Request::ClaimBackupRun { .. } => "ClaimBackupRun",
+            Request::ReportBackupRun { .. } => "ReportBackupRun",
         }
     }
 }
@@ -511,6 +542,8 @@ pub enum Reply {
     },
     /// A volume's snapshots after a change. Appended.
     Snapshots(VolumeSnapshots),
+    /// A backup schedule claimed. Appended.
+    BackupSchedule(Box<crate::backup_schedule::BackupSchedule>),
 }
 
 /// A placement change of one pool's PG.

@@ -114,6 +114,16 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         // So are snapshot schedules: a frontend takes what is due and
         // deletes what expired, each checked against the schedule.
         Request::TakeScheduledSnapshot { .. } | Request::ExpireSnapshot { .. } => true,
+        // And backup schedules: a frontend claims a slot due and reports
+        // its run; setting them is the administrator's. A run reads a
+        // snapshot of its own, named so (chuyi-backup's `create`), and
+        // drops the one before it: a frontend may take and delete those
+        // and no other (deleting one costs the next backup its increment,
+        // not any data).
+        Request::ClaimBackupRun { .. } | Request::ReportBackupRun { .. } => true,
+        Request::CreateSnapshot { name, .. } | Request::DeleteSnapshot { name, .. } => {
+            name.starts_with(chuyi_meta_api::backup_schedule::SNAPSHOT_PREFIX)
+        }
         // An allow-list: a request added later is denied until listed.
         _ => false,
     }
@@ -191,9 +201,24 @@ mod tests {
             MetaCall::Read(Query::Buckets),
             MetaCall::Status,
             MetaCall::WatchMap { known_epoch: 0, wait_ms: 0 },
+            write(Request::CreateSnapshot { volume: "v".into(), name: "backup-1a2b3c4d-x".into() }),
+            write(Request::DeleteSnapshot { volume: "v".into(), name: "backup-1a2b3c4d-x".into() }),
         ] {
             assert_eq!(check(&fe, &call), Ok(()), "{call:?}");
         }
+    }
+
+    #[test]
+    fn a_frontend_takes_and_drops_only_backup_snapshots() {
+        let fe = frontend("nbd-h1");
+        for name in ["daily", "auto-24h-x", "backupx", "restoring-1"] {
+            let create = write(Request::CreateSnapshot { volume: "v".into(), name: name.into() });
+            let delete = write(Request::DeleteSnapshot { volume: "v".into(), name: name.into() });
+            assert!(matches!(check(&fe, &create), Err(MetaError::Forbidden { .. })), "{name}");
+            assert!(matches!(check(&fe, &delete), Err(MetaError::Forbidden { .. })), "{name}");
+        }
+        let set = write(Request::DeleteBackupSchedule { volume: "v".into(), target: "s3://b".into() });
+        assert!(matches!(check(&fe, &set), Err(MetaError::Forbidden { .. })));
     }
 
     #[test]

@@ -260,6 +260,7 @@ impl MetaService {
                 ApiReply::SnapshotWork { due, expired }
             }
             Query::SnapshotSchedules => ApiReply::SnapshotSchedules(r.snapshot_schedules().map_err(store_error)?),
+            Query::BackupSchedules => ApiReply::BackupSchedules(r.backup_schedules().map_err(store_error)?),
             Query::Trash => {
                 let (retention_ms, entries) = r.trash().map_err(store_error)?;
                 ApiReply::Trash { retention_ms, entries }

@@ -23,7 +23,7 @@ use super::volumes::{
     acquire_lease, create_volume, delete_volume, destroy_volume_key, renew_lease, resize_volume, rewrap_volume_key,
 };
 use super::Reply;
-use super::{objects, packs, qos, snapshots, trash, uploads, view};
+use super::{backups, objects, packs, qos, snapshots, trash, uploads, view};
 
 /// What one command may depend on besides the tables.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +170,14 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             snapshots::clone_volume(t, ctx, (volume, snapshot), name, wrapped_key)
         }
         Command::FlattenVolume { name } => snapshots::flatten_volume(t, name),
+        Command::SetBackupSchedule { schedule } => backups::set_schedule(t, schedule),
+        Command::DeleteBackupSchedule { volume, target } => backups::delete_schedule(t, volume, target),
+        Command::ClaimBackupRun { volume, target, holder, ttl_ms } => {
+            backups::claim(t, ctx, (volume, target), holder, *ttl_ms)
+        }
+        Command::ReportBackupRun { volume, target, holder, outcome } => {
+            backups::report(t, ctx, (volume, target), holder, outcome)
+        }
     }
 }
 

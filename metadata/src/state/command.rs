@@ -423,6 +423,25 @@ pub enum Command {
     FlattenVolume {
         name: String,
     },
+    SetBackupSchedule {
+        schedule: Box<chuyi_meta_api::backup_schedule::BackupSchedule>,
+    },
+    DeleteBackupSchedule {
+        volume: String,
+        target: String,
+    },
+    ClaimBackupRun {
+        volume: String,
+        target: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    ReportBackupRun {
+        volume: String,
+        target: String,
+        holder: String,
+        outcome: chuyi_meta_api::backup_schedule::BackupOutcome,
+    },
 }
 
 impl Command {
@@ -493,6 +512,10 @@ impl Command {
             Command::ExpireSnapshot { .. } => "ExpireSnapshot",
             Command::CloneVolume { .. } => "CloneVolume",
             Command::FlattenVolume { .. } => "FlattenVolume",
+            Command::SetBackupSchedule { .. } => "SetBackupSchedule",
+            Command::DeleteBackupSchedule { .. } => "DeleteBackupSchedule",
+            Command::ClaimBackupRun { .. } => "ClaimBackupRun",
+            Command::ReportBackupRun { .. } => "ReportBackupRun",
         }
     }
 }
@@ -611,6 +634,14 @@ impl From<Request> for Command {
                 Command::CloneVolume { volume, snapshot, name, wrapped_key }
             }
             Request::FlattenVolume { name } => Command::FlattenVolume { name },
+            Request::SetBackupSchedule { schedule } => Command::SetBackupSchedule { schedule },
+            Request::DeleteBackupSchedule { volume, target } => Command::DeleteBackupSchedule { volume, target },
+            Request::ClaimBackupRun { volume, target, holder, ttl_ms } => {
+                Command::ClaimBackupRun { volume, target, holder, ttl_ms }
+            }
+            Request::ReportBackupRun { volume, target, holder, outcome } => {
+                Command::ReportBackupRun { volume, target, holder, outcome }
+            }
         }
     }
 }

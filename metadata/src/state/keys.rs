@@ -68,6 +68,9 @@ pub(crate) const T_SNAPSHOTS: u8 = 0x1C;
 /// Pool name → `Vec<`[`SnapshotSchedule`](chuyi_meta_api::schedule::SnapshotSchedule)`>`:
 /// schedules of every volume of the pool.
 pub(crate) const T_POOL_SCHEDULES: u8 = 0x1D;
+/// Volume name, target →
+/// [`BackupSchedule`](chuyi_meta_api::backup_schedule::BackupSchedule).
+pub(crate) const T_BACKUP_SCHEDULES: u8 = 0x1E;
 
 pub(crate) const EPOCH: &[u8] = &[T_META, b'e'];
 /// Next volume id (chunk owner) and lease id.
@@ -199,6 +202,13 @@ pub(crate) fn trash(name: &str) -> Vec<u8> {
 pub(crate) fn snapshots(volume: &str) -> Vec<u8> {
     let mut k = table(T_SNAPSHOTS);
     push_str(&mut k, volume.as_bytes());
+    k
+}
+
+pub(crate) fn backup_schedule(volume: &str, target: &str) -> Vec<u8> {
+    let mut k = table(T_BACKUP_SCHEDULES);
+    push_str(&mut k, volume.as_bytes());
+    push_str(&mut k, target.as_bytes());
     k
 }
 

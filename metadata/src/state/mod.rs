@@ -16,6 +16,7 @@ macro_rules! refuse {
 }
 
 pub(crate) mod apply;
+pub(crate) mod backups;
 pub(crate) mod buckets;
 pub mod command;
 pub use chuyi_meta_api::error;

@@ -188,6 +188,12 @@ pub(crate) fn volume_schedules(
     Ok(all)
 }
 
+pub(crate) fn backup_schedules(
+    t: &impl Tables,
+) -> Result<Vec<chuyi_meta_api::backup_schedule::BackupSchedule>, TableError> {
+    all(t, "backup schedule", keys::T_BACKUP_SCHEDULES)
+}
+
 pub(crate) fn trash(t: &impl Tables) -> Result<Vec<chuyi_meta_api::model::TrashEntry>, TableError> {
     all(t, "trash entry", keys::T_TRASH)
 }

@@ -185,6 +185,10 @@ impl StateReader {
         Ok(out)
     }
 
+    pub fn backup_schedules(&self) -> Result<Vec<chuyi_meta_api::backup_schedule::BackupSchedule>, StoreError> {
+        Ok(view::backup_schedules(&*self.view())?)
+    }
+
     /// Every QoS rule and the rules' version, read at one point.
     pub fn qos_rules(&self) -> Result<(u64, Vec<chuyi_meta_api::qos::QosRule>), StoreError> {
         let v = self.view();
