@@ -98,6 +98,11 @@ impl Manifest {
         if m.piece_bytes != PIECE_BYTES || m.pieces.len() as u64 != Self::spans(m.volume_bytes) {
             return Err(BackupError::corrupt(what, "its spans do not cover its volume"));
         }
+        // Spans left are indexes into the spans: one past them would be
+        // read and written out of bounds.
+        if m.todo.iter().any(|&i| i >= m.pieces.len() as u64) {
+            return Err(BackupError::corrupt(what, "it lists a span to read past its volume"));
+        }
         Ok(m)
     }
 
@@ -186,6 +191,8 @@ mod tests {
         assert_eq!(m.data_bytes(), (2 << 20) - 5);
         let short = Manifest { pieces: vec![None], ..m.clone() };
         assert!(Manifest::decode(&short.encode(), "m").is_err());
+        let past = Manifest { todo: vec![3], ..m.clone() };
+        assert!(Manifest::decode(&past.encode(), "m").is_err());
         assert!(Manifest::decode(&m.encode()[..10], "m").is_err());
     }
 
