@@ -353,9 +353,30 @@ async fn a_killed_backup_resumes_and_prune_keeps_what_backups_need() {
     assert_eq!(b1["this_run"]["pieces_sent"], total - sent_before, "no piece sent twice: {b1}");
     let b1_img = files.path().join("b1.img");
     save(&site.uri(&format!("plain@{}", b1["snapshot"].as_str().expect("snapshot"))), &b1_img);
-    let r = retry(&site, &["restore", b1["id"].as_str().expect("id"), "--to", "p1", "--target", target]);
-    assert_eq!(r["stats"]["fetched"], 48, "{r}");
+    // A restore SIGKILLed mid-way, run again as it was: it goes on in the
+    // volume it was making, fetching only what it had not written.
+    let b1_id = b1["id"].as_str().expect("id");
+    let restore = ["restore", b1_id, "--to", "p1", "--target", target];
+    let mut slow: Vec<&str> = restore.to_vec();
+    slow.extend(["--bandwidth", "4MiB/s", "--in-flight", "1"]);
+    let mut killed =
+        site.backup_command(&slow, &site.kek, &site.endpoint).stdout(Stdio::null()).spawn().expect("spawn");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    killed.kill().expect("kill");
+    killed.wait().expect("wait");
+    let (_, snaps, _) = site.cluster.cli(&["--json", "snapshot", "list", "p1"]).expect("chuyi");
+    assert!(snaps.contains(&format!("restoring-{b1_id}")), "the half-made volume is marked: {snaps}");
+    let r = retry(&site, &restore);
+    let fetched = r["stats"]["fetched"].as_u64().expect("fetched");
+    assert!(
+        r["stats"]["created"] == false
+            && fetched < 48
+            && fetched + r["stats"]["already"].as_u64().expect("already") == 64,
+        "{r}"
+    );
     assert_same(&site.uri("p1"), &b1_img);
+    let (_, snaps, _) = site.cluster.cli(&["--json", "snapshot", "list", "p1"]).expect("chuyi");
+    assert!(!snaps.contains("restoring-"), "the mark goes when the restore ends: {snaps}");
 
     // Three more backups, each after new data in two spans.
     let mut ids = vec![b1["id"].as_str().expect("id").to_string()];
