@@ -1306,8 +1306,12 @@ def check_lifecycle():
         deadline = time.time() + 6 * day + 10
         while True:
             live, markers, uploads, current = state()
+            # The markers too: state() lists versions before current
+            # objects, so an expiry between the two lists shows its object
+            # gone from the second and its marker missing from the first.
             done = (current == want_current and uploads == ["keep/upload"] and "gone/x" not in live
-                    and sorted(live.get("keep/b", [])) == sorted(versions[1:]))
+                    and sorted(live.get("keep/b", [])) == sorted(versions[1:])
+                    and markers == ["logs/a", "logs/new", "scans/t"])
             if done or time.time() > deadline:
                 break
             time.sleep(0.5)
