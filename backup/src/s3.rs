@@ -410,8 +410,9 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// What S3 asks of a SigV4 signer: the path encoded once and not
-/// normalised, and `x-amz-content-sha256` sent and signed.
-fn s3_settings() -> SigningSettings {
+/// normalised, and `x-amz-content-sha256` sent and signed. (The
+/// benchmark's client signs with it too.)
+pub fn s3_settings() -> SigningSettings {
     let mut settings = SigningSettings::default();
     settings.percent_encoding_mode = PercentEncodingMode::Single;
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -419,7 +420,8 @@ fn s3_settings() -> SigningSettings {
     settings
 }
 
-fn object_path(bucket: &str, key: &str) -> String {
+/// `/BUCKET/KEY`, each segment of the key percent-encoded.
+pub fn object_path(bucket: &str, key: &str) -> String {
     let key: Vec<String> = key.split('/').map(|part| urlencoding::encode(part).into_owned()).collect();
     format!("/{}/{}", urlencoding::encode(bucket), key.join("/"))
 }
@@ -439,15 +441,15 @@ async fn read_bounded(op: &'static str, mut body: hyper::body::Incoming) -> Resu
 
 /// One page of a ListObjectsV2 reply.
 #[derive(Debug, PartialEq, Eq)]
-struct ListPage {
-    keys: Vec<Listed>,
-    next_token: Option<String>,
+pub struct ListPage {
+    pub keys: Vec<Listed>,
+    pub next_token: Option<String>,
 }
 
 /// The keys, sizes and continuation of a ListObjectsV2 reply, read by
 /// tag: S3's replies are machine-written, one element per tag, and keys
 /// come XML-escaped.
-fn parse_list_page(xml: &str) -> Result<ListPage, String> {
+pub fn parse_list_page(xml: &str) -> Result<ListPage, String> {
     let mut keys = Vec::new();
     let mut rest = xml;
     while let Some(start) = rest.find("<Contents>") {
@@ -509,6 +511,12 @@ mod tests {
         assert_eq!(page.next_token.as_deref(), Some("t&1"));
         assert!(parse_list_page("<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>").is_err());
         assert!(parse_list_page("<Contents><Key>a</Key></Contents><IsTruncated>false</IsTruncated>").is_err());
+    }
+
+    #[test]
+    fn object_paths_encode_each_segment() {
+        assert_eq!(object_path("b", "4KiB/00000001"), "/b/4KiB/00000001");
+        assert_eq!(object_path("b", "a b/c+d"), "/b/a%20b/c%2Bd");
     }
 
     #[test]

@@ -17,12 +17,10 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
+use chuyi_backup::s3::{object_path, parse_list_page, s3_settings};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -163,7 +161,8 @@ impl S3Connection {
         let xml = drain("ListObjectsV2", reply).await?;
         let xml = std::str::from_utf8(&xml)
             .map_err(|_| S3ClientError::Reply { op: "ListObjectsV2", what: "the reply is not UTF-8".into() })?;
-        parse_list_page(xml).map_err(|what| S3ClientError::Reply { op: "ListObjectsV2", what })
+        let page = parse_list_page(xml).map_err(|what| S3ClientError::Reply { op: "ListObjectsV2", what })?;
+        Ok(ListPage { keys: page.keys.len(), next_token: page.next_token })
     }
 
     pub async fn delete_object(&mut self, bucket: &str, key: &str) -> Result<(), S3ClientError> {
@@ -209,21 +208,6 @@ impl S3Connection {
     }
 }
 
-/// What S3 asks of a SigV4 signer: the path encoded once and not
-/// normalised, and `x-amz-content-sha256` sent and signed.
-fn s3_settings() -> SigningSettings {
-    let mut settings = SigningSettings::default();
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings
-}
-
-fn object_path(bucket: &str, key: &str) -> String {
-    let key: Vec<String> = key.split('/').map(|part| urlencoding::encode(part).into_owned()).collect();
-    format!("/{bucket}/{}", key.join("/"))
-}
-
 fn etag(op: &'static str, reply: &Response<Incoming>) -> Result<String, S3ClientError> {
     let value = reply.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok());
     match value {
@@ -261,62 +245,4 @@ async fn status_error(op: &'static str, reply: Response<Incoming>) -> S3ClientEr
         Err(e) => format!("(reading the error body: {e})"),
     };
     S3ClientError::Status { op, status, body }
-}
-
-/// The keys and the continuation of a ListObjectsV2 reply. Only what the
-/// benchmark checks is read, by tag, rather than taking an XML parser: the
-/// gateway's reply is machine-written and the keys here need no escaping.
-fn parse_list_page(xml: &str) -> Result<ListPage, String> {
-    let keys = xml.matches("<Contents>").count();
-    let truncated = match element(xml, "IsTruncated") {
-        Some("true") => true,
-        Some("false") => false,
-        other => return Err(format!("IsTruncated is {other:?}")),
-    };
-    let next_token = match (truncated, element(xml, "NextContinuationToken")) {
-        (false, _) => None,
-        (true, Some(token)) => Some(unescape(token)),
-        (true, None) => return Err("truncated without a NextContinuationToken".into()),
-    };
-    Ok(ListPage { keys, next_token })
-}
-
-/// The text of the first `<name>` element.
-fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{name}>"))?;
-    Some(&xml[start..end])
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_truncated_page_gives_its_token_unescaped() {
-        let xml = "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name><IsTruncated>true</IsTruncated>\
-                   <Contents><Key>a</Key></Contents><Contents><Key>b</Key></Contents>\
-                   <NextContinuationToken>eyJr&amp;x</NextContinuationToken></ListBucketResult>";
-        assert_eq!(parse_list_page(xml), Ok(ListPage { keys: 2, next_token: Some("eyJr&x".into()) }));
-    }
-
-    #[test]
-    fn the_last_page_has_no_token_and_a_bad_page_is_an_error() {
-        let last =
-            "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a</Key></Contents></ListBucketResult>";
-        assert_eq!(parse_list_page(last), Ok(ListPage { keys: 1, next_token: None }));
-        assert!(parse_list_page("<ListBucketResult></ListBucketResult>").is_err());
-        assert!(parse_list_page("<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>").is_err());
-    }
-
-    #[test]
-    fn object_paths_encode_each_segment() {
-        assert_eq!(object_path("b", "4KiB/00000001"), "/b/4KiB/00000001");
-        assert_eq!(object_path("b", "a b/c+d"), "/b/a%20b/c%2Bd");
-    }
 }

@@ -214,18 +214,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
-    if let Some(kek) = &kek {
-        let backups = chuyi_backup::schedule::run_schedules(
-            cluster.clone(),
-            kek.clone(),
-            holder.clone(),
-            chuyi_backup::schedule::EVERY,
-        );
-        tokio::spawn(backups);
-    }
+    crate::volume::spawn_chores(&cluster, kek.as_ref(), &holder);
     let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
-    tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
-    tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
     drop(children);

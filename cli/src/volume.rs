@@ -297,22 +297,26 @@ pub async fn serve_nbd(
     if kek.is_none() {
         tracing::info!("no master key (KEK) given: encrypted volumes will be refused");
     }
-    // Volume frontends empty the recycle bin of what is due.
+    spawn_chores(&cluster, kek.as_ref(), &holder);
+    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
+    serve_until_signal(server, listener, unix).await
+}
+
+/// What every volume frontend does beside serving: empty the recycle bin
+/// of what is due, take the scheduled snapshots and, with the KEK, run the
+/// scheduled backups.
+pub fn spawn_chores(cluster: &std::sync::Arc<Cluster>, kek: Option<&chuyi_common::sm4::Kek>, holder: &str) {
     tokio::spawn(chuyi_client::trash::reap(cluster.clone(), chuyi_client::trash::REAP_EVERY));
-    // And take the scheduled snapshots.
     tokio::spawn(chuyi_client::snapshot::run_schedules(cluster.clone(), chuyi_client::snapshot::SCHEDULES_EVERY));
-    // And, with the KEK, the scheduled backups.
-    if let Some(kek) = &kek {
+    if let Some(kek) = kek {
         let backups = chuyi_backup::schedule::run_schedules(
             cluster.clone(),
             kek.clone(),
-            holder.clone(),
+            holder.to_string(),
             chuyi_backup::schedule::EVERY,
         );
         tokio::spawn(backups);
     }
-    let server = NbdServer::with_options(cluster, holder, NbdOptions { kek, ..options });
-    serve_until_signal(server, listener, unix).await
 }
 
 /// Binds the Unix socket of the NBD frontend, replacing a stale one.
