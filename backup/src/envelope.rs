@@ -96,8 +96,11 @@ pub fn open(gcm: &Sm4Gcm, kind: Kind, name: &[u8], sealed: &[u8], what: &str) ->
     }
     let codec = header[5];
     let plain_len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    if plain_len > PLAINTEXT_MAX_BYTES {
-        return Err(bad("says it holds more than an envelope may"));
+    // Checked before anything is allocated for it: a piece never holds
+    // more than a span, whatever a damaged or hostile target says.
+    let most = if kind == Kind::Piece { crate::repo::PIECE_BYTES as usize } else { PLAINTEXT_MAX_BYTES };
+    if plain_len > most {
+        return Err(bad("says it holds more than an envelope of its kind may"));
     }
     let mut nonce = [0u8; GCM_NONCE_BYTES];
     nonce.copy_from_slice(&header[12..24]);
@@ -179,5 +182,7 @@ mod tests {
             assert!(open(&gcm(1), Kind::Manifest, b"vol/1", &bad, "m").is_err(), "bit in byte {i}");
         }
         assert!(open(&gcm(1), Kind::Manifest, b"vol/1", &sealed[..10], "m").is_err());
+        let big = seal(&gcm(1), Kind::Piece, b"id", &vec![0u8; (crate::repo::PIECE_BYTES + 1) as usize]);
+        assert!(open(&gcm(1), Kind::Piece, b"id", &big, "p").is_err(), "a piece above a span");
     }
 }

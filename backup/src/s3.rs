@@ -234,6 +234,13 @@ impl S3 {
             let page = parse_list_page(xml).map_err(|what| S3Error::Reply { op: "ListObjectsV2", what })?;
             out.extend(page.keys);
             match page.next_token {
+                // A server handing back the same token would list forever.
+                Some(next) if token.as_ref() == Some(&next) => {
+                    return Err(S3Error::Reply {
+                        op: "ListObjectsV2",
+                        what: "the same continuation token twice".into(),
+                    });
+                }
                 Some(next) => token = Some(next),
                 None => return Ok(out),
             }
