@@ -81,12 +81,34 @@ pub async fn create(
             Some(journal) => journal,
             None => start(cluster, repo, &vol, options).await?,
         };
-        let this_run = run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?;
+        let mut this_run = run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?;
+        // Every piece the manifest names must be in the target when it is
+        // written: one sent before a long cut could have been swept by a
+        // prune that took this backup's lock for a dead process's. Spans
+        // whose piece is gone are read and sent again.
+        for _ in 0..RECHECKS {
+            let present = repo.pieces().await?;
+            journal.todo = missing(&journal, &present);
+            if journal.todo.is_empty() {
+                break;
+            }
+            tracing::warn!(volume, spans = journal.todo.len(), "pieces gone from the target; sending them again");
+            add(&mut this_run, &run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?);
+        }
         Ok(Created { manifest: finish(cluster, repo, journal).await?, this_run })
     }
     .await;
     lock.release().await;
     result
+}
+
+/// Times the pieces are checked and the missing ones sent again.
+const RECHECKS: usize = 3;
+
+/// Spans whose piece is not among `present`.
+fn missing(journal: &Manifest, present: &HashSet<PieceId>) -> Vec<u64> {
+    let gone = |p: &Option<PieceId>| p.as_ref().is_some_and(|id| !present.contains(id));
+    (0..journal.pieces.len() as u64).filter(|&i| gone(&journal.pieces[i as usize])).collect()
 }
 
 /// The volume's data key, for an encrypted volume.
@@ -113,7 +135,7 @@ async fn resumable(cluster: &Arc<Cluster>, repo: &Repo, vol: &VolumeIo) -> Resul
         let usable = match catalog::journal(repo, &volume, &id).await? {
             Some(j)
                 if j.volume_owner == vol.volume().id
-                    && snapshot_is(cluster, name, &j.snapshot, j.snapshot_id).await =>
+                    && snapshot_is(cluster, name, &j.snapshot, j.snapshot_id).await? =>
             {
                 Some(j)
             }
@@ -130,9 +152,16 @@ async fn resumable(cluster: &Arc<Cluster>, repo: &Repo, vol: &VolumeIo) -> Resul
     Ok(found)
 }
 
-/// Whether `volume` still has snapshot `name` with id `id`.
-async fn snapshot_is(cluster: &Cluster, volume: &str, name: &str, id: u32) -> bool {
-    matches!(chuyi_client::snapshot::find(cluster, volume, name).await, Ok(s) if s.id == id)
+/// Whether `volume` still has snapshot `name` with id `id`; an error
+/// other than "not found" is an error, not a "no" (that would drop a
+/// resumable journal over a metadata hiccup).
+async fn snapshot_is(cluster: &Cluster, volume: &str, name: &str, id: u32) -> Result<bool, BackupError> {
+    use chuyi_meta_api::MetaError;
+    match chuyi_client::snapshot::find(cluster, volume, name).await {
+        Ok(s) => Ok(s.id == id),
+        Err(chuyi_client::ClientError::Meta(MetaError::NotFound { .. })) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A new backup's journal, its snapshot taken and its spans chosen.
@@ -185,7 +214,7 @@ async fn parent(cluster: &Arc<Cluster>, repo: &Repo, vol: &VolumeIo) -> Result<O
     let Some((volume, id)) = newest else { return Ok(None) };
     let m = catalog::manifest(repo, &volume, &id).await?;
     let same = m.volume_owner == v.id && m.volume_bytes == v.size_bytes;
-    Ok((same && snapshot_is(cluster, &v.name, &m.snapshot, m.snapshot_id).await).then_some(m))
+    Ok((same && snapshot_is(cluster, &v.name, &m.snapshot, m.snapshot_id).await?).then_some(m))
 }
 
 /// The spans byte ranges touch, ascending.

@@ -111,11 +111,22 @@ impl Lock {
         Ok(Self { repo: repo.clone(), name, refresher })
     }
 
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.refresher.abort();
+        // A refresh under way could land after the delete and bring the
+        // lock back: waited out first.
+        let _ = (&mut self.refresher).await;
         if let Err(e) = self.repo.delete(&self.name).await {
             tracing::warn!(lock = self.name, error = %e, "lock not removed; it runs out by itself");
         }
+    }
+}
+
+/// A lock dropped without `release` (its task cancelled) stops being
+/// refreshed, and runs out.
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.refresher.abort();
     }
 }
 

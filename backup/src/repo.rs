@@ -168,10 +168,10 @@ impl Repo {
         Ok(Self { s3, path, id: config.id, gcm, id_key })
     }
 
-    /// Writes a new target's config. Two first backups racing may each
-    /// write one; the second overwrites the first before either wrote a
-    /// piece under it only if both read "none" at once, which a target
-    /// used by one scheduler does not see.
+    /// Writes a new target's config, only if there is none
+    /// (`If-None-Match: *`): two first backups racing, or a read that
+    /// missed an existing config, end up with the one config written
+    /// first, never a second key.
     async fn init(s3: &S3, path: &TargetPath, kek: &Kek) -> Result<Config, BackupError> {
         s3.create_bucket(&path.bucket).await?;
         let mut key = Zeroizing::new([0u8; 32]);
@@ -186,8 +186,14 @@ impl Repo {
             created_ms: chuyi_common::clock::unix_ms(),
         };
         let json = serde_json::to_vec_pretty(&config).map_err(|e| BackupError::Invalid(e.to_string()))?;
-        s3.put(&path.bucket, &path.key("config"), Bytes::from(json)).await?;
-        Ok(config)
+        if s3.put_new(&path.bucket, &path.key("config"), Bytes::from(json)).await? {
+            return Ok(config);
+        }
+        let bytes = s3
+            .get(&path.bucket, &path.key("config"))
+            .await?
+            .ok_or_else(|| BackupError::corrupt(format!("{path}/config"), "said to exist, then missing"))?;
+        serde_json::from_slice(&bytes).map_err(|e| BackupError::corrupt(format!("{path}/config"), e.to_string()))
     }
 
     /// The id of a piece holding `plain`.
@@ -236,9 +242,11 @@ impl Repo {
     /// Names (under the prefix, without it) of every object under `dir`.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, BackupError> {
         let full = self.path.key(dir);
-        let strip = full.len() - dir.len();
+        let prefix = &full[..full.len() - dir.len()];
         let listed = self.s3.list(&self.path.bucket, &full).await?;
-        Ok(listed.into_iter().map(|l| l.key[strip..].to_string()).collect())
+        // A key not under the prefix (a target answering for another) is
+        // not ours: left out, never sliced.
+        Ok(listed.into_iter().filter_map(|l| l.key.strip_prefix(prefix).map(String::from)).collect())
     }
 
     /// Every piece stored in the target now.

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::create::is_zero;
 use crate::error::BackupError;
+use crate::lock::{Lock, LockKind};
 use crate::manifest::Manifest;
 use crate::repo::Repo;
 use crate::throttle::Throttle;
@@ -59,6 +60,24 @@ pub struct RestoreStats {
 
 /// Restores backup `m` into volume `to`. `progress(done, total, bytes)`.
 pub async fn restore(
+    cluster: &Arc<Cluster>,
+    repo: &Arc<Repo>,
+    kek: &Kek,
+    m: &Manifest,
+    to: &str,
+    options: &RestoreOptions,
+    progress: &(dyn Fn(u64, u64, u64) + Sync),
+) -> Result<RestoreStats, BackupError> {
+    // Shared with backups and drills, not with a prune: the backup read
+    // cannot be forgotten and swept under the restore.
+    let id = crate::manifest::new_id(chuyi_common::clock::unix_ms());
+    let lock = Lock::acquire(repo, LockKind::Verify, Some(&m.volume), &id).await?;
+    let result = restore_locked(cluster, repo, kek, m, to, options, progress).await;
+    lock.release().await;
+    result
+}
+
+async fn restore_locked(
     cluster: &Arc<Cluster>,
     repo: &Repo,
     kek: &Kek,

@@ -200,6 +200,17 @@ impl S3 {
         self.call("PutObject", Method::PUT, &object_path(bucket, key), body).await.map(drop)
     }
 
+    /// PUT only if the key is absent (`If-None-Match: *`); `false` when it
+    /// was there (412), which is also what a retry of a PUT that landed
+    /// meets.
+    pub async fn put_new(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, S3Error> {
+        match self.call_with("PutObject", Method::PUT, &object_path(bucket, key), body, true).await {
+            Ok(_) => Ok(true),
+            Err(S3Error::Status { status: StatusCode::PRECONDITION_FAILED, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The object's bytes; `None` when there is no such key.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, S3Error> {
         match self.call("GetObject", Method::GET, &object_path(bucket, key), Bytes::new()).await {
@@ -262,10 +273,22 @@ impl S3 {
 
     /// One request, retried through what [`retryable`] says passes.
     async fn call(&self, op: &'static str, method: Method, path: &str, body: Bytes) -> Result<Bytes, S3Error> {
+        self.call_with(op, method, path, body, false).await
+    }
+
+    async fn call_with(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        only_new: bool,
+    ) -> Result<Bytes, S3Error> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            let tried = tokio::time::timeout(TRY_TIMEOUT, self.try_once(op, method.clone(), path, body.clone())).await;
+            let once = self.try_once(op, method.clone(), path, body.clone(), only_new);
+            let tried = tokio::time::timeout(TRY_TIMEOUT, once).await;
             let error = match tried {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(e)) => e,
@@ -281,8 +304,18 @@ impl S3 {
         }
     }
 
-    async fn try_once(&self, op: &'static str, method: Method, path: &str, body: Bytes) -> Result<Bytes, S3Error> {
-        let request = self.signed(method, path, body)?;
+    async fn try_once(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        only_new: bool,
+    ) -> Result<Bytes, S3Error> {
+        let mut request = self.signed(method, path, body)?;
+        if only_new {
+            request.headers_mut().insert(http::header::IF_NONE_MATCH, http::HeaderValue::from_static("*"));
+        }
         let mut sender = self.connection().await?;
         sender.ready().await?;
         let reply = sender.send_request(request).await?;

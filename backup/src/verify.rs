@@ -25,7 +25,8 @@ pub async fn verify(
     throttle: &Throttle,
     progress: &(dyn Fn(u64, u64, u64) + Sync),
 ) -> Result<Drill, BackupError> {
-    let lock = Lock::acquire(repo, LockKind::Verify, Some(&m.volume), &m.id).await?;
+    let id = crate::manifest::new_id(chuyi_common::clock::unix_ms());
+    let lock = Lock::acquire(repo, LockKind::Verify, Some(&m.volume), &id).await?;
     let result = check(repo, m, in_flight, throttle, progress).await;
     lock.release().await;
     let drill = result?;

@@ -25,7 +25,7 @@ where
 {
     let acquire = order::AcquireLease { volume: volume.into(), holder: holder.into(), ttl_ms: ttl_ms() };
     let lease = cluster.meta().order(acquire).await?;
-    let renewing = tokio::spawn(renew(cluster.clone(), volume.to_string(), holder.to_string(), lease.id));
+    let renewing = Renewing(tokio::spawn(renew(cluster.clone(), volume.to_string(), holder.to_string(), lease.id)));
     let result = async {
         let vol = Arc::new(cluster.open_volume(volume).await?.fenced(lease.id, Arc::new(AlwaysOpen)));
         vol.attach_fence().await?;
@@ -34,12 +34,22 @@ where
         Ok(out)
     }
     .await;
-    renewing.abort();
+    drop(renewing);
     let release = Request::ReleaseLease { volume: volume.into(), holder: holder.into(), lease_id: lease.id };
     if let Err(e) = cluster.meta().write(release).await {
         tracing::warn!(volume, error = %e, "lease not released; it runs out by itself");
     }
     result
+}
+
+/// The renewing task, stopped when the work ends or is cancelled (a
+/// dropped future must not keep a lease alive).
+struct Renewing(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Keeps the lease: a lost one shows as `Fenced` on the next write, once

@@ -97,6 +97,24 @@ pub struct BackupOutcome {
     pub drill: Option<bool>,
 }
 
+/// Whether `name` is a snapshot a backup takes:
+/// `backup-<8 hex>-<YYYYMMDDTHHMMSS.mmmZ>-<6 hex>` exactly, so that a
+/// frontend allowed these cannot touch `backup-before-upgrade`.
+pub fn is_backup_snapshot(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let Some(rest) = name.strip_prefix(SNAPSHOT_PREFIX) else { return false };
+    let parts: Vec<&str> = rest.split('-').collect();
+    let [target, stamp, random] = parts.as_slice() else { return false };
+    let stamp_ok = stamp.len() == 20
+        && stamp.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'.',
+            19 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    hex(target, 8) && stamp_ok && hex(random, 6)
+}
+
 /// The KEK wrap's context of a schedule's secret key.
 pub fn secret_context(volume: &str, target: &str) -> Vec<u8> {
     format!("chuyi backup target secret\0{volume}\0{target}").into_bytes()
@@ -167,6 +185,21 @@ mod tests {
         s.run.last_error = Some((100_000, "target down".into()));
         assert!(claimable(&s, "a", 100_000 + RETRY_AFTER_MS - 1).is_err());
         assert!(claimable(&s, "a", 100_000 + RETRY_AFTER_MS).is_ok());
+    }
+
+    #[test]
+    fn backup_snapshots_are_told_by_their_whole_name() {
+        assert!(is_backup_snapshot("backup-1a2b3c4d-20261204T112233.456Z-abcdef"));
+        for name in [
+            "backup-before-upgrade",
+            "backup-1a2b3c4d-20261204T112233.456Z-abcdeg",
+            "backup-1a2b3c4d-20261204T112233Z-abcdef",
+            "backup-1a2b3c4-20261204T112233.456Z-abcdef",
+            "backup-1a2b3c4d-20261204T112233.456Z-abcdef-x",
+            "xbackup-1a2b3c4d-20261204T112233.456Z-abcdef",
+        ] {
+            assert!(!is_backup_snapshot(name), "{name}");
+        }
     }
 
     #[test]

@@ -115,14 +115,15 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         // deletes what expired, each checked against the schedule.
         Request::TakeScheduledSnapshot { .. } | Request::ExpireSnapshot { .. } => true,
         // And backup schedules: a frontend claims a slot due and reports
-        // its run; setting them is the administrator's. A run reads a
-        // snapshot of its own, named so (chuyi-backup's `create`), and
-        // drops the one before it: a frontend may take and delete those
+        // its run, under its own name; setting them is the
+        // administrator's. A run reads a snapshot of its own, named so
+        // (chuyi-backup's `create`), and drops the one before it: a
+        // frontend may take and delete those, told by their whole name,
         // and no other (deleting one costs the next backup its increment,
         // not any data).
-        Request::ClaimBackupRun { .. } | Request::ReportBackupRun { .. } => true,
+        Request::ClaimBackupRun { holder, .. } | Request::ReportBackupRun { holder, .. } => caller.owns_holder(holder),
         Request::CreateSnapshot { name, .. } | Request::DeleteSnapshot { name, .. } => {
-            name.starts_with(chuyi_meta_api::backup_schedule::SNAPSHOT_PREFIX)
+            chuyi_meta_api::backup_schedule::is_backup_snapshot(name)
         }
         // An allow-list: a request added later is denied until listed.
         _ => false,
@@ -201,17 +202,25 @@ mod tests {
             MetaCall::Read(Query::Buckets),
             MetaCall::Status,
             MetaCall::WatchMap { known_epoch: 0, wait_ms: 0 },
-            write(Request::CreateSnapshot { volume: "v".into(), name: "backup-1a2b3c4d-x".into() }),
-            write(Request::DeleteSnapshot { volume: "v".into(), name: "backup-1a2b3c4d-x".into() }),
+            write(Request::CreateSnapshot { volume: "v".into(), name: BACKUP_SNAPSHOT.into() }),
+            write(Request::DeleteSnapshot { volume: "v".into(), name: BACKUP_SNAPSHOT.into() }),
+            write(Request::ClaimBackupRun {
+                volume: "v".into(),
+                target: "s3://b".into(),
+                holder: "nbd-h1:42".into(),
+                ttl_ms: 1,
+            }),
         ] {
             assert_eq!(check(&fe, &call), Ok(()), "{call:?}");
         }
     }
 
+    const BACKUP_SNAPSHOT: &str = "backup-1a2b3c4d-20261204T112233.456Z-abcdef";
+
     #[test]
     fn a_frontend_takes_and_drops_only_backup_snapshots() {
         let fe = frontend("nbd-h1");
-        for name in ["daily", "auto-24h-x", "backupx", "restoring-1"] {
+        for name in ["daily", "auto-24h-x", "backupx", "restoring-1", "backup-before-upgrade"] {
             let create = write(Request::CreateSnapshot { volume: "v".into(), name: name.into() });
             let delete = write(Request::DeleteSnapshot { volume: "v".into(), name: name.into() });
             assert!(matches!(check(&fe, &create), Err(MetaError::Forbidden { .. })), "{name}");
@@ -219,6 +228,13 @@ mod tests {
         }
         let set = write(Request::DeleteBackupSchedule { volume: "v".into(), target: "s3://b".into() });
         assert!(matches!(check(&fe, &set), Err(MetaError::Forbidden { .. })));
+        let claim = Request::ClaimBackupRun {
+            volume: "v".into(),
+            target: "s3://b".into(),
+            holder: "nbd-h2:1".into(),
+            ttl_ms: 1,
+        };
+        assert!(matches!(check(&fe, &write(claim)), Err(MetaError::Forbidden { .. })), "another's claim");
     }
 
     #[test]
