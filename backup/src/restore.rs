@@ -131,6 +131,12 @@ async fn prepare(
             "volume {to} holds {} bytes and backup {} {}: restore into a volume of the backup's size",
             v.size_bytes, m.id, m.volume_bytes
         ))),
+        // An encrypted volume's data is never written in the clear.
+        Ok(v) if m.encrypted && v.wrapped_key.is_empty() => Err(BackupError::Invalid(format!(
+            "backup {} is of an encrypted volume and volume {to} is not: restore it into an encrypted volume \
+             (or a new one)",
+            m.id
+        ))),
         Ok(_) => Ok(false),
         Err(MetaError::NotFound { kind: Kind::Volume, .. }) => {
             let wrapped_key = if m.encrypted { new_wrapped_volume_key(kek, to) } else { Vec::new() };

@@ -240,6 +240,10 @@ async fn backups_restore_what_their_snapshots_held() {
     assert_same(&site.uri("r0"), &b1_img);
     let (ok, _, err) = site.cli(&["restore", &b1_id, "--to", "r0", "--target", target]);
     assert!(!ok && err.contains("--overwrite"), "an existing volume is not restored over by default: {err}");
+    let (ok, out, err) = site.cluster.cli(&["volume", "create", "clear", "--size", "32M"]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = site.cli(&["restore", &b1_id, "--to", "clear", "--overwrite", "--target", target]);
+    assert!(!ok && err.contains("encrypted"), "an encrypted volume's data never lands in the clear: {err}");
 
     // Nothing readable in the target: no record text, no data block.
     let s3 = site.s3();
