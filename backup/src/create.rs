@@ -93,7 +93,7 @@ pub async fn create(
                 break;
             }
             tracing::warn!(volume, spans = journal.todo.len(), "pieces gone from the target; sending them again");
-            add(&mut this_run, &run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?);
+            this_run += &run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?;
         }
         Ok(Created { manifest: finish(cluster, repo, journal).await?, this_run })
     }
@@ -280,7 +280,7 @@ async fn run(
         return Err(e);
     }
     let mut this_run = Stats::default();
-    results.iter().for_each(|(_, _, s)| add(&mut this_run, s));
+    results.iter().for_each(|(_, _, s)| this_run += s);
     Ok(this_run)
 }
 
@@ -299,18 +299,9 @@ async fn checkpoint(repo: &Repo, journal: Manifest) -> Result<(), BackupError> {
 fn apply(journal: &mut Manifest, results: &[(u64, Option<PieceId>, Stats)], done: &HashSet<u64>) {
     for (index, piece, stats) in results {
         journal.pieces[*index as usize] = *piece;
-        add(&mut journal.stats, stats);
+        journal.stats += stats;
     }
     journal.todo.retain(|i| !done.contains(i));
-}
-
-fn add(to: &mut Stats, s: &Stats) {
-    to.spans_read += s.spans_read;
-    to.bytes_read += s.bytes_read;
-    to.pieces_sent += s.pieces_sent;
-    to.bytes_sent += s.bytes_sent;
-    to.pieces_reused += s.pieces_reused;
-    to.holes += s.holes;
 }
 
 /// What each span's task shares.

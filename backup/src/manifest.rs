@@ -71,6 +71,18 @@ pub struct Stats {
     pub changed_bytes: u64,
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    /// Sums what runs did; `changed_bytes` is the backup's, not a run's.
+    fn add_assign(&mut self, s: &Stats) {
+        self.spans_read += s.spans_read;
+        self.bytes_read += s.bytes_read;
+        self.pieces_sent += s.pieces_sent;
+        self.bytes_sent += s.bytes_sent;
+        self.pieces_reused += s.pieces_reused;
+        self.holes += s.holes;
+    }
+}
+
 impl Manifest {
     /// Spans of a volume of `bytes`.
     pub fn spans(bytes: u64) -> u64 {

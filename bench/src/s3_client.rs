@@ -62,19 +62,9 @@ pub enum PayloadSigning {
     Sha256,
 }
 
-/// The access key pair of a user.
-#[derive(Clone)]
-pub struct Keys {
-    pub access_key: String,
-    pub secret_key: String,
-}
-
-/// Never prints the secret key.
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys").field("access_key", &self.access_key).finish_non_exhaustive()
-    }
-}
+/// The access key pair of a user (chuyi-backup's, which never prints the
+/// secret key).
+pub use chuyi_backup::s3::S3Keys as Keys;
 
 /// One page of a ListObjectsV2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,11 @@ use chuyi_backup::retention::Retention;
 use chuyi_backup::s3::{S3Keys, S3Options, S3};
 use chuyi_backup::throttle::{BandwidthSchedule, Throttle};
 use chuyi_client::{ClientConfig, Cluster};
+use chuyi_common::secret::hex;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::backup_schedule::{secret_context, BackupSchedule};
 use chuyi_meta_api::Request;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::admin::print_json;
 use crate::cluster::ClusterArgs;
@@ -344,14 +345,7 @@ async fn connect(args: &ClusterArgs) -> anyhow::Result<Arc<Cluster>> {
 
 /// A bar of `what`: spans done of all, bytes, rate and ETA.
 fn bar(what: &str, json: bool) -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    let template = format!("{what} {{bar:40}} {{pos}}/{{len}} spans {{percent}}% {{msg}} {{per_sec}} eta {{eta}}");
-    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    if json {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+    crate::progress::counting(what, "spans", json)
 }
 
 fn report(bar: &ProgressBar) -> impl Fn(u64, u64, u64) + Sync + '_ {
@@ -421,10 +415,6 @@ fn summary(m: &Manifest) -> serde_json::Value {
         "image_hash": hex(&m.image_hash),
         "stats": m.stats,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    chuyi_common::secret::hex(bytes)
 }
 
 fn show(m: &Manifest, drill: Option<&catalog::Drill>) {
