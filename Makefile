@@ -13,9 +13,14 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # bindings, fio and nbd tools as peers and clients, e2fsprogs for test file
 # systems, jq and linux-perf for the benchmark script and its profiles,
 # rclone, s3cmd and restic as S3 clients of the gateway's tests, chromium
-# (headless) as the browser of the CORS test.
+# (headless) as the browser of the CORS test; QEMU, busybox and cpio for
+# the vhost-user-blk tests' VM (its kernel is Debian's, unpacked by
+# chaos/vm/guest.sh into CHUYI_GUEST_DIR, where the tests look; not installed);
+# prometheus for promtool, which checks and unit-tests the alert rules.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
-	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium
+	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium \
+	qemu-system-x86 busybox-static cpio prometheus
+export CHUYI_GUEST_DIR ?= /var/cache/chuyi/guest
 # S3 clients the gateway's tests drive, from pip (Debian's awscli lags),
 # pydicom for its sample DICOM files (the compression tests' corpus), and
 # prometheus-client, whose text-format parser reads /metrics in the tests.
@@ -36,6 +41,7 @@ deps:
 	done
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
 	@mkdir -p $(CARGO_TARGET_DIR)
+	@chaos/vm/guest.sh $(CHUYI_GUEST_DIR) || { $(SUDO) apt-get update -qq && chaos/vm/guest.sh $(CHUYI_GUEST_DIR); }
 
 build: deps
 	$(CARGO) build --workspace --all-targets
@@ -70,6 +76,7 @@ bench: deps
 	for n in 2 3 4; do $(CARGO_TARGET_DIR)/debug/chuyi-bench recovery --nodes $$n --volume-mib 1024; done
 	bench/nbd-vs-nbdkit.sh
 	bench/nbd-encrypted.sh
+	bench/nbd-scaling.sh
 	bench/s3.sh
 
 # The long fault runs: the single-node crash test, then every chaos

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chuyi_client::{crypt, Cluster, VolumeIo};
-use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
+use chuyi_common::sm4::{Kek, Sm4Xts};
 use chuyi_meta_api::backup_schedule::SNAPSHOT_PREFIX;
 use futures::StreamExt;
 
@@ -114,12 +114,7 @@ fn missing(journal: &Manifest, present: &HashSet<PieceId>) -> Vec<u64> {
 /// The volume's data key, for an encrypted volume.
 fn volume_key(kek: &Kek, vol: &VolumeIo) -> Result<Option<Sm4Xts>, BackupError> {
     let v = vol.volume();
-    if v.wrapped_key.is_empty() {
-        return Ok(None);
-    }
-    open_volume_key(Some(kek), &v.name, &v.wrapped_key)
-        .map(Some)
-        .map_err(|e| BackupError::Invalid(format!("volume {}'s key: {e}", v.name)))
+    crypt::volume_cipher(Some(kek), v).map_err(|e| BackupError::Invalid(format!("volume {}'s key: {e}", v.name)))
 }
 
 /// A journal of this volume left by a killed run, if its snapshot is still

@@ -19,6 +19,8 @@
 //! Failure and recovery figures (`recovery`) run a whole cluster of real
 //! processes through chuyi-chaos's harness and chuyi-client.
 //!
+//! Where fio is not installed, `nbd_load` drives an NBD export itself.
+//!
 //! The S3 benchmark (`s3_load`) drives the S3 gateway over real HTTP with
 //! SigV4-signed requests (`s3_client`), and the same objects through
 //! chuyi-client directly (`s3_paths`), on such a cluster.
@@ -34,6 +36,7 @@ pub mod error;
 pub mod latency;
 pub mod load;
 pub mod meta;
+pub mod nbd_load;
 pub mod nbd_serve;
 pub mod pacs_keys;
 pub mod prefill;

@@ -48,6 +48,9 @@ enum Command {
     /// process; PUT, GET, LIST and DELETE load through the gateway and, in
     /// the same run, through chuyi-client directly.
     S3Load(S3LoadArgs),
+    /// Random reads or writes of one block size over NBD at a fixed queue
+    /// depth, one connection per thread (where fio is not installed).
+    NbdLoad(NbdLoadArgs),
     /// Starts a cluster of real processes with a filled volume and serves
     /// it over NBD until SIGINT/SIGTERM (for bench/nbd-vs-nbdkit.sh).
     NbdServe {
@@ -257,6 +260,59 @@ struct NodeLoad {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct NbdLoadArgs {
+    /// The NBD server's `host:port`.
+    #[arg(long, default_value = "127.0.0.1:10899")]
+    addr: String,
+    #[arg(long, default_value = "bench")]
+    export: String,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests outstanding on each connection.
+    #[arg(long, default_value_t = 32)]
+    depth: usize,
+    #[arg(long, default_value = "4KiB")]
+    block: ByteSize,
+    /// Offsets within the first SPAN bytes of the export (all of it by
+    /// default).
+    #[arg(long)]
+    span: Option<ByteSize>,
+    #[arg(long)]
+    write: bool,
+    #[arg(long, default_value_t = 3)]
+    warmup_seconds: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Print the result as one JSON object instead of the plain line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn nbd_load(args: NbdLoadArgs) -> anyhow::Result<()> {
+    let load = chuyi_bench::nbd_load::NbdLoad {
+        addr: args.addr,
+        export: args.export,
+        connections: args.connections,
+        depth: args.depth,
+        block_bytes: u32::try_from(args.block.0).context("--block")?,
+        span_bytes: args.span.map_or(0, |s| s.0),
+        write: args.write,
+        warmup: Duration::from_secs(args.warmup_seconds),
+        duration: Duration::from_secs(args.seconds),
+    };
+    let r = chuyi_bench::nbd_load::run(&load)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} x QD{}: {:.0} IOPS, p50 {:.0} us, p99 {:.0} us, others {:.1} us CPU/op",
+            r.connections, r.depth, r.iops, r.latency.p50_us, r.latency.p99_us, r.others_us_per_op
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
         Command::NodeLoad(args) => args,
@@ -272,6 +328,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return runtime.block_on(chuyi_bench::nbd_serve::run(nodes, volume_mib, &listen, node_unix, encrypted));
         }
+        Command::NbdLoad(args) => return nbd_load(args),
         Command::S3Load(args) => {
             // The gateway in this process logs why it failed a request.
             tracing_subscriber::fmt()

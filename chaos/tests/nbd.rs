@@ -611,7 +611,8 @@ async fn a_volumes_iops_cap_holds_fio_to_it_and_changes_online() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (read, _) = tokio::task::spawn_blocking(move || fio_iops(&uri, "randread", "4k", 4)).await.expect("fio");
     println!("no rule: fio randread {read:.0} IOPS");
-    assert!(read > 4000.0, "randread at {read:.0} IOPS with no rule");
+    // Well above both caps; not more (a VM test beside it can take a core).
+    assert!(read > 3000.0, "randread at {read:.0} IOPS with no rule");
 }
 
 /// A process's resident memory now and at its peak, in bytes.

@@ -110,6 +110,24 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
     },
+    /// Serve one volume to a VM as a vhost-user-blk device, until SIGINT or
+    /// SIGTERM (QEMU: -chardev socket,path=PATH -device vhost-user-blk-pci).
+    Vhost {
+        /// The Unix socket the VMM connects to.
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        /// Virtqueues offered, each served by its own thread.
+        #[arg(long, default_value_t = chuyi_vhost::server::QUEUES, value_parser = clap::value_parser!(u16).range(1..=chuyi_vhost::server::MAX_QUEUES as i64))]
+        queues: u16,
+        /// How long the attach lease lasts unless renewed.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+        lease_ttl_secs: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+        /// The volume served.
+        volume: String,
+    },
     /// Serve S3 until SIGINT or SIGTERM.
     S3 {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -275,6 +293,19 @@ fn main() -> anyhow::Result<()> {
                     _ => None,
                 };
                 serve_s3(&cli.cluster, &listen, tls, options).await
+            }
+            Command::Vhost { socket, queues, lease_ttl_secs, metrics_listen, volume } => {
+                let metrics = match metrics_listen {
+                    Some(addr) => Some(serve_metrics(&addr, chuyi_vhost::metrics::register).await?),
+                    None => None,
+                };
+                let options = chuyi_vhost::server::VhostOptions {
+                    queues,
+                    lease_ttl: std::time::Duration::from_secs(lease_ttl_secs),
+                    kek: None,
+                    metrics,
+                };
+                volume::serve_vhost(&cli.cluster, &volume, &socket, options).await
             }
             Command::Nbd {
                 listen,

@@ -15,6 +15,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let member = Member::start(&config, secret).await?;
     // The line tests and scripts wait for: the member is serving.
     tracing::info!(member = config.id, endpoint = %member.endpoint(), "metadata member listening");
+    if let Some(addr) = member.metrics_addr() {
+        tracing::info!(member = config.id, url = %format!("http://{addr}/metrics"), "metadata member metrics");
+    }
     member.serve(shutdown_signal()).await?;
     tracing::info!(member = config.id, "metadata member stopped");
     Ok(())

@@ -25,6 +25,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         // The line tests and scripts wait for: the node is serving.
         tracing::info!(node_id = config.node_id, %endpoint, "storage node listening");
     }
+    if let Some(addr) = node.metrics_addr() {
+        tracing::info!(node_id = config.node_id, url = %format!("http://{addr}/metrics"), "storage node metrics");
+    }
     let links = chuyi_storage_node::heartbeat::start(&mut node, &config, &credential);
     node.serve(shutdown_signal()).await?;
     for task in links {

@@ -22,6 +22,9 @@ use chuyi_metadata::state::{MetaError, Request};
 const NODES: u16 = 3;
 const DEFAULT_VOLUME: &str = "vol0";
 const DEFAULT_VOLUME_BYTES: u64 = 4 << 30;
+/// The volume served to VMs over vhost-user-blk (a VM's disk is attached
+/// to one frontend at a time, so it is not `vol0`, which NBD serves).
+const VM_VOLUME: &str = "vm0";
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -42,8 +45,12 @@ pub struct UpArgs {
     /// AWS_CA_BUNDLE, so awscli and boto3 verify it).
     #[arg(long, default_value = "127.0.0.1:9443")]
     s3_tls: String,
-    /// Prometheus metrics of the gateway and the NBD frontend (this
-    /// process), at http://ADDR/metrics; in up.env as CHUYI_METRICS_URL.
+    /// Prometheus metrics of the gateway and the NBD and vhost frontends
+    /// (this process), at http://ADDR/metrics; in up.env as
+    /// CHUYI_METRICS_URL.
+    /// The metadata member and the storage nodes serve theirs on the next
+    /// ports (free ones where those are taken, or with port 0), in up.env
+    /// as CHUYI_META_METRICS_URL and CHUYI_NODE_METRICS_URLS.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics: String,
     /// Each storage node's ssd disk ("4GiB", "100GiB"): a sparse file,
@@ -93,7 +100,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for id in 1..=NODES {
         issue(&secret, &dir, &format!("node{id}.cred"), Principal::node(id))?;
     }
-    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base, &args.ssd_capacity)?;
+    let metrics_listener =
+        tokio::net::TcpListener::bind(&args.metrics).await.with_context(|| format!("listening on {}", args.metrics))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let metrics_url = format!("http://{metrics_addr}/metrics");
+    // The member's, then each node's.
+    let children_metrics = ports_after(metrics_addr, 1 + NODES, args.metrics.ends_with(":0"))?;
+    let meta_metrics_url = format!("http://{}/metrics", children_metrics[0]);
+    let node_metrics_urls: Vec<String> = children_metrics[1..].iter().map(|a| format!("http://{a}/metrics")).collect();
+    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base, &args.ssd_capacity, &children_metrics)?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for (role, config) in configs {
@@ -123,16 +138,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Err(e) => bail!("creating pool {name}: {e}"),
         }
     }
-    let volume = Request::CreateVolume {
-        name: DEFAULT_VOLUME.into(),
-        pool: "ssd".into(),
-        size_bytes: DEFAULT_VOLUME_BYTES,
-        chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
-        wrapped_key: Vec::new(),
-    };
-    match meta.write(volume).await {
-        Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
-        Err(e) => bail!("creating volume {DEFAULT_VOLUME}: {e}"),
+    for name in [DEFAULT_VOLUME, VM_VOLUME] {
+        let volume = Request::CreateVolume {
+            name: name.into(),
+            pool: "ssd".into(),
+            size_bytes: DEFAULT_VOLUME_BYTES,
+            chunk_size_bytes: chuyi_common::limits::CHUNK_SIZE_MAX_BYTES as u32,
+            wrapped_key: Vec::new(),
+        };
+        match meta.write(volume).await {
+            Ok(_) | Err(MetaError::AlreadyExists { .. }) => {}
+            Err(e) => bail!("creating volume {name}: {e}"),
+        }
     }
     let s3_keys = s3_user(&meta, &dir).await?;
     let s3_listener =
@@ -145,9 +162,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     registry.register_collector(Box::new(chuyi_common::metrics::ProcessCollector));
     let s3_metrics = chuyi_s3::metrics::S3Metrics::register(&mut registry);
     let nbd_metrics = chuyi_nbd::metrics::NbdMetrics::register(&mut registry);
-    let metrics_listener =
-        tokio::net::TcpListener::bind(&args.metrics).await.with_context(|| format!("listening on {}", args.metrics))?;
-    let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr()?);
+    let vhost_metrics = chuyi_vhost::metrics::register(&mut registry);
     tokio::spawn(chuyi_common::metrics::serve(metrics_listener, std::sync::Arc::new(registry)));
     let s3_options = chuyi_s3::server::Options {
         kek: kek.clone(),
@@ -169,6 +184,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let socket = dir.join("nbd.sock");
     let unix = crate::volume::bind_nbd_socket(&socket)?;
     let nbd_unix_uri = format!("nbd+unix:///{DEFAULT_VOLUME}?socket={}", socket.display());
+    let vhost_socket = dir.join(format!("{VM_VOLUME}.vhost.sock"));
     // Exported, so `. up.env` also reaches the commands run after it; PATH
     // gains this binary's directory, so `chuyi ...` works as the README
     // shows it.
@@ -178,9 +194,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
          export CHUYI_META_ADDR={meta_addr}\nexport CHUYI_CONFIG={}\nexport CHUYI_NBD_URI={nbd_uri}\n\
          export CHUYI_NBD_UNIX_URI='{nbd_unix_uri}'\nexport CHUYI_S3_ENDPOINT={s3_endpoint}\n\
          export CHUYI_S3_TLS_ENDPOINT={s3_tls_endpoint}\nexport CHUYI_METRICS_URL={metrics_url}\n\
+         export CHUYI_META_METRICS_URL={meta_metrics_url}\nexport CHUYI_NODE_METRICS_URLS='{}'\n\
+         export CHUYI_VHOST_SOCKET={}\n\
          export AWS_CA_BUNDLE={}\n\
          export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),
+        node_metrics_urls.join(" "),
+        vhost_socket.display(),
         tls_files.cert.display(),
         s3_keys.access_key,
         s3_keys.secret_key,
@@ -195,11 +215,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     )?;
     std::fs::write(dir.join("up.env"), &env)?;
+    write_prometheus(&dir, metrics_addr, &children_metrics)?;
     println!("chuyi is up (data in {})", dir.display());
     println!("  metadata : {meta_addr}");
     println!("  nodes    : 127.0.0.1:{}..{} (ssd and hdd disks each)", args.port_base + 1, args.port_base + NODES);
     println!("  NBD      : {nbd_uri}   (try: qemu-img info {nbd_uri})");
     println!("             {nbd_unix_uri}");
+    println!("  vhost    : {} (volume {VM_VOLUME}, vhost-user-blk; for QEMU:", vhost_socket.display());
+    println!(
+        "             -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\\n             \
+         -chardev socket,id=vm0,path={} -device vhost-user-blk-pci,chardev=vm0)",
+        vhost_socket.display()
+    );
     println!(
         "  S3       : {s3_endpoint}   (try: aws --endpoint-url {s3_endpoint} s3 cp FILE s3://b1/ after s3 mb s3://b1)"
     );
@@ -208,20 +235,57 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "             user {}, access key {}, secret key {}",
         s3_keys.name, s3_keys.access_key, s3_keys.secret_key
     );
-    println!("  metrics  : {metrics_url} (Prometheus, of the S3 gateway and the NBD frontend)");
+    println!("  metrics  : {metrics_url} (Prometheus, of the S3 gateway and the NBD and vhost frontends)");
+    println!("             {meta_metrics_url} (the metadata member)");
+    println!("             {} (the storage nodes)", node_metrics_urls.join(" "));
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
+    println!("  alerts   : {} (rules and scrape jobs for Prometheus)", dir.join("prometheus.yml").display());
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
     println!("             kept beside the data for this local cluster only)");
     println!("Ctrl-C stops everything; running again reuses the data.");
     let holder = format!("{}:{}", frontend.principal().name, std::process::id());
     crate::volume::spawn_chores(&cluster, kek.as_ref(), &holder);
+    let vhost_options =
+        chuyi_vhost::server::VhostOptions { kek: kek.clone(), metrics: Some(vhost_metrics), ..Default::default() };
+    let (stop_vhost, stopped) = tokio::sync::watch::channel(false);
+    let vhost = tokio::spawn(serve_vm_volume(cluster.clone(), holder.clone(), vhost_socket, vhost_options, stopped));
     let options = chuyi_nbd::server::NbdOptions { kek, metrics: Some(nbd_metrics), ..Default::default() };
     let server = chuyi_nbd::server::NbdServer::with_options(cluster, holder, options);
     let served = crate::volume::serve_until_signal(server, listener, Some((unix, &socket))).await;
+    // The VM volume's lease is given back, so the next `chuyi up` can
+    // serve it at once.
+    let _ = stop_vhost.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), vhost).await;
     drop(children);
     served?;
     println!("chuyi stopped");
     Ok(())
+}
+
+/// Serves `vm0` over vhost-user-blk until `stop` turns true; tried again
+/// every few seconds while it cannot be (its lease still held by a
+/// `chuyi up` that was killed runs out by itself).
+async fn serve_vm_volume(
+    cluster: std::sync::Arc<Cluster>,
+    holder: String,
+    socket: PathBuf,
+    options: chuyi_vhost::server::VhostOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let stopped = {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        let served = chuyi_vhost::server::serve(cluster.clone(), VM_VOLUME, &holder, &socket, options.clone(), stopped);
+        match served.await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "serving {VM_VOLUME} over vhost-user-blk; trying again in 5 s"),
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stop.wait_for(|s| *s)).await;
+    }
 }
 
 /// Writes the member's and nodes' configs (each run, so the ports follow
@@ -232,15 +296,17 @@ fn write_configs(
     meta_addr: &str,
     port_base: u16,
     ssd_capacity: &str,
+    metrics: &[std::net::SocketAddr],
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
     let meta_config = dir.join("meta1.toml");
     std::fs::write(
         &meta_config,
         format!(
-            "id = 1\nlisten = \"{meta_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\n\
-             [[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
+            "id = 1\nlisten = \"{meta_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
+             metrics_listen = \"{}\"\n\n[[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
             dir.join("meta1").display(),
-            secret_file.display()
+            secret_file.display(),
+            metrics[0]
         ),
     )?;
     let mut configs = vec![("meta", meta_config)];
@@ -254,12 +320,14 @@ fn write_configs(
             &config,
             format!(
                 "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncredential_file = \"{}\"\n\
-                 meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\naccept_missing_fences = true\n\n\
+                 meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\naccept_missing_fences = true\n\
+                 metrics_listen = \"{}\"\n\n\
                  [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{ssd_capacity}\"\n\n\
                  [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"8GiB\"\n",
                 port_base + id,
                 dir.join(format!("node{id}.sock")).display(),
                 dir.join(format!("node{id}.cred")).display(),
+                metrics[usize::from(id)],
                 node_dir.join("ssd0").display(),
                 node_dir.join("hdd0").display()
             ),
@@ -267,6 +335,56 @@ fn write_configs(
         configs.push(("node", config));
     }
     Ok(configs)
+}
+
+/// The repository's alert rules (ops/prometheus), built into the binary.
+const ALERT_RULES: &str = include_str!("../../ops/prometheus/chuyi-alerts.yml");
+
+/// Writes `prometheus.yml` (scraping this process, the member and the
+/// nodes as jobs chuyi-frontend, chuyi-meta and chuyi-node) and the alert
+/// rules it loads into `dir`: `prometheus --config.file=DIR/prometheus.yml`
+/// watches this cluster.
+fn write_prometheus(
+    dir: &Path,
+    frontend: std::net::SocketAddr,
+    children: &[std::net::SocketAddr],
+) -> anyhow::Result<()> {
+    let targets =
+        |addrs: &[std::net::SocketAddr]| addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let config = format!(
+        "# Written by `chuyi up` on each start: this cluster's processes and alert rules.\n\
+         global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n\
+         rule_files:\n  - chuyi-alerts.yml\n\
+         scrape_configs:\n\
+         \x20 - job_name: chuyi-frontend\n    static_configs:\n      - targets: [{}]\n\
+         \x20 - job_name: chuyi-meta\n    static_configs:\n      - targets: [{}]\n\
+         \x20 - job_name: chuyi-node\n    static_configs:\n      - targets: [{}]\n",
+        targets(&[frontend]),
+        targets(&children[..1]),
+        targets(&children[1..]),
+    );
+    std::fs::write(dir.join("prometheus.yml"), config)?;
+    std::fs::write(dir.join("chuyi-alerts.yml"), ALERT_RULES)?;
+    Ok(())
+}
+
+/// `count` addresses for the children's metrics: the ports after `first`'s
+/// where they are free (so they stay the same from run to run), else, or
+/// when `any` (the caller asked for port 0), ports the kernel picks. A
+/// port is known free here and bound by the child a moment later; a
+/// process taking it between is told by the child's failure to start.
+fn ports_after(first: std::net::SocketAddr, count: u16, any: bool) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let bind = |port: u16| std::net::TcpListener::bind((first.ip(), port));
+    // Held until all are chosen, so the kernel hands out no port twice.
+    let mut held = Vec::new();
+    for i in 1..=count {
+        let next = first.port().checked_add(i).filter(|_| !any).map(bind).and_then(Result::ok);
+        held.push(match next {
+            Some(listener) => listener,
+            None => bind(0).context("a free port for metrics")?,
+        });
+    }
+    held.iter().map(|l| l.local_addr().context("a metrics port")).collect()
 }
 
 /// Writes `principal`'s credential to `dir/file` (readable by its owner

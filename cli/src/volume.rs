@@ -302,6 +302,26 @@ pub async fn serve_nbd(
     serve_until_signal(server, listener, unix).await
 }
 
+/// Serves `volume` on the vhost-user socket `socket` until SIGINT or
+/// SIGTERM (the lease is given back then) or until its lease is lost.
+pub async fn serve_vhost(
+    args: &ClusterArgs,
+    volume: &str,
+    socket: &Path,
+    options: chuyi_vhost::server::VhostOptions,
+) -> anyhow::Result<()> {
+    let credential = args.frontend("vhost")?;
+    let cluster = Cluster::connect(args.members()?, &credential, ClientConfig::default()).await?;
+    let holder = format!("{}:{}", credential.principal().name, std::process::id());
+    let kek = args.kek()?;
+    spawn_chores(&cluster, kek.as_ref(), &holder);
+    let options = chuyi_vhost::server::VhostOptions { kek, ..options };
+    let stop = crate::node::shutdown_signal();
+    chuyi_vhost::server::serve(cluster, volume, &holder, socket, options, stop)
+        .await
+        .with_context(|| format!("serving volume {volume:?} at {}", socket.display()))
+}
+
 /// What every volume frontend does beside serving: empty the recycle bin
 /// of what is due, take the scheduled snapshots and, with the KEK, run the
 /// scheduled backups.

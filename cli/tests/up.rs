@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port base whose ports (`chuyi up` uses base+1..=base+3 and base+101;
-/// the test puts NBD on base+150, S3 on base+151 and S3 over TLS on
-/// base+152) are free now. Taken below the ephemeral
+/// the test puts NBD on base+150, S3 on base+151, S3 over TLS on
+/// base+152, metrics on base+153 and up its children's on the four after)
+/// are free now. Taken below the ephemeral
 /// range (32768 and up on Linux), so no client connection of another test
 /// can be holding one of them a moment later.
 fn free_port_base() -> u16 {
@@ -18,7 +19,7 @@ fn free_port_base() -> u16 {
     let start = 20_000 + (std::process::id() % 50) as u16 * 211;
     (0..50)
         .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
-        .find(|&base| [1, 2, 3, 101, 150, 151, 152, 153].iter().all(|&p| free(base + p)))
+        .find(|&base| [1, 2, 3, 101, 150, 151, 152, 153, 154, 155, 156, 157].iter().all(|&p| free(base + p)))
         .expect("no free port base")
 }
 
@@ -112,6 +113,19 @@ fn up_serves_a_volume_stops_cleanly_and_restarts_on_its_data() {
     assert!(unix_uri.starts_with("nbd+unix:///vol0?socket="), "{unix_uri}");
     let (ok, out) = qemu_io(unix_uri, "read -P 0x6b 1M 64k");
     assert!(ok && !out.contains("Pattern verification failed"), "over the Unix socket: {out}");
+    // Volume vm0 is served over vhost-user-blk, attached under its lease
+    // (a VM boots on it in chaos/tests/vhost.rs).
+    let vhost = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export CHUYI_VHOST_SOCKET="))
+        .unwrap_or_else(|| panic!("no CHUYI_VHOST_SOCKET in {env}"));
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(vhost).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "nothing serves {vhost}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, out) = with_env(&env, "chuyi volume info vm0");
+    assert!(ok && out.contains("attached by chuyi-up:"), "vm0 is attached to the vhost frontend: {out}");
     // S3 with what up.env says, as a user would after `. up.env`.
     let (ok, out) = with_env(
         &env,
@@ -190,4 +204,172 @@ fn with_env(env: &str, script: &str) -> (bool, String) {
         .output()
         .expect("bash");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Every sample of every process's `/metrics` (the frontends', the
+/// member's and the nodes', at the URLs up.env names), read with
+/// Prometheus's own Python parser, which fails on anything malformed.
+#[derive(Debug)]
+struct Sample {
+    /// `frontend`, `meta` or `node<N>` (N from 1, in up.env's order).
+    process: String,
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+impl Sample {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+const SCRAPE_ALL: &str = "
+import os, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+urls = [(\"frontend\", os.environ[\"CHUYI_METRICS_URL\"]), (\"meta\", os.environ[\"CHUYI_META_METRICS_URL\"])]
+urls += [(f\"node{i + 1}\", u) for i, u in enumerate(os.environ[\"CHUYI_NODE_METRICS_URLS\"].split())]
+for process, url in urls:
+    try:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    except OSError:
+        continue
+    for family in text_string_to_metric_families(text):
+        print(process, \"family\", family.name, \"\", 0, sep=\"\\t\")
+        for s in family.samples:
+            labels = \",\".join(f\"{k}={v}\" for k, v in sorted(s.labels.items()))
+            print(process, \"sample\", s.name, labels, s.value, sep=\"\\t\")
+";
+
+/// The samples (and, as samples named `family:<name>`, the family names)
+/// of every process that answers.
+fn scrape_all(env: &str) -> Vec<Sample> {
+    let (ok, out) = with_env(env, &format!("python3 -c '{SCRAPE_ALL}'"));
+    assert!(ok, "a /metrics endpoint that Prometheus's parser refuses:\n{out}");
+    out.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [process, kind, name, labels, value] = f[..] else { return None };
+            let labels = labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let name = if kind == "family" { format!("family:{name}") } else { name.to_string() };
+            Some(Sample { process: process.into(), name, labels, value: value.parse().ok()? })
+        })
+        .collect()
+}
+
+fn sum(samples: &[Sample], process_prefix: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.process.starts_with(process_prefix) && s.name == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+/// The names of the metrics a PromQL file uses (`chuyi_...` words, not
+/// prefixes such as `chuyi_nbd_*` in comments).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("chuyi_") {
+        let word: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        rest = &rest[at + word.len()..];
+        if !word.ends_with('_') {
+            names.insert(word);
+        }
+    }
+    names
+}
+
+/// Metrics on every process of `chuyi up`, as Prometheus would scrape
+/// them: the alert rules pass their unit tests and the prometheus.yml up
+/// writes passes promtool; every endpoint parses; a write moves the nodes'
+/// disk and forward counters; the member reports the cluster; every metric
+/// the rules and the dashboard name is served; and a storage node killed
+/// with SIGKILL shows as down while the others backfill.
+#[test]
+fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_shows() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = repo.join("ops/prometheus");
+    let promtool = |args: &[&str], dir: &Path| {
+        let out =
+            Command::new("promtool").args(args).current_dir(dir).output().expect("promtool (make deps installs it)");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = promtool(&["test", "rules", "chuyi-alerts.test.yml"], &rules);
+    assert!(ok, "the alert rules' unit tests: {out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port_base = free_port_base();
+    let mut up = start(dir.path(), port_base, port_base + 150);
+    let uri = wait_up(dir.path(), &mut up);
+    let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
+    let (ok, out) = promtool(&["check", "config", "prometheus.yml"], dir.path());
+    assert!(ok, "the prometheus.yml chuyi up wrote: {out}");
+    let shipped = std::fs::read_to_string(rules.join("chuyi-alerts.yml")).expect("rules");
+    let written = std::fs::read_to_string(dir.path().join("chuyi-alerts.yml")).expect("rules up wrote");
+    assert_eq!(shipped, written, "up writes the repository's rules, unchanged");
+
+    let before = scrape_all(&env);
+    for process in ["frontend", "meta", "node1", "node2", "node3"] {
+        assert!(before.iter().any(|s| s.process == process), "{process} serves /metrics: {before:?}");
+    }
+    let (ok, out) = qemu_io(&uri, "write -P 0x5a 0 4M");
+    assert!(ok && !out.contains("error"), "{out}");
+    let after = scrape_all(&env);
+    let written = |s: &[Sample]| sum(s, "node", "chuyi_node_disk_io_bytes_total", &[("op", "write")]);
+    assert!(written(&after) - written(&before) >= 8.0 * 1048576.0, "4 MiB on two replicas reach the disks");
+    let forwards = |s: &[Sample]| sum(s, "node", "chuyi_node_forwards_total", &[]);
+    assert!(forwards(&after) > forwards(&before), "the primaries forwarded the write");
+    assert!(sum(&after, "node", "chuyi_node_disk_io_duration_seconds_count", &[("op", "write")]) > 0.0);
+    assert_eq!(sum(&after, "meta", "chuyi_meta_raft_is_leader", &[]), 1.0, "the only member leads");
+    assert_eq!(sum(&after, "meta", "chuyi_meta_node_up", &[]), 3.0, "three nodes up");
+    assert_eq!(sum(&after, "meta", "chuyi_meta_pgs", &[("state", "clean")]), 128.0, "two pools of 64 PGs, clean");
+    assert!(sum(&after, "meta", "chuyi_meta_proposed_commands_total", &[]) >= 1.0);
+
+    let served: std::collections::BTreeSet<&str> =
+        after.iter().map(|s| s.name.strip_prefix("family:").unwrap_or(&s.name)).collect();
+    let dashboard = std::fs::read_to_string(repo.join("ops/grafana/chuyi-dashboard.json")).expect("dashboard");
+    for name in metric_names(&shipped).into_iter().chain(metric_names(&dashboard)) {
+        // A family with no sample yet (no S3 request made) is served by
+        // its name alone, without the suffixes its samples would carry.
+        let family = ["_total", "_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s));
+        let known = served.contains(name.as_str()) || family.is_some_and(|f| served.contains(f));
+        assert!(known, "{name}, which the rules or the dashboard use, is served");
+    }
+
+    // A node killed: the member marks it down and the map moves on; the
+    // others backfill the PGs it held.
+    let epoch = sum(&after, "meta", "chuyi_meta_map_epoch", &[]);
+    let config = dir.path().join("node3.toml");
+    let killed =
+        Command::new("pkill").args(["-KILL", "-f"]).arg(format!("node --config {}", config.display())).status();
+    assert!(killed.expect("pkill").success(), "node 3 found and killed");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = scrape_all(&env);
+        let down = sum(&now, "meta", "chuyi_meta_node_up", &[("node", "3")]) == 0.0
+            && now
+                .iter()
+                .any(|s| s.process == "meta" && s.name == "chuyi_meta_node_up" && s.label("node") == Some("3"));
+        let moved = sum(&now, "meta", "chuyi_meta_map_epoch", &[]) > epoch;
+        let backfilled = sum(&now, "node", "chuyi_node_backfills_total", &[]) > 0.0;
+        let gone = !now.iter().any(|s| s.process == "node3");
+        if down && moved && backfilled && gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 down {down}, epoch moved {moved}, backfills {backfilled}, its endpoint gone {gone}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop(up);
 }

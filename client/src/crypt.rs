@@ -12,12 +12,38 @@
 use bytes::{Bytes, BytesMut};
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 use chuyi_common::sm4::Sm4Xts;
+use chuyi_common::sm4::{open_volume_key, Kek, KeyError};
+use chuyi_meta_api::model::{Volume, VolumeState};
 
 const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 
 static ZERO_BLOCK: [u8; BLOCK_SIZE_BYTES] = [0; BLOCK_SIZE_BYTES];
 
 pub const UNALIGNED: &str = "encrypted volumes take requests of whole, aligned 4 KiB blocks";
+
+/// Why a volume's cipher could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CipherError {
+    /// The volume is being deleted and its key is gone: it must not be
+    /// served, not even as the zeros its blocks would read as.
+    #[error("volume {0:?}'s key was destroyed: it is being deleted")]
+    KeyDestroyed(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The cipher of `volume` if it is encrypted (its wrapped key opened
+/// with `kek`), `None` if it is not: what every frontend and backup
+/// asks before touching a volume's blocks.
+pub fn volume_cipher(kek: Option<&Kek>, volume: &Volume) -> Result<Option<Sm4Xts>, CipherError> {
+    if volume.state == VolumeState::KeyDestroyed {
+        return Err(CipherError::KeyDestroyed(volume.name.clone()));
+    }
+    if volume.wrapped_key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(open_volume_key(kek, &volume.name, &volume.wrapped_key)?))
+}
 
 /// Whether a request covers whole 4 KiB blocks.
 pub fn aligned(offset: u64, length: u32) -> bool {

@@ -15,18 +15,23 @@
 //! The recycle bin is emptied through [`trash`]: a purge frees every chunk
 //! of a deleted volume under a fence, and frontends purge what is due.
 //!
+//! Block frontends count their per-volume operations for Prometheus
+//! through [`metrics`].
+//!
 //! Frontends enforce QoS rules through [`qos`]: a limiter per rule, run
 //! at the share of its rate the metadata leader gives this frontend.
 //!
 //! A volume's writer fences its requests ([`fence`]): each mutation carries
 //! the token of its attach lease, and none is sent once the lease may be
-//! gone.
+//! gone. Frontends take that lease and keep it through [`attach`].
 
+pub mod attach;
 pub mod cluster;
 pub mod crypt;
 pub mod error;
 pub mod fence;
 pub mod lease;
+pub mod metrics;
 pub mod qos;
 pub mod snapshot;
 pub mod trash;

@@ -28,3 +28,4 @@ pub mod seal;
 pub mod secret;
 pub mod size;
 pub mod sm4;
+pub mod unix_socket;

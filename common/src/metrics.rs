@@ -7,15 +7,20 @@
 //! The server is a few lines of HTTP/1.1 on tokio, not a web framework:
 //! one request per connection, a request head of at most 8 KiB read within
 //! 5 s, `/metrics` answered, anything else 404.
+//!
+//! [`LatencyHistogram`] is for the hottest paths (every disk I/O): atomics
+//! only, where prometheus-client's histogram takes a lock per observation.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use prometheus_client;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,6 +98,66 @@ fn route(head: &[u8]) -> Option<()> {
     (method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?"))).then_some(())
 }
 
+/// The upper bound of a [`LatencyHistogram`]'s first bucket: 10 µs.
+const LATENCY_FIRST_BOUND_NS: u64 = 10_000;
+/// Buckets doubling from 10 µs to about 5.2 s, then +Inf.
+const LATENCY_BUCKETS: usize = 20;
+
+/// A latency histogram in seconds, updated with two relaxed atomic adds
+/// per observation: buckets doubling from 10 µs to 5.2 s. Its count (the
+/// sum of its buckets) is the number of operations, so a rate of it is
+/// IOPS.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative), the last one +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[latency_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Operations observed.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// (upper bound in seconds, count in that bucket alone), the last
+    /// bound `f64::MAX`, which the encoder writes as `+Inf`.
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        let bound = |i: usize| match i {
+            LATENCY_BUCKETS => f64::MAX,
+            _ => (LATENCY_FIRST_BOUND_NS << i) as f64 / 1e9,
+        };
+        self.buckets.iter().enumerate().map(|(i, b)| (bound(i), b.load(Ordering::Relaxed))).collect()
+    }
+}
+
+/// The bucket of an observation of `ns`: the first whose bound is at
+/// least `ns` (bounds 10 µs × 2^i), past the last one +Inf.
+fn latency_bucket(ns: u64) -> usize {
+    // For ns in (B·2^(i-1), B·2^i], (ns-1)/B has exactly i significant bits.
+    let q = ns.saturating_sub(1) / LATENCY_FIRST_BOUND_NS;
+    ((u64::BITS - q.leading_zeros()) as usize).min(LATENCY_BUCKETS)
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets = self.buckets();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// The process's CPU seconds, resident memory and open files, from
 /// `/proc/self`, under Prometheus's standard `process_` names.
 #[derive(Debug, Default)]
@@ -158,6 +223,33 @@ mod tests {
         for other in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"POST /metrics HTTP/1.1\r\n\r\n", b"", b"\xff\xfe", b"GET"] {
             assert_eq!(route(other), None, "{other:?}");
         }
+    }
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_whose_bound_holds_them() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(10_000), 0, "the bound itself is in its bucket");
+        assert_eq!(latency_bucket(10_001), 1);
+        assert_eq!(latency_bucket(20_000), 1);
+        assert_eq!(latency_bucket(20_001), 2);
+        assert_eq!(latency_bucket(LATENCY_FIRST_BOUND_NS << 19), 19);
+        assert_eq!(latency_bucket((LATENCY_FIRST_BOUND_NS << 19) + 1), LATENCY_BUCKETS, "past 5.2 s: +Inf");
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS);
+        let h = LatencyHistogram::default();
+        for us in [5, 15, 15, 7_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        assert_eq!(h.count(), 4);
+        let b = h.buckets();
+        assert_eq!((b[0].1, b[1].1, b[LATENCY_BUCKETS].1), (1, 2, 1));
+        assert_eq!(b[LATENCY_BUCKETS].0, f64::MAX);
+        let mut registry = Registry::default();
+        registry.register("chuyi_test_io_duration_seconds", "Test", h);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("# TYPE chuyi_test_io_duration_seconds histogram"), "{text}");
+        assert!(text.contains("chuyi_test_io_duration_seconds_bucket{le=\"+Inf\"} 4"), "cumulative: {text}");
+        assert!(text.contains("chuyi_test_io_duration_seconds_count 4"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! data_dir = "/var/lib/chuyi/meta1"
 //! cluster_secret_file = "/etc/chuyi/secret"   # else $CHUYI_CLUSTER_SECRET
 //! heartbeat_timeout_ms = 5000                 # a storage node silent this long is down
+//! metrics_listen = "127.0.0.1:9102"           # Prometheus /metrics (raft/metrics.rs); none: off
 //!
 //! # The founding members, the same list in every founder's file. A member
 //! # whose id is not listed starts empty and waits to be added
@@ -38,6 +39,9 @@ pub struct MetaConfig {
     pub snapshot_logs: u64,
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
+    /// Where `GET /metrics` is served (Prometheus text); none: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberEntry>,
 }

@@ -11,17 +11,17 @@
 //! The export name is the volume name. A volume is attached under its
 //! metadata lease, renewed while any connection uses it; a frontend that
 //! cannot keep the lease stops sending I/O before another may take the
-//! volume ([`lease`]). It reaches storage only through chuyi-client.
+//! volume (chuyi-client's [`lease`], shared with the vhost-user frontend). It reaches storage only through chuyi-client.
 //!
 //! Encrypted volumes are enciphered here, before data leaves the frontend
 //! (chuyi-client's [`crypt`]: SM4-XTS per 4 KiB block, shared with backups;
 //! the key opened with the master key the frontend was started with).
 
+pub use chuyi_client::attach as lease;
 pub use chuyi_client::crypt;
 #[cfg(test)]
 mod fuzz;
 pub mod handshake;
-pub mod lease;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -6,79 +6,30 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
+use chuyi_client::metrics::{VolumeOpMetrics, VolumeSeries};
 use chuyi_client::qos::Qos;
 use chuyi_common::metrics::prometheus_client;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
-use crate::proto::{CMD_BLOCK_STATUS, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES};
+use crate::proto::{CMD_BLOCK_STATUS, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES};
 use crate::server::NbdServer;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VolumeOp {
-    volume: String,
-    op: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Op {
-    op: &'static str,
-}
-
-/// The NBD command's name in labels.
-pub fn op_name(kind: u16) -> &'static str {
-    match kind {
-        CMD_READ => "read",
-        CMD_WRITE => "write",
-        CMD_FLUSH => "flush",
-        CMD_TRIM => "trim",
-        CMD_WRITE_ZEROES => "write_zeroes",
-        CMD_BLOCK_STATUS => "block_status",
-        CMD_DISC => "disconnect",
-        _ => "other",
-    }
-}
 
 /// The frontend's metrics, registered once per process.
 #[derive(Debug)]
 pub struct NbdMetrics {
-    operations: Family<VolumeOp, Counter>,
-    bytes: Family<VolumeOp, Counter>,
-    errors: Family<VolumeOp, Counter>,
-    latency: Family<Op, Histogram, fn() -> Histogram>,
+    ops: Arc<VolumeOpMetrics>,
     /// Set when the server starts (the collector reads them live).
     pub(crate) server: OnceLock<Weak<NbdServer>>,
     pub(crate) qos: OnceLock<Arc<Qos>>,
 }
 
-fn latency_histogram() -> Histogram {
-    // 10 µs to about 5 s.
-    Histogram::new(exponential_buckets(0.00001, 2.0, 20))
-}
-
 impl NbdMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
-        let metrics = Arc::new(Self {
-            operations: Family::default(),
-            bytes: Family::default(),
-            errors: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
-            server: OnceLock::new(),
-            qos: OnceLock::new(),
-        });
         let nbd = registry.sub_registry_with_prefix("chuyi_nbd");
-        nbd.register("operations", "NBD commands served, by volume and command", metrics.operations.clone());
-        nbd.register("bytes", "Bytes read or written, by volume and command", metrics.bytes.clone());
-        nbd.register("errors", "NBD commands answered with an error, by volume and command", metrics.errors.clone());
-        nbd.register(
-            "operation_duration_seconds",
-            "Time from a command's request to its reply, by command",
-            metrics.latency.clone(),
-        );
+        let ops = VolumeOpMetrics::register(nbd, "NBD commands");
+        let metrics = Arc::new(Self { ops, server: OnceLock::new(), qos: OnceLock::new() });
         registry.register_collector(Box::new(Live(metrics.clone())));
         metrics
     }
@@ -87,47 +38,24 @@ impl NbdMetrics {
     /// looked up (its labels built) the first time it is touched, and from
     /// then on a command touches atomics only.
     pub fn volume(self: &Arc<Self>, volume: &str) -> VolumeMetrics {
-        VolumeMetrics { metrics: self.clone(), volume: volume.to_string(), ops: Default::default() }
+        VolumeMetrics(self.ops.volume(volume, &OP_NAMES))
     }
 }
 
-/// The commands counted apart, by [`op_name`]; the rest are "other".
+/// The commands counted apart; the rest are "other".
 const OPS: [u16; 6] = [CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_WRITE_ZEROES, CMD_BLOCK_STATUS];
-
-/// One volume's series of one command, made on first use.
-#[derive(Debug, Default)]
-struct OpSeries {
-    operations: OnceLock<Counter>,
-    bytes: OnceLock<Counter>,
-    errors: OnceLock<Counter>,
-    latency: OnceLock<Histogram>,
-}
+const OP_NAMES: [&str; 6] = ["read", "write", "flush", "trim", "write_zeroes", "block_status"];
 
 /// One volume's counters, as a connection serving it holds them.
 #[derive(Debug)]
-pub struct VolumeMetrics {
-    metrics: Arc<NbdMetrics>,
-    volume: String,
-    /// By the command's place in [`OPS`], then "other".
-    ops: [OpSeries; 7],
-}
+pub struct VolumeMetrics(VolumeSeries);
 
 impl VolumeMetrics {
     /// A command of `kind` of `bytes`, answered after `seconds`.
     pub fn served(&self, kind: u16, bytes: u64, ok: bool, seconds: f64) {
         let slot = OPS.iter().position(|&k| k == kind).unwrap_or(OPS.len());
-        let series = &self.ops[slot];
-        let m = &self.metrics;
-        let labels = || VolumeOp { volume: self.volume.clone(), op: op_name(kind) };
-        series.operations.get_or_init(|| m.operations.get_or_create(&labels()).clone()).inc();
-        if matches!(kind, CMD_READ | CMD_WRITE) {
-            series.bytes.get_or_init(|| m.bytes.get_or_create(&labels()).clone()).inc_by(bytes);
-        }
-        if !ok {
-            series.errors.get_or_init(|| m.errors.get_or_create(&labels()).clone()).inc();
-        }
-        let latency = series.latency.get_or_init(|| m.latency.get_or_create(&Op { op: op_name(kind) }).clone());
-        latency.observe(seconds);
+        let moved = if matches!(kind, CMD_READ | CMD_WRITE) { bytes } else { 0 };
+        self.0.served(slot, moved, ok, seconds);
     }
 }
 

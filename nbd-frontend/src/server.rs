@@ -7,17 +7,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chuyi_common::clock;
-
+use chuyi_client::crypt::volume_cipher;
 use chuyi_client::{Cluster, VolumeIo};
-use chuyi_common::sm4::{open_volume_key, Kek, Sm4Xts};
-use chuyi_meta_api::model::VolumeState;
-use chuyi_meta_api::{order, MetaError, Request};
+use chuyi_common::sm4::{Kek, Sm4Xts};
+use chuyi_meta_api::MetaError;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::task::AbortHandle;
 
-use crate::lease::{self, Fence};
+use crate::lease::{self, AttachError, Fence, Lease};
 use crate::proto::*;
 use crate::transmission::{transmission, Session, Shared};
 
@@ -111,12 +108,11 @@ impl Served {
 struct Attachment {
     served: Served,
     connections: usize,
-    lease_id: u64,
+    lease: Lease,
     /// Tells this attachment from a later one of the same volume (after a
     /// lost lease), so a closing connection of the old one never counts
     /// down the new one.
     generation: u64,
-    renew: AbortHandle,
 }
 
 /// One connection's hold on an attachment; dropping it detaches, however
@@ -220,34 +216,12 @@ impl NbdServer {
         }
     }
 
-    /// Binds a Unix socket at `path`, readable and writable by its owner
-    /// and group only (NBD has no authentication of its own). A socket left
-    /// there by an earlier run is replaced; a live one (another frontend
-    /// still serves it) or anything that is not a socket is an error.
+    /// Binds a Unix socket at `path` for [`Self::serve_unix`]: see
+    /// [`chuyi_common::unix_socket::bind`] (mode 0660, stale replaced).
     pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::AddrInUse,
-                        format!("{} is served by another process", path.display()),
-                    ));
-                }
-                std::fs::remove_file(path)?;
-            }
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        Ok(listener)
+        let listener = chuyi_common::unix_socket::bind(path)?;
+        listener.set_nonblocking(true)?;
+        UnixListener::from_std(listener)
     }
 
     fn spawn_connection<R, W>(self: Arc<Self>, r: R, w: W, peer: String)
@@ -307,44 +281,21 @@ impl NbdServer {
             Err(e) => return Err((REP_ERR_UNKNOWN, e.to_string())),
         };
         let crypt = self.volume_key(&vol)?;
-        let ttl = self.options.lease_ttl;
-        let acquire =
-            order::AcquireLease { volume: name.into(), holder: self.holder.clone(), ttl_ms: ttl.as_millis() as u64 };
-        let sent = clock::now();
-        let lease = match self.cluster.meta().order(acquire).await {
+        let lease = match lease::attach(&self.cluster, vol, &self.holder, self.options.lease_ttl).await {
             Ok(lease) => lease,
-            Err(e) => return Err((attach_refused(&e), e.to_string())),
+            Err(AttachError::Refused(e)) => return Err((attach_refused(&e), e.to_string())),
+            Err(e @ AttachError::Fence(_)) => {
+                tracing::error!(volume = name, error = %e, "not attached");
+                return Err((REP_ERR_SHUTDOWN, e.to_string()));
+            }
         };
-        let fence = Fence::new(sent, ttl);
-        let vol = vol.fenced(lease.id, fence.clone());
-        // Every node learns this writer's token before its first request,
-        // so none takes a request of an older frontend still holding some.
-        if let Err(e) = vol.attach_fence().await {
-            tracing::error!(volume = name, error = %e, "could not fence the volume's older writers; not attached");
-            self.release(name, lease.id);
-            return Err((REP_ERR_SHUTDOWN, e.to_string()));
-        }
-        let renew = tokio::spawn(lease::renew(
-            self.cluster.clone(),
-            name.to_string(),
-            self.holder.clone(),
-            lease.id,
-            ttl,
-            fence.clone(),
-        ));
-        let served = Served { vol, fence, crypt };
+        let served = Served { vol: lease.vol.clone(), fence: lease.fence.clone(), crypt };
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let attachment = Attachment {
-            served: served.clone(),
-            connections: 1,
-            lease_id: lease.id,
-            generation,
-            renew: renew.abort_handle(),
-        };
+        let attachment = Attachment { served: served.clone(), connections: 1, lease, generation };
         // An entry still here has lost its lease (else `join` took it): its
         // connections are closing, and detach by generation leaves this one be.
         if let Some(stale) = self.lock().insert(name.to_string(), attachment) {
-            stale.renew.abort();
+            stale.lease.abandon();
         }
         Ok(Attached { server: self.clone(), name: name.to_string(), generation, served })
     }
@@ -398,20 +349,10 @@ impl NbdServer {
 
     /// The key of an encrypted volume, opened with this frontend's KEK.
     fn volume_key(&self, vol: &VolumeIo) -> Result<Option<Arc<Sm4Xts>>, (u32, String)> {
-        let volume = vol.volume();
-        if volume.state == VolumeState::KeyDestroyed {
-            return Err((REP_ERR_POLICY, format!("volume {:?}'s key was destroyed: it is being deleted", volume.name)));
-        }
-        if volume.wrapped_key.is_empty() {
-            return Ok(None);
-        }
-        match open_volume_key(self.options.kek.as_ref(), &volume.name, &volume.wrapped_key) {
-            Ok(xts) => Ok(Some(Arc::new(xts))),
-            Err(e) => {
-                tracing::error!(volume = volume.name, error = %e, "refusing an encrypted volume");
-                Err((REP_ERR_POLICY, e.to_string()))
-            }
-        }
+        volume_cipher(self.options.kek.as_ref(), vol.volume()).map(|c| c.map(Arc::new)).map_err(|e| {
+            tracing::error!(volume = vol.volume().name, error = %e, "refusing an encrypted volume");
+            (REP_ERR_POLICY, e.to_string())
+        })
     }
 
     /// One connection of attachment `generation` of `name` is done; the
@@ -424,19 +365,7 @@ impl NbdServer {
             return;
         }
         let Some(a) = attached.remove(name) else { return };
-        a.renew.abort();
-        self.release(name, a.lease_id);
-    }
-
-    /// Releases lease `lease_id` of `name` in the background.
-    fn release(&self, name: &str, lease_id: u64) {
-        let release = Request::ReleaseLease { volume: name.into(), holder: self.holder.clone(), lease_id };
-        let (cluster, name) = (self.cluster.clone(), name.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = cluster.meta().write(release).await {
-                tracing::warn!(volume = name, error = %e, "releasing the attach lease failed; it expires by itself");
-            }
-        });
+        drop(a.lease.release(&self.cluster, &self.holder));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attachment>> {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use chuyi_client::qos::{self, Limiter, Qos};
+use chuyi_client::qos::{pace_volume, Qos, VolumeLimiter};
 use chuyi_client::{ClientError, VolumeExtent};
 use chuyi_common::proto::chunk::ChunkErrorKind;
-use chuyi_meta_api::qos::VOLUME_OP_BYTES;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -63,38 +62,6 @@ pub(crate) struct Shared {
     pub metrics: Option<Arc<NbdMetrics>>,
 }
 
-/// What a request costs in its volume's QoS: 4 KiB operations (at least
-/// one) and bytes, read or written.
-#[derive(Clone, Copy, Debug)]
-struct Cost {
-    read: bool,
-    bytes: u64,
-}
-
-impl Cost {
-    fn ops(self) -> f64 {
-        self.bytes.div_ceil(VOLUME_OP_BYTES).max(1) as f64
-    }
-}
-
-/// Waits for a request's turn in its volume's rates (none: at once).
-async fn pace(limiter: Option<Arc<Limiter>>, cost: Cost) {
-    let Some(limiter) = limiter else { return };
-    let ops = cost.ops();
-    let [requests, kind] = qos::request_takes(cost.read, ops);
-    let [way, bytes] = qos::byte_takes(cost.read, cost.bytes);
-    let limiters = [limiter];
-    qos::pace(&limiters, &[requests, kind, way, bytes]).await;
-    limiters[0].count(|c| {
-        c.admitted += ops as u64;
-        if cost.read {
-            c.bytes_out += cost.bytes;
-        } else {
-            c.bytes_in += cost.bytes;
-        }
-    });
-}
-
 /// A request's share of both memory budgets, given back once its reply is
 /// queued.
 struct Held {
@@ -119,6 +86,7 @@ where
     let writer = tokio::spawn(write_replies(outbox, w));
     let fence = served.fence.clone();
     let served_name = served.vol.volume().name.clone();
+    let limiter = VolumeLimiter::new(shared.qos.clone(), &served_name, &served.vol.volume().pool);
     let mut conn = Connection {
         size: served.vol.size(),
         served,
@@ -126,7 +94,7 @@ where
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
         metrics: shared.metrics.as_ref().map(|m| Arc::new(m.volume(&served_name))),
-        limiter: (None, None),
+        limiter,
         shared: shared.clone(),
         tasks: JoinSet::new(),
         replies,
@@ -196,9 +164,8 @@ struct Connection {
     shared: Shared,
     /// The volume's counters, when the frontend counts.
     metrics: Option<Arc<VolumeMetrics>>,
-    /// The volume's QoS limiter, and the frontend's rule changes it was
-    /// looked up at (none: not yet).
-    limiter: (Option<u64>, Option<Arc<Limiter>>),
+    /// The volume's QoS limiter.
+    limiter: VolumeLimiter,
     tasks: JoinSet<()>,
     replies: mpsc::Sender<Outgoing>,
 }
@@ -211,18 +178,6 @@ impl Connection {
         let frontend =
             self.shared.budget.clone().acquire_many_owned(mib(len).min(self.shared.budget_mib)).await.ok()?;
         Some(Held { _connection: connection, _frontend: frontend })
-    }
-
-    /// The volume's QoS limiter, if a rule has it: looked up again whenever
-    /// the frontend's rules changed, so a rule set or changed online
-    /// applies to the next request.
-    fn limiter(&mut self) -> Option<Arc<Limiter>> {
-        let changes = self.shared.qos.changes();
-        if self.limiter.0 != Some(changes) {
-            let volume = self.served.vol.volume();
-            self.limiter = (Some(changes), self.shared.qos.volume(&volume.name, &volume.pool));
-        }
-        self.limiter.1.clone()
     }
 
     /// Takes one request (and a write's payload from `r`) and starts serving
@@ -258,7 +213,7 @@ impl Connection {
             CMD_READ => {
                 // Its turn first, then memory: a throttled volume holds no
                 // share of the frontend's budget while it waits.
-                pace(self.limiter(), Cost { read: true, bytes: u64::from(req.length) }).await;
+                pace_volume(self.limiter.get(), true, u64::from(req.length)).await;
                 let Some(held) = self.hold(req.length).await else {
                     return Some(Ok(()));
                 };
@@ -281,7 +236,7 @@ impl Connection {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let vol = self.served.vol.clone();
                 // One operation: it sends no data.
-                pace(self.limiter(), Cost { read: false, bytes: 0 }).await;
+                pace_volume(self.limiter.get(), false, 0).await;
                 self.spawn(replier, None, async move {
                     vol.zero(req.offset, u64::from(req.length), fua).await.map(|()| Answer::Done)
                 })
@@ -316,7 +271,7 @@ impl Connection {
         // Its turn before its payload is read: a throttled writer's data
         // waits in the client, not in the frontend's memory.
         if in_bounds && whole_blocks {
-            pace(self.limiter(), Cost { read: false, bytes: u64::from(req.length) }).await;
+            pace_volume(self.limiter.get(), false, u64::from(req.length)).await;
         }
         let Some(held) = self.hold(req.length).await else { return Some(Ok(())) };
         let mut data = BytesMut::zeroed(req.length as usize);

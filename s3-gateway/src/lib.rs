@@ -39,6 +39,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod buckets;
+pub mod certificate;
 pub mod compact;
 pub mod conditions;
 pub mod cors;

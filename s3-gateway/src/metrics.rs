@@ -55,6 +55,8 @@ pub struct S3Metrics {
     /// Set when the service is built (the collector reads them live).
     admission: OnceLock<Arc<Admission>>,
     qos: OnceLock<Arc<Qos>>,
+    /// Set when TLS is served.
+    tls: OnceLock<Arc<crate::tls::Tls>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,6 +73,7 @@ impl S3Metrics {
             sent: Counter::default(),
             admission: OnceLock::new(),
             qos: OnceLock::new(),
+            tls: OnceLock::new(),
         });
         let s3 = registry.sub_registry_with_prefix("chuyi_s3");
         s3.register("requests", "S3 requests answered, by operation and status code", metrics.requests.clone());
@@ -83,6 +86,11 @@ impl S3Metrics {
         s3.register("sent_bytes", "Response body bytes sent", metrics.sent.clone());
         registry.register_collector(Box::new(Live(metrics.clone())));
         metrics
+    }
+
+    /// Exports the expiry of `tls`'s certificate of the moment.
+    pub(crate) fn watching_tls(&self, tls: Arc<crate::tls::Tls>) {
+        let _ = self.tls.set(tls);
     }
 
     pub(crate) fn serving(&self, admission: Arc<Admission>, qos: Arc<Qos>) {
@@ -119,6 +127,14 @@ impl Collector for Live {
         }
         if let Some(qos) = self.0.qos.get() {
             qos.encode_metrics("chuyi_s3", &mut encoder)?;
+        }
+        if let Some(not_after) = self.0.tls.get().and_then(|tls| tls.not_after()) {
+            chuyi_common::metrics::encode_gauge(
+                &mut encoder,
+                "chuyi_s3_tls_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate in use expires (its notAfter), in Unix seconds",
+                not_after,
+            )?;
         }
         Ok(())
     }

@@ -159,6 +159,9 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves S3 on `listener`, over TLS with `tls`'s certificate of the
 /// moment when given, until accepting fails.
 pub async fn serve_on(listener: TcpListener, service: Arc<Service>, tls: Option<Arc<Tls>>) -> std::io::Result<()> {
+    if let (Some(metrics), Some(tls)) = (&service.metrics, &tls) {
+        metrics.watching_tls(tls.clone());
+    }
     loop {
         let (stream, peer) = listener.accept().await?;
         // Over a cap, closed at once: it costs nothing more.

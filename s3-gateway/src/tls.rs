@@ -41,7 +41,12 @@ pub struct TlsFiles {
 pub struct Tls {
     files: TlsFiles,
     current: RwLock<(Arc<ServerConfig>, Stamp)>,
+    /// The leaf certificate's notAfter (Unix seconds), when it reads.
+    not_after: std::sync::atomic::AtomicI64,
 }
+
+/// What [`Tls::not_after`] holds while the certificate's date is unknown.
+const NOT_AFTER_UNKNOWN: i64 = i64::MIN;
 
 /// What the files were when read: each one's inode, length and time of
 /// change. A file replaced by a rename (as certificate tools do) has a new
@@ -58,13 +63,15 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })
 }
 
-/// A server configuration from the files: HTTP/1.1 and h2 by ALPN.
-fn config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+/// A server configuration from the files (HTTP/1.1 and h2 by ALPN), and
+/// the leaf certificate's notAfter when it reads.
+fn config(files: &TlsFiles) -> Result<(ServerConfig, Option<i64>), TlsError> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read(&files.cert)?).filter_map(Result::ok).collect();
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate(files.cert.clone()));
-    }
+    };
+    let not_after = crate::certificate::not_after(leaf);
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|_| TlsError::NoKey(files.key.clone()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -72,15 +79,21 @@ fn config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, not_after))
 }
 
 impl Tls {
     /// Reads the files; refused when they do not make a configuration.
     pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
         let at = stamp(&files);
-        let config = Arc::new(config(&files)?);
-        Ok(Arc::new(Tls { files, current: RwLock::new((config, at)) }))
+        let (config, not_after) = config(&files)?;
+        let not_after = std::sync::atomic::AtomicI64::new(not_after.unwrap_or(NOT_AFTER_UNKNOWN));
+        Ok(Arc::new(Tls { files, current: RwLock::new((Arc::new(config), at)), not_after }))
+    }
+
+    /// When the certificate in use expires (Unix seconds), if its date reads.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(std::sync::atomic::Ordering::Relaxed)).filter(|&t| t != NOT_AFTER_UNKNOWN)
     }
 
     /// An acceptor with the certificate of the moment.
@@ -97,8 +110,9 @@ impl Tls {
         if unchanged && !forced {
             return Ok(false);
         }
-        let config = Arc::new(config(&self.files)?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (config, at);
+        let (config, not_after) = config(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(config), at);
+        self.not_after.store(not_after.unwrap_or(NOT_AFTER_UNKNOWN), std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
 
@@ -137,6 +151,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let files = write_pair(dir.path(), "one.test");
         let tls = Tls::load(files.clone()).expect("load");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        assert!(tls.not_after().is_some_and(|t| t > now as i64), "the certificate's expiry reads");
         assert!(!tls.reload(false).expect("unchanged"), "nothing changed");
         std::thread::sleep(Duration::from_millis(20));
         write_pair(dir.path(), "two.test");

@@ -11,6 +11,7 @@
 //! recovery_mb_per_s = 200                # backfill and resync throttle
 //! scrub_mb_per_s = 20                    # background scrub rate; 0 turns scrub off
 //! state_dir = "/var/lib/chuyi/node1"     # the fence table; default: the first directory disk
+//! metrics_listen = "127.0.0.1:9101"      # Prometheus /metrics (storage-node/src/metrics.rs); none: off
 //!
 //! [[disk]]
 //! id = 0
@@ -78,6 +79,9 @@ pub struct NodeConfig {
     /// directory; required when every disk is a file or a device.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Where `GET /metrics` is served (Prometheus text); none: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Start with an empty fence table although the disks hold chunks and
     /// the table file is missing: for a node upgraded from a release
     /// before fencing, or to re-create a table known lost (until a

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chuyi_common::credential::{Credential, Door, Keyring};
+use chuyi_common::metrics::prometheus_client;
 use chuyi_common::rpc::{Endpoint, RpcError, RpcServer};
 
 use tokio::sync::mpsc;
@@ -25,6 +26,8 @@ pub enum NodeError {
     Open(#[from] OpenError),
     #[error("listen address {0:?} is not valid")]
     Listen(String),
+    #[error("metrics address {addr:?}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
     #[error("RPC: {0}")]
     Rpc(#[from] RpcError),
     #[error(transparent)]
@@ -45,6 +48,8 @@ pub struct Node {
     scrub_mb_per_s: u32,
     service: Arc<ChunkService>,
     servers: Vec<RpcServer>,
+    /// Where `/metrics` is served, if it is.
+    metrics: Option<tokio::net::TcpListener>,
     /// What the listeners check callers with.
     keyring: Keyring,
 }
@@ -77,6 +82,14 @@ impl Node {
             Peers::new(credential.identity(Door::Node)),
         ));
         let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
+        let metrics = match &config.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Metrics { addr: addr.clone(), source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             service: Arc::new(ChunkService::new(repl.clone(), recovery.clone(), snapshot_truth(config, credential))),
             store,
@@ -85,6 +98,7 @@ impl Node {
             recovered: Some(recovered),
             scrub_mb_per_s: config.scrub_mb_per_s,
             servers,
+            metrics,
             keyring,
         })
     }
@@ -106,6 +120,11 @@ impl Node {
         self.servers.iter().map(|s| s.local_endpoint().clone()).collect()
     }
 
+    /// Where `/metrics` is served (with the real port for ":0"), if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The disks, for reporting their stats (heartbeats) while serving.
     pub fn store(&self) -> Arc<ChunkStore> {
         self.store.clone()
@@ -114,9 +133,20 @@ impl Node {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics.map(|listener| {
+            let mut registry = prometheus_client::registry::Registry::default();
+            crate::metrics::register(&mut registry, self.repl.clone(), self.recovery.clone());
+            chuyi_common::metrics::serve(listener, Arc::new(registry))
+        });
         let background = [
             tokio::spawn(self.recovery.clone().run()),
             tokio::spawn(crate::scrub::run(self.repl.clone(), self.scrub_mb_per_s)),
+            tokio::spawn(async move {
+                match metrics {
+                    Some(serving) => serving.await,
+                    None => std::future::pending().await,
+                }
+            }),
         ];
         let _stop_background = AbortOnDrop(background);
         let mut tasks = tokio::task::JoinSet::new();

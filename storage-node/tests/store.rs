@@ -439,3 +439,211 @@ async fn snapshot_diff_names_exactly_the_blocks_that_changed() {
     assert_eq!(disk.diff(id(0), Some(1), Some(2)).await.expect("diff"), vec![same(1), block(1), same(all - 2)]);
     assert_eq!(disk.diff(id(5), Some(1), None).await.expect("diff"), vec![same(all)], "a chunk never written");
 }
+
+/// A clone written by anything but the head's own copy (backfill writing
+/// a recovering replica's clone) is no link a tracked diff follows: it
+/// declines, and the full comparison still answers.
+#[tokio::test]
+async fn a_clone_written_by_backfill_is_no_link_to_follow() {
+    use chuyi_common::proto::chunk::Extent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), EngineKind::Pread).await;
+    let block = |n: u32| Extent { len: n * 4096, data: true };
+    let same = |n: u32| Extent { len: n * 4096, data: false };
+    let all = (CHUNK / 4096) as u32;
+    disk.write_snap(id(0), 0, pattern(1, 16384), false, 0).await.expect("write");
+    disk.write_snap(id(0), 4096, pattern(2, 4096), false, 1).await.expect("write under 1");
+    let tracked = disk.tracked_diff(id(0), Some(1), None).await.expect("tracked diff");
+    assert_eq!(tracked, Some(vec![same(1), block(1), same(all - 2)]), "followed while untouched");
+    disk.write(id(0).clone_of(1), 8192, pattern(3, 4096), false).await.expect("backfill writes the clone");
+    assert_eq!(disk.tracked_diff(id(0), Some(1), None).await.expect("tracked diff"), None);
+    assert_eq!(disk.diff(id(0), Some(1), None).await.expect("diff"), vec![same(1), block(2), same(all - 3)]);
+}
+
+/// One step of [`tracked_diffs_match_a_model_of_every_snapshot`].
+#[derive(Clone, Debug)]
+enum Step {
+    /// Writes `count` blocks at `block` with bytes of `tag` (0: zeros).
+    Write { block: u64, count: u64, tag: u8 },
+    /// Writes `count` blocks at `block` with the bytes they hold already.
+    Rewrite { block: u64, count: u64 },
+    /// Zeroes (trims) `count` blocks at `block`.
+    Zero { block: u64, count: u64 },
+    /// Takes a snapshot: later writes go under the next sequence.
+    Snapshot,
+    /// Deletes the `n`th live snapshot (modulo how many there are) and
+    /// drops the clones no live one reads.
+    Forget { n: usize },
+    /// Rolls the chunk back to the `n`th live snapshot.
+    Rollback { n: usize },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..48u64, 1..12u64, 1..5u8).prop_map(|(block, count, tag)| Step::Write { block, count, tag }),
+        1 => (0..48u64, 1..12u64).prop_map(|(block, count)| Step::Rewrite { block, count }),
+        1 => (0..48u64, 1..12u64).prop_map(|(block, count)| Step::Zero { block, count }),
+        2 => Just(Step::Snapshot),
+        1 => (0..8usize).prop_map(|n| Step::Forget { n }),
+        1 => (0..8usize).prop_map(|n| Step::Rollback { n }),
+    ]
+}
+
+/// A block of `tag`'s bytes, different at every block index.
+fn tagged_block(tag: u8, block: u64) -> Vec<u8> {
+    if tag == 0 {
+        return vec![0; 4096];
+    }
+    (0..4096u64).map(|i| (1 + (i * 13 + block * 7 + u64::from(tag) * 101) % 255) as u8).collect()
+}
+
+/// The runs a diff must answer between two block-tag models.
+fn model_diff(old: &[u8], new: &[u8]) -> Vec<chuyi_common::proto::chunk::Extent> {
+    let mut runs: Vec<chuyi_common::proto::chunk::Extent> = Vec::new();
+    for (a, b) in old.iter().zip(new) {
+        match runs.last_mut() {
+            Some(last) if last.data == (a != b) => last.len += 4096,
+            _ => runs.push(chuyi_common::proto::chunk::Extent { len: 4096, data: a != b }),
+        }
+    }
+    runs
+}
+
+/// The diff answered from the writes this process saw (lineages) is the
+/// byte-for-byte answer, for every pair of live snapshots and the chunk
+/// now, through rewrites of the same bytes, trims, and snapshots deleted in
+/// between; after a restart it declines and the full comparison answers.
+#[test]
+fn tracked_diffs_match_a_model_of_every_snapshot() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let config = ProptestConfig { cases: 48, ..ProptestConfig::default() };
+    let tracked_answers = std::cell::Cell::new(0usize);
+    proptest!(config, |(steps in proptest::collection::vec(step(), 1..40))| {
+        tracked_answers.set(tracked_answers.get() + runtime.block_on(check_diff_steps(&steps)));
+    });
+    assert!(tracked_answers.get() > 100, "the tracked diff answered {} times", tracked_answers.get());
+}
+
+/// Writes blocks from `block` on with the bytes of `tags`, under `seq`,
+/// to chunk 0 and to the model.
+async fn write_tags(disk: &DiskStore, seq: u32, block: u64, tags: &[u8], now: &mut [u8]) {
+    let data: Vec<u8> = tags.iter().zip(block..).flat_map(|(&tag, b)| tagged_block(tag, b)).collect();
+    disk.write_snap(id(0), block * 4096, data.into(), false, seq).await.expect("write");
+    now[block as usize..block as usize + tags.len()].copy_from_slice(tags);
+}
+
+async fn check_diff_steps(steps: &[Step]) -> usize {
+    let blocks = (CHUNK / 4096) as usize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), EngineKind::Pread).await;
+    let chunk = id(0);
+    let (mut now, mut seq) = (vec![0u8; blocks], 0u32);
+    let mut live: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut tracked_answers = 0;
+    // A rollback copies bytes the lineage does not follow: the tracked
+    // diff may decline from then on.
+    let mut rolled_back = false;
+    for step in steps {
+        match *step {
+            Step::Write { block, count, tag } => {
+                write_tags(&disk, seq, block, &vec![tag; count as usize], &mut now).await;
+            }
+            Step::Rewrite { block, count } => {
+                let tags = now[block as usize..(block + count) as usize].to_vec();
+                write_tags(&disk, seq, block, &tags, &mut now).await;
+            }
+            Step::Zero { block, count } => {
+                disk.zero_snap(chunk, block * 4096, count * 4096, false, seq).await.expect("zero");
+                now[block as usize..(block + count) as usize].fill(0);
+            }
+            Step::Snapshot => {
+                seq += 1;
+                live.push((seq, now.clone()));
+            }
+            Step::Forget { n } => {
+                if live.is_empty() {
+                    continue;
+                }
+                live.remove(n % live.len());
+                let seqs: Vec<u32> = live.iter().map(|(s, _)| *s).collect();
+                disk.trim_clones(0xC0FFEE, &seqs, seq).await.expect("trim");
+            }
+            Step::Rollback { n } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let (to, state) = &live[n % live.len()];
+                disk.rollback(chunk, *to, seq).await.expect("rollback");
+                now.clone_from(state);
+                rolled_back = true;
+            }
+        }
+        for (i, (from, old)) in live.iter().enumerate() {
+            let later = live[i + 1..].iter().map(|(s, m)| (Some(*s), m)).chain([(None, &now)]);
+            for (to, new) in later {
+                let want = model_diff(old, new);
+                assert_eq!(
+                    disk.diff(chunk, Some(*from), to).await.expect("diff"),
+                    want,
+                    "{from}..{to:?} after {step:?}"
+                );
+                match disk.tracked_diff(chunk, Some(*from), to).await.expect("tracked diff") {
+                    Some(runs) => {
+                        assert_eq!(runs, want, "tracked {from}..{to:?} after {step:?}");
+                        tracked_answers += 1;
+                    }
+                    // Every write was seen: only a chunk created after
+                    // `from` (nothing to follow back to) is declined.
+                    None => assert!(
+                        rolled_back || disk.stamp(chunk).is_some_and(|s| s.born >= *from),
+                        "{from}..{to:?} declined"
+                    ),
+                }
+            }
+        }
+    }
+    // After a restart nothing is known of what was written: the tracked
+    // diff declines wherever data was, and the full one still answers.
+    drop(disk);
+    let disk = open(dir.path(), EngineKind::Pread).await;
+    for (from, old) in &live {
+        let want = model_diff(old, &now);
+        assert_eq!(disk.diff(chunk, Some(*from), None).await.expect("diff after restart"), want);
+        if let Some(runs) = disk.tracked_diff(chunk, Some(*from), None).await.expect("tracked diff after restart") {
+            assert!(runs.iter().all(|r| !r.data), "after a restart only an unchanged chunk is answered");
+        }
+    }
+    tracked_answers
+}
+
+/// A diff asked newer-to-older answers as older-to-newer does, and diffs
+/// asked both ways at once, beside writes, all finish: the copies are
+/// locked in one order whichever way a diff is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diffs_asked_in_either_order_agree_and_do_not_deadlock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = std::sync::Arc::new(open(dir.path(), EngineKind::Pread).await);
+    disk.write_snap(id(0), 0, pattern(1, 16384), false, 0).await.expect("write");
+    disk.write_snap(id(0), 4096, pattern(2, 4096), false, 1).await.expect("write under 1");
+    disk.write_snap(id(0), 12288, pattern(3, 4096), false, 2).await.expect("write under 2");
+    let forward = disk.diff(id(0), Some(1), Some(2)).await.expect("diff 1..2");
+    assert_eq!(disk.diff(id(0), Some(2), Some(1)).await.expect("diff 2..1"), forward);
+    assert_eq!(disk.tracked_diff(id(0), Some(2), Some(1)).await.expect("tracked 2..1"), Some(forward.clone()));
+    let rounds = (0..50u64).map(|i| {
+        let disk = disk.clone();
+        tokio::spawn(async move {
+            let (from, to) = if i % 2 == 0 { (Some(1), Some(2)) } else { (Some(2), Some(1)) };
+            let diffed = disk.diff(id(0), from, to).await.expect("diff");
+            disk.write_snap(id(0), 32768 + (i % 4) * 4096, pattern(9, 4096), false, 3).await.expect("write");
+            diffed
+        })
+    });
+    let all = tokio::time::timeout(std::time::Duration::from_secs(30), futures::future::join_all(rounds))
+        .await
+        .expect("diffs asked both ways at once finish");
+    for diffed in all {
+        assert_eq!(diffed.expect("task"), forward, "the snapshots' views do not move with the head");
+    }
+}

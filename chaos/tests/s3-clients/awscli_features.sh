@@ -119,7 +119,10 @@ refused NoSuchBucketPolicy api get-bucket-policy --bucket "$bucket"
 
 # Object lock: a COMPLIANCE version cannot be deleted, even with bypass.
 api create-bucket --bucket "$locked" --object-lock-enabled-for-bucket >/dev/null
-until=$(date -u -d '+4 seconds' +%Y-%m-%dT%H:%M:%SZ)
+# Retained for 12 s: long enough that the refusals below run inside it on
+# a loaded machine (4 s was not, once), then waited out.
+until_s=$(($(date +%s) + 12))
+until=$(date -u -d "@$until_s" +%Y-%m-%dT%H:%M:%SZ)
 vid=$(api put-object --bucket "$locked" --key kept --body "$work/hello.txt" --object-lock-mode COMPLIANCE \
     --object-lock-retain-until-date "$until" --query VersionId --output text)
 [ "$(api get-object-retention --bucket "$locked" --key kept --query Retention.Mode --output text)" = COMPLIANCE ] ||
@@ -127,7 +130,8 @@ vid=$(api put-object --bucket "$locked" --key kept --body "$work/hello.txt" --ob
 refused AccessDenied api delete-object --bucket "$locked" --key kept --version-id "$vid"
 refused AccessDenied api delete-object --bucket "$locked" --key kept --version-id "$vid" --bypass-governance-retention
 api put-object-legal-hold --bucket "$locked" --key kept --version-id "$vid" --legal-hold Status=ON
-sleep 5
+left=$((until_s + 1 - $(date +%s)))
+[ "$left" -le 0 ] || sleep "$left"
 refused AccessDenied api delete-object --bucket "$locked" --key kept --version-id "$vid"
 api put-object-legal-hold --bucket "$locked" --key kept --version-id "$vid" --legal-hold Status=OFF
 api delete-object --bucket "$locked" --key kept --version-id "$vid" >/dev/null

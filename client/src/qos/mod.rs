@@ -44,6 +44,35 @@ pub const REPORT_IDLE: Duration = Duration::from_secs(60);
 /// share shortens the wait at once.
 pub const WAIT_SLICE: Duration = Duration::from_millis(50);
 
+/// One volume's limiter as a block frontend asks for it on every request:
+/// looked up again only when the frontend's rules changed
+/// ([`Qos::changes`]), so a rule set or changed online applies to the
+/// next request without a map lookup on each.
+#[derive(Debug)]
+pub struct VolumeLimiter {
+    qos: Arc<Qos>,
+    volume: String,
+    pool: String,
+    /// The limiter, and the rule changes it was looked up at (none: not yet).
+    cached: Mutex<(Option<u64>, Option<Arc<Limiter>>)>,
+}
+
+impl VolumeLimiter {
+    pub fn new(qos: Arc<Qos>, volume: &str, pool: &str) -> Self {
+        Self { qos, volume: volume.into(), pool: pool.into(), cached: Mutex::new((None, None)) }
+    }
+
+    /// The volume's limiter, if a rule has it.
+    pub fn get(&self) -> Option<Arc<Limiter>> {
+        let changes = self.qos.changes();
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != Some(changes) {
+            *cached = (Some(changes), self.qos.volume(&self.volume, &self.pool));
+        }
+        cached.1.clone()
+    }
+}
+
 /// The rules and their limiters on one frontend.
 #[derive(Debug)]
 pub struct Qos {
@@ -320,6 +349,26 @@ pub async fn admit(limiters: &[Arc<Limiter>], takes: &Takes, max_wait: Duration)
         })
     });
     Ok(waited)
+}
+
+/// Paces one block request of a volume (NBD, vhost-user-blk): `bytes`
+/// read (`read`) or written, as 4 KiB operations (at least one) and bytes;
+/// waits its turn in the volume's rule (none: at once), then counts it.
+pub async fn pace_volume(limiter: Option<Arc<Limiter>>, read: bool, bytes: u64) {
+    let Some(limiter) = limiter else { return };
+    let ops = bytes.div_ceil(chuyi_meta_api::qos::VOLUME_OP_BYTES).max(1) as f64;
+    let [requests, kind] = request_takes(read, ops);
+    let [way, size] = byte_takes(read, bytes);
+    let limiters = [limiter];
+    pace(&limiters, &[requests, kind, way, size]).await;
+    limiters[0].count(|c| {
+        c.admitted += ops as u64;
+        if read {
+            c.bytes_out += bytes;
+        } else {
+            c.bytes_in += bytes;
+        }
+    });
 }
 
 /// Paces `takes` (a volume operation, a body's bytes): waits its turn,

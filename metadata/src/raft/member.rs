@@ -45,6 +45,8 @@ pub enum MemberError {
     Listen(String),
     #[error("RPC: {0}")]
     Rpc(#[from] RpcError),
+    #[error("metrics address {addr:?}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
 }
 
 fn raft_error(e: impl std::fmt::Display) -> MemberError {
@@ -61,6 +63,8 @@ pub struct Member {
     keyring: Keyring,
     monitor: JoinHandle<()>,
     snapshots: JoinHandle<()>,
+    /// Serves `/metrics`, when the config asks for it.
+    metrics: Option<(std::net::SocketAddr, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Member {
@@ -121,9 +125,18 @@ impl Member {
         ));
         let monitor = tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, liveness, timeout));
         let snapshots_dir = config.data_dir.join("snapshots");
+        let metrics = match &config.metrics_listen {
+            Some(addr) => Some(serve_metrics(addr, service.clone(), snapshots_dir.clone()).await?),
+            None => None,
+        };
         let snapshots =
             tokio::spawn(super::snapshots::run(raft.clone(), snapshots_dir, config.snapshot_logs, appended));
-        Ok(Self { raft, reader, service, server, keyring, monitor, snapshots })
+        Ok(Self { raft, reader, service, server, keyring, monitor, snapshots, metrics })
+    }
+
+    /// Where `/metrics` is served (the real port for ":0"), if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Where the member listens (the real port for ":0").
@@ -144,9 +157,26 @@ impl Member {
         let served = self.server.serve(self.keyring, self.service, shutdown).await;
         self.monitor.abort();
         self.snapshots.abort();
+        if let Some((_, metrics)) = &self.metrics {
+            metrics.abort();
+        }
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(served?)
     }
+}
+
+/// Binds `addr` and serves the member's metrics there.
+async fn serve_metrics(
+    addr: &str,
+    service: Arc<MetaService>,
+    snapshots: std::path::PathBuf,
+) -> Result<(std::net::SocketAddr, JoinHandle<()>), MemberError> {
+    let failed = |source| MemberError::Metrics { addr: addr.into(), source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
+    super::metrics::register(&mut registry, service, snapshots);
+    Ok((local, tokio::spawn(chuyi_common::metrics::serve(listener, Arc::new(registry)))))
 }
 
 /// On a founder's first start, initializes the group with the founders.

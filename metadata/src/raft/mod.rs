@@ -4,6 +4,7 @@
 
 pub mod liveness;
 mod member;
+mod metrics;
 mod monitor;
 mod network;
 mod proposer;

@@ -6,6 +6,7 @@
 //! leader's clock, and keeps a few such proposals in flight so the next
 //! batch fills while the last one commits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -42,14 +43,27 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Queued>,
+    counts: Arc<ProposalCounts>,
+}
+
+/// Proposals made and the commands in them: their ratio is the batch size.
+#[derive(Debug, Default)]
+pub struct ProposalCounts {
+    pub proposals: AtomicU64,
+    pub commands: AtomicU64,
 }
 
 impl Proposer {
     /// Starts the batching task; it ends when every handle is dropped.
     pub fn start(raft: Raft<TypeConfig>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(raft, rx));
-        Self { queue }
+        let counts = Arc::new(ProposalCounts::default());
+        tokio::spawn(run(raft, rx, counts.clone()));
+        Self { queue, counts }
+    }
+
+    pub fn counts(&self) -> &ProposalCounts {
+        &self.counts
     }
 
     /// Commits `command` and returns what applying it did.
@@ -65,7 +79,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>) {
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>, counts: Arc<ProposalCounts>) {
     let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
     // A command that did not fit the last batch opens the next one.
     let mut carried: Option<Queued> = None;
@@ -91,6 +105,8 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>) {
             bytes += next.bytes;
             batch.push(next);
         }
+        counts.proposals.fetch_add(1, Ordering::Relaxed);
+        counts.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let raft = raft.clone();
         tokio::spawn(async move {
             commit(&raft, batch).await;

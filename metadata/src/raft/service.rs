@@ -302,7 +302,17 @@ impl MetaService {
         Ok(ApiReply::Map(self.reader.map().map_err(store_error)?))
     }
 
-    fn status(&self) -> Result<StatusReport, MetaError> {
+    /// openraft's view of this member now.
+    pub(crate) fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Proposals this member made and the commands in them.
+    pub(crate) fn proposal_counts(&self) -> &super::proposer::ProposalCounts {
+        self.proposer.counts()
+    }
+
+    pub(crate) fn status(&self) -> Result<StatusReport, MetaError> {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();

@@ -10,7 +10,7 @@ use chuyi_meta_api::schedule::{SCHEDULE_EVERY_MAX_MS, SCHEDULE_EVERY_MIN_MS};
 use super::apply::{Applied, Ctx};
 use super::error::{Kind, MetaError};
 use super::keys;
-use super::tables::TablesMut;
+use super::tables::{TableError, TablesMut};
 use super::view;
 use super::Reply;
 
@@ -50,6 +50,16 @@ pub(super) fn delete_schedule(t: &mut impl TablesMut, volume: &str, target: &str
     }
     t.delete(&key);
     Ok(Ok(Reply::Done))
+}
+
+/// A volume's schedules go with it when it is deleted for good: nothing
+/// could back it up any more, and a volume created later under its name
+/// starts with none. Its backups stay in their targets, restorable.
+pub(super) fn forget(t: &mut impl TablesMut, volume: &str) -> Result<(), TableError> {
+    for s in view::backup_schedules(t)?.into_iter().filter(|s| s.volume == volume) {
+        t.delete(&keys::backup_schedule(&s.volume, &s.target));
+    }
+    Ok(())
 }
 
 pub(super) fn claim(t: &mut impl TablesMut, ctx: Ctx, at: (&str, &str), holder: &str, ttl_ms: u64) -> Applied {

@@ -214,6 +214,50 @@ fn leases_exclude_other_holders_until_expiry_and_refuse_stale_renewals() {
     w.ok(Command::DeleteVolume { name: "vm1".into() });
 }
 
+/// A volume deleted for good, at once or purged from the recycle bin,
+/// takes its backup schedules with it: one created later under the name
+/// has none to run. In the bin it keeps them (it may come back).
+#[test]
+fn backup_schedules_go_with_their_volume() {
+    use chuyi_meta_api::backup_schedule::BackupSchedule;
+    let mut w = World::cluster(2);
+    let create = Command::CreateVolume {
+        name: "vm1".into(),
+        pool: "ssd".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key: Vec::new(),
+    };
+    w.ok(create.clone());
+    let schedule = BackupSchedule {
+        volume: "vm1".into(),
+        target: "s3://backups/vm1".into(),
+        endpoint: "http://127.0.0.1:9000".into(),
+        region: "us-east-1".into(),
+        access_key: "AK".into(),
+        wrapped_secret: vec![1; 40],
+        every_ms: 3_600_000,
+        keep: Default::default(),
+        bandwidth: String::new(),
+        drill_every_ms: 0,
+        run: Default::default(),
+    };
+    let set = Command::SetBackupSchedule { schedule: Box::new(schedule) };
+    w.ok(set.clone());
+    let delete = Command::DeleteBackupSchedule { volume: "vm1".into(), target: "s3://backups/vm1".into() };
+    w.ok(Command::DeleteVolume { name: "vm1".into() });
+    w.ok(create.clone());
+    assert!(matches!(w.run(delete.clone()), Err(MetaError::Invalid { .. })), "the schedule went with the volume");
+    w.ok(set);
+    w.ok(Command::TrashVolume { name: "vm1".into(), retain_ms: Some(0) });
+    let Reply::Purging { token, .. } = w.ok(Command::BeginPurge { name: "vm1".into(), force: true }) else {
+        panic!("no purge")
+    };
+    w.ok(Command::EndPurge { name: "vm1".into(), token });
+    w.ok(create);
+    assert!(matches!(w.run(delete), Err(MetaError::Invalid { .. })), "the schedule went with the purged volume");
+}
+
 #[test]
 fn volume_keys_are_rewrapped_only_from_their_value_and_destroyed_only_by_the_holder() {
     let mut w = World::cluster(2);

@@ -102,6 +102,7 @@ pub(super) fn end_purge(t: &mut impl TablesMut, name: &str, token: u64) -> Appli
     }
     t.delete(&keys::trash(name));
     super::snapshots::forget(t, name);
+    super::backups::forget(t, name)?;
     Ok(Ok(Reply::Done))
 }
 

@@ -115,6 +115,7 @@ pub(super) fn delete_volume(t: &mut impl TablesMut, ctx: Ctx, name: &str) -> App
     }
     t.delete(&keys::volume(name));
     super::snapshots::forget(t, name);
+    super::backups::forget(t, name)?;
     super::qos::drop_rules(t, |s| matches!(s, QosScope::Volume(v) if v == name))?;
     Ok(Ok(Reply::Done))
 }

@@ -17,15 +17,19 @@
 pub mod fault;
 pub mod inline;
 pub mod pread;
+pub mod stats;
 pub mod uring;
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chuyi_common::buf::AlignedBuf;
 use tokio::sync::oneshot;
+
+use stats::{IoKind, IoStats};
 
 /// How `fallocate` changes a byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +130,10 @@ impl Default for EngineTuning {
     }
 }
 
-/// Async calls over an engine: what the chunk store uses.
+/// Async calls over an engine: what the chunk store uses. Every call is
+/// counted in the disk's [`IoStats`].
 #[derive(Clone)]
-pub struct Engine(Arc<dyn IoEngine>);
+pub struct Engine(Arc<dyn IoEngine>, Arc<IoStats>);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,7 +143,12 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(engine: Arc<dyn IoEngine>) -> Self {
-        Self(engine)
+        Self(engine, Arc::default())
+    }
+
+    /// What this disk's I/O has done since it was opened.
+    pub fn stats(&self) -> &IoStats {
+        &self.1
     }
 
     pub fn name(&self) -> &'static str {
@@ -165,9 +175,22 @@ impl Engine {
     }
 
     async fn run(&self, op: IoOp) -> io::Result<IoDone> {
+        let (kind, bytes) = match &op {
+            IoOp::Read { buf, .. } => (IoKind::Read, buf.len() as u64),
+            IoOp::Write { data, .. } => (IoKind::Write, data.len() as u64),
+            IoOp::Sync => (IoKind::Sync, 0),
+            IoOp::Fallocate { len, .. } => (IoKind::Fallocate, *len),
+        };
+        let start = Instant::now();
         let (done, rx) = oneshot::channel();
         self.0.submit(IoRequest { op, done });
-        rx.await.map_err(|_| io::Error::other("I/O engine stopped"))
+        let done = rx.await.map_err(|_| io::Error::other("I/O engine stopped"));
+        let error = match &done {
+            Ok(d) => d.result.as_ref().err(),
+            Err(e) => Some(e),
+        };
+        self.1.record(kind, bytes, start.elapsed(), error);
+        done
     }
 }
 

@@ -139,6 +139,21 @@ impl RepairCounters {
     }
 }
 
+/// The writes this node forwarded to other replicas as a PG's primary.
+#[derive(Debug, Default)]
+pub struct ForwardCounters {
+    /// Forwards sent.
+    pub sent: AtomicU64,
+    /// Forwards that failed: an error answer, a timeout, a peer unreachable
+    /// (stalls included).
+    pub failed: AtomicU64,
+    /// Forwards given up because the PG moved while the replica held the
+    /// write (a replica frozen or cut off).
+    pub stalled: AtomicU64,
+    /// Chunks marked for copying after a write that not every copy took.
+    pub marked: AtomicU64,
+}
+
 /// A PG placement checked against the request: the map it was checked in,
 /// the PG and this node's replica in it.
 #[derive(Debug)]
@@ -159,6 +174,7 @@ pub struct Replicator {
     peers: Peers,
     locks: RangeLocks,
     counters: RepairCounters,
+    forwards: ForwardCounters,
     /// Client operations being served now; recovery yields while any are.
     client_ops: AtomicU64,
     /// Chunks whose copies may differ after a failed write, per PG and
@@ -178,12 +194,14 @@ impl Replicator {
             peers,
             locks: RangeLocks::default(),
             counters: RepairCounters::default(),
+            forwards: ForwardCounters::default(),
             client_ops: AtomicU64::new(0),
             dirty: Mutex::new(BTreeSet::new()),
         }
     }
 
     fn mark_dirty(&self, placed: &Placed, chunk: ChunkId) {
+        self.forwards.marked.fetch_add(1, Ordering::Relaxed);
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         for &replica in placed.pg_map.replicas.iter().filter(|r| **r != placed.mine) {
             dirty.insert((placed.pg, replica, chunk));
@@ -222,6 +240,10 @@ impl Replicator {
 
     pub fn locks(&self) -> &RangeLocks {
         &self.locks
+    }
+
+    pub fn forward_counters(&self) -> &ForwardCounters {
+        &self.forwards
     }
 
     pub fn counters(&self) -> &RepairCounters {
@@ -424,12 +446,27 @@ impl Replicator {
             let mut maps = self.view.subscribe();
             let _ = maps.wait_for(|m| m.pg(pg).is_some_and(|p| p.epoch != epoch)).await;
         };
+        self.forwards.sent.fetch_add(1, Ordering::Relaxed);
         let reply = tokio::select! {
             reply = self.peers.call(map, replica.node, request, payload) => reply,
             () = moved => {
+                self.forwards.stalled.fetch_add(1, Ordering::Relaxed);
+                self.forwards.failed.fetch_add(1, Ordering::Relaxed);
                 return Err(ReplicationError::ReplicaFailed { replica, message: "the PG moved while the replica had the write".into() });
             }
         };
+        let outcome = Self::forward_outcome(replica, reply);
+        if outcome.is_err() {
+            self.forwards.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// What a replica's answer to a forward means for the write.
+    fn forward_outcome(
+        replica: Replica,
+        reply: Result<Reply, chuyi_common::rpc::RpcError>,
+    ) -> Result<(), ReplicationError> {
         match reply {
             Ok((ChunkResponse::Done, _)) => Ok(()),
             Ok((ChunkResponse::Error(error), _)) => match error.kind {

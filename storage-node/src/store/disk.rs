@@ -25,7 +25,7 @@ use chuyi_common::proto::chunk::{DiskStat, DiskState, Extent, Stamp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::error::StoreError;
-use super::slot::{decode_crc_block, encode_crc_block, Slot, SlotRef};
+use super::slot::{decode_crc_block, encode_crc_block, Lineage, Slot, SlotRef};
 use super::snaps::{self, Source};
 use crate::format::layout::Layout;
 use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
@@ -36,6 +36,13 @@ const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 /// How many times an operation looks a chunk up again after finding its
 /// slot deleted under it before giving up.
 const SLOT_RETRIES: usize = 8;
+
+/// Blocks a tracked diff reads in one request (1 MiB).
+const DIFF_RUN_BLOCKS: usize = 256;
+
+/// Clones a tracked diff follows before it compares every block instead:
+/// more than a chunk ever keeps (snapshots are counted in the tens).
+const MAX_LINEAGE_LINKS: usize = 4096;
 
 /// What the node knows of a disk's slots, under one short-held lock.
 #[derive(Debug)]
@@ -110,6 +117,15 @@ impl DiskStore {
 
     pub fn chunk_size(&self) -> u64 {
         self.layout.chunk_size
+    }
+
+    pub fn class(&self) -> DeviceClass {
+        self.class
+    }
+
+    /// What this disk's I/O has done since it was opened.
+    pub fn io_stats(&self) -> &crate::io::stats::IoStats {
+        self.engine.stats()
     }
 
     /// Writes `data` at `offset` of `chunk`, allocating the chunk on first
@@ -275,7 +291,13 @@ impl DiskStore {
         // the chunk back: nothing a reader could see has changed.
         let undo = UndoDelete { disk: self, chunk, slot_ref: Some(slot_ref.clone()) };
         let mut slot = slot_ref.write_owned().await;
-        self.free_slot(&slot).await?;
+        // Put back on failure, its bytes maybe half punched; counted in
+        // flight like a write, for a punch that lands after a cancel.
+        slot.forget_lineage();
+        slot.changing(0, self.layout.chunk_blocks());
+        let freed = self.free_slot(&slot).await;
+        slot.settled();
+        freed?;
         undo.disarm();
         slot.live = false;
         slot.crcs = None;
@@ -301,9 +323,23 @@ impl DiskStore {
             return Ok(());
         }
         self.keep_clone(&mut slot, chunk, snap).await?;
+        slot.forget_lineage();
+        // Counted in flight like a write: if this is cancelled mid-copy,
+        // the copy may still land after the next clone is made, so no
+        // lineage may start from it.
+        slot.changing(0, self.layout.chunk_blocks());
+        let restored = self.restore_from(&mut slot, chunk, to).await;
+        slot.settled();
+        restored?;
+        drop(slot);
+        self.sync().await
+    }
+
+    /// The body of [`Self::rollback`]: the head's bytes made snapshot `to`'s.
+    async fn restore_from(&self, slot: &mut Slot, chunk: ChunkId, to: u32) -> Result<(), StoreError> {
         match snaps::resolve(slot.stamp, &self.clone_tags(chunk), to) {
             Source::Head => {}
-            Source::Absent => self.punch_blocks(&mut slot, 0, self.layout.chunk_size).await?,
+            Source::Absent => self.punch_blocks(slot, 0, self.layout.chunk_size).await?,
             Source::Clone(tag) => {
                 let Some(clone_ref) = self.lookup(chunk.clone_of(tag)) else {
                     return Err(self.clone_missing(chunk, to));
@@ -315,54 +351,198 @@ impl DiskStore {
             }
             Source::Missing => return Err(self.clone_missing(chunk, to)),
         }
-        drop(slot);
-        self.sync().await
+        Ok(())
     }
 
     /// Which blocks of `chunk` differ between snapshot `from` (`None`: an
     /// empty volume) and snapshot `to` (`None`: the chunk now), as runs over
     /// the whole chunk, `data` where they differ. A chunk not written since
     /// `from` is answered from its stamp and clones alone; one written since
-    /// is compared block by block, byte for byte on this disk (a checksum
-    /// match is no proof, and a backup built on this must miss nothing).
+    /// is compared byte for byte on this disk (a checksum match is no
+    /// proof, and a backup built on this must miss nothing): only the
+    /// blocks written since, when this process saw every write in between
+    /// ([`Self::tracked_diff`]), else every block. Both views stay locked
+    /// while they are read, so a write meanwhile cannot pass for either.
     pub async fn diff(&self, chunk: ChunkId, from: Option<u32>, to: Option<u32>) -> Result<Vec<Extent>, StoreError> {
-        self.check_up()?;
-        let size = self.layout.chunk_size;
-        let same = vec![Extent { len: size as u32, data: false }];
-        let Some(slot_ref) = self.lookup(chunk) else { return Ok(same) };
-        let (old, new) = {
-            let slot = self.read_slot(slot_ref).await?;
-            if !slot.live {
-                return Ok(same);
-            }
-            let tags = self.clone_tags(chunk);
-            let at = |snap: Option<u32>, otherwise| snap.map_or(otherwise, |s| snaps::resolve(slot.stamp, &tags, s));
-            (at(from, Source::Absent), at(to, Source::Head))
-        };
-        if old == new {
-            return Ok(same);
+        match self.compare_views(chunk, from, to, true).await? {
+            Some(runs) => Ok(runs),
+            None => unreachable!("compare_views compares every block when it cannot follow the writes"),
         }
-        let old = self.read_source(chunk, old, from).await?;
-        let new = self.read_source(chunk, new, to).await?;
-        let mut runs: Vec<Extent> = Vec::new();
-        for (a, b) in old.chunks(BLOCK_SIZE_BYTES).zip(new.chunks(BLOCK_SIZE_BYTES)) {
-            let differs = a != b;
-            match runs.last_mut() {
-                Some(last) if last.data == differs => last.len += BLOCK_SIZE_BYTES as u32,
-                _ => runs.push(Extent { len: BLOCK_SIZE_BYTES as u32, data: differs }),
-            }
-        }
-        Ok(runs)
     }
 
-    async fn read_source(&self, chunk: ChunkId, source: Source, snap: Option<u32>) -> Result<Bytes, StoreError> {
-        let size = self.layout.chunk_size;
-        match source {
-            Source::Head => Ok(self.read(chunk, 0, size).await?.0),
-            Source::Clone(tag) => Ok(self.read(chunk.clone_of(tag), 0, size).await?.0),
-            Source::Absent => Ok(zeros(size)),
-            Source::Missing => Err(self.clone_missing(chunk, snap.unwrap_or(0))),
+    /// [`Self::diff`] from what this process saw written, when it can be:
+    /// the lineages from `to`'s copy lead back to `from`'s clone through
+    /// clones nothing has touched since, and only the blocks written on the
+    /// way are compared. `None` when a link is unknown (after a restart,
+    /// a rollback, a clone written by backfill or a write cancelled in
+    /// flight), or when `from`'s copy is not a clone: then every block
+    /// must be compared.
+    pub async fn tracked_diff(
+        &self,
+        chunk: ChunkId,
+        from: Option<u32>,
+        to: Option<u32>,
+    ) -> Result<Option<Vec<Extent>>, StoreError> {
+        self.compare_views(chunk, from, to, false).await
+    }
+
+    /// Compares the copies `from` and `to` read, on the blocks written
+    /// between them when the lineages say which, else on every block
+    /// (`every`) or not at all (`None`).
+    async fn compare_views(
+        &self,
+        chunk: ChunkId,
+        from: Option<u32>,
+        to: Option<u32>,
+        every: bool,
+    ) -> Result<Option<Vec<Extent>>, StoreError> {
+        // Which blocks differ does not depend on the order asked, and the
+        // copies are always locked newer first (the head, then higher
+        // clones): two diffs asked in opposite orders must not each hold
+        // the copy the other waits for.
+        let (from, to) = match (from, to) {
+            (Some(a), Some(b)) if a > b => (Some(b), Some(a)),
+            ordered => ordered,
+        };
+        let (old, new, head) = match self.diff_sources(chunk, from, to).await? {
+            Ends::Same => return Ok(Some(self.unchanged())),
+            Ends::Differ { old, new, head } => (old, new, head),
+        };
+        // The head stays locked only if a view reads it.
+        let head = (old == Source::Head || new == Source::Head).then_some(head);
+        let newer = self.view(chunk, new, to, head.as_deref()).await?;
+        let followed = match (old, &newer) {
+            (Source::Clone(base), View::Copy(_, slot)) => self.follow_lineage(chunk, slot, base).await?,
+            _ => None,
+        };
+        let (written, older) = match followed {
+            Some((written, slot)) => (Some(written), View::Copy(chunk.clone_of(base_of(old)), SlotView::Guard(slot))),
+            None if every => (None, self.view(chunk, old, from, head.as_deref()).await?),
+            None => return Ok(None),
+        };
+        let blocks = self.layout.chunk_blocks();
+        let marked = |block: usize| written.as_ref().is_none_or(|w| w.is_marked(block));
+        let mut runs = Vec::new();
+        for (first, count, compare) in marked_runs(blocks, marked) {
+            let len = (count * BLOCK_SIZE_BYTES) as u64;
+            if !compare {
+                push_run(&mut runs, len as u32, false);
+                continue;
+            }
+            let offset = first as u64 * BLOCK;
+            let (a, b) = tokio::join!(self.read_view(&older, offset, len), self.read_view(&newer, offset, len));
+            for (a, b) in a?.chunks(BLOCK_SIZE_BYTES).zip(b?.chunks(BLOCK_SIZE_BYTES)) {
+                push_run(&mut runs, BLOCK_SIZE_BYTES as u32, a != b);
+            }
         }
+        Ok(Some(runs))
+    }
+
+    /// The copy `source` names, locked for reading (the head's lock is the
+    /// caller's, passed in): zeros for a chunk absent then, an error for a
+    /// clone that should be there and is not (never zeros in its place).
+    async fn view<'a>(
+        &self,
+        chunk: ChunkId,
+        source: Source,
+        snap: Option<u32>,
+        head: Option<&'a Slot>,
+    ) -> Result<View<'a>, StoreError> {
+        let missing = || self.clone_missing(chunk, snap.unwrap_or(0));
+        match source {
+            Source::Head => Ok(View::Copy(chunk, SlotView::Head(head.ok_or_else(missing)?))),
+            Source::Clone(tag) => match self.live_slot(chunk.clone_of(tag)).await? {
+                Some(slot) => Ok(View::Copy(chunk.clone_of(tag), SlotView::Guard(slot))),
+                None => Err(missing()),
+            },
+            Source::Absent => Ok(View::Zeros),
+            Source::Missing => Err(missing()),
+        }
+    }
+
+    async fn read_view(&self, view: &View<'_>, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        match view {
+            View::Zeros => Ok(zeros(len)),
+            View::Copy(id, slot) => Ok(self.read_locked(slot, *id, offset, len).await?.0),
+        }
+    }
+
+    /// Which copies snapshots `from` and `to` read, decided under the
+    /// head's lock (held on in `Ends::Differ`, so no clone is made
+    /// meanwhile).
+    async fn diff_sources(&self, chunk: ChunkId, from: Option<u32>, to: Option<u32>) -> Result<Ends, StoreError> {
+        self.check_up()?;
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(Ends::Same) };
+        let head = self.read_slot(slot_ref).await?;
+        if !head.live {
+            return Ok(Ends::Same);
+        }
+        let tags = self.clone_tags(chunk);
+        let at = |snap: Option<u32>, otherwise| snap.map_or(otherwise, |s| snaps::resolve(head.stamp, &tags, s));
+        let (old, new) = (at(from, Source::Absent), at(to, Source::Head));
+        Ok(if old == new { Ends::Same } else { Ends::Differ { old, new, head } })
+    }
+
+    /// Walks lineages from `newest` back to clone `base`: the union of the
+    /// blocks written on the way, and `base` locked. `None` where a link
+    /// is missing or its clone has changed since it was made.
+    async fn follow_lineage(
+        &self,
+        chunk: ChunkId,
+        newest: &Slot,
+        base: u32,
+    ) -> Result<Option<(Lineage, OwnedRwLockReadGuard<Slot>)>, StoreError> {
+        let Some(mut link) = newest.lineage.clone() else { return Ok(None) };
+        let mut written = link.clone();
+        for _ in 0..MAX_LINEAGE_LINKS {
+            if link.prev < base {
+                return Ok(None);
+            }
+            let Some(prev) = self.live_slot(chunk.clone_of(link.prev)).await? else { return Ok(None) };
+            if prev.version != link.prev_version {
+                return Ok(None);
+            }
+            if link.prev == base {
+                return Ok(Some((written, prev)));
+            }
+            let Some(older) = prev.lineage.clone() else { return Ok(None) };
+            written.absorb(&older);
+            link = older;
+        }
+        Ok(None)
+    }
+
+    /// Before clone `tag` of `head` goes: the copy whose lineage leads to
+    /// it (the next newer clone, or the head) is led past it instead, to
+    /// where its own lineage leads, with the blocks written on both steps,
+    /// so a diff across a deleted snapshot still follows the writes.
+    async fn splice_lineage(&self, head: ChunkId, tag: u32) -> Result<(), StoreError> {
+        let Some(going) = self.live_slot(head.clone_of(tag)).await? else { return Ok(()) };
+        let (version, Some(older)) = (going.version, going.lineage.clone()) else { return Ok(()) };
+        drop(going);
+        let newer = match self.clone_tags(head).into_iter().find(|&t| t > tag) {
+            Some(t) => head.clone_of(t),
+            None => head,
+        };
+        let Some(slot_ref) = self.lookup(newer) else { return Ok(()) };
+        let mut slot = slot_ref.write_owned().await;
+        if let Some(lineage) = slot.lineage.as_mut().filter(|l| l.prev == tag && l.prev_version == version) {
+            lineage.absorb(&older);
+            lineage.prev = older.prev;
+            lineage.prev_version = older.prev_version;
+        }
+        Ok(())
+    }
+
+    /// A chunk's slot locked for reading, if it is live.
+    async fn live_slot(&self, chunk: ChunkId) -> Result<Option<OwnedRwLockReadGuard<Slot>>, StoreError> {
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(None) };
+        let slot = self.read_slot(slot_ref).await?;
+        Ok(slot.live.then_some(slot))
+    }
+
+    fn unchanged(&self) -> Vec<Extent> {
+        vec![Extent { len: self.layout.chunk_size as u32, data: false }]
     }
 
     /// Creates `chunk` holding `data` (the whole chunk) unless it exists:
@@ -407,6 +587,9 @@ impl DiskStore {
         self.check_up()?;
         let mut slot = self.slot_for_write(chunk, 0).await?;
         if slot.stamp != stamp {
+            // Backfill: the copy may now resolve snapshots to clones this
+            // node did not make from it.
+            slot.forget_lineage();
             slot.stamp = stamp;
             self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
         }
@@ -444,6 +627,7 @@ impl DiskStore {
             };
             let tags: Vec<u32> = self.clone_tags(head).into_iter().filter(|&t| t <= upto).collect();
             for tag in snaps::unneeded(born, &tags, live) {
+                self.splice_lineage(head, tag).await?;
                 self.delete_one(head.clone_of(tag)).await?;
                 removed += 1;
             }
@@ -616,14 +800,21 @@ impl DiskStore {
             return Ok(());
         }
         let clone = chunk.clone_of(snap);
+        // Found made already (by this write's retry, or before a crash):
+        // how the head relates to it is not known here.
+        let mut lineage = None;
         if self.lookup(clone).is_none() {
             let crcs = self.crcs(slot)?.to_vec();
             let (undo, mut target) = match self.reserve_slot(clone) {
                 Ok(reserved) => reserved,
                 Err(Some(e)) => return Err(e),
-                // Made meanwhile: only this head's writer makes its clones,
-                // so it is whole.
-                Err(None) => return self.stamp_seq(slot, chunk, snap).await,
+                // Made meanwhile (by a retry of this write, or by backfill):
+                // whole, since a clone is entered only once its copy landed,
+                // but how the head relates to it is not known here.
+                Err(None) => {
+                    slot.forget_lineage();
+                    return self.stamp_seq(slot, chunk, snap).await;
+                }
             };
             let (at, len) = (self.layout.data_at(target.index), self.layout.chunk_size);
             self.reserve(clone, at, len).await?;
@@ -635,9 +826,23 @@ impl DiskStore {
             self.sync().await?;
             target.crcs = Some(crcs.into_boxed_slice());
             target.live = true;
+            // The clone holds the head's bytes, so it takes the head's
+            // lineage (its marks cover a cancelled write still in flight,
+            // whichever bytes the copy caught). The head starts a new one
+            // from the clone, unless such a write may still land on it
+            // after the copy, unmarked.
+            target.lineage = slot.lineage.take();
+            if slot.writes_in_flight == 0 {
+                lineage = Some(Lineage::fresh(snap, target.version, self.layout.chunk_blocks()));
+            }
             undo.disarm();
         }
-        self.stamp_seq(slot, chunk, snap).await
+        // None until the new stamp is durable: a failure here leaves no
+        // lineage naming a clone the head is not yet written after.
+        slot.lineage = None;
+        self.stamp_seq(slot, chunk, snap).await?;
+        slot.lineage = lineage;
+        Ok(())
     }
 
     /// Records that the head is now written under `snap`, durably before
@@ -781,22 +986,28 @@ impl DiskStore {
         }
         let mut new_crcs = Vec::with_capacity(count);
         block_crcs(&buf, &mut new_crcs);
-        let old = self.crcs(slot)?;
-        let mut table = old.to_vec();
+        // Before `changing`, which must be matched by `settled`.
+        let old = self.crcs(slot)?.to_vec();
+        let mut table = old.clone();
         table[first..first + count].copy_from_slice(&new_crcs);
+        slot.changing(first, count);
         // Data and checksums go out together: until both have landed the
         // write is not acknowledged, and either one alone makes the blocks
         // read as bad, never as wrong data.
         let (data, crcs) = tokio::join!(self.engine.write(at, buf), self.write_crc_block(slot.index, &table));
-        if let Err(e) = data {
-            if crcs.is_ok() {
-                // Best effort to keep "an error changes nothing": the old
-                // data is still there, so put its checksums back.
-                let _ = self.write_crc_block(slot.index, old).await;
+        let written = match data {
+            Err(e) => {
+                if crcs.is_ok() {
+                    // Best effort to keep "an error changes nothing": the
+                    // old data is still there, so put its checksums back.
+                    let _ = self.write_crc_block(slot.index, &old).await;
+                }
+                Err(self.io_failed(e))
             }
-            return Err(self.io_failed(e));
-        }
-        crcs?;
+            Ok(()) => crcs,
+        };
+        slot.settled();
+        written?;
         slot.crcs = Some(table.into_boxed_slice());
         Ok(())
     }
@@ -831,7 +1042,10 @@ impl DiskStore {
 
     /// Punches whole blocks `[start, end)` of a locked slot to zeros.
     async fn punch_blocks(&self, slot: &mut Slot, start: u64, end: u64) -> Result<(), StoreError> {
-        self.zero_file_range(self.layout.data_at(slot.index) + start, end - start).await?;
+        slot.changing((start / BLOCK) as usize, ((end - start) / BLOCK) as usize);
+        let punched = self.zero_file_range(self.layout.data_at(slot.index) + start, end - start).await;
+        slot.settled();
+        punched?;
         slot.holes = true;
         let count = ((end - start) / BLOCK) as usize;
         self.commit_crcs(slot, (start / BLOCK) as usize, &vec![zero_block_crc(); count]).await
@@ -923,6 +1137,69 @@ impl DiskStore {
             }
         }
         Ok(buf)
+    }
+}
+
+/// What a diff compares: the copies its two snapshots read, the head held
+/// locked while they are named.
+enum Ends {
+    Same,
+    Differ { old: Source, new: Source, head: OwnedRwLockReadGuard<Slot> },
+}
+
+/// A copy of a chunk a diff reads, locked for as long as it reads.
+enum View<'a> {
+    /// The chunk did not exist then.
+    Zeros,
+    Copy(ChunkId, SlotView<'a>),
+}
+
+/// The head under the lock its caller holds, or a clone under its own.
+enum SlotView<'a> {
+    Head(&'a Slot),
+    Guard(OwnedRwLockReadGuard<Slot>),
+}
+
+impl std::ops::Deref for SlotView<'_> {
+    type Target = Slot;
+
+    fn deref(&self) -> &Slot {
+        match self {
+            SlotView::Head(slot) => slot,
+            SlotView::Guard(guard) => guard,
+        }
+    }
+}
+
+/// The clone sequence of a `Source::Clone`; only called on one.
+fn base_of(source: Source) -> u32 {
+    match source {
+        Source::Clone(tag) => tag,
+        Source::Head | Source::Absent | Source::Missing => unreachable!("lineages are followed back to clones only"),
+    }
+}
+
+/// Runs `(first, count, marked)` over `blocks` blocks, each at most
+/// [`DIFF_RUN_BLOCKS`] long when marked: what a diff reads at once.
+fn marked_runs(blocks: usize, marked: impl Fn(usize) -> bool) -> Vec<(usize, usize, bool)> {
+    let mut runs = Vec::new();
+    let mut block = 0;
+    while block < blocks {
+        let (first, m) = (block, marked(block));
+        while block < blocks && marked(block) == m && (!m || block - first < DIFF_RUN_BLOCKS) {
+            block += 1;
+        }
+        runs.push((first, block - first, m));
+    }
+    runs
+}
+
+/// Appends `len` bytes that do (`data`) or do not differ to `runs`,
+/// merged with the last run when it says the same.
+fn push_run(runs: &mut Vec<Extent>, len: u32, data: bool) {
+    match runs.last_mut() {
+        Some(last) if last.data == data => last.len += len,
+        _ => runs.push(Extent { len, data }),
     }
 }
 

@@ -1,5 +1,9 @@
-//! The attach lease of a served volume, and the fence that stops serving it
-//! once the lease may have run out.
+//! The attach lease of a volume a frontend serves (NBD, vhost-user-blk),
+//! and the fence that stops serving it once the lease may have run out.
+//!
+//! [`attach`] takes the lease of an opened volume, fences the volume's
+//! older writers on every node, and keeps the lease renewed; [`Fence`]
+//! says whether I/O may still be sent.
 //!
 //! Another frontend may take the volume as soon as the metadata service
 //! sees this one's lease expire. So this frontend stops sending I/O for the
@@ -18,9 +22,81 @@ use std::time::Duration;
 
 use chuyi_common::clock::{self, Instant};
 
-use chuyi_client::Cluster;
-use chuyi_meta_api::Request;
+use chuyi_meta_api::{order, MetaError, Request};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::{ClientError, Cluster, VolumeIo};
+
+/// A volume attached for serving: fenced by its lease, which a task keeps
+/// renewed until [`Lease::release`] (or until the fence closes).
+#[derive(Debug)]
+pub struct Lease {
+    /// The volume, its writes carrying the lease's token and gated by
+    /// [`Self::fence`].
+    pub vol: VolumeIo,
+    pub fence: Arc<Fence>,
+    pub id: u64,
+    renew: AbortHandle,
+}
+
+/// Why a volume could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The metadata service refused the lease (another holder has it, the
+    /// volume is gone, ...) or could not be reached.
+    #[error("{0}")]
+    Refused(MetaError),
+    /// The lease was taken but the nodes could not all learn its fence;
+    /// the lease was given back.
+    #[error("could not fence the volume's older writers: {0}")]
+    Fence(ClientError),
+}
+
+/// Takes the attach lease of `vol` as `holder` for `ttl`, renewed in the
+/// background; every node learns the lease's token before this returns,
+/// so none takes a request of an older writer still holding some.
+pub async fn attach(cluster: &Arc<Cluster>, vol: VolumeIo, holder: &str, ttl: Duration) -> Result<Lease, AttachError> {
+    let name = vol.volume().name.clone();
+    let acquire = order::AcquireLease { volume: name.clone(), holder: holder.into(), ttl_ms: ttl.as_millis() as u64 };
+    let sent = clock::now();
+    let lease = cluster.meta().order(acquire).await.map_err(AttachError::Refused)?;
+    let fence = Fence::new(sent, ttl);
+    let vol = vol.fenced(lease.id, fence.clone());
+    if let Err(e) = vol.attach_fence().await {
+        release(cluster, &name, holder, lease.id);
+        return Err(AttachError::Fence(e));
+    }
+    let renew = tokio::spawn(renew(cluster.clone(), name, holder.to_string(), lease.id, ttl, fence.clone()));
+    Ok(Lease { vol, fence, id: lease.id, renew: renew.abort_handle() })
+}
+
+impl Lease {
+    /// Stops renewing and gives the lease back, in the background (await
+    /// the handle to know it was sent).
+    pub fn release(&self, cluster: &Arc<Cluster>, holder: &str) -> tokio::task::JoinHandle<()> {
+        self.renew.abort();
+        release(cluster, &self.vol.volume().name, holder, self.id)
+    }
+
+    /// Stops renewing without giving the lease back: a later attach of the
+    /// same holder replaced it.
+    pub fn abandon(&self) {
+        self.renew.abort();
+    }
+}
+
+/// Releases lease `lease_id` of `volume` in the background; one not
+/// released runs out by itself.
+pub fn release(cluster: &Arc<Cluster>, volume: &str, holder: &str, lease_id: u64) -> tokio::task::JoinHandle<()> {
+    let release = Request::ReleaseLease { volume: volume.into(), holder: holder.into(), lease_id };
+    let (cluster, volume) = (cluster.clone(), volume.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = cluster.meta().write(release).await {
+            tracing::warn!(volume, error = %e, "releasing the attach lease failed; it expires by itself");
+        }
+    })
+}
 
 /// Whether this frontend may still send I/O for a volume.
 #[derive(Debug)]
@@ -89,7 +165,9 @@ impl Fence {
         });
     }
 
-    pub(crate) fn lost(&self) {
+    /// The lease is known lost (or the export must close): closes the
+    /// fence for good.
+    pub fn lost(&self) {
         self.valid_until_ms.store(0, Ordering::Release);
         self.lost.notify_waiters();
     }
