@@ -240,15 +240,10 @@ async fn read_back(cluster: &TestCluster, volume: &str, kek: Option<&Path>, out:
 
 /// Deterministic bytes no block of zeros or text resembles.
 fn payload(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    use rand::{Rng, SeedableRng};
+    let mut bytes = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(0x9E37_79B9).fill(&mut bytes[..]);
+    bytes
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

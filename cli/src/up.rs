@@ -105,7 +105,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let metrics_addr = metrics_listener.local_addr()?;
     let metrics_url = format!("http://{metrics_addr}/metrics");
     // The member's, then each node's.
-    let children_metrics = ports_after(metrics_addr, 1 + NODES, args.metrics.ends_with(":0"))?;
+    let port_of = |addr: &str| addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let mut reserved: Vec<u16> = [&args.s3, &args.s3_tls, &args.nbd].iter().filter_map(|a| port_of(a)).collect();
+    reserved.extend((1..=NODES).chain([101]).filter_map(|i| args.port_base.checked_add(i)));
+    let children_metrics = ports_after(metrics_addr, 1 + NODES, args.metrics.ends_with(":0"), &reserved)?;
     let meta_metrics_url = format!("http://{}/metrics", children_metrics[0]);
     let node_metrics_urls: Vec<String> = children_metrics[1..].iter().map(|a| format!("http://{a}/metrics")).collect();
     let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base, &args.ssd_capacity, &children_metrics)?;
@@ -369,16 +372,22 @@ fn write_prometheus(
 }
 
 /// `count` addresses for the children's metrics: the ports after `first`'s
-/// where they are free (so they stay the same from run to run), else, or
-/// when `any` (the caller asked for port 0), ports the kernel picks. A
-/// port is known free here and bound by the child a moment later; a
-/// process taking it between is told by the child's failure to start.
-fn ports_after(first: std::net::SocketAddr, count: u16, any: bool) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+/// where they are free and not `reserved` (ports this process binds
+/// later), so they stay the same from run to run; else, or when `any`
+/// (the caller asked for port 0), ports the kernel picks. A port is known
+/// free here and bound by the child a moment later; a process taking it
+/// between is told by the child's failure to start.
+fn ports_after(
+    first: std::net::SocketAddr,
+    count: u16,
+    any: bool,
+    reserved: &[u16],
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
     let bind = |port: u16| std::net::TcpListener::bind((first.ip(), port));
     // Held until all are chosen, so the kernel hands out no port twice.
     let mut held = Vec::new();
     for i in 1..=count {
-        let next = first.port().checked_add(i).filter(|_| !any).map(bind).and_then(Result::ok);
+        let next = first.port().checked_add(i).filter(|p| !any && !reserved.contains(p)).map(bind).and_then(Result::ok);
         held.push(match next {
             Some(listener) => listener,
             None => bind(0).context("a free port for metrics")?,

@@ -235,14 +235,14 @@ for process, url in urls:
     except OSError:
         continue
     for family in text_string_to_metric_families(text):
-        print(process, \"family\", family.name, \"\", 0, sep=\"\\t\")
+        print(process, \"family\", family.name, family.type, 0, sep=\"\\t\")
         for s in family.samples:
             labels = \",\".join(f\"{k}={v}\" for k, v in sorted(s.labels.items()))
             print(process, \"sample\", s.name, labels, s.value, sep=\"\\t\")
 ";
 
-/// The samples (and, as samples named `family:<name>`, the family names)
-/// of every process that answers.
+/// The samples (and, as samples named `family:<name>` with the type as
+/// their one label, the families) of every process that answers.
 fn scrape_all(env: &str) -> Vec<Sample> {
     let (ok, out) = with_env(env, &format!("python3 -c '{SCRAPE_ALL}'"));
     assert!(ok, "a /metrics endpoint that Prometheus's parser refuses:\n{out}");
@@ -250,12 +250,16 @@ fn scrape_all(env: &str) -> Vec<Sample> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
             let [process, kind, name, labels, value] = f[..] else { return None };
+            if kind == "family" {
+                let labels = vec![("type".to_string(), labels.to_string())];
+                return Some(Sample { process: process.into(), name: format!("family:{name}"), labels, value: 0.0 });
+            }
             let labels = labels
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            let name = if kind == "family" { format!("family:{name}") } else { name.to_string() };
+            let name = name.to_string();
             Some(Sample { process: process.into(), name, labels, value: value.parse().ok()? })
         })
         .collect()
@@ -334,20 +338,33 @@ fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_sh
     assert_eq!(sum(&after, "meta", "chuyi_meta_pgs", &[("state", "clean")]), 128.0, "two pools of 64 PGs, clean");
     assert!(sum(&after, "meta", "chuyi_meta_proposed_commands_total", &[]) >= 1.0);
 
-    let served: std::collections::BTreeSet<&str> =
-        after.iter().map(|s| s.name.strip_prefix("family:").unwrap_or(&s.name)).collect();
+    let samples: std::collections::BTreeSet<&str> = after.iter().map(|s| s.name.as_str()).collect();
+    // Each family with the suffixes its type gives its samples: a family
+    // with none yet (no S3 request made) is served by its name alone.
+    let families: std::collections::BTreeSet<(String, String)> = after
+        .iter()
+        .filter_map(|s| Some((s.name.strip_prefix("family:")?.to_string(), s.label("type")?.to_string())))
+        .collect();
+    fn suffixes(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            _ => &[""],
+        }
+    }
+    let served = |name: &str| {
+        samples.contains(name)
+            || families.iter().any(|(family, kind)| suffixes(kind).iter().any(|s| format!("{family}{s}") == name))
+    };
     let dashboard = std::fs::read_to_string(repo.join("ops/grafana/chuyi-dashboard.json")).expect("dashboard");
     for name in metric_names(&shipped).into_iter().chain(metric_names(&dashboard)) {
-        // A family with no sample yet (no S3 request made) is served by
-        // its name alone, without the suffixes its samples would carry.
-        let family = ["_total", "_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s));
-        let known = served.contains(name.as_str()) || family.is_some_and(|f| served.contains(f));
-        assert!(known, "{name}, which the rules or the dashboard use, is served");
+        assert!(served(&name), "{name}, which the rules or the dashboard use, is served as its type names it");
     }
 
     // A node killed: the member marks it down and the map moves on; the
     // others backfill the PGs it held.
     let epoch = sum(&after, "meta", "chuyi_meta_map_epoch", &[]);
+    let backfills = sum(&after, "node", "chuyi_node_backfills_total", &[]);
     let config = dir.path().join("node3.toml");
     let killed =
         Command::new("pkill").args(["-KILL", "-f"]).arg(format!("node --config {}", config.display())).status();
@@ -360,7 +377,11 @@ fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_sh
                 .iter()
                 .any(|s| s.process == "meta" && s.name == "chuyi_meta_node_up" && s.label("node") == Some("3"));
         let moved = sum(&now, "meta", "chuyi_meta_map_epoch", &[]) > epoch;
-        let backfilled = sum(&now, "node", "chuyi_node_backfills_total", &[]) > 0.0;
+        // Counted by the survivors: node 3's own count is gone with it.
+        let survivors = sum(&now, "node1", "chuyi_node_backfills_total", &[])
+            + sum(&now, "node2", "chuyi_node_backfills_total", &[]);
+        let before_kill = backfills - sum(&after, "node3", "chuyi_node_backfills_total", &[]);
+        let backfilled = survivors > before_kill;
         let gone = !now.iter().any(|s| s.process == "node3");
         if down && moved && backfilled && gone {
             break;

@@ -7,11 +7,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use chuyi_common::metrics::prometheus_client;
+use chuyi_common::metrics::{prometheus_client, LatencyHistogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,12 +33,9 @@ pub struct VolumeOpMetrics {
     operations: Family<VolumeOp, Counter>,
     bytes: Family<VolumeOp, Counter>,
     errors: Family<VolumeOp, Counter>,
-    latency: Family<Op, Histogram, fn() -> Histogram>,
-}
-
-fn latency_histogram() -> Histogram {
-    // 10 µs to about 5 s.
-    Histogram::new(exponential_buckets(0.00001, 2.0, 20))
+    /// Atomics only (no lock per request, which every queue and
+    /// connection of every volume would share).
+    latency: Family<Op, LatencyHistogram>,
 }
 
 impl VolumeOpMetrics {
@@ -52,7 +48,7 @@ impl VolumeOpMetrics {
             operations: Family::default(),
             bytes: Family::default(),
             errors: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            latency: Family::default(),
         });
         registry.register("operations", format!("{what} served, by volume and operation"), metrics.operations.clone());
         registry.register("bytes", "Bytes read or written, by volume and operation", metrics.bytes.clone());
@@ -84,7 +80,7 @@ struct OpSeries {
     operations: OnceLock<Counter>,
     bytes: OnceLock<Counter>,
     errors: OnceLock<Counter>,
-    latency: OnceLock<Histogram>,
+    latency: OnceLock<LatencyHistogram>,
 }
 
 /// One volume's counters, as a connection serving it holds them.
@@ -99,8 +95,8 @@ pub struct VolumeSeries {
 
 impl VolumeSeries {
     /// Operation `op` (its place in the names given, past them "other")
-    /// moving `bytes` of data (0 for one that moves none), answered after
-    /// `seconds`.
+    /// asking to move `bytes` of data (0 for one that moves none), answered
+    /// after `seconds`; its bytes count only if it succeeded.
     pub fn served(&self, op: usize, bytes: u64, ok: bool, seconds: f64) {
         let slot = op.min(self.names.len());
         let name = self.names.get(slot).copied().unwrap_or(OTHER);
@@ -108,14 +104,14 @@ impl VolumeSeries {
         let m = &self.metrics;
         let labels = || VolumeOp { volume: self.volume.clone(), op: name };
         series.operations.get_or_init(|| m.operations.get_or_create(&labels()).clone()).inc();
-        if bytes > 0 {
+        if ok && bytes > 0 {
             series.bytes.get_or_init(|| m.bytes.get_or_create(&labels()).clone()).inc_by(bytes);
         }
         if !ok {
             series.errors.get_or_init(|| m.errors.get_or_create(&labels()).clone()).inc();
         }
         let latency = series.latency.get_or_init(|| m.latency.get_or_create(&Op { op: name }).clone());
-        latency.observe(seconds);
+        latency.observe_seconds(seconds);
     }
 }
 
@@ -144,5 +140,9 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(!text.contains("chuyi_test_bytes_total{volume=\"vm1\",op=\"other\"}"), "no bytes moved: {text}");
+        assert!(
+            !text.contains("chuyi_test_bytes_total{volume=\"vm1\",op=\"write\"}"),
+            "a failed write moved none: {text}"
+        );
     }
 }

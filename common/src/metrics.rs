@@ -106,9 +106,13 @@ const LATENCY_BUCKETS: usize = 20;
 /// A latency histogram in seconds, updated with two relaxed atomic adds
 /// per observation: buckets doubling from 10 µs to 5.2 s. Its count (the
 /// sum of its buckets) is the number of operations, so a rate of it is
-/// IOPS.
+/// IOPS. Clones share the counts (as prometheus-client's metrics do), so
+/// it can be a [`Family`](prometheus_client::metrics::family::Family)'s.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram(Arc<LatencyCounts>);
+
 #[derive(Debug, Default)]
-pub struct LatencyHistogram {
+struct LatencyCounts {
     /// Per bucket (not cumulative), the last one +Inf.
     buckets: [AtomicU64; LATENCY_BUCKETS + 1],
     sum_ns: AtomicU64,
@@ -117,13 +121,18 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     pub fn observe(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[latency_bucket(ns)].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.buckets[latency_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// [`Self::observe`] of a time in seconds.
+    pub fn observe_seconds(&self, seconds: f64) {
+        self.observe(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
 
     /// Operations observed.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+        self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// (upper bound in seconds, count in that bucket alone), the last
@@ -133,7 +142,7 @@ impl LatencyHistogram {
             LATENCY_BUCKETS => f64::MAX,
             _ => (LATENCY_FIRST_BOUND_NS << i) as f64 / 1e9,
         };
-        self.buckets.iter().enumerate().map(|(i, b)| (bound(i), b.load(Ordering::Relaxed))).collect()
+        self.0.buckets.iter().enumerate().map(|(i, b)| (bound(i), b.load(Ordering::Relaxed))).collect()
     }
 }
 
@@ -149,13 +158,17 @@ impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let buckets = self.buckets();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+impl prometheus_client::metrics::TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
 /// The process's CPU seconds, resident memory and open files, from

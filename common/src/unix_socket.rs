@@ -6,29 +6,41 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-/// Binds a Unix socket at `path` with mode 0660. A socket left there by an
-/// earlier run (nothing answers on it) is replaced; a live one (another
-/// process serves it) or anything that is not a socket is an error, so a
-/// second frontend cannot steal a VM's disk or delete a file.
+/// Binds a Unix socket at `path` with mode 0660, after [`remove_stale`]:
+/// a second frontend cannot steal a VM's disk or delete a file. (The mode
+/// is set just after the bind: until then the socket has the umask's,
+/// which under the usual 022 lets no one else connect.)
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                let served = format!("{} is served by another process", path.display());
-                return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, served));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Ok(_) => {
-            let exists = format!("{} exists and is not a socket", path.display());
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, exists));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    remove_stale(path)?;
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
+}
+
+/// Makes way for a new socket at `path`: a socket left by a process that
+/// died (connecting is refused) is removed. A live one (another process
+/// serves it), one this process may not connect to (another user's: it
+/// may be live), or anything that is not a socket is an error.
+pub fn remove_stale(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                let served = format!("{} is served by another process", path.display());
+                Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, served))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            Err(e) => Err(e),
+        },
+        Ok(_) => {
+            let exists = format!("{} exists and is not a socket", path.display());
+            Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, exists))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

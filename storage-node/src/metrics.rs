@@ -140,17 +140,17 @@ impl NodeCollector {
         let r = self.repl.counters();
         let counters = [
             ("chuyi_node_forwards", "Writes forwarded to another replica", &f.sent),
-            ("chuyi_node_forward_failures", "Forwarded writes that failed", &f.failed),
+            (
+                "chuyi_node_forward_failures",
+                "Forwarded writes the replica failed (an error, a timeout, unreachable; not a stale epoch or a fence)",
+                &f.failed,
+            ),
             (
                 "chuyi_node_forward_stalls",
                 "Forwards given up because the PG moved while the replica held them",
                 &f.stalled,
             ),
-            (
-                "chuyi_node_chunks_marked_for_copy",
-                "Chunks marked for copying after a write not every copy took",
-                &f.marked,
-            ),
+            ("chuyi_node_partial_writes", "Writes not every copy took; their chunk is marked for copying", &f.partial),
             ("chuyi_node_scrub_bytes", "Bytes read by scrub", &r.scrubbed_bytes),
             ("chuyi_node_scrub_passes", "Scrub passes over the node's chunks", &r.passes),
             ("chuyi_node_bad_blocks", "Bad blocks found by scrub or by reads", &r.errors),
@@ -173,6 +173,11 @@ impl NodeCollector {
         let counters = [
             ("chuyi_node_backfills", "Backfills and resyncs finished", done),
             ("chuyi_node_backfill_bytes", "Bytes sent by backfills and resyncs", sent),
+            (
+                "chuyi_node_backfill_chunks_compared",
+                "Chunks compared by backfills and resyncs (sent or found right)",
+                self.recovery.compared(),
+            ),
         ];
         for (name, help, value) in counters {
             ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
@@ -187,7 +192,7 @@ impl NodeCollector {
         type Field = fn(&chuyi_common::proto::chunk::RecoveryProgress) -> u64;
         let gauges: [(&str, &str, Field); 3] = [
             ("chuyi_node_backfill_chunks_done", "A running backfill's chunks compared so far", |p| p.chunks_done),
-            ("chuyi_node_backfill_chunks_total", "A running backfill's chunks to compare", |p| p.chunks_total),
+            ("chuyi_node_backfill_chunks_planned", "A running backfill's chunks to compare", |p| p.chunks_total),
             ("chuyi_node_backfill_copied_bytes", "A running backfill's bytes sent", |p| p.bytes_copied),
         ];
         for (name, help, field) in gauges {

@@ -64,6 +64,9 @@ pub struct Recovery {
     reported: mpsc::UnboundedSender<Recovered>,
     done: AtomicU64,
     sent: AtomicU64,
+    /// Chunks compared by every backfill since start: it moves while a
+    /// backfill finds the target already right and sends nothing.
+    compared: AtomicU64,
     /// When the node's recovery bandwidth is next free: every backfill
     /// books its bytes here, so the rate holds for the node as a whole.
     next_free: Mutex<Instant>,
@@ -79,6 +82,7 @@ impl Recovery {
             reported,
             done: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            compared: AtomicU64::new(0),
             next_free: Mutex::new(clock::now()),
         };
         (Arc::new(this), rx)
@@ -94,6 +98,11 @@ impl Recovery {
     /// Backfills finished, and bytes sent by all, since start.
     pub fn totals(&self) -> (u64, u64) {
         (self.done.load(Ordering::Relaxed), self.sent.load(Ordering::Relaxed))
+    }
+
+    /// Chunks compared by all backfills since start.
+    pub fn compared(&self) -> u64 {
+        self.compared.load(Ordering::Relaxed)
     }
 
     /// Follows the map: starts a backfill for every recovering replica of a
@@ -248,6 +257,7 @@ impl Recovery {
                 let bytes = if copied { 0 } else { self.copy_chunk(route, chunk, remote, BadLocal::Poison).await? };
                 sent += bytes;
                 self.sent.fetch_add(bytes, Ordering::Relaxed);
+                self.compared.fetch_add(1, Ordering::Relaxed);
                 self.set_progress(key, |p| {
                     p.chunks_done += 1;
                     p.bytes_copied += bytes;

@@ -64,7 +64,9 @@ pub struct Device {
     event_idx: AtomicBool,
     /// Requests handed to the runtime and not yet answered, per queue.
     in_flight: Vec<Arc<AtomicUsize>>,
-    limiter: VolumeLimiter,
+    /// The volume's QoS limiter, cached per queue: each queue's thread
+    /// takes only its own lock.
+    limiters: Vec<VolumeLimiter>,
     /// What GET_ID answers: made once, not per request.
     serial: [u8; request::ID_BYTES],
 }
@@ -81,7 +83,8 @@ impl Device {
         let in_flight = (0..geometry.queues).map(|_| Arc::new(AtomicUsize::new(0))).collect();
         let volume = served.vol.volume();
         let serial = request::serial(&volume.name);
-        let limiter = VolumeLimiter::new(qos, &volume.name, &volume.pool);
+        let limiters =
+            (0..geometry.queues).map(|_| VolumeLimiter::new(qos.clone(), &volume.name, &volume.pool)).collect();
         Self {
             served,
             geometry,
@@ -89,7 +92,7 @@ impl Device {
             mem: Mutex::new(None),
             event_idx: AtomicBool::new(false),
             in_flight,
-            limiter,
+            limiters,
             serial,
         }
     }
@@ -112,10 +115,13 @@ impl Device {
             match request::parse(&**mem, &segments, &self.geometry) {
                 Err(refused) => {
                     tracing::debug!(why = refused.why, status = refused.status, "virtio-blk request refused");
+                    if let Some(metrics) = &self.served.metrics {
+                        metrics.served(crate::metrics::REFUSED, 0, false, 0.0);
+                    }
                     done.finish(refused.at.map(|at| (at, refused.status)), 0);
                 }
                 Ok(req) => {
-                    let (served, limiter) = (self.served.clone(), self.limiter.get());
+                    let (served, limiter) = (self.served.clone(), self.limiters[queue].get());
                     self.runtime.spawn(serve(served, limiter, req, self.serial, done));
                 }
             }
@@ -135,11 +141,14 @@ async fn serve(
         return;
     }
     let fence = served.fence.clone();
+    // Timed from here, as NBD times its requests: QoS waits are not the
+    // cluster's latency.
+    pace(limiter, &req.op).await;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         biased;
         () = fence.closed() => return,
-        outcome = execute(&served, limiter, &req, &id, &done.mem) => outcome,
+        outcome = execute(&served, &req, &id, &done.mem) => outcome,
     };
     if let Some(metrics) = &served.metrics {
         let (op, bytes) = crate::metrics::counted(&req.op);
@@ -164,17 +173,24 @@ enum Failed {
     Memory,
 }
 
+/// Waits for `op`'s turn under the volume's QoS rule, if it has one.
+async fn pace(limiter: Option<Arc<Limiter>>, op: &Op) {
+    match op {
+        Op::Read { len, .. } => pace_volume(limiter, true, *len).await,
+        Op::Write { len, .. } => pace_volume(limiter, false, *len).await,
+        Op::Zero { ranges } => {
+            for _ in ranges {
+                pace_volume(limiter.clone(), false, 0).await;
+            }
+        }
+        Op::Flush | Op::GetId => {}
+    }
+}
+
 /// Does what `req` asks; answers the bytes it wrote into guest buffers.
-async fn execute(
-    served: &Served,
-    limiter: Option<Arc<Limiter>>,
-    req: &Request,
-    id: &[u8],
-    mem: &Memory,
-) -> Result<u32, Failed> {
+async fn execute(served: &Served, req: &Request, id: &[u8], mem: &Memory) -> Result<u32, Failed> {
     match &req.op {
         Op::Read { offset, len } => {
-            pace_volume(limiter, true, *len).await;
             let data = served.vol.read(*offset, *len).await?;
             let data = match &served.crypt {
                 Some(xts) => crypt::decrypt(xts, *offset, data),
@@ -182,8 +198,7 @@ async fn execute(
             };
             request::scatter(mem, &req.data, &data).map(|n| n as u32).ok_or(Failed::Memory)
         }
-        Op::Write { offset, len } => {
-            pace_volume(limiter, false, *len).await;
+        Op::Write { offset, .. } => {
             let mut data = request::gather(mem, &req.data).ok_or(Failed::Memory)?;
             if let Some(xts) = &served.crypt {
                 crypt::encrypt(xts, *offset, &mut data);
@@ -200,7 +215,6 @@ async fn execute(
         Op::GetId => request::scatter(mem, &req.data, id).map(|n| n as u32).ok_or(Failed::Memory),
         Op::Zero { ranges } => {
             for &(offset, len) in ranges {
-                pace_volume(limiter.clone(), false, 0).await;
                 served.vol.zero(offset, len, false).await?;
             }
             Ok(0)

@@ -12,8 +12,12 @@ use chuyi_common::metrics::prometheus_client::registry::Registry;
 use crate::request::Op;
 
 /// The request types counted apart: discard and write-zeroes both zero
-/// their ranges.
+/// their ranges; a request refused before it is served (out of range, of
+/// a type not offered, malformed) is "other", as an error.
 pub const OP_NAMES: [&str; 5] = ["read", "write", "flush", "get_id", "zero"];
+
+/// Where refused requests are counted: past the named ones ("other").
+pub(crate) const REFUSED: usize = OP_NAMES.len();
 
 /// Registers the frontend's families under `chuyi_vhost_`.
 pub fn register(registry: &mut Registry) -> Arc<VolumeOpMetrics> {

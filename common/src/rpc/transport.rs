@@ -10,7 +10,6 @@
 //! with an error instead of reaching turmoil's thread-local world.
 
 use std::io;
-use std::path::Path;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tracing::debug;
@@ -81,7 +80,7 @@ impl Listener {
                 Ok((Listener::Tcp(listener), local))
             }
             Endpoint::Unix(path) => {
-                remove_stale_socket(path).await?;
+                crate::unix_socket::remove_stale(path)?;
                 Ok((Listener::Unix(UnixListener::bind(path)?), endpoint.clone()))
             }
             Endpoint::Sim(addr) => {
@@ -114,29 +113,5 @@ impl Listener {
                 Ok((Stream::Sim(stream), peer.to_string()))
             }
         }
-    }
-}
-
-/// A socket file left by a server that died is removed so bind can succeed.
-/// One that still answers belongs to a live server and is left alone, as is
-/// anything that is not a socket (a misconfigured path must not eat a file).
-async fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Ok(());
-    }
-    if UnixStream::connect(path).await.is_ok() {
-        let what = format!("{} is served by a running process", path.display());
-        return Err(io::Error::new(io::ErrorKind::AddrInUse, what));
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }

@@ -97,6 +97,11 @@ impl Member {
     pub async fn start(config: &MetaConfig, secret: ClusterSecret) -> Result<Self, MemberError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| MemberError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        // Bound first: a bad address must fail the start before Raft runs.
+        let metrics_listener = match &config.metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
         let (log, state_machine) = store::open(&config.data_dir)?;
         let appended = log.appended_bytes();
         let reader = state_machine.reader();
@@ -125,10 +130,8 @@ impl Member {
         ));
         let monitor = tokio::spawn(super::monitor::run(raft.clone(), reader.clone(), proposer, liveness, timeout));
         let snapshots_dir = config.data_dir.join("snapshots");
-        let metrics = match &config.metrics_listen {
-            Some(addr) => Some(serve_metrics(addr, service.clone(), snapshots_dir.clone()).await?),
-            None => None,
-        };
+        let metrics = metrics_listener
+            .map(|(listener, addr)| (addr, serve_metrics(listener, service.clone(), snapshots_dir.clone())));
         let snapshots =
             tokio::spawn(super::snapshots::run(raft.clone(), snapshots_dir, config.snapshot_logs, appended));
         Ok(Self { raft, reader, service, server, keyring, monitor, snapshots, metrics })
@@ -165,18 +168,23 @@ impl Member {
     }
 }
 
-/// Binds `addr` and serves the member's metrics there.
-async fn serve_metrics(
-    addr: &str,
-    service: Arc<MetaService>,
-    snapshots: std::path::PathBuf,
-) -> Result<(std::net::SocketAddr, JoinHandle<()>), MemberError> {
+/// The listener of the member's metrics, and its address.
+async fn bind_metrics(addr: &str) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), MemberError> {
     let failed = |source| MemberError::Metrics { addr: addr.into(), source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
     let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
+
+/// Serves the member's metrics on `listener`.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    service: Arc<MetaService>,
+    snapshots: std::path::PathBuf,
+) -> JoinHandle<()> {
     let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
     super::metrics::register(&mut registry, service, snapshots);
-    Ok((local, tokio::spawn(chuyi_common::metrics::serve(listener, Arc::new(registry)))))
+    tokio::spawn(chuyi_common::metrics::serve(listener, Arc::new(registry)))
 }
 
 /// On a founder's first start, initializes the group with the founders.

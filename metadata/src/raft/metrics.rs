@@ -169,14 +169,15 @@ fn encode_map(encoder: &mut DescriptorEncoder, s: &StatusReport) -> Result<(), s
     Ok(())
 }
 
-/// The size of the largest `.snap` file in `dir` (the newest is the one
-/// kept; an older one may linger until the next is written).
+/// The size of the newest `.snap` file in `dir` (an older one may linger
+/// until the next is written).
 fn newest_snapshot_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .filter_map(|e| e.metadata().ok())
+        .filter_map(|m| Some((m.modified().ok()?, m.len())))
         .max()
-        .unwrap_or(0)
+        .map_or(0, |(_, len)| len)
 }

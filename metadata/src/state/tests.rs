@@ -221,13 +221,7 @@ fn leases_exclude_other_holders_until_expiry_and_refuse_stale_renewals() {
 fn backup_schedules_go_with_their_volume() {
     use chuyi_meta_api::backup_schedule::BackupSchedule;
     let mut w = World::cluster(2);
-    let create = Command::CreateVolume {
-        name: "vm1".into(),
-        pool: "ssd".into(),
-        size_bytes: GIB,
-        chunk_size_bytes: 4 << 20,
-        wrapped_key: Vec::new(),
-    };
+    let create = create_volume("vm1", Vec::new());
     w.ok(create.clone());
     let schedule = BackupSchedule {
         volume: "vm1".into(),
@@ -282,24 +276,12 @@ fn volume_keys_are_rewrapped_only_from_their_value_and_destroyed_only_by_the_hol
     assert!(v.wrapped_key.is_empty() && v.state == VolumeState::KeyDestroyed);
     let rewrap = Command::RewrapVolumeKey { name: "vm1".into(), old: vec![], new: vec![3] };
     assert!(matches!(w.run(rewrap), Err(MetaError::Invalid { .. })), "a destroyed key stays destroyed");
-    w.ok(Command::CreateVolume {
-        name: "plain".into(),
-        pool: "ssd".into(),
-        size_bytes: GIB,
-        chunk_size_bytes: 4 << 20,
-        wrapped_key: vec![],
-    });
+    w.ok(create_volume("plain", vec![]));
     let plain = Command::DestroyVolumeKey { name: "plain".into(), holder: "x".into() };
     assert!(matches!(w.run(plain), Err(MetaError::Invalid { .. })));
     // A pool that encrypts every volume refuses one without a key.
     w.ok(Command::SetPoolDefaults { pool: "ssd".into(), defaults: PoolDefaults { encrypt: true } });
-    let unencrypted = Command::CreateVolume {
-        name: "plain2".into(),
-        pool: "ssd".into(),
-        size_bytes: GIB,
-        chunk_size_bytes: 4 << 20,
-        wrapped_key: vec![],
-    };
+    let unencrypted = create_volume("plain2", vec![]);
     assert!(matches!(w.run(unencrypted), Err(MetaError::Invalid { .. })));
     let missing = Command::SetPoolDefaults { pool: "nope".into(), defaults: PoolDefaults::default() };
     assert!(matches!(w.run(missing), Err(MetaError::NotFound { .. })));
@@ -682,6 +664,17 @@ fn pending_data_expires_into_garbage_only_when_its_time_is_up() {
     ));
 }
 
+/// Creating volume `name` of 1 GiB in pool ssd, its key `wrapped_key`.
+fn create_volume(name: &str, wrapped_key: Vec<u8>) -> Command {
+    Command::CreateVolume {
+        name: name.into(),
+        pool: "ssd".into(),
+        size_bytes: GIB,
+        chunk_size_bytes: 4 << 20,
+        wrapped_key,
+    }
+}
+
 fn part(w: &mut World, upload_id: &str, number: u32, len: u64) -> Result<DataRun, MetaError> {
     let run = w.begin(len);
     w.run(Command::PutPart {
@@ -1003,13 +996,7 @@ fn qos_rules_are_checked_versioned_and_go_with_what_they_name() {
 #[test]
 fn trashed_volumes_keep_their_name_and_key_until_purged() {
     let mut w = World::cluster(2);
-    let create = Command::CreateVolume {
-        name: "vm1".into(),
-        pool: "ssd".into(),
-        size_bytes: GIB,
-        chunk_size_bytes: 4 << 20,
-        wrapped_key: vec![7],
-    };
+    let create = create_volume("vm1", vec![7]);
     w.ok(create.clone());
     let mut limits = chuyi_meta_api::qos::QosLimits { burst_ms: 1000, ..Default::default() };
     limits.set(chuyi_meta_api::qos::Dimension::Requests, Some(2000));

@@ -181,7 +181,9 @@ impl Engine {
             IoOp::Sync => (IoKind::Sync, 0),
             IoOp::Fallocate { len, .. } => (IoKind::Fallocate, *len),
         };
-        let start = Instant::now();
+        // Counted even if the caller is cancelled while the I/O runs (it
+        // still reaches the device): then with the time until the cancel.
+        let mut counted = Counted { stats: &self.1, kind, bytes, start: Instant::now(), recorded: false };
         let (done, rx) = oneshot::channel();
         self.0.submit(IoRequest { op, done });
         let done = rx.await.map_err(|_| io::Error::other("I/O engine stopped"));
@@ -189,8 +191,33 @@ impl Engine {
             Ok(d) => d.result.as_ref().err(),
             Err(e) => Some(e),
         };
-        self.1.record(kind, bytes, start.elapsed(), error);
+        counted.record(error);
         done
+    }
+}
+
+/// One I/O in flight, counted in its disk's stats once: when it finishes,
+/// or when its caller drops it.
+struct Counted<'a> {
+    stats: &'a IoStats,
+    kind: IoKind,
+    bytes: u64,
+    start: Instant,
+    recorded: bool,
+}
+
+impl Counted<'_> {
+    fn record(&mut self, error: Option<&io::Error>) {
+        self.stats.record(self.kind, self.bytes, self.start.elapsed(), error);
+        self.recorded = true;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(None);
+        }
     }
 }
 

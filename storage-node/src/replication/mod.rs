@@ -144,14 +144,16 @@ impl RepairCounters {
 pub struct ForwardCounters {
     /// Forwards sent.
     pub sent: AtomicU64,
-    /// Forwards that failed: an error answer, a timeout, a peer unreachable
-    /// (stalls included).
+    /// Forwards the replica failed: an error answer, a timeout, a peer
+    /// unreachable (stalls included); not the answers the protocol expects
+    /// (a stale epoch, a fence, no space, a bad request).
     pub failed: AtomicU64,
     /// Forwards given up because the PG moved while the replica held the
     /// write (a replica frozen or cut off).
     pub stalled: AtomicU64,
-    /// Chunks marked for copying after a write that not every copy took.
-    pub marked: AtomicU64,
+    /// Writes not every copy took (their chunk is then marked for copying;
+    /// a chunk written so twice counts twice).
+    pub partial: AtomicU64,
 }
 
 /// A PG placement checked against the request: the map it was checked in,
@@ -201,7 +203,7 @@ impl Replicator {
     }
 
     fn mark_dirty(&self, placed: &Placed, chunk: ChunkId) {
-        self.forwards.marked.fetch_add(1, Ordering::Relaxed);
+        self.forwards.partial.fetch_add(1, Ordering::Relaxed);
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         for &replica in placed.pg_map.replicas.iter().filter(|r| **r != placed.mine) {
             dirty.insert((placed.pg, replica, chunk));
@@ -456,7 +458,7 @@ impl Replicator {
             }
         };
         let outcome = Self::forward_outcome(replica, reply);
-        if outcome.is_err() {
+        if let Err(ReplicationError::ReplicaFailed { .. }) = &outcome {
             self.forwards.failed.fetch_add(1, Ordering::Relaxed);
         }
         outcome
