@@ -987,8 +987,7 @@ impl DiskStore {
         let mut new_crcs = Vec::with_capacity(count);
         block_crcs(&buf, &mut new_crcs);
         // Before `changing`, which must be matched by `settled`.
-        let old = self.crcs(slot)?.to_vec();
-        let mut table = old.clone();
+        let mut table = self.crcs(slot)?.to_vec();
         table[first..first + count].copy_from_slice(&new_crcs);
         slot.changing(first, count);
         // Data and checksums go out together: until both have landed the
@@ -997,10 +996,11 @@ impl DiskStore {
         let (data, crcs) = tokio::join!(self.engine.write(at, buf), self.write_crc_block(slot.index, &table));
         let written = match data {
             Err(e) => {
-                if crcs.is_ok() {
+                if let (Ok(()), Ok(old)) = (&crcs, self.crcs(slot)) {
                     // Best effort to keep "an error changes nothing": the
-                    // old data is still there, so put its checksums back.
-                    let _ = self.write_crc_block(slot.index, &old).await;
+                    // old data is still there, so put its checksums back
+                    // (the slot's own, still the old ones until success).
+                    let _ = self.write_crc_block(slot.index, old).await;
                 }
                 Err(self.io_failed(e))
             }
