@@ -18,13 +18,15 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # chaos/vm/guest.sh into CHUYI_GUEST_DIR, where the tests look; not installed);
 # prometheus for promtool, which checks and unit-tests the alert rules.
 APT_PACKAGES := pkg-config libclang-dev clang fio libnbd-bin nbdkit qemu-utils \
-	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium \
+	e2fsprogs util-linux procps jq linux-perf rclone s3cmd restic chromium chromium-driver \
 	qemu-system-x86 busybox-static cpio prometheus
 export CHUYI_GUEST_DIR ?= /var/cache/chuyi/guest
 # S3 clients the gateway's tests drive, from pip (Debian's awscli lags),
 # pydicom for its sample DICOM files (the compression tests' corpus), and
-# prometheus-client, whose text-format parser reads /metrics in the tests.
-PIP_PACKAGES := awscli boto3 pydicom prometheus-client
+# prometheus-client, whose text-format parser reads /metrics in the tests;
+# selenium, through which the console's test drives headless Chromium
+# (Debian's chromium and chromium-driver, above).
+PIP_PACKAGES := awscli boto3 pydicom prometheus-client selenium
 
 .PHONY: fuzz deps build test run bench chaos simulate fmt lint clean-data
 

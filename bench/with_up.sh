@@ -13,7 +13,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-/var/cache/chuyi/target}
 dir=$(mktemp -d "/var/tmp/chuyi-$name.XXXXXX")
 (cd "$repo" && CARGO_TARGET_DIR=$target cargo build -q --workspace --all-targets)
-"$target/debug/chuyi" up --data-dir "$dir" --port-base $((7000 + offset)) --s3 127.0.0.1:$((19000 + offset)) \
+# Port bases 10 x PORT_OFFSET apart from 20000 (below the ephemeral range):
+# a cluster uses its base + 1..3, + 101 and + 102.
+"$target/debug/chuyi" up --data-dir "$dir" --port-base $((20000 + 10 * offset)) --s3 127.0.0.1:$((19000 + offset)) \
 	--s3-tls 127.0.0.1:$((19043 + offset)) --nbd 127.0.0.1:$((19709 + offset)) --metrics 127.0.0.1:0 \
 	--ssd-capacity "${SSD_CAPACITY:-4GiB}" \
 	>"$dir.log" 2>&1 &

@@ -471,7 +471,7 @@ impl Up {
         let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
         let base = (0..200)
             .map(|_| free_port().expect("port"))
-            .find(|&b| b < 65_000 - 110 && [1, 2, 3, 101].iter().all(|&p| free(b + p)))
+            .find(|&b| b < 65_000 - 110 && [1, 2, 3, 101, 102].iter().all(|&p| free(b + p)))
             .expect("a free port base");
         let port = || free_port().expect("port").to_string();
         let child = Command::new(chuyi_chaos::cluster::chuyi_bin().expect("bin"))

@@ -1,14 +1,10 @@
 //! The admin commands that talk to the metadata service: status, pools,
 //! users, members. Each prints a table, or JSON with `--json`.
 
-use std::time::Duration;
-
 use anyhow::bail;
-use bytes::Bytes;
 use chuyi_common::credential::Door;
 use chuyi_common::ids::DeviceClass;
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, NodeReport};
-use chuyi_common::rpc::{Endpoint, RpcClient, RpcConfig};
+use chuyi_common::proto::chunk::NodeReport;
 use chuyi_common::size::ByteSize;
 use chuyi_meta_api::{ask, order};
 use chuyi_metadata::client::MetaClient;
@@ -205,26 +201,8 @@ object packs: {}, {} taken per replica, {} live ({:.1}%)",
 /// that does not answer within a moment is left out.
 async fn node_reports(args: &ClusterArgs, report: &StatusReport) -> Vec<NodeReport> {
     let Ok(admin) = args.admin() else { return Vec::new() };
-    let identity = admin.identity(Door::Node);
-    let asks = report.map.nodes.iter().filter(|n| n.state == NodeState::Up).map(|n| {
-        let identity = identity.clone();
-        let addr = n.addrs.first().cloned().unwrap_or_default();
-        async move {
-            let endpoint: Endpoint = addr.parse().ok()?;
-            let config = RpcConfig {
-                call_timeout: Duration::from_secs(2),
-                connect_timeout: Duration::from_secs(2),
-                ..RpcConfig::default()
-            };
-            let rpc: RpcClient<ChunkRequest, ChunkResponse> =
-                RpcClient::connect(&endpoint, &identity, config).await.ok()?;
-            match rpc.call(&ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
-                (ChunkResponse::Status(r), _) => Some(r),
-                _ => None,
-            }
-        }
-    });
-    futures::future::join_all(asks).await.into_iter().flatten().collect()
+    let pool = chuyi_console::survey::node_pool(admin.identity(Door::Node));
+    chuyi_console::survey::node_reports(&pool, &report.map).await
 }
 
 /// Backfills in flight with percent, rate and ETA, and scrub counters.

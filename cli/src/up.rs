@@ -31,7 +31,8 @@ pub struct UpArgs {
     /// Where everything lives; created if missing, reused if not.
     #[arg(long, default_value = "./chuyi-data")]
     data_dir: PathBuf,
-    /// Metadata member on PORT+101, storage nodes on PORT+1..=PORT+3.
+    /// Metadata member on PORT+101 (its web console on PORT+102), storage
+    /// nodes on PORT+1..=PORT+3.
     #[arg(long, default_value_t = 7100)]
     port_base: u16,
     /// The NBD frontend's address.
@@ -57,6 +58,10 @@ pub struct UpArgs {
     /// space taken as chunks are written; set at the data dir's first run.
     #[arg(long, default_value = "4GiB")]
     ssd_capacity: String,
+    /// Each storage node's backfill and resync rate (MB/s); the node's
+    /// default when unset. A slow one lets recovery be watched.
+    #[arg(long)]
+    recovery_mb_per_s: Option<u32>,
 }
 
 /// The children, stopped (SIGTERM, then waited for) when dropped.
@@ -91,6 +96,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let kek = chuyi_common::sm4::load_kek(Some(&kek_file))?;
     let meta_addr = format!("127.0.0.1:{}", args.port_base + 101);
+    let console_addr = format!("127.0.0.1:{}", args.port_base + 102);
     let secret = ClusterSecret::load(Some(&secret_file))?;
     // The nodes and this process's frontends get credentials of their own
     // (written on the first run; issuing is deterministic, so later runs
@@ -107,11 +113,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // The member's, then each node's.
     let port_of = |addr: &str| addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
     let mut reserved: Vec<u16> = [&args.s3, &args.s3_tls, &args.nbd].iter().filter_map(|a| port_of(a)).collect();
-    reserved.extend((1..=NODES).chain([101]).filter_map(|i| args.port_base.checked_add(i)));
+    reserved.extend((1..=NODES).chain([101, 102]).filter_map(|i| args.port_base.checked_add(i)));
     let children_metrics = ports_after(metrics_addr, 1 + NODES, args.metrics.ends_with(":0"), &reserved)?;
     let meta_metrics_url = format!("http://{}/metrics", children_metrics[0]);
     let node_metrics_urls: Vec<String> = children_metrics[1..].iter().map(|a| format!("http://{a}/metrics")).collect();
-    let configs = write_configs(&dir, &secret_file, &meta_addr, args.port_base, &args.ssd_capacity, &children_metrics)?;
+    let configs = write_configs(
+        &dir,
+        &secret_file,
+        [&meta_addr, &console_addr],
+        args.port_base,
+        &args.ssd_capacity,
+        args.recovery_mb_per_s,
+        &children_metrics,
+    )?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for (role, config) in configs {
@@ -154,7 +168,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Err(e) => bail!("creating volume {name}: {e}"),
         }
     }
-    let s3_keys = s3_user(&meta, &dir).await?;
+    let s3_keys = user(&meta, &dir, "s3-user.json", "local", false).await?;
+    let console_keys = user(&meta, &dir, "console-admin.json", "console-admin", true).await?;
+    let console_url = format!("http://{console_addr}/");
     let s3_listener =
         tokio::net::TcpListener::bind(&args.s3).await.with_context(|| format!("listening on {}", args.s3))?;
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
@@ -199,11 +215,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
          export CHUYI_S3_TLS_ENDPOINT={s3_tls_endpoint}\nexport CHUYI_METRICS_URL={metrics_url}\n\
          export CHUYI_META_METRICS_URL={meta_metrics_url}\nexport CHUYI_NODE_METRICS_URLS='{}'\n\
          export CHUYI_VHOST_SOCKET={}\n\
+         export CHUYI_CONSOLE_URL={console_url}\nexport CHUYI_CONSOLE_ACCESS_KEY={}\n\
+         export CHUYI_CONSOLE_SECRET_KEY='{}'\n\
          export AWS_CA_BUNDLE={}\n\
          export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY='{}'\nexport AWS_DEFAULT_REGION={}\n",
         dir.join("chuyi.toml").display(),
         node_metrics_urls.join(" "),
         vhost_socket.display(),
+        console_keys.access_key,
+        console_keys.secret_key,
         tls_files.cert.display(),
         s3_keys.access_key,
         s3_keys.secret_key,
@@ -217,7 +237,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             kek_file.display()
         ),
     )?;
-    std::fs::write(dir.join("up.env"), &env)?;
+    // Owner-readable only: it holds the S3 user's and the console
+    // administrator's secret keys.
+    let up_env = dir.join("up.env");
+    match std::fs::remove_file(&up_env) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    crate::key::write_private(&up_env, env.trim_end())?;
     write_prometheus(&dir, metrics_addr, &children_metrics)?;
     println!("chuyi is up (data in {})", dir.display());
     println!("  metadata : {meta_addr}");
@@ -241,6 +268,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  metrics  : {metrics_url} (Prometheus, of the S3 gateway and the NBD and vhost frontends)");
     println!("             {meta_metrics_url} (the metadata member)");
     println!("             {} (the storage nodes)", node_metrics_urls.join(" "));
+    println!("  console  : {console_url} (log in with access key {}", console_keys.access_key);
+    println!("             and secret key {}: an administrator's)", console_keys.secret_key);
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
     println!("  alerts   : {} (rules and scrape jobs for Prometheus)", dir.join("prometheus.yml").display());
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
@@ -296,9 +325,10 @@ async fn serve_vm_volume(
 fn write_configs(
     dir: &Path,
     secret_file: &Path,
-    meta_addr: &str,
+    [meta_addr, console_addr]: [&str; 2],
     port_base: u16,
     ssd_capacity: &str,
+    recovery_mb_per_s: Option<u32>,
     metrics: &[std::net::SocketAddr],
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
     let meta_config = dir.join("meta1.toml");
@@ -306,7 +336,8 @@ fn write_configs(
         &meta_config,
         format!(
             "id = 1\nlisten = \"{meta_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
-             metrics_listen = \"{}\"\n\n[[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
+             metrics_listen = \"{}\"\nconsole_listen = \"{console_addr}\"\n\n\
+             [[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
             dir.join("meta1").display(),
             secret_file.display(),
             metrics[0]
@@ -319,12 +350,13 @@ fn write_configs(
     for id in 1..=NODES {
         let config = dir.join(format!("node{id}.toml"));
         let node_dir = dir.join(format!("node{id}"));
+        let recovery = recovery_mb_per_s.map_or(String::new(), |r| format!("recovery_mb_per_s = {r}\n"));
         std::fs::write(
             &config,
             format!(
                 "node_id = {id}\nlisten = \"127.0.0.1:{}\"\nlisten_extra = \"unix:{}\"\ncredential_file = \"{}\"\n\
                  meta = [\"{meta_addr}\"]\nfailure_domain = \"local{id}\"\naccept_missing_fences = true\n\
-                 metrics_listen = \"{}\"\n\n\
+                 metrics_listen = \"{}\"\n{recovery}\n\
                  [[disk]]\nid = 0\npath = \"{}\"\nclass = \"ssd\"\ncapacity = \"{ssd_capacity}\"\n\n\
                  [[disk]]\nid = 1\npath = \"{}\"\nclass = \"hdd\"\ncapacity = \"8GiB\"\n",
                 port_base + id,
@@ -442,32 +474,34 @@ fn self_signed(dir: &Path) -> anyhow::Result<chuyi_s3::tls::TlsFiles> {
     Ok(files)
 }
 
-/// The S3 user `chuyi up` prints and writes to up.env; made on the first
-/// run and kept in `<data-dir>/s3-user.json` (owner-readable only), since
-/// the metadata service shows a secret key once.
+/// A user `chuyi up` prints and writes to up.env (the S3 user, the
+/// console's administrator); made on the first run and kept in a file of
+/// the data dir (owner-readable only), since the metadata service shows a
+/// secret key once.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct S3Keys {
+struct UserKeys {
     name: String,
     access_key: String,
     secret_key: String,
 }
 
-async fn s3_user(meta: &MetaClient, dir: &Path) -> anyhow::Result<S3Keys> {
-    let file = dir.join("s3-user.json");
+async fn user(meta: &MetaClient, dir: &Path, file: &str, name: &str, admin: bool) -> anyhow::Result<UserKeys> {
+    let file = dir.join(file);
     if let Ok(text) = std::fs::read_to_string(&file) {
         return serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()));
     }
-    let mut name = "local".to_string();
+    let base = name;
+    let mut name = base.to_string();
     let created = loop {
-        let call = MetaCall::CreateUser { name: name.clone(), admin: false };
+        let call = MetaCall::CreateUser { name: name.clone(), admin };
         match meta.call(&call).await {
             Ok(ApiReply::UserCreated { user, secret_key }) => {
-                break S3Keys { name: user.name, access_key: user.access_key, secret_key }
+                break UserKeys { name: user.name, access_key: user.access_key, secret_key }
             }
             // Made by an earlier run whose key file is gone: another name.
-            Err(MetaError::AlreadyExists { .. }) => name = format!("local-{}", std::process::id()),
-            Ok(other) => bail!("creating the S3 user: unexpected reply {other:?}"),
-            Err(e) => bail!("creating the S3 user: {e}"),
+            Err(MetaError::AlreadyExists { .. }) => name = format!("{base}-{}", std::process::id()),
+            Ok(other) => bail!("creating user {name}: unexpected reply {other:?}"),
+            Err(e) => bail!("creating user {name}: {e}"),
         }
     };
     crate::key::write_private(&file, &serde_json::to_string_pretty(&created)?)?;

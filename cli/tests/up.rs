@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port base whose ports (`chuyi up` uses base+1..=base+3 and base+101;
+/// A port base whose ports (`chuyi up` uses base+1..=base+3, base+101 and
+/// base+102;
 /// the test puts NBD on base+150, S3 on base+151, S3 over TLS on
 /// base+152, metrics on base+153 and up its children's on the four after)
 /// are free now. Taken below the ephemeral
@@ -19,11 +20,16 @@ fn free_port_base() -> u16 {
     let start = 20_000 + (std::process::id() % 50) as u16 * 211;
     (0..50)
         .map(|i| 20_000 + (start - 20_000 + i * 211) % 12_000)
-        .find(|&base| [1, 2, 3, 101, 150, 151, 152, 153, 154, 155, 156, 157].iter().all(|&p| free(base + p)))
+        .find(|&base| [1, 2, 3, 101, 102, 150, 151, 152, 153, 154, 155, 156, 157].iter().all(|&p| free(base + p)))
         .expect("no free port base")
 }
 
 fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
+    start_with(dir, port_base, nbd_port, &[])
+}
+
+/// [`start`] with more arguments to `chuyi up`.
+fn start_with(dir: &Path, port_base: u16, nbd_port: u16, more: &[&str]) -> Child {
     let _ = std::fs::remove_file(dir.join("up.env"));
     Command::new(env!("CARGO_BIN_EXE_chuyi"))
         .args(["up", "--data-dir"])
@@ -32,6 +38,7 @@ fn start(dir: &Path, port_base: u16, nbd_port: u16) -> Child {
         .args(["--s3", &format!("127.0.0.1:{}", nbd_port + 1)])
         .args(["--s3-tls", &format!("127.0.0.1:{}", nbd_port + 2)])
         .args(["--metrics", &format!("127.0.0.1:{}", nbd_port + 3)])
+        .args(more)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("up.log")).expect("up.log"))
@@ -392,5 +399,168 @@ fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_sh
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    stop(up);
+}
+
+/// What the console showed headless Chromium: the login's outcome and,
+/// by path, each page's text and HTML (cli/tests/console_browser.py).
+#[derive(Debug, serde::Deserialize)]
+struct Browsed {
+    bad_login_problem: Option<String>,
+    bad_login_then: Option<String>,
+    login_problem: Option<String>,
+    after_login: String,
+    pages: std::collections::HashMap<String, BrowsedPage>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BrowsedPage {
+    url: String,
+    text: String,
+    html: String,
+}
+
+/// Where the console test leaves its screenshots (kept after the run).
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// Logs in to the console in headless Chromium and opens `paths`, saving
+/// screenshots named `name-<page>.png`.
+fn browse(env: &str, name: &str, bad_login: bool, paths: &[&str]) -> Browsed {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
+    let mut args = vec![
+        "python3".to_string(),
+        script.display().to_string(),
+        "\"$CHUYI_CONSOLE_URL\"".into(),
+        screenshot_dir().display().to_string(),
+        name.into(),
+    ];
+    if bad_login {
+        args.push("--bad-login".into());
+    }
+    args.extend(paths.iter().map(|p| p.to_string()));
+    let (ok, out) = with_env(env, &args.join(" "));
+    assert!(ok, "the browser run failed:\n{out}");
+    let json = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no result:\n{out}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+/// Browses `path` until its page satisfies `done`, for at most `limit`;
+/// the last page seen.
+fn browse_until(
+    env: &str,
+    name: &str,
+    path: &str,
+    limit: Duration,
+    done: impl Fn(&BrowsedPage) -> bool,
+) -> BrowsedPage {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut seen = browse(env, name, false, &[path]);
+        let page = seen.pages.remove(path).expect("the page");
+        if done(&page) {
+            return page;
+        }
+        assert!(Instant::now() < deadline, "{path} never showed what was waited for:\n{}", page.text);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The web console on `chuyi up`, in headless Chromium: a wrong secret key
+/// is refused and pages stay behind the login; the administrator up.env
+/// names logs in and every page shows the cluster (three nodes up, the
+/// volumes with their attachment, a bucket with its objects, charts); a
+/// volume being read shows IOPS; a storage node killed with SIGKILL shows
+/// as down, and a PG recovering shows its progress. Screenshots are kept
+/// in the target's tmp dir (console-screenshots/).
+#[test]
+fn the_console_shows_the_cluster_a_killed_node_down_and_recovery_progress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port_base = free_port_base();
+    // Backfill at 1 MB/s: the PGs stay recovering after the kill long
+    // enough to be seen so.
+    let mut up = start_with(dir.path(), port_base, port_base + 150, &["--recovery-mb-per-s", "1"]);
+    let uri = wait_up(dir.path(), &mut up);
+    let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
+    assert!(env.contains(&format!("CHUYI_CONSOLE_URL=http://127.0.0.1:{}/", port_base + 102)), "{env}");
+    let (ok, out) = qemu_io(&uri, "write -P 0x5a 0 48M");
+    assert!(ok && !out.contains("error"), "{out}");
+    let (ok, out) = with_env(
+        &env,
+        "set -e; aws --endpoint-url $CHUYI_S3_ENDPOINT s3 mb s3://scans >/dev/null; \
+         head -c 100000 /dev/zero > $HOME/zeros; \
+         aws --endpoint-url $CHUYI_S3_ENDPOINT s3 cp $HOME/zeros s3://scans/a/1.dcm >/dev/null; \
+         curl -s -o /dev/null -w '%{http_code} %{redirect_url}' $CHUYI_CONSOLE_URL; echo; \
+         curl -s -o /dev/null -w '%{http_code} %{redirect_url}' ${CHUYI_CONSOLE_URL}nodes; echo; \
+         curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Origin: http://elsewhere' ${CHUYI_CONSOLE_URL}login",
+    );
+    assert!(ok, "{out}");
+    let login = format!("http://127.0.0.1:{}/login", port_base + 102);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [format!("303 {login}"), format!("303 {login}"), "403".to_string()],
+        "no page without a login; no login posted from another site"
+    );
+
+    let all = ["/", "/nodes", "/pgs", "/volumes", "/buckets"];
+    let first = browse(&env, "healthy", true, &all);
+    assert!(
+        first.bad_login_problem.as_deref().is_some_and(|p| p.contains("wrong access key or secret key")),
+        "{first:?}"
+    );
+    assert!(first.bad_login_then.as_deref().is_some_and(|u| u.ends_with("/login")), "still not logged in");
+    assert_eq!(first.login_problem, None);
+    assert!(!first.after_login.ends_with("/login"), "logged in: {}", first.after_login);
+    let page = |p: &str| first.pages.get(p).unwrap_or_else(|| panic!("{p} browsed"));
+    for p in all {
+        assert!(!page(p).url.ends_with("/login"), "{p} shown after login");
+        assert!(page(p).text.contains("console-admin"), "{p} names the user: {}", page(p).text);
+    }
+    let overview = page("/");
+    assert!(overview.text.contains("nodes 3/3 up"), "{}", overview.text);
+    assert!(overview.html.contains("<figure class=\"chart\">") && overview.text.contains("Client IOPS"));
+    assert!(overview.text.contains("Capacity by class") && overview.text.contains("ssd"));
+    assert_eq!(page("/nodes").html.matches("class=\"badge ok\">up</span>").count(), 3 + 6, "nodes and disks up");
+    let volumes = &page("/volumes").text;
+    assert!(volumes.contains("vol0") && volumes.contains("vm0") && volumes.contains("attached"), "{volumes}");
+    let buckets = &page("/buckets").text;
+    assert!(buckets.contains("scans") && buckets.contains("local"), "{buckets}");
+
+    // Reads while the volumes page is watched: vol0 shows IOPS.
+    let reader = Command::new("bash")
+        .args(["-c", &format!("for i in $(seq 60); do qemu-io -f raw -c 'read 0 16M' '{uri}' >/dev/null; done")])
+        .spawn()
+        .expect("reader");
+    // The reads' own count: "(N r, M w)" with N above zero.
+    let reads_now = |row: &str| {
+        let after = row.split("</span> (").nth(1)?;
+        after.split(" r,").next()?.parse::<u64>().ok()
+    };
+    let busy = browse_until(&env, "reading", "/volumes", Duration::from_secs(60), |p| {
+        p.html.split("<tr>").any(|row| row.contains(">vol0<") && reads_now(row).is_some_and(|r| r > 0))
+    });
+    assert!(busy.text.contains("vol0"));
+    let mut reader = reader;
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let _ = Command::new("pkill").args(["-f", "qemu-io -f raw -c read 0 16M"]).status();
+
+    let config = dir.path().join("node3.toml");
+    let killed =
+        Command::new("pkill").args(["-KILL", "-f"]).arg(format!("node --config {}", config.display())).status();
+    assert!(killed.expect("pkill").success(), "node 3 found and killed");
+    let nodes = browse_until(&env, "node-killed", "/nodes", Duration::from_secs(60), |p| {
+        p.html.contains("data-node=\"3\"><span class=\"badge error\">down</span>")
+    });
+    assert!(nodes.html.contains("data-node=\"1\"><span class=\"badge ok\">up</span>"), "the others stay up");
+    let pgs = browse_until(&env, "recovering", "/pgs", Duration::from_secs(90), |p| {
+        p.html.contains("<span class=\"pg-progress\"><progress") && p.text.contains("recovering")
+    });
+    assert!(pgs.html.contains("class=\"badge warning\">recovering</span>"), "{}", pgs.text);
+    let overview = browse(&env, "recovering", false, &["/"]).pages.remove("/").expect("overview");
+    assert!(overview.text.contains("node 3 is down") && overview.text.contains("nodes 2/3 up"), "{}", overview.text);
     stop(up);
 }

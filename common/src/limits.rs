@@ -50,6 +50,12 @@ pub const LIST_CHUNKS_PAGE_MAX: u32 = 10_000;
 /// bytes of postcard, so a full request stays well under the 64 KiB body.
 pub const RAISE_FENCES_MAX: usize = 2048;
 
+/// Owners one OwnerIo request may name at most: the answer's counts are
+/// each at most 50 bytes of postcard (five varint u64s), so a full answer
+/// stays under the 64 KiB body.
+pub const OWNER_IO_ASK_MAX: usize = 1024;
+const _: () = assert!(OWNER_IO_ASK_MAX * 50 + 16 < RPC_BODY_MAX_BYTES);
+
 /// Snapshots a volume keeps at most: also the most live sequences one
 /// `TrimClones` names (at most 4 bytes of postcard each).
 pub const SNAPSHOTS_PER_VOLUME_MAX: usize = 1024;

@@ -7,6 +7,7 @@
 //! cluster_secret_file = "/etc/chuyi/secret"   # else $CHUYI_CLUSTER_SECRET
 //! heartbeat_timeout_ms = 5000                 # a storage node silent this long is down
 //! metrics_listen = "127.0.0.1:9102"           # Prometheus /metrics (raft/metrics.rs); none: off
+//! console_listen = "127.0.0.1:9470"           # the web console (the console crate); none: off
 //!
 //! # The founding members, the same list in every founder's file. A member
 //! # whose id is not listed starts empty and waits to be added
@@ -42,6 +43,10 @@ pub struct MetaConfig {
     /// Where `GET /metrics` is served (Prometheus text); none: not served.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Where the web console is served (HTTP, for administrators: the
+    /// `chuyi-console` crate, started by `chuyi meta`); none: not served.
+    #[serde(default)]
+    pub console_listen: Option<String>,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberEntry>,
 }

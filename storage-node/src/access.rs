@@ -34,7 +34,11 @@ fn frontend_may(request: &ChunkRequest) -> bool {
         | ChunkRequest::Flush { disk: None, .. } => true,
         // Poison and stamps are backfill's, between nodes.
         ChunkRequest::Pg { forwarded, op, .. } => !forwarded && !matches!(op, PgOp::Poison { .. } | PgOp::Stamp { .. }),
-        ChunkRequest::Disk(_) | ChunkRequest::Flush { disk: Some(_), .. } | ChunkRequest::PgSums { .. } => false,
+        // Another frontend's volumes' I/O is the administrator's to see.
+        ChunkRequest::Disk(_)
+        | ChunkRequest::Flush { disk: Some(_), .. }
+        | ChunkRequest::PgSums { .. }
+        | ChunkRequest::OwnerIo { .. } => false,
     }
 }
 
@@ -52,6 +56,7 @@ fn name(request: &ChunkRequest) -> &'static str {
         ChunkRequest::NodeStatus => "NodeStatus",
         ChunkRequest::RaiseFences { .. } => "RaiseFences",
         ChunkRequest::TrimClones { .. } => "TrimClones",
+        ChunkRequest::OwnerIo { .. } => "OwnerIo",
     }
 }
 
@@ -108,6 +113,7 @@ mod tests {
                 forwarded: false,
                 fence: None,
             },
+            ChunkRequest::OwnerIo { owners: vec![1] },
         ]
     }
 

@@ -16,7 +16,8 @@
 //! metadata service and follows its map ([`heartbeat`]), through the
 //! service's API crate only. It serves a caller only what the caller's
 //! role may ask ([`access`]: no raw disk operation for a frontend). It
-//! exports what it counts for Prometheus ([`metrics`]). It
+//! exports what it counts for Prometheus ([`metrics`]) and the client I/O
+//! of each chunk owner for the console ([`owner_io`]). It
 //! knows chunks, not volumes or objects; which disks hold a chunk is the
 //! data map's answer, which the metadata service decides and the node is
 //! handed. The on-disk format is drawn in `storage-node/FORMAT.md`.
@@ -29,6 +30,7 @@ pub mod heartbeat;
 pub mod io;
 pub mod metrics;
 pub mod node;
+pub mod owner_io;
 pub mod recovery;
 pub mod replication;
 pub mod scrub;

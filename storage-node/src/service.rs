@@ -6,11 +6,12 @@ use bytes::Bytes;
 use chuyi_common::credential::Principal;
 use chuyi_common::ids::NodeId;
 use chuyi_common::ids::SNAP_SEQ_MAX;
-use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, RAISE_FENCES_MAX};
+use chuyi_common::limits::{LIST_CHUNKS_PAGE_MAX, OWNER_IO_ASK_MAX, RAISE_FENCES_MAX};
 use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeReport, PgOp};
 use chuyi_common::rpc::Service;
 
 use crate::access;
+use crate::owner_io::OwnerIo;
 use crate::recovery::Recovery;
 use crate::replication::{ReplicationError, Replicator};
 use crate::store::{ChunkStore, StoreError};
@@ -25,6 +26,7 @@ pub struct ChunkService {
     /// never from the request, so no caller can have a live snapshot's
     /// clones dropped.
     meta: Option<chuyi_meta_api::client::MetaClient>,
+    owner_io: OwnerIo,
 }
 
 impl ChunkService {
@@ -33,7 +35,7 @@ impl ChunkService {
         recovery: Arc<Recovery>,
         meta: Option<chuyi_meta_api::client::MetaClient>,
     ) -> Self {
-        Self { repl, recovery, meta }
+        Self { repl, recovery, meta, owner_io: OwnerIo::default() }
     }
 
     async fn replicated(
@@ -44,11 +46,18 @@ impl ChunkService {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded, fence } => {
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
-                if read {
-                    return self.repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
-                }
+                // What the client asked, counted once it was served.
+                let io = (!forwarded).then(|| (op.clone(), payload.len()));
                 let repl = self.repl.clone();
-                to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await }).await
+                let served = if read {
+                    repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await
+                } else {
+                    to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await }).await
+                };
+                if let (Ok(_), Some((op, bytes))) = (&served, io) {
+                    self.owner_io.count(chunk.owner, &op, bytes, chuyi_common::clock::unix_ms());
+                }
+                served
             }
             ChunkRequest::RaiseFences { fences } => {
                 if fences.len() > RAISE_FENCES_MAX {
@@ -103,6 +112,13 @@ impl ChunkService {
                     backfill_bytes,
                 };
                 Ok((ChunkResponse::Status(report), Bytes::new()))
+            }
+            ChunkRequest::OwnerIo { owners } => {
+                if owners.len() > OWNER_IO_ASK_MAX {
+                    let problem = format!("{} owners in one request; at most {OWNER_IO_ASK_MAX}", owners.len());
+                    return Err(ReplicationError::Invalid(problem));
+                }
+                Ok((ChunkResponse::OwnerIo(self.owner_io.report(&owners)), Bytes::new()))
             }
             other => Ok(self.run(other, payload).await?),
         }
@@ -163,6 +179,7 @@ async fn handle(
         | ChunkRequest::PgSums { .. }
         | ChunkRequest::NodeStatus
         | ChunkRequest::RaiseFences { .. }
+        | ChunkRequest::OwnerIo { .. }
         | ChunkRequest::TrimClones { .. } => {
             Err(StoreError::Internal("a replicated request reached the raw path".into()))
         }

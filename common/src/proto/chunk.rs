@@ -53,6 +53,12 @@ pub enum ChunkRequest {
     /// live (never the sender); answered `Done`. Every replica decides
     /// alike from the same clones (section 5.3).
     TrimClones { owner: u64 },
+    /// The client I/O this node served for these owners (at most
+    /// [`OWNER_IO_ASK_MAX`](crate::limits::OWNER_IO_ASK_MAX)), answered
+    /// `OwnerIo` with the owners it has counts for, ascending: what the
+    /// console's "IOPS now" of each volume is summed from. Asked by owner,
+    /// so the answer stays small however many owners the node serves.
+    OwnerIo { owners: Vec<u64> },
 }
 
 /// A raw operation on one disk of the node: the chunk store's own calls,
@@ -207,6 +213,7 @@ pub enum ChunkResponse {
     Extents {
         extents: Vec<Extent>,
     },
+    OwnerIo(Vec<OwnerIoCount>),
 }
 
 /// A run of bytes within a chunk that holds data or reads as zeros.
@@ -275,6 +282,19 @@ pub struct NodeReport {
     /// backfills (finished or not) have sent.
     pub backfills_done: u64,
     pub backfill_bytes: u64,
+}
+
+/// The client requests a node served for one chunk owner (answering
+/// [`ChunkRequest::OwnerIo`]): reads where it served them, writes and
+/// zeroes where it was the primary. Counts grow while the node runs; an
+/// owner forgotten while idle starts again from zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerIoCount {
+    pub owner: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
 }
 
 /// One backfill: this node (the PG's primary) bringing `target` up to date.
