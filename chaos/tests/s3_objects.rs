@@ -687,7 +687,10 @@ async fn slowloris_connections_are_capped_and_timed_out_and_stalled_bodies_cut()
     let mut half = connect_from("127.0.0.2", addr, 8_000, b"GET / HT").await.expect("connect");
     let mut silent = connect_from("127.0.0.3", addr, 2_000, b"").await.expect("connect");
     let opened = start.elapsed();
-    assert_eq!(closed(&mut half[2_000..], Duration::from_millis(300)).await, 6_000, "over the cap: closed at once");
+    // "At once" against the 8 s head timeout: up to a second each, since a
+    // loaded machine takes a while to accept and close 6 000 (300 ms each
+    // left 24 open in one CI run).
+    assert_eq!(closed(&mut half[2_000..], Duration::from_secs(1)).await, 6_000, "over the cap: closed at once");
     // Checked before the signed client's CLI runs: on a loaded machine
     // that alone can outlast the head timeout.
     let held = closed(&mut half[..5], Duration::from_millis(50)).await

@@ -41,9 +41,22 @@ async fn start_console(config: &MetaConfig, listen: &str) -> anyhow::Result<()> 
     let meta = MetaClient::new(members, &admin)?;
     let seal = admin.user_seal().context("the cluster secret opens users' secret keys")?;
     let console = chuyi_console::Console::new(meta, admin.identity(Door::Node), seal);
+    // The gateway's certificate handling: PEM files, reloaded when they
+    // change or on SIGHUP.
+    let tls = match (&config.console_tls_cert, &config.console_tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = chuyi_s3::tls::TlsFiles { cert: cert.clone(), key: key.clone() };
+            let tls = chuyi_s3::tls::Tls::load(files).context("console: the TLS certificate")?;
+            tokio::spawn(tls.clone().watch(chuyi_s3::tls::RELOAD_EVERY));
+            let acceptors: chuyi_console::Acceptors = std::sync::Arc::new(move || tls.acceptor());
+            Some(acceptors)
+        }
+        _ => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("console: listening on {listen}"))?;
-    tracing::info!(member = config.id, url = %format!("http://{}/", listener.local_addr()?), "web console");
-    tokio::spawn(chuyi_console::serve(listener, console));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(member = config.id, url = %format!("{scheme}://{}/", listener.local_addr()?), "web console");
+    tokio::spawn(chuyi_console::serve(listener, console, tls));
     Ok(())
 }

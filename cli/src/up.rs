@@ -31,8 +31,9 @@ pub struct UpArgs {
     /// Where everything lives; created if missing, reused if not.
     #[arg(long, default_value = "./chuyi-data")]
     data_dir: PathBuf,
-    /// Metadata member on PORT+101 (its web console on PORT+102), storage
-    /// nodes on PORT+1..=PORT+3.
+    /// Metadata member on PORT+101 (its web console on PORT+102, over TLS
+    /// with the S3 gateway's self-signed certificate), storage nodes on
+    /// PORT+1..=PORT+3.
     #[arg(long, default_value_t = 7100)]
     port_base: u16,
     /// The NBD frontend's address.
@@ -117,15 +118,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let children_metrics = ports_after(metrics_addr, 1 + NODES, args.metrics.ends_with(":0"), &reserved)?;
     let meta_metrics_url = format!("http://{}/metrics", children_metrics[0]);
     let node_metrics_urls: Vec<String> = children_metrics[1..].iter().map(|a| format!("http://{a}/metrics")).collect();
-    let configs = write_configs(
-        &dir,
-        &secret_file,
-        [&meta_addr, &console_addr],
-        args.port_base,
-        &args.ssd_capacity,
-        args.recovery_mb_per_s,
-        &children_metrics,
-    )?;
+    // The S3 gateway's and the console's certificate.
+    let tls_files = self_signed(&dir.join("tls"))?;
+    let configs = write_configs(&dir, &tls_files, &secret_file, [&meta_addr, &console_addr], &args, &children_metrics)?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for (role, config) in configs {
@@ -170,7 +165,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let s3_keys = user(&meta, &dir, "s3-user.json", "local", false).await?;
     let console_keys = user(&meta, &dir, "console-admin.json", "console-admin", true).await?;
-    let console_url = format!("http://{console_addr}/");
+    let console_url = format!("https://{console_addr}/");
     let s3_listener =
         tokio::net::TcpListener::bind(&args.s3).await.with_context(|| format!("listening on {}", args.s3))?;
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
@@ -190,7 +185,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let s3 = std::sync::Arc::new(chuyi_s3::server::service_with(cluster.clone(), user_seal, s3_options));
     tokio::spawn(chuyi_s3::server::serve_on(s3_listener, s3.clone(), None));
-    let tls_files = self_signed(&dir.join("tls"))?;
     let tls = chuyi_s3::tls::Tls::load(tls_files.clone())?;
     tokio::spawn(tls.clone().watch(chuyi_s3::tls::RELOAD_EVERY));
     let tls_listener =
@@ -268,8 +262,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  metrics  : {metrics_url} (Prometheus, of the S3 gateway and the NBD and vhost frontends)");
     println!("             {meta_metrics_url} (the metadata member)");
     println!("             {} (the storage nodes)", node_metrics_urls.join(" "));
-    println!("  console  : {console_url} (log in with access key {}", console_keys.access_key);
-    println!("             and secret key {}: an administrator's)", console_keys.secret_key);
+    println!("  console  : {console_url} (the same self-signed certificate; log in with");
+    println!(
+        "             access key {} and secret key {}: an administrator's)",
+        console_keys.access_key, console_keys.secret_key
+    );
     println!("  settings : {} (. it in a shell)", dir.join("up.env").display());
     println!("  alerts   : {} (rules and scrape jobs for Prometheus)", dir.join("prometheus.yml").display());
     println!("  KEK      : {} (encrypted volumes: chuyi volume create NAME --size 1G --encrypt;", kek_file.display());
@@ -324,23 +321,26 @@ async fn serve_vm_volume(
 /// the arguments); the data they point at is kept.
 fn write_configs(
     dir: &Path,
+    tls: &chuyi_s3::tls::TlsFiles,
     secret_file: &Path,
     [meta_addr, console_addr]: [&str; 2],
-    port_base: u16,
-    ssd_capacity: &str,
-    recovery_mb_per_s: Option<u32>,
+    args: &UpArgs,
     metrics: &[std::net::SocketAddr],
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let (port_base, ssd_capacity) = (args.port_base, &args.ssd_capacity);
     let meta_config = dir.join("meta1.toml");
     std::fs::write(
         &meta_config,
         format!(
             "id = 1\nlisten = \"{meta_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\n\
-             metrics_listen = \"{}\"\nconsole_listen = \"{console_addr}\"\n\n\
+             metrics_listen = \"{}\"\nconsole_listen = \"{console_addr}\"\n\
+             console_tls_cert = \"{}\"\nconsole_tls_key = \"{}\"\n\n\
              [[member]]\nid = 1\naddr = \"{meta_addr}\"\n",
             dir.join("meta1").display(),
             secret_file.display(),
-            metrics[0]
+            metrics[0],
+            tls.cert.display(),
+            tls.key.display()
         ),
     )?;
     let mut configs = vec![("meta", meta_config)];
@@ -350,7 +350,7 @@ fn write_configs(
     for id in 1..=NODES {
         let config = dir.join(format!("node{id}.toml"));
         let node_dir = dir.join(format!("node{id}"));
-        let recovery = recovery_mb_per_s.map_or(String::new(), |r| format!("recovery_mb_per_s = {r}\n"));
+        let recovery = args.recovery_mb_per_s.map_or(String::new(), |r| format!("recovery_mb_per_s = {r}\n"));
         std::fs::write(
             &config,
             format!(

@@ -485,7 +485,7 @@ fn the_console_shows_the_cluster_a_killed_node_down_and_recovery_progress() {
     let mut up = start_with(dir.path(), port_base, port_base + 150, &["--recovery-mb-per-s", "1"]);
     let uri = wait_up(dir.path(), &mut up);
     let env = std::fs::read_to_string(dir.path().join("up.env")).expect("up.env");
-    assert!(env.contains(&format!("CHUYI_CONSOLE_URL=http://127.0.0.1:{}/", port_base + 102)), "{env}");
+    assert!(env.contains(&format!("CHUYI_CONSOLE_URL=https://127.0.0.1:{}/", port_base + 102)), "{env}");
     let (ok, out) = qemu_io(&uri, "write -P 0x5a 0 48M");
     assert!(ok && !out.contains("error"), "{out}");
     let (ok, out) = with_env(
@@ -493,16 +493,18 @@ fn the_console_shows_the_cluster_a_killed_node_down_and_recovery_progress() {
         "set -e; aws --endpoint-url $CHUYI_S3_ENDPOINT s3 mb s3://scans >/dev/null; \
          head -c 100000 /dev/zero > $HOME/zeros; \
          aws --endpoint-url $CHUYI_S3_ENDPOINT s3 cp $HOME/zeros s3://scans/a/1.dcm >/dev/null; \
-         curl -s -o /dev/null -w '%{http_code} %{redirect_url}' $CHUYI_CONSOLE_URL; echo; \
-         curl -s -o /dev/null -w '%{http_code} %{redirect_url}' ${CHUYI_CONSOLE_URL}nodes; echo; \
-         curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Origin: http://elsewhere' ${CHUYI_CONSOLE_URL}login",
+         c() { curl -s --cacert $AWS_CA_BUNDLE -o /dev/null \"$@\"; }; \
+         c -w '%{http_code} %{redirect_url}' $CHUYI_CONSOLE_URL; echo; \
+         c -w '%{http_code} %{redirect_url}' ${CHUYI_CONSOLE_URL}nodes; echo; \
+         c -w '%{http_code}' -X POST -H 'Origin: https://elsewhere' ${CHUYI_CONSOLE_URL}login; echo; \
+         curl -s -o /dev/null -w '%{http_code}' http://${CHUYI_CONSOLE_URL#https://} || true",
     );
     assert!(ok, "{out}");
-    let login = format!("http://127.0.0.1:{}/login", port_base + 102);
+    let login = format!("https://127.0.0.1:{}/login", port_base + 102);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        [format!("303 {login}"), format!("303 {login}"), "403".to_string()],
-        "no page without a login; no login posted from another site"
+        [format!("303 {login}"), format!("303 {login}"), "403".to_string(), "000".to_string()],
+        "no page without a login; no login posted from another site; no plain HTTP"
     );
 
     let all = ["/", "/nodes", "/pgs", "/volumes", "/buckets"];
@@ -521,7 +523,7 @@ fn the_console_shows_the_cluster_a_killed_node_down_and_recovery_progress() {
     }
     let overview = page("/");
     assert!(overview.text.contains("nodes 3/3 up"), "{}", overview.text);
-    assert!(overview.html.contains("<figure class=\"chart\">") && overview.text.contains("Client IOPS"));
+    assert!(overview.html.contains("<figure class=\"chart\">") && overview.text.contains("Volume IOPS"));
     assert!(overview.text.contains("Capacity by class") && overview.text.contains("ssd"));
     assert_eq!(page("/nodes").html.matches("class=\"badge ok\">up</span>").count(), 3 + 6, "nodes and disks up");
     let volumes = &page("/volumes").text;

@@ -80,11 +80,14 @@ pub fn health(status: &StatusReport, nodes: &[NodeReport]) -> Health {
             reasons.push((Level::Warning, format!("node {} is up in the map but did not answer the console", n.id)));
         }
     }
-    // Counted since each node started: bad blocks a repair has not yet
-    // rewritten are the ones to worry about.
+    // Counted since each node started, each read of a bad block again: more
+    // errors than repairs means a bad block may still be waiting for one.
     for r in nodes.iter().filter(|r| r.scrub.errors > r.scrub.repairs) {
-        let unrepaired = r.scrub.errors - r.scrub.repairs;
-        reasons.push((Level::Warning, format!("node {}: {unrepaired} bad block(s) not yet repaired", r.node)));
+        let (errors, repairs) = (r.scrub.errors, r.scrub.repairs);
+        reasons.push((
+            Level::Warning,
+            format!("node {}: {errors} checksum error(s), {repairs} repair(s) since it started", r.node),
+        ));
     }
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     let level = reasons.first().map_or(Level::Ok, |r| r.0);
@@ -267,7 +270,10 @@ mod tests {
         let texts: Vec<&str> = h.reasons.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(
             texts,
-            ["node 2 is up in the map but did not answer the console", "node 1: 2 bad block(s) not yet repaired"]
+            [
+                "node 2 is up in the map but did not answer the console",
+                "node 1: 3 checksum error(s), 1 repair(s) since it started"
+            ]
         );
     }
 

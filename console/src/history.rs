@@ -92,9 +92,11 @@ fn node_rates(before: &NodeIo, after: &NodeIo, rates: &mut HashMap<u64, Rate>) -
     if seconds <= 0.0 {
         return 0.0;
     }
-    for count in &after.owners {
-        let prior = before.owners.binary_search_by_key(&count.owner, |c| c.owner).ok().map(|i| &before.owners[i]);
-        rates.entry(count.owner).or_default().add_delta(prior, count, seconds);
+    if let (Some(then), Some(now)) = (&before.owners, &after.owners) {
+        for count in now {
+            let prior = then.binary_search_by_key(&count.owner, |c| c.owner).ok().map(|i| &then[i]);
+            rates.entry(count.owner).or_default().add_delta(prior, count, seconds);
+        }
     }
     grown(before.backfill_bytes, after.backfill_bytes) as f64 / seconds
 }
@@ -184,8 +186,9 @@ impl History {
         inner.latest.clone().map(|s| (s, inner.rates.clone()))
     }
 
-    /// At most `points` samples spread evenly over the ring, oldest first,
-    /// the newest always among them (a chart is only so many pixels wide).
+    /// About `points` samples (at most one more) spread evenly over the
+    /// ring, oldest first, the newest always among them (a chart is only so
+    /// many pixels wide).
     pub fn samples(&self, points: usize) -> Vec<Sample> {
         let inner = self.lock();
         let n = inner.samples.len();
@@ -214,7 +217,7 @@ mod tests {
 
     fn io(node: u32, at_s: u64, owners: Vec<OwnerIoCount>, backfill_bytes: u64) -> NodeIo {
         let at = START.with(|s| *s) + Duration::from_secs(at_s);
-        NodeIo { node, at, owners, backfill_bytes }
+        NodeIo { node, at, owners: Some(owners), backfill_bytes }
     }
 
     thread_local! {
@@ -257,6 +260,11 @@ mod tests {
         assert_eq!(history.samples(10).last().map(|s| s.recovery_bytes), Some(100.0));
         history.record(survey(100_000, vec![io(1, 100, vec![count(7, 200, 0)], 1_000)]));
         assert!(history.latest().expect("a survey").1.is_empty(), "a base older than a minute gives no rate");
+        let mut unknown = io(1, 105, vec![], 6_000);
+        unknown.owners = None;
+        history.record(survey(105_000, vec![unknown]));
+        assert!(history.latest().expect("a survey").1.is_empty(), "no counts, no I/O rate");
+        assert_eq!(history.samples(10).last().map(|s| s.recovery_bytes), Some(1_000.0), "backfill still measured");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! from outside the cluster.
 //!
 //! It reads the cluster only through the metadata service's API
-//! (`chuyi_meta_api`) and the storage nodes' `NodeStatus` call, as any
+//! (`chuyi_meta_api`) and the storage nodes' `NodeStatus` and `OwnerIo`
+//! calls, as any
 //! administrator's tool would; it knows nothing of Raft, the chunk store or
 //! the data path, and changes nothing. The metadata member hosts it
 //! (`console_listen`; ARCHITECTURE.md says why).
@@ -27,4 +28,4 @@ pub mod survey;
 mod testing;
 
 pub use error::ConsoleError;
-pub use server::{serve, Console};
+pub use server::{serve, Acceptors, Console};

@@ -3,12 +3,15 @@
 //! a session, named by a random token in an HttpOnly, SameSite=Strict
 //! cookie, that lasts [`SESSION_TTL`].
 //!
-//! Login attempts are counted per client address (an IPv6 address by its
-//! /64, what one host is usually given): an attempt is reserved before the
+//! Login attempts are counted per client ([`client_key`]: an IPv4 address,
+//! or an IPv6 address's /64, what one host is usually given; an IPv4
+//! address mapped into IPv6 as itself): an attempt is reserved before the
 //! keys are checked, and given back when they were right, so past
 //! [`FAILURES_PER_WINDOW`] failures in a [`FAILURE_WINDOW`] that address is
 //! refused until the window ends, however many attempts it makes at once.
-//! A secret key cannot be guessed at the speed of the network.
+//! A secret key cannot be guessed at the speed of the network. Behind a
+//! proxy every client is the proxy's address, so its limits are shared;
+//! no forwarded-for header is trusted.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -55,15 +58,25 @@ struct Session {
     expires: Instant,
 }
 
-/// The address attempts are counted under: an IPv6 address's /64.
-fn attempt_key(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
+/// The client an address counts as, for login attempts and connections:
+/// an IPv4 address (also when mapped into IPv6 by a dual-stack listener),
+/// or an IPv6 address's /64.
+pub fn client_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);
             IpAddr::V6(prefix.into())
         }
     }
+}
+
+/// A login attempt reserved by [`Sessions::begin_attempt`]: its client and
+/// the failure window it was counted in.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt {
+    client: IpAddr,
+    window: Instant,
 }
 
 /// The logged-in sessions and the failed logins.
@@ -102,37 +115,38 @@ impl Sessions {
         lock(&self.sessions).remove(token);
     }
 
-    /// Reserves a login attempt for `addr`: `false` when it has failed
-    /// too often lately. The attempt counts as failed unless
+    /// Reserves a login attempt for `addr`: `None` when its client has
+    /// failed too often lately. The attempt counts as failed unless
     /// [`Self::succeeded`] gives it back.
-    pub fn begin_attempt(&self, addr: IpAddr) -> bool {
-        let key = attempt_key(addr);
+    pub fn begin_attempt(&self, addr: IpAddr) -> Option<Attempt> {
+        let client = client_key(addr);
         let mut failures = lock(&self.failures);
-        if failures.len() >= FAILING_ADDRS_MAX && !failures.contains_key(&key) {
+        if failures.len() >= FAILING_ADDRS_MAX && !failures.contains_key(&client) {
             failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
             if failures.len() >= FAILING_ADDRS_MAX {
-                return false;
+                return None;
             }
         }
-        let entry = failures.entry(key).or_insert((clock::now(), 0));
+        let entry = failures.entry(client).or_insert((clock::now(), 0));
         if entry.0.elapsed() >= FAILURE_WINDOW {
             *entry = (clock::now(), 0);
         }
         if entry.1 >= FAILURES_PER_WINDOW {
-            return false;
+            return None;
         }
         entry.1 += 1;
-        true
+        Some(Attempt { client, window: entry.0 })
     }
 
-    /// Gives back the attempt of a login that succeeded.
-    pub fn succeeded(&self, addr: IpAddr) {
-        let key = attempt_key(addr);
+    /// Gives back an attempt that succeeded (or could not be judged),
+    /// if its window is still the client's: a later window's count is
+    /// others' attempts.
+    pub fn succeeded(&self, attempt: Attempt) {
         let mut failures = lock(&self.failures);
-        if let Some(entry) = failures.get_mut(&key) {
+        if let Some(entry) = failures.get_mut(&attempt.client).filter(|e| e.0 == attempt.window) {
             entry.1 = entry.1.saturating_sub(1);
             if entry.1 == 0 {
-                failures.remove(&key);
+                failures.remove(&attempt.client);
             }
         }
     }
@@ -193,14 +207,12 @@ mod tests {
     fn attempts_are_reserved_so_a_burst_cannot_pass_the_limit_and_success_gives_back() {
         let s = Sessions::default();
         let (bad, good): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
-        let began = (0..FAILURES_PER_WINDOW * 3).filter(|_| s.begin_attempt(bad)).count();
+        let began = (0..FAILURES_PER_WINDOW * 3).filter(|_| s.begin_attempt(bad).is_some()).count();
         assert_eq!(began, FAILURES_PER_WINDOW as usize, "attempts at once count before any answer");
-        assert!(!s.begin_attempt(bad));
-        assert!(s.begin_attempt(good));
-        s.succeeded(good);
+        assert!(s.begin_attempt(bad).is_none());
         for _ in 0..FAILURES_PER_WINDOW * 2 {
-            assert!(s.begin_attempt(good), "an administrator logging in often is never refused");
-            s.succeeded(good);
+            let attempt = s.begin_attempt(good).expect("an administrator logging in often is never refused");
+            s.succeeded(attempt);
         }
     }
 
@@ -209,9 +221,21 @@ mod tests {
         let s = Sessions::default();
         for i in 0..FAILURES_PER_WINDOW {
             let addr: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().expect("ip");
-            assert!(s.begin_attempt(addr));
+            assert!(s.begin_attempt(addr).is_some());
         }
-        assert!(!s.begin_attempt("2001:db8:1:2:ffff::9".parse().expect("ip")), "the same /64");
-        assert!(s.begin_attempt("2001:db8:1:3::1".parse().expect("ip")), "another /64");
+        assert!(s.begin_attempt("2001:db8:1:2:ffff::9".parse().expect("ip")).is_none(), "the same /64");
+        assert!(s.begin_attempt("2001:db8:1:3::1".parse().expect("ip")).is_some(), "another /64");
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_itself() {
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(client_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
+        let s = Sessions::default();
+        for _ in 0..FAILURES_PER_WINDOW {
+            assert!(s.begin_attempt(mapped).is_some());
+        }
+        assert!(s.begin_attempt("::ffff:10.0.0.2".parse().expect("ip")).is_some(), "another IPv4 client");
+        assert!(s.begin_attempt("10.0.0.1".parse().expect("ip")).is_none(), "the same client");
     }
 }

@@ -143,14 +143,14 @@ fn charts(samples: &[Sample], now_ms: u64) -> String {
         html::seconds(now_ms.saturating_sub(from) as f64 / 1000.0)
     );
     out.push_str(&html::chart(
-        "Client IOPS",
+        "Volume IOPS",
         per_s,
         &[series("reads", |s| s.io.reads), series("writes", |s| s.io.writes)],
         from,
         now_ms,
     ));
     out.push_str(&html::chart(
-        "Client throughput",
+        "Volume throughput",
         bytes_per_s,
         &[series("read", |s| s.io.read_bytes), series("written", |s| s.io.written_bytes)],
         from,

@@ -1,4 +1,6 @@
-//! The console over HTTP/1.1 (hyper): the routes, the session check, the
+//! The console over HTTP/1.1 (hyper), over TLS when the member is given a
+//! certificate (rustls; the session cookie is then `Secure`): the routes,
+//! the session check, the
 //! form, and the limits a hostile client meets (connections in all and per
 //! address, header time and size, body size and time, failed logins,
 //! cross-site form posts).
@@ -47,6 +49,8 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(10);
 const CHART_POINTS: usize = 600;
 /// A request's head must arrive within this.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake must be done within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection lives at most this long (a browser opens another).
 const CONNECTION_MAX_AGE: Duration = Duration::from_secs(120);
 /// The login form's body at most.
@@ -59,6 +63,10 @@ const CSS: &str = include_str!("../static/console.css");
 const JS: &str = include_str!("../static/console.js");
 
 type Reply = Response<Full<Bytes>>;
+
+/// The TLS acceptor of the moment (the certificate is reloaded when its
+/// files change; each connection takes the one current when it opens).
+pub type Acceptors = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
 
 /// The console of one cluster.
 #[derive(Debug)]
@@ -111,7 +119,7 @@ impl Console {
         }
     }
 
-    async fn answer(self: Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Reply {
+    async fn answer(self: Arc<Self>, req: Request<Incoming>, peer: IpAddr, secure: bool) -> Reply {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         match (&method, path.as_str()) {
@@ -124,13 +132,13 @@ impl Console {
             (&Method::POST, _) if !same_origin(req.headers()) => {
                 text(StatusCode::FORBIDDEN, "a form of this console must be sent from its own pages\n")
             }
-            (&Method::POST, "/login") => self.login(req, peer).await,
+            (&Method::POST, "/login") => self.login(req, peer, secure).await,
             (&Method::POST, "/logout") => {
                 if let Some(token) = cookie_token(&req) {
                     self.sessions.close(&token);
                 }
                 let mut reply = redirect("/login");
-                set_cookie(&mut reply, &format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", login::COOKIE));
+                set_cookie(&mut reply, &cookie("", 0, secure));
                 reply
             }
             (&Method::GET, "/" | "/nodes" | "/pgs" | "/volumes" | "/buckets") => {
@@ -171,11 +179,11 @@ impl Console {
         }
     }
 
-    async fn login(&self, req: Request<Incoming>, peer: IpAddr) -> Reply {
-        if !self.sessions.begin_attempt(peer) {
+    async fn login(&self, req: Request<Incoming>, peer: IpAddr, secure: bool) -> Reply {
+        let Some(attempt) = self.sessions.begin_attempt(peer) else {
             let problem = "too many failed logins from this address: wait a minute";
             return page(StatusCode::TOO_MANY_REQUESTS, pages::login(Some(problem)));
-        }
+        };
         let body = match tokio::time::timeout(FORM_TIMEOUT, Limited::new(req.into_body(), FORM_MAX).collect()).await {
             Ok(Ok(body)) => body.to_bytes(),
             Ok(Err(_)) => return page(StatusCode::PAYLOAD_TOO_LARGE, pages::login(Some("the form is too large"))),
@@ -187,15 +195,11 @@ impl Console {
         };
         match self.check(access_key, secret_key).await {
             Ok(Some(user)) => {
-                self.sessions.succeeded(peer);
+                self.sessions.succeeded(attempt);
                 tracing::info!(user, %peer, "console: logged in");
                 let token = self.sessions.open(Who { user, access_key: access_key.clone() });
                 let mut reply = redirect("/");
-                let max_age = login::SESSION_TTL.as_secs();
-                set_cookie(
-                    &mut reply,
-                    &format!("{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}", login::COOKIE),
-                );
+                set_cookie(&mut reply, &cookie(&token, login::SESSION_TTL.as_secs(), secure));
                 reply
             }
             Ok(None) => {
@@ -207,7 +211,7 @@ impl Console {
                 // The cause is for the log; a stranger learns only that
                 // the cluster could not answer.
                 tracing::warn!(error = %e, "console: checking a login");
-                self.sessions.succeeded(peer);
+                self.sessions.succeeded(attempt);
                 let problem = "the cluster could not check the keys now: try again";
                 page(StatusCode::SERVICE_UNAVAILABLE, pages::login(Some(problem)))
             }
@@ -281,9 +285,10 @@ impl Console {
     }
 }
 
-/// Serves `console` on `listener` until the process ends, surveying the
-/// cluster in the background.
-pub async fn serve(listener: TcpListener, console: Arc<Console>) {
+/// Serves `console` on `listener` until the process ends, over TLS with
+/// `tls`'s certificate of the moment when given, surveying the cluster in
+/// the background.
+pub async fn serve(listener: TcpListener, console: Arc<Console>, tls: Option<Acceptors>) {
     tokio::spawn(console.clone().survey_forever());
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -296,32 +301,66 @@ pub async fn serve(listener: TcpListener, console: Arc<Console>) {
                 continue;
             }
         };
-        let Some(held) = ConnectionHeld::take(&console, peer.ip()) else {
+        let Some(held) = ConnectionHeld::take(&console, login::client_key(peer.ip())) else {
             tracing::debug!(%peer, "console: too many connections from one address");
             continue;
         };
         let console = console.clone();
+        let acceptor = tls.as_ref().map(|tls| http1_only(&tls()));
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let console = console.clone();
-                async move { Ok::<_, Infallible>(console.answer(req, peer.ip()).await) }
+            // The connection's whole life, the TLS handshake included.
+            let served = tokio::time::timeout(CONNECTION_MAX_AGE, async move {
+                let Some(acceptor) = acceptor else { return connection(stream, console, peer, false).await };
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, console, peer, true).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "console: TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "console: TLS handshake timed out"),
+                }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            // A connection past its age is dropped like a finished one.
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_MAX_AGE, connection).await {
-                tracing::debug!(error = %e, %peer, "console connection");
-            }
+            let _ = served.await;
             drop(held);
             drop(slot);
         });
     }
 }
 
-/// One of an address's connections, counted until dropped.
+/// `acceptor` offering HTTP/1.1 alone in ALPN: the console speaks no
+/// HTTP/2, which a certificate shared with the S3 gateway offers first.
+fn http1_only(acceptor: &tokio_rustls::TlsAcceptor) -> tokio_rustls::TlsAcceptor {
+    let mut config = tokio_rustls::rustls::ServerConfig::clone(acceptor.config());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves the requests of one connection.
+async fn connection<S>(stream: S, console: Arc<Console>, peer: std::net::SocketAddr, secure: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let console = console.clone();
+        async move { Ok::<_, Infallible>(console.answer(req, peer.ip(), secure).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, %peer, "console connection");
+    }
+}
+
+/// The session cookie carrying `token` for `max_age_s` (0: ended), only
+/// over TLS when the console is served so.
+fn cookie(token: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}", login::COOKIE)
+}
+
+/// One of a client's connections (by [`login::client_key`]), counted
+/// until dropped.
 struct ConnectionHeld {
     console: Arc<Console>,
     addr: IpAddr,
@@ -353,9 +392,10 @@ impl Drop for ConnectionHeld {
 }
 
 /// Whether a form post comes from this console's own pages, as far as the
-/// browser says: `Sec-Fetch-Site` must be `same-origin` and `Origin` name
-/// the host the request was sent to. A client that sends neither (curl, a
-/// script) is not a browser another site can drive.
+/// browser says: `Sec-Fetch-Site` must be `same-origin` where the browser
+/// sends it (HTTPS and localhost), otherwise `Origin` must name the host
+/// the request was sent to. A client that sends neither (curl, a script) is
+/// not a browser another site can drive.
 fn same_origin(headers: &http::HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site.as_bytes() == b"same-origin";
@@ -401,7 +441,9 @@ fn response(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> R
     headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the
+    // console's own form posts, which the origin check must then refuse.
+    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
     // Nothing from elsewhere, no inline script: what the pages use is
     // served here.
     headers.insert(
@@ -446,6 +488,12 @@ mod tests {
     }
 
     #[test]
+    fn the_cookie_is_secure_over_tls_only() {
+        assert_eq!(cookie("ab", 60, false), "chuyi_console=ab; Path=/; HttpOnly; SameSite=Strict; Max-Age=60");
+        assert!(cookie("ab", 60, true).ends_with("; Max-Age=60; Secure"));
+    }
+
+    #[test]
     fn a_post_from_another_site_is_refused() {
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin"), ("host", "a:1")])));
         assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
@@ -455,6 +503,8 @@ mod tests {
         assert!(!same_origin(&headers(&[("origin", "null"), ("host", "a:1")])));
         assert!(!same_origin(&headers(&[("origin", "http://a:1")])), "no host to compare with");
         assert!(same_origin(&headers(&[("host", "a:1")])), "no browser headers: not a browser");
+        // Plain HTTP to a remote host: no Sec-Fetch-Site, the real Origin.
+        assert!(same_origin(&headers(&[("origin", "http://10.0.0.5:7202"), ("host", "10.0.0.5:7202")])));
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub struct Survey {
 pub struct NodeIo {
     pub node: NodeId,
     pub at: Instant,
-    pub owners: Vec<OwnerIoCount>,
+    /// The volumes' counts, ascending by owner; `None` when the node did
+    /// not give them all (a partial count would read as a reset, and a
+    /// node of an older release has no `OwnerIo`).
+    pub owners: Option<Vec<OwnerIoCount>>,
     pub backfill_bytes: u64,
 }
 
@@ -61,9 +64,8 @@ impl Survey {
         let mut volumes: Vec<u64> = meta.ask(ask::Volumes).await?.iter().map(|v| v.id).collect();
         volumes.sort_unstable();
         let asks = up(&status.map).map(|n| node_io(nodes, n, &volumes));
-        let answers: Vec<(NodeReport, Option<NodeIo>)> =
-            futures::future::join_all(asks).await.into_iter().flatten().collect();
-        let io = answers.iter().filter_map(|(_, io)| io.clone()).collect();
+        let answers: Vec<(NodeReport, NodeIo)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let io = answers.iter().map(|(_, io)| io.clone()).collect();
         let nodes = answers.into_iter().map(|(report, _)| report).collect();
         Ok(Self { taken_ms: clock::unix_ms(), status, nodes, io })
     }
@@ -78,23 +80,28 @@ fn up(map: &ClusterMap) -> impl Iterator<Item = &NodeRecord> {
     map.nodes.iter().filter(|n| n.state == NodeState::Up)
 }
 
-/// A node's report, and its counts for `volumes` (none when it did not
-/// give them all: a partial count would read as a reset).
-async fn node_io(pool: &NodePool, node: &NodeRecord, volumes: &[u64]) -> Option<(NodeReport, Option<NodeIo>)> {
+/// A node's report, and its counters with its counts for `volumes`.
+async fn node_io(pool: &NodePool, node: &NodeRecord, volumes: &[u64]) -> Option<(NodeReport, NodeIo)> {
     let report = match pool.call(node.id, &node.addrs, &ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
         (ChunkResponse::Status(r), _) => r,
         _ => return None,
     };
+    let owners = owner_counts(pool, node, volumes).await;
+    let io = NodeIo { node: node.id, at: clock::now(), owners, backfill_bytes: report.backfill_bytes };
+    Some((report, io))
+}
+
+/// All of a node's counts for `volumes`, asked a page at a time.
+async fn owner_counts(pool: &NodePool, node: &NodeRecord, volumes: &[u64]) -> Option<Vec<OwnerIoCount>> {
     let mut owners = Vec::new();
     for page in volumes.chunks(OWNER_IO_ASK_MAX) {
         let ask = ChunkRequest::OwnerIo { owners: page.to_vec() };
-        match pool.call(node.id, &node.addrs, &ask, Bytes::new()).await {
-            Ok((ChunkResponse::OwnerIo(counts), _)) => owners.extend(counts),
-            _ => return Some((report, None)),
+        match pool.call(node.id, &node.addrs, &ask, Bytes::new()).await.ok()? {
+            (ChunkResponse::OwnerIo(counts), _) => owners.extend(counts),
+            _ => return None,
         }
     }
-    let io = NodeIo { node: node.id, at: clock::now(), owners, backfill_bytes: report.backfill_bytes };
-    Some((report, Some(io)))
+    Some(owners)
 }
 
 /// What each up node of `map` says of its recovery and scrub work, asked

@@ -8,6 +8,8 @@
 //! heartbeat_timeout_ms = 5000                 # a storage node silent this long is down
 //! metrics_listen = "127.0.0.1:9102"           # Prometheus /metrics (raft/metrics.rs); none: off
 //! console_listen = "127.0.0.1:9470"           # the web console (the console crate); none: off
+//! console_tls_cert = "/etc/chuyi/console.pem" # with console_tls_key: the console over HTTPS
+//! console_tls_key = "/etc/chuyi/console.key"  #   (PEM, reloaded when the files change)
 //!
 //! # The founding members, the same list in every founder's file. A member
 //! # whose id is not listed starts empty and waits to be added
@@ -47,6 +49,12 @@ pub struct MetaConfig {
     /// `chuyi-console` crate, started by `chuyi meta`); none: not served.
     #[serde(default)]
     pub console_listen: Option<String>,
+    /// The console's certificate chain and key (PEM): with both, it is
+    /// served over TLS only.
+    #[serde(default)]
+    pub console_tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub console_tls_key: Option<PathBuf>,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberEntry>,
 }
@@ -101,6 +109,9 @@ impl MetaConfig {
         }
         if self.election_timeout_ms < 200 {
             return Err(ConfigError::Invalid("election_timeout_ms below 200".into()));
+        }
+        if self.console_tls_cert.is_some() != self.console_tls_key.is_some() {
+            return Err(ConfigError::Invalid("console_tls_cert and console_tls_key go together".into()));
         }
         Ok(())
     }

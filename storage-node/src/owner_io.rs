@@ -9,8 +9,10 @@
 //! for [`IDLE_MS`] are forgotten (at most once a second) to make room; a
 //! forgotten owner starts again from zero, and readers take a count that
 //! went down as a restart, as Prometheus takes a counter reset. A request
-//! for an owner already counted takes the table's read lock and four
-//! relaxed atomics; only a new owner takes the write lock.
+//! for an owner already counted takes the table's read lock, a hash lookup
+//! and three relaxed atomics; only a new owner takes the write lock. Times
+//! are the node's monotonic clock, so a step of the calendar changes
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,9 +52,16 @@ struct Table {
 }
 
 /// The node's table of [`Counts`] by owner.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OwnerIo {
     table: RwLock<Table>,
+    start: chuyi_common::clock::Instant,
+}
+
+impl Default for OwnerIo {
+    fn default() -> Self {
+        Self { table: RwLock::default(), start: chuyi_common::clock::now() }
+    }
 }
 
 /// Whether `op` is client I/O, and its bytes (`payload`: a write's).
@@ -66,6 +75,11 @@ fn io_of(op: &PgOp, payload: usize) -> Option<(bool, u64)> {
 }
 
 impl OwnerIo {
+    /// Now, for [`Self::count`]: milliseconds since the table was made.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     /// Counts one client request `op` on a chunk of `owner` carrying
     /// `payload` bytes, served at `now_ms`. Other operations (extents,
     /// delete, install) are not I/O a volume's user asked for.
@@ -83,6 +97,10 @@ impl OwnerIo {
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         if table.owners.len() >= OWNERS_MAX && !table.owners.contains_key(&owner) {
+            // Another thread may have swept while this one waited.
+            if now_ms.saturating_sub(table.swept_ms) < SWEEP_EVERY_MS {
+                return;
+            }
             table.swept_ms = now_ms;
             table.owners.retain(|_, c| now_ms.saturating_sub(c.last_ms.load(Ordering::Relaxed)) < IDLE_MS);
             if table.owners.len() >= OWNERS_MAX {

@@ -26,7 +26,7 @@ pub struct ChunkService {
     /// never from the request, so no caller can have a live snapshot's
     /// clones dropped.
     meta: Option<chuyi_meta_api::client::MetaClient>,
-    owner_io: OwnerIo,
+    owner_io: Arc<OwnerIo>,
 }
 
 impl ChunkService {
@@ -35,7 +35,7 @@ impl ChunkService {
         recovery: Arc<Recovery>,
         meta: Option<chuyi_meta_api::client::MetaClient>,
     ) -> Self {
-        Self { repl, recovery, meta, owner_io: OwnerIo::default() }
+        Self { repl, recovery, meta, owner_io: Arc::default() }
     }
 
     async fn replicated(
@@ -46,18 +46,22 @@ impl ChunkService {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded, fence } => {
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
-                // What the client asked, counted once it was served.
-                let io = (!forwarded).then(|| (op.clone(), payload.len()));
+                // A client's request is counted once served, inside the
+                // task that finishes it even if the caller goes away.
+                let counted = (!forwarded).then(|| (self.owner_io.clone(), op.clone(), payload.len()));
                 let repl = self.repl.clone();
-                let served = if read {
-                    repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await
-                } else {
-                    to_completion(async move { repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await }).await
+                let serve = async move {
+                    let served = repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
+                    if let (Ok(_), Some((owner_io, op, bytes))) = (&served, counted) {
+                        owner_io.count(chunk.owner, &op, bytes, owner_io.now_ms());
+                    }
+                    served
                 };
-                if let (Ok(_), Some((op, bytes))) = (&served, io) {
-                    self.owner_io.count(chunk.owner, &op, bytes, chuyi_common::clock::unix_ms());
+                if read {
+                    serve.await
+                } else {
+                    to_completion(serve).await
                 }
-                served
             }
             ChunkRequest::RaiseFences { fences } => {
                 if fences.len() > RAISE_FENCES_MAX {
