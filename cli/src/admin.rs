@@ -211,14 +211,12 @@ fn print_background(nodes: &[NodeReport]) {
     if recoveries.is_empty() {
         println!("\nrecovery: none in progress");
     } else {
-        let done: u64 = recoveries.iter().map(|(_, r)| r.chunks_done).sum();
-        let total: u64 = recoveries.iter().map(|(_, r)| r.chunks_total).sum();
-        let rate: f64 = recoveries.iter().map(|(_, r)| r.rate()).sum();
-        let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        let all = chuyi_console::health::recovery(nodes);
         println!(
-            "\nrecovery: {} backfills, {percent:.1}% of their chunks compared, {}/s",
-            recoveries.len(),
-            ByteSize(rate as u64)
+            "\nrecovery: {} backfills, {:.1}% of their chunks compared, {}/s",
+            all.backfills,
+            all.percent(),
+            ByteSize(all.rate as u64)
         );
         let mut table = Table::new(&["PG", "FROM", "TO", "DONE", "CHUNKS", "SENT", "RATE", "ETA"]);
         for (node, r) in recoveries {

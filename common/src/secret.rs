@@ -89,6 +89,13 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
+/// Whether `a` and `b` are the same bytes, in time that does not depend on
+/// where they first differ (tags, key checks, secret keys); only their
+/// lengths may show.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// `bytes` as lower-case hex digits, two per byte.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -106,6 +113,14 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_compare_whole() {
+        assert!(same_bytes(b"abc", b"abc"));
+        assert!(!same_bytes(b"abd", b"abc"));
+        assert!(!same_bytes(b"ab", b"abc"));
+        assert!(!same_bytes(b"", b"abc"));
+    }
 
     #[test]
     fn refuses_short_secret() {

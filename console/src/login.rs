@@ -33,12 +33,6 @@ const FAILING_ADDRS_MAX: usize = 4096;
 /// The session cookie's name.
 pub const COOKIE: &str = "chuyi_console";
 
-/// Whether `given` is `expected`, in time that does not depend on where
-/// they first differ.
-pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 /// The session token a request's `Cookie` header carries, if any.
 pub fn token_of(cookie_header: &str) -> Option<&str> {
     cookie_header.split(';').find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
@@ -90,8 +84,8 @@ impl Sessions {
     /// Starts a session for `who`; its token.
     pub fn open(&self, who: Who) -> String {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("the kernel's random source");
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        chuyi_common::secret::fill_random(&mut bytes);
+        let token = chuyi_common::secret::hex(&bytes);
         let mut sessions = lock(&self.sessions);
         let now = clock::now();
         sessions.retain(|_, s| s.expires > now);
@@ -159,14 +153,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abd", b"abc"));
-        assert!(!same_secret(b"ab", b"abc"));
-        assert!(!same_secret(b"", b"abc"));
-    }
 
     #[test]
     fn the_token_is_read_from_among_other_cookies() {

@@ -130,6 +130,9 @@ fn capacity(survey: &Survey) -> String {
     out
 }
 
+/// A chart's title, how its values read, and its lines.
+type Chart = (&'static str, fn(f64) -> String, Vec<Series>);
+
 fn charts(samples: &[Sample], now_ms: u64) -> String {
     let from = samples.first().map_or(now_ms, |s| s.at_ms);
     let series =
@@ -142,46 +145,33 @@ fn charts(samples: &[Sample], now_ms: u64) -> String {
         "<h2>The last {}</h2><div class=\"charts\" id=\"charts\">",
         html::seconds(now_ms.saturating_sub(from) as f64 / 1000.0)
     );
-    out.push_str(&html::chart(
-        "Volume IOPS",
-        per_s,
-        &[series("reads", |s| s.io.reads), series("writes", |s| s.io.writes)],
-        from,
-        now_ms,
-    ));
-    out.push_str(&html::chart(
-        "Volume throughput",
-        bytes_per_s,
-        &[series("read", |s| s.io.read_bytes), series("written", |s| s.io.written_bytes)],
-        from,
-        now_ms,
-    ));
-    out.push_str(&html::chart(
-        "PGs",
-        count,
-        &[
-            series("clean", |s| f64::from(s.pgs_clean)),
-            series("recovering", |s| f64::from(s.pgs_recovering)),
-            series("degraded", |s| f64::from(s.pgs_degraded)),
-        ],
-        from,
-        now_ms,
-    ));
-    out.push_str(&html::chart("Recovery", bytes_per_s, &[series("backfill sent", |s| s.recovery_bytes)], from, now_ms));
-    out.push_str(&html::chart(
-        "Capacity",
-        byte_count,
-        &[series("used", |s| s.used_bytes as f64), series("in service", |s| s.capacity_bytes as f64)],
-        from,
-        now_ms,
-    ));
-    out.push_str(&html::chart(
-        "Nodes",
-        count,
-        &[series("up", |s| f64::from(s.nodes_up)), series("in the map", |s| f64::from(s.nodes))],
-        from,
-        now_ms,
-    ));
+    let charts: [Chart; 6] = [
+        ("Volume IOPS", per_s, vec![series("reads", |s| s.io.reads), series("writes", |s| s.io.writes)]),
+        (
+            "Volume throughput",
+            bytes_per_s,
+            vec![series("read", |s| s.io.read_bytes), series("written", |s| s.io.written_bytes)],
+        ),
+        (
+            "PGs",
+            count,
+            vec![
+                series("clean", |s| f64::from(s.pgs_clean)),
+                series("recovering", |s| f64::from(s.pgs_recovering)),
+                series("degraded", |s| f64::from(s.pgs_degraded)),
+            ],
+        ),
+        ("Recovery", bytes_per_s, vec![series("backfill sent", |s| s.recovery_bytes)]),
+        (
+            "Capacity",
+            byte_count,
+            vec![series("used", |s| s.used_bytes as f64), series("in service", |s| s.capacity_bytes as f64)],
+        ),
+        ("Nodes", count, vec![series("up", |s| f64::from(s.nodes_up)), series("in the map", |s| f64::from(s.nodes))]),
+    ];
+    for (title, label, lines) in &charts {
+        out.push_str(&html::chart(title, *label, lines, from, now_ms));
+    }
     out.push_str("</div>\n");
     out
 }

@@ -233,7 +233,7 @@ impl Console {
                 return Ok(None);
             }
         };
-        let right = login::same_secret(secret_key.as_bytes(), &expected);
+        let right = chuyi_common::secret::same_bytes(secret_key.as_bytes(), &expected);
         Ok((right && user.admin).then_some(user.name))
     }
 

@@ -82,10 +82,7 @@ fn up(map: &ClusterMap) -> impl Iterator<Item = &NodeRecord> {
 
 /// A node's report, and its counters with its counts for `volumes`.
 async fn node_io(pool: &NodePool, node: &NodeRecord, volumes: &[u64]) -> Option<(NodeReport, NodeIo)> {
-    let report = match pool.call(node.id, &node.addrs, &ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
-        (ChunkResponse::Status(r), _) => r,
-        _ => return None,
-    };
+    let report = node_status(pool, node).await?;
     let owners = owner_counts(pool, node, volumes).await;
     let io = NodeIo { node: node.id, at: clock::now(), owners, backfill_bytes: report.backfill_bytes };
     Some((report, io))
@@ -108,11 +105,14 @@ async fn owner_counts(pool: &NodePool, node: &NodeRecord, volumes: &[u64]) -> Op
 /// all at once through `pool`; a node that does not answer within a
 /// moment is left out.
 pub async fn node_reports(pool: &NodePool, map: &ClusterMap) -> Vec<NodeReport> {
-    let asks = up(map).map(|n| async move {
-        match pool.call(n.id, &n.addrs, &ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
-            (ChunkResponse::Status(r), _) => Some(r),
-            _ => None,
-        }
-    });
+    let asks = up(map).map(|n| node_status(pool, n));
     futures::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// What `node` says of its recovery and scrub work, if it answers.
+async fn node_status(pool: &NodePool, node: &NodeRecord) -> Option<NodeReport> {
+    match pool.call(node.id, &node.addrs, &ChunkRequest::NodeStatus, Bytes::new()).await.ok()? {
+        (ChunkResponse::Status(r), _) => Some(r),
+        _ => None,
+    }
 }

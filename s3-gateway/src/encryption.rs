@@ -178,7 +178,7 @@ fn is_customer_key_of(object: &ObjectPut, customer: &CustomerKey) -> bool {
     }
     let computed = customer_check(&customer.key, &check[..16]);
     // Constant time: no hint of how much of the check matched.
-    computed.iter().zip(&check[16..]).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    chuyi_common::secret::same_bytes(&computed, &check[16..])
 }
 
 /// The encryption headers S3 returns with a version (PUT, GET, HEAD,

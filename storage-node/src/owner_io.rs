@@ -64,12 +64,21 @@ impl Default for OwnerIo {
     }
 }
 
-/// Whether `op` is client I/O, and its bytes (`payload`: a write's).
-fn io_of(op: &PgOp, payload: usize) -> Option<(bool, u64)> {
+/// One client request as counted: a write (or zeroing) or a read, and
+/// its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Io {
+    pub write: bool,
+    pub bytes: u64,
+}
+
+/// What `op` counts as (`payload`: a write's bytes); `None` for what is
+/// not I/O a volume's user asked for (extents, delete, install).
+pub fn io_of(op: &PgOp, payload: usize) -> Option<Io> {
     match op {
-        PgOp::Read { len, .. } => Some((false, u64::from(*len))),
-        PgOp::Write { .. } => Some((true, payload as u64)),
-        PgOp::Zero { len, .. } => Some((true, u64::from(*len))),
+        PgOp::Read { len, .. } => Some(Io { write: false, bytes: u64::from(*len) }),
+        PgOp::Write { .. } => Some(Io { write: true, bytes: payload as u64 }),
+        PgOp::Zero { len, .. } => Some(Io { write: true, bytes: u64::from(*len) }),
         _ => None,
     }
 }
@@ -80,11 +89,10 @@ impl OwnerIo {
         self.start.elapsed().as_millis() as u64
     }
 
-    /// Counts one client request `op` on a chunk of `owner` carrying
-    /// `payload` bytes, served at `now_ms`. Other operations (extents,
-    /// delete, install) are not I/O a volume's user asked for.
-    pub fn count(&self, owner: u64, op: &PgOp, payload: usize, now_ms: u64) {
-        let Some((write, bytes)) = io_of(op, payload) else { return };
+    /// Counts one client request `io` ([`io_of`]) on a chunk of `owner`,
+    /// served at `now_ms`.
+    pub fn count(&self, owner: u64, io: Io, now_ms: u64) {
+        let Io { write, bytes } = io;
         {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = table.owners.get(&owner) {
@@ -146,14 +154,21 @@ mod tests {
     const READ: PgOp = PgOp::Read { offset: 0, len: 4096 };
     const WRITE: PgOp = PgOp::Write { offset: 0, fua: false, snap: 0 };
 
+    /// A request as the service counts it: only what is client I/O.
+    fn count(io: &OwnerIo, owner: u64, op: &PgOp, payload: usize, now_ms: u64) {
+        if let Some(counted) = io_of(op, payload) {
+            io.count(owner, counted, now_ms);
+        }
+    }
+
     #[test]
     fn reads_and_writes_are_counted_by_owner_and_other_ops_are_not() {
         let io = OwnerIo::default();
-        io.count(7, &READ, 0, 1);
-        io.count(7, &WRITE, 8192, 2);
-        io.count(7, &PgOp::Zero { offset: 0, len: 512, fua: false, snap: 0 }, 0, 3);
-        io.count(9, &PgOp::Delete, 0, 3);
-        io.count(5, &READ, 0, 3);
+        count(&io, 7, &READ, 0, 1);
+        count(&io, 7, &WRITE, 8192, 2);
+        count(&io, 7, &PgOp::Zero { offset: 0, len: 512, fua: false, snap: 0 }, 0, 3);
+        count(&io, 9, &PgOp::Delete, 0, 3);
+        count(&io, 5, &READ, 0, 3);
         let report = io.report(&[9, 7, 5, 7, 11]);
         assert_eq!(report.iter().map(|c| c.owner).collect::<Vec<_>>(), [5, 7], "ascending; a delete is not I/O");
         assert_eq!(
@@ -167,19 +182,19 @@ mod tests {
     fn a_full_table_forgets_idle_owners_to_make_room_and_no_more_than_that() {
         let io = OwnerIo::default();
         for owner in 0..OWNERS_MAX as u64 {
-            io.count(owner, &READ, 0, if owner == 0 { 2_000 } else { 1_000 });
+            count(&io, owner, &READ, 0, if owner == 0 { 2_000 } else { 1_000 });
         }
-        io.count(u64::MAX, &READ, 0, 1_500);
+        count(&io, u64::MAX, &READ, 0, 1_500);
         assert_eq!(io.report(&[u64::MAX]), [], "full, none idle: a new owner waits");
-        io.count(0, &READ, 0, 1_500);
+        count(&io, 0, &READ, 0, 1_500);
         assert_eq!(io.report(&[0])[0].reads, 2, "a counted owner still counts");
-        io.count(u64::MAX, &READ, 0, 1_900);
+        count(&io, u64::MAX, &READ, 0, 1_900);
         assert_eq!(io.report(&[u64::MAX]), [], "swept less than a second ago: not again yet");
         let later = 1_000 + IDLE_MS;
-        io.count(u64::MAX, &READ, 0, later);
+        count(&io, u64::MAX, &READ, 0, later);
         assert_eq!(io.report(&[u64::MAX])[0].reads, 1, "the idle ones made room");
         assert_eq!(io.len(), 2, "owner 0 (busy since) and the new one");
-        io.count(1, &READ, 0, later);
+        count(&io, 1, &READ, 0, later);
         assert_eq!(io.report(&[1])[0].reads, 1, "a forgotten owner starts again from zero");
     }
 }

@@ -11,7 +11,7 @@ use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeR
 use chuyi_common::rpc::Service;
 
 use crate::access;
-use crate::owner_io::OwnerIo;
+use crate::owner_io::{self, OwnerIo};
 use crate::recovery::Recovery;
 use crate::replication::{ReplicationError, Replicator};
 use crate::store::{ChunkStore, StoreError};
@@ -46,22 +46,25 @@ impl ChunkService {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded, fence } => {
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
-                // A client's request is counted once served, inside the
-                // task that finishes it even if the caller goes away.
-                let counted = (!forwarded).then(|| (self.owner_io.clone(), op.clone(), payload.len()));
-                let repl = self.repl.clone();
-                let serve = async move {
+                // A client's request is counted once served; a mutation
+                // inside the task that finishes it even if the caller goes.
+                let io = if forwarded { None } else { owner_io::io_of(&op, payload.len()) };
+                if read {
+                    let served = self.repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
+                    if let (Ok(_), Some(io)) = (&served, io) {
+                        self.owner_io.count(chunk.owner, io, self.owner_io.now_ms());
+                    }
+                    return served;
+                }
+                let (repl, counter) = (self.repl.clone(), io.map(|io| (self.owner_io.clone(), io)));
+                to_completion(async move {
                     let served = repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
-                    if let (Ok(_), Some((owner_io, op, bytes))) = (&served, counted) {
-                        owner_io.count(chunk.owner, &op, bytes, owner_io.now_ms());
+                    if let (Ok(_), Some((owner_io, io))) = (&served, counter) {
+                        owner_io.count(chunk.owner, io, owner_io.now_ms());
                     }
                     served
-                };
-                if read {
-                    serve.await
-                } else {
-                    to_completion(serve).await
-                }
+                })
+                .await
             }
             ChunkRequest::RaiseFences { fences } => {
                 if fences.len() > RAISE_FENCES_MAX {

@@ -93,8 +93,7 @@ impl Sm4Gcm {
         let j0 = first_counter(nonce);
         let expected = self.tag(&j0, aad, data);
         // Constant time: no hint of how many tag bytes matched.
-        let diff = expected.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 {
+        if !crate::secret::same_bytes(&expected, tag) {
             return Err(GcmTagMismatch);
         }
         self.apply_keystream(&j0, data);
