@@ -30,14 +30,21 @@ PIP_PACKAGES := awscli boto3 pydicom prometheus-client selenium
 
 .PHONY: fuzz deps build test run bench chaos simulate fmt lint clean-data
 
+# Two passes: installing one package can remove another of a newer
+# series that clashes with it (Debian's qemu-system-x86 takes away a
+# backported qemu-utils), and the second pass installs the matching one.
+# (A package removed but for its config files is not installed.)
 deps:
-	@missing=""; \
-	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
+	@installed() { dpkg-query -W -f='$${db:Status-Status}' "$$1" 2>/dev/null | grep -qx installed; }; \
+	for pass in 1 2; do \
+		missing=""; \
+		for p in $(APT_PACKAGES); do installed $$p || missing="$$missing $$p"; done; \
+		[ -z "$$missing" ] && break; \
 		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+		[ $$pass = 1 ] && { $(SUDO) apt-get update -qq || exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	done; \
+	for p in $(APT_PACKAGES); do installed $$p || { echo "$$p is still missing"; exit 1; }; done
 	@for p in $(PIP_PACKAGES); do \
 		python3 -m pip show -q $$p >/dev/null 2>&1 || python3 -m pip install -q $$p || exit 1; \
 	done
