@@ -339,8 +339,9 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Serves Prometheus metrics on `addr`: the process's own and those
-/// `register` adds, whose handle it returns.
+/// Serves Prometheus metrics on `addr`: the process's own (CPU, memory,
+/// files, chunk retries) and those `register` adds, whose handle it
+/// returns.
 async fn serve_metrics<T>(
     addr: &str,
     register: impl FnOnce(&mut chuyi_common::metrics::prometheus_client::registry::Registry) -> T,
@@ -348,6 +349,7 @@ async fn serve_metrics<T>(
     use anyhow::Context;
     let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(chuyi_common::metrics::ProcessCollector));
+    registry.register_collector(Box::new(chuyi_client::metrics::RetryCollector));
     let handle = register(&mut registry);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");

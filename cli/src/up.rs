@@ -174,6 +174,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // One registry for the frontends this process runs.
     let mut registry = chuyi_common::metrics::prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(chuyi_common::metrics::ProcessCollector));
+    registry.register_collector(Box::new(chuyi_client::metrics::RetryCollector));
     let s3_metrics = chuyi_s3::metrics::S3Metrics::register(&mut registry);
     let nbd_metrics = chuyi_nbd::metrics::NbdMetrics::register(&mut registry);
     let vhost_metrics = chuyi_vhost::metrics::register(&mut registry);

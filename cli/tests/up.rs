@@ -75,7 +75,13 @@ fn stop(mut child: Child) {
 }
 
 fn qemu_io(uri: &str, cmd: &str) -> (bool, String) {
-    let out = Command::new("qemu-io").args(["-f", "raw", "-c", cmd, uri]).output().expect("qemu-io");
+    qemu_io_all(uri, &[cmd.to_string()])
+}
+
+/// Runs `cmds` in one qemu-io session.
+fn qemu_io_all(uri: &str, cmds: &[String]) -> (bool, String) {
+    let each = cmds.iter().flat_map(|c| ["-c", c.as_str()]);
+    let out = Command::new("qemu-io").args(["-f", "raw"]).args(each).arg(uri).output().expect("qemu-io");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -345,6 +351,51 @@ fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_sh
     assert_eq!(sum(&after, "meta", "chuyi_meta_pgs", &[("state", "clean")]), 128.0, "two pools of 64 PGs, clean");
     assert!(sum(&after, "meta", "chuyi_meta_proposed_commands_total", &[]) >= 1.0);
 
+    // Compression and encryption count the bytes through them: an S3
+    // object in a bucket that compresses and seals, and an encrypted
+    // volume written and read over NBD.
+    let (ok, out) = with_env(
+        &env,
+        "set -e; s3() { aws --endpoint-url $CHUYI_S3_ENDPOINT s3 \"$@\" >/dev/null; }; \
+         s3 mb s3://sealed; chuyi bucket set sealed --compression capacity --encryption sm4; \
+         head -c 1048576 /dev/zero > $HOME/zeros; s3 cp $HOME/zeros s3://sealed/z; \
+         s3 cp s3://sealed/z $HOME/back; cmp $HOME/zeros $HOME/back; \
+         if s3 ls s3://no-such-bucket 2>/dev/null; then echo listed a missing bucket; exit 1; fi; \
+         chuyi volume create secret1 --size 64M --encrypt",
+    );
+    assert!(ok, "{out}");
+    let secret = uri.rsplit_once('/').map(|(at, _)| format!("{at}/secret1")).expect("an NBD URI");
+    let (ok, out) = qemu_io(&secret, "write -P 0x33 0 1M");
+    assert!(ok && !out.contains("error"), "{out}");
+    let (ok, out) = qemu_io(&secret, "read -P 0x33 0 1M");
+    assert!(ok && !out.contains("verification failed"), "{out}");
+    let sealed = scrape_all(&env);
+    let mib = 1048576.0;
+    let zstd = [("codec", "zstd")];
+    let compressed_in = sum(&sealed, "frontend", "chuyi_s3_compression_input_bytes_total", &zstd);
+    let compressed_out = sum(&sealed, "frontend", "chuyi_s3_compression_output_bytes_total", &zstd);
+    assert_eq!(compressed_in, mib, "the object's bytes went into zstd");
+    assert!(compressed_out > 0.0 && compressed_out < mib / 10.0, "a MiB of zeros stored in {compressed_out} bytes");
+    assert_eq!(sum(&sealed, "frontend", "chuyi_s3_decompressed_bytes_total", &zstd), mib, "and came back out");
+    assert_eq!(sum(&sealed, "frontend", "chuyi_s3_encrypted_bytes_total", &[("algorithm", "SM4")]), mib);
+    assert_eq!(sum(&sealed, "frontend", "chuyi_s3_decrypted_bytes_total", &[("algorithm", "SM4")]), mib);
+    // The same requests per bucket; a bucket that does not exist is no label.
+    for class in ["put", "get"] {
+        let labels = [("bucket", "sealed"), ("class", class)];
+        assert!(sum(&sealed, "frontend", "chuyi_s3_bucket_requests_total", &labels) >= 1.0, "a {class} of sealed");
+    }
+    let timed = sum(&sealed, "frontend", "chuyi_s3_bucket_request_duration_seconds_count", &[("bucket", "sealed")]);
+    assert!(timed >= 2.0, "the PUT and the GET of sealed were timed");
+    let bucket = [("bucket", "sealed")];
+    assert!(sum(&sealed, "frontend", "chuyi_s3_bucket_received_bytes_total", &bucket) >= mib);
+    assert!(sum(&sealed, "frontend", "chuyi_s3_bucket_sent_bytes_total", &bucket) >= mib);
+    assert!(!sealed.iter().any(|s| s.label("bucket") == Some("no-such-bucket")), "a stranger's name is no label");
+    for op in ["write", "read"] {
+        let labels = [("volume", "secret1"), ("op", op)];
+        assert_eq!(sum(&sealed, "frontend", "chuyi_nbd_encrypted_bytes_total", &labels), mib, "{op} of secret1");
+    }
+    assert_eq!(sum(&sealed, "frontend", "chuyi_nbd_encrypted_bytes_total", &[("volume", "vol0")]), 0.0, "plain vol0");
+
     let samples: std::collections::BTreeSet<&str> = after.iter().map(|s| s.name.as_str()).collect();
     // Each family with the suffixes its type gives its samples: a family
     // with none yet (no S3 request made) is served by its name alone.
@@ -371,11 +422,32 @@ fn every_process_serves_metrics_the_rules_and_dashboard_use_and_a_killed_node_sh
     // A node killed: the member marks it down and the map moves on; the
     // others backfill the PGs it held.
     let epoch = sum(&after, "meta", "chuyi_meta_map_epoch", &[]);
+    // A block in each of 64 chunks (4 MiB apart), read back through the
+    // freeze below.
+    let spread = |cmd: &str| (1..=64u64).map(|i| format!("{cmd} {} 4k", (i * 4) << 20)).collect::<Vec<_>>();
+    let (ok, out) = qemu_io_all(&uri, &spread("write -P 0x77"));
+    assert!(ok && !out.contains("error"), "{out}");
     let backfills = sum(&after, "node", "chuyi_node_backfills_total", &[]);
     let config = dir.path().join("node3.toml");
-    let killed =
-        Command::new("pkill").args(["-KILL", "-f"]).arg(format!("node --config {}", config.display())).status();
-    assert!(killed.expect("pkill").success(), "node 3 found and killed");
+    let signal = |sig: &str| {
+        let sent = Command::new("pkill").args([sig, "-f"]).arg(format!("node --config {}", config.display())).status();
+        assert!(sent.expect("pkill").success(), "node 3 found and sent {sig}");
+    };
+    // Frozen first: its sockets stay open and it is marked down only at
+    // the heartbeat timeout (a killed node is marked down at once). A new
+    // NBD connection raises the volume's fence on every node, so the
+    // frozen one holds that call until it times out and it is tried
+    // again with the newer map.
+    signal("-STOP");
+    let retries = |s: &[Sample]| sum(s, "frontend", "chuyi_client_chunk_retries_total", &[]);
+    let (ok, out) = qemu_io_all(&uri, &spread("read -P 0x77"));
+    assert!(ok && !out.contains("verification failed") && !out.contains("error"), "read through the freeze: {out}");
+    let through = scrape_all(&env);
+    let newer_map = [("reason", "newer_map")];
+    let retried = sum(&through, "frontend", "chuyi_client_chunk_retries_total", &newer_map);
+    assert!(retried > sum(&sealed, "frontend", "chuyi_client_chunk_retries_total", &newer_map), "tried again");
+    assert!(retries(&through) > retries(&sealed));
+    signal("-KILL");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let now = scrape_all(&env);

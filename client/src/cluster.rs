@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::ClientError;
 use crate::fence::WriteFence;
+use crate::metrics::{RetryReason, RETRIES};
 use crate::volume::VolumeIo;
 
 /// How long one map watch waits for a newer epoch before asking again.
@@ -267,8 +268,10 @@ impl Cluster {
             }
             let Some(last) = last else { return Ok(()) };
             if clock::now() >= deadline {
+                RETRIES.gave_up();
                 return Err(timeout(last));
             }
+            RETRIES.retried(RetryReason::NewerMap);
             self.newer_map(map.epoch, backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -308,6 +311,7 @@ impl Cluster {
             };
             // A read may switch to another replica at once, but only once
             // in a row: then it waits like everything else.
+            let bad_copy = matches!(retry, Retry::BadCopy(..));
             let (last, wait) = match retry {
                 Retry::NextReplica(last) => {
                     replica_turn += 1;
@@ -326,8 +330,14 @@ impl Cluster {
                 }
             };
             if clock::now() >= deadline {
+                RETRIES.gave_up();
                 return Err(ClientError::Timeout { chunk, deadline: self.config.deadline, last });
             }
+            RETRIES.retried(match (bad_copy, wait) {
+                (true, _) => RetryReason::BadCopy,
+                (false, true) => RetryReason::NewerMap,
+                (false, false) => RetryReason::NextReplica,
+            });
             tracing::debug!(%chunk, epoch = map.epoch, %last, "retrying");
             if wait {
                 self.newer_map(map.epoch, backoff).await;

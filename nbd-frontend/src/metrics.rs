@@ -37,8 +37,9 @@ impl NbdMetrics {
     /// `volume`'s counters, for one connection to hold: each series is
     /// looked up (its labels built) the first time it is touched, and from
     /// then on a command touches atomics only.
-    pub fn volume(self: &Arc<Self>, volume: &str) -> VolumeMetrics {
-        VolumeMetrics(self.ops.volume(volume, &OP_NAMES))
+    /// `encrypted`: the volume's data is enciphered.
+    pub fn volume(self: &Arc<Self>, volume: &str, encrypted: bool) -> VolumeMetrics {
+        VolumeMetrics(self.ops.volume(volume, &OP_NAMES, encrypted))
     }
 }
 

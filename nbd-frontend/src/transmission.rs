@@ -86,6 +86,7 @@ where
     let writer = tokio::spawn(write_replies(outbox, w));
     let fence = served.fence.clone();
     let served_name = served.vol.volume().name.clone();
+    let encrypted = served.crypt.is_some();
     let limiter = VolumeLimiter::new(shared.qos.clone(), &served_name, &served.vol.volume().pool);
     let mut conn = Connection {
         size: served.vol.size(),
@@ -93,7 +94,7 @@ where
         session,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
-        metrics: shared.metrics.as_ref().map(|m| Arc::new(m.volume(&served_name))),
+        metrics: shared.metrics.as_ref().map(|m| Arc::new(m.volume(&served_name, encrypted))),
         limiter,
         shared: shared.clone(),
         tasks: JoinSet::new(),

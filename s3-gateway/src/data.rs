@@ -35,6 +35,7 @@ use s3s::{s3_error, S3Error, S3Result};
 
 use crate::errors::meta_error;
 use crate::frames::{Encoder, Layout, Spec};
+use crate::metrics::FramingCounts;
 use crate::packs::Packs;
 use crate::sse::DataKey;
 use chuyi_meta_api::model::{ObjectPut, OBJECT_FRAMED, PART_SIZES_HEADER};
@@ -160,11 +161,17 @@ pub struct DataPath {
     pending_ttl: Duration,
     packs: Arc<Packs>,
     budget: Budget,
+    framing: Arc<FramingCounts>,
 }
 
 impl DataPath {
     pub fn new(cluster: Arc<Cluster>, pending_ttl: Duration, packs: Packs, budget: Budget) -> Self {
-        Self { cluster, pending_ttl, packs: Arc::new(packs), budget }
+        Self { cluster, pending_ttl, packs: Arc::new(packs), budget, framing: Arc::default() }
+    }
+
+    /// Object bytes compressed, encrypted and back, for the metrics.
+    pub fn framing_counts(&self) -> Arc<FramingCounts> {
+        self.framing.clone()
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -197,6 +204,7 @@ impl DataPath {
         let owner = self.cluster.meta().order(begin).await.map_err(meta_error)?;
         let mut run = PendingRun { run: DataRun::owned(owner, reserved), cluster: Some(self.cluster.clone()) };
         let (md5, checksums, stored) = self.stream_chunks(owner, len, body, hasher, spec).await?;
+        self.framing.wrote(spec, len, stored);
         run.run.len = stored;
         Ok(Written { run, md5, checksums })
     }
@@ -292,8 +300,10 @@ impl DataPath {
         } else {
             buf.freeze()
         };
-        let run = self.packs.reserve(&self.cluster, pool, data.len() as u64).await?;
+        let stored = data.len() as u64;
+        let run = self.packs.reserve(&self.cluster, pool, stored).await?;
         self.write_run(run, data).await?;
+        self.framing.wrote(spec, len, stored);
         // Nothing to abandon if it is never claimed: a pack's uncommitted
         // bytes are dead from the start.
         Ok(Written { run: PendingRun { run, cluster: None }, md5, checksums })
@@ -396,8 +406,9 @@ impl DataPath {
                 let at = layout.stored_range(&batch);
                 let stored = self.read_all(&[*run], at).await?;
                 let (layout, batch, local, cipher) = (layout.clone(), batch.clone(), local.clone(), cipher.clone());
+                let counts = self.framing.clone();
                 let pieces = tokio::task::spawn_blocking(move || {
-                    decode_batch(&layout, &batch, stored, &local, cipher.as_ref().as_ref())
+                    decode_batch(&layout, &batch, stored, &local, cipher.as_ref().as_ref(), &counts)
                 })
                 .await
                 .map_err(|e| e.to_string())??;
@@ -508,18 +519,20 @@ fn framed_parts(object: &ObjectPut) -> Result<Vec<(DataRun, Range<u64>)>, String
 }
 
 /// Decompresses a batch of frames read as one range, keeping what falls
-/// in `local` (the run's logical range wanted).
+/// in `local` (the run's logical range wanted); counted in `counts`.
 fn decode_batch(
     layout: &Layout,
     batch: &Range<usize>,
     stored: Bytes,
     local: &Range<u64>,
     cipher: Option<&crate::sse::RunCipher>,
+    counts: &FramingCounts,
 ) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::with_capacity(batch.len());
     for (i, payload) in layout.split(batch, stored) {
         let start = layout.logical_start(i);
         let mut data = layout.decode(i, payload, cipher).map_err(|e| e.to_string())?;
+        counts.read_frame(layout.undoes(i), data.len() as u64);
         let end = (local.end.saturating_sub(start) as usize).min(data.len());
         data.truncate(end);
         let from = (local.start.saturating_sub(start) as usize).min(data.len());

@@ -382,6 +382,13 @@ impl Layout {
         frame as u64 * self.frame_bytes
     }
 
+    /// What decoding frame `frame` undoes: its codec when it is stored
+    /// compressed (not raw), and the run's cipher when it is sealed.
+    pub fn undoes(&self, frame: usize) -> (Option<Codec>, Option<Algorithm>) {
+        let raw = self.frames.get(frame).is_none_or(|&(_, _, raw)| raw);
+        (self.codec.filter(|_| !raw), self.sealed.map(|(algorithm, _)| algorithm))
+    }
+
     /// Frame `frame`'s logical bytes from its stored `payload`, opened
     /// with `cipher` ([`Layout::cipher`]) when the run is sealed.
     pub fn decode(&self, frame: usize, payload: Bytes, cipher: Option<&RunCipher>) -> Result<Bytes, FrameError> {

@@ -27,7 +27,7 @@ use chuyi_client::qos::{self, Limiter, Tickets, WAIT_SLICE};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use s3s::{s3_error, S3Result};
 
-use crate::metrics::S3Metrics;
+use crate::metrics::BodyCount;
 
 /// How long a request waits for its turn before `503 SlowDown`.
 pub const REQUEST_WAIT_MAX: Duration = Duration::from_millis(chuyi_meta_api::qos::REQUEST_WAIT_MAX_MS);
@@ -76,7 +76,7 @@ pub struct Paced<B> {
     /// watch, which must not count it as the client's.
     paused_us: Arc<AtomicU64>,
     /// Where its bytes are counted.
-    metrics: Option<Arc<S3Metrics>>,
+    counted: Option<BodyCount>,
 }
 
 /// A frame waiting for its turn.
@@ -94,8 +94,8 @@ impl<B> std::fmt::Debug for Paced<B> {
 }
 
 impl<B> Paced<B> {
-    pub fn new(inner: B, slot: QosSlot, out: bool, paused_us: Arc<AtomicU64>, metrics: Option<Arc<S3Metrics>>) -> Self {
-        Self { inner, slot, out, held: None, paused_us, metrics }
+    pub fn new(inner: B, slot: QosSlot, out: bool, paused_us: Arc<AtomicU64>, counted: Option<BodyCount>) -> Self {
+        Self { inner, slot, out, held: None, paused_us, counted }
     }
 }
 
@@ -134,10 +134,8 @@ where
                 other => return Poll::Ready(other),
             };
             let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-            match &this.metrics {
-                Some(m) if this.out => m.sent(n),
-                Some(m) => m.received(n),
-                None => {}
+            if let Some(counted) = &this.counted {
+                counted.add(this.out, n);
             }
             let Some(limiters) = this.slot.limiters().filter(|_| n > 0) else {
                 return Poll::Ready(Some(Ok(frame)));

@@ -28,7 +28,7 @@ use crate::compact::COMPACT_BYTES_PER_S;
 use crate::data::{Budget, DataPath, BUDGET_WAIT, DEFAULT_BUDGET_BYTES, PENDING_TTL};
 use crate::domains::Domains;
 use crate::gateway::Gateway;
-use crate::metrics::{OpSlot, S3Metrics};
+use crate::metrics::{BodyCount, OpSlot, S3Metrics};
 use crate::packs::{Packs, PACKED_OBJECT_MAX, PACK_GRACE, PACK_TTL, PACK_WINDOW};
 use crate::qos::{Paced, QosSlot};
 use crate::tls::Tls;
@@ -126,7 +126,7 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     let access = Arc::new(Access::new(users.clone(), cluster.clone(), qos.clone()));
     let admission = Admission::new(options.connections);
     if let Some(m) = &options.metrics {
-        m.serving(admission.clone(), qos);
+        m.serving(admission.clone(), qos, data.framing_counts());
     }
     let mut builder = S3ServiceBuilder::new(Gateway::new(
         data,
@@ -256,7 +256,8 @@ where
             let metrics = service.metrics.clone();
             let paused_us = Arc::new(AtomicU64::new(0));
             let (req, read) = watched(req, limits, paused_us.clone());
-            let mut req = req.map(|body| Paced::new(body, slot.clone(), false, paused_us, metrics.clone()));
+            let counted = metrics.clone().map(|metrics| BodyCount { metrics, noted: op.clone() });
+            let mut req = req.map(|body| Paced::new(body, slot.clone(), false, paused_us, counted.clone()));
             req.extensions_mut().insert(slot.clone());
             req.extensions_mut().insert(op.clone());
             let closes = wants_close(&req);
@@ -279,10 +280,10 @@ where
                 origin.allow(&service.cors, response.headers_mut()).await;
             }
             if let Some(m) = &metrics {
-                m.answered(op.get(), response.status().as_u16(), arrived.elapsed().as_secs_f64());
+                m.answered(Some(&op), response.status().as_u16(), arrived.elapsed().as_secs_f64());
             }
-            if slot.limiters().is_some() || metrics.is_some() {
-                let paced = |body| Paced::new(body, slot, true, Arc::new(AtomicU64::new(0)), metrics);
+            if slot.limiters().is_some() || counted.is_some() {
+                let paced = |body| Paced::new(body, slot, true, Arc::new(AtomicU64::new(0)), counted);
                 response = response.map(|body| s3s::Body::http_body_unsync(paced(body)));
             }
             if closes && !read.load(Ordering::Acquire) {

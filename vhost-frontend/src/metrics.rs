@@ -1,7 +1,8 @@
 //! What the vhost-user-blk frontend counts for Prometheus, per volume and
 //! request type as the NBD frontend does (`chuyi_client::metrics`):
 //! `chuyi_vhost_operations_total{volume,op}`, `chuyi_vhost_bytes_total`,
-//! `chuyi_vhost_errors_total` and `chuyi_vhost_operation_duration_seconds{op}`
+//! `chuyi_vhost_errors_total`, `chuyi_vhost_encrypted_bytes_total` and
+//! `chuyi_vhost_operation_duration_seconds{op}`
 //! (from the request popped off its virtqueue to its completion).
 
 use std::sync::Arc;

@@ -101,7 +101,8 @@ async fn serve_on(
         read_only: false,
     };
     let lease = attach::attach(&cluster, vol, holder, options.lease_ttl).await?;
-    let metrics = options.metrics.as_ref().map(|m| Arc::new(m.volume(volume, &crate::metrics::OP_NAMES)));
+    let metrics =
+        options.metrics.as_ref().map(|m| Arc::new(m.volume(volume, &crate::metrics::OP_NAMES, crypt.is_some())));
     let served = Served { vol: lease.vol.clone(), fence: lease.fence.clone(), crypt, metrics };
     tracing::info!(volume, queues = geometry.queues, "serving over vhost-user-blk");
     let qos = Qos::start(cluster.clone());

@@ -160,7 +160,8 @@ impl S3Access for Access {
         let caller = self.caller(cx).await?;
         let peer = cx.extensions_mut().get::<Peer>().copied();
         let slot = cx.extensions_mut().get::<QosSlot>().cloned();
-        if let Some(noted) = cx.extensions_mut().get::<crate::metrics::OpSlot>().cloned() {
+        let noted = cx.extensions_mut().get::<crate::metrics::OpSlot>().cloned();
+        if let Some(noted) = &noted {
             noted.set(cx.s3_op().name());
         }
         let op = cx.s3_op().name();
@@ -177,7 +178,14 @@ impl S3Access for Access {
             Some(bucket) => {
                 let version_id = query.version_id.as_deref();
                 let asked = Asked { caller: &caller, op, key: key.as_deref(), version_id, context: &context };
-                Some(self.decide_on(&bucket, asked).await?)
+                let decided = self.decide_on(&bucket, asked).await?;
+                // Counted by name only once it is known to exist and to
+                // be this caller's to use: names from strangers are not
+                // labels.
+                if let Some(noted) = &noted {
+                    noted.set_bucket(&bucket);
+                }
+                Some(decided)
             }
         };
         // Creating and listing buckets is for users; anonymous callers
