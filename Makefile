@@ -35,16 +35,16 @@ PIP_PACKAGES := awscli boto3 pydicom prometheus-client selenium
 # backported qemu-utils), and the second pass installs the matching one.
 # (A package removed but for its config files is not installed.)
 deps:
-	@installed() { dpkg-query -W -f='$${db:Status-Status}' "$$1" 2>/dev/null | grep -qx installed; }; \
+	@installed() { dpkg-query -W -f='$${db:Status-Status}\n' "$$1" 2>/dev/null | grep -qx installed; }; \
 	for pass in 1 2; do \
 		missing=""; \
 		for p in $(APT_PACKAGES); do installed $$p || missing="$$missing $$p"; done; \
 		[ -z "$$missing" ] && break; \
 		echo "installing:$$missing"; \
 		[ $$pass = 1 ] && { $(SUDO) apt-get update -qq || exit 1; }; \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
 	done; \
-	for p in $(APT_PACKAGES); do installed $$p || { echo "$$p is still missing"; exit 1; }; done
+	for p in $(APT_PACKAGES); do installed $$p || { echo "$$p is still missing" >&2; exit 1; }; done
 	@for p in $(PIP_PACKAGES); do \
 		python3 -m pip show -q $$p >/dev/null 2>&1 || python3 -m pip install -q $$p || exit 1; \
 	done

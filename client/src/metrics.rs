@@ -30,7 +30,9 @@ struct Op {
     op: &'static str,
 }
 
-/// Chunk operations tried again, for the whole process: every
+/// Chunk operations tried again, and rounds of calls to every node
+/// (flush, fence raises, clone trims) tried again on the nodes that had
+/// not answered, for the whole process: every
 /// [`crate::Cluster`] in it counts here, as the process's CPU time is one
 /// count, so a frontend registers [`RetryCollector`] before it connects.
 pub static RETRIES: Retries = Retries {
@@ -93,7 +95,7 @@ impl Collector for RetryCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "chuyi_client_chunk_retries",
-                "Chunk operations tried again, by reason: another replica at once, after a newer map, past a bad copy",
+                "Chunk operations (and rounds of flush or fence calls) tried again, by reason: another replica at once, after a newer map, past a bad copy",
                 None,
                 MetricType::Counter,
             )?;
@@ -105,7 +107,7 @@ impl Collector for RetryCollector {
         let deadlines = ConstCounter::new(r.deadlines.load(Ordering::Relaxed));
         deadlines.encode(encoder.encode_descriptor(
             "chuyi_client_chunk_deadlines",
-            "Chunk operations that failed at their deadline, still failing after their retries",
+            "Chunk operations (and flush or fence rounds) that failed at their deadline, still failing after their retries",
             None,
             MetricType::Counter,
         )?)

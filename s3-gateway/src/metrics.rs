@@ -59,7 +59,7 @@ type Latency = Family<OpLabels, Histogram, fn() -> Histogram>;
 pub const BUCKET_SERIES_MAX: usize = 1000;
 
 /// Buckets whose latency histogram (23 series each) is kept apart, of
-/// the [`BUCKET_SERIES_MAX`]; the rest share [`OTHER_BUCKETS`]'.
+/// the [`BUCKET_SERIES_MAX`]; the rest share [`OTHER_BUCKETS`]'s.
 pub const BUCKET_LATENCY_MAX: usize = 100;
 
 /// The bucket label past [`BUCKET_SERIES_MAX`]: no bucket is named so
@@ -216,7 +216,7 @@ impl S3Metrics {
         );
         s3.register(
             "bucket_errors",
-            "S3 requests answered with a 4xx or 5xx status, by bucket and request class",
+            "S3 requests let use the bucket and answered with a 4xx or 5xx status, by bucket and request class",
             metrics.bucket_errors.clone(),
         );
         s3.register(
