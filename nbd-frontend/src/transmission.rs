@@ -83,7 +83,8 @@ where
     W: AsyncWriteExt + Unpin + Send + 'static,
 {
     let (replies, outbox) = mpsc::channel::<Outgoing>(IN_FLIGHT);
-    let writer = tokio::spawn(write_replies(outbox, w));
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let writer = tokio::spawn(write_replies(outbox, w, slots.clone()));
     let fence = served.fence.clone();
     let served_name = served.vol.volume().name.clone();
     let encrypted = served.crypt.is_some();
@@ -92,7 +93,7 @@ where
         size: served.vol.size(),
         served,
         session,
-        slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+        slots,
         budget: Arc::new(Semaphore::new(IN_FLIGHT_MIB as usize)),
         metrics: shared.metrics.as_ref().map(|m| Arc::new(m.volume(&served_name, encrypted))),
         limiter,
@@ -139,13 +140,23 @@ where
 }
 
 /// Writes replies in the order they are queued, flushing when none wait.
+/// While other requests are in flight (a request holds its slot until just
+/// after its reply is queued, so by the time the writer runs, taken slots
+/// are those of requests not yet answered) it first lets the thread's other
+/// ready tasks, requests finished with this one, queue theirs: one syscall
+/// for the replies of a scheduler round, and none of that wait at QD1.
 async fn write_replies<W: AsyncWriteExt + Unpin>(
     mut outbox: mpsc::Receiver<Outgoing>,
     mut w: W,
+    slots: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     while let Some((head, data)) = outbox.recv().await {
         w.write_all(head.as_bytes()).await?;
         w.write_all(&data).await?;
+        let others = slots.available_permits() < IN_FLIGHT;
+        if outbox.is_empty() && others {
+            tokio::task::yield_now().await;
+        }
         if outbox.is_empty() {
             w.flush().await?;
         }

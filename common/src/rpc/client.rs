@@ -185,7 +185,9 @@ where
     // connection is being torn down either way.
     let ended = tokio::select! {
         result = read_replies(&mut r, &pending) => result,
-        result = write_frames(w, outgoing, |f| pending.abandon(f.header.request_id)) => result.map_err(RpcError::from),
+        result = write_frames(w, outgoing, |f| pending.abandon(f.header.request_id), || pending.len() > 1) => {
+            result.map_err(RpcError::from)
+        }
     };
     match ended {
         Ok(()) => debug!("rpc connection ended"),

@@ -3,9 +3,12 @@
 //!
 //! Payloads are read straight into an [`AlignedBuf`], so they arrive
 //! block-aligned and reach O_DIRECT without another copy. The writer flushes
-//! only when its queue is momentarily empty, so a burst of small replies
-//! shares one syscall; payloads larger than the write buffer pass through it
-//! without being copied (BufWriter writes them directly).
+//! only when its queue is momentarily empty, and, while other requests are
+//! in flight, only after letting the other tasks its thread has ready run
+//! once, so replies (or calls) finished in the same round of the scheduler
+//! share one syscall (measured in bench/RESULTS.md, issue 20); payloads
+//! larger than the write buffer pass through it without being copied
+//! (BufWriter writes them directly).
 
 use std::sync::Arc;
 
@@ -133,15 +136,23 @@ async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<[u8; HEAD
 
 /// Writes queued frames until every sender is gone, then flushes and shuts
 /// the write side down so the peer sees end of stream. A frame whose gate
-/// has closed is handed to `gated` instead of being written.
+/// has closed is handed to `gated` instead of being written. `others` says
+/// whether requests besides the frame in hand are in flight, whose frames
+/// may be about to join it: a lone frame (QD1) goes out at once.
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     w: W,
     mut queue: mpsc::Receiver<OutFrame>,
     gated: impl Fn(&OutFrame),
+    others: impl Fn() -> bool,
 ) -> std::io::Result<()> {
     let mut w = BufWriter::with_capacity(WRITE_BUF_BYTES, w);
     while let Some(frame) = queue.recv().await {
         write_frame(&mut w, &frame, &gated).await?;
+        // The tasks woken with this one (requests whose I/O completed in
+        // the same batch) queue their frames now, not after our syscall.
+        if others() {
+            tokio::task::yield_now().await;
+        }
         // Batch what is already queued, but at most one queue's worth, so a
         // steady stream of frames cannot postpone the flush forever.
         for _ in 1..RPC_SEND_QUEUE_FRAMES {
@@ -176,7 +187,7 @@ mod tests {
     async fn frames_survive_the_pipe_and_payloads_land_aligned() {
         let (a, b) = tokio::io::duplex(1 << 16);
         let (tx, rx) = mpsc::channel(4);
-        let writer = tokio::spawn(write_frames(a, rx, |_| {}));
+        let writer = tokio::spawn(write_frames(a, rx, |_| {}, || false));
         let payload = Bytes::from(vec![7u8; 8192]);
         let frame = OutFrame::new(FrameKind::Request, 42, "hello", payload.clone()).expect("fits");
         tx.send(frame).await.expect("writer alive");

@@ -52,15 +52,22 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (queue, outgoing) = mpsc::channel(RPC_SEND_QUEUE_FRAMES);
+    let slots = Arc::new(Semaphore::new(RPC_SERVER_INFLIGHT_MAX));
     let mut tasks = JoinSet::new();
+    let in_flight = slots.clone();
+    // Taken slots are the reader's, held while it waits for the next
+    // request, and those of requests not yet answered (a request gives its
+    // slot back just after queueing its reply): more than one taken means
+    // another reply may follow the one in the writer's hands.
+    let others = move || in_flight.available_permits() + 1 < RPC_SERVER_INFLIGHT_MAX;
     tasks.spawn(async move {
-        if let Err(e) = write_frames(w, outgoing, |_| {}).await {
+        if let Err(e) = write_frames(w, outgoing, |_| {}, others).await {
             debug!(error = %e, "rpc write failed");
         }
     });
     // A dead writer closes the queue; stop reading requests nobody can answer.
     let result = tokio::select! {
-        result = read_requests(&mut r, &queue, &service, &caller, &mut tasks) => result,
+        result = read_requests(&mut r, &queue, &slots, &service, &caller, &mut tasks) => result,
         () = queue.closed() => Err(RpcError::Closed),
     };
     drop(queue);
@@ -92,6 +99,7 @@ async fn drain(mut tasks: JoinSet<()>) {
 async fn read_requests<S, R>(
     r: &mut R,
     queue: &mpsc::Sender<OutFrame>,
+    slots: &Arc<Semaphore>,
     service: &Arc<S>,
     caller: &Arc<Principal>,
     tasks: &mut JoinSet<()>,
@@ -100,7 +108,6 @@ where
     S: Service,
     R: AsyncRead + Unpin,
 {
-    let slots = Arc::new(Semaphore::new(RPC_SERVER_INFLIGHT_MAX));
     loop {
         // Waiting for a slot before reading is the backpressure: at the
         // limit we stop reading, the socket buffers fill and TCP slows the
