@@ -139,29 +139,36 @@ where
     result
 }
 
-/// Writes replies in the order they are queued, flushing when none wait.
-/// While other requests are in flight (a request holds its slot until just
-/// after its reply is queued, so by the time the writer runs, taken slots
-/// are those of requests not yet answered) it first lets the thread's other
-/// ready tasks, requests finished with this one, queue theirs: one syscall
-/// for the replies of a scheduler round, and none of that wait at QD1.
+/// Writes replies in the order they are queued, as the RPC writer does
+/// (`chuyi_common::rpc`): while other requests are in flight (a request
+/// holds its slot until just after its reply is queued, so by the time the
+/// writer runs, taken slots are those of requests not yet answered) it
+/// first yields once, letting the thread's other ready tasks, requests
+/// finished with this one, queue theirs; then it writes what is queued, at
+/// most one outbox's worth, and flushes: one syscall for the replies of a
+/// scheduler round, and no wait at QD1.
 async fn write_replies<W: AsyncWriteExt + Unpin>(
     mut outbox: mpsc::Receiver<Outgoing>,
     mut w: W,
     slots: Arc<Semaphore>,
 ) -> std::io::Result<()> {
-    while let Some((head, data)) = outbox.recv().await {
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(&data).await?;
-        let others = slots.available_permits() < IN_FLIGHT;
-        if outbox.is_empty() && others {
+    while let Some(reply) = outbox.recv().await {
+        if slots.available_permits() < IN_FLIGHT {
             tokio::task::yield_now().await;
         }
-        if outbox.is_empty() {
-            w.flush().await?;
+        write_reply(&mut w, reply).await?;
+        for _ in 1..IN_FLIGHT {
+            let Ok(reply) = outbox.try_recv() else { break };
+            write_reply(&mut w, reply).await?;
         }
+        w.flush().await?;
     }
     w.flush().await
+}
+
+async fn write_reply<W: AsyncWriteExt + Unpin>(w: &mut W, (head, data): Outgoing) -> std::io::Result<()> {
+    w.write_all(head.as_bytes()).await?;
+    w.write_all(&data).await
 }
 
 /// One connection's transmission state.

@@ -147,12 +147,14 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut w = BufWriter::with_capacity(WRITE_BUF_BYTES, w);
     while let Some(frame) = queue.recv().await {
-        write_frame(&mut w, &frame, &gated).await?;
         // The tasks woken with this one (requests whose I/O completed in
         // the same batch) queue their frames now, not after our syscall.
+        // Before this frame is written, so each gate is still checked just
+        // before its frame's bytes go out with no wait in between.
         if others() {
             tokio::task::yield_now().await;
         }
+        write_frame(&mut w, &frame, &gated).await?;
         // Batch what is already queued, but at most one queue's worth, so a
         // steady stream of frames cannot postpone the flush forever.
         for _ in 1..RPC_SEND_QUEUE_FRAMES {

@@ -55,8 +55,8 @@ where
     let slots = Arc::new(Semaphore::new(RPC_SERVER_INFLIGHT_MAX));
     let mut tasks = JoinSet::new();
     let in_flight = slots.clone();
-    // Taken slots are the reader's, held while it waits for the next
-    // request, and those of requests not yet answered (a request gives its
+    // Taken slots are the reader's, held while it reads (waits for) the
+    // next request, and those of requests not yet answered (a request gives its
     // slot back just after queueing its reply): more than one taken means
     // another reply may follow the one in the writer's hands.
     let others = move || in_flight.available_permits() + 1 < RPC_SERVER_INFLIGHT_MAX;
