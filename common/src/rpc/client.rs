@@ -185,7 +185,7 @@ where
     // connection is being torn down either way.
     let ended = tokio::select! {
         result = read_replies(&mut r, &pending) => result,
-        result = write_frames(w, outgoing, |f| pending.abandon(f.header.request_id), || pending.len() > 1) => {
+        result = write_frames(w, outgoing, |f| pending.abandon(f.header.request_id), || pending.others_in_flight()) => {
             result.map_err(RpcError::from)
         }
     };

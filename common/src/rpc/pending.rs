@@ -21,6 +21,7 @@ pub(crate) struct Pending {
     waiters: Mutex<Option<Waiters>>,
     /// In-flight slots; closed with the connection.
     slots: Semaphore,
+    inflight_max: usize,
 }
 
 /// Removes its call's entry when dropped, so a call that times out or whose
@@ -34,7 +35,14 @@ pub(crate) struct Registration<'a> {
 
 impl Pending {
     pub fn new(inflight_max: usize) -> Self {
-        Self { waiters: Mutex::new(Some(HashMap::new())), slots: Semaphore::new(inflight_max) }
+        Self { waiters: Mutex::new(Some(HashMap::new())), slots: Semaphore::new(inflight_max), inflight_max }
+    }
+
+    /// Whether more than one call holds a slot: another besides the one
+    /// whose frame the writer has in hand. Read from the semaphore, without
+    /// the waiters' lock, since the writer asks once per frame.
+    pub fn others_in_flight(&self) -> bool {
+        self.slots.available_permits() + 1 < self.inflight_max
     }
 
     /// Waits for an in-flight slot; fails once the connection has ended.
