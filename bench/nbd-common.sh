@@ -36,11 +36,13 @@ serve_chuyi() { # port, then extra nbd-serve arguments; waits until it serves
 	grep -q READY "$results/chuyi-serve.log" || { cat "$results/chuyi-serve.log"; exit 1; }
 }
 
-run() { # name uri rw bs qd -> "iops MiB/s"
+run() { # name uri rw bs qd -> "iops MiB/s p50_us p99_us" (completion latency)
 	fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
 		--size="${size_mib}M" --time_based --runtime="$run_s" --ramp_time=2 \
 		--output-format=json --output="$results/$1.json" >/dev/null
-	jq -r '.jobs[0] | [(.read.iops + .write.iops), ((.read.bw + .write.bw) / 1024)] | @tsv' "$results/$1.json"
+	jq -r '.jobs[0] | (if .read.iops > 0 then .read else .write end) as $d
+		| [(.read.iops + .write.iops), ((.read.bw + .write.bw) / 1024),
+		   ($d.clat_ns.percentile["50.000000"] / 1000), ($d.clat_ns.percentile["99.000000"] / 1000)] | @tsv' "$results/$1.json"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

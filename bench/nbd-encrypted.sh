@@ -21,8 +21,8 @@ printf '%-16s %12s %12s %8s\n' workload plain encrypted ratio
 for w in "${workloads[@]}"; do
 	set -- $w
 	name="$1-$2-qd$3"
-	read -r p_iops p_mib < <(run "plain-$name" "nbd://127.0.0.1:$port/bench" "$1" "$2" "$3")
-	read -r e_iops e_mib < <(run "enc-$name" "nbd://127.0.0.1:$port/bench-enc" "$1" "$2" "$3")
+	read -r p_iops p_mib _ < <(run "plain-$name" "nbd://127.0.0.1:$port/bench" "$1" "$2" "$3")
+	read -r e_iops e_mib _ < <(run "enc-$name" "nbd://127.0.0.1:$port/bench-enc" "$1" "$2" "$3")
 	if [ "$2" = 4k ]; then
 		printf '%-16s %9.0f io %9.0f io %8s\n' "$name" "$p_iops" "$e_iops" "$(ratio "$e_iops" "$p_iops")"
 	else
