@@ -36,13 +36,14 @@ serve_chuyi() { # port, then extra nbd-serve arguments; waits until it serves
 	grep -q READY "$results/chuyi-serve.log" || { cat "$results/chuyi-serve.log"; exit 1; }
 }
 
-run() { # name uri rw bs qd -> "iops MiB/s p50_us p99_us" (completion latency)
+run() { # name uri rw bs qd -> "iops MiB/s p50_us p99_us" (completion latency of the
+	# reads, or of the writes when there were none; 0 when nothing completed)
 	fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
 		--size="${size_mib}M" --time_based --runtime="$run_s" --ramp_time=2 \
 		--output-format=json --output="$results/$1.json" >/dev/null
 	jq -r '.jobs[0] | (if .read.iops > 0 then .read else .write end) as $d
 		| [(.read.iops + .write.iops), ((.read.bw + .write.bw) / 1024),
-		   ($d.clat_ns.percentile["50.000000"] / 1000), ($d.clat_ns.percentile["99.000000"] / 1000)] | @tsv' "$results/$1.json"
+		   (($d.clat_ns.percentile["50.000000"] // 0) / 1000), (($d.clat_ns.percentile["99.000000"] // 0) / 1000)] | @tsv' "$results/$1.json"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

@@ -36,7 +36,7 @@ nbdkit -f -p "$nocache_port" --exit-with-parent file "$raw" cache=none &
 pids+=($!)
 # --persistent: fio connects once per run; --shared=4 lets the next run in
 # while the last one's connection is being torn down.
-qemu-nbd --persistent --shared=4 -p "$qemu_port" -f raw --cache=none --aio=io_uring "$raw" &
+qemu-nbd --persistent --shared=4 -b 127.0.0.1 -p "$qemu_port" -f raw --cache=none --aio=io_uring "$raw" &
 pids+=($!)
 
 servers=(chuyi nbdkit nocache qemu)
@@ -48,9 +48,6 @@ uri() { # server -> its NBD URI
 	qemu) echo "nbd://127.0.0.1:$qemu_port" ;;
 	esac
 }
-# A fresh qemu-nbd answers its first connection only once it has opened the file.
-sleep 1
-
 printf '%-16s %13s %13s %13s %13s %7s %7s %7s\n' workload chuyi nbdkit-file nbdkit-nocache qemu-nbd-nc \
 	ratio ratio-nc ratio-q
 latencies=()
@@ -59,7 +56,7 @@ for w in "${workloads[@]}"; do
 	name="$1-$2-qd$3"
 	declare -A iops=() mib=()
 	for s in "${servers[@]}"; do
-		read -r iops[$s] mib[$s] p50 p99 < <(run "$s-$name" "$(uri "$s")" "$1" "$2" "$3")
+		read -r "iops[$s]" "mib[$s]" p50 p99 < <(run "$s-$name" "$(uri "$s")" "$1" "$2" "$3")
 		latencies+=("$(printf '%-16s %-8s %8.0f %8.0f' "$name" "$s" "$p50" "$p99")")
 	done
 	if [ "$2" = 4k ]; then
@@ -73,4 +70,4 @@ for w in "${workloads[@]}"; do
 	fi
 done
 printf '\n%-16s %-8s %8s %8s\n' workload server p50_us p99_us
-printf '%s\n' "${latencies[@]}" | grep -- '-4k-'
+printf '%s\n' "${latencies[@]}" | grep -- '-4k-' || true
