@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use super::RpcError;
@@ -132,6 +132,15 @@ async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<[u8; HEAD
         }
     }
     Ok(Some(raw))
+}
+
+/// Whether more than one of a connection's `max` in-flight slots is taken:
+/// one is accounted for by the frame in the writer's hands (the call it
+/// carries, or on a server the reader waiting for the next request), so
+/// another means a frame may be about to join it. Read from the semaphore,
+/// without a lock, since the writer asks once per frame.
+pub(crate) fn others_hold_slots(slots: &Semaphore, max: usize) -> bool {
+    slots.available_permits() + 1 < max
 }
 
 /// Writes queued frames until every sender is gone, then flushes and shuts

@@ -38,11 +38,10 @@ impl Pending {
         Self { waiters: Mutex::new(Some(HashMap::new())), slots: Semaphore::new(inflight_max), inflight_max }
     }
 
-    /// Whether more than one call holds a slot: another besides the one
-    /// whose frame the writer has in hand. Read from the semaphore, without
-    /// the waiters' lock, since the writer asks once per frame.
+    /// Whether another call holds a slot besides the one whose frame the
+    /// writer has in hand.
     pub fn others_in_flight(&self) -> bool {
-        self.slots.available_permits() + 1 < self.inflight_max
+        super::conn::others_hold_slots(&self.slots, self.inflight_max)
     }
 
     /// Waits for an in-flight slot; fails once the connection has ended.

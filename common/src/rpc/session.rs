@@ -14,7 +14,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::timeout;
 use tracing::{debug, error, warn, Instrument};
 
-use super::conn::{decode_body, read_frame, write_frames, Frame, OutFrame, READ_BUF_BYTES};
+use super::conn::{decode_body, others_hold_slots, read_frame, write_frames, Frame, OutFrame, READ_BUF_BYTES};
 use super::frame::FrameKind;
 use super::{handshake, RpcError, Service};
 use crate::credential::{Keyring, Principal};
@@ -59,7 +59,7 @@ where
     // next request, and those of requests not yet answered (a request gives its
     // slot back just after queueing its reply): more than one taken means
     // another reply may follow the one in the writer's hands.
-    let others = move || in_flight.available_permits() + 1 < RPC_SERVER_INFLIGHT_MAX;
+    let others = move || others_hold_slots(&in_flight, RPC_SERVER_INFLIGHT_MAX);
     tasks.spawn(async move {
         if let Err(e) = write_frames(w, outgoing, |_| {}, others).await {
             debug!(error = %e, "rpc write failed");
