@@ -18,6 +18,12 @@ use chuyi_common::rpc::Endpoint;
 use chuyi_common::size::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: the block path allocates aligned
+/// 4 KiB buffers and frames per request, and glibc's memalign and
+/// consolidation were 7% of its CPU (bench/RESULTS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// In-flight requests per connection when --connections is not given.
 const INFLIGHT_PER_CONNECTION: usize = 8;
 
