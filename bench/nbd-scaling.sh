@@ -16,7 +16,9 @@
 # Usage: bench/nbd-scaling.sh [N...]   (default: 1 2, this machine's cores)
 # Knobs: BENCH_DIR (/dev/shm/chuyi-scaling), SIZE_MIB (1024), RUN_SECONDS
 # (10), CHUYI_BENCH (a chuyi-bench binary; built here when unset; chuyi
-# must sit beside it or be named by CHUYI_BIN).
+# must sit beside it or be named by CHUYI_BIN), LOAD_BENCH (the chuyi-bench
+# that runs nbd-load; CHUYI_BENCH when unset: an A/B of two builds keeps
+# the load generator, which shares the cores, the same).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,7 @@ if [ -z "${CHUYI_BENCH:-}" ]; then
 	(cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build --workspace --all-targets -q)
 	CHUYI_BENCH=$target_dir/debug/chuyi-bench
 fi
+load_bench=${LOAD_BENCH:-$CHUYI_BENCH}
 results=$bench_dir/results
 rm -rf "$results" "$bench_dir"/n[0-9]* && mkdir -p "$results"
 pid=
@@ -56,7 +59,7 @@ load() { # N name nbd-load arguments...
 	local n=$1 name=$2 before after
 	shift 2
 	before=$(split)
-	taskset -c "0-$((n - 1))" "$CHUYI_BENCH" nbd-load --json --warmup-seconds 0 --seconds "$run_s" "$@" >"$results/$name.json"
+	taskset -c "0-$((n - 1))" "$load_bench" nbd-load --json --warmup-seconds 0 --seconds "$run_s" "$@" >"$results/$name.json"
 	after=$(split)
 	# CPU per operation of each part over the whole run (no warm-up, so
 	# the split covers the counted span plus connecting and the drain at

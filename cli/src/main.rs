@@ -22,9 +22,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than glibc's malloc: the block path allocates aligned
-/// 4 KiB buffers and frames per request, and glibc's memalign and
-/// consolidation were 7% of its CPU (bench/RESULTS.md, "Allocator").
+/// The Rust heap on mimalloc rather than glibc's malloc, measured in
+/// bench/RESULTS.md ("Allocator"); C and C++ code (RocksDB) keeps glibc's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
