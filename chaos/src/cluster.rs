@@ -28,6 +28,16 @@ const SECRET: &str = "chaos-harness-cluster-secret-0123456789";
 pub const POOL: &str = "ssd";
 pub const CHUNK_SIZE: u32 = 4 << 20;
 
+/// How long the tests' S3 gateways keep an idle keep-alive connection
+/// (their head timeout): longer than any client script runs. The scripts
+/// never retry, so that a failure a retry would hide still shows; but a
+/// server closing an idle connection races with a client reusing it
+/// (RFC 9112 §9.3.1), and real clients answer that by retrying. Measured:
+/// boto3 uploading over connections idle 4 ms short of a 2 s timeout got
+/// "Remote end closed connection without response", as CI's boto3 suite
+/// once did with the default 30 s. Tests of the timeout set their own.
+pub const S3_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A `chuyi s3` process, SIGKILLed when dropped (also when a test fails
 /// half-way).
 #[derive(Debug)]
@@ -457,16 +467,15 @@ impl TestCluster {
     }
 
     /// `chuyi s3` on `listen` (host:port) as its own process, with `args`
-    /// added, once it accepts connections.
+    /// added, once it accepts connections. Its head timeout is
+    /// [`S3_IDLE_TIMEOUT`] unless `args` name one.
     pub async fn s3_gateway(&self, listen: &str, args: &[&str]) -> anyhow::Result<GatewayProcess> {
-        let child = self
-            .frontend_command("s3-gateway", &self.meta_addrs().join(","))?
-            .args(["s3", "--listen", listen, "--pool", POOL])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn chuyi s3")?;
+        let mut command = self.frontend_command("s3-gateway", &self.meta_addrs().join(","))?;
+        command.args(["s3", "--listen", listen, "--pool", POOL]);
+        if !args.contains(&"--head-timeout-secs") {
+            command.args(["--head-timeout-secs", &S3_IDLE_TIMEOUT.as_secs().to_string()]);
+        }
+        let child = command.args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("spawn chuyi s3")?;
         let gateway = GatewayProcess(child);
         let start = Instant::now();
         while tokio::net::TcpStream::connect(listen).await.is_err() {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use chuyi_chaos::cluster::{GatewayProcess, S3Keys as Keys, Spec, TestCluster, POOL};
+use chuyi_chaos::cluster::{GatewayProcess, S3Keys as Keys, Spec, TestCluster, POOL, S3_IDLE_TIMEOUT};
 use chuyi_chaos::sockets::{closed, connect_from};
 use chuyi_common::ids::DeviceClass;
 use chuyi_metadata::proto::{ApiReply, Query};
@@ -71,7 +71,8 @@ enum Layout {
 const LIFECYCLE_DAY: Duration = Duration::from_millis(1500);
 
 /// A gateway whose packs close and are freed within seconds, so a test
-/// sees every byte freed, and whose lifecycle days last a second and a half.
+/// sees every byte freed, whose lifecycle days last a second and a half,
+/// and which keeps idle connections longer than a script runs.
 fn options(layout: Layout) -> chuyi_s3::server::Options {
     chuyi_s3::server::Options {
         lifecycle_day: LIFECYCLE_DAY,
@@ -82,6 +83,10 @@ fn options(layout: Layout) -> chuyi_s3::server::Options {
         packed_object_max: match layout {
             Layout::Owned => 0,
             Layout::Packed => chuyi_s3::packs::PACKED_OBJECT_MAX,
+        },
+        connections: chuyi_s3::admission::ConnectionLimits {
+            head_timeout: S3_IDLE_TIMEOUT,
+            ..chuyi_s3::admission::DEFAULT_LIMITS
         },
         ..chuyi_s3::server::Options::new(POOL)
     }
@@ -1036,7 +1041,8 @@ async fn statuses(from: &str, addr: std::net::SocketAddr, request: &[u8], n: usi
 /// is not touched, and the first is answered again once back under.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_address_refused_too_often_is_told_to_slow_down_and_others_are_not() {
-    let connections = chuyi_s3::admission::ConnectionLimits { refusals_per_s: 20, ..Default::default() };
+    let connections =
+        chuyi_s3::admission::ConnectionLimits { refusals_per_s: 20, ..options(Layout::Packed).connections };
     let (cluster, endpoint) =
         cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
     let alice = user(&cluster, "alice");
