@@ -66,6 +66,17 @@ impl ChunkService {
                 })
                 .await
             }
+            // Boxed: PG I/O is the hot path, and its future would
+            // otherwise be as large as the largest of the rest, and be
+            // copied whole at every level of every read.
+            other => Box::pin(self.control(other, payload)).await,
+        }
+    }
+
+    /// Everything but PG I/O: fences, clone trimming, flushes, PG sums,
+    /// status, and the node's disks themselves.
+    async fn control(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), ReplicationError> {
+        match request {
             ChunkRequest::RaiseFences { fences } => {
                 if fences.len() > RAISE_FENCES_MAX {
                     let problem = format!("{} fences in one request; at most {RAISE_FENCES_MAX}", fences.len());
@@ -152,13 +163,17 @@ impl ChunkService {
 }
 
 /// Runs a mutation in a task of its own, so that it finishes even if the
-/// caller stops waiting (see [`ChunkService::run`]).
-async fn to_completion<T, E>(work: impl std::future::Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
+/// caller stops waiting (see [`ChunkService::run`]). The task starts when
+/// this is called, so the caller's future holds its handle, not `work`.
+fn to_completion<T, E>(
+    work: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, E>>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    tokio::spawn(work).await.unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into()))
+    let task = tokio::spawn(work);
+    async move { task.await.unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into())) }
 }
 
 async fn handle(

@@ -57,7 +57,13 @@ where
         payload: Bytes,
         gate: Option<&Arc<dyn SendGate>>,
     ) -> Result<(Resp, Bytes), RpcError> {
-        let conn = self.conn(id, addrs).await?;
+        // Connecting is boxed: its future is larger than a call's, and
+        // every call's future would carry it for the rare call that has
+        // no connection yet.
+        let conn = match self.pooled(id) {
+            Some(conn) => conn,
+            None => Box::pin(self.connect(id, addrs)).await?,
+        };
         let result = conn.call_gated(request, payload, gate).await;
         if conn.is_closed() {
             self.lock().remove(&id);
@@ -70,10 +76,12 @@ where
         self.lock().remove(&id);
     }
 
-    async fn conn(&self, id: K, addrs: &[String]) -> Result<RpcClient<Req, Resp>, RpcError> {
-        if let Some(conn) = self.lock().get(&id).filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
-        }
+    /// The open connection to `id`, if there is one.
+    fn pooled(&self, id: K) -> Option<RpcClient<Req, Resp>> {
+        self.lock().get(&id).filter(|c| !c.is_closed()).cloned()
+    }
+
+    async fn connect(&self, id: K, addrs: &[String]) -> Result<RpcClient<Req, Resp>, RpcError> {
         let mut last = RpcError::Config(format!("server {id} has no address"));
         for addr in addrs {
             let Ok(endpoint) = addr.parse::<Endpoint>() else {

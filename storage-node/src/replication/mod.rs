@@ -277,7 +277,7 @@ impl Replicator {
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
             PgOp::Diff { from, to } => {
-                let extents = self.store.disk(placed.mine.disk)?.diff(chunk, from, to).await?;
+                let extents = Box::pin(self.store.disk(placed.mine.disk)?.diff(chunk, from, to)).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
             PgOp::ReadSnap { offset, len, snap } => {
@@ -290,7 +290,9 @@ impl Replicator {
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
-            op => self.mutate(&placed, chunk, Mutation { op, forwarded, fence }, payload, arrived).await,
+            // Boxed, as `diff`: a read's future need not be as large as
+            // a mutation's (see `read`).
+            op => Box::pin(self.mutate(&placed, chunk, Mutation { op, forwarded, fence }, payload, arrived)).await,
         }
     }
 
@@ -505,7 +507,10 @@ impl Replicator {
                 let (start, end) = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
                 // Unrepaired, the reader learns the block is bad (and may
                 // try another replica), not that some peer was unreachable.
-                if self.repair(placed, chunk, start, end).await.is_err() {
+                // Boxed: a repair's future is four times a read's, and
+                // every read's future would carry it (and be copied with
+                // it at each level of the call) for a path taken rarely.
+                if Box::pin(self.repair(placed, chunk, start, end)).await.is_err() {
                     return Err(bad.into());
                 }
                 let (data, allocated) = disk.read(chunk, offset, len).await?;
