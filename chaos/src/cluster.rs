@@ -472,7 +472,7 @@ impl TestCluster {
     pub async fn s3_gateway(&self, listen: &str, args: &[&str]) -> anyhow::Result<GatewayProcess> {
         let mut command = self.frontend_command("s3-gateway", &self.meta_addrs().join(","))?;
         command.args(["s3", "--listen", listen, "--pool", POOL]);
-        if !args.contains(&"--head-timeout-secs") {
+        if !args.iter().any(|a| a.starts_with("--head-timeout-secs")) {
             command.args(["--head-timeout-secs", &S3_IDLE_TIMEOUT.as_secs().to_string()]);
         }
         let child = command.args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("spawn chuyi s3")?;

@@ -74,7 +74,8 @@ impl ChunkService {
     }
 
     /// Everything but PG I/O: fences, clone trimming, flushes, PG sums,
-    /// status, and the node's disks themselves.
+    /// status and owner I/O reports, and through [`Self::run`] pings,
+    /// disk stats and the node's disks themselves.
     async fn control(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
             ChunkRequest::RaiseFences { fences } => {

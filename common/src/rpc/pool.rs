@@ -81,6 +81,7 @@ where
         self.lock().get(&id).filter(|c| !c.is_closed()).cloned()
     }
 
+    /// Connects to the first of `addrs` that answers, and pools it.
     async fn connect(&self, id: K, addrs: &[String]) -> Result<RpcClient<Req, Resp>, RpcError> {
         let mut last = RpcError::Config(format!("server {id} has no address"));
         for addr in addrs {
