@@ -90,18 +90,97 @@ where
                 continue;
             };
             match RpcClient::connect(&endpoint, &self.identity, self.config.clone()).await {
-                Ok(conn) => {
-                    // Two callers may race to connect; keep one, drop the other.
-                    let kept = self.lock().entry(id).or_insert(conn).clone();
-                    return Ok(kept);
-                }
+                Ok(conn) => return Ok(self.keep(id, conn)),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
+    /// Pools a new connection to `id` unless another caller, racing to
+    /// connect, pooled an open one first: then that one is used, and this
+    /// one dropped. A closed one in its place (its server went away) is
+    /// replaced, or the first call after a restart would fail on it.
+    fn keep(&self, id: K, conn: RpcClient<Req, Resp>) -> RpcClient<Req, Resp> {
+        let mut conns = self.lock();
+        match conns.get(&id) {
+            Some(pooled) if !pooled.is_closed() => pooled.clone(),
+            _ => {
+                conns.insert(id, conn.clone());
+                conn
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<K, RpcClient<Req, Resp>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::credential::{Credential, Door, Principal};
+    use crate::rpc::{RpcServer, Service};
+    use crate::secret::ClusterSecret;
+
+    struct Echo;
+
+    impl Service for Echo {
+        type Request = u32;
+        type Response = u32;
+
+        async fn call(&self, _: &Principal, request: u32, _: Bytes) -> (u32, Bytes) {
+            (request, Bytes::new())
+        }
+    }
+
+    fn credential(principal: Principal) -> Credential {
+        let secret = ClusterSecret::new(b"pool-test-cluster-secret-0123456789".to_vec()).expect("long enough");
+        Credential::from_secret(secret, principal)
+    }
+
+    /// Serves [`Echo`] at `endpoint` until the sender is used.
+    async fn serve(endpoint: &Endpoint) -> (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>) {
+        let server = RpcServer::bind(endpoint).await.expect("bind");
+        let keyring = credential(Principal::member(1)).keyring(Door::Meta).expect("keyring");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(keyring, Arc::new(Echo), async move {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    async fn stop((stop, task): (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>)) {
+        let _ = stop.send(());
+        task.await.expect("server task").expect("served");
+    }
+
+    /// A server that restarted is reached by the first call after it: the
+    /// pooled connection that closed with the old server is replaced.
+    #[tokio::test]
+    async fn a_connection_closed_by_a_restart_is_replaced_by_the_next_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
+        let addrs = [endpoint.to_string()];
+        let identity = credential(Principal::admin()).identity(Door::Meta);
+        let pool = ConnPool::<u32, u32, u32>::new(identity, RpcConfig::default());
+        let first = serve(&endpoint).await;
+        assert_eq!(pool.call(1, &addrs, &7, Bytes::new()).await.expect("call").0, 7);
+        stop(first).await;
+        let start = Instant::now();
+        while !pool.lock().get(&1).is_some_and(RpcClient::is_closed) {
+            assert!(start.elapsed() < Duration::from_secs(10), "the pool never saw its connection close");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = serve(&endpoint).await;
+        let answer = pool.call(1, &addrs, &8, Bytes::new()).await.expect("the first call after the restart");
+        assert_eq!(answer.0, 8);
+        stop(second).await;
     }
 }
