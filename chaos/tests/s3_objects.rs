@@ -1041,10 +1041,9 @@ async fn statuses(from: &str, addr: std::net::SocketAddr, request: &[u8], n: usi
 /// is not touched, and the first is answered again once back under.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_address_refused_too_often_is_told_to_slow_down_and_others_are_not() {
-    let connections =
-        chuyi_s3::admission::ConnectionLimits { refusals_per_s: 20, ..options(Layout::Packed).connections };
-    let (cluster, endpoint) =
-        cluster_with_gateway_of(chuyi_s3::server::Options { connections, ..options(Layout::Packed) }).await;
+    let mut gateway = options(Layout::Packed);
+    gateway.connections.refusals_per_s = 20;
+    let (cluster, endpoint) = cluster_with_gateway_of(gateway).await;
     let alice = user(&cluster, "alice");
     let e = endpoint.clone();
     tokio::task::spawn_blocking(move || {
