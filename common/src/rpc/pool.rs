@@ -66,9 +66,19 @@ where
         };
         let result = conn.call_gated(request, payload, gate).await;
         if conn.is_closed() {
-            self.lock().remove(&id);
+            self.drop_closed(id);
         }
         result
+    }
+
+    /// Drops the pooled connection to `id` if it has closed. An open one
+    /// stays: a caller that reconnected while this call was failing pooled
+    /// it, and dropping it would only make the next call connect again.
+    fn drop_closed(&self, id: K) {
+        let mut conns = self.lock();
+        if conns.get(&id).is_some_and(RpcClient::is_closed) {
+            conns.remove(&id);
+        }
     }
 
     /// Drops the connection to `id`, so the next call connects anew.
@@ -181,6 +191,32 @@ mod tests {
         let second = serve(&endpoint).await;
         let answer = pool.call(1, &addrs, &8, Bytes::new()).await.expect("the first call after the restart");
         assert_eq!(answer.0, 8);
+        stop(second).await;
+    }
+
+    /// A call that failed on a closed connection, finishing after another
+    /// caller reconnected, leaves the new connection pooled.
+    #[tokio::test]
+    async fn a_failed_call_leaves_a_newer_connection_pooled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
+        let addrs = [endpoint.to_string()];
+        let identity = credential(Principal::admin()).identity(Door::Meta);
+        let pool = ConnPool::<u32, u32, u32>::new(identity, RpcConfig::default());
+        let first = serve(&endpoint).await;
+        pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
+        let old = pool.pooled(1).expect("pooled");
+        stop(first).await;
+        let start = Instant::now();
+        while !old.is_closed() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the connection never closed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = serve(&endpoint).await;
+        pool.call(1, &addrs, &8, Bytes::new()).await.expect("a call on a new connection");
+        // What call_gated does when the call on the old connection fails.
+        pool.drop_closed(1);
+        assert!(pool.lock().get(&1).is_some_and(|c| !c.is_closed()), "the new connection stays pooled");
         stop(second).await;
     }
 }
