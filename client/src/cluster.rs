@@ -391,10 +391,9 @@ impl Cluster {
             },
             Ok(reply) => Ok(reply),
             Err(RpcError::Gated) => Err(Err(ClientError::LeaseLost)),
-            Err(e) => {
-                self.nodes.forget(target.node);
-                retry(format!("node {}: {e}", target.node))
-            }
+            // The pool has dropped the connection if it closed or the call
+            // timed out, so a retry to this node connects anew.
+            Err(e) => retry(format!("node {}: {e}", target.node)),
         }
     }
 

@@ -96,6 +96,11 @@ where
         self.inner.pending.is_closed()
     }
 
+    /// Whether `other` is a handle on this same connection.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Calls sent and still awaiting their reply.
     pub fn in_flight(&self) -> usize {
         self.inner.pending.len()

@@ -1,5 +1,5 @@
 //! Connections to many servers, one per server id, made on first use and
-//! replaced once closed. Storage nodes use it to reach their peers, clients
+//! replaced once closed or once a call on them timed out. Storage nodes use it to reach their peers, clients
 //! to reach storage nodes.
 
 use std::collections::HashMap;
@@ -65,25 +65,23 @@ where
             None => Box::pin(self.connect(id, addrs)).await?,
         };
         let result = conn.call_gated(request, payload, gate).await;
-        if conn.is_closed() {
-            self.drop_closed(id);
+        // A connection that closed is of no more use, and one whose call
+        // timed out leads to a server that froze or is overloaded: the
+        // next call connects anew.
+        if conn.is_closed() || matches!(result, Err(RpcError::Timeout)) {
+            self.drop_conn(id, &conn);
         }
         result
     }
 
-    /// Drops the pooled connection to `id` if it has closed. An open one
+    /// Drops `conn` if it is still the connection pooled for `id`. Another
     /// stays: a caller that reconnected while this call was failing pooled
     /// it, and dropping it would only make the next call connect again.
-    fn drop_closed(&self, id: K) {
+    fn drop_conn(&self, id: K, conn: &RpcClient<Req, Resp>) {
         let mut conns = self.lock();
-        if conns.get(&id).is_some_and(RpcClient::is_closed) {
+        if conns.get(&id).is_some_and(|pooled| pooled.same(conn)) {
             conns.remove(&id);
         }
-    }
-
-    /// Drops the connection to `id`, so the next call connects anew.
-    pub fn forget(&self, id: K) {
-        self.lock().remove(&id);
     }
 
     /// The open connection to `id`, if there is one.
@@ -157,10 +155,18 @@ mod tests {
 
     /// Serves [`Echo`] at `endpoint` until the sender is used.
     async fn serve(endpoint: &Endpoint) -> (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>) {
+        serve_with(endpoint, Arc::new(Echo)).await
+    }
+
+    /// Serves `service` at `endpoint` until the sender is used.
+    async fn serve_with<S: Service<Request = u32, Response = u32>>(
+        endpoint: &Endpoint,
+        service: Arc<S>,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>) {
         let server = RpcServer::bind(endpoint).await.expect("bind");
         let keyring = credential(Principal::member(1)).keyring(Door::Meta).expect("keyring");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(keyring, Arc::new(Echo), async move {
+        let task = tokio::spawn(server.serve(keyring, service, async move {
             let _ = stopped.await;
         }));
         (stop, task)
@@ -194,29 +200,54 @@ mod tests {
         stop(second).await;
     }
 
-    /// A call that failed on a closed connection, finishing after another
-    /// caller reconnected, leaves the new connection pooled.
+    /// Answers 0 after two seconds, anything else at once.
+    struct Slow;
+
+    impl Service for Slow {
+        type Request = u32;
+        type Response = u32;
+
+        async fn call(&self, _: &Principal, request: u32, _: Bytes) -> (u32, Bytes) {
+            if request == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            (request, Bytes::new())
+        }
+    }
+
+    /// A call that timed out drops the connection it used, and only that
+    /// one: a connection pooled by another caller while the call waited
+    /// stays pooled.
     #[tokio::test]
-    async fn a_failed_call_leaves_a_newer_connection_pooled() {
+    async fn a_timed_out_call_drops_its_own_connection_and_no_newer_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
         let addrs = [endpoint.to_string()];
         let identity = credential(Principal::admin()).identity(Door::Meta);
-        let pool = ConnPool::<u32, u32, u32>::new(identity, RpcConfig::default());
-        let first = serve(&endpoint).await;
+        let config = RpcConfig { call_timeout: Duration::from_millis(300), ..RpcConfig::default() };
+        let pool = Arc::new(ConnPool::<u32, u32, u32>::new(identity.clone(), config.clone()));
+        let server = serve_with(&endpoint, Arc::new(Slow)).await;
+
         pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
-        let old = pool.pooled(1).expect("pooled");
-        stop(first).await;
-        let start = Instant::now();
-        while !old.is_closed() {
-            assert!(start.elapsed() < Duration::from_secs(10), "the connection never closed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let first = pool.pooled(1).expect("pooled");
+        assert!(matches!(pool.call(1, &addrs, &0, Bytes::new()).await, Err(RpcError::Timeout)));
+        assert!(pool.pooled(1).is_none(), "a connection whose call timed out is not used again");
+
+        pool.call(1, &addrs, &7, Bytes::new()).await.expect("a call on a new connection");
+        let second = pool.pooled(1).expect("pooled");
+        assert!(!second.same(&first));
+        let slow = tokio::spawn({
+            let (pool, addrs) = (pool.clone(), addrs.clone());
+            async move { pool.call(1, &addrs, &0, Bytes::new()).await }
+        });
+        while second.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let second = serve(&endpoint).await;
-        pool.call(1, &addrs, &8, Bytes::new()).await.expect("a call on a new connection");
-        // What call_gated does when the call on the old connection fails.
-        pool.drop_closed(1);
-        assert!(pool.lock().get(&1).is_some_and(|c| !c.is_closed()), "the new connection stays pooled");
-        stop(second).await;
+        // Another caller's connection, pooled while the slow call waits.
+        let third = RpcClient::connect(&endpoint, &identity, config).await.expect("connect");
+        pool.lock().insert(1, third.clone());
+        assert!(matches!(slow.await.expect("joined"), Err(RpcError::Timeout)));
+        assert!(pool.pooled(1).is_some_and(|c| c.same(&third)), "the newer connection stays pooled");
+        stop(server).await;
     }
 }
