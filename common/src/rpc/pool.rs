@@ -1,6 +1,6 @@
 //! Connections to many servers, one per server id, made on first use and
-//! replaced once closed or once a call on them timed out. Storage nodes use it to reach their peers, clients
-//! to reach storage nodes.
+//! replaced once closed or once a call on them timed out. Storage nodes use
+//! it to reach their peers, clients to reach storage nodes.
 
 use std::collections::HashMap;
 use std::hash::Hash;
