@@ -123,7 +123,7 @@ impl Cluster {
         Ok(Arc::new(Self {
             meta,
             map,
-            nodes: ConnPool::new(credential.identity(Door::Node), rpc),
+            nodes: ConnPool::dropping_timed_out(credential.identity(Door::Node), rpc),
             config,
             watcher: follow.abort_handle(),
         }))

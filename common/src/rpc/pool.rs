@@ -1,6 +1,7 @@
 //! Connections to many servers, one per server id, made on first use and
-//! replaced once closed or once a call on them timed out. Storage nodes use
-//! it to reach their peers, clients to reach storage nodes.
+//! replaced once closed (and, in a pool that asks for it, once a call on
+//! them timed out). Storage nodes use it to reach their peers, clients to
+//! reach storage nodes.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 pub struct ConnPool<K, Req, Resp> {
     identity: Identity,
     config: RpcConfig,
+    /// Whether a connection whose call timed out is dropped too.
+    drop_timed_out: bool,
     conns: Mutex<HashMap<K, RpcClient<Req, Resp>>>,
 }
 
@@ -32,8 +35,20 @@ where
     Req: Serialize + Send + Sync + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
+    /// A pool that keeps a connection until it closes: calls to one server
+    /// stay on one stream, in the order they were sent. Storage nodes
+    /// forward writes this way; a forward that timed out may still be
+    /// read later, and must not be overtaken by a newer one sent on a new
+    /// connection.
     pub fn new(identity: Identity, config: RpcConfig) -> Self {
-        Self { identity, config, conns: Mutex::new(HashMap::new()) }
+        Self { identity, config, drop_timed_out: false, conns: Mutex::new(HashMap::new()) }
+    }
+
+    /// A pool that also drops a connection whose call timed out, so the
+    /// next call to that server connects anew. For callers that retry a
+    /// failed call themselves and order nothing by connection (clients).
+    pub fn dropping_timed_out(identity: Identity, config: RpcConfig) -> Self {
+        Self { drop_timed_out: true, ..Self::new(identity, config) }
     }
 
     /// Calls server `id`, connecting to the first of `addrs` that answers
@@ -65,10 +80,10 @@ where
             None => Box::pin(self.connect(id, addrs)).await?,
         };
         let result = conn.call_gated(request, payload, gate).await;
-        // A connection that closed is of no more use, and one whose call
-        // timed out leads to a server that froze or is overloaded: the
-        // next call connects anew.
-        if conn.is_closed() || matches!(result, Err(RpcError::Timeout)) {
+        // A connection that closed is of no more use; one whose call timed
+        // out leads to a server that froze or is overloaded.
+        let timed_out = self.drop_timed_out && matches!(result, Err(RpcError::Timeout));
+        if conn.is_closed() || matches!(result, Err(RpcError::Closed)) || timed_out {
             self.drop_conn(id, &conn);
         }
         result
@@ -215,17 +230,17 @@ mod tests {
         }
     }
 
-    /// A call that timed out drops the connection it used, and only that
-    /// one: a connection pooled by another caller while the call waited
-    /// stays pooled.
+    /// In a pool that drops timed-out connections, a call that timed out
+    /// drops the connection it used, and only that one: a connection
+    /// pooled by another caller while the call waited stays pooled.
     #[tokio::test]
     async fn a_timed_out_call_drops_its_own_connection_and_no_newer_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
         let addrs = [endpoint.to_string()];
         let identity = credential(Principal::admin()).identity(Door::Meta);
-        let config = RpcConfig { call_timeout: Duration::from_millis(300), ..RpcConfig::default() };
-        let pool = Arc::new(ConnPool::<u32, u32, u32>::new(identity.clone(), config.clone()));
+        let config = RpcConfig { call_timeout: Duration::from_millis(500), ..RpcConfig::default() };
+        let pool = Arc::new(ConnPool::<u32, u32, u32>::dropping_timed_out(identity.clone(), config.clone()));
         let server = serve_with(&endpoint, Arc::new(Slow)).await;
 
         pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
@@ -236,18 +251,39 @@ mod tests {
         pool.call(1, &addrs, &7, Bytes::new()).await.expect("a call on a new connection");
         let second = pool.pooled(1).expect("pooled");
         assert!(!second.same(&first));
+        // Another caller's connection, to be pooled while the slow call waits.
+        let third = RpcClient::connect(&endpoint, &identity, config).await.expect("connect");
         let slow = tokio::spawn({
             let (pool, addrs) = (pool.clone(), addrs.clone());
             async move { pool.call(1, &addrs, &0, Bytes::new()).await }
         });
+        let start = Instant::now();
         while second.in_flight() == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "the slow call never went out");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Another caller's connection, pooled while the slow call waits.
-        let third = RpcClient::connect(&endpoint, &identity, config).await.expect("connect");
         pool.lock().insert(1, third.clone());
+        assert!(!slow.is_finished(), "the slow call was still waiting when the new connection was pooled");
         assert!(matches!(slow.await.expect("joined"), Err(RpcError::Timeout)));
         assert!(pool.pooled(1).is_some_and(|c| c.same(&third)), "the newer connection stays pooled");
+        stop(server).await;
+    }
+
+    /// A plain pool keeps a connection whose call timed out, so calls to a
+    /// server stay on one stream, in order (storage nodes' forwards).
+    #[tokio::test]
+    async fn a_plain_pool_keeps_a_connection_whose_call_timed_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
+        let addrs = [endpoint.to_string()];
+        let identity = credential(Principal::admin()).identity(Door::Meta);
+        let config = RpcConfig { call_timeout: Duration::from_millis(500), ..RpcConfig::default() };
+        let pool = ConnPool::<u32, u32, u32>::new(identity, config);
+        let server = serve_with(&endpoint, Arc::new(Slow)).await;
+        pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
+        let first = pool.pooled(1).expect("pooled");
+        assert!(matches!(pool.call(1, &addrs, &0, Bytes::new()).await, Err(RpcError::Timeout)));
+        assert!(pool.pooled(1).is_some_and(|c| c.same(&first)), "the same connection stays pooled");
         stop(server).await;
     }
 }
