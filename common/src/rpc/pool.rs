@@ -152,6 +152,7 @@ mod tests {
     use crate::rpc::{RpcServer, Service};
     use crate::secret::ClusterSecret;
 
+    /// Echoes a request: 0 after two seconds, anything else at once.
     struct Echo;
 
     impl Service for Echo {
@@ -159,8 +160,25 @@ mod tests {
         type Response = u32;
 
         async fn call(&self, _: &Principal, request: u32, _: Bytes) -> (u32, Bytes) {
+            if request == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
             (request, Bytes::new())
         }
+    }
+
+    /// A socket path in a fresh directory (kept alive by the first value),
+    /// its endpoint and address list, and a caller's identity.
+    fn place() -> (tempfile::TempDir, Endpoint, [String; 1], Identity) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
+        let addrs = [endpoint.to_string()];
+        (dir, endpoint, addrs, credential(Principal::admin()).identity(Door::Meta))
+    }
+
+    /// Calls time out after half a second, well before [`Echo`] answers 0.
+    fn short_calls() -> RpcConfig {
+        RpcConfig { call_timeout: Duration::from_millis(500), ..RpcConfig::default() }
     }
 
     fn credential(principal: Principal) -> Credential {
@@ -170,18 +188,10 @@ mod tests {
 
     /// Serves [`Echo`] at `endpoint` until the sender is used.
     async fn serve(endpoint: &Endpoint) -> (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>) {
-        serve_with(endpoint, Arc::new(Echo)).await
-    }
-
-    /// Serves `service` at `endpoint` until the sender is used.
-    async fn serve_with<S: Service<Request = u32, Response = u32>>(
-        endpoint: &Endpoint,
-        service: Arc<S>,
-    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), RpcError>>) {
         let server = RpcServer::bind(endpoint).await.expect("bind");
         let keyring = credential(Principal::member(1)).keyring(Door::Meta).expect("keyring");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(keyring, service, async move {
+        let task = tokio::spawn(server.serve(keyring, Arc::new(Echo), async move {
             let _ = stopped.await;
         }));
         (stop, task)
@@ -196,10 +206,7 @@ mod tests {
     /// pooled connection that closed with the old server is replaced.
     #[tokio::test]
     async fn a_connection_closed_by_a_restart_is_replaced_by_the_next_call() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
-        let addrs = [endpoint.to_string()];
-        let identity = credential(Principal::admin()).identity(Door::Meta);
+        let (_dir, endpoint, addrs, identity) = place();
         let pool = ConnPool::<u32, u32, u32>::new(identity, RpcConfig::default());
         let first = serve(&endpoint).await;
         assert_eq!(pool.call(1, &addrs, &7, Bytes::new()).await.expect("call").0, 7);
@@ -215,33 +222,14 @@ mod tests {
         stop(second).await;
     }
 
-    /// Answers 0 after two seconds, anything else at once.
-    struct Slow;
-
-    impl Service for Slow {
-        type Request = u32;
-        type Response = u32;
-
-        async fn call(&self, _: &Principal, request: u32, _: Bytes) -> (u32, Bytes) {
-            if request == 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            (request, Bytes::new())
-        }
-    }
-
     /// In a pool that drops timed-out connections, a call that timed out
     /// drops the connection it used, and only that one: a connection
     /// pooled by another caller while the call waited stays pooled.
     #[tokio::test]
     async fn a_timed_out_call_drops_its_own_connection_and_no_newer_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
-        let addrs = [endpoint.to_string()];
-        let identity = credential(Principal::admin()).identity(Door::Meta);
-        let config = RpcConfig { call_timeout: Duration::from_millis(500), ..RpcConfig::default() };
-        let pool = Arc::new(ConnPool::<u32, u32, u32>::dropping_timed_out(identity.clone(), config.clone()));
-        let server = serve_with(&endpoint, Arc::new(Slow)).await;
+        let (_dir, endpoint, addrs, identity) = place();
+        let pool = Arc::new(ConnPool::<u32, u32, u32>::dropping_timed_out(identity.clone(), short_calls()));
+        let server = serve(&endpoint).await;
 
         pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
         let first = pool.pooled(1).expect("pooled");
@@ -252,7 +240,7 @@ mod tests {
         let second = pool.pooled(1).expect("pooled");
         assert!(!second.same(&first));
         // Another caller's connection, to be pooled while the slow call waits.
-        let third = RpcClient::connect(&endpoint, &identity, config).await.expect("connect");
+        let third = RpcClient::connect(&endpoint, &identity, short_calls()).await.expect("connect");
         let slow = tokio::spawn({
             let (pool, addrs) = (pool.clone(), addrs.clone());
             async move { pool.call(1, &addrs, &0, Bytes::new()).await }
@@ -273,13 +261,9 @@ mod tests {
     /// server stay on one stream, in order (storage nodes' forwards).
     #[tokio::test]
     async fn a_plain_pool_keeps_a_connection_whose_call_timed_out() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let endpoint = Endpoint::Unix(dir.path().join("rpc.sock"));
-        let addrs = [endpoint.to_string()];
-        let identity = credential(Principal::admin()).identity(Door::Meta);
-        let config = RpcConfig { call_timeout: Duration::from_millis(500), ..RpcConfig::default() };
-        let pool = ConnPool::<u32, u32, u32>::new(identity, config);
-        let server = serve_with(&endpoint, Arc::new(Slow)).await;
+        let (_dir, endpoint, addrs, identity) = place();
+        let pool = ConnPool::<u32, u32, u32>::new(identity, short_calls());
+        let server = serve(&endpoint).await;
         pool.call(1, &addrs, &7, Bytes::new()).await.expect("call");
         let first = pool.pooled(1).expect("pooled");
         assert!(matches!(pool.call(1, &addrs, &0, Bytes::new()).await, Err(RpcError::Timeout)));
