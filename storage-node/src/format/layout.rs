@@ -2,7 +2,6 @@
 
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 
-use super::journal::{RING_BLOCKS, TAIL_BLOCKS};
 use super::slot_table::ENTRY_BYTES;
 use super::FormatError;
 
@@ -19,56 +18,31 @@ pub struct Layout {
     pub slot_count: u64,
     pub slot_table_offset: u64,
     pub crc_table_offset: u64,
-    /// The checksum journal's two tail blocks, then its ring (format
-    /// version 2); `journal_blocks` is 0 on a version 1 disk, which has none.
-    pub journal_offset: u64,
-    pub journal_blocks: u64,
     pub data_offset: u64,
 }
 
 impl Layout {
-    /// The layout of a new disk: a journal of [`RING_BLOCKS`], and as many
-    /// slots as fit in `capacity_bytes`.
+    /// The layout with as many slots as fit in `capacity_bytes`.
     pub fn for_capacity(capacity_bytes: u64, chunk_size: u64) -> Result<Self, FormatError> {
         let per_slot = chunk_size + BLOCK + ENTRY_BYTES as u64;
         let mut slots = capacity_bytes / per_slot;
-        while slots > 0 && Self::with_slots(slots, chunk_size, RING_BLOCKS).end() > capacity_bytes {
+        while slots > 0 && Self::with_slots(slots, chunk_size).end() > capacity_bytes {
             slots -= 1;
         }
         if slots == 0 {
             return Err(FormatError::TooSmall { capacity_bytes, chunk_size });
         }
-        Ok(Self::with_slots(slots, chunk_size, RING_BLOCKS))
+        Ok(Self::with_slots(slots, chunk_size))
     }
 
-    /// The layout of `slot_count` slots of `chunk_size` bytes, with a
-    /// journal ring of `journal_blocks` (0: none, a version 1 disk).
-    pub fn with_slots(slot_count: u64, chunk_size: u64, journal_blocks: u64) -> Self {
+    /// The layout of `slot_count` slots of `chunk_size` bytes.
+    pub fn with_slots(slot_count: u64, chunk_size: u64) -> Self {
         let slot_table_offset = BLOCK;
         let table_bytes = (slot_count * ENTRY_BYTES as u64).div_ceil(BLOCK) * BLOCK;
         let crc_table_offset = slot_table_offset + table_bytes;
-        let journal_offset = crc_table_offset + slot_count * BLOCK;
-        let journal_bytes = if journal_blocks == 0 { 0 } else { (TAIL_BLOCKS + journal_blocks) * BLOCK };
-        let data_offset = (journal_offset + journal_bytes).div_ceil(DATA_ALIGN_BYTES) * DATA_ALIGN_BYTES;
-        Self {
-            chunk_size,
-            slot_count,
-            slot_table_offset,
-            crc_table_offset,
-            journal_offset,
-            journal_blocks,
-            data_offset,
-        }
-    }
-
-    /// Where ring block `position` of the journal starts.
-    pub fn journal_block_at(&self, position: u64) -> u64 {
-        self.journal_offset + (TAIL_BLOCKS + position) * BLOCK
-    }
-
-    /// Where tail block `position` (0 or 1) of the journal starts.
-    pub fn tail_block_at(&self, position: u64) -> u64 {
-        self.journal_offset + position * BLOCK
+        let crc_end = crc_table_offset + slot_count * BLOCK;
+        let data_offset = crc_end.div_ceil(DATA_ALIGN_BYTES) * DATA_ALIGN_BYTES;
+        Self { chunk_size, slot_count, slot_table_offset, crc_table_offset, data_offset }
     }
 
     /// Bytes the slot table occupies, whole blocks.
@@ -108,30 +82,20 @@ mod tests {
 
     #[test]
     fn regions_do_not_overlap_and_fit() {
-        for cap in [7u64 << 20, 64 << 20, 10 << 30, (10 << 40) + 12345] {
+        for cap in [5u64 << 20, 64 << 20, 10 << 30, (10 << 40) + 12345] {
             let l = Layout::for_capacity(cap, 4 << 20).expect("fits");
             assert!(l.end() <= cap, "capacity {cap}");
             assert!(l.slot_table_offset >= BLOCK);
             assert!(l.crc_table_offset >= l.slot_table_offset + l.slot_count * ENTRY_BYTES as u64);
-            assert_eq!(l.journal_offset, l.crc_table_at(l.slot_count));
-            assert!(l.data_offset >= l.journal_block_at(l.journal_blocks));
-            assert_eq!(l.tail_block_at(TAIL_BLOCKS), l.journal_block_at(0));
+            assert!(l.data_offset >= l.crc_table_at(l.slot_count));
             assert_eq!(l.data_offset % DATA_ALIGN_BYTES, 0);
             // One more slot would not fit.
-            assert!(Layout::with_slots(l.slot_count + 1, 4 << 20, RING_BLOCKS).end() > cap);
+            assert!(Layout::with_slots(l.slot_count + 1, 4 << 20).end() > cap);
         }
     }
 
     #[test]
     fn too_small_is_refused() {
         assert!(matches!(Layout::for_capacity(4 << 20, 4 << 20), Err(FormatError::TooSmall { .. })));
-    }
-
-    #[test]
-    fn a_version_1_layout_is_unchanged() {
-        // What version 1 wrote for 100 slots of 4 MiB: data after the
-        // checksum tables, on the next 1 MiB boundary.
-        let l = Layout::with_slots(100, 4 << 20, 0);
-        assert_eq!((l.crc_table_offset, l.data_offset), (8192, 1 << 20));
     }
 }
