@@ -647,3 +647,307 @@ async fn diffs_asked_in_either_order_agree_and_do_not_deadlock() {
         assert_eq!(diffed.expect("task"), forward, "the snapshots' views do not move with the head");
     }
 }
+
+/// The disk's layout and uuid, from its superblock in the raw file.
+fn raw_superblock(dir: &Path) -> chuyi_storage_node::format::superblock::Superblock {
+    use chuyi_storage_node::format::superblock::{Superblock, SUPERBLOCK_BYTES};
+    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
+    let mut block = [0u8; SUPERBLOCK_BYTES];
+    block.copy_from_slice(&raw[..SUPERBLOCK_BYTES]);
+    Superblock::decode(&block).expect("superblock")
+}
+
+/// Slot `slot`'s checksum block as the raw file holds it.
+fn raw_crc_block(dir: &Path, slot: u64) -> Vec<u8> {
+    let at = raw_superblock(dir).layout.crc_table_at(slot) as usize;
+    std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk")[at..at + 4096].to_vec()
+}
+
+/// Runs `work` on a disk in a runtime of its own, then drops the runtime
+/// with whatever it was still doing: what SIGKILL leaves of the node. The
+/// disk is [`open_holding_slot_0`]'s.
+fn crash_after<F, Fut>(dir: &Path, engine: EngineKind, work: F)
+where
+    F: FnOnce(DiskStore) -> Fut,
+    Fut: std::future::Future<Output = DiskStore>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let disk = rt.block_on(async { work(open_holding_slot_0(dir, engine).await).await });
+    std::mem::forget(disk);
+    drop(rt);
+}
+
+/// A disk whose slot 0 holds chunk 99, and whose engine from then on holds
+/// every write into slot 0's data in progress (for [`beside`]).
+async fn open_holding_slot_0(dir: &Path, engine: EngineKind) -> DiskStore {
+    let mut fault = None;
+    let disk = open_disk_wrapped(&spec(dir, engine, 64 * MIB), |inner| {
+        let f = Arc::new(FaultEngine::new(inner));
+        fault = Some(f.clone());
+        f
+    })
+    .await
+    .expect("open");
+    disk.write(id(99), 0, pattern(99, 4096), false).await.expect("chunk 99 into slot 0");
+    let data = raw_superblock(dir).layout.data_at(0);
+    fault.expect("wrapped").hold_writes(data..data + CHUNK);
+    disk
+}
+
+/// Runs `work` while a write to chunk 99 is in progress on the disk, so
+/// that every change `work` makes has company and goes through the
+/// checksum journal (a lone write to a clean slot rewrites the slot's
+/// checksum block instead). The disk must be [`open_holding_slot_0`]'s.
+async fn beside<T>(disk: &DiskStore, work: impl std::future::Future<Output = T>) -> T {
+    let company = disk.write(id(99), 0, pattern(99, 4096), false);
+    tokio::pin!(company);
+    assert!(futures::poll!(company.as_mut()).is_pending(), "the company's write is held");
+    work.await
+}
+
+fn reopened<T>(dir: &Path, engine: EngineKind, check: impl AsyncFnOnce(DiskStore) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async { check(open(dir, engine).await).await })
+}
+
+/// Slot `slot`'s checksums `0..n` as the raw file holds them.
+fn raw_crcs(dir: &Path, slot: u64, n: usize) -> Vec<u32> {
+    raw_crc_block(dir, slot).chunks_exact(4).take(n).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// A write's checksums are in the journal, not yet in the slot's checksum
+/// block, when it is acknowledged; a crash then loses nothing, and the
+/// reopen puts them where they belong.
+#[test]
+fn acknowledged_checksums_in_the_journal_survive_a_crash() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crash_after(dir.path(), engine, |disk| async move {
+            beside(&disk, async {
+                disk.write(id(1), 0, pattern(1, 3 * 4096), false).await.expect("aligned");
+                disk.write(id(1), 5 * 4096 + 100, pattern(2, 9000), false).await.expect("unaligned");
+                disk.zero(id(1), 4096, 4096, false).await.expect("zero a block");
+                disk.write(id(2), 0, pattern(3, 4096), false).await.expect("second chunk");
+            })
+            .await;
+            disk
+        });
+        // Chunk 99 (the company) is slot 0, chunk 1 slot 1.
+        assert!(raw_crc_block(dir.path(), 1).iter().all(|&b| b == 0), "{engine:?}: no checksum block written yet");
+        reopened(dir.path(), engine, async |disk| {
+            let expect = |at: u64, len: u64| -> Vec<u8> {
+                let mut whole = pattern(1, 3 * 4096).to_vec();
+                whole.resize(8 * 4096, 0);
+                whole[4096..8192].fill(0);
+                whole[5 * 4096 + 100..5 * 4096 + 9100].copy_from_slice(&pattern(2, 9000));
+                whole[at as usize..(at + len) as usize].to_vec()
+            };
+            assert_eq!(read(&disk, id(1), 0, 8 * 4096).await.expect("read").to_vec(), expect(0, 8 * 4096));
+            assert_eq!(read(&disk, id(2), 0, 4096).await.expect("read"), pattern(3, 4096));
+        });
+        let mut want = Vec::new();
+        chuyi_common::checksum::block_crcs(&pattern(1, 3 * 4096), &mut want);
+        let on_disk = raw_crcs(dir.path(), 1, 3);
+        assert_eq!(on_disk[0], want[0], "{engine:?}: replay wrote the checksum block");
+        assert_eq!(on_disk[1], chuyi_common::checksum::zero_block_crc());
+        assert_eq!(on_disk[2], want[2]);
+    }
+}
+
+/// A write with no other in progress, to a slot with nothing in the
+/// journal, rewrites the slot's checksum block at once (as a version 1
+/// disk does: journalling it would cost a ring block now and the block at
+/// the next checkpoint); one to a slot the journal still holds changes of
+/// goes through the journal, so replay cannot put older checksums over it.
+#[test]
+fn a_lone_write_rewrites_a_clean_slots_checksum_block_and_journals_otherwise() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crash_after(dir.path(), engine, |disk| async move {
+            beside(&disk, disk.write(id(1), 0, pattern(1, 4096), false)).await.expect("with company");
+            // Over block 0 again: were it not journalled, replay would put
+            // block 0's older checksum back over it.
+            disk.write(id(1), 0, pattern(2, 2 * 4096), false).await.expect("alone, slot 1 in the journal");
+            disk.write(id(2), 0, pattern(3, 4096), false).await.expect("alone, slot 2 clean");
+            disk
+        });
+        assert!(raw_crc_block(dir.path(), 1).iter().all(|&b| b == 0), "{engine:?}: slot 1's changes journalled");
+        let mut want = Vec::new();
+        chuyi_common::checksum::block_crcs(&pattern(3, 4096), &mut want);
+        assert_eq!(raw_crcs(dir.path(), 2, 1), want, "{engine:?}: slot 2's checksum block written directly");
+        reopened(dir.path(), engine, async |disk| {
+            assert_eq!(read(&disk, id(1), 0, 2 * 4096).await.expect("read"), pattern(2, 2 * 4096));
+            assert_eq!(read(&disk, id(2), 0, 4096).await.expect("read"), pattern(3, 4096));
+        });
+    }
+}
+
+/// A version 2 disk formatted by hand with a ring of `ring` blocks, so a
+/// test laps it in a few hundred writes (the default ring takes thousands).
+fn format_with_ring(dir: &Path, ring: u64) {
+    use chuyi_storage_node::format::journal::Tail;
+    use chuyi_storage_node::format::layout::Layout;
+    use chuyi_storage_node::format::superblock::Superblock;
+    let layout = Layout::with_slots(10, CHUNK, ring);
+    let sb = Superblock { disk_uuid: [2; 16], disk_id: 7, class: DeviceClass::Ssd, capacity_bytes: 64 * MIB, layout };
+    let mut raw = vec![0u8; (64 * MIB) as usize];
+    raw[..4096].copy_from_slice(&sb.encode());
+    let at = layout.tail_block_at(0) as usize;
+    Tail { checkpoint: 0, tail: 0 }.encode(&sb.disk_uuid, &mut raw[at..at + 4096]);
+    std::fs::write(dir.join(DISK_FILE_NAME), raw).expect("version 2 disk");
+}
+
+/// Write `n` of [`writes_through_many_checkpoints_read_back_after_a_crash`]:
+/// chunks 1 to 3 in turn, 64 blocks each.
+async fn lap_write(disk: &DiskStore, n: u64) -> Result<(), StoreError> {
+    disk.write(id(1 + n % 3), (n * 7) % 64 * 4096, pattern(n, 4096), false).await
+}
+
+/// Many more writes than the ring holds, one in four of them alone: the
+/// checkpoints free the ring while writers wait, slots leave the journal
+/// and are written directly again, and after a crash at any point every
+/// acknowledged block reads back.
+#[test]
+fn writes_through_many_checkpoints_read_back_after_a_crash() {
+    const RING: u64 = 64;
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        format_with_ring(dir.path(), RING);
+        // Each journalled write alone is one ring block: five laps.
+        let writes = 5 * RING * 4 / 3;
+        crash_after(dir.path(), engine, |disk| async move {
+            for n in 0..writes {
+                let written =
+                    if n % 4 == 3 { lap_write(&disk, n).await } else { beside(&disk, lap_write(&disk, n)).await };
+                written.expect("write");
+            }
+            disk
+        });
+        assert_eq!(raw_superblock(dir.path()).layout.journal_blocks, RING);
+        // The tail moved: checkpoints wrote the checksum blocks.
+        assert!(raw_crc_block(dir.path(), 1).iter().any(|&b| b != 0), "{engine:?}: a checkpoint ran");
+        reopened(dir.path(), engine, async |disk| {
+            let mut last = std::collections::HashMap::new();
+            for n in 0..writes {
+                last.insert((1 + n % 3, (n * 7) % 64), n);
+            }
+            for ((chunk, block), n) in last {
+                let got = read(&disk, id(chunk), block * 4096, 4096).await.expect("read");
+                assert_eq!(got, pattern(n, 4096), "{engine:?}: chunk {chunk} block {block}");
+            }
+        });
+    }
+}
+
+/// Concurrent writers share ring blocks (group commit) and all land.
+#[test]
+fn concurrent_writes_share_the_journal_and_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    crash_after(dir.path(), EngineKind::Uring, |disk| async move {
+        let disk = Arc::new(disk);
+        beside(&disk, async {
+            let tasks: Vec<_> = (0..64u64)
+                .map(|t| {
+                    let disk = disk.clone();
+                    tokio::spawn(async move {
+                        for k in 0..8u64 {
+                            let at = (t * 8 + k) * 4096;
+                            disk.write(id(1 + t % 4), at, pattern(t * 8 + k, 4096), false).await.expect("write");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("writer");
+            }
+        })
+        .await;
+        Arc::into_inner(disk).expect("writers done")
+    });
+    reopened(dir.path(), EngineKind::Uring, async |disk| {
+        for t in 0..64u64 {
+            for k in 0..8u64 {
+                let got = read(&disk, id(1 + t % 4), (t * 8 + k) * 4096, 4096).await.expect("read");
+                assert_eq!(got, pattern(t * 8 + k, 4096));
+            }
+        }
+    });
+}
+
+/// A disk whose two tail records are both damaged has lost where its
+/// journal starts: it is refused, not replayed from a guess.
+#[test]
+fn a_disk_with_no_whole_tail_record_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    crash_after(dir.path(), EngineKind::Pread, |disk| async move {
+        beside(&disk, disk.write(id(1), 0, pattern(1, 4096), false)).await.expect("write");
+        disk
+    });
+    let layout = raw_superblock(dir.path()).layout;
+    let file = dir.path().join(DISK_FILE_NAME);
+    let mut raw = std::fs::read(&file).expect("raw");
+    for p in 0..2 {
+        raw[layout.tail_block_at(p) as usize + 30] ^= 1;
+    }
+    std::fs::write(&file, raw).expect("damage");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let err = rt.block_on(open_disk(&spec(dir.path(), EngineKind::Pread, 64 * MIB))).expect_err("refused");
+    assert!(err.to_string().contains("no whole tail record"), "{err}");
+}
+
+/// A torn ring block: the write it carried was not acknowledged, so its
+/// blocks may read as bad, never as wrong data; everything before it reads.
+#[test]
+fn a_torn_journal_block_costs_only_its_own_writes() {
+    use chuyi_storage_node::format::journal::decode_block;
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crash_after(dir.path(), engine, |disk| async move {
+            beside(&disk, async {
+                disk.write(id(1), 0, pattern(1, 2 * 4096), false).await.expect("first");
+                disk.write(id(1), 4096, pattern(2, 4096), false).await.expect("second, over block 1");
+            })
+            .await;
+            disk
+        });
+        let sb = raw_superblock(dir.path());
+        let file = dir.path().join(DISK_FILE_NAME);
+        let mut raw = std::fs::read(&file).expect("raw");
+        let newest = (0..sb.layout.journal_blocks)
+            .filter_map(|p| {
+                let at = sb.layout.journal_block_at(p) as usize;
+                decode_block(&sb.disk_uuid, &raw[at..at + 4096]).map(|(seq, _)| (seq, at))
+            })
+            .max()
+            .expect("ring blocks");
+        raw[newest.1 + 60] ^= 0x10;
+        std::fs::write(&file, raw).expect("tear");
+        reopened(dir.path(), engine, async |disk| {
+            assert_eq!(read(&disk, id(1), 0, 4096).await.expect("block 0"), pattern(1, 4096));
+            let err = read(&disk, id(1), 4096, 4096).await.expect_err("the torn write's block");
+            assert!(matches!(err, StoreError::Checksum { block: 1, .. }), "{engine:?}: {err}");
+        });
+    }
+}
+
+/// A disk formatted before the journal (version 1) opens, is written the
+/// old way (the checksum block with each write) and keeps its data.
+#[tokio::test]
+async fn a_version_1_disk_is_served_without_a_journal() {
+    use chuyi_storage_node::format::layout::Layout;
+    use chuyi_storage_node::format::superblock::Superblock;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(DISK_FILE_NAME);
+    let layout = Layout::with_slots(10, CHUNK, 0);
+    let sb = Superblock { disk_uuid: [1; 16], disk_id: 7, class: DeviceClass::Ssd, capacity_bytes: 64 * MIB, layout };
+    let mut raw = vec![0u8; (64 * MIB) as usize];
+    raw[..4096].copy_from_slice(&sb.encode());
+    std::fs::write(&file, raw).expect("version 1 disk");
+    let disk = open(dir.path(), EngineKind::Uring).await;
+    disk.write(id(1), 0, pattern(1, 4096), false).await.expect("write");
+    assert!(raw_crc_block(dir.path(), 0).iter().any(|&b| b != 0), "the checksum block is written with the data");
+    drop(disk);
+    assert_eq!(raw_superblock(dir.path()), sb, "still version 1");
+    let disk = open(dir.path(), EngineKind::Uring).await;
+    assert_eq!(read(&disk, id(1), 0, 4096).await.expect("read"), pattern(1, 4096));
+}

@@ -2,6 +2,7 @@
 
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 
+use super::journal::{RING_BLOCKS, RING_BLOCKS_MIN, TAIL_BLOCKS};
 use super::slot_table::ENTRY_BYTES;
 use super::FormatError;
 
@@ -18,31 +19,57 @@ pub struct Layout {
     pub slot_count: u64,
     pub slot_table_offset: u64,
     pub crc_table_offset: u64,
+    /// The checksum journal's two tail blocks, then its ring (format
+    /// version 2); `journal_blocks` is 0 on a version 1 disk, which has none.
+    pub journal_offset: u64,
+    pub journal_blocks: u64,
     pub data_offset: u64,
 }
 
 impl Layout {
-    /// The layout with as many slots as fit in `capacity_bytes`.
+    /// The layout of a new disk: a journal of [`ring_blocks_for`] its
+    /// capacity, and as many slots as fit in `capacity_bytes`.
     pub fn for_capacity(capacity_bytes: u64, chunk_size: u64) -> Result<Self, FormatError> {
+        let ring = ring_blocks_for(capacity_bytes);
         let per_slot = chunk_size + BLOCK + ENTRY_BYTES as u64;
         let mut slots = capacity_bytes / per_slot;
-        while slots > 0 && Self::with_slots(slots, chunk_size).end() > capacity_bytes {
+        while slots > 0 && Self::with_slots(slots, chunk_size, ring).end() > capacity_bytes {
             slots -= 1;
         }
         if slots == 0 {
             return Err(FormatError::TooSmall { capacity_bytes, chunk_size });
         }
-        Ok(Self::with_slots(slots, chunk_size))
+        Ok(Self::with_slots(slots, chunk_size, ring))
     }
 
-    /// The layout of `slot_count` slots of `chunk_size` bytes.
-    pub fn with_slots(slot_count: u64, chunk_size: u64) -> Self {
+    /// The layout of `slot_count` slots of `chunk_size` bytes, with a
+    /// journal ring of `journal_blocks` (0: none, a version 1 disk).
+    pub fn with_slots(slot_count: u64, chunk_size: u64, journal_blocks: u64) -> Self {
         let slot_table_offset = BLOCK;
         let table_bytes = (slot_count * ENTRY_BYTES as u64).div_ceil(BLOCK) * BLOCK;
         let crc_table_offset = slot_table_offset + table_bytes;
-        let crc_end = crc_table_offset + slot_count * BLOCK;
-        let data_offset = crc_end.div_ceil(DATA_ALIGN_BYTES) * DATA_ALIGN_BYTES;
-        Self { chunk_size, slot_count, slot_table_offset, crc_table_offset, data_offset }
+        let journal_offset = crc_table_offset + slot_count * BLOCK;
+        let journal_bytes = if journal_blocks == 0 { 0 } else { (TAIL_BLOCKS + journal_blocks) * BLOCK };
+        let data_offset = (journal_offset + journal_bytes).div_ceil(DATA_ALIGN_BYTES) * DATA_ALIGN_BYTES;
+        Self {
+            chunk_size,
+            slot_count,
+            slot_table_offset,
+            crc_table_offset,
+            journal_offset,
+            journal_blocks,
+            data_offset,
+        }
+    }
+
+    /// Where ring block `position` of the journal starts.
+    pub fn journal_block_at(&self, position: u64) -> u64 {
+        self.journal_offset + (TAIL_BLOCKS + position) * BLOCK
+    }
+
+    /// Where tail block `position` (0 or 1) of the journal starts.
+    pub fn tail_block_at(&self, position: u64) -> u64 {
+        self.journal_offset + position * BLOCK
     }
 
     /// Bytes the slot table occupies, whole blocks.
@@ -76,26 +103,53 @@ impl Layout {
     }
 }
 
+/// The journal ring a new disk of `capacity_bytes` gets: [`RING_BLOCKS`]
+/// (8 MiB), but at most 1/64 of a small disk (a test's or a sandbox's) and
+/// never fewer than [`RING_BLOCKS_MIN`].
+pub fn ring_blocks_for(capacity_bytes: u64) -> u64 {
+    (capacity_bytes / 64 / BLOCK).clamp(RING_BLOCKS_MIN, RING_BLOCKS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn regions_do_not_overlap_and_fit() {
-        for cap in [5u64 << 20, 64 << 20, 10 << 30, (10 << 40) + 12345] {
+        for cap in [7u64 << 20, 64 << 20, 10 << 30, (10 << 40) + 12345] {
             let l = Layout::for_capacity(cap, 4 << 20).expect("fits");
             assert!(l.end() <= cap, "capacity {cap}");
             assert!(l.slot_table_offset >= BLOCK);
             assert!(l.crc_table_offset >= l.slot_table_offset + l.slot_count * ENTRY_BYTES as u64);
-            assert!(l.data_offset >= l.crc_table_at(l.slot_count));
+            assert_eq!(l.journal_offset, l.crc_table_at(l.slot_count));
+            assert!(l.data_offset >= l.journal_block_at(l.journal_blocks));
+            assert_eq!(l.tail_block_at(TAIL_BLOCKS), l.journal_block_at(0));
             assert_eq!(l.data_offset % DATA_ALIGN_BYTES, 0);
             // One more slot would not fit.
-            assert!(Layout::with_slots(l.slot_count + 1, 4 << 20).end() > cap);
+            assert!(Layout::with_slots(l.slot_count + 1, 4 << 20, l.journal_blocks).end() > cap);
         }
+    }
+
+    #[test]
+    fn the_ring_is_8_mib_but_on_small_disks() {
+        assert_eq!(ring_blocks_for(1 << 20), RING_BLOCKS_MIN);
+        assert_eq!(ring_blocks_for(7 << 20), 28);
+        assert_eq!(ring_blocks_for(64 << 20), 256);
+        assert_eq!(ring_blocks_for(512 << 20), RING_BLOCKS);
+        assert_eq!(ring_blocks_for(10 << 40), RING_BLOCKS);
+        assert_eq!(Layout::for_capacity(10 << 30, 4 << 20).expect("fits").journal_blocks, RING_BLOCKS);
     }
 
     #[test]
     fn too_small_is_refused() {
         assert!(matches!(Layout::for_capacity(4 << 20, 4 << 20), Err(FormatError::TooSmall { .. })));
+    }
+
+    #[test]
+    fn a_version_1_layout_is_unchanged() {
+        // What version 1 wrote for 100 slots of 4 MiB: data after the
+        // checksum tables, on the next 1 MiB boundary.
+        let l = Layout::with_slots(100, 4 << 20, 0);
+        assert_eq!((l.crc_table_offset, l.data_offset), (8192, 1 << 20));
     }
 }

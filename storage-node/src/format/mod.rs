@@ -4,9 +4,12 @@
 //! directory, a file, or a block device) is laid out as:
 //!
 //! ```text
-//! [superblock 4 KiB][slot table][checksum tables: 4 KiB per slot][pad to 1 MiB][slot data: chunk_size per slot]
+//! [superblock 4 KiB][slot table][checksum tables: 4 KiB per slot][checksum journal][pad to 1 MiB][slot data: chunk_size per slot]
 //! ```
+//!
+//! The checksum journal is version 2's; a version 1 disk has none.
 
+pub mod journal;
 pub mod layout;
 pub mod slot_table;
 pub mod superblock;
@@ -16,7 +19,7 @@ pub mod superblock;
 pub enum FormatError {
     #[error("not a chuyi disk (bad magic)")]
     BadMagic,
-    #[error("disk format version {0} is not supported (this build reads version {current})", current = superblock::FORMAT_VERSION)]
+    #[error("disk format version {0} is not supported (this build reads versions {old} and {current})", old = superblock::FORMAT_VERSION_NO_JOURNAL, current = superblock::FORMAT_VERSION)]
     Version(u32),
     #[error("superblock checksum mismatch")]
     Checksum,

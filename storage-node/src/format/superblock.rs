@@ -5,11 +5,15 @@ use chuyi_common::checksum::crc32c;
 use chuyi_common::ids::{DeviceClass, DiskId};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
 
+use super::journal::{RING_BLOCKS_MAX, RING_BLOCKS_MIN};
 use super::layout::Layout;
 use super::FormatError;
 
 pub const MAGIC: [u8; 8] = *b"CHUYIDSK";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version new disks are formatted with: 2 has a checksum journal.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version before the journal, still read (and written as such).
+pub const FORMAT_VERSION_NO_JOURNAL: u32 = 1;
 pub const SUPERBLOCK_BYTES: usize = BLOCK_SIZE_BYTES;
 /// The superblock's crc32c covers bytes `0..CRC_AT` and is stored at `CRC_AT`.
 const CRC_AT: usize = SUPERBLOCK_BYTES - 4;
@@ -31,9 +35,10 @@ impl Superblock {
     pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
         let mut b = [0u8; SUPERBLOCK_BYTES];
         let l = &self.layout;
+        let version = if l.journal_blocks == 0 { FORMAT_VERSION_NO_JOURNAL } else { FORMAT_VERSION };
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        // 12..16: flags, zero in version 1.
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        // 12..16: flags, zero.
         b[16..32].copy_from_slice(&self.disk_uuid);
         b[32..36].copy_from_slice(&self.disk_id.to_le_bytes());
         b[36] = self.class.to_byte();
@@ -44,6 +49,10 @@ impl Superblock {
         b[64..72].copy_from_slice(&l.slot_table_offset.to_le_bytes());
         b[72..80].copy_from_slice(&l.crc_table_offset.to_le_bytes());
         b[80..88].copy_from_slice(&l.data_offset.to_le_bytes());
+        if l.journal_blocks != 0 {
+            b[88..96].copy_from_slice(&l.journal_offset.to_le_bytes());
+            b[96..104].copy_from_slice(&l.journal_blocks.to_le_bytes());
+        }
         let crc = crc32c(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -60,8 +69,13 @@ impl Superblock {
             return Err(FormatError::Checksum);
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(FormatError::Version(version));
+        let journal_blocks = match version {
+            FORMAT_VERSION_NO_JOURNAL => 0,
+            FORMAT_VERSION => u64_at(b, 96),
+            _ => return Err(FormatError::Version(version)),
+        };
+        if version == FORMAT_VERSION && !(RING_BLOCKS_MIN..=RING_BLOCKS_MAX).contains(&journal_blocks) {
+            return Err(FormatError::Field { field: "journal_blocks", value: journal_blocks });
         }
         let class = DeviceClass::from_byte(b[36]).ok_or(FormatError::Field { field: "class", value: b[36].into() })?;
         let block = u32_at(b, 48);
@@ -79,8 +93,11 @@ impl Superblock {
         if capacity_bytes > CAPACITY_MAX_BYTES || slot_count > capacity_bytes / chunk_size {
             return Err(FormatError::Field { field: "slot_count", value: slot_count });
         }
-        let layout = Layout::with_slots(slot_count, chunk_size);
-        let stored = [(64, layout.slot_table_offset), (72, layout.crc_table_offset), (80, layout.data_offset)];
+        let layout = Layout::with_slots(slot_count, chunk_size, journal_blocks);
+        let mut stored = vec![(64, layout.slot_table_offset), (72, layout.crc_table_offset), (80, layout.data_offset)];
+        if journal_blocks != 0 {
+            stored.push((88, layout.journal_offset));
+        }
         for (at, want) in stored {
             if u64_at(b, at) != want {
                 return Err(FormatError::Field { field: "region offset", value: u64_at(b, at) });
@@ -126,6 +143,16 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_disk_is_still_read_and_has_no_journal() {
+        let old = Superblock { layout: Layout::with_slots(200, 4 << 20, 0), ..sample() };
+        let b = old.encode();
+        assert_eq!(u32_at(&b, 8), FORMAT_VERSION_NO_JOURNAL);
+        assert!(b[88..104].iter().all(|&x| x == 0), "version 1's reserved bytes stay zero");
+        assert_eq!(Superblock::decode(&b), Ok(old));
+        assert_eq!(u32_at(&sample().encode(), 8), FORMAT_VERSION);
+    }
+
+    #[test]
     fn detects_damage() {
         let mut b = sample().encode();
         b[60] ^= 1;
@@ -133,6 +160,11 @@ mod tests {
         let mut b = sample().encode();
         b[0] = b'X';
         assert_eq!(Superblock::decode(&b), Err(FormatError::BadMagic));
+        let mut b = sample().encode();
+        b[96..104].copy_from_slice(&(RING_BLOCKS_MAX + 1).to_le_bytes());
+        let crc = crc32c(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(Superblock::decode(&b), Err(FormatError::Field { field: "journal_blocks", .. })));
         assert_eq!(Superblock::decode(&[0u8; SUPERBLOCK_BYTES]), Err(FormatError::BadMagic));
     }
 

@@ -2,11 +2,13 @@
 //!
 //! It fails chosen operations with a chosen errno (EIO, ENOSPC) so the
 //! chunk store's handling of a dying or full disk is tested without a real
-//! broken device.
+//! broken device, and holds chosen writes in progress (a stalled device) so
+//! a test can keep a write in flight for as long as it needs.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{IoDone, IoEngine, IoOp, IoRequest};
 
@@ -25,6 +27,9 @@ pub struct FaultEngine {
     inner: Arc<dyn IoEngine>,
     on: AtomicU8,
     errno: AtomicI32,
+    /// Writes at these offsets neither land nor fail: they are kept here
+    /// (their senders alive, so their callers wait) until the engine drops.
+    hold: Mutex<(Option<Range<u64>>, Vec<IoRequest>)>,
 }
 
 impl std::fmt::Debug for FaultEngine {
@@ -35,7 +40,19 @@ impl std::fmt::Debug for FaultEngine {
 
 impl FaultEngine {
     pub fn new(inner: Arc<dyn IoEngine>) -> Self {
-        Self { inner, on: AtomicU8::new(FaultOn::Nothing as u8), errno: AtomicI32::new(libc::EIO) }
+        Self {
+            inner,
+            on: AtomicU8::new(FaultOn::Nothing as u8),
+            errno: AtomicI32::new(libc::EIO),
+            hold: Mutex::new((None, Vec::new())),
+        }
+    }
+
+    /// From now on, hold every write that starts in `at`: it stays in
+    /// progress, neither landing nor failing, for as long as the engine
+    /// lives.
+    pub fn hold_writes(&self, at: Range<u64>) {
+        self.hold.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(at);
     }
 
     /// From now on, fail operations of `on` with `errno`.
@@ -55,6 +72,12 @@ impl FaultEngine {
 
 impl IoEngine for FaultEngine {
     fn submit(&self, request: IoRequest) {
+        if let IoOp::Write { offset, .. } = &request.op {
+            let mut hold = self.hold.lock().unwrap_or_else(PoisonError::into_inner);
+            if hold.0.as_ref().is_some_and(|at| at.contains(offset)) {
+                return hold.1.push(request);
+            }
+        }
         if !self.fails(&request.op) {
             return self.inner.submit(request);
         }

@@ -1,11 +1,12 @@
 //! One disk's chunks: allocation of slots, and reads and writes checked
 //! against each block's crc32c.
 //!
-//! Why a crash is harmless: a write sends its data blocks and the slot's
-//! checksum block together and is acknowledged only when both have landed.
-//! A crash with one landed and not the other leaves blocks whose data and
-//! checksum disagree; they are reported bad, never returned. Such a write
-//! was not acknowledged, so nothing acknowledged is lost. Allocation
+//! Why a crash is harmless: a write sends its data blocks and its new
+//! checksums together (into the disk's checksum journal, or on a version 1
+//! disk into the slot's checksum block) and is acknowledged only when both
+//! have landed. A crash with one landed and not the other leaves blocks
+//! whose data and checksum disagree; they are reported bad, never returned.
+//! Such a write was not acknowledged, so nothing acknowledged is lost. Allocation
 //! writes the slot-table entry last, after the slot's data has been punched
 //! to zeros and its checksum table reset, so a slot is never handed out
 //! with old data in it.
@@ -25,8 +26,10 @@ use chuyi_common::proto::chunk::{DiskStat, DiskState, Extent, Stamp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::error::StoreError;
+use super::journal::Journal;
 use super::slot::{decode_crc_block, encode_crc_block, Lineage, Slot, SlotRef};
 use super::snaps::{self, Source};
+use crate::format::journal::runs;
 use crate::format::layout::Layout;
 use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
 use crate::io::{Engine, FallocMode};
@@ -81,10 +84,16 @@ pub struct DiskStore {
     layout: Layout,
     direct_io: bool,
     index: Mutex<Index>,
+    /// Where checksum changes go on a version 2 disk; `None` on version 1,
+    /// whose writes rewrite the slot's checksum block.
+    journal: Option<Arc<Journal>>,
     /// Serialises rewrites of slot-table blocks, which 128 slots share.
     table_lock: tokio::sync::Mutex<()>,
     failed: AtomicBool,
     checksum_errors: AtomicU64,
+    /// Writes between their start and their answer: more than one means a
+    /// journal commit waits a moment for others to share its ring block.
+    writes: AtomicU64,
 }
 
 impl DiskStore {
@@ -105,10 +114,18 @@ impl DiskStore {
             layout,
             direct_io,
             index: Mutex::new(index),
+            journal: None,
             table_lock: tokio::sync::Mutex::new(()),
             failed: AtomicBool::new(false),
             checksum_errors: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         }
+    }
+
+    /// The disk's checksum journal, opened (and replayed) by the caller.
+    pub(crate) fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Self {
+        self.journal = journal;
+        self
     }
 
     pub fn id(&self) -> DiskId {
@@ -148,6 +165,7 @@ impl DiskStore {
         if data.is_empty() {
             return Ok(());
         }
+        let _counted = Counted::new(&self.writes);
         let mut slot = self.slot_for_write(chunk, snap).await?;
         self.keep_clone(&mut slot, chunk, snap).await?;
         self.write_locked(&mut slot, chunk, offset, data).await?;
@@ -569,7 +587,7 @@ impl DiskStore {
         let data = if is_aligned(&data) { data } else { AlignedBuf::copy_from(&data).freeze() };
         let mut crcs = Vec::with_capacity(self.layout.chunk_blocks());
         block_crcs(&data, &mut crcs);
-        let (written, sums) = tokio::join!(self.engine.write(at, data), self.write_crc_block(slot.index, &crcs));
+        let (written, sums) = tokio::join!(self.engine.write(at, data), self.store_crcs(slot.index, 0, &crcs, &crcs));
         written.map_err(|e| self.io_failed(e))?;
         sums?;
         // The data durable before the entry that makes it the chunk's.
@@ -863,7 +881,7 @@ impl DiskStore {
         let len = self.layout.chunk_size as usize;
         let data = self.engine.read(self.layout.data_at(from), len).await.map_err(|e| self.io_failed(e))?;
         let at = self.layout.data_at(to);
-        let (data, sums) = tokio::join!(self.engine.write(at, data.freeze()), self.write_crc_block(to, crcs));
+        let (data, sums) = tokio::join!(self.engine.write(at, data.freeze()), self.store_crcs(to, 0, crcs, crcs));
         data.map_err(|e| self.io_failed(e))?;
         sums
     }
@@ -935,7 +953,7 @@ impl DiskStore {
         self.zero_file_range(at, len).await?;
         self.reserve(chunk, at, len).await?;
         let crcs = Slot::zero_table(self.layout.chunk_blocks());
-        self.write_crc_block(slot.index, &crcs).await?;
+        self.store_crcs(slot.index, 0, &crcs, &crcs).await?;
         self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
         slot.stamp = stamp;
         slot.crcs = Some(crcs);
@@ -993,14 +1011,15 @@ impl DiskStore {
         // Data and checksums go out together: until both have landed the
         // write is not acknowledged, and either one alone makes the blocks
         // read as bad, never as wrong data.
-        let (data, crcs) = tokio::join!(self.engine.write(at, buf), self.write_crc_block(slot.index, &table));
+        let (data, crcs) =
+            tokio::join!(self.engine.write(at, buf), self.store_crcs(slot.index, first, &new_crcs, &table));
         let written = match data {
             Err(e) => {
                 if let (Ok(()), Ok(old)) = (&crcs, self.crcs(slot)) {
                     // Best effort to keep "an error changes nothing": the
                     // old data is still there, so put its checksums back
                     // (the slot's own, still the old ones until success).
-                    let _ = self.write_crc_block(slot.index, old).await;
+                    let _ = self.store_crcs(slot.index, first, &old[first..first + count], old).await;
                 }
                 Err(self.io_failed(e))
             }
@@ -1051,21 +1070,38 @@ impl DiskStore {
         self.commit_crcs(slot, (start / BLOCK) as usize, &vec![zero_block_crc(); count]).await
     }
 
-    /// Writes the slot's checksum block with `new` at `first`, then takes it
-    /// into memory.
+    /// Stores the slot's checksums `new` at `first`, then takes them into
+    /// memory.
     async fn commit_crcs(&self, slot: &mut Slot, first: usize, new: &[u32]) -> Result<(), StoreError> {
         let mut table = self.crcs(slot)?.to_vec();
         table[first..first + new.len()].copy_from_slice(new);
-        self.write_crc_block(slot.index, &table).await?;
+        self.store_crcs(slot.index, first, new, &table).await?;
         slot.crcs = Some(table.into_boxed_slice());
         Ok(())
     }
 
-    async fn write_crc_block(&self, slot: u64, crcs: &[u32]) -> Result<(), StoreError> {
-        let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
-        encode_crc_block(crcs, &mut block);
-        let at = self.layout.crc_table_at(slot);
-        self.engine.write(at, block.freeze()).await.map_err(|e| self.io_failed(e))
+    /// Makes slot `slot`'s checksums `new` at block `first` (its whole table
+    /// then being `table`) durable against a crash of the node: journalled
+    /// on a version 2 disk while other writes are in progress or the slot
+    /// has changes in the journal, else (and on version 1) by rewriting
+    /// the slot's whole checksum block.
+    async fn store_crcs(&self, slot: u64, first: usize, new: &[u32], table: &[u32]) -> Result<(), StoreError> {
+        let busy = self.writes.load(Ordering::Relaxed) > 1;
+        let stored = match &self.journal {
+            // A lone write shares no ring block, and journalling it would
+            // cost a ring block now and its table at the next checkpoint:
+            // more than rewriting the table, which a slot with nothing in
+            // the journal allows.
+            Some(journal) if busy || !journal.clean(slot) => {
+                journal.commit(slot, runs(slot, first, new), table, busy).await
+            }
+            _ => {
+                let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
+                encode_crc_block(table, &mut block);
+                self.engine.write(self.layout.crc_table_at(slot), block.freeze()).await
+            }
+        };
+        stored.map_err(|e| self.io_failed(e))
     }
 
     /// Rewrites the slot-table block holding `slot`'s entry.
@@ -1257,6 +1293,22 @@ impl Drop for UndoDelete<'_> {
         if let Some(slot_ref) = self.slot_ref.take() {
             self.disk.lock_index().chunks.entry(self.chunk).or_insert(slot_ref);
         }
+    }
+}
+
+/// Counts itself in `counter` while it lives (cancelled futures included).
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

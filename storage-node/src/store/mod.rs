@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod error;
 mod extents;
+mod journal;
 pub mod open;
 pub mod slot;
 pub mod snaps;

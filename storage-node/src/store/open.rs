@@ -13,6 +13,7 @@ use chuyi_common::secret::fill_random;
 
 use super::disk::{DiskStore, Index};
 use super::error::OpenError;
+use super::journal::Journal;
 use crate::format::layout::Layout;
 use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
 use crate::format::superblock::{Superblock, SUPERBLOCK_BYTES};
@@ -66,6 +67,12 @@ pub async fn open_disk_wrapped(
         check_superblock(spec, &first)?
     };
     let entries = load_slot_table(&engine, &superblock.layout).await.map_err(io_err)?;
+    // Before anything reads a checksum block: the journal may hold newer
+    // checksums than they do.
+    let journal = match superblock.layout.journal_blocks {
+        0 => None,
+        _ => Some(Journal::open(engine.clone(), superblock.layout, superblock.disk_uuid).await.map_err(io_err)?),
+    };
     tracing::info!(
         disk = spec.id,
         path = %file_path.display(),
@@ -82,7 +89,8 @@ pub async fn open_disk_wrapped(
         superblock.layout,
         direct_io,
         Index::from_entries(entries),
-    ))
+    )
+    .with_journal(journal))
 }
 
 /// The file to open, and whether it lives in a directory we manage.
@@ -145,6 +153,7 @@ async fn format(spec: &DiskSpec, engine: &Engine, capacity_bytes: u64) -> Result
     // A block device may hold anything: the slot table must start as zeros.
     let table = AlignedBuf::zeroed(layout.slot_table_bytes() as usize).freeze();
     engine.write(layout.slot_table_offset, table).await.map_err(io_err)?;
+    Journal::format(engine, &layout, &sb.disk_uuid).await.map_err(io_err)?;
     engine.sync().await.map_err(io_err)?;
     // The superblock last: a disk is formatted once it names itself.
     engine.write(0, AlignedBuf::copy_from(&sb.encode()).freeze()).await.map_err(io_err)?;
