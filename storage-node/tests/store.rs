@@ -695,9 +695,10 @@ async fn open_holding_slot_0(dir: &Path, engine: EngineKind) -> DiskStore {
 }
 
 /// Runs `work` while a write to chunk 99 is in progress on the disk, so
-/// that every change `work` makes has company and goes through the
-/// checksum journal (a lone write to a clean slot rewrites the slot's
-/// checksum block instead). The disk must be [`open_holding_slot_0`]'s.
+/// that every write, write-zeroes or poison `work` makes has company and
+/// goes through the checksum journal (a lone one to a clean slot rewrites
+/// the slot's checksum block instead). The disk must be
+/// [`open_holding_slot_0`]'s.
 async fn beside<T>(disk: &DiskStore, work: impl std::future::Future<Output = T>) -> T {
     let company = disk.write(id(99), 0, pattern(99, 4096), false);
     tokio::pin!(company);
@@ -803,10 +804,20 @@ async fn lap_write(disk: &DiskStore, n: u64) -> Result<(), StoreError> {
     disk.write(id(1 + n % 3), (n * 7) % 64 * 4096, pattern(n, 4096), false).await
 }
 
+/// The newest whole tail record in the raw file: the journal's durable tail.
+fn raw_tail(dir: &Path) -> u64 {
+    use chuyi_storage_node::format::journal::{Tail, TAIL_BLOCKS};
+    let sb = raw_superblock(dir);
+    let at = sb.layout.tail_block_at(0) as usize;
+    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
+    Tail::newest(&sb.disk_uuid, &raw[at..at + TAIL_BLOCKS as usize * 4096]).expect("a whole tail record").tail
+}
+
 /// Many more writes than the ring holds, one in four of them alone: the
-/// checkpoints free the ring while writers wait, slots leave the journal
-/// and are written directly again, and after a crash at any point every
-/// acknowledged block reads back.
+/// checkpoints free the ring while writers wait, and after a crash at any
+/// point every acknowledged block reads back. Then a slot journalled once
+/// and left for more than a ring's worth of writes is clean again: its
+/// next lone write rewrites its checksum block at once.
 #[test]
 fn writes_through_many_checkpoints_read_back_after_a_crash() {
     const RING: u64 = 64;
@@ -821,20 +832,30 @@ fn writes_through_many_checkpoints_read_back_after_a_crash() {
                     if n % 4 == 3 { lap_write(&disk, n).await } else { beside(&disk, lap_write(&disk, n)).await };
                 written.expect("write");
             }
+            beside(&disk, disk.write(id(4), 0, pattern(1000, 4096), false)).await.expect("chunk 4, journalled");
+            // A ring's worth of ring blocks after chunk 4's: the tail is
+            // past it, so no checkpoint to come holds chunk 4's table.
+            for n in writes..writes + RING {
+                beside(&disk, lap_write(&disk, n)).await.expect("write");
+            }
+            disk.write(id(4), 0, pattern(1001, 4096), false).await.expect("chunk 4, alone");
             disk
         });
-        assert_eq!(raw_superblock(dir.path()).layout.journal_blocks, RING);
-        // The tail moved: checkpoints wrote the checksum blocks.
-        assert!(raw_crc_block(dir.path(), 1).iter().any(|&b| b != 0), "{engine:?}: a checkpoint ran");
+        assert!(raw_tail(dir.path()) > 0, "{engine:?}: a checkpoint ran");
+        let mut want = Vec::new();
+        chuyi_common::checksum::block_crcs(&pattern(1001, 4096), &mut want);
+        // Chunk 99 is slot 0, chunks 1 to 3 slots 1 to 3, chunk 4 slot 4.
+        assert_eq!(raw_crcs(dir.path(), 4, 1), want, "{engine:?}: chunk 4's lone write went to its block");
         reopened(dir.path(), engine, async |disk| {
             let mut last = std::collections::HashMap::new();
-            for n in 0..writes {
+            for n in 0..writes + RING {
                 last.insert((1 + n % 3, (n * 7) % 64), n);
             }
             for ((chunk, block), n) in last {
                 let got = read(&disk, id(chunk), block * 4096, 4096).await.expect("read");
                 assert_eq!(got, pattern(n, 4096), "{engine:?}: chunk {chunk} block {block}");
             }
+            assert_eq!(read(&disk, id(4), 0, 4096).await.expect("read"), pattern(1001, 4096));
         });
     }
 }

@@ -2,9 +2,10 @@
 //! against each block's crc32c.
 //!
 //! Why a crash is harmless: a write sends its data blocks and its new
-//! checksums together (into the disk's checksum journal, or on a version 1
-//! disk into the slot's checksum block) and is acknowledged only when both
-//! have landed. A crash with one landed and not the other leaves blocks
+//! checksums together (into the disk's checksum journal; on a version 1
+//! disk, or for a lone write to a slot with nothing in the journal, into
+//! the slot's checksum block) and is acknowledged only when both have
+//! landed. A crash with one landed and not the other leaves blocks
 //! whose data and checksum disagree; they are reported bad, never returned.
 //! Such a write was not acknowledged, so nothing acknowledged is lost. Allocation
 //! writes the slot-table entry last, after the slot's data has been punched
@@ -91,8 +92,10 @@ pub struct DiskStore {
     table_lock: tokio::sync::Mutex<()>,
     failed: AtomicBool,
     checksum_errors: AtomicU64,
-    /// Writes between their start and their answer: more than one means a
-    /// journal commit waits a moment for others to share its ring block.
+    /// Checksum-changing operations (writes, write-zeroes, poisons,
+    /// installs, rollbacks) between their start and their answer: more than
+    /// one means a change has company, so it is journalled and its commit
+    /// waits a moment for the others to share its ring block.
     writes: AtomicU64,
 }
 
@@ -249,6 +252,7 @@ impl DiskStore {
         snap: u32,
     ) -> Result<(), StoreError> {
         self.check_op(offset, len)?;
+        let _counted = Counted::new(&self.writes);
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live || len == 0 {
@@ -285,6 +289,7 @@ impl DiskStore {
         if start >= end {
             return Ok(());
         }
+        let _counted = Counted::new(&self.writes);
         let mut slot = self.slot_for_write(chunk, 0).await?;
         self.write_locked(&mut slot, chunk, start, zeros(end - start)).await?;
         let count = ((end - start) / BLOCK) as usize;
@@ -329,6 +334,7 @@ impl DiskStore {
     /// clone as for a write, so newer snapshots keep their view.
     pub async fn rollback(&self, chunk: ChunkId, to: u32, snap: u32) -> Result<(), StoreError> {
         self.check_up()?;
+        let _counted = Counted::new(&self.writes);
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live {
@@ -577,6 +583,7 @@ impl DiskStore {
                 chunk_size: self.layout.chunk_size,
             });
         }
+        let _counted = Counted::new(&self.writes);
         let (undo, mut slot) = match self.reserve_slot(chunk) {
             Ok(reserved) => reserved,
             Err(None) => return Ok(()),

@@ -17,7 +17,11 @@
 //!   slot's whole table as of the newest change it has seen, fdatasyncs,
 //!   and only then records the new tail (alternating tail blocks, each
 //!   fdatasynced). A ring block is overwritten only below that durable
-//!   tail, so replay never misses a change newer than the checksum blocks.
+//!   tail, so replay never misses a change newer than the checksum blocks,
+//!   and only once the write before it at that position has completed.
+//! - A ring write that fails fails the journal, as a failed checkpoint
+//!   does: its commits' tables are in the next checkpoint's set, and
+//!   writing them would bless checksums of writes that reported an error.
 //! - Replay applies every whole ring block at or above the tail in
 //!   sequence order. Changes set absolute values, so applying one the
 //!   checksum block already has changes nothing, and the newest wins.
@@ -45,7 +49,7 @@ use tokio::sync::{oneshot, Notify};
 use super::slot::{decode_crc_block, encode_crc_block};
 use crate::format::journal::{decode_block, encode_block, Change, Tail, CHANGES_PER_BLOCK, TAIL_BLOCKS};
 use crate::format::layout::Layout;
-use crate::io::Engine;
+use crate::io::{Engine, FallocMode};
 
 /// Sequences and checkpoint numbers stay below this (a disk writing a
 /// million ring blocks a second reaches it in 146,000 years), so a damaged
@@ -57,8 +61,9 @@ const CHECKPOINT_BATCH: usize = 64;
 
 /// Batches of ring blocks in flight at once, each from a task of its own.
 /// One alone made a commit wait for the ring write before its own on a
-/// disk whose writes are slow but many at once (RESULTS.md, "The checksum
-/// journal"); more than a few would leave nothing to batch.
+/// disk whose writes are slow but many at once (bench/RESULTS.md, "The
+/// checksum journal, with lone writes direct"); more than a few would leave
+/// nothing to batch.
 const RING_WRITERS: usize = 2;
 
 /// What a failed journal or checkpoint write tells the writers waiting on
@@ -92,7 +97,8 @@ pub(crate) struct Journal {
     layout: Layout,
     uuid: [u8; 16],
     state: Mutex<State>,
-    /// Woken when a checkpoint ends, for a batch waiting for ring space.
+    /// Woken when a checkpoint ends, and when a batch written at positions
+    /// now below the tail completes: for a batch waiting for ring space.
     room: Notify,
 }
 
@@ -193,8 +199,15 @@ impl Journal {
     }
 
     /// Writes the first tail record of a newly formatted disk (and clears
-    /// the other tail block, which may hold anything on a block device).
+    /// the other tail block, which may hold anything on a block device),
+    /// after reserving the journal's space in a disk file, so that a full
+    /// file system cannot fail a ring write (which would fail the journal).
     pub(crate) async fn format(engine: &Engine, layout: &Layout, uuid: &[u8; 16]) -> io::Result<()> {
+        let region = layout.journal_block_at(layout.journal_blocks) - layout.tail_block_at(0);
+        match engine.fallocate(FallocMode::Allocate, layout.tail_block_at(0), region).await {
+            Err(e) if e.raw_os_error() != Some(libc::EOPNOTSUPP) => return Err(e),
+            _ => {}
+        }
         let mut blocks = AlignedBuf::zeroed(TAIL_BLOCKS as usize * BLOCK_SIZE_BYTES);
         Tail { checkpoint: 0, tail: 0 }.encode(uuid, &mut blocks[..BLOCK_SIZE_BYTES]);
         engine.write(layout.tail_block_at(0), blocks.freeze()).await
@@ -285,6 +298,10 @@ impl Journal {
         let below_tail = {
             let mut s = self.lock();
             s.in_flight.retain(|&first| first != seq);
+            if let Err(e) = &written {
+                tracing::error!(error = %e.message, "checksum journal write failed; the disk's writes fail from now on");
+                s.failed.get_or_insert_with(|| e.clone());
+            }
             seq < s.tail
         };
         if below_tail {
@@ -296,9 +313,10 @@ impl Journal {
         }
     }
 
-    /// Takes the next batch and its ring blocks; when the ring is full,
-    /// leaves the batch pending, starts a checkpoint and enables `room` to
-    /// hear of its end.
+    /// Takes the next batch and its ring blocks; when the ring is full (or
+    /// the positions it needs are still being written), leaves the batch
+    /// pending, starts a checkpoint if that is what frees them, and enables
+    /// `room` to hear of it.
     fn take(self: &Arc<Self>, room: Pin<&mut Notified<'_>>) -> Taken {
         let mut s = self.lock();
         if let Some(e) = s.failed.clone() {
@@ -312,11 +330,16 @@ impl Journal {
             return Taken::Nothing;
         }
         let blocks = blocks_for(&batch);
+        let ring = self.layout.journal_blocks;
         let reusable_below = s.in_flight.iter().fold(s.tail, |low, &first| low.min(first));
-        if s.next_seq + blocks - reusable_below > self.layout.journal_blocks {
+        if s.next_seq + blocks - reusable_below > ring {
             s.pending.splice(0..0, batch);
             room.enable();
-            self.start_checkpoint(&mut s);
+            // Only the tail is a checkpoint's to move; a write still in
+            // flight below it wakes `room` itself when it completes.
+            if s.next_seq + blocks - s.tail > ring {
+                self.start_checkpoint(&mut s);
+            }
             return Taken::Full;
         }
         let seq = s.next_seq;
