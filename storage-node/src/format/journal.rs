@@ -12,6 +12,8 @@
 use chuyi_common::checksum::crc32c;
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 
+use super::{u32_at, u64_at};
+
 pub const BLOCK_MAGIC: [u8; 8] = *b"CHUYIJNL";
 pub const TAIL_MAGIC: [u8; 8] = *b"CHUYITAL";
 
@@ -157,16 +159,6 @@ fn seal(out: &mut [u8]) {
 
 fn sealed(b: &[u8], magic: &[u8; 8], uuid: &[u8; 16]) -> bool {
     b.len() >= BLOCK_SIZE_BYTES && b[0..8] == *magic && b[8..24] == *uuid && u32_at(b, CRC_AT) == crc32c(&b[..CRC_AT])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 #[cfg(test)]

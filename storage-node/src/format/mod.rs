@@ -14,6 +14,19 @@ pub mod layout;
 pub mod slot_table;
 pub mod superblock;
 
+/// The little-endian `u32` at byte `at` of `b` (the caller has checked
+/// that `b` is long enough: a whole block).
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The little-endian `u64` at byte `at` of `b`, as [`u32_at`].
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
 /// Why bytes read from a disk are not a valid structure.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {

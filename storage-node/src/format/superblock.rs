@@ -7,7 +7,7 @@ use chuyi_common::limits::{BLOCK_SIZE_BYTES, CHUNK_SIZE_MAX_BYTES};
 
 use super::journal::{RING_BLOCKS_MAX, RING_BLOCKS_MIN};
 use super::layout::Layout;
-use super::FormatError;
+use super::{u32_at, u64_at, FormatError};
 
 pub const MAGIC: [u8; 8] = *b"CHUYIDSK";
 /// The version new disks are formatted with: 2 has a checksum journal.
@@ -107,18 +107,6 @@ impl Superblock {
         disk_uuid.copy_from_slice(&b[16..32]);
         Ok(Self { disk_uuid, disk_id: u32_at(b, 32), class, capacity_bytes, layout })
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 #[cfg(test)]
