@@ -27,6 +27,7 @@ pub mod config;
 pub mod fence;
 pub mod format;
 pub mod heartbeat;
+mod in_flight;
 pub mod io;
 pub mod metrics;
 pub mod node;

@@ -42,6 +42,7 @@ use self::locks::RangeLocks;
 use self::peers::Peers;
 use self::view::MapView;
 use crate::fence::{FenceError, Fences};
+use crate::in_flight::InFlight;
 use crate::store::{snaps, ChunkStore, DiskStore, StoreError};
 
 /// How long a request from a sender with a newer map waits for this node's
@@ -267,7 +268,7 @@ impl Replicator {
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
         let arrived = clock::now();
-        let _busy = (!forwarded).then(|| ClientOp::start(&self.client_ops));
+        let _busy = (!forwarded).then(|| InFlight::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
             (_, false) => Role::Primary,
@@ -668,20 +669,4 @@ struct Mutation {
     op: PgOp,
     forwarded: bool,
     fence: Option<u64>,
-}
-
-/// Counts a client operation while it runs.
-struct ClientOp<'a>(&'a AtomicU64);
-
-impl<'a> ClientOp<'a> {
-    fn start(count: &'a AtomicU64) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for ClientOp<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }

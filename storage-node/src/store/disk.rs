@@ -27,12 +27,13 @@ use chuyi_common::proto::chunk::{DiskStat, DiskState, Extent, Stamp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::error::StoreError;
-use super::journal::Journal;
-use super::slot::{decode_crc_block, encode_crc_block, Lineage, Slot, SlotRef};
+use super::journal::{write_crc_block, Journal};
+use super::slot::{decode_crc_block, Lineage, Slot, SlotRef};
 use super::snaps::{self, Source};
 use crate::format::journal::runs;
 use crate::format::layout::Layout;
 use crate::format::slot_table::{SlotEntry, ENTRY_BYTES};
+use crate::in_flight::InFlight;
 use crate::io::{Engine, FallocMode};
 
 const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
@@ -168,7 +169,7 @@ impl DiskStore {
         if data.is_empty() {
             return Ok(());
         }
-        let _counted = Counted::new(&self.writes);
+        let _counted = InFlight::start(&self.writes);
         let mut slot = self.slot_for_write(chunk, snap).await?;
         self.keep_clone(&mut slot, chunk, snap).await?;
         self.write_locked(&mut slot, chunk, offset, data).await?;
@@ -252,7 +253,7 @@ impl DiskStore {
         snap: u32,
     ) -> Result<(), StoreError> {
         self.check_op(offset, len)?;
-        let _counted = Counted::new(&self.writes);
+        let _counted = InFlight::start(&self.writes);
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live || len == 0 {
@@ -289,7 +290,7 @@ impl DiskStore {
         if start >= end {
             return Ok(());
         }
-        let _counted = Counted::new(&self.writes);
+        let _counted = InFlight::start(&self.writes);
         let mut slot = self.slot_for_write(chunk, 0).await?;
         self.write_locked(&mut slot, chunk, start, zeros(end - start)).await?;
         let count = ((end - start) / BLOCK) as usize;
@@ -334,7 +335,7 @@ impl DiskStore {
     /// clone as for a write, so newer snapshots keep their view.
     pub async fn rollback(&self, chunk: ChunkId, to: u32, snap: u32) -> Result<(), StoreError> {
         self.check_up()?;
-        let _counted = Counted::new(&self.writes);
+        let _counted = InFlight::start(&self.writes);
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live {
@@ -583,7 +584,7 @@ impl DiskStore {
                 chunk_size: self.layout.chunk_size,
             });
         }
-        let _counted = Counted::new(&self.writes);
+        let _counted = InFlight::start(&self.writes);
         let (undo, mut slot) = match self.reserve_slot(chunk) {
             Ok(reserved) => reserved,
             Err(None) => return Ok(()),
@@ -1102,11 +1103,7 @@ impl DiskStore {
             Some(journal) if busy || !journal.clean(slot) => {
                 journal.commit(slot, runs(slot, first, new), table, busy).await
             }
-            _ => {
-                let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
-                encode_crc_block(table, &mut block);
-                self.engine.write(self.layout.crc_table_at(slot), block.freeze()).await
-            }
+            _ => write_crc_block(&self.engine, &self.layout, slot, table).await,
         };
         stored.map_err(|e| self.io_failed(e))
     }
@@ -1300,22 +1297,6 @@ impl Drop for UndoDelete<'_> {
         if let Some(slot_ref) = self.slot_ref.take() {
             self.disk.lock_index().chunks.entry(self.chunk).or_insert(slot_ref);
         }
-    }
-}
-
-/// Counts itself in `counter` while it lives (cancelled futures included).
-struct Counted<'a>(&'a AtomicU64);
-
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

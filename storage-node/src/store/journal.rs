@@ -398,7 +398,7 @@ impl Journal {
     async fn checkpoint(&self, tables: HashMap<u64, Box<[u32]>>, upto: u64) -> io::Result<()> {
         let tables: Vec<(u64, Box<[u32]>)> = tables.into_iter().collect();
         for part in tables.chunks(CHECKPOINT_BATCH) {
-            let writes = part.iter().map(|(slot, table)| write_table(&self.engine, &self.layout, *slot, table));
+            let writes = part.iter().map(|(slot, table)| write_crc_block(&self.engine, &self.layout, *slot, table));
             join_all(writes).await.into_iter().collect::<io::Result<()>>()?;
         }
         self.engine.sync().await?;
@@ -461,7 +461,7 @@ async fn replay(engine: &Engine, layout: &Layout, found: &[(u64, Vec<Change>)]) 
         for c in changes {
             c.apply(&mut table);
         }
-        write_table(engine, layout, *slot, &table).await?;
+        write_crc_block(engine, layout, *slot, &table).await?;
     }
     if !found.is_empty() {
         tracing::info!(blocks = found.len(), changes, slots = by_slot.len(), "checksum journal replayed");
@@ -469,7 +469,10 @@ async fn replay(engine: &Engine, layout: &Layout, found: &[(u64, Vec<Change>)]) 
     Ok(())
 }
 
-async fn write_table(engine: &Engine, layout: &Layout, slot: u64, table: &[u32]) -> io::Result<()> {
+/// Rewrites slot `slot`'s whole checksum block with `table`: what a
+/// checkpoint, replay and a lone write (and every write on a version 1
+/// disk) do.
+pub(super) async fn write_crc_block(engine: &Engine, layout: &Layout, slot: u64, table: &[u32]) -> io::Result<()> {
     let mut block = AlignedBuf::zeroed(BLOCK_SIZE_BYTES);
     encode_crc_block(table, &mut block);
     engine.write(layout.crc_table_at(slot), block.freeze()).await
