@@ -55,7 +55,7 @@ pub async fn run(repl: Arc<Replicator>, mb_per_s: u32) {
 }
 
 /// Reads one chunk step by step; returns the bytes read.
-async fn scrub_chunk(repl: &Replicator, disk: &DiskStore, chunk: ChunkId) -> u64 {
+async fn scrub_chunk(repl: &Arc<Replicator>, disk: &DiskStore, chunk: ChunkId) -> u64 {
     let mut read = 0;
     let mut offset = 0;
     while offset < disk.chunk_size() {
@@ -77,7 +77,7 @@ async fn scrub_chunk(repl: &Replicator, disk: &DiskStore, chunk: ChunkId) -> u64
     read
 }
 
-async fn repair(repl: &Replicator, disk: &DiskStore, chunk: ChunkId, start: u64, end: u64) {
+async fn repair(repl: &Arc<Replicator>, disk: &DiskStore, chunk: ChunkId, start: u64, end: u64) {
     let map = repl.view().current();
     let Some((pg, pg_map)) = map.locate(chunk) else {
         tracing::warn!(%chunk, pool = pool_of(chunk.owner), "bad block in a chunk of no known pool; left as is");

@@ -11,6 +11,7 @@ use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, NodeR
 use chuyi_common::rpc::Service;
 
 use crate::access;
+use crate::in_flight::to_completion;
 use crate::owner_io::{self, OwnerIo};
 use crate::recovery::Recovery;
 use crate::replication::{ReplicationError, Replicator};
@@ -144,10 +145,9 @@ impl ChunkService {
     }
 
     /// Runs a request to completion even if the caller stops waiting (the
-    /// RPC layer aborts requests at shutdown). Reads are safe to abandon;
-    /// a write abandoned between its I/O and its checksum update would leave
-    /// the in-memory checksums behind the disk, so mutations get a task of
-    /// their own.
+    /// RPC layer aborts a connection's requests when it breaks, and every
+    /// request at shutdown). Reads are safe to abandon; a mutation is not
+    /// ([`to_completion`] says why), so mutations get a task of their own.
     async fn run(&self, request: ChunkRequest, payload: Bytes) -> Result<(ChunkResponse, Bytes), StoreError> {
         let read_only = matches!(
             request,
@@ -161,20 +161,6 @@ impl ChunkService {
         let (store, node_id) = (self.repl.store().clone(), self.repl.node_id());
         to_completion(async move { handle(&store, node_id, request, payload).await }).await
     }
-}
-
-/// Runs a mutation in a task of its own, so that it finishes even if the
-/// caller stops waiting (see [`ChunkService::run`]). The task starts when
-/// this is called, so the caller's future holds its handle, not `work`.
-fn to_completion<T, E>(
-    work: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, E>>
-where
-    T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
-{
-    let task = tokio::spawn(work);
-    async move { task.await.unwrap_or_else(|e| Err(StoreError::Internal(e.to_string()).into())) }
 }
 
 async fn handle(

@@ -49,10 +49,29 @@ impl FaultEngine {
     }
 
     /// From now on, hold every write that starts in `at`: it stays in
-    /// progress, neither landing nor failing, for as long as the engine
-    /// lives.
+    /// progress, neither landing nor failing, until [`Self::release_held`]
+    /// or for as long as the engine lives.
     pub fn hold_writes(&self, at: Range<u64>) {
         self.hold.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(at);
+    }
+
+    /// How many writes are being held.
+    pub fn held(&self) -> usize {
+        self.hold.lock().unwrap_or_else(PoisonError::into_inner).1.len()
+    }
+
+    /// Stops holding writes and lets the held ones go on, the newest first:
+    /// a device may complete writes in any order, and the one that lands
+    /// last wins.
+    pub fn release_held(&self) {
+        let held = {
+            let mut hold = self.hold.lock().unwrap_or_else(PoisonError::into_inner);
+            hold.0 = None;
+            std::mem::take(&mut hold.1)
+        };
+        for request in held.into_iter().rev() {
+            self.submit(request);
+        }
     }
 
     /// From now on, fail operations of `on` with `errno`.

@@ -42,7 +42,7 @@ use self::locks::RangeLocks;
 use self::peers::Peers;
 use self::view::MapView;
 use crate::fence::{FenceError, Fences};
-use crate::in_flight::InFlight;
+use crate::in_flight::{to_completion, InFlight};
 use crate::store::{snaps, ChunkStore, DiskStore, StoreError};
 
 /// How long a request from a sender with a newer map waits for this node's
@@ -159,7 +159,7 @@ pub struct ForwardCounters {
 
 /// A PG placement checked against the request: the map it was checked in,
 /// the PG and this node's replica in it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Placed {
     pub map: Arc<DataMap>,
     pub pg: PgId,
@@ -259,7 +259,7 @@ impl Replicator {
 
     /// Serves a [`ChunkRequest::Pg`].
     pub async fn pg_op(
-        &self,
+        self: &Arc<Self>,
         chunk: ChunkId,
         epoch: u64,
         op: PgOp,
@@ -493,7 +493,7 @@ impl Replicator {
     /// unless it is itself a peer's repair read (`forwarded`), which must
     /// not start a repair back: two bad copies would wait on each other.
     async fn read(
-        &self,
+        self: &Arc<Self>,
         placed: &Placed,
         chunk: ChunkId,
         offset: u64,
@@ -508,11 +508,7 @@ impl Replicator {
                 let (start, end) = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
                 // Unrepaired, the reader learns the block is bad (and may
                 // try another replica), not that some peer was unreachable.
-                // Boxed: a repair's future is four times a disk read's
-                // (2096 against 496 bytes), and every read's future would
-                // carry it, copied at each level of the call, for a path
-                // taken rarely.
-                if Box::pin(self.repair(placed, chunk, start, end)).await.is_err() {
+                if self.repair(placed, chunk, start, end).await.is_err() {
                     return Err(bad.into());
                 }
                 let (data, allocated) = disk.read(chunk, offset, len).await?;
@@ -525,7 +521,26 @@ impl Replicator {
     /// Rewrites the bad blocks of `[start, end)` of this node's copy of
     /// `chunk` from another complete replica: the whole range at once, or,
     /// when the other copy has a bad block of its own in it, block by block.
-    pub async fn repair(&self, placed: &Placed, chunk: ChunkId, start: u64, end: u64) -> Result<(), ReplicationError> {
+    ///
+    /// In a task of its own, which ends even if the caller stops waiting (a
+    /// reader whose client went): abandoned mid-write, the repair would
+    /// release its range with its write still running, and that write,
+    /// holding what the other replica had before, could land after a newer
+    /// write of the range. The caller's future also stays small: it holds
+    /// the task's handle, not the repair (2096 bytes against a disk read's
+    /// 496, which every read's future would otherwise carry).
+    pub fn repair(
+        self: &Arc<Self>,
+        placed: &Placed,
+        chunk: ChunkId,
+        start: u64,
+        end: u64,
+    ) -> impl std::future::Future<Output = Result<(), ReplicationError>> {
+        let (this, placed) = (self.clone(), placed.clone());
+        to_completion(async move { this.repair_here(&placed, chunk, start, end).await })
+    }
+
+    async fn repair_here(&self, placed: &Placed, chunk: ChunkId, start: u64, end: u64) -> Result<(), ReplicationError> {
         if self.repair_range(placed, chunk, start, end).await.is_ok() {
             return Ok(());
         }
