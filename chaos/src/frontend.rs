@@ -220,7 +220,7 @@ pub async fn check_old_tokens_refused(cluster: &TestCluster, volume: &str, token
         let rpc = cluster.node_rpc(replica.node).await?;
         for fence in tokens.iter().map(|&t| Some(t)).chain([None]) {
             let op = PgOp::Write { offset: 0, fua: true, snap: 0 };
-            let request = ChunkRequest::Pg { chunk, epoch: pg.epoch, op, forwarded: i > 0, fence };
+            let request = ChunkRequest::Pg { chunk, epoch: pg.epoch, op, forwarded: i > 0, fence, order: None };
             match rpc.call(&request, Bytes::from(vec![0xee; 4096])).await? {
                 (ChunkResponse::Error(e), _) if e.kind == ChunkErrorKind::Fenced => asked += 1,
                 (other, _) => bail!("node {} took a write under {fence:?}: {other:?}", replica.node),

@@ -255,6 +255,7 @@ pub async fn node_freeze(intensity: Intensity) -> anyhow::Result<String> {
         op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     let rpc = run.cluster.node_rpc(victim).await?;
     let stale = Bytes::from(vec![0xEEu8; BLOCK as usize]);

@@ -49,6 +49,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded,
         fence: None,
+        order: None,
     };
     let junk = Bytes::from(vec![0xEEu8; 4096]);
 
@@ -71,6 +72,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Read { offset: 0, len: 4096 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     assert_eq!(kind(&call(&at_third, read_at_third, Bytes::new()).await), Some(ChunkErrorKind::WrongNode));
     // A chunk of a pool nobody has.
@@ -80,6 +82,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Read { offset: 0, len: 4096 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     assert_eq!(kind(&call(&at_primary, nowhere, Bytes::new()).await), Some(ChunkErrorKind::EpochAhead));
     // Past the chunk's end; a payload on a zeroing; a read past the end.
@@ -89,6 +92,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Write { offset: (4 << 20) - 100, fua: false, snap: 0 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     assert_eq!(kind(&call(&at_primary, past, junk.clone()).await), Some(ChunkErrorKind::OutOfRange));
     let zero_with_payload = ChunkRequest::Pg {
@@ -97,6 +101,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Zero { offset: 0, len: 4096, fua: false, snap: 0 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     assert_eq!(kind(&call(&at_primary, zero_with_payload, junk.clone()).await), Some(ChunkErrorKind::InvalidArgument));
     let read_past = ChunkRequest::Pg {
@@ -105,6 +110,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Read { offset: u32::MAX, len: 4096 },
         forwarded: false,
         fence: None,
+        order: None,
     };
     assert_eq!(kind(&call(&at_primary, read_past, Bytes::new()).await), Some(ChunkErrorKind::OutOfRange));
     // Checksums of a PG the node does not hold, and of no PG at all.
@@ -144,6 +150,7 @@ async fn bad_pg_requests_get_precise_errors_and_change_nothing() {
         op: PgOp::Write { offset: 0, fua: true, snap: 0 },
         forwarded,
         fence: Some(token),
+        order: None,
     };
     let older = call(&at_primary, fenced(99, false), junk.clone()).await;
     assert_eq!(kind(&older), Some(ChunkErrorKind::Fenced), "{older:?}");

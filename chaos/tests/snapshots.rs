@@ -222,6 +222,7 @@ async fn compare_replicas(cluster: &TestCluster, owner: u64, chunks: u64, snap: 
                 op: PgOp::ReadSnap { offset: 0, len: 4 << 20, snap },
                 forwarded: true,
                 fence: None,
+                order: None,
             };
             let rpc = cluster.node_rpc(replica.node).await.expect("rpc");
             match rpc.call(&request, Bytes::new()).await.expect("call") {

@@ -368,7 +368,14 @@ impl Cluster {
         };
         let addrs = self.addrs(map, target.node);
         let token = fence.map(|f| f.token);
-        let request = ChunkRequest::Pg { chunk, epoch: pg_map.epoch, op: op.clone(), forwarded: false, fence: token };
+        let request = ChunkRequest::Pg {
+            chunk,
+            epoch: pg_map.epoch,
+            op: op.clone(),
+            forwarded: false,
+            fence: token,
+            order: None,
+        };
         let gate = fence.map(|f| &f.gate);
         let elsewhere = read && targets.len() > 1;
         let retry = |why: String| Err(Ok(if elsewhere { Retry::NextReplica(why) } else { Retry::Later(why) }));

@@ -105,6 +105,7 @@ mod tests {
                 op: PgOp::Write { offset: 0, fua: true, snap: 0 },
                 forwarded: true,
                 fence: None,
+                order: None,
             },
             ChunkRequest::Pg {
                 chunk: ChunkId::new(1, 0),
@@ -112,6 +113,7 @@ mod tests {
                 op: PgOp::Poison { offset: 0, len: 4096 },
                 forwarded: false,
                 fence: None,
+                order: None,
             },
             ChunkRequest::OwnerIo { owners: vec![1] },
         ]
@@ -136,6 +138,7 @@ mod tests {
                 op: PgOp::Read { offset: 0, len: 4096 },
                 forwarded: false,
                 fence: None,
+                order: None,
             },
             ChunkRequest::Flush { disk: None, fence: Some(VolumeFence { owner: 1, token: 2, snap: 0 }) },
             ChunkRequest::RaiseFences { fences: vec![] },

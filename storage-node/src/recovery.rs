@@ -324,8 +324,10 @@ impl Recovery {
         // has this node's fences (`send_fences`), takes it.
         let fence = self.repl.fences().get(chunk.owner);
         let send = |op: PgOp, payload: Bytes| {
-            let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence };
-            async move { expect_done(self.repl.peers().call(map, target.node, &request, payload).await, target) }
+            let request = ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence, order: None };
+            // Numbered like a client write's forward: a copy given up on
+            // must not land over a write made since (module `order`).
+            async move { expect_done(self.repl.call_ordered(map, target.node, &request, payload).await, target) }
         };
         let Some((local, stamp)) = disk.sums(chunk).await? else {
             if remote.is_some() {

@@ -14,7 +14,7 @@ use crate::access;
 use crate::in_flight::to_completion;
 use crate::owner_io::{self, OwnerIo};
 use crate::recovery::Recovery;
-use crate::replication::{ReplicationError, Replicator};
+use crate::replication::{ReplicationError, Replicator, Sender};
 use crate::store::{ChunkStore, StoreError};
 
 /// Serves one node's [`ChunkStore`] over the RPC layer: the replicated PG
@@ -45,13 +45,14 @@ impl ChunkService {
         payload: Bytes,
     ) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
-            ChunkRequest::Pg { chunk, epoch, op, forwarded, fence } => {
+            ChunkRequest::Pg { chunk, epoch, op, forwarded, fence, order } => {
+                let sender = Sender::of(forwarded, order);
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
                 // A client's request is counted once served; a mutation
                 // inside the task that finishes it even if the caller goes.
                 let io = if forwarded { None } else { owner_io::io_of(&op, payload.len()) };
                 if read {
-                    let served = self.repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
+                    let served = self.repl.pg_op(chunk, epoch, op, sender, fence, payload).await;
                     if let (Ok(_), Some(io)) = (&served, io) {
                         self.owner_io.count(chunk.owner, io, self.owner_io.now_ms());
                     }
@@ -59,7 +60,7 @@ impl ChunkService {
                 }
                 let (repl, counter) = (self.repl.clone(), io.map(|io| (self.owner_io.clone(), io)));
                 to_completion(async move {
-                    let served = repl.pg_op(chunk, epoch, op, forwarded, fence, payload).await;
+                    let served = repl.pg_op(chunk, epoch, op, sender, fence, payload).await;
                     if let (Ok(_), Some((owner_io, io))) = (&served, counter) {
                         owner_io.count(chunk.owner, io, owner_io.now_ms());
                     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chuyi_common::credential::{Credential, Door, Identity, Principal};
 use chuyi_common::ids::{ChunkId, DeviceClass};
 use chuyi_common::map::{owner_id, DataMap, NodeAddr, PgMap, PoolMap, Replica};
-use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, DiskRequest, PgOp};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest, ForwardOrder, PgOp};
 use chuyi_common::rpc::{client_handshake, Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_storage_node::config::NodeConfig;
@@ -103,7 +103,7 @@ fn map(first: &Endpoint, second: &Endpoint) -> DataMap {
 }
 
 fn pg(chunk: ChunkId, op: PgOp) -> ChunkRequest {
-    ChunkRequest::Pg { chunk, epoch: 1, op, forwarded: false, fence: None }
+    ChunkRequest::Pg { chunk, epoch: 1, op, forwarded: false, fence: None, order: None }
 }
 
 fn block(tag: u8) -> Bytes {
@@ -207,6 +207,50 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     assert_eq!(reply.expect("newer write").0, ChunkResponse::Done);
     assert_eq!(raw_read(&first.endpoint, chunk).await, Ok(block(2)), "the primary's copy");
     assert_eq!(raw_read(&second.endpoint, chunk).await, Ok(block(2)), "the other copy");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A primary's forwards carry their place among its forwards to the
+/// replica; a forward arriving after a later one raised the sender's mark
+/// past it (one its primary gave up on, lying in a socket buffer while
+/// the primary went on to newer writes of the range) is refused, and the
+/// newer data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_its_primary_gave_up_on_never_lands_over_a_newer_write() {
+    let (dir1, dir2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (first, _) = start(1, dir1.path()).await;
+    let (second, _) = start(2, dir2.path()).await;
+    let map = map(&first.endpoints()[0], &second.endpoints()[0]);
+    first.map_sink().view().update(map.clone());
+    second.map_sink().view().update(map);
+    let (first, second) = (serve(first), serve(second));
+    let chunk = ChunkId::new(owner_id(1, 9), 0);
+    let write = pg(chunk, PgOp::Write { offset: 0, fua: true, snap: 0 });
+    let reply = client(&first.endpoint).await.call(&write, block(2)).await.expect("write");
+    assert_eq!(reply.0, ChunkResponse::Done, "through the primary, forwarded numbered");
+
+    // What the primary numbered long before (its numbers start from the
+    // clock at its start, so 5 is far below), arriving only now.
+    let stale = ChunkRequest::Pg {
+        chunk,
+        epoch: 1,
+        op: PgOp::Write { offset: 0, fua: true, snap: 0 },
+        forwarded: true,
+        fence: None,
+        order: Some(ForwardOrder { from: 1, seq: 5, settled_below: 5 }),
+    };
+    let (reply, _) = client(&second.endpoint).await.call(&stale, block(1)).await.expect("answered");
+    let ChunkResponse::Error(error) = reply else { panic!("the stale forward was taken: {reply:?}") };
+    assert_eq!(error.kind, ChunkErrorKind::ReplicaFailed, "{error:?}");
+    assert!(error.message.contains("given up"), "{error:?}");
+    assert_eq!(raw_read(&second.endpoint, chunk).await, Ok(block(2)), "the newer write stays");
+    assert_eq!(raw_read(&first.endpoint, chunk).await, Ok(block(2)));
+
+    // The primary's next write of the range still lands on both.
+    let reply = client(&first.endpoint).await.call(&write, block(3)).await.expect("write");
+    assert_eq!(reply.0, ChunkResponse::Done);
+    assert_eq!(raw_read(&second.endpoint, chunk).await, Ok(block(3)));
     first.stop().await;
     second.stop().await;
 }

@@ -35,8 +35,10 @@ pub enum ChunkRequest {
     /// writer's fencing token for the chunk's owner (a volume's attach
     /// lease id; `None` for object data, which has no single writer): a
     /// node refuses a mutation whose token is older than the newest it
-    /// knows for the owner (`Fenced`).
-    Pg { chunk: ChunkId, epoch: u64, op: PgOp, forwarded: bool, fence: Option<u64> },
+    /// knows for the owner (`Fenced`). `order` places a forwarded mutation
+    /// among its sender's forwards to this node ([`ForwardOrder`]); `None`
+    /// on everything else.
+    Pg { chunk: ChunkId, epoch: u64, op: PgOp, forwarded: bool, fence: Option<u64>, order: Option<ForwardOrder> },
     /// The checksum tables of this node's chunks of a PG, ascending after
     /// `start_after`, at most `max` (capped by the node): what backfill
     /// compares to copy only the blocks that differ.
@@ -83,6 +85,22 @@ pub enum DiskRequest {
 }
 
 /// A volume's fencing token: the attach lease id of its newest writer.
+/// Where a forwarded mutation stands among its sender's forwards to one
+/// node. `seq` numbers it: numbers rise over the sender's life and across
+/// its restarts (they start from the calendar clock in nanoseconds). Every
+/// forward to this node that the sender numbered below `settled_below` has
+/// been answered or given up. A replica refuses a forward numbered below
+/// the highest `settled_below` it has had from the sender, under the
+/// range's lock: the sender gave up on it (a timeout, the PG moved) and may
+/// since have written the range again, and landing now would put the older
+/// data over the newer (`common/PROTOCOL.md`, section 5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardOrder {
+    pub from: NodeId,
+    pub seq: u64,
+    pub settled_below: u64,
+}
+
 /// Lease ids only grow (the metadata service's id counter), so a newer
 /// writer always has the larger token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +189,23 @@ pub enum PgOp {
         offset: u32,
         len: u32,
     },
+}
+
+impl PgOp {
+    /// Whether the operation changes the chunk (what a replica must apply
+    /// in its primary's order), rather than reading it.
+    pub fn mutates(&self) -> bool {
+        match self {
+            PgOp::Write { .. }
+            | PgOp::Zero { .. }
+            | PgOp::Delete
+            | PgOp::Rollback { .. }
+            | PgOp::Install
+            | PgOp::Stamp { .. }
+            | PgOp::Poison { .. } => true,
+            PgOp::Read { .. } | PgOp::Extents { .. } | PgOp::ReadSnap { .. } | PgOp::Diff { .. } => false,
+        }
+    }
 }
 
 /// A storage node's answer.

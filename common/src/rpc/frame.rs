@@ -10,7 +10,7 @@ use crate::limits::{RPC_BODY_MAX_BYTES, RPC_PAYLOAD_MAX_BYTES};
 pub const HEADER_LEN: usize = 24;
 
 /// The only frame version this build speaks.
-pub const FRAME_VERSION: u8 = 3;
+pub const FRAME_VERSION: u8 = 4;
 
 /// Header bytes counted by `len`: everything after the `len` field itself.
 const LEN_COUNTED_HEADER_BYTES: u32 = HEADER_LEN as u32 - 4;

@@ -20,6 +20,7 @@
 //! and the block is rewritten from it (read repair).
 
 pub mod locks;
+pub mod order;
 pub mod peers;
 pub mod view;
 
@@ -35,10 +36,11 @@ use chuyi_common::ids::{ChunkId, NodeId, SNAPSHOT_INDEX_MAX, SNAP_SEQ_MAX};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, PG_SUMS_PAGE_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
 use chuyi_common::proto::chunk::{
-    ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, ChunkSums, PgOp, ScrubCounters, Stamp,
+    ChunkError, ChunkErrorKind, ChunkRequest, ChunkResponse, ChunkSums, ForwardOrder, PgOp, ScrubCounters, Stamp,
 };
 
 use self::locks::RangeLocks;
+use self::order::{Inbound, Outbound};
 use self::peers::Peers;
 use self::view::MapView;
 use crate::fence::{FenceError, Fences};
@@ -183,6 +185,9 @@ pub struct Replicator {
     /// Chunks whose copies may differ after a failed write, per PG and
     /// replica: recovery copies them from this primary.
     dirty: Mutex<BTreeSet<(PgId, Replica, ChunkId)>>,
+    /// This node's forwards to its peers, numbered, and theirs to it.
+    outbound: Outbound,
+    inbound: Inbound,
 }
 
 type Reply = (ChunkResponse, Bytes);
@@ -200,6 +205,8 @@ impl Replicator {
             forwards: ForwardCounters::default(),
             client_ops: AtomicU64::new(0),
             dirty: Mutex::new(BTreeSet::new()),
+            outbound: Outbound::new(node_id),
+            inbound: Inbound::default(),
         }
     }
 
@@ -263,11 +270,15 @@ impl Replicator {
         chunk: ChunkId,
         epoch: u64,
         op: PgOp,
-        forwarded: bool,
+        sender: Sender,
         fence: Option<u64>,
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
         let arrived = clock::now();
+        let (forwarded, order) = match sender {
+            Sender::Client => (false, None),
+            Sender::Peer(order) => (true, order),
+        };
         let _busy = (!forwarded).then(|| InFlight::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
@@ -293,7 +304,9 @@ impl Replicator {
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
-            op => Box::pin(self.mutate(&placed, chunk, Mutation { op, forwarded, fence }, payload, arrived)).await,
+            op => {
+                Box::pin(self.mutate(&placed, chunk, Mutation { op, forwarded, fence, order }, payload, arrived)).await
+            }
         }
     }
 
@@ -343,7 +356,7 @@ impl Replicator {
         &self,
         placed: &Placed,
         chunk: ChunkId,
-        Mutation { op, forwarded, fence }: Mutation,
+        Mutation { op, forwarded, fence, order }: Mutation,
         payload: Bytes,
         arrived: Instant,
     ) -> Result<Reply, ReplicationError> {
@@ -389,6 +402,18 @@ impl Replicator {
                 message: format!("forwarded write waited {:?} for its range; dropped", arrived.elapsed()),
             });
         }
+        // One its primary gave up on, arriving after a newer forward of the
+        // sender's raised the mark (module `order`): the same, however
+        // long it lay in a socket buffer first.
+        if let (true, Some(order)) = (forwarded, order) {
+            self.inbound.admit(&order).map_err(|given_up| ReplicationError::ReplicaFailed {
+                replica: placed.mine,
+                message: format!(
+                    "forward {} of node {} was given up by its sender (all below {} settled); dropped",
+                    given_up.seq, order.from, given_up.settled_below
+                ),
+            })?;
+        }
         // Judged here, holding the range, right before the disk: a newer
         // writer's fence raised while this waited is seen (crate::fence).
         self.fences.admit(chunk.owner, fence).await?;
@@ -397,7 +422,8 @@ impl Replicator {
         if let (false, Some(snap)) = (forwarded, op_snap(&op)) {
             self.fences.admit_snap(chunk.owner, snap).await?;
         }
-        let request = ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true, fence };
+        let request =
+            ChunkRequest::Pg { chunk, epoch: placed.pg_map.epoch, op: op.clone(), forwarded: true, fence, order: None };
         let local = async {
             match op {
                 PgOp::Write { offset, fua, snap } => {
@@ -453,7 +479,7 @@ impl Replicator {
         };
         self.forwards.sent.fetch_add(1, Ordering::Relaxed);
         let reply = tokio::select! {
-            reply = self.peers.call(map, replica.node, request, payload) => reply,
+            reply = self.call_ordered(map, replica.node, request, payload) => reply,
             () = moved => {
                 self.forwards.stalled.fetch_add(1, Ordering::Relaxed);
                 self.forwards.failed.fetch_add(1, Ordering::Relaxed);
@@ -465,6 +491,36 @@ impl Replicator {
             self.forwards.failed.fetch_add(1, Ordering::Relaxed);
         }
         outcome
+    }
+
+    /// Calls `node` with `request`; a forwarded mutation goes numbered
+    /// (module `order`), in flight until the call ends here, answered or
+    /// given up.
+    pub async fn call_ordered(
+        &self,
+        map: &DataMap,
+        node: NodeId,
+        request: &ChunkRequest,
+        payload: Bytes,
+    ) -> Result<Reply, chuyi_common::rpc::RpcError> {
+        let ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence, order: None } = request else {
+            return self.peers.call(map, node, request, payload).await;
+        };
+        if !op.mutates() {
+            return self.peers.call(map, node, request, payload).await;
+        }
+        let ticket = self.outbound.start(node);
+        let request = ChunkRequest::Pg {
+            chunk: *chunk,
+            epoch: *epoch,
+            op: op.clone(),
+            forwarded: true,
+            fence: *fence,
+            order: Some(ticket.order()),
+        };
+        let reply = self.peers.call(map, node, &request, payload).await;
+        drop(ticket);
+        reply
     }
 
     /// What a replica's answer to a forward means for the write.
@@ -570,6 +626,7 @@ impl Replicator {
             op: PgOp::Read { offset: start as u32, len: (end - start) as u32 },
             forwarded: true,
             fence: None,
+            order: None,
         };
         let mut last = None;
         for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
@@ -678,10 +735,29 @@ pub fn in_pg(map: &DataMap, chunk: ChunkId, pg: PgId) -> bool {
     map.locate(chunk).is_some_and(|(id, _)| id == pg)
 }
 
-/// A mutation as asked: what, whether a primary forwarded it, and the
-/// writer's fencing token.
+/// A mutation as asked: what, whether a primary forwarded it (and where
+/// among its forwards), and the writer's fencing token.
 struct Mutation {
     op: PgOp,
     forwarded: bool,
     fence: Option<u64>,
+    order: Option<ForwardOrder>,
+}
+
+/// Who sent a [`ChunkRequest::Pg`]: a client, or a peer forwarding it
+/// (with the forward's place among that peer's, for a mutation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    Client,
+    Peer(Option<ForwardOrder>),
+}
+
+impl Sender {
+    pub fn of(forwarded: bool, order: Option<ForwardOrder>) -> Self {
+        if forwarded {
+            Sender::Peer(order)
+        } else {
+            Sender::Client
+        }
+    }
 }
