@@ -2,7 +2,8 @@
 //! the RPC handshake (`chuyi_common::credential`), against the request. A
 //! pure decision, asked before the request touches anything.
 //!
-//! Nodes, the administrator and members may make any request. A frontend
+//! Nodes, the administrator and members may make any request but a
+//! numbered forward, which only the node it names may send. A frontend
 //! (S3 gateway, NBD frontend) makes the replicated PG operations a client
 //! makes, raises its volume's fences, flushes, and reads status; never the
 //! raw per-disk service (`ChunkRequest::Disk`, which bypasses replication
@@ -17,7 +18,7 @@ pub fn check(caller: &Principal, request: &ChunkRequest) -> Result<(), ChunkErro
     let allowed = match caller.role {
         Role::Member | Role::Admin | Role::Node => true,
         Role::Frontend => frontend_may(request),
-    };
+    } && numbers_its_own(caller, request);
     if allowed {
         return Ok(());
     }
@@ -42,6 +43,18 @@ fn frontend_may(request: &ChunkRequest) -> bool {
     }
 }
 
+/// A numbered forward names the node that sent it, and only that node may
+/// send it: a mark raised in another node's name would have the receiver
+/// refuse that node's forwards (`crate::replication::order`).
+fn numbers_its_own(caller: &Principal, request: &ChunkRequest) -> bool {
+    match request {
+        ChunkRequest::Pg { order: Some(order), .. } => {
+            caller.role == Role::Node && caller.name == order.from.to_string()
+        }
+        _ => true,
+    }
+}
+
 /// The request's name in a refusal.
 fn name(request: &ChunkRequest) -> &'static str {
     match request {
@@ -50,6 +63,7 @@ fn name(request: &ChunkRequest) -> &'static str {
         ChunkRequest::Flush { disk: Some(_), .. } => "Flush of one disk",
         ChunkRequest::Flush { disk: None, .. } => "Flush",
         ChunkRequest::DiskStats => "DiskStats",
+        ChunkRequest::Pg { forwarded: true, order: Some(_), .. } => "a forward numbered by another node",
         ChunkRequest::Pg { forwarded: true, .. } => "a forwarded PG operation",
         ChunkRequest::Pg { forwarded: false, .. } => "a PG operation",
         ChunkRequest::PgSums { .. } => "PgSums",
@@ -75,7 +89,7 @@ fn disk_name(op: &DiskRequest) -> &'static str {
 mod tests {
     use chuyi_common::ids::ChunkId;
     use chuyi_common::map::PgId;
-    use chuyi_common::proto::chunk::VolumeFence;
+    use chuyi_common::proto::chunk::{ForwardOrder, VolumeFence};
 
     use super::*;
 
@@ -155,6 +169,26 @@ mod tests {
             for request in raw_requests() {
                 assert_eq!(check(&caller, &request), Ok(()), "{caller}: {request:?}");
             }
+        }
+    }
+
+    /// A numbered forward comes only from the node it names: not another
+    /// node, not the administrator, not a member or a frontend.
+    #[test]
+    fn only_the_node_a_forward_names_may_send_it() {
+        let numbered = ChunkRequest::Pg {
+            chunk: ChunkId::new(1, 0),
+            epoch: 1,
+            op: PgOp::Write { offset: 0, fua: true, snap: 0 },
+            forwarded: true,
+            fence: None,
+            order: Some(ForwardOrder { from: 2, seq: 7, settled_below: 7 }),
+        };
+        assert_eq!(check(&Principal::node(2), &numbered), Ok(()));
+        for caller in [Principal::node(3), Principal::admin(), Principal::member(2), frontend()] {
+            let refused = check(&caller, &numbered).expect_err("refused");
+            assert_eq!(refused.kind, ChunkErrorKind::Forbidden, "{caller}");
+            assert!(refused.message.ends_with("may not a forward numbered by another node"), "{}", refused.message);
         }
     }
 }

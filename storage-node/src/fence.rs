@@ -292,7 +292,7 @@ fn decode(bytes: &[u8]) -> Result<HashMap<u64, Known>, String> {
 /// Replaces `path` with `bytes` so that a crash leaves the old file or the
 /// new one, never a mix: a temporary file, fsync, rename, fsync of the
 /// directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;

@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::fence::{FenceError, Fences};
 use crate::recovery::{Recovered, Recovery};
 use crate::replication::peers::Peers;
-use crate::replication::Replicator;
+use crate::replication::{order, Replicator};
 use crate::service::ChunkService;
 use crate::store::{ChunkStore, OpenError};
 
@@ -34,6 +34,8 @@ pub enum NodeError {
     Fences(#[from] FenceError),
     #[error("no state_dir for the fence table (no disk is a directory)")]
     NoStateDir,
+    #[error("forward numbers in {dir}: {source}")]
+    ForwardNumbers { dir: String, source: std::io::Error },
     #[error(transparent)]
     Credential(#[from] chuyi_common::credential::CredentialError),
 }
@@ -69,7 +71,10 @@ impl Node {
         let keyring = credential.keyring(Door::Node)?;
         let store = Arc::new(store);
         let fresh = || config.accept_missing_fences || store.stats().iter().all(|d| d.chunks == 0);
-        let fences = Arc::new(Fences::open(&config.state_dir().ok_or(NodeError::NoStateDir)?, fresh)?);
+        let state_dir = config.state_dir().ok_or(NodeError::NoStateDir)?;
+        let fences = Arc::new(Fences::open(&state_dir, fresh)?);
+        let first_forward = order::first_number(&state_dir)
+            .map_err(|source| NodeError::ForwardNumbers { dir: state_dir.display().to_string(), source })?;
         let mut servers = Vec::new();
         for listen in std::iter::once(&config.listen).chain(&config.listen_extra) {
             let endpoint: Endpoint = listen.parse().map_err(|_| NodeError::Listen(listen.clone()))?;
@@ -80,6 +85,7 @@ impl Node {
             store.clone(),
             fences,
             Peers::new(credential.identity(Door::Node)),
+            first_forward,
         ));
         let (recovery, recovered) = Recovery::new(repl.clone(), config.recovery_mb_per_s);
         let metrics = match &config.metrics_listen {

@@ -240,7 +240,12 @@ async fn a_forward_its_primary_gave_up_on_never_lands_over_a_newer_write() {
         fence: None,
         order: Some(ForwardOrder { from: 1, seq: 5, settled_below: 5 }),
     };
+    // Numbered in node 1's name: the admin may not send it, node 1 may.
     let (reply, _) = client(&second.endpoint).await.call(&stale, block(1)).await.expect("answered");
+    assert!(matches!(&reply, ChunkResponse::Error(e) if e.kind == ChunkErrorKind::Forbidden), "{reply:?}");
+    let as_first = Credential::issue(&secret(), Principal::node(1)).expect("issue").identity(Door::Node);
+    let first_link = Client::connect(&second.endpoint, &as_first, RpcConfig::default()).await.expect("connect");
+    let (reply, _) = first_link.call(&stale, block(1)).await.expect("answered");
     let ChunkResponse::Error(error) = reply else { panic!("the stale forward was taken: {reply:?}") };
     assert_eq!(error.kind, ChunkErrorKind::ReplicaFailed, "{error:?}");
     assert!(error.message.contains("given up"), "{error:?}");

@@ -84,7 +84,6 @@ pub enum DiskRequest {
     ListChunks { disk: DiskId, start_after: Option<ChunkId>, max: u32 },
 }
 
-/// A volume's fencing token: the attach lease id of its newest writer.
 /// Where a forwarded mutation stands among its sender's forwards to one
 /// node. `seq` numbers it: numbers rise over the sender's life and across
 /// its restarts (they start from the calendar clock in nanoseconds). Every
@@ -101,6 +100,7 @@ pub struct ForwardOrder {
     pub settled_below: u64,
 }
 
+/// A volume's fencing token: the attach lease id of its newest writer.
 /// Lease ids only grow (the metadata service's id counter), so a newer
 /// writer always has the larger token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

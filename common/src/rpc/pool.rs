@@ -37,9 +37,11 @@ where
 {
     /// A pool that keeps a connection until it closes: calls to one server
     /// stay on one stream, in the order they were sent. Storage nodes
-    /// forward writes this way; a forward that timed out may still be
-    /// read later, and must not be overtaken by a newer one sent on a new
-    /// connection.
+    /// forward writes this way, so a forward that timed out is not left on
+    /// a dropped connection while newer ones go on another. (The stream
+    /// does not order what the server does: it runs each request in a
+    /// task of its own. What keeps a forward given up from landing over a
+    /// newer one is its number, `storage-node/src/replication/order.rs`.)
     pub fn new(identity: Identity, config: RpcConfig) -> Self {
         Self { identity, config, drop_timed_out: false, conns: Mutex::new(HashMap::new()) }
     }

@@ -193,7 +193,9 @@ pub struct Replicator {
 type Reply = (ChunkResponse, Bytes);
 
 impl Replicator {
-    pub fn new(node_id: NodeId, store: Arc<ChunkStore>, fences: Arc<Fences>, peers: Peers) -> Self {
+    /// `first_forward` is this start's first forward number
+    /// ([`order::first_number`]).
+    pub fn new(node_id: NodeId, store: Arc<ChunkStore>, fences: Arc<Fences>, peers: Peers, first_forward: u64) -> Self {
         Self {
             node_id,
             store,
@@ -205,7 +207,7 @@ impl Replicator {
             forwards: ForwardCounters::default(),
             client_ops: AtomicU64::new(0),
             dirty: Mutex::new(BTreeSet::new()),
-            outbound: Outbound::new(node_id),
+            outbound: Outbound::new(node_id, first_forward, peers::PEER_CALL_TIMEOUT),
             inbound: Inbound::default(),
         }
     }
@@ -279,6 +281,12 @@ impl Replicator {
             Sender::Client => (false, None),
             Sender::Peer(order) => (true, order),
         };
+        if let Some(order) = order.filter(|o| o.settled_below > o.seq) {
+            return Err(ReplicationError::Invalid(format!(
+                "forward {} says forwards below {} are settled, itself among them",
+                order.seq, order.settled_below
+            )));
+        }
         let _busy = (!forwarded).then(|| InFlight::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
@@ -406,12 +414,15 @@ impl Replicator {
         // sender's raised the mark (module `order`): the same, however
         // long it lay in a socket buffer first.
         if let (true, Some(order)) = (forwarded, order) {
-            self.inbound.admit(&order).map_err(|given_up| ReplicationError::ReplicaFailed {
-                replica: placed.mine,
-                message: format!(
-                    "forward {} of node {} was given up by its sender (all below {} settled); dropped",
-                    given_up.seq, order.from, given_up.settled_below
-                ),
+            self.inbound.admit(&order).map_err(|given_up| {
+                tracing::info!(%chunk, from = order.from, seq = given_up.seq, mark = given_up.settled_below, "a forward its sender gave up on arrived late; dropped");
+                ReplicationError::ReplicaFailed {
+                    replica: placed.mine,
+                    message: format!(
+                        "forward {} of node {} was given up by its sender (all below {} settled); dropped",
+                        given_up.seq, order.from, given_up.settled_below
+                    ),
+                }
             })?;
         }
         // Judged here, holding the range, right before the disk: a newer
@@ -518,7 +529,13 @@ impl Replicator {
             fence: *fence,
             order: Some(ticket.order()),
         };
-        let reply = self.peers.call(map, node, &request, payload).await;
+        // Given up at the deadline whatever the call is doing, connecting
+        // included: give-ups then come in number order.
+        let reply =
+            match tokio::time::timeout_at(ticket.deadline(), self.peers.call(map, node, &request, payload)).await {
+                Ok(reply) => reply,
+                Err(_) => Err(chuyi_common::rpc::RpcError::Timeout),
+            };
         drop(ticket);
         reply
     }
@@ -753,11 +770,13 @@ pub enum Sender {
 }
 
 impl Sender {
-    pub fn of(forwarded: bool, order: Option<ForwardOrder>) -> Self {
-        if forwarded {
-            Sender::Peer(order)
-        } else {
-            Sender::Client
+    /// `None` for a client's request that carries an order: only forwards
+    /// are numbered.
+    pub fn of(forwarded: bool, order: Option<ForwardOrder>) -> Option<Self> {
+        match (forwarded, order) {
+            (true, order) => Some(Sender::Peer(order)),
+            (false, None) => Some(Sender::Client),
+            (false, Some(_)) => None,
         }
     }
 }

@@ -15,50 +15,104 @@
 //! sender sent since, and one it had answered has already landed; so only
 //! forwards given up are refused, and the newer write that raised the mark
 //! did so before it landed.
+//!
+//! Each forward also gets its deadline when it is numbered, and its sender
+//! gives up on it then at the latest (connecting included), so deadlines
+//! rise with the numbers, and a forward past its deadline counts as settled
+//! even before its task has seen it. Then once a forward is given up for
+//! its deadline, every forward numbered below it is settled too, and the
+//! next forward's mark passes it: however the replica orders the two, a
+//! newer write of the range forwarded after it keeps it out.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
-use chuyi_common::clock;
+use chuyi_common::clock::{self, Instant};
 use chuyi_common::ids::NodeId;
 use chuyi_common::proto::chunk::ForwardOrder;
 
-/// The sender's side: numbers for forwards and, per peer, those in flight.
+/// The file in a node's `state_dir` saying where its next start numbers
+/// from (`storage-node/FORMAT.md`, "Forward numbers").
+pub const NUMBERS_FILE: &str = "chuyi-forward-numbers";
+const NUMBERS_MAGIC: &[u8; 8] = b"CHUYIFWD";
+/// Numbers one start may use; the next start numbers above them.
+const PER_START: u64 = 1 << 44;
+
+/// This start's first forward number: above every number an earlier start
+/// of this node used, as the file in `dir` records, and not below the
+/// calendar clock in nanoseconds (so a node whose file was lost still
+/// starts above its old numbers, unless its clock went back as well).
+/// Where the next start begins is on disk before this start uses any.
+pub fn first_number(dir: &Path) -> io::Result<u64> {
+    let path = dir.join(NUMBERS_FILE);
+    let recorded = match std::fs::read(&path) {
+        Ok(bytes) => decode_numbers(&bytes).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a forward-number file", path.display()))
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let clock = clock::wall().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let first = recorded.max(clock);
+    let next = first.checked_add(PER_START).ok_or_else(|| io::Error::other("forward numbers exhausted"))?;
+    let mut bytes = NUMBERS_MAGIC.to_vec();
+    bytes.extend_from_slice(&next.to_le_bytes());
+    crate::fence::write_atomically(&path, &bytes)?;
+    Ok(first)
+}
+
+fn decode_numbers(bytes: &[u8]) -> Option<u64> {
+    let (magic, number) = bytes.split_at_checked(NUMBERS_MAGIC.len())?;
+    (magic == NUMBERS_MAGIC).then_some(())?;
+    Some(u64::from_le_bytes(number.try_into().ok()?))
+}
+
+/// The sender's side: numbers for forwards and, per peer, those in flight
+/// with their deadlines.
 #[derive(Debug)]
 pub struct Outbound {
     me: NodeId,
-    next: AtomicU64,
-    in_flight: Mutex<HashMap<NodeId, BTreeSet<u64>>>,
+    give_up_after: Duration,
+    state: Mutex<Numbering>,
+}
+
+#[derive(Debug)]
+struct Numbering {
+    next: u64,
+    in_flight: HashMap<NodeId, BTreeMap<u64, Instant>>,
 }
 
 impl Outbound {
-    /// Numbers start at the calendar clock in nanoseconds, so a restarted
-    /// sender's are above those it sent before (unless the clock went
-    /// back across the restart: a replica then refuses its forwards until
-    /// the clock passes the old ones, failing writes, never misplacing
-    /// them).
-    pub fn new(me: NodeId) -> Self {
-        let start = clock::wall().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Self { me, next: AtomicU64::new(start), in_flight: Mutex::default() }
+    /// Numbers from `first` ([`first_number`]: above those of the node's
+    /// earlier starts); forwards are given up `give_up_after` they are
+    /// numbered.
+    pub fn new(me: NodeId, first: u64, give_up_after: Duration) -> Self {
+        let numbering = Numbering { next: first, in_flight: HashMap::new() };
+        Self { me, give_up_after, state: Mutex::new(numbering) }
     }
 
-    /// A forward to `to` starting: its order, in flight until the ticket
-    /// is dropped (the call answered or given up).
+    /// A forward to `to` starting: its order and deadline, in flight until
+    /// the ticket is dropped (the call answered or given up) or the
+    /// deadline passes.
     pub fn start(&self, to: NodeId) -> Ticket<'_> {
-        let mut in_flight = self.lock();
-        // Numbered under the lock: a forward numbered and not yet in the
-        // set would be below the mark a forward numbered after it sends.
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        let peer = in_flight.entry(to).or_default();
-        peer.insert(seq);
-        let settled_below = peer.first().copied().unwrap_or(seq);
-        Ticket { outbound: self, to, order: ForwardOrder { from: self.me, seq, settled_below } }
+        let mut state = self.lock();
+        // Numbered and timed under the lock: a forward numbered and not yet
+        // in the set would be below the mark a forward numbered after it
+        // sends, and deadlines must rise with the numbers.
+        let (seq, now) = (state.next, clock::now());
+        state.next += 1;
+        let deadline = now + self.give_up_after;
+        let peer = state.in_flight.entry(to).or_default();
+        peer.insert(seq, deadline);
+        let settled_below = peer.iter().find(|(_, &due)| due > now).map_or(seq, |(&s, _)| s);
+        Ticket { outbound: self, to, deadline, order: ForwardOrder { from: self.me, seq, settled_below } }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, BTreeSet<u64>>> {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Numbering> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -67,6 +121,7 @@ impl Outbound {
 pub struct Ticket<'a> {
     outbound: &'a Outbound,
     to: NodeId,
+    deadline: Instant,
     order: ForwardOrder,
 }
 
@@ -74,15 +129,20 @@ impl Ticket<'_> {
     pub fn order(&self) -> ForwardOrder {
         self.order
     }
+
+    /// When the sender gives the forward up, whatever the call is doing.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        let mut in_flight = self.outbound.lock();
-        if let Some(peer) = in_flight.get_mut(&self.to) {
+        let mut state = self.outbound.lock();
+        if let Some(peer) = state.in_flight.get_mut(&self.to) {
             peer.remove(&self.order.seq);
             if peer.is_empty() {
-                in_flight.remove(&self.to);
+                state.in_flight.remove(&self.to);
             }
         }
     }
@@ -124,6 +184,8 @@ fn judge(known: u64, order: &ForwardOrder) -> (u64, Result<(), GivenUp>) {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(3600);
+
     fn order(seq: u64, settled_below: u64) -> ForwardOrder {
         ForwardOrder { from: 1, seq, settled_below }
     }
@@ -142,7 +204,7 @@ mod tests {
     /// refused. Had it run the older first, both would land, in order.
     #[test]
     fn a_forward_given_up_is_refused_after_a_newer_one_landed() {
-        let (outbound, inbound) = (Outbound::new(1), Inbound::default());
+        let (outbound, inbound) = (Outbound::new(1, 1_000, LONG), Inbound::default());
         let first = outbound.start(2);
         let stale = first.order();
         drop(first);
@@ -160,7 +222,7 @@ mod tests {
     /// its node; forwards to other nodes do not hold the mark back.
     #[test]
     fn a_forward_in_flight_holds_the_mark_for_its_node_only() {
-        let (outbound, inbound) = (Outbound::new(1), Inbound::default());
+        let (outbound, inbound) = (Outbound::new(1, 1_000, LONG), Inbound::default());
         let slow = outbound.start(2);
         let elsewhere = outbound.start(3);
         let later = outbound.start(2);
@@ -175,7 +237,7 @@ mod tests {
         let next = outbound.start(2);
         assert_eq!(next.order().settled_below, later.order().seq);
         drop((later, next, after_elsewhere));
-        assert!(outbound.lock().is_empty(), "nothing left in flight");
+        assert!(outbound.lock().in_flight.is_empty(), "nothing left in flight");
     }
 
     /// Marks are per sender: another node's numbers say nothing of these.
@@ -186,11 +248,44 @@ mod tests {
         assert_eq!(inbound.admit(&ForwardOrder { from: 2, seq: 5, settled_below: 5 }), Ok(()));
     }
 
-    /// A restarted sender numbers above what it sent before.
+    /// A restarted sender numbers above everything it could have used
+    /// before, even if its clock went back; a lost file falls back on the
+    /// clock; a damaged one stops the start.
     #[test]
-    fn numbers_rise_across_a_restart() {
-        let before = Outbound::new(1).start(2).order().seq;
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(Outbound::new(1).start(2).order().seq > before);
+    fn numbers_rise_across_restarts_and_the_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = first_number(dir.path()).expect("first start");
+        let now = clock::wall().duration_since(UNIX_EPOCH).expect("after 1970").as_nanos() as u64;
+        assert!(first <= now && now - first < 60_000_000_000, "a fresh node starts at the clock");
+        let second = first_number(dir.path()).expect("second start");
+        assert!(second >= first + PER_START, "above every number the first start could use");
+        // A clock far behind changes nothing: the file is ahead of it.
+        assert!(first_number(dir.path()).expect("third") >= second + PER_START);
+        std::fs::remove_file(dir.path().join(NUMBERS_FILE)).expect("lose the file");
+        assert!(first_number(dir.path()).expect("file lost") >= first, "the clock again");
+        std::fs::write(dir.path().join(NUMBERS_FILE), b"CHUYIFWD123").expect("damage");
+        let damaged = first_number(dir.path()).expect_err("damaged");
+        assert_eq!(damaged.kind(), io::ErrorKind::InvalidData, "{damaged}");
+    }
+
+    /// A forward past its deadline counts as settled before its task has
+    /// noticed: a forward numbered after it, once it is given up, passes it
+    /// even if an older one's task is slower to give up.
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_past_its_deadline_is_settled_before_its_ticket_goes() {
+        let outbound = Outbound::new(1, 1_000, Duration::from_secs(5));
+        let older = outbound.start(2);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let given_up = outbound.start(2);
+        assert_eq!(given_up.order().settled_below, older.order().seq);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(given_up.deadline() <= clock::now() && older.deadline() <= clock::now());
+        drop(given_up);
+        let newer = outbound.start(2);
+        assert_eq!(newer.order().settled_below, newer.order().seq, "the older one is past its deadline");
+        let inbound = Inbound::default();
+        assert_eq!(inbound.admit(&newer.order()), Ok(()));
+        assert!(inbound.admit(&older.order()).is_err(), "and so refused");
+        drop(older);
     }
 }

@@ -18,7 +18,7 @@ use chuyi_common::rpc::{ConnPool, RpcConfig, RpcError};
 
 /// How long a forwarded call may take. Shorter than a client's deadline, so
 /// a stuck replica fails the write while the client can still retry.
-const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
