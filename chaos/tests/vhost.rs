@@ -111,8 +111,11 @@ fn wait_for(console: &Path, marker: &str, limit: Duration, vm: &mut Child) -> bo
     false
 }
 
-/// Waits for the VM to power off; its console.
-fn finish(mut vm: Child, console: &Path) -> String {
+/// Waits for the VM to power off; its console. `server_log` (the vhost
+/// server's) is shown with the console and QEMU's own errors if it does
+/// not: the guest's kernel is quiet, so a guest stuck before its test
+/// prints nothing of its own.
+fn finish(mut vm: Child, console: &Path, server_log: &Path) -> String {
     let start = Instant::now();
     loop {
         if let Ok(Some(_)) = vm.try_wait() {
@@ -121,17 +124,27 @@ fn finish(mut vm: Child, console: &Path) -> String {
         if start.elapsed() > VM_LIMIT {
             let _ = vm.kill();
             let _ = vm.wait();
-            panic!("the VM ran past {VM_LIMIT:?}:\n{}", std::fs::read_to_string(console).unwrap_or_default());
+            panic!(
+                "the VM ran past {VM_LIMIT:?}:\n{}\nqemu: {}\nvhost server: {}",
+                std::fs::read_to_string(console).unwrap_or_default(),
+                stderr_of(&mut vm),
+                std::fs::read_to_string(server_log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let stderr = stderr_of(&mut vm);
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    assert!(text.contains("CHUYI-GUEST-EXIT 0"), "the guest's test failed:\n{text}\nqemu: {stderr}");
+    text
+}
+
+fn stderr_of(vm: &mut Child) -> String {
     let mut stderr = String::new();
     if let Some(mut e) = vm.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
-    let text = std::fs::read_to_string(console).unwrap_or_default();
-    assert!(text.contains("CHUYI-GUEST-EXIT 0"), "the guest's test failed:\n{text}\nqemu: {stderr}");
-    text
+    stderr
 }
 
 /// One `chuyi vhost` process serving `volume` at `socket`.
@@ -326,8 +339,8 @@ echo guest-done
         .spawn()
         .expect("qemu");
     let text = blocking({
-        let console = console.clone();
-        move || finish(vm, &console)
+        let (console, server_log) = (console.clone(), vhost.log.clone());
+        move || finish(vm, &console, &server_log)
     })
     .await;
     assert!(text.contains("queues 2"), "two queues: {text}");
@@ -417,8 +430,8 @@ echo guest-done
     let victim = cluster.map().await.expect("map").nodes[0].id;
     cluster.kill_node(victim).expect("kill");
     let text = blocking({
-        let console = console.clone();
-        move || finish(vm, &console)
+        let (console, server_log) = (console.clone(), vhost.log.clone());
+        move || finish(vm, &console, &server_log)
     })
     .await;
     assert!(text.contains("block 4096"), "an encrypted volume's blocks are 4 KiB: {text}");

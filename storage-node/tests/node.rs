@@ -5,12 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chuyi_common::credential::{Credential, Door, Identity, Principal, Role};
+use chuyi_common::credential::{Credential, Door, Principal, Role};
 use chuyi_common::ids::ChunkId;
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest, DiskStat};
-use chuyi_common::rpc::{
-    client_handshake, Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig, RpcError, HEADER_LEN,
-};
+use chuyi_common::rpc::{Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig, RpcError, HEADER_LEN};
 use chuyi_common::secret::ClusterSecret;
 use chuyi_storage_node::config::NodeConfig;
 use chuyi_storage_node::node::Node;
@@ -18,33 +16,13 @@ use chuyi_storage_node::store::open::DISK_FILE_NAME;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/serving.rs"]
+mod serving;
 mod support;
 
+use serving::{admin, authenticated, secret, serve, Running};
+
 type Client = RpcClient<ChunkRequest, ChunkResponse>;
-
-const SECRET: &[u8] = b"node-test-cluster-secret";
-
-struct Running {
-    endpoint: Endpoint,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("node task");
-    }
-}
-
-fn secret() -> ClusterSecret {
-    ClusterSecret::new(SECRET.to_vec()).expect("secret")
-}
-
-/// The test's client: the administrator, who may make raw disk requests.
-fn admin() -> Identity {
-    Credential::from_secret(secret(), Principal::admin()).identity(Door::Node)
-}
 
 async fn start_node(dir: &Path) -> Running {
     start_node_sized(dir, "256MiB").await
@@ -60,17 +38,7 @@ async fn start_node_sized(dir: &Path, capacity: &str) -> Running {
     let config: NodeConfig = toml::from_str(&toml).expect("config");
     config.validate().expect("valid config");
     let credential = Credential::issue(&secret(), Principal::node(3)).expect("issue");
-    let node = Node::start(&config, &credential).await.expect("node start");
-    let endpoint = node.endpoints()[0].clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        node.serve(async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
-    Running { endpoint, stop, task }
+    serve(Node::start(&config, &credential).await.expect("node start"))
 }
 
 async fn client(endpoint: &Endpoint) -> Client {
@@ -272,9 +240,8 @@ async fn malformed_and_oversized_frames() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start_node(dir.path()).await;
     let bystander = client(&node.endpoint).await;
-    let Endpoint::Tcp(addr) = &node.endpoint else { panic!("tcp endpoint") };
 
-    let mut stream = authenticated(addr).await;
+    let mut stream = authenticated(&node.endpoint).await;
     let mut header = FrameHeader::new(FrameKind::Request, 1, 4, 0).expect("header");
     header.payload_len = 64 << 20;
     stream.write_all(&header.encode()).await.expect("send");
@@ -282,7 +249,7 @@ async fn malformed_and_oversized_frames() {
     let received = read_until_closed(&mut stream).await;
     assert!(received.len() < 1024, "an oversized frame gets the connection closed, not served");
 
-    let mut stream = authenticated(addr).await;
+    let mut stream = authenticated(&node.endpoint).await;
     let garbage = [0xFFu8; 9];
     let header = FrameHeader::new(FrameKind::Request, 7, garbage.len(), 0).expect("header");
     stream.write_all(&header.encode()).await.expect("send");
@@ -350,13 +317,6 @@ async fn a_frontend_is_refused_raw_disk_requests() {
         assert!(matches!(refused, Err(RpcError::Denied)), "{:?}", refused.err());
     }
     node.stop().await;
-}
-
-async fn authenticated(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut r, mut w) = stream.split();
-    client_handshake(&mut r, &mut w, &admin()).await.expect("handshake");
-    stream
 }
 
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {

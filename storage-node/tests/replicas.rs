@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chuyi_common::credential::{Credential, Door, Identity, Principal};
+use chuyi_common::credential::{Credential, Door, Principal};
 use chuyi_common::ids::{ChunkId, DeviceClass};
 use chuyi_common::map::{owner_id, DataMap, NodeAddr, PgMap, PoolMap, Replica};
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, DiskRequest, ForwardOrder, PgOp};
-use chuyi_common::rpc::{client_handshake, Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig};
-use chuyi_common::secret::ClusterSecret;
+use chuyi_common::rpc::{Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig};
 use chuyi_storage_node::config::NodeConfig;
 use chuyi_storage_node::io::fault::FaultEngine;
 use chuyi_storage_node::node::Node;
@@ -20,31 +19,14 @@ use chuyi_storage_node::store::ChunkStore;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+#[path = "support/serving.rs"]
+mod serving;
+
+use serving::{admin, authenticated, secret, serve};
+
 type Client = RpcClient<ChunkRequest, ChunkResponse>;
 
-const SECRET: &[u8] = b"replicas-test-cluster-secret";
 const BLOCK: usize = 4096;
-
-fn secret() -> ClusterSecret {
-    ClusterSecret::new(SECRET.to_vec()).expect("secret")
-}
-
-fn admin() -> Identity {
-    Credential::from_secret(secret(), Principal::admin()).identity(Door::Node)
-}
-
-struct Running {
-    endpoint: Endpoint,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("node task");
-    }
-}
 
 fn config(id: u32, dir: &std::path::Path) -> NodeConfig {
     let toml = format!(
@@ -70,19 +52,6 @@ async fn start(id: u32, dir: &std::path::Path) -> (Node, Arc<FaultEngine>) {
     let credential = Credential::issue(&secret(), Principal::node(id)).expect("issue");
     let node = Node::start_on(&config, &credential, ChunkStore::from_disks([disk])).await.expect("node start");
     (node, fault.expect("wrapped"))
-}
-
-fn serve(node: Node) -> Running {
-    let endpoint = node.endpoints()[0].clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        node.serve(async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
-    Running { endpoint, stop, task }
 }
 
 /// One pool of one PG, on node 1's disk 0 (the primary) and node 2's.
@@ -136,14 +105,6 @@ fn flip_a_bit(dir: &std::path::Path, at: u64) {
     file.read_exact_at(&mut byte, at + 1000).expect("read");
     byte[0] ^= 0x10;
     file.write_all_at(&byte, at + 1000).expect("write");
-}
-
-async fn authenticated(endpoint: &Endpoint) -> TcpStream {
-    let Endpoint::Tcp(addr) = endpoint else { panic!("a TCP endpoint") };
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut r, mut w) = stream.split();
-    client_handshake(&mut r, &mut w, &admin()).await.expect("handshake");
-    stream
 }
 
 async fn send(stream: &mut TcpStream, request: &ChunkRequest) {
