@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 #[path = "support/serving.rs"]
 mod serving;
 
-use serving::{admin, authenticated, secret, serve};
+use serving::{admin, authenticated, secret, serve, Running};
 
 type Client = RpcClient<ChunkRequest, ChunkResponse>;
 
@@ -52,6 +52,17 @@ async fn start(id: u32, dir: &std::path::Path) -> (Node, Arc<FaultEngine>) {
     let credential = Credential::issue(&secret(), Principal::node(id)).expect("issue");
     let node = Node::start_on(&config, &credential, ChunkStore::from_disks([disk])).await.expect("node start");
     (node, fault.expect("wrapped"))
+}
+
+/// Nodes 1 (the primary) and 2 on `first` and `second`, both handed the
+/// map of their one PG, serving; node 1's fault engine.
+async fn pair(first: &std::path::Path, second: &std::path::Path) -> (Running, Running, Arc<FaultEngine>) {
+    let (first, fault) = start(1, first).await;
+    let (second, _) = start(2, second).await;
+    let map = map(&first.endpoints()[0], &second.endpoints()[0]);
+    first.map_sink().view().update(map.clone());
+    second.map_sink().view().update(map);
+    (serve(first), serve(second), fault)
 }
 
 /// One pool of one PG, on node 1's disk 0 (the primary) and node 2's.
@@ -132,12 +143,7 @@ async fn held_becomes(fault: &FaultEngine, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     let (dir1, dir2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let (first, fault) = start(1, dir1.path()).await;
-    let (second, _) = start(2, dir2.path()).await;
-    let map = map(&first.endpoints()[0], &second.endpoints()[0]);
-    first.map_sink().view().update(map.clone());
-    second.map_sink().view().update(map);
-    let (first, second) = (serve(first), serve(second));
+    let (first, second, fault) = pair(dir1.path(), dir2.path()).await;
     let chunk = ChunkId::new(owner_id(1, 7), 0);
     let writer = client(&first.endpoint).await;
     let write = pg(chunk, PgOp::Write { offset: 0, fua: true, snap: 0 });
@@ -180,12 +186,7 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_its_primary_gave_up_on_never_lands_over_a_newer_write() {
     let (dir1, dir2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let (first, _) = start(1, dir1.path()).await;
-    let (second, _) = start(2, dir2.path()).await;
-    let map = map(&first.endpoints()[0], &second.endpoints()[0]);
-    first.map_sink().view().update(map.clone());
-    second.map_sink().view().update(map);
-    let (first, second) = (serve(first), serve(second));
+    let (first, second, _) = pair(dir1.path(), dir2.path()).await;
     let chunk = ChunkId::new(owner_id(1, 9), 0);
     let write = pg(chunk, PgOp::Write { offset: 0, fua: true, snap: 0 });
     let reply = client(&first.endpoint).await.call(&write, block(2)).await.expect("write");
