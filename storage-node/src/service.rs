@@ -46,9 +46,7 @@ impl ChunkService {
     ) -> Result<(ChunkResponse, Bytes), ReplicationError> {
         match request {
             ChunkRequest::Pg { chunk, epoch, op, forwarded, fence, order } => {
-                let Some(sender) = Sender::of(forwarded, order) else {
-                    return Err(ReplicationError::Invalid("a client's request carries a forward's order".into()));
-                };
+                let sender = Sender::of(forwarded, order)?;
                 let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
                 // A client's request is counted once served; a mutation
                 // inside the task that finishes it even if the caller goes.

@@ -14,6 +14,7 @@ use chuyi_common::rpc::{Endpoint, FrameHeader, FrameKind, RpcClient, RpcConfig};
 use chuyi_storage_node::config::NodeConfig;
 use chuyi_storage_node::io::fault::FaultEngine;
 use chuyi_storage_node::node::Node;
+use chuyi_storage_node::replication::Replicator;
 use chuyi_storage_node::store::open::{open_disk_wrapped, DISK_FILE_NAME};
 use chuyi_storage_node::store::ChunkStore;
 use tokio::io::AsyncWriteExt;
@@ -54,15 +55,25 @@ async fn start(id: u32, dir: &std::path::Path) -> (Node, Arc<FaultEngine>) {
     (node, fault.expect("wrapped"))
 }
 
-/// Nodes 1 (the primary) and 2 on `first` and `second`, both handed the
-/// map of their one PG, serving; node 1's fault engine.
-async fn pair(first: &std::path::Path, second: &std::path::Path) -> (Running, Running, Arc<FaultEngine>) {
+/// Nodes 1 (the primary) and 2, serving, both handed the map of their one
+/// PG.
+struct Pair {
+    first: Running,
+    second: Running,
+    /// Node 1's disk.
+    fault: Arc<FaultEngine>,
+    /// Node 1's replication, for what it has in flight.
+    primary: Arc<Replicator>,
+}
+
+async fn pair(first: &std::path::Path, second: &std::path::Path) -> Pair {
     let (first, fault) = start(1, first).await;
     let (second, _) = start(2, second).await;
     let map = map(&first.endpoints()[0], &second.endpoints()[0]);
-    first.map_sink().view().update(map.clone());
+    let primary = first.map_sink();
+    primary.view().update(map.clone());
     second.map_sink().view().update(map);
-    (serve(first), serve(second), fault)
+    Pair { first: serve(first), second: serve(second), fault, primary }
 }
 
 /// One pool of one PG, on node 1's disk 0 (the primary) and node 2's.
@@ -125,14 +136,15 @@ async fn send(stream: &mut TcpStream, request: &ChunkRequest) {
     stream.write_all(&body).await.expect("send");
 }
 
-async fn held_becomes(fault: &FaultEngine, n: usize) {
-    for _ in 0..500 {
-        if fault.held() == n {
+/// Waits up to 10 s for `now()` to be `n`.
+async fn becomes(what: &str, now: impl Fn() -> u64, n: u64) {
+    for _ in 0..1000 {
+        if now() == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{} writes held, not {n}", fault.held());
+    panic!("{} {what}, not {n}", now());
 }
 
 /// A read that finds a bad block repairs it from the other replica; a
@@ -143,7 +155,7 @@ async fn held_becomes(fault: &FaultEngine, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     let (dir1, dir2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let (first, second, fault) = pair(dir1.path(), dir2.path()).await;
+    let Pair { first, second, fault, primary } = pair(dir1.path(), dir2.path()).await;
     let chunk = ChunkId::new(owner_id(1, 7), 0);
     let writer = client(&first.endpoint).await;
     let write = pg(chunk, PgOp::Write { offset: 0, fua: true, snap: 0 });
@@ -156,7 +168,7 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     fault.hold_writes(at..at + BLOCK as u64);
     let mut reader = authenticated(&first.endpoint).await;
     send(&mut reader, &pg(chunk, PgOp::Read { offset: 0, len: BLOCK as u32 })).await;
-    held_becomes(&fault, 1).await;
+    becomes("writes held", || fault.held() as u64, 1).await;
     // The reader vanishes (a reset, not a clean close, which the node
     // would answer by letting the read finish): the node aborts its read.
     // Deprecated for a lingering close, which blocks; a zero linger resets
@@ -164,10 +176,12 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     #[allow(deprecated)]
     reader.set_linger(Some(Duration::ZERO)).expect("linger");
     drop(reader);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    becomes("client requests in flight", || primary.client_ops(), 0).await;
 
+    // The newer write reaches the primary, then must wait for the range.
     let newer = tokio::spawn(async move { writer.call(&write, block(2)).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    becomes("client requests in flight", || primary.client_ops(), 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fault.held(), 1, "the newer write reached the disk while the repair's was in flight");
     fault.release_held();
     let reply = tokio::time::timeout(Duration::from_secs(10), newer).await.expect("answered").expect("task");
@@ -186,7 +200,7 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_its_primary_gave_up_on_never_lands_over_a_newer_write() {
     let (dir1, dir2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let (first, second, _) = pair(dir1.path(), dir2.path()).await;
+    let Pair { first, second, .. } = pair(dir1.path(), dir2.path()).await;
     let chunk = ChunkId::new(owner_id(1, 9), 0);
     let write = pg(chunk, PgOp::Write { offset: 0, fua: true, snap: 0 });
     let reply = client(&first.endpoint).await.call(&write, block(2)).await.expect("write");

@@ -277,16 +277,7 @@ impl Replicator {
         payload: Bytes,
     ) -> Result<Reply, ReplicationError> {
         let arrived = clock::now();
-        let (forwarded, order) = match sender {
-            Sender::Client => (false, None),
-            Sender::Peer(order) => (true, order),
-        };
-        if let Some(order) = order.filter(|o| o.settled_below > o.seq) {
-            return Err(ReplicationError::Invalid(format!(
-                "forward {} says forwards below {} are settled, itself among them",
-                order.seq, order.settled_below
-            )));
-        }
+        let forwarded = sender.forwarded();
         let _busy = (!forwarded).then(|| InFlight::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
@@ -312,9 +303,7 @@ impl Replicator {
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
-            op => {
-                Box::pin(self.mutate(&placed, chunk, Mutation { op, forwarded, fence, order }, payload, arrived)).await
-            }
+            op => Box::pin(self.mutate(&placed, chunk, Mutation { op, sender, fence }, payload, arrived)).await,
         }
     }
 
@@ -364,10 +353,11 @@ impl Replicator {
         &self,
         placed: &Placed,
         chunk: ChunkId,
-        Mutation { op, forwarded, fence, order }: Mutation,
+        Mutation { op, sender, fence }: Mutation,
         payload: Bytes,
         arrived: Instant,
     ) -> Result<Reply, ReplicationError> {
+        let forwarded = sender.forwarded();
         let disk = self.store.disk(placed.mine.disk)?;
         let (start, end) = match op {
             PgOp::Write { offset, .. } => (u64::from(offset), u64::from(offset) + payload.len() as u64),
@@ -413,7 +403,7 @@ impl Replicator {
         // One its primary gave up on, arriving after a newer forward of the
         // sender's raised the mark (module `order`): the same, however
         // long it lay in a socket buffer first.
-        if let (true, Some(order)) = (forwarded, order) {
+        if let Sender::Peer(Some(order)) = sender {
             self.inbound.admit(&order).map_err(|given_up| {
                 tracing::info!(%chunk, from = order.from, seq = given_up.seq, mark = given_up.settled_below, "a forward its sender gave up on arrived late; dropped");
                 ReplicationError::ReplicaFailed {
@@ -514,21 +504,15 @@ impl Replicator {
         request: &ChunkRequest,
         payload: Bytes,
     ) -> Result<Reply, chuyi_common::rpc::RpcError> {
-        let ChunkRequest::Pg { chunk, epoch, op, forwarded: true, fence, order: None } = request else {
-            return self.peers.call(map, node, request, payload).await;
-        };
-        if !op.mutates() {
+        let numbered = matches!(request, ChunkRequest::Pg { op, forwarded: true, order: None, .. } if op.mutates());
+        if !numbered {
             return self.peers.call(map, node, request, payload).await;
         }
         let ticket = self.outbound.start(node);
-        let request = ChunkRequest::Pg {
-            chunk: *chunk,
-            epoch: *epoch,
-            op: op.clone(),
-            forwarded: true,
-            fence: *fence,
-            order: Some(ticket.order()),
-        };
+        let mut request = request.clone();
+        if let ChunkRequest::Pg { order, .. } = &mut request {
+            *order = Some(ticket.order());
+        }
         // Given up at the deadline whatever the call is doing, connecting
         // included: give-ups then come in number order.
         let reply =
@@ -752,13 +736,13 @@ pub fn in_pg(map: &DataMap, chunk: ChunkId, pg: PgId) -> bool {
     map.locate(chunk).is_some_and(|(id, _)| id == pg)
 }
 
-/// A mutation as asked: what, whether a primary forwarded it (and where
-/// among its forwards), and the writer's fencing token.
+/// A mutation as asked: what, who sent it (a client, or a primary
+/// forwarding it, and where among its forwards), and the writer's fencing
+/// token.
 struct Mutation {
     op: PgOp,
-    forwarded: bool,
+    sender: Sender,
     fence: Option<u64>,
-    order: Option<ForwardOrder>,
 }
 
 /// Who sent a [`ChunkRequest::Pg`]: a client, or a peer forwarding it
@@ -770,13 +754,45 @@ pub enum Sender {
 }
 
 impl Sender {
-    /// `None` for a client's request that carries an order: only forwards
-    /// are numbered.
-    pub fn of(forwarded: bool, order: Option<ForwardOrder>) -> Option<Self> {
+    /// The sender a request's `forwarded` and `order` name, or why they
+    /// cannot be: only forwards are numbered, and a forward cannot count
+    /// itself among those its sender has settled.
+    pub fn of(forwarded: bool, order: Option<ForwardOrder>) -> Result<Self, ReplicationError> {
         match (forwarded, order) {
-            (true, order) => Some(Sender::Peer(order)),
-            (false, None) => Some(Sender::Client),
-            (false, Some(_)) => None,
+            (false, None) => Ok(Sender::Client),
+            (false, Some(_)) => Err(ReplicationError::Invalid("a client's request carries a forward's order".into())),
+            (true, Some(order)) if order.settled_below > order.seq => Err(ReplicationError::Invalid(format!(
+                "forward {} says forwards below {} are settled, itself among them",
+                order.seq, order.settled_below
+            ))),
+            (true, order) => Ok(Sender::Peer(order)),
         }
+    }
+
+    fn forwarded(self) -> bool {
+        matches!(self, Sender::Peer(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(seq: u64, settled_below: u64) -> Option<ForwardOrder> {
+        Some(ForwardOrder { from: 1, seq, settled_below })
+    }
+
+    #[test]
+    fn a_client_sends_unnumbered_and_a_peer_either_way() {
+        assert_eq!(Sender::of(false, None).expect("client"), Sender::Client);
+        assert_eq!(Sender::of(true, None).expect("peer's read"), Sender::Peer(None));
+        assert_eq!(Sender::of(true, order(7, 7)).expect("peer"), Sender::Peer(order(7, 7)));
+        assert_eq!(Sender::of(true, order(7, 3)).expect("peer"), Sender::Peer(order(7, 3)));
+    }
+
+    #[test]
+    fn a_numbered_client_request_or_a_forward_settled_by_its_own_number_is_invalid() {
+        assert!(matches!(Sender::of(false, order(7, 7)), Err(ReplicationError::Invalid(_))));
+        assert!(matches!(Sender::of(true, order(7, 8)), Err(ReplicationError::Invalid(_))));
     }
 }
