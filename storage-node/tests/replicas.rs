@@ -178,10 +178,11 @@ async fn an_abandoned_read_repair_keeps_its_range_until_its_write_lands() {
     drop(reader);
     becomes("client requests in flight", || primary.client_ops(), 0).await;
 
-    // The newer write reaches the primary, then must wait for the range.
+    // The newer write reaches the primary and queues for the range behind
+    // the repair (a build that let the repair's range go would see it
+    // never queue, and its write held at the disk instead).
     let newer = tokio::spawn(async move { writer.call(&write, block(2)).await });
-    becomes("client requests in flight", || primary.client_ops(), 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    becomes("ranges of the chunk held or queued", || primary.locks().queued(chunk) as u64, 2).await;
     assert_eq!(fault.held(), 1, "the newer write reached the disk while the repair's was in flight");
     fault.release_held();
     let reply = tokio::time::timeout(Duration::from_secs(10), newer).await.expect("answered").expect("task");

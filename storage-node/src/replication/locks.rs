@@ -45,12 +45,21 @@ pub struct RangeGuard<'a> {
 }
 
 impl RangeLocks {
+    fn shard(&self, chunk: ChunkId) -> &Shard {
+        &self.shards[(chunk.owner ^ chunk.index.rotate_left(17)) as usize % SHARDS]
+    }
+
+    /// How many ranges of `chunk` are held or waited for.
+    pub fn queued(&self, chunk: ChunkId) -> usize {
+        lock(&self.shard(chunk).held).get(&chunk).map_or(0, Vec::len)
+    }
+
     /// Waits until no range of `chunk` that asked earlier overlaps
     /// `[start, end)`, then holds it. Waiters are served in arrival order,
     /// so a whole-chunk request (backfill, delete) is not starved by a
     /// stream of small overlapping writes.
     pub async fn lock(&self, chunk: ChunkId, start: u64, end: u64) -> RangeGuard<'_> {
-        let shard = &self.shards[(chunk.owner ^ chunk.index.rotate_left(17)) as usize % SHARDS];
+        let shard = self.shard(chunk);
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&shard.held).entry(chunk).or_default().push((start, end, id));
         // From here the guard owns the queue entry: if this future is

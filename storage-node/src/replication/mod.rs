@@ -266,7 +266,8 @@ impl Replicator {
         self.client_ops.load(Ordering::Relaxed)
     }
 
-    /// Serves a [`ChunkRequest::Pg`].
+    /// Serves a [`ChunkRequest::Pg`] from `sender`, as [`Sender::of`]
+    /// judged it (a forward's order is trusted here).
     pub async fn pg_op(
         self: &Arc<Self>,
         chunk: ChunkId,
