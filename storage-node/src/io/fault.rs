@@ -2,13 +2,14 @@
 //!
 //! It fails chosen operations with a chosen errno (EIO, ENOSPC) so the
 //! chunk store's handling of a dying or full disk is tested without a real
-//! broken device, and holds chosen writes in progress (a stalled device) so
-//! a test can keep a write in flight for as long as it needs.
+//! broken device, holds chosen writes in progress (a stalled device) so
+//! a test can keep a write in flight for as long as it needs, and cuts the
+//! power (a crash): after [`FaultEngine::cut`] nothing more reaches the file.
 
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::{IoDone, IoEngine, IoOp, IoRequest};
 
@@ -24,24 +25,29 @@ pub enum FaultOn {
 
 /// Passes operations to `inner` until told to fail them.
 pub struct FaultEngine {
-    inner: Arc<dyn IoEngine>,
+    /// `None` once the power is cut.
+    inner: RwLock<Option<Arc<dyn IoEngine>>>,
+    /// The wrapped engine's name, kept for `Debug` after the cut.
+    inner_name: &'static str,
     on: AtomicU8,
     errno: AtomicI32,
     /// Writes at these offsets neither land nor fail: they are kept here
-    /// (their senders alive, so their callers wait) until the engine drops.
+    /// (their senders alive, so their callers wait) until the engine drops
+    /// or the power is cut.
     hold: Mutex<(Option<Range<u64>>, Vec<IoRequest>)>,
 }
 
 impl std::fmt::Debug for FaultEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultEngine").field("inner", &self.inner.name()).finish()
+        f.debug_struct("FaultEngine").field("inner", &self.inner_name).finish()
     }
 }
 
 impl FaultEngine {
     pub fn new(inner: Arc<dyn IoEngine>) -> Self {
         Self {
-            inner,
+            inner_name: inner.name(),
+            inner: RwLock::new(Some(inner)),
             on: AtomicU8::new(FaultOn::Nothing as u8),
             errno: AtomicI32::new(libc::EIO),
             hold: Mutex::new((None, Vec::new())),
@@ -74,6 +80,22 @@ impl FaultEngine {
         }
     }
 
+    /// Cuts the power, as SIGKILL or a crash of the host does. The wrapped
+    /// engine is dropped: its threads finish the operations they were
+    /// already given (a device completes what reached it) and stop. Held
+    /// writes and everything submitted from now on are dropped unanswered
+    /// (the engine has stopped): they never land. So once this returns, no
+    /// write of the old process can still reach the file, and a test that
+    /// reads or reopens it sees exactly what the crash left. False when
+    /// something else still holds the wrapped engine, so that it could not
+    /// be stopped.
+    pub fn cut(&self) -> bool {
+        let inner = self.inner.write().unwrap_or_else(PoisonError::into_inner).take();
+        self.hold.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
+        // Dropping the last handle joins the engine's threads.
+        inner.is_none_or(|inner| Arc::strong_count(&inner) == 1)
+    }
+
     /// From now on, fail operations of `on` with `errno`.
     pub fn inject(&self, on: FaultOn, errno: i32) {
         self.errno.store(errno, Ordering::SeqCst);
@@ -91,6 +113,9 @@ impl FaultEngine {
 
 impl IoEngine for FaultEngine {
     fn submit(&self, request: IoRequest) {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        // After the cut nothing answers: the request is dropped.
+        let Some(inner) = &*inner else { return };
         if let IoOp::Write { offset, .. } = &request.op {
             let mut hold = self.hold.lock().unwrap_or_else(PoisonError::into_inner);
             if hold.0.as_ref().is_some_and(|at| at.contains(offset)) {
@@ -98,7 +123,7 @@ impl IoEngine for FaultEngine {
             }
         }
         if !self.fails(&request.op) {
-            return self.inner.submit(request);
+            return inner.submit(request);
         }
         let buf = match request.op {
             IoOp::Read { buf, .. } => Some(buf),
