@@ -25,6 +25,7 @@ use super::conn::{decode_body, encode_body, read_frame, write_frames, Frame, Out
 use super::frame::{FrameHeader, FrameKind};
 use super::pending::Pending;
 use super::transport::{self, Stream};
+use super::unix_stream;
 use super::{handshake, Endpoint, RpcConfig, RpcError, SendGate};
 use crate::credential::Identity;
 use crate::limits::RPC_SEND_QUEUE_FRAMES;
@@ -113,7 +114,7 @@ where
                 Self::start(r, w, identity, config, endpoint).await
             }
             Stream::Unix(stream) => {
-                let (r, w) = stream.into_split();
+                let (r, w) = unix_stream::split(stream)?;
                 Self::start(r, w, identity, config, endpoint).await
             }
             Stream::Sim(stream) => {

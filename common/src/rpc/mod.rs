@@ -21,6 +21,7 @@ mod pool;
 mod server;
 mod session;
 mod transport;
+mod unix_stream;
 
 pub use client::RpcClient;
 pub use config::RpcConfig;

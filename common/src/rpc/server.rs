@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn, Instrument};
 
 use super::transport::{Listener, Stream};
-use super::{session, Endpoint, RpcError};
+use super::{session, unix_stream, Endpoint, RpcError};
 use crate::credential::{Keyring, Principal};
 use crate::limits::RPC_SERVER_CONNECTIONS_MAX;
 
@@ -107,10 +107,10 @@ async fn run_connection<S: Service>(stream: Stream, keyring: Keyring, service: A
             let (r, w) = stream.into_split();
             session::run(r, w, keyring, service).await
         }
-        Stream::Unix(stream) => {
-            let (r, w) = stream.into_split();
-            session::run(r, w, keyring, service).await
-        }
+        Stream::Unix(stream) => match unix_stream::split(stream) {
+            Ok((r, w)) => session::run(r, w, keyring, service).await,
+            Err(e) => debug!(error = %e, "cannot watch a unix connection"),
+        },
         Stream::Sim(stream) => {
             let (r, w) = stream.into_split();
             session::run(r, w, keyring, service).await
