@@ -721,31 +721,37 @@ fn reopened<T>(dir: &Path, engine: EngineKind, check: impl AsyncFnOnce(DiskStore
 /// The crash the tests below rely on: once the power is cut, the write
 /// held in progress and every later write fail (the engine has stopped),
 /// and neither reaches the file.
-#[tokio::test]
-async fn nothing_lands_after_the_power_is_cut() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (disk, fault) = open_holding_slot_0(dir.path(), EngineKind::Uring).await;
-    {
-        let held = disk.write(id(99), 0, pattern(7, 4096), false);
-        tokio::pin!(held);
-        assert!(futures::poll!(held.as_mut()).is_pending(), "the write is held");
-        assert!(fault.cut(), "the engine under the disk stopped");
-        held.await.expect_err("the held write never lands");
+#[test]
+fn nothing_lands_after_the_power_is_cut() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (disk, fault) = open_holding_slot_0(dir.path(), engine).await;
+            {
+                let held = disk.write(id(99), 0, pattern(7, 4096), false);
+                tokio::pin!(held);
+                assert!(futures::poll!(held.as_mut()).is_pending(), "{engine:?}: the write is held");
+                assert!(fault.cut(), "{engine:?}: the engine under the disk stopped");
+                held.await.expect_err("the held write never lands");
+            }
+            disk.write(id(1), 0, pattern(1, 4096), false).await.expect_err("nothing is written after the cut");
+        });
+        let raw = std::fs::read(dir.path().join(DISK_FILE_NAME)).expect("raw disk");
+        assert!(!contains(&raw, &pattern(7, 4096)), "{engine:?}: the held write's data is nowhere in the file");
+        assert!(!contains(&raw, &pattern(1, 4096)), "{engine:?}: the write after the cut is nowhere in the file");
+        reopened(dir.path(), engine, async |disk| {
+            // The held write was alone on a clean slot, so its checksum block
+            // went beside its data and landed: the block may read as bad (an
+            // unacknowledged write torn), never as the new data.
+            match read(&disk, id(99), 0, 4096).await {
+                Ok(data) => assert_eq!(data, pattern(99, 4096), "{engine:?}"),
+                Err(e) => assert!(matches!(e, StoreError::Checksum { block: 0, .. }), "{engine:?}: {e}"),
+            }
+            let fresh = read(&disk, id(1), 0, 4096).await.expect("read");
+            assert!(fresh.iter().all(|&b| b == 0), "{engine:?}: chunk 1 was never written");
+        });
     }
-    disk.write(id(1), 0, pattern(1, 4096), false).await.expect_err("nothing is written after the cut");
-    drop(disk);
-    let raw = std::fs::read(dir.path().join(DISK_FILE_NAME)).expect("raw disk");
-    assert!(!contains(&raw, &pattern(7, 4096)), "the held write's data is nowhere in the file");
-    assert!(!contains(&raw, &pattern(1, 4096)), "the write after the cut is nowhere in the file");
-    let disk = open(dir.path(), EngineKind::Uring).await;
-    // The held write was alone on a clean slot, so its checksum block went
-    // beside its data and landed: the block may read as bad (an
-    // unacknowledged write torn), never as the new data.
-    match read(&disk, id(99), 0, 4096).await {
-        Ok(data) => assert_eq!(data, pattern(99, 4096)),
-        Err(e) => assert!(matches!(e, StoreError::Checksum { block: 0, .. }), "{e}"),
-    }
-    assert!(read(&disk, id(1), 0, 4096).await.expect("read").iter().all(|&b| b == 0), "chunk 1 was never written");
 }
 
 /// Slot `slot`'s checksums `0..n` as the raw file holds them.

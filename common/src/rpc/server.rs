@@ -109,7 +109,8 @@ async fn run_connection<S: Service>(stream: Stream, keyring: Keyring, service: A
         }
         Stream::Unix(stream) => match unix_stream::split(stream) {
             Ok((r, w)) => session::run(r, w, keyring, service).await,
-            Err(e) => debug!(error = %e, "cannot watch a unix connection"),
+            // Out of descriptors or epoll watches: the host's trouble, not the peer's.
+            Err(e) => warn!(error = %e, "cannot watch a unix connection; dropped"),
         },
         Stream::Sim(stream) => {
             let (r, w) = stream.into_split();

@@ -7,14 +7,15 @@
 //! found its buffer full. So each frame a node reads wakes the frontend's
 //! runtime thread if it is parked in the reactor, and each reply the
 //! frontend reads wakes the node's, to find nothing to do: measured, 1.6 of
-//! the 10.5 thread wake-ups of one read at QD1 through NBD (bench/RESULTS.md,
+//! the 10.6 thread wake-ups of one read at QD1 through NBD (bench/RESULTS.md,
 //! "Unix sockets watched for reading only").
 //!
 //! Here the socket is registered for reading alone. A write goes straight
-//! to the socket; one that finds the buffer full registers a duplicate of
-//! the descriptor for writability, waits, and lets the duplicate go once a
-//! write gets through. Registering checks readiness at once, so room freed
-//! between the full write and the registration is not missed.
+//! to the socket; one that finds the buffer full puts a duplicate of the
+//! descriptor on the reactor for writability (epoll tells the two apart by
+//! descriptor number) and takes it off once a write goes through whole.
+//! Registering checks readiness at once, so room freed between the full
+//! write and the registration is not missed.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -29,12 +30,16 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 /// Splits `stream` into halves that the reactor watches for reading only.
 pub(crate) fn split(stream: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
     // into_std deregisters the socket and leaves it non-blocking.
-    let stream = Arc::new(watch(stream.into_std()?, Interest::READABLE)?);
-    Ok((ReadHalf(stream.clone()), WriteHalf { stream, room: None, shut: false }))
+    // into_std forgets that tokio found an accepted socket ready: the
+    // first read waits for the reactor's first event, once per connection.
+    let stream = stream.into_std()?;
+    let spare = Some(stream.try_clone()?);
+    let stream = Arc::new(register(stream, Interest::READABLE)?);
+    Ok((ReadHalf(stream.clone()), WriteHalf { stream, spare, watched: None, shut: false }))
 }
 
 /// Registers `socket` with the reactor for `interest` alone.
-fn watch(socket: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
+fn register(socket: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
     // SAFETY: a std `UnixStream` owns its descriptor and returns that same
     // one until it is dropped, which the `AsyncFd` holding it does only
     // after taking it off the reactor.
@@ -51,14 +56,14 @@ impl AsyncRead for ReadHalf {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
             // The RPC layer reads into initialised buffers: this fills nothing.
             let unfilled = buf.initialize_unfilled();
-            let room = unfilled.len();
+            let asked = unfilled.len();
             match ready.try_io(|fd| fd.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     // Less than asked for: the socket is drained, so the next
                     // read waits for the next edge instead of making a system
-                    // call to learn it (as tokio's own sockets do; readiness
-                    // set again since this poll is not cleared).
-                    if n > 0 && n < room {
+                    // call to learn it, as tokio's own sockets do. Only the
+                    // readiness this poll saw is cleared, not a newer edge.
+                    if n > 0 && n < asked {
                         ready.clear_ready();
                     }
                     buf.advance(n);
@@ -78,9 +83,12 @@ impl AsyncRead for ReadHalf {
 #[derive(Debug)]
 pub(crate) struct WriteHalf {
     stream: Arc<AsyncFd<UnixStream>>,
-    /// A duplicate of the socket registered for writability, only while a
-    /// write waits for room in the buffer.
-    room: Option<AsyncFd<UnixStream>>,
+    /// A duplicate of the socket, made at the split (so running out of
+    /// descriptors fails the connect, not a write), kept off the reactor
+    /// while the buffer has room...
+    spare: Option<UnixStream>,
+    /// ...and on it, watched for writability, while writes find it full.
+    watched: Option<AsyncFd<UnixStream>>,
     shut: bool,
 }
 
@@ -93,35 +101,46 @@ impl WriteHalf {
             }
         }
     }
+
+    /// The buffer is full: put the duplicate on the reactor.
+    fn watch(&mut self) -> io::Result<()> {
+        let spare = self.spare.take().ok_or_else(|| io::Error::other("unix socket writer has no spare descriptor"))?;
+        self.watched = Some(register(spare, Interest::WRITABLE)?);
+        Ok(())
+    }
+
+    /// A write took all it was given: take the duplicate off the reactor,
+    /// so the peer's reads stop waking it.
+    fn unwatch(&mut self) {
+        if let Some(watched) = self.watched.take() {
+            self.spare = Some(watched.into_inner());
+        }
+    }
 }
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         loop {
-            match self.write_now(data) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => {
-                    self.room = None;
-                    return Poll::Ready(result);
+            let written = match &self.watched {
+                None => self.write_now(data),
+                Some(watched) => {
+                    let mut ready = ready!(watched.poll_write_ready(cx))?;
+                    match ready.try_io(|_| self.write_now(data)) {
+                        Ok(written) => written,
+                        // Still full: readiness cleared, wait for the next edge.
+                        Err(_would_block) => continue,
+                    }
                 }
-            }
-            if self.room.is_none() {
-                let dup = self.stream.get_ref().try_clone()?;
-                self.room = Some(watch(dup, Interest::WRITABLE)?);
-            }
-            let written = {
-                let this = &*self;
-                let Some(room) = &this.room else { continue };
-                let mut ready = ready!(room.poll_write_ready(cx))?;
-                ready.try_io(|_| this.write_now(data))
             };
             match written {
-                Ok(result) => {
-                    self.room = None;
-                    return Poll::Ready(result);
+                // Only when not watched yet: a watched write's is caught above.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.watch()?,
+                Ok(n) if n == data.len() => {
+                    self.unwatch();
+                    return Poll::Ready(Ok(n));
                 }
-                // Still full: readiness cleared, wait for the next edge.
-                Err(_would_block) => continue,
+                // A short write left the buffer full: stay watched.
+                result => return Poll::Ready(result),
             }
         }
     }
@@ -178,6 +197,7 @@ mod tests {
         assert!(got == data, "{} bytes arrived of {}", got.len(), data.len());
     }
 
+    /// As with tokio's halves: the peer reads the end of the stream.
     #[tokio::test]
     async fn dropping_the_write_half_ends_the_peers_stream() {
         let ((_, w), (mut r, _)) = pair();
@@ -186,6 +206,7 @@ mod tests {
         assert_eq!(r.read_to_end(&mut rest).await.expect("end of stream"), 0);
     }
 
+    /// A precise error, not a wait for room that never comes.
     #[tokio::test]
     async fn a_write_to_a_closed_peer_fails() {
         let ((_, mut w), peer) = pair();

@@ -80,15 +80,17 @@ impl FaultEngine {
         }
     }
 
-    /// Cuts the power, as SIGKILL or a crash of the host does. The wrapped
-    /// engine is dropped: its threads finish the operations they were
-    /// already given (a device completes what reached it) and stop. Held
-    /// writes and everything submitted from now on are dropped unanswered
-    /// (the engine has stopped): they never land. So once this returns, no
-    /// write of the old process can still reach the file, and a test that
-    /// reads or reopens it sees exactly what the crash left. False when
-    /// something else still holds the wrapped engine, so that it could not
-    /// be stopped.
+    /// Stops the disk as SIGKILL does to its process. The wrapped engine is
+    /// dropped: its threads finish the operations they were already given
+    /// (the kernel completes what reached it) and stop. Held writes and
+    /// everything submitted from now on are dropped unanswered (the engine
+    /// has stopped): they never land. So once this returns, no write of the
+    /// old process can still reach the file, and a test that reads or
+    /// reopens it sees exactly what the crash left. A host's power loss
+    /// would also drop what the page cache holds unsynced; that is not
+    /// modelled (the data path writes with O_DIRECT where it can). False
+    /// when something else still holds the wrapped engine, so that it could
+    /// not be stopped.
     pub fn cut(&self) -> bool {
         let inner = self.inner.write().unwrap_or_else(PoisonError::into_inner).take();
         self.hold.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
