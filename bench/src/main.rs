@@ -63,6 +63,7 @@ enum Command {
         nodes: usize,
         #[arg(long, default_value_t = 1024)]
         volume_mib: u64,
+        /// HOST:PORT, or `unix:PATH` for a Unix socket.
         #[arg(long, default_value = "127.0.0.1:10899")]
         listen: String,
         /// The frontend reaches the nodes over their Unix sockets (a

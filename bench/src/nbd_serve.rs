@@ -15,6 +15,7 @@ use chuyi_common::sm4::{generate_kek_hex, new_wrapped_volume_key, open_volume_ke
 use chuyi_meta_api::ask;
 use chuyi_metadata::state::Request;
 use chuyi_nbd::server::{NbdOptions, NbdServer};
+use futures::FutureExt;
 
 pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, encrypted: bool) -> anyhow::Result<()> {
     let spec = Spec {
@@ -51,14 +52,23 @@ pub async fn run(nodes: usize, volume_mib: u64, listen: &str, node_unix: bool, e
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    // The line the script waits for.
-    println!("READY nbd://{addr}/bench");
     let server = NbdServer::with_options(client, "bench-frontend".into(), NbdOptions { kek, ..NbdOptions::default() });
+    let serving = match listen.strip_prefix("unix:") {
+        Some(path) => {
+            let listener = NbdServer::bind_unix(std::path::Path::new(path))?;
+            // The line the script waits for.
+            println!("READY nbd+unix:///bench?socket={path}");
+            server.serve_unix(listener).boxed()
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("READY nbd://{}/bench", listener.local_addr()?);
+            server.serve(listener).boxed()
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        served = server.serve(listener) => served?,
+        served = serving => served?,
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }

@@ -29,3 +29,4 @@ pub mod secret;
 pub mod size;
 pub mod sm4;
 pub mod unix_socket;
+pub mod unix_stream;

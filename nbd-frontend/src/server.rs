@@ -211,12 +211,16 @@ impl NbdServer {
         }
     }
 
-    /// [`Self::serve`] on a Unix socket.
+    /// [`Self::serve`] on a Unix socket, watched for reading only (see
+    /// [`chuyi_common::unix_stream`]: a client's reads do not wake us).
     pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
-            let (r, w) = stream.into_split();
-            self.clone().spawn_connection(r, w, "unix".into());
+            match chuyi_common::unix_stream::split(stream) {
+                Ok((r, w)) => self.clone().spawn_connection(r, w, "unix".into()),
+                // Out of descriptors or epoll watches: this client only.
+                Err(e) => tracing::warn!(error = %e, "cannot watch a unix connection; dropped"),
+            }
         }
     }
 

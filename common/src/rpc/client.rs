@@ -25,10 +25,10 @@ use super::conn::{decode_body, encode_body, read_frame, write_frames, Frame, Out
 use super::frame::{FrameHeader, FrameKind};
 use super::pending::Pending;
 use super::transport::{self, Stream};
-use super::unix_stream;
 use super::{handshake, Endpoint, RpcConfig, RpcError, SendGate};
 use crate::credential::Identity;
 use crate::limits::RPC_SEND_QUEUE_FRAMES;
+use crate::unix_stream;
 
 /// A connection to an RPC server speaking `Req` and answering `Resp`.
 /// Cloning is cheap; clones share the connection. It is not re-established

@@ -21,7 +21,6 @@ mod pool;
 mod server;
 mod session;
 mod transport;
-mod unix_stream;
 
 pub use client::RpcClient;
 pub use config::RpcConfig;

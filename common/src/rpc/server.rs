@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn, Instrument};
 
 use super::transport::{Listener, Stream};
-use super::{session, unix_stream, Endpoint, RpcError};
+use super::{session, Endpoint, RpcError};
 use crate::credential::{Keyring, Principal};
 use crate::limits::RPC_SERVER_CONNECTIONS_MAX;
+use crate::unix_stream;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.

@@ -8,7 +8,8 @@
 //! runtime thread if it is parked in the reactor, and each reply the
 //! frontend reads wakes the node's, to find nothing to do: measured, 1.6 of
 //! the 10.6 thread wake-ups of one read at QD1 through NBD (bench/RESULTS.md,
-//! "Unix sockets watched for reading only").
+//! "Unix sockets watched for reading only"). Used by the RPC layer's Unix
+//! connections and the NBD frontend's Unix socket.
 //!
 //! Here the socket is registered for reading alone. A write goes straight
 //! to the socket; one that finds the buffer full puts a duplicate of the
@@ -28,7 +29,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// Splits `stream` into halves that the reactor watches for reading only.
-pub(crate) fn split(stream: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
+pub fn split(stream: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
     // into_std deregisters the socket and leaves it non-blocking.
     // into_std forgets that tokio found an accepted socket ready: the
     // first read waits for the reactor's first event, once per connection.
@@ -48,7 +49,7 @@ fn register(socket: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixSt
 
 /// The reading half.
 #[derive(Debug)]
-pub(crate) struct ReadHalf(Arc<AsyncFd<UnixStream>>);
+pub struct ReadHalf(Arc<AsyncFd<UnixStream>>);
 
 impl AsyncRead for ReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -81,7 +82,7 @@ impl AsyncRead for ReadHalf {
 /// The writing half. Dropping it shuts the write side down, as tokio's own
 /// halves do, so the peer sees the end of the stream.
 #[derive(Debug)]
-pub(crate) struct WriteHalf {
+pub struct WriteHalf {
     stream: Arc<AsyncFd<UnixStream>>,
     /// A duplicate of the socket, made at the split (so running out of
     /// descriptors fails the connect, not a write), kept off the reactor
