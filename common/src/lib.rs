@@ -8,8 +8,9 @@
 //! SM4 cipher with its XTS mode for volume data and key wrapping ([`sm4`]),
 //! the data map that places chunks on replicas ([`map`]), the
 //! internal RPC layer ([`rpc`]) and the messages spoken over it ([`proto`]),
-//! and the Prometheus exporter every process serves its metrics with
-//! ([`metrics`]).
+//! Unix sockets: binding them ([`unix_socket`]) and connected ones watched
+//! for reading only ([`unix_stream`]), and the Prometheus exporter every
+//! process serves its metrics with ([`metrics`]).
 //!
 //! It knows no role: nothing here opens a disk, holds a map or serves a
 //! protocol to users. The wire format is documented in `common/PROTOCOL.md`.
