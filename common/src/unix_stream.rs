@@ -30,9 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// Splits `stream` into halves that the reactor watches for reading only.
 pub fn split(stream: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
-    // into_std deregisters the socket and leaves it non-blocking.
-    // into_std forgets that tokio found an accepted socket ready: the
-    // first read waits for the reactor's first event, once per connection.
+    // into_std takes the socket off tokio's reactor (still non-blocking)
+    // and forgets that tokio found an accepted socket ready: the first read
+    // waits for the reactor's first event, once per connection.
     let stream = stream.into_std()?;
     let spare = Some(stream.try_clone()?);
     let stream = Arc::new(register(stream, Interest::READABLE)?);
@@ -55,7 +55,8 @@ impl AsyncRead for ReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
-            // The RPC layer reads into initialised buffers: this fills nothing.
+            // The RPC and NBD readers read into initialised buffers: this
+            // fills nothing.
             let unfilled = buf.initialize_unfilled();
             let asked = unfilled.len();
             match ready.try_io(|fd| fd.get_ref().read(unfilled)) {
