@@ -664,8 +664,8 @@ fn raw_crc_block(dir: &Path, slot: u64) -> Vec<u8> {
 }
 
 /// Runs `work` on a disk in a runtime of its own, then crashes as SIGKILL
-/// does: the runtime is dropped with whatever it was still doing, and the
-/// power is cut under it, so the writes its engine was given finish and
+/// does: the runtime is dropped with whatever it was still doing, and its
+/// engine is cut, so the writes the engine was given finish and
 /// nothing lands after this returns (held and later writes never do). The
 /// disk is [`open_holding_slot_0`]'s.
 fn crash_after<F, Fut>(dir: &Path, engine: EngineKind, work: F)
@@ -718,11 +718,11 @@ fn reopened<T>(dir: &Path, engine: EngineKind, check: impl AsyncFnOnce(DiskStore
     rt.block_on(async { check(open(dir, engine).await).await })
 }
 
-/// The crash the tests below rely on: once the power is cut, the write
+/// The crash the tests below rely on: once the engine is cut, the write
 /// held in progress and every later write fail (the engine has stopped),
 /// and neither reaches the file.
 #[test]
-fn nothing_lands_after_the_power_is_cut() {
+fn nothing_lands_after_the_engine_is_cut() {
     for engine in ENGINES {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -3,8 +3,9 @@
 //! It fails chosen operations with a chosen errno (EIO, ENOSPC) so the
 //! chunk store's handling of a dying or full disk is tested without a real
 //! broken device, holds chosen writes in progress (a stalled device) so
-//! a test can keep a write in flight for as long as it needs, and cuts the
-//! power (a crash): after [`FaultEngine::cut`] nothing more reaches the file.
+//! a test can keep a write in flight for as long as it needs, and stops the
+//! disk as SIGKILL does to its process: after [`FaultEngine::cut`] nothing
+//! more reaches the file.
 
 use std::io;
 use std::ops::Range;
@@ -25,7 +26,7 @@ pub enum FaultOn {
 
 /// Passes operations to `inner` until told to fail them.
 pub struct FaultEngine {
-    /// `None` once the power is cut.
+    /// `None` once cut.
     inner: RwLock<Option<Arc<dyn IoEngine>>>,
     /// The wrapped engine's name, kept for `Debug` after the cut.
     inner_name: &'static str,
@@ -33,7 +34,7 @@ pub struct FaultEngine {
     errno: AtomicI32,
     /// Writes at these offsets neither land nor fail: they are kept here
     /// (their senders alive, so their callers wait) until the engine drops
-    /// or the power is cut.
+    /// or is cut.
     hold: Mutex<(Option<Range<u64>>, Vec<IoRequest>)>,
 }
 
