@@ -8,8 +8,9 @@
 # to N. QD1 reads at each N; at the largest N also QD128 writes. The cluster's
 # disks are under BENCH_DIR: give a memory-backed one (/dev/shm) to measure
 # the software, not the disk. Prints IOPS, latency and the CPU per
-# operation of the frontend, the nodes and the metadata service (from
-# /proc) for each run; nbd-load's JSON in $BENCH_DIR/results. Run it
+# operation of the frontend, the nodes (and of that, their io_uring ring
+# threads and io-wq workers) and the metadata service (from /proc) for
+# each run; nbd-load's JSON in $BENCH_DIR/results. Run it
 # alone: the split counts every process on the host that looks like one
 # of the cluster's.
 #
@@ -51,6 +52,20 @@ split() { # -> "frontend nodes meta" CPU ticks now
 	echo "$(cpu_ticks 'chuyi-bench nbd-serve') $(cpu_ticks 'chuyi node --config') $(cpu_ticks 'chuyi meta --config')"
 }
 
+node_threads() { # -> "tid kind ticks" per thread of the nodes now, kind ring (the
+	# io_uring engine's thread per disk), iowq (io_uring's kernel workers:
+	# the node's O_DIRECT I/O on a memory-backed disk is punted to them,
+	# where an NVMe disk would complete it by interrupt) or runtime
+	local p t comm
+	for p in $(pgrep -f 'chuyi node --config'); do
+		for t in /proc/"$p"/task/*; do
+			comm=$(cat "$t/comm" 2>/dev/null) || continue
+			case $comm in chuyi-uring*) comm=ring ;; iou-wrk*) comm=iowq ;; *) comm=runtime ;; esac
+			echo "${t##*/} $comm $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)"
+		done
+	done
+}
+
 depth() { # N -> requests per connection, 128 in all (rounded up)
 	echo $(((128 + $1 - 1) / $1))
 }
@@ -59,20 +74,36 @@ load() { # N name nbd-load arguments...
 	local n=$1 name=$2 before after
 	shift 2
 	before=$(split)
+	node_threads >"$results/$name.threads-before"
 	taskset -c "0-$((n - 1))" "$load_bench" nbd-load --json --warmup-seconds 0 --seconds "$run_s" "$@" >"$results/$name.json"
+	node_threads >"$results/$name.threads-after"
 	after=$(split)
 	# CPU per operation of each part over the whole run (no warm-up, so
 	# the split covers the counted span plus connecting and the drain at
 	# the end; nbd-load's own figure covers the counted span only).
 	# (python3, not jq: the device machine has no jq.)
-	python3 - "$before" "$after" "$results/$name.json" <<-'PY'
+	# The nodes' ring and io-wq threads are counted apart (of the nodes'
+	# figure), from the threads alive at the end: a thread gone during the
+	# run is in the nodes' figure only (io-wq workers leave when idle).
+	python3 - "$before" "$after" "$results/$name.json" "$results/$name.threads-before" \
+		"$results/$name.threads-after" <<-'PY'
 		import json, sys
 		before, after = ([int(t) for t in s.split()] for s in sys.argv[1:3])
 		r = json.load(open(sys.argv[3]))
-		per_op = lambda i: round((after[i] - before[i]) * 10_000 / max(r["ops"], 1), 1)
+		ops = max(r["ops"], 1)
+		per_op = lambda i: round((after[i] - before[i]) * 10_000 / ops, 1)
+		threads = lambda f: {tid: (kind, int(t)) for tid, kind, t in (l.split() for l in open(f))}
+		start, end = threads(sys.argv[4]), threads(sys.argv[5])
+		kinds = {"ring": 0, "iowq": 0}
+		for tid, (kind, t) in end.items():
+		    if kind in kinds:
+		        kinds[kind] += t - start.get(tid, (kind, 0))[1]
 		print(json.dumps({"iops": round(r["iops"]), "p50_us": round(r["latency"]["p50_us"]),
 		                  "p99_us": round(r["latency"]["p99_us"]), "frontend_us_per_op": per_op(0),
-		                  "nodes_us_per_op": per_op(1), "meta_us_per_op": per_op(2),
+		                  "nodes_us_per_op": per_op(1),
+		                  "of_which_ring_us_per_op": round(kinds["ring"] * 10_000 / ops, 1),
+		                  "of_which_iowq_us_per_op": round(kinds["iowq"] * 10_000 / ops, 1),
+		                  "meta_us_per_op": per_op(2),
 		                  "machine_but_load_us_per_op": round(r["others_us_per_op"], 1)}))
 	PY
 }

@@ -5,7 +5,7 @@
 //! the workspace's feature set (a rebuild of RocksDB's bindings).
 //!
 //! RFC 5280: Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
-//! [0] version OPTIONAL, serialNumber INTEGER, signature SEQUENCE,
+//! \[0\] version OPTIONAL, serialNumber INTEGER, signature SEQUENCE,
 //! issuer SEQUENCE, validity SEQUENCE { notBefore Time, notAfter Time },
 //! ... }, ... }; Time is UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or
 //! GeneralizedTime (YYYYMMDDHHMMSSZ).

@@ -62,7 +62,7 @@ const BUDGET_UNIT: u64 = 1 << 20;
 
 /// The bytes of request and response bodies the gateway holds at once, in
 /// MiB permits: each write and read takes what it may hold
-/// ([`WRITE_HOLD_BYTES`], [`READ_HOLD_BYTES`], or the body's length when
+/// (`WRITE_HOLD_BYTES`, `READ_HOLD_BYTES`, or the body's length when
 /// less) before it buffers a byte, and gives it back when it ends.
 #[derive(Debug, Clone)]
 pub struct Budget {

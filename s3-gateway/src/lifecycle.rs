@@ -561,9 +561,9 @@ pub struct Reported {
 
 /// Whether `progress` is worth a metadata write at `now_ms`, `last` being
 /// what was written before: a pass running for a while, every
-/// [`REPORT_EVERY_MS`]; a finished one when it was reported running (so it
+/// `REPORT_EVERY_MS`; a finished one when it was reported running (so it
 /// does not stay "running"), when nothing was written yet, or when the
-/// last write is [`REPORT_IDLE_MS`] old. A short pass costs no write.
+/// last write is `REPORT_IDLE_MS` old. A short pass costs no write.
 pub fn worth_reporting(progress: &Progress, last: Option<Reported>, now_ms: u64) -> bool {
     let since = |at: u64| now_ms.saturating_sub(at);
     match (progress.finished_ms, last) {
