@@ -721,6 +721,40 @@ pub fn is_clean(map: &DataMap) -> bool {
         .all(|pool| pool.pgs.iter().all(|pg| pg.replicas.len() == pool.size as usize && pg.recovering.is_empty()))
 }
 
+/// The offset of the first copy of `block` in `file` (a node's disk file,
+/// see [`TestCluster::disk_file`]) at a multiple of its length, which
+/// must divide 1 MiB: for tests that damage a block where the node cannot
+/// see it.
+pub fn find_block(file: &Path, block: &[u8]) -> anyhow::Result<Option<u64>> {
+    use std::io::Read;
+    let size = block.len();
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut base = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = f.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(None);
+        }
+        for (i, b) in buf[..filled].chunks_exact(size).enumerate() {
+            if b == block {
+                return Ok(Some(base + (i * size) as u64));
+            }
+        }
+        base += filled as u64;
+        if filled < buf.len() {
+            return Ok(None);
+        }
+    }
+}
+
 /// Polls `check` until it returns `Some`; panics after `limit` (for tests).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

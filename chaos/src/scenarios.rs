@@ -14,7 +14,7 @@ use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{owner_id, DataMap};
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
 
-use crate::cluster::{Spec, TestCluster, CHUNK_SIZE};
+use crate::cluster::{find_block, Spec, TestCluster, CHUNK_SIZE};
 use crate::workload::{self, Model, Stats, BLOCK};
 
 /// How long after the PGs are clean the copies of every chunk may still
@@ -416,36 +416,6 @@ pub async fn net_cut(intensity: Intensity) -> anyhow::Result<String> {
             up_after.as_millis()
         ),
     ))
-}
-
-/// The 4 KiB-aligned offset of `block` in `file`.
-fn find_block(file: &std::path::Path, block: &[u8]) -> anyhow::Result<Option<u64>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(file)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut base = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = f.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            return Ok(None);
-        }
-        for (i, b) in buf[..filled].chunks_exact(BLOCK as usize).enumerate() {
-            if b == block {
-                return Ok(Some(base + i as u64 * BLOCK));
-            }
-        }
-        base += filled as u64;
-        if filled < buf.len() {
-            return Ok(None);
-        }
-    }
 }
 
 fn flip_bit(file: &std::path::Path, at: u64) -> anyhow::Result<()> {

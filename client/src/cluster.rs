@@ -100,6 +100,8 @@ fn choice(kind: ChunkErrorKind, read: bool) -> Choice {
         | ChunkErrorKind::NoSpace
         | ChunkErrorKind::Fenced
         | ChunkErrorKind::Forbidden
+        // Only a raw block read between nodes answers it.
+        | ChunkErrorKind::NoChunk
         // The volume's writer fetches the new sequence and sends again
         // (`VolumeIo`): this request, as built, cannot succeed.
         | ChunkErrorKind::SnapStale => Choice::GiveUp,

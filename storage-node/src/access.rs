@@ -33,8 +33,10 @@ fn frontend_may(request: &ChunkRequest) -> bool {
         | ChunkRequest::RaiseFences { .. }
         | ChunkRequest::TrimClones { .. }
         | ChunkRequest::Flush { disk: None, .. } => true,
-        // Poison and stamps are backfill's, between nodes.
-        ChunkRequest::Pg { forwarded, op, .. } => !forwarded && !matches!(op, PgOp::Poison { .. } | PgOp::Stamp { .. }),
+        // Poison, stamps and raw blocks are between nodes.
+        ChunkRequest::Pg { forwarded, op, .. } => {
+            !forwarded && !matches!(op, PgOp::Poison { .. } | PgOp::Stamp { .. } | PgOp::ReadRaw { .. })
+        }
         // Another frontend's volumes' I/O is the administrator's to see.
         ChunkRequest::Disk(_)
         | ChunkRequest::Flush { disk: Some(_), .. }
@@ -125,6 +127,14 @@ mod tests {
                 chunk: ChunkId::new(1, 0),
                 epoch: 1,
                 op: PgOp::Poison { offset: 0, len: 4096 },
+                forwarded: false,
+                fence: None,
+                order: None,
+            },
+            ChunkRequest::Pg {
+                chunk: ChunkId::new(1, 0),
+                epoch: 1,
+                op: PgOp::ReadRaw { offset: 0 },
                 forwarded: false,
                 fence: None,
                 order: None,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chuyi_common::checksum::crc32c;
 use chuyi_common::ids::{ChunkId, DeviceClass};
 use chuyi_common::proto::chunk::DiskState;
 use chuyi_storage_node::io::fault::{FaultEngine, FaultOn};
@@ -180,6 +181,31 @@ async fn corrupted_block_is_reported_not_returned() {
         // A whole-block overwrite replaces it.
         disk.write(id(9), 4096, pattern(8, 4096), false).await.expect("overwrite");
         assert_eq!(read(&disk, id(9), 4096, 4096).await.expect("read"), pattern(8, 4096));
+    }
+}
+
+/// A raw block read hands back a bad block as the disk holds it, with the
+/// checksum stored for it, for mending a block both replicas fail; and
+/// refuses what it cannot answer rather than passing zeros off as a copy.
+#[tokio::test]
+async fn a_raw_read_returns_a_bad_block_and_its_stored_checksum() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), engine).await;
+        let data = pattern(7, 2 * 4096);
+        disk.write(id(9), 0, data.clone(), true).await.expect("write");
+        drop(disk);
+        flip_byte_of(&dir.path().join(DISK_FILE_NAME), &data[4096..]);
+        let disk = open(dir.path(), engine).await;
+        let (raw, crc) = disk.read_raw(id(9), 4096).await.expect("raw read of the bad block");
+        assert_eq!(crc, crc32c(&data[4096..]), "{engine:?}: the stored checksum, of what was written");
+        assert_ne!(raw, data.slice(4096..), "{engine:?}: the bytes as the disk holds them");
+        assert_eq!(raw[..123], data[4096..4096 + 123], "{engine:?}: only the flipped byte differs");
+        let (good, crc) = disk.read_raw(id(9), 0).await.expect("raw read of a good block");
+        assert_eq!((good, crc), (data.slice(..4096), crc32c(&data[..4096])));
+        assert!(matches!(disk.read_raw(id(10), 0).await, Err(StoreError::NoChunk { .. })), "{engine:?}");
+        assert!(matches!(disk.read_raw(id(9), 100).await, Err(StoreError::NotABlock { .. })), "{engine:?}");
+        assert!(matches!(disk.read_raw(id(9), CHUNK).await, Err(StoreError::OutOfRange { .. })), "{engine:?}");
     }
 }
 

@@ -189,6 +189,14 @@ pub enum PgOp {
         offset: u32,
         len: u32,
     },
+    /// Between nodes only (forwarded): the block at `offset` as it is on
+    /// the disk, whether or not it matches its checksum, answered with
+    /// `RawBlock`. For mending a block both copies fail (a crash of both
+    /// replicas in the middle of one write): see the storage node's
+    /// `replication::torn`.
+    ReadRaw {
+        offset: u32,
+    },
 }
 
 impl PgOp {
@@ -203,7 +211,11 @@ impl PgOp {
             | PgOp::Install
             | PgOp::Stamp { .. }
             | PgOp::Poison { .. } => true,
-            PgOp::Read { .. } | PgOp::Extents { .. } | PgOp::ReadSnap { .. } | PgOp::Diff { .. } => false,
+            PgOp::Read { .. }
+            | PgOp::Extents { .. }
+            | PgOp::ReadSnap { .. }
+            | PgOp::Diff { .. }
+            | PgOp::ReadRaw { .. } => false,
         }
     }
 }
@@ -249,6 +261,12 @@ pub enum ChunkResponse {
         extents: Vec<Extent>,
     },
     OwnerIo(Vec<OwnerIoCount>),
+    /// The answer to `PgOp::ReadRaw`: the payload is the block's 4096
+    /// bytes as stored, `crc` the checksum stored for it (which they may
+    /// not match).
+    RawBlock {
+        crc: u32,
+    },
 }
 
 /// A run of bytes within a chunk that holds data or reads as zeros.
@@ -429,6 +447,9 @@ pub enum ChunkErrorKind {
     /// operations are for nodes and the administrator only:
     /// `storage-node/src/access.rs`).
     Forbidden,
+    /// The disk holds no copy of the chunk (answered to a raw block read
+    /// between nodes, where zeros would pass for a copy).
+    NoChunk,
 }
 
 /// One disk as the node sees it.

@@ -17,11 +17,14 @@
 //! queued from before.
 //!
 //! A read that finds a bad block is served from another complete replica,
-//! and the block is rewritten from it (read repair).
+//! and the block is rewritten from it (read repair). A block that is bad
+//! on both is mended from the two copies where they show what it was
+//! ([`torn`]: a crash of both replicas in the middle of one write).
 
 pub mod locks;
 pub mod order;
 pub mod peers;
+pub mod torn;
 pub mod view;
 
 use std::collections::BTreeSet;
@@ -45,6 +48,7 @@ use self::peers::Peers;
 use self::view::MapView;
 use crate::fence::{FenceError, Fences};
 use crate::in_flight::{to_completion, InFlight};
+use crate::store::disk::poisoned_crc;
 use crate::store::{snaps, ChunkStore, DiskStore, StoreError};
 
 /// How long a request from a sender with a newer map waits for this node's
@@ -282,6 +286,10 @@ impl Replicator {
         let _busy = (!forwarded).then(|| InFlight::start(&self.client_ops));
         let role = match (&op, forwarded) {
             (PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. }, _) => Role::Complete,
+            (PgOp::ReadRaw { .. }, false) => {
+                return Err(ReplicationError::Invalid("raw block reads are between nodes only".into()));
+            }
+            (PgOp::ReadRaw { .. }, true) => Role::Complete,
             (_, false) => Role::Primary,
             (_, true) => Role::Member,
         };
@@ -303,6 +311,10 @@ impl Replicator {
                 let disk = self.store.disk(placed.mine.disk)?;
                 let extents = disk.extents(chunk, offset.into(), len.into()).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
+            }
+            PgOp::ReadRaw { offset } => {
+                let (data, crc) = self.store.disk(placed.mine.disk)?.read_raw(chunk, offset.into()).await?;
+                Ok((ChunkResponse::RawBlock { crc }, data))
             }
             op => Box::pin(self.mutate(&placed, chunk, Mutation { op, sender, fence }, payload, arrived)).await,
         }
@@ -370,6 +382,7 @@ impl Replicator {
             | PgOp::ReadSnap { .. }
             | PgOp::Extents { .. }
             | PgOp::Diff { .. }
+            | PgOp::ReadRaw { .. }
             | PgOp::Rollback { .. }
             | PgOp::Install
             | PgOp::Stamp { .. } => (0, u64::MAX),
@@ -439,7 +452,11 @@ impl Replicator {
                 PgOp::Rollback { to, snap } => disk.rollback(chunk, to, snap).await,
                 PgOp::Install => disk.install(chunk, payload.clone()).await,
                 PgOp::Stamp { seq, born } => disk.set_stamp(chunk, Stamp { seq, born }).await,
-                PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. } => Ok(()),
+                PgOp::Read { .. }
+                | PgOp::ReadSnap { .. }
+                | PgOp::Extents { .. }
+                | PgOp::Diff { .. }
+                | PgOp::ReadRaw { .. } => Ok(()),
             }
         };
         if forwarded {
@@ -578,7 +595,8 @@ impl Replicator {
 
     /// Rewrites the bad blocks of `[start, end)` of this node's copy of
     /// `chunk` from another complete replica: the whole range at once, or,
-    /// when the other copy has a bad block of its own in it, block by block.
+    /// when the other copy has a bad block of its own in it, block by block,
+    /// mending a block bad on both from the two copies ([`torn`]).
     ///
     /// In a task of its own, which ends even if the caller stops waiting (a
     /// reader whose client went): abandoned mid-write, the repair would
@@ -605,8 +623,9 @@ impl Replicator {
         let disk = self.store.disk(placed.mine.disk)?;
         let mut result = Ok(());
         for at in (start..end).step_by(BLOCK as usize) {
-            if matches!(disk.read(chunk, at, BLOCK).await, Err(StoreError::Checksum { .. })) {
-                if let Err(e) = self.repair_range(placed, chunk, at, at + BLOCK).await {
+            let bad = matches!(disk.read(chunk, at, BLOCK).await, Err(StoreError::Checksum { .. }));
+            if bad && self.repair_range(placed, chunk, at, at + BLOCK).await.is_err() {
+                if let Err(e) = self.mend_torn(placed, chunk, at).await {
                     result = Err(e);
                 }
             }
@@ -645,6 +664,46 @@ impl Replicator {
         }
         let message = last.unwrap_or_else(|| "no other complete replica".into());
         tracing::warn!(%chunk, start, end, %message, "could not repair a bad range");
+        Err(ReplicationError::ReplicaFailed { replica: placed.mine, message })
+    }
+
+    /// Rewrites block `at` of this node's copy of `chunk`, which fails its
+    /// checksum, as [`torn::mend`] judges it from this copy and another
+    /// replica's, both as stored. The other copy, bad too, then mends from
+    /// this one (its scrub or its next read's repair).
+    async fn mend_torn(&self, placed: &Placed, chunk: ChunkId, at: u64) -> Result<(), ReplicationError> {
+        let _range = self.locks.lock(chunk, at, at + BLOCK).await;
+        let disk = self.store.disk(placed.mine.disk)?;
+        let (mine, crc) = disk.read_raw(chunk, at).await?;
+        let request = ChunkRequest::Pg {
+            chunk,
+            epoch: placed.pg_map.epoch,
+            op: PgOp::ReadRaw { offset: at as u32 },
+            forwarded: true,
+            fence: None,
+            order: None,
+        };
+        let mut last = None;
+        for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
+            match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
+                Ok((ChunkResponse::RawBlock { crc: theirs_crc }, theirs)) if theirs.len() as u64 == BLOCK => {
+                    let ours = torn::Copy { data: &mine, crc };
+                    let theirs = torn::Copy { data: &theirs, crc: theirs_crc };
+                    let Some(data) = torn::mend(ours, theirs, poisoned_crc()) else {
+                        last = Some(format!("node {}'s copy does not show what the block was", source.node));
+                        continue;
+                    };
+                    disk.write(chunk, at, Bytes::copy_from_slice(data), true).await?;
+                    self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%chunk, block = at / BLOCK, with = source.node, "mended a block both replicas had torn");
+                    return Ok(());
+                }
+                Ok((other, _)) => last = Some(format!("{other:?}")),
+                Err(e) => last = Some(e.to_string()),
+            }
+        }
+        let message = last.unwrap_or_else(|| "no other complete replica".into());
+        tracing::warn!(%chunk, block = at / BLOCK, %message, "could not mend a block bad on both replicas");
         Err(ReplicationError::ReplicaFailed { replica: placed.mine, message })
     }
 
@@ -697,6 +756,7 @@ fn op_snap(op: &PgOp) -> Option<u32> {
         | PgOp::ReadSnap { .. }
         | PgOp::Extents { .. }
         | PgOp::Diff { .. }
+        | PgOp::ReadRaw { .. }
         | PgOp::Install
         | PgOp::Delete
         | PgOp::Poison { .. }

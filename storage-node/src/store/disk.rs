@@ -191,6 +191,27 @@ impl DiskStore {
         self.read_locked(&slot, chunk, offset, len).await
     }
 
+    /// The block at `offset` (a multiple of 4096) as it is on the disk, and
+    /// the checksum stored for it, without checking one against the other:
+    /// for mending a block both replicas fail (`replication::torn`). A
+    /// chunk this disk does not hold is an error (`NotFound`), not zeros:
+    /// there is no copy to compare.
+    pub async fn read_raw(&self, chunk: ChunkId, offset: u64) -> Result<(Bytes, u32), StoreError> {
+        self.check_op(offset, BLOCK)?;
+        if !offset.is_multiple_of(BLOCK) {
+            return Err(StoreError::NotABlock { offset, len: BLOCK });
+        }
+        let missing = || StoreError::NoChunk { disk: self.id, chunk };
+        let slot = self.read_slot(self.lookup(chunk).ok_or_else(missing)?).await?;
+        let crc = match slot.crcs.as_deref() {
+            Some(crcs) if slot.live => crcs[(offset / BLOCK) as usize],
+            _ => return Err(missing()),
+        };
+        let at = self.layout.data_at(slot.index) + offset;
+        let data = self.engine.read(at, BLOCK_SIZE_BYTES).await.map_err(|e| self.io_failed(e))?;
+        Ok((data.freeze(), crc))
+    }
+
     /// Reads `chunk` as snapshot `snap` saw it: from the head, from the
     /// clone that keeps it, or zeros (and `false`) when the chunk did not
     /// exist then.
@@ -1245,7 +1266,7 @@ fn push_run(runs: &mut Vec<Extent>, len: u32, data: bool) {
 
 /// The checksum a poisoned block carries: not a zero block's, and a
 /// poisoned block holds zeros, so it never verifies.
-fn poisoned_crc() -> u32 {
+pub fn poisoned_crc() -> u32 {
     !zero_block_crc()
 }
 

@@ -23,6 +23,10 @@ pub enum StoreError {
     DiskFailed { disk: DiskId },
     #[error("disk {disk}: {source}")]
     Io { disk: DiskId, source: io::Error },
+    #[error("disk {disk} holds no chunk {chunk}")]
+    NoChunk { disk: DiskId, chunk: ChunkId },
+    #[error("range {offset}+{len} is not one whole block")]
+    NotABlock { offset: u64, len: u64 },
     /// The node failed to run the request (its task panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,6 +40,8 @@ impl StoreError {
             StoreError::NoSpace { .. } => ChunkErrorKind::NoSpace,
             StoreError::Checksum { .. } => ChunkErrorKind::Checksum,
             StoreError::DiskFailed { .. } => ChunkErrorKind::DiskFailed,
+            StoreError::NoChunk { .. } => ChunkErrorKind::NoChunk,
+            StoreError::NotABlock { .. } => ChunkErrorKind::InvalidArgument,
             StoreError::Io { .. } | StoreError::Internal(_) => ChunkErrorKind::Io,
         }
     }
