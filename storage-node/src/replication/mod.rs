@@ -35,6 +35,7 @@ use std::time::Duration;
 use chuyi_common::clock::{self, Instant};
 
 use bytes::Bytes;
+use chuyi_common::checksum::crc32c;
 use chuyi_common::ids::{ChunkId, NodeId, SNAPSHOT_INDEX_MAX, SNAP_SEQ_MAX};
 use chuyi_common::limits::{BLOCK_SIZE_BYTES, PG_SUMS_PAGE_MAX};
 use chuyi_common::map::{DataMap, PgId, PgMap, Replica};
@@ -668,13 +669,29 @@ impl Replicator {
     }
 
     /// Rewrites block `at` of this node's copy of `chunk`, which fails its
-    /// checksum, as [`torn::mend`] judges it from this copy and another
+    /// checksum, as [`torn::mend`] judges it from this copy and the other
     /// replica's, both as stored. The other copy, bad too, then mends from
-    /// this one (its scrub or its next read's repair).
+    /// this one (its scrub or its next read's repair). Only with exactly
+    /// two complete copies: with more, two nodes could judge different
+    /// pairs and keep different bytes.
     async fn mend_torn(&self, placed: &Placed, chunk: ChunkId, at: u64) -> Result<(), ReplicationError> {
+        let others: Vec<Replica> = placed.pg_map.complete().filter(|r| *r != placed.mine).collect();
+        let [source] = others[..] else {
+            return Err(ReplicationError::ReplicaFailed {
+                replica: placed.mine,
+                message: format!(
+                    "a block bad on every copy is mended with two complete copies only, not {}",
+                    others.len() + 1
+                ),
+            });
+        };
         let _range = self.locks.lock(chunk, at, at + BLOCK).await;
         let disk = self.store.disk(placed.mine.disk)?;
         let (mine, crc) = disk.read_raw(chunk, at).await?;
+        if crc32c(&mine) == crc {
+            // Mended meanwhile (the other copy's repair, or a write).
+            return Ok(());
+        }
         let request = ChunkRequest::Pg {
             chunk,
             epoch: placed.pg_map.epoch,
@@ -683,26 +700,21 @@ impl Replicator {
             fence: None,
             order: None,
         };
-        let mut last = None;
-        for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
-            match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
-                Ok((ChunkResponse::RawBlock { crc: theirs_crc }, theirs)) if theirs.len() as u64 == BLOCK => {
-                    let ours = torn::Copy { data: &mine, crc };
-                    let theirs = torn::Copy { data: &theirs, crc: theirs_crc };
-                    let Some(data) = torn::mend(ours, theirs, poisoned_crc()) else {
-                        last = Some(format!("node {}'s copy does not show what the block was", source.node));
-                        continue;
-                    };
+        let message = match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
+            Ok((ChunkResponse::RawBlock { crc: theirs_crc }, theirs)) if theirs.len() as u64 == BLOCK => {
+                let ours = torn::Copy { data: &mine, crc };
+                let theirs = torn::Copy { data: &theirs, crc: theirs_crc };
+                if let Some(data) = torn::mend(ours, theirs, poisoned_crc()) {
                     disk.write(chunk, at, Bytes::copy_from_slice(data), true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%chunk, block = at / BLOCK, with = source.node, "mended a block both replicas had torn");
                     return Ok(());
                 }
-                Ok((other, _)) => last = Some(format!("{other:?}")),
-                Err(e) => last = Some(e.to_string()),
+                format!("node {}'s copy does not show what the block was", source.node)
             }
-        }
-        let message = last.unwrap_or_else(|| "no other complete replica".into());
+            Ok((other, _)) => format!("{other:?}"),
+            Err(e) => e.to_string(),
+        };
         tracing::warn!(%chunk, block = at / BLOCK, %message, "could not mend a block bad on both replicas");
         Err(ReplicationError::ReplicaFailed { replica: placed.mine, message })
     }

@@ -29,13 +29,20 @@
 //! rotten block matches no checksum either copy stores. A poisoned copy
 //! (backfill's mark for a block that was bad on its only source) is never
 //! evidence: its zeros are not the block's, and its checksum blesses
-//! nothing.
+//! nothing. Nor are zeros under a checksum not theirs on both copies: that
+//! is what a torn write leaves over two poisoned copies (the poison's
+//! checksum replaced, its zeros not) as well as over a block never
+//! written, and the two cannot be told apart.
 //!
 //! So the rules only ever keep bytes some write put there: ones a stored
 //! checksum vouches for, or ones both copies hold under the one checksum
-//! they both store. Both replicas must mend a block alike, whichever of
-//! them mends it first and from which side, so every rule here is
-//! symmetric in its two copies.
+//! they both store. (That assumes a copy is torn only by a crash: the same
+//! misdirected write made by one bug on both nodes would also leave the
+//! same bytes on both.) Both replicas must mend a block alike, whichever
+//! of them mends it first and from which side, so every rule here is
+//! symmetric in its two copies, and it judges two copies only: with more,
+//! each node could judge a different pair and keep different bytes, so
+//! the caller mends only a block with exactly two complete copies.
 
 use chuyi_common::checksum::crc32c;
 
@@ -64,8 +71,10 @@ pub fn mend<'a>(a: Copy<'a>, b: Copy<'a>, poisoned: u32) -> Option<&'a [u8]> {
     }
     if a.data == b.data {
         // Both in the same state: the same write's data landed on both, or
-        // on neither, while its checksum did the other.
-        return (a.crc == b.crc).then_some(a.data);
+        // on neither, while its checksum did the other. Not zeros: they may
+        // be what two poisoned copies held.
+        let zeros = a.data.iter().all(|&b| b == 0);
+        return (a.crc == b.crc && !zeros).then_some(a.data);
     }
     let blessed = |data: &[u8]| {
         let crc = crc32c(data);
@@ -170,5 +179,9 @@ mod tests {
         assert_eq!(both_ways(copy(&rotten, crc32c(&zeros)), copy(&zeros, POISONED)), None);
         // Two poisoned copies hold the same zeros.
         assert_eq!(both_ways(copy(&zeros, POISONED), copy(&zeros, POISONED)), None);
+        // And a write over both, torn with its checksum landed and its
+        // data not, leaves zeros that no longer look poisoned.
+        let new = block(2);
+        assert_eq!(both_ways(copy(&zeros, crc32c(&new)), copy(&zeros, crc32c(&new))), None);
     }
 }

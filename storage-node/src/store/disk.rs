@@ -194,7 +194,7 @@ impl DiskStore {
     /// The block at `offset` (a multiple of 4096) as it is on the disk, and
     /// the checksum stored for it, without checking one against the other:
     /// for mending a block both replicas fail (`replication::torn`). A
-    /// chunk this disk does not hold is an error (`NotFound`), not zeros:
+    /// chunk this disk does not hold is an error (`NoChunk`), not zeros:
     /// there is no copy to compare.
     pub async fn read_raw(&self, chunk: ChunkId, offset: u64) -> Result<(Bytes, u32), StoreError> {
         self.check_op(offset, BLOCK)?;
