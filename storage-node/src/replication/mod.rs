@@ -702,8 +702,8 @@ impl Replicator {
         };
         let message = match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
             Ok((ChunkResponse::RawBlock { crc: theirs_crc }, theirs)) if theirs.len() as u64 == BLOCK => {
-                let ours = torn::Copy { data: &mine, crc };
-                let theirs = torn::Copy { data: &theirs, crc: theirs_crc };
+                let ours = torn::Stored { data: &mine, crc };
+                let theirs = torn::Stored { data: &theirs, crc: theirs_crc };
                 if let Some(data) = torn::mend(ours, theirs, poisoned_crc()) {
                     disk.write(chunk, at, Bytes::copy_from_slice(data), true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);

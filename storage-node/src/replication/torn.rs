@@ -49,7 +49,7 @@ use chuyi_common::checksum::crc32c;
 /// One copy of the block: its bytes as stored and the checksum stored for
 /// it, which they fail.
 #[derive(Clone, Copy, Debug)]
-pub struct Copy<'a> {
+pub struct Stored<'a> {
     pub data: &'a [u8],
     pub crc: u32,
 }
@@ -58,11 +58,11 @@ pub struct Copy<'a> {
 /// copies show what it is.
 ///
 /// `poisoned` is the checksum a poisoned block stores.
-pub fn mend<'a>(a: Copy<'a>, b: Copy<'a>, poisoned: u32) -> Option<&'a [u8]> {
+pub fn mend<'a>(a: Stored<'a>, b: Stored<'a>, poisoned: u32) -> Option<&'a [u8]> {
     if a.crc == poisoned || b.crc == poisoned {
         return None;
     }
-    let whole = |c: &Copy<'_>| crc32c(c.data) == c.crc;
+    let whole = |c: &Stored<'_>| crc32c(c.data) == c.crc;
     match (whole(&a), whole(&b)) {
         (true, true) => return (a.data == b.data).then_some(a.data),
         (true, false) => return Some(a.data),
@@ -101,12 +101,12 @@ mod tests {
         vec![byte; 4096]
     }
 
-    fn copy(data: &[u8], crc: u32) -> Copy<'_> {
-        Copy { data, crc }
+    fn copy(data: &[u8], crc: u32) -> Stored<'_> {
+        Stored { data, crc }
     }
 
     /// Both orders, for the symmetry every rule must have.
-    fn both_ways<'a>(a: Copy<'a>, b: Copy<'a>) -> Option<&'a [u8]> {
+    fn both_ways<'a>(a: Stored<'a>, b: Stored<'a>) -> Option<&'a [u8]> {
         let one = mend(a, b, POISONED);
         assert_eq!(one, mend(b, a, POISONED), "the rule is not symmetric");
         one
