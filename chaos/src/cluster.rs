@@ -755,6 +755,16 @@ pub fn find_block(file: &Path, block: &[u8]) -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// Overwrites `data.len()` bytes of `file` at `at` and syncs them, for
+/// tests that damage a node's disk file behind its back.
+pub fn overwrite(file: &Path, at: u64, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    f.write_all_at(data, at)?;
+    f.sync_all()?;
+    Ok(())
+}
+
 /// Polls `check` until it returns `Some`; panics after `limit` (for tests).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

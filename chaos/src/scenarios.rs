@@ -14,7 +14,7 @@ use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::map::{owner_id, DataMap};
 use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkRequest, ChunkResponse, PgOp};
 
-use crate::cluster::{find_block, Spec, TestCluster, CHUNK_SIZE};
+use crate::cluster::{find_block, overwrite, Spec, TestCluster, CHUNK_SIZE};
 use crate::workload::{self, Model, Stats, BLOCK};
 
 /// How long after the PGs are clean the copies of every chunk may still
@@ -420,11 +420,8 @@ pub async fn net_cut(intensity: Intensity) -> anyhow::Result<String> {
 
 fn flip_bit(file: &std::path::Path, at: u64) -> anyhow::Result<()> {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
     let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, at)?;
+    std::fs::File::open(file)?.read_exact_at(&mut byte, at)?;
     byte[0] ^= 0x10;
-    f.write_all_at(&byte, at)?;
-    f.sync_all()?;
-    Ok(())
+    overwrite(file, at, &byte)
 }

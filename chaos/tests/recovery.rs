@@ -8,8 +8,9 @@ use std::process::Command as Process;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chuyi_chaos::cluster::{chuyi_bin, eventually, find_block, Spec, TestCluster};
+use chuyi_chaos::cluster::{chuyi_bin, eventually, find_block, overwrite, Spec, TestCluster};
 use chuyi_common::ids::{ChunkId, NodeId};
+use chuyi_common::limits::BLOCK_SIZE_BYTES;
 
 const MIB: u64 = 1 << 20;
 
@@ -97,7 +98,7 @@ async fn backfill_shows_progress_and_resumes_after_a_restart() {
 /// write's), and both copies are whole again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_block_torn_on_both_replicas_reads_as_one_of_its_writes() {
-    const BLOCK: usize = 4096;
+    const BLOCK: usize = BLOCK_SIZE_BYTES;
     // Two nodes hold every PG; nobody is marked down while they restart;
     // scrub finds the copy the read did not mend.
     let spec = Spec { nodes: 2, heartbeat_timeout_ms: 60_000, scrub_mb_per_s: 500, ..Spec::default() };
@@ -121,7 +122,7 @@ async fn a_block_torn_on_both_replicas_reads_as_one_of_its_writes() {
     for r in &replicas {
         let file = cluster.disk_file(r.node).expect("disk file");
         let at = find_block(&file, &old).expect("read the disk file").expect("the old block on the disk");
-        write_at(&file, at, &new);
+        overwrite(&file, at, &new).expect("write the new data into the disk file");
     }
     for r in &replicas {
         cluster.restart_node(r.node).expect("restart");
@@ -139,12 +140,4 @@ async fn a_block_torn_on_both_replicas_reads_as_one_of_its_writes() {
         .await;
         assert_eq!(copy.slice(3 * BLOCK..4 * BLOCK), new, "node {}'s copy", r.node);
     }
-}
-
-/// Overwrites `data.len()` bytes of `file` at `at`, durably.
-fn write_at(file: &std::path::Path, at: u64, data: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(file).expect("open the disk file");
-    f.write_all_at(data, at).expect("write the disk file");
-    f.sync_all().expect("sync the disk file");
 }
