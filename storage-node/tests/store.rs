@@ -286,6 +286,34 @@ async fn eio_takes_the_disk_out_of_service() {
     }
 }
 
+/// A write failing with an error that leaves the disk in service (here
+/// ENOSPC from the device) changes nothing: the blocks still read as
+/// they were, the blocks beside them too, and so they do after a restart.
+#[tokio::test]
+async fn a_failed_write_leaves_the_old_blocks_readable() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fault = None;
+        let disk = open_disk_wrapped(&spec(dir.path(), engine, 64 * MIB), |inner| {
+            let f = Arc::new(FaultEngine::new(inner));
+            fault = Some(f.clone());
+            f
+        })
+        .await
+        .expect("open");
+        let fault = fault.expect("wrapped");
+        disk.write(id(0), 0, pattern(0, 3 * 4096), false).await.expect("healthy write");
+        fault.inject(FaultOn::Writes, libc::ENOSPC);
+        let err = disk.write(id(0), 4096, pattern(1, 4096), false).await.expect_err("ENOSPC");
+        assert!(matches!(err, StoreError::Io { .. }), "{engine:?}: {err}");
+        fault.inject(FaultOn::Nothing, 0);
+        assert_eq!(read(&disk, id(0), 0, 3 * 4096).await.expect("read"), pattern(0, 3 * 4096), "{engine:?}");
+        drop(disk);
+        let disk = open_disk(&spec(dir.path(), engine, 64 * MIB)).await.expect("reopen");
+        assert_eq!(read(&disk, id(0), 0, 3 * 4096).await.expect("read"), pattern(0, 3 * 4096), "{engine:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_many_chunks() {
     for engine in ENGINES {

@@ -1031,33 +1031,45 @@ impl DiskStore {
         if slot.holes && self.crcs(slot)?[first..first + count].contains(&zero_block_crc()) {
             self.reserve(chunk, at, end - start).await?;
         }
-        let mut new_crcs = Vec::with_capacity(count);
-        block_crcs(&buf, &mut new_crcs);
-        // Before `changing`, which must be matched by `settled`.
-        let mut table = self.crcs(slot)?.to_vec();
-        table[first..first + count].copy_from_slice(&new_crcs);
+        let mut crcs = Vec::with_capacity(count);
+        block_crcs(&buf, &mut crcs);
         slot.changing(first, count);
+        let index = slot.index;
+        let Some(table) = slot.crcs.as_deref_mut() else {
+            slot.settled();
+            return Err(self.not_loaded());
+        };
+        // The table takes the new checksums in place (no copy of the whole
+        // table per write), and `crcs` keeps the old ones to put back if
+        // the write fails: the slot is locked exclusively, so no read sees
+        // the table before the write has settled.
+        table[first..first + count].swap_with_slice(&mut crcs);
+        let old = crcs;
         // Data and checksums go out together: until both have landed the
         // write is not acknowledged, and either one alone makes the blocks
         // read as bad, never as wrong data.
-        let (data, crcs) =
-            tokio::join!(self.engine.write(at, buf), self.store_crcs(slot.index, first, &new_crcs, &table));
-        let written = match data {
-            Err(e) => {
-                if let (Ok(()), Ok(old)) = (&crcs, self.crcs(slot)) {
+        let (data, stored) = tokio::join!(
+            self.engine.write(at, buf),
+            self.store_crcs(index, first, &table[first..first + count], table)
+        );
+        let written = match (data, stored) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), stored) => {
+                table[first..first + count].copy_from_slice(&old);
+                if stored.is_ok() {
                     // Best effort to keep "an error changes nothing": the
-                    // old data is still there, so put its checksums back
-                    // (the slot's own, still the old ones until success).
-                    let _ = self.store_crcs(slot.index, first, &old[first..first + count], old).await;
+                    // old data is still there, so put its checksums back.
+                    let _ = self.store_crcs(index, first, &old, table).await;
                 }
                 Err(self.io_failed(e))
             }
-            Ok(()) => crcs,
+            (Ok(()), Err(e)) => {
+                table[first..first + count].copy_from_slice(&old);
+                Err(e)
+            }
         };
         slot.settled();
-        written?;
-        slot.crcs = Some(table.into_boxed_slice());
-        Ok(())
+        written
     }
 
     /// Builds whole blocks around an unaligned write: the edge blocks are
@@ -1148,10 +1160,11 @@ impl DiskStore {
     }
 
     fn crcs<'a>(&self, slot: &'a Slot) -> Result<&'a [u32], StoreError> {
-        slot.crcs.as_deref().ok_or_else(|| StoreError::Io {
-            disk: self.id,
-            source: io::Error::other("checksum table used before it was loaded"),
-        })
+        slot.crcs.as_deref().ok_or_else(|| self.not_loaded())
+    }
+
+    fn not_loaded(&self) -> StoreError {
+        StoreError::Io { disk: self.id, source: io::Error::other("checksum table used before it was loaded") }
     }
 
     /// The slot locked for reading, with its checksum table loaded.

@@ -237,7 +237,14 @@ impl Journal {
             if let Some(e) = &s.failed {
                 return Err(e.to_io());
             }
-            s.dirty.insert(slot, table.into());
+            // The slot's table awaiting a checkpoint, overwritten in place
+            // when it already waits (most writes at depth): no allocation.
+            match s.dirty.get_mut(&slot) {
+                Some(waiting) if waiting.len() == table.len() => waiting.copy_from_slice(table),
+                _ => {
+                    s.dirty.insert(slot, table.into());
+                }
+            }
             s.pending.push(Commit { slot, changes, done });
             if s.writers == s.in_flight.len() && s.writers < RING_WRITERS {
                 s.writers += 1;
