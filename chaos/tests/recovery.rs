@@ -1,8 +1,10 @@
 //! Backfill as an operator sees it: progress in `chuyi status` (percent,
 //! rate, ETA) while a throttled backfill runs, and a backfill that resumes
 //! after its primary is killed and restarted without sending everything
-//! again. And a block torn on both replicas by a crash of both, which
-//! must come back as one of its writes, not as an error.
+//! again. A block torn on both replicas by a crash of both, which must
+//! come back as one of its writes, not as an error. And a rebalance, which
+//! keeps the replica it moves away from until the new one is filled: a
+//! primary lost or a block rotten on it meanwhile loses nothing.
 
 use std::process::Command as Process;
 use std::time::Duration;
@@ -140,4 +142,116 @@ async fn a_block_torn_on_both_replicas_reads_as_one_of_its_writes() {
         .await;
         assert_eq!(copy.slice(3 * BLOCK..4 * BLOCK), new, "node {}'s copy", r.node);
     }
+}
+
+/// A rebalance moves a replica make before break: a PG keeps the replica it
+/// moves away from, written all along, until the new one is backfilled.
+/// Here node 3 comes back to a cluster whose data sits on nodes 1 and 2, and
+/// node 1 is killed while it backfills one of its PGs onto node 3. That PG
+/// had one complete copy besides node 1's only because of the kept replica
+/// (before, it named node 1 and the half-filled node 3 and stayed down with
+/// node 1). Its kept replica on node 2 takes over as primary, node 3's
+/// backfill finishes from it, and every byte reads back with node 1 gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_lost_during_a_rebalance_loses_nothing() {
+    const CHUNKS: u64 = 12;
+    // 2 MB/s: a chunk's backfill takes two seconds, long enough to kill
+    // node 1 in the middle of one.
+    let spec = Spec { nodes: 3, recovery_mb_per_s: 2, heartbeat_timeout_ms: 3000, ..Spec::default() };
+    let mut cluster = TestCluster::start(spec).await.expect("cluster");
+    // Node 3 out before anything is written: every PG on nodes 1 and 2.
+    cluster.kill_node(3).expect("kill node 3");
+    cluster.wait_node(3, false, Duration::from_secs(30)).await.expect("node 3 marked down");
+    cluster.create_volume("v", CHUNKS * 4).await.expect("volume");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean on two nodes");
+    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
+    let vol = client.open_volume("v").await.expect("open");
+    let chunk_data = |i: u64| Bytes::from((0..4 * MIB).map(|b| (b as u8) ^ (i as u8) | 1).collect::<Vec<u8>>());
+    for i in 0..CHUNKS {
+        vol.write(i * 4 * MIB, chunk_data(i), false).await.expect("fill");
+    }
+    let owner = vol.volume().id;
+
+    // Node 3 returns and draws PGs back. Catch one of node 1's PGs holding
+    // data in the middle of its move, node 1 primary, node 2 kept.
+    cluster.restart_node(3).expect("restart node 3");
+    let moving = eventually(Duration::from_secs(60), "a PG of node 1 moving to node 3", || async {
+        let map = cluster.map().await.ok()?;
+        (0..CHUNKS).find_map(|i| {
+            let (pg, pg_map) = map.locate(ChunkId::new(owner, i))?;
+            let nodes: Vec<NodeId> = pg_map.replicas.iter().map(|r| r.node).collect();
+            let to_3 = pg_map.recovering.iter().any(|r| r.node == 3);
+            (nodes == [1, 3, 2] && to_3).then_some(pg)
+        })
+    })
+    .await;
+    cluster.kill_node(1).expect("kill node 1 mid-backfill");
+    cluster.wait_node(1, false, Duration::from_secs(30)).await.expect("node 1 marked down");
+
+    // Node 3 was still being filled, so the kept copy on node 2 took over
+    // as primary (had node 3's backfill ended first, node 3 would be).
+    let map = cluster.wait_clean(Duration::from_secs(120)).await.expect("clean on nodes 2 and 3");
+    let nodes: Vec<NodeId> = map.pg(moving).expect("the PG").replicas.iter().map(|r| r.node).collect();
+    assert_eq!(nodes, [2, 3], "PG {moving}: the kept copy is primary");
+    for i in 0..CHUNKS {
+        let read = vol.read(i * 4 * MIB, 4 * MIB).await.expect("read with node 1 gone");
+        assert!(read == chunk_data(i), "chunk {i} reads back as written");
+    }
+}
+
+/// A block rotten on the primary's copy while a rebalance backfills its PG
+/// onto a returning node is mended from the replica the move keeps, not
+/// poisoned on the new one (before, the primary was the PG's one complete
+/// copy during the move, and the block was lost on both once the old
+/// replica left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
+    const CHUNKS: u64 = 12;
+    const BLOCK: usize = BLOCK_SIZE_BYTES;
+    let mut cluster =
+        TestCluster::start(Spec { nodes: 3, heartbeat_timeout_ms: 3000, ..Spec::default() }).await.expect("cluster");
+    cluster.kill_node(3).expect("kill node 3");
+    cluster.wait_node(3, false, Duration::from_secs(30)).await.expect("node 3 marked down");
+    cluster.create_volume("v", CHUNKS * 4).await.expect("volume");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean on two nodes");
+    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
+    let vol = client.open_volume("v").await.expect("open");
+    // Every block unique: its chunk and block number, repeated.
+    let block = |i: u64, k: u64| Bytes::from(((i << 16) | k).to_le_bytes().repeat(BLOCK / 8));
+    let chunk_data = |i: u64| Bytes::from((0..1024).flat_map(|k| block(i, k)).collect::<Vec<u8>>());
+    for i in 0..CHUNKS {
+        vol.write(i * 4 * MIB, chunk_data(i), false).await.expect("fill");
+    }
+    // Rot on node 1: block 5 of every chunk, one byte changed in its disk file.
+    let file = cluster.disk_file(1).expect("node 1's disk file");
+    for i in 0..CHUNKS {
+        let at = find_block(&file, &block(i, 5)).expect("read the disk file").expect("the block on node 1");
+        let mut rotten = block(i, 5).to_vec();
+        rotten[100] ^= 0x10;
+        overwrite(&file, at, &rotten).expect("rot");
+    }
+
+    cluster.restart_node(3).expect("restart node 3");
+    cluster.wait_node(3, true, Duration::from_secs(30)).await.expect("node 3 up");
+    let owner = vol.volume().id;
+    // Every chunk that moved onto node 3 while node 1 stayed its primary
+    // was backfilled from node 1's rotten copy.
+    let map = eventually(Duration::from_secs(120), "the rebalance onto node 3 done", || async {
+        let map = cluster.wait_clean(Duration::from_secs(5)).await.ok()?;
+        let on_3 = |i: u64| map.locate(ChunkId::new(owner, i)).is_some_and(|(_, pg)| pg.on_node(3).is_some());
+        (0..CHUNKS).any(on_3).then_some(map)
+    })
+    .await;
+    let mut from_node_1 = 0;
+    for i in 0..CHUNKS {
+        let chunk = ChunkId::new(owner, i);
+        let (_, pg) = map.locate(chunk).expect("the chunk's PG");
+        let Some(new) = pg.on_node(3) else { continue };
+        if pg.replicas[0].node == 1 {
+            from_node_1 += 1;
+        }
+        let copy = cluster.read_replica(new, chunk).await.expect("node 3's copy reads, not poisoned");
+        assert!(copy == chunk_data(i), "chunk {i}: node 3's copy is the data written");
+    }
+    assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
 }

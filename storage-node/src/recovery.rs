@@ -33,7 +33,7 @@ use chuyi_common::proto::chunk::{ChunkRequest, ChunkResponse, ChunkSums, PgOp, R
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::replication::{chunk_sums, in_pg, ReplicationError, Replicator};
+use crate::replication::{chunk_sums, in_pg, Placed, ReplicationError, Replicator};
 use crate::store::{DiskStore, StoreError};
 
 /// PGs backfilled at once by one node. The PGs of a lost node have their
@@ -254,7 +254,7 @@ impl Recovery {
                 // A clone here went with its chunk (`copy_chunk`); one only
                 // the target has is deleted.
                 let copied = chunk.is_clone() && disk.clones_of(chunk.head()).contains(&chunk);
-                let bytes = if copied { 0 } else { self.copy_chunk(route, chunk, remote, BadLocal::Poison).await? };
+                let bytes = if copied { 0 } else { self.backfill_chunk(route, pg, chunk, remote).await? };
                 sent += bytes;
                 self.sent.fetch_add(bytes, Ordering::Relaxed);
                 self.compared.fetch_add(1, Ordering::Relaxed);
@@ -270,6 +270,39 @@ impl Recovery {
         expect_done(self.repl.peers().call(&map, target.node, &flush, Bytes::new()).await, target)?;
         tracing::info!(%pg, ?target, epoch, bytes = sent, secs = started.elapsed().as_secs_f64(), "backfill done");
         Ok(())
+    }
+
+    /// Backfills one chunk. When this copy has a block it cannot read and
+    /// the PG has another complete replica (a rebalance keeps the replica
+    /// it replaces until this backfill ends), the chunk is first mended
+    /// from it (`Replicator::repair`, block by block from the bad one on,
+    /// outside the chunk's lock, which the repair takes a range of) and
+    /// copied again; only what is bad there too, or in a snapshot clone,
+    /// which repair does not reach, is poisoned on the target.
+    async fn backfill_chunk(
+        &self,
+        route: Route<'_>,
+        pg: PgId,
+        chunk: ChunkId,
+        remote: Option<ChunkSums>,
+    ) -> Result<u64, ReplicationError> {
+        let pg_map = route.map.pg(pg).filter(|p| p.epoch == route.epoch).cloned();
+        let Some(pg_map) = pg_map.filter(|p| p.complete().any(|r| r != route.mine)) else {
+            return self.copy_chunk(route, chunk, remote, BadLocal::Poison).await;
+        };
+        match self.copy_chunk(route, chunk, remote.clone(), BadLocal::Stop).await {
+            Err(ReplicationError::Store(StoreError::Checksum { chunk: bad, block, .. })) if bad == chunk => {
+                let placed = Placed { map: self.repl.view().current(), pg, pg_map, mine: route.mine };
+                let end = self.repl.store().disk(route.mine.disk)?.chunk_size();
+                let mended = self.repl.repair(&placed, chunk, block * BLOCK_SIZE_BYTES as u64, end).await;
+                if let Err(e) = mended {
+                    tracing::warn!(%chunk, block, error = %e, "backfill could not mend a bad block from the other complete copy");
+                }
+            }
+            Err(ReplicationError::Store(StoreError::Checksum { .. })) => {}
+            done => return done,
+        }
+        self.copy_chunk(route, chunk, remote, BadLocal::Poison).await
     }
 
     /// Raises `target`'s fences of `pg`'s pool to this node's before any
@@ -612,11 +645,14 @@ struct Route<'a> {
 /// copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BadLocal {
-    /// Backfill of a new replica: this is the PG's only complete copy, so
-    /// the new copy's block is poisoned (reads as bad), never left as zeros.
+    /// Backfill of a new replica, with no other complete copy to mend the
+    /// block from (or bad there too): the new copy's block is poisoned
+    /// (reads as bad), never left as zeros.
     Poison,
     /// A copy to a complete replica after a failed write: that replica may
     /// hold the block intact, so the copy stops instead of poisoning it.
+    /// Also a backfill's first try when another complete copy exists, to
+    /// mend the block from it first.
     Stop,
 }
 

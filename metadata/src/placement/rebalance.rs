@@ -28,6 +28,11 @@ pub const REBALANCE_TOLERANCE: f64 = 0.05;
 /// primaries can move, the other replica is promoted. That may leave
 /// primaries less even than replicas, which is accepted for simplicity.
 ///
+/// A pool of one replica is not rebalanced: its moved replica would be
+/// its only one, primary and empty until backfilled from itself, and the
+/// old copy would be swept as a stray (a move of a larger pool keeps the
+/// replica it replaces until the new one is backfilled; state/nodes.rs).
+///
 /// Converges: each move lowers sum(replicas² / fair share) by more than
 /// 2 × tolerance, so repeated calls end with an empty list.
 pub fn rebalance(
@@ -38,6 +43,9 @@ pub fn rebalance(
     max_moves: usize,
 ) -> Result<Vec<PgChange>, PlacementError> {
     rule.validate()?;
+    if rule.replicas < 2 {
+        return Ok(Vec::new());
+    }
     let view = ClusterView::new(nodes, rule.class)?;
     let mut state = Rebalancer::new(rule, &view, current, frozen);
     let mut changes = Vec::new();
@@ -223,6 +231,16 @@ mod tests {
         nodes.push(node(3, "a", &[(0, Ssd, 100)]));
         nodes[0].up = true;
         nodes[0].disks[0].up = false;
+        assert_eq!(rebalance(&rule, &nodes, &map, &BTreeSet::new(), 8), Ok(vec![]));
+    }
+
+    /// A pool of one replica never moves its only copy.
+    #[test]
+    fn single_replica_pools_do_not_move() {
+        let mut nodes: Vec<_> = (1..=2).map(|n| node(n, "a", &[(0, Ssd, 100)])).collect();
+        let rule = PoolRule { replicas: 1, ..rule(Ssd, 64, false) };
+        let map = place_pool(&rule, &nodes).expect("place");
+        nodes.push(node(3, "a", &[(0, Ssd, 100)]));
         assert_eq!(rebalance(&rule, &nodes, &map, &BTreeSet::new(), 8), Ok(vec![]));
     }
 

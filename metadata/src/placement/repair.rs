@@ -47,7 +47,15 @@ fn repair_one(
         None if set.len() < rule.replicas => ChangeReason::Underreplicated,
         None => return None,
     };
-    let mut to = survivors;
+    // Survivors in order while they fit the rule: a set a rebalance is
+    // moving holds one replica more than the rule, and the new one may
+    // share a failure domain with the one it replaces.
+    let mut to = ReplicaSet::new();
+    for d in survivors {
+        if to.len() < rule.replicas && view.can_join(&to, d, rule) {
+            to.push(d);
+        }
+    }
     while to.len() < rule.replicas {
         match load.lightest(&to, |d| view.can_join(&to, d, rule)) {
             Some(disk) => to.push(disk),
@@ -72,6 +80,29 @@ mod tests {
     use super::*;
     use crate::placement::testkit::{apply, check_map, node, replica_counts, rule};
     use crate::placement::{place_pool, DiskRef};
+
+    /// A set a rebalance is moving (primary, new replica, kept replica; the
+    /// new one in the kept one's failure domain, which the move allowed
+    /// since the kept one leaves) loses its primary: the kept replica, a
+    /// complete one listed before the new, stays; the new one, which would
+    /// share its domain, gives way to one from another domain.
+    #[test]
+    fn a_moving_set_that_loses_its_primary_keeps_the_rule() {
+        let mut nodes = vec![
+            node(1, "a", &[(0, Ssd, 100)]),
+            node(2, "b", &[(0, Ssd, 100)]),
+            node(3, "b", &[(0, Ssd, 100)]),
+            node(4, "c", &[(0, Ssd, 100)]),
+        ];
+        let rule = rule(Ssd, 1, true);
+        let d = |n| DiskRef { node: n, disk: 0 };
+        // Complete first (as the state layer orders them): 1, kept 2, new 3.
+        let current = vec![vec![d(1), d(2), d(3)]];
+        nodes[0].up = false;
+        let changes = repair(&rule, &nodes, &current).expect("repair");
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].to, vec![d(2), d(4)], "{changes:?}");
+    }
 
     /// Node 2 of 4 goes down: its PGs, and only those, change; each keeps
     /// its survivor as primary and gets a secondary on nodes 1, 3 or 4,

@@ -91,7 +91,7 @@ async fn tick(
     let wants_moves = map.pools.iter().any(|pool| {
         let pgs: Vec<_> = map.pgs.iter().filter(|pg| pg.pool == pool.id).cloned().collect();
         let frozen = crate::state::view::recovering_pgs(&pgs);
-        let sets: Vec<_> = pgs.into_iter().map(|pg| pg.replicas).collect();
+        let sets = crate::state::view::placed_sets(pgs, pool.redundancy.replicas());
         let rule = crate::state::view::rule(pool);
         placement::rebalance(&rule, &views, &sets, &frozen, 1).is_ok_and(|moves| !moves.is_empty())
     });

@@ -120,7 +120,11 @@ pub(super) fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
     let mut changes = Vec::new();
     for pool in view::pools(t)? {
         let current = view::pgs(t, pool.id)?;
-        let sets: Vec<_> = current.iter().map(|pg| pg.replicas.clone()).collect();
+        // Complete replicas first: a repair keeps survivors in this order
+        // while they fit the pool's rule, so one that must go (a rebalance's
+        // new replica in the failure domain of the one it replaces, when the
+        // primary is lost mid-move) is a half-filled one.
+        let sets: Vec<_> = current.iter().map(complete_first).collect();
         match placement::repair(&view::rule(&pool), &nodes, &sets) {
             Ok(moves) => changes.extend(
                 moves
@@ -143,13 +147,37 @@ pub(super) fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
     for pool in view::pools(t)? {
         let pgs = view::pgs(t, pool.id)?;
         let frozen = view::recovering_pgs(&pgs);
-        let sets: Vec<_> = pgs.into_iter().map(|pg| pg.replicas).collect();
+        let sets = view::placed_sets(pgs, pool.redundancy.replicas());
         match placement::rebalance(&view::rule(&pool), &nodes, &sets, &frozen, max_moves) {
             Ok(moves) => changes.extend(moves.into_iter().map(|change| PoolChange { pool: pool.name.clone(), change })),
             Err(e) => return Err(TableError::Invariant(format!("rebalancing pool {}: {e}", pool.name))),
         }
     }
     apply_moves(t, changes, false)
+}
+
+/// `pg`'s replicas, the complete ones first, each group in its order.
+fn complete_first(pg: &PgRecord) -> Vec<DiskRef> {
+    let (complete, recovering): (Vec<DiskRef>, Vec<DiskRef>) =
+        pg.replicas.iter().partition(|d| !pg.recovering.contains(d));
+    [complete, recovering].concat()
+}
+
+/// The replicas a PG names while `change` is under way. A repair's target
+/// is taken at once: what it drops is down. A rebalance drops a replica
+/// that is up and complete, so it keeps that replica, after the new ones,
+/// until every new replica is backfilled ([`pg_recovered`]): until then
+/// the PG still has as many complete copies as the pool asks for, and a
+/// node lost mid-backfill leaves one whole copy that has had every write,
+/// not only the one being copied from. A replica moving to another disk of
+/// the same node is dropped at once: a node serves one replica of a PG.
+pub(super) fn during(change: &PgChange) -> Vec<DiskRef> {
+    let mut replicas = change.to.clone();
+    if change.reason == placement::ChangeReason::Rebalance {
+        let on_a_new_node = |d: &&DiskRef| !change.to.iter().any(|t| t.node == d.node);
+        replicas.extend(change.from.iter().filter(on_a_new_node));
+    }
+    replicas
 }
 
 pub(super) fn apply_moves(t: &mut impl TablesMut, changes: Vec<PoolChange>, map_changed: bool) -> Applied {
@@ -166,7 +194,7 @@ pub(super) fn apply_moves(t: &mut impl TablesMut, changes: Vec<PoolChange>, map_
             return Err(TableError::Invariant(format!("pool {} has no PG {}", c.pool, c.change.pg)));
         };
         pg.recovering = joined(&c.change, &pg.recovering);
-        pg.replicas = c.change.to.clone();
+        pg.replicas = during(&c.change);
         pg.epoch = epoch;
         t.put_rec("pg", &key, &pg)?;
     }
@@ -216,6 +244,14 @@ pub(super) fn pg_recovered(t: &mut impl TablesMut, pool: u32, pg: u32, disk: Dis
         return Ok(Ok(Reply::Done));
     }
     record.recovering.retain(|d| *d != disk);
+    if record.recovering.is_empty() {
+        // A rebalance's replicas kept past the pool's count ([`during`])
+        // leave now that the new ones hold the data.
+        let Some(size) = view::pools(t)?.into_iter().find(|p| p.id == pool).map(|p| p.redundancy.replicas()) else {
+            return Err(TableError::Invariant(format!("PG {pool}.{pg} names no pool")));
+        };
+        record.replicas.truncate(size);
+    }
     record.epoch = bump_epoch(t)?;
     t.put_rec("pg", &key, &record)?;
     Ok(Ok(Reply::Done))

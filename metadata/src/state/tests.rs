@@ -577,6 +577,56 @@ fn a_recovering_replica_never_becomes_the_only_copy_or_primary() {
     }
 }
 
+/// A rebalance move keeps the replica it moves away from, after the new
+/// one, until the new one is backfilled: a primary lost mid-backfill then
+/// leaves that complete copy as primary (before, the PG kept naming the
+/// dead primary, its one complete copy). Once the new replica reports
+/// recovered, the kept one leaves.
+#[test]
+fn a_rebalanced_pg_keeps_its_old_replica_until_the_new_one_is_backfilled() {
+    let mut w = World::cluster(3);
+    w.register(4, 2);
+    let pool = view::pool(&w.t, "ssd").expect("read").expect("pool");
+    let Reply::Moves { changes, .. } = w.ok(Command::Rebalance { max_moves: 8 }) else { panic!("PGs move") };
+    let moved: Vec<_> = changes.iter().map(|c| c.change.clone()).collect();
+    assert!(!moved.is_empty(), "an empty node attracts PGs");
+    let pgs = view::pgs(&w.t, pool.id).expect("pgs");
+    for change in &moved {
+        let pg = pgs.iter().find(|pg| pg.pg == change.pg).expect("pg");
+        let left: Vec<_> = change.from.iter().filter(|d| !change.to.contains(d)).copied().collect();
+        let new: Vec<_> = change.to.iter().filter(|d| !change.from.contains(d)).copied().collect();
+        assert_eq!(pg.replicas, [change.to.clone(), left].concat(), "PG {}: kept after the new", pg.pg);
+        assert_eq!(pg.recovering, new, "PG {}", pg.pg);
+        assert_eq!(pg.health(&pool), PgHealth::Recovering);
+    }
+
+    // One moved PG's new replica is backfilled: the kept replica leaves.
+    let done = &moved[0];
+    let pg = pgs.iter().find(|pg| pg.pg == done.pg).expect("pg").clone();
+    w.ok(Command::PgRecovered { pool: pool.id, pg: pg.pg, disk: pg.recovering[0], epoch: pg.epoch });
+    let after = view::pgs(&w.t, pool.id).expect("pgs");
+    let pg = after.iter().find(|p| p.pg == done.pg).expect("pg");
+    assert_eq!(pg.replicas, done.to, "the kept replica left");
+    assert_eq!(pg.health(&pool), PgHealth::Clean);
+
+    // Another one's primary dies before its new replica is backfilled: the
+    // kept replica, complete and written all along, becomes primary.
+    let Some(change) = moved[1..].iter().find(|c| c.to[0] == c.from[0]) else { panic!("a move that kept its primary") };
+    let primary = change.to[0];
+    let kept = *change.from.iter().find(|d| !change.to.contains(d)).expect("a kept replica");
+    w.now_ms += 6000;
+    for id in (1..=4).filter(|id| *id != primary.node) {
+        let disks = view::node(&w.t, id).expect("read").expect("node").disks;
+        w.ok(Command::Heartbeat { id, disks });
+    }
+    w.ok(Command::MarkNodeDown { id: primary.node, timeout_ms: 5000 });
+    let after = view::pgs(&w.t, pool.id).expect("pgs");
+    let pg = after.iter().find(|p| p.pg == change.pg).expect("pg");
+    assert_eq!(pg.replicas[0], kept, "the kept copy is primary: {:?}", pg.replicas);
+    assert!(!pg.recovering.contains(&kept));
+    assert!(pg.replicas.iter().all(|d| d.node != primary.node));
+}
+
 #[test]
 fn a_node_reported_unreachable_stays_down_for_a_doubling_penalty() {
     let mut w = World::cluster(3);

@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::tables::TableError;
 use super::tables::Tables;
-use crate::placement::{DiskView, NodeView, PoolRule};
+use crate::placement::{DiskView, NodeView, PoolRule, ReplicaSet};
 
 pub(crate) fn epoch(t: &impl Tables) -> Result<u64, TableError> {
     Ok(t.get_rec("epoch", keys::EPOCH)?.unwrap_or(0))
@@ -68,6 +68,20 @@ pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, TableError> {
 }
 
 /// PGs with a replica still being backfilled: frozen for rebalancing.
+/// The replica sets placement balances: each PG's without the replicas a
+/// rebalance keeps past the pool's count until its move's backfill ends
+/// (`nodes::during`). Counted, they would keep their disks looking full and
+/// draw more moves off them than balance needs.
+pub(crate) fn placed_sets(pgs: Vec<PgRecord>, replicas: usize) -> Vec<ReplicaSet> {
+    pgs.into_iter()
+        .map(|pg| {
+            let mut set = pg.replicas;
+            set.truncate(replicas);
+            set
+        })
+        .collect()
+}
+
 pub(crate) fn recovering_pgs(pgs: &[PgRecord]) -> std::collections::BTreeSet<u32> {
     pgs.iter().filter(|pg| !pg.recovering.is_empty()).map(|pg| pg.pg).collect()
 }
