@@ -1021,6 +1021,11 @@ impl DiskStore {
     }
 
     /// Writes `data` at `offset` into a slot already locked and loaded.
+    /// Its callers run to completion (`in_flight::to_completion`): dropped
+    /// mid-write, it would leave the table holding the new checksums while
+    /// the data write may still fail, and the blocks would read as bad
+    /// until repaired (as a write abandoned before this change left them
+    /// after it landed).
     async fn write_locked(&self, slot: &mut Slot, chunk: ChunkId, offset: u64, data: Bytes) -> Result<(), StoreError> {
         let len = data.len() as u64;
         let (start, end) = aligned(offset, len);
