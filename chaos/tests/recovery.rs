@@ -236,10 +236,13 @@ async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
     let owner = vol.volume().id;
     // Every chunk that moved onto node 3 while node 1 stayed its primary
     // was backfilled from node 1's rotten copy.
-    let map = eventually(Duration::from_secs(120), "the rebalance onto node 3 done", || async {
+    let map = eventually(Duration::from_secs(120), "a chunk moved onto node 3 from node 1", || async {
         let map = cluster.wait_clean(Duration::from_secs(5)).await.ok()?;
-        let on_3 = |i: u64| map.locate(ChunkId::new(owner, i)).is_some_and(|(_, pg)| pg.on_node(3).is_some());
-        (0..CHUNKS).any(on_3).then_some(map)
+        let from_1 = |i: u64| {
+            map.locate(ChunkId::new(owner, i))
+                .is_some_and(|(_, pg)| pg.on_node(3).is_some() && pg.replicas[0].node == 1)
+        };
+        (0..CHUNKS).any(from_1).then_some(map)
     })
     .await;
     let mut from_node_1 = 0;

@@ -302,6 +302,8 @@ impl Recovery {
             Err(ReplicationError::Store(StoreError::Checksum { .. })) => {}
             done => return done,
         }
+        // What the first try sent is on the target now: not sent again.
+        let remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
         self.copy_chunk(route, chunk, remote, BadLocal::Poison).await
     }
 

@@ -9,7 +9,10 @@ use chuyi_meta_api::placement::{ChangeReason, NodeView, PgChange, PoolRule, Repl
 /// PGs get none.
 ///
 /// For a PG with a replica on a down node or disk, the survivors keep their
-/// order and data, so the first survivor becomes primary, and new replicas
+/// order and data while they fit the rule (a set a rebalance is moving has
+/// one more than the rule, and its new replica may share the failure domain
+/// of the one it replaces; the caller lists complete replicas first, so a
+/// half-filled one gives way), the first survivor becomes primary, and new replicas
 /// are chosen after them with the rule's constraints and the same greedy
 /// capacity balancing as [`place_pool`](super::place_pool), counting the
 /// current map's load. Without an eligible disk the PG runs degraded on its

@@ -130,6 +130,7 @@ pub(super) fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
                 moves
                     .into_iter()
                     .filter_map(|change| keep_a_complete_primary(change, &current))
+                    .map(|change| as_recorded(change, &current))
                     .map(|change| PoolChange { pool: pool.name.clone(), change }),
             ),
             // The pool's map and rule are the state machine's own: a
@@ -154,6 +155,18 @@ pub(super) fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
         }
     }
     apply_moves(t, changes, false)
+}
+
+/// `change` with its `from` in the record's order (repair saw the complete
+/// replicas first), as the Moves reply and the log report it.
+fn as_recorded(mut change: PgChange, current: &[PgRecord]) -> PgChange {
+    if let Some(pg) = current.iter().find(|pg| pg.pg == change.pg) {
+        if change.reason == placement::ChangeReason::Lost {
+            change.to = pg.replicas.clone();
+        }
+        change.from = pg.replicas.clone();
+    }
+    change
 }
 
 /// `pg`'s replicas, the complete ones first, each group in its order.

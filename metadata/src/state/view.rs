@@ -67,7 +67,6 @@ pub(crate) fn pools(t: &impl Tables) -> Result<Vec<Pool>, TableError> {
     all(t, "pool", keys::T_POOL)
 }
 
-/// PGs with a replica still being backfilled: frozen for rebalancing.
 /// The replica sets placement balances: each PG's without the replicas a
 /// rebalance keeps past the pool's count until its move's backfill ends
 /// (`nodes::during`). Counted, they would keep their disks looking full and
@@ -82,6 +81,7 @@ pub(crate) fn placed_sets(pgs: Vec<PgRecord>, replicas: usize) -> Vec<ReplicaSet
         .collect()
 }
 
+/// PGs with a replica still being backfilled: frozen for rebalancing.
 pub(crate) fn recovering_pgs(pgs: &[PgRecord]) -> std::collections::BTreeSet<u32> {
     pgs.iter().filter(|pg| !pg.recovering.is_empty()).map(|pg| pg.pg).collect()
 }
