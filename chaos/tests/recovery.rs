@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_chaos::cluster::{chuyi_bin, eventually, find_block, overwrite, Spec, TestCluster};
+use chuyi_client::volume::VolumeIo;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
 
@@ -158,18 +159,8 @@ async fn a_node_lost_during_a_rebalance_loses_nothing() {
     // 2 MB/s: a chunk's backfill takes two seconds, long enough to kill
     // node 1 in the middle of one.
     let spec = Spec { nodes: 3, recovery_mb_per_s: 2, heartbeat_timeout_ms: 3000, ..Spec::default() };
-    let mut cluster = TestCluster::start(spec).await.expect("cluster");
-    // Node 3 out before anything is written: every PG on nodes 1 and 2.
-    cluster.kill_node(3).expect("kill node 3");
-    cluster.wait_node(3, false, Duration::from_secs(30)).await.expect("node 3 marked down");
-    cluster.create_volume("v", CHUNKS * 4).await.expect("volume");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean on two nodes");
-    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
-    let vol = client.open_volume("v").await.expect("open");
     let chunk_data = |i: u64| Bytes::from((0..4 * MIB).map(|b| (b as u8) ^ (i as u8) | 1).collect::<Vec<u8>>());
-    for i in 0..CHUNKS {
-        vol.write(i * 4 * MIB, chunk_data(i), false).await.expect("fill");
-    }
+    let (mut cluster, vol) = on_nodes_1_and_2(spec, CHUNKS, chunk_data).await;
     let owner = vol.volume().id;
 
     // Node 3 returns and draws PGs back. Catch one of node 1's PGs holding
@@ -208,20 +199,11 @@ async fn a_node_lost_during_a_rebalance_loses_nothing() {
 async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
     const CHUNKS: u64 = 12;
     const BLOCK: usize = BLOCK_SIZE_BYTES;
-    let mut cluster =
-        TestCluster::start(Spec { nodes: 3, heartbeat_timeout_ms: 3000, ..Spec::default() }).await.expect("cluster");
-    cluster.kill_node(3).expect("kill node 3");
-    cluster.wait_node(3, false, Duration::from_secs(30)).await.expect("node 3 marked down");
-    cluster.create_volume("v", CHUNKS * 4).await.expect("volume");
-    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean on two nodes");
-    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
-    let vol = client.open_volume("v").await.expect("open");
     // Every block unique: its chunk and block number, repeated.
     let block = |i: u64, k: u64| Bytes::from(((i << 16) | k).to_le_bytes().repeat(BLOCK / 8));
     let chunk_data = |i: u64| Bytes::from((0..1024).flat_map(|k| block(i, k)).collect::<Vec<u8>>());
-    for i in 0..CHUNKS {
-        vol.write(i * 4 * MIB, chunk_data(i), false).await.expect("fill");
-    }
+    let spec = Spec { nodes: 3, heartbeat_timeout_ms: 3000, ..Spec::default() };
+    let (mut cluster, vol) = on_nodes_1_and_2(spec, CHUNKS, chunk_data).await;
     // Rot on node 1: block 5 of every chunk, one byte changed in its disk file.
     let file = cluster.disk_file(1).expect("node 1's disk file");
     for i in 0..CHUNKS {
@@ -257,4 +239,21 @@ async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
         assert!(copy == chunk_data(i), "chunk {i}: node 3's copy is the data written");
     }
     assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
+}
+
+/// A 3-node cluster with node 3 out before anything is written, so every
+/// PG sits on nodes 1 and 2, and a volume of `chunks` 4 MiB chunks filled
+/// with `data(i)` in chunk `i`.
+async fn on_nodes_1_and_2(spec: Spec, chunks: u64, data: impl Fn(u64) -> Bytes) -> (TestCluster, VolumeIo) {
+    let mut cluster = TestCluster::start(spec).await.expect("cluster");
+    cluster.kill_node(3).expect("kill node 3");
+    cluster.wait_node(3, false, Duration::from_secs(30)).await.expect("node 3 marked down");
+    cluster.create_volume("v", chunks * 4).await.expect("volume");
+    cluster.wait_clean(Duration::from_secs(30)).await.expect("clean on two nodes");
+    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
+    let vol = client.open_volume("v").await.expect("open");
+    for i in 0..chunks {
+        vol.write(i * 4 * MIB, data(i), false).await.expect("fill");
+    }
+    (cluster, vol)
 }

@@ -266,15 +266,7 @@ async fn full_disk_refuses_new_chunks_and_keeps_serving_reads() {
 async fn eio_takes_the_disk_out_of_service() {
     for engine in ENGINES {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut fault = None;
-        let disk = open_disk_wrapped(&spec(dir.path(), engine, 64 * MIB), |inner| {
-            let f = Arc::new(FaultEngine::new(inner));
-            fault = Some(f.clone());
-            f
-        })
-        .await
-        .expect("open");
-        let fault = fault.expect("wrapped");
+        let (disk, fault) = open_with_fault(dir.path(), engine).await;
         disk.write(id(0), 0, pattern(0, 4096), false).await.expect("healthy write");
         fault.inject(FaultOn::Writes, libc::EIO);
         let err = disk.write(id(0), 0, pattern(1, 4096), false).await.expect_err("EIO");
@@ -293,15 +285,7 @@ async fn eio_takes_the_disk_out_of_service() {
 async fn a_failed_write_leaves_the_old_blocks_readable() {
     for engine in ENGINES {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut fault = None;
-        let disk = open_disk_wrapped(&spec(dir.path(), engine, 64 * MIB), |inner| {
-            let f = Arc::new(FaultEngine::new(inner));
-            fault = Some(f.clone());
-            f
-        })
-        .await
-        .expect("open");
-        let fault = fault.expect("wrapped");
+        let (disk, fault) = open_with_fault(dir.path(), engine).await;
         disk.write(id(0), 0, pattern(0, 3 * 4096), false).await.expect("healthy write");
         fault.inject(FaultOn::Writes, libc::ENOSPC);
         let err = disk.write(id(0), 4096, pattern(1, 4096), false).await.expect_err("ENOSPC");
@@ -737,9 +721,8 @@ where
     drop(disk);
 }
 
-/// A disk whose slot 0 holds chunk 99, and whose engine from then on holds
-/// every write into slot 0's data in progress (for [`beside`]).
-async fn open_holding_slot_0(dir: &Path, engine: EngineKind) -> (DiskStore, Arc<FaultEngine>) {
+/// A 64 MiB disk on `engine` under a fault engine, and that fault engine.
+async fn open_with_fault(dir: &Path, engine: EngineKind) -> (DiskStore, Arc<FaultEngine>) {
     let mut fault = None;
     let disk = open_disk_wrapped(&spec(dir, engine, 64 * MIB), |inner| {
         let f = Arc::new(FaultEngine::new(inner));
@@ -748,9 +731,15 @@ async fn open_holding_slot_0(dir: &Path, engine: EngineKind) -> (DiskStore, Arc<
     })
     .await
     .expect("open");
+    (disk, fault.expect("wrapped"))
+}
+
+/// A disk whose slot 0 holds chunk 99, and whose engine from then on holds
+/// every write into slot 0's data in progress (for [`beside`]).
+async fn open_holding_slot_0(dir: &Path, engine: EngineKind) -> (DiskStore, Arc<FaultEngine>) {
+    let (disk, fault) = open_with_fault(dir, engine).await;
     disk.write(id(99), 0, pattern(99, 4096), false).await.expect("chunk 99 into slot 0");
     let data = raw_superblock(dir).layout.data_at(0);
-    let fault = fault.expect("wrapped");
     fault.hold_writes(data..data + CHUNK);
     (disk, fault)
 }
