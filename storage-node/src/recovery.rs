@@ -254,7 +254,7 @@ impl Recovery {
                 // A clone here went with its chunk (`copy_chunk`); one only
                 // the target has is deleted.
                 let copied = chunk.is_clone() && disk.clones_of(chunk.head()).contains(&chunk);
-                let bytes = if copied { 0 } else { self.backfill_chunk(route, pg, chunk, remote).await? };
+                let bytes = if copied { 0 } else { self.backfill_chunk(&map, route, pg, chunk, remote).await? };
                 sent += bytes;
                 self.sent.fetch_add(bytes, Ordering::Relaxed);
                 self.compared.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +281,7 @@ impl Recovery {
     /// which repair does not reach, is poisoned on the target.
     async fn backfill_chunk(
         &self,
+        map: &Arc<DataMap>,
         route: Route<'_>,
         pg: PgId,
         chunk: ChunkId,
@@ -290,9 +291,11 @@ impl Recovery {
         let Some(pg_map) = pg_map.filter(|p| p.complete().any(|r| r != route.mine)) else {
             return self.copy_chunk(route, chunk, remote, BadLocal::Poison).await;
         };
-        match self.copy_chunk(route, chunk, remote.clone(), BadLocal::Stop).await {
+        // The target's sums are taken again for the second try, so the
+        // first one takes these.
+        match self.copy_chunk(route, chunk, remote, BadLocal::Stop).await {
             Err(ReplicationError::Store(StoreError::Checksum { chunk: bad, block, .. })) if bad == chunk => {
-                let placed = Placed { map: self.repl.view().current(), pg, pg_map, mine: route.mine };
+                let placed = Placed { map: map.clone(), pg, pg_map, mine: route.mine };
                 let end = self.repl.store().disk(route.mine.disk)?.chunk_size();
                 let mended = self.repl.repair(&placed, chunk, block * BLOCK_SIZE_BYTES as u64, end).await;
                 if let Err(e) = mended {

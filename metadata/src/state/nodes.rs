@@ -130,6 +130,7 @@ pub(super) fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
                 moves
                     .into_iter()
                     .filter_map(|change| keep_a_complete_primary(change, &current))
+                    .filter(|change| change.from != change.to)
                     .map(|change| as_recorded(change, &current))
                     .map(|change| PoolChange { pool: pool.name.clone(), change }),
             ),
@@ -138,7 +139,6 @@ pub(super) fn reconcile(t: &mut impl TablesMut, map_changed: bool) -> Applied {
             Err(e) => return Err(TableError::Invariant(format!("repairing pool {}: {e}", pool.name))),
         }
     }
-    changes.retain(|c| c.change.from != c.change.to);
     apply_moves(t, changes, map_changed)
 }
 
@@ -158,12 +158,11 @@ pub(super) fn rebalance(t: &mut impl TablesMut, max_moves: usize) -> Applied {
 }
 
 /// `change` with its `from` in the record's order (repair saw the complete
-/// replicas first), as the Moves reply and the log report it.
+/// replicas first), as the Moves reply and the log report it. Only for a
+/// change that moves something: one that does not (a lost PG's) is
+/// dropped before, while `from` and `to` are still in the same order.
 fn as_recorded(mut change: PgChange, current: &[PgRecord]) -> PgChange {
     if let Some(pg) = current.iter().find(|pg| pg.pg == change.pg) {
-        if change.reason == placement::ChangeReason::Lost {
-            change.to = pg.replicas.clone();
-        }
         change.from = pg.replicas.clone();
     }
     change
