@@ -4,16 +4,19 @@
 //! again. A block torn on both replicas by a crash of both, which must
 //! come back as one of its writes, not as an error. And a rebalance, which
 //! keeps the replica it moves away from until the new one is filled: a
-//! primary lost or a block rotten on it meanwhile loses nothing.
+//! primary lost or a block rotten on it meanwhile loses nothing. Rot in a
+//! snapshot's clone, mended as rot in a chunk is.
 
 use std::process::Command as Process;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chuyi_chaos::cluster::{chuyi_bin, eventually, find_block, overwrite, Spec, TestCluster};
+use chuyi_client::attach::attach;
 use chuyi_client::volume::VolumeIo;
 use chuyi_common::ids::{ChunkId, NodeId};
 use chuyi_common::limits::BLOCK_SIZE_BYTES;
+use chuyi_common::map::{DataMap, Replica};
 
 const MIB: u64 = 1 << 20;
 
@@ -198,35 +201,16 @@ async fn a_node_lost_during_a_rebalance_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
     const CHUNKS: u64 = 12;
-    const BLOCK: usize = BLOCK_SIZE_BYTES;
-    // Every block unique: its chunk and block number, repeated.
-    let block = |i: u64, k: u64| Bytes::from(((i << 16) | k).to_le_bytes().repeat(BLOCK / 8));
-    let chunk_data = |i: u64| Bytes::from((0..1024).flat_map(|k| block(i, k)).collect::<Vec<u8>>());
     let spec = Spec { nodes: 3, heartbeat_timeout_ms: 3000, ..Spec::default() };
-    let (mut cluster, vol) = on_nodes_1_and_2(spec, CHUNKS, chunk_data).await;
-    // Rot on node 1: block 5 of every chunk, one byte changed in its disk file.
+    let (mut cluster, vol) = on_nodes_1_and_2(spec, CHUNKS, unique_chunk).await;
+    // Rot on node 1: block 5 of every chunk.
     let file = cluster.disk_file(1).expect("node 1's disk file");
     for i in 0..CHUNKS {
-        let at = find_block(&file, &block(i, 5)).expect("read the disk file").expect("the block on node 1");
-        let mut rotten = block(i, 5).to_vec();
-        rotten[100] ^= 0x10;
-        overwrite(&file, at, &rotten).expect("rot");
+        rot(&file, &unique_block(i, 5));
     }
 
-    cluster.restart_node(3).expect("restart node 3");
-    cluster.wait_node(3, true, Duration::from_secs(30)).await.expect("node 3 up");
     let owner = vol.volume().id;
-    // Every chunk that moved onto node 3 while node 1 stayed its primary
-    // was backfilled from node 1's rotten copy.
-    let map = eventually(Duration::from_secs(120), "a chunk moved onto node 3 from node 1", || async {
-        let map = cluster.wait_clean(Duration::from_secs(5)).await.ok()?;
-        let from_1 = |i: u64| {
-            map.locate(ChunkId::new(owner, i))
-                .is_some_and(|(_, pg)| pg.on_node(3).is_some() && pg.replicas[0].node == 1)
-        };
-        (0..CHUNKS).any(from_1).then_some(map)
-    })
-    .await;
+    let map = rebalance_onto_node_3(&mut cluster, owner, CHUNKS).await;
     let mut from_node_1 = 0;
     for i in 0..CHUNKS {
         let chunk = ChunkId::new(owner, i);
@@ -236,9 +220,125 @@ async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
             from_node_1 += 1;
         }
         let copy = cluster.read_replica(new, chunk).await.expect("node 3's copy reads, not poisoned");
-        assert!(copy == chunk_data(i), "chunk {i}: node 3's copy is the data written");
+        assert!(copy == unique_chunk(i), "chunk {i}: node 3's copy is the data written");
     }
     assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
+}
+
+/// Rot in a snapshot's own copy of a chunk (its clone, made when the chunk
+/// was written after the snapshot, the only place its old bytes are left)
+/// is repaired as rot in the chunk is, from the other replica's clone: by a
+/// snapshot read and by a snapshot diff that meet it on the primary, and by
+/// a rebalance's backfill before it copies the clone onto the new replica.
+/// Before, the read and the diff failed with a checksum error though node
+/// 2's copy was good, and backfill poisoned the block on node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rot_in_a_snapshot_is_mended_from_the_other_replica() {
+    const CHUNKS: u64 = 12;
+    let spec = Spec { nodes: 3, heartbeat_timeout_ms: 3000, ..Spec::default() };
+    let (mut cluster, vol) = on_nodes_1_and_2(spec, CHUNKS, unique_chunk).await;
+    let (ok, out, err) = cluster.cli(&["snapshot", "create", "v", "s1"]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    // Written again by a writer holding the lease (the snapshot fenced the
+    // unleased one): the old bytes are then in the clones alone.
+    let client = cluster.client(Duration::from_secs(60)).await.expect("client");
+    let lease = attach(&client, vol.clone(), "test", Duration::from_secs(60)).await.expect("attach");
+    for i in 0..CHUNKS {
+        lease.vol.write(i * 4 * MIB, Bytes::from(vec![0xEE; 4 * MIB as usize]), false).await.expect("overwrite");
+    }
+    let owner = vol.volume().id;
+    let file = cluster.disk_file(1).expect("node 1's disk file");
+    let map = cluster.map().await.expect("map");
+    let primary_1: Vec<u64> = (0..CHUNKS)
+        .filter(|&i| map.locate(ChunkId::new(owner, i)).is_some_and(|(_, pg)| pg.replicas[0].node == 1))
+        .collect();
+    let &[first, ..] = primary_1.as_slice() else { panic!("node 1 is primary of no chunk") };
+    let node_1 = |i: u64| map.locate(ChunkId::new(owner, i)).and_then(|(_, pg)| pg.on_node(1)).expect("on node 1");
+
+    // A snapshot read.
+    rot(&file, &unique_block(first, 5));
+    let snapshot = vol.at_snapshot(1);
+    let read = snapshot.read(first * 4 * MIB, 4 * MIB).await.expect("the snapshot reads");
+    assert!(read == unique_chunk(first), "chunk {first} reads as the snapshot saw it");
+    let copy = clone_copy(&cluster, node_1(first), ChunkId::new(owner, first)).await;
+    let copy = copy.expect("node 1's clone mended by the read");
+    assert!(copy == unique_chunk(first), "chunk {first}: node 1's clone is whole");
+
+    // A diff, over every chunk.
+    for i in 0..CHUNKS {
+        rot(&file, &unique_block(i, 5));
+    }
+    let (ok, out, err) = cluster.cli(&["--json", "snapshot", "diff", "v", "s1"]).expect("chuyi");
+    assert!(ok, "the diff against s1 runs: {out}{err}");
+    for &i in &primary_1 {
+        let copy = clone_copy(&cluster, node_1(i), ChunkId::new(owner, i)).await;
+        let copy = copy.expect("node 1's clone mended by the diff");
+        assert!(copy == unique_chunk(i), "chunk {i}: node 1's clone is whole");
+    }
+
+    // A rebalance's backfill.
+    for &i in &primary_1 {
+        rot(&file, &unique_block(i, 6));
+    }
+    let map = rebalance_onto_node_3(&mut cluster, owner, CHUNKS).await;
+    let mut from_node_1 = 0;
+    for i in 0..CHUNKS {
+        let chunk = ChunkId::new(owner, i);
+        let (_, pg) = map.locate(chunk).expect("the chunk's PG");
+        let Some(new) = pg.on_node(3) else { continue };
+        if pg.replicas[0].node == 1 {
+            from_node_1 += 1;
+        }
+        let copy = clone_copy(&cluster, new, chunk).await.expect("node 3's clone reads, not poisoned");
+        assert!(copy == unique_chunk(i), "chunk {i}: node 3's clone is the snapshot's data");
+    }
+    assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
+    let read = snapshot.read(0, CHUNKS * 4 * MIB).await.expect("the whole snapshot reads");
+    assert!(read == (0..CHUNKS).flat_map(|i| unique_chunk(i).to_vec()).collect::<Vec<u8>>(), "the snapshot");
+}
+
+/// `replica`'s copy of `chunk`'s one snapshot clone; `None` when it does
+/// not read (a bad block).
+async fn clone_copy(cluster: &TestCluster, replica: Replica, chunk: ChunkId) -> Option<Bytes> {
+    let held = cluster.list_chunks(replica.node).await.expect("list a node's chunks");
+    let clone = held.into_iter().find(|c| c.is_clone() && c.head() == chunk);
+    let clone = clone.unwrap_or_else(|| panic!("node {} holds no clone of {chunk}", replica.node));
+    cluster.read_replica(replica, clone).await.ok()
+}
+
+/// Block `k` of chunk `i`: unique, its chunk and block number repeated.
+fn unique_block(i: u64, k: u64) -> Bytes {
+    Bytes::from(((i << 16) | k).to_le_bytes().repeat(BLOCK_SIZE_BYTES / 8))
+}
+
+/// Chunk `i` made of [`unique_block`]s.
+fn unique_chunk(i: u64) -> Bytes {
+    Bytes::from((0..1024).flat_map(|k| unique_block(i, k)).collect::<Vec<u8>>())
+}
+
+/// Changes one byte of the one copy of `block` in a disk `file`.
+fn rot(file: &std::path::Path, block: &[u8]) {
+    let at = find_block(file, block).expect("read the disk file").expect("the block on the disk");
+    let mut rotten = block.to_vec();
+    rotten[100] ^= 0x10;
+    overwrite(file, at, &rotten).expect("rot");
+}
+
+/// Brings node 3 back to a cluster whose data sits on nodes 1 and 2 and
+/// waits until it holds, clean, a chunk of `owner` whose primary is node 1:
+/// one backfilled from node 1's copy. The map then.
+async fn rebalance_onto_node_3(cluster: &mut TestCluster, owner: u64, chunks: u64) -> DataMap {
+    cluster.restart_node(3).expect("restart node 3");
+    cluster.wait_node(3, true, Duration::from_secs(30)).await.expect("node 3 up");
+    eventually(Duration::from_secs(120), "a chunk moved onto node 3 from node 1", || async {
+        let map = cluster.wait_clean(Duration::from_secs(5)).await.ok()?;
+        let from_1 = |i: u64| {
+            map.locate(ChunkId::new(owner, i))
+                .is_some_and(|(_, pg)| pg.on_node(3).is_some() && pg.replicas[0].node == 1)
+        };
+        (0..chunks).any(from_1).then_some(map)
+    })
+    .await
 }
 
 /// A 3-node cluster with node 3 out before anything is written, so every

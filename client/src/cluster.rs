@@ -88,6 +88,24 @@ enum Choice {
 
 /// The choice for a refusal of `kind`, of a read or of a write. Every kind
 /// is named, so a new one needs a decision here.
+/// Whether any complete replica answers `op`, so that a try may move to
+/// another one (a read, of the volume or of a snapshot); else only the
+/// primary does.
+fn any_copy_answers(op: &PgOp) -> bool {
+    match op {
+        PgOp::Read { .. } | PgOp::ReadSnap { .. } | PgOp::Extents { .. } | PgOp::Diff { .. } => true,
+        // Between nodes only.
+        PgOp::ReadRaw { .. } => false,
+        PgOp::Write { .. }
+        | PgOp::Zero { .. }
+        | PgOp::Rollback { .. }
+        | PgOp::Install
+        | PgOp::Delete
+        | PgOp::Poison { .. }
+        | PgOp::Stamp { .. } => false,
+    }
+}
+
 fn choice(kind: ChunkErrorKind, read: bool) -> Choice {
     match kind {
         ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => Choice::Later,
@@ -359,7 +377,7 @@ impl Cluster {
         replica_turn: usize,
         fence: Option<&WriteFence>,
     ) -> Result<(ChunkResponse, Bytes), Result<Retry, ClientError>> {
-        let read = matches!(op, PgOp::Read { .. } | PgOp::Extents { .. });
+        let read = any_copy_answers(op);
         let Some((pg, pg_map)) = map.locate(chunk) else {
             return Err(Ok(Retry::Later(format!("the map (epoch {}) has no pool for chunk {chunk}", map.epoch))));
         };
@@ -447,6 +465,29 @@ async fn follow(meta: MetaClient, map: watch::Sender<Arc<DataMap>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_read_may_go_to_another_copy_and_nothing_else() {
+        let snap = 1;
+        for op in [
+            PgOp::Read { offset: 0, len: 4096 },
+            PgOp::ReadSnap { offset: 0, len: 4096, snap },
+            PgOp::Extents { offset: 0, len: 4096 },
+            PgOp::Diff { from: Some(1), to: None },
+        ] {
+            assert!(any_copy_answers(&op), "{op:?}");
+        }
+        for op in [
+            PgOp::Write { offset: 0, fua: false, snap },
+            PgOp::Zero { offset: 0, len: 4096, fua: false, snap },
+            PgOp::Rollback { to: 1, snap },
+            PgOp::Install,
+            PgOp::Delete,
+            PgOp::ReadRaw { offset: 0 },
+        ] {
+            assert!(!any_copy_answers(&op), "{op:?}");
+        }
+    }
 
     #[test]
     fn refusals_are_waited_out_retried_or_reported() {

@@ -272,41 +272,48 @@ impl Recovery {
         Ok(())
     }
 
-    /// Backfills one chunk. When this copy has a block it cannot read and
-    /// the PG has another complete replica (a rebalance keeps the replica
-    /// it replaces until this backfill ends), the chunk is first mended
-    /// from it (`Replicator::repair`, block by block from the bad one on,
-    /// outside the chunk's lock, which the repair takes a range of) and
-    /// copied again; only what is bad there too, or in a snapshot clone,
-    /// which repair does not reach, is poisoned on the target.
+    /// Backfills one chunk. When this copy has a block it cannot read (in
+    /// the chunk or in one of its snapshot clones) and the PG has another
+    /// complete replica (a rebalance keeps the replica it replaces until
+    /// this backfill ends), that copy is first mended from it
+    /// (`Replicator::repair`, block by block from the bad one on, outside
+    /// the chunk's lock, which the repair takes a range of) and the chunk
+    /// copied again; only what is bad there too is poisoned on the target.
     async fn backfill_chunk(
         &self,
         map: &Arc<DataMap>,
         route: Route<'_>,
         pg: PgId,
         chunk: ChunkId,
-        remote: Option<ChunkSums>,
+        mut remote: Option<ChunkSums>,
     ) -> Result<u64, ReplicationError> {
         let pg_map = route.map.pg(pg).filter(|p| p.epoch == route.epoch).cloned();
         let Some(pg_map) = pg_map.filter(|p| p.complete().any(|r| r != route.mine)) else {
             return self.copy_chunk(route, chunk, remote, BadLocal::Poison).await;
         };
-        // The target's sums are taken again for the second try, so the
-        // first one takes these.
-        match self.copy_chunk(route, chunk, remote, BadLocal::Stop).await {
-            Err(ReplicationError::Store(StoreError::Checksum { chunk: bad, block, .. })) if bad == chunk => {
-                let placed = Placed { map: map.clone(), pg, pg_map, mine: route.mine };
-                let end = self.repl.store().disk(route.mine.disk)?.chunk_size();
-                let mended = self.repl.repair(&placed, chunk, block * BLOCK_SIZE_BYTES as u64, end).await;
-                if let Err(e) = mended {
-                    tracing::warn!(%chunk, block, error = %e, "backfill could not mend a bad block from the other complete copy");
+        let placed = Placed { map: map.clone(), pg, pg_map, mine: route.mine };
+        // Each copy (the chunk, each clone) is mended once: one still bad
+        // after that is bad on the other replica too.
+        let mut mended = Vec::new();
+        loop {
+            match self.copy_chunk(route, chunk, remote, BadLocal::Stop).await {
+                Err(ReplicationError::Store(StoreError::Checksum { chunk: bad, block, .. }))
+                    if bad.head() == chunk.head() && !mended.contains(&bad) =>
+                {
+                    let end = self.repl.store().disk(route.mine.disk)?.chunk_size();
+                    let from = block * BLOCK_SIZE_BYTES as u64;
+                    if let Err(e) = self.repl.repair(&placed, bad, from, end).await {
+                        tracing::warn!(chunk = %bad, block, error = %e, "backfill could not mend a bad block from the other complete copy");
+                    }
+                    mended.push(bad);
                 }
+                Err(ReplicationError::Store(StoreError::Checksum { .. })) => break,
+                done => return done,
             }
-            Err(ReplicationError::Store(StoreError::Checksum { .. })) => {}
-            done => return done,
+            // What the last try sent is on the target now: not sent again.
+            remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
         }
-        // What the first try sent is on the target now: not sent again.
-        let remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
+        remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
         self.copy_chunk(route, chunk, remote, BadLocal::Poison).await
     }
 

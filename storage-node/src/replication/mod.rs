@@ -297,15 +297,21 @@ impl Replicator {
         let placed = self.place(chunk, epoch, role).await?;
         match op {
             PgOp::Read { offset, len } => self.read(&placed, chunk, offset.into(), len.into(), forwarded).await,
-            // Diffs and mutations are boxed: a read's future need not be as
-            // large as theirs (see `read`).
+            // Snapshot reads, diffs and mutations are boxed: a read's future
+            // need not be as large as theirs (see `read`).
             PgOp::Diff { from, to } => {
-                let extents = Box::pin(self.store.disk(placed.mine.disk)?.diff(chunk, from, to)).await?;
+                let disk = self.store.disk(placed.mine.disk)?;
+                let whole = (0, disk.chunk_size());
+                let diff = || disk.diff(chunk, from, to);
+                let extents = Box::pin(self.mending(&placed, chunk, whole, forwarded, diff)).await?;
                 Ok((ChunkResponse::Extents { extents }, Bytes::new()))
             }
             PgOp::ReadSnap { offset, len, snap } => {
                 let disk = self.store.disk(placed.mine.disk)?;
-                let (data, allocated) = disk.read_snap(chunk, offset.into(), len.into(), snap).await?;
+                let (offset, len) = (u64::from(offset), u64::from(len));
+                let span = (offset / BLOCK * BLOCK, (offset + len).div_ceil(BLOCK) * BLOCK);
+                let read = || disk.read_snap(chunk, offset, len, snap);
+                let (data, allocated) = Box::pin(self.mending(&placed, chunk, span, forwarded, read)).await?;
                 Ok((ChunkResponse::ReadDone { allocated }, data))
             }
             PgOp::Extents { offset, len } => {
@@ -594,6 +600,32 @@ impl Replicator {
         }
     }
 
+    /// Runs `read`, a read of this node's copy of `chunk` as some snapshot
+    /// saw it (the head, or one of its clones); when that finds a bad
+    /// block, repairs the copy it read from the bad block to the end of
+    /// `span` from another complete replica's (as [`Self::read`] does for
+    /// the head) and reads again. Not for a peer's repair read
+    /// (`forwarded`), which must not start a repair back.
+    async fn mending<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+        self: &Arc<Self>,
+        placed: &Placed,
+        chunk: ChunkId,
+        (start, end): (u64, u64),
+        forwarded: bool,
+        read: impl Fn() -> F,
+    ) -> Result<T, ReplicationError> {
+        match read().await {
+            Err(bad @ StoreError::Checksum { chunk: copy, block, .. }) if !forwarded && copy.head() == chunk => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if self.repair(placed, copy, (block * BLOCK).max(start), end).await.is_err() {
+                    return Err(bad.into());
+                }
+                Ok(read().await?)
+            }
+            done => Ok(done?),
+        }
+    }
+
     /// Rewrites the bad blocks of `[start, end)` of this node's copy of
     /// `chunk` from another complete replica: the whole range at once, or,
     /// when the other copy has a bad block of its own in it, block by block,
@@ -653,7 +685,9 @@ impl Replicator {
         let mut last = None;
         for source in placed.pg_map.complete().filter(|r| *r != placed.mine) {
             match self.peers.call(&placed.map, source.node, &request, Bytes::new()).await {
-                Ok((ChunkResponse::ReadDone { .. }, data)) if data.len() as u64 == end - start => {
+                // A source without the copy answers zeros (`allocated`
+                // false): that is no evidence of what it held.
+                Ok((ChunkResponse::ReadDone { allocated: true }, data)) if data.len() as u64 == end - start => {
                     self.store.disk(placed.mine.disk)?.write(chunk, start, data, true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%chunk, start, end, from = source.node, "repaired a bad range from the other replica");
