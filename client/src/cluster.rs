@@ -86,8 +86,6 @@ enum Choice {
     GiveUp,
 }
 
-/// The choice for a refusal of `kind`, of a read or of a write. Every kind
-/// is named, so a new one needs a decision here.
 /// Whether any complete replica answers `op`, so that a try may move to
 /// another one (a read, of the volume or of a snapshot); else only the
 /// primary does.
@@ -106,6 +104,8 @@ fn any_copy_answers(op: &PgOp) -> bool {
     }
 }
 
+/// The choice for a refusal of `kind`, of a read or of a write. Every kind
+/// is named, so a new one needs a decision here.
 fn choice(kind: ChunkErrorKind, read: bool) -> Choice {
     match kind {
         ChunkErrorKind::StaleEpoch | ChunkErrorKind::EpochAhead | ChunkErrorKind::WrongNode => Choice::Later,
@@ -484,6 +484,8 @@ mod tests {
             PgOp::Install,
             PgOp::Delete,
             PgOp::ReadRaw { offset: 0 },
+            PgOp::Poison { offset: 0, len: 4096 },
+            PgOp::Stamp { seq: 1, born: 0 },
         ] {
             assert!(!any_copy_answers(&op), "{op:?}");
         }

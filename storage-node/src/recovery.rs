@@ -289,14 +289,16 @@ impl Recovery {
     ) -> Result<u64, ReplicationError> {
         let pg_map = route.map.pg(pg).filter(|p| p.epoch == route.epoch).cloned();
         let Some(pg_map) = pg_map.filter(|p| p.complete().any(|r| r != route.mine)) else {
-            return self.copy_chunk(route, chunk, remote, BadLocal::Poison).await;
+            return self.copy_chunk(route, chunk, remote, |_| BadLocal::Poison).await;
         };
         let placed = Placed { map: map.clone(), pg, pg_map, mine: route.mine };
-        // Each copy (the chunk, each clone) is mended once: one still bad
-        // after that is bad on the other replica too.
+        // Each copy (the chunk, each clone) is mended once; one still bad
+        // after that is bad on the other replica too, and is poisoned.
+        // Bounded: each round mends a copy not mended before.
         let mut mended = Vec::new();
         loop {
-            match self.copy_chunk(route, chunk, remote, BadLocal::Stop).await {
+            let bad_local = |copy| if mended.contains(&copy) { BadLocal::Poison } else { BadLocal::Stop };
+            match self.copy_chunk(route, chunk, remote, bad_local).await {
                 Err(ReplicationError::Store(StoreError::Checksum { chunk: bad, block, .. }))
                     if bad.head() == chunk.head() && !mended.contains(&bad) =>
                 {
@@ -307,14 +309,11 @@ impl Recovery {
                     }
                     mended.push(bad);
                 }
-                Err(ReplicationError::Store(StoreError::Checksum { .. })) => break,
                 done => return done,
             }
             // What the last try sent is on the target now: not sent again.
             remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
         }
-        remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
-        self.copy_chunk(route, chunk, remote, BadLocal::Poison).await
     }
 
     /// Raises `target`'s fences of `pg`'s pool to this node's before any
@@ -330,16 +329,18 @@ impl Recovery {
     }
 
     /// Brings `target`'s copy of `chunk` to the primary's, under the
-    /// primary's lock on the whole chunk. Returns the bytes sent.
+    /// primary's lock on the whole chunk; `bad_local` says, per copy (the
+    /// chunk, each clone), what a bad block of it does. Returns the bytes
+    /// sent.
     async fn copy_chunk(
         &self,
         route: Route<'_>,
         chunk: ChunkId,
         remote: Option<ChunkSums>,
-        bad_local: BadLocal,
+        bad_local: impl Fn(ChunkId) -> BadLocal,
     ) -> Result<u64, ReplicationError> {
         let _whole = self.repl.locks().lock(chunk.head(), 0, u64::MAX).await;
-        let mut sent = self.copy_one(route, chunk, remote, bad_local).await?;
+        let mut sent = self.copy_one(route, chunk, remote, bad_local(chunk)).await?;
         if chunk.is_clone() {
             return Ok(sent);
         }
@@ -350,7 +351,7 @@ impl Recovery {
         let Some((pg, _)) = map.locate(chunk) else { return Ok(sent) };
         for clone in self.repl.store().disk(mine.disk)?.clones_of(chunk) {
             let remote = self.remote_chunk_sums(map, pg, target, epoch, clone).await?;
-            sent += self.copy_one(route, clone, remote, bad_local).await?;
+            sent += self.copy_one(route, clone, remote, bad_local(clone)).await?;
         }
         Ok(sent)
     }
@@ -460,7 +461,7 @@ impl Recovery {
             // are copied with their chunk.
             let copied = async {
                 let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
-                self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, BadLocal::Stop).await
+                self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, |_| BadLocal::Stop).await
             };
             match copied.await {
                 Ok(bytes) => tracing::info!(%chunk, ?target, bytes, "copies made equal after a failed write"),

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chuyi_common::checksum::crc32c;
 use chuyi_common::ids::{ChunkId, DeviceClass};
 use chuyi_common::proto::chunk::DiskState;
+use chuyi_storage_node::format::layout::Layout;
 use chuyi_storage_node::io::fault::{FaultEngine, FaultOn};
 use chuyi_storage_node::io::{EngineKind, EngineTuning};
 use chuyi_storage_node::store::open::DISK_FILE_NAME;
@@ -296,6 +297,48 @@ async fn a_failed_write_leaves_the_old_blocks_readable() {
         let disk = open_disk(&spec(dir.path(), engine, 64 * MIB)).await.expect("reopen");
         assert_eq!(read(&disk, id(0), 0, 3 * 4096).await.expect("read"), pattern(0, 3 * 4096), "{engine:?}");
     }
+}
+
+/// A write of which only one half lands. Its data failing while its
+/// checksums land (the device failing the data region alone) changes
+/// nothing: the old checksums are put back, on the disk too, so the blocks
+/// read as before, and so after a restart. Its checksums failing after its
+/// data landed leaves blocks that read as bad (repair's to mend from the
+/// other replica), never as other data, and the blocks beside them as they
+/// were.
+#[tokio::test]
+async fn a_write_landing_in_half_reads_as_before_or_as_bad() {
+    let data_region = Layout::for_capacity(64 * MIB, CHUNK).expect("layout").data_offset;
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (disk, fault) = open_with_fault(dir.path(), engine).await;
+        disk.write(id(0), 0, pattern(0, 3 * 4096), false).await.expect("healthy write");
+        fault.inject_in(FaultOn::Writes, libc::ENOSPC, data_region..u64::MAX);
+        let err = disk.write(id(0), 4096, pattern(1, 4096), false).await.expect_err("ENOSPC");
+        assert!(matches!(err, StoreError::Io { .. }), "{engine:?}: {err}");
+        fault.inject(FaultOn::Nothing, 0);
+        assert_eq!(read(&disk, id(0), 0, 3 * 4096).await.expect("read"), pattern(0, 3 * 4096), "{engine:?}");
+        drop((disk, fault));
+        let (disk, fault) = open_with_fault(dir.path(), engine).await;
+        assert_eq!(read(&disk, id(0), 0, 3 * 4096).await.expect("read"), pattern(0, 3 * 4096), "{engine:?}");
+
+        fault.inject_in(FaultOn::Writes, libc::ENOSPC, 0..data_region);
+        let err = disk.write(id(0), 4096, pattern(1, 4096), false).await.expect_err("ENOSPC");
+        assert!(matches!(err, StoreError::Io { .. }), "{engine:?}: {err}");
+        fault.inject(FaultOn::Nothing, 0);
+        bad_between_old_blocks(&disk).await;
+        drop((disk, fault));
+        bad_between_old_blocks(&open_disk(&spec(dir.path(), engine, 64 * MIB)).await.expect("reopen")).await;
+    }
+}
+
+/// Block 1 of chunk 0 reads as bad, blocks 0 and 2 as `pattern(0, ..)`.
+async fn bad_between_old_blocks(disk: &DiskStore) {
+    let bad = read(disk, id(0), 4096, 4096).await.expect_err("the half-written block");
+    assert!(matches!(bad, StoreError::Checksum { block: 1, .. }), "{bad}");
+    let old = pattern(0, 3 * 4096);
+    assert_eq!(read(disk, id(0), 0, 4096).await.expect("read"), old.slice(..4096));
+    assert_eq!(read(disk, id(0), 8192, 4096).await.expect("read"), old.slice(8192..));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -32,6 +32,9 @@ pub struct FaultEngine {
     inner_name: &'static str,
     on: AtomicU8,
     errno: AtomicI32,
+    /// Only operations that start in this range fail (a sync, which has no
+    /// offset, fails whatever it is).
+    only: Mutex<Range<u64>>,
     /// Writes at these offsets neither land nor fail: they are kept here
     /// (their senders alive, so their callers wait) until the engine drops
     /// or is cut.
@@ -51,6 +54,7 @@ impl FaultEngine {
             inner: RwLock::new(Some(inner)),
             on: AtomicU8::new(FaultOn::Nothing as u8),
             errno: AtomicI32::new(libc::EIO),
+            only: Mutex::new(0..u64::MAX),
             hold: Mutex::new((None, Vec::new())),
         }
     }
@@ -101,6 +105,14 @@ impl FaultEngine {
 
     /// From now on, fail operations of `on` with `errno`.
     pub fn inject(&self, on: FaultOn, errno: i32) {
+        self.inject_in(on, errno, 0..u64::MAX);
+    }
+
+    /// From now on, fail operations of `on` that start in `at` with
+    /// `errno`: a device failing one region of the disk, such as a write's
+    /// data while its checksums land.
+    pub fn inject_in(&self, on: FaultOn, errno: i32, at: Range<u64>) {
+        *self.only.lock().unwrap_or_else(PoisonError::into_inner) = at;
         self.errno.store(errno, Ordering::SeqCst);
         self.on.store(on as u8, Ordering::SeqCst);
     }
@@ -108,9 +120,14 @@ impl FaultEngine {
     fn fails(&self, op: &IoOp) -> bool {
         let on = self.on.load(Ordering::SeqCst);
         let is_read = matches!(op, IoOp::Read { .. });
-        on == FaultOn::Everything as u8
+        let chosen = on == FaultOn::Everything as u8
             || (on == FaultOn::Reads as u8 && is_read)
-            || (on == FaultOn::Writes as u8 && !is_read)
+            || (on == FaultOn::Writes as u8 && !is_read);
+        let offset = match op {
+            IoOp::Read { offset, .. } | IoOp::Write { offset, .. } | IoOp::Fallocate { offset, .. } => Some(*offset),
+            IoOp::Sync => None,
+        };
+        chosen && offset.is_none_or(|at| self.only.lock().unwrap_or_else(PoisonError::into_inner).contains(&at))
     }
 }
 

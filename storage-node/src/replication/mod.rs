@@ -688,7 +688,7 @@ impl Replicator {
                 // A source without the copy answers zeros (`allocated`
                 // false): that is no evidence of what it held.
                 Ok((ChunkResponse::ReadDone { allocated: true }, data)) if data.len() as u64 == end - start => {
-                    self.store.disk(placed.mine.disk)?.write(chunk, start, data, true).await?;
+                    self.store.disk(placed.mine.disk)?.rewrite(chunk, start, data, true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%chunk, start, end, from = source.node, "repaired a bad range from the other replica");
                     return Ok(());
@@ -739,7 +739,7 @@ impl Replicator {
                 let ours = torn::Stored { data: &mine, crc };
                 let theirs = torn::Stored { data: &theirs, crc: theirs_crc };
                 if let Some(data) = torn::mend(ours, theirs, poisoned_crc()) {
-                    disk.write(chunk, at, Bytes::copy_from_slice(data), true).await?;
+                    disk.rewrite(chunk, at, Bytes::copy_from_slice(data), true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%chunk, block = at / BLOCK, with = source.node, "mended a block both replicas had torn");
                     return Ok(());

@@ -180,6 +180,30 @@ impl DiskStore {
         Ok(())
     }
 
+    /// [`Self::write`] into a chunk (or clone) this disk holds, never
+    /// allocating one: a repair's write, which must not bring back a copy
+    /// deleted or trimmed while it read another replica's. `NoChunk` when
+    /// there is none. Makes no clone (as a write under sequence 0).
+    pub async fn rewrite(&self, chunk: ChunkId, offset: u64, data: Bytes, fua: bool) -> Result<(), StoreError> {
+        self.check_op(offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let missing = || StoreError::NoChunk { disk: self.id, chunk };
+        let _counted = InFlight::start(&self.writes);
+        let mut slot = self.lookup(chunk).ok_or_else(missing)?.write_owned().await;
+        if !slot.live {
+            return Err(missing());
+        }
+        self.ensure_loaded(&mut slot).await?;
+        self.write_locked(&mut slot, chunk, offset, data).await?;
+        drop(slot);
+        if fua {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
     /// Reads `len` bytes at `offset`. Returns the data and whether the chunk
     /// exists; a chunk never written reads as zeros.
     pub async fn read(&self, chunk: ChunkId, offset: u64, len: u64) -> Result<(Bytes, bool), StoreError> {
