@@ -244,7 +244,7 @@ impl Recovery {
                 (walk.local_next, walk.local_done) = (next, next.is_none());
             }
             if walk.remote.is_empty() && !walk.remote_done {
-                let (page, next) = self.remote_sums(&map, pg, target, epoch, walk.remote_next, PAGE).await?;
+                let (page, next) = self.repl.remote_sums(&map, pg, target, epoch, walk.remote_next, PAGE).await?;
                 walk.remote.extend(page);
                 (walk.remote_next, walk.remote_done) = (next, next.is_none());
             }
@@ -312,7 +312,7 @@ impl Recovery {
                 done => return done,
             }
             // What the last try sent is on the target now: not sent again.
-            remote = self.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
+            remote = self.repl.remote_chunk_sums(route.map, pg, route.target, route.epoch, chunk).await?;
         }
     }
 
@@ -350,7 +350,7 @@ impl Recovery {
         let Route { map, epoch, mine, target } = route;
         let Some((pg, _)) = map.locate(chunk) else { return Ok(sent) };
         for clone in self.repl.store().disk(mine.disk)?.clones_of(chunk) {
-            let remote = self.remote_chunk_sums(map, pg, target, epoch, clone).await?;
+            let remote = self.repl.remote_chunk_sums(map, pg, target, epoch, clone).await?;
             sent += self.copy_one(route, clone, remote, bad_local(clone)).await?;
         }
         Ok(sent)
@@ -460,7 +460,7 @@ impl Recovery {
             // A failed write may have made clones here and not there: they
             // are copied with their chunk.
             let copied = async {
-                let remote = self.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
+                let remote = self.repl.remote_chunk_sums(map, pg, target, epoch, chunk).await?;
                 self.copy_chunk(Route { map, epoch, mine, target }, chunk, remote, |_| BadLocal::Stop).await
             };
             match copied.await {
@@ -472,46 +472,6 @@ impl Recovery {
             }
         }
         self.repl.return_dirty(left);
-    }
-
-    /// One chunk's block checksums on `target` (`None`: it has none).
-    async fn remote_chunk_sums(
-        &self,
-        map: &DataMap,
-        pg: PgId,
-        target: Replica,
-        epoch: u64,
-        chunk: ChunkId,
-    ) -> Result<Option<ChunkSums>, ReplicationError> {
-        let before = if chunk.index > 0 {
-            Some(ChunkId::new(chunk.owner, chunk.index - 1))
-        } else {
-            chunk.owner.checked_sub(1).map(|owner| ChunkId::new(owner, u64::MAX))
-        };
-        let (sums, _) = self.remote_sums(map, pg, target, epoch, before, 1).await?;
-        Ok(sums.into_iter().find(|s| s.chunk == chunk))
-    }
-
-    async fn remote_sums(
-        &self,
-        map: &DataMap,
-        pg: PgId,
-        target: Replica,
-        epoch: u64,
-        start_after: Option<ChunkId>,
-        max: u32,
-    ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
-        let request = ChunkRequest::PgSums { pg, epoch, start_after, max };
-        let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
-        match self.repl.peers().call(map, target.node, &request, Bytes::new()).await {
-            Ok((ChunkResponse::Sums { chunks, blocks, next, stamps }, payload)) => {
-                let sums = ChunkSums::decode(&chunks, blocks, &stamps, &payload)
-                    .ok_or_else(|| failed("malformed sums".into()))?;
-                Ok((sums, next))
-            }
-            Ok((other, _)) => Err(failed(format!("answered {other:?}"))),
-            Err(e) => Err(failed(e.to_string())),
-        }
     }
 
     /// Keeps the node's copying under its rate (`bytes` just sent), and

@@ -688,6 +688,10 @@ impl Replicator {
                 // A source without the copy answers zeros (`allocated`
                 // false): that is no evidence of what it held.
                 Ok((ChunkResponse::ReadDone { allocated: true }, data)) if data.len() as u64 == end - start => {
+                    if let Err(why) = self.not_ahead(placed, chunk, source).await {
+                        last = Some(why);
+                        continue;
+                    }
                     self.store.disk(placed.mine.disk)?.rewrite(chunk, start, data, true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%chunk, start, end, from = source.node, "repaired a bad range from the other replica");
@@ -700,6 +704,30 @@ impl Replicator {
         let message = last.unwrap_or_else(|| "no other complete replica".into());
         tracing::warn!(%chunk, start, end, %message, "could not repair a bad range");
         Err(ReplicationError::ReplicaFailed { replica: placed.mine, message })
+    }
+
+    /// Refuses `source` as the source of a repair of `chunk`'s head when
+    /// its copy has taken a write under a newer snap sequence than this
+    /// one ([`snaps::may_repair_from`]); asked after the source's bytes
+    /// were read, which its stamp then covers. A clone never changes and
+    /// needs no check.
+    async fn not_ahead(&self, placed: &Placed, chunk: ChunkId, source: Replica) -> Result<(), String> {
+        if chunk.is_clone() {
+            return Ok(());
+        }
+        let theirs = self.remote_chunk_sums(&placed.map, placed.pg, source, placed.pg_map.epoch, chunk).await;
+        let theirs = theirs.map_err(|e| e.to_string())?.map(|s| s.stamp);
+        let disk = self.store.disk(placed.mine.disk).map_err(|e| e.to_string())?;
+        let mine = disk.settled_stamp(chunk).await.map_err(|e| e.to_string())?;
+        match (mine, theirs) {
+            (Some(mine), Some(theirs)) if snaps::may_repair_from(mine, theirs) => Ok(()),
+            (Some(mine), Some(theirs)) => Err(format!(
+                "node {}'s copy has writes of snap sequence {} this one ({}) has not had yet",
+                source.node, theirs.seq, mine.seq
+            )),
+            (None, _) => Err("this copy is gone".into()),
+            (_, None) => Err(format!("node {} no longer holds the chunk", source.node)),
+        }
     }
 
     /// Rewrites block `at` of this node's copy of `chunk`, which fails its
@@ -769,6 +797,48 @@ impl Replicator {
         let chunks = sums.iter().map(|s| s.chunk).collect();
         let stamps = sums.iter().map(|s| s.stamp).collect();
         Ok((ChunkResponse::Sums { chunks, blocks, next, stamps }, Bytes::from(ChunkSums::encode(&sums))))
+    }
+
+    /// One chunk's block checksums on `target` (`None`: it has none).
+    pub async fn remote_chunk_sums(
+        &self,
+        map: &DataMap,
+        pg: PgId,
+        target: Replica,
+        epoch: u64,
+        chunk: ChunkId,
+    ) -> Result<Option<ChunkSums>, ReplicationError> {
+        let before = if chunk.index > 0 {
+            Some(ChunkId::new(chunk.owner, chunk.index - 1))
+        } else {
+            chunk.owner.checked_sub(1).map(|owner| ChunkId::new(owner, u64::MAX))
+        };
+        let (sums, _) = self.remote_sums(map, pg, target, epoch, before, 1).await?;
+        Ok(sums.into_iter().find(|s| s.chunk == chunk))
+    }
+
+    /// A page of `target`'s chunks of `pg` after `start_after`, with their
+    /// block checksums and stamps (`PgSums`), and where the next starts.
+    pub async fn remote_sums(
+        &self,
+        map: &DataMap,
+        pg: PgId,
+        target: Replica,
+        epoch: u64,
+        start_after: Option<ChunkId>,
+        max: u32,
+    ) -> Result<(Vec<ChunkSums>, Option<ChunkId>), ReplicationError> {
+        let request = ChunkRequest::PgSums { pg, epoch, start_after, max };
+        let failed = |message: String| ReplicationError::ReplicaFailed { replica: target, message };
+        match self.peers.call(map, target.node, &request, Bytes::new()).await {
+            Ok((ChunkResponse::Sums { chunks, blocks, next, stamps }, payload)) => {
+                let sums = ChunkSums::decode(&chunks, blocks, &stamps, &payload)
+                    .ok_or_else(|| failed("malformed sums".into()))?;
+                Ok((sums, next))
+            }
+            Ok((other, _)) => Err(failed(format!("answered {other:?}"))),
+            Err(e) => Err(failed(e.to_string())),
+        }
     }
 }
 

@@ -676,6 +676,14 @@ impl DiskStore {
         slot.live.then_some(slot.stamp)
     }
 
+    /// The stamp of `chunk` (`None`: not held), once a write of it in
+    /// progress has settled.
+    pub async fn settled_stamp(&self, chunk: ChunkId) -> Result<Option<Stamp>, StoreError> {
+        let Some(slot_ref) = self.lookup(chunk) else { return Ok(None) };
+        let slot = self.read_slot(slot_ref).await?;
+        Ok(slot.live.then_some(slot.stamp))
+    }
+
     /// Removes `owner`'s clones that no snapshot in `live` (ascending)
     /// reads any more, of sequences up to `upto` (the volume's when `live`
     /// was read: a clone above it serves a snapshot taken since). Returns

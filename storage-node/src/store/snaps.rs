@@ -44,6 +44,16 @@ pub fn needs_clone(stamp: Stamp, snap: u32) -> bool {
     snap > stamp.seq
 }
 
+/// Whether a repair may copy a range of a chunk's head into this copy,
+/// stamped `mine`, from a source stamped `source`. Not when the source has
+/// taken a write under a newer sequence than this copy: its bytes would
+/// land here before that write's forward does, and the clone the forward
+/// then makes would keep them, a snapshot holding a write made after it.
+/// Equal sequences are fine: this copy has made that sequence's clone.
+pub fn may_repair_from(mine: Stamp, source: Stamp) -> bool {
+    source.seq <= mine.seq
+}
+
 /// The clones (ascending sequences) that no snapshot in `live` reads: a
 /// clone serves the snapshots above the clone kept before it (or above the
 /// chunk's creation) up to its own sequence, and the one below a dropped
@@ -67,6 +77,14 @@ mod tests {
 
     const fn stamp(seq: u32, born: u32) -> Stamp {
         Stamp { seq, born }
+    }
+
+    #[test]
+    fn a_repair_takes_no_bytes_of_a_sequence_this_copy_has_not_cloned_for() {
+        assert!(may_repair_from(stamp(3, 0), stamp(3, 0)), "the same writes' sequence");
+        assert!(may_repair_from(stamp(3, 0), stamp(2, 0)), "a source behind has no newer bytes");
+        assert!(!may_repair_from(stamp(2, 0), stamp(3, 0)), "the source took a write after snapshot 3");
+        assert!(!may_repair_from(stamp(0, 0), stamp(1, 0)), "the first snapshot's first write");
     }
 
     #[test]
