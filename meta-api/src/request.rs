@@ -434,6 +434,21 @@ pub enum Request {
         holder: String,
         outcome: crate::backup_schedule::BackupOutcome,
     },
+    /// Lifecycle's removal of one version of `key` for good, planned from
+    /// a listing: only if version `version_id` still has sequence `seq`
+    /// (with versioning suspended a write replaces the null version, and
+    /// the new one must not go by the old one's rule) and, with
+    /// `lone_marker`, is still a delete marker and the key's newest
+    /// version. Object lock holds as for any removal. Answers `Count(0)`
+    /// when the version is not the one planned. (Last: the log keeps
+    /// requests by their place in this enum.)
+    RemoveVersion {
+        bucket: String,
+        key: String,
+        version_id: String,
+        seq: u64,
+        lone_marker: bool,
+    },
 }
 
 impl Request {
@@ -501,6 +516,7 @@ impl Request {
             Request::DeleteBackupSchedule { .. } => "DeleteBackupSchedule",
             Request::ClaimBackupRun { .. } => "ClaimBackupRun",
             Request::ReportBackupRun { .. } => "ReportBackupRun",
+            Request::RemoveVersion { .. } => "RemoveVersion",
         }
     }
 }

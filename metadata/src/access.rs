@@ -93,6 +93,7 @@ fn frontend_may(caller: &Principal, request: &Request) -> bool {
         | Request::SetRetention { .. }
         | Request::SetLegalHold { .. }
         | Request::ExpireObject { .. }
+        | Request::RemoveVersion { .. }
         | Request::SetObjectAcl { .. }
         | Request::TransitionObject { .. }
         | Request::BeginData { .. }

@@ -124,8 +124,15 @@ pub(crate) fn http_date(t: &Timestamp) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The last millisecond a [`Timestamp`] holds (9999-12-31T23:59:59.999Z):
+/// past it, the conversion panics.
+const TIMESTAMP_MAX_MS: u64 = 253_402_300_799_999;
+
+/// A time `ms` after the epoch, as late as a timestamp goes at most: a
+/// lifecycle rule of a million days puts an expiry there, and must not
+/// panic the request that reports it.
 pub fn timestamp(ms: u64) -> Timestamp {
-    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms.min(TIMESTAMP_MAX_MS)))
 }
 
 /// The headers GET and HEAD return for an object.

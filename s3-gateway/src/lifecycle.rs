@@ -9,7 +9,9 @@
 //! throttled, with each change a metadata request that is safe to repeat
 //! or to race with another gateway's runner: a current version is expired
 //! only if it is still the one judged (`ExpireObject`), a version removed
-//! by id is gone once, and object lock refuses what it protects. A day is
+//! only if it is still the one judged too (`RemoveVersion`: the same
+//! sequence, so not a null version written since under the same id), and
+//! object lock refuses what it protects. A day is
 //! a configurable length so tests can run lifecycle in seconds.
 //!
 //! Transitions move a current version's data to another pool (Chuyi's
@@ -238,10 +240,9 @@ impl Rule {
         };
         let expiration = self.expiration.map(|e| match e {
             Expiration::Days(d) => LifecycleExpiration { days: Some(d as i32), ..Default::default() },
-            Expiration::Date(ms) => LifecycleExpiration {
-                date: Some(Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms))),
-                ..Default::default()
-            },
+            Expiration::Date(ms) => {
+                LifecycleExpiration { date: Some(crate::description::timestamp(ms)), ..Default::default() }
+            }
             Expiration::ExpiredDeleteMarker => {
                 LifecycleExpiration { expired_object_delete_marker: Some(true), ..Default::default() }
             }
@@ -314,7 +315,7 @@ impl Transition {
     fn to_document(&self) -> s3s::dto::Transition {
         let (days, date) = match self.when {
             Expiration::Days(d) => (Some(d as i32), None),
-            Expiration::Date(ms) => (None, Some(Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms)))),
+            Expiration::Date(ms) => (None, Some(crate::description::timestamp(ms))),
             Expiration::ExpiredDeleteMarker => (None, None),
         };
         let storage_class = Some(TransitionStorageClass::from(self.pool.to_ascii_uppercase()));
@@ -340,8 +341,9 @@ pub enum Action {
     /// Expire the current version (a delete marker, or gone when
     /// unversioned), if it is still `seq`.
     ExpireCurrent { seq: u64 },
-    /// Remove this version for good.
-    Remove { version_id: String },
+    /// Remove this version for good, if it is still `seq` (and, for a
+    /// `lone_marker`, still a delete marker with no other version).
+    Remove { version_id: String, seq: u64, lone_marker: bool },
     /// Move version `version_id`'s data to `pool`, if it is still `seq`.
     Transition { version_id: String, seq: u64, pool: String },
 }
@@ -365,7 +367,11 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
             .filter(|r| r.applies(key, &Vec::new()))
             .any(|r| r.expiration == Some(Expiration::ExpiredDeleteMarker));
         if cleanup {
-            actions.push(Action::Remove { version_id: current.version_id.clone() });
+            actions.push(Action::Remove {
+                version_id: current.version_id.clone(),
+                seq: current.seq,
+                lone_marker: true,
+            });
         }
     }
     for (rank, pair) in versions.windows(2).enumerate() {
@@ -375,7 +381,11 @@ pub fn key_actions(rules: &[Rule], key: &str, versions: &[Version], now_ms: u64,
             None => false,
         });
         if expired {
-            actions.push(Action::Remove { version_id: version.version_id.clone() });
+            actions.push(Action::Remove {
+                version_id: version.version_id.clone(),
+                seq: version.seq,
+                lone_marker: false,
+            });
             continue;
         }
         // Of the noncurrent transitions due, the one due last.
@@ -756,12 +766,13 @@ impl Scan<'_> {
                     Request::ExpireObject { bucket: self.bucket.into(), key: key.clone(), seq },
                     self.planned(&key, "expire", seq.to_string()),
                 ),
-                Action::Remove { version_id } => (
-                    Request::DeleteObject {
+                Action::Remove { version_id, seq, lone_marker } => (
+                    Request::RemoveVersion {
                         bucket: self.bucket.into(),
                         key: key.clone(),
-                        version_id: Some(version_id.clone()),
-                        bypass_governance: false,
+                        version_id: version_id.clone(),
+                        seq,
+                        lone_marker,
                     },
                     self.planned(&key, "remove", version_id),
                 ),
@@ -867,7 +878,8 @@ impl Scan<'_> {
             return Ok(());
         }
         match self.meta.write(request).await {
-            // `ExpireObject` found the version already replaced: nothing done.
+            // `ExpireObject` or `RemoveVersion` found the version already
+            // replaced: nothing done.
             Ok(Reply::Count(0)) => {}
             Ok(_) => done.push(planned),
             // Object lock keeps what it protects; another runner may have
@@ -997,6 +1009,16 @@ mod tests {
     }
     use super::*;
 
+    #[test]
+    fn an_expiry_past_year_9999_is_reported_at_its_end() {
+        // Days is any positive i32: 2^31 days from now is past what a
+        // timestamp holds, and the PUT, GET or HEAD reporting it must not
+        // panic.
+        let at = due_at(Expiration::Days(i32::MAX as u32), 1_800_000_000_000, 86_400_000).expect("due");
+        let header = expiration_header(at, Some("far"));
+        assert!(header.contains("9999"), "{header}");
+    }
+
     const DAY: u64 = 1000;
 
     fn rule(prefix: &str) -> Rule {
@@ -1096,7 +1118,10 @@ mod tests {
             key_actions(&rules, "k", &versions, now, DAY)
                 .into_iter()
                 .map(|a| match a {
-                    Action::Remove { version_id } => version_id,
+                    Action::Remove { version_id, seq, lone_marker: false } => {
+                        assert_eq!(versions.iter().find(|v| v.version_id == version_id).map(|v| v.seq), Some(seq));
+                        version_id
+                    }
                     other => panic!("{other:?}"),
                 })
                 .collect::<Vec<_>>()
@@ -1110,7 +1135,10 @@ mod tests {
     fn a_lone_delete_marker_goes_only_when_asked_and_tags_filter() {
         let cleanup = vec![Rule { expiration: Some(Expiration::ExpiredDeleteMarker), ..rule("") }];
         let lone = [v("m", 3, true, 100)];
-        assert_eq!(key_actions(&cleanup, "k", &lone, 200, DAY), vec![Action::Remove { version_id: "m".into() }]);
+        assert_eq!(
+            key_actions(&cleanup, "k", &lone, 200, DAY),
+            vec![Action::Remove { version_id: "m".into(), seq: 3, lone_marker: true }]
+        );
         let over = [v("m", 3, true, 100), v("a", 1, false, 50)];
         assert!(key_actions(&cleanup, "k", &over, 200, DAY).is_empty(), "a marker over versions stays");
         let tagged = vec![Rule {

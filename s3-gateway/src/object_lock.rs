@@ -204,6 +204,9 @@ impl Gateway {
     ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         self.object_lock_of(&bucket).await?;
+        let bypass_governance = req.input.bypass_governance_retention.unwrap_or(false);
+        let (key, version_id) = (&req.input.key, req.input.version_id.as_deref());
+        self.may_bypass(crate::access::check::granted(&req)?, bypass_governance, &bucket, key, version_id).await?;
         let input = req.input;
         if let Some(v) = input.version_id.as_deref() {
             check_version_id(v)?;
@@ -216,7 +219,7 @@ impl Gateway {
             key: input.key,
             version_id: input.version_id,
             retention,
-            bypass_governance: input.bypass_governance_retention.unwrap_or(false),
+            bypass_governance,
         };
         self.write(request).await?;
         Ok(S3Response::new(PutObjectRetentionOutput::default()))

@@ -394,6 +394,8 @@ impl Gateway {
     pub(crate) async fn delete(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (_, bucket) = self.request_bucket(&req, &req.input.bucket).await?;
         let bypass = req.input.bypass_governance_retention.unwrap_or(false);
+        let version_id = req.input.version_id.as_deref();
+        self.may_bypass(granted(&req)?, bypass, &bucket, &req.input.key, version_id).await?;
         let deleted = self.delete_one(&bucket, &req.input.key, req.input.version_id.as_deref(), bypass).await?;
         Ok(S3Response::new(DeleteObjectOutput {
             delete_marker: deleted.delete_marker,
@@ -423,7 +425,10 @@ impl Gateway {
             let version_id = object.version_id.as_deref();
             // Each key is decided as a DeleteObject of it: a policy may
             // deny some keys of the bucket and not others.
-            let allowed = self.access.also(granted, "DeleteObject", &bucket, &object.key, version_id).await;
+            let allowed = match self.access.also(granted, "DeleteObject", &bucket, &object.key, version_id).await {
+                Ok(()) => self.may_bypass(granted, bypass, &bucket, &object.key, version_id).await,
+                refused => refused,
+            };
             match allowed {
                 Err(e) => errors.push(delete_error(e, object)),
                 Ok(()) => match self.delete_one(&bucket, &object.key, version_id, bypass).await {
@@ -438,6 +443,25 @@ impl Gateway {
             errors: (!errors.is_empty()).then_some(errors),
             ..Default::default()
         }))
+    }
+
+    /// With `x-amz-bypass-governance-retention` (`bypass`), whether the
+    /// caller may also bypass a Governance retention of that version:
+    /// `s3:BypassGovernanceRetention`, which the bucket's owner, an
+    /// administrator or a policy grants, never an ACL. Sending the header
+    /// without it is AccessDenied, as S3 answers, and changes nothing.
+    pub(crate) async fn may_bypass(
+        &self,
+        granted: &Granted,
+        bypass: bool,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<()> {
+        if !bypass {
+            return Ok(());
+        }
+        self.access.also(granted, "BypassGovernanceRetention", bucket, key, version_id).await
     }
 
     /// The source of a copy: an object the caller may read, checked
@@ -480,7 +504,14 @@ impl Gateway {
             Some(MetadataDirective::REPLACE) => true,
             Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive {other}")),
         };
-        let same_object = source_bucket.name == bucket.name && source_key == input.key;
+        // A copy of an older version onto its own key is S3's way to
+        // restore it; only the current version copied onto itself changes
+        // nothing.
+        let names_version = matches!(&input.copy_source, CopySource::Bucket { version_id: Some(_), .. });
+        let same_key = source_bucket.name == bucket.name && source_key == input.key;
+        let same_object = same_key
+            && (!names_version
+                || self.object(&bucket.name, &source_key, None).await.is_ok_and(|current| current.seq == source.seq));
         let reencrypted = input.server_side_encryption.is_some() || customer.is_some();
         if same_object && !replace && !reencrypted {
             return Err(s3_error!(

@@ -628,6 +628,14 @@ def check_versioning():
             eq((read(r), r.get("VersionId")), (d, v), f"get VersionId={v}")
         r = S3.get_object(Bucket=b, Key=key)
         eq((read(r), r.get("VersionId")), (datas[2], vids[2]), "get of the latest")
+        # An older version copied onto its own key restores it as a new
+        # version; the current one copied onto itself is refused.
+        restored = S3.copy_object(Bucket=b, Key=key, CopySource={"Bucket": b, "Key": key, "VersionId": vids[0]})
+        check(restored.get("VersionId") not in vids, "the restore is a new version")
+        eq(get_bytes(b, key), datas[0], "the older version restored")
+        expect_error(S3.copy_object, (400, "InvalidRequest"), Bucket=b, Key=key,
+                     CopySource={"Bucket": b, "Key": key, "VersionId": restored["VersionId"]})
+        S3.delete_object(Bucket=b, Key=key, VersionId=restored["VersionId"])
 
         d = S3.delete_object(Bucket=b, Key=key)
         eq(d.get("DeleteMarker"), True, "delete in an Enabled bucket: DeleteMarker")
@@ -1235,6 +1243,23 @@ def check_object_lock():
         expect_error(S3.head_object, (404, None), Bucket=plain, Key="x")
         expect_error(S3.put_object_lock_configuration, (409, "InvalidBucketState"), Bucket=plain,
                      ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+
+    if OTHER:
+        # WRITE on the bucket lets another user delete versions, never
+        # bypass their governance retention (s3:BypassGovernanceRetention).
+        other = make_client(*OTHER)
+        them = other.list_buckets()["Owner"]
+        S3.put_bucket_acl(Bucket=b, GrantWrite=f'id="{them["ID"]}"', GrantFullControl=f'id="{S3.list_buckets()["Owner"]["ID"]}"')
+        expect_error(other.delete_object, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov,
+                     BypassGovernanceRetention=True)
+        r = other.delete_objects(Bucket=b, BypassGovernanceRetention=True,
+                                 Delete={"Objects": [{"Key": "gov", "VersionId": gov}]})
+        eq([e["Code"] for e in r.get("Errors", [])], ["AccessDenied"], "DeleteObjects refused the bypass")
+        expect_error(other.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov,
+                     Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon}, BypassGovernanceRetention=True)
+        eq(get_bytes(b, "gov", VersionId=gov), b"g", "the governed version after another user's bypass")
+        eq(S3.get_object_retention(Bucket=b, Key="gov", VersionId=gov)["Retention"]["Mode"], "GOVERNANCE",
+           "its retention")
 
     # Governance is bypassed by its owner; compliance waits for its date.
     for key, v in (("gov", gov), ("dflt", dflt), ("mp", mp), ("gov-src", src)):

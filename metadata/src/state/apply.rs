@@ -120,6 +120,9 @@ pub(crate) fn apply(t: &mut impl TablesMut, ctx: Ctx, command: &Command) -> Appl
             objects::set_retention(t, ctx, target, *retention, *bypass_governance)
         }
         Command::ExpireObject { bucket, key, seq } => objects::expire_object(t, ctx, bucket, key, *seq),
+        Command::RemoveVersion { bucket, key, version_id, seq, lone_marker } => {
+            objects::remove_planned_version(t, ctx, bucket, key, version_id, *seq, *lone_marker)
+        }
         Command::TransitionObject { bucket, key, seq, from, to } => {
             objects::transition_object(t, ctx, objects::Target { bucket, key, version_id: None }, *seq, from, to)
         }

@@ -442,6 +442,13 @@ pub enum Command {
         holder: String,
         outcome: chuyi_meta_api::backup_schedule::BackupOutcome,
     },
+    RemoveVersion {
+        bucket: String,
+        key: String,
+        version_id: String,
+        seq: u64,
+        lone_marker: bool,
+    },
 }
 
 impl Command {
@@ -516,6 +523,7 @@ impl Command {
             Command::DeleteBackupSchedule { .. } => "DeleteBackupSchedule",
             Command::ClaimBackupRun { .. } => "ClaimBackupRun",
             Command::ReportBackupRun { .. } => "ReportBackupRun",
+            Command::RemoveVersion { .. } => "RemoveVersion",
         }
     }
 }
@@ -641,6 +649,9 @@ impl From<Request> for Command {
             }
             Request::ReportBackupRun { volume, target, holder, outcome } => {
                 Command::ReportBackupRun { volume, target, holder, outcome }
+            }
+            Request::RemoveVersion { bucket, key, version_id, seq, lone_marker } => {
+                Command::RemoveVersion { bucket, key, version_id, seq, lone_marker }
             }
         }
     }

@@ -352,6 +352,37 @@ pub(crate) fn expire_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key:
     }
 }
 
+/// Lifecycle's removal of version `version_id` of `key`, planned when it
+/// had sequence `seq` (and, with `lone_marker`, was a delete marker with
+/// no other version): done only if it still is, else `Count(0)`. A write
+/// in a bucket with versioning suspended replaces the null version under
+/// the same id, and must not be removed by the rule judged on the old one.
+pub(crate) fn remove_planned_version(
+    t: &mut impl TablesMut,
+    ctx: Ctx,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    seq: u64,
+    lone_marker: bool,
+) -> Applied {
+    let Some(record) = view::object_version(t, bucket, key, version_id, NULL_VERSION_SCAN_MAX)? else {
+        return Ok(Ok(Reply::Count(0)));
+    };
+    // Versions are only ever added as the newest: a marker still newest
+    // has had nothing added above it, and nothing can appear below.
+    let still_lone = || -> Result<bool, TableError> {
+        Ok(record.delete_marker && view::latest_object(t, bucket, key)?.is_some_and(|l| l.seq == seq))
+    };
+    if record.seq != seq || (lone_marker && !still_lone()?) {
+        return Ok(Ok(Reply::Count(0)));
+    }
+    match delete_object(t, ctx, bucket, key, Some(version_id), false)? {
+        Ok(_) => Ok(Ok(Reply::Count(1))),
+        Err(refusal) => Ok(Err(refusal)),
+    }
+}
+
 /// Whether a conditional write may apply over `current`, the key's newest
 /// version (a delete marker means no object). If-Match on a key with no
 /// object is S3's NoSuchKey, not PreconditionFailed.

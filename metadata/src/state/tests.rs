@@ -495,6 +495,44 @@ fn object_lock_holds_every_version_it_protects_until_its_date() {
     assert!(matches!(refused, Err(MetaError::BucketState { .. })), "{refused:?}");
 }
 
+/// Lifecycle removes a version only as it judged it (`RemoveVersion`): in
+/// a bucket with versioning suspended a put replaces the null version, a
+/// lone null delete marker included, under the same id, and the object
+/// written since stays; a marker no longer alone stays too.
+#[test]
+fn a_planned_removal_spares_a_version_written_since() {
+    let mut w = World::cluster(2);
+    let latest = |w: &World, key: &str| view::latest_object(&w.t, "scans", key).expect("read").expect("a version");
+    let remove = |w: &mut World, key: &str, version_id: &str, seq, lone_marker| {
+        let (bucket, key, version_id) = ("scans".into(), key.into(), version_id.into());
+        w.run(Command::RemoveVersion { bucket, key, version_id, seq, lone_marker })
+    };
+    let delete = |w: &mut World, key: &str| {
+        w.ok(Command::DeleteObject { bucket: "scans".into(), key: key.into(), version_id: None })
+    };
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Suspended });
+    w.put("k", 1);
+    delete(&mut w, "k");
+    let marker = latest(&w, "k");
+    assert!(marker.delete_marker && marker.version_id == "null", "{marker:?}");
+    w.put("k", 2);
+    assert!(matches!(remove(&mut w, "k", "null", marker.seq, true), Ok(Reply::Count(0))));
+    let written = latest(&w, "k");
+    assert!(!written.delete_marker && written.data.size == 2, "the put after the marker stays: {written:?}");
+    assert!(matches!(remove(&mut w, "k", "null", written.seq, false), Ok(Reply::Count(1))), "as judged, it goes");
+    assert!(view::latest_object(&w.t, "scans", "k").expect("read").is_none());
+
+    w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
+    w.put("m", 1);
+    delete(&mut w, "m");
+    let marker = latest(&w, "m");
+    let planned = |w: &mut World| remove(w, "m", &marker.version_id, marker.seq, true);
+    w.put("m", 3);
+    assert!(matches!(planned(&mut w), Ok(Reply::Count(0))), "a marker with a version above it stays");
+    assert!(!latest(&w, "m").delete_marker);
+    assert!(matches!(remove(&mut w, "m", "no-such-version", 1, false), Ok(Reply::Count(0))));
+}
+
 #[test]
 fn listing_pages_through_prefixes_and_delimiters() {
     let mut w = World::cluster(2);

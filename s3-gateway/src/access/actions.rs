@@ -78,6 +78,9 @@ fn owner_action(op: &str) -> &'static str {
         "GetBucketLocation" => "s3:GetBucketLocation",
         "GetBucketVersioning" => "s3:GetBucketVersioning",
         "PutBucketVersioning" => "s3:PutBucketVersioning",
+        // Not an operation: what a delete or a retention change sent with
+        // `x-amz-bypass-governance-retention` also needs.
+        "BypassGovernanceRetention" => "s3:BypassGovernanceRetention",
         "GetBucketPolicy" => "s3:GetBucketPolicy",
         "PutBucketPolicy" => "s3:PutBucketPolicy",
         "DeleteBucketPolicy" => "s3:DeleteBucketPolicy",

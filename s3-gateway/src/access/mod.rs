@@ -154,6 +154,25 @@ mod tests {
     }
 
     #[test]
+    fn bypassing_governance_takes_the_owner_an_admin_or_a_policy_never_an_acl() {
+        let writable = canned("public-read-write", "alice").expect("canned");
+        let rules = Rules { owner: "alice", policy: None, bucket_acl: &writable, object_acl: None };
+        // The ACL lets anyone delete versions, not bypass their retention.
+        assert_eq!(run(&user("bob"), "DeleteObject", Some("k"), &rules), Decision::Allow);
+        assert_eq!(run(&user("bob"), "BypassGovernanceRetention", Some("k"), &rules), Decision::Deny);
+        assert_eq!(run(&user("alice"), "BypassGovernanceRetention", Some("k"), &rules), Decision::Allow);
+        let admin = Caller::User { name: "root".into(), admin: true };
+        assert_eq!(run(&admin, "BypassGovernanceRetention", Some("k"), &rules), Decision::Allow);
+        let allow = Policy::parse(
+            br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"s3:BypassGovernanceRetention","Resource":"arn:aws:s3:::scans/*"}]}"#,
+            "scans",
+        )
+        .expect("policy");
+        let granted = Rules { policy: Some(&allow), ..rules };
+        assert_eq!(run(&user("bob"), "BypassGovernanceRetention", Some("k"), &granted), Decision::Allow);
+    }
+
+    #[test]
     fn a_policy_allow_lets_another_user_in_and_its_deny_beats_an_acl() {
         let allow = Policy::parse(
             br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::scans/*"}]}"#,
