@@ -159,6 +159,14 @@ async fn snapshot_is(cluster: &Cluster, volume: &str, name: &str, id: u32) -> Re
     }
 }
 
+/// `SnapshotGone` unless `volume` still has snapshot `name` with id `id`.
+async fn still_there(cluster: &Cluster, volume: &str, name: &str, id: u32) -> Result<(), BackupError> {
+    if snapshot_is(cluster, volume, name, id).await? {
+        return Ok(());
+    }
+    Err(BackupError::SnapshotGone { volume: volume.into(), snapshot: name.into() })
+}
+
 /// A new backup's journal, its snapshot taken and its spans chosen.
 async fn start(
     cluster: &Arc<Cluster>,
@@ -178,6 +186,11 @@ async fn start(
         None if vol.is_clone() => (vec![None; spans as usize], vec![(0, v.size_bytes)]),
         None => (vec![None; spans as usize], vol.diff(None, Some(snapshot.id)).await?),
     };
+    // A snapshot deleted under a diff is read as the next newer one by the
+    // nodes, which would miss changes: the parent must outlive the diff.
+    if let Some(p) = &parent {
+        still_there(cluster, &v.name, &p.snapshot, p.snapshot_id).await?;
+    }
     let journal = Manifest {
         format: manifest::FORMAT,
         id,
@@ -365,6 +378,8 @@ async fn finish(cluster: &Arc<Cluster>, repo: &Repo, mut journal: Manifest) -> R
             journal.todo.len()
         )));
     }
+    // Likewise the backup's own snapshot must outlive every read of it.
+    still_there(cluster, &journal.volume, &journal.snapshot, journal.snapshot_id).await?;
     journal.finished_ms = chuyi_common::clock::unix_ms();
     journal.image_hash = image_hash(journal.volume_bytes, &journal.pieces);
     if journal.parent.is_none() {

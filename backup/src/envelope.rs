@@ -60,6 +60,14 @@ impl Kind {
 }
 
 /// Compresses and seals `plain` as a `kind` named `name`.
+/// Whether an envelope of `kind` may hold `plain_len` bytes: what [`open`]
+/// reads back. A piece holds at most a span; anything else (a manifest
+/// grows by 33 bytes a span of data) at most [`PLAINTEXT_MAX_BYTES`].
+pub fn holds(kind: Kind, plain_len: usize) -> bool {
+    let most = if kind == Kind::Piece { crate::repo::PIECE_BYTES as usize } else { PLAINTEXT_MAX_BYTES };
+    plain_len <= most
+}
+
 pub fn seal(gcm: &Sm4Gcm, kind: Kind, name: &[u8], plain: &[u8]) -> Bytes {
     let compressed = compress(plain);
     let (codec, body) = match &compressed {
@@ -98,8 +106,7 @@ pub fn open(gcm: &Sm4Gcm, kind: Kind, name: &[u8], sealed: &[u8], what: &str) ->
     let plain_len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
     // Checked before anything is allocated for it: a piece never holds
     // more than a span, whatever a damaged or hostile target says.
-    let most = if kind == Kind::Piece { crate::repo::PIECE_BYTES as usize } else { PLAINTEXT_MAX_BYTES };
-    if plain_len > most {
+    if !holds(kind, plain_len) {
         return Err(bad("says it holds more than an envelope of its kind may"));
     }
     let mut nonce = [0u8; GCM_NONCE_BYTES];
@@ -148,6 +155,14 @@ mod tests {
 
     fn gcm(k: u8) -> Sm4Gcm {
         Sm4Gcm::new(&[k; 16])
+    }
+
+    #[test]
+    fn an_envelope_holds_no_more_than_is_read_back() {
+        assert!(holds(Kind::Manifest, PLAINTEXT_MAX_BYTES));
+        assert!(!holds(Kind::Manifest, PLAINTEXT_MAX_BYTES + 1), "a manifest no reader opens");
+        assert!(holds(Kind::Piece, crate::repo::PIECE_BYTES as usize));
+        assert!(!holds(Kind::Piece, crate::repo::PIECE_BYTES as usize + 1));
     }
 
     #[test]

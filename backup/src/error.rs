@@ -48,6 +48,11 @@ pub enum BackupError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A snapshot the backup reads from, or diffs against, was deleted
+    /// meanwhile: a node would have answered from the next newer view, so
+    /// nothing read since can be trusted.
+    #[error("snapshot {snapshot} of volume {volume} was deleted while the backup used it; run the backup again")]
+    SnapshotGone { volume: String, snapshot: String },
     /// Another process holds the target in a way this one cannot share.
     #[error(
         "the target is locked by {0}; try again when it is done (a lock of a killed process runs out in 5 minutes)"

@@ -208,8 +208,24 @@ impl Repo {
     }
 
     /// Writes `plain` sealed as object `name` (under the prefix).
+    /// One that could not be read back (larger than [`envelope::holds`]
+    /// or than a reply is read: a manifest of a volume holding more than
+    /// about 7 TiB of data) is refused, so a backup fails at its start
+    /// rather than finish unreadable.
     pub async fn put_sealed(&self, kind: Kind, name: &str, plain: &[u8]) -> Result<u64, BackupError> {
+        let too_large = |len: usize| {
+            BackupError::Invalid(format!(
+                "{name} would be {len} bytes, more than a backup target object is read back at ({} bytes): a volume holding this much data cannot be backed up yet",
+                envelope::PLAINTEXT_MAX_BYTES
+            ))
+        };
+        if !envelope::holds(kind, plain.len()) {
+            return Err(too_large(plain.len()));
+        }
         let sealed = self.seal(kind, name, plain);
+        if kind != Kind::Piece && sealed.len() > envelope::PLAINTEXT_MAX_BYTES {
+            return Err(too_large(sealed.len()));
+        }
         let len = sealed.len() as u64;
         self.s3.put(&self.path.bucket, &self.path.key(name), sealed).await?;
         Ok(len)

@@ -72,7 +72,13 @@ pub async fn restore(
     // cannot be forgotten and swept under the restore.
     let id = crate::manifest::new_id(chuyi_common::clock::unix_ms());
     let lock = Lock::acquire(repo, LockKind::Verify, Some(&m.volume), &id).await?;
-    let result = restore_locked(cluster, repo, kek, m, to, options, progress).await;
+    // Read again under the lock: a prune that forgot the backup before the
+    // lock was taken has swept its pieces, and a restore from it would
+    // overwrite part of the volume and then stop.
+    let result = match crate::catalog::manifest(repo, &m.volume, &m.id).await {
+        Ok(m) => restore_locked(cluster, repo, kek, &m, to, options, progress).await,
+        Err(e) => Err(e),
+    };
     lock.release().await;
     result
 }
