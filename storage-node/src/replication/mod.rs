@@ -766,13 +766,20 @@ impl Replicator {
             Ok((ChunkResponse::RawBlock { crc: theirs_crc }, theirs)) if theirs.len() as u64 == BLOCK => {
                 let ours = torn::Stored { data: &mine, crc };
                 let theirs = torn::Stored { data: &theirs, crc: theirs_crc };
-                if let Some(data) = torn::mend(ours, theirs, poisoned_crc()) {
+                let mended = torn::mend(ours, theirs, poisoned_crc());
+                // The same check as a repair's: a source ahead by a snap
+                // sequence must not lend its bytes (`not_ahead`).
+                let ahead = match mended {
+                    Some(_) => self.not_ahead(placed, chunk, source).await.err(),
+                    None => None,
+                };
+                if let (Some(data), None) = (mended, &ahead) {
                     disk.rewrite(chunk, at, Bytes::copy_from_slice(data), true).await?;
                     self.counters.repairs.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%chunk, block = at / BLOCK, with = source.node, "mended a block both replicas had torn");
                     return Ok(());
                 }
-                format!("node {}'s copy does not show what the block was", source.node)
+                ahead.unwrap_or_else(|| format!("node {}'s copy does not show what the block was", source.node))
             }
             Ok((other, _)) => format!("{other:?}"),
             Err(e) => e.to_string(),
