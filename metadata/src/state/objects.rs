@@ -353,8 +353,9 @@ pub(crate) fn expire_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key:
 }
 
 /// Lifecycle's removal of version `version_id` of `key`, planned when it
-/// had sequence `seq` (and, with `lone_marker`, was a delete marker with
-/// no other version): done only if it still is, else `Count(0)`. A write
+/// had sequence `seq` and was noncurrent (with `lone_marker`: a delete
+/// marker with no other version): done only if it still is, else
+/// `Count(0)`. A write
 /// in a bucket with versioning suspended replaces the null version under
 /// the same id, and must not be removed by the rule judged on the old one.
 pub(crate) fn remove_planned_version(
@@ -371,10 +372,14 @@ pub(crate) fn remove_planned_version(
     };
     // Versions are only ever added as the newest: a marker still newest
     // has had nothing added above it, and nothing can appear below.
-    let still_lone = || -> Result<bool, TableError> {
-        Ok(record.delete_marker && view::latest_object(t, bucket, key)?.is_some_and(|l| l.seq == seq))
+    let newest = view::latest_object(t, bucket, key)?.is_some_and(|l| l.seq == seq);
+    // A noncurrent version judged may have become the newest since (the
+    // newer ones deleted by id): it is then the object, not a rule's.
+    let as_judged = match lone_marker {
+        true => record.delete_marker && newest,
+        false => !newest,
     };
-    if record.seq != seq || (lone_marker && !still_lone()?) {
+    if record.seq != seq || !as_judged {
         return Ok(Ok(Reply::Count(0)));
     }
     match delete_object(t, ctx, bucket, key, Some(version_id), false)? {

@@ -519,8 +519,8 @@ fn a_planned_removal_spares_a_version_written_since() {
     assert!(matches!(remove(&mut w, "k", "null", marker.seq, true), Ok(Reply::Count(0))));
     let written = latest(&w, "k");
     assert!(!written.delete_marker && written.data.size == 2, "the put after the marker stays: {written:?}");
-    assert!(matches!(remove(&mut w, "k", "null", written.seq, false), Ok(Reply::Count(1))), "as judged, it goes");
-    assert!(view::latest_object(&w.t, "scans", "k").expect("read").is_none());
+    assert!(matches!(remove(&mut w, "k", "null", written.seq, true), Ok(Reply::Count(0))), "not a marker");
+    assert!(matches!(remove(&mut w, "k", "null", written.seq, false), Ok(Reply::Count(0))), "not noncurrent");
 
     w.ok(Command::SetVersioning { bucket: "scans".into(), versioning: Versioning::Enabled });
     w.put("m", 1);
@@ -530,6 +530,14 @@ fn a_planned_removal_spares_a_version_written_since() {
     w.put("m", 3);
     assert!(matches!(planned(&mut w), Ok(Reply::Count(0))), "a marker with a version above it stays");
     assert!(!latest(&w, "m").delete_marker);
+    // Noncurrent as judged, it goes; made current again since, it stays.
+    let first = w.put("n", 1);
+    let second = w.put("n", 2);
+    let old = view::object_version(&w.t, "scans", "n", &first, 10).expect("read").expect("first");
+    w.ok(Command::DeleteObject { bucket: "scans".into(), key: "n".into(), version_id: Some(second) });
+    assert!(matches!(remove(&mut w, "n", &first, old.seq, false), Ok(Reply::Count(0))), "the object again");
+    w.put("n", 3);
+    assert!(matches!(remove(&mut w, "n", &first, old.seq, false), Ok(Reply::Count(1))), "noncurrent, it goes");
     assert!(matches!(remove(&mut w, "m", "no-such-version", 1, false), Ok(Reply::Count(0))));
 }
 
