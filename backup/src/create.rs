@@ -186,6 +186,15 @@ async fn start(
         None if vol.is_clone() => (vec![None; spans as usize], vec![(0, v.size_bytes)]),
         None => (vec![None; spans as usize], vol.diff(None, Some(snapshot.id)).await?),
     };
+    // Refused now, not when a checkpoint or the manifest grows past what
+    // can be read back: a journal resumed would fail there again for good.
+    let data_spans = pieces.iter().filter(|p| p.is_some()).count() as u64 + spans_of(&changed).len() as u64;
+    if !manifest::fits(spans, data_spans) {
+        return Err(BackupError::Invalid(format!(
+            "volume {} has {data_spans} spans of data: its backup's manifest would be larger than can be read back; it cannot be backed up yet",
+            v.name
+        )));
+    }
     // A snapshot deleted under a diff is read as the next newer one by the
     // nodes, which would miss changes: the parent must outlive the diff.
     if let Some(p) = &parent {

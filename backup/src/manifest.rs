@@ -83,6 +83,14 @@ impl std::ops::AddAssign<&Stats> for Stats {
     }
 }
 
+/// Whether the manifest of a volume of `spans` spans, `data_spans` of them
+/// holding a piece, stays small enough to be read back: a piece costs 33
+/// bytes of it (its id and a tag), a hole one; 1 MiB is left for the rest.
+pub fn fits(spans: u64, data_spans: u64) -> bool {
+    let bytes = spans.saturating_add(data_spans.saturating_mul(32)).saturating_add(1 << 20);
+    bytes <= crate::envelope::PLAINTEXT_MAX_BYTES as u64
+}
+
 impl Manifest {
     /// Spans of a volume of `bytes`.
     pub fn spans(bytes: u64) -> u64 {
@@ -166,6 +174,14 @@ pub fn id_time_ms(id: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_fits_up_to_about_seven_tib_of_data() {
+        let tib = (1u64 << 40) / u64::from(PIECE_BYTES);
+        assert!(fits(16 * tib, 7 * tib), "7 TiB of data in a 16 TiB volume");
+        assert!(!fits(16 * tib, 8 * tib), "8 TiB of data");
+        assert!(!fits(u64::MAX, u64::MAX));
+    }
 
     #[test]
     fn ids_sort_by_time_and_give_it_back() {

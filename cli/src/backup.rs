@@ -456,7 +456,12 @@ async fn list(args: &ClusterArgs, t: &TargetArgs, volume: Option<&str>) -> anyho
     let wanted = |v: &str| volume.is_none_or(|only| only == v);
     let mut rows = Vec::new();
     for (v, id) in catalog::complete(&repo).await?.into_iter().filter(|(v, _)| wanted(v)) {
-        let m = catalog::manifest(&repo, &v, &id).await?;
+        let m = match catalog::manifest(&repo, &v, &id).await {
+            Ok(m) => m,
+            // Pruned since it was listed (a schedule prunes as it runs).
+            Err(chuyi_backup::BackupError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let drill = catalog::drill(&repo, &v, &id).await?;
         rows.push((m, drill));
     }
