@@ -211,18 +211,10 @@ async fn rot_met_by_a_rebalance_is_mended_from_the_kept_replica() {
 
     let owner = vol.volume().id;
     let map = rebalance_onto_node_3(&mut cluster, owner, CHUNKS).await;
-    let mut from_node_1 = 0;
-    for i in 0..CHUNKS {
-        let chunk = ChunkId::new(owner, i);
-        let (_, pg) = map.locate(chunk).expect("the chunk's PG");
-        let Some(new) = pg.on_node(3) else { continue };
-        if pg.replicas[0].node == 1 {
-            from_node_1 += 1;
-        }
-        let copy = cluster.read_replica(new, chunk).await.expect("node 3's copy reads, not poisoned");
+    for (i, new) in moved_onto_node_3(&map, owner, CHUNKS) {
+        let copy = cluster.read_replica(new, ChunkId::new(owner, i)).await.expect("node 3's copy reads, not poisoned");
         assert!(copy == unique_chunk(i), "chunk {i}: node 3's copy is the data written");
     }
-    assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
 }
 
 /// Rot in a snapshot's own copy of a chunk (its clone, made when the chunk
@@ -281,20 +273,28 @@ async fn rot_in_a_snapshot_is_mended_from_the_other_replica() {
         rot(&file, &unique_block(i, 6));
     }
     let map = rebalance_onto_node_3(&mut cluster, owner, CHUNKS).await;
-    let mut from_node_1 = 0;
-    for i in 0..CHUNKS {
-        let chunk = ChunkId::new(owner, i);
-        let (_, pg) = map.locate(chunk).expect("the chunk's PG");
-        let Some(new) = pg.on_node(3) else { continue };
-        if pg.replicas[0].node == 1 {
-            from_node_1 += 1;
-        }
-        let copy = clone_copy(&cluster, new, chunk).await.expect("node 3's clone reads, not poisoned");
+    for (i, new) in moved_onto_node_3(&map, owner, CHUNKS) {
+        let copy = clone_copy(&cluster, new, ChunkId::new(owner, i)).await.expect("node 3's clone reads, not poisoned");
         assert!(copy == unique_chunk(i), "chunk {i}: node 3's clone is the snapshot's data");
     }
-    assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
     let read = snapshot.read(0, CHUNKS * 4 * MIB).await.expect("the whole snapshot reads");
     assert!(read == (0..CHUNKS).flat_map(|i| unique_chunk(i).to_vec()).collect::<Vec<u8>>(), "the snapshot");
+}
+
+/// The chunks of `owner` with a replica on node 3 in `map`, and that
+/// replica; at least one of them must have node 1 as its primary (was
+/// backfilled from node 1's copy), or a test of mending saw none.
+fn moved_onto_node_3(map: &DataMap, owner: u64, chunks: u64) -> Vec<(u64, Replica)> {
+    let mut moved = Vec::new();
+    let mut from_node_1 = 0;
+    for i in 0..chunks {
+        let (_, pg) = map.locate(ChunkId::new(owner, i)).expect("the chunk's PG");
+        let Some(new) = pg.on_node(3) else { continue };
+        from_node_1 += usize::from(pg.replicas[0].node == 1);
+        moved.push((i, new));
+    }
+    assert!(from_node_1 > 0, "no chunk moved onto node 3 with node 1 as its primary: the test saw no mend");
+    moved
 }
 
 /// `replica`'s copy of `chunk`'s one snapshot clone; `None` when it does
