@@ -188,7 +188,8 @@ async fn start(
     };
     // Refused now, not when a checkpoint or the manifest grows past what
     // can be read back: a journal resumed would fail there again for good.
-    let data_spans = pieces.iter().filter(|p| p.is_some()).count() as u64 + spans_of(&changed).len() as u64;
+    let todo = spans_of(&changed);
+    let data_spans = pieces.iter().filter(|p| p.is_some()).count() as u64 + todo.len() as u64;
     if !manifest::fits(spans, data_spans) {
         return Err(BackupError::Invalid(format!(
             "volume {} has {data_spans} spans of data: its backup's manifest would be larger than can be read back; it cannot be backed up yet",
@@ -215,7 +216,7 @@ async fn start(
         finished_ms: 0,
         piece_bytes: PIECE_BYTES,
         pieces,
-        todo: spans_of(&changed),
+        todo,
         image_hash: [0; 32],
         stats: Stats { changed_bytes: changed.iter().map(|(_, len)| len).sum(), ..Stats::default() },
     };

@@ -75,10 +75,11 @@ pub async fn restore(
     // Read again under the lock: a prune that forgot the backup before the
     // lock was taken has swept its pieces, and a restore from it would
     // overwrite part of the volume and then stop.
-    let result = match crate::catalog::manifest(repo, &m.volume, &m.id).await {
-        Ok(m) => restore_locked(cluster, repo, kek, &m, to, options, progress).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let m = crate::catalog::manifest(repo, &m.volume, &m.id).await?;
+        restore_locked(cluster, repo, kek, &m, to, options, progress).await
+    }
+    .await;
     lock.release().await;
     result
 }

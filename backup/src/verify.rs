@@ -30,19 +30,16 @@ pub async fn verify(
     // Read again and recorded under the lock, so that a prune cannot
     // forget the backup between the caller's read and the drill, nor the
     // drill be recorded for a backup gone meanwhile.
-    let result = match crate::catalog::manifest(repo, &m.volume, &m.id).await {
-        Ok(m) => record(repo, &m, check(repo, &m, in_flight, throttle, progress).await).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let m = crate::catalog::manifest(repo, &m.volume, &m.id).await?;
+        let drill = check(repo, &m, in_flight, throttle, progress).await?;
+        let json = serde_json::to_vec(&drill).map_err(|e| BackupError::Invalid(e.to_string()))?;
+        repo.put_sealed(Kind::Drill, &drill_name(&m.volume, &m.id), &json).await?;
+        Ok(drill)
+    }
+    .await;
     lock.release().await;
     result
-}
-
-async fn record(repo: &Repo, m: &Manifest, checked: Result<Drill, BackupError>) -> Result<Drill, BackupError> {
-    let drill = checked?;
-    let json = serde_json::to_vec(&drill).map_err(|e| BackupError::Invalid(e.to_string()))?;
-    repo.put_sealed(Kind::Drill, &drill_name(&m.volume, &m.id), &json).await?;
-    Ok(drill)
 }
 
 async fn check(

@@ -346,18 +346,15 @@ pub(crate) fn expire_object(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key:
     if !current.is_some_and(|c| c.seq == seq && !c.delete_marker) {
         return Ok(Ok(Reply::Count(0)));
     }
-    match delete_object(t, ctx, bucket, key, None, false)? {
-        Ok(_) => Ok(Ok(Reply::Count(1))),
-        Err(refusal) => Ok(Err(refusal)),
-    }
+    deleted_one(t, ctx, bucket, key, None)
 }
 
 /// Lifecycle's removal of version `version_id` of `key`, planned when it
 /// had sequence `seq` and was noncurrent (with `lone_marker`: a delete
 /// marker with no other version): done only if it still is, else
-/// `Count(0)`. A write
-/// in a bucket with versioning suspended replaces the null version under
-/// the same id, and must not be removed by the rule judged on the old one.
+/// `Count(0)`. A write in a bucket with versioning suspended replaces the
+/// null version under the same id, and must not be removed by the rule
+/// judged on the old one.
 pub(crate) fn remove_planned_version(
     t: &mut impl TablesMut,
     ctx: Ctx,
@@ -382,7 +379,13 @@ pub(crate) fn remove_planned_version(
     if record.seq != seq || !as_judged {
         return Ok(Ok(Reply::Count(0)));
     }
-    match delete_object(t, ctx, bucket, key, Some(version_id), false)? {
+    deleted_one(t, ctx, bucket, key, Some(version_id))
+}
+
+/// [`delete_object`] (no Governance bypass) answered as lifecycle's
+/// conditional requests are: `Count(1)`, or the refusal.
+fn deleted_one(t: &mut impl TablesMut, ctx: Ctx, bucket: &str, key: &str, version_id: Option<&str>) -> Applied {
+    match delete_object(t, ctx, bucket, key, version_id, false)? {
         Ok(_) => Ok(Ok(Reply::Count(1))),
         Err(refusal) => Ok(Err(refusal)),
     }

@@ -172,12 +172,7 @@ impl DiskStore {
         let _counted = InFlight::start(&self.writes);
         let mut slot = self.slot_for_write(chunk, snap).await?;
         self.keep_clone(&mut slot, chunk, snap).await?;
-        self.write_locked(&mut slot, chunk, offset, data).await?;
-        drop(slot);
-        if fua {
-            self.sync().await?;
-        }
-        Ok(())
+        self.write_and_sync(slot, chunk, offset, data, fua).await
     }
 
     /// [`Self::write`] into a chunk (or clone) this disk holds, never
@@ -196,6 +191,19 @@ impl DiskStore {
             return Err(missing());
         }
         self.ensure_loaded(&mut slot).await?;
+        self.write_and_sync(slot, chunk, offset, data, fua).await
+    }
+
+    /// The rest of a write once its slot is locked and loaded: the data,
+    /// then, with `fua`, a flush after the slot is let go.
+    async fn write_and_sync(
+        &self,
+        mut slot: OwnedRwLockWriteGuard<Slot>,
+        chunk: ChunkId,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), StoreError> {
         self.write_locked(&mut slot, chunk, offset, data).await?;
         drop(slot);
         if fua {
