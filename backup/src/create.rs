@@ -77,9 +77,11 @@ pub async fn create(
     let lock =
         Lock::acquire(repo, LockKind::Backup, Some(volume), &manifest::new_id(chuyi_common::clock::unix_ms())).await?;
     let result = async {
-        let mut journal = match resumable(cluster, repo, &vol).await? {
-            Some(journal) => journal,
-            None => start(cluster, repo, &vol, options).await?,
+        let (mut journal, vol) = match resumable(cluster, repo, &vol).await? {
+            // Opened now, the volume is at least as large as when the
+            // journal's snapshot was taken: volumes only grow.
+            Some(journal) => (journal, vol),
+            None => start(cluster, repo, vol, options).await?,
         };
         let mut this_run = run(repo, &vol, xts.as_ref(), &mut journal, options, progress).await?;
         // Every piece the manifest names must be in the target when it is
@@ -167,19 +169,27 @@ async fn still_there(cluster: &Cluster, volume: &str, name: &str, id: u32) -> Re
     Err(BackupError::SnapshotGone { volume: volume.into(), snapshot: name.into() })
 }
 
-/// A new backup's journal, its snapshot taken and its spans chosen.
+/// A new backup's journal, its snapshot taken and its spans chosen, and
+/// the volume as it was opened after the snapshot.
 async fn start(
     cluster: &Arc<Cluster>,
     repo: &Repo,
-    vol: &VolumeIo,
+    opened: VolumeIo,
     options: &CreateOptions,
-) -> Result<Manifest, BackupError> {
-    let v = vol.volume();
-    let parent = if options.full { None } else { parent(cluster, repo, vol).await? };
+) -> Result<(Manifest, VolumeIo), BackupError> {
     let now = chuyi_common::clock::unix_ms();
     let id = manifest::new_id(now);
     let snapshot_name = format!("{SNAPSHOT_PREFIX}{}-{id}", repo.id);
-    let snapshot = chuyi_client::snapshot::create(cluster, &v.name, &snapshot_name).await?;
+    let snapshot = chuyi_client::snapshot::create(cluster, &opened.volume().name, &snapshot_name).await?;
+    let vol = match after_snapshot(cluster, &opened).await {
+        Ok(vol) => vol,
+        Err(e) => {
+            let _ = chuyi_client::snapshot::delete(cluster, &opened.volume().name, &snapshot_name).await;
+            return Err(e);
+        }
+    };
+    let v = vol.volume();
+    let parent = if options.full { None } else { parent(cluster, repo, &vol).await? };
     let spans = Manifest::spans(v.size_bytes);
     let (pieces, changed) = match &parent {
         Some(p) => (p.pieces.clone(), vol.diff(Some(p.snapshot_id), Some(snapshot.id)).await?),
@@ -221,7 +231,24 @@ async fn start(
         stats: Stats { changed_bytes: changed.iter().map(|(_, len)| len).sum(), ..Stats::default() },
     };
     repo.put_sealed(Kind::Journal, &journal_name(&journal.volume, &journal.id), &journal.encode()).await?;
-    Ok(journal)
+    Ok((journal, vol))
+}
+
+/// The volume opened again once its snapshot is taken. Grown between the
+/// first open and the snapshot, the snapshot holds more than the first
+/// open's size: a backup of that size would leave the grown part's data
+/// out. Volumes only grow, so a size read after the snapshot covers it
+/// (a part grown later reads as zeros in the snapshot). A volume deleted
+/// and made again under the same name took the snapshot instead.
+async fn after_snapshot(cluster: &Arc<Cluster>, opened: &VolumeIo) -> Result<VolumeIo, BackupError> {
+    let name = &opened.volume().name;
+    let vol = cluster.open_volume(name).await?;
+    if vol.volume().id != opened.volume().id {
+        return Err(BackupError::Invalid(format!(
+            "volume {name} was deleted and made again while its backup started; run the backup again"
+        )));
+    }
+    Ok(vol)
 }
 
 /// The newest complete backup of this very volume (same owner and size)

@@ -8,12 +8,15 @@
 //!
 //! A lock is rewritten every [`REFRESH`]; one not rewritten for
 //! [`STALE_MS`] is a killed process's and is ignored, as is one whose
-//! process on this host has ended (a killed backup run again at once).
+//! process on this host has ended (a killed backup run again at once):
+//! see [`ended`].
 //!
 //! # Format
 //!
 //! `locks/<backup|prune|verify>-<id>`, JSON: `{"kind", "volume", "host",
-//! "pid", "refreshed_ms"}` (no secret and no data: plain).
+//! "pid", "pid_ns", "refreshed_ms"}` (no secret and no data: plain).
+//! `pid_ns` is the holder's PID namespace (`/proc/self/ns/pid`'s link,
+//! `pid:[inode]`); absent from locks of earlier versions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +48,19 @@ pub struct LockRecord {
     /// The host and process holding it.
     pub host: String,
     pub pid: u32,
+    /// The PID namespace `pid` is numbered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
     pub refreshed_ms: u64,
+}
+
+/// Whether `theirs` is known to be held by a process that has ended: one
+/// of this host and this PID namespace whose pid `alive` says is free.
+/// Two containers may share a hostname but never a PID namespace, and a
+/// pid read in another namespace says nothing of the process there; a
+/// lock without its namespace (an earlier version's) is left to go stale.
+pub fn ended(mine: &LockRecord, theirs: &LockRecord, alive: impl Fn(u32) -> bool) -> bool {
+    theirs.host == mine.host && theirs.pid_ns.is_some() && theirs.pid_ns == mine.pid_ns && !alive(theirs.pid)
 }
 
 /// Whether `mine` must give way to `theirs` at `now_ms`; `theirs_gone`:
@@ -87,6 +102,7 @@ impl Lock {
             volume: volume.map(String::from),
             host: hostname(),
             pid: std::process::id(),
+            pid_ns: pid_namespace(),
             refreshed_ms: chuyi_common::clock::unix_ms(),
         };
         write(repo, &name, &mine).await?;
@@ -96,7 +112,7 @@ impl Lock {
                 continue;
             }
             let Some(theirs) = read(repo, &other).await? else { continue };
-            let gone = theirs.host == mine.host && !std::path::Path::new(&format!("/proc/{}", theirs.pid)).exists();
+            let gone = ended(&mine, &theirs, |pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
             if conflicts(&mine, &theirs, now, gone) {
                 repo.delete(&name).await?;
                 let by = format!("{} pid {}", theirs.host, theirs.pid);
@@ -151,6 +167,10 @@ async fn read(repo: &Repo, name: &str) -> Result<Option<LockRecord>, BackupError
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid").ok().map(|l| l.to_string_lossy().into_owned())
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
@@ -160,7 +180,36 @@ mod tests {
     use super::*;
 
     fn lock(kind: LockKind, volume: Option<&str>, at: u64) -> LockRecord {
-        LockRecord { kind, volume: volume.map(String::from), host: "h".into(), pid: 1, refreshed_ms: at }
+        LockRecord {
+            kind,
+            volume: volume.map(String::from),
+            host: "h".into(),
+            pid: 1,
+            pid_ns: Some("pid:[1]".into()),
+            refreshed_ms: at,
+        }
+    }
+
+    #[test]
+    fn only_a_process_of_this_host_and_pid_namespace_is_known_ended() {
+        let mine = lock(LockKind::Prune, None, 0);
+        let theirs = LockRecord { pid: 7, ..lock(LockKind::Backup, Some("a"), 0) };
+        let free = |_| false;
+        assert!(ended(&mine, &theirs, free));
+        assert!(!ended(&mine, &theirs, |pid| pid == 7), "its pid is in use");
+        let other_host = LockRecord { host: "g".into(), ..theirs.clone() };
+        assert!(!ended(&mine, &other_host, free));
+        let other_ns = LockRecord { pid_ns: Some("pid:[2]".into()), ..theirs.clone() };
+        assert!(!ended(&mine, &other_ns, free), "a container of the same hostname");
+        let unknown = LockRecord { pid_ns: None, ..theirs.clone() };
+        assert!(!ended(&mine, &unknown, free), "an earlier version's lock");
+    }
+
+    #[test]
+    fn a_lock_of_an_earlier_version_reads() {
+        let old = br#"{"kind":"backup","volume":"a","host":"h","pid":3,"refreshed_ms":5}"#;
+        let record: LockRecord = serde_json::from_slice(old).expect("reads");
+        assert_eq!((record.pid, record.pid_ns), (3, None));
     }
 
     #[test]

@@ -240,6 +240,20 @@ async fn backups_restore_what_their_snapshots_held() {
     assert_same(&site.uri("r0"), &b1_img);
     let (ok, _, err) = site.cli(&["restore", &b1_id, "--to", "r0", "--target", target]);
     assert!(!ok && err.contains("--overwrite"), "an existing volume is not restored over by default: {err}");
+
+    // Grown online: the next backup holds the grown part too, and is full
+    // (its parent is of another size).
+    let (ok, out, err) = site.cluster.cli(&["volume", "resize", "disk", "--size", "40M"]).expect("chuyi");
+    assert!(ok, "{out}{err}");
+    qemu_io(&site.uri("disk"), &["write -P 0x3c 36M 64k"]);
+    let b4 = site.json(&["create", "disk", "--target", target]);
+    assert!(b4["parent"].is_null(), "{b4}");
+    let b4_img = files.path().join("b4.img");
+    save(&site.uri(&format!("disk@{}", b4["snapshot"].as_str().expect("snapshot"))), &b4_img);
+    assert_eq!(std::fs::metadata(&b4_img).expect("b4.img").len(), 40 << 20);
+    let b4_id = b4["id"].as_str().expect("id").to_string();
+    retry(&site, &["restore", &b4_id, "--to", "r4", "--target", target]);
+    assert_same(&site.uri("r4"), &b4_img);
     let (ok, out, err) = site.cluster.cli(&["volume", "create", "clear", "--size", "32M"]).expect("chuyi");
     assert!(ok, "{out}{err}");
     let (ok, _, err) = site.cli(&["restore", &b1_id, "--to", "clear", "--overwrite", "--target", target]);
@@ -271,7 +285,7 @@ async fn backups_restore_what_their_snapshots_held() {
 
     // Drills: all pass; then one damaged piece fails the drill of each
     // backup holding it, naming its one span, and `list` shows which.
-    let ids = [&b1_id, &b2_id, &b3_id];
+    let ids = [&b1_id, &b2_id, &b3_id, &b4_id];
     for id in ids {
         let drill = site.json(&["verify", id, "--target", target]);
         assert_eq!(drill["passed"], true, "{drill}");
