@@ -479,14 +479,16 @@ impl Worker {
 }
 
 /// A gateway as `kind` runs it. Packs close after 5 s and are freed 1 s
-/// after their last object goes (production: 10 min and 60 s), so a
-/// path's deleted data is freed before the next path runs; how many
-/// objects share a pack is the same either way at this rate.
+/// after their last object goes, and deleted data 1 s after (production:
+/// 10 min, 60 s and 15 min), so a path's deleted data is freed before the
+/// next path runs; how many objects share a pack is the same either way
+/// at this rate.
 fn gateway_options(kind: PathKind) -> chuyi_s3::server::Options {
     chuyi_s3::server::Options {
         pack_window: Duration::from_secs(5),
         pack_ttl: Duration::from_secs(10),
         pack_grace: Duration::from_secs(1),
+        garbage_grace: Duration::from_secs(1),
         packed_object_max: if kind == PathKind::GatewayOwned { 0 } else { chuyi_s3::packs::PACKED_OBJECT_MAX },
         // A KEK of the run's own, for the encrypted paths' bucket keys.
         kek: kind.encryption().map(|_| {
@@ -516,7 +518,7 @@ async fn wait_reclaimed(cluster: &TestCluster) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         let packs = meta.status().await?.packs.packs;
-        if meta.ask(ask::Garbage { max: 1 }).await?.is_empty() && packs == 0 {
+        if meta.ask(ask::Garbage { max: 1, after: None }).await?.is_empty() && packs == 0 {
             return Ok(started.elapsed());
         }
         anyhow::ensure!(started.elapsed() < DEADLINE, "deleted data not freed after {DEADLINE:?}");

@@ -80,6 +80,7 @@ fn options(layout: Layout) -> chuyi_s3::server::Options {
         pack_window: Duration::from_secs(2),
         pack_ttl: Duration::from_secs(4),
         pack_grace: Duration::from_secs(1),
+        garbage_grace: Duration::from_secs(1),
         packed_object_max: match layout {
             Layout::Owned => 0,
             Layout::Packed => chuyi_s3::packs::PACKED_OBJECT_MAX,
@@ -226,7 +227,8 @@ async fn hostile_requests_get_s3_errors_and_change_nothing() {
 /// A gateway process whose pending data expires after 2 s, and whose
 /// packs close after 2 s.
 async fn spawn_gateway(cluster: &TestCluster, listen: &str) -> GatewayProcess {
-    let args = ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    let args =
+        ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1", "--garbage-grace-secs", "1"];
     cluster.s3_gateway(listen, &args).await.expect("chuyi s3")
 }
 
@@ -302,6 +304,24 @@ async fn uploads_cut_short_leave_no_object_and_their_chunks_are_freed() {
     assert!(out.contains("404"), "no object after the gateway died: {out}");
 }
 
+/// A GET under way when its object is deleted or overwritten streams the
+/// old object whole: the old data is freed only after the garbage grace
+/// (20 s here), well after the reclaimer's passes (every 2 s) have seen
+/// it; once the grace is over, every byte is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_get_under_way_reads_the_old_object_whole_after_a_delete_or_overwrite() {
+    let grace = Duration::from_secs(20);
+    let options = chuyi_s3::server::Options { garbage_grace: grace, ..options(Layout::Owned) };
+    let (cluster, endpoint) = cluster_with_gateway_of(options).await;
+    let alice = user(&cluster, "alice");
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&endpoint, &alice, None, "python3", &["read_while_deleted.py", "outlived", "--pause", "8"])
+    })
+    .await
+    .expect("script");
+    assert!(out.contains("ok read_while_deleted"), "{out}");
+    wait_all_freed(&cluster, grace + Duration::from_secs(30)).await;
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bucket_info_counts_versions_and_bytes() {
     let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
@@ -521,7 +541,8 @@ async fn encrypted_buckets_keep_only_ciphertext_on_disk_and_need_the_kek() {
     let (no_kek_addr, other_kek_addr, new_addr) = (free(), free(), free());
     // Their packs close within seconds too (a gateway's compactor may move
     // others' small objects into its own pack), so all is freed at the end.
-    let short = ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    let short =
+        ["--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1", "--garbage-grace-secs", "1"];
     let no_kek_gateway = cluster.s3_gateway(&no_kek_addr, &short).await.expect("gateway without a KEK");
     let wrong = kek_file(keys.path(), "other.kek");
     let wrong_arg = wrong.display().to_string();
@@ -804,8 +825,18 @@ async fn concurrent_slow_uploads_stay_inside_the_memory_budget() {
     let alice = user(&cluster, "alice");
     let listen = format!("127.0.0.1:{}", chuyi_chaos::cluster::free_port().expect("port"));
     let endpoint = format!("http://{listen}");
-    let args =
-        ["--memory-budget-mib", "48", "--pending-ttl-secs", "2", "--pack-window-secs", "2", "--pack-grace-secs", "1"];
+    let args = [
+        "--memory-budget-mib",
+        "48",
+        "--pending-ttl-secs",
+        "2",
+        "--pack-window-secs",
+        "2",
+        "--pack-grace-secs",
+        "1",
+        "--garbage-grace-secs",
+        "1",
+    ];
     let gateway = cluster.s3_gateway(&listen, &args).await.expect("chuyi s3");
     let pid = gateway.0.id();
     let (e, keys) = (endpoint.clone(), alice.clone());

@@ -153,6 +153,10 @@ enum Command {
         /// began before it was moved or deleted).
         #[arg(long, default_value_t = 60)]
         pack_grace_secs: u64,
+        /// Seconds deleted object data stays readable by GETs already
+        /// under way before its chunks are freed.
+        #[arg(long, default_value_t = 900)]
+        garbage_grace_secs: u64,
         /// MB per second the compactor copies at most.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
         compact_mb_per_s: u64,
@@ -252,6 +256,7 @@ fn main() -> anyhow::Result<()> {
                 pending_ttl_secs,
                 pack_window_secs,
                 pack_grace_secs,
+                garbage_grace_secs,
                 compact_mb_per_s,
                 tls_listen,
                 tls_cert,
@@ -280,6 +285,7 @@ fn main() -> anyhow::Result<()> {
                     pack_window: secs(pack_window_secs),
                     pack_ttl: secs(pack_window_secs * 2),
                     pack_grace: secs(pack_grace_secs),
+                    garbage_grace: secs(garbage_grace_secs),
                     compact_bytes_per_s: compact_mb_per_s.saturating_mul(1_000_000),
                     // Server-side encryption's bucket keys are wrapped under
                     // it; without one, encrypted objects are refused.

@@ -142,12 +142,14 @@ ask!(
     Uploads(Vec<model::Upload>)
 );
 
-/// Up to `max` runs of object data waiting to be deleted.
+/// Up to `max` runs of object data waiting to be deleted, in owner order,
+/// those after owner `after`.
 #[derive(Debug, Clone)]
 pub struct Garbage {
     pub max: u32,
+    pub after: Option<u64>,
 }
-ask!(Garbage, |Garbage { max }| Query::Garbage { max }, Garbage(Vec<model::DataRun>));
+ask!(Garbage, |Garbage { max, after }| Query::Garbage { max, after }, Garbage(Vec<model::DataRun>));
 
 /// How many pending runs' time is up at `now_ms`.
 #[derive(Debug, Clone)]

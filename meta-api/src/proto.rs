@@ -126,9 +126,11 @@ pub enum Query {
         after: Option<(String, String)>,
         max: u32,
     },
-    /// Up to `max` runs of object data waiting to be deleted.
+    /// Up to `max` runs of object data waiting to be deleted, in owner
+    /// order, those after owner `after` (a page of a scan).
     Garbage {
         max: u32,
+        after: Option<u64>,
     },
     /// How many pending runs' time is up at `now_ms` (the asker's clock):
     /// whether an `ExpirePending` write is worth making.

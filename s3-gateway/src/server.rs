@@ -48,6 +48,9 @@ pub struct Options {
     /// How long a pack's bytes outlive its last run, for GETs that read
     /// its place just before.
     pub pack_grace: Duration,
+    /// How long deleted object data stays readable by GETs already under
+    /// way (reclaim.rs).
+    pub garbage_grace: Duration,
     /// Bytes per second its compactor copies at most.
     pub compact_bytes_per_s: u64,
     /// Largest object packed (0: every object has chunks of its own).
@@ -79,6 +82,7 @@ impl Options {
             pack_window: PACK_WINDOW,
             pack_ttl: PACK_TTL,
             pack_grace: PACK_GRACE,
+            garbage_grace: crate::reclaim::GARBAGE_GRACE,
             compact_bytes_per_s: COMPACT_BYTES_PER_S,
             packed_object_max: PACKED_OBJECT_MAX,
             lifecycle_day: Duration::from_secs(86_400),
@@ -119,7 +123,8 @@ pub fn service_with(cluster: Arc<Cluster>, user_seal: SealKey, options: Options)
     let packs = Packs::new(options.pack_window, options.pack_ttl, options.packed_object_max);
     let budget = Budget::new(options.memory_budget_bytes, BUDGET_WAIT);
     let data = DataPath::new(cluster.clone(), options.pending_ttl, packs, budget);
-    tokio::spawn(crate::reclaim::run(data.clone(), options.pack_grace));
+    let graces = crate::reclaim::Graces { pack: options.pack_grace, garbage: options.garbage_grace };
+    tokio::spawn(crate::reclaim::run(data.clone(), graces));
     tokio::spawn(crate::compact::run(data.clone(), options.compact_bytes_per_s));
     tokio::spawn(crate::lifecycle::run(data.clone(), options.lifecycle_day, options.lifecycle_every));
     let qos = chuyi_client::qos::Qos::start(cluster.clone());

@@ -116,7 +116,7 @@ impl World {
     }
 
     fn garbage(&self) -> Vec<DataRun> {
-        view::garbage(&self.t, usize::MAX).expect("garbage")
+        view::garbage(&self.t, None, usize::MAX).expect("garbage")
     }
 
     fn usage(&self) -> (u64, u64) {
@@ -738,6 +738,8 @@ fn object_data_is_claimed_once_and_becomes_garbage_when_its_version_goes() {
     // Abandoned data is garbage at once; forgetting it empties the table.
     w.ok(Command::AbandonData { owner: run.owner });
     assert_eq!(w.garbage(), vec![first, run]);
+    let page = |after, max| view::garbage(&w.t, after, max).expect("garbage");
+    assert_eq!((page(None, 1), page(Some(first.owner), 1), page(Some(run.owner), 1)), (vec![first], vec![run], vec![]));
     w.ok(Command::ForgetGarbage { owners: vec![first.owner, run.owner] });
     assert!(w.garbage().is_empty());
     w.ok(Command::DeleteObject { bucket: "scans".into(), key: "a".into(), version_id: None });

@@ -344,9 +344,18 @@ pub(crate) fn expired_pending(t: &impl Tables, now_ms: u64, scan_max: usize) -> 
     Ok(expired)
 }
 
-/// Up to `max` runs of garbage.
-pub(crate) fn garbage(t: &impl Tables, max: usize) -> Result<Vec<DataRun>, TableError> {
-    let (from, to) = keys::table_range(keys::T_GARBAGE);
+/// Up to `max` runs of garbage, in owner order, those after owner `after`.
+pub(crate) fn garbage(t: &impl Tables, after: Option<u64>, max: usize) -> Result<Vec<DataRun>, TableError> {
+    let (first, to) = keys::table_range(keys::T_GARBAGE);
+    let from = match after {
+        // The first key after that owner's own.
+        Some(owner) => {
+            let mut k = keys::garbage(owner);
+            k.push(0);
+            k
+        }
+        None => first,
+    };
     let mut runs = Vec::new();
     for (key, value) in t.scan(&from, &to, max)? {
         let len: u64 = crate::store::codec::decode("garbage", &value)?;

@@ -241,8 +241,8 @@ impl StateReader {
         Ok(view::uploads(&*self.view(), bucket, prefix, after, max)?)
     }
 
-    pub fn garbage(&self, max: usize) -> Result<Vec<DataRun>, StoreError> {
-        Ok(view::garbage(&*self.view(), max)?)
+    pub fn garbage(&self, after: Option<u64>, max: usize) -> Result<Vec<DataRun>, StoreError> {
+        Ok(view::garbage(&*self.view(), after, max)?)
     }
 
     pub fn expired_pending(&self, now_ms: u64, scan_max: usize) -> Result<u64, StoreError> {
