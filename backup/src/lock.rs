@@ -14,9 +14,11 @@
 //! # Format
 //!
 //! `locks/<backup|prune|verify>-<id>`, JSON: `{"kind", "volume", "host",
-//! "pid", "pid_ns", "refreshed_ms"}` (no secret and no data: plain).
-//! `pid_ns` is the holder's PID namespace (`/proc/self/ns/pid`'s link,
-//! `pid:[inode]`); absent from locks of earlier versions.
+//! "pid", "boot_id", "pid_ns", "refreshed_ms"}` (no secret and no data:
+//! plain). `boot_id` is the holder's kernel's boot
+//! (`/proc/sys/kernel/random/boot_id`), `pid_ns` its PID namespace
+//! (`/proc/self/ns/pid`'s link, `pid:[inode]`); both absent from locks of
+//! earlier versions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,19 +50,24 @@ pub struct LockRecord {
     /// The host and process holding it.
     pub host: String,
     pub pid: u32,
-    /// The PID namespace `pid` is numbered in.
+    /// The kernel (its boot) and the PID namespace `pid` is numbered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<String>,
     pub refreshed_ms: u64,
 }
 
 /// Whether `theirs` is known to be held by a process that has ended: one
-/// of this host and this PID namespace whose pid `alive` says is free.
-/// Two containers may share a hostname but never a PID namespace, and a
-/// pid read in another namespace says nothing of the process there; a
-/// lock without its namespace (an earlier version's) is left to go stale.
+/// of this kernel's boot and this PID namespace whose pid `alive` says is
+/// free. Hostnames repeat across machines and containers, and namespace
+/// numbers across kernels (the initial one is the same everywhere); a pid
+/// read elsewhere says nothing of the process there. A lock without them
+/// (an earlier version's) is left to go stale.
 pub fn ended(mine: &LockRecord, theirs: &LockRecord, alive: impl Fn(u32) -> bool) -> bool {
-    theirs.host == mine.host && theirs.pid_ns.is_some() && theirs.pid_ns == mine.pid_ns && !alive(theirs.pid)
+    let known = theirs.boot_id.is_some() && theirs.pid_ns.is_some();
+    let here = theirs.host == mine.host && theirs.boot_id == mine.boot_id && theirs.pid_ns == mine.pid_ns;
+    known && here && !alive(theirs.pid)
 }
 
 /// Whether `mine` must give way to `theirs` at `now_ms`; `theirs_gone`:
@@ -102,6 +109,7 @@ impl Lock {
             volume: volume.map(String::from),
             host: hostname(),
             pid: std::process::id(),
+            boot_id: boot_id(),
             pid_ns: pid_namespace(),
             refreshed_ms: chuyi_common::clock::unix_ms(),
         };
@@ -167,6 +175,10 @@ async fn read(repo: &Repo, name: &str) -> Result<Option<LockRecord>, BackupError
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|b| b.trim().to_string())
+}
+
 fn pid_namespace() -> Option<String> {
     std::fs::read_link("/proc/self/ns/pid").ok().map(|l| l.to_string_lossy().into_owned())
 }
@@ -185,13 +197,14 @@ mod tests {
             volume: volume.map(String::from),
             host: "h".into(),
             pid: 1,
+            boot_id: Some("b".into()),
             pid_ns: Some("pid:[1]".into()),
             refreshed_ms: at,
         }
     }
 
     #[test]
-    fn only_a_process_of_this_host_and_pid_namespace_is_known_ended() {
+    fn only_a_process_of_this_boot_and_pid_namespace_is_known_ended() {
         let mine = lock(LockKind::Prune, None, 0);
         let theirs = LockRecord { pid: 7, ..lock(LockKind::Backup, Some("a"), 0) };
         let free = |_| false;
@@ -201,7 +214,9 @@ mod tests {
         assert!(!ended(&mine, &other_host, free));
         let other_ns = LockRecord { pid_ns: Some("pid:[2]".into()), ..theirs.clone() };
         assert!(!ended(&mine, &other_ns, free), "a container of the same hostname");
-        let unknown = LockRecord { pid_ns: None, ..theirs.clone() };
+        let other_boot = LockRecord { boot_id: Some("c".into()), ..theirs.clone() };
+        assert!(!ended(&mine, &other_boot, free), "another machine of the same hostname");
+        let unknown = LockRecord { pid_ns: None, boot_id: None, ..theirs.clone() };
         assert!(!ended(&mine, &unknown, free), "an earlier version's lock");
     }
 
@@ -209,7 +224,7 @@ mod tests {
     fn a_lock_of_an_earlier_version_reads() {
         let old = br#"{"kind":"backup","volume":"a","host":"h","pid":3,"refreshed_ms":5}"#;
         let record: LockRecord = serde_json::from_slice(old).expect("reads");
-        assert_eq!((record.pid, record.pid_ns), (3, None));
+        assert_eq!((record.pid, record.boot_id, record.pid_ns), (3, None, None));
     }
 
     #[test]

@@ -154,7 +154,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         pack_grace_secs: u64,
         /// Seconds deleted object data stays readable by GETs already
-        /// under way before its chunks are freed.
+        /// under way before its chunks are freed (every gateway frees what
+        /// it has seen for its own grace: give them all the same).
         #[arg(long, default_value_t = 900)]
         garbage_grace_secs: u64,
         /// MB per second the compactor copies at most.

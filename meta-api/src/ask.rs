@@ -149,7 +149,7 @@ pub struct Garbage {
     pub max: u32,
     pub after: Option<u64>,
 }
-ask!(Garbage, |Garbage { max, after }| Query::Garbage { max, after }, Garbage(Vec<model::DataRun>));
+ask!(Garbage, |Garbage { max, after }| Query::GarbageAfter { max, after }, Garbage(Vec<model::DataRun>));
 
 /// How many pending runs' time is up at `now_ms`.
 #[derive(Debug, Clone)]

@@ -126,11 +126,10 @@ pub enum Query {
         after: Option<(String, String)>,
         max: u32,
     },
-    /// Up to `max` runs of object data waiting to be deleted, in owner
-    /// order, those after owner `after` (a page of a scan).
+    /// Up to `max` runs of object data waiting to be deleted, the first
+    /// in owner order ([`Query::GarbageAfter`] pages on).
     Garbage {
         max: u32,
-        after: Option<u64>,
     },
     /// How many pending runs' time is up at `now_ms` (the asker's clock):
     /// whether an `ExpirePending` write is worth making.
@@ -179,6 +178,12 @@ pub enum Query {
     SnapshotSchedules,
     /// Every backup schedule with its run state. Appended.
     BackupSchedules,
+    /// Up to `max` runs of object data waiting to be deleted, in owner
+    /// order, those after owner `after` (a page of a scan). Appended.
+    GarbageAfter {
+        max: u32,
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

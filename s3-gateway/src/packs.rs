@@ -34,10 +34,10 @@ pub const PACK_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long a pack stays writable from its opening: the window, and as
 /// long again for the PUTs that took a range in it to commit.
 pub const PACK_TTL: Duration = Duration::from_secs(20 * 60);
-/// How long a pack's bytes outlive its last run: a GET that read a run's
-/// place just before it was moved or deleted has its bytes in hand well
-/// before (an object in a pack is read in at most two chunk reads, both
-/// started at once).
+/// How long a pack outlives its last run before its chunks go to the
+/// garbage (where they wait out the garbage grace, reclaim.rs, which is
+/// what lets a GET that read a run's place just before it was moved or
+/// deleted finish reading it).
 pub const PACK_GRACE: Duration = Duration::from_secs(60);
 
 /// The pack being appended to in one pool.

@@ -12,7 +12,13 @@
 //! for as long as the grace lasts (Ceph RGW's garbage collector waits
 //! likewise, two hours by default). It is counted from this gateway's
 //! first sight of the run, which is never before the run became garbage;
-//! a restarted gateway counts again from its restart.
+//! a restarted gateway counts again from its restart. Every gateway
+//! reclaims, so the shortest grace among them is the one that holds.
+//!
+//! A scan reads page after page without pausing, and rests
+//! [`RECLAIM_IDLE`] only at the table's end: new garbage has the highest
+//! owners and lands behind the cursor, and a scan that paused between
+//! pages could be outrun by it and never come back to the first runs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,16 +50,19 @@ pub async fn run(data: DataPath, graces: Graces) {
     let mut seen = Sightings::default();
     loop {
         match pass(&data, graces, &mut seen).await {
-            // A full page freed: more may wait, go on at once.
-            Ok(n) if n >= RECORDS_PAGE_MAX as usize => continue,
+            // Mid-scan: the next page at once, so a scan of a large
+            // garbage table ends (and starts again) however fast new
+            // garbage comes in behind it.
+            Ok(_) if seen.after.is_some() => continue,
             Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "reclaim pass failed"),
+            Err(e) => tracing::warn!(error = %e, "reclaim pass failed"),
         }
         tokio::time::sleep(RECLAIM_IDLE).await;
     }
 }
 
-/// One pass; returns how many runs it freed.
+/// One pass over the next page of the garbage; returns how many runs it
+/// freed.
 pub async fn pass(data: &DataPath, graces: Graces, seen: &mut Sightings) -> Result<usize, String> {
     let meta = data.cluster().meta();
     // A Raft write only when something expired, not every pass.
@@ -121,6 +130,10 @@ impl Sightings {
             _ => {
                 let ended = self.cycle;
                 self.first.retain(|_, (_, last)| *last == ended);
+                // A burst of deletes grew the map; give the memory back.
+                if self.first.len() < self.first.capacity() / 4 {
+                    self.first.shrink_to_fit();
+                }
                 self.cycle += 1;
                 self.after = None;
             }

@@ -224,7 +224,8 @@ impl MetaService {
                 let after = after.as_ref().map(|(k, u)| (k.as_str(), u.as_str()));
                 ApiReply::Uploads(r.uploads(&bucket, &prefix, after, page(max)).map_err(store_error)?)
             }
-            Query::Garbage { max, after } => ApiReply::Garbage(r.garbage(after, page(max)).map_err(store_error)?),
+            Query::Garbage { max } => ApiReply::Garbage(r.garbage(None, page(max)).map_err(store_error)?),
+            Query::GarbageAfter { max, after } => ApiReply::Garbage(r.garbage(after, page(max)).map_err(store_error)?),
             Query::ExpiredPending { now_ms } => {
                 ApiReply::Count(r.expired_pending(now_ms, EXPIRE_SCAN_MAX).map_err(store_error)?)
             }

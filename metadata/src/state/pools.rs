@@ -78,7 +78,7 @@ pub(super) fn delete_pool(t: &mut impl TablesMut, name: &str) -> Applied {
     }
     // Object data still to be freed needs the pool's PGs to be deleted.
     if view::object_data_left(t, pool.id)? {
-        refuse!(MetaError::invalid("pool", format!("pool {name} still has object data being written or freed")));
+        refuse!(MetaError::invalid("pool", format!("pool {name} still has object data being written or freed (deleted data waits out the gateways' garbage grace, 15 min by default)")));
     }
     for pg in 0..pool.pg_count {
         t.delete(&keys::pg(pool.id, pg));
