@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | 0 | 8 | capacity | the volume's size in 512-byte sectors |
 //! | 8 | 4 | size_max | largest data segment: [`SEGMENT_MAX`] |
-//! | 12 | 4 | seg_max | data segments per request: queue size - 2 |
+//! | 12 | 4 | seg_max | data segments per request: [`SEG_MAX`] |
 //! | 16 | 4 | geometry | 0 (none) |
 //! | 20 | 4 | blk_size | 512, or 4096 for an encrypted volume |
 //! | 24 | 1 | physical_block_exp | log2(4096 / blk_size) |
@@ -33,8 +33,13 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 
 /// Bytes in a virtio-blk sector, whatever the block size.
 pub const SECTOR: u64 = 512;
-/// The largest data segment the guest may hand over in one descriptor.
-pub const SEGMENT_MAX: u32 = 1 << 20;
+/// The largest data segment the guest may hand over in one descriptor,
+/// and the most segments in one request: Linux takes their product as
+/// its largest request, which must fit the largest the device serves
+/// ([`crate::request::DATA_MAX`]; 254 x 128 KiB = 31.75 MiB). 254 pages
+/// of 4 KiB still make a request of about 1 MiB.
+pub const SEGMENT_MAX: u32 = 128 << 10;
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Sectors one discard or write-zeroes segment may cover (1 GiB): the
 /// volume frees or zeroes them as one request.
 pub const ZERO_MAX_SECTORS: u32 = 1 << 21;
@@ -98,7 +103,7 @@ pub fn config_space(g: &Geometry) -> [u8; CONFIG_SIZE] {
     let blocks_per_4k = (4096 / g.block.max(512)) as u16;
     c[0..8].copy_from_slice(&(g.size / SECTOR).to_le_bytes());
     c[8..12].copy_from_slice(&SEGMENT_MAX.to_le_bytes());
-    c[12..16].copy_from_slice(&(u32::from(QUEUE_SIZE) - 2).to_le_bytes());
+    c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
     c[20..24].copy_from_slice(&g.block.to_le_bytes());
     c[24] = blocks_per_4k.trailing_zeros() as u8;
     c[26..28].copy_from_slice(&blocks_per_4k.to_le_bytes());
@@ -142,6 +147,15 @@ mod tests {
         assert_eq!(u32::from_le_bytes(encrypted[20..24].try_into().expect("field")), 4096);
         assert_eq!(encrypted[24], 0);
         assert_eq!(u16::from_le_bytes(encrypted[26..28].try_into().expect("field")), 1);
+    }
+
+    #[test]
+    fn the_largest_request_linux_may_make_is_one_the_device_serves() {
+        let c = config_space(&g(512));
+        let size_max = u32::from_le_bytes(c[8..12].try_into().expect("field"));
+        let seg_max = u32::from_le_bytes(c[12..16].try_into().expect("field"));
+        assert!(u64::from(size_max) * u64::from(seg_max) <= crate::request::DATA_MAX);
+        assert!(u64::from(seg_max) * 4096 >= 1000 << 10, "a request of scattered pages still nears 1 MiB");
     }
 
     #[test]

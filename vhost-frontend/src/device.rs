@@ -14,10 +14,17 @@
 //! attach lease may be lost, requests in flight are dropped unanswered
 //! (the guest sees them time out, as after a disconnect) and the server
 //! closes the connection ([`crate::server`]).
+//!
+//! Each queue has an epoch, bumped when the VMM takes the queue back
+//! (`GET_VRING_BASE`, after its requests had [`STOP_WAIT`] to finish) and
+//! when the connection ends: a request of an earlier epoch still running
+//! then never writes into guest memory or onto the rings, which the guest
+//! may be using for something else by then. The bytes the guest's
+//! requests hold at once are bounded ([`BUDGET_BYTES`]).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +51,13 @@ type Vring = VringRwLock<GuestMemoryAtomic<Memory>>;
 /// How long a vring stop waits for its requests in flight.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
+/// Data bytes one device's requests hold at once (reads' and writes'
+/// buffers): a guest with many queues full of 32 MiB requests waits for
+/// its turn instead of growing the frontend without bound.
+pub const BUDGET_BYTES: usize = 128 << 20;
+/// The budget's unit (a semaphore permit).
+const BUDGET_UNIT: u64 = 4096;
+
 /// What serving a volume needs: its I/O under the lease, the fence, and
 /// its key when it is encrypted.
 #[derive(Clone, Debug)]
@@ -62,8 +76,11 @@ pub struct Device {
     runtime: tokio::runtime::Handle,
     mem: Mutex<Option<GuestMemoryAtomic<Memory>>>,
     event_idx: AtomicBool,
-    /// Requests handed to the runtime and not yet answered, per queue.
-    in_flight: Vec<Arc<AtomicUsize>>,
+    /// Each queue's requests in flight and epoch.
+    lanes: Vec<Arc<Lane>>,
+    /// What the requests' data may take ([`BUDGET_BYTES`], in units of
+    /// [`BUDGET_UNIT`]).
+    budget: Arc<tokio::sync::Semaphore>,
     /// The volume's QoS limiter, cached per queue: each queue's thread
     /// takes only its own lock.
     limiters: Vec<VolumeLimiter>,
@@ -80,7 +97,8 @@ impl std::fmt::Debug for Device {
 
 impl Device {
     pub fn new(served: Served, geometry: Geometry, runtime: tokio::runtime::Handle, qos: Arc<Qos>) -> Self {
-        let in_flight = (0..geometry.queues).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let lanes = (0..geometry.queues).map(|_| Arc::new(Lane::default())).collect();
+        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_BYTES / BUDGET_UNIT as usize));
         let volume = served.vol.volume();
         let serial = request::serial(&volume.name);
         let limiters =
@@ -91,17 +109,25 @@ impl Device {
             runtime,
             mem: Mutex::new(None),
             event_idx: AtomicBool::new(false),
-            in_flight,
+            lanes,
+            budget,
             limiters,
             serial,
         }
     }
 
-    /// Pops every chain queue `queue` has available and starts serving it.
-    fn drain(&self, vring: &Vring, mem: &Arc<Memory>, queue: usize) {
+    /// Pops every chain queue `queue` has available and starts serving it;
+    /// how many it popped.
+    fn drain(&self, vring: &Vring, mem: &Arc<Memory>, queue: usize) -> usize {
+        let lane = &self.lanes[queue];
+        let mut popped = 0;
         loop {
+            // Counted before the pop: a stop that comes between them
+            // waits for it.
+            let ticket = Ticket::take(lane);
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
-            let Some(chain) = chain else { return };
+            let Some(chain) = chain else { return popped };
+            popped += 1;
             let head = chain.head_index();
             let segments: Vec<Segment> =
                 chain.map(|d| Segment { addr: d.addr(), len: d.len(), writable: d.is_write_only() }).collect();
@@ -110,7 +136,7 @@ impl Device {
                 mem: mem.clone(),
                 head,
                 event_idx: self.event_idx.load(Ordering::Acquire),
-                _counted: InFlight::count(&self.in_flight[queue]),
+                ticket,
             };
             match request::parse(&**mem, &segments, &self.geometry) {
                 Err(refused) => {
@@ -118,14 +144,74 @@ impl Device {
                     if let Some(metrics) = &self.served.metrics {
                         metrics.served(crate::metrics::REFUSED, 0, false, 0.0);
                     }
-                    done.finish(refused.at.map(|at| (at, refused.status)), 0);
+                    done.finish(refused.at.map(|at| (at, refused.status)), None);
                 }
                 Ok(req) => {
                     let (served, limiter) = (self.served.clone(), self.limiters[queue].get());
-                    self.runtime.spawn(serve(served, limiter, req, self.serial, done));
+                    let budget = self.budget.clone();
+                    self.runtime.spawn(serve(served, limiter, budget, req, self.serial, done));
                 }
             }
         }
+    }
+
+    /// After the connection ended: waits up to `wait` for the requests
+    /// still running to end (a write that lands after the next VMM's
+    /// writes could undo them), then retires every queue's epoch. Returns
+    /// how many were still running.
+    pub fn settle(&self, wait: Duration) -> usize {
+        let start = std::time::Instant::now();
+        let running = || self.lanes.iter().map(|l| l.in_flight.load(Ordering::Acquire)).sum::<usize>();
+        while running() > 0 && start.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left = running();
+        for lane in &self.lanes {
+            lane.retire();
+        }
+        left
+    }
+}
+
+/// One queue's requests in flight, and its epoch: a request answers only
+/// while the epoch it was popped in lasts.
+#[derive(Debug, Default)]
+struct Lane {
+    in_flight: AtomicUsize,
+    /// Read-held while a request writes into guest memory and the used
+    /// ring; write-held to end the epoch, which then waits for those.
+    epoch: RwLock<u64>,
+}
+
+impl Lane {
+    fn epoch(&self) -> u64 {
+        *self.epoch.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the epoch: no request popped in it touches guest memory or
+    /// the rings from now on.
+    fn retire(&self) {
+        *self.epoch.write().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+}
+
+/// A popped request: counted in its lane's `in_flight` until dropped, and
+/// of the lane's epoch when it was taken.
+struct Ticket {
+    lane: Arc<Lane>,
+    epoch: u64,
+}
+
+impl Ticket {
+    fn take(lane: &Arc<Lane>) -> Self {
+        lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self { lane: lane.clone(), epoch: lane.epoch() }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.lane.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -133,6 +219,7 @@ impl Device {
 async fn serve(
     served: Served,
     limiter: Option<Arc<Limiter>>,
+    budget: Arc<tokio::sync::Semaphore>,
     req: Request,
     id: [u8; request::ID_BYTES],
     done: Completion,
@@ -144,6 +231,8 @@ async fn serve(
     // Timed from here, as NBD times its requests: QoS waits are not the
     // cluster's latency.
     pace(limiter, &req.op).await;
+    // The budget is never closed; a request fits it (DATA_MAX is less).
+    let Ok(_held) = budget.acquire_many(budget_units(&req.op)).await else { return };
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         biased;
@@ -154,14 +243,21 @@ async fn serve(
         let (op, bytes) = crate::metrics::counted(&req.op);
         metrics.served(op, bytes, outcome.is_ok(), started.elapsed().as_secs_f64());
     }
-    let (status, written) = match outcome {
-        Ok(written) => (S_OK, written),
+    match outcome {
+        Ok(answer) => done.finish(Some((req.status, S_OK)), answer.as_deref().map(|a| (&req.data[..], a))),
         Err(e) => {
             tracing::warn!(error = %e, "virtio-blk request failed");
-            (S_IOERR, 0)
+            done.finish(Some((req.status, S_IOERR)), None);
         }
-    };
-    done.finish(Some((req.status, status)), written);
+    }
+}
+
+/// The budget a request's data takes.
+fn budget_units(op: &Op) -> u32 {
+    match op {
+        Op::Read { len, .. } | Op::Write { len, .. } => len.div_ceil(BUDGET_UNIT).max(1) as u32,
+        Op::Flush | Op::GetId | Op::Zero { .. } => 0,
+    }
 }
 
 /// Why a request failed: the guest sees IOERR either way.
@@ -171,6 +267,8 @@ enum Failed {
     Client(#[from] chuyi_client::ClientError),
     #[error("a data buffer lies outside guest memory")]
     Memory,
+    #[error("the cluster answered {got} bytes for a read of {asked}")]
+    ShortRead { asked: u64, got: usize },
 }
 
 /// Waits for `op`'s turn under the volume's QoS rule, if it has one.
@@ -187,16 +285,26 @@ async fn pace(limiter: Option<Arc<Limiter>>, op: &Op) {
     }
 }
 
-/// Does what `req` asks; answers the bytes it wrote into guest buffers.
-async fn execute(served: &Served, req: &Request, id: &[u8], mem: &Memory) -> Result<u32, Failed> {
+/// Does what `req` asks; answers the bytes to write into its guest
+/// buffers, if any (written by [`Completion::finish`], while the queue's
+/// epoch lasts).
+async fn execute(served: &Served, req: &Request, id: &[u8], mem: &Memory) -> Result<Option<Bytes>, Failed> {
     match &req.op {
         Op::Read { offset, len } => {
+            // Checked before the cluster is asked: a buffer outside guest
+            // memory fails without a read.
+            if !request::in_memory(mem, &req.data) {
+                return Err(Failed::Memory);
+            }
             let data = served.vol.read(*offset, *len).await?;
+            if data.len() as u64 != *len {
+                return Err(Failed::ShortRead { asked: *len, got: data.len() });
+            }
             let data = match &served.crypt {
                 Some(xts) => crypt::decrypt(xts, *offset, data),
                 None => data,
             };
-            request::scatter(mem, &req.data, &data).map(|n| n as u32).ok_or(Failed::Memory)
+            Ok(Some(data))
         }
         Op::Write { offset, .. } => {
             let mut data = request::gather(mem, &req.data).ok_or(Failed::Memory)?;
@@ -206,18 +314,18 @@ async fn execute(served: &Served, req: &Request, id: &[u8], mem: &Memory) -> Res
             // virtio has no FUA: the guest flushes (the device says it
             // caches writes).
             served.vol.write(*offset, Bytes::from(data), false).await?;
-            Ok(0)
+            Ok(None)
         }
         Op::Flush => {
             served.vol.flush().await?;
-            Ok(0)
+            Ok(None)
         }
-        Op::GetId => request::scatter(mem, &req.data, id).map(|n| n as u32).ok_or(Failed::Memory),
+        Op::GetId => Ok(Some(Bytes::copy_from_slice(id))),
         Op::Zero { ranges } => {
             for &(offset, len) in ranges {
                 served.vol.zero(offset, len, false).await?;
             }
-            Ok(0)
+            Ok(None)
         }
     }
 }
@@ -228,15 +336,29 @@ struct Completion {
     mem: Arc<Memory>,
     head: u16,
     event_idx: bool,
-    _counted: InFlight,
+    ticket: Ticket,
 }
 
 impl Completion {
-    /// Writes the status (when the chain has a place for it), puts the
-    /// chain on the used ring with the bytes written into it (`written`
-    /// plus the status byte) and signals the guest if it asked to be.
-    fn finish(self, status: Option<(GuestAddress, u8)>, written: u32) {
-        let mut used = written;
+    /// Writes `data` into its buffers (an answer outside guest memory
+    /// turns the status into IOERR) and the status (when the chain has a
+    /// place for it), puts the chain on the used ring with the bytes
+    /// written into it and signals the guest if it asked to be; nothing
+    /// at all once the epoch it was popped in is over.
+    fn finish(self, status: Option<(GuestAddress, u8)>, data: Option<(&[Segment], &[u8])>) {
+        let lane = &self.ticket.lane;
+        let epoch = lane.epoch.read().unwrap_or_else(|p| p.into_inner());
+        if *epoch != self.ticket.epoch {
+            return;
+        }
+        let (mut used, scattered) = match data {
+            Some((segments, bytes)) => match request::scatter(&*self.mem, segments, bytes) {
+                Some(n) => (n as u32, true),
+                None => (0, false),
+            },
+            None => (0, true),
+        };
+        let status = status.map(|(at, s)| (at, if scattered { s } else { S_IOERR }));
         if let Some((at, status)) = status {
             if self.mem.write_obj(status, at).is_ok() {
                 used += 1;
@@ -252,22 +374,6 @@ impl Completion {
                 tracing::debug!(error = %e, "could not signal the guest");
             }
         }
-    }
-}
-
-/// A request counted in its queue's [`Device::in_flight`] until dropped.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn count(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -314,16 +420,20 @@ impl VhostUserBackend for Device {
     }
 
     /// The guest (or QEMU, stopping the VM) takes the queue back: its
-    /// requests in flight finish first, so none lands on a ring the guest
-    /// has reused.
+    /// requests in flight have [`STOP_WAIT`] to finish, then its epoch
+    /// ends, so none still running lands in memory or on a ring the guest
+    /// may have reused. Not an error either way: an error here would cut
+    /// the connection.
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
-        let Some(counter) = self.in_flight.get(queue_index as usize) else { return Ok(()) };
+        let Some(lane) = self.lanes.get(queue_index as usize) else { return Ok(()) };
         let start = std::time::Instant::now();
-        while counter.load(Ordering::Acquire) > 0 {
-            if start.elapsed() > STOP_WAIT {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "requests still in flight"));
-            }
+        while lane.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < STOP_WAIT {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        lane.retire();
+        let left = lane.in_flight.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(queue = queue_index, left, "requests outlived the queue's stop; they will not be answered");
         }
         Ok(())
     }
@@ -345,14 +455,136 @@ impl VhostUserBackend for Device {
             self.drain(vring, &mem, queue);
             return Ok(());
         }
-        // With event suppression: no kicks while draining, then look once
-        // more after turning them back on (a chain may have come between).
-        loop {
-            vring.disable_notification().map_err(io::Error::other)?;
-            self.drain(vring, &mem, queue);
-            if !vring.enable_notification().map_err(io::Error::other)? {
-                return Ok(());
-            }
+        drain_quietly(
+            || vring.disable_notification().map_err(io::Error::other),
+            || self.drain(vring, &mem, queue),
+            || vring.enable_notification().map_err(io::Error::other),
+        )
+    }
+}
+
+/// With event suppression: no kicks while draining, then a look once
+/// more after turning them back on (a chain may have come between). Twice
+/// running announced (`enable` true) but none popped: the queue was
+/// stopped, or the guest's index is beyond its ring; going on would spin,
+/// and keep the thread from its exit event. The next kick looks again.
+fn drain_quietly(
+    mut disable: impl FnMut() -> io::Result<()>,
+    mut drain: impl FnMut() -> usize,
+    mut enable: impl FnMut() -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut empty = 0;
+    loop {
+        disable()?;
+        let popped = drain();
+        if !enable()? {
+            return Ok(());
         }
+        empty = if popped == 0 { empty + 1 } else { 0 };
+        if empty == 2 {
+            tracing::debug!("chains announced that cannot be popped; waiting for the next kick");
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use vhost_user_backend::VringT;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+
+    #[test]
+    fn a_ring_that_announces_chains_it_cannot_pop_is_left_until_the_next_kick() {
+        let drains = Cell::new(0);
+        let drain = || {
+            drains.set(drains.get() + 1);
+            0
+        };
+        drain_quietly(|| Ok(()), drain, || Ok(true)).expect("returns");
+        assert_eq!(drains.get(), 2, "a broken ring is looked at twice, not for ever");
+        // A chain that came between a drain and turning kicks back on is
+        // popped by the next look.
+        let popped = Cell::new(vec![0, 1, 0]);
+        let announced = Cell::new(vec![true, true, false]);
+        fn next<T>(c: &Cell<Vec<T>>) -> T {
+            let mut v = c.take();
+            let x = v.remove(0);
+            c.set(v);
+            x
+        }
+        drain_quietly(|| Ok(()), || next(&popped), || Ok(next(&announced))).expect("returns");
+        assert!(popped.take().is_empty(), "drained three times");
+    }
+
+    /// A ring of 16 in `m` holding one read of 512 bytes at 0x2000, its
+    /// status at 0x3000; the vring serving it, and the chain's head.
+    fn one_read(m: &Memory) -> (Vring, u16) {
+        let q = MockSplitQueue::new(m, 16);
+        let d = |addr, len, flags| RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0));
+        let write = VRING_DESC_F_WRITE as u16;
+        q.build_desc_chain(&[d(0x1000, 16, 0), d(0x2000, 512, write), d(0x3000, 1, write)]).expect("chain");
+        let vring = Vring::new(GuestMemoryAtomic::new(m.clone()), 16).expect("vring");
+        vring.set_queue_size(16);
+        vring.set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0).expect("addresses");
+        vring.set_queue_ready(true);
+        let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(m).expect("a chain");
+        (vring, chain.head_index())
+    }
+
+    fn used_idx(m: &Memory, vring: &Vring) -> u16 {
+        let used = vring.get_ref().get_queue().used_ring();
+        m.read_obj::<u16>(GuestAddress(used + 2)).expect("used idx")
+    }
+
+    #[test]
+    fn a_request_of_an_ended_epoch_leaves_guest_memory_and_the_rings_alone() {
+        let m = Memory::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("guest memory");
+        let (vring, head) = one_read(&m);
+        m.write_obj(0xeeu8, GuestAddress(0x3000)).expect("status");
+        let lane = Arc::new(Lane::default());
+        let mem = Arc::new(m.clone());
+        let data = [Segment { addr: GuestAddress(0x2000), len: 512, writable: true }];
+        let answer = |ticket| {
+            let done = Completion { vring: vring.clone(), mem: mem.clone(), head, event_idx: false, ticket };
+            done.finish(Some((GuestAddress(0x3000), S_OK)), Some((&data, &[0x5a; 512])));
+        };
+        // Popped, then the VMM took the queue back: the answer goes nowhere.
+        let stale = Ticket::take(&lane);
+        lane.retire();
+        answer(stale);
+        assert_eq!(lane.in_flight.load(Ordering::Acquire), 0);
+        assert_eq!(used_idx(&m, &vring), 0, "nothing on the used ring");
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x3000)).expect("status"), 0xee);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x2000)).expect("data"), 0);
+        // A request of the epoch now answers.
+        answer(Ticket::take(&lane));
+        assert_eq!(used_idx(&m, &vring), 1);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x3000)).expect("status"), S_OK);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x2000)).expect("data"), 0x5a);
+    }
+
+    #[test]
+    fn an_answer_outside_guest_memory_is_an_io_error() {
+        let m = Memory::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("guest memory");
+        let (vring, head) = one_read(&m);
+        let lane = Arc::new(Lane::default());
+        let done = Completion {
+            vring: vring.clone(),
+            mem: Arc::new(m.clone()),
+            head,
+            event_idx: false,
+            ticket: Ticket::take(&lane),
+        };
+        let outside = [Segment { addr: GuestAddress(2 << 20), len: 512, writable: true }];
+        done.finish(Some((GuestAddress(0x3000), S_OK)), Some((&outside, &[1; 512])));
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x3000)).expect("status"), S_IOERR);
+        assert_eq!(used_idx(&m, &vring), 1);
     }
 }

@@ -5,13 +5,17 @@
 //!
 //! | descriptor | access | content |
 //! |---|---|---|
-//! | first | device reads | `type: u32, reserved: u32, sector: u64` (16 bytes, little-endian) |
-//! | middle, 0 or more | device reads (OUT, DISCARD, WRITE_ZEROES) or writes (IN, GET_ID) | the data; for DISCARD and WRITE_ZEROES, segments of `sector: u64, num_sectors: u32, flags: u32` (bit 0: unmap) |
-//! | last | device writes | the status byte (its last byte): 0 OK, 1 IOERR, 2 UNSUPP |
+//! | first | device reads | `type: u32, reserved: u32, sector: u64` (exactly 16 bytes, little-endian) |
+//! | middle, 0 or more (1 or more for IN and OUT) | device reads (OUT, DISCARD, WRITE_ZEROES) or writes (IN, GET_ID) | the data; for DISCARD and WRITE_ZEROES, segments of `sector: u64, num_sectors: u32, flags: u32` (bit 0: unmap) |
+//! | last | device writes | the status byte (exactly 1 byte): 0 OK, 1 IOERR, 2 UNSUPP |
 //!
 //! A chain that does not have this shape, points outside guest memory, or
 //! asks for more than the device said it takes is answered IOERR (or
-//! UNSUPP for a command it does not know) and changes nothing.
+//! UNSUPP for a command it does not know) and changes nothing. Virtio 1
+//! lets a driver lay a header, its data and the status across
+//! descriptors as it likes; one that shares a descriptor between them
+//! gets IOERR (when the last descriptor is writable, in its last byte),
+//! never a request served from a misread chain.
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
@@ -98,6 +102,12 @@ pub fn parse<M: GuestMemory>(mem: &M, chain: &[Segment], g: &Geometry) -> Result
     let Some(head) = chain.first().filter(|s| !s.writable && s.len >= 16 && chain.len() >= 2) else {
         return Err(refuse(S_IOERR, "no request header"));
     };
+    if head.len != 16 {
+        return Err(refuse(S_IOERR, "the header shares its descriptor with data"));
+    }
+    if chain.last().is_some_and(|s| s.len != 1) {
+        return Err(refuse(S_IOERR, "the status shares its descriptor with data"));
+    }
     let mut header = [0u8; 16];
     mem.read_slice(&mut header, head.addr).map_err(|_| refuse(S_IOERR, "header outside guest memory"))?;
     let kind = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
@@ -118,6 +128,9 @@ pub fn parse<M: GuestMemory>(mem: &M, chain: &[Segment], g: &Geometry) -> Result
         T_IN | T_OUT => {
             let offset = sector.checked_mul(SECTOR).ok_or(refuse(S_IOERR, "sector out of range"))?;
             check_range(g, offset, len).map_err(|why| refuse(S_IOERR, why))?;
+            if len == 0 {
+                return Err(refuse(S_IOERR, "a read or write of no data"));
+            }
             if len > DATA_MAX {
                 return Err(refuse(S_IOERR, "request larger than the device takes"));
             }
@@ -192,6 +205,11 @@ pub fn gather<M: GuestMemory>(mem: &M, segments: &[Segment]) -> Option<Vec<u8>> 
         at += s.len as usize;
     }
     Some(out)
+}
+
+/// Whether every segment lies inside `mem`.
+pub fn in_memory<M: GuestMemory>(mem: &M, segments: &[Segment]) -> bool {
+    segments.iter().all(|s| s.len == 0 || mem.check_range(s.addr, s.len as usize, vm_memory::Permissions::Write))
 }
 
 /// Writes `bytes` across `segments`, in order, as far as both go; false if
@@ -282,6 +300,15 @@ mod tests {
         assert_eq!(refused(&huge, &G).why, "sector out of range");
         let outside = [seg(2 << 20, 16, false), seg(8192, 1, true)];
         assert_eq!(refused(&outside, &G).why, "header outside guest memory");
+        // Layouts that share a descriptor: the header with a write's data,
+        // a read's data with the status; and a read of nothing.
+        let shared_head = [seg(0, 16 + 512, false), seg(8192, 1, true)];
+        assert_eq!(refused(&shared_head, &G).why, "the header shares its descriptor with data");
+        let shared_status = [header(&m, T_IN, 0), seg(4096, 513, true)];
+        let r = refused(&shared_status, &G);
+        assert_eq!((r.at, r.why), (Some(GuestAddress(4096 + 512)), "the status shares its descriptor with data"));
+        let nothing = [header(&m, T_IN, 0), seg(8192, 1, true)];
+        assert_eq!(refused(&nothing, &G).why, "a read or write of no data");
     }
 
     #[test]
@@ -313,6 +340,7 @@ mod tests {
         assert_eq!(gather(&m, &segs).expect("in memory"), b"abcdefgh");
         assert_eq!(scatter(&m, &segs, b"xy"), Some(2), "a short answer fills the front");
         assert_eq!(gather(&m, &[seg(1 << 20, 1, true)]), None);
+        assert!(in_memory(&m, &segs) && !in_memory(&m, &[seg((1 << 20) - 1, 2, true)]));
         assert_eq!(&serial("vm1")[..4], b"vm1\0");
     }
 }

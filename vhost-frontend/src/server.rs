@@ -2,7 +2,10 @@
 //! its lease for as long as the server runs, and one VMM connection at a
 //! time (vhost-user has one frontend per socket), each with a fresh
 //! device; a VMM that disconnects (QEMU restarting, a VM migrated away)
-//! can connect again.
+//! can connect again, once the requests of the last connection have
+//! ended ([`SETTLE_WAIT`]). Once the server stops (or loses its lease) it
+//! accepts no VMM more: one connecting meanwhile is closed at once, not
+//! left on a device that answers nothing.
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -36,6 +39,11 @@ pub struct VhostOptions {
     /// ([`crate::metrics::register`]); none: not counted.
     pub metrics: Option<Arc<VolumeOpMetrics>>,
 }
+
+/// How long a new VMM connection waits for the last one's requests to
+/// end: a write of the last connection landing after the new one's
+/// writes would undo them. More than a cluster call's retries take.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Queues offered unless told otherwise.
 pub const QUEUES: u16 = 4;
@@ -106,8 +114,9 @@ async fn serve_on(
     let served = Served { vol: lease.vol.clone(), fence: lease.fence.clone(), crypt, metrics };
     tracing::info!(volume, queues = geometry.queues, "serving over vhost-user-blk");
     let qos = Qos::start(cluster.clone());
-    let connected: Arc<Mutex<Option<vhost_user_backend::ShutdownHandle>>> = Arc::default();
+    let connected: Arc<Mutex<Connected>> = Arc::default();
     let runtime = tokio::runtime::Handle::current();
+    let address = listener.local_addr()?;
     // A thread of its own, not the runtime's blocking pool: it sits in
     // accept(2), and a runtime shutting down waits for its blocking tasks.
     let (ended, accepting) = tokio::sync::oneshot::channel();
@@ -123,38 +132,66 @@ async fn serve_on(
         ended = accepting => ended.unwrap_or_else(|_| Err(VhostError::Daemon("the accepting thread ended".into()))),
     };
     // The VMM loses its disk before the lease goes: nothing it sends
-    // after this is served.
+    // after this is served, and no VMM is accepted any more (the
+    // accepting thread is woken by a connection of our own, and ends).
     lease.fence.lost();
-    if let Some(connection) = connected.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        connection.shutdown();
+    {
+        let mut connected = connected.lock().unwrap_or_else(|p| p.into_inner());
+        connected.stopping = true;
+        if let Some(connection) = connected.handle.take() {
+            connection.shutdown();
+        }
+    }
+    if let Some(path) = address.as_pathname() {
+        let _ = std::os::unix::net::UnixStream::connect(path);
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), lease.release(&cluster, holder)).await;
     outcome
 }
 
-/// Serves one VMM connection after another.
+/// The VMM connection being served, and whether the server is stopping.
+#[derive(Default)]
+struct Connected {
+    handle: Option<vhost_user_backend::ShutdownHandle>,
+    stopping: bool,
+}
+
+/// Serves one VMM connection after another, until the server stops.
 fn connections(
     listener: UnixListener,
     served: Served,
     geometry: Geometry,
     runtime: tokio::runtime::Handle,
     qos: Arc<Qos>,
-    connected: &Mutex<Option<vhost_user_backend::ShutdownHandle>>,
+    connected: &Mutex<Connected>,
 ) -> Result<(), VhostError> {
     let mut listener = Listener::from(listener);
     loop {
         let device = Arc::new(Device::new(served.clone(), geometry, runtime.clone(), qos.clone()));
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new("chuyi-vhost".into(), device, memory)
+        let mut daemon = VhostUserDaemon::new("chuyi-vhost".into(), device.clone(), memory)
             .map_err(|e| VhostError::Daemon(e.to_string()))?;
         daemon.start(&mut listener).map_err(|e| VhostError::Daemon(e.to_string()))?;
-        *connected.lock().unwrap_or_else(|p| p.into_inner()) = daemon.shutdown_handle();
+        {
+            // Under the lock the stop takes too: either the stop sees this
+            // connection and closes it, or this sees the stop.
+            let mut connected = connected.lock().unwrap_or_else(|p| p.into_inner());
+            if connected.stopping {
+                return Ok(());
+            }
+            connected.handle = daemon.shutdown_handle();
+        }
         tracing::info!("a VMM connected");
         match daemon.wait() {
             Ok(()) => tracing::info!("the VMM disconnected"),
             Err(e) => tracing::warn!(error = %e, "the VMM's connection failed"),
         }
         // Dropping the daemon stops its queue threads.
-        *connected.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        connected.lock().unwrap_or_else(|p| p.into_inner()).handle = None;
+        drop(daemon);
+        let left = device.settle(SETTLE_WAIT);
+        if left > 0 {
+            tracing::warn!(left, "requests of the last VMM connection still run; serving the next one anyway");
+        }
     }
 }
