@@ -161,7 +161,23 @@ impl VolumeIo {
         self.mutate(chunk, |snap| PgOp::Rollback { to, snap }, Bytes::new()).await
     }
 
+    /// Piece `p`'s bytes, exactly as many as it asks for: a node answering
+    /// more or fewer is an error, not a short or long read (a decipher of
+    /// the wrong length would fail, a frontend would answer garbage).
     async fn read_piece(&self, p: &Piece) -> Result<Bytes, ClientError> {
+        let data = self.read_piece_from_nodes(p).await?;
+        if data.len() != p.len as usize {
+            return Err(ClientError::Unexpected(format!(
+                "chunk {:?} answered {} bytes for a read of {}",
+                p.chunk,
+                data.len(),
+                p.len
+            )));
+        }
+        Ok(data)
+    }
+
+    async fn read_piece_from_nodes(&self, p: &Piece) -> Result<Bytes, ClientError> {
         if self.at.is_none() && self.parent.is_none() {
             return self.cluster.read_chunk(p.chunk, p.offset, p.len).await;
         }
@@ -174,7 +190,7 @@ impl VolumeIo {
             // Not the clone's own (yet, or when this snapshot was taken).
             Some(parent) if !allocated => {
                 let chunk = ChunkId::new(parent.volume.id, p.chunk.index);
-                Box::pin(parent.read_piece(&Piece { chunk, ..*p })).await
+                Box::pin(parent.read_piece_from_nodes(&Piece { chunk, ..*p })).await
             }
             _ => Ok(data),
         }
