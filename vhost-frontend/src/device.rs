@@ -15,12 +15,15 @@
 //! (the guest sees them time out, as after a disconnect) and the server
 //! closes the connection ([`crate::server`]).
 //!
-//! Each queue has an epoch, bumped when the VMM takes the queue back
-//! (`GET_VRING_BASE`, after its requests had [`STOP_WAIT`] to finish) and
-//! when the connection ends: a request of an earlier epoch still running
-//! then never writes into guest memory or onto the rings, which the guest
-//! may be using for something else by then. The bytes the guest's
-//! requests hold at once are bounded ([`BUDGET_BYTES`]).
+//! Each queue has an epoch, ended when the VMM takes the queue back
+//! (`GET_VRING_BASE`, after its requests had until [`STOP_WAIT`] to
+//! finish) and as soon as the connection ends: a request of an ended
+//! epoch still running then never writes into guest memory or onto the
+//! rings, which the guest may be using for something else by then (QEMU
+//! sends again, after it reconnects, what was not answered), and one not
+//! yet sent to the cluster is not sent. The bytes the guest's reads and
+//! writes hold at once are bounded ([`BUDGET_BYTES`]; a clone's copy-up
+//! reads the parent's chunk besides).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,7 +51,9 @@ use crate::request::{self, Op, Request, Segment, S_IOERR, S_OK};
 pub type Memory = GuestMemoryMmap<()>;
 type Vring = VringRwLock<GuestMemoryAtomic<Memory>>;
 
-/// How long a vring stop waits for its requests in flight.
+/// How long the stop of a device's queues waits for their requests in
+/// flight: one deadline for every queue QEMU stops at once (it stops
+/// them one after another, holding its own lock).
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Data bytes one device's requests hold at once (reads' and writes'
@@ -86,6 +91,8 @@ pub struct Device {
     limiters: Vec<VolumeLimiter>,
     /// What GET_ID answers: made once, not per request.
     serial: [u8; request::ID_BYTES],
+    /// When the queues being stopped stop waiting for their requests.
+    stop_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -113,6 +120,7 @@ impl Device {
             budget,
             limiters,
             serial,
+            stop_deadline: Mutex::new(None),
         }
     }
 
@@ -155,21 +163,32 @@ impl Device {
         }
     }
 
-    /// After the connection ended: waits up to `wait` for the requests
-    /// still running to end (a write that lands after the next VMM's
-    /// writes could undo them), then retires every queue's epoch. Returns
-    /// how many were still running.
+    /// After the connection ended: ends every queue's epoch, then waits up
+    /// to `wait` for the requests still running to end (a write that
+    /// lands after the next VMM's writes could undo them). Returns how
+    /// many were still running.
     pub fn settle(&self, wait: Duration) -> usize {
+        for lane in &self.lanes {
+            lane.retire();
+        }
         let start = std::time::Instant::now();
         let running = || self.lanes.iter().map(|l| l.in_flight.load(Ordering::Acquire)).sum::<usize>();
         while running() > 0 && start.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let left = running();
-        for lane in &self.lanes {
-            lane.retire();
+        running()
+    }
+
+    /// The deadline of a queue's stop now: the one of the stop under way,
+    /// or a new one.
+    fn stop_deadline(&self) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        let mut deadline = self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner());
+        match *deadline {
+            // Queues stopped within a wait of each other are one stop.
+            Some(d) if now < d + STOP_WAIT => d,
+            _ => *deadline.insert(now + STOP_WAIT),
         }
-        left
     }
 }
 
@@ -186,6 +205,11 @@ struct Lane {
 impl Lane {
     fn epoch(&self) -> u64 {
         *self.epoch.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `ticket`'s epoch is over.
+    fn ended(&self, ticket: &Ticket) -> bool {
+        self.epoch() != ticket.epoch
     }
 
     /// Ends the epoch: no request popped in it touches guest memory or
@@ -233,6 +257,11 @@ async fn serve(
     pace(limiter, &req.op).await;
     // The budget is never closed; a request fits it (DATA_MAX is less).
     let Ok(_held) = budget.acquire_many(budget_units(&req.op)).await else { return };
+    // Its queue stopped or its connection ended while it waited: nothing
+    // is sent that the guest will not hear of.
+    if done.ticket.lane.ended(&done.ticket) {
+        return;
+    }
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         biased;
@@ -420,20 +449,23 @@ impl VhostUserBackend for Device {
     }
 
     /// The guest (or QEMU, stopping the VM) takes the queue back: its
-    /// requests in flight have [`STOP_WAIT`] to finish, then its epoch
-    /// ends, so none still running lands in memory or on a ring the guest
-    /// may have reused. Not an error either way: an error here would cut
-    /// the connection.
+    /// requests in flight have until the stop's deadline to finish, then
+    /// its epoch ends, so none still running lands in memory or on a ring
+    /// the guest may have reused. Some still running is an error, which
+    /// cuts the connection: `GET_VRING_BASE` would report them consumed
+    /// and the guest would never hear of them, while QEMU, reconnecting,
+    /// sends again what its used ring does not hold.
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         let Some(lane) = self.lanes.get(queue_index as usize) else { return Ok(()) };
-        let start = std::time::Instant::now();
-        while lane.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < STOP_WAIT {
+        let deadline = self.stop_deadline();
+        while lane.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         lane.retire();
         let left = lane.in_flight.load(Ordering::Acquire);
         if left > 0 {
-            tracing::warn!(queue = queue_index, left, "requests outlived the queue's stop; they will not be answered");
+            tracing::warn!(queue = queue_index, left, "requests outlived the queue's stop; closing the connection");
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "requests still in flight"));
         }
         Ok(())
     }

@@ -143,7 +143,7 @@ async fn serve_on(
         }
     }
     if let Some(path) = address.as_pathname() {
-        let _ = std::os::unix::net::UnixStream::connect(path);
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::net::UnixStream::connect(path)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), lease.release(&cluster, holder)).await;
     outcome
