@@ -51,9 +51,9 @@ use crate::request::{self, Op, Request, Segment, S_IOERR, S_OK};
 pub type Memory = GuestMemoryMmap<()>;
 type Vring = VringRwLock<GuestMemoryAtomic<Memory>>;
 
-/// How long the stop of a device's queues waits for their requests in
-/// flight: one deadline for every queue QEMU stops at once (it stops
-/// them one after another, holding its own lock).
+/// How long a queue's stop waits for its requests in flight. QEMU stops
+/// the queues one after another, holding its own lock; the first that
+/// outwaits this cuts the connection, so the waits never add up.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Data bytes one device's requests hold at once (reads' and writes'
@@ -91,8 +91,6 @@ pub struct Device {
     limiters: Vec<VolumeLimiter>,
     /// What GET_ID answers: made once, not per request.
     serial: [u8; request::ID_BYTES],
-    /// When the queues being stopped stop waiting for their requests.
-    stop_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -120,7 +118,6 @@ impl Device {
             budget,
             limiters,
             serial,
-            stop_deadline: Mutex::new(None),
         }
     }
 
@@ -177,18 +174,6 @@ impl Device {
             std::thread::sleep(Duration::from_millis(5));
         }
         running()
-    }
-
-    /// The deadline of a queue's stop now: the one of the stop under way,
-    /// or a new one.
-    fn stop_deadline(&self) -> std::time::Instant {
-        let now = std::time::Instant::now();
-        let mut deadline = self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner());
-        match *deadline {
-            // Queues stopped within a wait of each other are one stop.
-            Some(d) if now < d + STOP_WAIT => d,
-            _ => *deadline.insert(now + STOP_WAIT),
-        }
     }
 }
 
@@ -449,16 +434,16 @@ impl VhostUserBackend for Device {
     }
 
     /// The guest (or QEMU, stopping the VM) takes the queue back: its
-    /// requests in flight have until the stop's deadline to finish, then
-    /// its epoch ends, so none still running lands in memory or on a ring
+    /// requests in flight have [`STOP_WAIT`] to finish, then its epoch
+    /// ends, so none still running lands in memory or on a ring
     /// the guest may have reused. Some still running is an error, which
     /// cuts the connection: `GET_VRING_BASE` would report them consumed
     /// and the guest would never hear of them, while QEMU, reconnecting,
     /// sends again what its used ring does not hold.
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         let Some(lane) = self.lanes.get(queue_index as usize) else { return Ok(()) };
-        let deadline = self.stop_deadline();
-        while lane.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        let start = std::time::Instant::now();
+        while lane.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < STOP_WAIT {
             std::thread::sleep(Duration::from_millis(1));
         }
         lane.retire();
