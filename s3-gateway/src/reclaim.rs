@@ -53,17 +53,16 @@ pub async fn run(data: DataPath, graces: Graces) {
             // Mid-scan: the next page at once, so a scan of a large
             // garbage table ends (and starts again) however fast new
             // garbage comes in behind it.
-            Ok(_) if seen.after.is_some() => continue,
-            Ok(_) => {}
+            Ok(()) if seen.after.is_some() => continue,
+            Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "reclaim pass failed"),
         }
         tokio::time::sleep(RECLAIM_IDLE).await;
     }
 }
 
-/// One pass over the next page of the garbage; returns how many runs it
-/// freed.
-pub async fn pass(data: &DataPath, graces: Graces, seen: &mut Sightings) -> Result<usize, String> {
+/// One pass over the next page of the garbage.
+pub async fn pass(data: &DataPath, graces: Graces, seen: &mut Sightings) -> Result<(), String> {
     let meta = data.cluster().meta();
     // A Raft write only when something expired, not every pass.
     let grace_ms = graces.pack.as_millis() as u64;
@@ -86,12 +85,11 @@ pub async fn pass(data: &DataPath, graces: Graces, seen: &mut Sightings) -> Resu
             Err(e) => tracing::debug!(owner = format_args!("{:#x}", run.owner), error = %e, "freeing a run failed"),
         }
     }
-    let count = freed.len();
     if !freed.is_empty() {
         meta.write(Request::ForgetGarbage { owners: freed.clone() }).await.map_err(|e| e.to_string())?;
         seen.forget(&freed);
     }
-    Ok(count)
+    Ok(())
 }
 
 /// The garbage this gateway has seen, and when first, as it pages

@@ -192,11 +192,6 @@ impl Lane {
         *self.epoch.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `ticket`'s epoch is over.
-    fn ended(&self, ticket: &Ticket) -> bool {
-        self.epoch() != ticket.epoch
-    }
-
     /// Ends the epoch: no request popped in it touches guest memory or
     /// the rings from now on.
     fn retire(&self) {
@@ -215,6 +210,11 @@ impl Ticket {
     fn take(lane: &Arc<Lane>) -> Self {
         lane.in_flight.fetch_add(1, Ordering::AcqRel);
         Self { lane: lane.clone(), epoch: lane.epoch() }
+    }
+
+    /// Whether its epoch is over.
+    fn ended(&self) -> bool {
+        self.lane.epoch() != self.epoch
     }
 }
 
@@ -244,7 +244,7 @@ async fn serve(
     let Ok(_held) = budget.acquire_many(budget_units(&req.op)).await else { return };
     // Its queue stopped or its connection ended while it waited: nothing
     // is sent that the guest will not hear of.
-    if done.ticket.lane.ended(&done.ticket) {
+    if done.ticket.ended() {
         return;
     }
     let started = std::time::Instant::now();

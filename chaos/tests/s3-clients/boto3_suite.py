@@ -1161,6 +1161,18 @@ def check_cors():
         eq(ask(viewer, "GET")[0], 403, "a preflight after the rules were deleted")
 
 
+def bypass_refused(client, bucket, key, version, retention, what):
+    """With x-amz-bypass-governance-retention, `client` may neither delete
+    the version (DeleteObject, DeleteObjects) nor shorten its retention."""
+    expect_error(client.delete_object, (403, "AccessDenied"), Bucket=bucket, Key=key, VersionId=version,
+                 BypassGovernanceRetention=True)
+    r = client.delete_objects(Bucket=bucket, BypassGovernanceRetention=True,
+                              Delete={"Objects": [{"Key": key, "VersionId": version}]})
+    eq([e["Code"] for e in r.get("Errors", [])], ["AccessDenied"], f"DeleteObjects refused {what}")
+    expect_error(client.put_object_retention, (403, "AccessDenied"), Bucket=bucket, Key=key, VersionId=version,
+                 Retention=retention, BypassGovernanceRetention=True)
+
+
 def check_object_lock():
     """WORM against ransomware: a locked version survives every delete path
     until its date (GOVERNANCE unless bypassed, COMPLIANCE for no one, a
@@ -1185,14 +1197,8 @@ def check_object_lock():
     expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov)
     comp = S3.put_object(Bucket=b, Key="comp", Body=b"c", ObjectLockMode="COMPLIANCE",
                          ObjectLockRetainUntilDate=soon)["VersionId"]
-    expect_error(S3.delete_object, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
-                 BypassGovernanceRetention=True)
-    r = S3.delete_objects(Bucket=b, BypassGovernanceRetention=True,
-                          Delete={"Objects": [{"Key": "comp", "VersionId": comp}]})
-    eq([e["Code"] for e in r.get("Errors", [])], ["AccessDenied"], "DeleteObjects refused the compliance version")
-    expect_error(S3.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
-                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": now + datetime.timedelta(seconds=2)},
-                 BypassGovernanceRetention=True)
+    bypass_refused(S3, b, "comp", comp, {"Mode": "COMPLIANCE", "RetainUntilDate": now + datetime.timedelta(seconds=2)},
+                   "the compliance version")
     expect_error(S3.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="comp", VersionId=comp,
                  Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon})
     later = soon + datetime.timedelta(seconds=1)
@@ -1250,13 +1256,7 @@ def check_object_lock():
         other = make_client(*OTHER)
         them = other.list_buckets()["Owner"]
         S3.put_bucket_acl(Bucket=b, GrantWrite=f'id="{them["ID"]}"', GrantFullControl=f'id="{S3.list_buckets()["Owner"]["ID"]}"')
-        expect_error(other.delete_object, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov,
-                     BypassGovernanceRetention=True)
-        r = other.delete_objects(Bucket=b, BypassGovernanceRetention=True,
-                                 Delete={"Objects": [{"Key": "gov", "VersionId": gov}]})
-        eq([e["Code"] for e in r.get("Errors", [])], ["AccessDenied"], "DeleteObjects refused the bypass")
-        expect_error(other.put_object_retention, (403, "AccessDenied"), Bucket=b, Key="gov", VersionId=gov,
-                     Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon}, BypassGovernanceRetention=True)
+        bypass_refused(other, b, "gov", gov, {"Mode": "GOVERNANCE", "RetainUntilDate": soon}, "another user's bypass")
         eq(get_bytes(b, "gov", VersionId=gov), b"g", "the governed version after another user's bypass")
         eq(S3.get_object_retention(Bucket=b, Key="gov", VersionId=gov)["Retention"]["Mode"], "GOVERNANCE",
            "its retention")
