@@ -98,7 +98,16 @@ async fn cluster_with_gateway(layout: Layout) -> (TestCluster, String) {
 }
 
 async fn cluster_with_gateway_of(options: chuyi_s3::server::Options) -> (TestCluster, String) {
-    let cluster = TestCluster::start(Spec::default()).await.expect("cluster");
+    cluster_with_gateway_on(Spec { disk_mib: DISK_MIB, ..Spec::default() }, options).await
+}
+
+/// Each node's disk (sparse): room for the boto3 suite with every object
+/// in a 4 MiB chunk of its own, whose deleted objects are only freed
+/// after the garbage grace.
+const DISK_MIB: u64 = 2048;
+
+async fn cluster_with_gateway_on(spec: Spec, options: chuyi_s3::server::Options) -> (TestCluster, String) {
+    let cluster = TestCluster::start(spec).await.expect("cluster");
     cluster.create_pool().await.expect("pool");
     // A second pool, for lifecycle transitions (storage class COLD).
     let cold = Request::CreatePool {
@@ -322,6 +331,24 @@ async fn a_get_under_way_reads_the_old_object_whole_after_a_delete_or_overwrite(
     assert!(out.contains("ok read_while_deleted"), "{out}");
     wait_all_freed(&cluster, grace + Duration::from_secs(30)).await;
 }
+
+/// A full pool refuses a PUT with 507 InsufficientCapacity (a 503 would
+/// be retried by clients as a busy service), stores nothing of it, and
+/// takes it once deleted objects' space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_pool_refuses_puts_with_507_and_takes_them_once_space_is_freed() {
+    let spec = Spec { disk_mib: 48, ..Spec::default() };
+    let (cluster, endpoint) = cluster_with_gateway_on(spec, options(Layout::Owned)).await;
+    let alice = user(&cluster, "alice");
+    let out = tokio::task::spawn_blocking(move || {
+        run_script(&endpoint, &alice, None, "python3", &["pool_full.py", "filled", "--limit", "200", "--wait", "30"])
+    })
+    .await
+    .expect("script");
+    assert!(out.contains("ok pool_full after"), "{out}");
+    wait_all_freed(&cluster, Duration::from_secs(30)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bucket_info_counts_versions_and_bytes() {
     let (cluster, endpoint) = cluster_with_gateway(Layout::Packed).await;
@@ -870,7 +897,12 @@ async fn concurrent_slow_uploads_stay_inside_the_memory_budget() {
     assert_eq!(stored + slowed, statuses.len(), "each upload is stored or slowed down: {statuses:?}");
     assert!(stored >= 24 && slowed >= 1, "some within the budget, the rest told to slow down: {statuses:?}");
     let (_, peak) = rss_of(pid);
-    let margin = 64 << 20;
+    // Besides the bodies' 48 MiB: the 500 connections' own state, 30 MiB
+    // (measured with a 1 MiB budget), and the bodies the allocator has
+    // freed and not yet given back, up to 60 MiB more (peaks of 120-133
+    // MiB from 36 here; 151 once under a loaded CI). A gateway without a
+    // budget would hold the 1000 MiB the uploads send.
+    let margin = 128 << 20;
     assert!(
         peak < before + (48 << 20) + margin,
         "peak RSS {} MiB, from {} MiB with a 48 MiB budget",

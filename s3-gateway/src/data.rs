@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use chuyi_client::Cluster;
 use chuyi_common::ids::ChunkId;
 use chuyi_common::limits::OBJECT_CHUNK_BYTES;
-use chuyi_common::proto::chunk::{ChunkResponse, PgOp};
+use chuyi_common::proto::chunk::{ChunkErrorKind, ChunkResponse, PgOp};
 use chuyi_meta_api::model::DataRun;
 use chuyi_meta_api::{order, Request, DATA_TTL_MAX_MS};
 use futures::channel::mpsc;
@@ -225,7 +225,7 @@ impl DataPath {
     {
         let mut check = BodyCheck::new(len, hasher);
         let mut framing = spec.framed().then(|| Framing::new(spec));
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(chunk_room(0, len));
         let mut next_index = 0u64;
         let mut stored = 0u64;
         let mut writes = FuturesUnordered::new();
@@ -242,6 +242,7 @@ impl DataPath {
                 let chunk = ChunkId::new(owner, next_index);
                 next_index += 1;
                 let data = buf.split_to(take).freeze();
+                buf.reserve(chunk_room(buf.len(), len.saturating_sub(check.received)));
                 stored += data.len() as u64;
                 // FUA: an acknowledged PUT is on stable storage on both
                 // replicas (DESIGN's durability contract), not only in
@@ -670,8 +671,37 @@ fn body_error(e: &dyn std::fmt::Display) -> S3Error {
 
 /// The S3 error for a data path that failed under a request.
 pub fn data_error(e: chuyi_client::ClientError) -> S3Error {
-    tracing::warn!(error = %e, "object data path failed");
-    s3_error!(ServiceUnavailable, "the storage nodes could not be reached in time")
+    use chuyi_client::ClientError;
+    match e {
+        // A full disk: retrying soon does not help, and a 503 would have
+        // clients retry it as a busy service. Ceph RGW answers ENOSPC so.
+        ClientError::Chunk { error, .. } if error.kind == ChunkErrorKind::NoSpace => {
+            tracing::warn!(%error, "a disk has no space for an object's data");
+            crate::errors::insufficient_capacity()
+        }
+        ClientError::Meta(e) => meta_error(e),
+        e @ (ClientError::Chunk { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::FlushTimeout { .. }
+        | ClientError::Fenced { .. }
+        | ClientError::LeaseLost
+        | ClientError::FenceNotRaised { .. }
+        | ClientError::Unexpected(_)
+        | ClientError::OutOfRange { .. }
+        | ClientError::ReadOnly { .. }) => {
+            tracing::warn!(error = %e, "object data path failed");
+            s3_error!(ServiceUnavailable, "the storage nodes could not be reached in time")
+        }
+    }
+}
+
+/// The room a streamed body's buffer needs for the rest of the chunk it
+/// fills: what it holds and what the body still sends, up to a chunk.
+/// Sized once, the buffer never grows by doubling, which held the old
+/// and the new copy at once, outside the memory budget.
+fn chunk_room(buffered: usize, still_to_come: u64) -> usize {
+    let want = (buffered as u64).saturating_add(still_to_come).min(OBJECT_CHUNK_BYTES) as usize;
+    want.saturating_sub(buffered)
 }
 
 /// The chunk reads that cover `range` of the concatenated `runs`: (chunk,
@@ -702,6 +732,15 @@ mod tests {
     use super::*;
 
     const C: u64 = OBJECT_CHUNK_BYTES;
+
+    #[test]
+    fn a_streamed_body_buffer_is_sized_for_its_chunk_once() {
+        assert_eq!(chunk_room(0, 2 << 20), 2 << 20, "a small body: its length");
+        assert_eq!(chunk_room(0, 3 * C), C as usize, "a large one: a chunk");
+        assert_eq!(chunk_room(100, C), C as usize - 100, "a chunk, counting what is held");
+        assert_eq!(chunk_room(100, 50), 50, "the body's tail");
+        assert_eq!(chunk_room(0, 0), 0);
+    }
 
     #[test]
     fn bodies_hold_their_length_in_whole_mib_within_the_budget() {

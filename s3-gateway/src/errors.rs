@@ -88,6 +88,17 @@ pub fn unavailable(e: MetaError) -> S3Error {
     s3_error!(ServiceUnavailable, "the metadata service is unavailable")
 }
 
+/// 507 InsufficientCapacity, which S3 has no code for (AWS never fills):
+/// a disk the object's data goes to is full. Ceph RGW answers ENOSPC with
+/// it, and MinIO a full drive with 507 too; clients treat it as a server
+/// error, and an operator sees what to do.
+pub fn insufficient_capacity() -> S3Error {
+    let code = s3s::S3ErrorCode::Custom("InsufficientCapacity".into());
+    let mut e = S3Error::with_message(code, "a disk of the bucket's pool has no space for the object's data");
+    e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+    e
+}
+
 /// S3's XAmzContentSHA256Mismatch (400), which s3s has no code for: the
 /// body does not match its declared x-amz-content-sha256.
 pub fn content_sha256_mismatch() -> S3Error {
