@@ -88,11 +88,13 @@ bench: deps
 	bench/nbd-scaling.sh
 	bench/s3.sh
 
-# The long fault runs: the single-node crash test, then every chaos
+# The long fault runs: the single-node crash test, the chunk store's power
+# cut on 2000 seeds, then every chaos
 # scenario in its long form against a real multi-process cluster, one line
 # each and a last line "N passed, N failed" (make test runs the short forms).
 chaos: build
 	CHUYI_CRASH_CYCLES=200 $(CARGO) test -p chuyi --test crash -- --nocapture
+	CHUYI_POWER_CUT_SEEDS=2000 $(CARGO) test -p chuyi-storage-node --test power_cut -- --nocapture
 	$(CARGO_TARGET_DIR)/debug/chuyi-chaos
 
 # The seeded whole-cluster simulation (chaos/src/sim) on SEEDS seeds from

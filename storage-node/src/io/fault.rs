@@ -92,8 +92,8 @@ impl FaultEngine {
     /// has stopped): they never land. So once this returns, no write of the
     /// old process can still reach the file, and a test that reads or
     /// reopens it sees exactly what the crash left. A host's power loss
-    /// would also drop what the page cache holds unsynced; that is not
-    /// modelled (the data path writes with O_DIRECT where it can). False
+    /// would also drop what the page cache or the device's cache holds
+    /// unsynced: [`super::volatile::VolatileEngine`] models that. False
     /// when something else still holds the wrapped engine, so that it could
     /// not be stopped.
     pub fn cut(&self) -> bool {

@@ -307,6 +307,16 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         self.check_op(offset, len)?;
         let _counted = InFlight::start(&self.writes);
+        self.zero_unsynced(chunk, offset, len, snap).await?;
+        // Even when there was nothing to zero: a chunk whose delete is not
+        // yet durable would come back after a power cut, with its data.
+        if fua {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn zero_unsynced(&self, chunk: ChunkId, offset: u64, len: u64, snap: u32) -> Result<(), StoreError> {
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live || len == 0 {
@@ -325,10 +335,6 @@ impl DiskStore {
                 self.write_locked(&mut slot, chunk, inner_end, zeros(offset + len - inner_end)).await?;
             }
             self.punch_blocks(&mut slot, inner_start, inner_end).await?;
-        }
-        drop(slot);
-        if fua {
-            self.sync().await?;
         }
         Ok(())
     }
@@ -1023,6 +1029,10 @@ impl DiskStore {
         self.reserve(chunk, at, len).await?;
         let crcs = Slot::zero_table(self.layout.chunk_blocks());
         self.store_crcs(slot.index, 0, &crcs, &crcs).await?;
+        // The zeros and checksums must be durable before the entry can
+        // be: a power cut that kept the entry and lost them would give
+        // the chunk the slot's last chunk's data, checksums and all.
+        self.sync().await?;
         self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
         slot.stamp = stamp;
         slot.crcs = Some(crcs);
