@@ -41,6 +41,9 @@ pub async fn purge(
         other => return Err(ClientError::Unexpected(format!("{other:?}"))),
     };
     let chunks = free_chunks(cluster, &volume, token, progress).await?;
+    // The deletes durable before the purge ends: a power cut would
+    // otherwise bring the chunks back with no volume to free them.
+    cluster.flush(None).await?;
     match cluster.meta().write(Request::EndPurge { name: name.into(), token }).await {
         // Another purger finished first.
         Ok(_) | Err(MetaError::NotFound { kind: Kind::TrashedVolume, .. }) => Ok(chunks),

@@ -225,24 +225,41 @@ impl DataPath {
     {
         let mut check = BodyCheck::new(len, hasher);
         let mut framing = spec.framed().then(|| Framing::new(spec));
-        let mut buf = BytesMut::with_capacity(chunk_room(0, len));
+        // The most the body stores: what a chunk's buffer is sized by.
+        let bound = if spec.framed() { Encoder::stored_bound(len, spec.seal.is_some()) } else { len };
+        let mut buf = BytesMut::with_capacity(chunk_room(bound));
         let mut next_index = 0u64;
         let mut stored = 0u64;
         let mut writes = FuturesUnordered::new();
         loop {
             let piece = check.next(&mut body).await?;
             let last = piece.is_none();
-            match (&mut framing, piece) {
-                (None, Some(piece)) => buf.extend_from_slice(&piece),
-                (Some(framing), piece) => framing.take(piece, &mut buf).await?,
-                (None, None) => {}
+            let pieces = match (&mut framing, piece) {
+                (None, Some(piece)) => vec![piece],
+                (Some(framing), piece) => framing.take(piece).await?,
+                (None, None) => Vec::new(),
+            };
+            let mut full = Vec::new();
+            for mut piece in pieces {
+                while !piece.is_empty() {
+                    // Only what fits the chunk being filled, so its buffer,
+                    // sized once, never grows (which held the old and the
+                    // new copy at once, outside the memory budget).
+                    let room = OBJECT_CHUNK_BYTES as usize - buf.len();
+                    buf.extend_from_slice(&piece.split_to(room.min(piece.len())));
+                    if buf.len() as u64 == OBJECT_CHUNK_BYTES {
+                        let filled = stored + OBJECT_CHUNK_BYTES * (full.len() as u64 + 1);
+                        let next = BytesMut::with_capacity(chunk_room(bound.saturating_sub(filled)));
+                        full.push(std::mem::replace(&mut buf, next).freeze());
+                    }
+                }
             }
-            while buf.len() as u64 >= OBJECT_CHUNK_BYTES || (last && !buf.is_empty()) {
-                let take = buf.len().min(OBJECT_CHUNK_BYTES as usize);
+            if last && !buf.is_empty() {
+                full.push(std::mem::take(&mut buf).freeze());
+            }
+            for data in full {
                 let chunk = ChunkId::new(owner, next_index);
                 next_index += 1;
-                let data = buf.split_to(take).freeze();
-                buf.reserve(chunk_room(buf.len(), len.saturating_sub(check.received)));
                 stored += data.len() as u64;
                 // FUA: an acknowledged PUT is on stable storage on both
                 // replicas (DESIGN's durability contract), not only in
@@ -557,15 +574,15 @@ impl Framing {
         Self { encoder: Some(Encoder::new(spec)), batch: BytesMut::new() }
     }
 
-    /// Takes the next piece of the body (`None` at its end), appending
-    /// what is stored to `out`.
-    async fn take(&mut self, piece: Option<Bytes>, out: &mut BytesMut) -> S3Result<()> {
+    /// Takes the next piece of the body (`None` at its end): what is
+    /// stored of it and of the pieces before, once a batch is framed.
+    async fn take(&mut self, piece: Option<Bytes>) -> S3Result<Vec<Bytes>> {
         let last = piece.is_none();
         if let Some(piece) = piece {
             self.batch.extend_from_slice(&piece);
         }
         if self.batch.len() < FRAMING_BATCH && !last {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut encoder = self.encoder.take().ok_or_else(|| s3_error!(InternalError, "framing after its end"))?;
         let batch = std::mem::take(&mut self.batch).freeze();
@@ -580,10 +597,7 @@ impl Framing {
         .await
         .map_err(|e| s3_error!(InternalError, "compressing: {e}"))?;
         self.encoder = encoder;
-        for piece in stored {
-            out.extend_from_slice(&piece);
-        }
-        Ok(())
+        Ok(stored)
     }
 }
 
@@ -695,13 +709,10 @@ pub fn data_error(e: chuyi_client::ClientError) -> S3Error {
     }
 }
 
-/// The room a streamed body's buffer needs for the rest of the chunk it
-/// fills: what it holds and what the body still sends, up to a chunk.
-/// Sized once, the buffer never grows by doubling, which held the old
-/// and the new copy at once, outside the memory budget.
-fn chunk_room(buffered: usize, still_to_come: u64) -> usize {
-    let want = (buffered as u64).saturating_add(still_to_come).min(OBJECT_CHUNK_BYTES) as usize;
-    want.saturating_sub(buffered)
+/// The buffer a streamed body's next chunk needs when `left` bytes, at
+/// most, are still to be stored: a chunk, or less for a body's tail.
+fn chunk_room(left: u64) -> usize {
+    left.min(OBJECT_CHUNK_BYTES) as usize
 }
 
 /// The chunk reads that cover `range` of the concatenated `runs`: (chunk,
@@ -735,11 +746,9 @@ mod tests {
 
     #[test]
     fn a_streamed_body_buffer_is_sized_for_its_chunk_once() {
-        assert_eq!(chunk_room(0, 2 << 20), 2 << 20, "a small body: its length");
-        assert_eq!(chunk_room(0, 3 * C), C as usize, "a large one: a chunk");
-        assert_eq!(chunk_room(100, C), C as usize - 100, "a chunk, counting what is held");
-        assert_eq!(chunk_room(100, 50), 50, "the body's tail");
-        assert_eq!(chunk_room(0, 0), 0);
+        assert_eq!(chunk_room(2 << 20), 2 << 20, "a small body: its length");
+        assert_eq!(chunk_room(3 * C), C as usize, "a large one: a chunk");
+        assert_eq!(chunk_room(0), 0);
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub async fn pass(data: &DataPath, graces: Graces, seen: &mut Sightings) -> Resu
         }
     }
     if !freed.is_empty() {
+        // The deletes durable before they are forgotten: a power cut would
+        // otherwise bring the chunks back with nothing left to free them.
+        data.cluster().flush(None).await.map_err(|e| e.to_string())?;
         meta.write(Request::ForgetGarbage { owners: freed.clone() }).await.map_err(|e| e.to_string())?;
         seen.forget(&freed);
     }

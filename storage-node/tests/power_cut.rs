@@ -1,6 +1,6 @@
 //! A power cut under the chunk store: what the disk's volatile write cache
 //! may keep or lose of unsynced writes ([`VolatileEngine`]), for many
-//! seeded runs of writes, zeroes, deletes and syncs, some of them
+//! seeded runs of writes, zeroes, poisons, deletes and syncs, some of them
 //! concurrent. After each cut the disk reopens, and every block reads
 //! as what was last made durable (a sync, or a FUA write of its own), or
 //! as a value written to it since; a block written since may instead be
@@ -42,6 +42,9 @@ fn spec(dir: &Path) -> DiskSpec {
 fn id(index: u64) -> ChunkId {
     ChunkId::new(0xB0B, index)
 }
+
+/// The value of a poisoned block: it reads as a checksum error.
+const BAD: u64 = u64::MAX;
 
 /// Value `tag` of a block: its tag repeated; 0 is zeros (never written,
 /// zeroed or deleted).
@@ -86,9 +89,28 @@ struct Model {
 /// One change the run makes, to one chunk.
 #[derive(Clone, Copy, Debug)]
 enum Change {
-    Write { chunk: u64, block: u64, count: u64, fua: bool, first_tag: u64 },
-    Zero { chunk: u64, block: u64, count: u64, fua: bool },
-    Delete { chunk: u64 },
+    Write {
+        chunk: u64,
+        block: u64,
+        count: u64,
+        fua: bool,
+        first_tag: u64,
+    },
+    Zero {
+        chunk: u64,
+        block: u64,
+        count: u64,
+        fua: bool,
+    },
+    /// What backfill leaves where the only copy's block was bad.
+    Poison {
+        chunk: u64,
+        block: u64,
+        count: u64,
+    },
+    Delete {
+        chunk: u64,
+    },
 }
 
 impl Model {
@@ -96,9 +118,10 @@ impl Model {
         let block = rng.random_range(0..BLOCKS);
         let count = rng.random_range(1..=(BLOCKS - block).min(3));
         let fua = rng.random_ratio(1, 4);
-        match rng.random_range(0..10) {
+        match rng.random_range(0..12) {
             0 => Change::Delete { chunk },
             1 => Change::Zero { chunk, block, count, fua },
+            2 => Change::Poison { chunk, block, count },
             _ => {
                 let first_tag = self.next_tag + 1;
                 self.next_tag += count;
@@ -118,6 +141,11 @@ impl Model {
             Change::Zero { chunk, block, count, fua } => {
                 for i in 0..count {
                     self.cells.entry((chunk, block + i)).or_default().set(0, fua);
+                }
+            }
+            Change::Poison { chunk, block, count } => {
+                for i in 0..count {
+                    self.cells.entry((chunk, block + i)).or_default().set(BAD, false);
                 }
             }
             // A delete is not durable until a sync: the chunk may come back.
@@ -141,8 +169,36 @@ async fn apply(disk: &DiskStore, change: Change) -> Result<(), StoreError> {
             disk.write(id(chunk), b * BLOCK, data.into(), fua).await
         }
         Change::Zero { chunk, block, count, fua } => disk.zero(id(chunk), block * BLOCK, count * BLOCK, fua).await,
+        Change::Poison { chunk, block, count } => disk.poison(id(chunk), block * BLOCK, count * BLOCK).await,
         Change::Delete { chunk } => disk.delete(id(chunk)).await,
     }
+}
+
+/// Ring blocks of the checksum journal: few, so that runs checkpoint and
+/// reuse the ring under the cut.
+const RING: u64 = 16;
+
+/// A version 2 disk of 10 slots at `dir`, its journal `RING` blocks.
+fn format_with_small_ring(dir: &Path) {
+    use chuyi_storage_node::format::journal::Tail;
+    use chuyi_storage_node::format::layout::Layout;
+    use chuyi_storage_node::format::superblock::Superblock;
+    let layout = Layout::with_slots(10, 4 * MIB, RING);
+    let sb = Superblock { disk_uuid: [3; 16], disk_id: 3, class: DeviceClass::Ssd, capacity_bytes: 64 * MIB, layout };
+    let mut raw = vec![0u8; (64 * MIB) as usize];
+    raw[..4096].copy_from_slice(&sb.encode());
+    let at = layout.tail_block_at(0) as usize;
+    Tail { checkpoint: 0, tail: 0 }.encode(&sb.disk_uuid, &mut raw[at..at + 4096]);
+    std::fs::write(dir.join(DISK_FILE_NAME), raw).expect("version 2 disk");
+}
+
+/// The checkpoint number of the disk's newest whole tail record.
+fn checkpoints(dir: &Path) -> u64 {
+    use chuyi_storage_node::format::journal::{Tail, TAIL_BLOCKS};
+    use chuyi_storage_node::format::layout::Layout;
+    let at = Layout::with_slots(10, 4 * MIB, RING).tail_block_at(0) as usize;
+    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
+    Tail::newest(&[3; 16], &raw[at..at + TAIL_BLOCKS as usize * 4096]).map_or(0, |t| t.checkpoint)
 }
 
 /// Opens the disk at `dir` over a volatile cache, made durable once open.
@@ -199,14 +255,15 @@ async fn check(seed: u64, disk: &DiskStore, model: &Model) -> usize {
             let allowed: Vec<u64> = std::iter::once(cell.durable).chain(cell.since.iter().copied()).collect();
             match disk.read(id(chunk), b * BLOCK, BLOCK).await {
                 Ok((data, _)) => {
-                    let tag = allowed.iter().find(|&&t| block(t) == data);
+                    let tag = allowed.iter().find(|&&t| t != BAD && block(t) == data);
                     assert!(
                         tag.is_some(),
                         "seed {seed}: chunk {chunk} block {b} reads {:02x?}..., none of {allowed:?}",
                         &data[..16]
                     );
                 }
-                Err(StoreError::Checksum { .. }) if !cell.since.is_empty() => torn += 1,
+                // Poisoned, or torn by the cut in a write since the sync.
+                Err(StoreError::Checksum { .. }) if !cell.since.is_empty() || cell.durable == BAD => torn += 1,
                 Err(e) => panic!("seed {seed}: chunk {chunk} block {b} (may be {allowed:?}): {e}"),
             }
         }
@@ -221,9 +278,10 @@ const SEEDS: u64 = 60;
 #[test]
 fn after_a_power_cut_every_block_reads_as_synced_or_as_written_since() {
     let seeds = std::env::var("CHUYI_POWER_CUT_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(SEEDS);
-    let (mut kept, mut torn, mut syncs) = (0, 0, 0);
+    let (mut kept, mut torn, mut syncs, mut checkpointed) = (0, 0, 0, 0);
     for seed in 0..seeds {
         let dir = tempfile::tempdir().expect("tempdir");
+        format_with_small_ring(dir.path());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let (model, volatile) = rt.block_on(async {
             let (disk, volatile) = open_volatile(dir.path()).await;
@@ -234,12 +292,16 @@ fn after_a_power_cut_every_block_reads_as_synced_or_as_written_since() {
         });
         drop(rt);
         drop(volatile);
+        checkpointed += u64::from(checkpoints(dir.path()) > 0);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         torn += rt.block_on(async {
             let disk = open_disk(&spec(dir.path())).await.unwrap_or_else(|e| panic!("seed {seed}: reopen: {e}"));
             check(seed, &disk, &model).await
         });
     }
-    eprintln!("{kept} unsynced blocks kept, {torn} blocks torn, {syncs} syncs");
+    eprintln!(
+        "{kept} unsynced blocks kept, {torn} blocks torn or poisoned, {syncs} syncs, {checkpointed} runs checkpointed"
+    );
     assert!(kept > 0 && syncs > seeds, "the cuts kept some unsynced blocks, and the runs synced");
+    assert!(checkpointed > seeds / 4, "a quarter of the runs or more went through a checkpoint before the cut");
 }

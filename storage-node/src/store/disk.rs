@@ -167,7 +167,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         self.check_op(offset, data.len() as u64)?;
         if data.is_empty() {
-            return Ok(());
+            return self.sync_if(fua).await;
         }
         let _counted = InFlight::start(&self.writes);
         let mut slot = self.slot_for_write(chunk, snap).await?;
@@ -182,7 +182,7 @@ impl DiskStore {
     pub async fn rewrite(&self, chunk: ChunkId, offset: u64, data: Bytes, fua: bool) -> Result<(), StoreError> {
         self.check_op(offset, data.len() as u64)?;
         if data.is_empty() {
-            return Ok(());
+            return self.sync_if(fua).await;
         }
         let missing = || StoreError::NoChunk { disk: self.id, chunk };
         let _counted = InFlight::start(&self.writes);
@@ -206,10 +206,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         self.write_locked(&mut slot, chunk, offset, data).await?;
         drop(slot);
-        if fua {
-            self.sync().await?;
-        }
-        Ok(())
+        self.sync_if(fua).await
     }
 
     /// Reads `len` bytes at `offset`. Returns the data and whether the chunk
@@ -310,10 +307,7 @@ impl DiskStore {
         self.zero_unsynced(chunk, offset, len, snap).await?;
         // Even when there was nothing to zero: a chunk whose delete is not
         // yet durable would come back after a power cut, with its data.
-        if fua {
-            self.sync().await?;
-        }
-        Ok(())
+        self.sync_if(fua).await
     }
 
     async fn zero_unsynced(&self, chunk: ChunkId, offset: u64, len: u64, snap: u32) -> Result<(), StoreError> {
@@ -351,9 +345,20 @@ impl DiskStore {
         }
         let _counted = InFlight::start(&self.writes);
         let mut slot = self.slot_for_write(chunk, 0).await?;
-        self.write_locked(&mut slot, chunk, start, zeros(end - start)).await?;
-        let count = ((end - start) / BLOCK) as usize;
-        self.commit_crcs(&mut slot, (start / BLOCK) as usize, &vec![poisoned_crc(); count]).await
+        let (first, count) = ((start / BLOCK) as usize, ((end - start) / BLOCK) as usize);
+        let at = self.layout.data_at(slot.index) + start;
+        if slot.holes && self.crcs(&slot)?[first..first + count].contains(&zero_block_crc()) {
+            self.reserve(chunk, at, end - start).await?;
+        }
+        // The poisoned checksums first, then the zeros under them: whatever
+        // a crash or a power cut keeps of the two, the blocks read as bad
+        // (or as they were). Zeros with their own checksum first would read
+        // as good zeros if the poisoned checksums were lost.
+        self.commit_crcs(&mut slot, first, &vec![poisoned_crc(); count]).await?;
+        slot.changing(first, count);
+        let zeroed = self.engine.write(at, AlignedBuf::zeroed((end - start) as usize).freeze()).await;
+        slot.settled();
+        zeroed.map_err(|e| self.io_failed(e))
     }
 
     /// Removes `chunk`, zeroing its data in the file and freeing its slot;
@@ -395,6 +400,13 @@ impl DiskStore {
     pub async fn rollback(&self, chunk: ChunkId, to: u32, snap: u32) -> Result<(), StoreError> {
         self.check_up()?;
         let _counted = InFlight::start(&self.writes);
+        self.rollback_unsynced(chunk, to, snap).await?;
+        // Even when there was nothing to do: what the answer reports (as
+        // a delete not yet durable) must survive a power cut.
+        self.sync().await
+    }
+
+    async fn rollback_unsynced(&self, chunk: ChunkId, to: u32, snap: u32) -> Result<(), StoreError> {
         let Some(slot_ref) = self.lookup(chunk) else { return Ok(()) };
         let mut slot = slot_ref.write_owned().await;
         if !slot.live {
@@ -414,9 +426,7 @@ impl DiskStore {
         slot.changing(0, self.layout.chunk_blocks());
         let restored = self.restore_from(&mut slot, chunk, to).await;
         slot.settled();
-        restored?;
-        drop(slot);
-        self.sync().await
+        restored
     }
 
     /// The body of [`Self::rollback`]: the head's bytes made snapshot `to`'s.
@@ -677,6 +687,10 @@ impl DiskStore {
             slot.forget_lineage();
             slot.stamp = stamp;
             self.write_entry(slot.index, SlotEntry::Used(chunk, stamp)).await?;
+            // Durable before the caller moves on (a resync's dirty mark is
+            // gone once it returns): a power cut that reverted the stamp
+            // would resolve snapshots to the wrong copy.
+            self.sync().await?;
         }
         Ok(())
     }
@@ -726,6 +740,14 @@ impl DiskStore {
             }
         }
         Ok(removed)
+    }
+
+    /// [`Self::sync`] for a request that asked for FUA.
+    async fn sync_if(&self, fua: bool) -> Result<(), StoreError> {
+        if fua {
+            self.sync().await?;
+        }
+        Ok(())
     }
 
     /// Makes every completed write stable.
