@@ -227,35 +227,22 @@ impl DataPath {
         let mut framing = spec.framed().then(|| Framing::new(spec));
         // The most the body stores: what a chunk's buffer is sized by.
         let bound = if spec.framed() { Encoder::stored_bound(len, spec.seal.is_some()) } else { len };
-        let mut buf = BytesMut::with_capacity(chunk_room(bound));
+        let mut chunker = Chunker::new(bound);
         let mut next_index = 0u64;
         let mut stored = 0u64;
         let mut writes = FuturesUnordered::new();
         loop {
             let piece = check.next(&mut body).await?;
             let last = piece.is_none();
-            let pieces = match (&mut framing, piece) {
-                (None, Some(piece)) => vec![piece],
-                (Some(framing), piece) => framing.take(piece).await?,
+            let mut full = match (&mut framing, piece) {
+                (None, Some(piece)) => chunker.push(piece),
+                (Some(framing), piece) => {
+                    framing.take(piece).await?.into_iter().flat_map(|p| chunker.push(p)).collect()
+                }
                 (None, None) => Vec::new(),
             };
-            let mut full = Vec::new();
-            for mut piece in pieces {
-                while !piece.is_empty() {
-                    // Only what fits the chunk being filled, so its buffer,
-                    // sized once, never grows (which held the old and the
-                    // new copy at once, outside the memory budget).
-                    let room = OBJECT_CHUNK_BYTES as usize - buf.len();
-                    buf.extend_from_slice(&piece.split_to(room.min(piece.len())));
-                    if buf.len() as u64 == OBJECT_CHUNK_BYTES {
-                        let filled = stored + OBJECT_CHUNK_BYTES * (full.len() as u64 + 1);
-                        let next = BytesMut::with_capacity(chunk_room(bound.saturating_sub(filled)));
-                        full.push(std::mem::replace(&mut buf, next).freeze());
-                    }
-                }
-            }
-            if last && !buf.is_empty() {
-                full.push(std::mem::take(&mut buf).freeze());
+            if last {
+                full.extend(chunker.finish());
             }
             for data in full {
                 let chunk = ChunkId::new(owner, next_index);
@@ -709,10 +696,42 @@ pub fn data_error(e: chuyi_client::ClientError) -> S3Error {
     }
 }
 
-/// The buffer a streamed body's next chunk needs when `left` bytes, at
-/// most, are still to be stored: a chunk, or less for a body's tail.
-fn chunk_room(left: u64) -> usize {
-    left.min(OBJECT_CHUNK_BYTES) as usize
+/// A streamed body's bytes cut into chunks. Each chunk's buffer is sized
+/// once, for a chunk or the body's tail, and filled only to the chunk, so
+/// it never grows: growing held the old and the new copy at once, outside
+/// the memory budget.
+struct Chunker {
+    buf: BytesMut,
+    /// What the body may still store, at most.
+    left: u64,
+}
+
+impl Chunker {
+    /// For a body that stores `bound` bytes at most.
+    fn new(bound: u64) -> Self {
+        Self { buf: BytesMut::with_capacity(bound.min(OBJECT_CHUNK_BYTES) as usize), left: bound }
+    }
+
+    /// Takes `piece`: the chunks it fills.
+    fn push(&mut self, mut piece: Bytes) -> Vec<Bytes> {
+        let mut full = Vec::new();
+        while !piece.is_empty() {
+            let room = OBJECT_CHUNK_BYTES as usize - self.buf.len();
+            let part = piece.split_to(room.min(piece.len()));
+            self.left = self.left.saturating_sub(part.len() as u64);
+            self.buf.extend_from_slice(&part);
+            if self.buf.len() as u64 == OBJECT_CHUNK_BYTES {
+                let next = BytesMut::with_capacity(self.left.min(OBJECT_CHUNK_BYTES) as usize);
+                full.push(std::mem::replace(&mut self.buf, next).freeze());
+            }
+        }
+        full
+    }
+
+    /// The body's last chunk, when it fills only part of one.
+    fn finish(&mut self) -> Option<Bytes> {
+        (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf).freeze())
+    }
 }
 
 /// The chunk reads that cover `range` of the concatenated `runs`: (chunk,
@@ -745,10 +764,24 @@ mod tests {
     const C: u64 = OBJECT_CHUNK_BYTES;
 
     #[test]
-    fn a_streamed_body_buffer_is_sized_for_its_chunk_once() {
-        assert_eq!(chunk_room(2 << 20), 2 << 20, "a small body: its length");
-        assert_eq!(chunk_room(3 * C), C as usize, "a large one: a chunk");
-        assert_eq!(chunk_room(0), 0);
+    fn a_streamed_body_is_cut_into_chunks_whose_buffers_never_grow() {
+        // Pieces that do not divide a chunk, so some cross its boundary.
+        let body: Vec<u8> = (0..(2 * C + C / 2)).map(|i| (i % 251) as u8).collect();
+        let mut chunker = Chunker::new(body.len() as u64);
+        let mut chunks = Vec::new();
+        for piece in body.chunks(300 << 10) {
+            chunks.extend(chunker.push(Bytes::copy_from_slice(piece)));
+            assert!(chunker.buf.capacity() <= C as usize, "a buffer grew past its chunk");
+        }
+        assert_eq!(chunker.buf.capacity(), C as usize / 2, "the tail's buffer is sized for the tail");
+        chunks.extend(chunker.finish());
+        assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [C as usize, C as usize, C as usize / 2]);
+        assert_eq!(chunks.concat(), body);
+        assert_eq!(
+            Chunker::new(1000).push(Bytes::from(vec![1; 1000])),
+            Vec::<Bytes>::new(),
+            "a small body: no chunk full"
+        );
     }
 
     #[test]

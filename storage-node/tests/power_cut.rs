@@ -21,6 +21,8 @@ use chuyi_storage_node::store::{open_disk, open_disk_wrapped, DiskSpec, DiskStor
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+mod support;
+
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
 const CHUNKS: u64 = 5;
@@ -178,29 +180,6 @@ async fn apply(disk: &DiskStore, change: Change) -> Result<(), StoreError> {
 /// reuse the ring under the cut.
 const RING: u64 = 16;
 
-/// A version 2 disk of 10 slots at `dir`, its journal `RING` blocks.
-fn format_with_small_ring(dir: &Path) {
-    use chuyi_storage_node::format::journal::Tail;
-    use chuyi_storage_node::format::layout::Layout;
-    use chuyi_storage_node::format::superblock::Superblock;
-    let layout = Layout::with_slots(10, 4 * MIB, RING);
-    let sb = Superblock { disk_uuid: [3; 16], disk_id: 3, class: DeviceClass::Ssd, capacity_bytes: 64 * MIB, layout };
-    let mut raw = vec![0u8; (64 * MIB) as usize];
-    raw[..4096].copy_from_slice(&sb.encode());
-    let at = layout.tail_block_at(0) as usize;
-    Tail { checkpoint: 0, tail: 0 }.encode(&sb.disk_uuid, &mut raw[at..at + 4096]);
-    std::fs::write(dir.join(DISK_FILE_NAME), raw).expect("version 2 disk");
-}
-
-/// The checkpoint number of the disk's newest whole tail record.
-fn checkpoints(dir: &Path) -> u64 {
-    use chuyi_storage_node::format::journal::{Tail, TAIL_BLOCKS};
-    use chuyi_storage_node::format::layout::Layout;
-    let at = Layout::with_slots(10, 4 * MIB, RING).tail_block_at(0) as usize;
-    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
-    Tail::newest(&[3; 16], &raw[at..at + TAIL_BLOCKS as usize * 4096]).map_or(0, |t| t.checkpoint)
-}
-
 /// Opens the disk at `dir` over a volatile cache, made durable once open.
 async fn open_volatile(dir: &Path) -> (DiskStore, Arc<VolatileEngine>) {
     let path = dir.join(DISK_FILE_NAME);
@@ -281,7 +260,7 @@ fn after_a_power_cut_every_block_reads_as_synced_or_as_written_since() {
     let (mut kept, mut torn, mut syncs, mut checkpointed) = (0, 0, 0, 0);
     for seed in 0..seeds {
         let dir = tempfile::tempdir().expect("tempdir");
-        format_with_small_ring(dir.path());
+        support::format_with_ring(dir.path(), 3, RING);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let (model, volatile) = rt.block_on(async {
             let (disk, volatile) = open_volatile(dir.path()).await;
@@ -292,7 +271,7 @@ fn after_a_power_cut_every_block_reads_as_synced_or_as_written_since() {
         });
         drop(rt);
         drop(volatile);
-        checkpointed += u64::from(checkpoints(dir.path()) > 0);
+        checkpointed += u64::from(support::newest_tail(dir.path()).is_some_and(|t| t.checkpoint > 0));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         torn += rt.block_on(async {
             let disk = open_disk(&spec(dir.path())).await.unwrap_or_else(|e| panic!("seed {seed}: reopen: {e}"));

@@ -17,6 +17,8 @@ use chuyi_storage_node::store::{open_disk, open_disk_wrapped, DiskSpec, DiskStor
 
 mod support;
 
+use support::{format_with_ring, newest_tail, raw_superblock};
+
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 4 * MIB;
 const ENGINES: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Pread, EngineKind::Inline];
@@ -729,15 +731,6 @@ async fn diffs_asked_in_either_order_agree_and_do_not_deadlock() {
     }
 }
 
-/// The disk's layout and uuid, from its superblock in the raw file.
-fn raw_superblock(dir: &Path) -> chuyi_storage_node::format::superblock::Superblock {
-    use chuyi_storage_node::format::superblock::{Superblock, SUPERBLOCK_BYTES};
-    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
-    let mut block = [0u8; SUPERBLOCK_BYTES];
-    block.copy_from_slice(&raw[..SUPERBLOCK_BYTES]);
-    Superblock::decode(&block).expect("superblock")
-}
-
 /// Slot `slot`'s checksum block as the raw file holds it.
 fn raw_crc_block(dir: &Path, slot: u64) -> Vec<u8> {
     let at = raw_superblock(dir).layout.crc_table_at(slot) as usize;
@@ -912,21 +905,6 @@ fn a_lone_write_rewrites_a_clean_slots_checksum_block_and_journals_otherwise() {
     }
 }
 
-/// A version 2 disk formatted by hand with a ring of `ring` blocks, so a
-/// test laps it in a few hundred writes (the default ring takes thousands).
-fn format_with_ring(dir: &Path, ring: u64) {
-    use chuyi_storage_node::format::journal::Tail;
-    use chuyi_storage_node::format::layout::Layout;
-    use chuyi_storage_node::format::superblock::Superblock;
-    let layout = Layout::with_slots(10, CHUNK, ring);
-    let sb = Superblock { disk_uuid: [2; 16], disk_id: 7, class: DeviceClass::Ssd, capacity_bytes: 64 * MIB, layout };
-    let mut raw = vec![0u8; (64 * MIB) as usize];
-    raw[..4096].copy_from_slice(&sb.encode());
-    let at = layout.tail_block_at(0) as usize;
-    Tail { checkpoint: 0, tail: 0 }.encode(&sb.disk_uuid, &mut raw[at..at + 4096]);
-    std::fs::write(dir.join(DISK_FILE_NAME), raw).expect("version 2 disk");
-}
-
 /// Write `n` of [`writes_through_many_checkpoints_read_back_after_a_crash`]:
 /// chunks 1 to 3 in turn, 64 blocks each.
 async fn lap_write(disk: &DiskStore, n: u64) -> Result<(), StoreError> {
@@ -935,11 +913,7 @@ async fn lap_write(disk: &DiskStore, n: u64) -> Result<(), StoreError> {
 
 /// The newest whole tail record in the raw file: the journal's durable tail.
 fn raw_tail(dir: &Path) -> u64 {
-    use chuyi_storage_node::format::journal::{Tail, TAIL_BLOCKS};
-    let sb = raw_superblock(dir);
-    let at = sb.layout.tail_block_at(0) as usize;
-    let raw = std::fs::read(dir.join(DISK_FILE_NAME)).expect("raw disk");
-    Tail::newest(&sb.disk_uuid, &raw[at..at + TAIL_BLOCKS as usize * 4096]).expect("a whole tail record").tail
+    newest_tail(dir).expect("a whole tail record").tail
 }
 
 /// Many more writes than the ring holds, one in four of them alone: the
@@ -952,7 +926,7 @@ fn writes_through_many_checkpoints_read_back_after_a_crash() {
     const RING: u64 = 64;
     for engine in ENGINES {
         let dir = tempfile::tempdir().expect("tempdir");
-        format_with_ring(dir.path(), RING);
+        format_with_ring(dir.path(), 7, RING);
         // Each journalled write alone is one ring block: five laps.
         let writes = 5 * RING * 4 / 3;
         crash_after(dir.path(), engine, |disk| async move {
